@@ -1,0 +1,126 @@
+import fastifyStatic from '@fastify/static';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import underPressure from '@fastify/under-pressure';
+import { consoleAssetsDir } from '@orchestra/console';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { Logger } from 'pino';
+import type { IdentityService } from './gateway/identity-service.ts';
+import { gatewayRoutes } from './gateway/routes.ts';
+import { opsRoutes } from './ops/routes.ts';
+import { ApiError } from './platform/errors.ts';
+import { installHttpPlatform, requestIdFor } from './platform/http.ts';
+import type { Metrics } from './platform/metrics.ts';
+import type { RateLimiter } from './platform/rate-limit.ts';
+import { ErrorResponse } from './platform/schemas.ts';
+import type { Settings } from './platform/settings.ts';
+import type { RelationalStore } from './store/store.ts';
+
+/** Everything a server instance is built from; tests pass their own. */
+export interface AppResources {
+  settings: Settings;
+  store: RelationalStore;
+  log: Logger;
+  metrics: Metrics;
+  rateLimiter: RateLimiter | undefined;
+  identity: IdentityService;
+  version: string;
+  /** True once shutdown has begun. */
+  isClosing: () => boolean;
+}
+
+const SERVICE = 'orchestra';
+
+/** Builds the HTTP application (not listening yet). */
+export async function buildApp(resources: AppResources): Promise<FastifyInstance> {
+  const { settings, store, metrics, identity, version } = resources;
+  const app = Fastify({
+    loggerInstance: resources.log as FastifyBaseLogger,
+    // One access-log line per request is written by the platform's onResponse hook.
+    logController: new LogController({
+      disableRequestLogging: true,
+      requestIdLogLabel: 'request_id',
+    }),
+    genReqId: requestIdFor,
+    bodyLimit: settings.bodyLimitBytes,
+    trustProxy: settings.trustProxy,
+    // Answered by our own hook instead, in the unified error format.
+    return503OnClosing: false,
+    ajv: {
+      customOptions: {
+        // Unknown fields are errors, not silently dropped: a typo should not be ignored.
+        removeAdditional: false,
+        coerceTypes: 'array',
+        useDefaults: true,
+        allErrors: false,
+      },
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  installHttpPlatform(app, {
+    service: SERVICE,
+    instanceId: settings.instanceId,
+    metrics,
+    rateLimiter: resources.rateLimiter,
+    authenticate: (request) => identity.authenticate(request.headers),
+    isClosing: resources.isClosing,
+  });
+
+  if (settings.maxEventLoopDelayMs > 0) {
+    await app.register(underPressure, {
+      maxEventLoopDelay: settings.maxEventLoopDelayMs,
+      pressureHandler: async () => {
+        throw new ApiError('SERVICE_OVERLOADED', undefined, { headers: { 'retry-after': '5' } });
+      },
+    });
+  }
+
+  app.addSchema(ErrorResponse);
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Orchestra API',
+        version,
+        description:
+          'Control plane for AI agents. Every `/v1` route needs `Authorization: Bearer <API key or JWT>`. Errors use the `ErrorResponse` shape; codes are listed in docs/errors.md.',
+        license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+      },
+      components: {
+        securitySchemes: {
+          bearerAuth: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'An `ork_…` API key or a JWT.',
+          },
+        },
+      },
+    },
+    transform: ({ schema, url, route }) => {
+      if (!url.startsWith('/v1/') || route.config?.auth === 'public') return { schema, url };
+      const roles = route.config?.auth;
+      const note = Array.isArray(roles) ? `Roles: ${roles.join(', ')}.` : '';
+      return {
+        url,
+        schema: {
+          ...schema,
+          security: [{ bearerAuth: [] }],
+          description: [schema?.description, note].filter(Boolean).join('\n\n'),
+        },
+      };
+    },
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(opsRoutes, {
+    store,
+    metrics,
+    version,
+    instanceId: settings.instanceId,
+  });
+  await app.register(gatewayRoutes, { identity });
+  await app.register(fastifyStatic, { root: consoleAssetsDir, wildcard: false });
+  return app;
+}

@@ -1,0 +1,428 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type ApiKey, Orchestra, OrchestraError, type Tenant } from '@orchestra/sdk';
+import { loadSettings, SettingsError } from '../platform/settings.ts';
+import { ADMIN_KEY_FILE, startServer, VERSION } from '../server.ts';
+import { formatTable } from './table.ts';
+
+/** A usage mistake: printed with the command's help hint, exit code 2. */
+class UsageError extends Error {}
+
+const GLOBAL_HELP = `Orchestra ${VERSION}: control plane for AI agents
+
+Usage: orchestra <command> [options]
+
+Commands:
+  start                 Run the server
+  whoami                Show the tenant and role of the credential in use
+  keys create|list|revoke
+                        Manage API keys of your tenant
+  tenants create|list   Manage tenants (admins of the system tenant)
+  version               Print the version
+
+Options for commands that talk to a server:
+  --url URL             Server URL (env ORCHESTRA_URL; default http://localhost:8080)
+  --api-key KEY         API key or JWT (env ORCHESTRA_API_KEY; default: the admin-key
+                        file in ORCHESTRA_DATA_DIR or ./.orchestra, if present)
+  --json                Print JSON instead of tables
+  -h, --help            Show help for a command
+
+Run "orchestra <command> --help" for the options of a command.`;
+
+const HELP: Record<string, string> = {
+  start: `Usage: orchestra start [options]
+
+Runs the Orchestra server in the foreground until SIGTERM or SIGINT. Settings come from
+ORCHESTRA_* environment variables and an optional JSON config file; the flags below win.
+On first start it creates the system tenant and prints its admin key once.
+
+Options:
+  --config FILE         JSON config file (env ORCHESTRA_CONFIG_FILE)
+  --port N              TCP port (env ORCHESTRA_PORT; default 8080)
+  --host HOST           Listen address (env ORCHESTRA_HOST; default localhost)
+  --data-dir DIR        Data directory (env ORCHESTRA_DATA_DIR; default .orchestra)
+  --database-url URL    PostgreSQL URL (env ORCHESTRA_DATABASE_URL; default SQLite)
+  --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env ORCHESTRA_LOG_LEVEL)`,
+  whoami: `Usage: orchestra whoami [--url URL] [--api-key KEY] [--json]
+
+Shows the tenant, role and credential the API key or token authenticates as.`,
+  keys: `Usage: orchestra keys <create|list|revoke> [options]
+
+  keys create --name NAME --role ROLE [--expires-in DURATION | --expires-at ISO]
+      Creates a key in your tenant and prints its secret once.
+      ROLE is admin, operator, agent or viewer. DURATION is a number with s, m, h or d
+      (30d). Needs an admin credential.
+  keys list [--role ROLE] [--include-revoked]
+      Lists the keys of your tenant.
+  keys revoke ID
+      Revokes a key at once. The last active admin key cannot be revoked.
+
+Common options: --url URL, --api-key KEY, --json`,
+  tenants: `Usage: orchestra tenants <create|list> [options]
+
+  tenants create ID [--name NAME]
+      Creates a tenant and prints its first admin key once. ID is lowercase letters,
+      digits and dashes. Needs an admin key of the system tenant.
+  tenants list
+      Lists tenants (all of them for system admins, else your own).
+
+Common options: --url URL, --api-key KEY, --json`,
+  version: `Usage: orchestra version [--json]
+
+Prints the version of this CLI and of the Node.js runtime.`,
+};
+
+const CLIENT_OPTIONS = {
+  url: { type: 'string' },
+  'api-key': { type: 'string' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+function parse<
+  O extends Record<
+    string,
+    { type: 'string' | 'boolean'; short?: string; default?: string | boolean }
+  >,
+>(args: string[], options: O) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...CLIENT_OPTIONS, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function client(values: { url?: string | undefined; 'api-key'?: string | undefined }): Orchestra {
+  const url = values.url ?? process.env.ORCHESTRA_URL ?? 'http://localhost:8080';
+  const apiKey = values['api-key'] ?? process.env.ORCHESTRA_API_KEY ?? adminKeyFromDataDir();
+  if (apiKey === undefined) {
+    throw new UsageError('No credential: pass --api-key or set ORCHESTRA_API_KEY');
+  }
+  try {
+    return new Orchestra({ url, apiKey });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** The first-start admin key, for the common case of a CLI next to a local server. */
+function adminKeyFromDataDir(): string | undefined {
+  const dir = resolve(process.env.ORCHESTRA_DATA_DIR || '.orchestra');
+  try {
+    return readFileSync(join(dir, ADMIN_KEY_FILE), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function print(json: boolean, value: unknown, human: () => string): void {
+  process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
+}
+
+const DURATION = /^(\d+)([smhd])$/;
+const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+function parseDuration(text: string): number {
+  const match = DURATION.exec(text);
+  if (!match?.[1] || !match[2]) {
+    throw new UsageError(
+      `--expires-in must be a number followed by s, m, h or d (like 30d), got "${text}"`,
+    );
+  }
+  return Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+}
+
+const dash = (v: string | null) => v ?? '-';
+
+async function keysCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    name: { type: 'string' },
+    role: { type: 'string' },
+    'expires-in': { type: 'string' },
+    'expires-at': { type: 'string' },
+    'include-revoked': { type: 'boolean', default: false },
+  });
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.keys}\n`);
+    if (sub === undefined) throw new UsageError('keys needs a subcommand: create, list or revoke');
+    return;
+  }
+  const api = client(values);
+  switch (sub) {
+    case 'create': {
+      if (!values.name) throw new UsageError('keys create needs --name');
+      if (!values.role)
+        throw new UsageError('keys create needs --role (admin, operator, agent or viewer)');
+      if (values['expires-in'] && values['expires-at']) {
+        throw new UsageError('use either --expires-in or --expires-at, not both');
+      }
+      const expiresAt = values['expires-in']
+        ? new Date(Date.now() + parseDuration(values['expires-in'])).toISOString()
+        : values['expires-at'];
+      const key = await api.apiKeys.create({
+        name: values.name,
+        role: values.role as 'admin',
+        ...(expiresAt ? { expires_at: expiresAt } : {}),
+      });
+      print(values.json, key, () =>
+        [
+          `Created API key ${key.id} (${key.name}, role ${key.role}${key.expires_at ? `, expires ${key.expires_at}` : ''}).`,
+          '',
+          `  ${key.secret}`,
+          '',
+          'Store it now: it is not shown again.',
+        ].join('\n'),
+      );
+      return;
+    }
+    case 'list': {
+      const keys: ApiKey[] = [];
+      for await (const key of api.apiKeys.listAll({
+        limit: 200,
+        include_revoked: values['include-revoked'],
+        ...(values.role ? { role: values.role as 'admin' } : {}),
+      })) {
+        keys.push(key);
+      }
+      print(values.json, keys, () =>
+        formatTable(
+          ['ID', 'NAME', 'ROLE', 'STATUS', 'PREFIX', 'CREATED', 'EXPIRES', 'LAST USED'],
+          keys.map((k) => [
+            k.id,
+            k.name,
+            k.role,
+            k.status,
+            k.prefix,
+            k.created_at,
+            dash(k.expires_at),
+            dash(k.last_used_at),
+          ]),
+        ),
+      );
+      return;
+    }
+    case 'revoke': {
+      const id = positionals[0];
+      if (id === undefined) throw new UsageError('keys revoke needs the key id');
+      const key = await api.apiKeys.revoke(id);
+      print(values.json, key, () => `Revoked API key ${key.id} (${key.name}).`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown keys subcommand "${sub}"; use create, list or revoke`);
+  }
+}
+
+async function tenantsCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, { name: { type: 'string' } });
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.tenants}\n`);
+    if (sub === undefined) throw new UsageError('tenants needs a subcommand: create or list');
+    return;
+  }
+  const api = client(values);
+  switch (sub) {
+    case 'create': {
+      const id = positionals[0];
+      if (id === undefined) throw new UsageError('tenants create needs the tenant id');
+      const created = await api.tenants.create({
+        id,
+        ...(values.name ? { name: values.name } : {}),
+      });
+      print(values.json, created, () =>
+        [
+          `Created tenant ${created.tenant.id} (${created.tenant.name}) with admin key ${created.admin_key.id}:`,
+          '',
+          `  ${created.admin_key.secret}`,
+          '',
+          'Store it now: it is not shown again.',
+        ].join('\n'),
+      );
+      return;
+    }
+    case 'list': {
+      const tenants: Tenant[] = [];
+      for await (const tenant of api.tenants.listAll({ limit: 200 })) tenants.push(tenant);
+      print(values.json, tenants, () =>
+        formatTable(
+          ['ID', 'NAME', 'KIND', 'CREATED'],
+          tenants.map((t) => [t.id, t.name, t.kind, t.created_at]),
+        ),
+      );
+      return;
+    }
+    default:
+      throw new UsageError(`unknown tenants subcommand "${sub}"; use create or list`);
+  }
+}
+
+async function whoamiCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, {});
+  if (values.help) {
+    process.stdout.write(`${HELP.whoami}\n`);
+    return;
+  }
+  const me = await client(values).whoami();
+  print(values.json, me, () => {
+    const c = me.credential;
+    const credential =
+      c.type === 'api_key'
+        ? `API key ${c.id} (${c.name}, ${c.prefix}…)`
+        : `JWT for ${c.subject}${c.issuer ? ` from ${c.issuer}` : ''}`;
+    return formatTable(
+      ['TENANT', 'ROLE', 'CREDENTIAL', 'EXPIRES'],
+      [[`${me.tenant.id} (${me.tenant.name})`, me.role, credential, dash(c.expires_at)]],
+    );
+  });
+}
+
+async function startCommand(args: string[]): Promise<void> {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        config: { type: 'string' },
+        port: { type: 'string' },
+        host: { type: 'string' },
+        'data-dir': { type: 'string' },
+        'database-url': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(`${HELP.start}\n`);
+    return;
+  }
+  const str = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined);
+  const settings = loadSettings(process.env, {
+    ...(str(values.config) ? { configFile: str(values.config) } : {}),
+    overrides: {
+      port: str(values.port),
+      host: str(values.host),
+      dataDir: str(values['data-dir']),
+      databaseUrl: str(values['database-url']),
+      logLevel: str(values['log-level']),
+    },
+  });
+  const server = await startServer(settings, {
+    onAdminKey: (key) => {
+      // stderr, not the JSON log: the secret must not end up in log pipelines.
+      process.stderr.write(
+        [
+          '',
+          '  Orchestra created the system tenant "default" and its first admin key:',
+          '',
+          `    ${key.secret}`,
+          '',
+          `  It is shown only now. A copy is in ${key.file} (mode 0600).`,
+          `  Try: curl -H "Authorization: Bearer ${key.secret}" ${`http://localhost:${settings.port}`}/v1/whoami`,
+          '',
+          '',
+        ].join('\n'),
+      );
+    },
+  });
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      process.stderr.write(`received ${signal} again; exiting now\n`);
+      process.exit(1);
+    }
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`shutdown failed: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+function versionCommand(args: string[]): void {
+  const { values } = parse(args, {});
+  if (values.help) {
+    process.stdout.write(`${HELP.version}\n`);
+    return;
+  }
+  print(
+    values.json,
+    { version: VERSION, node: process.versions.node },
+    () => `orchestra ${VERSION} (Node.js ${process.versions.node})`,
+  );
+}
+
+/** Runs the CLI and returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  try {
+    switch (command) {
+      case 'start':
+        await startCommand(args);
+        return 0;
+      case 'whoami':
+        await whoamiCommand(args);
+        return 0;
+      case 'keys':
+        await keysCommand(args);
+        return 0;
+      case 'tenants':
+        await tenantsCommand(args);
+        return 0;
+      case 'version':
+      case '--version':
+        versionCommand(args);
+        return 0;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(`${GLOBAL_HELP}\n`);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(
+        `error: ${err.message}\nRun "orchestra ${command && command in HELP ? `${command} ` : ''}--help" for usage.\n`,
+      );
+      return 2;
+    }
+    if (err instanceof OrchestraError) {
+      process.stderr.write(
+        `error: ${err.message} (${err.code}${err.status ? `, HTTP ${err.status}` : ''})\n`,
+      );
+      return 1;
+    }
+    if (err instanceof SettingsError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  const code = await main(process.argv.slice(2));
+  // `start` keeps running until a signal; every other command ends here.
+  if (process.argv[2] !== 'start' || code !== 0) process.exitCode = code;
+}

@@ -1,0 +1,459 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import {
+  credentialId,
+  isSystemAdmin,
+  type Principal,
+  type Role,
+  type TenantRef,
+} from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { newId, randomBase62 } from '../platform/ids.ts';
+import type { JwtVerifier } from '../platform/jwt.ts';
+import { decodeCursor, toPage } from '../platform/pagination.ts';
+import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import type { ApiKeysTable, TenantsTable } from './tables.ts';
+
+export const API_KEY_PREFIX = 'ork_';
+const SECRET_LENGTH = 40;
+const DISPLAY_PREFIX_LENGTH = API_KEY_PREFIX.length + 8;
+/** `last_used_at` is a hint, not an audit log: write it at most this often per key. */
+const LAST_USED_WRITE_INTERVAL_MS = 60_000;
+export const SYSTEM_TENANT_ID = 'default';
+
+export type ApiKeyStatus = 'active' | 'revoked' | 'expired';
+
+/** An API key as clients see it: never the secret or its hash. */
+export interface ApiKeyView {
+  id: string;
+  tenant_id: string;
+  name: string;
+  role: Role;
+  prefix: string;
+  status: ApiKeyStatus;
+  created_at: string;
+  created_by: string | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+  last_used_at: string | null;
+}
+
+export interface TenantView {
+  id: string;
+  name: string;
+  kind: 'system' | 'standard';
+  created_at: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+function keyStatus(row: ApiKeysTable, now: Date): ApiKeyStatus {
+  if (row.revoked_at !== null) return 'revoked';
+  if (row.expires_at !== null && Date.parse(row.expires_at) <= now.getTime()) return 'expired';
+  return 'active';
+}
+
+function keyView(row: ApiKeysTable, now = new Date()): ApiKeyView {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    name: row.name,
+    role: row.role as Role,
+    prefix: row.prefix,
+    status: keyStatus(row, now),
+    created_at: row.created_at,
+    created_by: row.created_by,
+    expires_at: row.expires_at,
+    revoked_at: row.revoked_at,
+    last_used_at: row.last_used_at,
+  };
+}
+
+function tenantView(row: TenantsTable): TenantView {
+  return { id: row.id, name: row.name, kind: row.kind, created_at: row.created_at };
+}
+
+/**
+ * Tenants, API keys and credential resolution. Every method that takes a principal scopes
+ * what it reads and writes to the principal's tenant; only system admins see other tenants.
+ */
+export class IdentityService {
+  readonly #store: RelationalStore;
+  readonly #jwt: JwtVerifier;
+  readonly #log: Logger;
+  readonly #lastUsedWrites = new Map<string, number>();
+
+  constructor(deps: { store: RelationalStore; jwt: JwtVerifier; log: Logger }) {
+    this.#store = deps.store;
+    this.#jwt = deps.jwt;
+    this.#log = deps.log;
+  }
+
+  /**
+   * Resolves a bearer credential: an `ork_` API key or a JWT. Throws a 401 `ApiError` for a
+   * missing, unknown, revoked or expired credential.
+   */
+  async authenticate(headers: {
+    authorization?: string | undefined;
+    'x-api-key'?: string | string[] | undefined;
+  }): Promise<Principal> {
+    const token = bearerToken(headers);
+    if (token === undefined) {
+      throw new ApiError(
+        'UNAUTHENTICATED',
+        'Send an API key or token as "Authorization: Bearer <credential>"',
+      );
+    }
+    return token.startsWith(API_KEY_PREFIX)
+      ? this.#authenticateKey(token)
+      : this.#authenticateJwt(token);
+  }
+
+  async #authenticateKey(secret: string): Promise<Principal> {
+    const row = await this.#store.db
+      .selectFrom('api_keys')
+      .innerJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
+      .select([
+        'api_keys.id',
+        'api_keys.name',
+        'api_keys.role',
+        'api_keys.prefix',
+        'api_keys.expires_at',
+        'api_keys.revoked_at',
+        'tenants.id as tenant_id',
+        'tenants.name as tenant_name',
+        'tenants.kind as tenant_kind',
+      ])
+      .where('api_keys.secret_hash', '=', hashSecret(secret))
+      .executeTakeFirst();
+    if (row === undefined) throw new ApiError('INVALID_API_KEY');
+    if (row.revoked_at !== null) throw new ApiError('API_KEY_REVOKED');
+    if (row.expires_at !== null && Date.parse(row.expires_at) <= Date.now()) {
+      throw new ApiError('API_KEY_EXPIRED');
+    }
+    this.#touch(row.id);
+    return {
+      type: 'api_key',
+      tenant: { id: row.tenant_id, name: row.tenant_name, kind: row.tenant_kind },
+      role: row.role as Role,
+      keyId: row.id,
+      keyName: row.name,
+      prefix: row.prefix,
+      expiresAt: row.expires_at,
+    };
+  }
+
+  async #authenticateJwt(token: string): Promise<Principal> {
+    const claims = await this.#jwt.verify(token);
+    const tenant = await this.#findTenant(claims.tenantId);
+    if (tenant === undefined) {
+      throw new ApiError(
+        'INVALID_TOKEN',
+        `The token names tenant "${claims.tenantId}", which does not exist`,
+      );
+    }
+    return {
+      type: 'jwt',
+      tenant,
+      role: claims.role,
+      subject: claims.subject,
+      issuer: claims.issuer,
+      expiresAt: claims.expiresAt,
+    };
+  }
+
+  #touch(keyId: string): void {
+    const now = Date.now();
+    const last = this.#lastUsedWrites.get(keyId);
+    if (last !== undefined && now - last < LAST_USED_WRITE_INTERVAL_MS) return;
+    this.#lastUsedWrites.set(keyId, now);
+    this.#store.db
+      .updateTable('api_keys')
+      .set({ last_used_at: new Date(now).toISOString() })
+      .where('id', '=', keyId)
+      .execute()
+      .catch((err: unknown) => this.#log.warn({ err, key_id: keyId }, 'could not record key use'));
+  }
+
+  async #findTenant(id: string): Promise<TenantRef | undefined> {
+    return this.#store.db
+      .selectFrom('tenants')
+      .select(['id', 'name', 'kind'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+  }
+
+  /**
+   * Creates the system tenant and its first admin key if no system tenant exists yet.
+   * Returns the key's secret when this call created it, `undefined` when another start
+   * (or another node) already had. Safe to run concurrently: the tenant insert decides.
+   */
+  async bootstrap(): Promise<{ tenant: TenantView; adminKey?: ApiKeyView & { secret: string } }> {
+    return this.#store.db.transaction().execute(async (trx) => {
+      const now = new Date().toISOString();
+      const inserted = await trx
+        .insertInto('tenants')
+        .values({ id: SYSTEM_TENANT_ID, name: 'Default', kind: 'system', created_at: now })
+        .onConflict((oc) => oc.column('id').doNothing())
+        .executeTakeFirst();
+      const tenant = await trx
+        .selectFrom('tenants')
+        .selectAll()
+        .where('id', '=', SYSTEM_TENANT_ID)
+        .executeTakeFirstOrThrow();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0)
+        return { tenant: tenantView(tenant) };
+      const { row, secret } = newKeyRow(SYSTEM_TENANT_ID, {
+        name: 'bootstrap admin',
+        role: 'admin',
+        expiresAt: null,
+        createdBy: 'bootstrap',
+      });
+      await trx.insertInto('api_keys').values(row).execute();
+      return { tenant: tenantView(tenant), adminKey: { ...keyView(row), secret } };
+    });
+  }
+
+  async createTenant(
+    principal: Principal,
+    input: { id: string; name?: string | undefined },
+  ): Promise<{ tenant: TenantView; admin_key: ApiKeyView & { secret: string } }> {
+    if (!isSystemAdmin(principal)) {
+      throw new ApiError(
+        'PERMISSION_DENIED',
+        'Only admins of the system tenant can create tenants',
+      );
+    }
+    const now = new Date().toISOString();
+    const tenant: TenantsTable = {
+      id: input.id,
+      name: input.name ?? input.id,
+      kind: 'standard',
+      created_at: now,
+    };
+    const { row, secret } = newKeyRow(input.id, {
+      name: 'tenant admin',
+      role: 'admin',
+      expiresAt: null,
+      createdBy: credentialId(principal),
+    });
+    try {
+      await this.#store.db.transaction().execute(async (trx) => {
+        await trx.insertInto('tenants').values(tenant).execute();
+        await trx.insertInto('api_keys').values(row).execute();
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) {
+        throw new ApiError(
+          'TENANT_ALREADY_EXISTS',
+          `A tenant with id "${input.id}" already exists`,
+          {
+            cause: err,
+          },
+        );
+      }
+      throw err;
+    }
+    return { tenant: tenantView(tenant), admin_key: { ...keyView(row), secret } };
+  }
+
+  async listTenants(
+    principal: Principal,
+    page: { limit: number; cursor?: string | undefined },
+  ): Promise<Page<TenantView>> {
+    const after = decodeCursor(page.cursor);
+    let query = this.#store.db
+      .selectFrom('tenants')
+      .selectAll()
+      .orderBy('id')
+      .limit(page.limit + 1);
+    if (!isSystemAdmin(principal)) query = query.where('id', '=', principal.tenant.id);
+    if (after !== undefined) query = query.where('id', '>', after);
+    return toPage(await query.execute(), page.limit, tenantView);
+  }
+
+  async getTenant(principal: Principal, id: string): Promise<TenantView> {
+    // Other tenants are invisible, not forbidden: a 404 does not confirm they exist.
+    if (!isSystemAdmin(principal) && id !== principal.tenant.id) throw tenantNotFound(id);
+    const row = await this.#store.db
+      .selectFrom('tenants')
+      .selectAll()
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (row === undefined) throw tenantNotFound(id);
+    return tenantView(row);
+  }
+
+  async createApiKey(
+    principal: Principal,
+    input: { name: string; role: Role; expires_at?: string | undefined },
+  ): Promise<ApiKeyView & { secret: string }> {
+    let expiresAt: string | null = null;
+    if (input.expires_at !== undefined) {
+      const ms = Date.parse(input.expires_at);
+      if (Number.isNaN(ms) || ms <= Date.now()) {
+        throw new ApiError(
+          'VALIDATION_FAILED',
+          'body.expires_at: must be a date-time in the future',
+          {
+            details: {
+              fields: [{ field: 'body.expires_at', message: 'must be a date-time in the future' }],
+            },
+          },
+        );
+      }
+      expiresAt = new Date(ms).toISOString();
+    }
+    const { row, secret } = newKeyRow(principal.tenant.id, {
+      name: input.name,
+      role: input.role,
+      expiresAt,
+      createdBy: credentialId(principal),
+    });
+    await this.#store.db.insertInto('api_keys').values(row).execute();
+    return { ...keyView(row), secret };
+  }
+
+  async listApiKeys(
+    principal: Principal,
+    options: {
+      limit: number;
+      cursor?: string | undefined;
+      role?: Role | undefined;
+      include_revoked?: boolean | undefined;
+    },
+  ): Promise<Page<ApiKeyView>> {
+    const after = decodeCursor(options.cursor);
+    let query = this.#store.db
+      .selectFrom('api_keys')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      .orderBy('id')
+      .limit(options.limit + 1);
+    if (after !== undefined) query = query.where('id', '>', after);
+    if (options.role !== undefined) query = query.where('role', '=', options.role);
+    if (!options.include_revoked) query = query.where('revoked_at', 'is', null);
+    const now = new Date();
+    return toPage(await query.execute(), options.limit, (row) => keyView(row, now));
+  }
+
+  async getApiKey(principal: Principal, id: string): Promise<ApiKeyView> {
+    const row = await this.#store.db
+      .selectFrom('api_keys')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (row === undefined) throw keyNotFound(id);
+    return keyView(row);
+  }
+
+  /**
+   * Revokes a key of the principal's tenant. Revoking a revoked key returns it unchanged.
+   * Refuses to revoke the tenant's last active admin key, which would lock the tenant out.
+   */
+  async revokeApiKey(principal: Principal, id: string): Promise<ApiKeyView> {
+    const tenantId = principal.tenant.id;
+    return this.#store.db.transaction().execute(async (trx) => {
+      // Lock the tenant row so two concurrent revocations cannot both pass the last-admin
+      // check. SQLite transactions are already serial (BEGIN IMMEDIATE).
+      let lock = trx.selectFrom('tenants').select('id').where('id', '=', tenantId);
+      if (this.#store.kind === 'postgres') lock = lock.forUpdate();
+      await lock.execute();
+
+      const row = await trx
+        .selectFrom('api_keys')
+        .selectAll()
+        .where('tenant_id', '=', tenantId)
+        .where('id', '=', id)
+        .executeTakeFirst();
+      if (row === undefined) throw keyNotFound(id);
+      if (row.revoked_at !== null) return keyView(row);
+
+      const now = new Date();
+      if (row.role === 'admin' && keyStatus(row, now) === 'active') {
+        const admins = await trx
+          .selectFrom('api_keys')
+          .select(['id', 'expires_at'])
+          .where('tenant_id', '=', tenantId)
+          .where('role', '=', 'admin')
+          .where('revoked_at', 'is', null)
+          .execute();
+        const activeAdmins = admins.filter(
+          (k) => k.expires_at === null || Date.parse(k.expires_at) > now.getTime(),
+        );
+        if (activeAdmins.length <= 1) {
+          throw new ApiError(
+            'LAST_ADMIN_KEY',
+            'This is the last active admin key of the tenant; create another admin key first',
+          );
+        }
+      }
+      const revokedAt = now.toISOString();
+      await trx
+        .updateTable('api_keys')
+        .set({ revoked_at: revokedAt })
+        .where('id', '=', id)
+        .execute();
+      return keyView({ ...row, revoked_at: revokedAt }, now);
+    });
+  }
+}
+
+function newKeyRow(
+  tenantId: string,
+  input: { name: string; role: Role; expiresAt: string | null; createdBy: string },
+): { row: ApiKeysTable; secret: string } {
+  const secret = `${API_KEY_PREFIX}${randomBase62(SECRET_LENGTH)}`;
+  const now = Date.now();
+  return {
+    secret,
+    row: {
+      id: newId('key', now),
+      tenant_id: tenantId,
+      name: input.name,
+      role: input.role,
+      prefix: secret.slice(0, DISPLAY_PREFIX_LENGTH),
+      secret_hash: hashSecret(secret),
+      created_at: new Date(now).toISOString(),
+      created_by: input.createdBy,
+      expires_at: input.expiresAt,
+      revoked_at: null,
+      last_used_at: null,
+    },
+  };
+}
+
+function bearerToken(headers: {
+  authorization?: string | undefined;
+  'x-api-key'?: string | string[] | undefined;
+}): string | undefined {
+  const authorization = headers.authorization;
+  if (authorization !== undefined) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!match?.[1]) {
+      throw new ApiError(
+        'UNAUTHENTICATED',
+        'The Authorization header must be "Bearer <credential>"',
+      );
+    }
+    return match[1];
+  }
+  const apiKey = headers['x-api-key'];
+  return typeof apiKey === 'string' && apiKey !== '' ? apiKey.trim() : undefined;
+}
+
+function tenantNotFound(id: string): ApiError {
+  return new ApiError('TENANT_NOT_FOUND', `Tenant "${id}" does not exist`);
+}
+
+function keyNotFound(id: string): ApiError {
+  return new ApiError('API_KEY_NOT_FOUND', `API key "${id}" does not exist`);
+}

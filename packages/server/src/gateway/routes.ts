@@ -1,0 +1,191 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { ADMIN_ROLES, type Principal, ROLES } from '../platform/auth.ts';
+import { Page, PageQuery } from '../platform/pagination.ts';
+import { errorResponses } from '../platform/schemas.ts';
+import type { IdentityService } from './identity-service.ts';
+import {
+  ApiKey,
+  ApiKeyWithSecret,
+  CreateApiKey,
+  CreatedTenant,
+  CreateTenant,
+  Tenant,
+  TenantId,
+  WhoAmI,
+} from './schemas.ts';
+
+/** The principal of an authenticated route; the platform hook guarantees it is set. */
+function principalOf(request: { principal?: Principal }): Principal {
+  if (request.principal === undefined) throw new Error('route reached without a principal');
+  return request.principal;
+}
+
+/** `/v1/whoami`, `/v1/api-keys` and `/v1/tenants`. */
+export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityService }> = async (
+  app,
+  { identity },
+) => {
+  app.addSchema(Tenant);
+  app.addSchema(ApiKey);
+  app.addSchema(ApiKeyWithSecret);
+
+  app.get(
+    '/v1/whoami',
+    {
+      schema: {
+        tags: ['identity'],
+        summary: 'Who the credential belongs to',
+        response: { 200: WhoAmI, ...errorResponses },
+      },
+      config: { auth: ROLES },
+    },
+    async (request) => {
+      const p = principalOf(request);
+      return {
+        tenant: p.tenant,
+        role: p.role,
+        credential:
+          p.type === 'api_key'
+            ? {
+                type: 'api_key' as const,
+                id: p.keyId,
+                name: p.keyName,
+                prefix: p.prefix,
+                expires_at: p.expiresAt,
+              }
+            : {
+                type: 'jwt' as const,
+                subject: p.subject,
+                issuer: p.issuer,
+                expires_at: p.expiresAt,
+              },
+      };
+    },
+  );
+
+  app.post(
+    '/v1/api-keys',
+    {
+      schema: {
+        tags: ['api-keys'],
+        summary: 'Create an API key in the caller’s tenant',
+        description: 'The response holds the secret; it is never shown again.',
+        body: CreateApiKey,
+        response: { 201: Type.Ref('ApiKeyWithSecret'), ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request, reply) => {
+      const key = await identity.createApiKey(principalOf(request), request.body);
+      reply.status(201);
+      return key;
+    },
+  );
+
+  app.get(
+    '/v1/api-keys',
+    {
+      schema: {
+        tags: ['api-keys'],
+        summary: 'List the API keys of the caller’s tenant',
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            role: Type.Optional(Type.Enum(ROLES as string[])),
+            include_revoked: Type.Boolean({ default: false }),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Page(Type.Ref('ApiKey')), ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request) =>
+      identity.listApiKeys(
+        principalOf(request),
+        request.query as Parameters<IdentityService['listApiKeys']>[1],
+      ),
+  );
+
+  const KeyParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });
+
+  app.get(
+    '/v1/api-keys/:id',
+    {
+      schema: {
+        tags: ['api-keys'],
+        summary: 'Get one API key',
+        params: KeyParams,
+        response: { 200: Type.Ref('ApiKey'), ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request) => identity.getApiKey(principalOf(request), request.params.id),
+  );
+
+  app.delete(
+    '/v1/api-keys/:id',
+    {
+      schema: {
+        tags: ['api-keys'],
+        summary: 'Revoke an API key',
+        description:
+          'The key stops working at once. Revoking a revoked key is a no-op. The last active admin key of a tenant cannot be revoked (409).',
+        params: KeyParams,
+        response: { 200: Type.Ref('ApiKey'), ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request) => identity.revokeApiKey(principalOf(request), request.params.id),
+  );
+
+  app.post(
+    '/v1/tenants',
+    {
+      schema: {
+        tags: ['tenants'],
+        summary: 'Create a tenant and its first admin key',
+        description:
+          'Only admins of the system tenant may create tenants. The response holds the new tenant’s admin key secret; it is never shown again.',
+        body: CreateTenant,
+        response: { 201: CreatedTenant, ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request, reply) => {
+      const created = await identity.createTenant(principalOf(request), request.body);
+      reply.status(201);
+      return created;
+    },
+  );
+
+  app.get(
+    '/v1/tenants',
+    {
+      schema: {
+        tags: ['tenants'],
+        summary: 'List tenants',
+        description: 'System admins see every tenant; other admins see their own.',
+        querystring: Type.Object(PageQuery, { additionalProperties: false }),
+        response: { 200: Page(Type.Ref('Tenant')), ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request) => identity.listTenants(principalOf(request), request.query),
+  );
+
+  app.get(
+    '/v1/tenants/:id',
+    {
+      schema: {
+        tags: ['tenants'],
+        summary: 'Get one tenant',
+        params: Type.Object({ id: TenantId }),
+        response: { 200: Type.Ref('Tenant'), ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request) => identity.getTenant(principalOf(request), request.params.id),
+  );
+};

@@ -1,0 +1,7 @@
+import type { Migration } from 'kysely/migration';
+import { gatewayMigrations } from './gateway/migrations.ts';
+
+/** Every module's migrations. Names sort in the order they must run. */
+export const migrations: Record<string, Migration> = {
+  ...gatewayMigrations,
+};

@@ -1,0 +1,101 @@
+/**
+ * The error catalogue: every error a client can receive, with its HTTP status.
+ * Codes are stable API: never rename or reuse one; retire it in docs/errors.md instead.
+ * A test checks that this list and docs/errors.md agree.
+ */
+export const ERROR_CATALOGUE = {
+  BAD_REQUEST: { status: 400, message: 'The request is malformed' },
+  VALIDATION_FAILED: { status: 400, message: 'The request does not match the schema' },
+  INVALID_JSON: { status: 400, message: 'The request body is not valid JSON' },
+  INVALID_CURSOR: { status: 400, message: 'The pagination cursor is not valid' },
+  UNAUTHENTICATED: { status: 401, message: 'Credentials are required' },
+  INVALID_API_KEY: { status: 401, message: 'The API key is not valid' },
+  API_KEY_REVOKED: { status: 401, message: 'The API key has been revoked' },
+  API_KEY_EXPIRED: { status: 401, message: 'The API key has expired' },
+  INVALID_TOKEN: { status: 401, message: 'The bearer token is not valid' },
+  TOKEN_EXPIRED: { status: 401, message: 'The bearer token has expired' },
+  PERMISSION_DENIED: { status: 403, message: 'The credential does not allow this operation' },
+  ROUTE_NOT_FOUND: { status: 404, message: 'No route matches this method and path' },
+  TENANT_NOT_FOUND: { status: 404, message: 'The tenant does not exist' },
+  API_KEY_NOT_FOUND: { status: 404, message: 'The API key does not exist' },
+  TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
+  LAST_ADMIN_KEY: {
+    status: 409,
+    message: 'The last active admin key of a tenant cannot be revoked',
+  },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request content type is not supported' },
+  RATE_LIMITED: { status: 429, message: 'Too many requests' },
+  INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
+  STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },
+  SERVICE_OVERLOADED: { status: 503, message: 'The server is overloaded' },
+  SHUTTING_DOWN: { status: 503, message: 'The server is shutting down' },
+  AUTH_PROVIDER_UNAVAILABLE: {
+    status: 503,
+    message: 'The token signing keys cannot be fetched',
+  },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export type ErrorDetails = Record<string, unknown>;
+
+/**
+ * A failure the client can act on. Thrown anywhere in a request; the HTTP layer turns it
+ * into the unified error response. Anything that is not an `ApiError` becomes a 500.
+ */
+export class ApiError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: ErrorDetails | undefined;
+  /** Extra response headers, such as `Retry-After`. */
+  readonly headers: Record<string, string> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    options?: { details?: ErrorDetails; headers?: Record<string, string>; cause?: unknown },
+  ) {
+    super(message ?? ERROR_CATALOGUE[code].message, { cause: options?.cause });
+    this.name = 'ApiError';
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code].status;
+    this.details = options?.details;
+    this.headers = options?.headers;
+  }
+}
+
+/** The unified error body, shared by every HTTP surface. */
+export interface ErrorBody {
+  success: false;
+  error: {
+    code: string;
+    message: string;
+    details?: ErrorDetails;
+    timestamp: string;
+    request_id: string;
+    service: string;
+    instance_id?: string;
+  };
+  trace_id?: string;
+}
+
+export function errorBody(
+  err: { code: string; message: string; details?: ErrorDetails | undefined },
+  context: { requestId: string; service: string; instanceId: string; traceId?: string | undefined },
+): ErrorBody {
+  const body: ErrorBody = {
+    success: false,
+    error: {
+      code: err.code,
+      message: err.message,
+      timestamp: new Date().toISOString(),
+      request_id: context.requestId,
+      service: context.service,
+      instance_id: context.instanceId,
+    },
+  };
+  if (err.details !== undefined) body.error.details = err.details;
+  if (context.traceId !== undefined) body.trace_id = context.traceId;
+  return body;
+}

@@ -1,0 +1,244 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { credentialId, type Principal, type Role } from './auth.ts';
+import { ApiError, type ErrorDetails, errorBody } from './errors.ts';
+import type { Metrics } from './metrics.ts';
+import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * Who may call the route. Routes under `/v1` need a credential unless this is
+     * `'public'`; a role list narrows them further. Routes outside `/v1` are public.
+     */
+    auth?: 'public' | readonly Role[];
+    /** Skip rate limiting (probes and metrics scrapes). */
+    rateLimit?: false;
+  }
+  interface FastifyRequest {
+    /** The authenticated caller; set on every `/v1` route that is not public. */
+    principal?: Principal;
+  }
+}
+
+/** Resolves the credential in a request, or throws an `ApiError` (401/503). */
+export type Authenticate = (request: FastifyRequest) => Promise<Principal>;
+
+export interface HttpPlatformOptions {
+  service: string;
+  instanceId: string;
+  metrics: Metrics;
+  rateLimiter: RateLimiter | undefined;
+  authenticate: Authenticate;
+  /** True once shutdown has begun: new requests get 503 SHUTTING_DOWN. */
+  isClosing: () => boolean;
+}
+
+const REQUEST_ID = /^[\w.:@-]{1,128}$/;
+
+/** Uses the caller's `X-Request-Id` when it is safe to log, or makes a new one. */
+export function requestIdFor(raw: { headers: Record<string, string | string[] | undefined> }) {
+  const given = raw.headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/** The trace id of a W3C `traceparent` header, when there is a valid one. */
+function traceIdOf(request: FastifyRequest): string | undefined {
+  const header = request.headers.traceparent;
+  if (typeof header !== 'string') return undefined;
+  const match = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/.exec(header);
+  return match?.[1] !== undefined && !/^0+$/.test(match[1]) ? match[1] : undefined;
+}
+
+function isV1(url: string): boolean {
+  return url === '/v1' || url.startsWith('/v1/') || url.startsWith('/v1?');
+}
+
+function setRateLimitHeaders(reply: FastifyReply, decision: RateLimitDecision): void {
+  reply.header('ratelimit-limit', decision.limit);
+  reply.header('ratelimit-remaining', decision.remaining);
+  reply.header('ratelimit-reset', decision.resetSeconds);
+}
+
+/**
+ * Installs the request pipeline shared by every module, on the root instance: request ids,
+ * authentication, rate limits, role checks, metrics, access logs and the unified error
+ * format. Routes only declare `config.auth`; everything else happens here.
+ */
+export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformOptions): void {
+  const { metrics, rateLimiter } = options;
+
+  async function limit(request: FastifyRequest, reply: FastifyReply, key: string, scope: string) {
+    if (!rateLimiter || request.routeOptions.config.rateLimit === false) return;
+    const decision = await rateLimiter.consume(key);
+    setRateLimitHeaders(reply, decision);
+    if (!decision.allowed) {
+      metrics.rateLimited.inc({ scope });
+      throw new ApiError(
+        'RATE_LIMITED',
+        `Too many requests; retry in ${decision.retryAfterSeconds} s`,
+        {
+          headers: { 'retry-after': String(decision.retryAfterSeconds) },
+        },
+      );
+    }
+  }
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    if (options.isClosing()) {
+      reply.header('connection', 'close');
+      throw new ApiError('SHUTTING_DOWN', undefined, { headers: { 'retry-after': '1' } });
+    }
+    const auth = request.routeOptions.config.auth;
+    if (!isV1(request.url) || auth === 'public') {
+      await limit(request, reply, `ip:${request.ip}`, 'ip');
+      return;
+    }
+    let principal: Principal;
+    try {
+      principal = await options.authenticate(request);
+    } catch (err) {
+      // Failed credentials count against the caller's IP, which slows down guessing.
+      await limit(request, reply, `ip:${request.ip}`, 'ip');
+      throw err;
+    }
+    request.principal = principal;
+    await limit(request, reply, `cred:${credentialId(principal)}`, 'credential');
+    if (Array.isArray(auth) && !auth.includes(principal.role)) {
+      throw new ApiError(
+        'PERMISSION_DENIED',
+        `This operation requires the role ${auth.join(' or ')}; the credential has ${principal.role}`,
+      );
+    }
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? '(unmatched)';
+    const labels = { method: request.method, route, status_code: reply.statusCode };
+    const seconds = reply.elapsedTime / 1000;
+    metrics.httpRequests.inc(labels);
+    metrics.httpDuration.observe(labels, seconds);
+    request.log.info(
+      {
+        method: request.method,
+        url: request.url,
+        route,
+        status: reply.statusCode,
+        duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+        ip: request.ip,
+        ...(request.principal
+          ? { tenant_id: request.principal.tenant.id, credential: credentialId(request.principal) }
+          : {}),
+      },
+      'request completed',
+    );
+  });
+
+  app.setNotFoundHandler(async (request) => {
+    throw new ApiError(
+      'ROUTE_NOT_FOUND',
+      `No route for ${request.method} ${request.url.split('?')[0]}`,
+    );
+  });
+
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
+    let apiError = toApiError(error);
+    if (apiError === undefined) {
+      request.log.error({ err: error }, 'unhandled error');
+      apiError = new ApiError('INTERNAL_ERROR');
+    } else if (apiError.status >= 500) {
+      request.log.warn({ err: error, code: apiError.code }, apiError.message);
+    }
+    for (const [name, value] of Object.entries(apiError.headers ?? {})) reply.header(name, value);
+    reply.status(apiError.status).type('application/json; charset=utf-8');
+    return errorBody(apiError, {
+      requestId: request.id,
+      service: options.service,
+      instanceId: options.instanceId,
+      traceId: traceIdOf(request),
+    });
+  });
+}
+
+interface ValidationIssue {
+  keyword: string;
+  instancePath: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+/** Maps what Fastify and our code throw to a catalogued error; `undefined` means a bug. */
+export function toApiError(error: FastifyError): ApiError | undefined {
+  if (error instanceof ApiError) return error;
+  if (error.validation) {
+    const context = error.validationContext ?? 'request';
+    const issues = (error.validation as ValidationIssue[]).map((issue) =>
+      describeIssue(context, issue),
+    );
+    const first = issues[0];
+    const details: ErrorDetails = { fields: issues };
+    return new ApiError(
+      'VALIDATION_FAILED',
+      first ? `${first.field}: ${first.message}` : undefined,
+      {
+        details,
+        cause: error,
+      },
+    );
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError('PAYLOAD_TOO_LARGE', undefined, { cause: error });
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ApiError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        'The request content type is not supported; send application/json',
+        { cause: error },
+      );
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new ApiError('INVALID_JSON', 'The body is empty but the content type is JSON', {
+        cause: error,
+      });
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new ApiError('INVALID_JSON', undefined, { cause: error });
+  }
+  if (error instanceof SyntaxError && error.statusCode === 400) {
+    return new ApiError('INVALID_JSON', `The request body is not valid JSON: ${error.message}`, {
+      cause: error,
+    });
+  }
+  if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+    if (error.statusCode === 413)
+      return new ApiError('PAYLOAD_TOO_LARGE', undefined, { cause: error });
+    if (error.statusCode === 415) {
+      return new ApiError('UNSUPPORTED_MEDIA_TYPE', undefined, { cause: error });
+    }
+    return new ApiError('BAD_REQUEST', error.message, { cause: error });
+  }
+  return undefined;
+}
+
+function describeIssue(
+  context: string,
+  issue: ValidationIssue,
+): { field: string; message: string } {
+  const path = issue.instancePath
+    .split('/')
+    .filter((p) => p !== '')
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const field = (...extra: string[]) => [context, ...path, ...extra].join('.');
+  switch (issue.keyword) {
+    case 'required':
+      return { field: field(String(issue.params.missingProperty)), message: 'is required' };
+    case 'additionalProperties':
+      return { field: field(String(issue.params.additionalProperty)), message: 'is not allowed' };
+    case 'enum':
+      return {
+        field: field(),
+        message: `must be one of ${(issue.params.allowedValues as unknown[]).join(', ')}`,
+      };
+    default:
+      return { field: field(), message: issue.message ?? 'is invalid' };
+  }
+}

@@ -1,0 +1,45 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * Prometheus metrics of one server instance. Each instance has its own registry, so
+ * several servers in one process (tests) do not share counters.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly httpRequests: Counter<'method' | 'route' | 'status_code'>;
+  readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  readonly rateLimited: Counter<'scope'>;
+
+  constructor(options: { version: string; instanceId: string; store: string }) {
+    collectDefaultMetrics({ register: this.registry });
+    this.httpRequests = new Counter({
+      name: 'orchestra_http_requests_total',
+      help: 'HTTP requests answered, by method, route template and status code.',
+      labelNames: ['method', 'route', 'status_code'],
+      registers: [this.registry],
+    });
+    this.httpDuration = new Histogram({
+      name: 'orchestra_http_request_duration_seconds',
+      help: 'Time from receiving a request to sending the last byte of its response.',
+      labelNames: ['method', 'route', 'status_code'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [this.registry],
+    });
+    this.rateLimited = new Counter({
+      name: 'orchestra_rate_limited_requests_total',
+      help: 'Requests refused with 429, by whether a credential or an IP address was limited.',
+      labelNames: ['scope'],
+      registers: [this.registry],
+    });
+    const info = new Gauge({
+      name: 'orchestra_build_info',
+      help: 'Always 1; the labels say which version runs on which node and store.',
+      labelNames: ['version', 'instance_id', 'store'],
+      registers: [this.registry],
+    });
+    info.set(
+      { version: options.version, instance_id: options.instanceId, store: options.store },
+      1,
+    );
+  }
+}

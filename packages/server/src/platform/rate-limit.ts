@@ -1,0 +1,95 @@
+/** The outcome of taking one token: whether to serve the request, and the header values. */
+export interface RateLimitDecision {
+  allowed: boolean;
+  /** Bucket size. */
+  limit: number;
+  /** Whole tokens left after this request. */
+  remaining: number;
+  /** Seconds until the bucket is full again. */
+  resetSeconds: number;
+  /** Seconds until one token is available; 0 when allowed. */
+  retryAfterSeconds: number;
+}
+
+/**
+ * The rate-limit port: a token bucket per key. It deliberately knows nothing about
+ * requests or credentials; the HTTP layer picks the key. The in-memory adapter limits per
+ * node; the Redis adapter (cluster mode) limits across nodes.
+ */
+export interface RateLimiter {
+  consume(key: string): RateLimitDecision | Promise<RateLimitDecision>;
+  close(): void;
+}
+
+interface Bucket {
+  tokens: number;
+  updatedMs: number;
+}
+
+export interface TokenBucketOptions {
+  ratePerSecond: number;
+  burst: number;
+  /** Keys kept at most; the least recently created are dropped first (they refill anyway). */
+  maxKeys?: number;
+  now?: () => number;
+}
+
+/** Token buckets in this process's memory. */
+export class InMemoryRateLimiter implements RateLimiter {
+  readonly #rate: number;
+  readonly #burst: number;
+  readonly #maxKeys: number;
+  readonly #now: () => number;
+  readonly #buckets = new Map<string, Bucket>();
+  readonly #sweeper: NodeJS.Timeout;
+
+  constructor(options: TokenBucketOptions) {
+    this.#rate = options.ratePerSecond;
+    this.#burst = options.burst;
+    this.#maxKeys = options.maxKeys ?? 100_000;
+    this.#now = options.now ?? (() => performance.now());
+    // A bucket that has refilled holds no information; dropping it bounds memory.
+    this.#sweeper = setInterval(() => this.#sweep(), 60_000);
+    this.#sweeper.unref();
+  }
+
+  consume(key: string): RateLimitDecision {
+    const now = this.#now();
+    let bucket = this.#buckets.get(key);
+    if (bucket === undefined) {
+      if (this.#buckets.size >= this.#maxKeys) {
+        const oldest = this.#buckets.keys().next().value;
+        if (oldest !== undefined) this.#buckets.delete(oldest);
+      }
+      bucket = { tokens: this.#burst, updatedMs: now };
+      this.#buckets.set(key, bucket);
+    } else {
+      const refill = ((now - bucket.updatedMs) / 1000) * this.#rate;
+      bucket.tokens = Math.min(this.#burst, bucket.tokens + refill);
+      bucket.updatedMs = now;
+    }
+    const allowed = bucket.tokens >= 1;
+    if (allowed) bucket.tokens -= 1;
+    return {
+      allowed,
+      limit: this.#burst,
+      remaining: Math.floor(bucket.tokens),
+      resetSeconds: Math.ceil((this.#burst - bucket.tokens) / this.#rate),
+      retryAfterSeconds: allowed ? 0 : Math.max(1, Math.ceil((1 - bucket.tokens) / this.#rate)),
+    };
+  }
+
+  close(): void {
+    clearInterval(this.#sweeper);
+    this.#buckets.clear();
+  }
+
+  #sweep(): void {
+    const now = this.#now();
+    for (const [key, bucket] of this.#buckets) {
+      if (bucket.tokens + ((now - bucket.updatedMs) / 1000) * this.#rate >= this.#burst) {
+        this.#buckets.delete(key);
+      }
+    }
+  }
+}

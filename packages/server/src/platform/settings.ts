@@ -1,0 +1,304 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import Type, { type Static, type TSchema } from 'typebox';
+import { Value } from 'typebox/value';
+
+const LogLevel = Type.Union(
+  ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+);
+
+interface SettingSpec {
+  /** Environment variable that sets it. */
+  env: string;
+  schema: TSchema;
+  /** How a string from the environment becomes a value. */
+  kind: 'int' | 'number' | 'bool' | 'string';
+  /** What is allowed, in words, for error messages and the docs. */
+  allowed: string;
+  description: string;
+  default?: unknown;
+}
+
+/**
+ * Every setting Orchestra reads. The keys are the names used in the config file; `env` is
+ * the environment variable, which wins over the file. README.md documents each one and a
+ * test keeps the two in step.
+ */
+export const SETTINGS = {
+  port: {
+    env: 'ORCHESTRA_PORT',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 65535 }),
+    allowed: 'an integer from 0 to 65535 (0 picks a free port)',
+    description: 'TCP port of the HTTP server.',
+    default: 8080,
+  },
+  host: {
+    env: 'ORCHESTRA_HOST',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: 'a host name or IP address',
+    description:
+      'Address to listen on. `localhost` listens on loopback only; use `0.0.0.0` in containers.',
+    default: 'localhost',
+  },
+  dataDir: {
+    env: 'ORCHESTRA_DATA_DIR',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: 'a directory path',
+    description: 'Directory for the SQLite database and the first-start admin key.',
+    default: '.orchestra',
+  },
+  databaseUrl: {
+    env: 'ORCHESTRA_DATABASE_URL',
+    kind: 'string',
+    schema: Type.String({ pattern: '^postgres(ql)?://' }),
+    allowed: 'a postgres:// or postgresql:// URL',
+    description: 'PostgreSQL connection URL. Unset: SQLite in the data directory.',
+  },
+  databasePoolSize: {
+    env: 'ORCHESTRA_DATABASE_POOL_SIZE',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 1000 }),
+    allowed: 'an integer from 1 to 1000',
+    description: 'Maximum PostgreSQL connections per node.',
+    default: 10,
+  },
+  logLevel: {
+    env: 'ORCHESTRA_LOG_LEVEL',
+    kind: 'string',
+    schema: LogLevel,
+    allowed: 'one of fatal, error, warn, info, debug, trace, silent',
+    description: 'Minimum level of the JSON log lines written to stdout.',
+    default: 'info',
+  },
+  jwtSecret: {
+    env: 'ORCHESTRA_JWT_SECRET',
+    kind: 'string',
+    schema: Type.String({ minLength: 32 }),
+    allowed: 'a string of at least 32 characters',
+    description: 'Shared secret for HS256 bearer tokens. Unset: HS256 tokens are refused.',
+  },
+  jwtJwksUrl: {
+    env: 'ORCHESTRA_JWT_JWKS_URL',
+    kind: 'string',
+    schema: Type.String({ pattern: '^https?://' }),
+    allowed: 'an http:// or https:// URL',
+    description: 'JWKS endpoint for asymmetric bearer tokens (RS256, ES256, EdDSA…).',
+  },
+  jwtIssuer: {
+    env: 'ORCHESTRA_JWT_ISSUER',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: 'a non-empty string',
+    description: 'Required `iss` claim of bearer tokens. Unset: not checked.',
+  },
+  jwtAudience: {
+    env: 'ORCHESTRA_JWT_AUDIENCE',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: 'a non-empty string',
+    description: 'Required `aud` claim of bearer tokens. Unset: not checked.',
+  },
+  jwtTenantClaim: {
+    env: 'ORCHESTRA_JWT_TENANT_CLAIM',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: 'a claim name',
+    description: 'Claim that names the tenant of a bearer token.',
+    default: 'tenant_id',
+  },
+  jwtRoleClaim: {
+    env: 'ORCHESTRA_JWT_ROLE_CLAIM',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: 'a claim name',
+    description: 'Claim that holds the role (admin, operator, agent, viewer) of a bearer token.',
+    default: 'role',
+  },
+  rateLimitPerSecond: {
+    env: 'ORCHESTRA_RATE_LIMIT_PER_SECOND',
+    kind: 'number',
+    schema: Type.Number({ minimum: 0 }),
+    allowed: 'a number >= 0 (0 turns rate limiting off)',
+    description: 'Sustained requests per second per credential (per IP without one).',
+    default: 100,
+  },
+  rateLimitBurst: {
+    env: 'ORCHESTRA_RATE_LIMIT_BURST',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1 }),
+    allowed: 'an integer >= 1',
+    description: 'Token bucket size: requests allowed at once before the sustained rate applies.',
+    default: 200,
+  },
+  bodyLimitBytes: {
+    env: 'ORCHESTRA_BODY_LIMIT_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 104857600 }),
+    allowed: 'an integer from 1024 to 104857600',
+    description: 'Largest accepted request body; larger ones get 413.',
+    default: 1048576,
+  },
+  shutdownTimeoutMs: {
+    env: 'ORCHESTRA_SHUTDOWN_TIMEOUT_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 600000 }),
+    allowed: 'an integer from 0 to 600000',
+    description: 'How long shutdown waits for in-flight requests before closing connections.',
+    default: 10000,
+  },
+  maxEventLoopDelayMs: {
+    env: 'ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0 }),
+    allowed: 'an integer >= 0 (0 turns load shedding off)',
+    description: 'Event-loop delay above which requests are shed with 503 and Retry-After.',
+    default: 1000,
+  },
+  trustProxy: {
+    env: 'ORCHESTRA_TRUST_PROXY',
+    kind: 'bool',
+    schema: Type.Boolean(),
+    allowed: 'true or false',
+    description: 'Trust X-Forwarded-For for the client IP (set behind a reverse proxy).',
+    default: false,
+  },
+  instanceId: {
+    env: 'ORCHESTRA_INSTANCE_ID',
+    kind: 'string',
+    schema: Type.String({ minLength: 1, maxLength: 128 }),
+    allowed: 'a string of 1 to 128 characters',
+    description: 'Name of this node in logs and error responses. Default: host name and pid.',
+  },
+} as const satisfies Record<string, SettingSpec>;
+
+type Specs = typeof SETTINGS;
+type Key = keyof Specs;
+type WithDefault = { [K in Key]: Specs[K] extends { default: unknown } ? K : never }[Key];
+
+/** One schema for all settings: what `loadSettings` returns is checked against it. */
+export const SettingsSchema = Type.Object(
+  Object.fromEntries(
+    Object.entries(SETTINGS).map(([k, s]) => [
+      k,
+      'default' in s || k === 'instanceId' ? s.schema : Type.Optional(s.schema),
+    ]),
+  ),
+);
+
+export type Settings = { [K in WithDefault]: Static<Specs[K]['schema']> } & {
+  [K in Exclude<Key, WithDefault | 'instanceId'>]?: Static<Specs[K]['schema']>;
+} & { instanceId: string };
+
+/** Thrown when a setting is invalid; the message names the setting and what it allows. */
+export class SettingsError extends Error {
+  override name = 'SettingsError';
+}
+
+const CONFIG_FILE_ENV = 'ORCHESTRA_CONFIG_FILE';
+
+function fromEnvString(spec: SettingSpec, raw: string): unknown {
+  const text = raw.trim();
+  switch (spec.kind) {
+    case 'int':
+      return /^-?\d+$/.test(text) ? Number(text) : raw;
+    case 'number':
+      return text !== '' && Number.isFinite(Number(text)) ? Number(text) : raw;
+    case 'bool':
+      if (/^(true|1|yes|on)$/i.test(text)) return true;
+      if (/^(false|0|no|off)$/i.test(text)) return false;
+      return raw;
+    case 'string':
+      return raw;
+  }
+}
+
+function describe(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(JSON.stringify(value));
+}
+
+/**
+ * Reads settings from a JSON config file (`configFile`, or `ORCHESTRA_CONFIG_FILE`), then
+ * from `ORCHESTRA_*` environment variables, which win, then from `overrides` (CLI flags),
+ * which win over both. Throws a `SettingsError` listing every invalid setting.
+ */
+export function loadSettings(
+  env: NodeJS.ProcessEnv = process.env,
+  options: { configFile?: string; overrides?: Partial<Record<Key, unknown>> } = {},
+): Settings {
+  const problems: string[] = [];
+  const values: Record<string, unknown> = {};
+
+  const configFile = options.configFile ?? env[CONFIG_FILE_ENV];
+  if (configFile !== undefined && configFile !== '') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(configFile, 'utf8'));
+    } catch (err) {
+      throw new SettingsError(
+        `config file ${configFile}: cannot be read as JSON (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new SettingsError(`config file ${configFile}: must hold a JSON object`);
+    }
+    for (const [key, value] of Object.entries(parsed)) {
+      if (!(key in SETTINGS)) {
+        problems.push(
+          `config file ${configFile}: unknown setting "${key}"; known settings are ${Object.keys(SETTINGS).join(', ')}`,
+        );
+        continue;
+      }
+      const spec: SettingSpec = SETTINGS[key as Key];
+      if (!Value.Check(spec.schema, value)) {
+        problems.push(
+          `config file ${configFile}: "${key}" is ${describe(value)}; allowed: ${spec.allowed}`,
+        );
+        continue;
+      }
+      values[key] = value;
+    }
+  }
+
+  for (const [key, spec] of Object.entries(SETTINGS) as [Key, SettingSpec][]) {
+    const raw = env[spec.env];
+    if (raw === undefined || raw === '') continue;
+    const value = fromEnvString(spec, raw);
+    if (!Value.Check(spec.schema, value)) {
+      problems.push(`${spec.env} is ${describe(raw)}; allowed: ${spec.allowed}`);
+      continue;
+    }
+    values[key] = value;
+  }
+
+  for (const [key, value] of Object.entries(options.overrides ?? {}) as [Key, unknown][]) {
+    if (value === undefined) continue;
+    const spec: SettingSpec = SETTINGS[key];
+    const converted = typeof value === 'string' ? fromEnvString(spec, value) : value;
+    if (!Value.Check(spec.schema, converted)) {
+      problems.push(`${key} is ${describe(value)}; allowed: ${spec.allowed}`);
+      continue;
+    }
+    values[key] = converted;
+  }
+
+  if (problems.length > 0) {
+    throw new SettingsError(`invalid settings:\n  - ${problems.join('\n  - ')}`);
+  }
+
+  for (const [key, spec] of Object.entries(SETTINGS) as [Key, SettingSpec][]) {
+    if (values[key] === undefined && 'default' in spec) values[key] = spec.default;
+  }
+  values.instanceId ??= `${hostname()}-${process.pid}`;
+  values.dataDir = resolve(values.dataDir as string);
+
+  if (!Value.Check(SettingsSchema, values)) {
+    const first = Value.Errors(SettingsSchema, values)[0];
+    throw new SettingsError(`invalid settings: ${first?.instancePath} ${first?.message}`);
+  }
+  return values as Settings;
+}

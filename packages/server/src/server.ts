@@ -1,0 +1,150 @@
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import packageJson from '../package.json' with { type: 'json' };
+import { buildApp } from './app.ts';
+import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
+import { migrations } from './migrations.ts';
+import { JwtVerifier } from './platform/jwt.ts';
+import { Metrics } from './platform/metrics.ts';
+import { InMemoryRateLimiter } from './platform/rate-limit.ts';
+import type { Settings } from './platform/settings.ts';
+import { openStore, type RelationalStore } from './store/store.ts';
+
+export const VERSION: string = packageJson.version;
+
+/** Name of the file in the data directory that holds the first-start admin key. */
+export const ADMIN_KEY_FILE = 'admin-key';
+
+export interface RunningServer {
+  /** Base URL clients can use, such as `http://localhost:8080`. */
+  url: string;
+  app: FastifyInstance;
+  store: RelationalStore;
+  settings: Settings;
+  /**
+   * Graceful shutdown: refuses new requests, lets in-flight ones finish within
+   * `shutdownTimeoutMs`, then closes remaining connections and the store. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Defaults to JSON lines on stdout at `settings.logLevel`. */
+  log?: Logger;
+  /** Called once, on the start that created the system tenant, with its admin key. */
+  onAdminKey?: (key: ApiKeyView & { secret: string; file: string }) => void;
+}
+
+export function createLogger(settings: Settings): Logger {
+  return pino({
+    level: settings.logLevel,
+    base: { service: 'orchestra', instance_id: settings.instanceId },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  });
+}
+
+/** Opens the store, applies migrations, bootstraps the system tenant and starts listening. */
+export async function startServer(
+  settings: Settings,
+  options: StartOptions = {},
+): Promise<RunningServer> {
+  const log = options.log ?? createLogger(settings);
+  mkdirSync(settings.dataDir, { recursive: true });
+
+  const store = await openStore({
+    databaseUrl: settings.databaseUrl,
+    dataDir: settings.dataDir,
+    poolSize: settings.databasePoolSize,
+  });
+  let app: FastifyInstance | undefined;
+  let rateLimiter: InMemoryRateLimiter | undefined;
+  try {
+    const applied = await store.migrate(migrations);
+    log.info({ store: store.kind, location: store.location, applied }, 'store ready');
+
+    const identity = new IdentityService({ store, jwt: new JwtVerifier(settings), log });
+    const boot = await identity.bootstrap();
+    const keyFile = join(settings.dataDir, ADMIN_KEY_FILE);
+    if (boot.adminKey) {
+      writeFileSync(keyFile, `${boot.adminKey.secret}\n`, { mode: 0o600 });
+      chmodSync(keyFile, 0o600); // the mode above is ignored when the file already existed
+      log.info(
+        { tenant_id: boot.tenant.id, key_id: boot.adminKey.id, file: keyFile },
+        'created the system tenant and its admin key',
+      );
+      options.onAdminKey?.({ ...boot.adminKey, file: keyFile });
+    } else if (existsSync(keyFile)) {
+      log.info({ file: keyFile }, 'the first-start admin key is in the data directory');
+    }
+
+    rateLimiter =
+      settings.rateLimitPerSecond > 0
+        ? new InMemoryRateLimiter({
+            ratePerSecond: settings.rateLimitPerSecond,
+            burst: settings.rateLimitBurst,
+          })
+        : undefined;
+    let closing = false;
+    const metrics = new Metrics({
+      version: VERSION,
+      instanceId: settings.instanceId,
+      store: store.kind,
+    });
+    const built = await buildApp({
+      settings,
+      store,
+      log,
+      metrics,
+      rateLimiter,
+      identity,
+      version: VERSION,
+      isClosing: () => closing,
+    });
+    app = built;
+    await built.listen({ port: settings.port, host: settings.host });
+    const address = built.server.address() as AddressInfo;
+    const url = `http://${urlHost(settings.host)}:${address.port}`;
+    log.info({ url, version: VERSION }, 'orchestra listening');
+
+    let closed: Promise<void> | undefined;
+    const limiter = rateLimiter;
+    const close = () => {
+      closed ??= (async () => {
+        closing = true;
+        log.info({ deadline_ms: settings.shutdownTimeoutMs }, 'shutting down');
+        let timer: NodeJS.Timeout | undefined;
+        const deadline = new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
+        });
+        const drained = built.close().then(() => 'drained' as const);
+        if ((await Promise.race([drained, deadline])) === 'timeout') {
+          log.warn(
+            'in-flight requests did not finish before the deadline; closing their connections',
+          );
+          built.server.closeAllConnections();
+          await drained;
+        }
+        clearTimeout(timer);
+        limiter?.close();
+        await store.close();
+        log.info('shutdown complete');
+      })();
+      return closed;
+    };
+    return { url, app: built, store, settings, close };
+  } catch (err) {
+    await app?.close().catch(() => {});
+    rateLimiter?.close();
+    await store.close().catch(() => {});
+    throw err;
+  }
+}
+
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::') return 'localhost';
+  return host.includes(':') ? `[${host}]` : host;
+}

@@ -1,0 +1,4 @@
+import type { GatewayTables } from '../gateway/tables.ts';
+
+/** Every table in the relational store; each module contributes its own. */
+export type Database = GatewayTables;

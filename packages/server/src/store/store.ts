@@ -1,0 +1,118 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { type Migration, Migrator } from 'kysely/migration';
+import pg from 'pg';
+import type { Database } from './database.ts';
+import { NodeSqliteDialect } from './node-sqlite-dialect.ts';
+
+export type StoreKind = 'sqlite' | 'postgres';
+
+/**
+ * The relational store port: a Kysely handle on SQLite (embedded) or PostgreSQL.
+ *
+ * Modules write portable Kysely queries; where the dialects differ (row locks, upserts)
+ * they branch on `kind`. It deliberately leaves out connection details, schema
+ * introspection and raw driver access: nothing outside this folder may depend on which
+ * adapter is in use beyond `kind`.
+ */
+export interface RelationalStore {
+  readonly kind: StoreKind;
+  readonly db: Kysely<Database>;
+  /** Where the data lives, safe to log (no password). */
+  readonly location: string;
+  /**
+   * Applies pending migrations in name order and returns the names applied. Several nodes
+   * may call it at once: the migrator holds a lock, so each migration runs once.
+   */
+  migrate(migrations: Record<string, Migration>): Promise<string[]>;
+  /** Resolves when the store answers a trivial query within `timeoutMs`; rejects otherwise. */
+  ping(timeoutMs: number): Promise<void>;
+  /** Closes connections; the store is unusable afterwards. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface StoreOptions {
+  /** `postgres://…` selects PostgreSQL; unset selects SQLite in `dataDir`. */
+  databaseUrl?: string | undefined;
+  dataDir: string;
+  poolSize?: number;
+}
+
+/** True for a unique or primary-key constraint violation, on either adapter. */
+export function isUniqueViolation(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; errcode?: unknown };
+  if (e.code === '23505') return true; // PostgreSQL unique_violation
+  // SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555)
+  return e.code === 'ERR_SQLITE_ERROR' && (e.errcode === 2067 || e.errcode === 1555);
+}
+
+/** Opens the store the options select. Does not migrate. */
+export async function openStore(options: StoreOptions): Promise<RelationalStore> {
+  if (options.databaseUrl) return openPostgres(options.databaseUrl, options.poolSize ?? 10);
+  mkdirSync(options.dataDir, { recursive: true });
+  return openSqlite(join(options.dataDir, 'orchestra.db'));
+}
+
+function openSqlite(path: string): RelationalStore {
+  const file = new DatabaseSync(path);
+  // WAL with synchronous=FULL: a committed write survives power loss, readers never block
+  // the writer, and another process waits up to 5 s for the lock instead of failing.
+  file.exec('pragma journal_mode = wal');
+  file.exec('pragma synchronous = full');
+  file.exec('pragma foreign_keys = on');
+  file.exec('pragma busy_timeout = 5000');
+  const db = new Kysely<Database>({ dialect: new NodeSqliteDialect(file) });
+  return makeStore('sqlite', db, path);
+}
+
+async function openPostgres(url: string, poolSize: number): Promise<RelationalStore> {
+  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+  // An idle client that loses its server emits 'error'; without a listener that would
+  // crash the process. The next query reports the outage instead.
+  pool.on('error', () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const parsed = new URL(url);
+  parsed.password = '';
+  return makeStore('postgres', db, parsed.toString());
+}
+
+function makeStore(kind: StoreKind, db: Kysely<Database>, location: string): RelationalStore {
+  let closed: Promise<void> | undefined;
+  return {
+    kind,
+    db,
+    location,
+    async migrate(migrations) {
+      const migrator = new Migrator({
+        db,
+        provider: { getMigrations: async () => migrations },
+        migrationTableName: 'orchestra_migrations',
+        migrationLockTableName: 'orchestra_migrations_lock',
+      });
+      const { error, results } = await migrator.migrateToLatest();
+      if (error) {
+        const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+        throw new Error(`migration ${failed ?? '(unknown)'} failed`, { cause: error });
+      }
+      return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+    },
+    async ping(timeoutMs) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      });
+      try {
+        await Promise.race([sql`select 1`.execute(db), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    close() {
+      closed ??= db.destroy();
+      return closed;
+    },
+  };
+}
