@@ -58,6 +58,9 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  // The API speaks JSON only; any other body is a 415, not a string handed to validation.
+  app.removeContentTypeParser('text/plain');
+
   installHttpPlatform(app, {
     service: SERVICE,
     instanceId: settings.instanceId,
@@ -96,6 +99,11 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
           },
         },
       },
+    },
+    // Components are named by their $id (ErrorResponse, ApiKey…), not def-0, def-1.
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
     },
     transform: ({ schema, url, route }) => {
       if (!url.startsWith('/v1/') || route.config?.auth === 'public') return { schema, url };

@@ -12,6 +12,15 @@ export class Metrics {
 
   constructor(options: { version: string; instanceId: string; store: string }) {
     collectDefaultMetrics({ register: this.registry });
+    // prom-client names three gauges with a `_total` suffix, which Prometheus reserves
+    // for counters (promtool rejects them); `nodejs_active_resources` carries the same counts.
+    for (const name of [
+      'nodejs_active_handles_total',
+      'nodejs_active_requests_total',
+      'nodejs_active_resources_total',
+    ]) {
+      this.registry.removeSingleMetric(name);
+    }
     this.httpRequests = new Counter({
       name: 'orchestra_http_requests_total',
       help: 'HTTP requests answered, by method, route template and status code.',

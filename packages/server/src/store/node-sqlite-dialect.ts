@@ -27,7 +27,7 @@ export class NodeSqliteDialect implements Dialect {
   }
 
   createAdapter(): DialectAdapter {
-    return new SqliteAdapter();
+    return new NodeSqliteAdapter();
   }
 
   createDriver(): Driver {
@@ -40,6 +40,17 @@ export class NodeSqliteDialect implements Dialect {
 
   createIntrospector(db: Kysely<unknown>): DatabaseIntrospector {
     return new SqliteIntrospector(db);
+  }
+}
+
+/**
+ * SQLite runs DDL inside transactions; saying so makes Kysely's migrator wrap each run in
+ * one. With BEGIN IMMEDIATE that transaction is also the migration lock between processes
+ * sharing the file, and a failed migration leaves no half-made schema behind.
+ */
+class NodeSqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
   }
 }
 
@@ -103,7 +114,9 @@ class NodeSqliteConnection implements DatabaseConnection {
     const statement = this.#db.prepare(compiledQuery.sql);
     const parameters = compiledQuery.parameters as SQLInputValue[];
     if (statement.columns().length > 0) {
-      return { rows: statement.all(...parameters) as R[] };
+      // node:sqlite rows have a null prototype; copy them into plain objects so rows look
+      // the same on both adapters.
+      return { rows: statement.all(...parameters).map((row) => ({ ...row })) as R[] };
     }
     const { changes, lastInsertRowid } = statement.run(...parameters);
     return {
@@ -120,7 +133,7 @@ class NodeSqliteConnection implements DatabaseConnection {
     const statement = this.#db.prepare(compiledQuery.sql);
     let rows: R[] = [];
     for (const row of statement.iterate(...(compiledQuery.parameters as SQLInputValue[]))) {
-      rows.push(row as R);
+      rows.push({ ...row } as R);
       if (rows.length >= chunkSize) {
         yield { rows };
         rows = [];

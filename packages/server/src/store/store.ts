@@ -65,7 +65,9 @@ function openSqlite(path: string): RelationalStore {
   file.exec('pragma foreign_keys = on');
   file.exec('pragma busy_timeout = 5000');
   const db = new Kysely<Database>({ dialect: new NodeSqliteDialect(file) });
-  return makeStore('sqlite', db, path);
+  return makeStore('sqlite', db, path, async () => {
+    if (file.isOpen) file.close();
+  });
 }
 
 async function openPostgres(url: string, poolSize: number): Promise<RelationalStore> {
@@ -76,10 +78,21 @@ async function openPostgres(url: string, poolSize: number): Promise<RelationalSt
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const parsed = new URL(url);
   parsed.password = '';
-  return makeStore('postgres', db, parsed.toString());
+  return makeStore('postgres', db, parsed.toString(), async () => {
+    if (!pool.ended) await pool.end();
+  });
 }
 
-function makeStore(kind: StoreKind, db: Kysely<Database>, location: string): RelationalStore {
+/**
+ * `releaseHandle` closes the file or pool even when Kysely never initialised its driver
+ * (its `destroy()` is a no-op then), so a closed store cannot silently reopen.
+ */
+function makeStore(
+  kind: StoreKind,
+  db: Kysely<Database>,
+  location: string,
+  releaseHandle: () => Promise<void>,
+): RelationalStore {
   let closed: Promise<void> | undefined;
   return {
     kind,
@@ -111,7 +124,7 @@ function makeStore(kind: StoreKind, db: Kysely<Database>, location: string): Rel
       }
     },
     close() {
-      closed ??= db.destroy();
+      closed ??= db.destroy().then(releaseHandle);
       return closed;
     },
   };

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { expectError, startTestServer, type TestServer } from './helpers.ts';
+
+/** Runs `promtool check metrics` on the text, as Prometheus' own linter would. */
+function promtoolCheck(text: string): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.on('error', (err) =>
+      reject(
+        new Error(
+          `promtool is needed (Debian package prometheus; .ci/run installs it): ${err.message}`,
+        ),
+      ),
+    );
+    child.on('close', (code) => resolve({ code, output }));
+    child.stdin.end(text);
+  });
+}
+
+describe('operational endpoints', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.stop());
+
+  test('/healthz answers without credentials', async () => {
+    const res = await server.call('GET', '/healthz', { key: null });
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { status: 'ok' });
+  });
+
+  test('/readyz reports the store, version and node', async () => {
+    const res = await server.call('GET', '/readyz', { key: null });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.status, 'ready');
+    assert.equal(res.body.store, 'sqlite');
+    assert.equal(res.body.checks.store.status, 'ok');
+    assert.match(res.body.version, /^\d+\.\d+\.\d+/);
+  });
+
+  test('/metrics counts requests by route template and status, and passes promtool', async () => {
+    await server.call('GET', '/v1/whoami');
+    await server.call('GET', '/v1/api-keys/key_nope');
+    await server.call('GET', '/v1/whoami', { key: 'ork_wrong' });
+    const res = await server.call('GET', '/metrics', { key: null });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+    const text = res.body as string;
+    assert.match(
+      text,
+      /orchestra_http_requests_total\{method="GET",route="\/v1\/whoami",status_code="200"\} 1/,
+    );
+    assert.match(
+      text,
+      /orchestra_http_requests_total\{method="GET",route="\/v1\/whoami",status_code="401"\} 1/,
+    );
+    assert.match(
+      text,
+      /orchestra_http_requests_total\{method="GET",route="\/v1\/api-keys\/:id",status_code="404"\} 1/,
+    );
+    assert.match(
+      text,
+      /orchestra_http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/v1\/whoami"/,
+    );
+    assert.match(text, /process_resident_memory_bytes \d+/);
+    assert.match(
+      text,
+      /orchestra_build_info\{version="[^"]+",instance_id="[^"]+",store="sqlite"\} 1/,
+    );
+    const check = await promtoolCheck(text);
+    assert.equal(check.code, 0, check.output);
+    assert.equal(check.output.trim(), '', `promtool found problems:\n${check.output}`);
+  });
+
+  test('/openapi.json is a valid OpenAPI 3.1 document covering every /v1 route', async () => {
+    const res = await server.call('GET', '/openapi.json', { key: null });
+    assert.equal(res.status, 200);
+    const doc = res.body;
+    assert.equal(doc.openapi, '3.1.0');
+    const validator = new Validator();
+    const result = await validator.validate(doc);
+    assert.equal(result.valid, true, JSON.stringify(result.errors, null, 2));
+    assert.equal(validator.version, '3.1');
+    const operations = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(
+      ([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`),
+    );
+    for (const expected of [
+      'GET /v1/whoami',
+      'POST /v1/api-keys',
+      'GET /v1/api-keys',
+      'GET /v1/api-keys/{id}',
+      'DELETE /v1/api-keys/{id}',
+      'POST /v1/tenants',
+      'GET /v1/tenants',
+      'GET /v1/tenants/{id}',
+      'GET /healthz',
+      'GET /readyz',
+      'GET /metrics',
+    ]) {
+      assert.ok(operations.includes(expected), `${expected} missing from the OpenAPI document`);
+    }
+    const createKey = doc.paths['/v1/api-keys'].post;
+    assert.deepEqual(createKey.security, [{ bearerAuth: [] }]);
+    assert.match(createKey.description, /Roles: admin/);
+    assert.ok(doc.components.schemas.ErrorResponse, 'the error format is documented');
+    assert.equal(doc.paths['/healthz'].get.security, undefined);
+  });
+
+  test('/docs serves the interactive API docs', async () => {
+    const res = await fetch(`${server.url}/docs`, { redirect: 'follow' });
+    assert.equal(res.status, 200);
+    const html = await res.text();
+    assert.match(html, /swagger-ui/i);
+    const init = await fetch(`${server.url}/docs/static/swagger-initializer.js`);
+    assert.equal(init.status, 200);
+  });
+
+  test('/ serves the console page, which links to the docs', async () => {
+    const res = await fetch(`${server.url}/`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+    const html = await res.text();
+    assert.match(html, /<title>Orchestra<\/title>/);
+    assert.match(html, /href="\/docs"/);
+    assert.match(html, /fetch\('\/readyz'\)/);
+  });
+
+  test('the console page and docs need no credential, but /v1 does', async () => {
+    expectError(await server.call('GET', '/v1/tenants', { key: null }), 401, 'UNAUTHENTICATED');
+    assert.equal((await fetch(`${server.url}/index.html`)).status, 200);
+  });
+});
