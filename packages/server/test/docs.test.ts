@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { ERROR_CATALOGUE } from '../src/platform/errors.ts';
+import { SETTINGS } from '../src/platform/settings.ts';
+
+const root = new URL('../../../', import.meta.url);
+const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
+
+test('docs/errors.md catalogues exactly the codes the server can send, with their status', () => {
+  const doc = read('docs/errors.md');
+  const rows = [...doc.matchAll(/^\| `([A-Z_]+)` \| (\d{3}) \|/gm)].map((m) => [
+    m[1],
+    Number(m[2]),
+  ]);
+  const documented = new Map(rows as [string, number][]);
+  for (const [code, { status }] of Object.entries(ERROR_CATALOGUE)) {
+    assert.equal(
+      documented.get(code),
+      status,
+      `${code} (${status}) is not in docs/errors.md with that status`,
+    );
+  }
+  for (const code of documented.keys()) {
+    assert.ok(
+      code in ERROR_CATALOGUE,
+      `docs/errors.md lists ${code}, which the server does not have`,
+    );
+  }
+});
+
+test('the README documents every setting with its default, and the two quick-start commands', () => {
+  const readme = read('README.md');
+  for (const [key, spec] of Object.entries(SETTINGS)) {
+    const row = readme
+      .split('\n')
+      .find((line) => line.startsWith(`| \`${spec.env}\` | \`${key}\` |`));
+    assert.ok(row, `README.md has no row for ${spec.env}`);
+    if ('default' in spec)
+      assert.ok(row.includes(`\`${String(spec.default)}\``), `README.md default of ${spec.env}`);
+  }
+  assert.ok(readme.includes('npm install && npm start'));
+  assert.ok(readme.includes('npm test'));
+});
