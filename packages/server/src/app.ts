@@ -15,7 +15,7 @@ import type { Metrics } from './platform/metrics.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
-import type { RelationalStore } from './store/store.ts';
+import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
 
 /** Everything a server instance is built from; tests pass their own. */
 export interface AppResources {
@@ -68,6 +68,13 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     rateLimiter: resources.rateLimiter,
     authenticate: (request) => identity.authenticate(request.headers),
     isClosing: resources.isClosing,
+    mapDependencyError: (error) =>
+      isStoreUnavailable(error)
+        ? new ApiError('STORAGE_UNAVAILABLE', undefined, {
+            cause: error,
+            headers: { 'retry-after': '5' },
+          })
+        : undefined,
   });
 
   if (settings.maxEventLoopDelayMs > 0) {

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { expectError, STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
+import {
+  expectError,
+  STORE_VARIANTS,
+  startTestServer,
+  TEST_POSTGRES_URL,
+  type TestServer,
+} from './helpers.ts';
 
 /** The identity API as a client sees it, on every store. */
 for (const store of STORE_VARIANTS) {
@@ -433,18 +439,67 @@ describe('limits and failures', () => {
     }
   });
 
-  test('an internal failure is a 500 without internals, and readiness reports the store', async () => {
+  test('an unexpected failure is a 500 without internals', async () => {
+    const server = await startTestServer();
+    try {
+      // A schema broken under the server's feet: nothing a client did wrong.
+      await server.store.db.schema.alterTable('tenants').renameTo('tenants_moved').execute();
+      const res = await server.call('GET', '/v1/whoami');
+      const error = expectError(res, 500, 'INTERNAL_ERROR');
+      assert.equal(error.message, 'An internal error occurred');
+      assert.doesNotMatch(JSON.stringify(res.body), /tenants|sqlite|no such|\.ts|at /i);
+    } finally {
+      await server.store.db.schema.alterTable('tenants_moved').renameTo('tenants').execute();
+      await server.stop();
+    }
+  });
+
+  test('a store that cannot be reached gives 503 STORAGE_UNAVAILABLE with Retry-After, and readiness fails', async () => {
     const server = await startTestServer();
     try {
       assert.equal((await server.call('GET', '/readyz', { key: null })).status, 200);
       await server.store.close();
       const res = await server.call('GET', '/v1/whoami');
-      const error = expectError(res, 500, 'INTERNAL_ERROR');
-      assert.equal(error.message, 'An internal error occurred');
-      assert.doesNotMatch(JSON.stringify(res.body), /database|sqlite|\.ts|at /i);
+      expectError(res, 503, 'STORAGE_UNAVAILABLE');
+      assert.equal(res.headers.get('retry-after'), '5');
       const ready = await server.call('GET', '/readyz', { key: null });
       expectError(ready, 503, 'STORAGE_UNAVAILABLE');
       assert.equal(ready.body.error.details.checks.store.status, 'failed');
+      assert.equal(
+        (await server.call('GET', '/healthz', { key: null })).status,
+        200,
+        'liveness does not depend on the store',
+      );
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test('PostgreSQL connections killed under the server are replaced; requests succeed again', async () => {
+    const server = await startTestServer({ store: 'postgres' });
+    try {
+      assert.equal((await server.call('GET', '/v1/whoami')).status, 200);
+      const { Client } = (await import('pg')).default;
+      const admin = new Client({ connectionString: TEST_POSTGRES_URL });
+      await admin.connect();
+      try {
+        const db = new URL(server.settings.databaseUrl ?? '').pathname.slice(1);
+        const killed = await admin.query(
+          'select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()',
+          [db],
+        );
+        assert.ok((killed.rowCount ?? 0) > 0, 'the server held connections');
+      } finally {
+        await admin.end();
+      }
+      // A request may meet a dead pooled connection once (503, retryable); it never gets a 500.
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i += 1) statuses.push((await server.call('GET', '/v1/whoami')).status);
+      assert.ok(
+        statuses.every((s) => s === 200 || s === 503),
+        statuses.join(','),
+      );
+      assert.equal(statuses.at(-1), 200);
     } finally {
       await server.stop();
     }

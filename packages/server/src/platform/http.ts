@@ -32,6 +32,8 @@ export interface HttpPlatformOptions {
   authenticate: Authenticate;
   /** True once shutdown has begun: new requests get 503 SHUTTING_DOWN. */
   isClosing: () => boolean;
+  /** Maps failures of a dependency (the store…) to a catalogued error, or `undefined`. */
+  mapDependencyError?: (error: unknown) => ApiError | undefined;
 }
 
 const REQUEST_ID = /^[\w.:@-]{1,128}$/;
@@ -143,7 +145,7 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
   });
 
   app.setErrorHandler(async (error: FastifyError, request, reply) => {
-    let apiError = toApiError(error);
+    let apiError = toApiError(error) ?? options.mapDependencyError?.(error);
     if (apiError === undefined) {
       request.log.error({ err: error }, 'unhandled error');
       apiError = new ApiError('INTERNAL_ERROR');

@@ -49,6 +49,28 @@ export function isUniqueViolation(err: unknown): boolean {
   return e.code === 'ERR_SQLITE_ERROR' && (e.errcode === 2067 || e.errcode === 1555);
 }
 
+/**
+ * True when a query failed because the store cannot be reached or is going away (not
+ * because the query was wrong): connection refused or lost, server shutting down, SQLite
+ * file locked or closed. Callers answer 503 and the client retries.
+ */
+export function isStoreUnavailable(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; errcode?: unknown; message?: unknown };
+  if (typeof e.code === 'string') {
+    if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE'].includes(e.code))
+      return true;
+    // PostgreSQL classes 08 (connection exception) and 57P (operator intervention).
+    if (/^08...$/.test(e.code) || /^57P0[1-3]$/.test(e.code) || e.code === '53300') return true;
+    // SQLITE_BUSY (5) and SQLITE_LOCKED (6) outlasting busy_timeout.
+    if (e.code === 'ERR_SQLITE_ERROR' && (e.errcode === 5 || e.errcode === 6)) return true;
+  }
+  const message = typeof e.message === 'string' ? e.message : '';
+  return /Connection terminated|database is not open|driver has already been destroyed|Cannot use a pool after calling end|timeout exceeded when trying to connect/.test(
+    message,
+  );
+}
+
 /** Opens the store the options select. Does not migrate. */
 export async function openStore(options: StoreOptions): Promise<RelationalStore> {
   if (options.databaseUrl) return openPostgres(options.databaseUrl, options.poolSize ?? 10);
