@@ -9,7 +9,7 @@ const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
 
 test('docs/errors.md catalogues exactly the codes the server can send, with their status', () => {
   const doc = read('docs/errors.md');
-  const rows = [...doc.matchAll(/^\| `([A-Z_]+)` \| (\d{3}) \|/gm)].map((m) => [
+  const rows = [...doc.matchAll(/^\|\s*`([A-Z_]+)`\s*\|\s*(\d{3})\s*\|/gm)].map((m) => [
     m[1],
     Number(m[2]),
   ]);
@@ -32,9 +32,10 @@ test('docs/errors.md catalogues exactly the codes the server can send, with thei
 test('the README documents every setting with its default, and the two quick-start commands', () => {
   const readme = read('README.md');
   for (const [key, spec] of Object.entries(SETTINGS)) {
+    const cells = (line: string) => line.split('|').map((cell) => cell.trim());
     const row = readme
       .split('\n')
-      .find((line) => line.startsWith(`| \`${spec.env}\` | \`${key}\` |`));
+      .find((line) => cells(line)[1] === `\`${spec.env}\`` && cells(line)[2] === `\`${key}\``);
     assert.ok(row, `README.md has no row for ${spec.env}`);
     if ('default' in spec)
       assert.ok(row.includes(`\`${String(spec.default)}\``), `README.md default of ${spec.env}`);

@@ -1,6 +1,9 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino from 'pino';
 import { loadSettings, type Settings } from '../src/platform/settings.ts';
@@ -134,4 +137,154 @@ export function expectError(
     }
   }
   return body.error;
+}
+
+/** The `orchestra` CLI entry, as `npx orchestra` runs it. */
+export const ORCHESTRA_BIN = fileURLToPath(new URL('../bin/orchestra.js', import.meta.url));
+
+/** Bounds every wait on a spawned process, so that a hang fails the test instead of CI. */
+export const SPAWN_DEADLINE_MS = 60_000;
+
+const spawned = new Set<ChildProcess>();
+// A test that fails half-way must not leave servers running after the test process.
+process.on('exit', () => {
+  for (const child of spawned) child.kill('SIGKILL');
+});
+
+/** Kills every process `spawnOrchestra` started that is still running. */
+export function killSpawned(): void {
+  for (const child of spawned) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+  spawned.clear();
+}
+
+export interface SpawnedOrchestra {
+  child: ChildProcess;
+  /** From the "orchestra listening" log line. */
+  url: string;
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves once a JSON log line with this `msg` was written; rejects if the process exits first. */
+  logged: (msg: string) => Promise<void>;
+  /** Resolves to the exit code once the process ends (SIGKILL after the deadline). */
+  exited: () => Promise<number | null>;
+  /** Sends `signal` (default SIGTERM) unless already ended, then waits for the exit code. */
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+/** The JSON log lines in a process's output; other and incomplete lines are skipped. */
+export function logLines(stdout: string): Record<string, unknown>[] {
+  const lines: Record<string, unknown>[] = [];
+  for (const line of stdout.split('\n')) {
+    try {
+      lines.push(JSON.parse(line));
+    } catch {
+      // not a complete JSON line (yet)
+    }
+  }
+  return lines;
+}
+
+/**
+ * Spawns `orchestra start` as a user would, on a free loopback port, with only PATH and the
+ * given variables in its environment, and waits until it logs "orchestra listening".
+ */
+export async function spawnOrchestra(options: {
+  cwd: string;
+  dataDir: string;
+  env?: Record<string, string>;
+}): Promise<SpawnedOrchestra> {
+  const child = spawn(process.execPath, [ORCHESTRA_BIN, 'start'], {
+    cwd: options.cwd,
+    env: {
+      PATH: process.env.PATH ?? '',
+      ORCHESTRA_PORT: '0',
+      ORCHESTRA_HOST: '127.0.0.1',
+      ORCHESTRA_DATA_DIR: options.dataDir,
+      ...options.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  spawned.add(child);
+  let stdout = '';
+  let stderr = '';
+  const waiters: (() => void)[] = [];
+  const wake = () => {
+    for (const waiter of waiters.splice(0)) waiter();
+  };
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    wake();
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exit = new Promise<number | null>((resolve) => {
+    child.on('close', (code) => {
+      resolve(code);
+      wake();
+    });
+  });
+  const ended = () => child.exitCode !== null || child.signalCode !== null;
+
+  const logged = (msg: string) =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`no "${msg}" log line in time\nstdout: ${stdout}\nstderr: ${stderr}`));
+      }, SPAWN_DEADLINE_MS);
+      const check = () => {
+        if (logLines(stdout).some((line) => line.msg === msg)) {
+          clearTimeout(timer);
+          resolve();
+        } else if (ended()) {
+          clearTimeout(timer);
+          reject(
+            new Error(
+              `exited with ${child.exitCode} before "${msg}"\nstdout: ${stdout}\nstderr: ${stderr}`,
+            ),
+          );
+        } else {
+          waiters.push(check);
+        }
+      };
+      check();
+    });
+
+  const exited = async () => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), SPAWN_DEADLINE_MS);
+    const code = await exit;
+    clearTimeout(timer);
+    spawned.delete(child);
+    return code;
+  };
+
+  try {
+    await logged('orchestra listening');
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  const listening = logLines(stdout).find((line) => line.msg === 'orchestra listening');
+  return {
+    child,
+    url: String(listening?.url),
+    stdout: () => stdout,
+    stderr: () => stderr,
+    logged,
+    exited,
+    stop: (signal = 'SIGTERM') => {
+      if (!ended()) child.kill(signal);
+      return exited();
+    },
+  };
+}
+
+/** A loopback port nothing listens on: connections to it are refused. */
+export async function closedPort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { exportJWK, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
-import { expectError, startTestServer, type TestServer } from './helpers.ts';
+import { closedPort, expectError, startTestServer, type TestServer } from './helpers.ts';
 
 const SECRET = 'a-test-secret-that-is-at-least-32-characters-long';
 const ISSUER = 'https://idp.test';
@@ -166,11 +166,7 @@ describe('JWT not configured', () => {
 
 describe('JWKS endpoint down', () => {
   test('asymmetric tokens get 503 AUTH_PROVIDER_UNAVAILABLE with Retry-After; API keys still work', async () => {
-    // A port that was just free and is now closed: connections are refused.
-    const probe = createServer();
-    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-    const { port } = probe.address() as AddressInfo;
-    await new Promise((resolve) => probe.close(resolve));
+    const port = await closedPort();
     const server = await startTestServer({
       env: { ORCHESTRA_JWT_JWKS_URL: `http://127.0.0.1:${port}/jwks.json` },
     });

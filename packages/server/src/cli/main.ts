@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type ApiKey, Orchestra, OrchestraError, type Tenant } from '@orchestra/sdk';
 import { loadSettings, SettingsError } from '../platform/settings.ts';
-import { ADMIN_KEY_FILE, startServer, VERSION } from '../server.ts';
+import { ADMIN_KEY_FILE, type RunningServer, startServer, VERSION } from '../server.ts';
 import { formatTable } from './table.ts';
 
 /** A usage mistake: printed with the command's help hint, exit code 2. */
@@ -319,24 +319,20 @@ async function startCommand(args: string[]): Promise<void> {
       logLevel: str(values['log-level']),
     },
   });
-  const server = await startServer(settings, {
-    onAdminKey: (key) => {
-      // stderr, not the JSON log: the secret must not end up in log pipelines.
-      process.stderr.write(
-        [
-          '',
-          '  Orchestra created the system tenant "default" and its first admin key:',
-          '',
-          `    ${key.secret}`,
-          '',
-          `  It is shown only now. A copy is in ${key.file} (mode 0600).`,
-          `  Try: curl -H "Authorization: Bearer ${key.secret}" ${`http://localhost:${settings.port}`}/v1/whoami`,
-          '',
-          '',
-        ].join('\n'),
-      );
-    },
-  });
+  let adminKey: { secret: string; file: string } | undefined;
+  let server: RunningServer | undefined;
+  try {
+    server = await startServer(settings, {
+      onAdminKey: (key) => {
+        adminKey = key;
+      },
+    });
+  } finally {
+    // Printed once listening, so that the example names the real URL (port 0 picks one);
+    // printed on a failed start too, because the key exists from now on.
+    if (adminKey !== undefined) printAdminKey(adminKey, server?.url);
+  }
+  const running = server;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals += 1;
@@ -344,7 +340,7 @@ async function startCommand(args: string[]): Promise<void> {
       process.stderr.write(`received ${signal} again; exiting now\n`);
       process.exit(1);
     }
-    server.close().then(
+    running.close().then(
       () => process.exit(0),
       (err: unknown) => {
         process.stderr.write(`shutdown failed: ${(err as Error).message}\n`);
@@ -354,6 +350,23 @@ async function startCommand(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+}
+
+/** The first-start admin key, on stderr: the secret must not end up in log pipelines. */
+function printAdminKey(key: { secret: string; file: string }, url: string | undefined): void {
+  process.stderr.write(
+    [
+      '',
+      '  Orchestra created the system tenant "default" and its first admin key:',
+      '',
+      `    ${key.secret}`,
+      '',
+      `  It is shown only now. A copy is in ${key.file} (mode 0600).`,
+      ...(url ? [`  Try: curl -H "Authorization: Bearer ${key.secret}" ${url}/v1/whoami`] : []),
+      '',
+      '',
+    ].join('\n'),
+  );
 }
 
 function versionCommand(args: string[]): void {
