@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import pino, { type Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 import packageJson from '../package.json' with { type: 'json' };
 import { buildApp } from './app.ts';
 import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
@@ -24,6 +24,7 @@ export interface RunningServer {
   app: FastifyInstance;
   store: RelationalStore;
   settings: Settings;
+  log: Logger;
   /**
    * Graceful shutdown: refuses new requests, lets in-flight ones finish within
    * `shutdownTimeoutMs`, then closes remaining connections and the store. Idempotent.
@@ -38,13 +39,17 @@ export interface StartOptions {
   onAdminKey?: (key: ApiKeyView & { secret: string; file: string }) => void;
 }
 
-export function createLogger(settings: Settings): Logger {
-  return pino({
-    level: settings.logLevel,
-    base: { service: 'orchestra', instance_id: settings.instanceId },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-  });
+/** JSON lines to stdout, or to `destination` (tests collect them). */
+export function createLogger(settings: Settings, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level: settings.logLevel,
+      base: { service: 'orchestra', instance_id: settings.instanceId },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    destination,
+  );
 }
 
 /** Opens the store, applies migrations, bootstraps the system tenant and starts listening. */
@@ -135,7 +140,7 @@ export async function startServer(
       })();
       return closed;
     };
-    return { url, app: built, store, settings, close };
+    return { url, app: built, store, settings, log, close };
   } catch (err) {
     await app?.close().catch(() => {});
     rateLimiter?.close();

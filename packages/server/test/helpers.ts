@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino from 'pino';
 import { loadSettings, type Settings } from '../src/platform/settings.ts';
-import { type RunningServer, startServer } from '../src/server.ts';
+import { createLogger, type RunningServer, startServer } from '../src/server.ts';
 
 /** PostgreSQL server the tests use; each suite gets a database of its own on it. */
 export const TEST_POSTGRES_URL =
@@ -66,7 +66,12 @@ export const STORE_VARIANTS: StoreVariant[] = ['sqlite', 'postgres'];
  * fresh PostgreSQL database. `env` holds extra ORCHESTRA_* settings.
  */
 export async function startTestServer(
-  options: { store?: StoreVariant; env?: Record<string, string> } = {},
+  options: {
+    store?: StoreVariant;
+    env?: Record<string, string>;
+    /** Collects the server's JSON log lines (at ORCHESTRA_LOG_LEVEL, default info). */
+    logTo?: Record<string, unknown>[];
+  } = {},
 ): Promise<TestServer> {
   const dir = tempDir();
   const database = options.store === 'postgres' ? await createTestDatabase() : undefined;
@@ -74,14 +79,22 @@ export async function startTestServer(
     ORCHESTRA_PORT: '0',
     ORCHESTRA_HOST: '127.0.0.1',
     ORCHESTRA_DATA_DIR: dir.path,
-    ORCHESTRA_LOG_LEVEL: 'silent',
+    ORCHESTRA_LOG_LEVEL: options.logTo ? 'info' : 'silent',
     ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
     ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
     ...options.env,
   });
   let adminKey: string | undefined;
+  const logTo = options.logTo;
+  const log = logTo
+    ? createLogger(settings, {
+        write(line: string) {
+          logTo.push(JSON.parse(line));
+        },
+      })
+    : pino({ level: 'silent' });
   const server = await startServer(settings, {
-    log: pino({ level: settings.logLevel }),
+    log,
     onAdminKey: (key) => {
       adminKey = key.secret;
     },

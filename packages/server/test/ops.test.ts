@@ -141,3 +141,35 @@ describe('operational endpoints', () => {
     assert.equal((await fetch(`${server.url}/index.html`)).status, 200);
   });
 });
+
+describe('logs', () => {
+  test('every access line is JSON with the request id; probes stay out of the info log', async () => {
+    const lines: Record<string, any>[] = [];
+    const server = await startTestServer({ logTo: lines });
+    try {
+      await server.call('GET', '/healthz', { key: null });
+      await server.call('GET', '/metrics', { key: null });
+      await server.call('GET', '/v1/whoami', { headers: { 'x-request-id': 'log-check-1' } });
+      await server.call('GET', '/v1/whoami', {
+        key: 'ork_wrong',
+        headers: { 'x-request-id': 'log-check-2' },
+      });
+      const access = lines.filter((l) => l.msg === 'request completed');
+      assert.deepEqual(
+        access.map((l) => [l.request_id, l.route, l.status, l.level]),
+        [
+          ['log-check-1', '/v1/whoami', 200, 'info'],
+          ['log-check-2', '/v1/whoami', 401, 'info'],
+        ],
+      );
+      const ok = access[0];
+      assert.equal(ok?.tenant_id, 'default');
+      assert.equal(ok?.service, 'orchestra');
+      assert.equal(typeof ok?.duration_ms, 'number');
+      assert.ok(!JSON.stringify(lines).includes(server.adminKey), 'the key must never be logged');
+      assert.ok(lines.every((l) => typeof l.time === 'string' && typeof l.level === 'string'));
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -350,6 +350,13 @@ async function startCommand(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // Node would exit on these anyway; first leave a structured line for the log pipeline.
+  const fatal = (kind: string) => (err: unknown) => {
+    running.log.fatal({ err }, kind);
+    process.exit(1);
+  };
+  process.on('uncaughtException', fatal('uncaught exception'));
+  process.on('unhandledRejection', fatal('unhandled promise rejection'));
 }
 
 /** The first-start admin key, on stderr: the secret must not end up in log pipelines. */

@@ -7,8 +7,8 @@ import type { RelationalStore } from '../store/store.ts';
 
 const READY_TIMEOUT_MS = 2000;
 
-/** Probes stay answerable under load: no rate limit, no load shedding. */
-const probeConfig = { rateLimit: false as const, pressureHandler: () => undefined };
+/** Probes stay answerable under load: no rate limit, no load shedding, quiet access log. */
+const probeConfig = { probe: true as const, pressureHandler: () => undefined };
 
 /** `/healthz`, `/readyz` and `/metrics`. */
 export const opsRoutes: FastifyPluginAsyncTypebox<{

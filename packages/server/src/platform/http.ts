@@ -12,8 +12,11 @@ declare module 'fastify' {
      * `'public'`; a role list narrows them further. Routes outside `/v1` are public.
      */
     auth?: 'public' | readonly Role[];
-    /** Skip rate limiting (probes and metrics scrapes). */
-    rateLimit?: false;
+    /**
+     * A probe or scrape (`/healthz`, `/readyz`, `/metrics`): never rate limited, and its
+     * access line is logged at debug so that polling does not flood the log.
+     */
+    probe?: true;
   }
   interface FastifyRequest {
     /** The authenticated caller; set on every `/v1` route that is not public. */
@@ -71,7 +74,7 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
   const { metrics, rateLimiter } = options;
 
   async function limit(request: FastifyRequest, reply: FastifyReply, key: string, scope: string) {
-    if (!rateLimiter || request.routeOptions.config.rateLimit === false) return;
+    if (!rateLimiter || request.routeOptions.config.probe) return;
     const decision = await rateLimiter.consume(key);
     setRateLimitHeaders(reply, decision);
     if (!decision.allowed) {
@@ -121,7 +124,8 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     const seconds = reply.elapsedTime / 1000;
     metrics.httpRequests.inc(labels);
     metrics.httpDuration.observe(labels, seconds);
-    request.log.info(
+    const level = request.routeOptions.config.probe ? 'debug' : 'info';
+    request.log[level](
       {
         method: request.method,
         url: request.url,
