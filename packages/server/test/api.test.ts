@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import {
   expectError,
@@ -352,6 +353,34 @@ for (const store of STORE_VARIANTS) {
         'VALIDATION_FAILED',
       );
       assert.equal(long.details.fields[0].field, 'body.name');
+    });
+
+    test('auth bypass via encoded or absolute-form paths: they still need a credential', async () => {
+      // `/%761/whoami` decodes to /v1/whoami in the router; the raw URL does not start with /v1.
+      expectError(await server.call('GET', '/%761/whoami', { key: null }), 401, 'UNAUTHENTICATED');
+      assert.equal((await server.call('GET', '/%761/whoami')).status, 200);
+      const viewer = await createKey('viewer', 'encoded path viewer');
+      expectError(
+        await server.call('GET', '/%761/api-keys', { key: viewer.secret }),
+        403,
+        'PERMISSION_DENIED',
+      );
+      const absolute = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+        const url = new URL(server.url);
+        const req = httpRequest(
+          { host: url.hostname, port: url.port, path: 'http://elsewhere.invalid/v1/whoami' },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8').on('data', (chunk: string) => {
+              text += chunk;
+            });
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      expectError(absolute, 401, 'UNAUTHENTICATED');
     });
 
     test('unknown routes get 404 ROUTE_NOT_FOUND', async () => {

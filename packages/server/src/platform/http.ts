@@ -8,8 +8,8 @@ import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
 declare module 'fastify' {
   interface FastifyContextConfig {
     /**
-     * Who may call the route. Routes under `/v1` need a credential unless this is
-     * `'public'`; a role list narrows them further. Routes outside `/v1` are public.
+     * Who may call the route: the roles that may, or `'public'`. Every `/v1` route must
+     * say (registration fails otherwise); routes outside `/v1` are public by default.
      */
     auth?: 'public' | readonly Role[];
     /**
@@ -55,8 +55,8 @@ function traceIdOf(request: FastifyRequest): string | undefined {
   return match?.[1] !== undefined && !/^0+$/.test(match[1]) ? match[1] : undefined;
 }
 
-function isV1(url: string): boolean {
-  return url === '/v1' || url.startsWith('/v1/') || url.startsWith('/v1?');
+function isV1(routeUrl: string): boolean {
+  return routeUrl === '/v1' || routeUrl.startsWith('/v1/');
 }
 
 function setRateLimitHeaders(reply: FastifyReply, decision: RateLimitDecision): void {
@@ -89,14 +89,22 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     }
   }
 
+  app.addHook('onRoute', (route) => {
+    if (isV1(route.url) && route.config?.auth === undefined) {
+      throw new Error(`${route.method} ${route.url} must declare config.auth (roles or 'public')`);
+    }
+  });
+
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     if (options.isClosing()) {
       reply.header('connection', 'close');
       throw new ApiError('SHUTTING_DOWN', undefined, { headers: { 'retry-after': '1' } });
     }
-    const auth = request.routeOptions.config.auth;
-    if (!isV1(request.url) || auth === 'public') {
+    // Decided by the matched route, never by the raw URL: `/%761/…` and absolute-form
+    // targets route to /v1 handlers too.
+    const { auth } = request.routeOptions.config;
+    if (auth === undefined || auth === 'public') {
       await limit(request, reply, `ip:${request.ip}`, 'ip');
       return;
     }
