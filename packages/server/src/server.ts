@@ -36,7 +36,7 @@ export interface StartOptions {
   /** Defaults to JSON lines on stdout at `settings.logLevel`. */
   log?: Logger;
   /** Called once, on the start that created the system tenant, with its admin key. */
-  onAdminKey?: (key: ApiKeyView & { secret: string; file: string }) => void;
+  onAdminKey?: (key: ApiKeyView & { secret: string; file: string | undefined }) => void;
 }
 
 /** JSON lines to stdout, or to `destination` (tests collect them). */
@@ -75,13 +75,15 @@ export async function startServer(
     const boot = await identity.bootstrap();
     const keyFile = join(settings.dataDir, ADMIN_KEY_FILE);
     if (boot.adminKey) {
-      writeFileSync(keyFile, `${boot.adminKey.secret}\n`, { mode: 0o600 });
-      chmodSync(keyFile, 0o600); // the mode above is ignored when the file already existed
       log.info(
-        { tenant_id: boot.tenant.id, key_id: boot.adminKey.id, file: keyFile },
+        { tenant_id: boot.tenant.id, key_id: boot.adminKey.id },
         'created the system tenant and its admin key',
       );
-      options.onAdminKey?.({ ...boot.adminKey, file: keyFile });
+      // The key exists from now on: hand it over before anything else can fail.
+      options.onAdminKey?.({
+        ...boot.adminKey,
+        file: saveAdminKey(keyFile, boot.adminKey.secret, log),
+      });
     } else if (existsSync(keyFile)) {
       log.info({ file: keyFile }, 'the first-start admin key is in the data directory');
     }
@@ -146,6 +148,18 @@ export async function startServer(
     rateLimiter?.close();
     await store.close().catch(() => {});
     throw err;
+  }
+}
+
+/** Writes the key readable by the owner only; returns the path, or undefined on failure. */
+function saveAdminKey(file: string, secret: string, log: Logger): string | undefined {
+  try {
+    writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600); // the mode above is ignored when the file already existed
+    return file;
+  } catch (err) {
+    log.error({ err, file }, 'could not save the admin key file; the key is printed only');
+    return undefined;
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import packageJson from '../package.json' with { type: 'json' };
@@ -9,6 +9,7 @@ import {
   closedPort,
   SPAWN_DEADLINE_MS as DEADLINE_MS,
   killSpawned,
+  logLines,
   type SpawnedOrchestra,
   spawnOrchestra,
   tempDir,
@@ -161,6 +162,56 @@ describe('orchestra start', () => {
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /ORCHESTRA_LOG_LEVEL/);
     assert.match(result.stderr, /fatal, error, warn, info, debug, trace, silent/);
+  });
+});
+
+describe('admin key loss and recovery', () => {
+  test('a first start whose key file cannot be written still prints the key, and serves', async () => {
+    const dataDir = newDataDir();
+    mkdirSync(join(dataDir, 'admin-key')); // a directory where the file should go
+    const server = await startOrchestra(dataDir);
+    try {
+      const stderr = server.stderr();
+      assert.match(stderr, /could not be saved in the data directory/);
+      const [key] = stderr.match(KEY) ?? [];
+      assert.ok(key, stderr);
+      assert.equal(
+        json(await runCli(['whoami', '--json', '--url', server.url, '--api-key', key])).role,
+        'admin',
+      );
+      assert.ok(
+        logLines(server.stdout()).some(
+          (l) => l.msg === 'could not save the admin key file; the key is printed only',
+        ),
+      );
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  test('recover-admin-key creates a working admin key straight in the store, while the server runs', async () => {
+    const dataDir = newDataDir();
+    const server = await startOrchestra(dataDir);
+    try {
+      const recovered = json(
+        await runCli(['recover-admin-key', '--json'], { ORCHESTRA_DATA_DIR: dataDir }),
+      );
+      assert.equal(recovered.role, 'admin');
+      assert.equal(recovered.created_by, 'recovery');
+      assert.match(recovered.secret, /^ork_/);
+      const me = json(
+        await runCli(['whoami', '--json', '--url', server.url, '--api-key', recovered.secret]),
+      );
+      assert.deepEqual([me.tenant.id, me.role], ['default', 'admin']);
+
+      const missing = await runCli(['recover-admin-key', '--tenant', 'ghost'], {
+        ORCHESTRA_DATA_DIR: dataDir,
+      });
+      expectExit(missing, 2);
+      assert.match(missing.stderr, /Tenant "ghost" does not exist/);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
   });
 });
 
@@ -407,7 +458,7 @@ describe('commands against a running server', () => {
 
 // Independent commands: run side by side to keep the suite short.
 describe('commands without a server', { concurrency: 4 }, () => {
-  for (const command of ['start', 'whoami', 'keys', 'tenants', 'version']) {
+  for (const command of ['start', 'whoami', 'keys', 'tenants', 'recover-admin-key', 'version']) {
     test(`${command} --help prints its usage and exits 0`, async () => {
       // An empty data dir and no key: help must not need a server or a credential.
       const result = await runCli([command, '--help'], { ORCHESTRA_DATA_DIR: newDataDir() });
@@ -421,7 +472,7 @@ describe('commands without a server', { concurrency: 4 }, () => {
     const result = await runCli(['--help']);
     expectExit(result, 0);
     assert.match(result.stdout, /^Usage: orchestra <command>/m);
-    for (const command of ['start', 'whoami', 'keys', 'tenants', 'version']) {
+    for (const command of ['start', 'whoami', 'keys', 'tenants', 'recover-admin-key', 'version']) {
       assert.match(result.stdout, new RegExp(`^ {2}${command}\\b`, 'm'));
     }
   });

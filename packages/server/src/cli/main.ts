@@ -2,8 +2,19 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type ApiKey, Orchestra, OrchestraError, type Tenant } from '@orchestra/sdk';
+import { IdentityService, SYSTEM_TENANT_ID } from '../gateway/identity-service.ts';
+import { migrations } from '../migrations.ts';
+import { ApiError } from '../platform/errors.ts';
+import { JwtVerifier } from '../platform/jwt.ts';
 import { loadSettings, SettingsError } from '../platform/settings.ts';
-import { ADMIN_KEY_FILE, type RunningServer, startServer, VERSION } from '../server.ts';
+import {
+  ADMIN_KEY_FILE,
+  createLogger,
+  type RunningServer,
+  startServer,
+  VERSION,
+} from '../server.ts';
+import { openStore } from '../store/store.ts';
 import { formatTable } from './table.ts';
 
 /** A usage mistake: printed with the command's help hint, exit code 2. */
@@ -19,6 +30,7 @@ Commands:
   keys create|list|revoke
                         Manage API keys of your tenant
   tenants create|list   Manage tenants (admins of the system tenant)
+  recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
 Options for commands that talk to a server:
@@ -68,6 +80,19 @@ Common options: --url URL, --api-key KEY, --json`,
       Lists tenants (all of them for system admins, else your own).
 
 Common options: --url URL, --api-key KEY, --json`,
+  'recover-admin-key': `Usage: orchestra recover-admin-key [--tenant ID] [options]
+
+Creates a new admin key directly in the store, without a server or a credential: for when
+every admin key of a tenant is lost, revoked or expired. It needs what the server needs to
+open the store (the data directory, or the PostgreSQL URL), so run it where the server runs.
+Safe while the server runs.
+
+Options:
+  --tenant ID           Tenant to add the key to (default: default, the system tenant)
+  --config FILE         JSON config file (env ORCHESTRA_CONFIG_FILE)
+  --data-dir DIR        Data directory (env ORCHESTRA_DATA_DIR; default .orchestra)
+  --database-url URL    PostgreSQL URL (env ORCHESTRA_DATABASE_URL; default SQLite)
+  --json                Print JSON`,
   version: `Usage: orchestra version [--json]
 
 Prints the version of this CLI and of the Node.js runtime.`,
@@ -284,42 +309,53 @@ async function whoamiCommand(args: string[]): Promise<void> {
   });
 }
 
-async function startCommand(args: string[]): Promise<void> {
-  let values: Record<string, string | boolean | undefined>;
+/** Flags that set server settings, shared by the commands that open the store. */
+const SETTINGS_FLAGS = {
+  config: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  'data-dir': { type: 'string' },
+  'database-url': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/** Parses settings flags (plus `extra`) and loads settings: env, config file, then flags. */
+function settingsFromFlags<
+  E extends Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>,
+>(args: string[], extra: E) {
+  let parsed: ReturnType<
+    typeof parseArgs<{ args: string[]; options: typeof SETTINGS_FLAGS & E; strict: true }>
+  >;
   try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: 'string' },
-        port: { type: 'string' },
-        host: { type: 'string' },
-        'data-dir': { type: 'string' },
-        'database-url': { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    parsed = parseArgs({ args, options: { ...SETTINGS_FLAGS, ...extra }, strict: true });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const str = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined);
+  const load = () =>
+    loadSettings(process.env, {
+      ...(str(values.config) ? { configFile: str(values.config) } : {}),
+      overrides: {
+        port: str(values.port),
+        host: str(values.host),
+        dataDir: str(values['data-dir']),
+        databaseUrl: str(values['database-url']),
+        logLevel: str(values['log-level']),
+      },
+    });
+  return { values, load };
+}
+
+async function startCommand(args: string[]): Promise<void> {
+  const { values, load } = settingsFromFlags(args, {});
   if (values.help) {
     process.stdout.write(`${HELP.start}\n`);
     return;
   }
-  const str = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined);
-  const settings = loadSettings(process.env, {
-    ...(str(values.config) ? { configFile: str(values.config) } : {}),
-    overrides: {
-      port: str(values.port),
-      host: str(values.host),
-      dataDir: str(values['data-dir']),
-      databaseUrl: str(values['database-url']),
-      logLevel: str(values['log-level']),
-    },
-  });
-  let adminKey: { secret: string; file: string } | undefined;
+  const settings = load();
+  let adminKey: { secret: string; file: string | undefined } | undefined;
   let server: RunningServer | undefined;
   try {
     server = await startServer(settings, {
@@ -360,7 +396,10 @@ async function startCommand(args: string[]): Promise<void> {
 }
 
 /** The first-start admin key, on stderr: the secret must not end up in log pipelines. */
-function printAdminKey(key: { secret: string; file: string }, url: string | undefined): void {
+function printAdminKey(
+  key: { secret: string; file: string | undefined },
+  url: string | undefined,
+): void {
   process.stderr.write(
     [
       '',
@@ -368,12 +407,55 @@ function printAdminKey(key: { secret: string; file: string }, url: string | unde
       '',
       `    ${key.secret}`,
       '',
-      `  It is shown only now. A copy is in ${key.file} (mode 0600).`,
+      key.file
+        ? `  It is shown only now. A copy is in ${key.file} (mode 0600).`
+        : '  It is shown only now: it could not be saved in the data directory (see the log).',
       ...(url ? [`  Try: curl -H "Authorization: Bearer ${key.secret}" ${url}/v1/whoami`] : []),
       '',
       '',
     ].join('\n'),
   );
+}
+
+async function recoverAdminKeyCommand(args: string[]): Promise<void> {
+  const { values, load } = settingsFromFlags(args, {
+    tenant: { type: 'string', default: SYSTEM_TENANT_ID },
+    json: { type: 'boolean', default: false },
+  });
+  if (values.help) {
+    process.stdout.write(`${HELP['recover-admin-key']}\n`);
+    return;
+  }
+  const settings = load();
+  const tenantId = String(values.tenant);
+  const store = await openStore({
+    databaseUrl: settings.databaseUrl,
+    dataDir: settings.dataDir,
+    poolSize: 1,
+  });
+  try {
+    await store.migrate(migrations);
+    const log = createLogger({ ...settings, logLevel: 'warn' }, process.stderr);
+    const identity = new IdentityService({ store, jwt: new JwtVerifier(settings), log });
+    let key: Awaited<ReturnType<IdentityService['createRecoveryAdminKey']>>;
+    try {
+      key = await identity.createRecoveryAdminKey(tenantId);
+    } catch (err) {
+      if (err instanceof ApiError) throw new UsageError(err.message);
+      throw err;
+    }
+    print(values.json === true, key, () =>
+      [
+        `Created admin key ${key.id} in tenant ${tenantId} (${store.location}):`,
+        '',
+        `  ${key.secret}`,
+        '',
+        'Store it now: it is not shown again. Revoke keys you no longer trust with "orchestra keys revoke".',
+      ].join('\n'),
+    );
+  } finally {
+    await store.close();
+  }
 }
 
 function versionCommand(args: string[]): void {
@@ -405,6 +487,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'tenants':
         await tenantsCommand(args);
+        return 0;
+      case 'recover-admin-key':
+        await recoverAdminKeyCommand(args);
         return 0;
       case 'version':
       case '--version':

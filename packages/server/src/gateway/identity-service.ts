@@ -221,6 +221,24 @@ export class IdentityService {
     });
   }
 
+  /**
+   * Creates an admin key in a tenant without any credential: for operators with direct
+   * access to the store (`orchestra recover-admin-key`) when every admin key is lost,
+   * revoked or expired. Never reachable over HTTP.
+   */
+  async createRecoveryAdminKey(tenantId: string): Promise<ApiKeyView & { secret: string }> {
+    const tenant = await this.#findTenant(tenantId);
+    if (tenant === undefined) throw tenantNotFound(tenantId);
+    const { row, secret } = newKeyRow(tenantId, {
+      name: 'recovery admin',
+      role: 'admin',
+      expiresAt: null,
+      createdBy: 'recovery',
+    });
+    await this.#store.db.insertInto('api_keys').values(row).execute();
+    return { ...keyView(row), secret };
+  }
+
   async createTenant(
     principal: Principal,
     input: { id: string; name?: string | undefined },
