@@ -446,6 +446,15 @@ describe('commands against a running server', () => {
     assert.equal(adminKey.startsWith(me.credential.prefix), true);
   });
 
+  test('the local admin-key file is never sent to a server on another host', async () => {
+    // .invalid never resolves, and the CLI must refuse before it tries to connect.
+    const result = await runCli(['whoami', '--url', 'http://orchestra.invalid:8080'], {
+      ORCHESTRA_DATA_DIR: dataDir,
+    });
+    expectExit(result, 2);
+    assert.match(result.stderr, /No credential/);
+  });
+
   test('without any credential the CLI says how to pass one (exit 2)', async () => {
     const result = await runCli(['whoami'], {
       ORCHESTRA_URL: server.url,

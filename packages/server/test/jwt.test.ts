@@ -126,6 +126,15 @@ describe('JWT bearer tokens', () => {
         'INVALID_TOKEN',
       ],
       ['not a JWT', Promise.resolve('hello.world.again'), 'INVALID_TOKEN'],
+      [
+        'no expiry',
+        new SignJWT({ sub: 'u', tenant_id: 'default', role: 'admin' })
+          .setProtectedHeader({ alg: 'HS256' })
+          .setIssuer(ISSUER)
+          .setAudience(AUDIENCE)
+          .sign(new TextEncoder().encode(SECRET)),
+        'INVALID_TOKEN',
+      ],
     ];
     for (const [name, token, code] of cases) {
       const res = await server.call('GET', '/v1/whoami', { key: await token });

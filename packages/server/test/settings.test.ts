@@ -111,3 +111,20 @@ test('every setting has a distinct ORCHESTRA_ variable', () => {
   assert.equal(new Set(envs).size, envs.length);
   for (const env of envs) assert.match(env, /^ORCHESTRA_[A-Z_]+$/);
 });
+
+test('error messages never repeat a secret or a URL password', () => {
+  assert.throws(
+    () =>
+      loadSettings({
+        ORCHESTRA_JWT_SECRET: 'hunter2-topsecret',
+        ORCHESTRA_DATABASE_URL: 'mysql://admin:S3cretPw@db/x',
+      }),
+    (err: unknown) => {
+      assert.ok(err instanceof SettingsError);
+      assert.doesNotMatch(err.message, /hunter2|S3cretPw/);
+      assert.match(err.message, /ORCHESTRA_JWT_SECRET is a hidden value of 17 characters/);
+      assert.match(err.message, /ORCHESTRA_DATABASE_URL is "mysql:\/\/admin:\*\*\*@db\/x"/);
+      return true;
+    },
+  );
+});

@@ -35,8 +35,9 @@ Commands:
 
 Options for commands that talk to a server:
   --url URL             Server URL (env ORCHESTRA_URL; default http://localhost:8080)
-  --api-key KEY         API key or JWT (env ORCHESTRA_API_KEY; default: the admin-key
-                        file in ORCHESTRA_DATA_DIR or ./.orchestra, if present)
+  --api-key KEY         API key or JWT (env ORCHESTRA_API_KEY; default for a server on
+                        this machine: the admin-key file in ORCHESTRA_DATA_DIR or
+                        ./.orchestra, if present)
   --json                Print JSON instead of tables
   -h, --help            Show help for a command
 
@@ -125,7 +126,11 @@ function parse<
 
 function client(values: { url?: string | undefined; 'api-key'?: string | undefined }): Orchestra {
   const url = values.url ?? process.env.ORCHESTRA_URL ?? 'http://localhost:8080';
-  const apiKey = values['api-key'] ?? process.env.ORCHESTRA_API_KEY ?? adminKeyFromDataDir();
+  const apiKey =
+    values['api-key'] ??
+    process.env.ORCHESTRA_API_KEY ??
+    // The local admin key goes only to a server on this machine, never to a remote --url.
+    (isLoopback(url) ? adminKeyFromDataDir() : undefined);
   if (apiKey === undefined) {
     throw new UsageError('No credential: pass --api-key or set ORCHESTRA_API_KEY');
   }
@@ -134,6 +139,16 @@ function client(values: { url?: string | undefined; 'api-key'?: string | undefin
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+function isLoopback(url: string): boolean {
+  let host: string;
+  try {
+    host = new URL(url).hostname;
+  } catch {
+    return false;
+  }
+  return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 /** The first-start admin key, for the common case of a CLI next to a local server. */

@@ -59,7 +59,9 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
       } catch (err) {
         throw new ApiError('STORAGE_UNAVAILABLE', `The ${store.kind} store does not answer`, {
           cause: err,
-          details: { checks: { store: { status: 'failed', error: (err as Error).message } } },
+          // Driver messages can name hosts and users: they go to the log, not to this
+          // unauthenticated response.
+          details: { checks: { store: { status: 'failed' } } },
           headers: { 'retry-after': '5' },
         });
       }

@@ -75,6 +75,8 @@ export class JwtVerifier {
     try {
       ({ payload } = await jwtVerify(token, (header) => this.#key(header), {
         algorithms,
+        // A token without an expiry could never be withdrawn: refuse it.
+        requiredClaims: ['exp'],
         ...(this.#settings.jwtIssuer ? { issuer: this.#settings.jwtIssuer } : {}),
         ...(this.#settings.jwtAudience ? { audience: this.#settings.jwtAudience } : {}),
       }));

@@ -16,6 +16,8 @@ interface SettingSpec {
   allowed: string;
   description: string;
   default?: unknown;
+  /** Holds a secret: error messages never repeat the value. */
+  secret?: true;
 }
 
 /**
@@ -78,6 +80,7 @@ export const SETTINGS = {
     schema: Type.String({ minLength: 32 }),
     allowed: 'a string of at least 32 characters',
     description: 'Shared secret for HS256 bearer tokens. Unset: HS256 tokens are refused.',
+    secret: true,
   },
   jwtJwksUrl: {
     env: 'ORCHESTRA_JWT_JWKS_URL',
@@ -214,8 +217,15 @@ function fromEnvString(spec: SettingSpec, raw: string): unknown {
   }
 }
 
-function describe(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(JSON.stringify(value));
+/** A value for an error message: secrets reduced to their length, URL passwords masked. */
+function describe(spec: SettingSpec, value: unknown): string {
+  if (spec.secret) {
+    return typeof value === 'string'
+      ? `a hidden value of ${value.length} characters`
+      : 'a hidden value';
+  }
+  const text = JSON.stringify(value) ?? String(value);
+  return text.replace(/(\/\/[^/:@\s]*:)[^@/\s]*@/g, '$1***@');
 }
 
 /**
@@ -254,7 +264,7 @@ export function loadSettings(
       const spec: SettingSpec = SETTINGS[key as Key];
       if (!Value.Check(spec.schema, value)) {
         problems.push(
-          `config file ${configFile}: "${key}" is ${describe(value)}; allowed: ${spec.allowed}`,
+          `config file ${configFile}: "${key}" is ${describe(spec, value)}; allowed: ${spec.allowed}`,
         );
         continue;
       }
@@ -267,7 +277,7 @@ export function loadSettings(
     if (raw === undefined || raw === '') continue;
     const value = fromEnvString(spec, raw);
     if (!Value.Check(spec.schema, value)) {
-      problems.push(`${spec.env} is ${describe(raw)}; allowed: ${spec.allowed}`);
+      problems.push(`${spec.env} is ${describe(spec, raw)}; allowed: ${spec.allowed}`);
       continue;
     }
     values[key] = value;
@@ -278,7 +288,7 @@ export function loadSettings(
     const spec: SettingSpec = SETTINGS[key];
     const converted = typeof value === 'string' ? fromEnvString(spec, value) : value;
     if (!Value.Check(spec.schema, converted)) {
-      problems.push(`${key} is ${describe(value)}; allowed: ${spec.allowed}`);
+      problems.push(`${key} is ${describe(spec, value)}; allowed: ${spec.allowed}`);
       continue;
     }
     values[key] = converted;
