@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import packageJson from '../package.json' with { type: 'json' };
@@ -139,6 +140,42 @@ describe('orchestra start', () => {
       assert.equal(me.tenant.id, 'default');
     } finally {
       assert.equal(await second.stop(), 0);
+    }
+  });
+
+  test('a PostgreSQL that never answers or refuses stops start-up with a clear error, not a hang', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createNetServer((socket) => {
+      sockets.add(socket); // accepted, never answered
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    try {
+      const hung = await runCli(['start'], {
+        ORCHESTRA_PORT: '0',
+        ORCHESTRA_DATA_DIR: newDataDir(),
+        ORCHESTRA_DATABASE_URL: `postgres://orchestra:pw@127.0.0.1:${port}/orchestra`,
+      });
+      expectExit(hung, 1);
+      assert.match(
+        hung.stderr,
+        new RegExp(
+          `cannot migrate the postgres store at postgres://orchestra:?@127.0.0.1:${port}/orchestra`,
+        ),
+      );
+      assert.match(hung.stderr, /caused by: .*timeout/i);
+      assert.doesNotMatch(hung.stderr, /pw@|\n\s+at /, 'no password, no stack trace');
+
+      const refused = await runCli(['start'], {
+        ORCHESTRA_PORT: '0',
+        ORCHESTRA_DATA_DIR: newDataDir(),
+        ORCHESTRA_DATABASE_URL: `postgres://127.0.0.1:${await closedPort()}/orchestra`,
+      });
+      expectExit(refused, 1);
+      assert.match(refused.stderr, /caused by: .*ECONNREFUSED/);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 

@@ -536,7 +536,13 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`error: ${err.message}\n`);
       return 1;
     }
-    process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
+    // The message and its causes say what went wrong; a stack trace would bury that.
+    const lines = [`error: ${err instanceof Error ? err.message : String(err)}`];
+    for (let cause = (err as Error)?.cause; cause !== undefined; cause = (cause as Error)?.cause) {
+      lines.push(`  caused by: ${cause instanceof Error ? cause.message : String(cause)}`);
+      if (lines.length > 5) break;
+    }
+    process.stderr.write(`${lines.join('\n')}\n`);
     return 1;
   }
 }

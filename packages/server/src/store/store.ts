@@ -9,6 +9,9 @@ import { NodeSqliteDialect } from './node-sqlite-dialect.ts';
 
 export type StoreKind = 'sqlite' | 'postgres';
 
+const PG_CONNECT_TIMEOUT_MS = 5_000;
+const PG_QUERY_TIMEOUT_MS = 30_000;
+
 /**
  * The relational store port: a Kysely handle on SQLite (embedded) or PostgreSQL.
  *
@@ -61,12 +64,15 @@ export function isStoreUnavailable(err: unknown): boolean {
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE'].includes(e.code))
       return true;
     // PostgreSQL classes 08 (connection exception) and 57P (operator intervention).
-    if (/^08...$/.test(e.code) || /^57P0[1-3]$/.test(e.code) || e.code === '53300') return true;
+    // 57014: statement_timeout (the server is overloaded); 53300: too many connections.
+    if (/^08...$/.test(e.code) || /^57P0[1-3]$/.test(e.code) || ['57014', '53300'].includes(e.code)) {
+      return true;
+    }
     // SQLITE_BUSY (5) and SQLITE_LOCKED (6) outlasting busy_timeout.
     if (e.code === 'ERR_SQLITE_ERROR' && (e.errcode === 5 || e.errcode === 6)) return true;
   }
   const message = typeof e.message === 'string' ? e.message : '';
-  return /Connection terminated|database is not open|driver has already been destroyed|Cannot use a pool after calling end|timeout exceeded when trying to connect/.test(
+  return /Connection terminated|database is not open|driver has already been destroyed|Cannot use a pool after calling end|timeout exceeded when trying to connect|Query read timeout/.test(
     message,
   );
 }
@@ -93,7 +99,16 @@ function openSqlite(path: string): RelationalStore {
 }
 
 async function openPostgres(url: string, poolSize: number): Promise<RelationalStore> {
-  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolSize,
+    // A database that accepts connections but never answers must fail fast (503), not
+    // hold requests forever.
+    connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS,
+    query_timeout: PG_QUERY_TIMEOUT_MS,
+    statement_timeout: PG_QUERY_TIMEOUT_MS,
+    idleTimeoutMillis: 30_000,
+  });
   // An idle client that loses its server emits 'error'; without a listener that would
   // crash the process. The next query reports the outage instead.
   pool.on('error', () => {});
@@ -130,7 +145,12 @@ function makeStore(
       const { error, results } = await migrator.migrateToLatest();
       if (error) {
         const failed = results?.find((r) => r.status === 'Error')?.migrationName;
-        throw new Error(`migration ${failed ?? '(unknown)'} failed`, { cause: error });
+        throw new Error(
+          failed
+            ? `migration ${failed} failed on the ${kind} store at ${location}`
+            : `cannot migrate the ${kind} store at ${location}`,
+          { cause: error },
+        );
       }
       return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
     },
