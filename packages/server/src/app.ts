@@ -10,7 +10,7 @@ import type { IdentityService } from './gateway/identity-service.ts';
 import { gatewayRoutes } from './gateway/routes.ts';
 import { opsRoutes } from './ops/routes.ts';
 import { ApiError } from './platform/errors.ts';
-import { installHttpPlatform, requestIdFor } from './platform/http.ts';
+import { earlyErrorHandlers, installHttpPlatform, requestIdFor } from './platform/http.ts';
 import type { Metrics } from './platform/metrics.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse } from './platform/schemas.ts';
@@ -47,6 +47,9 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     trustProxy: settings.trustProxy,
     // Answered by our own hook instead, in the unified error format.
     return503OnClosing: false,
+    ...earlyErrorHandlers({ service: SERVICE, instanceId: settings.instanceId }),
+    // Long enough for any id we issue; longer ones reach the schema and get a 400.
+    routerOptions: { maxParamLength: 500 },
     ajv: {
       customOptions: {
         // Unknown fields are errors, not silently dropped: a typo should not be ignored.

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   expectError,
@@ -383,6 +384,39 @@ for (const store of STORE_VARIANTS) {
       expectError(absolute, 401, 'UNAUTHENTICATED');
     });
 
+    test('malformed HTTP, URLs and headers get the unified format too', async () => {
+      const raw = (head: string) => rawRequest(server.url, head);
+      const host = `Host: ${new URL(server.url).host}\r\n`;
+      expectError(await raw(`FOO /v1/whoami HTTP/1.1\r\n${host}\r\n`), 400, 'BAD_REQUEST');
+      expectError(
+        await raw(
+          `POST /v1/api-keys HTTP/1.1\r\n${host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        ),
+        400,
+        'BAD_REQUEST',
+      );
+      expectError(
+        await raw(
+          `GET /v1/whoami HTTP/1.1\r\n${host}Authorization: Bearer ${'x'.repeat(20_000)}\r\n\r\n`,
+        ),
+        431,
+        'HEADERS_TOO_LARGE',
+      );
+      expectError(
+        await raw(`GET /docs/static/../../../../etc/passwd HTTP/1.1\r\n${host}\r\n`),
+        404,
+        'ROUTE_NOT_FOUND',
+      );
+      expectError(await server.call('GET', '/v1/api-keys/%ff'), 400, 'BAD_REQUEST');
+      const long = expectError(
+        await server.call('GET', `/v1/api-keys/${'k'.repeat(200)}`),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal(long.details.fields[0].field, 'params.id');
+      expectError(await server.call('GET', `/v1/api-keys/${'k'.repeat(600)}`), 414, 'URI_TOO_LONG');
+    });
+
     test('unknown routes get 404 ROUTE_NOT_FOUND', async () => {
       const res = await server.call('GET', '/v1/nothing-here');
       assert.match(expectError(res, 404, 'ROUTE_NOT_FOUND').message, /GET \/v1\/nothing-here/);
@@ -534,3 +568,36 @@ describe('limits and failures', () => {
     }
   });
 });
+
+/** Sends raw bytes and parses the answer: for requests fetch() would refuse or rewrite. */
+function rawRequest(baseUrl: string, head: string): Promise<{ status: number; body: any }> {
+  const url = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(url.port), url.hostname, () => socket.write(head));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+    });
+    socket.on('error', reject);
+    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer in 10 s')));
+    const finish = () => {
+      const [statusLine = '', ...rest] = text.split('\r\n');
+      const body = rest.join('\r\n').split('\r\n\r\n').slice(1).join('\r\n\r\n');
+      try {
+        resolve({ status: Number(statusLine.split(' ')[1]), body: JSON.parse(body) });
+      } catch {
+        reject(new Error(`unexpected answer: ${text}`));
+      }
+    };
+    // The server closes after an error; for a kept-alive answer, stop at the end of the body.
+    socket.on('end', finish);
+    socket.on('data', () => {
+      const length = /content-length: (\d+)/i.exec(text)?.[1];
+      const bodyStart = text.indexOf('\r\n\r\n');
+      if (length && bodyStart >= 0 && text.length - bodyStart - 4 >= Number(length)) {
+        socket.end();
+      }
+    });
+  });
+}

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { credentialId, type Principal, type Role } from './auth.ts';
 import { ApiError, type ErrorDetails, errorBody } from './errors.ts';
@@ -182,6 +184,47 @@ interface ValidationIssue {
   params: Record<string, unknown>;
 }
 
+/**
+ * Fastify options for failures that happen before a request reaches the pipeline: an
+ * undecodable URL or an over-long path parameter (`frameworkErrors`), and malformed HTTP
+ * that Node rejects while parsing (`clientErrorHandler`). Both answer in the unified format.
+ */
+export function earlyErrorHandlers(context: { service: string; instanceId: string }) {
+  return {
+    frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+      const apiError =
+        error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? new ApiError('URI_TOO_LONG')
+          : new ApiError('BAD_REQUEST', 'The URL is not valid');
+      reply
+        .status(apiError.status)
+        .header('x-request-id', request.id)
+        .type('application/json; charset=utf-8')
+        .send(errorBody(apiError, { ...context, requestId: request.id }));
+    },
+    clientErrorHandler(error: Error & { code?: string }, socket: Socket) {
+      if (!socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const apiError =
+        error.code === 'HPE_HEADER_OVERFLOW'
+          ? new ApiError('HEADERS_TOO_LARGE')
+          : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? new ApiError('REQUEST_TIMEOUT')
+            : new ApiError('BAD_REQUEST', 'The request is not valid HTTP');
+      const requestId = randomUUID();
+      const body = JSON.stringify(errorBody(apiError, { ...context, requestId }));
+      socket.end(
+        `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\n` +
+          'Content-Type: application/json; charset=utf-8\r\n' +
+          `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+          `X-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    },
+  };
+}
+
 /** Maps what Fastify and our code throw to a catalogued error; `undefined` means a bug. */
 export function toApiError(error: FastifyError): ApiError | undefined {
   if (error instanceof ApiError) return error;
@@ -223,12 +266,17 @@ export function toApiError(error: FastifyError): ApiError | undefined {
     });
   }
   if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
-    if (error.statusCode === 413)
-      return new ApiError('PAYLOAD_TOO_LARGE', undefined, { cause: error });
-    if (error.statusCode === 415) {
-      return new ApiError('UNSUPPORTED_MEDIA_TYPE', undefined, { cause: error });
+    switch (error.statusCode) {
+      case 403: // @fastify/static refusing a path outside its root: nothing is there
+      case 404:
+        return new ApiError('ROUTE_NOT_FOUND', undefined, { cause: error });
+      case 413:
+        return new ApiError('PAYLOAD_TOO_LARGE', undefined, { cause: error });
+      case 415:
+        return new ApiError('UNSUPPORTED_MEDIA_TYPE', undefined, { cause: error });
+      default:
+        return new ApiError('BAD_REQUEST', error.message, { cause: error });
     }
-    return new ApiError('BAD_REQUEST', error.message, { cause: error });
   }
   return undefined;
 }

@@ -65,7 +65,11 @@ export function isStoreUnavailable(err: unknown): boolean {
       return true;
     // PostgreSQL classes 08 (connection exception) and 57P (operator intervention).
     // 57014: statement_timeout (the server is overloaded); 53300: too many connections.
-    if (/^08...$/.test(e.code) || /^57P0[1-3]$/.test(e.code) || ['57014', '53300'].includes(e.code)) {
+    if (
+      /^08...$/.test(e.code) ||
+      /^57P0[1-3]$/.test(e.code) ||
+      ['57014', '53300'].includes(e.code)
+    ) {
       return true;
     }
     // SQLITE_BUSY (5) and SQLITE_LOCKED (6) outlasting busy_timeout.
