@@ -1,3 +1,4 @@
+import type { ValidatorFactory } from '@fastify/ajv-compiler';
 import fastifyStatic from '@fastify/static';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
@@ -15,6 +16,7 @@ import type { Metrics } from './platform/metrics.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
+import { buildRequestValidator } from './platform/validation.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
 
 /** Everything a server instance is built from; tests pass their own. */
@@ -50,14 +52,12 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     ...earlyErrorHandlers({ service: SERVICE, instanceId: settings.instanceId }),
     // Long enough for any id we issue; longer ones reach the schema and get a 400.
     routerOptions: { maxParamLength: 500 },
-    ajv: {
-      customOptions: {
-        // Unknown fields are errors, not silently dropped: a typo should not be ignored.
-        removeAdditional: false,
-        coerceTypes: 'array',
-        useDefaults: true,
-        allErrors: false,
-      },
+    // Set here, not with setValidatorCompiler: a plugin that adds shared schemas rebuilds
+    // its validator from this factory. The cast: Fastify's declared factory type says the
+    // compiler takes a bare schema, but Fastify (and its own ajv-compiler) call it with
+    // { schema, httpPart, method, url }, which is what ours takes.
+    schemaController: {
+      compilersFactory: { buildValidator: buildRequestValidator as unknown as ValidatorFactory },
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

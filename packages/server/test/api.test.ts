@@ -346,6 +346,13 @@ for (const store of STORE_VARIANTS) {
         400,
         'VALIDATION_FAILED',
       );
+      // JSON has types: a number where a string belongs is refused, not turned into "123".
+      const typed = expectError(
+        await server.call('POST', '/v1/api-keys', { body: { name: 123, role: 'viewer' } }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.deepEqual(typed.details.fields[0], { field: 'body.name', message: 'must be string' });
       const long = expectError(
         await server.call('POST', '/v1/api-keys', {
           body: { name: 'x'.repeat(101), role: 'viewer' },

@@ -115,6 +115,16 @@ describe('operational endpoints', () => {
     assert.match(createKey.description, /Roles: admin/);
     assert.ok(doc.components.schemas.ErrorResponse, 'the error format is documented');
     assert.equal(doc.paths['/healthz'].get.security, undefined);
+    // Parameters with defaults are optional for clients generated from the document.
+    const listKeys = doc.paths['/v1/api-keys'].get.parameters as {
+      name: string;
+      required?: boolean;
+    }[];
+    for (const name of ['limit', 'cursor', 'role', 'include_revoked']) {
+      const parameter = listKeys.find((p) => p.name === name);
+      assert.ok(parameter, `${name} is documented`);
+      assert.notEqual(parameter.required, true, `${name} must not be required`);
+    }
   });
 
   test('/docs serves the interactive API docs', async () => {

@@ -10,7 +10,7 @@ import {
 import { ApiError } from '../platform/errors.ts';
 import { newId, randomBase62 } from '../platform/ids.ts';
 import type { JwtVerifier } from '../platform/jwt.ts';
-import { decodeCursor, toPage } from '../platform/pagination.ts';
+import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ApiKeysTable, TenantsTable } from './tables.ts';
 
@@ -284,17 +284,18 @@ export class IdentityService {
 
   async listTenants(
     principal: Principal,
-    page: { limit: number; cursor?: string | undefined },
+    page: { limit?: number | undefined; cursor?: string | undefined },
   ): Promise<Page<TenantView>> {
     const after = decodeCursor(page.cursor);
+    const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
     let query = this.#store.db
       .selectFrom('tenants')
       .selectAll()
       .orderBy('id')
-      .limit(page.limit + 1);
+      .limit(limit + 1);
     if (!isSystemAdmin(principal)) query = query.where('id', '=', principal.tenant.id);
     if (after !== undefined) query = query.where('id', '>', after);
-    return toPage(await query.execute(), page.limit, tenantView);
+    return toPage(await query.execute(), limit, tenantView);
   }
 
   async getTenant(principal: Principal, id: string): Promise<TenantView> {
@@ -342,24 +343,25 @@ export class IdentityService {
   async listApiKeys(
     principal: Principal,
     options: {
-      limit: number;
+      limit?: number | undefined;
       cursor?: string | undefined;
       role?: Role | undefined;
       include_revoked?: boolean | undefined;
     },
   ): Promise<Page<ApiKeyView>> {
     const after = decodeCursor(options.cursor);
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
     let query = this.#store.db
       .selectFrom('api_keys')
       .selectAll()
       .where('tenant_id', '=', principal.tenant.id)
       .orderBy('id')
-      .limit(options.limit + 1);
+      .limit(limit + 1);
     if (after !== undefined) query = query.where('id', '>', after);
     if (options.role !== undefined) query = query.where('role', '=', options.role);
     if (!options.include_revoked) query = query.where('revoked_at', 'is', null);
     const now = new Date();
-    return toPage(await query.execute(), options.limit, (row) => keyView(row, now));
+    return toPage(await query.execute(), limit, (row) => keyView(row, now));
   }
 
   async getApiKey(principal: Principal, id: string): Promise<ApiKeyView> {

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { ADMIN_ROLES, type Principal, ROLES } from '../platform/auth.ts';
+import { ADMIN_ROLES, type Principal, ROLES, Role } from '../platform/auth.ts';
 import { Page, PageQuery } from '../platform/pagination.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import type { IdentityService } from './identity-service.ts';
@@ -92,8 +92,10 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
         querystring: Type.Object(
           {
             ...PageQuery,
-            role: Type.Optional(Type.Enum(ROLES as string[])),
-            include_revoked: Type.Boolean({ default: false }),
+            role: Type.Optional(Role),
+            include_revoked: Type.Optional(
+              Type.Boolean({ default: false, description: 'Include revoked keys.' }),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -101,11 +103,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
       },
       config: { auth: ADMIN_ROLES },
     },
-    async (request) =>
-      identity.listApiKeys(
-        principalOf(request),
-        request.query as Parameters<IdentityService['listApiKeys']>[1],
-      ),
+    async (request) => identity.listApiKeys(principalOf(request), request.query),
   );
 
   const KeyParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });

@@ -1,14 +1,18 @@
 import Type, { type TSchema } from 'typebox';
 import { ApiError } from './errors.ts';
 
+export const DEFAULT_PAGE_LIMIT = 50;
+
 /** Query parameters of every list route. */
 export const PageQuery = {
-  limit: Type.Integer({
-    minimum: 1,
-    maximum: 200,
-    default: 50,
-    description: 'Items per page, 1 to 200.',
-  }),
+  limit: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: 200,
+      default: DEFAULT_PAGE_LIMIT,
+      description: 'Items per page, 1 to 200.',
+    }),
+  ),
   cursor: Type.Optional(
     Type.String({
       maxLength: 512,
