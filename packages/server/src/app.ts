@@ -64,6 +64,16 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   // The API speaks JSON only; any other body is a 415, not a string handed to validation.
   app.removeContentTypeParser('text/plain');
 
+  // First, so that a request shed under load costs no authentication or store lookup.
+  if (settings.maxEventLoopDelayMs > 0) {
+    await app.register(underPressure, {
+      maxEventLoopDelay: settings.maxEventLoopDelayMs,
+      pressureHandler: async () => {
+        throw new ApiError('SERVICE_OVERLOADED', undefined, { headers: { 'retry-after': '5' } });
+      },
+    });
+  }
+
   installHttpPlatform(app, {
     service: SERVICE,
     instanceId: settings.instanceId,
@@ -79,15 +89,6 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
           })
         : undefined,
   });
-
-  if (settings.maxEventLoopDelayMs > 0) {
-    await app.register(underPressure, {
-      maxEventLoopDelay: settings.maxEventLoopDelayMs,
-      pressureHandler: async () => {
-        throw new ApiError('SERVICE_OVERLOADED', undefined, { headers: { 'retry-after': '5' } });
-      },
-    });
-  }
 
   app.addSchema(ErrorResponse);
   await app.register(fastifySwagger, {

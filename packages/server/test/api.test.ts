@@ -509,6 +509,33 @@ describe('limits and failures', () => {
     }
   });
 
+  test('a lagging event loop sheds requests with 503 SERVICE_OVERLOADED; probes still answer', async () => {
+    const server = await startTestServer({ env: { ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '20' } });
+    try {
+      let shed: { status: number; headers: Headers; body: any } | undefined;
+      // Lag the loop for longer than a sample interval (1 s), in slices: the server shares
+      // this process, and its monitor averages the delay of every tick.
+      for (let attempt = 0; attempt < 5 && shed === undefined; attempt += 1) {
+        const lagUntil = performance.now() + 1500;
+        while (performance.now() < lagUntil) {
+          const sliceEnd = performance.now() + 100;
+          while (performance.now() < sliceEnd) {
+            // busy: this is the overload
+          }
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        const res = await server.call('GET', '/v1/whoami');
+        if (res.status === 503) shed = res;
+      }
+      assert.ok(shed, 'no request was shed while the event loop lagged');
+      expectError(shed, 503, 'SERVICE_OVERLOADED');
+      assert.equal(shed.headers.get('retry-after'), '5');
+      assert.equal((await server.call('GET', '/healthz', { key: null })).status, 200);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test('an unexpected failure is a 500 without internals', async () => {
     const server = await startTestServer();
     try {

@@ -166,6 +166,7 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     } else if (apiError.status >= 500) {
       request.log.warn({ err: error, code: apiError.code }, apiError.message);
     }
+    reply.header('x-request-id', request.id); // also for errors raised before our onRequest hook
     for (const [name, value] of Object.entries(apiError.headers ?? {})) reply.header(name, value);
     reply.status(apiError.status).type('application/json; charset=utf-8');
     return errorBody(apiError, {

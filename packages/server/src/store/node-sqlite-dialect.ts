@@ -1,4 +1,4 @@
-import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import {
   CompiledQuery,
   type DatabaseConnection,
@@ -103,17 +103,45 @@ class NodeSqliteDriver implements Driver {
   }
 }
 
+/** Prepared statements kept per connection; Kysely emits the same SQL text for a query. */
+const STATEMENT_CACHE_SIZE = 256;
+
+interface CachedStatement {
+  statement: StatementSync;
+  /** Whether it returns rows (SELECT, RETURNING, PRAGMA) rather than a change count. */
+  returnsRows: boolean;
+}
+
 class NodeSqliteConnection implements DatabaseConnection {
   readonly #db: DatabaseSync;
+  readonly #statements = new Map<string, CachedStatement>();
 
   constructor(db: DatabaseSync) {
     this.#db = db;
   }
 
+  /** Preparing costs more than running a simple query, so statements are reused (LRU). */
+  #prepare(sql: string): CachedStatement {
+    const cached = this.#statements.get(sql);
+    if (cached !== undefined) {
+      this.#statements.delete(sql);
+      this.#statements.set(sql, cached);
+      return cached;
+    }
+    const statement = this.#db.prepare(sql);
+    const entry = { statement, returnsRows: statement.columns().length > 0 };
+    this.#statements.set(sql, entry);
+    if (this.#statements.size > STATEMENT_CACHE_SIZE) {
+      const oldest = this.#statements.keys().next().value;
+      if (oldest !== undefined) this.#statements.delete(oldest);
+    }
+    return entry;
+  }
+
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
-    const statement = this.#db.prepare(compiledQuery.sql);
+    const { statement, returnsRows } = this.#prepare(compiledQuery.sql);
     const parameters = compiledQuery.parameters as SQLInputValue[];
-    if (statement.columns().length > 0) {
+    if (returnsRows) {
       // node:sqlite rows have a null prototype; copy them into plain objects so rows look
       // the same on both adapters.
       return { rows: statement.all(...parameters).map((row) => ({ ...row })) as R[] };
@@ -130,7 +158,7 @@ class NodeSqliteConnection implements DatabaseConnection {
     compiledQuery: CompiledQuery,
     chunkSize = 100,
   ): AsyncIterableIterator<QueryResult<R>> {
-    const statement = this.#db.prepare(compiledQuery.sql);
+    const { statement } = this.#prepare(compiledQuery.sql);
     let rows: R[] = [];
     for (const row of statement.iterate(...(compiledQuery.parameters as SQLInputValue[]))) {
       rows.push({ ...row } as R);
