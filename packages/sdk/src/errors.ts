@@ -10,9 +10,11 @@ export interface ErrorPayload {
 }
 
 /**
- * An error answered by the server (status >= 400), with its catalogued `code`
- * (see docs/errors.md), or a client-side failure with `status` 0 and a code of
- * `CONNECTION_FAILED`, `TIMEOUT` or `INVALID_RESPONSE`.
+ * An error answered by the server (status >= 400) with its catalogued `code` (see
+ * docs/errors.md), or a failure on the client's side:
+ * - `CONNECTION_FAILED` and `TIMEOUT`: no response; `status` is 0.
+ * - `INVALID_RESPONSE`: a success status whose body is not JSON; `status` is that status.
+ * - `HTTP_ERROR`: an error status without Orchestra's error body (a proxy in between).
  */
 export class OrchestraError extends Error {
   /** Stable error code, such as `INVALID_API_KEY` or `RATE_LIMITED`. */

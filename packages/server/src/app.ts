@@ -108,6 +108,12 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
             scheme: 'bearer',
             description: 'An `ork_…` API key or a JWT.',
           },
+          apiKeyHeader: {
+            type: 'apiKey',
+            in: 'header',
+            name: 'X-API-Key',
+            description: 'An `ork_…` API key, for clients that cannot set Authorization.',
+          },
         },
       },
     },
@@ -124,7 +130,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
         url,
         schema: {
           ...schema,
-          security: [{ bearerAuth: [] }],
+          security: [{ bearerAuth: [] }, { apiKeyHeader: [] }],
           description: [schema?.description, note].filter(Boolean).join('\n\n'),
         },
       };

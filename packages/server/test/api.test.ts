@@ -346,6 +346,14 @@ for (const store of STORE_VARIANTS) {
         400,
         'VALIDATION_FAILED',
       );
+      const control = expectError(
+        await server.call('POST', '/v1/api-keys', {
+          body: { name: 'red\u001b[31m', role: 'viewer' },
+        }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal(control.details.fields[0].field, 'body.name');
       // JSON has types: a number where a string belongs is refused, not turned into "123".
       const typed = expectError(
         await server.call('POST', '/v1/api-keys', { body: { name: 123, role: 'viewer' } }),

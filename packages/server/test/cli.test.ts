@@ -349,6 +349,19 @@ describe('commands against a running server', () => {
     ]);
     expectExit(bad, 2);
     assert.match(bad.stderr, /--expires-in must be a number followed by s, m, h or d/);
+
+    const tooFar = await cli([
+      'keys',
+      'create',
+      '--name',
+      'z',
+      '--role',
+      'agent',
+      '--expires-in',
+      '999999999999d',
+    ]);
+    expectExit(tooFar, 2);
+    assert.match(tooFar.stderr, /at most 36500d/);
   });
 
   test('keys list shows the keys as a table and as a --json array', async () => {

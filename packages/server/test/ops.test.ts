@@ -111,7 +111,8 @@ describe('operational endpoints', () => {
       assert.ok(operations.includes(expected), `${expected} missing from the OpenAPI document`);
     }
     const createKey = doc.paths['/v1/api-keys'].post;
-    assert.deepEqual(createKey.security, [{ bearerAuth: [] }]);
+    assert.deepEqual(createKey.security, [{ bearerAuth: [] }, { apiKeyHeader: [] }]);
+    assert.equal(doc.components.securitySchemes.apiKeyHeader.name, 'X-API-Key');
     assert.match(createKey.description, /Roles: admin/);
     assert.ok(doc.components.schemas.ErrorResponse, 'the error format is documented');
     assert.equal(doc.paths['/healthz'].get.security, undefined);

@@ -166,6 +166,7 @@ function print(json: boolean, value: unknown, human: () => string): void {
 }
 
 const DURATION = /^(\d+)([smhd])$/;
+const MAX_EXPIRY_MS = 36_500 * 86_400_000;
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
 function parseDuration(text: string): number {
@@ -175,7 +176,9 @@ function parseDuration(text: string): number {
       `--expires-in must be a number followed by s, m, h or d (like 30d), got "${text}"`,
     );
   }
-  return Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+  const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+  if (ms > MAX_EXPIRY_MS) throw new UsageError('--expires-in must be at most 36500d (100 years)');
+  return ms;
 }
 
 const dash = (v: string | null) => v ?? '-';

@@ -65,7 +65,7 @@ function keyView(row: ApiKeysTable, now = new Date()): ApiKeyView {
     id: row.id,
     tenant_id: row.tenant_id,
     name: row.name,
-    role: row.role as Role,
+    role: row.role,
     prefix: row.prefix,
     status: keyStatus(row, now),
     created_at: row.created_at,

@@ -46,9 +46,13 @@ export const ApiKeyWithSecret = Type.Object(
   { $id: 'ApiKeyWithSecret' },
 );
 
+/** Printable text: names end up in terminals and logs, where control characters misbehave. */
+const DisplayName = (maxLength: number) =>
+  Type.String({ minLength: 1, maxLength, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });
+
 export const CreateApiKey = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 100 }),
+    name: DisplayName(100),
     role: Role,
     expires_at: Type.Optional(
       Type.String({ format: 'date-time', description: 'When the key stops working. Omit: never.' }),
@@ -61,7 +65,7 @@ export type CreateApiKey = Static<typeof CreateApiKey>;
 export const CreateTenant = Type.Object(
   {
     id: TenantId,
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    name: Type.Optional(DisplayName(200)),
   },
   { additionalProperties: false },
 );

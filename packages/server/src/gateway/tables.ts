@@ -1,3 +1,5 @@
+import type { Role } from '../platform/auth.ts';
+
 /** Tables owned by the gateway module. Timestamps are ISO-8601 UTC strings in both stores. */
 export interface TenantsTable {
   id: string;
@@ -11,7 +13,7 @@ export interface ApiKeysTable {
   id: string;
   tenant_id: string;
   name: string;
-  role: string;
+  role: Role;
   /** First characters of the secret, safe to display, to tell keys apart. */
   prefix: string;
   /** SHA-256 of the whole secret, hex; the secret itself is never stored. */

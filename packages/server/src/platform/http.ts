@@ -5,7 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { credentialId, type Principal, type Role } from './auth.ts';
 import { ApiError, type ErrorDetails, errorBody } from './errors.ts';
 import type { Metrics } from './metrics.ts';
-import type { RateLimitDecision, RateLimiter } from './rate-limit.ts';
+import { clientNetwork, type RateLimitDecision, type RateLimiter } from './rate-limit.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -107,7 +107,7 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     // targets route to /v1 handlers too.
     const { auth } = request.routeOptions.config;
     if (auth === undefined || auth === 'public') {
-      await limit(request, reply, `ip:${request.ip}`, 'ip');
+      await limit(request, reply, `ip:${clientNetwork(request.ip)}`, 'ip');
       return;
     }
     let principal: Principal;
@@ -115,7 +115,7 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
       principal = await options.authenticate(request);
     } catch (err) {
       // Failed credentials count against the caller's IP, which slows down guessing.
-      await limit(request, reply, `ip:${request.ip}`, 'ip');
+      await limit(request, reply, `ip:${clientNetwork(request.ip)}`, 'ip');
       throw err;
     }
     request.principal = principal;

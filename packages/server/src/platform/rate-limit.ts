@@ -29,7 +29,7 @@ interface Bucket {
 export interface TokenBucketOptions {
   ratePerSecond: number;
   burst: number;
-  /** Keys kept at most; the least recently created are dropped first (they refill anyway). */
+  /** Keys kept at most; the least recently used are dropped first. */
   maxKeys?: number;
   now?: () => number;
 }
@@ -64,6 +64,9 @@ export class InMemoryRateLimiter implements RateLimiter {
       bucket = { tokens: this.#burst, updatedMs: now };
       this.#buckets.set(key, bucket);
     } else {
+      // Re-insert: Map order is then least recently used first, which eviction relies on.
+      this.#buckets.delete(key);
+      this.#buckets.set(key, bucket);
       const refill = ((now - bucket.updatedMs) / 1000) * this.#rate;
       bucket.tokens = Math.min(this.#burst, bucket.tokens + refill);
       bucket.updatedMs = now;
@@ -92,4 +95,30 @@ export class InMemoryRateLimiter implements RateLimiter {
       }
     }
   }
+}
+
+/**
+ * The rate-limit key of a client address. An IPv6 client usually holds a whole /64, so
+ * limiting single addresses would let it rotate through billions of fresh buckets.
+ */
+export function clientNetwork(ip: string): string {
+  const address = ip.split('%')[0] ?? ip; // drop an IPv6 zone id
+  if (!address.includes(':')) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped?.[1]) return mapped[1];
+  const [head = '', tail] = address.split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups =
+    tail === undefined
+      ? headGroups
+      : [
+          ...headGroups,
+          ...Array(8 - headGroups.length - tailGroups.length).fill('0'),
+          ...tailGroups,
+        ];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g || '0', 16).toString(16))
+    .join(':')}::/64`;
 }
