@@ -71,7 +71,12 @@ export async function startServer(
     const applied = await store.migrate(migrations);
     log.info({ store: store.kind, location: store.location, applied }, 'store ready');
 
-    const identity = new IdentityService({ store, jwt: new JwtVerifier(settings), log });
+    const identity = new IdentityService({
+      store,
+      jwt: new JwtVerifier(settings),
+      log,
+      keyCacheTtlMs: settings.authCacheTtlMs,
+    });
     const boot = await identity.bootstrap();
     const keyFile = join(settings.dataDir, ADMIN_KEY_FILE);
     if (boot.adminKey) {

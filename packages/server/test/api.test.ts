@@ -544,6 +544,34 @@ describe('limits and failures', () => {
     }
   });
 
+  test('another node revoking a key: honoured after the key cache TTL, at once with the cache off', async () => {
+    for (const [ttl, expected] of [
+      ['300000', 200],
+      ['0', 401],
+    ] as const) {
+      const server = await startTestServer({ env: { ORCHESTRA_AUTH_CACHE_TTL_MS: ttl } });
+      try {
+        const key = await server.call('POST', '/v1/api-keys', {
+          body: { name: 'k', role: 'viewer' },
+        });
+        assert.equal(
+          (await server.call('GET', '/v1/whoami', { key: key.body.secret })).status,
+          200,
+        );
+        // Another node revokes: the store changes, this node's cache does not hear of it.
+        await server.store.db
+          .updateTable('api_keys')
+          .set({ revoked_at: new Date().toISOString() })
+          .where('id', '=', key.body.id)
+          .execute();
+        const after = await server.call('GET', '/v1/whoami', { key: key.body.secret });
+        assert.equal(after.status, expected, `cache TTL ${ttl} ms`);
+      } finally {
+        await server.stop();
+      }
+    }
+  });
+
   test('an unexpected failure is a 500 without internals', async () => {
     const server = await startTestServer();
     try {

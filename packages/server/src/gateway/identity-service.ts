@@ -20,6 +20,16 @@ const DISPLAY_PREFIX_LENGTH = API_KEY_PREFIX.length + 8;
 /** `last_used_at` is a hint, not an audit log: write it at most this often per key. */
 const LAST_USED_WRITE_INTERVAL_MS = 60_000;
 export const SYSTEM_TENANT_ID = 'default';
+/** Verified keys kept at most; the oldest are dropped first. */
+const KEY_CACHE_MAX_ENTRIES = 10_000;
+
+type ApiKeyPrincipal = Extract<Principal, { type: 'api_key' }>;
+
+interface CachedKey {
+  principal: ApiKeyPrincipal;
+  /** performance.now() after which the store is asked again. */
+  freshUntil: number;
+}
 
 export type ApiKeyStatus = 'active' | 'revoked' | 'expired';
 
@@ -89,11 +99,21 @@ export class IdentityService {
   readonly #jwt: JwtVerifier;
   readonly #log: Logger;
   readonly #lastUsedWrites = new Map<string, number>();
+  readonly #keyCacheTtlMs: number;
+  /** Verified keys by secret hash: most requests then need no store lookup. */
+  readonly #keyCache = new Map<string, CachedKey>();
 
-  constructor(deps: { store: RelationalStore; jwt: JwtVerifier; log: Logger }) {
+  constructor(deps: {
+    store: RelationalStore;
+    jwt: JwtVerifier;
+    log: Logger;
+    /** How long a verified key is reused without asking the store; 0 turns caching off. */
+    keyCacheTtlMs?: number;
+  }) {
     this.#store = deps.store;
     this.#jwt = deps.jwt;
     this.#log = deps.log;
+    this.#keyCacheTtlMs = deps.keyCacheTtlMs ?? 0;
   }
 
   /**
@@ -117,6 +137,17 @@ export class IdentityService {
   }
 
   async #authenticateKey(secret: string): Promise<Principal> {
+    const hash = hashSecret(secret);
+    const cached = this.#keyCache.get(hash);
+    if (cached !== undefined && cached.freshUntil > performance.now()) {
+      const { principal } = cached;
+      if (principal.expiresAt !== null && Date.parse(principal.expiresAt) <= Date.now()) {
+        this.#keyCache.delete(hash);
+        throw new ApiError('API_KEY_EXPIRED');
+      }
+      this.#touch(principal.keyId);
+      return principal;
+    }
     const row = await this.#store.db
       .selectFrom('api_keys')
       .innerJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
@@ -131,7 +162,7 @@ export class IdentityService {
         'tenants.name as tenant_name',
         'tenants.kind as tenant_kind',
       ])
-      .where('api_keys.secret_hash', '=', hashSecret(secret))
+      .where('api_keys.secret_hash', '=', hash)
       .executeTakeFirst();
     if (row === undefined) throw new ApiError('INVALID_API_KEY');
     if (row.revoked_at !== null) throw new ApiError('API_KEY_REVOKED');
@@ -139,15 +170,33 @@ export class IdentityService {
       throw new ApiError('API_KEY_EXPIRED');
     }
     this.#touch(row.id);
-    return {
+    const principal: ApiKeyPrincipal = {
       type: 'api_key',
       tenant: { id: row.tenant_id, name: row.tenant_name, kind: row.tenant_kind },
-      role: row.role as Role,
+      role: row.role,
       keyId: row.id,
       keyName: row.name,
       prefix: row.prefix,
       expiresAt: row.expires_at,
     };
+    this.#remember(hash, principal);
+    return principal;
+  }
+
+  #remember(hash: string, principal: ApiKeyPrincipal): void {
+    if (this.#keyCacheTtlMs === 0) return;
+    if (this.#keyCache.size >= KEY_CACHE_MAX_ENTRIES) {
+      const oldest = this.#keyCache.keys().next().value;
+      if (oldest !== undefined) this.#keyCache.delete(oldest);
+    }
+    this.#keyCache.set(hash, { principal, freshUntil: performance.now() + this.#keyCacheTtlMs });
+  }
+
+  /** Drops a key from this node's cache, so that its revocation applies here at once. */
+  #forget(keyId: string): void {
+    for (const [hash, entry] of this.#keyCache) {
+      if (entry.principal.keyId === keyId) this.#keyCache.delete(hash);
+    }
   }
 
   async #authenticateJwt(token: string): Promise<Principal> {
@@ -381,7 +430,7 @@ export class IdentityService {
    */
   async revokeApiKey(principal: Principal, id: string): Promise<ApiKeyView> {
     const tenantId = principal.tenant.id;
-    return this.#store.db.transaction().execute(async (trx) => {
+    const revoked = await this.#store.db.transaction().execute(async (trx) => {
       // Lock the tenant row so two concurrent revocations cannot both pass the last-admin
       // check. SQLite transactions are already serial (BEGIN IMMEDIATE).
       let lock = trx.selectFrom('tenants').select('id').where('id', '=', tenantId);
@@ -424,6 +473,8 @@ export class IdentityService {
         .execute();
       return keyView({ ...row, revoked_at: revokedAt }, now);
     });
+    this.#forget(id);
+    return revoked;
   }
 }
 

@@ -129,7 +129,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
         tags: ['api-keys'],
         summary: 'Revoke an API key',
         description:
-          'The key stops working at once. Revoking a revoked key is a no-op. The last active admin key of a tenant cannot be revoked (409).',
+          'The key stops working at once on the node that revoked it, and on other nodes within ORCHESTRA_AUTH_CACHE_TTL_MS (5 s by default). Revoking a revoked key is a no-op. The last active admin key of a tenant cannot be revoked (409).',
         params: KeyParams,
         response: { 200: Type.Ref('ApiKey'), ...errorResponses },
       },

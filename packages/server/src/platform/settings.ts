@@ -135,6 +135,15 @@ export const SETTINGS = {
     description: 'Token bucket size: requests allowed at once before the sustained rate applies.',
     default: 200,
   },
+  authCacheTtlMs: {
+    env: 'ORCHESTRA_AUTH_CACHE_TTL_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 300000 }),
+    allowed: 'an integer from 0 to 300000 (0 turns the cache off)',
+    description:
+      'How long a node reuses an API key it has verified before asking the store again. A revoked key stops at once on the node that revoked it, and on other nodes within this time.',
+    default: 5000,
+  },
   bodyLimitBytes: {
     env: 'ORCHESTRA_BODY_LIMIT_BYTES',
     kind: 'int',
