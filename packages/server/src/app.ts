@@ -18,6 +18,8 @@ import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
 import { buildRequestValidator } from './platform/validation.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
+import { templateRoutes } from './templates/routes.ts';
+import type { TemplateService } from './templates/template-service.ts';
 
 /** Everything a server instance is built from; tests pass their own. */
 export interface AppResources {
@@ -27,6 +29,7 @@ export interface AppResources {
   metrics: Metrics;
   rateLimiter: RateLimiter | undefined;
   identity: IdentityService;
+  templates: TemplateService;
   version: string;
   /** True once shutdown has begun. */
   isClosing: () => boolean;
@@ -146,6 +149,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     instanceId: settings.instanceId,
   });
   await app.register(gatewayRoutes, { identity });
+  await app.register(templateRoutes, { templates: resources.templates });
   await app.register(fastifyStatic, { root: consoleAssetsDir, wildcard: false });
   return app;
 }

@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely/migration';
 import { gatewayMigrations } from './gateway/migrations.ts';
+import { templatesMigrations } from './templates/migrations.ts';
 
 /** Every module's migrations. Names sort in the order they must run. */
 export const migrations: Record<string, Migration> = {
   ...gatewayMigrations,
+  ...templatesMigrations,
 };

@@ -12,6 +12,7 @@ import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter } from './platform/rate-limit.ts';
 import type { Settings } from './platform/settings.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
+import { TemplateService } from './templates/template-service.ts';
 
 export const VERSION: string = packageJson.version;
 
@@ -113,6 +114,7 @@ export async function startServer(
       metrics,
       rateLimiter,
       identity,
+      templates: new TemplateService({ store }),
       version: VERSION,
       isClosing: () => closing,
     });

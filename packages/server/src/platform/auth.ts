@@ -5,6 +5,11 @@ export const Role = Type.Enum(['admin', 'operator', 'agent', 'viewer']);
 export type Role = Static<typeof Role>;
 export const ROLES: readonly Role[] = Role.enum;
 
+/** Routes that read tenant resources. */
+export const READ_ROLES: readonly Role[] = ['admin', 'operator', 'viewer'];
+/** Routes that change tenant resources. */
+export const WRITE_ROLES: readonly Role[] = ['admin', 'operator'];
+
 export const ADMIN_ROLES: readonly Role[] = ['admin'];
 
 export interface TenantRef {

@@ -1,4 +1,5 @@
 import type { GatewayTables } from '../gateway/tables.ts';
+import type { TemplatesTables } from '../templates/tables.ts';
 
 /** Every table in the relational store; each module contributes its own. */
-export type Database = GatewayTables;
+export type Database = GatewayTables & TemplatesTables;

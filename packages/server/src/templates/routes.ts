@@ -1,0 +1,222 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply } from 'fastify';
+import Type from 'typebox';
+import { type Principal, READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { Page, PageQuery } from '../platform/pagination.ts';
+import { errorResponses } from '../platform/schemas.ts';
+import {
+  CreateTemplate,
+  Rollback,
+  Template,
+  TemplateRef,
+  TemplateVersionSummary,
+  UpdateTemplate,
+} from './schemas.ts';
+import type { TemplateService } from './template-service.ts';
+
+function principalOf(request: { principal?: Principal }): Principal {
+  if (request.principal === undefined) throw new Error('route reached without a principal');
+  return request.principal;
+}
+
+/** The version in an `If-Match: "3"` header (or `W/"3"`), for optimistic concurrency. */
+function ifMatchVersion(header: string | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const match = /^\s*(?:W\/)?"(\d{1,9})"\s*$/.exec(header);
+  if (!match?.[1]) {
+    throw new ApiError(
+      'BAD_REQUEST',
+      'If-Match must be the quoted version from an ETag, such as "3"',
+    );
+  }
+  return Number(match[1]);
+}
+
+/** The ETag of a template response names the version `latest` pointed to when it was read. */
+function withEtag(reply: FastifyReply, template: Template): Template {
+  reply.header('etag', `"${template.latest_version}"`);
+  return template;
+}
+
+const LabelSelector = Type.String({
+  pattern: '^[a-z0-9][a-z0-9._/-]{0,62}=.{0,256}$',
+  description: 'A `key=value` label the templates must carry.',
+});
+
+/** `/v1/templates`: versioned agent templates. */
+export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateService }> = async (
+  app,
+  { templates },
+) => {
+  app.addSchema(Template);
+
+  app.post(
+    '/v1/templates',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'Create a template (version 1)',
+        body: CreateTemplate,
+        response: { 201: Type.Ref('Template'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      reply.status(201);
+      return withEtag(reply, await templates.create(principalOf(request), request.body));
+    },
+  );
+
+  app.get(
+    '/v1/templates',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'List templates, at the version `latest` points to',
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            name_prefix: Type.Optional(Type.String({ maxLength: 100 })),
+            label: Type.Optional(
+              Type.Array(LabelSelector, {
+                maxItems: 20,
+                description: 'Repeat for several labels; a template must carry all of them.',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Page(Type.Ref('Template')), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => {
+      const { label, ...rest } = request.query;
+      const labels: Record<string, string> = {};
+      for (const selector of label ?? []) {
+        const at = selector.indexOf('=');
+        labels[selector.slice(0, at)] = selector.slice(at + 1);
+      }
+      return templates.list(principalOf(request), { ...rest, labels });
+    },
+  );
+
+  app.get(
+    '/v1/templates/:template',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'Get a template at the version `latest` points to',
+        params: TemplateRef,
+        response: { 200: Type.Ref('Template'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request, reply) =>
+      withEtag(reply, await templates.get(principalOf(request), request.params.template)),
+  );
+
+  app.put(
+    '/v1/templates/:template',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'Replace the definition: creates a new version and points `latest` at it',
+        description:
+          'Send `If-Match` with the ETag of the version you edited to refuse (412) the update if someone else changed the template in between.',
+        params: TemplateRef,
+        headers: Type.Object({ 'if-match': Type.Optional(Type.String({ maxLength: 64 })) }),
+        body: UpdateTemplate,
+        response: { 200: Type.Ref('Template'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      const ifMatch = ifMatchVersion(request.headers['if-match']);
+      return withEtag(
+        reply,
+        await templates.update(
+          principalOf(request),
+          request.params.template,
+          request.body,
+          ifMatch,
+        ),
+      );
+    },
+  );
+
+  app.delete(
+    '/v1/templates/:template',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'Delete a template and all its versions',
+        params: TemplateRef,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      await templates.delete(principalOf(request), request.params.template);
+      reply.status(204);
+      return null;
+    },
+  );
+
+  app.get(
+    '/v1/templates/:template/versions',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'List the versions of a template, newest first',
+        params: TemplateRef,
+        querystring: Type.Object(PageQuery, { additionalProperties: false }),
+        response: { 200: Page(TemplateVersionSummary), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) =>
+      templates.versions(principalOf(request), request.params.template, request.query),
+  );
+
+  app.get(
+    '/v1/templates/:template/versions/:version',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'Get a template at one version',
+        params: Type.Object({ ...TemplateRef.properties, version: Type.Integer({ minimum: 1 }) }),
+        response: { 200: Type.Ref('Template'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) =>
+      templates.get(principalOf(request), request.params.template, request.params.version),
+  );
+
+  app.post(
+    '/v1/templates/:template/rollback',
+    {
+      schema: {
+        tags: ['templates'],
+        summary: 'Point `latest` at an earlier version',
+        description:
+          'Creates no version. Tasks that do not pin a version use this one from now on; the next update still gets a new, higher number.',
+        params: TemplateRef,
+        body: Rollback,
+        response: { 200: Type.Ref('Template'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) =>
+      withEtag(
+        reply,
+        await templates.rollback(
+          principalOf(request),
+          request.params.template,
+          request.body.version,
+        ),
+      ),
+  );
+};

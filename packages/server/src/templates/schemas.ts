@@ -1,0 +1,133 @@
+import Type, { type Static } from 'typebox';
+import { Timestamp } from '../platform/schemas.ts';
+
+/** Dispatch strategies of the shared load-balancing module (ARCHITECTURE.md). */
+export const Strategy = Type.Enum(
+  ['round_robin', 'weighted', 'least_connections', 'latency', 'resource', 'consistent_hash'],
+  { description: 'How tasks of this template choose an agent.' },
+);
+
+export const TemplateName = Type.String({
+  pattern: '^(?!tpl_)[a-z0-9][a-z0-9._-]{0,99}$',
+  description:
+    'Lowercase letters, digits, ".", "_" and "-"; 1 to 100 characters; unique in the tenant; cannot start with "tpl_".',
+});
+
+const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
+
+const Labels = Type.Record(
+  Type.String({ pattern: '^[a-z0-9][a-z0-9._/-]{0,62}$' }),
+  Type.String({ maxLength: 256 }),
+  {
+    maxProperties: 50,
+    // Without this, keys that miss the pattern are simply not checked.
+    additionalProperties: false,
+    description: 'Free key/value pairs to find templates by.',
+  },
+);
+
+/** A JSON Schema written by the user; checked as such by the service. */
+const UserSchema = (description: string) =>
+  Type.Record(Type.String(), Type.Unknown(), { description });
+
+/** Everything a version of a template defines. */
+export const TemplateSpecFields = {
+  description: Type.Optional(Type.String({ maxLength: 2000 })),
+  labels: Type.Optional(Labels),
+  capabilities: Type.Optional(
+    Type.Array(Capability, {
+      maxItems: 50,
+      uniqueItems: true,
+      description: 'Capabilities an agent must have to run tasks of this template.',
+    }),
+  ),
+  input_schema: Type.Optional(
+    UserSchema('JSON Schema (draft-07, or 2020-12 by $schema) that task input must match.'),
+  ),
+  output_schema: Type.Optional(UserSchema('JSON Schema that task results should match.')),
+  config_schema: Type.Optional(UserSchema('JSON Schema that `config` must match.')),
+  config: Type.Optional(
+    Type.Record(Type.String(), Type.Unknown(), {
+      description: 'Free configuration handed to agents.',
+    }),
+  ),
+  default_timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 604_800_000 })),
+  default_max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  default_priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
+  strategy: Type.Optional(Strategy),
+};
+
+export const CreateTemplate = Type.Object(
+  { name: TemplateName, ...TemplateSpecFields },
+  { additionalProperties: false },
+);
+export type CreateTemplate = Static<typeof CreateTemplate>;
+
+/** An update replaces the whole definition; the name stays. */
+export const UpdateTemplate = Type.Object(TemplateSpecFields, { additionalProperties: false });
+export type UpdateTemplate = Static<typeof UpdateTemplate>;
+
+/** The stored definition, with defaults filled in. */
+export interface TemplateSpec {
+  description: string;
+  labels: Record<string, string>;
+  capabilities: string[];
+  input_schema: Record<string, unknown> | null;
+  output_schema: Record<string, unknown> | null;
+  config_schema: Record<string, unknown> | null;
+  config: Record<string, unknown>;
+  default_timeout_ms: number;
+  default_max_attempts: number;
+  default_priority: number;
+  strategy: Static<typeof Strategy>;
+}
+
+const NullableSchema = Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]);
+
+export const Template = Type.Object(
+  {
+    id: Type.String(),
+    tenant_id: Type.String(),
+    name: Type.String(),
+    version: Type.Integer({ description: 'The version these fields come from.' }),
+    latest_version: Type.Integer({ description: 'The version `latest` points to.' }),
+    highest_version: Type.Integer({ description: 'The newest version ever created.' }),
+    description: Type.String(),
+    labels: Type.Record(Type.String(), Type.String()),
+    capabilities: Type.Array(Type.String()),
+    input_schema: NullableSchema,
+    output_schema: NullableSchema,
+    config_schema: NullableSchema,
+    config: Type.Record(Type.String(), Type.Unknown()),
+    default_timeout_ms: Type.Integer(),
+    default_max_attempts: Type.Integer(),
+    default_priority: Type.Integer(),
+    strategy: Strategy,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    version_created_at: Timestamp,
+    version_created_by: Type.String(),
+  },
+  { $id: 'Template' },
+);
+export type Template = Static<typeof Template>;
+
+export const TemplateVersionSummary = Type.Object({
+  version: Type.Integer(),
+  created_at: Timestamp,
+  created_by: Type.String(),
+  latest: Type.Boolean({ description: 'Whether `latest` points to this version.' }),
+});
+
+export const Rollback = Type.Object(
+  { version: Type.Integer({ minimum: 1, description: 'The version `latest` should point to.' }) },
+  { additionalProperties: false },
+);
+
+export const TemplateRef = Type.Object({
+  template: Type.String({
+    minLength: 1,
+    maxLength: 120,
+    description: 'Template id (`tpl_…`) or name.',
+  }),
+});

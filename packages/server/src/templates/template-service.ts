@@ -1,0 +1,362 @@
+import type { Transaction } from 'kysely';
+import { credentialId, type Principal } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { newId } from '../platform/ids.ts';
+import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import type { Database } from '../store/database.ts';
+import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import { describeErrors, UserSchemaCompiler } from './json-schema.ts';
+import type { CreateTemplate, Template, TemplateSpec, UpdateTemplate } from './schemas.ts';
+import type { TemplatesTable, TemplateVersionsTable } from './tables.ts';
+
+/** Defaults of a template that does not set them. */
+export const TEMPLATE_DEFAULTS = {
+  default_timeout_ms: 300_000,
+  default_max_attempts: 3,
+  default_priority: 0,
+  strategy: 'least_connections',
+} as const;
+
+const TEMPLATE_ID_PREFIX = 'tpl_';
+
+export interface TemplateVersionSummary {
+  version: number;
+  created_at: string;
+  created_by: string;
+  latest: boolean;
+}
+
+export interface ListTemplatesOptions {
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  name_prefix?: string | undefined;
+  /** `key=value` selectors; a template must carry all of them. */
+  labels?: Record<string, string>;
+}
+
+function templateNotFound(ref: string): ApiError {
+  return new ApiError('TEMPLATE_NOT_FOUND', `Template "${ref}" does not exist`);
+}
+
+function fieldError(field: string, message: string): ApiError {
+  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
+    details: { fields: [{ field, message }] },
+  });
+}
+
+/**
+ * Versioned agent templates of a tenant. Every create or update writes an immutable
+ * version; `latest` points to the newest unless rolled back. Every method scopes to the
+ * principal's tenant: templates of other tenants do not exist for it.
+ */
+export class TemplateService {
+  readonly #store: RelationalStore;
+  readonly #schemas = new UserSchemaCompiler();
+
+  constructor(deps: { store: RelationalStore }) {
+    this.#store = deps.store;
+  }
+
+  /** Checks a definition and fills in defaults; throws VALIDATION_FAILED naming the field. */
+  #spec(input: UpdateTemplate): TemplateSpec {
+    for (const field of ['input_schema', 'output_schema', 'config_schema'] as const) {
+      const schema = input[field];
+      if (schema === undefined) continue;
+      const check = this.#schemas.check(schema);
+      if (!check.ok) throw fieldError(`body.${field}`, check.message);
+    }
+    if (input.config_schema !== undefined) {
+      const check = this.#schemas.check(input.config_schema);
+      if (check.ok && !check.validate(input.config ?? {})) {
+        throw fieldError(
+          'body.config',
+          `does not match config_schema: ${describeErrors(check.validate.errors)}`,
+        );
+      }
+    }
+    return {
+      description: input.description ?? '',
+      labels: input.labels ?? {},
+      capabilities: input.capabilities ?? [],
+      input_schema: input.input_schema ?? null,
+      output_schema: input.output_schema ?? null,
+      config_schema: input.config_schema ?? null,
+      config: input.config ?? {},
+      default_timeout_ms: input.default_timeout_ms ?? TEMPLATE_DEFAULTS.default_timeout_ms,
+      default_max_attempts: input.default_max_attempts ?? TEMPLATE_DEFAULTS.default_max_attempts,
+      default_priority: input.default_priority ?? TEMPLATE_DEFAULTS.default_priority,
+      strategy: input.strategy ?? TEMPLATE_DEFAULTS.strategy,
+    };
+  }
+
+  async create(principal: Principal, input: CreateTemplate): Promise<Template> {
+    const { name, ...definition } = input;
+    const spec = this.#spec(definition);
+    const now = new Date().toISOString();
+    const row: TemplatesTable = {
+      id: newId('tpl'),
+      tenant_id: principal.tenant.id,
+      name,
+      latest_version: 1,
+      highest_version: 1,
+      created_at: now,
+      updated_at: now,
+    };
+    const version: TemplateVersionsTable = {
+      template_id: row.id,
+      version: 1,
+      spec: JSON.stringify(spec),
+      created_at: now,
+      created_by: credentialId(principal),
+    };
+    try {
+      await this.#store.db.transaction().execute(async (trx) => {
+        await trx.insertInto('templates').values(row).execute();
+        await trx.insertInto('template_versions').values(version).execute();
+        await this.#setLabels(trx, row.id, spec.labels);
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) {
+        throw new ApiError('TEMPLATE_ALREADY_EXISTS', `A template named "${name}" already exists`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+    return view(row, version, spec);
+  }
+
+  /** The template at `version`, or at the version `latest` points to. */
+  async get(principal: Principal, ref: string, version?: number): Promise<Template> {
+    const row = await this.#find(principal, ref);
+    const wanted = version ?? row.latest_version;
+    const versionRow = await this.#store.db
+      .selectFrom('template_versions')
+      .selectAll()
+      .where('template_id', '=', row.id)
+      .where('version', '=', wanted)
+      .executeTakeFirst();
+    if (versionRow === undefined) {
+      throw new ApiError(
+        'TEMPLATE_VERSION_NOT_FOUND',
+        `Template "${ref}" has no version ${wanted}`,
+      );
+    }
+    return view(row, versionRow, JSON.parse(versionRow.spec) as TemplateSpec);
+  }
+
+  async list(
+    principal: Principal,
+    options: ListTemplatesOptions,
+  ): Promise<{ items: Template[]; next_cursor: string | null }> {
+    const after = decodeCursor(options.cursor);
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('templates')
+      .innerJoin('template_versions', (join) =>
+        join
+          .onRef('template_versions.template_id', '=', 'templates.id')
+          .onRef('template_versions.version', '=', 'templates.latest_version'),
+      )
+      .selectAll('templates')
+      .select([
+        'template_versions.spec',
+        'template_versions.created_at as version_created_at',
+        'template_versions.created_by as version_created_by',
+      ])
+      .where('templates.tenant_id', '=', principal.tenant.id)
+      .orderBy('templates.id')
+      .limit(limit + 1);
+    if (after !== undefined) query = query.where('templates.id', '>', after);
+    if (options.name_prefix) {
+      // Names are [a-z0-9._-], so a range on the name column is an exact prefix match.
+      query = query
+        .where('templates.name', '>=', options.name_prefix)
+        .where('templates.name', '<', `${options.name_prefix}\u{10FFFF}`);
+    }
+    for (const [key, value] of Object.entries(options.labels ?? {})) {
+      query = query.where((eb) =>
+        eb.exists(
+          eb
+            .selectFrom('template_labels')
+            .select('template_labels.key')
+            .whereRef('template_labels.template_id', '=', 'templates.id')
+            .where('template_labels.key', '=', key)
+            .where('template_labels.value', '=', value),
+        ),
+      );
+    }
+    const rows = await query.execute();
+    return toPage(rows, limit, (r) =>
+      view(
+        r,
+        {
+          version: r.latest_version,
+          created_at: r.version_created_at,
+          created_by: r.version_created_by,
+        },
+        JSON.parse(r.spec) as TemplateSpec,
+      ),
+    );
+  }
+
+  /**
+   * Replaces the definition with a new version and points `latest` at it. With
+   * `ifLatestVersion`, refuses (412) when `latest` has moved since the caller read it.
+   */
+  async update(
+    principal: Principal,
+    ref: string,
+    input: UpdateTemplate,
+    ifLatestVersion?: number,
+  ): Promise<Template> {
+    const spec = this.#spec(input);
+    const current = await this.#find(principal, ref);
+    const now = new Date().toISOString();
+    return this.#store.db.transaction().execute(async (trx) => {
+      // One statement both reserves the version number and checks the precondition, so
+      // concurrent updates get distinct versions and a stale If-Match loses.
+      let bump = trx
+        .updateTable('templates')
+        .set((eb) => ({
+          highest_version: eb('highest_version', '+', 1),
+          latest_version: eb('highest_version', '+', 1),
+          updated_at: now,
+        }))
+        .where('id', '=', current.id)
+        .where('tenant_id', '=', principal.tenant.id);
+      if (ifLatestVersion !== undefined) bump = bump.where('latest_version', '=', ifLatestVersion);
+      const row = await bump.returningAll().executeTakeFirst();
+      if (row === undefined) {
+        if (ifLatestVersion !== undefined) {
+          throw new ApiError(
+            'PRECONDITION_FAILED',
+            `The latest version of "${ref}" is no longer ${ifLatestVersion}`,
+          );
+        }
+        throw templateNotFound(ref);
+      }
+      const version: TemplateVersionsTable = {
+        template_id: row.id,
+        version: row.highest_version,
+        spec: JSON.stringify(spec),
+        created_at: now,
+        created_by: credentialId(principal),
+      };
+      await trx.insertInto('template_versions').values(version).execute();
+      await this.#setLabels(trx, row.id, spec.labels);
+      return view(row, version, spec);
+    });
+  }
+
+  /** Points `latest` at an existing version; later updates still number from the highest. */
+  async rollback(principal: Principal, ref: string, version: number): Promise<Template> {
+    const current = await this.#find(principal, ref);
+    return this.#store.db.transaction().execute(async (trx) => {
+      const versionRow = await trx
+        .selectFrom('template_versions')
+        .selectAll()
+        .where('template_id', '=', current.id)
+        .where('version', '=', version)
+        .executeTakeFirst();
+      if (versionRow === undefined) {
+        throw new ApiError(
+          'TEMPLATE_VERSION_NOT_FOUND',
+          `Template "${ref}" has no version ${version}`,
+        );
+      }
+      const row = await trx
+        .updateTable('templates')
+        .set({ latest_version: version, updated_at: new Date().toISOString() })
+        .where('id', '=', current.id)
+        .where('tenant_id', '=', principal.tenant.id)
+        .returningAll()
+        .executeTakeFirst();
+      if (row === undefined) throw templateNotFound(ref);
+      const spec = JSON.parse(versionRow.spec) as TemplateSpec;
+      await this.#setLabels(trx, row.id, spec.labels);
+      return view(row, versionRow, spec);
+    });
+  }
+
+  async versions(
+    principal: Principal,
+    ref: string,
+    page: { limit?: number | undefined; cursor?: string | undefined },
+  ): Promise<{ items: TemplateVersionSummary[]; next_cursor: string | null }> {
+    const row = await this.#find(principal, ref);
+    const after = decodeCursor(page.cursor);
+    const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('template_versions')
+      .select(['version', 'created_at', 'created_by'])
+      .where('template_id', '=', row.id)
+      .orderBy('version', 'desc')
+      .limit(limit + 1);
+    if (after !== undefined) query = query.where('version', '<', Number(after));
+    const rows = (await query.execute()).map((r) => ({ ...r, id: String(r.version) }));
+    return toPage(rows, limit, (r) => ({
+      version: r.version,
+      created_at: r.created_at,
+      created_by: r.created_by,
+      latest: r.version === row.latest_version,
+    }));
+  }
+
+  /** Deletes the template and all its versions. */
+  async delete(principal: Principal, ref: string): Promise<void> {
+    const row = await this.#find(principal, ref);
+    const result = await this.#store.db
+      .deleteFrom('templates')
+      .where('id', '=', row.id)
+      .where('tenant_id', '=', principal.tenant.id)
+      .executeTakeFirst();
+    if (Number(result.numDeletedRows) === 0) throw templateNotFound(ref);
+  }
+
+  /** Finds a template of the principal's tenant by id (`tpl_…`) or name. */
+  async #find(principal: Principal, ref: string): Promise<TemplatesTable> {
+    const row = await this.#store.db
+      .selectFrom('templates')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      .where(ref.startsWith(TEMPLATE_ID_PREFIX) ? 'id' : 'name', '=', ref)
+      .executeTakeFirst();
+    if (row === undefined) throw templateNotFound(ref);
+    return row;
+  }
+
+  async #setLabels(
+    trx: Transaction<Database>,
+    templateId: string,
+    labels: Record<string, string>,
+  ): Promise<void> {
+    await trx.deleteFrom('template_labels').where('template_id', '=', templateId).execute();
+    const rows = Object.entries(labels).map(([key, value]) => ({
+      template_id: templateId,
+      key,
+      value,
+    }));
+    if (rows.length > 0) await trx.insertInto('template_labels').values(rows).execute();
+  }
+}
+
+function view(
+  row: TemplatesTable,
+  version: Pick<TemplateVersionsTable, 'version' | 'created_at' | 'created_by'>,
+  spec: TemplateSpec,
+): Template {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    name: row.name,
+    version: version.version,
+    latest_version: row.latest_version,
+    highest_version: row.highest_version,
+    ...spec,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    version_created_at: version.created_at,
+    version_created_by: version.created_by,
+  };
+}
