@@ -1,4 +1,5 @@
 import type { Migration } from 'kysely/migration';
+import { eventLogMigrations } from './events/migrations.ts';
 import { gatewayMigrations } from './gateway/migrations.ts';
 import { templatesMigrations } from './templates/migrations.ts';
 
@@ -6,4 +7,5 @@ import { templatesMigrations } from './templates/migrations.ts';
 export const migrations: Record<string, Migration> = {
   ...gatewayMigrations,
   ...templatesMigrations,
+  ...eventLogMigrations,
 };
