@@ -18,6 +18,8 @@ import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
 import { buildRequestValidator } from './platform/validation.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
+import { taskRoutes } from './tasks/routes.ts';
+import type { TaskService } from './tasks/task-service.ts';
 import { templateRoutes } from './templates/routes.ts';
 import type { TemplateService } from './templates/template-service.ts';
 
@@ -30,7 +32,10 @@ export interface AppResources {
   rateLimiter: RateLimiter | undefined;
   identity: IdentityService;
   templates: TemplateService;
+  tasks: TaskService;
   version: string;
+  /** Aborts when shutdown begins: open streams end so that draining can finish. */
+  shutdown: AbortSignal;
   /** True once shutdown has begun. */
   isClosing: () => boolean;
 }
@@ -66,6 +71,17 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
 
   // The API speaks JSON only; any other body is a 415, not a string handed to validation.
   app.removeContentTypeParser('text/plain');
+  // Many clients send a JSON content type on body-less POSTs (cancel, retry): an empty body
+  // is no body. Routes that need one still answer VALIDATION_FAILED naming it.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text === '') {
+      done(null, undefined);
+      return;
+    }
+    parseJson(request, text, done);
+  });
 
   // First, so that a request shed under load costs no authentication or store lookup.
   if (settings.maxEventLoopDelayMs > 0) {
@@ -150,6 +166,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   });
   await app.register(gatewayRoutes, { identity });
   await app.register(templateRoutes, { templates: resources.templates });
+  await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
   await app.register(fastifyStatic, { root: consoleAssetsDir, wildcard: false });
   return app;
 }

@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely/migration';
 import { eventLogMigrations } from './events/migrations.ts';
 import { gatewayMigrations } from './gateway/migrations.ts';
+import { tasksMigrations } from './tasks/migrations.ts';
 import { templatesMigrations } from './templates/migrations.ts';
 
 /** Every module's migrations. Names sort in the order they must run. */
@@ -8,4 +9,5 @@ export const migrations: Record<string, Migration> = {
   ...gatewayMigrations,
   ...templatesMigrations,
   ...eventLogMigrations,
+  ...tasksMigrations,
 };

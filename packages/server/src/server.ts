@@ -5,6 +5,8 @@ import type { FastifyInstance } from 'fastify';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import packageJson from '../package.json' with { type: 'json' };
 import { buildApp } from './app.ts';
+import { InProcessBus } from './bus/bus.ts';
+import { EventLog } from './events/event-log.ts';
 import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
 import { migrations } from './migrations.ts';
 import { JwtVerifier } from './platform/jwt.ts';
@@ -12,6 +14,7 @@ import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter } from './platform/rate-limit.ts';
 import type { Settings } from './platform/settings.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
+import { TaskService } from './tasks/task-service.ts';
 import { TemplateService } from './templates/template-service.ts';
 
 export const VERSION: string = packageJson.version;
@@ -85,11 +88,10 @@ export async function startServer(
         { tenant_id: boot.tenant.id, key_id: boot.adminKey.id },
         'created the system tenant and its admin key',
       );
-      // The key exists from now on: hand it over before anything else can fail.
-      options.onAdminKey?.({
-        ...boot.adminKey,
-        file: saveAdminKey(keyFile, boot.adminKey.secret, log),
-      });
+      // Saved whether or not anyone listens (`?.` would skip evaluating the arguments),
+      // and handed over before anything else can fail: the key exists from now on.
+      const file = saveAdminKey(keyFile, boot.adminKey.secret, log);
+      options.onAdminKey?.({ ...boot.adminKey, file });
     } else if (existsSync(keyFile)) {
       log.info({ file: keyFile }, 'the first-start admin key is in the data directory');
     }
@@ -102,6 +104,9 @@ export async function startServer(
           })
         : undefined;
     let closing = false;
+    const shutdown = new AbortController();
+    const bus = new InProcessBus();
+    const templates = new TemplateService({ store });
     const metrics = new Metrics({
       version: VERSION,
       instanceId: settings.instanceId,
@@ -114,8 +119,10 @@ export async function startServer(
       metrics,
       rateLimiter,
       identity,
-      templates: new TemplateService({ store }),
+      templates,
+      tasks: new TaskService({ store, events: new EventLog({ store, bus }), templates }),
       version: VERSION,
+      shutdown: shutdown.signal,
       isClosing: () => closing,
     });
     app = built;
@@ -130,6 +137,7 @@ export async function startServer(
       closed ??= (async () => {
         closing = true;
         log.info({ deadline_ms: settings.shutdownTimeoutMs }, 'shutting down');
+        shutdown.abort(); // ends event streams and waits, which would otherwise hold the drain
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
@@ -144,6 +152,7 @@ export async function startServer(
         }
         clearTimeout(timer);
         limiter?.close();
+        await bus.close();
         await store.close();
         log.info('shutdown complete');
       })();

@@ -333,10 +333,20 @@ for (const store of STORE_VARIANTS) {
         415,
         'UNSUPPORTED_MEDIA_TYPE',
       );
-      expectError(
+      // An empty JSON body is no body: a route that needs one says so.
+      const empty = expectError(
         await server.call('POST', '/v1/api-keys', {
           body: '',
           headers: { 'content-type': 'application/json' },
+        }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal(empty.details.fields[0].field, 'body');
+      // Prototype poisoning is refused by the JSON parser, not passed on.
+      expectError(
+        await server.call('POST', '/v1/api-keys', {
+          body: '{"name":"x","role":"viewer","__proto__":{"admin":true}}',
         }),
         400,
         'INVALID_JSON',

@@ -294,6 +294,48 @@ for (const store of STORE_VARIANTS) {
       assert.deepEqual(res.body.config, { model: 'small', temperature: 0.2 });
     });
 
+    test('out-of-range versions, foreign cursors and unprintable labels are 400s, not 500s', async () => {
+      await create({ name: 'edges-a' });
+      await create({ name: 'edges-b' });
+      await server.call('PUT', '/v1/templates/edges-a', { body: {} });
+      expectError(
+        await server.call('GET', '/v1/templates/edges-a/versions/99999999999'),
+        400,
+        'VALIDATION_FAILED',
+      );
+      expectError(
+        await server.call('POST', '/v1/templates/edges-a/rollback', {
+          body: { version: 99999999999 },
+        }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      const listCursor = (await server.call('GET', '/v1/templates?limit=1')).body.next_cursor;
+      assert.ok(listCursor);
+      expectError(
+        await server.call(
+          'GET',
+          `/v1/templates/edges-a/versions?cursor=${encodeURIComponent(listCursor)}`,
+        ),
+        400,
+        'INVALID_CURSOR',
+      );
+      const versionCursor = (await server.call('GET', '/v1/templates/edges-a/versions?limit=1'))
+        .body.next_cursor;
+      assert.ok(versionCursor);
+      expectError(
+        await server.call('GET', `/v1/templates?cursor=${encodeURIComponent(versionCursor)}`),
+        400,
+        'INVALID_CURSOR',
+      );
+      const multiline = expectError(
+        await create({ name: 'edges-c', labels: { k: 'a\nb' } }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal(multiline.details.fields[0].field, 'body.labels.k');
+    });
+
     test('roles: viewers read, operators and admins write, agents do neither', async () => {
       await create({ name: 'role-check' });
       const viewer = await createKey('viewer');

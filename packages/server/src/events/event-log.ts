@@ -108,8 +108,8 @@ export class EventLog {
   }
 
   /**
-   * Replays a stream after `after` and then follows it live, until `isLast` says an event
-   * ends the stream or `signal` aborts. Yields a `stream.gap` first when events after
+   * Replays a stream after `after` and then follows it live, until an event for which
+   * `isLast` is true is also the newest in the stream, or `signal` aborts. Yields a `stream.gap` first when events after
    * `after` have been trimmed. Throws nothing when aborted: it just ends.
    */
   async *follow(
@@ -147,7 +147,9 @@ export class EventLog {
         for (const event of page.events) {
           yield event;
           cursor = event.offset;
-          if (options.isLast?.(event)) return;
+          // A "last" event ends the stream only if nothing came after it: a retried task
+          // goes on past its earlier terminal event.
+          if (options.isLast?.(event) && event.offset >= page.lastOffset) return;
         }
         if (page.events.length === READ_BATCH) dirty = true; // more to read at once
       }

@@ -335,7 +335,7 @@ export class IdentityService {
     principal: Principal,
     page: { limit?: number | undefined; cursor?: string | undefined },
   ): Promise<Page<TenantView>> {
-    const after = decodeCursor(page.cursor);
+    const after = decodeCursor(page.cursor, (id) => /^[a-z0-9][a-z0-9-]{1,62}$/.test(id));
     const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
     let query = this.#store.db
       .selectFrom('tenants')
@@ -398,7 +398,7 @@ export class IdentityService {
       include_revoked?: boolean | undefined;
     },
   ): Promise<Page<ApiKeyView>> {
-    const after = decodeCursor(options.cursor);
+    const after = decodeCursor(options.cursor, (id) => id.startsWith('key_'));
     const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
     let query = this.#store.db
       .selectFrom('api_keys')

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { ADMIN_ROLES, type Principal, ROLES, Role } from '../platform/auth.ts';
+import { ADMIN_ROLES, ROLES, Role } from '../platform/auth.ts';
+import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery } from '../platform/pagination.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import type { IdentityService } from './identity-service.ts';
@@ -14,12 +15,6 @@ import {
   TenantId,
   WhoAmI,
 } from './schemas.ts';
-
-/** The principal of an authenticated route; the platform hook guarantees it is set. */
-function principalOf(request: { principal?: Principal }): Principal {
-  if (request.principal === undefined) throw new Error('route reached without a principal');
-  return request.principal;
-}
 
 /** `/v1/whoami`, `/v1/api-keys` and `/v1/tenants`. */
 export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityService }> = async (

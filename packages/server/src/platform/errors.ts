@@ -20,8 +20,12 @@ export const ERROR_CATALOGUE = {
   API_KEY_NOT_FOUND: { status: 404, message: 'The API key does not exist' },
   TEMPLATE_NOT_FOUND: { status: 404, message: 'The template does not exist' },
   TEMPLATE_VERSION_NOT_FOUND: { status: 404, message: 'The template has no such version' },
+  TASK_NOT_FOUND: { status: 404, message: 'The task does not exist' },
   TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
   TEMPLATE_ALREADY_EXISTS: { status: 409, message: 'A template with this name already exists' },
+  TASK_ALREADY_FINISHED: { status: 409, message: 'The task has already ended' },
+  TASK_NOT_RETRYABLE: { status: 409, message: 'The task cannot be retried in its state' },
+  TASK_STATE_CHANGED: { status: 409, message: 'The task changed state meanwhile' },
   LAST_ADMIN_KEY: {
     status: 409,
     message: 'The last active admin key of a tenant cannot be revoked',

@@ -26,6 +26,12 @@ declare module 'fastify' {
   }
 }
 
+/** The principal of an authenticated route; the platform hook guarantees it is set. */
+export function principalOf(request: { principal?: Principal }): Principal {
+  if (request.principal === undefined) throw new Error('route reached without a principal');
+  return request.principal;
+}
+
 /** Resolves the credential in a request, or throws an `ApiError` (401/503). */
 export type Authenticate = (request: FastifyRequest) => Promise<Principal>;
 

@@ -34,13 +34,20 @@ export function encodeCursor(lastId: string): string {
   return Buffer.from(JSON.stringify({ after: lastId })).toString('base64url');
 }
 
-export function decodeCursor(cursor: string | undefined): string | undefined {
+/**
+ * The position a cursor encodes. `isValid` checks that it is one of this list's: a cursor
+ * from another list (or a forged one) is refused rather than silently misread.
+ */
+export function decodeCursor(
+  cursor: string | undefined,
+  isValid: (after: string) => boolean,
+): string | undefined {
   if (cursor === undefined) return undefined;
   try {
     const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
     if (typeof parsed === 'object' && parsed !== null && 'after' in parsed) {
       const after = (parsed as { after: unknown }).after;
-      if (typeof after === 'string') return after;
+      if (typeof after === 'string' && isValid(after)) return after;
     }
   } catch {
     // fall through to the error below

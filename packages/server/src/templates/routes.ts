@@ -1,12 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply } from 'fastify';
 import Type from 'typebox';
-import { type Principal, READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
+import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery } from '../platform/pagination.ts';
-import { errorResponses } from '../platform/schemas.ts';
+import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
 import {
   CreateTemplate,
+  MAX_VERSION,
   Rollback,
   Template,
   TemplateRef,
@@ -14,11 +16,6 @@ import {
   UpdateTemplate,
 } from './schemas.ts';
 import type { TemplateService } from './template-service.ts';
-
-function principalOf(request: { principal?: Principal }): Principal {
-  if (request.principal === undefined) throw new Error('route reached without a principal');
-  return request.principal;
-}
 
 /** The version in an `If-Match: "3"` header (or `W/"3"`), for optimistic concurrency. */
 function ifMatchVersion(header: string | undefined): number | undefined {
@@ -38,11 +35,6 @@ function withEtag(reply: FastifyReply, template: Template): Template {
   reply.header('etag', `"${template.latest_version}"`);
   return template;
 }
-
-const LabelSelector = Type.String({
-  pattern: '^[a-z0-9][a-z0-9._/-]{0,62}=.{0,256}$',
-  description: 'A `key=value` label the templates must carry.',
-});
 
 /** `/v1/templates`: versioned agent templates. */
 export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateService }> = async (
@@ -78,12 +70,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
           {
             ...PageQuery,
             name_prefix: Type.Optional(Type.String({ maxLength: 100 })),
-            label: Type.Optional(
-              Type.Array(LabelSelector, {
-                maxItems: 20,
-                description: 'Repeat for several labels; a template must carry all of them.',
-              }),
-            ),
+            label: Type.Optional(LabelSelectors),
           },
           { additionalProperties: false },
         ),
@@ -93,12 +80,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     },
     async (request) => {
       const { label, ...rest } = request.query;
-      const labels: Record<string, string> = {};
-      for (const selector of label ?? []) {
-        const at = selector.indexOf('=');
-        labels[selector.slice(0, at)] = selector.slice(at + 1);
-      }
-      return templates.list(principalOf(request), { ...rest, labels });
+      return templates.list(principalOf(request), { ...rest, labels: parseLabelSelectors(label) });
     },
   );
 
@@ -186,7 +168,10 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
       schema: {
         tags: ['templates'],
         summary: 'Get a template at one version',
-        params: Type.Object({ ...TemplateRef.properties, version: Type.Integer({ minimum: 1 }) }),
+        params: Type.Object({
+          ...TemplateRef.properties,
+          version: Type.Integer({ minimum: 1, maximum: MAX_VERSION }),
+        }),
         response: { 200: Type.Ref('Template'), ...errorResponses },
       },
       config: { auth: READ_ROLES },

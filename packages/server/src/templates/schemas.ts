@@ -1,5 +1,8 @@
 import Type, { type Static } from 'typebox';
-import { Timestamp } from '../platform/schemas.ts';
+import { Labels, Timestamp } from '../platform/schemas.ts';
+
+/** Versions are stored as 32-bit integers. */
+export const MAX_VERSION = 2_147_483_647;
 
 /** Dispatch strategies of the shared load-balancing module (ARCHITECTURE.md). */
 export const Strategy = Type.Enum(
@@ -14,17 +17,6 @@ export const TemplateName = Type.String({
 });
 
 const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
-
-const Labels = Type.Record(
-  Type.String({ pattern: '^[a-z0-9][a-z0-9._/-]{0,62}$' }),
-  Type.String({ maxLength: 256 }),
-  {
-    maxProperties: 50,
-    // Without this, keys that miss the pattern are simply not checked.
-    additionalProperties: false,
-    description: 'Free key/value pairs to find templates by.',
-  },
-);
 
 /** A JSON Schema written by the user; checked as such by the service. */
 const UserSchema = (description: string) =>
@@ -120,7 +112,13 @@ export const TemplateVersionSummary = Type.Object({
 });
 
 export const Rollback = Type.Object(
-  { version: Type.Integer({ minimum: 1, description: 'The version `latest` should point to.' }) },
+  {
+    version: Type.Integer({
+      minimum: 1,
+      maximum: MAX_VERSION,
+      description: 'The version `latest` should point to.',
+    }),
+  },
   { additionalProperties: false },
 );
 

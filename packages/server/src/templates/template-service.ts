@@ -26,6 +26,16 @@ export interface TemplateVersionSummary {
   latest: boolean;
 }
 
+/** What a task needs from its template: the pinned definition and an input check. */
+export interface ResolvedTemplate {
+  template: Template;
+  /** Resolves to undefined when `input` matches the input schema, else to the problems. */
+  checkInput(input: unknown): string | undefined;
+}
+
+/** Compiled input validators kept, by template id and version (versions are immutable). */
+const INPUT_VALIDATOR_CACHE_SIZE = 500;
+
 export interface ListTemplatesOptions {
   limit?: number | undefined;
   cursor?: string | undefined;
@@ -52,6 +62,7 @@ function fieldError(field: string, message: string): ApiError {
 export class TemplateService {
   readonly #store: RelationalStore;
   readonly #schemas = new UserSchemaCompiler();
+  readonly #inputValidators = new Map<string, ResolvedTemplate['checkInput']>();
 
   constructor(deps: { store: RelationalStore }) {
     this.#store = deps.store;
@@ -149,7 +160,7 @@ export class TemplateService {
     principal: Principal,
     options: ListTemplatesOptions,
   ): Promise<{ items: Template[]; next_cursor: string | null }> {
-    const after = decodeCursor(options.cursor);
+    const after = decodeCursor(options.cursor, (id) => id.startsWith(TEMPLATE_ID_PREFIX));
     const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
     let query = this.#store.db
       .selectFrom('templates')
@@ -285,7 +296,7 @@ export class TemplateService {
     page: { limit?: number | undefined; cursor?: string | undefined },
   ): Promise<{ items: TemplateVersionSummary[]; next_cursor: string | null }> {
     const row = await this.#find(principal, ref);
-    const after = decodeCursor(page.cursor);
+    const after = decodeCursor(page.cursor, (version) => /^[1-9]\d{0,9}$/.test(version));
     const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
     let query = this.#store.db
       .selectFrom('template_versions')
@@ -301,6 +312,31 @@ export class TemplateService {
       created_by: r.created_by,
       latest: r.version === row.latest_version,
     }));
+  }
+
+  /**
+   * The template a task runs: `version`, or the one `latest` points to. Input validators
+   * are compiled once per template version.
+   */
+  async resolve(principal: Principal, ref: string, version?: number): Promise<ResolvedTemplate> {
+    const template = await this.get(principal, ref, version);
+    const key = `${template.id}@${template.version}`;
+    let checkInput = this.#inputValidators.get(key);
+    if (checkInput === undefined) {
+      const schema = template.input_schema;
+      const check = schema === null ? undefined : this.#schemas.check(schema);
+      checkInput = (input) => {
+        if (check === undefined) return undefined;
+        if (!check.ok) return `the template's input schema cannot be used: ${check.message}`;
+        return check.validate(input) ? undefined : describeErrors(check.validate.errors);
+      };
+      if (this.#inputValidators.size >= INPUT_VALIDATOR_CACHE_SIZE) {
+        const oldest = this.#inputValidators.keys().next().value;
+        if (oldest !== undefined) this.#inputValidators.delete(oldest);
+      }
+      this.#inputValidators.set(key, checkInput);
+    }
+    return { template, checkInput };
   }
 
   /** Deletes the template and all its versions. */

@@ -1,0 +1,98 @@
+import { once } from 'node:events';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ApiError } from '../platform/errors.ts';
+import type { StreamItem } from './event-log.ts';
+
+export type StreamFormat = 'sse' | 'ndjson';
+
+/** SSE keeps idle connections alive through proxies with a comment line this often. */
+const SSE_HEARTBEAT_MS = 15_000;
+
+/** Server-Sent Events when the client asks for them; NDJSON (one JSON object a line) otherwise. */
+export function streamFormat(accept: string | undefined): StreamFormat {
+  return accept?.includes('text/event-stream') ? 'sse' : 'ndjson';
+}
+
+/**
+ * Where a reader resumes: the `Last-Event-ID` header (what EventSource sends after a
+ * reconnect) wins over `?after=`; without either, from the start.
+ */
+export function resumeAfter(
+  lastEventId: string | string[] | undefined,
+  after: number | undefined,
+): number {
+  if (typeof lastEventId === 'string' && lastEventId !== '') {
+    if (!/^\d{1,15}$/.test(lastEventId)) {
+      throw new ApiError('VALIDATION_FAILED', 'headers.last-event-id: must be an event offset', {
+        details: {
+          fields: [{ field: 'headers.last-event-id', message: 'must be an event offset' }],
+        },
+      });
+    }
+    return Number(lastEventId);
+  }
+  return after ?? 0;
+}
+
+function encode(item: StreamItem, format: StreamFormat): string {
+  const json = JSON.stringify(item);
+  if (format === 'ndjson') return `${json}\n`;
+  // A gap has no id, so a reconnecting EventSource resumes from the last real event.
+  return 'offset' in item
+    ? `id: ${item.offset}\nevent: ${item.type}\ndata: ${json}\n\n`
+    : `event: ${item.type}\ndata: ${json}\n\n`;
+}
+
+/**
+ * Sends `items` as a streaming response and ends it when they end, when the client goes
+ * away, or when `stop` aborts (shutdown). Takes over the reply: call it only after every
+ * check that could still answer with an error status.
+ */
+export async function sendStream(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  open: (signal: AbortSignal) => AsyncIterable<StreamItem>,
+  options: { format: StreamFormat; stop: AbortSignal },
+): Promise<void> {
+  const controller = new AbortController();
+  const signal = AbortSignal.any([controller.signal, options.stop]);
+  const res = reply.raw;
+  reply.hijack();
+  res.writeHead(200, {
+    'content-type':
+      options.format === 'sse'
+        ? 'text/event-stream; charset=utf-8'
+        : 'application/x-ndjson; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    'x-accel-buffering': 'no', // nginx: do not buffer the stream
+    'x-request-id': request.id,
+  });
+  const onClose = () => controller.abort();
+  res.on('close', onClose);
+  const heartbeat =
+    options.format === 'sse'
+      ? setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS)
+      : undefined;
+  heartbeat?.unref();
+  if (options.format === 'sse') res.write('retry: 2000\n\n');
+  try {
+    for await (const item of open(signal)) {
+      if (signal.aborted) break;
+      if (!res.write(encode(item, options.format))) {
+        // Slow client: wait for the socket to drain instead of buffering without bound.
+        await once(res, 'drain', { signal }).catch(() => undefined);
+      }
+    }
+  } catch (err) {
+    request.log.warn({ err }, 'event stream ended by an error');
+    if (!res.destroyed && options.format === 'sse') {
+      res.write(
+        `event: stream.error\ndata: ${JSON.stringify({ type: 'stream.error', message: 'The stream was interrupted; resume with Last-Event-ID' })}\n\n`,
+      );
+    }
+  } finally {
+    clearInterval(heartbeat);
+    res.off('close', onClose);
+    if (!res.destroyed) res.end();
+  }
+}

@@ -1,0 +1,219 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
+import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { principalOf } from '../platform/http.ts';
+import { Page, PageQuery } from '../platform/pagination.ts';
+import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
+import { CreateTask, Task, TaskEvent, TaskState } from './schemas.ts';
+import { isTerminal } from './states.ts';
+import type { TaskService } from './task-service.ts';
+
+/** Longest `?wait=`: long enough for sync calls, short enough for proxies and clients. */
+const MAX_WAIT_MS = 300_000;
+
+const Wait = Type.String({
+  pattern: '^\\d{1,6}(ms|s|m)?$',
+  description:
+    'Wait up to this long for the task to end: `500ms`, `30s`, `2m` (a bare number is ms; at most 5 minutes).',
+});
+
+/** Milliseconds of a `?wait=` value (already matched by `Wait`). */
+function waitMs(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const match = /^(\d+)(ms|s|m)?$/.exec(value);
+  const amount = Number(match?.[1]);
+  const unit = match?.[2] ?? 'ms';
+  const ms = unit === 'm' ? amount * 60_000 : unit === 's' ? amount * 1000 : amount;
+  if (ms > MAX_WAIT_MS) {
+    throw new ApiError('VALIDATION_FAILED', 'querystring.wait: must be at most 5 minutes', {
+      details: { fields: [{ field: 'querystring.wait', message: 'must be at most 5 minutes' }] },
+    });
+  }
+  return ms;
+}
+
+const TaskParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });
+
+/** `/v1/tasks`: submission, queries, cancellation, retries and event streams. */
+export const taskRoutes: FastifyPluginAsyncTypebox<{
+  tasks: TaskService;
+  shutdown: AbortSignal;
+}> = async (app, { tasks, shutdown }) => {
+  app.addSchema(Task);
+  app.addSchema(TaskEvent);
+
+  /** Aborts when the client disconnects or the server shuts down. */
+  const requestSignal = (raw: { on(event: 'close', listener: () => void): unknown }) => {
+    const controller = new AbortController();
+    raw.on('close', () => controller.abort());
+    return AbortSignal.any([controller.signal, shutdown]);
+  };
+
+  app.post(
+    '/v1/tasks',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Submit a task',
+        description:
+          'The task is stored durably before the response. 201: created (and, with `wait`, ended in time). 202: created, still running when `wait` ran out. 200: a task with this idempotency key existed; it is returned (`Idempotent-Replayed: true`).',
+        querystring: Type.Object({ wait: Type.Optional(Wait) }, { additionalProperties: false }),
+        body: CreateTask,
+        response: {
+          200: Type.Ref('Task'),
+          201: Type.Ref('Task'),
+          202: Type.Ref('Task'),
+          ...errorResponses,
+        },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      const wait = waitMs(request.query.wait);
+      const principal = principalOf(request);
+      const { task, created } = await tasks.create(principal, request.body);
+      if (!created) {
+        reply.header('idempotent-replayed', 'true');
+        reply.status(200);
+        return task;
+      }
+      if (wait === undefined) {
+        reply.status(201);
+        return task;
+      }
+      const current = await tasks.waitForEnd(principal, task.id, wait, requestSignal(request.raw));
+      reply.status(isTerminal(current.state) ? 201 : 202);
+      return current;
+    },
+  );
+
+  app.get(
+    '/v1/tasks',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'List tasks, newest first',
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            state: Type.Optional(
+              Type.Array(TaskState, { maxItems: 8, description: 'Repeat for several states.' }),
+            ),
+            template: Type.Optional(
+              Type.String({ maxLength: 120, description: 'Template id or name.' }),
+            ),
+            agent_id: Type.Optional(Type.String({ maxLength: 200 })),
+            label: Type.Optional(LabelSelectors),
+            created_after: Type.Optional(Type.String({ format: 'date-time' })),
+            created_before: Type.Optional(Type.String({ format: 'date-time' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Page(Type.Ref('Task')), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => {
+      const { state, label, ...rest } = request.query;
+      return tasks.list(principalOf(request), {
+        ...rest,
+        states: state,
+        labels: parseLabelSelectors(label),
+      });
+    },
+  );
+
+  app.get(
+    '/v1/tasks/:id',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Get a task',
+        description: 'With `wait`, answers when the task ends or the wait runs out (long polling).',
+        params: TaskParams,
+        querystring: Type.Object({ wait: Type.Optional(Wait) }, { additionalProperties: false }),
+        response: { 200: Type.Ref('Task'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => {
+      const wait = waitMs(request.query.wait);
+      const principal = principalOf(request);
+      if (wait === undefined) return tasks.get(principal, request.params.id);
+      return tasks.waitForEnd(principal, request.params.id, wait, requestSignal(request.raw));
+    },
+  );
+
+  app.post(
+    '/v1/tasks/:id/cancel',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Cancel a task',
+        description:
+          'A queued task ends `cancelled` at once. A task an agent holds gets a cancellation request (`cancel_requested_at`), delivered to the agent. A finished task cannot be cancelled (409); cancelling a cancelled task returns it.',
+        params: TaskParams,
+        response: { 200: Type.Ref('Task'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) => tasks.cancel(principalOf(request), request.params.id),
+  );
+
+  app.post(
+    '/v1/tasks/:id/retry',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Queue a task that ended without success again',
+        description:
+          'Only failed, dead, cancelled or timed-out tasks (409 otherwise). Attempts start again from 0.',
+        params: TaskParams,
+        response: { 200: Type.Ref('Task'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) => tasks.retry(principalOf(request), request.params.id),
+  );
+
+  app.get(
+    '/v1/tasks/:id/events',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Stream the task’s events',
+        description:
+          'Server-Sent Events with `Accept: text/event-stream` (each event’s `id` is its offset), NDJSON otherwise. Replays the retained events after `Last-Event-ID` or `after` (default: from the start), then follows live, and ends after the terminal event. A `stream.gap` item says that events were trimmed by retention.',
+        params: TaskParams,
+        querystring: Type.Object(
+          {
+            after: Type.Optional(
+              Type.Integer({ minimum: 0, description: 'Resume after this offset.' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
+        produces: ['text/event-stream', 'application/x-ndjson'],
+        response: { 200: Type.Ref('TaskEvent'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const after = resumeAfter(request.headers['last-event-id'], request.query.after);
+      await tasks.get(principal, request.params.id); // 404 before the stream starts
+      await sendStream(
+        request,
+        reply,
+        (signal) => tasks.events(principal, request.params.id, after, signal),
+        {
+          format: streamFormat(request.headers.accept),
+          stop: shutdown,
+        },
+      );
+    },
+  );
+};

@@ -1,0 +1,102 @@
+import Type, { type Static } from 'typebox';
+import { Labels, NullableTimestamp, Timestamp } from '../platform/schemas.ts';
+import { MAX_VERSION, Strategy } from '../templates/schemas.ts';
+import { TASK_STATES } from './states.ts';
+
+export const TaskState = Type.Enum([...TASK_STATES], {
+  description:
+    'queued → assigned → running → succeeded | failed | cancelled | timed_out; dead after the last failed attempt.',
+});
+
+const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
+
+export const CreateTask = Type.Object(
+  {
+    template: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 120, description: 'Template id (`tpl_…`) or name.' }),
+    ),
+    template_version: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_VERSION,
+        description: 'Pin a version; default: the one `latest` points to.',
+      }),
+    ),
+    capabilities: Type.Optional(
+      Type.Array(Capability, {
+        minItems: 1,
+        maxItems: 50,
+        uniqueItems: true,
+        description: 'Route by capabilities (instead of, or on top of, the template’s).',
+      }),
+    ),
+    input: Type.Optional(
+      Type.Unknown({ description: 'Checked against the template’s input schema.' }),
+    ),
+    idempotency_key: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 200,
+        description: 'Submitting the same key again returns the first task, whatever the body.',
+      }),
+    ),
+    priority: Type.Optional(
+      Type.Integer({ minimum: -1000, maximum: 1000, description: 'Higher runs first.' }),
+    ),
+    timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 604_800_000 })),
+    max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+    concurrency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    strategy: Type.Optional(Strategy),
+    labels: Type.Optional(Labels),
+  },
+  { additionalProperties: false },
+);
+export type CreateTask = Static<typeof CreateTask>;
+
+export const TaskError = Type.Object({
+  code: Type.String(),
+  message: Type.String(),
+  retryable: Type.Boolean(),
+});
+
+export const Task = Type.Object(
+  {
+    id: Type.String(),
+    tenant_id: Type.String(),
+    template: Type.Union([
+      Type.Object({ id: Type.String(), name: Type.String(), version: Type.Integer() }),
+      Type.Null(),
+    ]),
+    capabilities: Type.Array(Type.String()),
+    input: Type.Unknown(),
+    state: TaskState,
+    priority: Type.Integer(),
+    timeout_ms: Type.Integer(),
+    max_attempts: Type.Integer(),
+    attempt: Type.Integer({ description: 'Attempts started so far.' }),
+    strategy: Strategy,
+    concurrency_key: Type.Union([Type.String(), Type.Null()]),
+    idempotency_key: Type.Union([Type.String(), Type.Null()]),
+    labels: Type.Record(Type.String(), Type.String()),
+    agent_id: Type.Union([Type.String(), Type.Null()]),
+    result: Type.Unknown({ description: 'What the agent returned, once succeeded; else null.' }),
+    error: Type.Union([TaskError, Type.Null()]),
+    cancel_requested_at: NullableTimestamp,
+    created_by: Type.String(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    finished_at: NullableTimestamp,
+  },
+  { $id: 'Task' },
+);
+export type Task = Static<typeof Task>;
+
+export const TaskEvent = Type.Object(
+  {
+    offset: Type.Integer({ description: 'Position in the task’s stream; also the SSE id.' }),
+    type: Type.String({ description: 'task.queued, task.cancelled, task.retried, …; stream.gap' }),
+    time: Timestamp,
+    data: Type.Unknown(),
+  },
+  { $id: 'TaskEvent' },
+);

@@ -1,0 +1,47 @@
+import type { TaskState } from './states.ts';
+
+/** Tables owned by the tasks module. JSON columns hold text in both stores. */
+export interface TasksTable {
+  id: string;
+  tenant_id: string;
+  /** Null for a task routed by capabilities alone. */
+  template_id: string | null;
+  template_name: string | null;
+  template_version: number | null;
+  /** JSON array: what an agent must offer to run it. */
+  capabilities: string;
+  /** JSON. */
+  input: string;
+  state: TaskState;
+  priority: number;
+  timeout_ms: number;
+  max_attempts: number;
+  /** Attempts started so far. */
+  attempt: number;
+  strategy: string;
+  concurrency_key: string | null;
+  idempotency_key: string | null;
+  /** JSON object. */
+  labels: string;
+  agent_id: string | null;
+  /** JSON, once succeeded. */
+  result: string | null;
+  /** JSON `{code, message, retryable}`, once failed. */
+  error: string | null;
+  cancel_requested_at: string | null;
+  created_by: string;
+  created_at: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+export interface TaskLabelsTable {
+  task_id: string;
+  key: string;
+  value: string;
+}
+
+export interface TasksTables {
+  tasks: TasksTable;
+  task_labels: TaskLabelsTable;
+}

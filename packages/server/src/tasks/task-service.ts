@@ -1,0 +1,425 @@
+import type { Transaction } from 'kysely';
+import type { EventLog, StreamEvent, StreamItem } from '../events/event-log.ts';
+import { credentialId, type Principal } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { newId } from '../platform/ids.ts';
+import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import type { Database } from '../store/database.ts';
+import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
+import type { CreateTask, Task } from './schemas.ts';
+import { isRetryable, isTerminal, stateEventType, type TaskState } from './states.ts';
+import type { TasksTable } from './tables.ts';
+
+/** Defaults of a task routed by capabilities alone (no template to take them from). */
+const CAPABILITY_TASK_DEFAULTS = {
+  timeout_ms: 300_000,
+  max_attempts: 3,
+  priority: 0,
+  strategy: 'least_connections',
+} as const;
+
+export interface ListTasksOptions {
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  states?: TaskState[] | undefined;
+  /** Template id (`tpl_…`) or name. */
+  template?: string | undefined;
+  agent_id?: string | undefined;
+  labels?: Record<string, string>;
+  created_after?: string | undefined;
+  created_before?: string | undefined;
+}
+
+/** The stream of a task's events in the event log. */
+export function taskStream(taskId: string): string {
+  return `task:${taskId}`;
+}
+
+function taskNotFound(id: string): ApiError {
+  return new ApiError('TASK_NOT_FOUND', `Task "${id}" does not exist`);
+}
+
+function fieldError(field: string, message: string): ApiError {
+  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
+    details: { fields: [{ field, message }] },
+  });
+}
+
+function view(row: TasksTable): Task {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    template:
+      row.template_id !== null && row.template_name !== null && row.template_version !== null
+        ? { id: row.template_id, name: row.template_name, version: row.template_version }
+        : null,
+    capabilities: JSON.parse(row.capabilities) as string[],
+    input: JSON.parse(row.input) as unknown,
+    state: row.state,
+    priority: row.priority,
+    timeout_ms: row.timeout_ms,
+    max_attempts: row.max_attempts,
+    attempt: row.attempt,
+    strategy: row.strategy as Task['strategy'],
+    concurrency_key: row.concurrency_key,
+    idempotency_key: row.idempotency_key,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    agent_id: row.agent_id,
+    result: row.result === null ? null : (JSON.parse(row.result) as unknown),
+    error: row.error === null ? null : (JSON.parse(row.error) as Task['error']),
+    cancel_requested_at: row.cancel_requested_at,
+    created_by: row.created_by,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    finished_at: row.finished_at,
+  };
+}
+
+/** The event data of a state change: enough to follow a task without reading it again. */
+function stateEvent(row: TasksTable, extra: Record<string, unknown> = {}) {
+  return {
+    type: stateEventType(row.state),
+    data: { state: row.state, attempt: row.attempt, agent_id: row.agent_id, ...extra },
+  };
+}
+
+/**
+ * Tasks of a tenant: submission (durable once acknowledged), queries, cancellation and
+ * retries. Every state change is a conditional update plus an event in the task's stream,
+ * in one transaction, so concurrent changes from several nodes cannot both win.
+ */
+export class TaskService {
+  readonly #store: RelationalStore;
+  readonly #events: EventLog;
+  readonly #templates: TemplateService;
+
+  constructor(deps: { store: RelationalStore; events: EventLog; templates: TemplateService }) {
+    this.#store = deps.store;
+    this.#events = deps.events;
+    this.#templates = deps.templates;
+  }
+
+  /**
+   * Stores a task in `queued`. Resolves to `created: false` with the existing task when
+   * the idempotency key was used before in this tenant.
+   */
+  async create(principal: Principal, input: CreateTask): Promise<{ task: Task; created: boolean }> {
+    const tenantId = principal.tenant.id;
+    if (input.idempotency_key !== undefined) {
+      const existing = await this.#byIdempotencyKey(tenantId, input.idempotency_key);
+      if (existing) return { task: view(existing), created: false };
+    }
+    if (input.template === undefined && input.capabilities === undefined) {
+      throw fieldError('body.template', 'give a template, capabilities, or both');
+    }
+    if (input.template === undefined && input.template_version !== undefined) {
+      throw fieldError('body.template_version', 'needs a template');
+    }
+    let resolved: ResolvedTemplate | undefined;
+    if (input.template !== undefined) {
+      try {
+        resolved = await this.#templates.resolve(principal, input.template, input.template_version);
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 'TEMPLATE_NOT_FOUND') {
+          throw fieldError('body.template', `no template "${input.template}" in this tenant`);
+        }
+        if (err instanceof ApiError && err.code === 'TEMPLATE_VERSION_NOT_FOUND') {
+          throw fieldError(
+            'body.template_version',
+            `template "${input.template}" has no version ${input.template_version}`,
+          );
+        }
+        throw err;
+      }
+      const problem = resolved.checkInput(input.input ?? null);
+      if (problem !== undefined) {
+        const { name, version } = resolved.template;
+        throw fieldError(
+          'body.input',
+          `does not match the input schema of ${name} v${version}: ${problem}`,
+        );
+      }
+    }
+    const template = resolved?.template;
+    const capabilities = [
+      ...new Set([...(template?.capabilities ?? []), ...(input.capabilities ?? [])]),
+    ];
+    const now = new Date().toISOString();
+    const row: TasksTable = {
+      id: newId('tsk'),
+      tenant_id: tenantId,
+      template_id: template?.id ?? null,
+      template_name: template?.name ?? null,
+      template_version: template?.version ?? null,
+      capabilities: JSON.stringify(capabilities),
+      input: JSON.stringify(input.input ?? null),
+      state: 'queued',
+      priority: input.priority ?? template?.default_priority ?? CAPABILITY_TASK_DEFAULTS.priority,
+      timeout_ms:
+        input.timeout_ms ?? template?.default_timeout_ms ?? CAPABILITY_TASK_DEFAULTS.timeout_ms,
+      max_attempts:
+        input.max_attempts ??
+        template?.default_max_attempts ??
+        CAPABILITY_TASK_DEFAULTS.max_attempts,
+      attempt: 0,
+      strategy: input.strategy ?? template?.strategy ?? CAPABILITY_TASK_DEFAULTS.strategy,
+      concurrency_key: input.concurrency_key ?? null,
+      idempotency_key: input.idempotency_key ?? null,
+      labels: JSON.stringify(input.labels ?? {}),
+      agent_id: null,
+      result: null,
+      error: null,
+      cancel_requested_at: null,
+      created_by: credentialId(principal),
+      created_at: now,
+      updated_at: now,
+      finished_at: null,
+    };
+    try {
+      await this.#events.transaction(async (trx, emit) => {
+        await trx.insertInto('tasks').values(row).execute();
+        const labels = Object.entries(input.labels ?? {}).map(([key, value]) => ({
+          task_id: row.id,
+          key,
+          value,
+        }));
+        if (labels.length > 0) await trx.insertInto('task_labels').values(labels).execute();
+        await emit(taskStream(row.id), tenantId, [stateEvent(row, { priority: row.priority })]);
+      });
+    } catch (err) {
+      if (isUniqueViolation(err) && input.idempotency_key !== undefined) {
+        // Another request with the same key won the race: its task is the answer.
+        const existing = await this.#byIdempotencyKey(tenantId, input.idempotency_key);
+        if (existing) return { task: view(existing), created: false };
+      }
+      throw err;
+    }
+    return { task: view(row), created: true };
+  }
+
+  async get(principal: Principal, id: string): Promise<Task> {
+    return view(await this.#find(this.#store.db, principal.tenant.id, id));
+  }
+
+  async list(
+    principal: Principal,
+    options: ListTasksOptions,
+  ): Promise<{ items: Task[]; next_cursor: string | null }> {
+    const before = decodeCursor(options.cursor, (id) => id.startsWith('tsk_'));
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      // Newest first: ids are time-ordered.
+      .orderBy('id', 'desc')
+      .limit(limit + 1);
+    if (before !== undefined) query = query.where('id', '<', before);
+    if (options.states && options.states.length > 0)
+      query = query.where('state', 'in', options.states);
+    if (options.template !== undefined) {
+      query = options.template.startsWith('tpl_')
+        ? query.where('template_id', '=', options.template)
+        : query.where('template_name', '=', options.template);
+    }
+    if (options.agent_id !== undefined) query = query.where('agent_id', '=', options.agent_id);
+    if (options.created_after !== undefined) {
+      query = query.where('created_at', '>=', new Date(options.created_after).toISOString());
+    }
+    if (options.created_before !== undefined) {
+      query = query.where('created_at', '<', new Date(options.created_before).toISOString());
+    }
+    for (const [key, value] of Object.entries(options.labels ?? {})) {
+      query = query.where((eb) =>
+        eb.exists(
+          eb
+            .selectFrom('task_labels')
+            .select('task_labels.key')
+            .whereRef('task_labels.task_id', '=', 'tasks.id')
+            .where('task_labels.key', '=', key)
+            .where('task_labels.value', '=', value),
+        ),
+      );
+    }
+    return toPage(await query.execute(), limit, view);
+  }
+
+  /**
+   * Cancels a task. A queued task ends `cancelled` at once. An assigned or running task
+   * gets a cancellation request that the agent pool delivers to its agent. A finished
+   * task cannot be cancelled (409). Cancelling twice is harmless.
+   */
+  async cancel(principal: Principal, id: string): Promise<Task> {
+    const tenantId = principal.tenant.id;
+    return this.#events.transaction(async (trx, emit) => {
+      const row = await this.#find(trx, tenantId, id, { lock: true });
+      const now = new Date().toISOString();
+      switch (row.state) {
+        case 'queued': {
+          const updated = await this.#transition(trx, row, ['queued'], {
+            state: 'cancelled',
+            cancel_requested_at: now,
+            finished_at: now,
+          });
+          await emit(taskStream(id), tenantId, [
+            stateEvent(updated, { reason: 'cancelled while queued' }),
+          ]);
+          return view(updated);
+        }
+        case 'assigned':
+        case 'running': {
+          if (row.cancel_requested_at !== null) return view(row);
+          const updated = await this.#transition(trx, row, [row.state], {
+            cancel_requested_at: now,
+          });
+          await emit(taskStream(id), tenantId, [
+            {
+              type: 'task.cancel_requested',
+              data: { state: updated.state, attempt: updated.attempt },
+            },
+          ]);
+          return view(updated);
+        }
+        case 'succeeded':
+        case 'failed':
+        case 'cancelled':
+        case 'timed_out':
+        case 'dead':
+          if (row.state === 'cancelled') return view(row);
+          throw new ApiError(
+            'TASK_ALREADY_FINISHED',
+            `Task "${id}" has already ended (${row.state})`,
+          );
+      }
+    });
+  }
+
+  /** Puts a task that ended without success back in the queue, with its attempts reset. */
+  async retry(principal: Principal, id: string): Promise<Task> {
+    const tenantId = principal.tenant.id;
+    return this.#events.transaction(async (trx, emit) => {
+      const row = await this.#find(trx, tenantId, id, { lock: true });
+      if (!isRetryable(row.state)) {
+        throw new ApiError(
+          'TASK_NOT_RETRYABLE',
+          `Task "${id}" is ${row.state}; only failed, dead, cancelled or timed-out tasks can be retried`,
+        );
+      }
+      const updated = await this.#transition(trx, row, [row.state], {
+        state: 'queued',
+        attempt: 0,
+        agent_id: null,
+        result: null,
+        error: null,
+        cancel_requested_at: null,
+        finished_at: null,
+      });
+      await emit(taskStream(id), tenantId, [
+        { type: 'task.retried', data: { previous_state: row.state } },
+        stateEvent(updated, { priority: updated.priority }),
+      ]);
+      return view(updated);
+    });
+  }
+
+  /**
+   * Waits until the task ends or `timeoutMs` passes, then resolves to its current state.
+   * Ends early, with the current state, when `signal` aborts (the client went away).
+   */
+  async waitForEnd(
+    principal: Principal,
+    id: string,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<Task> {
+    const current = await this.get(principal, id);
+    if (isTerminal(current.state)) return current;
+    const stop = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
+    const head = await this.#events.read(principal.tenant.id, taskStream(id), 0, 0);
+    for await (const _event of this.events(principal, id, head?.lastOffset ?? 0, stop)) {
+      // Draining to the terminal event; the task row is the answer.
+    }
+    return this.get(principal, id);
+  }
+
+  /**
+   * The task's events after `after`, then live ones, until the task ends (the terminal
+   * event is the last one delivered) or `signal` aborts. Throws TASK_NOT_FOUND first.
+   */
+  async *events(
+    principal: Principal,
+    id: string,
+    after: number,
+    signal: AbortSignal,
+  ): AsyncIterable<StreamItem> {
+    const task = await this.#find(this.#store.db, principal.tenant.id, id);
+    if (isTerminal(task.state)) {
+      // Ended, and the reader has seen everything: nothing more will come.
+      const head = await this.#events.read(principal.tenant.id, taskStream(id), 0, 0);
+      if (after >= (head?.lastOffset ?? 0)) return;
+    }
+    yield* this.#events.follow(principal.tenant.id, taskStream(id), after, {
+      signal,
+      isLast: (event: StreamEvent) => isTerminalEvent(event),
+    });
+  }
+
+  async #find(
+    db: Transaction<Database> | RelationalStore['db'],
+    tenantId: string,
+    id: string,
+    options: { lock?: boolean } = {},
+  ): Promise<TasksTable> {
+    let query = db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id);
+    if (options.lock && this.#store.kind === 'postgres') query = query.forUpdate();
+    const row = await query.executeTakeFirst();
+    if (row === undefined) throw taskNotFound(id);
+    return row;
+  }
+
+  /** Applies `changes` only if the task is still in one of `from`; the store decides races. */
+  async #transition(
+    trx: Transaction<Database>,
+    row: TasksTable,
+    from: TaskState[],
+    changes: Partial<TasksTable>,
+  ): Promise<TasksTable> {
+    const updated = await trx
+      .updateTable('tasks')
+      .set({ ...changes, updated_at: new Date().toISOString() })
+      .where('id', '=', row.id)
+      .where('tenant_id', '=', row.tenant_id)
+      .where('state', 'in', from)
+      .returningAll()
+      .executeTakeFirst();
+    if (updated === undefined) {
+      throw new ApiError(
+        'TASK_STATE_CHANGED',
+        `Task "${row.id}" changed state meanwhile; try again`,
+      );
+    }
+    return updated;
+  }
+
+  async #byIdempotencyKey(tenantId: string, key: string): Promise<TasksTable | undefined> {
+    return this.#store.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('idempotency_key', '=', key)
+      .executeTakeFirst();
+  }
+}
+
+const TERMINAL_EVENT_TYPES = new Set(
+  (['succeeded', 'failed', 'cancelled', 'timed_out', 'dead'] as const).map(stateEventType),
+);
+
+function isTerminalEvent(event: StreamEvent): boolean {
+  return TERMINAL_EVENT_TYPES.has(event.type);
+}
