@@ -4,11 +4,16 @@ import type {
   ApiKeyWithSecret,
   CreateApiKeyInput,
   CreatedTenant,
+  CreateTemplateInput,
   CreateTenantInput,
   ListApiKeysOptions,
+  ListTemplatesOptions,
   Page,
   PageOptions,
   Readiness,
+  Template,
+  TemplateDefinition,
+  TemplateVersionSummary,
   Tenant,
   WhoAmI,
 } from './types.ts';
@@ -26,7 +31,9 @@ export interface OrchestraOptions {
   headers?: Record<string, string>;
 }
 
-type Query = Record<string, string | number | boolean | undefined>;
+type QueryValue = string | number | boolean | undefined;
+/** Query parameters; an array value repeats the parameter once per item. */
+type Query = Record<string, QueryValue | readonly QueryValue[]>;
 
 /**
  * Client for the Orchestra REST API. Methods resolve to the response body and reject
@@ -56,6 +63,58 @@ export class Orchestra {
     list(options?: PageOptions): Promise<Page<Tenant>>;
     listAll(options?: Omit<PageOptions, 'cursor'>): AsyncIterable<Tenant>;
     get(id: string): Promise<Tenant>;
+  };
+
+  /**
+   * Versioned agent templates of the caller's tenant (reading: admin, operator or viewer;
+   * changing: admin or operator). Wherever a method takes `ref`, it is the template's id
+   * (`tpl_…`) or its name. A template that does not exist, or belongs to another tenant,
+   * rejects with `TEMPLATE_NOT_FOUND` (404).
+   */
+  readonly templates: {
+    /**
+     * Creates a template at version 1. Rejects with `TEMPLATE_ALREADY_EXISTS` (409) when the
+     * tenant has a template of that name, and with `VALIDATION_FAILED` (400) when a field or
+     * one of the JSON Schemas is invalid; `details.fields[].field` names it, such as
+     * `body.input_schema`.
+     */
+    create(input: CreateTemplateInput): Promise<Template>;
+    /**
+     * The template at the version `latest` points to or, with `version`, at that version
+     * (`TEMPLATE_VERSION_NOT_FOUND` when it has no such version). `latest_version` is the
+     * value to pass as `ifVersion` to `update`.
+     */
+    get(ref: string, options?: { version?: number }): Promise<Template>;
+    /** One page of templates, in id order, each at the version `latest` points to. */
+    list(options?: ListTemplatesOptions): Promise<Page<Template>>;
+    /** Every template that matches, page after page. */
+    listAll(options?: Omit<ListTemplatesOptions, 'cursor'>): AsyncIterable<Template>;
+    /**
+     * Replaces the whole definition: creates version `highest_version + 1` and points
+     * `latest` at it, even when nothing changed. Fields left out of `definition` go back to
+     * their defaults. With `ifVersion` (the `latest_version` you read), rejects with
+     * `PRECONDITION_FAILED` (412) instead when someone else has moved `latest` since.
+     */
+    update(
+      ref: string,
+      definition: TemplateDefinition,
+      options?: { ifVersion?: number },
+    ): Promise<Template>;
+    /** Deletes the template and all its versions; resolves to undefined. */
+    delete(ref: string): Promise<void>;
+    /** One page of the template's versions, newest first. */
+    versions(ref: string, page?: PageOptions): Promise<Page<TemplateVersionSummary>>;
+    /** Every version of the template, newest first, page after page. */
+    versionsAll(
+      ref: string,
+      options?: Omit<PageOptions, 'cursor'>,
+    ): AsyncIterable<TemplateVersionSummary>;
+    /**
+     * Points `latest` at an existing earlier (or later) version; creates no version, so the
+     * next update still gets `highest_version + 1`. Rejects with
+     * `TEMPLATE_VERSION_NOT_FOUND` when the template has no such version.
+     */
+    rollback(ref: string, version: number): Promise<Template>;
   };
 
   constructor(options: OrchestraOptions) {
@@ -91,6 +150,40 @@ export class Orchestra {
         this.#paginate((cursor) => this.tenants.list({ ...options, ...cursor })),
       get: (id) => this.request('GET', `/v1/tenants/${encodeURIComponent(id)}`),
     };
+    const template = (ref: string) => `/v1/templates/${encodeURIComponent(ref)}`;
+    this.templates = {
+      create: (input) => this.request('POST', '/v1/templates', { body: input }),
+      get: (ref, options = {}) =>
+        this.request(
+          'GET',
+          options.version === undefined
+            ? template(ref)
+            : `${template(ref)}/versions/${encodeURIComponent(options.version)}`,
+        ),
+      list: ({ labels, ...options } = {}) =>
+        this.request('GET', '/v1/templates', {
+          query: {
+            ...options,
+            label: Object.entries(labels ?? {}).map(([key, value]) => `${key}=${value}`),
+          },
+        }),
+      listAll: (options = {}) =>
+        this.#paginate((cursor) => this.templates.list({ ...options, ...cursor })),
+      update: (ref, definition, options = {}) =>
+        this.request('PUT', template(ref), {
+          body: definition,
+          ...(options.ifVersion !== undefined
+            ? { headers: { 'if-match': `"${options.ifVersion}"` } }
+            : {}),
+        }),
+      delete: (ref) => this.request('DELETE', template(ref)),
+      versions: (ref, page = {}) =>
+        this.request('GET', `${template(ref)}/versions`, { query: { ...page } }),
+      versionsAll: (ref, options = {}) =>
+        this.#paginate((cursor) => this.templates.versions(ref, { ...options, ...cursor })),
+      rollback: (ref, version) =>
+        this.request('POST', `${template(ref)}/rollback`, { body: { version } }),
+    };
   }
 
   /** The tenant, role and credential the client authenticates as. */
@@ -109,19 +202,28 @@ export class Orchestra {
   }
 
   /**
-   * Sends one request and parses the JSON answer. Public so that routes without a typed
-   * method yet can still be called with the client's credentials and error handling.
+   * Sends one request and parses the JSON answer; resolves to undefined when the answer has
+   * no body (204). Public so that routes without a typed method yet can still be called
+   * with the client's credentials and error handling. `query` skips undefined values and
+   * repeats a parameter for each item of an array; `headers` add to (and override) the
+   * client's `headers` for this request only.
    */
   async request<T>(
     method: string,
     path: string,
-    options: { query?: Query; body?: unknown } = {},
+    options: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
   ): Promise<T> {
     const url = new URL(this.url + path);
     for (const [name, value] of Object.entries(options.query ?? {})) {
-      if (value !== undefined) url.searchParams.set(name, String(value));
+      for (const item of Array.isArray(value) ? value : [value]) {
+        if (item !== undefined) url.searchParams.append(name, String(item));
+      }
     }
-    const headers: Record<string, string> = { accept: 'application/json', ...this.#headers };
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      ...this.#headers,
+      ...options.headers,
+    };
     if (this.#apiKey !== undefined) headers.authorization = `Bearer ${this.#apiKey}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
 

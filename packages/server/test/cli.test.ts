@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import packageJson from '../package.json' with { type: 'json' };
 import {
-  ORCHESTRA_BIN as BIN,
+  type CliResult,
   closedPort,
-  SPAWN_DEADLINE_MS as DEADLINE_MS,
+  expectExit,
   killSpawned,
   logLines,
+  runCli as runOrchestraCli,
   type SpawnedOrchestra,
   spawnOrchestra,
   tempDir,
@@ -21,7 +21,6 @@ import {
 
 const KEY = /ork_[A-Za-z0-9]+/g;
 
-const children = new Set<ChildProcess>();
 const dirs: { remove: () => void }[] = [];
 
 /** A directory without `.orchestra`, so that the CLI's default data dir holds no key. */
@@ -30,9 +29,6 @@ dirs.push(workDir);
 
 after(() => {
   killSpawned();
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
   for (const dir of dirs) dir.remove();
 });
 
@@ -42,48 +38,9 @@ function newDataDir(): string {
   return dir.path;
 }
 
-function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH ?? '', ...env };
-}
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs one CLI command to completion. */
-async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    cwd: workDir.path,
-    env: cliEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), DEADLINE_MS);
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (exitCode) => resolve(exitCode));
-  });
-  clearTimeout(timer);
-  children.delete(child);
-  return { code, stdout, stderr };
-}
-
-function expectExit(result: CliResult, code: number): void {
-  assert.equal(
-    result.code,
-    code,
-    `expected exit ${code}, got ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`,
-  );
+/** Runs one CLI command to completion from the work dir. */
+function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return runOrchestraCli(args, { cwd: workDir.path, env });
 }
 
 function json(result: CliResult): any {
@@ -515,9 +472,20 @@ describe('commands against a running server', () => {
   });
 });
 
+/** Every command of the CLI, each with its own --help. */
+const COMMANDS = [
+  'start',
+  'whoami',
+  'keys',
+  'tenants',
+  'templates',
+  'recover-admin-key',
+  'version',
+];
+
 // Independent commands: run side by side to keep the suite short.
 describe('commands without a server', { concurrency: 4 }, () => {
-  for (const command of ['start', 'whoami', 'keys', 'tenants', 'recover-admin-key', 'version']) {
+  for (const command of COMMANDS) {
     test(`${command} --help prints its usage and exits 0`, async () => {
       // An empty data dir and no key: help must not need a server or a credential.
       const result = await runCli([command, '--help'], { ORCHESTRA_DATA_DIR: newDataDir() });
@@ -531,7 +499,7 @@ describe('commands without a server', { concurrency: 4 }, () => {
     const result = await runCli(['--help']);
     expectExit(result, 0);
     assert.match(result.stdout, /^Usage: orchestra <command>/m);
-    for (const command of ['start', 'whoami', 'keys', 'tenants', 'recover-admin-key', 'version']) {
+    for (const command of COMMANDS) {
       assert.match(result.stdout, new RegExp(`^ {2}${command}\\b`, 'm'));
     }
   });

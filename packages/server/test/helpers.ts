@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
@@ -291,6 +292,63 @@ export async function spawnOrchestra(options: {
       return exited();
     },
   };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs one `orchestra` command to completion as a user would: a spawned
+ * `node bin/orchestra.js` in `cwd`, with nothing but PATH and `env` in its environment and
+ * `input` (when given) on its standard input. Killed after SPAWN_DEADLINE_MS, and by
+ * `killSpawned`.
+ */
+export async function runCli(
+  args: string[],
+  options: { cwd: string; env?: Record<string, string>; input?: string },
+): Promise<CliResult> {
+  const child = spawn(process.execPath, [ORCHESTRA_BIN, ...args], {
+    cwd: options.cwd,
+    env: { PATH: process.env.PATH ?? '', ...options.env },
+    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+  });
+  spawned.add(child);
+  if (child.stdin !== null) {
+    // A command that exits without reading its input must not fail the test with EPIPE.
+    child.stdin.on('error', () => {});
+    child.stdin.end(options.input);
+  }
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), SPAWN_DEADLINE_MS);
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (exitCode) => resolve(exitCode));
+    });
+    return { code, stdout, stderr };
+  } finally {
+    clearTimeout(timer);
+    spawned.delete(child);
+  }
+}
+
+/** Asserts a CLI exit code; the message shows what the command printed. */
+export function expectExit(result: CliResult, code: number): void {
+  assert.equal(
+    result.code,
+    code,
+    `expected exit ${code}, got ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`,
+  );
 }
 
 /** A loopback port nothing listens on: connections to it are refused. */

@@ -1,7 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type ApiKey, Orchestra, OrchestraError, type Tenant } from '@orchestra/sdk';
+import {
+  type ApiKey,
+  type CreateTemplateInput,
+  Orchestra,
+  OrchestraError,
+  type Template,
+  type TemplateDefinition,
+  type TemplateVersionSummary,
+  type Tenant,
+} from '@orchestra/sdk';
 import { IdentityService, SYSTEM_TENANT_ID } from '../gateway/identity-service.ts';
 import { migrations } from '../migrations.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -30,6 +39,8 @@ Commands:
   keys create|list|revoke
                         Manage API keys of your tenant
   tenants create|list   Manage tenants (admins of the system tenant)
+  templates create|list|get|update|versions|rollback|delete
+                        Manage versioned agent templates
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -81,6 +92,32 @@ Common options: --url URL, --api-key KEY, --json`,
       Lists tenants (all of them for system admins, else your own).
 
 Common options: --url URL, --api-key KEY, --json`,
+  templates: `Usage: orchestra templates <create|list|get|update|versions|rollback|delete> [options]
+
+  templates create --file FILE
+      Creates a template (version 1) from a JSON file: an object with its "name" and
+      definition (description, labels, capabilities, input_schema, output_schema,
+      config_schema, config, default_timeout_ms, default_max_attempts, default_priority,
+      strategy). --file - reads standard input.
+  templates list [--name-prefix PREFIX] [--label KEY=VALUE ...]
+      Lists templates at their latest version. Repeat --label to require several labels.
+  templates get NAME|ID [--version N]
+      Shows a template at its latest version, or at version N.
+  templates update NAME|ID --file FILE [--if-version N]
+      Replaces the whole definition with the one in FILE, as a new version that becomes
+      the latest; fields left out go back to their defaults. FILE may be the output of
+      "templates get --json": its id, name, versions and timestamps are not sent.
+      With --if-version, refuses (PRECONDITION_FAILED) unless N is still the latest.
+  templates versions NAME|ID
+      Lists the versions of a template, newest first; * marks the latest.
+  templates rollback NAME|ID --to N
+      Makes version N the latest again. Creates no version.
+  templates delete NAME|ID    (alias: rm)
+      Deletes the template and all its versions.
+
+Creating, updating, rolling back and deleting need an admin or operator credential.
+
+Common options: --url URL, --api-key KEY, --json`,
   'recover-admin-key': `Usage: orchestra recover-admin-key [--tenant ID] [options]
 
 Creates a new admin key directly in the store, without a server or a credential: for when
@@ -109,7 +146,12 @@ const CLIENT_OPTIONS = {
 function parse<
   O extends Record<
     string,
-    { type: 'string' | 'boolean'; short?: string; default?: string | boolean }
+    {
+      type: 'string' | 'boolean';
+      short?: string;
+      multiple?: boolean;
+      default?: string | boolean | string[];
+    }
   >,
 >(args: string[], options: O) {
   try {
@@ -304,6 +346,259 @@ async function tenantsCommand(args: string[]): Promise<void> {
     }
     default:
       throw new UsageError(`unknown tenants subcommand "${sub}"; use create or list`);
+  }
+}
+
+/** Fields of `templates get --json` output that the server sets; an update does not send them. */
+const TEMPLATE_READ_ONLY_FIELDS = [
+  'id',
+  'tenant_id',
+  'name',
+  'version',
+  'latest_version',
+  'highest_version',
+  'created_at',
+  'updated_at',
+  'version_created_at',
+  'version_created_by',
+] as const;
+
+const TEMPLATE_SCHEMA_FIELDS = ['input_schema', 'output_schema', 'config_schema'] as const;
+
+/** The JSON object in `file` (`-`: standard input); usage errors name the file. */
+function readJsonObject(file: string): Record<string, unknown> {
+  const source = file === '-' ? 'standard input' : file;
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${source}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${source} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new UsageError(`${source} must hold a JSON object, such as {"name": "my-template"}`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * The definition in a template file, without what the server sets, so that the output of
+ * `templates get --json` can be edited and sent back. A null schema there means "none".
+ */
+function templateDefinition(document: Record<string, unknown>): TemplateDefinition {
+  const definition: Record<string, unknown> = { ...document };
+  for (const field of TEMPLATE_READ_ONLY_FIELDS) delete definition[field];
+  for (const field of TEMPLATE_SCHEMA_FIELDS) {
+    if (definition[field] === null) delete definition[field];
+  }
+  // Anything else, typos included, goes to the server, which names unknown fields.
+  return definition as TemplateDefinition;
+}
+
+/** A positive integer flag, such as `--version 3`. */
+function positiveInteger(flag: string, text: string): number {
+  if (!/^\d{1,9}$/.test(text) || Number(text) < 1) {
+    throw new UsageError(`${flag} must be a version number (1 or more), got "${text}"`);
+  }
+  return Number(text);
+}
+
+function labelsText(labels: Record<string, string>): string {
+  const pairs = Object.entries(labels).map(([key, value]) => `${key}=${value}`);
+  return pairs.length > 0 ? pairs.join(',') : '-';
+}
+
+function describeTemplate(t: Template): string {
+  const schema = (value: Record<string, unknown> | null) =>
+    value === null ? ' (none)' : `\n${JSON.stringify(value, null, 2)}`;
+  const rows: [string, string][] = [
+    ['Name', t.name],
+    ['ID', t.id],
+    ['Version', `${t.version} (latest ${t.latest_version}, highest ${t.highest_version})`],
+    ['Description', t.description || '-'],
+    ['Capabilities', t.capabilities.length > 0 ? t.capabilities.join(', ') : '-'],
+    ['Labels', labelsText(t.labels)],
+    [
+      'Defaults',
+      `timeout ${t.default_timeout_ms} ms, max attempts ${t.default_max_attempts}, priority ${t.default_priority}`,
+    ],
+    ['Strategy', t.strategy],
+    ['Created', t.created_at],
+    ['Updated', t.updated_at],
+    [`Version ${t.version}`, `created ${t.version_created_at} by ${t.version_created_by}`],
+  ];
+  const width = Math.max(...rows.map(([label]) => label.length)) + 2;
+  return [
+    ...rows.map(([label, value]) => `${`${label}:`.padEnd(width)}${value}`),
+    '',
+    `Input schema:${schema(t.input_schema)}`,
+    `Output schema:${schema(t.output_schema)}`,
+    `Config schema:${schema(t.config_schema)}`,
+    `Config:${Object.keys(t.config).length > 0 ? `\n${JSON.stringify(t.config, null, 2)}` : ' (none)'}`,
+  ].join('\n');
+}
+
+async function templatesCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    file: { type: 'string' },
+    'name-prefix': { type: 'string' },
+    label: { type: 'string', multiple: true },
+    version: { type: 'string' },
+    'if-version': { type: 'string' },
+    to: { type: 'string' },
+  });
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.templates}\n`);
+    if (sub === undefined) {
+      throw new UsageError(
+        'templates needs a subcommand: create, list, get, update, versions, rollback or delete',
+      );
+    }
+    return;
+  }
+  /** The NAME|ID argument of the subcommands that take one. */
+  const ref = () => {
+    const value = positionals[0];
+    if (value === undefined) throw new UsageError(`templates ${sub} needs a template name or id`);
+    return value;
+  };
+  switch (sub) {
+    case 'create': {
+      if (!values.file) throw new UsageError('templates create needs --file FILE (- for stdin)');
+      const document = readJsonObject(values.file);
+      if (typeof document.name !== 'string') {
+        throw new UsageError(
+          `${values.file === '-' ? 'standard input' : values.file} needs a "name" string`,
+        );
+      }
+      const input: CreateTemplateInput = {
+        ...templateDefinition(document),
+        name: document.name,
+      };
+      const template = await client(values).templates.create(input);
+      print(
+        values.json,
+        template,
+        () => `Created template ${template.name} (${template.id}), version ${template.version}.`,
+      );
+      return;
+    }
+    case 'list': {
+      const labels: Record<string, string> = {};
+      for (const selector of values.label ?? []) {
+        const at = selector.indexOf('=');
+        if (at < 1) throw new UsageError(`--label must be KEY=VALUE, got "${selector}"`);
+        labels[selector.slice(0, at)] = selector.slice(at + 1);
+      }
+      const templates: Template[] = [];
+      for await (const template of client(values).templates.listAll({
+        limit: 200,
+        labels,
+        ...(values['name-prefix'] ? { name_prefix: values['name-prefix'] } : {}),
+      })) {
+        templates.push(template);
+      }
+      print(values.json, templates, () =>
+        formatTable(
+          ['NAME', 'ID', 'LATEST', 'HIGHEST', 'CAPABILITIES', 'LABELS', 'UPDATED'],
+          templates.map((t) => [
+            t.name,
+            t.id,
+            String(t.latest_version),
+            String(t.highest_version),
+            t.capabilities.length > 0 ? t.capabilities.join(',') : '-',
+            labelsText(t.labels),
+            t.updated_at,
+          ]),
+        ),
+      );
+      return;
+    }
+    case 'get': {
+      const name = ref();
+      const version =
+        values.version === undefined ? undefined : positiveInteger('--version', values.version);
+      const template = await client(values).templates.get(
+        name,
+        version === undefined ? {} : { version },
+      );
+      print(values.json, template, () => describeTemplate(template));
+      return;
+    }
+    case 'update': {
+      const name = ref();
+      if (!values.file) throw new UsageError('templates update needs --file FILE (- for stdin)');
+      const ifVersion =
+        values['if-version'] === undefined
+          ? undefined
+          : positiveInteger('--if-version', values['if-version']);
+      const document = readJsonObject(values.file);
+      if (typeof document.name === 'string' && !name.startsWith('tpl_') && document.name !== name) {
+        throw new UsageError(
+          `${values.file === '-' ? 'standard input' : values.file} is for template "${document.name}", not "${name}"; templates cannot be renamed`,
+        );
+      }
+      const template = await client(values).templates.update(
+        name,
+        templateDefinition(document),
+        ifVersion === undefined ? {} : { ifVersion },
+      );
+      print(
+        values.json,
+        template,
+        () =>
+          `Updated template ${template.name} (${template.id}): version ${template.version} is the latest.`,
+      );
+      return;
+    }
+    case 'versions': {
+      const name = ref();
+      const versions: TemplateVersionSummary[] = [];
+      for await (const version of client(values).templates.versionsAll(name, { limit: 200 })) {
+        versions.push(version);
+      }
+      print(values.json, versions, () =>
+        formatTable(
+          ['VERSION', 'LATEST', 'CREATED', 'CREATED BY'],
+          versions.map((v) => [String(v.version), v.latest ? '*' : '', v.created_at, v.created_by]),
+        ),
+      );
+      return;
+    }
+    case 'rollback': {
+      const name = ref();
+      if (values.to === undefined) {
+        throw new UsageError('templates rollback needs --to N, the version to make the latest');
+      }
+      const template = await client(values).templates.rollback(
+        name,
+        positiveInteger('--to', values.to),
+      );
+      print(
+        values.json,
+        template,
+        () =>
+          `Rolled back template ${template.name} (${template.id}): version ${template.latest_version} is the latest (highest ${template.highest_version}).`,
+      );
+      return;
+    }
+    case 'delete':
+    case 'rm': {
+      const name = ref();
+      await client(values).templates.delete(name);
+      print(values.json, { deleted: name }, () => `Deleted template ${name}.`);
+      return;
+    }
+    default:
+      throw new UsageError(
+        `unknown templates subcommand "${sub}"; use create, list, get, update, versions, rollback or delete`,
+      );
   }
 }
 
@@ -505,6 +800,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'tenants':
         await tenantsCommand(args);
+        return 0;
+      case 'templates':
+        await templatesCommand(args);
         return 0;
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);
