@@ -7,6 +7,7 @@ import packageJson from '../package.json' with { type: 'json' };
 import { buildApp } from './app.ts';
 import { InProcessBus } from './bus/bus.ts';
 import { EventLog } from './events/event-log.ts';
+import { EventRetention } from './events/retention.ts';
 import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
 import { migrations } from './migrations.ts';
 import { JwtVerifier } from './platform/jwt.ts';
@@ -71,6 +72,7 @@ export async function startServer(
   });
   let app: FastifyInstance | undefined;
   let rateLimiter: InMemoryRateLimiter | undefined;
+  let retention: EventRetention | undefined;
   try {
     const applied = await store.migrate(migrations);
     log.info({ store: store.kind, location: store.location, applied }, 'store ready');
@@ -107,6 +109,9 @@ export async function startServer(
     const shutdown = new AbortController();
     const bus = new InProcessBus();
     const templates = new TemplateService({ store });
+    const events = new EventLog({ store, bus });
+    retention = new EventRetention({ events, retentionMs: settings.eventRetentionMs, log });
+    await retention.start();
     const metrics = new Metrics({
       version: VERSION,
       instanceId: settings.instanceId,
@@ -120,7 +125,7 @@ export async function startServer(
       rateLimiter,
       identity,
       templates,
-      tasks: new TaskService({ store, events: new EventLog({ store, bus }), templates }),
+      tasks: new TaskService({ store, events, templates }),
       version: VERSION,
       shutdown: shutdown.signal,
       isClosing: () => closing,
@@ -132,6 +137,7 @@ export async function startServer(
     log.info({ url, version: VERSION }, 'orchestra listening');
 
     let closed: Promise<void> | undefined;
+    const sweeper = retention;
     const limiter = rateLimiter;
     const close = () => {
       closed ??= (async () => {
@@ -152,6 +158,7 @@ export async function startServer(
         }
         clearTimeout(timer);
         limiter?.close();
+        await sweeper?.stop();
         await bus.close();
         await store.close();
         log.info('shutdown complete');
@@ -161,6 +168,7 @@ export async function startServer(
     return { url, app: built, store, settings, log, close };
   } catch (err) {
     await app?.close().catch(() => {});
+    await retention?.stop();
     rateLimiter?.close();
     await store.close().catch(() => {});
     throw err;

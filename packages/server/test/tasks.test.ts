@@ -538,3 +538,60 @@ describe('durability', () => {
     }
   });
 });
+
+describe('event retention', () => {
+  test('events older than ORCHESTRA_EVENT_RETENTION_MS are trimmed at start, and readers see the gap', async () => {
+    const dir = tempDir();
+    const settings = loadSettings({
+      ORCHESTRA_PORT: '0',
+      ORCHESTRA_HOST: '127.0.0.1',
+      ORCHESTRA_DATA_DIR: dir.path,
+      ORCHESTRA_EVENT_RETENTION_MS: '3600000',
+    });
+    const log = pino({ level: 'silent' });
+    try {
+      const first = await startServer(settings, { log });
+      const key = readFileSync(join(dir.path, 'admin-key'), 'utf8').trim();
+      const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+      const created = await fetch(`${first.url}/v1/tasks`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ capabilities: ['x'] }),
+      });
+      const { id } = (await created.json()) as { id: string };
+      await fetch(`${first.url}/v1/tasks/${id}/cancel`, { method: 'POST', headers });
+      // The queued event is two hours old; the cancellation is fresh.
+      await first.store.db
+        .updateTable('events')
+        .set({ created_at: new Date(Date.now() - 7_200_000).toISOString() })
+        .where('stream_id', '=', `task:${id}`)
+        .where('offset', '=', 1)
+        .execute();
+      await first.close();
+      const second = await startServer(settings, { log });
+      try {
+        const stream = await fetch(`${second.url}/v1/tasks/${id}/events`, {
+          headers,
+          signal: AbortSignal.timeout(30_000),
+        });
+        const items = (await stream.text())
+          .split('\n')
+          .filter(Boolean)
+          .map(
+            (line) => JSON.parse(line) as { type: string; offset?: number; first_offset?: number },
+          );
+        assert.deepEqual(
+          items.map((i) => [i.type, i.offset ?? i.first_offset]),
+          [
+            ['stream.gap', 2],
+            ['task.cancelled', 2],
+          ],
+        );
+      } finally {
+        await second.close();
+      }
+    } finally {
+      dir.remove();
+    }
+  });
+});

@@ -144,6 +144,15 @@ export const SETTINGS = {
       'How long a node reuses an API key it has verified before asking the store again. A revoked key stops at once on the node that revoked it, and on other nodes within this time.',
     default: 5000,
   },
+  eventRetentionMs: {
+    env: 'ORCHESTRA_EVENT_RETENTION_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 60_000, maximum: 31_536_000_000 }),
+    allowed: 'an integer from 60000 (1 minute) to 31536000000 (365 days)',
+    description:
+      'How long task events stay replayable. Older events are deleted; a reader that asks for them gets a stream.gap.',
+    default: 604_800_000,
+  },
   bodyLimitBytes: {
     env: 'ORCHESTRA_BODY_LIMIT_BYTES',
     kind: 'int',
