@@ -1,14 +1,14 @@
 import Type, { type Static } from 'typebox';
+import { STRATEGY_NAMES } from '../balancing/strategies.ts';
 import { Labels, Timestamp } from '../platform/schemas.ts';
 
 /** Versions are stored as 32-bit integers. */
 export const MAX_VERSION = 2_147_483_647;
 
 /** Dispatch strategies of the shared load-balancing module (ARCHITECTURE.md). */
-export const Strategy = Type.Enum(
-  ['round_robin', 'weighted', 'least_connections', 'latency', 'resource', 'consistent_hash'],
-  { description: 'How tasks of this template choose an agent.' },
-);
+export const Strategy = Type.Enum([...STRATEGY_NAMES], {
+  description: 'How tasks of this template choose an agent (docs/load-balancing.md).',
+});
 
 export const TemplateName = Type.String({
   pattern: '^(?!tpl_)[a-z0-9][a-z0-9._-]{0,99}$',
