@@ -16,7 +16,7 @@ import type { Metrics } from './platform/metrics.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
-import { buildRequestValidator } from './platform/validation.ts';
+import { buildRequestValidator, MAX_JSON_DEPTH, nestsDeeperThan } from './platform/validation.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
 import { taskRoutes } from './tasks/routes.ts';
 import type { TaskService } from './tasks/task-service.ts';
@@ -80,7 +80,23 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
       done(null, undefined);
       return;
     }
-    parseJson(request, text, done);
+    parseJson(request, text, (err, value) => {
+      if (err) {
+        done(err);
+        return;
+      }
+      // Deeper values would overflow the stack later (JSON.stringify), as a 500.
+      if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
+        const message = `nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`;
+        done(
+          new ApiError('VALIDATION_FAILED', `body: ${message}`, {
+            details: { fields: [{ field: 'body', message }] },
+          }),
+        );
+        return;
+      }
+      done(null, value);
+    });
   });
 
   // First, so that a request shed under load costs no authentication or store lookup.

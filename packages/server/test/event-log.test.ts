@@ -125,20 +125,17 @@ for (const variant of STORE_VARIANTS) {
     test('follow replays, then delivers live events, and ends at the last one', async () => {
       await append('s:live', 'queued', 'running');
       const seen: StreamItem[] = [];
-      const done = (async () => {
-        for await (const item of log.follow('ten-a', 's:live', 1, {
-          signal: AbortSignal.timeout(30_000),
-          isLast: (e) => e.type === 'succeeded',
-        })) {
-          seen.push(item);
-          if (seen.length === 1) {
-            // Appended while the follower waits: it must arrive, in order, once.
-            await append('s:live', 'progress');
-            await append('s:live', 'succeeded', 'after-the-end');
-          }
+      for await (const item of log.follow('ten-a', 's:live', 1, {
+        signal: AbortSignal.timeout(30_000),
+        isLast: (e) => e.type === 'succeeded',
+      })) {
+        seen.push(item);
+        if (seen.length === 1) {
+          // Appended while the follower waits: each must arrive, in order, once.
+          await append('s:live', 'progress');
+          await append('s:live', 'succeeded');
         }
-      })();
-      await done;
+      }
       assert.deepEqual(
         seen.map((e) => ('offset' in e ? [e.offset, e.type] : e.type)),
         [
@@ -147,6 +144,37 @@ for (const variant of STORE_VARIANTS) {
           [4, 'succeeded'],
         ],
       );
+    });
+
+    test('a last event that is not the newest does not end the stream (a retried task)', async () => {
+      await append('s:retried', 'failed', 'retried', 'queued');
+      const seen: string[] = [];
+      const controller = new AbortController();
+      for await (const item of log.follow('ten-a', 's:retried', 0, {
+        signal: controller.signal,
+        isLast: (e) => e.type === 'failed' || e.type === 'succeeded',
+      })) {
+        seen.push(item.type);
+        if (item.type === 'queued') await append('s:retried', 'succeeded');
+      }
+      assert.deepEqual(seen, ['failed', 'retried', 'queued', 'succeeded']);
+    });
+
+    test('endWhenCaughtUp ends a stream once everything was delivered', async () => {
+      await append('s:caught-up', 'only');
+      let asked = 0;
+      const seen: string[] = [];
+      for await (const item of log.follow('ten-a', 's:caught-up', 0, {
+        signal: AbortSignal.timeout(30_000),
+        endWhenCaughtUp: async () => {
+          asked += 1;
+          return true;
+        },
+      })) {
+        seen.push(item.type);
+      }
+      assert.deepEqual(seen, ['only']);
+      assert.equal(asked, 1);
     });
 
     test('follow ends quietly when aborted', async () => {

@@ -82,6 +82,8 @@ export async function startTestServer(
     ORCHESTRA_DATA_DIR: dir.path,
     ORCHESTRA_LOG_LEVEL: options.logTo ? 'info' : 'silent',
     ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+    // Suites run in parallel on small machines: shedding is tested where a test asks for it.
+    ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
     ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
     ...options.env,
   });

@@ -377,7 +377,17 @@ for (const store of STORE_VARIANTS) {
       assert.match(sse.contentType ?? '', /text\/event-stream/);
       assert.match(
         sse.text,
-        /^retry: 2000\n\nid: 4\nevent: task\.queued\ndata: \{.*\}\n\nid: 5\nevent: task\.cancelled\ndata: /,
+        /^retry: 2000\n\nid: 4\nevent: task\.queued\ndata: \{.*\}\n\nid: 5\nevent: task\.cancelled\ndata: .*\n\nevent: stream\.end\n/,
+      );
+      // A finished stream read to its end: 204, which stops EventSource from reconnecting.
+      const done = await readStream(server, task.id, {
+        headers: { accept: 'text/event-stream', 'last-event-id': '5' },
+      });
+      assert.deepEqual([done.status, done.text], [204, '']);
+      expectError(
+        await server.call('GET', `/v1/tasks/${task.id}/events?after=99`),
+        400,
+        'VALIDATION_FAILED',
       );
       expectError(
         await server.call('GET', `/v1/tasks/${task.id}/events`, {
@@ -407,6 +417,66 @@ for (const store of STORE_VARIANTS) {
         ...items.slice(1),
       ]);
       assert.equal(items[1]?.type, 'task.cancelled');
+    });
+
+    test('a finished task whose events were all trimmed: the stream says so and ends', async () => {
+      const task = (await submit({ capabilities: ['x'] })).body;
+      await server.call('POST', `/v1/tasks/${task.id}/cancel`);
+      await server.store.db
+        .updateTable('events')
+        .set({ created_at: '2000-01-01T00:00:00.000Z' })
+        .where('stream_id', '=', `task:${task.id}`)
+        .execute();
+      await new EventLog({ store: server.store, bus: new InProcessBus() }).trim(
+        new Date('2001-01-01'),
+      );
+      const items = ndjson((await readStream(server, task.id)).text);
+      assert.deepEqual(items, [{ type: 'stream.gap', after: 0, first_offset: 3 }]);
+    });
+
+    test('a replayed submit with ?wait waits like the first one', async () => {
+      const key = `replay-wait-${store}`;
+      await submit({ capabilities: ['x'], idempotency_key: key });
+      const pending = await submit(
+        { capabilities: ['x'], idempotency_key: key },
+        { query: '?wait=200ms' },
+      );
+      assert.deepEqual([pending.status, pending.headers.get('idempotent-replayed')], [202, 'true']);
+      await server.call('POST', `/v1/tasks/${pending.body.id}/cancel`);
+      const ended = await submit(
+        { capabilities: ['x'], idempotency_key: key },
+        { query: '?wait=30s' },
+      );
+      assert.deepEqual([ended.status, ended.body.state], [200, 'cancelled']);
+    });
+
+    test('absurd inputs are 400s: deep nesting, unsafe patterns in schemas', async () => {
+      // Written as text: JSON.stringify itself overflows at this depth.
+      const deep = `{"capabilities":["x"],"input":${'{"d":'.repeat(5000)}1${'}'.repeat(5000)}}`;
+      const nested = expectError(
+        await server.call('POST', '/v1/tasks', { body: deep }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.match(nested.message, /deeper than 64 levels/);
+      const redos = await server.call('POST', '/v1/templates', {
+        body: {
+          name: `redos-${store}`,
+          input_schema: { type: 'string', maxLength: 100, pattern: '^(a+)+$' },
+        },
+      });
+      assert.match(expectError(redos, 400, 'VALIDATION_FAILED').message, /nests quantifiers/);
+      const unsafe2020 = await server.call('POST', '/v1/templates', {
+        body: {
+          name: `unsafe-2020-${store}`,
+          input_schema: {
+            $schema: 'https://json-schema.org/draft/2020-12/schema',
+            type: 'array',
+            uniqueItems: true,
+          },
+        },
+      });
+      assert.match(expectError(unsafe2020, 400, 'VALIDATION_FAILED').message, /not safe/);
     });
 
     test('roles: viewers read and stream, operators submit, agents do neither', async () => {
@@ -593,5 +663,31 @@ describe('event retention', () => {
     } finally {
       dir.remove();
     }
+  });
+});
+
+describe('shutdown with open streams', () => {
+  test('an open keep-alive event stream does not hold the drain until the deadline', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const server = await startTestServer({
+      logTo: lines,
+      env: { ORCHESTRA_SHUTDOWN_TIMEOUT_MS: '20000' },
+    });
+    const task = await server.call('POST', '/v1/tasks', { body: { capabilities: ['x'] } });
+    const stream = await fetch(`${server.url}/v1/tasks/${task.body.id}/events`, {
+      headers: { authorization: `Bearer ${server.adminKey}`, accept: 'text/event-stream' },
+    });
+    assert.equal(stream.status, 200);
+    const body = stream.text(); // ends when the server ends the stream
+    await server.stop();
+    await body;
+    const messages = lines.map((l) => l.msg);
+    assert.ok(messages.includes('shutdown complete'));
+    assert.ok(
+      !messages.includes(
+        'in-flight requests did not finish before the deadline; closing their connections',
+      ),
+      'the stream held the shutdown until its deadline',
+    );
   });
 });

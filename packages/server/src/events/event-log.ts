@@ -30,8 +30,15 @@ export interface NewEvent {
 /** Appends events within a transaction; `EventLog.transaction` publishes wake-ups after it commits. */
 export type Emit = (stream: string, tenantId: string, events: NewEvent[]) => Promise<StreamEvent[]>;
 
+interface WatchedStream {
+  /** The head seen at the last check; undefined before the first. */
+  lastOffset: number | undefined;
+  wakers: Set<() => void>;
+  unsubscribe: () => void;
+}
+
 const READ_BATCH = 500;
-/** A follower re-reads the store this often even without a wake-up (a lost message, another node). */
+/** Watched streams are checked this often even without a wake-up (a lost message, another node). */
 const FOLLOW_POLL_MS = 2_000;
 
 const wakeSubject = (stream: string) => `events.${stream}`;
@@ -45,6 +52,8 @@ const wakeSubject = (stream: string) => `events.${stream}`;
 export class EventLog {
   readonly #store: RelationalStore;
   readonly #bus: Bus;
+  readonly #watched = new Map<string, WatchedStream>();
+  #pollTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: { store: RelationalStore; bus: Bus }) {
     this.#store = deps.store;
@@ -68,10 +77,22 @@ export class EventLog {
     return result;
   }
 
+  /** The newest offset of a stream (0 before its first event), or undefined if it does not exist. */
+  async head(tenantId: string, stream: string): Promise<number | undefined> {
+    const row = await this.#store.db
+      .selectFrom('event_streams')
+      .select('last_offset')
+      .where('id', '=', stream)
+      .where('tenant_id', '=', tenantId)
+      .executeTakeFirst();
+    return row?.last_offset;
+  }
+
   /**
-   * Events after `after`, oldest first, at most `limit`. Resolves to undefined when the
-   * stream does not exist in this tenant. `gap` is set when events after `after` are no
-   * longer retained.
+   * Events after `after`, oldest first, at most `limit`, up to the head read first (one
+   * consistent view even while others append). Resolves to undefined when the stream does
+   * not exist in this tenant. `gap` is set when events after `after` are no longer retained;
+   * its `first_offset` is the first that can still be read (the next one if none is kept).
    */
   async read(
     tenantId: string,
@@ -79,19 +100,15 @@ export class EventLog {
     after: number,
     limit = READ_BATCH,
   ): Promise<{ events: StreamEvent[]; lastOffset: number; gap?: StreamGap } | undefined> {
-    const head = await this.#store.db
-      .selectFrom('event_streams')
-      .select('last_offset')
-      .where('id', '=', stream)
-      .where('tenant_id', '=', tenantId)
-      .executeTakeFirst();
-    if (head === undefined) return undefined;
-    if (after >= head.last_offset) return { events: [], lastOffset: head.last_offset };
+    const lastOffset = await this.head(tenantId, stream);
+    if (lastOffset === undefined) return undefined;
+    if (after >= lastOffset) return { events: [], lastOffset };
     const rows = await this.#store.db
       .selectFrom('events')
       .select(['offset', 'type', 'data', 'created_at'])
       .where('stream_id', '=', stream)
       .where('offset', '>', after)
+      .where('offset', '<=', lastOffset)
       .orderBy('offset')
       .limit(limit)
       .execute();
@@ -101,26 +118,32 @@ export class EventLog {
       time: r.created_at,
       data: JSON.parse(r.data) as unknown,
     }));
-    const first = events[0]?.offset ?? head.last_offset + 1;
+    const first = events[0]?.offset ?? lastOffset + 1;
     const gap: StreamGap | undefined =
       first > after + 1 ? { type: 'stream.gap', after, first_offset: first } : undefined;
-    return { events, lastOffset: head.last_offset, ...(gap ? { gap } : {}) };
+    return { events, lastOffset, ...(gap ? { gap } : {}) };
   }
 
   /**
-   * Replays a stream after `after` and then follows it live, until an event for which
-   * `isLast` is true is also the newest in the stream, or `signal` aborts. Yields a `stream.gap` first when events after
-   * `after` have been trimmed. Throws nothing when aborted: it just ends.
+   * Replays a stream after `after`, then follows it live. Ends when `signal` aborts; when an
+   * event for which `isLast` is true is also the newest; or, once everything up to the
+   * newest event was delivered, when `endWhenCaughtUp` says nothing more will come (the
+   * terminal event may have been trimmed). Yields a `stream.gap` where events were trimmed,
+   * then goes on from the first retained one. Throws nothing when aborted: it just ends.
    */
   async *follow(
     tenantId: string,
     stream: string,
     after: number,
-    options: { signal: AbortSignal; isLast?: (event: StreamEvent) => boolean },
+    options: {
+      signal: AbortSignal;
+      isLast?: (event: StreamEvent) => boolean;
+      endWhenCaughtUp?: () => Promise<boolean>;
+    },
   ): AsyncIterable<StreamItem> {
     let wake: (() => void) | undefined;
     let dirty = true;
-    const unsubscribe = this.#bus.subscribe(wakeSubject(stream), () => {
+    const release = this.#watch(stream, () => {
       dirty = true;
       wake?.();
     });
@@ -131,11 +154,7 @@ export class EventLog {
       while (!options.signal.aborted) {
         if (!dirty) {
           await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, FOLLOW_POLL_MS);
-            wake = () => {
-              clearTimeout(timer);
-              resolve();
-            };
+            wake = resolve;
           });
           wake = undefined;
           if (options.signal.aborted) return;
@@ -143,7 +162,10 @@ export class EventLog {
         dirty = false;
         const page = await this.read(tenantId, stream, cursor);
         if (page === undefined) return;
-        if (page.gap) yield page.gap;
+        if (page.gap) {
+          yield page.gap;
+          cursor = page.gap.first_offset - 1;
+        }
         for (const event of page.events) {
           yield event;
           cursor = event.offset;
@@ -151,11 +173,73 @@ export class EventLog {
           // goes on past its earlier terminal event.
           if (options.isLast?.(event) && event.offset >= page.lastOffset) return;
         }
-        if (page.events.length === READ_BATCH) dirty = true; // more to read at once
+        if (page.events.length === READ_BATCH)
+          dirty = true; // more to read at once
+        else if (cursor >= page.lastOffset && (await options.endWhenCaughtUp?.())) return;
       }
     } finally {
-      unsubscribe();
+      release();
       options.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Registers a follower's wake-up. Per stream and node there is one bus subscription, and
+   * one periodic check of every watched stream's head in a single query, whatever the
+   * number of followers: a lost wake-up or an append on another node costs latency, not a
+   * query per follower.
+   */
+  #watch(stream: string, waker: () => void): () => void {
+    let watched = this.#watched.get(stream);
+    if (watched === undefined) {
+      const entry: WatchedStream = {
+        lastOffset: undefined,
+        wakers: new Set(),
+        unsubscribe: () => {},
+      };
+      entry.unsubscribe = this.#bus.subscribe(wakeSubject(stream), () => {
+        for (const w of entry.wakers) w();
+      });
+      this.#watched.set(stream, entry);
+      watched = entry;
+    }
+    watched.wakers.add(waker);
+    if (this.#pollTimer === undefined) {
+      this.#pollTimer = setInterval(() => {
+        this.#pollHeads().catch(() => {}); // a failed check is retried at the next tick
+      }, FOLLOW_POLL_MS);
+      this.#pollTimer.unref();
+    }
+    const entry = watched;
+    return () => {
+      entry.wakers.delete(waker);
+      if (entry.wakers.size === 0) {
+        entry.unsubscribe();
+        this.#watched.delete(stream);
+      }
+      if (this.#watched.size === 0) {
+        clearInterval(this.#pollTimer);
+        this.#pollTimer = undefined;
+      }
+    };
+  }
+
+  async #pollHeads(): Promise<void> {
+    const ids = [...this.#watched.keys()];
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.#store.db
+        .selectFrom('event_streams')
+        .select(['id', 'last_offset'])
+        .where('id', 'in', ids.slice(i, i + 500))
+        .execute();
+      for (const row of rows) {
+        const entry = this.#watched.get(row.id);
+        if (entry === undefined) continue;
+        if (entry.lastOffset !== undefined && entry.lastOffset !== row.last_offset) {
+          for (const w of entry.wakers) w();
+        }
+        entry.lastOffset = row.last_offset;
+      }
     }
   }
 

@@ -67,6 +67,7 @@ export async function sendStream(
     'x-accel-buffering': 'no', // nginx: do not buffer the stream
     'x-request-id': request.id,
   });
+  res.flushHeaders(); // the status line now, not with the first event
   const onClose = () => controller.abort();
   res.on('close', onClose);
   const heartbeat =
@@ -75,6 +76,7 @@ export async function sendStream(
       : undefined;
   heartbeat?.unref();
   if (options.format === 'sse') res.write('retry: 2000\n\n');
+  let failed = false;
   try {
     for await (const item of open(signal)) {
       if (signal.aborted) break;
@@ -83,7 +85,11 @@ export async function sendStream(
         await once(res, 'drain', { signal }).catch(() => undefined);
       }
     }
+    // Ended by itself (the task is over): say so, so that EventSource does not reconnect.
+    if (!signal.aborted && options.format === 'sse')
+      res.write('event: stream.end\ndata: {"type":"stream.end"}\n\n');
   } catch (err) {
+    failed = true;
     request.log.warn({ err }, 'event stream ended by an error');
     if (!res.destroyed && options.format === 'sse') {
       res.write(
@@ -93,6 +99,13 @@ export async function sendStream(
   } finally {
     clearInterval(heartbeat);
     res.off('close', onClose);
-    if (!res.destroyed) res.end();
+    if (failed && options.format === 'ndjson') {
+      // NDJSON has no error item: a broken connection tells the client to resume.
+      res.destroy();
+    } else if (!res.destroyed) {
+      res.end();
+      // At shutdown, do not leave the keep-alive connection to hold the drain.
+      if (options.stop.aborted) res.once('finish', () => res.socket?.destroy());
+    }
   }
 }

@@ -134,6 +134,11 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     }
   });
 
+  app.addHook('onSend', async (_request, reply) => {
+    // A response finished during shutdown closes its connection: keep-alive would hold the drain.
+    if (options.isClosing()) reply.header('connection', 'close');
+  });
+
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? '(unmatched)';
     const labels = { method: request.method, route, status_code: reply.statusCode };

@@ -31,3 +31,22 @@ export function buildRequestValidator(
   const text = createAjv({ coerceTypes: 'array' }, shared);
   return ({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema as object);
 }
+
+/** Deepest nesting of arrays and objects accepted in a request body. */
+export const MAX_JSON_DEPTH = 64;
+
+/** True when `value` nests arrays or objects deeper than `limit`; iterative, so it cannot overflow. */
+export function nestsDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const next = stack.pop();
+    if (next === undefined) break;
+    const [item, depth] = next;
+    if (typeof item !== 'object' || item === null) continue;
+    if (depth >= limit) return true;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return false;
+}

@@ -58,7 +58,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
         tags: ['tasks'],
         summary: 'Submit a task',
         description:
-          'The task is stored durably before the response. 201: created (and, with `wait`, ended in time). 202: created, still running when `wait` ran out. 200: a task with this idempotency key existed; it is returned (`Idempotent-Replayed: true`).',
+          'The task is stored durably before the response. 201: created (and, with `wait`, ended in time). 202: still running when `wait` ran out. 200: a task with this idempotency key existed (`Idempotent-Replayed: true`) and, with `wait`, has ended.',
         querystring: Type.Object({ wait: Type.Optional(Wait) }, { additionalProperties: false }),
         body: CreateTask,
         response: {
@@ -74,17 +74,15 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
       const wait = waitMs(request.query.wait);
       const principal = principalOf(request);
       const { task, created } = await tasks.create(principal, request.body);
-      if (!created) {
-        reply.header('idempotent-replayed', 'true');
-        reply.status(200);
-        return task;
-      }
+      if (!created) reply.header('idempotent-replayed', 'true');
       if (wait === undefined) {
-        reply.status(201);
+        reply.status(created ? 201 : 200);
         return task;
       }
+      // A replayed submit waits too: retrying a ?wait call after a network error must behave
+      // like the first one.
       const current = await tasks.waitForEnd(principal, task.id, wait, requestSignal(request.raw));
-      reply.status(isTerminal(current.state) ? 201 : 202);
+      reply.status(!isTerminal(current.state) ? 202 : created ? 201 : 200);
       return current;
     },
   );
@@ -185,7 +183,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
         tags: ['tasks'],
         summary: 'Stream the task’s events',
         description:
-          'Server-Sent Events with `Accept: text/event-stream` (each event’s `id` is its offset), NDJSON otherwise. Replays the retained events after `Last-Event-ID` or `after` (default: from the start), then follows live, and ends after the terminal event. A `stream.gap` item says that events were trimmed by retention.',
+          'Server-Sent Events with `Accept: text/event-stream` (each event’s `id` is its offset), NDJSON otherwise. Replays the retained events after `Last-Event-ID` or `after` (default: from the start), then follows live, and ends after the terminal event (SSE then sends `stream.end`). A `stream.gap` item says that events were trimmed by retention. 204 when the task is over and nothing is left after `after`; 400 when `after` is beyond the newest event.',
         params: TaskParams,
         querystring: Type.Object(
           {
@@ -197,14 +195,29 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
         ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
         produces: ['text/event-stream', 'application/x-ndjson'],
-        response: { 200: Type.Ref('TaskEvent'), ...errorResponses },
+        response: {
+          200: Type.Union([
+            Type.Ref('TaskEvent'),
+            Type.Object({
+              type: Type.Literal('stream.gap'),
+              after: Type.Integer(),
+              first_offset: Type.Integer(),
+            }),
+          ]),
+          204: Type.Null(),
+          ...errorResponses,
+        },
       },
       config: { auth: READ_ROLES },
     },
     async (request, reply) => {
       const principal = principalOf(request);
       const after = resumeAfter(request.headers['last-event-id'], request.query.after);
-      await tasks.get(principal, request.params.id); // 404 before the stream starts
+      // Errors (404, 400) before the stream starts; 204 tells EventSource not to reconnect.
+      if ((await tasks.openEvents(principal, request.params.id, after)) === 'ended') {
+        reply.status(204);
+        return null;
+      }
       await sendStream(
         request,
         reply,
@@ -214,6 +227,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
           stop: shutdown,
         },
       );
+      return reply;
     },
   );
 };

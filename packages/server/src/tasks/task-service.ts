@@ -336,32 +336,63 @@ export class TaskService {
     const current = await this.get(principal, id);
     if (isTerminal(current.state)) return current;
     const stop = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
-    const head = await this.#events.read(principal.tenant.id, taskStream(id), 0, 0);
-    for await (const _event of this.events(principal, id, head?.lastOffset ?? 0, stop)) {
+    const head = (await this.#events.head(principal.tenant.id, taskStream(id))) ?? 0;
+    for await (const _event of this.#follow(principal, id, head, stop)) {
       // Draining to the terminal event; the task row is the answer.
     }
     return this.get(principal, id);
   }
 
   /**
-   * The task's events after `after`, then live ones, until the task ends (the terminal
-   * event is the last one delivered) or `signal` aborts. Throws TASK_NOT_FOUND first.
+   * Checks a request for the task's events before any is sent: TASK_NOT_FOUND, or
+   * VALIDATION_FAILED when `after` is beyond the newest event. Resolves to `ended` when the
+   * task is over and the reader has everything (nothing will come), else `open`.
    */
-  async *events(
+  async openEvents(principal: Principal, id: string, after: number): Promise<'open' | 'ended'> {
+    const task = await this.#find(this.#store.db, principal.tenant.id, id);
+    const head = (await this.#events.head(principal.tenant.id, taskStream(id))) ?? 0;
+    if (after > head) {
+      const message = `is beyond the newest event of this task (${head})`;
+      throw new ApiError('VALIDATION_FAILED', `after: ${message}`, {
+        details: { fields: [{ field: 'querystring.after', message }] },
+      });
+    }
+    return isTerminal(task.state) && after >= head ? 'ended' : 'open';
+  }
+
+  /**
+   * The task's events after `after`, then live ones, until the task is over and every event
+   * was delivered (the terminal one last, unless retention trimmed it), or `signal` aborts.
+   * Check the request with `openEvents` first.
+   */
+  events(
     principal: Principal,
     id: string,
     after: number,
     signal: AbortSignal,
   ): AsyncIterable<StreamItem> {
-    const task = await this.#find(this.#store.db, principal.tenant.id, id);
-    if (isTerminal(task.state)) {
-      // Ended, and the reader has seen everything: nothing more will come.
-      const head = await this.#events.read(principal.tenant.id, taskStream(id), 0, 0);
-      if (after >= (head?.lastOffset ?? 0)) return;
-    }
-    yield* this.#events.follow(principal.tenant.id, taskStream(id), after, {
+    return this.#follow(principal, id, after, signal);
+  }
+
+  #follow(
+    principal: Principal,
+    id: string,
+    after: number,
+    signal: AbortSignal,
+  ): AsyncIterable<StreamItem> {
+    const tenantId = principal.tenant.id;
+    return this.#events.follow(tenantId, taskStream(id), after, {
       signal,
       isLast: (event: StreamEvent) => isTerminalEvent(event),
+      endWhenCaughtUp: async () => {
+        const row = await this.#store.db
+          .selectFrom('tasks')
+          .select('state')
+          .where('tenant_id', '=', tenantId)
+          .where('id', '=', id)
+          .executeTakeFirst();
+        return row === undefined || isTerminal(row.state);
+      },
     });
   }
 

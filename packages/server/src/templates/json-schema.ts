@@ -16,7 +16,9 @@ export type SchemaCheck = { ok: true; validate: ValidateFunction } | { ok: false
 
 function createAjv<T extends Ajv>(AjvClass: new (options: object) => T): T {
   // strict off: user schemas may carry annotations and vendor keywords we do not know.
-  const ajv = new AjvClass({ strict: false, allErrors: true, validateSchema: true });
+  // allErrors off: validation stops at the first failure, so a failed maxLength does not
+  // still run an expensive pattern on the same long string.
+  const ajv = new AjvClass({ strict: false, allErrors: false, validateSchema: true });
   addFormats.default(ajv);
   return ajv;
 }
@@ -40,10 +42,18 @@ export class UserSchemaCompiler {
     if (!ajv.validateSchema(schema)) {
       return { ok: false, message: `is not a valid JSON Schema: ${describeErrors(ajv.errors)}` };
     }
-    if (!is2020 && !this.#secure(schema)) {
+    // The secure meta-schema is written for draft-07; its rules apply to 2020-12 keywords too.
+    if (!this.#secure(schema)) {
       return {
         ok: false,
         message: `is not safe to evaluate: ${describeErrors(this.#secure.errors)}`,
+      };
+    }
+    const risky = findBacktrackingPattern(schema);
+    if (risky !== undefined) {
+      return {
+        ok: false,
+        message: `is not safe to evaluate: the pattern ${JSON.stringify(risky)} nests quantifiers, which can take exponential time`,
       };
     }
     try {
@@ -68,4 +78,34 @@ export function describeErrors(errors: ErrorObject[] | null | undefined, limit =
   return errors.length > limit
     ? `${parts.join('; ')}; and ${errors.length - limit} more`
     : parts.join('; ');
+}
+
+/** A group that contains a quantifier and is quantified itself: `(a+)+`, `(\w*x)*`, `(ab{2,})+`. */
+const NESTED_QUANTIFIER = /\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{]/;
+
+/**
+ * The first `pattern` (or `patternProperties` key) in a schema whose regular expression
+ * nests quantifiers, the classic shape of catastrophic backtracking. A heuristic: it finds
+ * the common cases, not every slow expression.
+ */
+function findBacktrackingPattern(schema: object): string | undefined {
+  const stack: unknown[] = [schema];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (typeof node !== 'object' || node === null) continue;
+    if (Array.isArray(node)) {
+      stack.push(...node);
+      continue;
+    }
+    for (const [key, value] of Object.entries(node)) {
+      if (key === 'pattern' && typeof value === 'string' && NESTED_QUANTIFIER.test(value))
+        return value;
+      if (key === 'patternProperties' && typeof value === 'object' && value !== null) {
+        const risky = Object.keys(value).find((p) => NESTED_QUANTIFIER.test(p));
+        if (risky !== undefined) return risky;
+      }
+      stack.push(value);
+    }
+  }
+  return undefined;
 }
