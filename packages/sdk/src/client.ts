@@ -1,16 +1,24 @@
 import { type ErrorPayload, OrchestraError } from './errors.ts';
+import { isTerminalState, TERMINAL_EVENT_TYPES } from './task-states.ts';
 import type {
   ApiKey,
   ApiKeyWithSecret,
   CreateApiKeyInput,
   CreatedTenant,
+  CreateTaskInput,
+  CreateTaskResult,
   CreateTemplateInput,
   CreateTenantInput,
   ListApiKeysOptions,
+  ListTasksOptions,
   ListTemplatesOptions,
   Page,
   PageOptions,
   Readiness,
+  StreamGap,
+  Task,
+  TaskEvent,
+  TaskStreamItem,
   Template,
   TemplateDefinition,
   TemplateVersionSummary,
@@ -34,6 +42,34 @@ export interface OrchestraOptions {
 type QueryValue = string | number | boolean | undefined;
 /** Query parameters; an array value repeats the parameter once per item. */
 type Query = Record<string, QueryValue | readonly QueryValue[]>;
+
+interface RequestOptions {
+  query?: Query;
+  body?: unknown;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+  signal?: AbortSignal | undefined;
+}
+
+export interface TaskEventsOptions {
+  /** Start after this offset; default 0, from the first retained event. */
+  after?: number;
+  /** Stops the iteration: the iterator then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /**
+   * Reconnections in a row that may fail before the iterator gives up; default 8. Every
+   * event received resets the count.
+   */
+  maxReconnects?: number;
+}
+
+/** Longest wait the server allows in one long poll (`?wait=`). */
+const MAX_WAIT_MS = 300_000;
+const DEFAULT_MAX_RECONNECTS = 8;
+const FIRST_BACKOFF_MS = 200;
+const MAX_BACKOFF_MS = 5_000;
+/** Statuses a resuming event stream waits out; any other error status ends it. */
+const TRANSIENT_STATUSES = new Set([429, 502, 503, 504]);
 
 /**
  * Client for the Orchestra REST API. Methods resolve to the response body and reject
@@ -117,6 +153,83 @@ export class Orchestra {
     rollback(ref: string, version: number): Promise<Template>;
   };
 
+  /**
+   * Tasks of the caller's tenant (reading and streaming: admin, operator or viewer;
+   * submitting, cancelling and retrying: admin or operator). A task that does not exist, or
+   * belongs to another tenant, rejects with `TASK_NOT_FOUND` (404). Waits are in
+   * milliseconds.
+   */
+  readonly tasks: {
+    /**
+     * Submits a task; it is stored durably before this resolves. Give a `template`,
+     * `capabilities`, or both; neither rejects with `VALIDATION_FAILED` naming
+     * `body.template`, and an input that does not match the template's input schema rejects
+     * with `VALIDATION_FAILED` naming `body.input`.
+     *
+     * Without `wait`, resolves to the new task (`queued`). With `wait` (0 to 300000 ms; more
+     * rejects with `VALIDATION_FAILED` naming `querystring.wait`), resolves when the task
+     * ends or the wait runs out, whichever comes first: check `state` to know which.
+     *
+     * When `idempotency_key` was used before in this tenant, resolves to that earlier task
+     * instead and creates nothing; with `wait`, the server waits for that task the same
+     * way, so that retrying a call after a network error behaves like the first one. Use
+     * `createDetailed` to tell a replay from a new task.
+     */
+    create(input: CreateTaskInput, options?: { wait?: number }): Promise<Task>;
+    /** `create`, resolving to the task and whether it was an idempotent replay. */
+    createDetailed(input: CreateTaskInput, options?: { wait?: number }): Promise<CreateTaskResult>;
+    /**
+     * The task. With `wait` (0 to 300000 ms), a long poll: answers when the task ends or the
+     * wait runs out, with its state at that moment; an ended task answers at once. Use
+     * `wait` for longer waits. When `signal` aborts, rejects with its reason.
+     */
+    get(id: string, options?: { wait?: number; signal?: AbortSignal }): Promise<Task>;
+    /** One page of tasks, newest first. */
+    list(options?: ListTasksOptions): Promise<Page<Task>>;
+    /** Every task that matches, newest first, page after page. */
+    listAll(options?: Omit<ListTasksOptions, 'cursor'>): AsyncIterable<Task>;
+    /**
+     * Long-polls until the task ends (see `isTerminalState`) or `timeoutMs` passes, in as
+     * many requests as needed, and resolves to the task as it is then: a task still
+     * running when `timeoutMs` runs out resolves too, it does not reject. Without
+     * `timeoutMs`, waits until the task ends. When `signal` aborts, rejects with its reason.
+     * A task that ended and is retried meanwhile is not waited for again.
+     */
+    wait(id: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<Task>;
+    /**
+     * Cancels the task. A queued task ends `cancelled` at once; one that an agent holds
+     * stays `assigned` or `running` with `cancel_requested_at` set, until its agent stops.
+     * Cancelling a cancelled task resolves to it; any other ended task rejects with
+     * `TASK_ALREADY_FINISHED` (409).
+     */
+    cancel(id: string): Promise<Task>;
+    /**
+     * Queues a task that ended without success (failed, dead, cancelled, timed out) again,
+     * with its attempts, result and error reset. Any other task rejects with
+     * `TASK_NOT_RETRYABLE` (409).
+     */
+    retry(id: string): Promise<Task>;
+    /**
+     * The task's events after `after`: the retained ones first, then live ones, oldest
+     * first. The iteration ends after the task's terminal event (task.succeeded, failed,
+     * cancelled, timed_out or dead) when no event follows it, or at once for an ended task
+     * with nothing after `after`. A task that runs on keeps the iteration open. An `after`
+     * beyond the task's newest event rejects with `VALIDATION_FAILED`.
+     *
+     * A dropped connection is resumed transparently after the last offset received, with
+     * backoff and jitter: the offsets of the events yielded stay consecutive, without
+     * duplicates, across reconnections. Only `maxReconnects` failed reconnections in a row
+     * are tried; then the iterator rejects with `CONNECTION_FAILED` (or the server's error
+     * when it kept answering 429, 502, 503 or 504). The first connection is not retried:
+     * `TASK_NOT_FOUND`, a wrong URL or a server that is down reject on the first `next()`.
+     *
+     * Events that retention removed are announced by one `StreamGap` item; the iteration
+     * goes on at its `first_offset`. Leaving the loop early (`break`) closes the
+     * connection.
+     */
+    events(id: string, options?: TaskEventsOptions): AsyncIterable<TaskStreamItem>;
+  };
+
   constructor(options: OrchestraOptions) {
     if (!/^https?:\/\//.test(options.url)) {
       throw new TypeError(`url must start with http:// or https://, got "${options.url}"`);
@@ -184,6 +297,59 @@ export class Orchestra {
       rollback: (ref, version) =>
         this.request('POST', `${template(ref)}/rollback`, { body: { version } }),
     };
+    const task = (id: string) => `/v1/tasks/${encodeURIComponent(id)}`;
+    this.tasks = {
+      create: async (input, options = {}) => (await this.tasks.createDetailed(input, options)).task,
+      createDetailed: async (input, options = {}) => {
+        const answer = await this.#exchange<Task>('POST', '/v1/tasks', {
+          body: input,
+          query: { wait: waitQuery(options.wait) },
+          timeoutMs: this.#timeoutMs + (options.wait ?? 0),
+        });
+        return {
+          task: answer.body,
+          replayed: answer.headers.get('idempotent-replayed') === 'true',
+        };
+      },
+      get: (id, options = {}) =>
+        this.request('GET', task(id), {
+          query: { wait: waitQuery(options.wait) },
+          timeoutMs: this.#timeoutMs + (options.wait ?? 0),
+          signal: options.signal,
+        }),
+      list: ({ labels, state, created_after, created_before, ...options } = {}) =>
+        this.request('GET', '/v1/tasks', {
+          query: {
+            ...options,
+            state: state === undefined ? [] : Array.isArray(state) ? state : [state],
+            label: Object.entries(labels ?? {}).map(([key, value]) => `${key}=${value}`),
+            created_after:
+              created_after instanceof Date ? created_after.toISOString() : created_after,
+            created_before:
+              created_before instanceof Date ? created_before.toISOString() : created_before,
+          },
+        }),
+      listAll: (options = {}) =>
+        this.#paginate((cursor) => this.tasks.list({ ...options, ...cursor })),
+      wait: async (id, options = {}) => {
+        const timeoutMs = options.timeoutMs ?? Number.POSITIVE_INFINITY;
+        if (Number.isNaN(timeoutMs) || timeoutMs < 0) {
+          throw new RangeError(`timeoutMs must be 0 or more, got ${timeoutMs}`);
+        }
+        const until = Date.now() + timeoutMs;
+        for (;;) {
+          const wait = Math.min(MAX_WAIT_MS, Math.max(0, until - Date.now()));
+          const current = await this.tasks.get(id, {
+            wait,
+            ...(options.signal ? { signal: options.signal } : {}),
+          });
+          if (isTerminalState(current.state) || Date.now() >= until) return current;
+        }
+      },
+      cancel: (id) => this.request('POST', `${task(id)}/cancel`),
+      retry: (id) => this.request('POST', `${task(id)}/retry`),
+      events: (id, options = {}) => this.#taskEvents(id, options),
+    };
   }
 
   /** The tenant, role and credential the client authenticates as. */
@@ -206,13 +372,59 @@ export class Orchestra {
    * no body (204). Public so that routes without a typed method yet can still be called
    * with the client's credentials and error handling. `query` skips undefined values and
    * repeats a parameter for each item of an array; `headers` add to (and override) the
-   * client's `headers` for this request only.
+   * client's `headers` for this request only. `timeoutMs` replaces the client's per-request
+   * timeout for this request; when `signal` aborts, the call rejects with its reason.
    */
-  async request<T>(
+  async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    return (await this.#exchange<T>(method, path, options)).body;
+  }
+
+  /** `request`, also resolving to the status and headers of the answer. */
+  async #exchange<T>(
     method: string,
     path: string,
-    options: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
-  ): Promise<T> {
+    options: RequestOptions,
+  ): Promise<{ status: number; headers: Headers; body: T }> {
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    const timeout = deadline(timeoutMs);
+    try {
+      const { response, url } = await this.#send(method, path, options, timeout.signal, timeoutMs);
+      let text: string;
+      try {
+        text = await response.text();
+      } catch (err) {
+        throw this.#noAnswer(err, method, url, options.signal, timeoutMs);
+      }
+      let body: unknown;
+      try {
+        body = text === '' ? undefined : JSON.parse(text);
+      } catch (err) {
+        if (response.ok) {
+          throw new OrchestraError(
+            'INVALID_RESPONSE',
+            `${method} ${url.pathname} answered with non-JSON`,
+            { status: response.status, cause: err },
+          );
+        }
+      }
+      if (!response.ok) throw errorOf(method, url, response, body);
+      return { status: response.status, headers: response.headers, body: body as T };
+    } finally {
+      timeout.clear();
+    }
+  }
+
+  /**
+   * Sends the request and resolves once the response headers arrive. Rejects with the
+   * reason of `options.signal` when it aborts, else with `TIMEOUT` or `CONNECTION_FAILED`.
+   */
+  async #send(
+    method: string,
+    path: string,
+    options: RequestOptions,
+    timeout: AbortSignal,
+    timeoutMs: number,
+  ): Promise<{ response: Response; url: URL }> {
     const url = new URL(this.url + path);
     for (const [name, value] of Object.entries(options.query ?? {})) {
       for (const item of Array.isArray(value) ? value : [value]) {
@@ -226,62 +438,137 @@ export class Orchestra {
     };
     if (this.#apiKey !== undefined) headers.authorization = `Bearer ${this.#apiKey}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
-
-    let response: Response;
     try {
-      response = await this.#fetch(url, {
+      const response = await this.#fetch(url, {
         method,
         headers,
         ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout,
       });
+      return { response, url };
     } catch (err) {
-      const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
-      throw new OrchestraError(
-        timedOut ? 'TIMEOUT' : 'CONNECTION_FAILED',
-        timedOut
-          ? `${method} ${url.pathname} got no answer within ${this.#timeoutMs} ms`
-          : `Cannot reach Orchestra at ${this.url}: ${(err as Error).message}`,
-        { status: 0, cause: err },
-      );
+      throw this.#noAnswer(err, method, url, options.signal, timeoutMs);
     }
+  }
 
-    const text = await response.text();
-    let body: unknown;
-    try {
-      body = text === '' ? undefined : JSON.parse(text);
-    } catch (err) {
-      if (response.ok) {
-        throw new OrchestraError(
-          'INVALID_RESPONSE',
-          `${method} ${url.pathname} answered with non-JSON`,
-          {
+  /** The error for a request that got no (complete) answer. */
+  #noAnswer(
+    err: unknown,
+    method: string,
+    url: URL,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ): unknown {
+    if (signal?.aborted) return signal.reason;
+    const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
+    return new OrchestraError(
+      timedOut ? 'TIMEOUT' : 'CONNECTION_FAILED',
+      timedOut
+        ? `${method} ${url.pathname} got no answer within ${timeoutMs} ms`
+        : `Cannot reach Orchestra at ${this.url}: ${(err as Error).message}`,
+      { status: 0, cause: err },
+    );
+  }
+
+  async *#taskEvents(id: string, options: TaskEventsOptions): AsyncIterable<TaskStreamItem> {
+    const path = `/v1/tasks/${encodeURIComponent(id)}/events`;
+    const maxReconnects = options.maxReconnects ?? DEFAULT_MAX_RECONNECTS;
+    const { signal } = options;
+    let cursor = options.after ?? 0;
+    let connected = false;
+    let failures = 0;
+    let endedWithTerminal = false;
+    for (;;) {
+      signal?.throwIfAborted();
+      // Closes this connection when the loop stops early or the stream fails.
+      const release = new AbortController();
+      const linked = signal ? AbortSignal.any([signal, release.signal]) : release.signal;
+      let received = 0;
+      let problem: unknown;
+      try {
+        const timeout = deadline(this.#timeoutMs);
+        let response: Response;
+        let url: URL;
+        try {
+          ({ response, url } = await this.#send(
+            'GET',
+            path,
+            {
+              query: { after: cursor },
+              headers: { accept: 'application/x-ndjson' },
+              signal: linked,
+            },
+            timeout.signal,
+            this.#timeoutMs,
+          ));
+        } finally {
+          timeout.clear(); // bounds the wait for the headers only: a stream may idle for long
+        }
+        if (!response.ok) {
+          const text = await response.text().catch(() => '');
+          throw errorOf('GET', url, response, parseOrUndefined(text));
+        }
+        connected = true;
+        if (response.status === 204) return; // the task is over and nothing is left after `cursor`
+        if (response.body === null) {
+          throw new OrchestraError('INVALID_RESPONSE', `GET ${path} answered without a body`, {
             status: response.status,
-            cause: err,
-          },
+          });
+        }
+        for await (const line of ndjsonLines(response.body)) {
+          const item = parseItem(line, path);
+          if ('offset' in item) {
+            if (item.offset <= cursor) continue; // already delivered before a reconnection
+            cursor = item.offset;
+            endedWithTerminal = TERMINAL_EVENT_TYPES.has(item.type);
+          } else {
+            cursor = Math.max(cursor, item.first_offset - 1);
+            endedWithTerminal = false;
+          }
+          received += 1;
+          failures = 0;
+          yield item;
+        }
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        if (!connected || !isTransient(err)) throw err;
+        problem = err;
+      } finally {
+        release.abort();
+      }
+      if (problem === undefined) {
+        // A clean end: after the terminal event, or at once when there is nothing more.
+        // NDJSON has no end marker, so a server stopping mid-stream (shutdown, an error)
+        // also ends cleanly: resume unless the task has really ended.
+        if (endedWithTerminal) return;
+        if (received === 0) {
+          try {
+            const current = await this.tasks.get(id, signal ? { signal } : {});
+            if (isTerminalState(current.state)) return;
+            problem = new OrchestraError(
+              'CONNECTION_FAILED',
+              `The event stream of task "${id}" ended before the task did`,
+              { status: 0 },
+            );
+          } catch (err) {
+            if (signal?.aborted) throw signal.reason;
+            if (!isTransient(err)) throw err;
+            problem = err;
+          }
+        }
+      }
+      if (problem === undefined) continue; // events arrived: resume at once
+      failures += 1;
+      if (failures > maxReconnects) {
+        if (problem instanceof OrchestraError && problem.status !== 0) throw problem;
+        throw new OrchestraError(
+          'CONNECTION_FAILED',
+          `Lost the event stream of task "${id}" after offset ${cursor} and could not resume it in ${maxReconnects} attempts: ${(problem as Error)?.message ?? String(problem)}`,
+          { status: 0, cause: problem },
         );
       }
+      await sleep(backoffMs(failures, problem), signal);
     }
-    if (response.ok) return body as T;
-
-    const retryAfter = Number(response.headers.get('retry-after'));
-    const payload = (body as { error?: ErrorPayload; trace_id?: string } | undefined)?.error;
-    if (payload?.code === undefined) {
-      throw new OrchestraError(
-        'HTTP_ERROR',
-        `${method} ${url.pathname} failed with HTTP ${response.status}`,
-        {
-          status: response.status,
-        },
-      );
-    }
-    throw new OrchestraError(payload.code, payload.message, {
-      status: response.status,
-      requestId: payload.request_id,
-      details: payload.details,
-      traceId: (body as { trace_id?: string }).trace_id,
-      retryAfterSeconds: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined,
-    });
   }
 
   async *#paginate<T>(
@@ -294,4 +581,132 @@ export class Orchestra {
       cursor = page.next_cursor;
     } while (cursor !== null);
   }
+}
+
+/** A timeout that can be cleared once it no longer applies. */
+function deadline(ms: number): { signal: AbortSignal; clear: () => void } {
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')),
+    ms,
+  );
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
+/** The error of an error status, from Orchestra's error body when it has one. */
+function errorOf(method: string, url: URL, response: Response, body: unknown): OrchestraError {
+  const retryAfter = Number(response.headers.get('retry-after'));
+  const payload = (body as { error?: ErrorPayload; trace_id?: string } | undefined)?.error;
+  if (payload?.code === undefined) {
+    return new OrchestraError(
+      'HTTP_ERROR',
+      `${method} ${url.pathname} failed with HTTP ${response.status}`,
+      { status: response.status },
+    );
+  }
+  return new OrchestraError(payload.code, payload.message, {
+    status: response.status,
+    requestId: payload.request_id,
+    details: payload.details,
+    traceId: (body as { trace_id?: string }).trace_id,
+    retryAfterSeconds: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined,
+  });
+}
+
+function parseOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `?wait=` value for a wait in milliseconds: whole milliseconds, rounded up. */
+function waitQuery(ms: number | undefined): string | undefined {
+  if (ms === undefined) return undefined;
+  if (!Number.isFinite(ms) || ms < 0) {
+    throw new RangeError(`wait must be a number of milliseconds (0 or more), got ${ms}`);
+  }
+  return `${Math.ceil(ms)}ms`;
+}
+
+/** The complete lines of a byte stream; a last line without its newline counts too. */
+async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncIterable<string> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let newline = buffered.indexOf('\n');
+      while (newline !== -1) {
+        const line = buffered.slice(0, newline).trim();
+        buffered = buffered.slice(newline + 1);
+        if (line !== '') yield line;
+        newline = buffered.indexOf('\n');
+      }
+    }
+    buffered += decoder.decode();
+    if (buffered.trim() !== '') yield buffered.trim();
+  } finally {
+    // Leaving early (or failing) must not keep the connection open.
+    await reader.cancel().catch(() => {});
+  }
+}
+
+function parseItem(line: string, path: string): TaskStreamItem {
+  let item: unknown;
+  try {
+    item = JSON.parse(line);
+  } catch (err) {
+    throw new OrchestraError('INVALID_RESPONSE', `GET ${path} streamed a line that is not JSON`, {
+      status: 200,
+      cause: err,
+    });
+  }
+  const candidate = item as Partial<TaskEvent & StreamGap> | null;
+  const valid =
+    typeof candidate?.type === 'string' &&
+    (typeof candidate.offset === 'number' || typeof candidate.first_offset === 'number');
+  if (!valid) {
+    throw new OrchestraError('INVALID_RESPONSE', `GET ${path} streamed an item without an offset`, {
+      status: 200,
+    });
+  }
+  return item as TaskStreamItem;
+}
+
+/** Whether a failed stream is worth resuming: no answer, or a transient error status. */
+function isTransient(err: unknown): boolean {
+  if (!(err instanceof OrchestraError)) return true; // the body stream broke off
+  return err.status === 0 || TRANSIENT_STATUSES.has(err.status);
+}
+
+/** Exponential backoff with jitter (half to all of the step), at least any Retry-After. */
+function backoffMs(failures: number, problem: unknown): number {
+  const step = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (failures - 1));
+  const jittered = step / 2 + (Math.random() * step) / 2;
+  const retryAfter = problem instanceof OrchestraError ? problem.retryAfterSeconds : undefined;
+  return Math.max(jittered, (retryAfter ?? 0) * 1000);
+}
+
+/** Resolves after `ms`; rejects with the signal's reason as soon as it aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }

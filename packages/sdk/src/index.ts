@@ -1,18 +1,28 @@
-export { Orchestra, type OrchestraOptions } from './client.ts';
+export { Orchestra, type OrchestraOptions, type TaskEventsOptions } from './client.ts';
 export { type ErrorPayload, OrchestraError } from './errors.ts';
+export { isTerminalState } from './task-states.ts';
 export type {
   ApiKey,
   ApiKeyWithSecret,
   CreateApiKeyInput,
   CreatedTenant,
+  CreateTaskInput,
+  CreateTaskResult,
   CreateTemplateInput,
   CreateTenantInput,
   ListApiKeysOptions,
+  ListTasksOptions,
   ListTemplatesOptions,
   Page,
   PageOptions,
   Readiness,
   Role,
+  StreamGap,
+  Task,
+  TaskError,
+  TaskEvent,
+  TaskState,
+  TaskStreamItem,
   Template,
   TemplateDefinition,
   TemplateStrategy,

@@ -170,3 +170,139 @@ export interface ListTemplatesOptions extends PageOptions {
   /** Only templates whose latest version carries every one of these labels (up to 20). */
   labels?: Record<string, string>;
 }
+
+/**
+ * Where a task is in its life: queued → assigned → running → succeeded | failed |
+ * cancelled | timed_out; dead after the last failed attempt. The last five are terminal:
+ * nothing more happens to the task unless someone retries it (see `isTerminalState`).
+ */
+export type TaskState =
+  | 'queued'
+  | 'assigned'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'timed_out'
+  | 'dead';
+
+/** Why a task failed, as its agent or the server reported it. */
+export interface TaskError {
+  code: string;
+  message: string;
+  /** Whether another attempt could succeed. */
+  retryable: boolean;
+}
+
+/** A unit of work for an agent, with every default filled in. */
+export interface Task {
+  /** `tsk_…`; ids are time-ordered. */
+  id: string;
+  tenant_id: string;
+  /** The template version the task runs, or null for a task routed by capabilities alone. */
+  template: { id: string; name: string; version: number } | null;
+  /** What an agent must offer to run it: the template's plus the task's own. */
+  capabilities: string[];
+  /** The input as submitted; null when none was given. */
+  input: unknown;
+  state: TaskState;
+  priority: number;
+  timeout_ms: number;
+  max_attempts: number;
+  /** Attempts started so far; a retry starts again from 0. */
+  attempt: number;
+  strategy: TemplateStrategy;
+  concurrency_key: string | null;
+  idempotency_key: string | null;
+  labels: Record<string, string>;
+  /** The agent holding the task, while one does. */
+  agent_id: string | null;
+  /** What the agent returned, once succeeded; else null. */
+  result: unknown;
+  error: TaskError | null;
+  /** When a cancellation was asked for a task an agent holds; null otherwise. */
+  cancel_requested_at: string | null;
+  /** The credential that submitted it. */
+  created_by: string;
+  created_at: string;
+  updated_at: string;
+  /** When it reached a terminal state; null while it runs or after a retry. */
+  finished_at: string | null;
+}
+
+export interface CreateTaskInput {
+  /** Template id (`tpl_…`) or name. Give a template, `capabilities`, or both. */
+  template?: string;
+  /** Pins a template version; default: the one `latest` points to. Needs `template`. */
+  template_version?: number;
+  /** Routes by capabilities, instead of or on top of the template's; no duplicates. */
+  capabilities?: string[];
+  /** Any JSON value; checked against the template's input schema. Default null. */
+  input?: unknown;
+  /**
+   * Submitting the same key again in this tenant returns the first task, whatever the rest
+   * of the input says (see `createDetailed` to learn which happened).
+   */
+  idempotency_key?: string;
+  /** -1000 to 1000, higher runs first; default: the template's, else 0. */
+  priority?: number;
+  /** 1000 ms to 7 days; default: the template's, else 300000. */
+  timeout_ms?: number;
+  /** 1 to 100; default: the template's, else 3. */
+  max_attempts?: number;
+  concurrency_key?: string;
+  /** Default: the template's, else `least_connections`. */
+  strategy?: TemplateStrategy;
+  labels?: Record<string, string>;
+}
+
+/** What `tasks.createDetailed` resolves to. */
+export interface CreateTaskResult {
+  task: Task;
+  /**
+   * True when the idempotency key had been used before: `task` is the task submitted
+   * then, and nothing new was created.
+   */
+  replayed: boolean;
+}
+
+export interface ListTasksOptions extends PageOptions {
+  /** Only tasks in this state, or in any of these states (up to 8). */
+  state?: TaskState | TaskState[];
+  /** Only tasks of this template: its id (`tpl_…`) or name. */
+  template?: string;
+  /** Only tasks held by this agent. */
+  agent_id?: string;
+  /** Only tasks carrying every one of these labels. */
+  labels?: Record<string, string>;
+  /** Only tasks created at or after this time (ISO-8601 date-time or a Date). */
+  created_after?: string | Date;
+  /** Only tasks created before this time (ISO-8601 date-time or a Date). */
+  created_before?: string | Date;
+}
+
+/** One event in a task's stream. */
+export interface TaskEvent {
+  /** Position in the task's stream: 1, 2, 3, … without holes. */
+  offset: number;
+  /** Such as `task.queued`, `task.cancel_requested`, `task.retried`, `task.progress`, `task.succeeded`. */
+  type: string;
+  time: string;
+  /** For state changes: `{ state, attempt, agent_id, … }`; else what the event carries. */
+  data: unknown;
+}
+
+/**
+ * Said instead of events that retention removed: the stream continues at `first_offset`.
+ * It has no `offset`, which tells it apart from a `TaskEvent`.
+ */
+export interface StreamGap {
+  type: 'stream.gap';
+  /** The offset the reader asked to continue after. */
+  after: number;
+  /** The oldest offset still retained. */
+  first_offset: number;
+}
+
+/** An item of `tasks.events`: an event, or a gap (`'offset' in item` tells them apart). */
+export type TaskStreamItem = TaskEvent | StreamGap;

@@ -479,6 +479,7 @@ const COMMANDS = [
   'keys',
   'tenants',
   'templates',
+  'task',
   'recover-admin-key',
   'version',
 ];

@@ -4,8 +4,11 @@ import { parseArgs } from 'node:util';
 import {
   type ApiKey,
   type CreateTemplateInput,
+  isTerminalState,
   Orchestra,
   OrchestraError,
+  type Task,
+  type TaskState,
   type Template,
   type TemplateDefinition,
   type TemplateVersionSummary,
@@ -24,7 +27,16 @@ import {
   VERSION,
 } from '../server.ts';
 import { openStore } from '../store/store.ts';
+import { TASK_STATES } from '../tasks/states.ts';
 import { formatTable } from './table.ts';
+import {
+  describeTask,
+  eventLine,
+  outcomeText,
+  progressOf,
+  taskRow,
+  templateText,
+} from './task-format.ts';
 
 /** A usage mistake: printed with the command's help hint, exit code 2. */
 class UsageError extends Error {}
@@ -41,6 +53,8 @@ Commands:
   tenants create|list   Manage tenants (admins of the system tenant)
   templates create|list|get|update|versions|rollback|delete
                         Manage versioned agent templates
+  task submit|get|ls|cancel|retry|events
+                        Submit tasks, follow their events, cancel and retry them
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -116,6 +130,41 @@ Common options: --url URL, --api-key KEY, --json`,
       Deletes the template and all its versions.
 
 Creating, updating, rolling back and deleting need an admin or operator credential.
+
+Common options: --url URL, --api-key KEY, --json`,
+  task: `Usage: orchestra task <submit|get|ls|cancel|retry|events> [options]
+
+  task submit [TEMPLATE] [--input JSON | --input-file FILE] [--capability C ...]
+              [--priority N] [--idempotency-key KEY] [--label KEY=VALUE ...]
+              [--wait [DURATION] | --follow]
+      Submits a task of TEMPLATE (name or id), routed by --capability, or both; repeat
+      --capability and --label for several. The input is JSON: --input gives it inline,
+      --input-file reads it from FILE (- for standard input). Submitting again with the
+      same --idempotency-key prints the task submitted first and creates none.
+      --wait waits for the task to end, at most DURATION if given, and prints it then
+      (or that it is still running). --follow prints its events as they happen until it
+      ends. With either, the exit code is 1 if the task ended without success.
+  task get ID [--wait DURATION]
+      Shows a task, with its input, result and error. --wait waits at most DURATION for
+      it to end first.
+  task ls [--state STATE ...] [--template NAME|ID] [--label KEY=VALUE ...] [--limit N]
+      (alias: list) Lists the N newest tasks that match (default 50). Repeat --state for
+      several: queued, assigned, running, succeeded, failed, cancelled, timed_out, dead.
+  task cancel ID
+      Cancels a queued task at once; asks the agent holding a running task to stop it.
+  task retry ID
+      Queues a task that failed, died, timed out or was cancelled again.
+  task events ID [--after N] [--follow]
+      Prints the task's events, one a line (offset, time, type, summary), after offset
+      N (default: from the first one still retained). Without --follow, prints the
+      events there are and exits: for a task that has ended, its whole history; for one
+      still running, the events until none came for a second. With --follow,
+      goes on until the task ends, and exits 1 if it ended without success. A dropped
+      connection is resumed where it stopped.
+
+DURATION is a number with ms, s, m or h: 500ms, 30s, 2m, 1h. Submitting, cancelling and
+retrying need an admin or operator credential. --json prints the task (a JSON array for
+ls; one JSON event a line for events and --follow).
 
 Common options: --url URL, --api-key KEY, --json`,
   'recover-admin-key': `Usage: orchestra recover-admin-key [--tenant ID] [options]
@@ -365,8 +414,8 @@ const TEMPLATE_READ_ONLY_FIELDS = [
 
 const TEMPLATE_SCHEMA_FIELDS = ['input_schema', 'output_schema', 'config_schema'] as const;
 
-/** The JSON object in `file` (`-`: standard input); usage errors name the file. */
-function readJsonObject(file: string): Record<string, unknown> {
+/** The JSON value in `file` (`-`: standard input); usage errors name the file. */
+function readJson(file: string): unknown {
   const source = file === '-' ? 'standard input' : file;
   let text: string;
   try {
@@ -374,13 +423,18 @@ function readJsonObject(file: string): Record<string, unknown> {
   } catch (err) {
     throw new UsageError(`cannot read ${source}: ${(err as Error).message}`);
   }
-  let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     throw new UsageError(`${source} is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/** The JSON object in `file` (`-`: standard input); usage errors name the file. */
+function readJsonObject(file: string): Record<string, unknown> {
+  const parsed = readJson(file);
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    const source = file === '-' ? 'standard input' : file;
     throw new UsageError(`${source} must hold a JSON object, such as {"name": "my-template"}`);
   }
   return parsed as Record<string, unknown>;
@@ -406,6 +460,17 @@ function positiveInteger(flag: string, text: string): number {
     throw new UsageError(`${flag} must be a version number (1 or more), got "${text}"`);
   }
   return Number(text);
+}
+
+/** The `--label KEY=VALUE` flags as an object. */
+function labelFlags(flags: string[] | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const selector of flags ?? []) {
+    const at = selector.indexOf('=');
+    if (at < 1) throw new UsageError(`--label must be KEY=VALUE, got "${selector}"`);
+    labels[selector.slice(0, at)] = selector.slice(at + 1);
+  }
+  return labels;
 }
 
 function labelsText(labels: Record<string, string>): string {
@@ -490,12 +555,7 @@ async function templatesCommand(args: string[]): Promise<void> {
       return;
     }
     case 'list': {
-      const labels: Record<string, string> = {};
-      for (const selector of values.label ?? []) {
-        const at = selector.indexOf('=');
-        if (at < 1) throw new UsageError(`--label must be KEY=VALUE, got "${selector}"`);
-        labels[selector.slice(0, at)] = selector.slice(at + 1);
-      }
+      const labels = labelFlags(values.label);
       const templates: Template[] = [];
       for await (const template of client(values).templates.listAll({
         limit: 200,
@@ -598,6 +658,308 @@ async function templatesCommand(args: string[]): Promise<void> {
     default:
       throw new UsageError(
         `unknown templates subcommand "${sub}"; use create, list, get, update, versions, rollback or delete`,
+      );
+  }
+}
+
+const WAIT_DURATION = /^(\d{1,9})(ms|s|m|h)$/;
+const WAIT_UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+/** Milliseconds of a wait such as `500ms`, `30s`, `2m` or `1h`. */
+function parseWait(flag: string, text: string): number {
+  const match = WAIT_DURATION.exec(text);
+  if (!match?.[1] || !match[2]) {
+    throw new UsageError(
+      `${flag} must be a number followed by ms, s, m or h (like 30s), got "${text}"`,
+    );
+  }
+  return Number(match[1]) * WAIT_UNIT_MS[match[2] as keyof typeof WAIT_UNIT_MS];
+}
+
+/**
+ * Splits off `--wait [DURATION]`, whose value is optional, which parseArgs cannot express:
+ * the next argument is its value when it looks like a duration. Resolves `wait` to the
+ * milliseconds, to Infinity for a bare `--wait`, or to undefined without one.
+ */
+function takeOptionalWait(args: string[]): { rest: string[]; wait: number | undefined } {
+  const rest: string[] = [];
+  let wait: number | undefined;
+  for (let i = 0; i < args.length; i += 1) {
+    const arg = args[i] ?? '';
+    if (arg === '--') {
+      rest.push(...args.slice(i));
+      break;
+    }
+    if (arg.startsWith('--wait=')) {
+      wait = parseWait('--wait', arg.slice('--wait='.length));
+    } else if (arg === '--wait') {
+      const next = args[i + 1];
+      if (next !== undefined && /^\d/.test(next) && /^[\w]+$/.test(next)) {
+        wait = parseWait('--wait', next);
+        i += 1;
+      } else {
+        wait = Number.POSITIVE_INFINITY;
+      }
+    } else {
+      rest.push(arg);
+    }
+  }
+  return { rest, wait };
+}
+
+/** A count flag, such as `--limit 20`: a whole number from 1 to `max`. */
+function countFlag(flag: string, text: string, max: number): number {
+  if (!/^\d{1,9}$/.test(text) || Number(text) < 1 || Number(text) > max) {
+    throw new UsageError(`${flag} must be a number from 1 to ${max}, got "${text}"`);
+  }
+  return Number(text);
+}
+
+/** How long `task events` without --follow waits for another event before it stops. */
+const EVENTS_QUIET_MS = 1000;
+const DEFAULT_TASK_LIST_LIMIT = 50;
+const MAX_TASK_LIST_LIMIT = 10_000;
+
+/**
+ * Prints a task's events until the stream ends (the task ended) or, with `quietMs`, until
+ * none came for that long; one JSON item a line with `json`. On a terminal, progress events share one line that they
+ * update in place.
+ */
+async function printEvents(
+  api: Orchestra,
+  id: string,
+  options: { after: number; json: boolean; quietMs?: number },
+): Promise<void> {
+  const tty = process.stdout.isTTY === true && !options.json;
+  let progressLineOpen = false;
+  const quiet = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const armQuietTimer = () => {
+    if (options.quietMs === undefined) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => quiet.abort(), options.quietMs);
+  };
+  armQuietTimer();
+  try {
+    for await (const item of api.tasks.events(id, { after: options.after, signal: quiet.signal })) {
+      armQuietTimer();
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify(item)}\n`);
+        continue;
+      }
+      const line = eventLine(item);
+      if (tty && progressOf(item) !== undefined) {
+        process.stdout.write(`\r\x1b[K${line}`);
+        progressLineOpen = true;
+        continue;
+      }
+      process.stdout.write(`${progressLineOpen ? '\n' : ''}${line}\n`);
+      progressLineOpen = false;
+    }
+  } catch (err) {
+    if (!quiet.signal.aborted) throw err;
+  } finally {
+    clearTimeout(timer);
+    if (progressLineOpen) process.stdout.write('\n');
+  }
+}
+
+/** The task's exit code once it ended: 0 for success, 1 for any other end. */
+const taskExitCode = (task: Task) => (task.state === 'succeeded' ? 0 : 1);
+
+async function taskCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { rest: withoutWait, wait: optionalWait } =
+    sub === 'submit' ? takeOptionalWait(rest) : { rest, wait: undefined };
+  const { values, positionals } = parse(withoutWait, {
+    input: { type: 'string' },
+    'input-file': { type: 'string' },
+    capability: { type: 'string', multiple: true },
+    priority: { type: 'string' },
+    'idempotency-key': { type: 'string' },
+    label: { type: 'string', multiple: true },
+    follow: { type: 'boolean', default: false },
+    wait: { type: 'string' },
+    state: { type: 'string', multiple: true },
+    template: { type: 'string' },
+    limit: { type: 'string' },
+    after: { type: 'string' },
+  });
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.task}\n`);
+    if (sub === undefined) {
+      throw new UsageError('task needs a subcommand: submit, get, ls, cancel, retry or events');
+    }
+    return 0;
+  }
+  /** The ID argument of the subcommands that take one. */
+  const taskId = () => {
+    const value = positionals[0];
+    if (value === undefined) throw new UsageError(`task ${sub} needs a task id`);
+    if (positionals.length > 1) {
+      throw new UsageError(`task ${sub} takes one task id, got "${positionals.join(' ')}"`);
+    }
+    return value;
+  };
+  switch (sub) {
+    case 'submit': {
+      const [template, ...extra] = positionals;
+      if (extra.length > 0) {
+        throw new UsageError(`task submit takes one template, got "${positionals.join(' ')}"`);
+      }
+      const capabilities = values.capability ?? [];
+      if (template === undefined && capabilities.length === 0) {
+        throw new UsageError('task submit needs a template, --capability C, or both');
+      }
+      if (values.input !== undefined && values['input-file'] !== undefined) {
+        throw new UsageError('use either --input or --input-file, not both');
+      }
+      if (optionalWait !== undefined && values.follow) {
+        throw new UsageError('use either --wait or --follow, not both');
+      }
+      let input: unknown;
+      if (values.input !== undefined) {
+        try {
+          input = JSON.parse(values.input);
+        } catch (err) {
+          throw new UsageError(`--input is not valid JSON: ${(err as Error).message}`);
+        }
+      } else if (values['input-file'] !== undefined) {
+        input = readJson(values['input-file']);
+      }
+      if (values.priority !== undefined && !/^-?\d{1,4}$/.test(values.priority)) {
+        throw new UsageError(
+          `--priority must be a whole number from -1000 to 1000, got "${values.priority}"`,
+        );
+      }
+      const labels = labelFlags(values.label);
+      const api = client(values);
+      const { task, replayed } = await api.tasks.createDetailed({
+        ...(template !== undefined ? { template } : {}),
+        ...(capabilities.length > 0 ? { capabilities } : {}),
+        ...(input !== undefined ? { input } : {}),
+        ...(values.priority !== undefined ? { priority: Number(values.priority) } : {}),
+        ...(values['idempotency-key'] !== undefined
+          ? { idempotency_key: values['idempotency-key'] }
+          : {}),
+        ...(Object.keys(labels).length > 0 ? { labels } : {}),
+      });
+      const submitted = replayed
+        ? `Task ${task.id} was submitted before with idempotency key "${task.idempotency_key}" (${task.state}); nothing new was submitted.`
+        : `Submitted task ${task.id} (${task.template === null ? `capabilities ${task.capabilities.join(', ')}` : templateText(task)}): ${task.state}.`;
+      if (values.follow) {
+        if (!values.json) process.stdout.write(`${submitted}\n`);
+        await printEvents(api, task.id, { after: 0, json: values.json });
+        const ended = await api.tasks.get(task.id);
+        if (!values.json) process.stdout.write(`${outcomeText(ended)}\n`);
+        return taskExitCode(ended);
+      }
+      if (optionalWait === undefined) {
+        print(values.json, task, () => submitted);
+        return 0;
+      }
+      if (!values.json) process.stdout.write(`${submitted}\n`);
+      const current = await api.tasks.wait(
+        task.id,
+        Number.isFinite(optionalWait) ? { timeoutMs: optionalWait } : {},
+      );
+      if (!isTerminalState(current.state)) {
+        print(
+          values.json,
+          current,
+          () =>
+            `Task ${current.id} is still ${current.state}; wait for it with "orchestra task get ${current.id} --wait 5m".`,
+        );
+        return 0;
+      }
+      print(values.json, current, () => `${outcomeText(current)}\n\n${describeTask(current)}`);
+      return taskExitCode(current);
+    }
+    case 'get': {
+      const id = taskId();
+      const api = client(values);
+      const task =
+        values.wait === undefined
+          ? await api.tasks.get(id)
+          : await api.tasks.wait(id, { timeoutMs: parseWait('--wait', values.wait) });
+      print(values.json, task, () => describeTask(task));
+      return 0;
+    }
+    case 'ls':
+    case 'list': {
+      const states = values.state ?? [];
+      for (const state of states) {
+        if (!(TASK_STATES as readonly string[]).includes(state)) {
+          throw new UsageError(`--state must be one of ${TASK_STATES.join(', ')}; got "${state}"`);
+        }
+      }
+      const limit =
+        values.limit === undefined
+          ? DEFAULT_TASK_LIST_LIMIT
+          : countFlag('--limit', values.limit, MAX_TASK_LIST_LIMIT);
+      const labels = labelFlags(values.label);
+      const tasks: Task[] = [];
+      for await (const task of client(values).tasks.listAll({
+        limit: Math.min(limit, 200),
+        state: states as TaskState[],
+        labels,
+        ...(values.template !== undefined ? { template: values.template } : {}),
+      })) {
+        tasks.push(task);
+        if (tasks.length === limit) break;
+      }
+      print(values.json, tasks, () =>
+        formatTable(
+          ['ID', 'STATE', 'TEMPLATE', 'PRIORITY', 'ATTEMPT', 'AGENT', 'CREATED'],
+          tasks.map(taskRow),
+        ),
+      );
+      return 0;
+    }
+    case 'cancel': {
+      const id = taskId();
+      const task = await client(values).tasks.cancel(id);
+      print(values.json, task, () =>
+        task.state === 'cancelled'
+          ? `Cancelled task ${task.id}.`
+          : `Asked the agent holding task ${task.id} (${task.state}) to stop it; it ends cancelled once the agent stops.`,
+      );
+      return 0;
+    }
+    case 'retry': {
+      const id = taskId();
+      const task = await client(values).tasks.retry(id);
+      print(
+        values.json,
+        task,
+        () => `Queued task ${task.id} again (${task.state}, attempts reset).`,
+      );
+      return 0;
+    }
+    case 'events': {
+      const id = taskId();
+      const after = values.after === undefined ? 0 : Number(values.after);
+      if (values.after !== undefined && !/^\d{1,15}$/.test(values.after)) {
+        throw new UsageError(`--after must be an event offset (0 or more), got "${values.after}"`);
+      }
+      const api = client(values);
+      if (values.follow) {
+        await printEvents(api, id, { after, json: values.json });
+        return taskExitCode(await api.tasks.get(id));
+      }
+      // Without --follow: the stream of an ended task ends by itself; that of a running
+      // task never says it caught up, so stop at the first pause.
+      const task = await api.tasks.get(id);
+      await printEvents(api, id, {
+        after,
+        json: values.json,
+        ...(isTerminalState(task.state) ? {} : { quietMs: EVENTS_QUIET_MS }),
+      });
+      return 0;
+    }
+    default:
+      throw new UsageError(
+        `unknown task subcommand "${sub}"; use submit, get, ls, cancel, retry or events`,
       );
   }
 }
@@ -804,6 +1166,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'templates':
         await templatesCommand(args);
         return 0;
+      case 'task':
+        return await taskCommand(args);
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);
         return 0;
