@@ -2,20 +2,10 @@ import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { closedPort, startTestServer, type TestServer } from '../../server/test/helpers.ts';
-import { type CreateApiKeyInput, Orchestra, OrchestraError, type Role } from '../src/index.ts';
+import { type CreateApiKeyInput, Orchestra, type Role } from '../src/index.ts';
+import { rejection } from './support.ts';
 
 // The SDK against a real server: every call goes over HTTP to the routes users reach.
-
-/** Runs `fn`, expecting it to reject with an `OrchestraError`, and returns that error. */
-async function rejection(fn: () => Promise<unknown>): Promise<OrchestraError> {
-  try {
-    await fn();
-  } catch (err) {
-    assert.ok(err instanceof OrchestraError, `expected an OrchestraError, got ${err}`);
-    return err;
-  }
-  assert.fail('expected the call to reject');
-}
 
 /** A loopback port nothing listens on. */
 

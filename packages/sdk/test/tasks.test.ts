@@ -8,31 +8,14 @@ import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import {
   isTerminalState,
   Orchestra,
-  OrchestraError,
   type Task,
   type TaskState,
   type TaskStreamItem,
 } from '../src/index.ts';
+import { collect, rejection } from './support.ts';
 
 // `orchestra.tasks` against a real server: every call goes over HTTP to the routes users
 // reach. Agents do not exist yet, so tests move tasks the way an agent will, in the store.
-
-/** Runs `fn`, expecting it to reject with an `OrchestraError`, and returns that error. */
-async function rejection(fn: () => Promise<unknown>): Promise<OrchestraError> {
-  try {
-    await fn();
-  } catch (err) {
-    assert.ok(err instanceof OrchestraError, `expected an OrchestraError, got ${err}`);
-    return err;
-  }
-  assert.fail('expected the call to reject');
-}
-
-async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
-  const all: T[] = [];
-  for await (const item of items) all.push(item);
-  return all;
-}
 
 const offsets = (items: TaskStreamItem[]) => items.map((i) => ('offset' in i ? i.offset : null));
 const types = (items: TaskStreamItem[]) => items.map((i) => i.type);

@@ -1,27 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
-import { Orchestra, OrchestraError, type Template } from '../src/index.ts';
+import { Orchestra, type Template } from '../src/index.ts';
+import { collect, rejection } from './support.ts';
 
 // `orchestra.templates` against a real server: every call goes over HTTP to the routes
 // users reach.
-
-/** Runs `fn`, expecting it to reject with an `OrchestraError`, and returns that error. */
-async function rejection(fn: () => Promise<unknown>): Promise<OrchestraError> {
-  try {
-    await fn();
-  } catch (err) {
-    assert.ok(err instanceof OrchestraError, `expected an OrchestraError, got ${err}`);
-    return err;
-  }
-  assert.fail('expected the call to reject');
-}
-
-async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
-  const all: T[] = [];
-  for await (const item of items) all.push(item);
-  return all;
-}
 
 const INPUT_SCHEMA = {
   type: 'object',

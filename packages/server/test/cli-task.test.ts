@@ -11,6 +11,7 @@ import type { TaskState } from '../src/tasks/states.ts';
 import {
   type CliResult,
   expectExit,
+  jsonOf,
   killSpawned,
   runCli,
   type SpawnedOrchestra,
@@ -66,10 +67,7 @@ function cli(args: string[], options: { input?: string } = {}): Promise<CliResul
   });
 }
 
-function json(result: CliResult): any {
-  expectExit(result, 0);
-  return JSON.parse(result.stdout);
-}
+const json = jsonOf;
 
 /** The NDJSON lines of a command's output. */
 function ndjson(result: CliResult): any[] {

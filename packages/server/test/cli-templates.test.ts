@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import {
   type CliResult,
   expectExit,
+  jsonOf,
   killSpawned,
   runCli,
   type SpawnedOrchestra,
@@ -42,10 +43,7 @@ function cli(args: string[], options: { input?: string } = {}): Promise<CliResul
   });
 }
 
-function json(result: CliResult): any {
-  expectExit(result, 0);
-  return JSON.parse(result.stdout);
-}
+const json = jsonOf;
 
 /** Writes `content` (JSON unless a string) to a file in the work dir; returns its name. */
 function writeFile(name: string, content: unknown): string {

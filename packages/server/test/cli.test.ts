@@ -8,6 +8,7 @@ import {
   type CliResult,
   closedPort,
   expectExit,
+  jsonOf,
   killSpawned,
   logLines,
   runCli as runOrchestraCli,
@@ -43,10 +44,7 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<CliRe
   return runOrchestraCli(args, { cwd: workDir.path, env });
 }
 
-function json(result: CliResult): any {
-  expectExit(result, 0);
-  return JSON.parse(result.stdout);
-}
+const json = jsonOf;
 
 /** Spawns `orchestra start` from the work dir, on a free port. */
 function startOrchestra(

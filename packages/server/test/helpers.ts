@@ -353,6 +353,12 @@ export function expectExit(result: CliResult, code: number): void {
   );
 }
 
+/** The JSON a CLI command printed, after checking that it exited 0. */
+export function jsonOf(result: CliResult): any {
+  expectExit(result, 0);
+  return JSON.parse(result.stdout);
+}
+
 /** A loopback port nothing listens on: connections to it are refused. */
 export async function closedPort(): Promise<number> {
   const server = createNetServer();
