@@ -1,5 +1,6 @@
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type DestinationStream, type Logger } from 'pino';
@@ -131,6 +132,7 @@ export async function startServer(
       isClosing: () => closing,
     });
     app = built;
+    const connections = trackRequests(built);
     await built.listen({ port: settings.port, host: settings.host });
     const address = built.server.address() as AddressInfo;
     const url = `http://${urlHost(settings.host)}:${address.port}`;
@@ -149,6 +151,11 @@ export async function startServer(
           timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
         });
         const drained = built.close().then(() => 'drained' as const);
+        // Connections with no request in flight (idle keep-alive, or never used: fetch opens
+        // spares) would hold the drain until the deadline; Node does not count the latter as idle.
+        connections.closeUnused();
+        const sweep = setInterval(() => connections.closeUnused(), 100);
+        drained.finally(() => clearInterval(sweep));
         if ((await Promise.race([drained, deadline])) === 'timeout') {
           log.warn(
             'in-flight requests did not finish before the deadline; closing their connections',
@@ -173,6 +180,33 @@ export async function startServer(
     await store.close().catch(() => {});
     throw err;
   }
+}
+
+/** Knows which sockets have a request in flight, so that shutdown can close the others. */
+function trackRequests(app: FastifyInstance): { closeUnused(): void } {
+  const sockets = new Set<Socket>();
+  const inFlight = new Map<Socket, number>();
+  app.server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => {
+      sockets.delete(socket);
+      inFlight.delete(socket);
+    });
+  });
+  app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const socket = request.socket;
+    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    response.once('close', () => {
+      const left = (inFlight.get(socket) ?? 1) - 1;
+      if (left > 0) inFlight.set(socket, left);
+      else inFlight.delete(socket);
+    });
+  });
+  return {
+    closeUnused() {
+      for (const socket of sockets) if (!inFlight.has(socket)) socket.destroy();
+    },
+  };
 }
 
 /** Writes the key readable by the owner only; returns the path, or undefined on failure. */
