@@ -695,7 +695,10 @@ describe('shutdown with open streams', () => {
 describe('shutdown with connections that never sent a request', () => {
   test('a spare connection (as fetch opens after a cut stream) does not hold the drain', async () => {
     const lines: Record<string, unknown>[] = [];
-    const server = await startTestServer({ logTo: lines, env: { ORCHESTRA_SHUTDOWN_TIMEOUT_MS: '20000' } });
+    const server = await startTestServer({
+      logTo: lines,
+      env: { ORCHESTRA_SHUTDOWN_TIMEOUT_MS: '20000' },
+    });
     // A client that connects and says nothing, like a pooled spare connection.
     const { connect } = await import('node:net');
     const url = new URL(server.url);
@@ -709,7 +712,9 @@ describe('shutdown with connections that never sent a request', () => {
       const messages = lines.map((l) => l.msg);
       assert.ok(messages.includes('shutdown complete'));
       assert.ok(
-        !messages.includes('in-flight requests did not finish before the deadline; closing their connections'),
+        !messages.includes(
+          'in-flight requests did not finish before the deadline; closing their connections',
+        ),
         'a connection without a request held the shutdown until its deadline',
       );
     } finally {
