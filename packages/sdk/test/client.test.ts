@@ -7,8 +7,6 @@ import { rejection } from './support.ts';
 
 // The SDK against a real server: every call goes over HTTP to the routes users reach.
 
-/** A loopback port nothing listens on. */
-
 describe('Orchestra client', () => {
   let server: TestServer;
   let admin: Orchestra;

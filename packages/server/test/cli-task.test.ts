@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,32 +10,26 @@ import { openStore, type RelationalStore } from '../src/store/store.ts';
 import type { TaskState } from '../src/tasks/states.ts';
 import {
   type CliResult,
+  type CliServer,
   expectExit,
   jsonOf,
-  killSpawned,
   runCli,
-  type SpawnedOrchestra,
-  spawnOrchestra,
-  tempDir,
+  startCliServer,
 } from './helpers.ts';
 
 // `orchestra task` as a user runs it: a spawned `node bin/orchestra.js` against a spawned
 // `orchestra start`. Agents do not exist yet: the test moves tasks and appends their
 // events in the server's SQLite store, as the agent pool will.
 
-const workDir = tempDir('orchestra-cli-task-');
-const dataDir = tempDir('orchestra-cli-task-data-');
-let server: SpawnedOrchestra;
-let adminKey: string;
+let fixture: CliServer;
 let api: Orchestra;
 let store: RelationalStore;
 let events: EventLog;
 
 before(async () => {
-  server = await spawnOrchestra({ cwd: workDir.path, dataDir: dataDir.path });
-  adminKey = readFileSync(join(dataDir.path, 'admin-key'), 'utf8').trim();
-  api = new Orchestra({ url: server.url, apiKey: adminKey });
-  store = await openStore({ dataDir: dataDir.path, poolSize: 1 });
+  fixture = await startCliServer('task');
+  api = new Orchestra({ url: fixture.server.url, apiKey: fixture.adminKey });
+  store = await openStore({ dataDir: fixture.dataDir, poolSize: 1 });
   // Its own bus: the server's followers see these events on their next poll.
   events = new EventLog({ store, bus: new InProcessBus() });
   await api.templates.create({
@@ -51,21 +45,12 @@ before(async () => {
 after(async () => {
   try {
     await store?.close();
-    await server?.stop();
   } finally {
-    killSpawned();
-    workDir.remove();
-    dataDir.remove();
+    await fixture.stop();
   }
 });
 
-/** Runs `orchestra <args>` against the server with the admin key. */
-function cli(args: string[], options: { input?: string } = {}): Promise<CliResult> {
-  return runCli([...args, '--url', server.url, '--api-key', adminKey], {
-    cwd: workDir.path,
-    ...options,
-  });
-}
+const cli = (args: string[], options?: { input?: string }) => fixture.cli(args, options);
 
 const json = jsonOf;
 
@@ -177,7 +162,7 @@ describe('orchestra task', { concurrency: 4 }, () => {
     assert.deepEqual(fromStdin.input, { text: 'from stdin' });
     assert.equal(fromStdin.state, 'queued');
 
-    writeFileSync(join(workDir.path, 'input.json'), '{"text": "from a file"}');
+    writeFileSync(join(fixture.workDir, 'input.json'), '{"text": "from a file"}');
     const fromFile = json(
       await cli(['task', 'submit', 'cli-echo', '--input-file', 'input.json', '--json']),
     );
@@ -508,7 +493,7 @@ describe('orchestra task', { concurrency: 4 }, () => {
     });
 
     test('task without a subcommand prints the usage', async () => {
-      const result = await runCli(['task'], { cwd: workDir.path });
+      const result = await runCli(['task'], { cwd: fixture.workDir });
       expectExit(result, 2);
       assert.match(result.stdout, /^Usage: orchestra task/);
       assert.match(result.stderr, /task needs a subcommand/);

@@ -1,54 +1,27 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import {
-  type CliResult,
-  expectExit,
-  jsonOf,
-  killSpawned,
-  runCli,
-  type SpawnedOrchestra,
-  spawnOrchestra,
-  tempDir,
-} from './helpers.ts';
+import { type CliServer, expectExit, jsonOf, runCli, startCliServer } from './helpers.ts';
 
 // `orchestra templates` as a user runs it: a spawned `node bin/orchestra.js` against a
 // spawned `orchestra start`, with template files in a working directory of their own.
 
-const workDir = tempDir('orchestra-cli-templates-');
-const dataDir = tempDir('orchestra-cli-templates-data-');
-let server: SpawnedOrchestra;
-let adminKey: string;
+let fixture: CliServer;
 
 before(async () => {
-  server = await spawnOrchestra({ cwd: workDir.path, dataDir: dataDir.path });
-  adminKey = readFileSync(join(dataDir.path, 'admin-key'), 'utf8').trim();
+  fixture = await startCliServer('templates');
 });
-after(async () => {
-  try {
-    await server?.stop();
-  } finally {
-    killSpawned();
-    workDir.remove();
-    dataDir.remove();
-  }
-});
+after(() => fixture.stop());
 
-/** Runs `orchestra <args>` against the server with the admin key. */
-function cli(args: string[], options: { input?: string } = {}): Promise<CliResult> {
-  return runCli([...args, '--url', server.url, '--api-key', adminKey], {
-    cwd: workDir.path,
-    ...options,
-  });
-}
+const cli = (args: string[], options?: { input?: string }) => fixture.cli(args, options);
 
 const json = jsonOf;
 
 /** Writes `content` (JSON unless a string) to a file in the work dir; returns its name. */
 function writeFile(name: string, content: unknown): string {
   writeFileSync(
-    join(workDir.path, name),
+    join(fixture.workDir, name),
     typeof content === 'string' ? content : JSON.stringify(content),
   );
   return name;
@@ -447,7 +420,7 @@ describe('orchestra templates', { concurrency: 4 }, () => {
     test('templates without a subcommand prints the usage', async () => {
       // No flags either: the subcommand comes first, so `templates --url …` would be taken
       // for an unknown subcommand.
-      const result = await runCli(['templates'], { cwd: workDir.path });
+      const result = await runCli(['templates'], { cwd: fixture.workDir });
       expectExit(result, 2);
       assert.match(result.stdout, /^Usage: orchestra templates/);
       assert.match(result.stderr, /templates needs a subcommand/);

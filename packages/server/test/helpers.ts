@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -366,4 +366,44 @@ export async function closedPort(): Promise<number> {
   const { port } = server.address() as AddressInfo;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/** A spawned `orchestra start` for suites that drive the CLI against it. */
+export interface CliServer {
+  server: SpawnedOrchestra;
+  adminKey: string;
+  /** Where commands run: it holds no `.orchestra`, so no key is picked up by accident. */
+  workDir: string;
+  dataDir: string;
+  /** Runs `orchestra <args>` against the server with the admin key. */
+  cli(args: string[], options?: { input?: string }): Promise<CliResult>;
+  /** Stops the server and removes both directories. */
+  stop(): Promise<void>;
+}
+
+export async function startCliServer(name: string): Promise<CliServer> {
+  const workDir = tempDir(`orchestra-cli-${name}-`);
+  const dataDir = tempDir(`orchestra-cli-${name}-data-`);
+  const server = await spawnOrchestra({ cwd: workDir.path, dataDir: dataDir.path });
+  const adminKey = readFileSync(join(dataDir.path, 'admin-key'), 'utf8').trim();
+  return {
+    server,
+    adminKey,
+    workDir: workDir.path,
+    dataDir: dataDir.path,
+    cli: (args, options = {}) =>
+      runCli([...args, '--url', server.url, '--api-key', adminKey], {
+        cwd: workDir.path,
+        ...options,
+      }),
+    async stop() {
+      try {
+        await server.stop();
+      } finally {
+        killSpawned();
+        workDir.remove();
+        dataDir.remove();
+      }
+    },
+  };
 }
