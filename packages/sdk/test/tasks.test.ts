@@ -338,6 +338,17 @@ describe('orchestra.tasks', () => {
   });
 
   describe('events', () => {
+    /** Runs `body` with a proxy the test can cut, and a client that talks through it. */
+    async function withProxy(body: (proxy: CuttableProxy, viaProxy: Orchestra) => Promise<void>) {
+      const proxy = new CuttableProxy(server.url);
+      await proxy.listen();
+      try {
+        await body(proxy, new Orchestra({ url: proxy.url, apiKey: server.adminKey }));
+      } finally {
+        await proxy.close();
+      }
+    }
+
     test('replays an ended task and ends after its terminal event; after skips what was seen', async () => {
       const task = await admin.tasks.create({ capabilities: ['x'] });
       await admin.tasks.cancel(task.id);
@@ -398,10 +409,7 @@ describe('orchestra.tasks', () => {
     });
 
     test('resumes transparently after dropped connections, without gaps or duplicates', async () => {
-      const proxy = new CuttableProxy(server.url);
-      await proxy.listen();
-      try {
-        const viaProxy = new Orchestra({ url: proxy.url, apiKey: server.adminKey });
+      await withProxy(async (proxy, viaProxy) => {
         const task = await admin.tasks.create({ capabilities: ['x'] });
         const seen: TaskStreamItem[] = [];
         for await (const item of viaProxy.tasks.events(task.id)) {
@@ -425,16 +433,11 @@ describe('orchestra.tasks', () => {
         ]);
         assert.deepEqual((seen[3] as { data: unknown }).data, { progress: 3, total: 3 });
         assert.equal(proxy.forwarded, 4, 'one connection, then one after each of 3 cuts');
-      } finally {
-        await proxy.close();
-      }
+      });
     });
 
     test('gives up with CONNECTION_FAILED after maxReconnects failed reconnections', async () => {
-      const proxy = new CuttableProxy(server.url);
-      await proxy.listen();
-      try {
-        const viaProxy = new Orchestra({ url: proxy.url, apiKey: server.adminKey });
+      await withProxy(async (proxy, viaProxy) => {
         const task = await admin.tasks.create({ capabilities: ['x'] });
         const seen: TaskStreamItem[] = [];
         const failure = await rejection(async () => {
@@ -447,32 +450,21 @@ describe('orchestra.tasks', () => {
         assert.match(failure.message, /after offset 1 and could not resume it in 2 attempts/);
         assert.deepEqual(offsets(seen), [1]);
         assert.equal(proxy.refused, 2);
-      } finally {
-        await proxy.close();
-      }
+      });
     });
 
     test('the first connection is not retried: a server that is down rejects at once', async () => {
-      const proxy = new CuttableProxy(server.url);
-      await proxy.listen();
-      proxy.cut('refuse');
-      try {
-        const viaProxy = new Orchestra({ url: proxy.url, apiKey: server.adminKey });
+      await withProxy(async (proxy, viaProxy) => {
+        proxy.cut('refuse');
         const failure = await rejection(() => collect(viaProxy.tasks.events('tsk_whatever')));
         assert.equal(failure.code, 'CONNECTION_FAILED');
         assert.equal(proxy.refused, 1);
-      } finally {
-        await proxy.close();
-      }
+      });
     });
 
     test('an aborted signal ends the iteration with its reason, also while reconnecting', async () => {
-      // Through the proxy: after an abort, fetch opens a spare connection that it never
-      // uses, and the server's graceful shutdown would wait for it (see the report).
-      const proxy = new CuttableProxy(server.url);
-      await proxy.listen();
-      try {
-        const viaProxy = new Orchestra({ url: proxy.url, apiKey: server.adminKey });
+      // Through the proxy, so that the second half can refuse reconnections.
+      await withProxy(async (proxy, viaProxy) => {
         const task = await admin.tasks.create({ capabilities: ['x'] });
         const live = new AbortController();
         await assert.rejects(async () => {
@@ -492,24 +484,17 @@ describe('orchestra.tasks', () => {
             setImmediate(() => reconnecting.abort(new Error('gave up waiting')));
           }
         }, /gave up waiting/);
-      } finally {
-        await proxy.close();
-      }
+      });
     });
 
     test('leaving the loop early closes the connection', async () => {
-      const proxy = new CuttableProxy(server.url);
-      await proxy.listen();
-      try {
-        const viaProxy = new Orchestra({ url: proxy.url, apiKey: server.adminKey });
+      await withProxy(async (proxy, viaProxy) => {
         const task = await admin.tasks.create({ capabilities: ['x'] });
         for await (const _item of viaProxy.tasks.events(task.id)) break;
         // The server would follow the queued task for ever if the client kept reading.
         await proxy.idle();
         assert.equal(proxy.forwarded, 1);
-      } finally {
-        await proxy.close();
-      }
+      });
     });
   });
 });
