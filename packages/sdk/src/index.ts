@@ -1,3 +1,12 @@
+export {
+  AgentWorker,
+  type AgentWorkerOptions,
+  type AssignedTask,
+  type TaskContext,
+  TaskFailedError,
+  type TaskHandler,
+  type WorkerStatus,
+} from './agent-worker.ts';
 export { Orchestra, type OrchestraOptions, type TaskEventsOptions } from './client.ts';
 export { type ErrorPayload, OrchestraError } from './errors.ts';
 export { isTerminalState } from './task-states.ts';

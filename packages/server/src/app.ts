@@ -4,9 +4,14 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
+import fastifyWebsocket from '@fastify/websocket';
 import { consoleAssetsDir } from '@orchestra/console';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
+import type { AgentService } from './agents/agent-service.ts';
+import type { AgentPool } from './agents/pool.ts';
+import { agentRoutes } from './agents/routes.ts';
+import type { Bus } from './bus/bus.ts';
 import type { IdentityService } from './gateway/identity-service.ts';
 import { gatewayRoutes } from './gateway/routes.ts';
 import { opsRoutes } from './ops/routes.ts';
@@ -33,6 +38,9 @@ export interface AppResources {
   identity: IdentityService;
   templates: TemplateService;
   tasks: TaskService;
+  agents: AgentService;
+  pool: AgentPool;
+  bus: Bus;
   version: string;
   /** Aborts when shutdown begins: open streams end so that draining can finish. */
   shutdown: AbortSignal;
@@ -183,6 +191,17 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(gatewayRoutes, { identity });
   await app.register(templateRoutes, { templates: resources.templates });
   await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
+  await app.register(fastifyWebsocket, {
+    options: { maxPayload: settings.agentMaxFrameBytes },
+    // The pool closes agent connections itself, with 1001, before the server closes.
+    preClose: (done) => done(),
+  });
+  await app.register(agentRoutes, {
+    agents: resources.agents,
+    pool: resources.pool,
+    identity,
+    bus: resources.bus,
+  });
   await app.register(fastifyStatic, { root: consoleAssetsDir, wildcard: false });
   return app;
 }

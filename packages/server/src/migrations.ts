@@ -1,4 +1,5 @@
 import type { Migration } from 'kysely/migration';
+import { agentsMigrations } from './agents/migrations.ts';
 import { eventLogMigrations } from './events/migrations.ts';
 import { gatewayMigrations } from './gateway/migrations.ts';
 import { tasksMigrations } from './tasks/migrations.ts';
@@ -10,4 +11,5 @@ export const migrations: Record<string, Migration> = {
   ...templatesMigrations,
   ...eventLogMigrations,
   ...tasksMigrations,
+  ...agentsMigrations,
 };

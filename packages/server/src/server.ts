@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import packageJson from '../package.json' with { type: 'json' };
+import { AgentService } from './agents/agent-service.ts';
+import { AgentPool } from './agents/pool.ts';
 import { buildApp } from './app.ts';
 import { InProcessBus } from './bus/bus.ts';
 import { EventLog } from './events/event-log.ts';
@@ -16,6 +18,8 @@ import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter } from './platform/rate-limit.ts';
 import type { Settings } from './platform/settings.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
+import { Dispatcher } from './tasks/dispatcher.ts';
+import { TaskRuntime } from './tasks/runtime.ts';
 import { TaskService } from './tasks/task-service.ts';
 import { TemplateService } from './templates/template-service.ts';
 
@@ -74,6 +78,8 @@ export async function startServer(
   let app: FastifyInstance | undefined;
   let rateLimiter: InMemoryRateLimiter | undefined;
   let retention: EventRetention | undefined;
+  let dispatcher: Dispatcher | undefined;
+  let pool: AgentPool | undefined;
   try {
     const applied = await store.migrate(migrations);
     log.info({ store: store.kind, location: store.location, applied }, 'store ready');
@@ -118,6 +124,44 @@ export async function startServer(
       instanceId: settings.instanceId,
       store: store.kind,
     });
+    const runtime = new TaskRuntime({
+      store,
+      events,
+      bus,
+      templates,
+      retryBaseMs: settings.taskRetryBaseMs,
+      retryMaxMs: settings.taskRetryMaxMs,
+    });
+    const agents = new AgentService({ store, events, runtime });
+    pool = new AgentPool({
+      agents,
+      runtime,
+      bus,
+      log,
+      metrics,
+      settings: {
+        heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
+        heartbeatTimeoutMs: settings.agentHeartbeatTimeoutMs,
+        instanceId: settings.instanceId,
+        version: VERSION,
+      },
+    });
+    // Leases are checked several times per timeout, so that a dead agent's tasks move on
+    // soon after its lease ends.
+    const sweepIntervalMs = Math.max(50, Math.min(1_000, settings.agentHeartbeatTimeoutMs / 4));
+    dispatcher = new Dispatcher({
+      store,
+      events,
+      bus,
+      templates,
+      runtime,
+      directory: pool,
+      log,
+      tenantMaxConcurrency: settings.tenantMaxConcurrency,
+      concurrencyKeyLimit: settings.concurrencyKeyLimit,
+      sweepIntervalMs,
+    });
+    pool.dispatcher = dispatcher;
     const built = await buildApp({
       settings,
       store,
@@ -126,7 +170,16 @@ export async function startServer(
       rateLimiter,
       identity,
       templates,
-      tasks: new TaskService({ store, events, templates }),
+      tasks: new TaskService({
+        store,
+        events,
+        templates,
+        bus,
+        cancelGraceMs: settings.taskCancelGraceMs,
+      }),
+      agents,
+      pool,
+      bus,
       version: VERSION,
       shutdown: shutdown.signal,
       isClosing: () => closing,
@@ -137,15 +190,23 @@ export async function startServer(
     const address = built.server.address() as AddressInfo;
     const url = `http://${urlHost(settings.host)}:${address.port}`;
     log.info({ url, version: VERSION }, 'orchestra listening');
+    pool.start(sweepIntervalMs);
+    dispatcher.start();
 
     let closed: Promise<void> | undefined;
     const sweeper = retention;
     const limiter = rateLimiter;
+    const agentPool = pool;
+    const taskDispatcher = dispatcher;
     const close = () => {
       closed ??= (async () => {
         closing = true;
         log.info({ deadline_ms: settings.shutdownTimeoutMs }, 'shutting down');
         shutdown.abort(); // ends event streams and waits, which would otherwise hold the drain
+        // Agents first: they keep their leases and reconnect to another node (or this one
+        // after a restart) while their tasks stay theirs.
+        await taskDispatcher.stop();
+        await agentPool.close();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
@@ -174,6 +235,8 @@ export async function startServer(
     };
     return { url, app: built, store, settings, log, close };
   } catch (err) {
+    await dispatcher?.stop();
+    await pool?.close();
     await app?.close().catch(() => {});
     await retention?.stop();
     rateLimiter?.close();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { ERROR_CATALOGUE } from '../src/platform/errors.ts';
+import { CLOSE_CODES, ERROR_CATALOGUE } from '../src/platform/errors.ts';
 import { SETTINGS } from '../src/platform/settings.ts';
 
 const root = new URL('../../../', import.meta.url);
@@ -27,6 +27,16 @@ test('docs/errors.md catalogues exactly the codes the server can send, with thei
       `docs/errors.md lists ${code}, which the server does not have`,
     );
   }
+});
+
+test('docs/errors.md lists exactly the WebSocket close codes the server sends', () => {
+  const doc = read('docs/errors.md');
+  const section = doc.slice(doc.indexOf('## WebSocket close codes'));
+  const documented = new Set(
+    [...section.matchAll(/^\|\s*`(\d{4})`\s*\|/gm)].map((m) => Number(m[1])),
+  );
+  const sent = new Set(Object.values(CLOSE_CODES).map((c) => c.code));
+  assert.deepEqual([...documented].sort(), [...sent].sort());
 });
 
 test('the README documents every setting with its default, and the two quick-start commands', () => {

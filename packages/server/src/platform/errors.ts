@@ -21,11 +21,23 @@ export const ERROR_CATALOGUE = {
   TEMPLATE_NOT_FOUND: { status: 404, message: 'The template does not exist' },
   TEMPLATE_VERSION_NOT_FOUND: { status: 404, message: 'The template has no such version' },
   TASK_NOT_FOUND: { status: 404, message: 'The task does not exist' },
+  AGENT_NOT_FOUND: { status: 404, message: 'The agent does not exist' },
   TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
   TEMPLATE_ALREADY_EXISTS: { status: 409, message: 'A template with this name already exists' },
   TASK_ALREADY_FINISHED: { status: 409, message: 'The task has already ended' },
   TASK_NOT_RETRYABLE: { status: 409, message: 'The task cannot be retried in its state' },
   TASK_STATE_CHANGED: { status: 409, message: 'The task changed state meanwhile' },
+  TASK_NOT_ASSIGNED: {
+    status: 409,
+    message: 'The task is not assigned to this agent (any more)',
+  },
+  AGENT_CONNECTED: { status: 409, message: 'The agent is connected or holds tasks' },
+  AGENT_NOT_CONNECTED: { status: 409, message: 'The agent is not connected' },
+  AGENT_NOT_REGISTERED: {
+    status: 409,
+    message: 'The connection must register before anything else',
+  },
+  AGENT_ALREADY_REGISTERED: { status: 409, message: 'The connection has already registered' },
   LAST_ADMIN_KEY: {
     status: 409,
     message: 'The last active admin key of a tenant cannot be revoked',
@@ -35,6 +47,7 @@ export const ERROR_CATALOGUE = {
     status: 412,
     message: 'The resource changed since the version in If-Match',
   },
+  UPGRADE_REQUIRED: { status: 426, message: 'This route only speaks WebSocket' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   URI_TOO_LONG: { status: 414, message: 'A path parameter is too long' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request content type is not supported' },
@@ -51,6 +64,22 @@ export const ERROR_CATALOGUE = {
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/**
+ * Close codes the server sends on its WebSocket protocols, beyond the standard 1000, 1001
+ * and 1009. The 4xxx ones mirror HTTP statuses. Stable API, listed in docs/errors.md.
+ */
+export const CLOSE_CODES = {
+  GOING_AWAY: { code: 1001, reason: 'The server is shutting down; reconnect' },
+  MESSAGE_TOO_BIG: { code: 1009, reason: 'A frame was larger than the server accepts' },
+  PROTOCOL_VIOLATION: {
+    code: 4400,
+    reason: 'Too many invalid frames, or a frame that leaves no way to go on',
+  },
+  UNAUTHENTICATED: { code: 4401, reason: 'The credential is no longer valid' },
+  TIMEOUT: { code: 4408, reason: 'A register or heartbeat frame did not arrive in time' },
+  REPLACED: { code: 4409, reason: 'Another connection registered with the same agent id' },
+} as const satisfies Record<string, { code: number; reason: string }>;
 
 export type ErrorDetails = Record<string, unknown>;
 

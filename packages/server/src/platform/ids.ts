@@ -14,11 +14,27 @@ export function randomBase62(length: number): string {
   return out;
 }
 
+let lastMs = 0;
+let sequence = 0;
+
 /**
- * A time-ordered id: 12 hex digits of milliseconds then 16 random hex digits, with a
- * prefix naming the resource (`key_…`). Sorting ids sorts by creation time, which is what
- * cursor pagination relies on.
+ * A time-ordered id: 12 hex digits of milliseconds, 4 of a per-process sequence, then 12
+ * random hex digits, with a prefix naming the resource (`key_…`). Ids from one process
+ * sort in creation order even within a millisecond, which is what cursor pagination and
+ * first-in-first-out dispatch rely on; ids from different nodes sort by millisecond.
  */
 export function newId(prefix: string, nowMs: number = Date.now()): string {
-  return `${prefix}_${nowMs.toString(16).padStart(12, '0')}${randomBytes(8).toString('hex')}`;
+  let ms = nowMs;
+  if (ms <= lastMs) {
+    ms = lastMs;
+    sequence += 1;
+    if (sequence > 0xffff) {
+      ms += 1; // 65,536 ids in one millisecond: borrow the next one rather than repeat
+      sequence = 0;
+    }
+  } else {
+    sequence = 0;
+  }
+  lastMs = ms;
+  return `${prefix}_${ms.toString(16).padStart(12, '0')}${sequence.toString(16).padStart(4, '0')}${randomBytes(6).toString('hex')}`;
 }

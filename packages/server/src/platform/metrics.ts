@@ -9,6 +9,10 @@ export class Metrics {
   readonly httpRequests: Counter<'method' | 'route' | 'status_code'>;
   readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   readonly rateLimited: Counter<'scope'>;
+  readonly agentsConnected: Gauge;
+  readonly agentFrames: Counter<'kind'>;
+  readonly agentProtocolErrors: Counter<'code'>;
+  readonly tasksAssigned: Counter;
 
   constructor(options: { version: string; instanceId: string; store: string }) {
     collectDefaultMetrics({ register: this.registry });
@@ -38,6 +42,28 @@ export class Metrics {
       name: 'orchestra_rate_limited_requests_total',
       help: 'Requests refused with 429, by whether a credential or an IP address was limited.',
       labelNames: ['scope'],
+      registers: [this.registry],
+    });
+    this.agentsConnected = new Gauge({
+      name: 'orchestra_agents_connected',
+      help: 'Agent connections on this node that have registered.',
+      registers: [this.registry],
+    });
+    this.agentFrames = new Counter({
+      name: 'orchestra_agent_frames_received_total',
+      help: 'Valid frames received from agents, by kind.',
+      labelNames: ['kind'],
+      registers: [this.registry],
+    });
+    this.agentProtocolErrors = new Counter({
+      name: 'orchestra_agent_frame_errors_total',
+      help: 'Error frames sent to agents, by error code.',
+      labelNames: ['code'],
+      registers: [this.registry],
+    });
+    this.tasksAssigned = new Counter({
+      name: 'orchestra_tasks_assigned_total',
+      help: 'Task attempts this node assigned to its agents.',
       registers: [this.registry],
     });
     const info = new Gauge({

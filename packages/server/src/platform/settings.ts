@@ -185,6 +185,74 @@ export const SETTINGS = {
     description: 'Trust X-Forwarded-For for the client IP (set behind a reverse proxy).',
     default: false,
   },
+  agentHeartbeatIntervalMs: {
+    env: 'ORCHESTRA_AGENT_HEARTBEAT_INTERVAL_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    allowed: 'an integer from 100 to 600000',
+    description: 'How often connected agents must send a heartbeat; the server tells them.',
+    default: 5000,
+  },
+  agentHeartbeatTimeoutMs: {
+    env: 'ORCHESTRA_AGENT_HEARTBEAT_TIMEOUT_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 200, maximum: 3_600_000 }),
+    allowed: 'an integer from 200 to 3600000, more than the heartbeat interval',
+    description:
+      'How long after its last heartbeat an agent keeps its tasks (its lease). Then it counts as gone and its tasks are dispatched again; an agent that reconnects sooner resumes them.',
+    default: 15000,
+  },
+  agentMaxFrameBytes: {
+    env: 'ORCHESTRA_AGENT_MAX_FRAME_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 104857600 }),
+    allowed: 'an integer from 1024 to 104857600',
+    description: 'Largest frame an agent may send; a larger one closes its connection with 1009.',
+    default: 1048576,
+  },
+  taskRetryBaseMs: {
+    env: 'ORCHESTRA_TASK_RETRY_BASE_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 3_600_000 }),
+    allowed: 'an integer from 0 to 3600000',
+    description:
+      'Delay before the second attempt of a task; it doubles with each further attempt, with jitter, up to the maximum.',
+    default: 1000,
+  },
+  taskRetryMaxMs: {
+    env: 'ORCHESTRA_TASK_RETRY_MAX_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
+    allowed: 'an integer from 0 to 86400000',
+    description: 'Longest delay between two attempts of a task.',
+    default: 60000,
+  },
+  taskCancelGraceMs: {
+    env: 'ORCHESTRA_TASK_CANCEL_GRACE_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 3_600_000 }),
+    allowed: 'an integer from 0 to 3600000',
+    description:
+      'How long an agent has to confirm that it stopped a cancelled task; then the task is cancelled without it.',
+    default: 10000,
+  },
+  tenantMaxConcurrency: {
+    env: 'ORCHESTRA_TENANT_MAX_CONCURRENCY',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 10_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description: 'Most tasks of one tenant assigned or running at once, across all its agents.',
+    default: 0,
+  },
+  concurrencyKeyLimit: {
+    env: 'ORCHESTRA_CONCURRENCY_KEY_LIMIT',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 10_000 }),
+    allowed: 'an integer from 1 to 10000',
+    description:
+      'Most tasks sharing a `concurrency_key` assigned or running at once, unless their template sets `concurrency_key_limit`. 1 runs them one at a time, in order.',
+    default: 1,
+  },
   instanceId: {
     env: 'ORCHESTRA_INSTANCE_ID',
     kind: 'string',
@@ -318,6 +386,17 @@ export function loadSettings(
 
   for (const [key, spec] of Object.entries(SETTINGS) as [Key, SettingSpec][]) {
     if (values[key] === undefined && 'default' in spec) values[key] = spec.default;
+  }
+  const interval = values.agentHeartbeatIntervalMs as number;
+  if ((values.agentHeartbeatTimeoutMs as number) <= interval) {
+    throw new SettingsError(
+      `invalid settings:\n  - ${SETTINGS.agentHeartbeatTimeoutMs.env} must be more than ${SETTINGS.agentHeartbeatIntervalMs.env} (${interval}), or one missed heartbeat would end an agent's lease`,
+    );
+  }
+  if ((values.taskRetryMaxMs as number) < (values.taskRetryBaseMs as number)) {
+    throw new SettingsError(
+      `invalid settings:\n  - ${SETTINGS.taskRetryMaxMs.env} must be at least ${SETTINGS.taskRetryBaseMs.env} (${values.taskRetryBaseMs})`,
+    );
   }
   values.instanceId ??= `${hostname()}-${process.pid}`;
   values.dataDir = resolve(values.dataDir as string);

@@ -66,4 +66,68 @@ export const tasksMigrations: Record<string, Migration> = {
       await db.schema.dropTable('tasks').execute();
     },
   },
+  '0006_task_dispatch': {
+    async up(db: Kysely<unknown>) {
+      for (const column of [
+        'not_before',
+        'assigned_at',
+        'started_at',
+        'deadline_at',
+        'cancel_deadline_at',
+      ]) {
+        await db.schema.alterTable('tasks').addColumn(column, 'text').execute();
+      }
+      await db.schema
+        .alterTable('tasks')
+        .addColumn('event_seq', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.alterTable('tasks').addColumn('concurrency_limit', 'integer').execute();
+      // Dispatch reads the queue highest priority first, then oldest: an index in that order
+      // saves sorting the whole queue on every pass.
+      await db.schema.dropIndex('tasks_queue_idx').execute();
+      await db.schema
+        .createIndex('tasks_queue_idx')
+        .on('tasks')
+        .columns(['tenant_id', 'state', 'priority desc', 'id'])
+        .execute();
+      await db.schema
+        .createIndex('tasks_agent_idx')
+        .on('tasks')
+        .columns(['tenant_id', 'agent_id', 'state'])
+        .execute();
+      await db.schema
+        .createIndex('tasks_deadline_idx')
+        .on('tasks')
+        .columns(['state', 'deadline_at'])
+        .execute();
+      await db.schema
+        .createIndex('tasks_concurrency_key_idx')
+        .on('tasks')
+        .columns(['tenant_id', 'concurrency_key', 'state'])
+        .where(sql.ref('concurrency_key'), 'is not', null)
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('tasks_concurrency_key_idx').execute();
+      await db.schema.dropIndex('tasks_deadline_idx').execute();
+      await db.schema.dropIndex('tasks_agent_idx').execute();
+      await db.schema.dropIndex('tasks_queue_idx').execute();
+      await db.schema
+        .createIndex('tasks_queue_idx')
+        .on('tasks')
+        .columns(['tenant_id', 'state', 'priority', 'id'])
+        .execute();
+      for (const column of [
+        'concurrency_limit',
+        'event_seq',
+        'cancel_deadline_at',
+        'deadline_at',
+        'started_at',
+        'assigned_at',
+        'not_before',
+      ]) {
+        await db.schema.alterTable('tasks').dropColumn(column).execute();
+      }
+    },
+  },
 };

@@ -82,6 +82,14 @@ export const Task = Type.Object(
     result: Type.Unknown({ description: 'What the agent returned, once succeeded; else null.' }),
     error: Type.Union([TaskError, Type.Null()]),
     cancel_requested_at: NullableTimestamp,
+    not_before: Type.Union([Timestamp, Type.Null()], {
+      description: 'A retried attempt waits until then (backoff).',
+    }),
+    assigned_at: NullableTimestamp,
+    started_at: NullableTimestamp,
+    deadline_at: Type.Union([Timestamp, Type.Null()], {
+      description: 'The current attempt times out then.',
+    }),
     created_by: Type.String(),
     created_at: Timestamp,
     updated_at: Timestamp,

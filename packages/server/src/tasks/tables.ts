@@ -29,6 +29,18 @@ export interface TasksTable {
   /** JSON `{code, message, retryable}`, once failed. */
   error: string | null;
   cancel_requested_at: string | null;
+  /** A cancelled task's agent has until then to confirm; then it is cancelled anyway. */
+  cancel_deadline_at: string | null;
+  /** Not dispatched before then (retry backoff); null: at once. */
+  not_before: string | null;
+  assigned_at: string | null;
+  started_at: string | null;
+  /** The current attempt times out then. */
+  deadline_at: string | null;
+  /** The last `task.event` sequence number stored for the current attempt. */
+  event_seq: number;
+  /** How many tasks with this task's concurrency key may run at once; null: the setting. */
+  concurrency_limit: number | null;
   created_by: string;
   created_at: string;
   updated_at: string;

@@ -1,4 +1,5 @@
 import type { Transaction } from 'kysely';
+import type { Bus } from '../bus/bus.ts';
 import type { EventLog, StreamEvent, StreamItem } from '../events/event-log.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -7,8 +8,15 @@ import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination
 import type { Database } from '../store/database.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
+import {
+  type AgentNotice,
+  agentSubject,
+  DISPATCH_SUBJECT,
+  type DispatchNotice,
+} from './runtime.ts';
 import type { CreateTask, Task } from './schemas.ts';
 import { isRetryable, isTerminal, stateEventType, type TaskState } from './states.ts';
+import { stateEvent, taskStream } from './stream.ts';
 import type { TasksTable } from './tables.ts';
 
 /** Defaults of a task routed by capabilities alone (no template to take them from). */
@@ -29,11 +37,6 @@ export interface ListTasksOptions {
   labels?: Record<string, string>;
   created_after?: string | undefined;
   created_before?: string | undefined;
-}
-
-/** The stream of a task's events in the event log. */
-export function taskStream(taskId: string): string {
-  return `task:${taskId}`;
 }
 
 function taskNotFound(id: string): ApiError {
@@ -69,18 +72,14 @@ function view(row: TasksTable): Task {
     result: row.result === null ? null : (JSON.parse(row.result) as unknown),
     error: row.error === null ? null : (JSON.parse(row.error) as Task['error']),
     cancel_requested_at: row.cancel_requested_at,
+    not_before: row.not_before,
+    assigned_at: row.assigned_at,
+    started_at: row.started_at,
+    deadline_at: row.deadline_at,
     created_by: row.created_by,
     created_at: row.created_at,
     updated_at: row.updated_at,
     finished_at: row.finished_at,
-  };
-}
-
-/** The event data of a state change: enough to follow a task without reading it again. */
-function stateEvent(row: TasksTable, extra: Record<string, unknown> = {}) {
-  return {
-    type: stateEventType(row.state),
-    data: { state: row.state, attempt: row.attempt, agent_id: row.agent_id, ...extra },
   };
 }
 
@@ -93,11 +92,26 @@ export class TaskService {
   readonly #store: RelationalStore;
   readonly #events: EventLog;
   readonly #templates: TemplateService;
+  readonly #bus: Bus;
+  readonly #cancelGraceMs: number;
 
-  constructor(deps: { store: RelationalStore; events: EventLog; templates: TemplateService }) {
+  constructor(deps: {
+    store: RelationalStore;
+    events: EventLog;
+    templates: TemplateService;
+    bus: Bus;
+    cancelGraceMs: number;
+  }) {
     this.#store = deps.store;
     this.#events = deps.events;
     this.#templates = deps.templates;
+    this.#bus = deps.bus;
+    this.#cancelGraceMs = deps.cancelGraceMs;
+  }
+
+  #wakeDispatch(tenantId: string): void {
+    const notice: DispatchNotice = { tenant_id: tenantId };
+    this.#bus.publish(DISPATCH_SUBJECT, notice);
   }
 
   /**
@@ -171,6 +185,13 @@ export class TaskService {
       result: null,
       error: null,
       cancel_requested_at: null,
+      cancel_deadline_at: null,
+      not_before: null,
+      assigned_at: null,
+      started_at: null,
+      deadline_at: null,
+      event_seq: 0,
+      concurrency_limit: template?.concurrency_key_limit ?? null,
       created_by: credentialId(principal),
       created_at: now,
       updated_at: now,
@@ -195,6 +216,7 @@ export class TaskService {
       }
       throw err;
     }
+    this.#wakeDispatch(tenantId);
     return { task: view(row), created: true };
   }
 
@@ -252,7 +274,8 @@ export class TaskService {
    */
   async cancel(principal: Principal, id: string): Promise<Task> {
     const tenantId = principal.tenant.id;
-    return this.#events.transaction(async (trx, emit) => {
+    let later: (() => void) | undefined;
+    const task = await this.#events.transaction(async (trx, emit) => {
       const row = await this.#find(trx, tenantId, id, { lock: true });
       const now = new Date().toISOString();
       switch (row.state) {
@@ -270,15 +293,28 @@ export class TaskService {
         case 'assigned':
         case 'running': {
           if (row.cancel_requested_at !== null) return view(row);
+          const deadline = new Date(Date.now() + this.#cancelGraceMs).toISOString();
           const updated = await this.#transition(trx, row, [row.state], {
             cancel_requested_at: now,
+            cancel_deadline_at: deadline,
           });
           await emit(taskStream(id), tenantId, [
             {
               type: 'task.cancel_requested',
-              data: { state: updated.state, attempt: updated.attempt },
+              data: { state: updated.state, attempt: updated.attempt, deadline_at: deadline },
             },
           ]);
+          const agentId = updated.agent_id;
+          if (agentId !== null) {
+            const notice: AgentNotice = {
+              op: 'cancel',
+              task_id: id,
+              attempt: updated.attempt,
+              reason: 'requested',
+              deadline_ms: this.#cancelGraceMs,
+            };
+            later = () => this.#bus.publish(agentSubject(tenantId, agentId), notice);
+          }
           return view(updated);
         }
         case 'succeeded':
@@ -293,10 +329,18 @@ export class TaskService {
           );
       }
     });
+    later?.(); // after the commit: the agent's node reads the request from the store
+    return task;
   }
 
   /** Puts a task that ended without success back in the queue, with its attempts reset. */
   async retry(principal: Principal, id: string): Promise<Task> {
+    const task = await this.#retry(principal, id);
+    this.#wakeDispatch(principal.tenant.id);
+    return task;
+  }
+
+  async #retry(principal: Principal, id: string): Promise<Task> {
     const tenantId = principal.tenant.id;
     return this.#events.transaction(async (trx, emit) => {
       const row = await this.#find(trx, tenantId, id, { lock: true });
@@ -313,6 +357,12 @@ export class TaskService {
         result: null,
         error: null,
         cancel_requested_at: null,
+        cancel_deadline_at: null,
+        not_before: null,
+        assigned_at: null,
+        started_at: null,
+        deadline_at: null,
+        event_seq: 0,
         finished_at: null,
       });
       await emit(taskStream(id), tenantId, [

@@ -47,6 +47,12 @@ export const TemplateSpecFields = {
   default_max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
   default_priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
   strategy: Type.Optional(Strategy),
+  concurrency_key_limit: Type.Optional(
+    Type.Union([Type.Integer({ minimum: 1, maximum: 10_000 }), Type.Null()], {
+      description:
+        'How many tasks of this template that share a `concurrency_key` may run at once. Null or absent: the ORCHESTRA_CONCURRENCY_KEY_LIMIT setting.',
+    }),
+  ),
 };
 
 export const CreateTemplate = Type.Object(
@@ -72,6 +78,8 @@ export interface TemplateSpec {
   default_max_attempts: number;
   default_priority: number;
   strategy: Static<typeof Strategy>;
+  /** Null: the setting applies. Versions stored before the field existed lack it. */
+  concurrency_key_limit: number | null;
 }
 
 const NullableSchema = Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]);
@@ -95,6 +103,9 @@ export const Template = Type.Object(
     default_max_attempts: Type.Integer(),
     default_priority: Type.Integer(),
     strategy: Strategy,
+    concurrency_key_limit: Type.Union([Type.Integer(), Type.Null()], {
+      description: 'Null: the ORCHESTRA_CONCURRENCY_KEY_LIMIT setting applies.',
+    }),
     created_at: Timestamp,
     updated_at: Timestamp,
     version_created_at: Timestamp,

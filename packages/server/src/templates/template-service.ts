@@ -26,15 +26,17 @@ export interface TemplateVersionSummary {
   latest: boolean;
 }
 
+/** Undefined when the value matches the schema, else the problems in words. */
+export type SchemaCheck = (value: unknown) => string | undefined;
+
 /** What a task needs from its template: the pinned definition and an input check. */
 export interface ResolvedTemplate {
   template: Template;
-  /** Resolves to undefined when `input` matches the input schema, else to the problems. */
-  checkInput(input: unknown): string | undefined;
+  checkInput: SchemaCheck;
 }
 
-/** Compiled input validators kept, by template id and version (versions are immutable). */
-const INPUT_VALIDATOR_CACHE_SIZE = 500;
+/** Compiled schema checks kept, by kind, template id and version (versions are immutable). */
+const VALIDATOR_CACHE_SIZE = 500;
 
 export interface ListTemplatesOptions {
   limit?: number | undefined;
@@ -62,7 +64,8 @@ function fieldError(field: string, message: string): ApiError {
 export class TemplateService {
   readonly #store: RelationalStore;
   readonly #schemas = new UserSchemaCompiler();
-  readonly #inputValidators = new Map<string, ResolvedTemplate['checkInput']>();
+  readonly #validators = new Map<string, SchemaCheck>();
+  readonly #specs = new Map<string, TemplateSpec>();
 
   constructor(deps: { store: RelationalStore }) {
     this.#store = deps.store;
@@ -97,6 +100,7 @@ export class TemplateService {
       default_max_attempts: input.default_max_attempts ?? TEMPLATE_DEFAULTS.default_max_attempts,
       default_priority: input.default_priority ?? TEMPLATE_DEFAULTS.default_priority,
       strategy: input.strategy ?? TEMPLATE_DEFAULTS.strategy,
+      concurrency_key_limit: input.concurrency_key_limit ?? null,
     };
   }
 
@@ -320,23 +324,79 @@ export class TemplateService {
    */
   async resolve(principal: Principal, ref: string, version?: number): Promise<ResolvedTemplate> {
     const template = await this.get(principal, ref, version);
-    const key = `${template.id}@${template.version}`;
-    let checkInput = this.#inputValidators.get(key);
-    if (checkInput === undefined) {
-      const schema = template.input_schema;
-      const check = schema === null ? undefined : this.#schemas.check(schema);
-      checkInput = (input) => {
-        if (check === undefined) return undefined;
-        if (!check.ok) return `the template's input schema cannot be used: ${check.message}`;
-        return check.validate(input) ? undefined : describeErrors(check.validate.errors);
-      };
-      if (this.#inputValidators.size >= INPUT_VALIDATOR_CACHE_SIZE) {
-        const oldest = this.#inputValidators.keys().next().value;
-        if (oldest !== undefined) this.#inputValidators.delete(oldest);
-      }
-      this.#inputValidators.set(key, checkInput);
+    return {
+      template,
+      checkInput: this.#checker('input', template.id, template.version, template.input_schema),
+    };
+  }
+
+  /**
+   * The check of a result against the output schema of a template version, or undefined
+   * when the version has none (or no longer exists). Cached like input checks.
+   */
+  async outputCheck(
+    tenantId: string,
+    templateId: string,
+    version: number,
+  ): Promise<SchemaCheck | undefined> {
+    const spec = await this.versionSpec(tenantId, templateId, version);
+    if (spec === undefined || spec.output_schema === null) return undefined;
+    return this.#checker('output', templateId, version, spec.output_schema);
+  }
+
+  /**
+   * The definition of one version of a template of the tenant, or undefined when it no
+   * longer exists. Versions never change, so they are cached.
+   */
+  async versionSpec(
+    tenantId: string,
+    templateId: string,
+    version: number,
+  ): Promise<TemplateSpec | undefined> {
+    const key = `${tenantId}/${templateId}@${version}`;
+    const cached = this.#specs.get(key);
+    if (cached !== undefined) return cached;
+    const row = await this.#store.db
+      .selectFrom('template_versions')
+      .innerJoin('templates', 'templates.id', 'template_versions.template_id')
+      .select('template_versions.spec')
+      .where('templates.tenant_id', '=', tenantId)
+      .where('template_versions.template_id', '=', templateId)
+      .where('template_versions.version', '=', version)
+      .executeTakeFirst();
+    if (row === undefined) return undefined;
+    const spec = JSON.parse(row.spec) as TemplateSpec;
+    if (this.#specs.size >= VALIDATOR_CACHE_SIZE) {
+      const oldest = this.#specs.keys().next().value;
+      if (oldest !== undefined) this.#specs.delete(oldest);
     }
-    return { template, checkInput };
+    this.#specs.set(key, spec);
+    return spec;
+  }
+
+  /** A compiled check of one schema of a template version; versions are immutable. */
+  #checker(
+    kind: 'input' | 'output',
+    templateId: string,
+    version: number,
+    schema: Record<string, unknown> | null,
+  ): SchemaCheck {
+    const key = `${kind}:${templateId}@${version}`;
+    let checker = this.#validators.get(key);
+    if (checker === undefined) {
+      const check = schema === null ? undefined : this.#schemas.check(schema);
+      checker = (value) => {
+        if (check === undefined) return undefined;
+        if (!check.ok) return `the template's ${kind} schema cannot be used: ${check.message}`;
+        return check.validate(value) ? undefined : describeErrors(check.validate.errors);
+      };
+      if (this.#validators.size >= VALIDATOR_CACHE_SIZE) {
+        const oldest = this.#validators.keys().next().value;
+        if (oldest !== undefined) this.#validators.delete(oldest);
+      }
+      this.#validators.set(key, checker);
+    }
+    return checker;
   }
 
   /** Deletes the template and all its versions. */
@@ -390,6 +450,7 @@ function view(
     latest_version: row.latest_version,
     highest_version: row.highest_version,
     ...spec,
+    concurrency_key_limit: spec.concurrency_key_limit ?? null,
     created_at: row.created_at,
     updated_at: row.updated_at,
     version_created_at: version.created_at,

@@ -1,0 +1,593 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { updateEwma } from '../balancing/strategies.ts';
+import type { Bus } from '../bus/bus.ts';
+import type { Principal } from '../platform/auth.ts';
+import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
+import type { Metrics } from '../platform/metrics.ts';
+import type { AssignedTask, Dispatcher, DispatchTarget } from '../tasks/dispatcher.ts';
+import {
+  type AgentNotice,
+  type AgentRef,
+  type AgentTaskEvent,
+  agentSubject,
+  type TaskRuntime,
+} from '../tasks/runtime.ts';
+import type { AgentService } from './agent-service.ts';
+import {
+  type AgentFrame,
+  FrameError,
+  type FrameOf,
+  type MessageType,
+  parseAgentFrame,
+  serverFrame,
+} from './protocol.ts';
+
+/** Invalid frames tolerated per window before the connection is closed with 4400. */
+const MAX_INVALID_FRAMES = 20;
+const INVALID_WINDOW_MS = 60_000;
+/** Inbound frames queued before the socket stops reading (backpressure to the agent). */
+const MAX_QUEUED_FRAMES = 1_000;
+/** Consecutive task.event frames stored in one transaction, at most. */
+const EVENT_BATCH = 500;
+
+export interface PoolSettings {
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  instanceId: string;
+  version: string;
+}
+
+/**
+ * The agents connected to this node: their WebSocket connections, what each holds, and
+ * the protocol state machine. In-memory state here is a connection registry; the store
+ * says who holds which task.
+ */
+export class AgentPool {
+  readonly #connections = new Map<string, Map<string, AgentConnection>>();
+  readonly #all = new Set<AgentConnection>();
+  readonly deps: {
+    agents: AgentService;
+    runtime: TaskRuntime;
+    bus: Bus;
+    log: Logger;
+    metrics: Metrics;
+    settings: PoolSettings;
+  };
+  /** Set once the dispatcher, which needs the pool, exists. */
+  dispatcher: Dispatcher | undefined;
+  #sweep: NodeJS.Timeout | undefined;
+  #closing = false;
+
+  constructor(deps: AgentPool['deps']) {
+    this.deps = deps;
+  }
+
+  /** Marks agents whose lease ran out offline, on a timer; safe on every node. */
+  start(sweepIntervalMs: number): void {
+    this.#sweep = setInterval(() => {
+      this.deps.agents
+        .expireLeases()
+        .then((gone) => {
+          for (const { tenantId, agentId } of gone) {
+            this.#connections.get(tenantId)?.get(agentId)?.close(CLOSE_CODES.TIMEOUT);
+          }
+        })
+        .catch((err: unknown) => this.deps.log.warn({ err }, 'agent lease sweep failed'));
+    }, sweepIntervalMs);
+    this.#sweep.unref();
+  }
+
+  /** Takes a new WebSocket from an authenticated request. */
+  accept(socket: WebSocket, principal: Principal, reauthenticate: () => Promise<Principal>): void {
+    if (this.#closing) {
+      socket.close(CLOSE_CODES.GOING_AWAY.code, 'server shutting down');
+      return;
+    }
+    const connection = new AgentConnection(this, socket, principal, reauthenticate);
+    this.#all.add(connection);
+    socket.once('close', () => this.#all.delete(connection));
+  }
+
+  tenants(): Iterable<string> {
+    return this.#connections.keys();
+  }
+
+  targets(tenantId: string): readonly DispatchTarget[] {
+    const byId = this.#connections.get(tenantId);
+    return byId === undefined ? [] : [...byId.values()];
+  }
+
+  /** Makes `connection` the local holder of its agent id; closes an older local one. */
+  bind(connection: AgentConnection): void {
+    const { tenantId, agentId } = connection.ref();
+    let byId = this.#connections.get(tenantId);
+    if (byId === undefined) {
+      byId = new Map();
+      this.#connections.set(tenantId, byId);
+    }
+    const older = byId.get(agentId);
+    byId.set(agentId, connection);
+    this.deps.metrics.agentsConnected.set(this.#countBound());
+    if (older !== undefined && older !== connection) older.close(CLOSE_CODES.REPLACED);
+  }
+
+  unbind(connection: AgentConnection): void {
+    const { tenantId, agentId } = connection.ref();
+    const byId = this.#connections.get(tenantId);
+    if (byId?.get(agentId) !== connection) return;
+    byId.delete(agentId);
+    if (byId.size === 0) this.#connections.delete(tenantId);
+    this.deps.metrics.agentsConnected.set(this.#countBound());
+  }
+
+  kick(tenantId: string): void {
+    this.dispatcher?.kick(tenantId);
+  }
+
+  #countBound(): number {
+    let n = 0;
+    for (const byId of this.#connections.values()) n += byId.size;
+    return n;
+  }
+
+  /** Closes every connection with 1001: agents keep their leases and reconnect elsewhere. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    clearInterval(this.#sweep);
+    const closed = [...this.#all].map((c) => c.closeAndSettle(CLOSE_CODES.GOING_AWAY));
+    await Promise.all(closed);
+  }
+}
+
+type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
+
+/** One agent's WebSocket: registration, heartbeats and the frames about its tasks. */
+class AgentConnection implements DispatchTarget {
+  readonly #pool: AgentPool;
+  readonly #socket: WebSocket;
+  readonly #principal: Principal;
+  readonly #reauthenticate: () => Promise<Principal>;
+  readonly #id = randomUUID();
+  readonly #source: string;
+  readonly #queue: AgentFrame[] = [];
+  readonly #invalidAt: number[] = [];
+  readonly #assignedAt = new Map<string, number>();
+  #processing = false;
+  #paused = false;
+  #registration: FrameOf<'register'>['payload'] | undefined;
+  #capabilities: ReadonlySet<string> = new Set();
+  #draining = false;
+  #closed = false;
+  #closeReason: 'offline' | 'error' = 'offline';
+  #watchdog: NodeJS.Timeout | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #settled: Promise<void>;
+
+  readonly inFlight = new Set<string>();
+  latencyEwmaMs: number | undefined;
+  load: { cpu: number; memory: number } | undefined;
+
+  constructor(
+    pool: AgentPool,
+    socket: WebSocket,
+    principal: Principal,
+    reauthenticate: () => Promise<Principal>,
+  ) {
+    this.#pool = pool;
+    this.#socket = socket;
+    this.#principal = principal;
+    this.#reauthenticate = reauthenticate;
+    this.#source = `orchestra:${pool.deps.settings.instanceId}`;
+    this.#armWatchdog();
+    let settle: () => void = () => {};
+    this.#settled = new Promise((resolve) => {
+      settle = resolve;
+    });
+    socket.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
+    socket.on('error', (err) => pool.deps.log.debug({ err }, 'agent socket error'));
+    socket.once('close', () => {
+      this.#onClose()
+        .catch((err: unknown) => pool.deps.log.warn({ err }, 'agent disconnect not recorded'))
+        .finally(settle);
+    });
+  }
+
+  get agentId(): string {
+    return this.#registration?.agent_id ?? '';
+  }
+  get capabilities(): ReadonlySet<string> {
+    return this.#capabilities;
+  }
+  get maxConcurrency(): number {
+    return this.#registration?.max_concurrency ?? 0;
+  }
+  get weight(): number {
+    return this.#registration?.weight ?? 1;
+  }
+
+  ref(): AgentRef {
+    return { tenantId: this.#principal.tenant.id, agentId: this.agentId };
+  }
+
+  accepting(): boolean {
+    return this.#registration !== undefined && !this.#draining && !this.#closed;
+  }
+
+  assign(task: AssignedTask): void {
+    this.#assignedAt.set(task.id, performance.now());
+    this.#pool.deps.metrics.tasksAssigned.inc();
+    this.#send('REQUEST', { kind: 'task.assign', task });
+  }
+
+  close(code: CloseCode): void {
+    if (this.#closed) return;
+    if (code === CLOSE_CODES.PROTOCOL_VIOLATION) this.#closeReason = 'error';
+    this.#closed = true;
+    this.#socket.close(code.code, code.reason.slice(0, 120));
+  }
+
+  /** Closes and resolves once the disconnect is recorded (or a second has passed). */
+  async closeAndSettle(code: CloseCode): Promise<void> {
+    this.close(code);
+    const timer = setTimeout(() => this.#socket.terminate(), 1_000);
+    await this.#settled;
+    clearTimeout(timer);
+  }
+
+  #send(
+    type: MessageType,
+    payload: { kind: string } & Record<string, unknown>,
+    correlationId?: string,
+  ): void {
+    if (this.#socket.readyState !== this.#socket.OPEN) return;
+    this.#socket.send(serverFrame(this.#source, type, payload, correlationId));
+  }
+
+  #sendError(error: ApiError, correlationId: string | undefined): void {
+    this.#pool.deps.metrics.agentProtocolErrors.inc({ code: error.code });
+    this.#send(
+      correlationId === undefined ? 'EVENT' : 'RESPONSE',
+      {
+        kind: 'error',
+        code: error.code,
+        message: error.message,
+        ...(error.details ? { details: error.details } : {}),
+      },
+      correlationId,
+    );
+  }
+
+  /** Counts an invalid frame; too many in a window close the connection. */
+  #invalid(error: ApiError, correlationId: string | undefined): void {
+    this.#sendError(error, correlationId);
+    const now = Date.now();
+    this.#invalidAt.push(now);
+    while ((this.#invalidAt[0] ?? now) < now - INVALID_WINDOW_MS) this.#invalidAt.shift();
+    if (this.#invalidAt.length > MAX_INVALID_FRAMES) this.close(CLOSE_CODES.PROTOCOL_VIOLATION);
+  }
+
+  #armWatchdog(): void {
+    clearTimeout(this.#watchdog);
+    this.#watchdog = setTimeout(
+      () => this.close(CLOSE_CODES.TIMEOUT),
+      this.#pool.deps.settings.heartbeatTimeoutMs,
+    );
+    this.#watchdog.unref();
+  }
+
+  #onMessage(data: unknown, isBinary: boolean): void {
+    if (this.#closed) return;
+    if (isBinary) {
+      this.#invalid(
+        new ApiError('VALIDATION_FAILED', 'frame: must be a text frame holding JSON'),
+        undefined,
+      );
+      return;
+    }
+    const text = Array.isArray(data)
+      ? Buffer.concat(data as Buffer[]).toString('utf8')
+      : Buffer.isBuffer(data)
+        ? data.toString('utf8')
+        : Buffer.from(data as ArrayBuffer).toString('utf8');
+    let frame: AgentFrame;
+    try {
+      frame = parseAgentFrame(text);
+    } catch (err) {
+      if (err instanceof FrameError) this.#invalid(err, err.correlationId);
+      else throw err;
+      return;
+    }
+    this.#pool.deps.metrics.agentFrames.inc({ kind: frame.payload.kind });
+    this.#queue.push(frame);
+    if (this.#queue.length >= MAX_QUEUED_FRAMES && !this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+    if (!this.#processing) void this.#drainQueue();
+  }
+
+  async #drainQueue(): Promise<void> {
+    this.#processing = true;
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        const frame = this.#queue[0];
+        if (frame === undefined) break;
+        if (frame.payload.kind === 'task.event' && this.#registration !== undefined) {
+          const batch: FrameOf<'task.event'>[] = [];
+          while (batch.length < EVENT_BATCH && this.#queue[0]?.payload.kind === 'task.event') {
+            batch.push(this.#queue.shift() as FrameOf<'task.event'>);
+          }
+          await this.#guard(undefined, () => this.#onEvents(batch));
+        } else {
+          this.#queue.shift();
+          await this.#guard(frame.header.id, () => this.#handle(frame));
+        }
+        if (this.#paused && this.#queue.length < MAX_QUEUED_FRAMES / 2) {
+          this.#paused = false;
+          this.#socket.resume();
+        }
+      }
+    } finally {
+      this.#processing = false;
+    }
+  }
+
+  /** Runs a frame's handler; its failure becomes an error frame, never a crash. */
+  async #guard(correlationId: string | undefined, work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (err) {
+      if (err instanceof ApiError) {
+        this.#sendError(err, correlationId);
+        return;
+      }
+      this.#pool.deps.log.error({ err }, 'agent frame failed');
+      this.#sendError(
+        new ApiError('INTERNAL_ERROR', 'The frame could not be processed; send it again'),
+        correlationId,
+      );
+    }
+  }
+
+  async #handle(frame: AgentFrame): Promise<void> {
+    const id = frame.header.id;
+    if (frame.payload.kind === 'register') {
+      if (this.#registration !== undefined) {
+        this.#invalid(new ApiError('AGENT_ALREADY_REGISTERED'), id);
+        return;
+      }
+      await this.#register(frame as FrameOf<'register'>);
+      return;
+    }
+    if (this.#registration === undefined) {
+      this.#invalid(new ApiError('AGENT_NOT_REGISTERED'), id);
+      return;
+    }
+    const { runtime } = this.#pool.deps;
+    const ref = this.ref();
+    switch (frame.payload.kind) {
+      case 'heartbeat':
+        await this.#heartbeat(frame.payload);
+        return;
+      case 'task.accept': {
+        const { task_id, attempt } = frame.payload;
+        if (!(await runtime.accept(ref, task_id, attempt))) this.#notAssigned(id, task_id, attempt);
+        return;
+      }
+      case 'task.reject': {
+        const { task_id, attempt, reason } = frame.payload;
+        const requeued = await runtime.reject(ref, task_id, attempt, reason);
+        this.#release(task_id);
+        if (requeued) this.#pool.dispatcher?.noteRejection(task_id, ref.agentId);
+        else this.#notAssigned(id, task_id, attempt);
+        this.#pool.kick(ref.tenantId);
+        return;
+      }
+      case 'task.result': {
+        const { task_id, attempt, output } = frame.payload;
+        const ack = await runtime.complete(ref, task_id, attempt, output);
+        this.#finished(task_id, ack.accepted);
+        this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
+        return;
+      }
+      case 'task.fail': {
+        const { task_id, attempt, error } = frame.payload;
+        const ack = await runtime.fail(ref, task_id, attempt, error);
+        this.#finished(task_id, false);
+        this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
+        return;
+      }
+      case 'task.cancelled': {
+        const { task_id, attempt } = frame.payload;
+        const ack = await runtime.confirmCancelled(ref, task_id, attempt);
+        this.#finished(task_id, false);
+        this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
+        return;
+      }
+      case 'drain': {
+        if (!this.#draining) {
+          await this.#pool.deps.agents.setStatus(
+            ref.tenantId,
+            ref.agentId,
+            this.#id,
+            'draining',
+            'the agent asked to drain',
+          );
+          this.#draining = true;
+        }
+        this.#send('RESPONSE', { kind: 'ack', accepted: true, in_flight: [...this.inFlight] }, id);
+        return;
+      }
+      case 'task.event':
+        await this.#onEvents([frame as FrameOf<'task.event'>]);
+        return;
+    }
+  }
+
+  async #register(frame: FrameOf<'register'>): Promise<void> {
+    const { agents, runtime, bus, settings } = this.#pool.deps;
+    const payload = frame.payload;
+    const tenantId = this.#principal.tenant.id;
+    const { replaced } = await agents.register(tenantId, payload, {
+      id: this.#id,
+      nodeId: settings.instanceId,
+      leaseMs: settings.heartbeatTimeoutMs,
+    });
+    if (this.#closed) return;
+    this.#registration = payload;
+    this.#capabilities = new Set(payload.capabilities);
+    const ref = this.ref();
+    this.#unsubscribe = bus.subscribe(agentSubject(tenantId, payload.agent_id), (message) =>
+      this.#onNotice(message as AgentNotice),
+    );
+    if (replaced !== undefined) {
+      bus.publish(agentSubject(tenantId, payload.agent_id), {
+        op: 'replaced',
+        connection_id: replaced,
+      } satisfies AgentNotice);
+    }
+    this.#pool.bind(this);
+    const { resumed, lost } = await runtime.reconcile(ref, payload.in_flight ?? []);
+    for (const task of resumed) this.inFlight.add(task.task_id);
+    this.#armWatchdog();
+    this.#send(
+      'RESPONSE',
+      {
+        kind: 'registered',
+        agent_id: payload.agent_id,
+        heartbeat_interval_ms: settings.heartbeatIntervalMs,
+        heartbeat_timeout_ms: settings.heartbeatTimeoutMs,
+        resumed: resumed.map(({ task_id, attempt, last_seq }) => ({ task_id, attempt, last_seq })),
+        lost,
+        server: { version: settings.version, instance_id: settings.instanceId },
+      },
+      frame.header.id,
+    );
+    for (const task of resumed) {
+      if (task.cancel_requested) {
+        this.#send('REQUEST', {
+          kind: 'task.cancel',
+          task_id: task.task_id,
+          attempt: task.attempt,
+          reason: 'requested',
+          deadline_ms: 0,
+        });
+      }
+    }
+    this.#pool.deps.log.info(
+      {
+        tenant_id: tenantId,
+        agent_id: payload.agent_id,
+        resumed: resumed.length,
+        lost: lost.length,
+      },
+      'agent registered',
+    );
+    this.#pool.kick(tenantId);
+  }
+
+  async #heartbeat(payload: FrameOf<'heartbeat'>['payload']): Promise<void> {
+    const { agents, settings } = this.#pool.deps;
+    this.#armWatchdog();
+    try {
+      await this.#reauthenticate();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        this.close(CLOSE_CODES.UNAUTHENTICATED);
+        return;
+      }
+      throw err;
+    }
+    const { tenantId, agentId } = this.ref();
+    if (payload.cpu !== undefined || payload.memory !== undefined) {
+      this.load = { cpu: payload.cpu ?? 0, memory: payload.memory ?? 0 };
+    }
+    const held = await agents.heartbeat(
+      tenantId,
+      agentId,
+      this.#id,
+      { in_flight: payload.in_flight, cpu: payload.cpu, memory: payload.memory },
+      settings.heartbeatTimeoutMs,
+    );
+    if (!held) this.close(CLOSE_CODES.REPLACED);
+  }
+
+  async #onEvents(frames: FrameOf<'task.event'>[]): Promise<void> {
+    const items: AgentTaskEvent[] = frames.map((f) => ({
+      task_id: f.payload.task_id,
+      attempt: f.payload.attempt,
+      seq: f.payload.seq,
+      event: f.payload.event,
+    }));
+    const notOwned = await this.#pool.deps.runtime.appendEvents(this.ref(), items);
+    for (const taskId of notOwned) {
+      const frame = frames.find((f) => f.payload.task_id === taskId);
+      if (frame) this.#notAssigned(frame.header.id, taskId, frame.payload.attempt);
+    }
+  }
+
+  #onNotice(notice: AgentNotice): void {
+    switch (notice.op) {
+      case 'cancel':
+        if (!this.inFlight.has(notice.task_id)) return;
+        this.#send('REQUEST', {
+          kind: 'task.cancel',
+          task_id: notice.task_id,
+          attempt: notice.attempt,
+          reason: notice.reason,
+          deadline_ms: notice.deadline_ms,
+        });
+        // A timed-out or lost task is no longer the agent's: its slot is free now.
+        if (notice.reason !== 'requested') {
+          this.#release(notice.task_id);
+          this.#pool.kick(this.ref().tenantId);
+        }
+        return;
+      case 'drain':
+        this.#draining = true;
+        this.#send('EVENT', { kind: 'drain', reason: 'requested through the API' });
+        return;
+      case 'replaced':
+        if (notice.connection_id === this.#id) this.close(CLOSE_CODES.REPLACED);
+        return;
+    }
+  }
+
+  #notAssigned(correlationId: string, taskId: string, attempt: number): void {
+    this.#release(taskId);
+    this.#sendError(
+      new ApiError('TASK_NOT_ASSIGNED', `Task "${taskId}" attempt ${attempt} is not this agent's`, {
+        details: { task_id: taskId, attempt },
+      }),
+      correlationId,
+    );
+  }
+
+  #release(taskId: string): void {
+    this.inFlight.delete(taskId);
+    this.#assignedAt.delete(taskId);
+  }
+
+  #finished(taskId: string, succeeded: boolean): void {
+    const started = this.#assignedAt.get(taskId);
+    if (succeeded && started !== undefined) {
+      this.latencyEwmaMs = updateEwma(this.latencyEwmaMs, performance.now() - started);
+    }
+    this.#release(taskId);
+    this.#pool.kick(this.ref().tenantId);
+  }
+
+  async #onClose(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#watchdog);
+    this.#unsubscribe?.();
+    if (this.#registration === undefined) return;
+    this.#pool.unbind(this);
+    const { tenantId, agentId } = this.ref();
+    const reason =
+      this.#closeReason === 'error' ? 'closed for breaking the protocol' : 'disconnected';
+    await this.#pool.deps.agents.setStatus(tenantId, agentId, this.#id, this.#closeReason, reason);
+  }
+}

@@ -1,0 +1,37 @@
+/** Status an agent record is stored with; `busy` is derived when it is shown. */
+export type StoredAgentStatus = 'online' | 'draining' | 'offline' | 'error';
+
+/** Tables owned by the agents module. JSON columns hold text in both stores. */
+export interface AgentsTable {
+  tenant_id: string;
+  /** Chosen by the agent, stable across its reconnects; unique per tenant. */
+  id: string;
+  name: string;
+  /** JSON array of capability names. */
+  capabilities: string;
+  max_concurrency: number;
+  weight: number;
+  /** JSON object. */
+  labels: string;
+  /** JSON `{name, version}` of the SDK, or null. */
+  sdk: string | null;
+  status: StoredAgentStatus;
+  /** Why the agent is in `error` or went offline; null otherwise. */
+  status_reason: string | null;
+  /** Instance id of the node holding its connection; null while disconnected. */
+  node_id: string | null;
+  /** Identifies the current connection, so that a stale one cannot write over a newer one. */
+  connection_id: string | null;
+  connected_at: string | null;
+  last_heartbeat_at: string | null;
+  /** The agent's tasks stay its own until then; renewed by every heartbeat. */
+  lease_expires_at: string | null;
+  /** JSON `{in_flight, cpu?, memory?}` from the last heartbeat, or null. */
+  load: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface AgentsTables {
+  agents: AgentsTable;
+}

@@ -1,0 +1,376 @@
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import { type Balancer, createBalancer, type StrategyName } from '../balancing/strategies.ts';
+import type { Bus } from '../bus/bus.ts';
+import type { EventLog } from '../events/event-log.ts';
+import type { RelationalStore } from '../store/store.ts';
+import type { TemplateService } from '../templates/template-service.ts';
+import { DISPATCH_SUBJECT, type DispatchNotice, type TaskRuntime } from './runtime.ts';
+import { stateEvent, taskStream } from './stream.ts';
+import type { TasksTable } from './tables.ts';
+
+/** What an agent receives in `task.assign`. */
+export interface AssignedTask {
+  id: string;
+  attempt: number;
+  input: unknown;
+  template: { id: string; name: string; version: number; config: Record<string, unknown> } | null;
+  capabilities: string[];
+  priority: number;
+  timeout_ms: number;
+  deadline_at: string;
+  labels: Record<string, string>;
+  concurrency_key: string | null;
+  created_at: string;
+}
+
+/** An agent connected to this node, as dispatch sees it. */
+export interface DispatchTarget {
+  readonly agentId: string;
+  readonly capabilities: ReadonlySet<string>;
+  readonly maxConcurrency: number;
+  readonly weight: number;
+  /** Ids of the tasks it holds; dispatch adds to it, the pool removes. */
+  readonly inFlight: Set<string>;
+  readonly latencyEwmaMs: number | undefined;
+  readonly load: { cpu: number; memory: number } | undefined;
+  /** Registered, connected and not draining. */
+  accepting(): boolean;
+  /** Sends the task; the store already says it is assigned to this agent. */
+  assign(task: AssignedTask): void;
+}
+
+/** The agents connected to this node, by tenant: the agent pool. */
+export interface AgentDirectory {
+  tenants(): Iterable<string>;
+  targets(tenantId: string): readonly DispatchTarget[];
+}
+
+/** Queued tasks read per query, and at most per pass, while looking for work that fits. */
+const PAGE = 200;
+const MAX_SCAN = 2_000;
+/** Everything is looked at this often even without a wake-up (another node, a lost message). */
+const TICK_MS = 1_000;
+/** An agent that rejected a task is not offered it again for this long, if another can take it. */
+const REJECT_MEMORY_MS = 30_000;
+
+/**
+ * Hands queued tasks to the agents connected to this node. A pass per tenant reads the
+ * queue highest priority first, then oldest, and claims each task that fits an agent with
+ * a conditional update in one transaction, within the tenant's and the concurrency key's
+ * limits; only after the commit are the tasks sent. On PostgreSQL an advisory lock per
+ * tenant serialises passes across nodes, so that limits hold cluster-wide; SQLite
+ * serialises writers anyway.
+ */
+export class Dispatcher {
+  readonly #store: RelationalStore;
+  readonly #events: EventLog;
+  readonly #bus: Bus;
+  readonly #templates: TemplateService;
+  readonly #runtime: TaskRuntime;
+  readonly #directory: AgentDirectory;
+  readonly #log: Logger;
+  readonly #tenantMaxConcurrency: number;
+  readonly #concurrencyKeyLimit: number;
+  readonly #sweepIntervalMs: number;
+  readonly #balancers = new Map<string, Balancer>();
+  readonly #passes = new Map<string, { again: boolean; done: Promise<void> }>();
+  readonly #rejected = new Map<string, { agents: Set<string>; until: number }>();
+  readonly #timers = new Set<NodeJS.Timeout>();
+  #unsubscribe: (() => void) | undefined;
+  #tick: NodeJS.Timeout | undefined;
+  #sweep: NodeJS.Timeout | undefined;
+  #sweeping: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(deps: {
+    store: RelationalStore;
+    events: EventLog;
+    bus: Bus;
+    templates: TemplateService;
+    runtime: TaskRuntime;
+    directory: AgentDirectory;
+    log: Logger;
+    tenantMaxConcurrency: number;
+    concurrencyKeyLimit: number;
+    sweepIntervalMs: number;
+  }) {
+    this.#store = deps.store;
+    this.#events = deps.events;
+    this.#bus = deps.bus;
+    this.#templates = deps.templates;
+    this.#runtime = deps.runtime;
+    this.#directory = deps.directory;
+    this.#log = deps.log;
+    this.#tenantMaxConcurrency = deps.tenantMaxConcurrency;
+    this.#concurrencyKeyLimit = deps.concurrencyKeyLimit;
+    this.#sweepIntervalMs = deps.sweepIntervalMs;
+  }
+
+  start(): void {
+    this.#unsubscribe = this.#bus.subscribe(DISPATCH_SUBJECT, (message) => {
+      const notice = message as DispatchNotice;
+      const delay = notice.at === undefined ? 0 : Date.parse(notice.at) - Date.now();
+      if (delay <= 0) this.kick(notice.tenant_id);
+      else this.#later(delay, () => this.kick(notice.tenant_id));
+    });
+    this.#tick = setInterval(() => {
+      for (const tenantId of this.#directory.tenants()) this.kick(tenantId);
+      const now = Date.now();
+      for (const [taskId, entry] of this.#rejected) {
+        if (entry.until < now) this.#rejected.delete(taskId);
+      }
+    }, TICK_MS);
+    this.#tick.unref();
+    this.#sweep = setInterval(() => {
+      this.#sweeping ??= this.#runtime
+        .sweep()
+        .catch((err: unknown) => this.#log.warn({ err }, 'task sweep failed; retrying'))
+        .then(() => {
+          this.#sweeping = undefined;
+        });
+    }, this.#sweepIntervalMs);
+    this.#sweep.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#unsubscribe?.();
+    clearInterval(this.#tick);
+    clearInterval(this.#sweep);
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    await this.#sweeping;
+    await Promise.all([...this.#passes.values()].map((p) => p.done));
+  }
+
+  /** Remembers that `agentId` declined `taskId`, to offer it to another agent first. */
+  noteRejection(taskId: string, agentId: string): void {
+    const entry = this.#rejected.get(taskId) ?? { agents: new Set(), until: 0 };
+    entry.agents.add(agentId);
+    entry.until = Date.now() + REJECT_MEMORY_MS;
+    this.#rejected.set(taskId, entry);
+  }
+
+  /** Runs a pass for the tenant soon; passes never overlap, and kicks during one coalesce. */
+  kick(tenantId: string): void {
+    if (this.#stopped) return;
+    const running = this.#passes.get(tenantId);
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const state = { again: false, done: Promise.resolve() };
+    state.done = (async () => {
+      try {
+        do {
+          state.again = false;
+          const claimed = await this.#pass(tenantId);
+          // A full pass may have left more behind: go on until one claims nothing.
+          if (claimed > 0) state.again = true;
+        } while (state.again && !this.#stopped);
+      } catch (err) {
+        this.#log.warn({ err, tenant_id: tenantId }, 'dispatch pass failed; retrying shortly');
+        this.#later(TICK_MS / 4, () => this.kick(tenantId));
+      } finally {
+        this.#passes.delete(tenantId);
+      }
+    })();
+    this.#passes.set(tenantId, state);
+  }
+
+  #later(delayMs: number, action: () => void): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      action();
+    }, delayMs);
+    timer.unref();
+    this.#timers.add(timer);
+  }
+
+  #balancer(tenantId: string, strategy: StrategyName): Balancer {
+    const key = `${tenantId}\u0000${strategy}`;
+    let balancer = this.#balancers.get(key);
+    if (balancer === undefined) {
+      balancer = createBalancer(strategy);
+      this.#balancers.set(key, balancer);
+    }
+    return balancer;
+  }
+
+  /** One pass over the tenant's queue; resolves to how many tasks it assigned. */
+  async #pass(tenantId: string): Promise<number> {
+    const targets = this.#directory.targets(tenantId).filter((t) => t.accepting());
+    let free = 0;
+    for (const t of targets) free += Math.max(0, t.maxConcurrency - t.inFlight.size);
+    if (free === 0) return 0;
+
+    const claims: { target: DispatchTarget; row: TasksTable }[] = [];
+    try {
+      await this.#events.transaction(async (trx, emit) => {
+        if (this.#store.kind === 'postgres') {
+          await sql`select pg_advisory_xact_lock(hashtext(${`dispatch:${tenantId}`}))`.execute(trx);
+        }
+        const now = new Date();
+        const nowIso = now.toISOString();
+        let tenantActive = 0;
+        if (this.#tenantMaxConcurrency > 0) {
+          const row = await trx
+            .selectFrom('tasks')
+            .select(sql<number>`count(*)`.as('n'))
+            .where('tenant_id', '=', tenantId)
+            .where('state', 'in', ['assigned', 'running'])
+            .executeTakeFirstOrThrow();
+          tenantActive = Number(row.n);
+        }
+        const keyActive = new Map<string, number>();
+        let scanned = 0;
+        let after: { priority: number; id: string } | undefined;
+        while (free > 0 && scanned < MAX_SCAN) {
+          if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) break;
+          let query = trx
+            .selectFrom('tasks')
+            .selectAll()
+            .where('tenant_id', '=', tenantId)
+            .where('state', '=', 'queued')
+            .where((eb) => eb.or([eb('not_before', 'is', null), eb('not_before', '<=', nowIso)]))
+            .orderBy('priority', 'desc')
+            .orderBy('id', 'asc')
+            .limit(PAGE);
+          if (after !== undefined) {
+            const { priority, id } = after;
+            query = query.where((eb) =>
+              eb.or([
+                eb('priority', '<', priority),
+                eb.and([eb('priority', '=', priority), eb('id', '>', id)]),
+              ]),
+            );
+          }
+          const rows = await query.execute();
+          scanned += rows.length;
+          for (const row of rows) {
+            if (free === 0) break;
+            if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) {
+              break;
+            }
+            const key = row.concurrency_key;
+            let active = 0;
+            if (key !== null) {
+              const known = keyActive.get(key);
+              if (known === undefined) {
+                const counted = await trx
+                  .selectFrom('tasks')
+                  .select(sql<number>`count(*)`.as('n'))
+                  .where('tenant_id', '=', tenantId)
+                  .where('concurrency_key', '=', key)
+                  .where('state', 'in', ['assigned', 'running'])
+                  .executeTakeFirstOrThrow();
+                active = Number(counted.n);
+              } else {
+                active = known;
+              }
+              keyActive.set(key, active);
+              if (active >= (row.concurrency_limit ?? this.#concurrencyKeyLimit)) continue;
+            }
+            const target = this.#choose(tenantId, row, targets);
+            if (target === undefined) continue;
+            const updated = await trx
+              .updateTable('tasks')
+              .set((eb) => ({
+                state: 'assigned',
+                agent_id: target.agentId,
+                attempt: eb('attempt', '+', 1),
+                assigned_at: nowIso,
+                deadline_at: new Date(now.getTime() + row.timeout_ms).toISOString(),
+                not_before: null,
+                event_seq: 0,
+                updated_at: nowIso,
+              }))
+              .where('id', '=', row.id)
+              .where('state', '=', 'queued')
+              .returningAll()
+              .executeTakeFirst();
+            if (updated === undefined) continue; // cancelled meanwhile
+            await emit(taskStream(row.id), tenantId, [stateEvent(updated)]);
+            target.inFlight.add(row.id);
+            free -= 1;
+            tenantActive += 1;
+            if (key !== null) keyActive.set(key, active + 1);
+            claims.push({ target, row: updated });
+          }
+          const last = rows.at(-1);
+          if (rows.length < PAGE || last === undefined) break;
+          after = { priority: last.priority, id: last.id };
+        }
+      });
+    } catch (err) {
+      // Nothing was assigned: give the slots back.
+      for (const { target, row } of claims) target.inFlight.delete(row.id);
+      throw err;
+    }
+    for (const { target, row } of claims) {
+      this.#rejected.delete(row.id);
+      target.assign(await this.#assignment(row));
+    }
+    return claims.length;
+  }
+
+  /** An agent that can take the task, by the task's strategy; undefined if none can now. */
+  #choose(
+    tenantId: string,
+    row: TasksTable,
+    targets: readonly DispatchTarget[],
+  ): DispatchTarget | undefined {
+    const needs = JSON.parse(row.capabilities) as string[];
+    let fit = targets.filter(
+      (t) => t.inFlight.size < t.maxConcurrency && needs.every((c) => t.capabilities.has(c)),
+    );
+    const rejected = this.#rejected.get(row.id);
+    if (rejected !== undefined) {
+      const others = fit.filter((t) => !rejected.agents.has(t.agentId));
+      if (others.length > 0) fit = others;
+    }
+    if (fit.length === 0) return undefined;
+    const byId = new Map(fit.map((t) => [t.agentId, t]));
+    const picked = this.#balancer(tenantId, row.strategy as StrategyName).pick(
+      fit.map((t) => ({
+        id: t.agentId,
+        weight: t.weight,
+        inFlight: t.inFlight.size,
+        maxConcurrency: t.maxConcurrency,
+        latencyEwmaMs: t.latencyEwmaMs,
+        load: t.load,
+      })),
+      { key: row.concurrency_key ?? undefined },
+    );
+    return picked === undefined ? undefined : byId.get(picked.id);
+  }
+
+  async #assignment(row: TasksTable): Promise<AssignedTask> {
+    let template: AssignedTask['template'] = null;
+    if (row.template_id !== null && row.template_name !== null && row.template_version !== null) {
+      const spec = await this.#templates
+        .versionSpec(row.tenant_id, row.template_id, row.template_version)
+        .catch(() => undefined);
+      template = {
+        id: row.template_id,
+        name: row.template_name,
+        version: row.template_version,
+        config: spec?.config ?? {},
+      };
+    }
+    return {
+      id: row.id,
+      attempt: row.attempt,
+      input: JSON.parse(row.input) as unknown,
+      template,
+      capabilities: JSON.parse(row.capabilities) as string[],
+      priority: row.priority,
+      timeout_ms: row.timeout_ms,
+      deadline_at: row.deadline_at ?? new Date(Date.now() + row.timeout_ms).toISOString(),
+      labels: JSON.parse(row.labels) as Record<string, string>,
+      concurrency_key: row.concurrency_key,
+      created_at: row.created_at,
+    };
+  }
+}

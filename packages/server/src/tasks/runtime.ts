@@ -1,0 +1,597 @@
+import type { Transaction } from 'kysely';
+import type { Bus } from '../bus/bus.ts';
+import type { Emit, EventLog, NewEvent } from '../events/event-log.ts';
+import type { Database } from '../store/database.ts';
+import type { RelationalStore } from '../store/store.ts';
+import type { TemplateService } from '../templates/template-service.ts';
+import type { TaskState } from './states.ts';
+import { stateEvent, taskStream } from './stream.ts';
+import type { TasksTable } from './tables.ts';
+
+/** Which agent speaks: agent ids are unique per tenant. */
+export interface AgentRef {
+  tenantId: string;
+  agentId: string;
+}
+
+/** Why the server tells an agent to stop a task. */
+export type CancelReason = 'requested' | 'timeout' | 'lease_lost';
+
+/** What reaches the node holding an agent's connection, over the bus. */
+export type AgentNotice =
+  | { op: 'cancel'; task_id: string; attempt: number; reason: CancelReason; deadline_ms: number }
+  | { op: 'drain' }
+  | { op: 'replaced'; connection_id: string };
+
+/** The bus subject of one agent's notices. */
+export function agentSubject(tenantId: string, agentId: string): string {
+  return `agent.${tenantId}.${agentId}`;
+}
+
+/** Published when a tenant may have tasks to dispatch; `at` when that is only later. */
+export const DISPATCH_SUBJECT = 'tasks.dispatch';
+export interface DispatchNotice {
+  tenant_id: string;
+  at?: string;
+}
+
+/** The answer to a result, failure or cancel confirmation from an agent. */
+export interface Ack {
+  accepted: boolean;
+  /** The task's state afterwards. */
+  state?: TaskState;
+  /** Why not accepted. */
+  reason?: string;
+}
+
+export interface AgentTaskEvent {
+  task_id: string;
+  attempt: number;
+  seq: number;
+  event: { type: string } & Record<string, unknown>;
+}
+
+export interface TaskFailure {
+  code?: string | undefined;
+  message: string;
+  retryable?: boolean | undefined;
+  details?: Record<string, unknown> | undefined;
+}
+
+export interface ResumedTask {
+  task_id: string;
+  attempt: number;
+  /** The last event sequence number stored; the agent resends what came after. */
+  last_seq: number;
+  /** A cancellation was requested while the agent was away. */
+  cancel_requested: boolean;
+}
+
+const ACTIVE: TaskState[] = ['assigned', 'running'];
+const SWEEP_BATCH = 500;
+
+/**
+ * The task side of the agent protocol: what agents report (accept, events, results,
+ * failures), and the clock (leases, timeouts, cancellation deadlines). Every change is a
+ * conditional update on the task's agent, attempt and state, so a stale or duplicated
+ * frame, or two nodes sweeping at once, changes nothing twice.
+ */
+export class TaskRuntime {
+  readonly #store: RelationalStore;
+  readonly #events: EventLog;
+  readonly #bus: Bus;
+  readonly #templates: TemplateService;
+  readonly #retryBaseMs: number;
+  readonly #retryMaxMs: number;
+
+  constructor(deps: {
+    store: RelationalStore;
+    events: EventLog;
+    bus: Bus;
+    templates: TemplateService;
+    retryBaseMs: number;
+    retryMaxMs: number;
+  }) {
+    this.#store = deps.store;
+    this.#events = deps.events;
+    this.#bus = deps.bus;
+    this.#templates = deps.templates;
+    this.#retryBaseMs = deps.retryBaseMs;
+    this.#retryMaxMs = deps.retryMaxMs;
+  }
+
+  /** Delay before the attempt after `attempt`: exponential, capped, with equal jitter. */
+  retryDelayMs(attempt: number): number {
+    const ceiling = Math.min(this.#retryMaxMs, this.#retryBaseMs * 2 ** Math.max(0, attempt - 1));
+    return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+  }
+
+  /** The agent started the task. False when the task is not (any more) its own. */
+  async accept(ref: AgentRef, taskId: string, attempt: number): Promise<boolean> {
+    return this.#events.transaction(async (trx, emit) => {
+      const row = await this.#owned(trx, ref, taskId, attempt);
+      if (row === undefined) return false;
+      if (row.state === 'assigned') await this.#start(trx, emit, row);
+      return true;
+    });
+  }
+
+  /** The agent declined the task: back to the queue, the attempt not counted. */
+  async reject(ref: AgentRef, taskId: string, attempt: number, reason: string): Promise<boolean> {
+    const requeued = await this.#events.transaction(async (trx, emit) => {
+      const row = await this.#owned(trx, ref, taskId, attempt, ['assigned']);
+      if (row === undefined) return false;
+      const updated = await this.#update(trx, row, ['assigned'], {
+        state: 'queued',
+        agent_id: null,
+        attempt: row.attempt - 1,
+        assigned_at: null,
+        deadline_at: null,
+        not_before: null,
+      });
+      if (updated === undefined) return false;
+      await emit(taskStream(row.id), row.tenant_id, [
+        { type: 'task.rejected', data: { agent_id: ref.agentId, attempt, reason } },
+        stateEvent(updated),
+      ]);
+      return true;
+    });
+    if (requeued) this.#wakeDispatch(ref.tenantId);
+    return requeued;
+  }
+
+  /**
+   * Stores events an agent streamed, in order, in one transaction. Events at or below a
+   * task's stored sequence number are duplicates (resent after a reconnect) and skipped.
+   * Resolves to the tasks, among them, that are not the agent's.
+   */
+  async appendEvents(ref: AgentRef, items: AgentTaskEvent[]): Promise<Set<string>> {
+    const notOwned = new Set<string>();
+    await this.#events.transaction(async (trx, emit) => {
+      const byTask = new Map<string, AgentTaskEvent[]>();
+      for (const item of items) {
+        const key = `${item.task_id}\u0000${item.attempt}`;
+        const list = byTask.get(key);
+        if (list) list.push(item);
+        else byTask.set(key, [item]);
+      }
+      for (const list of byTask.values()) {
+        const first = list[0];
+        if (first === undefined) continue;
+        let row = await this.#owned(trx, ref, first.task_id, first.attempt);
+        if (row === undefined) {
+          notOwned.add(first.task_id);
+          continue;
+        }
+        // Events mean the agent is working on it, whether or not its accept arrived.
+        if (row.state === 'assigned') row = await this.#start(trx, emit, row);
+        if (row === undefined) continue;
+        let seq = row.event_seq;
+        const fresh: NewEvent[] = [];
+        for (const item of list.sort((a, b) => a.seq - b.seq)) {
+          if (item.seq <= seq) continue;
+          seq = item.seq;
+          const { type, ...data } = item.event;
+          fresh.push({ type: `task.${type}`, data: { attempt: item.attempt, seq, ...data } });
+        }
+        if (fresh.length === 0) continue;
+        await trx
+          .updateTable('tasks')
+          .set({ event_seq: seq })
+          .where('id', '=', row.id)
+          .where('tenant_id', '=', row.tenant_id)
+          .execute();
+        await emit(taskStream(row.id), row.tenant_id, fresh);
+      }
+    });
+    return notOwned;
+  }
+
+  /** The agent finished the task with `output`. Repeating an accepted result is harmless. */
+  async complete(ref: AgentRef, taskId: string, attempt: number, output: unknown): Promise<Ack> {
+    const row = await this.#store.db
+      .selectFrom('tasks')
+      .select(['template_id', 'template_version'])
+      .where('tenant_id', '=', ref.tenantId)
+      .where('id', '=', taskId)
+      .executeTakeFirst();
+    const check =
+      row?.template_id != null && row.template_version != null
+        ? await this.#templates.outputCheck(ref.tenantId, row.template_id, row.template_version)
+        : undefined;
+    const problem = check?.(output);
+    if (problem !== undefined) {
+      return this.fail(ref, taskId, attempt, {
+        code: 'OUTPUT_INVALID',
+        message: `the result does not match the template's output schema: ${problem}`,
+        retryable: false,
+      });
+    }
+    return this.#events.transaction(async (trx, emit) => {
+      const owned = await this.#owned(trx, ref, taskId, attempt);
+      if (owned === undefined) return this.#notOwnedAck(trx, ref, taskId, attempt, 'succeeded');
+      const now = new Date().toISOString();
+      const updated = await this.#update(trx, owned, ACTIVE, {
+        state: 'succeeded',
+        result: JSON.stringify(output ?? null),
+        finished_at: now,
+        started_at: owned.started_at ?? now,
+      });
+      if (updated === undefined) return { accepted: false, reason: 'the task changed meanwhile' };
+      await emit(taskStream(taskId), ref.tenantId, [
+        stateEvent(updated, { duration_ms: durationMs(updated) }),
+      ]);
+      return { accepted: true, state: updated.state };
+    });
+  }
+
+  /**
+   * The agent could not finish the task. A retryable failure (the default) is tried again
+   * after a backoff while attempts remain, then the task is dead; any other ends it failed.
+   */
+  async fail(ref: AgentRef, taskId: string, attempt: number, failure: TaskFailure): Promise<Ack> {
+    const error = {
+      code: failure.code ?? 'AGENT_ERROR',
+      message: failure.message,
+      retryable: failure.retryable ?? true,
+      ...(failure.details ? { details: failure.details } : {}),
+    };
+    const later: (() => void)[] = [];
+    const result = await this.#events.transaction(async (trx, emit): Promise<Ack> => {
+      const owned = await this.#owned(trx, ref, taskId, attempt);
+      if (owned === undefined) return this.#notOwnedAck(trx, ref, taskId, attempt, 'failed');
+      // The agent reported it, so it needs no notice to stop.
+      const updated = await this.#endAttempt(trx, emit, owned, error, later, false);
+      if (updated === undefined) return { accepted: false, reason: 'the task changed meanwhile' };
+      return { accepted: true, state: updated.state };
+    });
+    for (const action of later) action();
+    return result;
+  }
+
+  /** The agent stopped a task it was told to cancel (or gave it up on its own). */
+  async confirmCancelled(ref: AgentRef, taskId: string, attempt: number): Promise<Ack> {
+    return this.#events.transaction(async (trx, emit) => {
+      const owned = await this.#owned(trx, ref, taskId, attempt);
+      if (owned === undefined) return this.#notOwnedAck(trx, ref, taskId, attempt, 'cancelled');
+      const now = new Date().toISOString();
+      const updated = await this.#update(trx, owned, ACTIVE, {
+        state: 'cancelled',
+        finished_at: now,
+        cancel_requested_at: owned.cancel_requested_at ?? now,
+        cancel_deadline_at: null,
+      });
+      if (updated === undefined) return { accepted: false, reason: 'the task changed meanwhile' };
+      await emit(taskStream(taskId), ref.tenantId, [
+        stateEvent(updated, {
+          forced: false,
+          by: owned.cancel_requested_at === null ? 'agent' : 'request',
+        }),
+      ]);
+      return { accepted: true, state: updated.state };
+    });
+  }
+
+  /**
+   * Matches what a (re)connecting agent says it holds against what the store says it
+   * holds. Tasks on both lists resume; tasks only the store lists were lost by the agent
+   * and go back to the queue; tasks only the agent lists are no longer its own (`lost`).
+   */
+  async reconcile(
+    ref: AgentRef,
+    held: { task_id: string; attempt: number }[],
+  ): Promise<{ resumed: ResumedTask[]; lost: string[] }> {
+    const rows = await this.#store.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('tenant_id', '=', ref.tenantId)
+      .where('agent_id', '=', ref.agentId)
+      .where('state', 'in', ACTIVE)
+      .execute();
+    const claimed = new Map(held.map((h) => [h.task_id, h.attempt]));
+    const resumed: ResumedTask[] = [];
+    const forgotten: TasksTable[] = [];
+    for (const row of rows) {
+      if (claimed.get(row.id) === row.attempt) {
+        resumed.push({
+          task_id: row.id,
+          attempt: row.attempt,
+          last_seq: row.event_seq,
+          cancel_requested: row.cancel_requested_at !== null,
+        });
+        claimed.delete(row.id);
+      } else {
+        forgotten.push(row);
+      }
+    }
+    for (const row of forgotten) {
+      const later: (() => void)[] = [];
+      await this.#events.transaction((trx, emit) =>
+        this.#endAttempt(
+          trx,
+          emit,
+          row,
+          {
+            code: 'AGENT_LOST_TASK',
+            message: `agent ${ref.agentId} reconnected without this task`,
+            retryable: true,
+          },
+          later,
+        ),
+      );
+      for (const action of later) action();
+    }
+    return { resumed, lost: [...claimed.keys()] };
+  }
+
+  /**
+   * One pass of the clock, safe on every node at once: tasks of agents whose lease ran out
+   * go back to the queue (or die), tasks past their deadline time out, and cancellations
+   * the agent did not confirm in time end anyway. Resolves to how many tasks it changed.
+   */
+  async sweep(now: Date = new Date()): Promise<number> {
+    const at = now.toISOString();
+    let changed = 0;
+    const orphans = await this.#store.db
+      .selectFrom('tasks')
+      .innerJoin('agents', (join) =>
+        join
+          .onRef('agents.tenant_id', '=', 'tasks.tenant_id')
+          .onRef('agents.id', '=', 'tasks.agent_id'),
+      )
+      .selectAll('tasks')
+      .where('tasks.state', 'in', ACTIVE)
+      .where('agents.lease_expires_at', '<', at)
+      .limit(SWEEP_BATCH)
+      .execute();
+    for (const row of orphans) {
+      const later: (() => void)[] = [];
+      const updated = await this.#events.transaction((trx, emit) =>
+        this.#endAttempt(
+          trx,
+          emit,
+          row,
+          {
+            code: 'LEASE_EXPIRED',
+            message: `agent ${row.agent_id} stopped sending heartbeats`,
+            retryable: true,
+          },
+          later,
+        ),
+      );
+      for (const action of later) action();
+      if (updated !== undefined) changed += 1;
+    }
+
+    const overdue = await this.#store.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('state', 'in', ACTIVE)
+      .where('deadline_at', '<', at)
+      .limit(SWEEP_BATCH)
+      .execute();
+    for (const row of overdue) {
+      const updated = await this.#events.transaction(async (trx, emit) => {
+        const done = await this.#update(trx, row, ACTIVE, {
+          state: 'timed_out',
+          finished_at: at,
+          cancel_deadline_at: null,
+          error: JSON.stringify({
+            code: 'TIMEOUT',
+            message: `attempt ${row.attempt} did not finish within ${row.timeout_ms} ms`,
+            retryable: false,
+          }),
+        });
+        if (done) await emit(taskStream(row.id), row.tenant_id, [stateEvent(done)]);
+        return done;
+      });
+      if (updated === undefined || row.agent_id === null) continue;
+      changed += 1;
+      this.#notify(row.tenant_id, row.agent_id, {
+        op: 'cancel',
+        task_id: row.id,
+        attempt: row.attempt,
+        reason: 'timeout',
+        deadline_ms: 0,
+      });
+    }
+
+    const unconfirmed = await this.#store.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('state', 'in', ACTIVE)
+      .where('cancel_deadline_at', '<', at)
+      .limit(SWEEP_BATCH)
+      .execute();
+    for (const row of unconfirmed) {
+      const updated = await this.#events.transaction(async (trx, emit) => {
+        const done = await this.#update(trx, row, ACTIVE, {
+          state: 'cancelled',
+          finished_at: at,
+          cancel_deadline_at: null,
+        });
+        if (done) {
+          await emit(taskStream(row.id), row.tenant_id, [
+            stateEvent(done, { forced: true, by: 'request' }),
+          ]);
+        }
+        return done;
+      });
+      if (updated !== undefined) changed += 1;
+    }
+    return changed;
+  }
+
+  /** The active tasks of each of the agents, for showing them. */
+  async activeByAgent(tenantId: string, agentIds: string[]): Promise<Map<string, string[]>> {
+    const result = new Map<string, string[]>(agentIds.map((id) => [id, []]));
+    if (agentIds.length === 0) return result;
+    const rows = await this.#store.db
+      .selectFrom('tasks')
+      .select(['id', 'agent_id'])
+      .where('tenant_id', '=', tenantId)
+      .where('agent_id', 'in', agentIds)
+      .where('state', 'in', ACTIVE)
+      .orderBy('id')
+      .execute();
+    for (const row of rows) if (row.agent_id !== null) result.get(row.agent_id)?.push(row.id);
+    return result;
+  }
+
+  /** Tells the node holding an agent's connection; a no-op when nobody holds it. */
+  #notify(tenantId: string, agentId: string, notice: AgentNotice): void {
+    this.#bus.publish(agentSubject(tenantId, agentId), notice);
+  }
+
+  #wakeDispatch(tenantId: string, at?: string): void {
+    const notice: DispatchNotice =
+      at === undefined ? { tenant_id: tenantId } : { tenant_id: tenantId, at };
+    this.#bus.publish(DISPATCH_SUBJECT, notice);
+  }
+
+  /** assigned → running. */
+  async #start(trx: Transaction<Database>, emit: Emit, row: TasksTable): Promise<TasksTable> {
+    const updated = await this.#update(trx, row, ['assigned'], {
+      state: 'running',
+      started_at: new Date().toISOString(),
+    });
+    if (updated === undefined) return row;
+    await emit(taskStream(row.id), row.tenant_id, [stateEvent(updated)]);
+    return updated;
+  }
+
+  /**
+   * Ends the current attempt with `error`: back to the queue after a backoff if it is
+   * retryable and attempts remain, else dead (retryable) or failed (not retryable).
+   */
+  async #endAttempt(
+    trx: Transaction<Database>,
+    emit: Emit,
+    row: TasksTable,
+    error: { code: string; message: string; retryable: boolean; details?: unknown },
+    later: (() => void)[],
+    tellAgent = true,
+  ): Promise<TasksTable | undefined> {
+    const now = new Date();
+    const errorJson = JSON.stringify(error);
+    let updated: TasksTable | undefined;
+    const events: NewEvent[] = [
+      {
+        type: 'task.attempt_failed',
+        data: { attempt: row.attempt, agent_id: row.agent_id, error },
+      },
+    ];
+    if (error.retryable && row.attempt < row.max_attempts) {
+      const notBefore = new Date(now.getTime() + this.retryDelayMs(row.attempt)).toISOString();
+      updated = await this.#update(trx, row, ACTIVE, {
+        state: 'queued',
+        agent_id: null,
+        error: errorJson,
+        not_before: notBefore,
+        assigned_at: null,
+        started_at: null,
+        deadline_at: null,
+        cancel_deadline_at: null,
+      });
+      if (updated) {
+        events.push(stateEvent(updated, { retry_at: notBefore }));
+        later.push(() => this.#wakeDispatch(row.tenant_id, notBefore));
+      }
+    } else {
+      updated = await this.#update(trx, row, ACTIVE, {
+        state: error.retryable ? 'dead' : 'failed',
+        error: errorJson,
+        finished_at: now.toISOString(),
+        cancel_deadline_at: null,
+      });
+      if (updated) events.push(stateEvent(updated, { error }));
+    }
+    if (updated === undefined) return undefined;
+    await emit(taskStream(row.id), row.tenant_id, events);
+    const agentId = row.agent_id;
+    if (agentId !== null && tellAgent) {
+      // The agent may still hold it (a lost lease): tell it to stop, and free its slot.
+      later.push(() =>
+        this.#notify(row.tenant_id, agentId, {
+          op: 'cancel',
+          task_id: row.id,
+          attempt: row.attempt,
+          reason: 'lease_lost',
+          deadline_ms: 0,
+        }),
+      );
+    }
+    return updated;
+  }
+
+  /** The answer when the task is no longer the agent's: fine if it already ended this way. */
+  async #notOwnedAck(
+    trx: Transaction<Database>,
+    ref: AgentRef,
+    taskId: string,
+    attempt: number,
+    wanted: TaskState,
+  ): Promise<Ack> {
+    const row = await trx
+      .selectFrom('tasks')
+      .select(['state', 'agent_id', 'attempt'])
+      .where('tenant_id', '=', ref.tenantId)
+      .where('id', '=', taskId)
+      .executeTakeFirst();
+    if (row === undefined) return { accepted: false, reason: 'no such task' };
+    if (row.agent_id === ref.agentId && row.attempt === attempt && row.state === wanted) {
+      return { accepted: true, state: row.state }; // a repeat whose first ack was lost
+    }
+    return {
+      accepted: false,
+      state: row.state,
+      reason: `the task is ${row.state} and no longer this agent's`,
+    };
+  }
+
+  /** The task if it is the agent's current attempt and active, locked on PostgreSQL. */
+  async #owned(
+    trx: Transaction<Database>,
+    ref: AgentRef,
+    taskId: string,
+    attempt: number,
+    states: TaskState[] = ACTIVE,
+  ): Promise<TasksTable | undefined> {
+    let query = trx
+      .selectFrom('tasks')
+      .selectAll()
+      .where('tenant_id', '=', ref.tenantId)
+      .where('id', '=', taskId)
+      .where('agent_id', '=', ref.agentId)
+      .where('attempt', '=', attempt)
+      .where('state', 'in', states);
+    if (this.#store.kind === 'postgres') query = query.forUpdate();
+    return query.executeTakeFirst();
+  }
+
+  /** Applies `changes` if the task is still at the same attempt, agent and one of `from`. */
+  async #update(
+    trx: Transaction<Database>,
+    row: TasksTable,
+    from: TaskState[],
+    changes: Partial<TasksTable>,
+  ): Promise<TasksTable | undefined> {
+    let query = trx
+      .updateTable('tasks')
+      .set({ ...changes, updated_at: new Date().toISOString() })
+      .where('id', '=', row.id)
+      .where('tenant_id', '=', row.tenant_id)
+      .where('attempt', '=', row.attempt)
+      .where('state', 'in', from);
+    query =
+      row.agent_id === null
+        ? query.where('agent_id', 'is', null)
+        : query.where('agent_id', '=', row.agent_id);
+    return query.returningAll().executeTakeFirst();
+  }
+}
+
+function durationMs(row: TasksTable): number | null {
+  if (row.started_at === null || row.finished_at === null) return null;
+  return Date.parse(row.finished_at) - Date.parse(row.started_at);
+}
