@@ -22,6 +22,8 @@ import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
 import { buildRequestValidator, MAX_JSON_DEPTH, nestsDeeperThan } from './platform/validation.ts';
+import { sessionRoutes } from './sessions/routes.ts';
+import type { SessionService } from './sessions/session-service.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
 import { taskRoutes } from './tasks/routes.ts';
 import type { TaskService } from './tasks/task-service.ts';
@@ -39,6 +41,7 @@ export interface AppResources {
   templates: TemplateService;
   tasks: TaskService;
   agents: AgentService;
+  sessions: SessionService;
   pool: AgentPool;
   bus: Bus;
   version: string;
@@ -191,6 +194,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(gatewayRoutes, { identity });
   await app.register(templateRoutes, { templates: resources.templates });
   await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
+  await app.register(sessionRoutes, { sessions: resources.sessions, shutdown: resources.shutdown });
   await app.register(fastifyWebsocket, {
     options: { maxPayload: settings.agentMaxFrameBytes },
     // The pool closes agent connections itself, with 1001, before the server closes.

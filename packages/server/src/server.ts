@@ -17,6 +17,7 @@ import { JwtVerifier } from './platform/jwt.ts';
 import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter } from './platform/rate-limit.ts';
 import type { Settings } from './platform/settings.ts';
+import { SessionService } from './sessions/session-service.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
 import { Dispatcher } from './tasks/dispatcher.ts';
 import { TaskRuntime } from './tasks/runtime.ts';
@@ -162,6 +163,21 @@ export async function startServer(
       sweepIntervalMs,
     });
     pool.dispatcher = dispatcher;
+    // Tasks and sessions know each other through narrow interfaces; the closures resolve
+    // once both exist.
+    const sessions: SessionService = new SessionService({
+      store,
+      events,
+      tasks: { ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId) },
+    });
+    const tasks = new TaskService({
+      store,
+      events,
+      templates,
+      bus,
+      cancelGraceMs: settings.taskCancelGraceMs,
+      sessions,
+    });
     const built = await buildApp({
       settings,
       store,
@@ -170,14 +186,9 @@ export async function startServer(
       rateLimiter,
       identity,
       templates,
-      tasks: new TaskService({
-        store,
-        events,
-        templates,
-        bus,
-        cancelGraceMs: settings.taskCancelGraceMs,
-      }),
+      tasks,
       agents,
+      sessions,
       pool,
       bus,
       version: VERSION,

@@ -243,6 +243,17 @@ export class EventLog {
     }
   }
 
+  /** Deletes whole streams with their events, inside the caller's transaction. */
+  async deleteStreams(trx: Transaction<Database>, tenantId: string, ids: string[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += 500) {
+      await trx
+        .deleteFrom('event_streams')
+        .where('tenant_id', '=', tenantId)
+        .where('id', 'in', ids.slice(i, i + 500))
+        .execute();
+    }
+  }
+
   /** Deletes events created before `before`; streams and their offsets stay. Idempotent. */
   async trim(before: Date): Promise<number> {
     const result = await this.#store.db

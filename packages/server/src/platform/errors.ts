@@ -22,6 +22,7 @@ export const ERROR_CATALOGUE = {
   TEMPLATE_VERSION_NOT_FOUND: { status: 404, message: 'The template has no such version' },
   TASK_NOT_FOUND: { status: 404, message: 'The task does not exist' },
   AGENT_NOT_FOUND: { status: 404, message: 'The agent does not exist' },
+  SESSION_NOT_FOUND: { status: 404, message: 'The session does not exist' },
   TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
   TEMPLATE_ALREADY_EXISTS: { status: 409, message: 'A template with this name already exists' },
   TASK_ALREADY_FINISHED: { status: 409, message: 'The task has already ended' },
@@ -32,6 +33,7 @@ export const ERROR_CATALOGUE = {
     message: 'The task is not assigned to this agent (any more)',
   },
   AGENT_CONNECTED: { status: 409, message: 'The agent is connected or holds tasks' },
+  SESSION_BUSY: { status: 409, message: 'Another task of the session is unfinished' },
   AGENT_NOT_CONNECTED: { status: 409, message: 'The agent is not connected' },
   AGENT_NOT_REGISTERED: {
     status: 409,

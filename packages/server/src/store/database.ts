@@ -1,6 +1,7 @@
 import type { AgentsTables } from '../agents/tables.ts';
 import type { EventLogTables } from '../events/tables.ts';
 import type { GatewayTables } from '../gateway/tables.ts';
+import type { SessionsTables } from '../sessions/tables.ts';
 import type { TasksTables } from '../tasks/tables.ts';
 import type { TemplatesTables } from '../templates/tables.ts';
 
@@ -9,4 +10,5 @@ export type Database = GatewayTables &
   TemplatesTables &
   EventLogTables &
   TasksTables &
-  AgentsTables;
+  AgentsTables &
+  SessionsTables;

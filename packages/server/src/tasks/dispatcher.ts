@@ -1,12 +1,13 @@
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { type Balancer, createBalancer, type StrategyName } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
 import type { EventLog } from '../events/event-log.ts';
+import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { TemplateService } from '../templates/template-service.ts';
 import { DISPATCH_SUBJECT, type DispatchNotice, type TaskRuntime } from './runtime.ts';
-import { stateEvent, taskStream } from './stream.ts';
+import { emitTaskEvents, stateEvent } from './stream.ts';
 import type { TasksTable } from './tables.ts';
 
 /** What an agent receives in `task.assign`. */
@@ -21,6 +22,7 @@ export interface AssignedTask {
   deadline_at: string;
   labels: Record<string, string>;
   concurrency_key: string | null;
+  session_id: string | null;
   created_at: string;
 }
 
@@ -224,6 +226,7 @@ export class Dispatcher {
           tenantActive = Number(row.n);
         }
         const keyActive = new Map<string, number>();
+        const claimedSessions = new Set<string>();
         let scanned = 0;
         let after: { priority: number; id: string } | undefined;
         while (free > 0 && scanned < MAX_SCAN) {
@@ -272,6 +275,9 @@ export class Dispatcher {
               keyActive.set(key, active);
               if (active >= (row.concurrency_limit ?? this.#concurrencyKeyLimit)) continue;
             }
+            if (row.session_id !== null && (await this.#sessionBusy(trx, row, claimedSessions))) {
+              continue;
+            }
             const target = this.#choose(tenantId, row, targets);
             if (target === undefined) continue;
             const updated = await trx
@@ -291,11 +297,12 @@ export class Dispatcher {
               .returningAll()
               .executeTakeFirst();
             if (updated === undefined) continue; // cancelled meanwhile
-            await emit(taskStream(row.id), tenantId, [stateEvent(updated)]);
+            await emitTaskEvents(emit, updated, [stateEvent(updated)]);
             target.inFlight.add(row.id);
             free -= 1;
             tenantActive += 1;
             if (key !== null) keyActive.set(key, active + 1);
+            if (row.session_id !== null) claimedSessions.add(row.session_id);
             claims.push({ target, row: updated });
           }
           const last = rows.at(-1);
@@ -313,6 +320,33 @@ export class Dispatcher {
       target.assign(await this.#assignment(row));
     }
     return claims.length;
+  }
+
+  /**
+   * Tasks of a session run one at a time, in submission order: this one waits while
+   * another of its session is assigned or running, or an older one is still queued.
+   */
+  async #sessionBusy(
+    trx: Transaction<Database>,
+    row: TasksTable,
+    claimedSessions: Set<string>,
+  ): Promise<boolean> {
+    if (row.session_id === null) return false;
+    if (claimedSessions.has(row.session_id)) return true;
+    const blocker = await trx
+      .selectFrom('tasks')
+      .select('id')
+      .where('tenant_id', '=', row.tenant_id)
+      .where('session_id', '=', row.session_id)
+      .where((eb) =>
+        eb.or([
+          eb('state', 'in', ['assigned', 'running']),
+          eb.and([eb('state', '=', 'queued'), eb('id', '<', row.id)]),
+        ]),
+      )
+      .limit(1)
+      .executeTakeFirst();
+    return blocker !== undefined;
   }
 
   /** An agent that can take the task, by the task's strategy; undefined if none can now. */
@@ -341,7 +375,7 @@ export class Dispatcher {
         latencyEwmaMs: t.latencyEwmaMs,
         load: t.load,
       })),
-      { key: row.concurrency_key ?? undefined },
+      { key: row.session_id ?? row.concurrency_key ?? undefined },
     );
     return picked === undefined ? undefined : byId.get(picked.id);
   }
@@ -370,6 +404,7 @@ export class Dispatcher {
       deadline_at: row.deadline_at ?? new Date(Date.now() + row.timeout_ms).toISOString(),
       labels: JSON.parse(row.labels) as Record<string, string>,
       concurrency_key: row.concurrency_key,
+      session_id: row.session_id,
       created_at: row.created_at,
     };
   }

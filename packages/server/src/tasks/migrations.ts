@@ -130,4 +130,23 @@ export const tasksMigrations: Record<string, Migration> = {
       }
     },
   },
+  '0008_task_sessions': {
+    async up(db: Kysely<unknown>) {
+      // Deleting a session deletes its tasks (the service refuses while one is unfinished).
+      await db.schema
+        .alterTable('tasks')
+        .addColumn('session_id', 'text', (c) => c.references('sessions.id').onDelete('cascade'))
+        .execute();
+      await db.schema
+        .createIndex('tasks_session_idx')
+        .on('tasks')
+        .columns(['session_id', 'state', 'id'])
+        .where(sql.ref('session_id'), 'is not', null)
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('tasks_session_idx').execute();
+      await db.schema.alterTable('tasks').dropColumn('session_id').execute();
+    },
+  },
 };

@@ -103,6 +103,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
               Type.String({ maxLength: 120, description: 'Template id or name.' }),
             ),
             agent_id: Type.Optional(Type.String({ maxLength: 200 })),
+            session_id: Type.Optional(Type.String({ maxLength: 100 })),
             label: Type.Optional(LabelSelectors),
             created_after: Type.Optional(Type.String({ format: 'date-time' })),
             created_before: Type.Optional(Type.String({ format: 'date-time' })),

@@ -5,7 +5,7 @@ import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { TemplateService } from '../templates/template-service.ts';
 import type { TaskState } from './states.ts';
-import { stateEvent, taskStream } from './stream.ts';
+import { emitTaskEvents, stateEvent } from './stream.ts';
 import type { TasksTable } from './tables.ts';
 
 /** Which agent speaks: agent ids are unique per tenant. */
@@ -130,7 +130,7 @@ export class TaskRuntime {
         not_before: null,
       });
       if (updated === undefined) return false;
-      await emit(taskStream(row.id), row.tenant_id, [
+      await emitTaskEvents(emit, updated, [
         { type: 'task.rejected', data: { agent_id: ref.agentId, attempt, reason } },
         stateEvent(updated),
       ]);
@@ -181,7 +181,7 @@ export class TaskRuntime {
           .where('id', '=', row.id)
           .where('tenant_id', '=', row.tenant_id)
           .execute();
-        await emit(taskStream(row.id), row.tenant_id, fresh);
+        await emitTaskEvents(emit, row, fresh);
       }
     });
     return notOwned;
@@ -218,7 +218,7 @@ export class TaskRuntime {
         started_at: owned.started_at ?? now,
       });
       if (updated === undefined) return { accepted: false, reason: 'the task changed meanwhile' };
-      await emit(taskStream(taskId), ref.tenantId, [
+      await emitTaskEvents(emit, updated, [
         stateEvent(updated, { duration_ms: durationMs(updated) }),
       ]);
       return { accepted: true, state: updated.state };
@@ -262,7 +262,7 @@ export class TaskRuntime {
         cancel_deadline_at: null,
       });
       if (updated === undefined) return { accepted: false, reason: 'the task changed meanwhile' };
-      await emit(taskStream(taskId), ref.tenantId, [
+      await emitTaskEvents(emit, updated, [
         stateEvent(updated, {
           forced: false,
           by: owned.cancel_requested_at === null ? 'agent' : 'request',
@@ -382,7 +382,7 @@ export class TaskRuntime {
             retryable: false,
           }),
         });
-        if (done) await emit(taskStream(row.id), row.tenant_id, [stateEvent(done)]);
+        if (done) await emitTaskEvents(emit, done, [stateEvent(done)]);
         return done;
       });
       if (updated === undefined || row.agent_id === null) continue;
@@ -411,9 +411,7 @@ export class TaskRuntime {
           cancel_deadline_at: null,
         });
         if (done) {
-          await emit(taskStream(row.id), row.tenant_id, [
-            stateEvent(done, { forced: true, by: 'request' }),
-          ]);
+          await emitTaskEvents(emit, done, [stateEvent(done, { forced: true, by: 'request' })]);
         }
         return done;
       });
@@ -456,7 +454,7 @@ export class TaskRuntime {
       started_at: new Date().toISOString(),
     });
     if (updated === undefined) return row;
-    await emit(taskStream(row.id), row.tenant_id, [stateEvent(updated)]);
+    await emitTaskEvents(emit, updated, [stateEvent(updated)]);
     return updated;
   }
 
@@ -507,7 +505,7 @@ export class TaskRuntime {
       if (updated) events.push(stateEvent(updated, { error }));
     }
     if (updated === undefined) return undefined;
-    await emit(taskStream(row.id), row.tenant_id, events);
+    await emitTaskEvents(emit, row, events);
     const agentId = row.agent_id;
     if (agentId !== null && tellAgent) {
       // The agent may still hold it (a lost lease): tell it to stop, and free its slot.

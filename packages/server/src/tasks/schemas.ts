@@ -46,6 +46,14 @@ export const CreateTask = Type.Object(
     timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 604_800_000 })),
     max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
     concurrency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    session_id: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 100,
+        description:
+          'Run the task in this session: its events join the session’s history, and the session’s multitask strategy applies.',
+      }),
+    ),
     strategy: Type.Optional(Strategy),
     labels: Type.Optional(Labels),
   },
@@ -76,6 +84,7 @@ export const Task = Type.Object(
     attempt: Type.Integer({ description: 'Attempts started so far.' }),
     strategy: Strategy,
     concurrency_key: Type.Union([Type.String(), Type.Null()]),
+    session_id: Type.Union([Type.String(), Type.Null()]),
     idempotency_key: Type.Union([Type.String(), Type.Null()]),
     labels: Type.Record(Type.String(), Type.String()),
     agent_id: Type.Union([Type.String(), Type.Null()]),

@@ -1,4 +1,4 @@
-import type { NewEvent } from '../events/event-log.ts';
+import type { Emit, NewEvent } from '../events/event-log.ts';
 import { stateEventType } from './states.ts';
 import type { TasksTable } from './tables.ts';
 
@@ -13,4 +13,32 @@ export function stateEvent(row: TasksTable, extra: Record<string, unknown> = {})
     type: stateEventType(row.state),
     data: { state: row.state, attempt: row.attempt, agent_id: row.agent_id, ...extra },
   };
+}
+
+/** The stream of a session's activity: every event of every task in it, in order. */
+export function sessionStream(sessionId: string): string {
+  return `session:${sessionId}`;
+}
+
+/**
+ * Appends events to the task's stream and, for a task in a session, to the session's
+ * stream too (with the task id), in the same transaction: the session's history is
+ * exactly the union of its tasks' histories, in commit order.
+ */
+export async function emitTaskEvents(
+  emit: Emit,
+  row: Pick<TasksTable, 'id' | 'tenant_id' | 'session_id'>,
+  events: NewEvent[],
+): Promise<void> {
+  await emit(taskStream(row.id), row.tenant_id, events);
+  if (row.session_id !== null) {
+    await emit(
+      sessionStream(row.session_id),
+      row.tenant_id,
+      events.map((e) => ({
+        type: e.type,
+        data: { task_id: row.id, ...(e.data as Record<string, unknown>) },
+      })),
+    );
+  }
 }

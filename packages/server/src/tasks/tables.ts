@@ -20,6 +20,8 @@ export interface TasksTable {
   attempt: number;
   strategy: string;
   concurrency_key: string | null;
+  /** The session (thread) the task belongs to, if any. */
+  session_id: string | null;
   idempotency_key: string | null;
   /** JSON object. */
   labels: string;

@@ -5,6 +5,7 @@ import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import type { MultitaskStrategy } from '../sessions/tables.ts';
 import type { Database } from '../store/database.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
@@ -16,7 +17,7 @@ import {
 } from './runtime.ts';
 import type { CreateTask, Task } from './schemas.ts';
 import { isRetryable, isTerminal, stateEventType, type TaskState } from './states.ts';
-import { stateEvent, taskStream } from './stream.ts';
+import { emitTaskEvents, stateEvent, taskStream } from './stream.ts';
 import type { TasksTable } from './tables.ts';
 
 /** Defaults of a task routed by capabilities alone (no template to take them from). */
@@ -27,6 +28,12 @@ const CAPABILITY_TASK_DEFAULTS = {
   strategy: 'least_connections',
 } as const;
 
+/** What tasks need from the sessions module. */
+export interface TaskSessions {
+  /** The session's multitask strategy; VALIDATION_FAILED naming `field` if it does not exist. */
+  strategyFor(tenantId: string, sessionId: string, field: string): Promise<MultitaskStrategy>;
+}
+
 export interface ListTasksOptions {
   limit?: number | undefined;
   cursor?: string | undefined;
@@ -34,6 +41,7 @@ export interface ListTasksOptions {
   /** Template id (`tpl_…`) or name. */
   template?: string | undefined;
   agent_id?: string | undefined;
+  session_id?: string | undefined;
   labels?: Record<string, string>;
   created_after?: string | undefined;
   created_before?: string | undefined;
@@ -66,6 +74,7 @@ function view(row: TasksTable): Task {
     attempt: row.attempt,
     strategy: row.strategy as Task['strategy'],
     concurrency_key: row.concurrency_key,
+    session_id: row.session_id,
     idempotency_key: row.idempotency_key,
     labels: JSON.parse(row.labels) as Record<string, string>,
     agent_id: row.agent_id,
@@ -94,6 +103,7 @@ export class TaskService {
   readonly #templates: TemplateService;
   readonly #bus: Bus;
   readonly #cancelGraceMs: number;
+  readonly #sessions: TaskSessions;
 
   constructor(deps: {
     store: RelationalStore;
@@ -101,7 +111,9 @@ export class TaskService {
     templates: TemplateService;
     bus: Bus;
     cancelGraceMs: number;
+    sessions: TaskSessions;
   }) {
+    this.#sessions = deps.sessions;
     this.#store = deps.store;
     this.#events = deps.events;
     this.#templates = deps.templates;
@@ -155,6 +167,10 @@ export class TaskService {
         );
       }
     }
+    const strategy =
+      input.session_id === undefined
+        ? undefined
+        : await this.#sessions.strategyFor(tenantId, input.session_id, 'body.session_id');
     const template = resolved?.template;
     const capabilities = [
       ...new Set([...(template?.capabilities ?? []), ...(input.capabilities ?? [])]),
@@ -192,13 +208,18 @@ export class TaskService {
       deadline_at: null,
       event_seq: 0,
       concurrency_limit: template?.concurrency_key_limit ?? null,
+      session_id: input.session_id ?? null,
       created_by: credentialId(principal),
       created_at: now,
       updated_at: now,
       finished_at: null,
     };
+    let interrupted: string[] = [];
     try {
       await this.#events.transaction(async (trx, emit) => {
+        if (row.session_id !== null) {
+          interrupted = await this.#checkSession(trx, tenantId, row.session_id, strategy);
+        }
         await trx.insertInto('tasks').values(row).execute();
         const labels = Object.entries(input.labels ?? {}).map(([key, value]) => ({
           task_id: row.id,
@@ -206,7 +227,7 @@ export class TaskService {
           value,
         }));
         if (labels.length > 0) await trx.insertInto('task_labels').values(labels).execute();
-        await emit(taskStream(row.id), tenantId, [stateEvent(row, { priority: row.priority })]);
+        await emitTaskEvents(emit, row, [stateEvent(row, { priority: row.priority })]);
       });
     } catch (err) {
       if (isUniqueViolation(err) && input.idempotency_key !== undefined) {
@@ -216,8 +237,73 @@ export class TaskService {
       }
       throw err;
     }
+    for (const id of interrupted) {
+      // Cancelled after the new task is stored: it runs once they are over (in order).
+      await this.cancel(principal, id).catch((err: unknown) => {
+        if (!(err instanceof ApiError && err.code === 'TASK_ALREADY_FINISHED')) throw err;
+      });
+    }
     this.#wakeDispatch(tenantId);
     return { task: view(row), created: true };
+  }
+
+  /**
+   * Applies the session's multitask strategy to a new task, inside its transaction: throws
+   * SESSION_BUSY for `reject`; resolves to the tasks to cancel for `interrupt`. The session
+   * row is locked on PostgreSQL so that concurrent submits see each other.
+   */
+  async #checkSession(
+    trx: Transaction<Database>,
+    tenantId: string,
+    sessionId: string,
+    strategy: MultitaskStrategy | undefined,
+  ): Promise<string[]> {
+    if (this.#store.kind === 'postgres') {
+      await trx
+        .selectFrom('sessions')
+        .select('id')
+        .where('tenant_id', '=', tenantId)
+        .where('id', '=', sessionId)
+        .forUpdate()
+        .execute();
+    }
+    if (strategy === 'enqueue') return [];
+    const unfinished = (
+      await trx
+        .selectFrom('tasks')
+        .select('id')
+        .where('tenant_id', '=', tenantId)
+        .where('session_id', '=', sessionId)
+        .where('state', 'in', ['queued', 'assigned', 'running'])
+        .orderBy('id')
+        .execute()
+    ).map((r) => r.id);
+    if (unfinished.length > 0 && strategy === 'reject') {
+      throw new ApiError(
+        'SESSION_BUSY',
+        `Session "${sessionId}" has an unfinished task and rejects new ones meanwhile`,
+        { details: { session_id: sessionId, unfinished } },
+      );
+    }
+    return unfinished;
+  }
+
+  /** Ids of a session's tasks, and of its unfinished ones, oldest first. */
+  async ofSession(
+    tenantId: string,
+    sessionId: string,
+  ): Promise<{ all: string[]; unfinished: string[] }> {
+    const rows = await this.#store.db
+      .selectFrom('tasks')
+      .select(['id', 'state'])
+      .where('tenant_id', '=', tenantId)
+      .where('session_id', '=', sessionId)
+      .orderBy('id')
+      .execute();
+    return {
+      all: rows.map((r) => r.id),
+      unfinished: rows.filter((r) => !isTerminal(r.state)).map((r) => r.id),
+    };
   }
 
   async get(principal: Principal, id: string): Promise<Task> {
@@ -246,6 +332,9 @@ export class TaskService {
         : query.where('template_name', '=', options.template);
     }
     if (options.agent_id !== undefined) query = query.where('agent_id', '=', options.agent_id);
+    if (options.session_id !== undefined) {
+      query = query.where('session_id', '=', options.session_id);
+    }
     if (options.created_after !== undefined) {
       query = query.where('created_at', '>=', new Date(options.created_after).toISOString());
     }
@@ -285,7 +374,7 @@ export class TaskService {
             cancel_requested_at: now,
             finished_at: now,
           });
-          await emit(taskStream(id), tenantId, [
+          await emitTaskEvents(emit, updated, [
             stateEvent(updated, { reason: 'cancelled while queued' }),
           ]);
           return view(updated);
@@ -298,7 +387,7 @@ export class TaskService {
             cancel_requested_at: now,
             cancel_deadline_at: deadline,
           });
-          await emit(taskStream(id), tenantId, [
+          await emitTaskEvents(emit, updated, [
             {
               type: 'task.cancel_requested',
               data: { state: updated.state, attempt: updated.attempt, deadline_at: deadline },
@@ -365,7 +454,7 @@ export class TaskService {
         event_seq: 0,
         finished_at: null,
       });
-      await emit(taskStream(id), tenantId, [
+      await emitTaskEvents(emit, updated, [
         { type: 'task.retried', data: { previous_state: row.state } },
         stateEvent(updated, { priority: updated.priority }),
       ]);

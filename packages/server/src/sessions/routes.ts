@@ -1,0 +1,131 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
+import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { principalOf } from '../platform/http.ts';
+import { Page, PageQuery } from '../platform/pagination.ts';
+import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
+import { CreateSession, Session, SessionEvent } from './schemas.ts';
+import type { SessionService } from './session-service.ts';
+
+const SessionParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });
+
+/** `/v1/sessions`: threads of tasks with one ordered history. */
+export const sessionRoutes: FastifyPluginAsyncTypebox<{
+  sessions: SessionService;
+  shutdown: AbortSignal;
+}> = async (app, { sessions, shutdown }) => {
+  app.addSchema(Session);
+  app.addSchema(SessionEvent);
+
+  app.post(
+    '/v1/sessions',
+    {
+      schema: {
+        tags: ['sessions'],
+        summary: 'Create a session',
+        description:
+          'Submit tasks with its `session_id`: they run one at a time, in order, and their events form the session’s history.',
+        body: CreateSession,
+        response: { 201: Type.Ref('Session'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      reply.status(201);
+      return sessions.create(principalOf(request), request.body ?? {});
+    },
+  );
+
+  app.get(
+    '/v1/sessions',
+    {
+      schema: {
+        tags: ['sessions'],
+        summary: 'List sessions, newest first',
+        querystring: Type.Object(
+          { ...PageQuery, label: Type.Optional(LabelSelectors) },
+          { additionalProperties: false },
+        ),
+        response: { 200: Page(Type.Ref('Session')), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => {
+      const { label, ...page } = request.query;
+      return sessions.list(principalOf(request), { ...page, labels: parseLabelSelectors(label) });
+    },
+  );
+
+  app.get(
+    '/v1/sessions/:id',
+    {
+      schema: {
+        tags: ['sessions'],
+        summary: 'Get a session',
+        params: SessionParams,
+        response: { 200: Type.Ref('Session'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => sessions.get(principalOf(request), request.params.id),
+  );
+
+  app.delete(
+    '/v1/sessions/:id',
+    {
+      schema: {
+        tags: ['sessions'],
+        summary: 'Delete a session with its tasks and history',
+        description: '409 SESSION_BUSY while one of its tasks is unfinished.',
+        params: SessionParams,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      await sessions.delete(principalOf(request), request.params.id);
+      reply.status(204);
+      return null;
+    },
+  );
+
+  app.get(
+    '/v1/sessions/:id/events',
+    {
+      schema: {
+        tags: ['sessions'],
+        summary: 'Stream the session’s activity',
+        description:
+          'Every event of every task of the session (each with its `task_id`), in order, as Server-Sent Events with `Accept: text/event-stream` or NDJSON otherwise, with the resume rules of task events (`Last-Event-ID` or `after`; `stream.gap` when retention trimmed events). Follows live until the client disconnects; with `follow=false`, ends after the events there are.',
+        params: SessionParams,
+        querystring: Type.Object(
+          {
+            after: Type.Optional(
+              Type.Integer({ minimum: 0, description: 'Resume after this offset.' }),
+            ),
+            follow: Type.Optional(Type.Boolean({ default: true })),
+          },
+          { additionalProperties: false },
+        ),
+        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
+        produces: ['text/event-stream', 'application/x-ndjson'],
+        response: { 200: Type.Ref('SessionEvent'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const after = resumeAfter(request.headers['last-event-id'], request.query.after);
+      await sessions.openEvents(principal, request.params.id, after);
+      const follow = request.query.follow ?? true;
+      await sendStream(
+        request,
+        reply,
+        (signal) => sessions.events(principal, request.params.id, after, { signal, follow }),
+        { format: streamFormat(request.headers.accept), stop: shutdown },
+      );
+      return reply;
+    },
+  );
+};

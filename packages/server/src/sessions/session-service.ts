@@ -1,0 +1,224 @@
+import type { EventLog, StreamItem } from '../events/event-log.ts';
+import { credentialId, type Principal } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { newId } from '../platform/ids.ts';
+import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import type { RelationalStore } from '../store/store.ts';
+import { sessionStream, taskStream } from '../tasks/stream.ts';
+import type { CreateSession, Session } from './schemas.ts';
+import type { MultitaskStrategy, SessionsTable } from './tables.ts';
+
+/** What the sessions module needs to know about tasks (from the tasks module). */
+export interface SessionTasks {
+  /** Ids of all the session's tasks, and of the unfinished ones, oldest first. */
+  ofSession(tenantId: string, sessionId: string): Promise<{ all: string[]; unfinished: string[] }>;
+}
+
+function sessionNotFound(id: string): ApiError {
+  return new ApiError('SESSION_NOT_FOUND', `Session "${id}" does not exist`);
+}
+
+function view(row: SessionsTable, tasks: { all: string[]; unfinished: string[] }): Session {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    name: row.name,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    metadata: JSON.parse(row.metadata) as Record<string, unknown>,
+    multitask_strategy: row.multitask_strategy,
+    tasks: { total: tasks.all.length, unfinished: tasks.unfinished },
+    created_by: row.created_by,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+/**
+ * Sessions (threads): a named group of tasks with one ordered history. Every event of
+ * every task in a session is also appended to the session's stream, in the transaction
+ * that appends it to the task's, so the history needs no merging.
+ */
+export class SessionService {
+  readonly #store: RelationalStore;
+  readonly #events: EventLog;
+  readonly #tasks: SessionTasks;
+
+  constructor(deps: { store: RelationalStore; events: EventLog; tasks: SessionTasks }) {
+    this.#store = deps.store;
+    this.#events = deps.events;
+    this.#tasks = deps.tasks;
+  }
+
+  async create(principal: Principal, input: CreateSession): Promise<Session> {
+    const now = new Date().toISOString();
+    const row: SessionsTable = {
+      id: newId('ses'),
+      tenant_id: principal.tenant.id,
+      name: input.name ?? null,
+      labels: JSON.stringify(input.labels ?? {}),
+      metadata: JSON.stringify(input.metadata ?? {}),
+      multitask_strategy: input.multitask_strategy ?? 'enqueue',
+      created_by: credentialId(principal),
+      created_at: now,
+      updated_at: now,
+    };
+    await this.#events.transaction(async (trx, emit) => {
+      await trx.insertInto('sessions').values(row).execute();
+      const labels = Object.entries(input.labels ?? {}).map(([key, value]) => ({
+        session_id: row.id,
+        key,
+        value,
+      }));
+      if (labels.length > 0) await trx.insertInto('session_labels').values(labels).execute();
+      await emit(sessionStream(row.id), row.tenant_id, [
+        {
+          type: 'session.created',
+          data: { name: row.name, multitask_strategy: row.multitask_strategy },
+        },
+      ]);
+    });
+    return view(row, { all: [], unfinished: [] });
+  }
+
+  async get(principal: Principal, id: string): Promise<Session> {
+    const row = await this.#find(principal.tenant.id, id);
+    return view(row, await this.#tasks.ofSession(principal.tenant.id, id));
+  }
+
+  /** The session's multitask strategy; VALIDATION_FAILED naming `field` if there is none. */
+  async strategyFor(tenantId: string, id: string, field: string): Promise<MultitaskStrategy> {
+    const row = await this.#store.db
+      .selectFrom('sessions')
+      .select('multitask_strategy')
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (row === undefined) {
+      const message = `no session "${id}" in this tenant`;
+      throw new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
+        details: { fields: [{ field, message }] },
+      });
+    }
+    return row.multitask_strategy;
+  }
+
+  async list(
+    principal: Principal,
+    options: {
+      limit?: number | undefined;
+      cursor?: string | undefined;
+      labels?: Record<string, string>;
+    },
+  ): Promise<{ items: Session[]; next_cursor: string | null }> {
+    const before = decodeCursor(options.cursor, (id) => id.startsWith('ses_'));
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('sessions')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      .orderBy('id', 'desc')
+      .limit(limit + 1);
+    if (before !== undefined) query = query.where('id', '<', before);
+    for (const [key, value] of Object.entries(options.labels ?? {})) {
+      query = query.where((eb) =>
+        eb.exists(
+          eb
+            .selectFrom('session_labels')
+            .select('session_labels.key')
+            .whereRef('session_labels.session_id', '=', 'sessions.id')
+            .where('session_labels.key', '=', key)
+            .where('session_labels.value', '=', value),
+        ),
+      );
+    }
+    const rows = await query.execute();
+    const tasks = new Map<string, { all: string[]; unfinished: string[] }>();
+    for (const row of rows.slice(0, limit)) {
+      tasks.set(row.id, await this.#tasks.ofSession(principal.tenant.id, row.id));
+    }
+    return toPage(rows, limit, (row) =>
+      view(row, tasks.get(row.id) ?? { all: [], unfinished: [] }),
+    );
+  }
+
+  /**
+   * Deletes the session with its tasks and their histories. Refused (SESSION_BUSY) while a
+   * task of the session is unfinished: cancel it first.
+   */
+  async delete(principal: Principal, id: string): Promise<void> {
+    const tenantId = principal.tenant.id;
+    await this.#find(tenantId, id);
+    const { all, unfinished } = await this.#tasks.ofSession(tenantId, id);
+    if (unfinished.length > 0) {
+      throw new ApiError(
+        'SESSION_BUSY',
+        `Session "${id}" has unfinished tasks; cancel them first`,
+        { details: { unfinished } },
+      );
+    }
+    await this.#events.transaction(async (trx) => {
+      // Tasks go with the session (foreign key); a task that started meanwhile blocks it.
+      const started = await trx
+        .selectFrom('tasks')
+        .select('id')
+        .where('tenant_id', '=', tenantId)
+        .where('session_id', '=', id)
+        .where('state', 'in', ['queued', 'assigned', 'running'])
+        .executeTakeFirst();
+      if (started !== undefined) {
+        throw new ApiError(
+          'SESSION_BUSY',
+          `Session "${id}" has unfinished tasks; cancel them first`,
+          {
+            details: { unfinished: [started.id] },
+          },
+        );
+      }
+      await this.#events.deleteStreams(trx, tenantId, [sessionStream(id), ...all.map(taskStream)]);
+      await trx
+        .deleteFrom('sessions')
+        .where('tenant_id', '=', tenantId)
+        .where('id', '=', id)
+        .execute();
+    });
+  }
+
+  /** VALIDATION_FAILED when `after` is beyond the newest event; SESSION_NOT_FOUND. */
+  async openEvents(principal: Principal, id: string, after: number): Promise<void> {
+    await this.#find(principal.tenant.id, id);
+    const head = (await this.#events.head(principal.tenant.id, sessionStream(id))) ?? 0;
+    if (after > head) {
+      const message = `is beyond the newest event of this session (${head})`;
+      throw new ApiError('VALIDATION_FAILED', `after: ${message}`, {
+        details: { fields: [{ field: 'querystring.after', message }] },
+      });
+    }
+  }
+
+  /**
+   * The session's events after `after`, then live ones until `signal` aborts; with
+   * `follow: false`, only those there are now.
+   */
+  events(
+    principal: Principal,
+    id: string,
+    after: number,
+    options: { signal: AbortSignal; follow: boolean },
+  ): AsyncIterable<StreamItem> {
+    return this.#events.follow(principal.tenant.id, sessionStream(id), after, {
+      signal: options.signal,
+      ...(options.follow ? {} : { endWhenCaughtUp: async () => true }),
+    });
+  }
+
+  async #find(tenantId: string, id: string): Promise<SessionsTable> {
+    const row = await this.#store.db
+      .selectFrom('sessions')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (row === undefined) throw sessionNotFound(id);
+    return row;
+  }
+}
