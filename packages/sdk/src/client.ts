@@ -1,6 +1,7 @@
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import { isTerminalState, TERMINAL_EVENT_TYPES } from './task-states.ts';
 import type {
+  Agent,
   ApiKey,
   ApiKeyWithSecret,
   CreateApiKeyInput,
@@ -9,6 +10,7 @@ import type {
   CreateTaskResult,
   CreateTemplateInput,
   CreateTenantInput,
+  ListAgentsOptions,
   ListApiKeysOptions,
   ListTasksOptions,
   ListTemplatesOptions,
@@ -230,6 +232,37 @@ export class Orchestra {
     events(id: string, options?: TaskEventsOptions): AsyncIterable<TaskStreamItem>;
   };
 
+  /**
+   * Agents of the caller's tenant: the processes that connected with an `AgentWorker`
+   * (reading: admin, operator or viewer; draining and deleting: admin or operator). An
+   * agent that does not exist, or belongs to another tenant, rejects with
+   * `AGENT_NOT_FOUND` (404).
+   */
+  readonly agents: {
+    /**
+     * One page of agents, in id order. `status` keeps agents in any of the statuses
+     * given; `capability` keeps agents that offer it.
+     */
+    list(options?: ListAgentsOptions): Promise<Page<Agent>>;
+    /** Every agent that matches, in id order, page after page. */
+    listAll(options?: Omit<ListAgentsOptions, 'cursor'>): AsyncIterable<Agent>;
+    /** The agent, with its status, load and the ids of the tasks it holds. */
+    get(id: string): Promise<Agent>;
+    /**
+     * Asks a connected agent to drain: it finishes the tasks it holds and is given no new
+     * ones; it stays connected until it disconnects itself. Resolves to the agent, now
+     * `draining`. An agent that is not connected rejects with `AGENT_NOT_CONNECTED` (409).
+     */
+    drain(id: string): Promise<Agent>;
+    /**
+     * Forgets an agent that is not connected and holds no tasks; resolves to undefined.
+     * One that is connected, or still holds tasks, rejects with `AGENT_CONNECTED` (409):
+     * drain it and wait until it disconnects. An agent that connects again later is
+     * recorded anew.
+     */
+    delete(id: string): Promise<void>;
+  };
+
   constructor(options: OrchestraOptions) {
     if (!/^https?:\/\//.test(options.url)) {
       throw new TypeError(`url must start with http:// or https://, got "${options.url}"`);
@@ -349,6 +382,21 @@ export class Orchestra {
       cancel: (id) => this.request('POST', `${task(id)}/cancel`),
       retry: (id) => this.request('POST', `${task(id)}/retry`),
       events: (id, options = {}) => this.#taskEvents(id, options),
+    };
+    const agent = (id: string) => `/v1/agents/${encodeURIComponent(id)}`;
+    this.agents = {
+      list: ({ status, ...options } = {}) =>
+        this.request('GET', '/v1/agents', {
+          query: {
+            ...options,
+            status: status === undefined ? [] : Array.isArray(status) ? status : [status],
+          },
+        }),
+      listAll: (options = {}) =>
+        this.#paginate((cursor) => this.agents.list({ ...options, ...cursor })),
+      get: (id) => this.request('GET', agent(id)),
+      drain: (id) => this.request('POST', `${agent(id)}/drain`),
+      delete: (id) => this.request('DELETE', agent(id)),
     };
   }
 

@@ -11,6 +11,8 @@ export { Orchestra, type OrchestraOptions, type TaskEventsOptions } from './clie
 export { type ErrorPayload, OrchestraError } from './errors.ts';
 export { isTerminalState } from './task-states.ts';
 export type {
+  Agent,
+  AgentStatus,
   ApiKey,
   ApiKeyWithSecret,
   CreateApiKeyInput,
@@ -19,6 +21,7 @@ export type {
   CreateTaskResult,
   CreateTemplateInput,
   CreateTenantInput,
+  ListAgentsOptions,
   ListApiKeysOptions,
   ListTasksOptions,
   ListTemplatesOptions,

@@ -114,6 +114,12 @@ export interface TemplateDefinition {
   default_priority?: number;
   /** Default `least_connections`. */
   strategy?: TemplateStrategy;
+  /**
+   * 1 to 10000: how many tasks of this template that share a `concurrency_key` may be
+   * assigned or running at once. Null or left out: the server's
+   * ORCHESTRA_CONCURRENCY_KEY_LIMIT setting applies.
+   */
+  concurrency_key_limit?: number | null;
 }
 
 export interface CreateTemplateInput extends TemplateDefinition {
@@ -147,6 +153,8 @@ export interface Template {
   default_max_attempts: number;
   default_priority: number;
   strategy: TemplateStrategy;
+  /** Null: the server's ORCHESTRA_CONCURRENCY_KEY_LIMIT setting applies. */
+  concurrency_key_limit: number | null;
   created_at: string;
   updated_at: string;
   /** When `version` was created. */
@@ -222,6 +230,14 @@ export interface Task {
   error: TaskError | null;
   /** When a cancellation was asked for a task an agent holds; null otherwise. */
   cancel_requested_at: string | null;
+  /** A queued retry waits until then (backoff); null when it may run at once. */
+  not_before: string | null;
+  /** When the current attempt was handed to an agent; null while queued. */
+  assigned_at: string | null;
+  /** When the agent started the current attempt; null until it did. */
+  started_at: string | null;
+  /** When the current attempt times out; null until an agent is given the task. */
+  deadline_at: string | null;
   /** The credential that submitted it. */
   created_by: string;
   created_at: string;
@@ -306,3 +322,48 @@ export interface StreamGap {
 
 /** An item of `tasks.events`: an event, or a gap (`'offset' in item` tells them apart). */
 export type TaskStreamItem = TaskEvent | StreamGap;
+
+/**
+ * Where an agent is: `online` (connected, with room for work), `busy` (connected, at its
+ * max concurrency), `draining` (finishing what it holds, taking nothing new), `offline`
+ * (not connected) or `error` (its connection was closed for breaking the protocol).
+ */
+export type AgentStatus = 'online' | 'busy' | 'draining' | 'offline' | 'error';
+
+/** A process that runs tasks, as it registered with an `AgentWorker` and as it is now. */
+export interface Agent {
+  /** Chosen by the agent (`agentId`); stays the same across its reconnections. */
+  id: string;
+  tenant_id: string;
+  name: string;
+  status: AgentStatus;
+  /** Why it is in that status, such as `drain requested`; null when nothing to say. */
+  status_reason: string | null;
+  capabilities: string[];
+  /** Tasks it runs at once. */
+  max_concurrency: number;
+  /** Relative capacity for the `weighted` strategy. */
+  weight: number;
+  labels: Record<string, string>;
+  /** The SDK it connected with, when it said. */
+  sdk: { name: string; version: string } | null;
+  /** Ids of the tasks it holds. */
+  in_flight: string[];
+  /** What its last heartbeat reported; null before the first one. */
+  load: { in_flight: number; cpu?: number; memory?: number } | null;
+  /** The Orchestra node holding its connection; null while it is not connected. */
+  node_id: string | null;
+  connected_at: string | null;
+  last_heartbeat_at: string | null;
+  /** Its tasks are dispatched again if no heartbeat arrives before then. */
+  lease_expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ListAgentsOptions extends PageOptions {
+  /** Only agents in this status, or in any of these statuses. */
+  status?: AgentStatus | AgentStatus[];
+  /** Only agents that offer this capability. */
+  capability?: string;
+}

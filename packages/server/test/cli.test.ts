@@ -478,6 +478,7 @@ const COMMANDS = [
   'tenants',
   'templates',
   'task',
+  'agents',
   'recover-admin-key',
   'version',
 ];

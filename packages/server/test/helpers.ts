@@ -384,7 +384,12 @@ export interface CliServer {
 export async function startCliServer(name: string): Promise<CliServer> {
   const workDir = tempDir(`orchestra-cli-${name}-`);
   const dataDir = tempDir(`orchestra-cli-${name}-data-`);
-  const server = await spawnOrchestra({ cwd: workDir.path, dataDir: dataDir.path });
+  const server = await spawnOrchestra({
+    cwd: workDir.path,
+    dataDir: dataDir.path,
+    // Suites run in parallel on small machines: shedding is tested where a test asks for it.
+    env: { ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0' },
+  });
   const adminKey = readFileSync(join(dataDir.path, 'admin-key'), 'utf8').trim();
   return {
     server,

@@ -558,11 +558,13 @@ describe('durability', () => {
         ORCHESTRA_HOST: '127.0.0.1',
         ORCHESTRA_DATA_DIR: dir.path,
         ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+        ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
         ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
       });
       const log = pino({ level: 'silent' });
+      let first: Awaited<ReturnType<typeof startServer>> | undefined;
       try {
-        const first = await startServer(settings, { log });
+        first = await startServer(settings, { log });
         const key = readFileSync(join(dir.path, 'admin-key'), 'utf8').trim();
         const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
         const ids: string[] = [];
@@ -602,6 +604,7 @@ describe('durability', () => {
           await second.close();
         }
       } finally {
+        await first?.close(); // already closed unless an assertion failed before that
         await database?.drop();
         dir.remove();
       }
@@ -617,6 +620,7 @@ describe('event retention', () => {
       ORCHESTRA_HOST: '127.0.0.1',
       ORCHESTRA_DATA_DIR: dir.path,
       ORCHESTRA_EVENT_RETENTION_MS: '3600000',
+      ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
     });
     const log = pino({ level: 'silent' });
     try {

@@ -29,6 +29,8 @@ const MAX_INVALID_FRAMES = 20;
 const INVALID_WINDOW_MS = 60_000;
 /** Inbound frames queued before the socket stops reading (backpressure to the agent). */
 const MAX_QUEUED_FRAMES = 1_000;
+/** Frames of one connection being handled at once (for different tasks). */
+const MAX_CONCURRENT_FRAMES = 256;
 /** Consecutive task.event frames stored in one transaction, at most. */
 const EVENT_BATCH = 500;
 
@@ -156,6 +158,10 @@ class AgentConnection implements DispatchTarget {
   readonly #assignedAt = new Map<string, number>();
   #processing = false;
   #paused = false;
+  /** The last piece of work queued per task id ('' for frames about the agent itself). */
+  readonly #chains = new Map<string, Promise<void>>();
+  #running = 0;
+  #slotFreed: (() => void) | undefined;
   #registration: FrameOf<'register'>['payload'] | undefined;
   #capabilities: ReadonlySet<string> = new Set();
   #draining = false;
@@ -308,21 +314,39 @@ class AgentConnection implements DispatchTarget {
     if (!this.#processing) void this.#drainQueue();
   }
 
+  /**
+   * Handles queued frames in order per task, and different tasks' frames concurrently, so
+   * that their transactions can share a commit. `register` is handled alone, before
+   * anything after it.
+   */
   async #drainQueue(): Promise<void> {
     this.#processing = true;
     try {
       while (this.#queue.length > 0 && !this.#closed) {
         const frame = this.#queue[0];
         if (frame === undefined) break;
-        if (frame.payload.kind === 'task.event' && this.#registration !== undefined) {
+        if (this.#running >= MAX_CONCURRENT_FRAMES) {
+          await new Promise<void>((resolve) => {
+            this.#slotFreed = resolve;
+          });
+          continue;
+        }
+        if (this.#registration === undefined || frame.payload.kind === 'register') {
+          this.#queue.shift();
+          await Promise.all(this.#chains.values());
+          await this.#guard(frame.header.id, () => this.#handle(frame));
+        } else if (frame.payload.kind === 'task.event') {
           const batch: FrameOf<'task.event'>[] = [];
           while (batch.length < EVENT_BATCH && this.#queue[0]?.payload.kind === 'task.event') {
             batch.push(this.#queue.shift() as FrameOf<'task.event'>);
           }
-          await this.#guard(undefined, () => this.#onEvents(batch));
+          this.#chain([...new Set(batch.map((f) => f.payload.task_id))], () =>
+            this.#guard(undefined, () => this.#onEvents(batch)),
+          );
         } else {
           this.#queue.shift();
-          await this.#guard(frame.header.id, () => this.#handle(frame));
+          const key = 'task_id' in frame.payload ? frame.payload.task_id : '';
+          this.#chain([key], () => this.#guard(frame.header.id, () => this.#handle(frame)));
         }
         if (this.#paused && this.#queue.length < MAX_QUEUED_FRAMES / 2) {
           this.#paused = false;
@@ -332,6 +356,22 @@ class AgentConnection implements DispatchTarget {
     } finally {
       this.#processing = false;
     }
+  }
+
+  /** Runs `work` after the previous work on each of `keys` (task ids; '' for the agent). */
+  #chain(keys: string[], work: () => Promise<void>): void {
+    const previous = keys.map((k) => this.#chains.get(k)).filter((p) => p !== undefined);
+    this.#running += 1;
+    const done: Promise<void> = Promise.all(previous)
+      .then(work)
+      .finally(() => {
+        this.#running -= 1;
+        for (const key of keys) if (this.#chains.get(key) === done) this.#chains.delete(key);
+        const freed = this.#slotFreed;
+        this.#slotFreed = undefined;
+        freed?.();
+      });
+    for (const key of keys) this.#chains.set(key, done);
   }
 
   /** Runs a frame's handler; its failure becomes an error frame, never a crash. */

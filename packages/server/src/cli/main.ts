@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
+  type Agent,
+  type AgentStatus,
   type ApiKey,
   type CreateTemplateInput,
   isTerminalState,
@@ -14,6 +16,7 @@ import {
   type TemplateVersionSummary,
   type Tenant,
 } from '@orchestra/sdk';
+import { AGENT_STATUSES } from '../agents/schemas.ts';
 import { IdentityService, SYSTEM_TENANT_ID } from '../gateway/identity-service.ts';
 import { migrations } from '../migrations.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -28,6 +31,7 @@ import {
 } from '../server.ts';
 import { openStore } from '../store/store.ts';
 import { TASK_STATES } from '../tasks/states.ts';
+import { agentRow, describeAgent } from './agent-format.ts';
 import { formatTable } from './table.ts';
 import {
   describeTask,
@@ -55,6 +59,8 @@ Commands:
                         Manage versioned agent templates
   task submit|get|ls|cancel|retry|events
                         Submit tasks, follow their events, cancel and retry them
+  agents ls|get|drain|rm
+                        Inspect the agents of your tenant, drain and remove them
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -165,6 +171,28 @@ Common options: --url URL, --api-key KEY, --json`,
 DURATION is a number with ms, s, m or h: 500ms, 30s, 2m, 1h. Submitting, cancelling and
 retrying need an admin or operator credential. --json prints the task (a JSON array for
 ls; one JSON event a line for events and --follow).
+
+Common options: --url URL, --api-key KEY, --json`,
+  agents: `Usage: orchestra agents <ls|get|drain|rm> [options]
+
+  agents ls [--status STATUS ...] [--capability C] [--limit N]
+      (alias: list) Lists the agents of your tenant in id order, at most N (default
+      50): status, capabilities, tasks held of the most it runs at once, the load and
+      time of its last heartbeat, and the node it is connected to. Repeat --status for
+      several: online, busy, draining, offline, error. --capability keeps the agents
+      that offer C.
+  agents get ID
+      Shows an agent: status, capabilities, labels, load, connection, lease, and the
+      tasks it holds.
+  agents drain ID
+      Asks a connected agent to finish the tasks it holds and take no new ones; it stays
+      connected until it disconnects itself.
+  agents rm ID    (alias: delete)
+      Forgets an agent that is not connected and holds no tasks.
+
+Agents appear once they connect (the SDK's AgentWorker, with an agent key). Draining and
+removing need an admin or operator credential. --json prints the agent (a JSON array for
+ls).
 
 Common options: --url URL, --api-key KEY, --json`,
   'recover-admin-key': `Usage: orchestra recover-admin-key [--tenant ID] [options]
@@ -964,6 +992,101 @@ async function taskCommand(args: string[]): Promise<number> {
   }
 }
 
+const DEFAULT_AGENT_LIST_LIMIT = 50;
+const MAX_AGENT_LIST_LIMIT = 10_000;
+
+async function agentsCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    status: { type: 'string', multiple: true },
+    capability: { type: 'string' },
+    limit: { type: 'string' },
+  });
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.agents}\n`);
+    if (sub === undefined) throw new UsageError('agents needs a subcommand: ls, get, drain or rm');
+    return;
+  }
+  /** The ID argument of the subcommands that take one. */
+  const agentId = () => {
+    const value = positionals[0];
+    if (value === undefined) throw new UsageError(`agents ${sub} needs an agent id`);
+    if (positionals.length > 1) {
+      throw new UsageError(`agents ${sub} takes one agent id, got "${positionals.join(' ')}"`);
+    }
+    return value;
+  };
+  switch (sub) {
+    case 'ls':
+    case 'list': {
+      if (positionals.length > 0) {
+        throw new UsageError(`agents ${sub} takes no arguments, got "${positionals.join(' ')}"`);
+      }
+      const statuses = values.status ?? [];
+      for (const status of statuses) {
+        if (!(AGENT_STATUSES as readonly string[]).includes(status)) {
+          throw new UsageError(
+            `--status must be one of ${AGENT_STATUSES.join(', ')}; got "${status}"`,
+          );
+        }
+      }
+      const limit =
+        values.limit === undefined
+          ? DEFAULT_AGENT_LIST_LIMIT
+          : countFlag('--limit', values.limit, MAX_AGENT_LIST_LIMIT);
+      const agents: Agent[] = [];
+      let more = false;
+      // One past the limit tells whether some were left out.
+      for await (const agent of client(values).agents.listAll({
+        limit: Math.min(limit + 1, 200),
+        status: [...new Set(statuses)] as AgentStatus[],
+        ...(values.capability !== undefined ? { capability: values.capability } : {}),
+      })) {
+        if (agents.length === limit) {
+          more = true;
+          break;
+        }
+        agents.push(agent);
+      }
+      print(values.json, agents, () =>
+        formatTable(
+          ['ID', 'STATUS', 'CAPABILITIES', 'IN FLIGHT', 'LOAD', 'LAST HEARTBEAT', 'NODE'],
+          agents.map(agentRow),
+        ),
+      );
+      if (more && !values.json) {
+        process.stderr.write(`Showing the first ${limit} agents; use --limit N for more.\n`);
+      }
+      return;
+    }
+    case 'get': {
+      const agent = await client(values).agents.get(agentId());
+      print(values.json, agent, () => describeAgent(agent));
+      return;
+    }
+    case 'drain': {
+      const agent = await client(values).agents.drain(agentId());
+      const held = agent.in_flight.length;
+      print(
+        values.json,
+        agent,
+        () =>
+          `Draining agent ${agent.id}: it ${held > 0 ? `finishes the ${held} task${held === 1 ? '' : 's'} it holds and ` : ''}gets no new tasks.`,
+      );
+      return;
+    }
+    case 'rm':
+    case 'delete': {
+      const id = agentId();
+      await client(values).agents.delete(id);
+      print(values.json, { deleted: id }, () => `Deleted agent ${id}.`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown agents subcommand "${sub}"; use ls, get, drain or rm`);
+  }
+}
+
 async function whoamiCommand(args: string[]): Promise<void> {
   const { values } = parse(args, {});
   if (values.help) {
@@ -1168,6 +1291,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'task':
         return await taskCommand(args);
+      case 'agents':
+        await agentsCommand(args);
+        return 0;
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);
         return 0;

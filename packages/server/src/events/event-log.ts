@@ -67,7 +67,7 @@ export class EventLog {
    */
   async transaction<T>(work: (trx: Transaction<Database>, emit: Emit) => Promise<T>): Promise<T> {
     const touched = new Set<string>();
-    const result = await this.#store.db.transaction().execute(async (trx) =>
+    const result = await this.#store.transaction(async (trx) =>
       work(trx, async (stream, tenantId, events) => {
         touched.add(stream);
         return append(trx, stream, tenantId, events);
