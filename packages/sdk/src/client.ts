@@ -6,17 +6,22 @@ import type {
   ApiKeyWithSecret,
   CreateApiKeyInput,
   CreatedTenant,
+  CreateSessionInput,
   CreateTaskInput,
   CreateTaskResult,
   CreateTemplateInput,
   CreateTenantInput,
   ListAgentsOptions,
   ListApiKeysOptions,
+  ListSessionsOptions,
   ListTasksOptions,
   ListTemplatesOptions,
   Page,
   PageOptions,
   Readiness,
+  Session,
+  SessionEventsOptions,
+  SessionStreamItem,
   StreamGap,
   Task,
   TaskEvent,
@@ -263,6 +268,32 @@ export class Orchestra {
     delete(id: string): Promise<void>;
   };
 
+  readonly sessions: {
+    /**
+     * Creates a session. Submit tasks with its id (`session_id`) to run them in order and
+     * collect their history in one stream.
+     */
+    create(input?: CreateSessionInput): Promise<Session>;
+    /** One page of sessions, newest first. */
+    list(options?: ListSessionsOptions): Promise<Page<Session>>;
+    /** Every session that matches, newest first, page after page. */
+    listAll(options?: Omit<ListSessionsOptions, 'cursor'>): AsyncIterable<Session>;
+    /** The session, with how many tasks it has and which are unfinished. */
+    get(id: string): Promise<Session>;
+    /**
+     * Deletes the session with its tasks and their histories. Rejects with `SESSION_BUSY`
+     * (409) while one of its tasks is unfinished.
+     */
+    delete(id: string): Promise<void>;
+    /**
+     * The session's history: `session.created`, then every event of every task in it (each
+     * with `data.task_id`), in order; then live events until `signal` aborts, unless
+     * `follow` is false. Resumes by itself after a dropped connection, without gaps or
+     * duplicates; a `stream.gap` item says that retention removed events.
+     */
+    events(id: string, options?: SessionEventsOptions): AsyncIterable<SessionStreamItem>;
+  };
+
   constructor(options: OrchestraOptions) {
     if (!/^https?:\/\//.test(options.url)) {
       throw new TypeError(`url must start with http:// or https://, got "${options.url}"`);
@@ -310,7 +341,7 @@ export class Orchestra {
         this.request('GET', '/v1/templates', {
           query: {
             ...options,
-            label: Object.entries(labels ?? {}).map(([key, value]) => `${key}=${value}`),
+            label: labelQuery(labels),
           },
         }),
       listAll: (options = {}) =>
@@ -355,7 +386,7 @@ export class Orchestra {
           query: {
             ...options,
             state: state === undefined ? [] : Array.isArray(state) ? state : [state],
-            label: Object.entries(labels ?? {}).map(([key, value]) => `${key}=${value}`),
+            label: labelQuery(labels),
             created_after:
               created_after instanceof Date ? created_after.toISOString() : created_after,
             created_before:
@@ -382,6 +413,19 @@ export class Orchestra {
       cancel: (id) => this.request('POST', `${task(id)}/cancel`),
       retry: (id) => this.request('POST', `${task(id)}/retry`),
       events: (id, options = {}) => this.#taskEvents(id, options),
+    };
+    const session = (id: string) => `/v1/sessions/${encodeURIComponent(id)}`;
+    this.sessions = {
+      create: (input = {}) => this.request('POST', '/v1/sessions', { body: input }),
+      list: ({ labels, ...options } = {}) =>
+        this.request('GET', '/v1/sessions', {
+          query: { ...options, label: labelQuery(labels) },
+        }),
+      listAll: (options = {}) =>
+        this.#paginate((cursor) => this.sessions.list({ ...options, ...cursor })),
+      get: (id) => this.request('GET', session(id)),
+      delete: (id) => this.request('DELETE', session(id)),
+      events: (id, options = {}) => this.#sessionEvents(id, options),
     };
     const agent = (id: string) => `/v1/agents/${encodeURIComponent(id)}`;
     this.agents = {
@@ -619,6 +663,89 @@ export class Orchestra {
     }
   }
 
+  /**
+   * Follows a session's stream: on a dropped connection (or a server that went away),
+   * reconnects after the last offset received, with backoff.
+   */
+  async *#sessionEvents(
+    id: string,
+    options: SessionEventsOptions,
+  ): AsyncIterable<SessionStreamItem> {
+    const path = `/v1/sessions/${encodeURIComponent(id)}/events`;
+    const maxReconnects = options.maxReconnects ?? DEFAULT_MAX_RECONNECTS;
+    const follow = options.follow ?? true;
+    const { signal } = options;
+    let cursor = options.after ?? 0;
+    let failures = 0;
+    for (;;) {
+      signal?.throwIfAborted();
+      const release = new AbortController();
+      const linked = signal ? AbortSignal.any([signal, release.signal]) : release.signal;
+      let problem: unknown;
+      try {
+        const timeout = deadline(this.#timeoutMs);
+        let response: Response;
+        let url: URL;
+        try {
+          ({ response, url } = await this.#send(
+            'GET',
+            path,
+            {
+              query: { after: cursor, follow },
+              headers: { accept: 'application/x-ndjson' },
+              signal: linked,
+            },
+            timeout.signal,
+            this.#timeoutMs,
+          ));
+        } finally {
+          timeout.clear();
+        }
+        if (!response.ok) {
+          const text = await response.text().catch(() => '');
+          throw errorOf('GET', url, response, parseOrUndefined(text));
+        }
+        if (response.body === null) {
+          throw new OrchestraError('INVALID_RESPONSE', `GET ${path} answered without a body`, {
+            status: response.status,
+          });
+        }
+        for await (const line of ndjsonLines(response.body)) {
+          const item = parseItem(line, path);
+          if ('offset' in item) {
+            if (item.offset <= cursor) continue;
+            cursor = item.offset;
+          } else {
+            cursor = Math.max(cursor, item.first_offset - 1);
+          }
+          failures = 0;
+          yield item;
+        }
+        if (!follow) return; // caught up
+        // A followed stream ends only when the server goes away: resume.
+        problem = new OrchestraError('CONNECTION_FAILED', `The stream of session "${id}" ended`, {
+          status: 0,
+        });
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        if (!isTransient(err)) throw err;
+        problem = err;
+      } finally {
+        release.abort();
+      }
+      failures += 1;
+      if (failures > maxReconnects) {
+        if (problem instanceof OrchestraError && problem.status !== 0) throw problem;
+        throw new OrchestraError(
+          'CONNECTION_FAILED',
+          `Lost the stream of session "${id}" after offset ${cursor} and could not resume it in ${maxReconnects} attempts: ${(problem as Error)?.message ?? String(problem)}`,
+          { status: 0, cause: problem },
+        );
+      }
+      await sleep(backoffMs(failures, problem), signal);
+    }
+  }
+
   async *#paginate<T>(
     fetchPage: (cursor: { cursor?: string }) => Promise<Page<T>>,
   ): AsyncIterable<T> {
@@ -629,6 +756,11 @@ export class Orchestra {
       cursor = page.next_cursor;
     } while (cursor !== null);
   }
+}
+
+/** `?label=key=value` parameters, one per label. */
+function labelQuery(labels: Record<string, string> | undefined): string[] {
+  return Object.entries(labels ?? {}).map(([key, value]) => `${key}=${value}`);
 }
 
 /** A timeout that can be cleared once it no longer applies. */

@@ -221,6 +221,8 @@ export interface Task {
   attempt: number;
   strategy: TemplateStrategy;
   concurrency_key: string | null;
+  /** The session the task runs in, if any. */
+  session_id: string | null;
   idempotency_key: string | null;
   labels: Record<string, string>;
   /** The agent holding the task, while one does. */
@@ -267,6 +269,8 @@ export interface CreateTaskInput {
   /** 1 to 100; default: the template's, else 3. */
   max_attempts?: number;
   concurrency_key?: string;
+  /** Run in this session: in order with its other tasks, and part of its history. */
+  session_id?: string;
   /** Default: the template's, else `least_connections`. */
   strategy?: TemplateStrategy;
   labels?: Record<string, string>;
@@ -289,6 +293,8 @@ export interface ListTasksOptions extends PageOptions {
   template?: string;
   /** Only tasks held by this agent. */
   agent_id?: string;
+  /** Only tasks of this session. */
+  session_id?: string;
   /** Only tasks carrying every one of these labels. */
   labels?: Record<string, string>;
   /** Only tasks created at or after this time (ISO-8601 date-time or a Date). */
@@ -366,4 +372,49 @@ export interface ListAgentsOptions extends PageOptions {
   status?: AgentStatus | AgentStatus[];
   /** Only agents that offer this capability. */
   capability?: string;
+}
+
+/** What happens to a task submitted while another task of the session is unfinished. */
+export type MultitaskStrategy = 'reject' | 'enqueue' | 'interrupt';
+
+export interface CreateSessionInput {
+  name?: string;
+  labels?: Record<string, string>;
+  /** Free data for the application, returned as given. */
+  metadata?: Record<string, unknown>;
+  /** Default `enqueue`: tasks run one after the other, in submission order. */
+  multitask_strategy?: MultitaskStrategy;
+}
+
+/** A session (thread): tasks submitted with its id run in order and share one history. */
+export interface Session {
+  id: string;
+  tenant_id: string;
+  name: string | null;
+  labels: Record<string, string>;
+  metadata: Record<string, unknown>;
+  multitask_strategy: MultitaskStrategy;
+  tasks: { total: number; unfinished: string[] };
+  created_by: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ListSessionsOptions extends PageOptions {
+  /** Sessions that carry every one of these labels. */
+  labels?: Record<string, string>;
+}
+
+/** An event of a session's history: `session.created`, or a task event with `data.task_id`. */
+export type SessionStreamItem = TaskEvent | StreamGap;
+
+export interface SessionEventsOptions {
+  /** Start after this offset; default 0, from the first retained event. */
+  after?: number;
+  /** Default true: go on with live events until `signal` aborts; false: end when caught up. */
+  follow?: boolean;
+  /** Stops the iteration: the iterator then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Reconnections in a row that may fail before the iterator gives up; default 8. */
+  maxReconnects?: number;
 }

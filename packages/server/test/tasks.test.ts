@@ -562,9 +562,10 @@ describe('durability', () => {
         ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
       });
       const log = pino({ level: 'silent' });
-      let first: Awaited<ReturnType<typeof startServer>> | undefined;
+      let running: { close(): Promise<void> } | undefined;
       try {
-        first = await startServer(settings, { log });
+        const first = await startServer(settings, { log });
+        running = first;
         const key = readFileSync(join(dir.path, 'admin-key'), 'utf8').trim();
         const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
         const ids: string[] = [];
@@ -604,7 +605,7 @@ describe('durability', () => {
           await second.close();
         }
       } finally {
-        await first?.close(); // already closed unless an assertion failed before that
+        await running?.close(); // already closed unless an assertion failed before that
         await database?.drop();
         dir.remove();
       }
