@@ -164,6 +164,8 @@ class AgentConnection implements DispatchTarget {
   #slotFreed: (() => void) | undefined;
   #registration: FrameOf<'register'>['payload'] | undefined;
   #capabilities: ReadonlySet<string> = new Set();
+  /** Registered and told so: only then may tasks be assigned. */
+  #ready = false;
   #draining = false;
   #closed = false;
   #closeReason: 'offline' | 'error' = 'offline';
@@ -171,7 +173,8 @@ class AgentConnection implements DispatchTarget {
   #unsubscribe: (() => void) | undefined;
   #settled: Promise<void>;
 
-  readonly inFlight = new Set<string>();
+  /** Task id → attempt, of the tasks this agent holds. */
+  readonly inFlight = new Map<string, number>();
   latencyEwmaMs: number | undefined;
   load: { cpu: number; memory: number } | undefined;
 
@@ -218,7 +221,7 @@ class AgentConnection implements DispatchTarget {
   }
 
   accepting(): boolean {
-    return this.#registration !== undefined && !this.#draining && !this.#closed;
+    return this.#ready && !this.#draining && !this.#closed;
   }
 
   assign(task: AssignedTask): void {
@@ -286,8 +289,11 @@ class AgentConnection implements DispatchTarget {
   #onMessage(data: unknown, isBinary: boolean): void {
     if (this.#closed) return;
     if (isBinary) {
+      const message = 'must be a text frame holding JSON';
       this.#invalid(
-        new ApiError('VALIDATION_FAILED', 'frame: must be a text frame holding JSON'),
+        new ApiError('VALIDATION_FAILED', `frame: ${message}`, {
+          details: { fields: [{ field: 'frame', message }] },
+        }),
         undefined,
       );
       return;
@@ -306,10 +312,21 @@ class AgentConnection implements DispatchTarget {
       return;
     }
     this.#pool.deps.metrics.agentFrames.inc({ kind: frame.payload.kind });
+    if (frame.payload.kind === 'heartbeat' && this.#ready) {
+      // Counted when it arrives, ahead of queued frames: a busy agent is not a dead one.
+      this.#armWatchdog();
+      const heartbeat = frame as FrameOf<'heartbeat'>;
+      this.#chain([''], () =>
+        this.#guard(frame.header.id, () => this.#heartbeat(heartbeat.payload)),
+      );
+      return;
+    }
     this.#queue.push(frame);
     if (this.#queue.length >= MAX_QUEUED_FRAMES && !this.#paused) {
       this.#paused = true;
       this.#socket.pause();
+      // Its heartbeats wait in the socket now: not hearing them is our doing.
+      clearTimeout(this.#watchdog);
     }
     if (!this.#processing) void this.#drainQueue();
   }
@@ -351,6 +368,7 @@ class AgentConnection implements DispatchTarget {
         if (this.#paused && this.#queue.length < MAX_QUEUED_FRAMES / 2) {
           this.#paused = false;
           this.#socket.resume();
+          this.#armWatchdog();
         }
       }
     } finally {
@@ -418,31 +436,45 @@ class AgentConnection implements DispatchTarget {
       }
       case 'task.reject': {
         const { task_id, attempt, reason } = frame.payload;
-        const requeued = await runtime.reject(ref, task_id, attempt, reason);
-        this.#release(task_id);
-        if (requeued) this.#pool.dispatcher?.noteRejection(task_id, ref.agentId);
-        else this.#notAssigned(id, task_id, attempt);
+        const outcome = await runtime.reject(ref, task_id, attempt, reason);
+        if (outcome === 'running') {
+          this.#sendError(
+            new ApiError(
+              'TASK_ALREADY_ACCEPTED',
+              `Task "${task_id}" was accepted; end it with task.fail or task.result`,
+              { details: { task_id, attempt } },
+            ),
+            id,
+          );
+          return;
+        }
+        if (outcome === 'not_owned') {
+          this.#notAssigned(id, task_id, attempt);
+          return;
+        }
+        this.#release(task_id, attempt);
+        if (outcome === 'requeued') this.#pool.dispatcher?.noteRejection(task_id, ref.agentId);
         this.#pool.kick(ref.tenantId);
         return;
       }
       case 'task.result': {
         const { task_id, attempt, output } = frame.payload;
         const ack = await runtime.complete(ref, task_id, attempt, output);
-        this.#finished(task_id, ack.accepted);
+        this.#finished(task_id, attempt, ack.accepted);
         this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
         return;
       }
       case 'task.fail': {
         const { task_id, attempt, error } = frame.payload;
         const ack = await runtime.fail(ref, task_id, attempt, error);
-        this.#finished(task_id, false);
+        this.#finished(task_id, attempt, false);
         this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
         return;
       }
       case 'task.cancelled': {
         const { task_id, attempt } = frame.payload;
         const ack = await runtime.confirmCancelled(ref, task_id, attempt);
-        this.#finished(task_id, false);
+        this.#finished(task_id, attempt, false);
         this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
         return;
       }
@@ -457,7 +489,11 @@ class AgentConnection implements DispatchTarget {
           );
           this.#draining = true;
         }
-        this.#send('RESPONSE', { kind: 'ack', accepted: true, in_flight: [...this.inFlight] }, id);
+        this.#send(
+          'RESPONSE',
+          { kind: 'ack', accepted: true, in_flight: [...this.inFlight.keys()] },
+          id,
+        );
         return;
       }
       case 'task.event':
@@ -488,9 +524,9 @@ class AgentConnection implements DispatchTarget {
         connection_id: replaced,
       } satisfies AgentNotice);
     }
-    this.#pool.bind(this);
     const { resumed, lost } = await runtime.reconcile(ref, payload.in_flight ?? []);
-    for (const task of resumed) this.inFlight.add(task.task_id);
+    if (this.#closed) return;
+    for (const task of resumed) this.inFlight.set(task.task_id, task.attempt);
     this.#armWatchdog();
     this.#send(
       'RESPONSE',
@@ -505,6 +541,10 @@ class AgentConnection implements DispatchTarget {
       },
       frame.header.id,
     );
+    // Only now may dispatch give it tasks: an assignment before `registered` would reach
+    // an agent that cannot yet tell new tasks from the ones it resumes.
+    this.#ready = true;
+    this.#pool.bind(this);
     for (const task of resumed) {
       if (task.cancel_requested) {
         this.#send('REQUEST', {
@@ -571,7 +611,7 @@ class AgentConnection implements DispatchTarget {
   #onNotice(notice: AgentNotice): void {
     switch (notice.op) {
       case 'cancel':
-        if (!this.inFlight.has(notice.task_id)) return;
+        if (this.inFlight.get(notice.task_id) !== notice.attempt) return;
         this.#send('REQUEST', {
           kind: 'task.cancel',
           task_id: notice.task_id,
@@ -581,9 +621,15 @@ class AgentConnection implements DispatchTarget {
         });
         // A timed-out or lost task is no longer the agent's: its slot is free now.
         if (notice.reason !== 'requested') {
-          this.#release(notice.task_id);
+          this.#release(notice.task_id, notice.attempt);
           this.#pool.kick(this.ref().tenantId);
         }
+        return;
+      case 'release':
+        // Ended without the agent (a cancellation it did not confirm in time).
+        if (this.inFlight.get(notice.task_id) !== notice.attempt) return;
+        this.#release(notice.task_id, notice.attempt);
+        this.#pool.kick(this.ref().tenantId);
         return;
       case 'drain':
         this.#draining = true;
@@ -596,7 +642,7 @@ class AgentConnection implements DispatchTarget {
   }
 
   #notAssigned(correlationId: string, taskId: string, attempt: number): void {
-    this.#release(taskId);
+    this.#release(taskId, attempt);
     this.#sendError(
       new ApiError('TASK_NOT_ASSIGNED', `Task "${taskId}" attempt ${attempt} is not this agent's`, {
         details: { task_id: taskId, attempt },
@@ -605,17 +651,19 @@ class AgentConnection implements DispatchTarget {
     );
   }
 
-  #release(taskId: string): void {
+  /** Frees the task's slot if the agent holds that attempt (not a newer one). */
+  #release(taskId: string, attempt: number): void {
+    if (this.inFlight.get(taskId) !== attempt) return;
     this.inFlight.delete(taskId);
     this.#assignedAt.delete(taskId);
   }
 
-  #finished(taskId: string, succeeded: boolean): void {
+  #finished(taskId: string, attempt: number, succeeded: boolean): void {
     const started = this.#assignedAt.get(taskId);
-    if (succeeded && started !== undefined) {
+    if (succeeded && started !== undefined && this.inFlight.get(taskId) === attempt) {
       this.latencyEwmaMs = updateEwma(this.latencyEwmaMs, performance.now() - started);
     }
-    this.#release(taskId);
+    this.#release(taskId, attempt);
     this.#pool.kick(this.ref().tenantId);
   }
 

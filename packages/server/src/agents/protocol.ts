@@ -181,6 +181,14 @@ const payloadValidators = new Map<string, ValidateFunction>(
   ]),
 );
 
+/** Each event type's schema alone, for precise messages about an invalid event. */
+const eventValidators = new Map<string, ValidateFunction>(
+  AGENT_FRAMES['task.event'].payload.event.anyOf.map((branch) => [
+    branch.properties.type.const,
+    ajv.compile(branch),
+  ]),
+);
+
 /** A frame that could not be used, with the error frame's content and the request it answers. */
 export class FrameError extends ApiError {
   readonly correlationId: string | undefined;
@@ -202,6 +210,10 @@ function describe(prefix: string, errors: ErrorObject[] | null | undefined): Api
   if (first === undefined) return invalid(prefix, 'is not valid');
   const path = first.instancePath.replace(/^\//, '').replaceAll('/', '.');
   const field = path === '' ? prefix : `${prefix}.${path}`;
+  if (first.keyword === 'required') {
+    const missing = (first.params as { missingProperty: string }).missingProperty;
+    return invalid(`${field}.${missing}`, 'is required');
+  }
   if (first.keyword === 'additionalProperties') {
     const extra = (first.params as { additionalProperty: string }).additionalProperty;
     return invalid(`${field}.${extra}`, 'is not a known field');
@@ -252,7 +264,18 @@ export function parseAgentFrame(text: string): AgentFrame {
   if (validate === undefined) {
     throw fail(invalid('payload.kind', `must be one of ${Object.keys(AGENT_FRAMES).join(', ')}`));
   }
-  if (!validate(payload)) throw fail(describe('payload', validate.errors));
+  if (!validate(payload)) {
+    // For an event, name the problem within its own type rather than the union's first.
+    const event = (payload as { event?: { type?: unknown } }).event;
+    const eventCheck =
+      kind === 'task.event' && typeof event?.type === 'string'
+        ? eventValidators.get(event.type)
+        : undefined;
+    if (eventCheck !== undefined && !eventCheck(event)) {
+      throw fail(describe('payload.event', eventCheck.errors));
+    }
+    throw fail(describe('payload', validate.errors));
+  }
   const expected = AGENT_FRAMES[kind as AgentFrameKind].type;
   if (frame.header.type !== expected) {
     throw fail(invalid('header.type', `must be ${expected} for ${kind as string}`));

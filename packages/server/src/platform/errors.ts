@@ -32,6 +32,10 @@ export const ERROR_CATALOGUE = {
     status: 409,
     message: 'The task is not assigned to this agent (any more)',
   },
+  TASK_ALREADY_ACCEPTED: {
+    status: 409,
+    message: 'The agent accepted the task; it can fail it but not reject it',
+  },
   AGENT_CONNECTED: { status: 409, message: 'The agent is connected or holds tasks' },
   SESSION_BUSY: { status: 409, message: 'Another task of the session is unfinished' },
   AGENT_NOT_CONNECTED: { status: 409, message: 'The agent is not connected' },

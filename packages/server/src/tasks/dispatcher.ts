@@ -32,8 +32,8 @@ export interface DispatchTarget {
   readonly capabilities: ReadonlySet<string>;
   readonly maxConcurrency: number;
   readonly weight: number;
-  /** Ids of the tasks it holds; dispatch adds to it, the pool removes. */
-  readonly inFlight: Set<string>;
+  /** Task id → attempt of the tasks it holds; dispatch adds to it, the pool removes. */
+  readonly inFlight: Map<string, number>;
   readonly latencyEwmaMs: number | undefined;
   readonly load: { cpu: number; memory: number } | undefined;
   /** Registered, connected and not draining. */
@@ -298,7 +298,7 @@ export class Dispatcher {
               .executeTakeFirst();
             if (updated === undefined) continue; // cancelled meanwhile
             await emitTaskEvents(emit, updated, [stateEvent(updated)]);
-            target.inFlight.add(row.id);
+            target.inFlight.set(row.id, updated.attempt);
             free -= 1;
             tenantActive += 1;
             if (key !== null) keyActive.set(key, active + 1);

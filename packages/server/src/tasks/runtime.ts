@@ -20,6 +20,7 @@ export type CancelReason = 'requested' | 'timeout' | 'lease_lost';
 /** What reaches the node holding an agent's connection, over the bus. */
 export type AgentNotice =
   | { op: 'cancel'; task_id: string; attempt: number; reason: CancelReason; deadline_ms: number }
+  | { op: 'release'; task_id: string; attempt: number }
   | { op: 'drain' }
   | { op: 'replaced'; connection_id: string };
 
@@ -68,6 +69,8 @@ export interface ResumedTask {
 }
 
 const ACTIVE: TaskState[] = ['assigned', 'running'];
+/** A declined task waits this long before it is offered again. */
+const REJECT_PAUSE_MS = 500;
 const SWEEP_BATCH = 500;
 
 /**
@@ -116,28 +119,53 @@ export class TaskRuntime {
     });
   }
 
-  /** The agent declined the task: back to the queue, the attempt not counted. */
-  async reject(ref: AgentRef, taskId: string, attempt: number, reason: string): Promise<boolean> {
-    const requeued = await this.#events.transaction(async (trx, emit) => {
-      const row = await this.#owned(trx, ref, taskId, attempt, ['assigned']);
-      if (row === undefined) return false;
+  /**
+   * The agent declined the task before accepting it: back to the queue after a short
+   * pause, the attempt not counted; or cancelled, if that was requested meanwhile. A task
+   * already accepted cannot be declined (`running`: end it with a failure instead).
+   */
+  async reject(
+    ref: AgentRef,
+    taskId: string,
+    attempt: number,
+    reason: string,
+  ): Promise<'requeued' | 'cancelled' | 'running' | 'not_owned'> {
+    const outcome = await this.#events.transaction(async (trx, emit) => {
+      const row = await this.#owned(trx, ref, taskId, attempt);
+      if (row === undefined) return 'not_owned' as const;
+      if (row.state === 'running') return 'running' as const;
+      const now = new Date();
+      const rejected = { type: 'task.rejected', data: { agent_id: ref.agentId, attempt, reason } };
+      if (row.cancel_requested_at !== null) {
+        const cancelled = await this.#update(trx, row, ['assigned'], {
+          state: 'cancelled',
+          finished_at: now.toISOString(),
+          cancel_deadline_at: null,
+        });
+        if (cancelled === undefined) return 'not_owned' as const;
+        await emitTaskEvents(emit, cancelled, [
+          rejected,
+          stateEvent(cancelled, { forced: false, by: 'request' }),
+        ]);
+        return 'cancelled' as const;
+      }
       const updated = await this.#update(trx, row, ['assigned'], {
         state: 'queued',
         agent_id: null,
         attempt: row.attempt - 1,
         assigned_at: null,
         deadline_at: null,
-        not_before: null,
+        // A pause, so that an agent that is the only one fitting is not asked again at once.
+        not_before: new Date(now.getTime() + REJECT_PAUSE_MS).toISOString(),
       });
-      if (updated === undefined) return false;
-      await emitTaskEvents(emit, updated, [
-        { type: 'task.rejected', data: { agent_id: ref.agentId, attempt, reason } },
-        stateEvent(updated),
-      ]);
-      return true;
+      if (updated === undefined) return 'not_owned' as const;
+      await emitTaskEvents(emit, updated, [rejected, stateEvent(updated)]);
+      return 'requeued' as const;
     });
-    if (requeued) this.#wakeDispatch(ref.tenantId);
-    return requeued;
+    if (outcome === 'requeued') {
+      this.#wakeDispatch(ref.tenantId, new Date(Date.now() + REJECT_PAUSE_MS).toISOString());
+    }
+    return outcome;
   }
 
   /**
@@ -415,7 +443,15 @@ export class TaskRuntime {
         }
         return done;
       });
-      if (updated !== undefined) changed += 1;
+      if (updated === undefined) continue;
+      changed += 1;
+      if (row.agent_id !== null) {
+        this.#notify(row.tenant_id, row.agent_id, {
+          op: 'release',
+          task_id: row.id,
+          attempt: row.attempt,
+        });
+      }
     }
     return changed;
   }
@@ -539,6 +575,16 @@ export class TaskRuntime {
     if (row === undefined) return { accepted: false, reason: 'no such task' };
     if (row.agent_id === ref.agentId && row.attempt === attempt && row.state === wanted) {
       return { accepted: true, state: row.state }; // a repeat whose first ack was lost
+    }
+    // A repeated failure whose first copy already ended the attempt (queued again, failed
+    // or dead): the failure is recorded.
+    if (
+      wanted === 'failed' &&
+      row.attempt === attempt &&
+      (row.agent_id === null || row.agent_id === ref.agentId) &&
+      (row.state === 'queued' || row.state === 'failed' || row.state === 'dead')
+    ) {
+      return { accepted: true, state: row.state };
     }
     return {
       accepted: false,

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import {
+  type Context,
+  loadScenarios,
+  match,
+  prepare,
+  runScenario,
+  SERVER_ENV,
+} from '../../../conformance/run.ts';
+import { AGENT_FRAMES } from '../src/agents/protocol.ts';
+import { CLOSE_CODES } from '../src/platform/errors.ts';
+import { STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
+
+// The agent protocol conformance suite (conformance/README.md), as CI runs it: every
+// scenario against a real server, on each store.
+const scenarios = loadScenarios();
+
+test('the suite has scenarios, each with a description and steps', () => {
+  assert.ok(scenarios.length >= 20);
+  for (const s of scenarios) assert.ok(s.description.length > 0 && s.steps.length > 0, s.name);
+});
+
+for (const store of STORE_VARIANTS) {
+  describe(`agent protocol conformance (${store})`, { concurrency: 4 }, () => {
+    let server: TestServer;
+    let ctx: Context;
+    before(async () => {
+      server = await startTestServer({ store, env: SERVER_ENV });
+      ctx = await prepare({ url: server.url, adminKey: server.adminKey });
+    });
+    after(() => server?.stop());
+
+    for (const scenario of scenarios) {
+      test(scenario.name, () => runScenario(scenario, ctx));
+    }
+
+    test('the runner fails a scenario whose expectation the server does not meet', async () => {
+      const wrongClose = {
+        name: 'wrong-close',
+        description: 'expects 4409 where the server closes with 4408',
+        steps: [{ connect: 'a' }, { expect_close: 4409, timeout_ms: 5_000 }],
+      };
+      await assert.rejects(runScenario(wrongClose, ctx), /step 2 .*closed with 4408/);
+      const wrongFrame = {
+        name: 'wrong-frame',
+        description: 'expects registered for a frame sent before registering',
+        steps: [
+          { connect: 'a' },
+          { send: { header: { type: 'EVENT' }, payload: { kind: 'heartbeat', in_flight: 0 } } },
+          { expect: { payload: { kind: 'registered' } }, timeout_ms: 500 },
+        ],
+      };
+      await assert.rejects(runScenario(wrongFrame, ctx), /step 3 .*AGENT_NOT_REGISTERED/);
+    });
+  });
+}
+
+test('docs/protocol.md lists every agent frame with its envelope type, and every close code', () => {
+  const doc = readFileSync(new URL('../../../docs/protocol.md', import.meta.url), 'utf8');
+  for (const [kind, { type }] of Object.entries(AGENT_FRAMES)) {
+    assert.ok(
+      doc.includes(`| \`${kind}\` | \`${type}\` |`),
+      `${kind} (${type}) is not in the table`,
+    );
+  }
+  for (const { code } of Object.values(CLOSE_CODES)) {
+    assert.ok(doc.includes(`| \`${code}\` |`), `close code ${code} is not in the table`);
+  }
+});
+
+/** `${name}`: a variable reference in a scenario. */
+const ref = (name: string) => `\${${name}}`;
+
+test('patterns match partially, capture, and compare arrays by length', () => {
+  assert.deepEqual(match({ a: 1 }, { a: 1, b: 2 }, {}), {});
+  assert.equal(match({ a: 1 }, { a: 2 }, {}), null);
+  assert.equal(match([1], [1, 2], {}), null);
+  assert.deepEqual(match({ id: '$capture:x' }, { id: 'tsk_1' }, {}), { x: 'tsk_1' });
+  assert.deepEqual(match({ id: ref('x') }, { id: 'tsk_1' }, { x: 'tsk_1' }), { x: 'tsk_1' });
+  assert.equal(match({ id: `a-${ref('x')}` }, { id: 'a-tsk_2' }, { x: 'tsk_1' }), null);
+  assert.deepEqual(match({ n: ref('n') }, { n: 3 }, { n: 3 }), { n: 3 });
+  assert.equal(match({ c: '$absent' }, { c: undefined }, {}), null);
+  assert.deepEqual(match({ c: '$absent' }, {}, {}), {});
+  assert.equal(match({ m: '$contains:seq' }, { m: 'payload.cursor' }, {}), null);
+  assert.equal(match({ n: '$number' }, { n: '1' }, {}), null);
+  assert.equal(match({ a: '$any' }, {}, {}), null);
+  assert.throws(() => match(ref('unset'), 'x', {}), /not set/);
+});
