@@ -218,6 +218,8 @@ export async function spawnOrchestra(options: {
       ORCHESTRA_PORT: '0',
       ORCHESTRA_HOST: '127.0.0.1',
       ORCHESTRA_DATA_DIR: options.dataDir,
+      // Suites run in parallel on small machines: shedding is tested where a test asks for it.
+      ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -384,12 +386,7 @@ export interface CliServer {
 export async function startCliServer(name: string): Promise<CliServer> {
   const workDir = tempDir(`orchestra-cli-${name}-`);
   const dataDir = tempDir(`orchestra-cli-${name}-data-`);
-  const server = await spawnOrchestra({
-    cwd: workDir.path,
-    dataDir: dataDir.path,
-    // Suites run in parallel on small machines: shedding is tested where a test asks for it.
-    env: { ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0' },
-  });
+  const server = await spawnOrchestra({ cwd: workDir.path, dataDir: dataDir.path });
   const adminKey = readFileSync(join(dataDir.path, 'admin-key'), 'utf8').trim();
   return {
     server,
