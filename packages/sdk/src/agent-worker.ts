@@ -3,9 +3,18 @@ import { OrchestraError } from './errors.ts';
 /** What a task handler is given besides the input. */
 export interface TaskContext {
   task: AssignedTask;
-  /** Aborted when the task is cancelled, times out, or is no longer this agent's. */
+  /**
+   * Aborted when the task is cancelled, times out, or is no longer this agent's. A handler
+   * that ignores a cancellation runs on, but once the server's grace period
+   * (ORCHESTRA_TASK_CANCEL_GRACE_MS) is over, the task no longer counts against
+   * `concurrency` and what the handler returns is discarded.
+   */
   signal: AbortSignal;
-  /** Reports progress: `current` of `total` (both in units the agent chooses). */
+  /**
+   * Reports progress: `current` of `total` (both in units the agent chooses). Like every
+   * event method, throws a RangeError when the event would not fit in one frame
+   * (`maxFrameBytes`), instead of sending what the server would refuse.
+   */
   progress(current: number, total?: number, message?: string): void;
   /** Streams a piece of output (text, a JSON value) to whoever follows the task. */
   output(data: unknown): void;
@@ -75,6 +84,13 @@ export interface AgentWorkerOptions {
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number };
   /** Events kept per task for resending after a reconnect; default 10,000. */
   maxBufferedEvents?: number;
+  /**
+   * Largest frame the server accepts (its ORCHESTRA_AGENT_MAX_FRAME_BYTES); default 1 MiB,
+   * the server's default. A result that does not fit fails the task with
+   * `OUTPUT_TOO_LARGE` (not retryable); an event that does not fit throws a RangeError
+   * where the handler emits it. A larger frame would make the server close the connection.
+   */
+  maxFrameBytes?: number;
   /** Told about connection changes and errors that do not stop the worker. */
   onStatus?: (status: WorkerStatus) => void;
 }
@@ -111,9 +127,22 @@ interface RunningTask {
   buffer: { seq: number; event: Record<string, unknown> }[];
   /** Set once the handler settled; resent until acknowledged. */
   final: Final | undefined;
+  /** Sends of `final` that got no usable answer in a row; paces the next one. */
+  finalRetries: number;
+  /** `final` replaces an outcome the server refused. */
+  finalReplaced: boolean;
+  finalTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Drops the task once a requested cancellation's deadline passed. */
+  cancelTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 const SDK = { name: '@orchestra/sdk', version: '0.1.0' };
+/** The server's default ORCHESTRA_AGENT_MAX_FRAME_BYTES. */
+const DEFAULT_MAX_FRAME_BYTES = 1_048_576;
+/** Room for the envelope and the payload fields around an output or an event, in bytes. */
+const FRAME_OVERHEAD_BYTES = 1024;
+/** Error codes with which the server refuses a frame itself: sending it again cannot help. */
+const REFUSED_FRAME_CODES = new Set(['VALIDATION_FAILED', 'INVALID_JSON']);
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = new Map([
   [4401, 'the credential is no longer valid'],
@@ -196,17 +225,28 @@ export class AgentWorker {
       }
     }
     this.#stopping = true;
-    for (const running of this.#tasks.values())
+    for (const running of this.#tasks.values()) {
+      clearTimeout(running.finalTimer);
+      clearTimeout(running.cancelTimer);
       running.controller.abort(new Error('worker stopped'));
+    }
     this.#removeSignals();
     clearInterval(this.#heartbeat);
     clearTimeout(this.#reconnectTimer);
     const socket = this.#socket;
     if (socket && socket.readyState !== WebSocket.CLOSED) {
       await new Promise<void>((resolve) => {
-        socket.addEventListener('close', () => resolve(), { once: true });
+        // Cleared on close, or it would keep the process alive after stop() resolved.
+        const timer = setTimeout(resolve, 2_000);
+        socket.addEventListener(
+          'close',
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          { once: true },
+        );
         socket.close(1000, 'agent stopped');
-        setTimeout(resolve, 2_000);
       });
     }
     this.#firstRegistration?.reject(new Error('the worker was stopped before it registered'));
@@ -292,6 +332,7 @@ export class AgentWorker {
 
   async #register(): Promise<void> {
     const o = this.#options;
+    const held = [...this.#tasks.values()];
     const response = await this.#request(
       {
         kind: 'register',
@@ -302,10 +343,7 @@ export class AgentWorker {
         ...(o.weight ? { weight: o.weight } : {}),
         ...(o.labels ? { labels: o.labels } : {}),
         sdk: SDK,
-        in_flight: [...this.#tasks.values()].map((r) => ({
-          task_id: r.task.id,
-          attempt: r.task.attempt,
-        })),
+        in_flight: held.map((r) => ({ task_id: r.task.id, attempt: r.task.attempt })),
       },
       30_000,
     );
@@ -322,17 +360,17 @@ export class AgentWorker {
     this.#failures = 0;
     const resumed = (p.resumed as { task_id: string; last_seq: number }[]) ?? [];
     const lost = (p.lost as string[]) ?? [];
-    for (const id of lost) this.#drop(id, 'lease_lost');
-    // Every task held was listed at registration, so each is resumed or lost; a task that
-    // started meanwhile (it cannot: nothing is assigned before registering) would be lost.
-    const resumedIds = new Set(resumed.map((r) => r.task_id));
-    for (const id of [...this.#tasks.keys()]) {
-      if (!resumedIds.has(id)) this.#drop(id, 'lease_lost');
+    const lastSeq = new Map(resumed.map((r) => [r.task_id, r.last_seq]));
+    // Each task held when registering is resumed or lost. Tasks assigned since are new and
+    // stay: assignments can be handled before this answer (they may come in the same read).
+    for (const running of held) {
+      if (this.#tasks.get(running.task.id) !== running) continue; // replaced meanwhile
+      if (!lastSeq.has(running.task.id)) this.#drop(running.task.id, 'lease_lost');
     }
-    for (const { task_id, last_seq } of resumed) {
-      const running = this.#tasks.get(task_id);
-      if (running === undefined) continue;
-      running.buffer = running.buffer.filter((b) => b.seq > last_seq);
+    // Events and outcomes were kept while unregistered: send what the server lacks.
+    for (const running of this.#tasks.values()) {
+      const after = lastSeq.get(running.task.id) ?? 0;
+      running.buffer = running.buffer.filter((b) => b.seq > after);
       for (const b of running.buffer) this.#sendEvent(running, b.seq, b.event);
       if (running.final) void this.#sendFinal(running);
     }
@@ -393,7 +431,20 @@ export class AgentWorker {
         running.controller.abort(
           new Error(`task ${reason === 'requested' ? 'cancelled' : reason}`),
         );
-        if (reason !== 'requested') this.#drop(running.task.id, reason);
+        if (reason !== 'requested') {
+          this.#drop(running.task.id, reason);
+          return;
+        }
+        // Past the deadline the server cancels the task without the agent, and would refuse
+        // its outcome: a handler that ignores its signal no longer holds a slot then.
+        const deadlineMs = Number(p.deadline_ms);
+        if (deadlineMs > 0 && running.cancelTimer === undefined) {
+          running.cancelTimer = setTimeout(() => {
+            if (this.#tasks.get(running.task.id) === running && running.final === undefined) {
+              this.#drop(running.task.id, undefined);
+            }
+          }, deadlineMs);
+        }
         return;
       }
       case 'drain':
@@ -437,6 +488,10 @@ export class AgentWorker {
       seq: 0,
       buffer: [],
       final: undefined,
+      finalRetries: 0,
+      finalReplaced: false,
+      finalTimer: undefined,
+      cancelTimer: undefined,
     };
     this.#tasks.set(task.id, running);
     this.#send('RESPONSE', { kind: 'task.accept', task_id: task.id, attempt: task.attempt });
@@ -446,6 +501,10 @@ export class AgentWorker {
   async #run(running: RunningTask): Promise<void> {
     const emit = (event: Record<string, unknown>) => {
       if (this.#tasks.get(running.task.id) !== running || running.final) return;
+      const bytes = this.#oversize(event);
+      if (bytes !== undefined) {
+        throw new RangeError(`the ${String(event.type)} event ${this.#tooLarge(bytes)}`);
+      }
       running.seq += 1;
       running.buffer.push({ seq: running.seq, event });
       const max = this.#options.maxBufferedEvents ?? 10_000;
@@ -469,10 +528,22 @@ export class AgentWorker {
     let final: Final;
     try {
       const output = await this.#options.handler(running.task.input, context);
-      final =
-        running.cancelReason === 'requested'
-          ? { kind: 'task.cancelled' }
-          : { kind: 'task.result', output: output ?? null };
+      if (running.cancelReason === 'requested') {
+        final = { kind: 'task.cancelled' };
+      } else {
+        const bytes = this.#oversize(output ?? null);
+        final =
+          bytes === undefined
+            ? { kind: 'task.result', output: output ?? null }
+            : {
+                kind: 'task.fail',
+                error: {
+                  code: 'OUTPUT_TOO_LARGE',
+                  message: `the result ${this.#tooLarge(bytes)}`,
+                  retryable: false,
+                },
+              };
+      }
     } catch (err) {
       if (running.cancelReason === 'requested') {
         final = { kind: 'task.cancelled' };
@@ -497,18 +568,84 @@ export class AgentWorker {
     await this.#sendFinal(running);
   }
 
-  /** Sends the task's outcome until the server acknowledges it (across reconnects). */
+  /**
+   * Sends the task's outcome until the server acknowledges it (across reconnects, and
+   * again after a pause when the server could not process it). An outcome the server
+   * refuses as invalid becomes a failure it can store, so that the task does not wait for
+   * its timeout.
+   */
   async #sendFinal(running: RunningTask): Promise<void> {
     const final = running.final;
     if (final === undefined || !this.#registered) return; // resent after registering
+    clearTimeout(running.finalTimer);
     const { kind, ...rest } = final;
     const response = await this.#request(
       { kind, task_id: running.task.id, attempt: running.task.attempt, ...rest },
       30_000,
       kind === 'task.cancelled' ? 'RESPONSE' : 'REQUEST',
     ).catch(() => undefined);
-    if (response === undefined || response.payload.kind === 'disconnected') return;
-    if (this.#tasks.get(running.task.id) === running) this.#drop(running.task.id, undefined);
+    if (this.#tasks.get(running.task.id) !== running) return; // dropped meanwhile
+    const answer = response?.payload;
+    if (answer?.kind === 'disconnected') return; // resent after registering
+    if (answer?.kind === 'error') {
+      const code = String(answer.code);
+      const message = String(answer.message);
+      this.#report({
+        type: 'error',
+        error: new OrchestraError(code, `task ${running.task.id}: ${kind} refused: ${message}`, {
+          status: 0,
+          details: { task_id: running.task.id, attempt: running.task.attempt },
+        }),
+      });
+      if (REFUSED_FRAME_CODES.has(code)) {
+        // Only once: a replacement refused in turn (it holds nothing to refuse) is dropped.
+        if (final.kind !== 'task.cancelled' && !running.finalReplaced) {
+          const what = final.kind === 'task.result' ? 'result' : 'failure report';
+          running.finalReplaced = true;
+          running.final = {
+            kind: 'task.fail',
+            error: {
+              code: final.kind === 'task.result' ? 'OUTPUT_INVALID' : 'AGENT_ERROR',
+              message: `the server refused the ${what}: ${message}`.slice(0, 10_000),
+              retryable: final.kind === 'task.fail' && final.error.retryable,
+            },
+          };
+          await this.#sendFinal(running);
+          return;
+        }
+      } else if (code !== 'TASK_NOT_ASSIGNED') {
+        this.#retryFinal(running);
+        return;
+      }
+    } else if (answer === undefined) {
+      this.#retryFinal(running); // no answer in time
+      return;
+    }
+    this.#drop(running.task.id, undefined);
+  }
+
+  #retryFinal(running: RunningTask): void {
+    running.finalRetries += 1;
+    const delay = Math.min(30_000, 500 * 2 ** Math.min(running.finalRetries - 1, 6));
+    running.finalTimer = setTimeout(() => void this.#sendFinal(running), delay);
+  }
+
+  /**
+   * The size of `value` as JSON in bytes when its frame would exceed `maxFrameBytes`, else
+   * undefined. Throws what JSON.stringify throws (a BigInt, a cycle).
+   */
+  #oversize(value: unknown): number | undefined {
+    const limit = (this.#options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES) - FRAME_OVERHEAD_BYTES;
+    const text = JSON.stringify(value) ?? 'null';
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: most values need no encoding to know.
+    if (text.length * 3 <= limit) return undefined;
+    const bytes = new TextEncoder().encode(text).length;
+    return bytes > limit ? bytes : undefined;
+  }
+
+  #tooLarge(bytes: number): string {
+    const max = this.#options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    return `takes ${bytes} bytes as JSON, more than fits in a frame of at most ${max} bytes (maxFrameBytes)`;
   }
 
   #sendEvent(running: RunningTask, seq: number, event: Record<string, unknown>): void {
@@ -529,6 +666,8 @@ export class AgentWorker {
       running.cancelReason ??= reason;
       running.controller.abort(new Error(`task ${reason}`));
     }
+    clearTimeout(running.finalTimer);
+    clearTimeout(running.cancelTimer);
     this.#tasks.delete(taskId);
     if (this.#tasks.size === 0) this.#idle?.();
   }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { OrchestraError } from '../src/index.ts';
 
 /** Runs `fn`, expecting it to reject with an `OrchestraError`, and returns that error. */
@@ -17,4 +18,148 @@ export async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   const all: T[] = [];
   for await (const item of items) all.push(item);
   return all;
+}
+
+/** Bounds every wait on a spawned script, so that a hang fails the test instead of CI. */
+export const SCRIPT_DEADLINE_MS = 60_000;
+
+const scripts = new Set<ChildProcess>();
+// A test that fails half-way must not leave agents running after the test process.
+process.on('exit', () => {
+  for (const child of scripts) child.kill('SIGKILL');
+});
+
+/** A TypeScript file run by a child Node process, whose JSON output lines a test follows. */
+export interface SpawnedScript {
+  child: ChildProcess;
+  /** The JSON lines printed so far; other lines are skipped. */
+  lines(): Record<string, any>[];
+  stdout(): string;
+  stderr(): string;
+  /**
+   * Resolves to the first line (at or after `from`) that matches; rejects when the process
+   * exits first or after SCRIPT_DEADLINE_MS, showing what it printed.
+   */
+  waitFor(
+    what: string,
+    match: (line: Record<string, any>) => boolean,
+    from?: number,
+  ): Promise<Record<string, any>>;
+  /** Like `waitFor`, for a pattern in the whole standard output. */
+  waitForText(what: string, pattern: RegExp): Promise<void>;
+  /** Resolves to the exit code (null after a signal) once the process ended. */
+  exited(): Promise<number | null>;
+  /** Sends `signal` (default SIGKILL) unless ended, then waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/**
+ * Runs `node <script> ...args` with only PATH and `env` in its environment. Stopped by
+ * `killScripts` (and when the test process exits).
+ */
+export function spawnScript(
+  script: string,
+  options: { args?: string[]; env?: Record<string, string>; cwd?: string } = {},
+): SpawnedScript {
+  const child = spawn(process.execPath, [script, ...(options.args ?? [])], {
+    cwd: options.cwd,
+    env: { PATH: process.env.PATH ?? '', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  scripts.add(child);
+  let stdout = '';
+  let stderr = '';
+  const parsed: Record<string, any>[] = [];
+  let partial = '';
+  const waiters = new Set<() => void>();
+  const wake = () => {
+    for (const waiter of [...waiters]) waiter();
+  };
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    const pieces = (partial + chunk).split('\n');
+    partial = pieces.pop() ?? '';
+    for (const piece of pieces) {
+      try {
+        const value = JSON.parse(piece);
+        if (typeof value === 'object' && value !== null) parsed.push(value);
+      } catch {
+        // not a JSON line
+      }
+    }
+    wake();
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exit = new Promise<number | null>((resolve) => {
+    child.on('close', (code) => {
+      scripts.delete(child);
+      resolve(code);
+      wake();
+    });
+  });
+  const ended = () => child.exitCode !== null || child.signalCode !== null;
+  const output = () => `\nstdout: ${stdout}\nstderr: ${stderr}`;
+  /** Resolves to what `find` finds once it finds something; bounded, and ends with the process. */
+  const waitUntil = <T>(what: string, find: () => T | undefined) =>
+    new Promise<T>((resolve, reject) => {
+      const check = () => {
+        const found = find();
+        if (found !== undefined || ended()) {
+          clearTimeout(timer);
+          waiters.delete(check);
+          if (found !== undefined) resolve(found);
+          else reject(new Error(`${script} exited before printing ${what}${output()}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`${script} printed no ${what} in time${output()}`));
+      }, SCRIPT_DEADLINE_MS);
+      waiters.add(check);
+      check();
+    });
+  return {
+    child,
+    lines: () => [...parsed],
+    stdout: () => stdout,
+    stderr: () => stderr,
+    waitFor: (what, match, from = 0) => waitUntil(what, () => parsed.slice(from).find(match)),
+    waitForText: async (what, pattern) => {
+      await waitUntil(what, () => (pattern.test(stdout) ? true : undefined));
+    },
+    exited: async () => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), SCRIPT_DEADLINE_MS);
+      try {
+        return await exit;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    kill: async (signal = 'SIGKILL') => {
+      if (!ended()) child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), SCRIPT_DEADLINE_MS);
+      try {
+        return await exit;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+/** SIGKILLs every script `spawnScript` started that still runs, and waits for them. */
+export async function killScripts(): Promise<void> {
+  await Promise.all(
+    [...scripts].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('close', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+  scripts.clear();
 }
