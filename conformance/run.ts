@@ -362,7 +362,7 @@ class ScenarioRun {
       const pad = 'x'.repeat(Number(step.send_oversized) - frame.length);
       this.#conn(step.conn).socket.send(frame.replace('""', `"${pad}"`));
     } else if ('expect' in step) {
-      await this.#expect(this.#conn(step.conn), step.expect, timeout);
+      await this.#expect(this.#conn(step.conn), step.expect, timeout, step.next === true);
     } else if ('expect_close' in step) {
       const conn = this.#conn(step.conn);
       const closed = await waitFor(conn, timeout, () => conn.closed);
@@ -392,21 +392,29 @@ class ScenarioRun {
     }
   }
 
-  /** Takes the first received frame that matches, waiting for one if none has yet. */
-  async #expect(conn: Connection, pattern: Json, timeout: number): Promise<void> {
+  /**
+   * Takes the first received frame that matches, waiting for one if none has yet; with
+   * `next`, only the oldest frame not taken yet may match.
+   */
+  async #expect(conn: Connection, pattern: Json, timeout: number, next: boolean): Promise<void> {
     const found = await waitFor(conn, timeout, () => {
-      for (const [i, frame] of conn.inbox.entries()) {
-        const next = match(pattern, frame, this.vars);
-        if (next) return { i, next };
+      const candidates = next ? conn.inbox.slice(0, 1) : conn.inbox;
+      for (const [i, frame] of candidates.entries()) {
+        const vars = match(pattern, frame, this.vars);
+        if (vars) return { i, vars };
       }
+      if (candidates.length > 0 && next) return null; // the next frame is another one
       return conn.closed ? null : undefined;
     });
     if (!found) {
+      if (next && conn.inbox.length > 0) {
+        throw new Error(`the next frame does not match; frames: ${show(conn.inbox)}`);
+      }
       const why = conn.closed ? `it closed with ${conn.closed.code}` : `${timeout} ms passed`;
       throw new Error(`no frame matched before ${why}; unmatched frames: ${show(conn.inbox)}`);
     }
     conn.inbox.splice(found.i, 1);
-    this.vars = found.next;
+    this.vars = found.vars;
   }
 
   close(): void {

@@ -53,6 +53,25 @@ for (const store of STORE_VARIANTS) {
         ],
       };
       await assert.rejects(runScenario(wrongFrame, ctx), /step 3 .*AGENT_NOT_REGISTERED/);
+      const notNext = {
+        name: 'not-next',
+        description: 'expects registered as the next frame, after a frame that got an error',
+        steps: [
+          { connect: 'a' },
+          { send: { header: { type: 'EVENT' }, payload: { kind: 'heartbeat', in_flight: 0 } } },
+          {
+            send: {
+              header: { type: 'REQUEST' },
+              payload: { kind: 'register', agent_id: 'x', capabilities: [], max_concurrency: 1 },
+            },
+          },
+          { expect: { payload: { kind: 'registered' } }, next: true },
+        ],
+      };
+      await assert.rejects(
+        runScenario(notNext, ctx),
+        /step 4 .*the next frame does not match.*AGENT_NOT_REGISTERED/,
+      );
     });
   });
 }

@@ -272,19 +272,29 @@ async function append(
 ): Promise<StreamEvent[]> {
   if (events.length === 0) return [];
   const now = new Date().toISOString();
-  await trx
-    .insertInto('event_streams')
-    .values({ id: stream, tenant_id: tenantId, last_offset: 0, created_at: now })
-    .onConflict((oc) => oc.column('id').doNothing())
-    .execute();
   // Reserving the offsets with one UPDATE serialises appends to a stream on every store.
-  const head = await trx
-    .updateTable('event_streams')
-    .set((eb) => ({ last_offset: eb('last_offset', '+', events.length) }))
-    .where('id', '=', stream)
-    .where('tenant_id', '=', tenantId)
-    .returning('last_offset')
-    .executeTakeFirstOrThrow();
+  // Most appends go to a stream that exists: try that first, create it only if needed.
+  const reserve = () =>
+    trx
+      .updateTable('event_streams')
+      .set((eb) => ({ last_offset: eb('last_offset', '+', events.length) }))
+      .where('id', '=', stream)
+      .where('tenant_id', '=', tenantId)
+      .returning('last_offset')
+      .executeTakeFirst();
+  let head = await reserve();
+  if (head === undefined) {
+    head =
+      (await trx
+        .insertInto('event_streams')
+        .values({ id: stream, tenant_id: tenantId, last_offset: events.length, created_at: now })
+        .onConflict((oc) => oc.column('id').doNothing())
+        .returning('last_offset')
+        .executeTakeFirst()) ??
+      // Created by a concurrent transaction meanwhile (PostgreSQL): reserve in it.
+      (await reserve());
+  }
+  if (head === undefined) throw new Error(`event stream ${stream} belongs to another tenant`);
   const first = head.last_offset - events.length + 1;
   const stored = events.map((e, i) => ({
     offset: first + i,
