@@ -572,43 +572,12 @@ export class Orchestra {
     let endedWithTerminal = false;
     for (;;) {
       signal?.throwIfAborted();
-      // Closes this connection when the loop stops early or the stream fails.
-      const release = new AbortController();
-      const linked = signal ? AbortSignal.any([signal, release.signal]) : release.signal;
       let received = 0;
       let problem: unknown;
+      const opened = { status: 0 };
       try {
-        const timeout = deadline(this.#timeoutMs);
-        let response: Response;
-        let url: URL;
-        try {
-          ({ response, url } = await this.#send(
-            'GET',
-            path,
-            {
-              query: { after: cursor },
-              headers: { accept: 'application/x-ndjson' },
-              signal: linked,
-            },
-            timeout.signal,
-            this.#timeoutMs,
-          ));
-        } finally {
-          timeout.clear(); // bounds the wait for the headers only: a stream may idle for long
-        }
-        if (!response.ok) {
-          const text = await response.text().catch(() => '');
-          throw errorOf('GET', url, response, parseOrUndefined(text));
-        }
-        connected = true;
-        if (response.status === 204) return; // the task is over and nothing is left after `cursor`
-        if (response.body === null) {
-          throw new OrchestraError('INVALID_RESPONSE', `GET ${path} answered without a body`, {
-            status: response.status,
-          });
-        }
-        for await (const line of ndjsonLines(response.body)) {
-          const item = parseItem(line, path);
+        for await (const item of this.#streamOnce(path, { after: cursor }, signal, opened)) {
+          connected = true;
           if ('offset' in item) {
             if (item.offset <= cursor) continue; // already delivered before a reconnection
             cursor = item.offset;
@@ -621,12 +590,13 @@ export class Orchestra {
           failures = 0;
           yield item;
         }
+        if (opened.status !== 0) connected = true;
+        if (opened.status === 204) return; // the task is over and nothing is left after `cursor`
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
+        if (opened.status !== 0) connected = true;
         if (!connected || !isTransient(err)) throw err;
         problem = err;
-      } finally {
-        release.abort();
       }
       if (problem === undefined) {
         // A clean end: after the terminal event, or at once when there is nothing more.
@@ -651,14 +621,8 @@ export class Orchestra {
       }
       if (problem === undefined) continue; // events arrived: resume at once
       failures += 1;
-      if (failures > maxReconnects) {
-        if (problem instanceof OrchestraError && problem.status !== 0) throw problem;
-        throw new OrchestraError(
-          'CONNECTION_FAILED',
-          `Lost the event stream of task "${id}" after offset ${cursor} and could not resume it in ${maxReconnects} attempts: ${(problem as Error)?.message ?? String(problem)}`,
-          { status: 0, cause: problem },
-        );
-      }
+      if (failures > maxReconnects)
+        throw lostStream(`task "${id}"`, cursor, maxReconnects, problem);
       await sleep(backoffMs(failures, problem), signal);
     }
   }
@@ -679,39 +643,9 @@ export class Orchestra {
     let failures = 0;
     for (;;) {
       signal?.throwIfAborted();
-      const release = new AbortController();
-      const linked = signal ? AbortSignal.any([signal, release.signal]) : release.signal;
       let problem: unknown;
       try {
-        const timeout = deadline(this.#timeoutMs);
-        let response: Response;
-        let url: URL;
-        try {
-          ({ response, url } = await this.#send(
-            'GET',
-            path,
-            {
-              query: { after: cursor, follow },
-              headers: { accept: 'application/x-ndjson' },
-              signal: linked,
-            },
-            timeout.signal,
-            this.#timeoutMs,
-          ));
-        } finally {
-          timeout.clear();
-        }
-        if (!response.ok) {
-          const text = await response.text().catch(() => '');
-          throw errorOf('GET', url, response, parseOrUndefined(text));
-        }
-        if (response.body === null) {
-          throw new OrchestraError('INVALID_RESPONSE', `GET ${path} answered without a body`, {
-            status: response.status,
-          });
-        }
-        for await (const line of ndjsonLines(response.body)) {
-          const item = parseItem(line, path);
+        for await (const item of this.#streamOnce(path, { after: cursor, follow }, signal)) {
           if ('offset' in item) {
             if (item.offset <= cursor) continue;
             cursor = item.offset;
@@ -730,19 +664,57 @@ export class Orchestra {
         if (signal?.aborted) throw signal.reason;
         if (!isTransient(err)) throw err;
         problem = err;
-      } finally {
-        release.abort();
       }
       failures += 1;
       if (failures > maxReconnects) {
-        if (problem instanceof OrchestraError && problem.status !== 0) throw problem;
-        throw new OrchestraError(
-          'CONNECTION_FAILED',
-          `Lost the stream of session "${id}" after offset ${cursor} and could not resume it in ${maxReconnects} attempts: ${(problem as Error)?.message ?? String(problem)}`,
-          { status: 0, cause: problem },
-        );
+        throw lostStream(`session "${id}"`, cursor, maxReconnects, problem);
       }
       await sleep(backoffMs(failures, problem), signal);
+    }
+  }
+
+  /**
+   * One connection to an NDJSON event stream: yields its items until it ends, and closes it
+   * when the reader stops early. `opened.status` is set once the headers arrive; an error
+   * status rejects with the server's error.
+   */
+  async *#streamOnce(
+    path: string,
+    query: Query,
+    signal: AbortSignal | undefined,
+    opened: { status: number } = { status: 0 },
+  ): AsyncIterable<TaskStreamItem> {
+    const release = new AbortController();
+    const linked = signal ? AbortSignal.any([signal, release.signal]) : release.signal;
+    try {
+      const timeout = deadline(this.#timeoutMs);
+      let response: Response;
+      let url: URL;
+      try {
+        ({ response, url } = await this.#send(
+          'GET',
+          path,
+          { query, headers: { accept: 'application/x-ndjson' }, signal: linked },
+          timeout.signal,
+          this.#timeoutMs,
+        ));
+      } finally {
+        timeout.clear(); // bounds the wait for the headers only: a stream may idle for long
+      }
+      if (!response.ok) {
+        const text = await response.text().catch(() => '');
+        throw errorOf('GET', url, response, parseOrUndefined(text));
+      }
+      opened.status = response.status;
+      if (response.status === 204) return;
+      if (response.body === null) {
+        throw new OrchestraError('INVALID_RESPONSE', `GET ${path} answered without a body`, {
+          status: response.status,
+        });
+      }
+      for await (const line of ndjsonLines(response.body)) yield parseItem(line, path);
+    } finally {
+      release.abort();
     }
   }
 
@@ -756,6 +728,16 @@ export class Orchestra {
       cursor = page.next_cursor;
     } while (cursor !== null);
   }
+}
+
+/** The error of a stream that could not be resumed. */
+function lostStream(what: string, cursor: number, attempts: number, problem: unknown): Error {
+  if (problem instanceof OrchestraError && problem.status !== 0) return problem;
+  return new OrchestraError(
+    'CONNECTION_FAILED',
+    `Lost the event stream of ${what} after offset ${cursor} and could not resume it in ${attempts} attempts: ${(problem as Error)?.message ?? String(problem)}`,
+    { status: 0, cause: problem },
+  );
 }
 
 /** `?label=key=value` parameters, one per label. */
