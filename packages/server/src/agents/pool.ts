@@ -155,7 +155,11 @@ class AgentConnection implements DispatchTarget {
   readonly #source: string;
   readonly #queue: AgentFrame[] = [];
   readonly #invalidAt: number[] = [];
-  readonly #assignedAt = new Map<string, number>();
+  /** When each task was sent, and its template: for the latency average and the output check. */
+  readonly #assigned = new Map<
+    string,
+    { at: number; template: { id: string; version: number } | null }
+  >();
   #processing = false;
   #paused = false;
   /** The last piece of work queued per task id ('' for frames about the agent itself). */
@@ -225,7 +229,8 @@ class AgentConnection implements DispatchTarget {
   }
 
   assign(task: AssignedTask): void {
-    this.#assignedAt.set(task.id, performance.now());
+    const template = task.template && { id: task.template.id, version: task.template.version };
+    this.#assigned.set(task.id, { at: performance.now(), template });
     this.#pool.deps.metrics.tasksAssigned.inc();
     this.#send('REQUEST', { kind: 'task.assign', task });
   }
@@ -459,7 +464,9 @@ class AgentConnection implements DispatchTarget {
       }
       case 'task.result': {
         const { task_id, attempt, output } = frame.payload;
-        const ack = await runtime.complete(ref, task_id, attempt, output);
+        const sent =
+          this.inFlight.get(task_id) === attempt ? this.#assigned.get(task_id) : undefined;
+        const ack = await runtime.complete(ref, task_id, attempt, output, sent?.template);
         this.#finished(task_id, attempt, ack.accepted);
         this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
         return;
@@ -655,13 +662,13 @@ class AgentConnection implements DispatchTarget {
   #release(taskId: string, attempt: number): void {
     if (this.inFlight.get(taskId) !== attempt) return;
     this.inFlight.delete(taskId);
-    this.#assignedAt.delete(taskId);
+    this.#assigned.delete(taskId);
   }
 
   #finished(taskId: string, attempt: number, succeeded: boolean): void {
-    const started = this.#assignedAt.get(taskId);
-    if (succeeded && started !== undefined && this.inFlight.get(taskId) === attempt) {
-      this.latencyEwmaMs = updateEwma(this.latencyEwmaMs, performance.now() - started);
+    const sent = this.#assigned.get(taskId);
+    if (succeeded && sent !== undefined && this.inFlight.get(taskId) === attempt) {
+      this.latencyEwmaMs = updateEwma(this.latencyEwmaMs, performance.now() - sent.at);
     }
     this.#release(taskId, attempt);
     this.#pool.kick(this.ref().tenantId);

@@ -216,17 +216,31 @@ export class TaskRuntime {
   }
 
   /** The agent finished the task with `output`. Repeating an accepted result is harmless. */
-  async complete(ref: AgentRef, taskId: string, attempt: number, output: unknown): Promise<Ack> {
-    const row = await this.#store.db
-      .selectFrom('tasks')
-      .select(['template_id', 'template_version'])
-      .where('tenant_id', '=', ref.tenantId)
-      .where('id', '=', taskId)
-      .executeTakeFirst();
+  async complete(
+    ref: AgentRef,
+    taskId: string,
+    attempt: number,
+    output: unknown,
+    /** The task's template as assigned (null: none), if the caller knows it: saves a read. */
+    template?: { id: string; version: number } | null,
+  ): Promise<Ack> {
+    let known = template;
+    if (known === undefined) {
+      const row = await this.#store.db
+        .selectFrom('tasks')
+        .select(['template_id', 'template_version'])
+        .where('tenant_id', '=', ref.tenantId)
+        .where('id', '=', taskId)
+        .executeTakeFirst();
+      known =
+        row?.template_id != null && row.template_version != null
+          ? { id: row.template_id, version: row.template_version }
+          : null;
+    }
     const check =
-      row?.template_id != null && row.template_version != null
-        ? await this.#templates.outputCheck(ref.tenantId, row.template_id, row.template_version)
-        : undefined;
+      known === null
+        ? undefined
+        : await this.#templates.outputCheck(ref.tenantId, known.id, known.version);
     const problem = check?.(output);
     if (problem !== undefined) {
       return this.fail(ref, taskId, attempt, {
