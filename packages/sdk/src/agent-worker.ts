@@ -85,8 +85,8 @@ export interface AgentWorkerOptions {
   /** Events kept per task for resending after a reconnect; default 10,000. */
   maxBufferedEvents?: number;
   /**
-   * Largest frame the server accepts (its ORCHESTRA_AGENT_MAX_FRAME_BYTES); default 1 MiB,
-   * the server's default. A result that does not fit fails the task with
+   * Largest frame the server accepts; default: what the server says at registration
+   * (`max_frame_bytes`, its ORCHESTRA_AGENT_MAX_FRAME_BYTES), else 1 MiB. A result that does not fit fails the task with
    * `OUTPUT_TOO_LARGE` (not retryable); an event that does not fit throws a RangeError
    * where the handler emits it. A larger frame would make the server close the connection.
    */
@@ -166,6 +166,8 @@ export class AgentWorker {
   #draining = false;
   #failures = 0;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
+  /** The frame limit the server announced at registration. */
+  #serverMaxFrameBytes: number | undefined;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   #firstRegistration: { resolve: () => void; reject: (err: Error) => void } | undefined;
   #stopped: Promise<void> | undefined;
@@ -375,6 +377,7 @@ export class AgentWorker {
       if (running.final) void this.#sendFinal(running);
     }
     if (this.#draining) void this.#request({ kind: 'drain' }, 5_000).catch(() => undefined);
+    if (typeof p.max_frame_bytes === 'number') this.#serverMaxFrameBytes = p.max_frame_bytes;
     const interval = Number(p.heartbeat_interval_ms);
     this.#heartbeat = setInterval(() => this.#sendHeartbeat(), interval);
     this.#report({ type: 'registered', resumed: resumed.length, lost: lost.length });
@@ -635,7 +638,7 @@ export class AgentWorker {
    * undefined. Throws what JSON.stringify throws (a BigInt, a cycle).
    */
   #oversize(value: unknown): number | undefined {
-    const limit = (this.#options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES) - FRAME_OVERHEAD_BYTES;
+    const limit = this.#maxFrameBytes() - FRAME_OVERHEAD_BYTES;
     const text = JSON.stringify(value) ?? 'null';
     // UTF-8 takes at most 3 bytes per UTF-16 unit: most values need no encoding to know.
     if (text.length * 3 <= limit) return undefined;
@@ -643,8 +646,12 @@ export class AgentWorker {
     return bytes > limit ? bytes : undefined;
   }
 
+  #maxFrameBytes(): number {
+    return this.#options.maxFrameBytes ?? this.#serverMaxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  }
+
   #tooLarge(bytes: number): string {
-    const max = this.#options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    const max = this.#maxFrameBytes();
     return `takes ${bytes} bytes as JSON, more than fits in a frame of at most ${max} bytes (maxFrameBytes)`;
   }
 

@@ -40,6 +40,8 @@ const FAST_SETTINGS = {
   ORCHESTRA_TASK_RETRY_BASE_MS: '50',
   ORCHESTRA_TASK_RETRY_MAX_MS: '200',
   ORCHESTRA_TASK_CANCEL_GRACE_MS: '300',
+  // Below the SDK's 1 MiB default: agents must follow the limit the server announces.
+  ORCHESTRA_AGENT_MAX_FRAME_BYTES: '262144',
 };
 
 interface Agent {
@@ -505,11 +507,11 @@ for (const store of STORE_VARIANTS) {
     test('a result or event too large for a frame fails the task, and the agent stays connected', async () => {
       const capability = unique('big');
       const runner = await agent('big', [capability]);
-      // The server's largest frame is 1 MiB by default; the server would close the
-      // connection on a larger one, and the agent would send it again after reconnecting.
+      // The server takes frames of 256 KiB here (it says so in `registered`); it would close
+      // the connection on a larger one, and the agent would send it again after reconnecting.
       const result = await admin.tasks.create({
         capabilities: [capability],
-        input: { op: 'big', bytes: 2_000_000 },
+        input: { op: 'big', bytes: 500_000 },
       });
       const resultDone = await waitForEnd(admin, result.id);
       assert.deepEqual([resultDone.state, resultDone.attempt], ['failed', 1]);
@@ -521,7 +523,7 @@ for (const store of STORE_VARIANTS) {
 
       const event = await admin.tasks.create({
         capabilities: [capability],
-        input: { op: 'big', bytes: 2_000_000, event: true },
+        input: { op: 'big', bytes: 500_000, event: true },
         max_attempts: 1,
       });
       const eventDone = await waitForEnd(admin, event.id);

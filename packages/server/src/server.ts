@@ -142,6 +142,7 @@ export async function startServer(
       metrics,
       settings: {
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
+        maxFrameBytes: settings.agentMaxFrameBytes,
         heartbeatTimeoutMs: settings.agentHeartbeatTimeoutMs,
         instanceId: settings.instanceId,
         version: VERSION,

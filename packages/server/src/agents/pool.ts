@@ -36,6 +36,8 @@ const EVENT_BATCH = 500;
 
 export interface PoolSettings {
   heartbeatIntervalMs: number;
+  /** Largest frame accepted from an agent; told to agents at registration. */
+  maxFrameBytes: number;
   heartbeatTimeoutMs: number;
   instanceId: string;
   version: string;
@@ -542,6 +544,7 @@ class AgentConnection implements DispatchTarget {
         agent_id: payload.agent_id,
         heartbeat_interval_ms: settings.heartbeatIntervalMs,
         heartbeat_timeout_ms: settings.heartbeatTimeoutMs,
+        max_frame_bytes: settings.maxFrameBytes,
         resumed: resumed.map(({ task_id, attempt, last_seq }) => ({ task_id, attempt, last_seq })),
         lost,
         server: { version: settings.version, instance_id: settings.instanceId },
