@@ -1,4 +1,4 @@
-import type { Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
 import type { Emit, EventLog, NewEvent } from '../events/event-log.ts';
 import type { Database } from '../store/database.ts';
@@ -112,10 +112,16 @@ export class TaskRuntime {
   /** The agent started the task. False when the task is not (any more) its own. */
   async accept(ref: AgentRef, taskId: string, attempt: number): Promise<boolean> {
     return this.#events.transaction(async (trx, emit) => {
-      const row = await this.#owned(trx, ref, taskId, attempt);
-      if (row === undefined) return false;
-      if (row.state === 'assigned') await this.#start(trx, emit, row);
-      return true;
+      // The usual case in one statement; a read only when it did not apply.
+      const started = await this.#ownedQuery(trx, ref, taskId, attempt, ['assigned'])
+        .set({ state: 'running', started_at: new Date().toISOString() })
+        .returningAll()
+        .executeTakeFirst();
+      if (started !== undefined) {
+        await emitTaskEvents(emit, started, [stateEvent(started)]);
+        return true;
+      }
+      return (await this.#owned(trx, ref, taskId, attempt)) !== undefined; // accepted before
     });
   }
 
@@ -250,16 +256,19 @@ export class TaskRuntime {
       });
     }
     return this.#events.transaction(async (trx, emit) => {
-      const owned = await this.#owned(trx, ref, taskId, attempt);
-      if (owned === undefined) return this.#notOwnedAck(trx, ref, taskId, attempt, 'succeeded');
       const now = new Date().toISOString();
-      const updated = await this.#update(trx, owned, ACTIVE, {
-        state: 'succeeded',
-        result: JSON.stringify(output ?? null),
-        finished_at: now,
-        started_at: owned.started_at ?? now,
-      });
-      if (updated === undefined) return { accepted: false, reason: 'the task changed meanwhile' };
+      const updated = await this.#ownedQuery(trx, ref, taskId, attempt, ACTIVE)
+        .set({
+          state: 'succeeded',
+          result: JSON.stringify(output ?? null),
+          finished_at: now,
+          started_at: sql<string>`coalesce(started_at, ${now})`,
+        })
+        .returningAll()
+        .executeTakeFirst();
+      if (updated === undefined) {
+        return this.#notOwnedAck(trx, ref, taskId, attempt, 'succeeded');
+      }
       await emitTaskEvents(emit, updated, [
         stateEvent(updated, { duration_ms: durationMs(updated) }),
       ]);
@@ -625,6 +634,24 @@ export class TaskRuntime {
       .where('state', 'in', states);
     if (this.#store.kind === 'postgres') query = query.forUpdate();
     return query.executeTakeFirst();
+  }
+
+  /** An update of the task, only if it is the agent's attempt and in one of `states`. */
+  #ownedQuery(
+    trx: Transaction<Database>,
+    ref: AgentRef,
+    taskId: string,
+    attempt: number,
+    states: TaskState[],
+  ) {
+    return trx
+      .updateTable('tasks')
+      .set({ updated_at: new Date().toISOString() })
+      .where('id', '=', taskId)
+      .where('tenant_id', '=', ref.tenantId)
+      .where('agent_id', '=', ref.agentId)
+      .where('attempt', '=', attempt)
+      .where('state', 'in', states);
   }
 
   /** Applies `changes` if the task is still at the same attempt, agent and one of `from`. */
