@@ -12,21 +12,49 @@
  * to the agent's handler, and submit to the acknowledged result. Writes
  * bench/results/dispatch-<store>-<date>.json. See bench/README.md for how to read it.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
-import { join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { join } from 'node:path';
+import {
+  type CommonOptions,
+  commonOptions,
+  cpuMsOf,
+  envFlag,
+  exitOf,
+  HOST,
+  intOption,
+  machineCpuTicks,
+  mean,
+  meanOrNull,
+  ORCHESTRA_MAIN,
+  orchestraEnv,
+  PROFILE_DIR,
+  Processes,
+  parseOptions,
+  profileArgs,
+  REPO_ROOT,
+  RunRecord,
+  redactKeys,
+  round1,
+  round3,
+  runBenchmark,
+  SETTLE_MS,
+  START_TIMEOUT_MS,
+  sleep,
+  startWatchdog,
+  stderrTail,
+  table,
+  tempDir,
+  throwawayDatabase,
+  withPostgres,
+} from './common.ts';
 
 const CHILD_FLAG = '--child';
 const CHILD_CONFIG_ENV = 'BENCH_DISPATCH_CHILD';
-const HOST = '127.0.0.1';
-const REPO_ROOT = resolve(import.meta.dirname, '..');
 const SELF = import.meta.filename;
-const ORCHESTRA_MAIN = join(REPO_ROOT, 'packages/server/src/cli/main.ts');
 const CAPABILITY = 'bench';
-const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 /**
@@ -36,7 +64,6 @@ const REQUEST_TIMEOUT_MS = 30_000;
 const STALL_TIMEOUT_MS = 30_000;
 const DRAIN_TIMEOUT_MS = 120_000;
 const POLL_MS = 50;
-const SETTLE_MS = 1_000;
 
 const HELP = `Usage: node bench/dispatch.ts [options]
 
@@ -77,9 +104,6 @@ Diagnostics (the result is then not the standard measurement; use --out-dir else
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes. */
 const clock = () => performance.timeOrigin + performance.now();
-const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
-const round1 = (n: number) => Math.round(n * 10) / 10;
-const round3 = (n: number) => Math.round(n * 1000) / 1000;
 
 type System = 'orchestra' | 'bullmq';
 const SYSTEMS: readonly System[] = ['orchestra', 'bullmq'];
@@ -146,6 +170,50 @@ interface SubmitReport {
   submitMs: Float64Array;
   /** Paced runs: how late each submit started against its schedule, ms. */
   lagMs: Float64Array | null;
+}
+
+/** The submits of one run, timed. A failed submit is counted, and the run goes on. */
+class SubmitLog {
+  readonly #submit: (sentAt: number) => Promise<unknown>;
+  readonly #submitMs: Float64Array;
+  readonly #firstStart: number;
+  #lastEnd: number;
+  #errors = 0;
+  #firstError: string | null = null;
+
+  constructor(submit: (sentAt: number) => Promise<unknown>, tasks: number, firstStart: number) {
+    this.#submit = submit;
+    this.#submitMs = new Float64Array(tasks);
+    this.#firstStart = firstStart;
+    this.#lastEnd = firstStart;
+  }
+
+  /** Submits task `i`. */
+  async submit(i: number): Promise<void> {
+    const sentAt = clock();
+    try {
+      await this.#submit(sentAt);
+    } catch (err) {
+      this.#errors += 1;
+      this.#firstError ??= (err as Error).message;
+    }
+    this.#lastEnd = clock();
+    this.#submitMs[i] = this.#lastEnd - sentAt;
+  }
+
+  /** The report on tasks 0 to `submitted` - 1; paced runs add what was planned and the lag. */
+  report(submitted: number, paced?: { planned: number; lagMs: Float64Array }): SubmitReport {
+    return {
+      submitted,
+      ...(paced === undefined ? {} : { planned: paced.planned }),
+      errors: this.#errors,
+      firstError: this.#firstError,
+      firstStart: this.#firstStart,
+      lastEnd: this.#lastEnd,
+      submitMs: this.#submitMs.subarray(0, submitted),
+      lagMs: paced === undefined ? null : paced.lagMs.subarray(0, submitted),
+    };
+  }
 }
 
 /** Records, per task, when it was sent, received by the handler and acknowledged as done. */
@@ -335,38 +403,15 @@ async function runProducer(config: ChildConfig): Promise<void> {
 
   /** As fast as the submitters allow: each loops until the tasks or the time run out. */
   async function burst(system: System, tasks: number, parallel: number, maxMs: number) {
-    const submit = submitters[system];
-    const submitMs = new Float64Array(tasks);
-    let next = 0;
-    let errors = 0;
-    let firstError: string | null = null;
     const firstStart = clock();
+    const log = new SubmitLog(submitters[system], tasks, firstStart);
     const deadline = firstStart + maxMs;
-    let lastEnd = firstStart;
+    let next = 0;
     const loop = async () => {
-      while (next < tasks && clock() < deadline) {
-        const i = next++;
-        const sentAt = clock();
-        try {
-          await submit(sentAt);
-        } catch (err) {
-          errors += 1;
-          firstError ??= (err as Error).message;
-        }
-        lastEnd = clock();
-        submitMs[i] = lastEnd - sentAt;
-      }
+      while (next < tasks && clock() < deadline) await log.submit(next++);
     };
     await Promise.all(Array.from({ length: Math.min(parallel, tasks) }, loop));
-    return {
-      submitted: next,
-      errors,
-      firstError,
-      firstStart,
-      lastEnd,
-      submitMs: submitMs.subarray(0, next),
-      lagMs: null,
-    } satisfies SubmitReport;
+    return log.report(next);
   }
 
   /**
@@ -375,19 +420,15 @@ async function runProducer(config: ChildConfig): Promise<void> {
    * A system that cannot keep up is given twice the planned time, then submitting stops.
    */
   async function paced(system: System, rate: number, seconds: number, parallel: number) {
-    const submit = submitters[system];
     const tasks = Math.max(1, Math.round(rate * seconds));
     const interval = 1000 / rate;
-    const submitMs = new Float64Array(tasks);
     const lagMs = new Float64Array(tasks);
-    let errors = 0;
-    let firstError: string | null = null;
     let inFlight = 0;
     let freed: (() => void) | undefined;
     const running = new Set<Promise<void>>();
     const start = clock() + 5;
+    const log = new SubmitLog(submitters[system], tasks, start);
     const deadline = start + 2 * seconds * 1000;
-    let lastEnd = start;
     let i = 0;
     while (i < tasks && clock() < deadline) {
       const due = start + i * interval;
@@ -406,15 +447,7 @@ async function runProducer(config: ChildConfig): Promise<void> {
       lagMs[index] = now - due;
       inFlight += 1;
       const call = (async () => {
-        const sentAt = clock();
-        try {
-          await submit(sentAt);
-        } catch (err) {
-          errors += 1;
-          firstError ??= (err as Error).message;
-        }
-        lastEnd = clock();
-        submitMs[index] = lastEnd - sentAt;
+        await log.submit(index);
         inFlight -= 1;
         const wake = freed;
         freed = undefined;
@@ -424,16 +457,7 @@ async function runProducer(config: ChildConfig): Promise<void> {
       void call.finally(() => running.delete(call));
     }
     await Promise.all(running);
-    return {
-      submitted: i,
-      planned: tasks,
-      errors,
-      firstError,
-      firstStart: start,
-      lastEnd,
-      submitMs: submitMs.subarray(0, i),
-      lagMs: lagMs.subarray(0, i),
-    } satisfies SubmitReport;
+    return log.report(i, { planned: tasks, lagMs });
   }
 
   /** One task through each system, checked end to end: the echo comes back as the result. */
@@ -500,144 +524,64 @@ async function runChild(): Promise<void> {
 // ---------------------------------------------------------------------------------------
 // Options
 
-interface Options {
-  store: 'sqlite' | 'postgres';
-  postgresUrl: string;
+interface Options extends CommonOptions {
   redisUrl: string;
   tasks: number;
   agents: number;
   concurrency: number;
   submitters: number;
   rate: number;
-  durationSeconds: number;
-  rounds: number;
   warmupTasks: number;
   maxRunSeconds: number;
   analyze: boolean;
-  outDir: string;
-  profile: boolean;
-  orchestraEnv: Record<string, string>;
 }
 
 function readOptions(argv: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      tasks: { type: 'string' },
-      agents: { type: 'string' },
-      concurrency: { type: 'string' },
-      submitters: { type: 'string' },
-      rate: { type: 'string' },
-      duration: { type: 'string' },
-      rounds: { type: 'string' },
-      warmup: { type: 'string' },
-      'max-run-seconds': { type: 'string' },
-      postgres: { type: 'boolean' },
-      'postgres-url': { type: 'string' },
-      'redis-url': { type: 'string' },
-      'skip-analyze': { type: 'boolean' },
-      'out-dir': { type: 'string' },
-      profile: { type: 'boolean' },
-      'orchestra-env': { type: 'string', multiple: true },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
+  const values = parseOptions(argv, HELP, {
+    tasks: { type: 'string' },
+    agents: { type: 'string' },
+    concurrency: { type: 'string' },
+    submitters: { type: 'string' },
+    rate: { type: 'string' },
+    warmup: { type: 'string' },
+    'max-run-seconds': { type: 'string' },
+    'redis-url': { type: 'string' },
+    'skip-analyze': { type: 'boolean' },
   });
-  if (values.help) {
-    process.stdout.write(`${HELP}\n`);
-    return undefined;
-  }
+  if (values === undefined) return undefined;
   const env = process.env;
-  const int = (flag: string, raw: string | undefined, fallback: number, min: number) => {
-    if (raw === undefined || raw === '') return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) {
-      throw new Error(`--${flag} must be an integer >= ${min}, got "${raw}"`);
-    }
-    return n;
-  };
-  const postgres = values.postgres ?? /^(1|true|yes|on)$/i.test(env.BENCH_POSTGRES ?? '');
+  const common = commonOptions(values);
   const redisUrl = values['redis-url'] ?? env.BENCH_REDIS_URL ?? `redis://${HOST}:6379`;
   const redisHost = new URL(redisUrl).hostname;
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(redisHost)) {
     throw new Error(`--redis-url must be on loopback, got "${redisUrl}"`);
   }
+  const postgres = common.store === 'postgres';
   return {
-    store: postgres ? 'postgres' : 'sqlite',
-    postgresUrl:
-      values['postgres-url'] ??
-      env.BENCH_POSTGRES_URL ??
-      `postgres://postgres@${HOST}:5432/postgres`,
+    ...common,
     redisUrl,
-    tasks: int('tasks', values.tasks ?? env.BENCH_TASKS, postgres ? 5_000 : 20_000, 1),
-    agents: int('agents', values.agents ?? env.BENCH_AGENTS, 2, 1),
-    concurrency: int('concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 50, 1),
-    submitters: int('submitters', values.submitters ?? env.BENCH_SUBMITTERS, 64, 1),
-    rate: int('rate', values.rate ?? env.BENCH_RATE, 500, 1),
-    durationSeconds: int('duration', values.duration ?? env.BENCH_DURATION, 10, 1),
-    rounds: int('rounds', values.rounds ?? env.BENCH_ROUNDS, 2, 1),
-    warmupTasks: int('warmup', values.warmup ?? env.BENCH_WARMUP, 3_000, 0),
-    maxRunSeconds: int(
+    tasks: intOption('tasks', values.tasks ?? env.BENCH_TASKS, postgres ? 5_000 : 20_000, 1),
+    agents: intOption('agents', values.agents ?? env.BENCH_AGENTS, 2, 1),
+    concurrency: intOption('concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 50, 1),
+    submitters: intOption('submitters', values.submitters ?? env.BENCH_SUBMITTERS, 64, 1),
+    rate: intOption('rate', values.rate ?? env.BENCH_RATE, 500, 1),
+    warmupTasks: intOption('warmup', values.warmup ?? env.BENCH_WARMUP, 3_000, 0),
+    maxRunSeconds: intOption(
       'max-run-seconds',
       values['max-run-seconds'] ?? env.BENCH_MAX_RUN_SECONDS,
       60,
       1,
     ),
-    analyze: !(values['skip-analyze'] ?? /^(1|true|yes|on)$/i.test(env.BENCH_SKIP_ANALYZE ?? '')),
-    outDir: resolve(values['out-dir'] ?? env.BENCH_OUT_DIR ?? join(REPO_ROOT, 'bench/results')),
-    profile: values.profile ?? false,
-    orchestraEnv: Object.fromEntries(
-      (values['orchestra-env'] ?? []).map((pair) => {
-        const eq = pair.indexOf('=');
-        if (eq <= 0) throw new Error(`--orchestra-env must be NAME=VALUE, got "${pair}"`);
-        return [pair.slice(0, eq), pair.slice(eq + 1)];
-      }),
-    ),
+    analyze: !(values['skip-analyze'] ?? envFlag(env.BENCH_SKIP_ANALYZE)),
   };
 }
 
 // ---------------------------------------------------------------------------------------
-// Process management. Every child is tracked so that every exit path can stop it.
+// Process management
 
-const children = new Set<ChildProcess>();
-const cleanups: (() => Promise<void> | void)[] = [];
-let cleaning: Promise<void> | undefined;
-
-function exitedPromise(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise<void>((done) => proc.once('exit', () => done()));
-}
-
-async function stopProcess(proc: ChildProcess): Promise<void> {
-  const exited = exitedPromise(proc);
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  proc.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((done) => {
-    timer = setTimeout(() => done('timeout'), STOP_TIMEOUT_MS);
-  });
-  if ((await Promise.race([exited, timeout])) === 'timeout') {
-    proc.kill('SIGKILL');
-    await exited;
-  }
-  clearTimeout(timer);
-}
-
-/** Stops every child, then runs the cleanup steps (databases, directories, Redis keys). */
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const fn of cleanups.splice(0).reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        console.error(`bench: cleanup step failed: ${(err as Error).message}`);
-      }
-    }
-    for (const proc of [...children]) await stopProcess(proc);
-  })();
-  return cleaning;
-}
+// The cleanup steps stop the agents, then the server (so that CPU profiles get written),
+// then drop the database, directories and Redis keys; whatever still runs is stopped last.
+const processes = new Processes({ stopTimeoutMs: STOP_TIMEOUT_MS, childrenFirst: false });
 
 /** A child process of this file, driven over IPC. */
 class Child {
@@ -649,40 +593,24 @@ class Child {
     { resolve: (v: unknown) => void; reject: (e: Error) => void }
   >();
   #nextId = 1;
-  #stderrTail = '';
+  readonly stderr: () => string;
   readonly ready: Promise<void>;
 
   constructor(name: string, config: ChildConfig, nodeArgs: string[] = []) {
-    if (cleaning) throw new Error('interrupted');
     this.name = name;
-    this.proc = spawn(process.execPath, [...nodeArgs, SELF, CHILD_FLAG], {
-      cwd: REPO_ROOT,
+    this.proc = processes.spawn([...nodeArgs, SELF, CHILD_FLAG], {
       env: { ...process.env, [CHILD_CONFIG_ENV]: JSON.stringify(config) },
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'advanced',
-    });
+    }).proc;
     this.pid = this.proc.pid ?? -1;
-    children.add(this.proc);
-    this.proc.stderr?.setEncoding('utf8');
-    this.proc.stderr?.on('data', (chunk: string) => {
-      this.#stderrTail = (this.#stderrTail + chunk).slice(-4000);
-    });
-    this.ready = new Promise<void>((resolveReady, rejectReady) => {
-      const timer = setTimeout(
-        () => rejectReady(new Error(`${name} was not ready within ${START_TIMEOUT_MS} ms`)),
-        START_TIMEOUT_MS,
-      );
-      this.#pending.set(0, {
-        resolve: () => {
-          clearTimeout(timer);
-          resolveReady();
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          rejectReady(err);
-        },
-      });
-    });
+    this.stderr = stderrTail(this.proc);
+    // The child's first message (id 0) says it is ready.
+    this.ready = this.#reply(
+      0,
+      START_TIMEOUT_MS,
+      `${name} was not ready within ${START_TIMEOUT_MS} ms`,
+    );
     this.ready.catch(() => undefined);
     this.proc.on('message', (reply: Reply) => {
       const waiter = this.#pending.get(reply.id);
@@ -692,7 +620,6 @@ class Child {
       else waiter.reject(new Error(`${name}: ${reply.error}`));
     });
     this.proc.once('exit', (code, signal) => {
-      children.delete(this.proc);
       for (const waiter of this.#pending.values()) {
         waiter.reject(
           new Error(`${name} exited (${signal ?? code}): ${this.stderr() || '(no stderr)'}`),
@@ -702,39 +629,43 @@ class Child {
     });
   }
 
-  stderr(): string {
-    return this.#stderrTail.replace(/ork_\w+/g, 'ork_…').trim();
-  }
-
   request<T>(request: Request, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T> {
     const id = this.#nextId++;
-    return new Promise<T>((resolveRequest, rejectRequest) => {
+    const reply = this.#reply<T>(
+      id,
+      timeoutMs,
+      `${this.name}: no answer to ${request.type} within ${timeoutMs} ms`,
+    );
+    this.proc.send({ id, request } satisfies Envelope);
+    return reply;
+  }
+
+  /** The reply with this id, or the error on time-out or the child's exit. */
+  #reply<T>(id: number, timeoutMs: number, timeoutMessage: string): Promise<T> {
+    return new Promise<T>((resolveReply, rejectReply) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        rejectRequest(
-          new Error(`${this.name}: no answer to ${request.type} within ${timeoutMs} ms`),
-        );
+        rejectReply(new Error(timeoutMessage));
       }, timeoutMs);
       this.#pending.set(id, {
         resolve: (value) => {
           clearTimeout(timer);
-          resolveRequest(value as T);
+          resolveReply(value as T);
         },
         reject: (err) => {
           clearTimeout(timer);
-          rejectRequest(err);
+          rejectReply(err);
         },
       });
-      this.proc.send({ id, request } satisfies Envelope);
     });
   }
 
   async stop(): Promise<void> {
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const exited = exitedPromise(this.proc);
+    const exited = exitOf(this.proc);
     await this.request({ type: 'stop' }, STOP_TIMEOUT_MS).catch(() => undefined);
     await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
-    await stopProcess(this.proc);
+    await processes.stop(this.proc);
   }
 }
 
@@ -750,31 +681,6 @@ function freePort(): Promise<number> {
   });
 }
 
-async function createDatabase(adminUrl: string, name: string): Promise<string> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`create database "${name}"`);
-  } finally {
-    await client.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-async function dropDatabase(adminUrl: string, name: string): Promise<void> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`drop database if exists "${name}" with (force)`);
-  } finally {
-    await client.end();
-  }
-}
-
 interface OrchestraServer {
   proc: ChildProcess;
   pid: number;
@@ -788,55 +694,39 @@ interface OrchestraServer {
   warnings(): { count: number; last: string[] };
 }
 
-/** Node options that write a CPU profile named after `name` when the process exits. */
-function profileArgs(name: string): string[] {
-  return [
-    '--cpu-prof',
-    `--cpu-prof-dir=${join(REPO_ROOT, 'bench/.scratch/profiles')}`,
-    `--cpu-prof-name=${name}-${process.pid}.cpuprofile`,
-  ];
-}
-
 /** Starts Orchestra as it is deployed, on a free port, a fresh data dir (and database). */
 async function startOrchestra(o: Options): Promise<OrchestraServer> {
-  const dataDir = mkdtempSync(join(os.tmpdir(), 'orchestra-bench-dispatch-'));
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  const dataDir = tempDir(processes, 'orchestra-bench-dispatch-');
   const port = await freePort();
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ORCHESTRA_')) env[k] = v;
-  Object.assign(env, {
-    ORCHESTRA_PORT: String(port),
-    ORCHESTRA_HOST: HOST,
-    ORCHESTRA_DATA_DIR: dataDir,
-    ORCHESTRA_LOG_LEVEL: 'warn',
-    ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
-    ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-  });
-  Object.assign(env, o.orchestraEnv);
+  const env = orchestraEnv(
+    {
+      ORCHESTRA_PORT: String(port),
+      ORCHESTRA_HOST: HOST,
+      ORCHESTRA_DATA_DIR: dataDir,
+      ORCHESTRA_LOG_LEVEL: 'warn',
+      ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+      ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
+    },
+    o.orchestraEnv,
+  );
   let database: string | null = null;
   let databaseUrl: string | null = null;
   if (o.store === 'postgres') {
     const name = `orchestra_bench_dispatch_${process.pid}_${Date.now().toString(36)}`;
-    databaseUrl = await createDatabase(o.postgresUrl, name);
+    databaseUrl = await throwawayDatabase(processes, o.postgresUrl, name);
     env.ORCHESTRA_DATABASE_URL = databaseUrl;
-    cleanups.push(() => dropDatabase(o.postgresUrl, name));
     database = name;
   }
   const nodeArgs = o.profile ? profileArgs('orchestra-server') : [];
-  if (cleaning) throw new Error('interrupted');
-  const proc = spawn(process.execPath, [...nodeArgs, ORCHESTRA_MAIN, 'start'], {
-    cwd: REPO_ROOT,
+  const { proc } = processes.spawn([...nodeArgs, ORCHESTRA_MAIN, 'start'], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  children.add(proc);
-  proc.once('exit', () => children.delete(proc));
   // Stopped after the agents (cleanups run in reverse), so that its CPU profile is written.
-  cleanups.push(() => stopProcess(proc));
+  processes.onCleanup(() => processes.stop(proc));
   let warnCount = 0;
   const lastWarnings: string[] = [];
   let pending = '';
-  let stderrTail = '';
   proc.stdout?.setEncoding('utf8');
   proc.stdout?.on('data', (chunk: string) => {
     pending += chunk;
@@ -847,21 +737,18 @@ async function startOrchestra(o: Options): Promise<OrchestraServer> {
       newline = pending.indexOf('\n');
       if (line === '' || !line.startsWith('{')) continue;
       warnCount += 1;
-      lastWarnings.push(line.replace(/ork_\w+/g, 'ork_…').slice(0, 600));
+      lastWarnings.push(redactKeys(line).slice(0, 600));
       if (lastWarnings.length > 5) lastWarnings.shift();
     }
   });
-  proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (chunk: string) => {
-    stderrTail = (stderrTail + chunk).slice(-4000);
-  });
+  const stderr = stderrTail(proc);
   const url = `http://${HOST}:${port}`;
   const deadline = performance.now() + START_TIMEOUT_MS;
   for (;;) {
     if (proc.exitCode !== null || proc.signalCode !== null) {
       throw new Error(
         `Orchestra exited (${proc.signalCode ?? proc.exitCode}) before it was ready:\n` +
-          (stderrTail.replace(/ork_\w+/g, 'ork_…').trim() || '(no stderr)'),
+          (stderr() || '(no stderr)'),
       );
     }
     if (performance.now() > deadline) throw new Error(`${url}/readyz: no 200 within 60 s`);
@@ -899,38 +786,15 @@ async function startOrchestra(o: Options): Promise<OrchestraServer> {
 }
 
 // ---------------------------------------------------------------------------------------
-// CPU and machine readings (Linux /proc)
-
-const CLOCK_TICKS_PER_SECOND = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** User + system CPU time a process has used so far, in ms. */
-function cpuMsOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return Number.isFinite(ticks) ? (ticks * 1000) / CLOCK_TICKS_PER_SECOND : null;
-  } catch {
-    return null;
-  }
-}
+// PostgreSQL readings
 
 /**
  * CPU time of the PostgreSQL backends connected to `database` (Orchestra's connection pool),
  * in ms, from /proc. Backends of other databases (anyone else using the server) and the
  * server's background processes (WAL writer, checkpointer) are not counted.
  */
-async function postgresBackendsCpuMs(adminUrl: string, database: string): Promise<number | null> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: adminUrl });
-  try {
-    await client.connect();
+function postgresBackendsCpuMs(adminUrl: string, database: string): Promise<number | null> {
+  return withPostgres(adminUrl, async (client) => {
     const { rows } = await client.query<{ pid: number }>(
       'select pid from pg_stat_activity where datname = $1',
       [database],
@@ -938,11 +802,7 @@ async function postgresBackendsCpuMs(adminUrl: string, database: string): Promis
     let total = 0;
     for (const { pid } of rows) total += cpuMsOf(pid) ?? 0;
     return rows.length > 0 ? total : null;
-  } catch {
-    return null;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  }).catch(() => null);
 }
 
 const PG_COUNTERS = [
@@ -963,11 +823,8 @@ type PgCounters = Record<(typeof PG_COUNTERS)[number], number>;
  * touched. Backends report them when idle, at most about once a second, so read them a
  * little after the load stops.
  */
-async function postgresCounters(adminUrl: string, database: string): Promise<PgCounters | null> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: adminUrl });
-  try {
-    await client.connect();
+function postgresCounters(adminUrl: string, database: string): Promise<PgCounters | null> {
+  return withPostgres(adminUrl, async (client) => {
     const { rows } = await client.query<Record<string, string>>(
       `select ${PG_COUNTERS.join(', ')} from pg_stat_database where datname = $1`,
       [database],
@@ -975,27 +832,18 @@ async function postgresCounters(adminUrl: string, database: string): Promise<PgC
     const row = rows[0];
     if (row === undefined) return null;
     return Object.fromEntries(PG_COUNTERS.map((k) => [k, Number(row[k])])) as PgCounters;
-  } catch {
-    return null;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  }).catch(() => null);
 }
 
 /** Settings of the PostgreSQL server that change what the benchmark measures. */
-async function postgresSettings(adminUrl: string): Promise<Record<string, string>> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
+function postgresSettings(adminUrl: string): Promise<Record<string, string>> {
+  return withPostgres(adminUrl, async (client) => {
     const { rows } = await client.query<{ name: string; setting: string }>(
       `select name, setting from pg_settings where name in ('server_version', 'autovacuum',
          'synchronous_commit', 'fsync', 'shared_buffers', 'max_connections')`,
     );
     return Object.fromEntries(rows.map((r) => [r.name, r.setting]));
-  } finally {
-    await client.end();
-  }
+  });
 }
 
 /**
@@ -1003,14 +851,7 @@ async function postgresSettings(adminUrl: string): Promise<Record<string, string
  * the planner may pick a poor index for Orchestra's per-task queries (see bench/README.md).
  */
 async function analyzeDatabase(url: string): Promise<void> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query('analyze');
-  } finally {
-    await client.end();
-  }
+  await withPostgres(url, (client) => client.query('analyze'));
 }
 
 /**
@@ -1018,11 +859,8 @@ async function analyzeDatabase(url: string): Promise<void> {
  * and table (pg_stat_user_indexes, pg_stat_user_tables), the busiest first. Which index
  * serves the per-task queries shows here.
  */
-async function postgresScanStats(url: string) {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
+function postgresScanStats(url: string) {
+  return withPostgres(url, async (client) => {
     const indexes = await client.query<Record<string, string>>(
       `select relname as table, indexrelname as index, idx_scan as scans, idx_tup_read as read
          from pg_stat_user_indexes where idx_scan > 0 order by idx_tup_read desc limit 12`,
@@ -1036,25 +874,7 @@ async function postgresScanStats(url: string) {
         Object.fromEntries(Object.entries(r).map(([k, v]) => [k, /^\d+$/.test(v) ? Number(v) : v])),
       );
     return { indexes: numeric(indexes.rows), tables: numeric(tables.rows) };
-  } finally {
-    await client.end();
-  }
-}
-
-/** Total, idle (+iowait) and steal CPU ticks of the machine. */
-function machineCpuTicks(): { total: number; idle: number; steal: number } | null {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
-    const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
-    if (ticks.length < 8 || ticks.some((t) => !Number.isFinite(t))) return null;
-    return {
-      total: ticks.reduce((a, b) => a + b, 0),
-      idle: (ticks[3] ?? 0) + (ticks[4] ?? 0),
-      steal: ticks[7] ?? 0,
-    };
-  } catch {
-    return null;
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1092,8 +912,6 @@ function summarize(values: ArrayLike<number>): Summary | null {
     max: round3(sorted[n - 1] ?? 0),
   };
 }
-
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 function concat(arrays: Float64Array[]): Float64Array {
   const out = new Float64Array(arrays.reduce((a, b) => a + b.length, 0));
@@ -1356,39 +1174,6 @@ function describe(r: RunResult): string {
 // ---------------------------------------------------------------------------------------
 // Reporting
 
-function table(header: string[], rows: (string | number)[][]): string {
-  const cells = [header, ...rows.map((r) => r.map(String))];
-  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) =>
-    r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)]
-    .map((l) => `  ${l}`)
-    .join('\n');
-}
-
-/** The code under test: HEAD and the files that differ from it, when the run starts. */
-function gitInfo(): { commit: string | null; dirty: boolean | null; changedFiles: string[] } {
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });
-    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
-      cwd: REPO_ROOT,
-      encoding: 'utf8',
-    });
-    const changedFiles = status
-      .split('\n')
-      .filter((l) => l.trim() !== '')
-      .map((l) => l.slice(3));
-    return { commit: commit.trim(), dirty: changedFiles.length > 0, changedFiles };
-  } catch {
-    return { commit: null, dirty: null, changedFiles: [] };
-  }
-}
-
-function meanOrNull(values: (number | null)[]): number | null {
-  const known = values.filter((v): v is number => v !== null);
-  return known.length === values.length && known.length > 0 ? round1(mean(known)) : null;
-}
-
 /** One system's phase over the rounds: means of rates and costs, percentiles of all samples. */
 function aggregate(runs: RunResult[]) {
   const raw = runs.flatMap((r) => (r.raw ? [r.raw] : []));
@@ -1450,40 +1235,17 @@ async function deleteRedisKeys(redisUrl: string, prefix: string): Promise<number
   return deleted;
 }
 
-async function main(): Promise<number> {
-  let options: Options | undefined;
-  try {
-    options = readOptions(process.argv.slice(2));
-  } catch (err) {
-    console.error(`error: ${(err as Error).message}\nRun "node bench/dispatch.ts --help".`);
-    return 2;
-  }
-  if (options === undefined) return 0;
-  const o = options;
-
-  // A hard bound: whatever hangs, the run ends and its children die.
+async function main(o: Options): Promise<number> {
   const perRound = 2 * (o.maxRunSeconds + o.durationSeconds + 2 * (DRAIN_TIMEOUT_MS / 1000));
-  const budgetMs = (o.rounds * perRound + 2 * o.maxRunSeconds + 180) * 1000;
-  const watchdog = setTimeout(() => {
-    console.error(`bench: still running after ${budgetMs / 1000} s; giving up`);
-    void cleanup().finally(() => process.exit(1));
-  }, budgetMs);
-  watchdog.unref();
+  startWatchdog(processes, (o.rounds * perRound + 2 * o.maxRunSeconds + 180) * 1000);
 
-  const startedAt = new Date();
-  const git = gitInfo();
-  const loadavgAtStart = os.loadavg().map(round3);
-  const cpus = os.cpus();
+  const run = new RunRecord('dispatch', SELF);
   console.log(
     `dispatch benchmark: Orchestra (${o.store}) and BullMQ; ${o.agents} agents x concurrency ` +
       `${o.concurrency}, ${o.submitters} submitters; throughput runs of ${o.tasks} tasks, ` +
       `latency runs at ${o.rate} tasks/s for ${o.durationSeconds} s; ${o.rounds} rounds`,
   );
-  console.log(
-    `machine: ${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, ` +
-      `${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}, load average ` +
-      `${loadavgAtStart.join(' ')}\n`,
-  );
+  console.log(run.machineLine());
 
   // Redis for BullMQ: its own key prefix, deleted at the end; its CPU from INFO.
   const redisUrl = new URL(o.redisUrl);
@@ -1497,7 +1259,7 @@ async function main(): Promise<number> {
   const { Redis } = await import('ioredis');
   const redis = new Redis(o.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 });
   await redis.connect();
-  cleanups.push(async () => {
+  processes.onCleanup(async () => {
     redis.disconnect();
     const deleted = await deleteRedisKeys(o.redisUrl, prefix);
     console.log(`bench: deleted ${deleted} Redis keys under ${prefix}:`);
@@ -1548,7 +1310,7 @@ async function main(): Promise<number> {
   );
   const all = [...orchestraAgents, ...bullmqAgents, producer];
   // Agents stop before the server (cleanups run last first).
-  cleanups.push(async () => {
+  processes.onCleanup(async () => {
     await Promise.all(all.map((c) => c.stop()));
   });
   await Promise.all(all.map((c) => c.ready));
@@ -1732,23 +1494,7 @@ async function main(): Promise<number> {
     for (const line of warnings.last) console.log(`  ${line}`);
   }
 
-  const result = {
-    benchmark: 'dispatch',
-    schemaVersion: 1,
-    store: o.store,
-    startedAt: startedAt.toISOString(),
-    finishedAt: new Date().toISOString(),
-    command: ['node', relative(REPO_ROOT, SELF), ...process.argv.slice(2)].join(' '),
-    git,
-    machine: {
-      cpuModel: cpus[0]?.model ?? null,
-      cpuCount: cpus.length,
-      totalMemoryMiB: Math.round(os.totalmem() / 2 ** 20),
-      node: process.version,
-      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-      loadavgAtStart,
-      loadavgAtEnd: os.loadavg().map(round3),
-    },
+  const file = run.write(o, {
     parameters: {
       host: HOST,
       tasks: o.tasks,
@@ -1791,14 +1537,9 @@ async function main(): Promise<number> {
     warmup,
     postgresScans,
     orchestraWarnings: warnings,
-  };
-  mkdirSync(o.outDir, { recursive: true });
-  const file = join(o.outDir, `dispatch-${o.store}-${startedAt.toISOString().slice(0, 10)}.json`);
-  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(`\nresult: ${relative(process.cwd(), file)}`);
-  if (o.profile) {
-    console.log(`CPU profile of Orchestra: ${join(REPO_ROOT, 'bench/.scratch/profiles')}`);
-  }
+  });
+  console.log(`\nresult: ${file}`);
+  if (o.profile) console.log(`CPU profile of Orchestra: ${PROFILE_DIR}`);
   return 0;
 }
 
@@ -1814,26 +1555,5 @@ function bullmqVersion(): string | null {
 if (process.argv[2] === CHILD_FLAG) {
   await runChild();
 } else {
-  let interrupted = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\nbench: ${signal}; stopping every process`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  // Last resort if something calls process.exit() before cleanup finished.
-  process.on('exit', () => {
-    for (const proc of children) proc.kill('SIGKILL');
-  });
-  let code = 1;
-  try {
-    code = await main();
-  } catch (err) {
-    console.error(`\nbench failed: ${(err as Error).stack ?? String(err)}`);
-  } finally {
-    await cleanup();
-  }
-  process.exit(code);
+  await runBenchmark({ script: SELF, processes, stopping: 'every process', readOptions, main });
 }

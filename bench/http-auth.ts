@@ -8,22 +8,42 @@
  * orchestra_rps / anchor_rps. Writes bench/results/http-auth-<store>-<date>.json.
  * See bench/README.md for how to read the numbers.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
-import { join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { join } from 'node:path';
+import {
+  type CommonOptions,
+  commonOptions,
+  cpuMsOf,
+  HOST,
+  intOption,
+  machineCpuTicks,
+  mean,
+  meanOrNull,
+  ORCHESTRA_MAIN,
+  orchestraEnv,
+  PROFILE_DIR,
+  Processes,
+  parseOptions,
+  profileArgs,
+  RunRecord,
+  round1,
+  round3,
+  runBenchmark,
+  SETTLE_MS,
+  START_TIMEOUT_MS,
+  sleep,
+  startWatchdog,
+  stderrTail,
+  table,
+  tempDir,
+  throwawayDatabase,
+} from './common.ts';
 
 const ANCHOR_FLAG = '--serve-anchor';
-const HOST = '127.0.0.1';
-const REPO_ROOT = resolve(import.meta.dirname, '..');
 const SELF = import.meta.filename;
-const ORCHESTRA_MAIN = join(REPO_ROOT, 'packages/server/src/cli/main.ts');
-const START_TIMEOUT_MS = 60_000;
-const STOP_TIMEOUT_MS = 5_000;
-const SETTLE_MS = 1_000;
 
 const HELP = `Usage: node bench/http-auth.ts [options]
 
@@ -128,91 +148,44 @@ function autocannon(options: AutocannonOptions): AutocannonInstance {
 // ---------------------------------------------------------------------------------------
 // Options
 
-interface Options {
-  store: 'sqlite' | 'postgres';
-  postgresUrl: string;
-  durationSeconds: number;
+interface Options extends CommonOptions {
   warmupSeconds: number;
   connections: number;
   pipelining: number;
-  rounds: number;
   startupSamples: number;
   idleMs: number;
-  outDir: string;
-  profile: boolean;
   orchestraPath: string;
-  orchestraEnv: Record<string, string>;
 }
 
 function readOptions(argv: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      postgres: { type: 'boolean' },
-      'postgres-url': { type: 'string' },
-      duration: { type: 'string' },
-      warmup: { type: 'string' },
-      connections: { type: 'string' },
-      pipelining: { type: 'string' },
-      rounds: { type: 'string' },
-      'startup-samples': { type: 'string' },
-      'idle-ms': { type: 'string' },
-      'out-dir': { type: 'string' },
-      profile: { type: 'boolean' },
-      'orchestra-path': { type: 'string' },
-      'orchestra-env': { type: 'string', multiple: true },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
+  const values = parseOptions(argv, HELP, {
+    warmup: { type: 'string' },
+    connections: { type: 'string' },
+    pipelining: { type: 'string' },
+    'startup-samples': { type: 'string' },
+    'idle-ms': { type: 'string' },
+    'orchestra-path': { type: 'string' },
   });
-  if (values.help) {
-    process.stdout.write(`${HELP}\n`);
-    return undefined;
-  }
+  if (values === undefined) return undefined;
   const env = process.env;
-  const int = (flag: string, raw: string | undefined, fallback: number, min: number) => {
-    if (raw === undefined || raw === '') return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) {
-      throw new Error(`--${flag} must be an integer >= ${min}, got "${raw}"`);
-    }
-    return n;
-  };
-  const postgres = values.postgres ?? /^(1|true|yes|on)$/i.test(env.BENCH_POSTGRES ?? '');
   return {
-    store: postgres ? 'postgres' : 'sqlite',
-    postgresUrl:
-      values['postgres-url'] ??
-      env.BENCH_POSTGRES_URL ??
-      `postgres://postgres@${HOST}:5432/postgres`,
-    durationSeconds: int('duration', values.duration ?? env.BENCH_DURATION, 10, 1),
-    warmupSeconds: int('warmup', values.warmup ?? env.BENCH_WARMUP, 3, 0),
-    connections: int('connections', values.connections ?? env.BENCH_CONNECTIONS, 50, 1),
-    pipelining: int('pipelining', values.pipelining ?? env.BENCH_PIPELINING, 1, 1),
-    rounds: int('rounds', values.rounds ?? env.BENCH_ROUNDS, 2, 1),
-    startupSamples: int(
+    ...commonOptions(values),
+    warmupSeconds: intOption('warmup', values.warmup ?? env.BENCH_WARMUP, 3, 0),
+    connections: intOption('connections', values.connections ?? env.BENCH_CONNECTIONS, 50, 1),
+    pipelining: intOption('pipelining', values.pipelining ?? env.BENCH_PIPELINING, 1, 1),
+    startupSamples: intOption(
       'startup-samples',
       values['startup-samples'] ?? env.BENCH_STARTUP_SAMPLES,
       3,
       1,
     ),
-    idleMs: int('idle-ms', values['idle-ms'] ?? env.BENCH_IDLE_MS, 2000, 0),
-    outDir: resolve(values['out-dir'] ?? env.BENCH_OUT_DIR ?? join(REPO_ROOT, 'bench/results')),
-    profile: values.profile ?? false,
+    idleMs: intOption('idle-ms', values['idle-ms'] ?? env.BENCH_IDLE_MS, 2000, 0),
     orchestraPath: values['orchestra-path'] ?? '/v1/whoami',
-    orchestraEnv: Object.fromEntries(
-      (values['orchestra-env'] ?? []).map((pair) => {
-        const eq = pair.indexOf('=');
-        if (eq <= 0) throw new Error(`--orchestra-env must be NAME=VALUE, got "${pair}"`);
-        return [pair.slice(0, eq), pair.slice(eq + 1)];
-      }),
-    ),
   };
 }
 
 // ---------------------------------------------------------------------------------------
-// Child processes. Every child is tracked so that every exit path can kill it.
+// Child processes
 
 interface Server {
   name: string;
@@ -223,13 +196,15 @@ interface Server {
   listeningMs: number;
   /** Bytes written to stdout so far (Orchestra's JSON log). */
   stdoutBytes(): number;
-  exited: Promise<void>;
 }
 
-const children = new Set<ChildProcess>();
-const cleanups: (() => Promise<void> | void)[] = [];
 let currentLoad: AutocannonInstance | undefined;
-let cleaning: Promise<void> | undefined;
+// The load stops first, then the servers, before their data dirs and databases go.
+const processes = new Processes({
+  stopTimeoutMs: 5_000,
+  childrenFirst: true,
+  first: () => currentLoad?.stop(),
+});
 
 function spawnServer(
   name: string,
@@ -237,30 +212,12 @@ function spawnServer(
   env: NodeJS.ProcessEnv,
   listeningMsg: string,
 ): Promise<Server> {
-  if (cleaning) return Promise.reject(new Error('interrupted'));
   const spawnedAt = performance.now();
-  const proc = spawn(process.execPath, args, {
-    cwd: REPO_ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(proc);
-  const exited = new Promise<void>((done) => {
-    proc.once('exit', () => {
-      children.delete(proc);
-      done();
-    });
-  });
+  const { proc } = processes.spawn(args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let bytes = 0;
   let pending = '';
   let listening = false;
-  let stderrTail = '';
-  proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (chunk: string) => {
-    stderrTail = (stderrTail + chunk).slice(-4000);
-  });
-  // The secret of a throwaway instance, but still: never print a key.
-  const tail = () => stderrTail.replace(/ork_\w+/g, 'ork_…').trim();
+  const tail = stderrTail(proc);
 
   return new Promise<Server>((resolveStart, rejectStart) => {
     const timer = setTimeout(() => {
@@ -306,7 +263,6 @@ function spawnServer(
             url: entry.url,
             listeningMs: performance.now() - spawnedAt,
             stdoutBytes: () => bytes,
-            exited,
           });
         }
       }
@@ -314,52 +270,16 @@ function spawnServer(
   }).then(
     (server) => server,
     async (err: unknown) => {
-      await stopProcess(proc, exited);
+      await processes.stop(proc);
       throw err;
     },
   );
 }
 
-async function stopProcess(proc: ChildProcess, exited: Promise<void>): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  proc.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((done) => {
-    timer = setTimeout(() => done('timeout'), STOP_TIMEOUT_MS);
-  });
-  if ((await Promise.race([exited, timeout])) === 'timeout') {
-    proc.kill('SIGKILL');
-    await exited;
-  }
-  clearTimeout(timer);
-}
-
-/** Stops the load, kills every child, drops databases, removes temp dirs. Idempotent. */
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    currentLoad?.stop();
-    for (const proc of [...children]) {
-      const exited = new Promise<void>((done) => proc.once('exit', () => done()));
-      await stopProcess(proc, exited);
-    }
-    for (const fn of cleanups.splice(0).reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        console.error(`bench: cleanup step failed: ${(err as Error).message}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-
 // ---------------------------------------------------------------------------------------
 // Measurements
 
-const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 const mib = (kib: number) => Math.round((kib / 1024) * 10) / 10;
-const round1 = (n: number) => Math.round(n * 10) / 10;
-const round3 = (n: number) => Math.round(n * 1000) / 1000;
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -368,8 +288,6 @@ function median(values: number[]): number {
     ? (sorted[mid] ?? Number.NaN)
     : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2;
 }
-
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 /** VmRSS and VmHWM (peak) of a process in MiB, from /proc (Linux only). */
 function memoryOf(pid: number): { rssMiB: number; peakRssMiB: number } | null {
@@ -380,40 +298,6 @@ function memoryOf(pid: number): { rssMiB: number; peakRssMiB: number } | null {
     const rss = field('VmRSS');
     const hwm = field('VmHWM');
     return Number.isFinite(rss) ? { rssMiB: mib(rss), peakRssMiB: mib(hwm) } : null;
-  } catch {
-    return null;
-  }
-}
-
-const CLOCK_TICKS_PER_SECOND = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** User + system CPU time a process has used so far, in ms, from /proc (Linux only). */
-function cpuMsOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses: state is field 3, utime 14.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return Number.isFinite(ticks) ? (ticks * 1000) / CLOCK_TICKS_PER_SECOND : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Total and steal CPU ticks of the machine, from /proc/stat (Linux only). */
-function machineCpuTicks(): { total: number; steal: number } | null {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
-    // cpu user nice system idle iowait irq softirq steal guest guest_nice
-    const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
-    if (ticks.length < 8 || ticks.some((t) => !Number.isFinite(t))) return null;
-    return { total: ticks.reduce((a, b) => a + b, 0), steal: ticks[7] ?? 0 };
   } catch {
     return null;
   }
@@ -479,53 +363,24 @@ interface Started {
   authorization?: string;
 }
 
-async function createDatabase(adminUrl: string, name: string): Promise<string> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`create database "${name}"`);
-  } finally {
-    await client.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-async function dropDatabase(adminUrl: string, name: string): Promise<void> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`drop database if exists "${name}" with (force)`);
-  } finally {
-    await client.end();
-  }
-}
-
 /** Starts Orchestra on a fresh data dir (and database), timed from spawn. */
 async function startOrchestra(options: Options, sample: number, profile: boolean) {
-  const dataDir = mkdtempSync(join(os.tmpdir(), 'orchestra-bench-'));
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ORCHESTRA_')) env[k] = v;
-  Object.assign(env, {
-    ORCHESTRA_PORT: '0',
-    ORCHESTRA_HOST: HOST,
-    ORCHESTRA_DATA_DIR: dataDir,
-    ORCHESTRA_LOG_LEVEL: 'info',
-    ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
-  });
-  Object.assign(env, options.orchestraEnv);
+  const dataDir = tempDir(processes, 'orchestra-bench-');
+  const env = orchestraEnv(
+    {
+      ORCHESTRA_PORT: '0',
+      ORCHESTRA_HOST: HOST,
+      ORCHESTRA_DATA_DIR: dataDir,
+      ORCHESTRA_LOG_LEVEL: 'info',
+      ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+    },
+    options.orchestraEnv,
+  );
   if (options.store === 'postgres') {
     const name = `orchestra_bench_${process.pid}_${sample}_${Date.now().toString(36)}`;
-    env.ORCHESTRA_DATABASE_URL = await createDatabase(options.postgresUrl, name);
-    cleanups.push(() => dropDatabase(options.postgresUrl, name));
+    env.ORCHESTRA_DATABASE_URL = await throwawayDatabase(processes, options.postgresUrl, name);
   }
-  const nodeArgs = profile
-    ? ['--cpu-prof', `--cpu-prof-dir=${join(REPO_ROOT, 'bench/.scratch/profiles')}`]
-    : [];
+  const nodeArgs = profile ? profileArgs() : [];
   const startedAt = performance.now();
   const server = await spawnServer(
     'orchestra',
@@ -575,7 +430,7 @@ async function measureStartups(
         samples: results,
       };
     }
-    await stopProcess(server.proc, server.exited);
+    await processes.stop(server.proc);
   }
   throw new Error('unreachable: at least one start-up sample');
 }
@@ -710,34 +565,6 @@ async function sanityCheck(anchor: Started, orchestra: Started): Promise<void> {
 // ---------------------------------------------------------------------------------------
 // Reporting
 
-function table(header: string[], rows: (string | number)[][]): string {
-  const cells = [header, ...rows.map((r) => r.map(String))];
-  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) =>
-    r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)]
-    .map((l) => `  ${l}`)
-    .join('\n');
-}
-
-/** The code under test: HEAD and the files that differ from it, when the run starts. */
-function gitInfo(): { commit: string | null; dirty: boolean | null; changedFiles: string[] } {
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });
-    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
-      cwd: REPO_ROOT,
-      encoding: 'utf8',
-    });
-    const changedFiles = status
-      .split('\n')
-      .filter((l) => l.trim() !== '')
-      .map((l) => l.slice(3));
-    return { commit: commit.trim(), dirty: changedFiles.length > 0, changedFiles };
-  } catch {
-    return { commit: null, dirty: null, changedFiles: [] };
-  }
-}
-
 function summarize(runs: LoadStats[]) {
   return {
     rpsMean: round1(mean(runs.map((r) => r.rpsMean))),
@@ -755,11 +582,6 @@ function summarize(runs: LoadStats[]) {
   };
 }
 
-function meanOrNull(values: (number | null)[]): number | null {
-  const known = values.filter((v): v is number => v !== null);
-  return known.length === values.length && known.length > 0 ? round1(mean(known)) : null;
-}
-
 function startupSummary(samples: StartupSample[]) {
   const rss = samples.map((s) => s.idleRssMiB).filter((v): v is number => v !== null);
   return {
@@ -771,42 +593,19 @@ function startupSummary(samples: StartupSample[]) {
 
 // ---------------------------------------------------------------------------------------
 
-async function main(): Promise<number> {
-  let options: Options | undefined;
-  try {
-    options = readOptions(process.argv.slice(2));
-  } catch (err) {
-    console.error(`error: ${(err as Error).message}\nRun "node bench/http-auth.ts --help".`);
-    return 2;
-  }
-  if (options === undefined) return 0;
-  const o = options;
-
+async function main(o: Options): Promise<number> {
   const loads = 2 * (o.warmupSeconds + o.rounds * o.durationSeconds);
   const startups = 2 * o.startupSamples * (o.idleMs / 1000 + 2);
   const expectedSeconds = Math.round(loads + startups + 4 * o.rounds * (SETTLE_MS / 1000));
-  // A hard bound: whatever hangs, the run ends and its children die.
-  const budgetMs = (expectedSeconds + 120) * 1000;
-  const watchdog = setTimeout(() => {
-    console.error(`bench: still running after ${budgetMs / 1000} s; giving up`);
-    void cleanup().finally(() => process.exit(1));
-  }, budgetMs);
-  watchdog.unref();
+  startWatchdog(processes, (expectedSeconds + 120) * 1000);
 
-  const startedAt = new Date();
-  const git = gitInfo();
-  const loadavgAtStart = os.loadavg().map(round3);
-  const cpus = os.cpus();
+  const run = new RunRecord('http-auth', SELF);
   console.log(
     `http-auth benchmark: store ${o.store}, ${o.connections} connections, pipelining ` +
       `${o.pipelining}, ${o.rounds} rounds x ${o.durationSeconds} s after ${o.warmupSeconds} s ` +
       `warm-up; about ${expectedSeconds} s`,
   );
-  console.log(
-    `machine: ${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, ` +
-      `${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}, load average ` +
-      `${loadavgAtStart.join(' ')}\n`,
-  );
+  console.log(run.machineLine());
 
   console.log('start-up (spawn to "listening" log line, spawn to first 200, RSS after idle):');
   const anchorStart = await measureStartups('anchor', o.startupSamples, o.idleMs, () =>
@@ -1006,23 +805,7 @@ async function main(): Promise<number> {
     `\nratio orchestra_rps / anchor_rps = ${ratios.rps} (per round: ${roundRatios.join(', ')})`,
   );
 
-  const result = {
-    benchmark: 'http-auth',
-    schemaVersion: 1,
-    store: o.store,
-    startedAt: startedAt.toISOString(),
-    finishedAt: new Date().toISOString(),
-    command: ['node', relative(REPO_ROOT, SELF), ...process.argv.slice(2)].join(' '),
-    git,
-    machine: {
-      cpuModel: cpus[0]?.model ?? null,
-      cpuCount: cpus.length,
-      totalMemoryMiB: Math.round(os.totalmem() / 2 ** 20),
-      node: process.version,
-      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-      loadavgAtStart,
-      loadavgAtEnd: os.loadavg().map(round3),
-    },
+  const file = run.write(o, {
     parameters: {
       host: HOST,
       durationSeconds: o.durationSeconds,
@@ -1054,40 +837,14 @@ async function main(): Promise<number> {
     },
     memoryAfterLoad,
     ratios,
-  };
-  mkdirSync(o.outDir, { recursive: true });
-  const file = join(o.outDir, `http-auth-${o.store}-${startedAt.toISOString().slice(0, 10)}.json`);
-  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(`result: ${relative(process.cwd(), file)}`);
-  if (o.profile) {
-    console.log(`CPU profile of Orchestra: ${join(REPO_ROOT, 'bench/.scratch/profiles')}`);
-  }
+  });
+  console.log(`result: ${file}`);
+  if (o.profile) console.log(`CPU profile of Orchestra: ${PROFILE_DIR}`);
   return 0;
 }
 
 if (process.argv[2] === ANCHOR_FLAG) {
   await serveAnchor();
 } else {
-  let interrupted = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\nbench: ${signal}; stopping the servers`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  // Last resort if something calls process.exit() before cleanup finished.
-  process.on('exit', () => {
-    for (const proc of children) proc.kill('SIGKILL');
-  });
-  let code = 1;
-  try {
-    code = await main();
-  } catch (err) {
-    console.error(`\nbench failed: ${(err as Error).stack ?? String(err)}`);
-  } finally {
-    await cleanup();
-  }
-  process.exit(code);
+  await runBenchmark({ script: SELF, processes, stopping: 'the servers', readOptions, main });
 }

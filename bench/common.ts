@@ -1,0 +1,465 @@
+/**
+ * What the benchmarks in bench/ share: the common options, child processes and their
+ * cleanup, readings from /proc, statistics, the throwaway PostgreSQL database and the result
+ * file. The benchmarks' child processes load it too (the anchor's start-up is measured), so
+ * at import time it does no more than define things and read CLK_TCK once.
+ */
+import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
+import type { Client } from 'pg';
+
+export const HOST = '127.0.0.1';
+export const REPO_ROOT = resolve(import.meta.dirname, '..');
+export const ORCHESTRA_MAIN = join(REPO_ROOT, 'packages/server/src/cli/main.ts');
+export const PROFILE_DIR = join(REPO_ROOT, 'bench/.scratch/profiles');
+export const START_TIMEOUT_MS = 60_000;
+export const SETTLE_MS = 1_000;
+
+export const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
+export const round1 = (n: number) => Math.round(n * 10) / 10;
+export const round3 = (n: number) => Math.round(n * 1000) / 1000;
+export const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+
+/** The mean, or null if any value is unknown. */
+export function meanOrNull(values: (number | null)[]): number | null {
+  const known = values.filter((v): v is number => v !== null);
+  return known.length === values.length && known.length > 0 ? round1(mean(known)) : null;
+}
+
+// ---------------------------------------------------------------------------------------
+// Options every benchmark takes (each HELP describes them)
+
+const COMMON_ARGS = {
+  postgres: { type: 'boolean' },
+  'postgres-url': { type: 'string' },
+  duration: { type: 'string' },
+  rounds: { type: 'string' },
+  'out-dir': { type: 'string' },
+  profile: { type: 'boolean' },
+  'orchestra-env': { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/**
+ * The command line with these options and the common ones; undefined after printing `help`
+ * for --help.
+ */
+export function parseOptions<T extends ParseArgsOptionsConfig>(
+  argv: string[],
+  help: string,
+  options: T,
+) {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...COMMON_ARGS, ...options },
+    strict: true,
+    allowPositionals: false,
+  });
+  // COMMON_ARGS has --help; with `options` still generic, TypeScript cannot see that here.
+  if ((values as { help?: boolean }).help) {
+    process.stdout.write(`${help}\n`);
+    return undefined;
+  }
+  return values;
+}
+
+export interface CommonOptions {
+  store: 'sqlite' | 'postgres';
+  postgresUrl: string;
+  /** Seconds of each measured run (of the fixed-rate ones in dispatch). */
+  durationSeconds: number;
+  /** Measured rounds, alternating between Orchestra and the anchor. */
+  rounds: number;
+  outDir: string;
+  profile: boolean;
+  orchestraEnv: Record<string, string>;
+}
+
+export function commonOptions(values: {
+  postgres?: boolean | undefined;
+  'postgres-url'?: string | undefined;
+  duration?: string | undefined;
+  rounds?: string | undefined;
+  'out-dir'?: string | undefined;
+  profile?: boolean | undefined;
+  'orchestra-env'?: string[] | undefined;
+}): CommonOptions {
+  const env = process.env;
+  return {
+    store: (values.postgres ?? envFlag(env.BENCH_POSTGRES)) ? 'postgres' : 'sqlite',
+    postgresUrl:
+      values['postgres-url'] ??
+      env.BENCH_POSTGRES_URL ??
+      `postgres://postgres@${HOST}:5432/postgres`,
+    durationSeconds: intOption('duration', values.duration ?? env.BENCH_DURATION, 10, 1),
+    rounds: intOption('rounds', values.rounds ?? env.BENCH_ROUNDS, 2, 1),
+    outDir: resolve(values['out-dir'] ?? env.BENCH_OUT_DIR ?? join(REPO_ROOT, 'bench/results')),
+    profile: values.profile ?? false,
+    orchestraEnv: Object.fromEntries(
+      (values['orchestra-env'] ?? []).map((pair) => {
+        const eq = pair.indexOf('=');
+        if (eq <= 0) throw new Error(`--orchestra-env must be NAME=VALUE, got "${pair}"`);
+        return [pair.slice(0, eq), pair.slice(eq + 1)];
+      }),
+    ),
+  };
+}
+
+/** A switch in the environment, such as BENCH_POSTGRES=1. */
+export const envFlag = (raw: string | undefined) => /^(1|true|yes|on)$/i.test(raw ?? '');
+
+/** `raw` (the flag's value, else its environment variable) as an integer >= `min`. */
+export function intOption(flag: string, raw: string | undefined, fallback: number, min: number) {
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    throw new Error(`--${flag} must be an integer >= ${min}, got "${raw}"`);
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes. Every child is tracked so that every exit path can stop it.
+
+type CleanupStep = () => Promise<void> | void;
+
+export class Processes {
+  readonly #children = new Set<ChildProcess>();
+  readonly #steps: CleanupStep[] = [];
+  readonly #stopTimeoutMs: number;
+  readonly #childrenFirst: boolean;
+  readonly #first: (() => void) | undefined;
+  #cleaning: Promise<void> | undefined;
+
+  /**
+   * `stopTimeoutMs`: how long a child has after SIGTERM before SIGKILL. `childrenFirst`:
+   * stop the children before the cleanup steps (servers before their data goes), instead of
+   * leaving it to the steps to stop them in order. `first`: runs before anything else.
+   */
+  constructor(options: { stopTimeoutMs: number; childrenFirst: boolean; first?: () => void }) {
+    this.#stopTimeoutMs = options.stopTimeoutMs;
+    this.#childrenFirst = options.childrenFirst;
+    this.#first = options.first;
+  }
+
+  /** `node args` in the repository root; refused once the cleanup has begun. */
+  spawn(args: string[], options: SpawnOptions): { proc: ChildProcess; exited: Promise<void> } {
+    if (this.#cleaning) throw new Error('interrupted');
+    const proc = spawn(process.execPath, args, { cwd: REPO_ROOT, ...options });
+    this.#children.add(proc);
+    const exited = new Promise<void>((done) => {
+      proc.once('exit', () => {
+        this.#children.delete(proc);
+        done();
+      });
+    });
+    return { proc, exited };
+  }
+
+  /** SIGTERM, then SIGKILL if the process has not exited in time. */
+  async stop(proc: ChildProcess): Promise<void> {
+    const exited = exitOf(proc);
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((done) => {
+      timer = setTimeout(() => done('timeout'), this.#stopTimeoutMs);
+    });
+    if ((await Promise.race([exited, timeout])) === 'timeout') {
+      proc.kill('SIGKILL');
+      await exited;
+    }
+    clearTimeout(timer);
+  }
+
+  /** A step of the cleanup (database, directory, keys); the steps run last first. */
+  onCleanup(step: CleanupStep): void {
+    this.#steps.push(step);
+  }
+
+  /** Stops every child and runs the cleanup steps. Idempotent. */
+  cleanup(): Promise<void> {
+    this.#cleaning ??= (async () => {
+      this.#first?.();
+      if (this.#childrenFirst) await this.#stopChildren();
+      for (const fn of this.#steps.splice(0).reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          console.error(`bench: cleanup step failed: ${(err as Error).message}`);
+        }
+      }
+      await this.#stopChildren();
+    })();
+    return this.#cleaning;
+  }
+
+  /** Last resort if something calls process.exit() before cleanup finished. */
+  killAll(): void {
+    for (const proc of this.#children) proc.kill('SIGKILL');
+  }
+
+  async #stopChildren(): Promise<void> {
+    for (const proc of [...this.#children]) await this.stop(proc);
+  }
+}
+
+export function exitOf(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise<void>((done) => proc.once('exit', () => done()));
+}
+
+/** The secret of a throwaway instance, but still: never print a key. */
+export const redactKeys = (text: string) => text.replace(/ork_\w+/g, 'ork_…');
+
+/** Keeps the end of a child's stderr, for the error when it fails; keys redacted. */
+export function stderrTail(proc: ChildProcess): () => string {
+  let tail = '';
+  proc.stderr?.setEncoding('utf8');
+  proc.stderr?.on('data', (chunk: string) => {
+    tail = (tail + chunk).slice(-4000);
+  });
+  return () => redactKeys(tail).trim();
+}
+
+/** Node options that write a CPU profile (named after `name`, if given) when it exits. */
+export function profileArgs(name?: string): string[] {
+  return [
+    '--cpu-prof',
+    `--cpu-prof-dir=${PROFILE_DIR}`,
+    ...(name === undefined ? [] : [`--cpu-prof-name=${name}-${process.pid}.cpuprofile`]),
+  ];
+}
+
+/** A directory removed at cleanup. */
+export function tempDir(processes: Processes, prefix: string): string {
+  const dir = mkdtempSync(join(os.tmpdir(), prefix));
+  processes.onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Orchestra's environment: ours without ORCHESTRA_*, then `settings`, then --orchestra-env. */
+export function orchestraEnv(
+  settings: Record<string, string>,
+  extra: Record<string, string>,
+): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ORCHESTRA_')) env[k] = v;
+  return Object.assign(env, settings, extra);
+}
+
+/**
+ * Runs a benchmark: reads its options (exit code 2 if they are wrong, 0 after --help), then
+ * `main`, and on every way out (the end, an error, a signal) stops what it started.
+ */
+export async function runBenchmark<O>(run: {
+  script: string;
+  processes: Processes;
+  /** What a signal stops, for its message. */
+  stopping: string;
+  readOptions: (argv: string[]) => O | undefined;
+  main: (options: O) => Promise<number>;
+}): Promise<never> {
+  const { processes } = run;
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\nbench: ${signal}; stopping ${run.stopping}`);
+    void processes.cleanup().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('exit', () => processes.killAll());
+  const start = async (): Promise<number> => {
+    let options: O | undefined;
+    try {
+      options = run.readOptions(process.argv.slice(2));
+    } catch (err) {
+      console.error(
+        `error: ${(err as Error).message}\nRun "node ${relative(REPO_ROOT, run.script)} --help".`,
+      );
+      return 2;
+    }
+    return options === undefined ? 0 : run.main(options);
+  };
+  let code = 1;
+  try {
+    code = await start();
+  } catch (err) {
+    console.error(`\nbench failed: ${(err as Error).stack ?? String(err)}`);
+  } finally {
+    await processes.cleanup();
+  }
+  process.exit(code);
+}
+
+/** A hard bound: whatever hangs, the run ends and its children die. */
+export function startWatchdog(processes: Processes, budgetMs: number): void {
+  const watchdog = setTimeout(() => {
+    console.error(`bench: still running after ${budgetMs / 1000} s; giving up`);
+    void processes.cleanup().finally(() => process.exit(1));
+  }, budgetMs);
+  watchdog.unref();
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+
+/** `fn` on a connection of its own, closed afterwards. */
+export async function withPostgres<T>(url: string, fn: (client: Client) => Promise<T>): Promise<T> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Creates the database `name`, dropped at cleanup; returns its URL. */
+export async function throwawayDatabase(
+  processes: Processes,
+  adminUrl: string,
+  name: string,
+): Promise<string> {
+  await withPostgres(adminUrl, (client) => client.query(`create database "${name}"`));
+  processes.onCleanup(async () => {
+    await withPostgres(adminUrl, (client) =>
+      client.query(`drop database if exists "${name}" with (force)`),
+    );
+  });
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU readings (Linux /proc)
+
+const CLOCK_TICKS_PER_SECOND = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** User + system CPU time a process has used so far, in ms. */
+export function cpuMsOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses: state is field 3, utime 14.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? (ticks * 1000) / CLOCK_TICKS_PER_SECOND : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Total, idle (+iowait) and steal CPU ticks of the machine. */
+export function machineCpuTicks(): { total: number; idle: number; steal: number } | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    // cpu user nice system idle iowait irq softirq steal guest guest_nice
+    const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    if (ticks.length < 8 || ticks.some((t) => !Number.isFinite(t))) return null;
+    return {
+      total: ticks.reduce((a, b) => a + b, 0),
+      idle: (ticks[3] ?? 0) + (ticks[4] ?? 0),
+      steal: ticks[7] ?? 0,
+    };
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reporting
+
+export function table(header: string[], rows: (string | number)[][]): string {
+  const cells = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) =>
+    r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)]
+    .map((l) => `  ${l}`)
+    .join('\n');
+}
+
+/** The code under test: HEAD and the files that differ from it, when the run starts. */
+function gitInfo(): { commit: string | null; dirty: boolean | null; changedFiles: string[] } {
+  try {
+    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });
+    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+    });
+    const changedFiles = status
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => l.slice(3));
+    return { commit: commit.trim(), dirty: changedFiles.length > 0, changedFiles };
+  } catch {
+    return { commit: null, dirty: null, changedFiles: [] };
+  }
+}
+
+/** What a result says about its run: when, which code, on what machine. Taken at the start. */
+export class RunRecord {
+  readonly startedAt = new Date();
+  readonly git = gitInfo();
+  readonly loadavgAtStart = os.loadavg().map(round3);
+  readonly cpus = os.cpus();
+  readonly #benchmark: string;
+  readonly #script: string;
+
+  constructor(benchmark: string, script: string) {
+    this.#benchmark = benchmark;
+    this.#script = script;
+  }
+
+  machineLine(): string {
+    return (
+      `machine: ${this.cpus.length} x ${this.cpus[0]?.model ?? 'unknown CPU'}, ` +
+      `${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}, load average ` +
+      `${this.loadavgAtStart.join(' ')}\n`
+    );
+  }
+
+  /**
+   * Writes <out-dir>/<benchmark>-<store>-<date>.json: this record, then `body`. Returns the
+   * file's path relative to the working directory.
+   */
+  write(o: CommonOptions, body: Record<string, unknown>): string {
+    const result = {
+      benchmark: this.#benchmark,
+      schemaVersion: 1,
+      store: o.store,
+      startedAt: this.startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      command: ['node', relative(REPO_ROOT, this.#script), ...process.argv.slice(2)].join(' '),
+      git: this.git,
+      machine: {
+        cpuModel: this.cpus[0]?.model ?? null,
+        cpuCount: this.cpus.length,
+        totalMemoryMiB: Math.round(os.totalmem() / 2 ** 20),
+        node: process.version,
+        platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+        loadavgAtStart: this.loadavgAtStart,
+        loadavgAtEnd: os.loadavg().map(round3),
+      },
+      ...body,
+    };
+    mkdirSync(o.outDir, { recursive: true });
+    const date = this.startedAt.toISOString().slice(0, 10);
+    const file = join(o.outDir, `${this.#benchmark}-${o.store}-${date}.json`);
+    writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+    return relative(process.cwd(), file);
+  }
+}
