@@ -479,6 +479,7 @@ const COMMANDS = [
   'templates',
   'task',
   'agents',
+  'sessions',
   'recover-admin-key',
   'version',
 ];

@@ -7,8 +7,10 @@ import {
   type ApiKey,
   type CreateTemplateInput,
   isTerminalState,
+  type MultitaskStrategy,
   Orchestra,
   OrchestraError,
+  type Session,
   type Task,
   type TaskState,
   type Template,
@@ -32,6 +34,7 @@ import {
 import { openStore } from '../store/store.ts';
 import { TASK_STATES } from '../tasks/states.ts';
 import { agentRow, describeAgent } from './agent-format.ts';
+import { describeSession, sessionEventLine, sessionRow } from './session-format.ts';
 import { formatTable } from './table.ts';
 import {
   describeTask,
@@ -61,6 +64,8 @@ Commands:
                         Submit tasks, follow their events, cancel and retry them
   agents ls|get|drain|rm
                         Inspect the agents of your tenant, drain and remove them
+  sessions create|ls|get|rm|events
+                        Manage sessions: tasks that run in order and share a history
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -142,20 +147,23 @@ Common options: --url URL, --api-key KEY, --json`,
 
   task submit [TEMPLATE] [--input JSON | --input-file FILE] [--capability C ...]
               [--priority N] [--idempotency-key KEY] [--label KEY=VALUE ...]
-              [--wait [DURATION] | --follow]
+              [--session ID] [--wait [DURATION] | --follow]
       Submits a task of TEMPLATE (name or id), routed by --capability, or both; repeat
       --capability and --label for several. The input is JSON: --input gives it inline,
       --input-file reads it from FILE (- for standard input). Submitting again with the
       same --idempotency-key prints the task submitted first and creates none.
+      --session submits it in session ID (see "orchestra sessions --help").
       --wait waits for the task to end, at most DURATION if given, and prints it then
       (or that it is still running). --follow prints its events as they happen until it
       ends. With either, the exit code is 1 if the task ended without success.
   task get ID [--wait DURATION]
       Shows a task, with its input, result and error. --wait waits at most DURATION for
       it to end first.
-  task ls [--state STATE ...] [--template NAME|ID] [--label KEY=VALUE ...] [--limit N]
+  task ls [--state STATE ...] [--template NAME|ID] [--session ID] [--label KEY=VALUE ...]
+          [--limit N]
       (alias: list) Lists the N newest tasks that match (default 50). Repeat --state for
       several: queued, assigned, running, succeeded, failed, cancelled, timed_out, dead.
+      --session keeps the tasks of session ID.
   task cancel ID
       Cancels a queued task at once; asks the agent holding a running task to stop it.
   task retry ID
@@ -193,6 +201,33 @@ Common options: --url URL, --api-key KEY, --json`,
 Agents appear once they connect (the SDK's AgentWorker, with an agent key). Draining and
 removing need an admin or operator credential. --json prints the agent (a JSON array for
 ls).
+
+Common options: --url URL, --api-key KEY, --json`,
+  sessions: `Usage: orchestra sessions <create|ls|get|rm|events> [options]
+
+  sessions create [--name NAME] [--label KEY=VALUE ...] [--strategy STRATEGY]
+      Creates a session and prints its id. Tasks submitted in it ("task submit
+      --session ID") run one at a time, in order, and share one history. STRATEGY says
+      what a task submitted while another is unfinished does: enqueue (default: it runs
+      after the earlier ones), reject (refused, SESSION_BUSY) or interrupt (the
+      unfinished ones are cancelled, then it runs).
+  sessions ls [--label KEY=VALUE ...] [--limit N]
+      (alias: list) Lists the N newest sessions that match (default 50): name, strategy,
+      how many tasks it has and how many of them are unfinished. Repeat --label to
+      require several labels.
+  sessions get ID
+      Shows a session, with the ids of its unfinished tasks.
+  sessions rm ID    (alias: delete)
+      Deletes a session with its tasks and their histories; refused (SESSION_BUSY) while
+      one of its tasks is unfinished.
+  sessions events ID [--after N] [--follow]
+      Prints the session's history, one event a line (offset, time, type, task id,
+      summary): session.created, then every event of every task in it, after offset N
+      (default: from the first one still retained). Without --follow, prints the events
+      there are and exits; with --follow, goes on with new events until interrupted.
+
+Creating and deleting need an admin or operator credential. --json prints the session (a
+JSON array for ls; one JSON event a line for events).
 
 Common options: --url URL, --api-key KEY, --json`,
   'recover-admin-key': `Usage: orchestra recover-admin-key [--tenant ID] [options]
@@ -810,6 +845,7 @@ async function taskCommand(args: string[]): Promise<number> {
     wait: { type: 'string' },
     state: { type: 'string', multiple: true },
     template: { type: 'string' },
+    session: { type: 'string' },
     limit: { type: 'string' },
     after: { type: 'string' },
   });
@@ -871,6 +907,7 @@ async function taskCommand(args: string[]): Promise<number> {
           ? { idempotency_key: values['idempotency-key'] }
           : {}),
         ...(Object.keys(labels).length > 0 ? { labels } : {}),
+        ...(values.session !== undefined ? { session_id: values.session } : {}),
       });
       const submitted = replayed
         ? `Task ${task.id} was submitted before with idempotency key "${task.idempotency_key}" (${task.state}); nothing new was submitted.`
@@ -932,6 +969,7 @@ async function taskCommand(args: string[]): Promise<number> {
         state: states as TaskState[],
         labels,
         ...(values.template !== undefined ? { template: values.template } : {}),
+        ...(values.session !== undefined ? { session_id: values.session } : {}),
       })) {
         tasks.push(task);
         if (tasks.length === limit) break;
@@ -1084,6 +1122,130 @@ async function agentsCommand(args: string[]): Promise<void> {
     }
     default:
       throw new UsageError(`unknown agents subcommand "${sub}"; use ls, get, drain or rm`);
+  }
+}
+
+const DEFAULT_SESSION_LIST_LIMIT = 50;
+const MAX_SESSION_LIST_LIMIT = 10_000;
+const MULTITASK_STRATEGIES: readonly MultitaskStrategy[] = ['reject', 'enqueue', 'interrupt'];
+
+async function sessionsCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    name: { type: 'string' },
+    label: { type: 'string', multiple: true },
+    strategy: { type: 'string' },
+    limit: { type: 'string' },
+    after: { type: 'string' },
+    follow: { type: 'boolean', default: false },
+  });
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.sessions}\n`);
+    if (sub === undefined) {
+      throw new UsageError('sessions needs a subcommand: create, ls, get, rm or events');
+    }
+    return;
+  }
+  /** The ID argument of the subcommands that take one. */
+  const sessionId = () => {
+    const value = positionals[0];
+    if (value === undefined) throw new UsageError(`sessions ${sub} needs a session id`);
+    if (positionals.length > 1) {
+      throw new UsageError(`sessions ${sub} takes one session id, got "${positionals.join(' ')}"`);
+    }
+    return value;
+  };
+  const noArguments = () => {
+    if (positionals.length > 0) {
+      throw new UsageError(`sessions ${sub} takes no arguments, got "${positionals.join(' ')}"`);
+    }
+  };
+  switch (sub) {
+    case 'create': {
+      noArguments();
+      const strategy = values.strategy;
+      if (strategy !== undefined && !(MULTITASK_STRATEGIES as string[]).includes(strategy)) {
+        throw new UsageError(
+          `--strategy must be one of ${MULTITASK_STRATEGIES.join(', ')}; got "${strategy}"`,
+        );
+      }
+      const labels = labelFlags(values.label);
+      const session = await client(values).sessions.create({
+        ...(values.name !== undefined ? { name: values.name } : {}),
+        ...(Object.keys(labels).length > 0 ? { labels } : {}),
+        ...(strategy !== undefined ? { multitask_strategy: strategy as MultitaskStrategy } : {}),
+      });
+      print(values.json, session, () =>
+        [
+          session.id,
+          `Created session ${session.id}${session.name === null ? '' : ` (${session.name})`}, strategy ${session.multitask_strategy}.`,
+          `Submit tasks in it with "orchestra task submit ... --session ${session.id}".`,
+        ].join('\n'),
+      );
+      return;
+    }
+    case 'ls':
+    case 'list': {
+      noArguments();
+      const limit =
+        values.limit === undefined
+          ? DEFAULT_SESSION_LIST_LIMIT
+          : countFlag('--limit', values.limit, MAX_SESSION_LIST_LIMIT);
+      const labels = labelFlags(values.label);
+      const sessions: Session[] = [];
+      let more = false;
+      // One past the limit tells whether some were left out.
+      for await (const session of client(values).sessions.listAll({
+        limit: Math.min(limit + 1, 200),
+        labels,
+      })) {
+        if (sessions.length === limit) {
+          more = true;
+          break;
+        }
+        sessions.push(session);
+      }
+      print(values.json, sessions, () =>
+        formatTable(
+          ['ID', 'NAME', 'STRATEGY', 'TASKS', 'UNFINISHED', 'CREATED'],
+          sessions.map(sessionRow),
+        ),
+      );
+      if (more && !values.json) {
+        process.stderr.write(`Showing the newest ${limit} sessions; use --limit N for more.\n`);
+      }
+      return;
+    }
+    case 'get': {
+      const session = await client(values).sessions.get(sessionId());
+      print(values.json, session, () => describeSession(session));
+      return;
+    }
+    case 'rm':
+    case 'delete': {
+      const id = sessionId();
+      await client(values).sessions.delete(id);
+      print(values.json, { deleted: id }, () => `Deleted session ${id}.`);
+      return;
+    }
+    case 'events': {
+      const id = sessionId();
+      if (values.after !== undefined && !/^\d{1,15}$/.test(values.after)) {
+        throw new UsageError(`--after must be an event offset (0 or more), got "${values.after}"`);
+      }
+      const after = values.after === undefined ? 0 : Number(values.after);
+      for await (const item of client(values).sessions.events(id, {
+        after,
+        follow: values.follow,
+      })) {
+        process.stdout.write(`${values.json ? JSON.stringify(item) : sessionEventLine(item)}\n`);
+      }
+      return;
+    }
+    default:
+      throw new UsageError(
+        `unknown sessions subcommand "${sub}"; use create, ls, get, rm or events`,
+      );
   }
 }
 
@@ -1293,6 +1455,9 @@ export async function main(argv: string[]): Promise<number> {
         return await taskCommand(args);
       case 'agents':
         await agentsCommand(args);
+        return 0;
+      case 'sessions':
+        await sessionsCommand(args);
         return 0;
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);

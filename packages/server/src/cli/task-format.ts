@@ -111,7 +111,7 @@ function short(text: string): string {
 }
 
 /** The data of an event in a few words: `key=value` pairs, nulls left out. */
-function summary(item: TaskStreamItem): string {
+export function eventSummary(item: TaskStreamItem): string {
   if (!('offset' in item)) {
     return `events ${item.after + 1} to ${item.first_offset - 1} are no longer retained`;
   }
@@ -136,5 +136,5 @@ function summary(item: TaskStreamItem): string {
 export function eventLine(item: TaskStreamItem): string {
   const offset = 'offset' in item ? String(item.offset) : '-';
   const time = 'offset' in item ? item.time : '-'.padEnd(24);
-  return `${offset.padStart(4)}  ${time}  ${item.type.padEnd(22)}  ${summary(item)}`.trimEnd();
+  return `${offset.padStart(4)}  ${time}  ${item.type.padEnd(22)}  ${eventSummary(item)}`.trimEnd();
 }
