@@ -18,8 +18,8 @@ import {
 } from './helpers.ts';
 
 // `orchestra task` as a user runs it: a spawned `node bin/orchestra.js` against a spawned
-// `orchestra start`. Agents do not exist yet: the test moves tasks and appends their
-// events in the server's SQLite store, as the agent pool will.
+// `orchestra start`. The test stands in for agents: it moves tasks and appends their events
+// in the server's SQLite store itself, so that it controls every state.
 
 let fixture: CliServer;
 let api: Orchestra;
@@ -27,7 +27,8 @@ let store: RelationalStore;
 let events: EventLog;
 
 before(async () => {
-  fixture = await startCliServer('task');
+  // A cancellation the stand-in agent never confirms must not end on its own mid-test.
+  fixture = await startCliServer('task', { ORCHESTRA_TASK_CANCEL_GRACE_MS: '3600000' });
   api = new Orchestra({ url: fixture.server.url, apiKey: fixture.adminKey });
   store = await openStore({ dataDir: fixture.dataDir, poolSize: 1 });
   // Its own bus: the server's followers see these events on their next poll.

@@ -383,10 +383,13 @@ export interface CliServer {
   stop(): Promise<void>;
 }
 
-export async function startCliServer(name: string): Promise<CliServer> {
+export async function startCliServer(
+  name: string,
+  env: Record<string, string> = {},
+): Promise<CliServer> {
   const workDir = tempDir(`orchestra-cli-${name}-`);
   const dataDir = tempDir(`orchestra-cli-${name}-data-`);
-  const server = await spawnOrchestra({ cwd: workDir.path, dataDir: dataDir.path });
+  const server = await spawnOrchestra({ cwd: workDir.path, dataDir: dataDir.path, env });
   const adminKey = readFileSync(join(dataDir.path, 'admin-key'), 'utf8').trim();
   return {
     server,
