@@ -476,8 +476,10 @@ async function runProducer(config: ChildConfig): Promise<void> {
     const job = await queue.add('bench', input);
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
-      const current = job.id === undefined ? undefined : await queue.getJob(job.id);
-      if (current !== undefined && (await current.isCompleted())) {
+      // Read the job after it completed: a copy read before holds no return value yet.
+      const completed = job.id !== undefined && (await job.isCompleted());
+      const current = completed && job.id !== undefined ? await queue.getJob(job.id) : undefined;
+      if (current !== undefined) {
         if (JSON.stringify(current.returnvalue) !== JSON.stringify(input)) {
           throw new Error(`the BullMQ sanity job returned ${JSON.stringify(current.returnvalue)}`);
         }
