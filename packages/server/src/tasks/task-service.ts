@@ -34,6 +34,22 @@ export interface TaskSessions {
   strategyFor(tenantId: string, sessionId: string, field: string): Promise<MultitaskStrategy>;
 }
 
+/** The run-time fields of a task that has not started: new, or queued again by a retry. */
+const NOT_STARTED = {
+  attempt: 0,
+  agent_id: null,
+  result: null,
+  error: null,
+  cancel_requested_at: null,
+  cancel_deadline_at: null,
+  not_before: null,
+  assigned_at: null,
+  started_at: null,
+  deadline_at: null,
+  event_seq: 0,
+  finished_at: null,
+} as const satisfies Partial<TasksTable>;
+
 export interface ListTasksOptions {
   limit?: number | undefined;
   cursor?: string | undefined;
@@ -192,27 +208,16 @@ export class TaskService {
         input.max_attempts ??
         template?.default_max_attempts ??
         CAPABILITY_TASK_DEFAULTS.max_attempts,
-      attempt: 0,
       strategy: input.strategy ?? template?.strategy ?? CAPABILITY_TASK_DEFAULTS.strategy,
       concurrency_key: input.concurrency_key ?? null,
       idempotency_key: input.idempotency_key ?? null,
       labels: JSON.stringify(input.labels ?? {}),
-      agent_id: null,
-      result: null,
-      error: null,
-      cancel_requested_at: null,
-      cancel_deadline_at: null,
-      not_before: null,
-      assigned_at: null,
-      started_at: null,
-      deadline_at: null,
-      event_seq: 0,
+      ...NOT_STARTED,
       concurrency_limit: template?.concurrency_key_limit ?? null,
       session_id: input.session_id ?? null,
       created_by: credentialId(principal),
       created_at: now,
       updated_at: now,
-      finished_at: null,
     };
     let interrupted: string[] = [];
     try {
@@ -441,18 +446,7 @@ export class TaskService {
       }
       const updated = await this.#transition(trx, row, [row.state], {
         state: 'queued',
-        attempt: 0,
-        agent_id: null,
-        result: null,
-        error: null,
-        cancel_requested_at: null,
-        cancel_deadline_at: null,
-        not_before: null,
-        assigned_at: null,
-        started_at: null,
-        deadline_at: null,
-        event_seq: 0,
-        finished_at: null,
+        ...NOT_STARTED,
       });
       await emitTaskEvents(emit, updated, [
         { type: 'task.retried', data: { previous_state: row.state } },
