@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import {
-  closedPort,
-  createTestDatabase,
-  type SpawnedOrchestra,
   STORE_VARIANTS,
-  spawnOrchestra,
   startTestServer,
   type TestServer,
   tempDir,
@@ -21,7 +17,14 @@ import {
   type Task,
   type TaskEvent,
 } from '../src/index.ts';
-import { collect, killScripts, rejection, type SpawnedScript, spawnScript } from './support.ts';
+import {
+  collect,
+  killScripts,
+  rejection,
+  type SpawnedScript,
+  spawnScript,
+  startRestartableServer,
+} from './support.ts';
 
 // AgentWorker against a real server, with real agents: each agent is a separate process
 // (test/fixtures/agent.ts) that a test can SIGKILL, and the task input says what it does.
@@ -740,31 +743,21 @@ for (const store of STORE_VARIANTS) {
 
   describe(`AgentWorker across a server restart (${store})`, () => {
     test('an agent reconnects to the restarted server and finishes its tasks, each once', async () => {
-      const dir = tempDir('orchestra-agent-restart-');
-      const database = store === 'postgres' ? await createTestDatabase() : undefined;
-      const env = {
-        ORCHESTRA_PORT: String(await closedPort()),
-        // As in startTestServer: no load shedding while suites share a small machine.
-        ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-        ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+      const server = await startRestartableServer(store, {
         ORCHESTRA_AGENT_HEARTBEAT_INTERVAL_MS: '200',
         // The lease outlasts the restart, so that the agent's tasks stay its own.
         ORCHESTRA_AGENT_HEARTBEAT_TIMEOUT_MS: '120000',
-        ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
-      };
-      let server: SpawnedOrchestra | undefined;
+      });
       try {
-        server = await spawnOrchestra({ cwd: dir.path, dataDir: dir.path, env });
-        const url = server.url;
-        const adminKey = readFileSync(join(dir.path, 'admin-key'), 'utf8').trim();
-        const admin = new Orchestra({ url, apiKey: adminKey });
+        const { url } = server;
+        const admin = new Orchestra({ url, apiKey: server.adminKey });
         const key = (await admin.apiKeys.create({ name: 'restart', role: 'agent' })).secret;
         const runner = await startAgent(url, key, 'restart-agent', ['restart'], {
           concurrency: 2,
         });
         // One task ends while the server is down, the other after it is back.
-        const gateDown = join(dir.path, 'gate-down');
-        const gateUp = join(dir.path, 'gate-up');
+        const gateDown = join(server.dataDir, 'gate-down');
+        const gateUp = join(server.dataDir, 'gate-up');
         const duringOutage = await admin.tasks.create({
           capabilities: ['restart'],
           input: { op: 'gate', file: gateDown },
@@ -780,15 +773,14 @@ for (const store of STORE_VARIANTS) {
           }
         }
 
-        await server.stop('SIGKILL');
+        await server.crash();
         const printedBefore = runner.process.lines().length;
         writeFileSync(gateDown, '');
         await runner.process.waitFor(
           'the end of the first task while the server is down',
           (l) => l.event === 'finished' && l.task_id === duringOutage.id && l.ok === true,
         );
-        server = await spawnOrchestra({ cwd: dir.path, dataDir: dir.path, env });
-        assert.equal(server.url, url);
+        await server.restart();
         const back = await runner.process.waitFor(
           'a registration with the restarted server',
           (l) => l.event === 'registered',
@@ -817,9 +809,7 @@ for (const store of STORE_VARIANTS) {
         }
       } finally {
         await killScripts();
-        await server?.stop('SIGKILL');
-        await database?.drop();
-        dir.remove();
+        await server.remove();
       }
     });
   });

@@ -1,19 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import {
-  closedPort,
-  createTestDatabase,
-  killSpawned,
-  type SpawnedOrchestra,
-  STORE_VARIANTS,
-  spawnOrchestra,
-  tempDir,
-} from '../../server/test/helpers.ts';
+import { killSpawned, STORE_VARIANTS } from '../../server/test/helpers.ts';
 import { Orchestra, type TaskEvent } from '../src/index.ts';
-import { killScripts, spawnScript } from './support.ts';
+import { killScripts, spawnScript, startRestartableServer } from './support.ts';
 
 // Nothing acknowledged is lost: the server is SIGKILLed while tasks are being submitted
 // and run by agents in other processes; after a restart every task whose submit got a
@@ -32,23 +22,14 @@ for (const store of STORE_VARIANTS) {
     });
 
     test('SIGKILL the server under load: every acknowledged task ends, none succeeds twice', async () => {
-      const dir = tempDir();
-      const database = store === 'postgres' ? await createTestDatabase() : undefined;
-      const port = await closedPort();
-      const env = {
-        ORCHESTRA_PORT: String(port),
-        ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+      const server = await startRestartableServer(store, {
         ORCHESTRA_AGENT_HEARTBEAT_INTERVAL_MS: '200',
         ORCHESTRA_AGENT_HEARTBEAT_TIMEOUT_MS: '1500',
         ORCHESTRA_TASK_RETRY_BASE_MS: '50',
-        ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
-      };
-      let server: SpawnedOrchestra | undefined;
+      });
       try {
-        server = await spawnOrchestra({ cwd: dir.path, dataDir: dir.path, env });
-        const url = server.url;
-        const adminKey = readFileSync(join(dir.path, 'admin-key'), 'utf8').trim();
-        const client = new Orchestra({ url, apiKey: adminKey, timeoutMs: 10_000 });
+        const { url } = server;
+        const client = new Orchestra({ url, apiKey: server.adminKey, timeoutMs: 10_000 });
         const agentKey = (await client.apiKeys.create({ name: 'agents', role: 'agent' })).secret;
         const agents = ['a', 'b'].map((n) =>
           spawnScript(AGENT_SCRIPT, {
@@ -81,13 +62,13 @@ for (const store of STORE_VARIANTS) {
         });
         // Kill once a good number were acknowledged and some are running.
         while (acknowledged.length < 60 && !killed) await sleep(20);
-        server.child.kill('SIGKILL');
+        const crashed = server.crash();
         killed = true;
-        await server.exited();
+        await crashed;
         await Promise.all(submitters);
         assert.ok(acknowledged.length >= 60);
 
-        server = await spawnOrchestra({ cwd: dir.path, dataDir: dir.path, env });
+        await server.restart();
         // The agents reconnect on their own (same port) and resume or give back their tasks.
         const ended = await Promise.all(
           acknowledged.map((id) => client.tasks.wait(id, { timeoutMs: 60_000 })),
@@ -105,9 +86,7 @@ for (const store of STORE_VARIANTS) {
         }
       } finally {
         await killScripts();
-        await server?.stop('SIGKILL');
-        await database?.drop();
-        dir.remove();
+        await server.remove();
       }
     });
   });

@@ -1,5 +1,14 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  closedPort,
+  createTestDatabase,
+  type SpawnedOrchestra,
+  spawnOrchestra,
+  tempDir,
+} from '../../server/test/helpers.ts';
 import { OrchestraError } from '../src/index.ts';
 
 /** Runs `fn`, expecting it to reject with an `OrchestraError`, and returns that error. */
@@ -162,4 +171,65 @@ export async function killScripts(): Promise<void> {
     ),
   );
   scripts.clear();
+}
+
+/**
+ * A spawned `orchestra start` on a fixed port and data directory (and, for PostgreSQL, its
+ * own database), so that a test can SIGKILL it and start it again where agents and clients
+ * find it. `env` adds ORCHESTRA_* settings.
+ */
+export interface RestartableServer {
+  url: string;
+  adminKey: string;
+  dataDir: string;
+  /** The running process, for a test that kills it itself. */
+  current(): SpawnedOrchestra;
+  /** SIGKILL, and wait until the process is gone. */
+  crash(): Promise<void>;
+  /** Starts it again on the same port, data directory and database. */
+  restart(): Promise<void>;
+  /** Kills it and removes its data directory and database. */
+  remove(): Promise<void>;
+}
+
+export async function startRestartableServer(
+  store: 'sqlite' | 'postgres',
+  env: Record<string, string>,
+): Promise<RestartableServer> {
+  const dir = tempDir('orchestra-restartable-');
+  const database = store === 'postgres' ? await createTestDatabase() : undefined;
+  const settings = {
+    ORCHESTRA_PORT: String(await closedPort()),
+    ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+    ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
+    ...env,
+  };
+  const spawnIt = () => spawnOrchestra({ cwd: dir.path, dataDir: dir.path, env: settings });
+  let server: SpawnedOrchestra | undefined;
+  try {
+    server = await spawnIt();
+  } catch (err) {
+    await database?.drop();
+    dir.remove();
+    throw err;
+  }
+  const url = server.url;
+  return {
+    url,
+    adminKey: readFileSync(join(dir.path, 'admin-key'), 'utf8').trim(),
+    dataDir: dir.path,
+    current: () => server as SpawnedOrchestra,
+    async crash() {
+      await server?.stop('SIGKILL');
+    },
+    async restart() {
+      server = await spawnIt();
+      assert.equal(server.url, url, 'the restarted server listens where the first one did');
+    },
+    async remove() {
+      await server?.stop('SIGKILL');
+      await database?.drop();
+      dir.remove();
+    },
+  };
 }
