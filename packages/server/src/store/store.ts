@@ -103,6 +103,9 @@ function openSqlite(path: string): RelationalStore {
   file.exec('pragma synchronous = full');
   file.exec('pragma foreign_keys = on');
   file.exec('pragma busy_timeout = 5000');
+  // Group commit runs each transaction in a savepoint, and SQLite journals every page a
+  // savepoint changes; in memory rather than in a temporary file, that costs half as much.
+  file.exec('pragma temp_store = memory');
   const db = new Kysely<Database>({ dialect: new NodeSqliteDialect(file) });
   const group = new GroupCommit(db);
   return makeStore(

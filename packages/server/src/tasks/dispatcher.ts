@@ -4,6 +4,7 @@ import { type Balancer, createBalancer, type StrategyName } from '../balancing/s
 import type { Bus } from '../bus/bus.ts';
 import type { EventLog } from '../events/event-log.ts';
 import type { Database } from '../store/database.ts';
+import { Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { TemplateService } from '../templates/template-service.ts';
 import { DISPATCH_SUBJECT, type DispatchNotice, type TaskRuntime } from './runtime.ts';
@@ -50,6 +51,16 @@ export interface AgentDirectory {
 
 /** Queued tasks read per query, and at most per pass, while looking for work that fits. */
 const PAGE = 200;
+/** Extra rows read beyond the free slots, for tasks that turn out not to fit. */
+const PAGE_SLACK = 8;
+
+// Runs for every dispatched task: a fixed statement, not a query built per task. The
+// state and attempt it expects make a concurrent cancel or a second claimer change nothing.
+const CLAIM = new Statement(
+  "update tasks set state = 'assigned', agent_id = ?, attempt = ?, assigned_at = ?, " +
+    'deadline_at = ?, not_before = null, event_seq = 0, updated_at = ? ' +
+    "where id = ? and state = 'queued' and attempt = ?",
+);
 const MAX_SCAN = 2_000;
 /** Everything is looked at this often even without a wake-up (another node, a lost message). */
 const TICK_MS = 1_000;
@@ -231,6 +242,8 @@ export class Dispatcher {
         let after: { priority: number; id: string } | undefined;
         while (free > 0 && scanned < MAX_SCAN) {
           if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) break;
+          // Usually every row read fits: read about as many as there are free slots.
+          const limit = Math.min(PAGE, free + PAGE_SLACK);
           let query = trx
             .selectFrom('tasks')
             .selectAll()
@@ -239,7 +252,7 @@ export class Dispatcher {
             .where((eb) => eb.or([eb('not_before', 'is', null), eb('not_before', '<=', nowIso)]))
             .orderBy('priority', 'desc')
             .orderBy('id', 'asc')
-            .limit(PAGE);
+            .limit(limit);
           if (after !== undefined) {
             const { priority, id } = after;
             query = query.where((eb) =>
@@ -280,23 +293,29 @@ export class Dispatcher {
             }
             const target = this.#choose(tenantId, row, targets);
             if (target === undefined) continue;
-            const updated = await trx
-              .updateTable('tasks')
-              .set((eb) => ({
-                state: 'assigned',
-                agent_id: target.agentId,
-                attempt: eb('attempt', '+', 1),
-                assigned_at: nowIso,
-                deadline_at: new Date(now.getTime() + row.timeout_ms).toISOString(),
-                not_before: null,
-                event_seq: 0,
-                updated_at: nowIso,
-              }))
-              .where('id', '=', row.id)
-              .where('state', '=', 'queued')
-              .returningAll()
-              .executeTakeFirst();
-            if (updated === undefined) continue; // cancelled meanwhile
+            const deadlineAt = new Date(now.getTime() + row.timeout_ms).toISOString();
+            const attempt = row.attempt + 1;
+            const claimed = await CLAIM.run(trx, this.#store.kind, [
+              target.agentId,
+              attempt,
+              nowIso,
+              deadlineAt,
+              nowIso,
+              row.id,
+              row.attempt,
+            ]);
+            if (claimed === 0) continue; // cancelled meanwhile
+            const updated: TasksTable = {
+              ...row,
+              state: 'assigned',
+              agent_id: target.agentId,
+              attempt,
+              assigned_at: nowIso,
+              deadline_at: deadlineAt,
+              not_before: null,
+              event_seq: 0,
+              updated_at: nowIso,
+            };
             await emitTaskEvents(emit, updated, [stateEvent(updated)]);
             target.inFlight.set(row.id, updated.attempt);
             free -= 1;
@@ -306,7 +325,7 @@ export class Dispatcher {
             claims.push({ target, row: updated });
           }
           const last = rows.at(-1);
-          if (rows.length < PAGE || last === undefined) break;
+          if (rows.length < limit || last === undefined) break;
           after = { priority: last.priority, id: last.id };
         }
       });

@@ -1,7 +1,8 @@
-import { sql, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
 import type { Emit, EventLog, NewEvent } from '../events/event-log.ts';
 import type { Database } from '../store/database.ts';
+import { Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { TemplateService } from '../templates/template-service.ts';
 import type { TaskState } from './states.ts';
@@ -69,6 +70,20 @@ export interface ResumedTask {
 }
 
 const ACTIVE: TaskState[] = ['assigned', 'running'];
+
+// An agent's accept and result come for every task: fixed statements, not built per frame.
+// Each applies only to the agent's current attempt in the expected state.
+const START = new Statement(
+  "update tasks set state = 'running', started_at = ?, updated_at = ? " +
+    "where id = ? and tenant_id = ? and agent_id = ? and attempt = ? and state = 'assigned' " +
+    'returning session_id',
+);
+const SUCCEED = new Statement(
+  "update tasks set state = 'succeeded', result = ?, finished_at = ?, " +
+    'started_at = coalesce(started_at, ?), updated_at = ? ' +
+    'where id = ? and tenant_id = ? and agent_id = ? and attempt = ? ' +
+    "and state in ('assigned', 'running') returning session_id, started_at",
+);
 /** A declined task waits this long before it is offered again. */
 const REJECT_PAUSE_MS = 500;
 const SWEEP_BATCH = 500;
@@ -113,12 +128,20 @@ export class TaskRuntime {
   async accept(ref: AgentRef, taskId: string, attempt: number): Promise<boolean> {
     return this.#events.transaction(async (trx, emit) => {
       // The usual case in one statement; a read only when it did not apply.
-      const started = await this.#ownedQuery(trx, ref, taskId, attempt, ['assigned'])
-        .set({ state: 'running', started_at: new Date().toISOString() })
-        .returningAll()
-        .executeTakeFirst();
+      const now = new Date().toISOString();
+      const [started] = await START.rows<Pick<TasksTable, 'session_id'>>(trx, this.#store.kind, [
+        now,
+        now,
+        taskId,
+        ref.tenantId,
+        ref.agentId,
+        attempt,
+      ]);
       if (started !== undefined) {
-        await emitTaskEvents(emit, started, [stateEvent(started)]);
+        const row = { id: taskId, tenant_id: ref.tenantId, session_id: started.session_id };
+        await emitTaskEvents(emit, row, [
+          stateEvent({ state: 'running', attempt, agent_id: ref.agentId }),
+        ]);
         return true;
       }
       return (await this.#owned(trx, ref, taskId, attempt)) !== undefined; // accepted before
@@ -257,22 +280,23 @@ export class TaskRuntime {
     }
     return this.#events.transaction(async (trx, emit) => {
       const now = new Date().toISOString();
-      const updated = await this.#ownedQuery(trx, ref, taskId, attempt, ACTIVE)
-        .set({
-          state: 'succeeded',
-          result: JSON.stringify(output ?? null),
-          finished_at: now,
-          started_at: sql<string>`coalesce(started_at, ${now})`,
-        })
-        .returningAll()
-        .executeTakeFirst();
+      const [updated] = await SUCCEED.rows<Pick<TasksTable, 'session_id' | 'started_at'>>(
+        trx,
+        this.#store.kind,
+        [JSON.stringify(output ?? null), now, now, now, taskId, ref.tenantId, ref.agentId, attempt],
+      );
       if (updated === undefined) {
         return this.#notOwnedAck(trx, ref, taskId, attempt, 'succeeded');
       }
-      await emitTaskEvents(emit, updated, [
-        stateEvent(updated, { duration_ms: durationMs(updated) }),
+      const row = { id: taskId, tenant_id: ref.tenantId, session_id: updated.session_id };
+      const startedAt = updated.started_at ?? now;
+      await emitTaskEvents(emit, row, [
+        stateEvent(
+          { state: 'succeeded', attempt, agent_id: ref.agentId },
+          { duration_ms: Date.parse(now) - Date.parse(startedAt) },
+        ),
       ]);
-      return { accepted: true, state: updated.state };
+      return { accepted: true, state: 'succeeded' };
     });
   }
 
@@ -636,24 +660,6 @@ export class TaskRuntime {
     return query.executeTakeFirst();
   }
 
-  /** An update of the task, only if it is the agent's attempt and in one of `states`. */
-  #ownedQuery(
-    trx: Transaction<Database>,
-    ref: AgentRef,
-    taskId: string,
-    attempt: number,
-    states: TaskState[],
-  ) {
-    return trx
-      .updateTable('tasks')
-      .set({ updated_at: new Date().toISOString() })
-      .where('id', '=', taskId)
-      .where('tenant_id', '=', ref.tenantId)
-      .where('agent_id', '=', ref.agentId)
-      .where('attempt', '=', attempt)
-      .where('state', 'in', states);
-  }
-
   /** Applies `changes` if the task is still at the same attempt, agent and one of `from`. */
   async #update(
     trx: Transaction<Database>,
@@ -674,9 +680,4 @@ export class TaskRuntime {
         : query.where('agent_id', '=', row.agent_id);
     return query.returningAll().executeTakeFirst();
   }
-}
-
-function durationMs(row: TasksTable): number | null {
-  if (row.started_at === null || row.finished_at === null) return null;
-  return Date.parse(row.finished_at) - Date.parse(row.started_at);
 }

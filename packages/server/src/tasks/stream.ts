@@ -8,7 +8,10 @@ export function taskStream(taskId: string): string {
 }
 
 /** The event data of a state change: enough to follow a task without reading it again. */
-export function stateEvent(row: TasksTable, extra: Record<string, unknown> = {}): NewEvent {
+export function stateEvent(
+  row: Pick<TasksTable, 'state' | 'attempt' | 'agent_id'>,
+  extra: Record<string, unknown> = {},
+): NewEvent {
   return {
     type: stateEventType(row.state),
     data: { state: row.state, attempt: row.attempt, agent_id: row.agent_id, ...extra },
@@ -23,14 +26,16 @@ export function sessionStream(sessionId: string): string {
 /**
  * Appends events to the task's stream and, for a task in a session, to the session's
  * stream too (with the task id), in the same transaction: the session's history is
- * exactly the union of its tasks' histories, in commit order.
+ * exactly the union of its tasks' histories, in commit order. `newTask`: the task is
+ * being created, so its stream is new.
  */
 export async function emitTaskEvents(
   emit: Emit,
   row: Pick<TasksTable, 'id' | 'tenant_id' | 'session_id'>,
   events: NewEvent[],
+  newTask = false,
 ): Promise<void> {
-  await emit(taskStream(row.id), row.tenant_id, events);
+  await emit(taskStream(row.id), row.tenant_id, events, { isNew: newTask });
   if (row.session_id !== null) {
     await emit(
       sessionStream(row.session_id),
