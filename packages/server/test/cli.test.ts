@@ -59,7 +59,7 @@ describe('orchestra start', () => {
     const dataDir = newDataDir();
     const server = await startOrchestra(dataDir);
     try {
-      const stderr = server.stderr();
+      const stderr = await server.printed(/\/v1\/whoami/);
       assert.equal(stderr.match(/first admin key/g)?.length, 1, stderr);
       const keys = new Set(stderr.match(KEY));
       assert.equal(keys.size, 1, `expected one ork_ key in stderr: ${stderr}`);
@@ -163,7 +163,7 @@ describe('admin key loss and recovery', () => {
     mkdirSync(join(dataDir, 'admin-key')); // a directory where the file should go
     const server = await startOrchestra(dataDir);
     try {
-      const stderr = server.stderr();
+      const stderr = await server.printed(/\/v1\/whoami/);
       assert.match(stderr, /could not be saved in the data directory/);
       const [key] = stderr.match(KEY) ?? [];
       assert.ok(key, stderr);

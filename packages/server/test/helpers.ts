@@ -183,6 +183,11 @@ export interface SpawnedOrchestra {
   stderr: () => string;
   /** Resolves once a JSON log line with this `msg` was written; rejects if the process exits first. */
   logged: (msg: string) => Promise<void>;
+  /**
+   * Resolves to standard error once it matches `pattern`; rejects if the process exits
+   * first. Standard error is another pipe: what it says may arrive after later log lines.
+   */
+  printed: (pattern: RegExp) => Promise<string>;
   /** Resolves to the exit code once the process ends (SIGKILL after the deadline). */
   exited: () => Promise<number | null>;
   /** Sends `signal` (default SIGTERM) unless already ended, then waits for the exit code. */
@@ -237,6 +242,7 @@ export async function spawnOrchestra(options: {
   });
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
+    wake();
   });
   const exit = new Promise<number | null>((resolve) => {
     child.on('close', (code) => {
@@ -246,20 +252,21 @@ export async function spawnOrchestra(options: {
   });
   const ended = () => child.exitCode !== null || child.signalCode !== null;
 
-  const logged = (msg: string) =>
+  /** Resolves once `seen()` holds; rejects when the process exits first or in time. */
+  const until = (what: string, seen: () => boolean) =>
     new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new Error(`no "${msg}" log line in time\nstdout: ${stdout}\nstderr: ${stderr}`));
+        reject(new Error(`no ${what} in time\nstdout: ${stdout}\nstderr: ${stderr}`));
       }, SPAWN_DEADLINE_MS);
       const check = () => {
-        if (logLines(stdout).some((line) => line.msg === msg)) {
+        if (seen()) {
           clearTimeout(timer);
           resolve();
         } else if (ended()) {
           clearTimeout(timer);
           reject(
             new Error(
-              `exited with ${child.exitCode} before "${msg}"\nstdout: ${stdout}\nstderr: ${stderr}`,
+              `exited with ${child.exitCode} before ${what}\nstdout: ${stdout}\nstderr: ${stderr}`,
             ),
           );
         } else {
@@ -268,6 +275,12 @@ export async function spawnOrchestra(options: {
       };
       check();
     });
+  const logged = (msg: string) =>
+    until(`"${msg}" log line`, () => logLines(stdout).some((line) => line.msg === msg));
+  const printed = async (pattern: RegExp) => {
+    await until(`${pattern} on stderr`, () => pattern.test(stderr));
+    return stderr;
+  };
 
   const exited = async () => {
     const timer = setTimeout(() => child.kill('SIGKILL'), SPAWN_DEADLINE_MS);
@@ -290,6 +303,7 @@ export async function spawnOrchestra(options: {
     stdout: () => stdout,
     stderr: () => stderr,
     logged,
+    printed,
     exited,
     stop: (signal = 'SIGTERM') => {
       if (!ended()) child.kill(signal);
