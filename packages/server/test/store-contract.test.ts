@@ -229,11 +229,13 @@ for (const variant of STORE_VARIANTS) {
     });
 
     if (variant === 'sqlite') {
-      test('uses WAL with synchronous=FULL for durable commits', async () => {
+      test('uses WAL with synchronous=NORMAL: the store syncs the WAL itself (decision 0005)', async () => {
         const mode = await sql<{ journal_mode: string }>`pragma journal_mode`.execute(store.db);
         assert.equal(mode.rows[0]?.journal_mode, 'wal');
         const sync = await sql<{ synchronous: number }>`pragma synchronous`.execute(store.db);
-        assert.equal(sync.rows[0]?.synchronous, 2);
+        assert.equal(sync.rows[0]?.synchronous, 1);
+        const temp = await sql<{ temp_store: number }>`pragma temp_store`.execute(store.db);
+        assert.equal(temp.rows[0]?.temp_store, 2);
       });
     }
   });

@@ -13,17 +13,37 @@ import {
   SqliteIntrospector,
   SqliteQueryCompiler,
 } from 'kysely';
+import type { FileSync } from './file-sync.ts';
 
 /**
  * Kysely dialect for Node's built-in `node:sqlite`, so the embedded store needs no native
  * addon. SQLite allows one writer at a time, so the driver hands out its single
  * connection to one transaction at a time; other callers wait in line.
+ *
+ * Durability: node:sqlite runs on the event loop, so a commit that waits for the disk
+ * (`synchronous=FULL`) stops the whole server meanwhile. With `wal`, the database runs
+ * with `synchronous=NORMAL` (commits only write the WAL) and every write that ends a
+ * transaction (a commit, or a write outside a transaction) resolves only after `wal`
+ * synced the WAL file off the event loop: callers hear "done" exactly when they would
+ * with FULL, and the server keeps working while the disk catches up.
+ * docs/decisions/0005 says why.
  */
 export class NodeSqliteDialect implements Dialect {
   readonly #db: DatabaseSync;
+  readonly #connection: NodeSqliteConnection;
 
-  constructor(db: DatabaseSync) {
+  constructor(db: DatabaseSync, wal?: FileSync) {
     this.#db = db;
+    this.#connection = new NodeSqliteConnection(db, wal);
+  }
+
+  /**
+   * Called inside a transaction: its commit returns without waiting for the WAL sync, so
+   * the next transaction can start meanwhile. The caller must then wait for `wal.sync()`
+   * before it reports the transaction done.
+   */
+  deferSyncOfThisTransaction(): void {
+    this.#connection.deferSync();
   }
 
   createAdapter(): DialectAdapter {
@@ -31,7 +51,7 @@ export class NodeSqliteDialect implements Dialect {
   }
 
   createDriver(): Driver {
-    return new NodeSqliteDriver(this.#db);
+    return new NodeSqliteDriver(this.#db, this.#connection);
   }
 
   createQueryCompiler(): QueryCompiler {
@@ -60,9 +80,9 @@ class NodeSqliteDriver implements Driver {
   #tail: Promise<void> = Promise.resolve();
   #release: (() => void) | undefined;
 
-  constructor(db: DatabaseSync) {
+  constructor(db: DatabaseSync, connection: NodeSqliteConnection) {
     this.#db = db;
-    this.#connection = new NodeSqliteConnection(db);
+    this.#connection = connection;
   }
 
   async init(): Promise<void> {}
@@ -112,12 +132,17 @@ interface CachedStatement {
   returnsRows: boolean;
 }
 
+/** Statements that never make a change durable: reads, and the start or undoing of a transaction. */
+const NEEDS_NO_SYNC = /^\s*(select|pragma|explain|begin|rollback|savepoint)\b/i;
+
 class NodeSqliteConnection implements DatabaseConnection {
   readonly #db: DatabaseSync;
+  readonly #wal: FileSync | undefined;
   readonly #statements = new Map<string, CachedStatement>();
 
-  constructor(db: DatabaseSync) {
+  constructor(db: DatabaseSync, wal: FileSync | undefined) {
     this.#db = db;
+    this.#wal = wal;
   }
 
   /** Preparing costs more than running a simple query, so statements are reused (LRU). */
@@ -138,7 +163,31 @@ class NodeSqliteConnection implements DatabaseConnection {
     return entry;
   }
 
+  #deferSync = false;
+
+  deferSync(): void {
+    this.#deferSync = true;
+  }
+
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    let result: QueryResult<R>;
+    try {
+      result = this.#run<R>(compiledQuery);
+    } finally {
+      if (!this.#db.isTransaction) {
+        // The transaction ended here (or never began): the flag was for it alone.
+        const deferred = this.#deferSync;
+        this.#deferSync = false;
+        // Outside a transaction now: this statement committed, or wrote on its own.
+        if (this.#wal !== undefined && !deferred && !NEEDS_NO_SYNC.test(compiledQuery.sql)) {
+          await this.#wal.sync();
+        }
+      }
+    }
+    return result;
+  }
+
+  #run<R>(compiledQuery: CompiledQuery): QueryResult<R> {
     const { statement, returnsRows } = this.#prepare(compiledQuery.sql);
     const parameters = compiledQuery.parameters as SQLInputValue[];
     if (returnsRows) {

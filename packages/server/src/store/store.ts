@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
 import { type Migration, Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Database } from './database.ts';
+import { FileSync } from './file-sync.ts';
 import { NodeSqliteDialect } from './node-sqlite-dialect.ts';
 
 export type StoreKind = 'sqlite' | 'postgres';
@@ -97,23 +98,29 @@ export async function openStore(options: StoreOptions): Promise<RelationalStore>
 
 function openSqlite(path: string): RelationalStore {
   const file = new DatabaseSync(path);
-  // WAL with synchronous=FULL: a committed write survives power loss, readers never block
-  // the writer, and another process waits up to 5 s for the lock instead of failing.
-  file.exec('pragma journal_mode = wal');
-  file.exec('pragma synchronous = full');
-  file.exec('pragma foreign_keys = on');
+  // Another process waits up to 5 s for the lock instead of failing; set first, because
+  // switching a new file to WAL takes the lock too (two nodes starting at once).
   file.exec('pragma busy_timeout = 5000');
+  // WAL: readers never block the writer. synchronous=NORMAL because the dialect syncs the
+  // WAL itself, off the event loop, before any write is reported done: a committed write
+  // survives power loss as with FULL (docs/decisions/0005).
+  file.exec('pragma journal_mode = wal');
+  file.exec('pragma synchronous = normal');
+  file.exec('pragma foreign_keys = on');
   // Group commit runs each transaction in a savepoint, and SQLite journals every page a
   // savepoint changes; in memory rather than in a temporary file, that costs half as much.
   file.exec('pragma temp_store = memory');
-  const db = new Kysely<Database>({ dialect: new NodeSqliteDialect(file) });
-  const group = new GroupCommit(db);
+  const wal = new FileSync(`${path}-wal`);
+  const dialect = new NodeSqliteDialect(file, wal);
+  const db = new Kysely<Database>({ dialect });
+  const group = new GroupCommit(db, dialect, wal);
   return makeStore(
     'sqlite',
     db,
     path,
     (work) => group.run(work),
     async () => {
+      await wal.close();
       if (file.isOpen) file.close();
     },
   );
@@ -214,18 +221,24 @@ interface Pending {
 }
 
 /**
- * Group commit for SQLite. A commit with synchronous=FULL waits for the disk (and, with
- * node:sqlite, blocks the event loop meanwhile); the transactions that queue up during
- * one commit share the next, so the disk is waited for once per group, not once per
- * transaction. Durability is unchanged: nobody hears "done" before their data is synced.
+ * Group commit for SQLite. The transactions that queue up while one group runs share the
+ * next commit, each in a savepoint of its own, so a commit's fixed cost is paid once per
+ * group. A group's commit only writes the WAL; the WAL is then synced off the event loop,
+ * while the next group runs, and the group's callers hear "done" once it is on disk.
+ * Syncs are cumulative and run in order, so a later group never resolves before an
+ * earlier one. Durability is unchanged: nobody hears "done" before their data is synced.
  */
 class GroupCommit {
   readonly #db: Kysely<Database>;
+  readonly #dialect: NodeSqliteDialect;
+  readonly #wal: FileSync;
   readonly #queue: Pending[] = [];
   #scheduled = false;
 
-  constructor(db: Kysely<Database>) {
+  constructor(db: Kysely<Database>, dialect: NodeSqliteDialect, wal: FileSync) {
     this.#db = db;
+    this.#dialect = dialect;
+    this.#wal = wal;
   }
 
   run<T>(work: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
@@ -243,14 +256,16 @@ class GroupCommit {
     try {
       while (this.#queue.length > 0) {
         const group = this.#queue.splice(0, MAX_GROUP);
-        const only = group.length === 1 ? group[0] : undefined;
-        if (only !== undefined) {
-          await this.#db.transaction().execute(only.work).then(only.resolve, only.reject);
-          continue;
-        }
         const outcomes: Outcome[] = [];
         try {
           await this.#db.transaction().execute(async (trx) => {
+            // The next group may start while the disk syncs this one's commit.
+            this.#dialect.deferSyncOfThisTransaction();
+            const only = group.length === 1 ? group[0] : undefined;
+            if (only !== undefined) {
+              outcomes.push({ ok: true, value: await only.work(trx) });
+              return;
+            }
             for (const item of group) {
               await sql`savepoint group_item`.execute(trx);
               try {
@@ -265,15 +280,22 @@ class GroupCommit {
             }
           });
         } catch (error) {
-          // The shared commit failed: nothing of the group was stored.
+          // The shared commit failed (or the only item did): nothing of the group was stored.
           for (const item of group) item.reject(error);
           continue;
         }
-        group.forEach((item, i) => {
-          const outcome = outcomes[i];
-          if (outcome?.ok) item.resolve(outcome.value);
-          else item.reject(outcome?.error);
-        });
+        // Nobody hears "done" before the commit is on disk.
+        this.#wal.sync().then(
+          () =>
+            group.forEach((item, i) => {
+              const outcome = outcomes[i];
+              if (outcome?.ok) item.resolve(outcome.value);
+              else item.reject(outcome?.error);
+            }),
+          (error: unknown) => {
+            for (const item of group) item.reject(error);
+          },
+        );
       }
     } finally {
       this.#scheduled = false;
