@@ -1,4 +1,5 @@
 import { type ErrorPayload, OrchestraError } from './errors.ts';
+import { MAX_BATCH_TASKS, SubmitBatcher } from './submit-batcher.ts';
 import { isTerminalState, TERMINAL_EVENT_TYPES } from './task-states.ts';
 import type {
   Agent,
@@ -8,6 +9,7 @@ import type {
   CreatedTenant,
   CreateSessionInput,
   CreateTaskInput,
+  CreateTaskOutcome,
   CreateTaskResult,
   CreateTemplateInput,
   CreateTenantInput,
@@ -44,6 +46,20 @@ export interface OrchestraOptions {
   fetch?: typeof fetch;
   /** Extra headers sent with every request. */
   headers?: Record<string, string>;
+  /**
+   * Send the `tasks.create` calls (without `wait`) made in one turn of the event loop
+   * together, as one `POST /v1/tasks/batch`, instead of one request each; default true.
+   * Each call still resolves or rejects on its own, as it would alone. Turn it off to see
+   * every submit as its own request (in a proxy's log, for instance).
+   */
+  batchSubmits?: boolean;
+}
+
+/** One item of a `POST /v1/tasks/batch` answer. */
+interface BatchItem {
+  status: number;
+  task?: Task;
+  error?: Pick<ErrorPayload, 'code' | 'message' | 'details'>;
 }
 
 type QueryValue = string | number | boolean | undefined;
@@ -88,6 +104,8 @@ export class Orchestra {
   readonly #timeoutMs: number;
   readonly #fetch: typeof fetch;
   readonly #headers: Record<string, string>;
+  /** Gathers concurrent submits into batches, unless `batchSubmits` is false. */
+  readonly #submits: SubmitBatcher | undefined;
 
   /** API keys of the caller's tenant (admin role). */
   readonly apiKeys: {
@@ -185,6 +203,16 @@ export class Orchestra {
     create(input: CreateTaskInput, options?: { wait?: number }): Promise<Task>;
     /** `create`, resolving to the task and whether it was an idempotent replay. */
     createDetailed(input: CreateTaskInput, options?: { wait?: number }): Promise<CreateTaskResult>;
+    /**
+     * Submits several tasks, as if one after another in this order (their ids, and so
+     * first-in-first-out dispatch, follow it), in as few requests as the server allows
+     * (500 tasks each). Resolves to one outcome per input, in order: the task, or the error
+     * `create` would have rejected with for it (its fields named `body.tasks.<i>.…`); one
+     * task failing does not stop the others. Rejects only when a whole request fails (no
+     * answer, 401, 503…): tasks of earlier requests are stored then, those of later ones
+     * are not sent. Give idempotency keys to resubmit safely after such a failure.
+     */
+    createMany(inputs: CreateTaskInput[]): Promise<CreateTaskOutcome[]>;
     /**
      * The task. With `wait` (0 to 300000 ms), a long poll: answers when the task ends or the
      * wait runs out, with its state at that moment; an ended task answers at once. Use
@@ -303,6 +331,12 @@ export class Orchestra {
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#fetch = options.fetch ?? globalThis.fetch;
     this.#headers = options.headers ?? {};
+    if (options.batchSubmits !== false) {
+      this.#submits = new SubmitBatcher(
+        (input) => this.#createOne(input, undefined),
+        (inputs) => this.#createBatch(inputs),
+      );
+    }
 
     this.apiKeys = {
       create: (input) =>
@@ -365,15 +399,17 @@ export class Orchestra {
     this.tasks = {
       create: async (input, options = {}) => (await this.tasks.createDetailed(input, options)).task,
       createDetailed: async (input, options = {}) => {
-        const answer = await this.#exchange<Task>('POST', '/v1/tasks', {
-          body: input,
-          query: { wait: waitQuery(options.wait) },
-          timeoutMs: this.#timeoutMs + (options.wait ?? 0),
-        });
-        return {
-          task: answer.body,
-          replayed: answer.headers.get('idempotent-replayed') === 'true',
-        };
+        if (this.#submits !== undefined && options.wait === undefined) {
+          return this.#submits.submit(input);
+        }
+        return this.#createOne(input, options.wait);
+      },
+      createMany: async (inputs) => {
+        const outcomes: CreateTaskOutcome[] = [];
+        for (let i = 0; i < inputs.length; i += MAX_BATCH_TASKS) {
+          outcomes.push(...(await this.#createBatch(inputs.slice(i, i + MAX_BATCH_TASKS))));
+        }
+        return outcomes;
       },
       get: (id, options = {}) =>
         this.request('GET', task(id), {
@@ -467,6 +503,45 @@ export class Orchestra {
    * client's `headers` for this request only. `timeoutMs` replaces the client's per-request
    * timeout for this request; when `signal` aborts, the call rejects with its reason.
    */
+  async #createOne(input: CreateTaskInput, wait: number | undefined): Promise<CreateTaskResult> {
+    const answer = await this.#exchange<Task>('POST', '/v1/tasks', {
+      body: input,
+      query: { wait: waitQuery(wait) },
+      timeoutMs: this.#timeoutMs + (wait ?? 0),
+    });
+    return { task: answer.body, replayed: answer.headers.get('idempotent-replayed') === 'true' };
+  }
+
+  /** One `POST /v1/tasks/batch` (at most `MAX_BATCH_TASKS` inputs; none sends nothing). */
+  async #createBatch(inputs: CreateTaskInput[]): Promise<CreateTaskOutcome[]> {
+    if (inputs.length === 0) return [];
+    const answer = await this.#exchange<{ items: BatchItem[] }>('POST', '/v1/tasks/batch', {
+      body: { tasks: inputs },
+    });
+    const requestId = answer.headers.get('x-request-id') ?? undefined;
+    return inputs.map((_, i): CreateTaskOutcome => {
+      const item = answer.body.items[i];
+      if (item?.task !== undefined) {
+        return { ok: true, task: item.task, replayed: item.status === 200 };
+      }
+      return {
+        ok: false,
+        error:
+          item?.error === undefined
+            ? new OrchestraError(
+                'INVALID_RESPONSE',
+                `POST /v1/tasks/batch answered without a task or an error for item ${i}`,
+                { status: answer.status, requestId },
+              )
+            : new OrchestraError(item.error.code, item.error.message, {
+                status: item.status,
+                requestId,
+                details: item.error.details,
+              }),
+      };
+    });
+  }
+
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     return (await this.#exchange<T>(method, path, options)).body;
   }

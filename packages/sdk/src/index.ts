@@ -19,6 +19,7 @@ export type {
   CreatedTenant,
   CreateSessionInput,
   CreateTaskInput,
+  CreateTaskOutcome,
   CreateTaskResult,
   CreateTemplateInput,
   CreateTenantInput,

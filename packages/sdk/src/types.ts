@@ -1,3 +1,5 @@
+import type { OrchestraError } from './errors.ts';
+
 export type Role = 'admin' | 'operator' | 'agent' | 'viewer';
 
 /** A page of a list; pass `next_cursor` as `cursor` to get the next one (null: last page). */
@@ -285,6 +287,14 @@ export interface CreateTaskResult {
    */
   replayed: boolean;
 }
+
+/**
+ * What became of one task of `tasks.createMany`: created (or replayed, for a used
+ * idempotency key), or refused with the error a single submit would have got.
+ */
+export type CreateTaskOutcome =
+  | { ok: true; task: Task; replayed: boolean }
+  | { ok: false; error: OrchestraError };
 
 export interface ListTasksOptions extends PageOptions {
   /** Only tasks in this state, or in any of these states (up to 8). */

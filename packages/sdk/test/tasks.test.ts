@@ -6,6 +6,7 @@ import { EventLog } from '../../server/src/events/event-log.ts';
 import type { TaskState as ServerTaskState } from '../../server/src/tasks/states.ts';
 import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import {
+  type CreateTaskInput,
   isTerminalState,
   Orchestra,
   type Task,
@@ -243,6 +244,120 @@ describe('orchestra.tasks', () => {
       const missing = await rejection(call);
       assert.deepEqual([missing.code, missing.status], ['TASK_NOT_FOUND', 404]);
     }
+  });
+
+  /** A client that records the path of every request it sends. */
+  const recording = (options: { batchSubmits?: boolean; apiKey?: string } = {}) => {
+    const paths: string[] = [];
+    const client = new Orchestra({
+      url: server.url,
+      apiKey: options.apiKey ?? server.adminKey,
+      ...(options.batchSubmits === undefined ? {} : { batchSubmits: options.batchSubmits }),
+      fetch: (input, init) => {
+        paths.push(new URL(String(input)).pathname);
+        return fetch(input, init);
+      },
+    });
+    return { client, paths };
+  };
+
+  test('concurrent creates go out as one batch; each resolves or rejects as it would alone', async () => {
+    const { client, paths } = recording();
+    const settled = await Promise.allSettled([
+      client.tasks.create({ template: 'sdk-summarise', input: { text: 'a' } }),
+      client.tasks.create({ template: 'sdk-summarise', input: { text: 42 } }),
+      client.tasks.createDetailed({ capabilities: ['x'], idempotency_key: 'sdk-batched-1' }),
+      client.tasks.createDetailed({ capabilities: ['x'], idempotency_key: 'sdk-batched-1' }),
+      client.tasks.create({ template: 'no-such-template' }),
+    ]);
+    assert.deepEqual(paths, ['/v1/tasks/batch']);
+    assert.deepEqual(
+      settled.map((s) => s.status),
+      ['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'rejected'],
+    );
+    const [created, badInput, first, replay, unknown] = settled;
+    assert.equal(created?.status === 'fulfilled' && created.value.state, 'queued');
+    // The error a submit sent alone gets: same code, status and field name.
+    const error = badInput?.status === 'rejected' ? badInput.reason : undefined;
+    assert.deepEqual([error.code, error.status], ['VALIDATION_FAILED', 400]);
+    assert.equal(error.details.fields[0].field, 'body.input');
+    assert.match(error.message, /^body\.input: does not match/);
+    assert.ok(error.requestId);
+    const alone = await rejection(() =>
+      admin.tasks.create({ template: 'sdk-summarise', input: { text: 42 } }),
+    );
+    assert.equal(alone.message, error.message);
+    assert.ok(first?.status === 'fulfilled' && replay?.status === 'fulfilled');
+    assert.equal(first.value.replayed, false);
+    assert.equal(replay.value.replayed, true);
+    assert.equal(replay.value.task.id, first.value.task.id);
+    assert.match(String(unknown?.status === 'rejected' && unknown.reason.message), /no template/);
+
+    // One create alone is a plain submit; one with wait is never batched.
+    paths.length = 0;
+    await client.tasks.create({ capabilities: ['x'] });
+    await Promise.all([
+      client.tasks.create({ capabilities: ['nobody'] }, { wait: 10 }),
+      client.tasks.create({ capabilities: ['nobody'] }, { wait: 10 }),
+    ]);
+    assert.deepEqual(paths, ['/v1/tasks', '/v1/tasks', '/v1/tasks']);
+  });
+
+  test('batchSubmits: false sends every create alone; a batch refused whole rejects every call', async () => {
+    const { client, paths } = recording({ batchSubmits: false });
+    await Promise.all([
+      client.tasks.create({ capabilities: ['x'] }),
+      client.tasks.create({ capabilities: ['x'] }),
+    ]);
+    assert.deepEqual(paths, ['/v1/tasks', '/v1/tasks']);
+
+    const viewerKey = (await admin.apiKeys.create({ name: 'sdk-batch-viewer', role: 'viewer' }))
+      .secret;
+    const viewer = recording({ apiKey: viewerKey });
+    const refused = await Promise.allSettled([
+      viewer.client.tasks.create({ capabilities: ['x'] }),
+      viewer.client.tasks.create({ capabilities: ['x'] }),
+    ]);
+    assert.deepEqual(viewer.paths, ['/v1/tasks/batch']);
+    for (const outcome of refused) {
+      assert.equal(outcome.status, 'rejected');
+      assert.equal(outcome.status === 'rejected' && outcome.reason.code, 'PERMISSION_DENIED');
+    }
+  });
+
+  test('createMany: one outcome per input, in order, in requests of at most 500', async () => {
+    const { client, paths } = recording();
+    assert.deepEqual(await client.tasks.createMany([]), []);
+    assert.deepEqual(paths, []);
+    const inputs: CreateTaskInput[] = Array.from({ length: 501 }, (_, i) => ({
+      capabilities: ['x'],
+      input: i,
+      labels: { suite: 'create-many' },
+    }));
+    const outcomes = await client.tasks.createMany([
+      ...inputs.slice(0, 2),
+      { template: 'sdk-summarise', input: { text: 7 } },
+      ...inputs.slice(2),
+    ]);
+    assert.deepEqual(paths, ['/v1/tasks/batch', '/v1/tasks/batch']);
+    assert.equal(outcomes.length, 502);
+    const refused = outcomes[2];
+    assert.ok(refused !== undefined && !refused.ok);
+    assert.equal(refused.error.code, 'VALIDATION_FAILED');
+    assert.equal(
+      (refused.error.details as { fields: { field: string }[] }).fields[0]?.field,
+      'body.tasks.2.input',
+    );
+    const tasks = outcomes.flatMap((o) => (o.ok ? [o.task] : []));
+    assert.deepEqual(
+      tasks.map((t) => t.input),
+      Array.from({ length: 501 }, (_, i) => i),
+    );
+    // Ids, and so first-in-first-out dispatch, follow the order given, across requests.
+    const ids = tasks.map((t) => t.id);
+    assert.deepEqual(ids, ids.toSorted());
+    const listed = await collect(client.tasks.listAll({ labels: { suite: 'create-many' } }));
+    assert.equal(listed.length, 501);
   });
 
   test('list filters by state, template, label and creation time, newest first; listAll pages', async () => {

@@ -198,6 +198,82 @@ for (const store of STORE_VARIANTS) {
       assert.equal(stored.length, 1);
     });
 
+    test('a batch submits each task as a single submit would, in order, and reports each outcome', async () => {
+      const used = await submit({ capabilities: ['x'], idempotency_key: `batch-used-${store}` });
+      const session = await server.call('POST', '/v1/sessions', {
+        body: { multitask_strategy: 'reject' },
+      });
+      const res = await server.call('POST', '/v1/tasks/batch', {
+        body: {
+          tasks: [
+            { template: 'summarise', input: { text: 'one' } },
+            { template: 'summarise', input: { wrong: true } },
+            { capabilities: ['x'], idempotency_key: `batch-used-${store}`, input: 'ignored' },
+            { capabilities: ['x'], input: 'four', labels: { batch: store } },
+            { template: 'no-such' },
+            { capabilities: ['x'], session_id: session.body.id, input: 'in session' },
+            { capabilities: ['x'], session_id: session.body.id, input: 'refused: session busy' },
+            { capabilities: ['x'], idempotency_key: `batch-new-${store}`, input: 'first' },
+            { capabilities: ['x'], idempotency_key: `batch-new-${store}`, input: 'second' },
+          ],
+        },
+      });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      const items = res.body.items as { status: number; task?: any; error?: any }[];
+      assert.deepEqual(
+        items.map((i) => i.status),
+        [201, 400, 200, 201, 400, 201, 409, 201, 200],
+      );
+      assert.equal(items[0]?.task.template.name, 'summarise');
+      assert.equal(items[1]?.error.code, 'VALIDATION_FAILED');
+      assert.equal(items[1]?.error.details.fields[0].field, 'body.tasks.1.input');
+      assert.match(items[1]?.error.message, /^body\.tasks\.1\.input: does not match/);
+      assert.equal(items[2]?.task.id, used.body.id);
+      assert.deepEqual(items[3]?.task.labels, { batch: store });
+      assert.match(items[4]?.error.message, /^body\.tasks\.4\.template: no template "no-such"/);
+      assert.equal(items[6]?.error.code, 'SESSION_BUSY');
+      assert.equal(items[8]?.task.id, items[7]?.task.id);
+      assert.equal(items[8]?.task.input, 'first');
+      // Stored, in the order given: ids follow it, and each task reads back as returned.
+      const created = items.filter((i) => i.status === 201).map((i) => i.task);
+      assert.deepEqual(
+        created.map((t) => t.id),
+        created.map((t) => t.id).toSorted(),
+      );
+      for (const task of created) {
+        assert.deepEqual((await server.call('GET', `/v1/tasks/${task.id}`)).body, task);
+      }
+    });
+
+    test('a batch that does not match the schema is refused whole, and stores nothing', async () => {
+      const before = await server.call('GET', '/v1/tasks?limit=200');
+      const tooMany = Array.from({ length: 501 }, () => ({ capabilities: ['x'] }));
+      for (const body of [
+        { tasks: [] },
+        { tasks: tooMany },
+        { tasks: [{ capabilities: ['x'] }, { capabilities: ['x'], priority: 'high' }] },
+        { tasks: [{ capabilities: ['x'] }], extra: 1 },
+        {},
+      ]) {
+        const error = expectError(
+          await server.call('POST', '/v1/tasks/batch', { body }),
+          400,
+          'VALIDATION_FAILED',
+        );
+        assert.match(error.details.fields[0].field, /^body/);
+      }
+      const bad = expectError(
+        await server.call('POST', '/v1/tasks/batch', {
+          body: { tasks: [{ capabilities: ['x'] }, { capabilities: ['x'], priority: 'high' }] },
+        }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal(bad.details.fields[0].field, 'body.tasks.1.priority');
+      const afterwards = await server.call('GET', '/v1/tasks?limit=200');
+      assert.deepEqual(afterwards.body.items, before.body.items);
+    });
+
     test('lists newest first, page by page, filtered by state, template, label and time', async () => {
       const since = new Date().toISOString();
       const ids: string[] = [];
@@ -493,6 +569,19 @@ for (const store of STORE_VARIANTS) {
         403,
         'PERMISSION_DENIED',
       );
+      expectError(
+        await server.call('POST', '/v1/tasks/batch', {
+          body: { tasks: [{ capabilities: ['x'] }] },
+          key: keys.viewer,
+        }),
+        403,
+        'PERMISSION_DENIED',
+      );
+      const batch = await server.call('POST', '/v1/tasks/batch', {
+        body: { tasks: [{ capabilities: ['x'] }] },
+        key: keys.operator,
+      });
+      assert.equal(batch.body.items[0].status, 201);
       assert.equal(
         (await server.call('GET', `/v1/tasks/${task.body.id}`, { key: keys.viewer })).status,
         200,
@@ -530,6 +619,11 @@ for (const store of STORE_VARIANTS) {
         (await server.call('GET', '/v1/tasks?limit=200', { key: b })).body.items,
         [],
       );
+      const batch = await server.call('POST', '/v1/tasks/batch', {
+        body: { tasks: [{ template: 'summarise', input: { text: 'x' } }] },
+        key: b,
+      });
+      assert.equal(batch.body.items[0].error.code, 'VALIDATION_FAILED');
       const viaTemplate = await submit({ template: 'summarise', input: { text: 'x' } }, { key: b });
       assert.match(
         expectError(viaTemplate, 400, 'VALIDATION_FAILED').message,

@@ -61,6 +61,21 @@ export const CreateTask = Type.Object(
 );
 export type CreateTask = Static<typeof CreateTask>;
 
+/** Most tasks in one `POST /v1/tasks/batch`. */
+export const MAX_BATCH_TASKS = 500;
+
+export const CreateTaskBatch = Type.Object(
+  {
+    tasks: Type.Array(CreateTask, {
+      minItems: 1,
+      maxItems: MAX_BATCH_TASKS,
+      description: 'Submitted as if one after another, in this order.',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type CreateTaskBatch = Static<typeof CreateTaskBatch>;
+
 export const TaskError = Type.Object({
   code: Type.String(),
   message: Type.String(),

@@ -7,6 +7,7 @@ import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { MultitaskStrategy } from '../sessions/tables.ts';
 import type { Database } from '../store/database.ts';
+import { Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
 import {
@@ -50,6 +51,47 @@ const NOT_STARTED = {
   finished_at: null,
 } as const satisfies Partial<TasksTable>;
 
+/** Every column of a task row (a record, so that the compiler finds one left out). */
+const TASK_COLUMNS = Object.keys({
+  id: true,
+  tenant_id: true,
+  template_id: true,
+  template_name: true,
+  template_version: true,
+  capabilities: true,
+  input: true,
+  state: true,
+  priority: true,
+  timeout_ms: true,
+  max_attempts: true,
+  attempt: true,
+  strategy: true,
+  concurrency_key: true,
+  session_id: true,
+  idempotency_key: true,
+  labels: true,
+  agent_id: true,
+  result: true,
+  error: true,
+  cancel_requested_at: true,
+  cancel_deadline_at: true,
+  not_before: true,
+  assigned_at: true,
+  started_at: true,
+  deadline_at: true,
+  event_seq: true,
+  concurrency_limit: true,
+  created_by: true,
+  created_at: true,
+  updated_at: true,
+  finished_at: true,
+} satisfies Record<keyof TasksTable, true>) as (keyof TasksTable)[];
+
+// Every submit runs it: written once rather than built per request.
+const INSERT_TASK = new Statement(
+  `insert into tasks (${TASK_COLUMNS.join(', ')}) values (${TASK_COLUMNS.map(() => '?').join(', ')})`,
+);
+
 export interface ListTasksOptions {
   limit?: number | undefined;
   cursor?: string | undefined;
@@ -62,6 +104,11 @@ export interface ListTasksOptions {
   created_after?: string | undefined;
   created_before?: string | undefined;
 }
+
+/** What became of one task of `createMany`. */
+export type BatchOutcome =
+  | { ok: true; task: Task; created: boolean }
+  | { ok: false; error: ApiError };
 
 function taskNotFound(id: string): ApiError {
   return new ApiError('TASK_NOT_FOUND', `Task "${id}" does not exist`);
@@ -146,7 +193,12 @@ export class TaskService {
    * Stores a task in `queued`. Resolves to `created: false` with the existing task when
    * the idempotency key was used before in this tenant.
    */
-  async create(principal: Principal, input: CreateTask): Promise<{ task: Task; created: boolean }> {
+  async create(
+    principal: Principal,
+    input: CreateTask,
+    /** The new task's id, when the caller took one in advance (`createMany`, for order). */
+    id: string = newId('tsk'),
+  ): Promise<{ task: Task; created: boolean }> {
     const tenantId = principal.tenant.id;
     if (input.idempotency_key !== undefined) {
       const existing = await this.#byIdempotencyKey(tenantId, input.idempotency_key);
@@ -193,7 +245,7 @@ export class TaskService {
     ];
     const now = new Date().toISOString();
     const row: TasksTable = {
-      id: newId('tsk'),
+      id,
       tenant_id: tenantId,
       template_id: template?.id ?? null,
       template_name: template?.name ?? null,
@@ -225,14 +277,18 @@ export class TaskService {
         if (row.session_id !== null) {
           interrupted = await this.#checkSession(trx, tenantId, row.session_id, strategy);
         }
-        await trx.insertInto('tasks').values(row).execute();
+        await INSERT_TASK.run(
+          trx,
+          this.#store.kind,
+          TASK_COLUMNS.map((c) => row[c]),
+        );
         const labels = Object.entries(input.labels ?? {}).map(([key, value]) => ({
           task_id: row.id,
           key,
           value,
         }));
         if (labels.length > 0) await trx.insertInto('task_labels').values(labels).execute();
-        await emitTaskEvents(emit, row, [stateEvent(row, { priority: row.priority })]);
+        await emitTaskEvents(emit, row, [stateEvent(row, { priority: row.priority })], true);
       });
     } catch (err) {
       if (isUniqueViolation(err) && input.idempotency_key !== undefined) {
@@ -250,6 +306,41 @@ export class TaskService {
     }
     this.#wakeDispatch(tenantId);
     return { task: view(row), created: true };
+  }
+
+  /**
+   * Submits several tasks with the outcome of each: as if submitted one after another, in
+   * order (ids, and so first-in-first-out dispatch, follow the order), but sharing commits.
+   * Tasks of one session, or with one idempotency key, are submitted strictly one after
+   * the other; the rest at once. A task that cannot be submitted (an `ApiError`) fails
+   * alone. Any other failure (the store is down) rejects the whole call once every task
+   * has settled; tasks stored by then stay stored.
+   */
+  async createMany(principal: Principal, inputs: CreateTask[]): Promise<BatchOutcome[]> {
+    const ids = inputs.map(() => newId('tsk'));
+    const tails = new Map<string, Promise<unknown>>();
+    const settled = await Promise.allSettled(
+      inputs.map((input, i) => {
+        const keys: string[] = [];
+        if (input.session_id !== undefined) keys.push(`session\u0000${input.session_id}`);
+        if (input.idempotency_key !== undefined) keys.push(`key\u0000${input.idempotency_key}`);
+        const before = keys.map((k) => tails.get(k));
+        const done = Promise.all(before.map((p) => p?.catch(() => {}))).then(() =>
+          this.create(principal, input, ids[i]),
+        );
+        for (const key of keys) tails.set(key, done);
+        return done;
+      }),
+    );
+    const broken = settled.find(
+      (s): s is PromiseRejectedResult => s.status === 'rejected' && !(s.reason instanceof ApiError),
+    );
+    if (broken !== undefined) throw broken.reason;
+    return settled.map((s) =>
+      s.status === 'fulfilled'
+        ? { ok: true, ...s.value }
+        : { ok: false, error: s.reason as ApiError },
+    );
   }
 
   /**
