@@ -187,6 +187,46 @@ describe('orchestra task', { concurrency: 4 }, () => {
     assert.deepEqual([task.id, task.template, task.priority], [id, null, -3]);
   });
 
+  test('submit-batch submits a JSON-lines file in order, one line a task; refusals exit 1', async () => {
+    const lines = [
+      '{"template": "cli-echo", "input": {"text": "one"}, "labels": {"suite": "batch"}}',
+      '',
+      '{"template": "cli-echo", "input": {"text": 2}, "labels": {"suite": "batch"}}',
+      '{"capabilities": ["shell"], "idempotency_key": "cli-batch-k", "labels": {"suite": "batch"}}',
+      '{"capabilities": ["shell"], "input": "four", "labels": {"suite": "batch"}}',
+    ];
+    const earlier = await api.tasks.create({
+      capabilities: ['shell'],
+      idempotency_key: 'cli-batch-k',
+    });
+    writeFileSync(join(fixture.workDir, 'batch.jsonl'), `${lines.join('\n')}\n`);
+    const text = await cli(['task', 'submit-batch', 'batch.jsonl']);
+    expectExit(text, 1);
+    const out = text.stdout.split('\n');
+    assert.match(out[0] ?? '', /^line 1: tsk_\w+ queued$/);
+    assert.match(
+      out[1] ?? '',
+      /^line 3: refused: VALIDATION_FAILED: body\.tasks\.1\.input: does not match the input schema of cli-echo v1/,
+    );
+    assert.equal(
+      out[2],
+      `line 4: ${earlier.id} queued (submitted before with this idempotency key)`,
+    );
+    assert.match(out[3] ?? '', /^line 5: tsk_\w+ queued$/);
+    assert.equal(out[4], 'Submitted 2 of 4 tasks; 1 submitted before, 1 refused.');
+    const stored = (await api.tasks.list({ labels: { suite: 'batch' } })).items;
+    assert.deepEqual(stored.map((t) => t.input).toReversed(), [{ text: 'one' }, 'four']);
+
+    const fromStdin = ndjson(
+      await cli(['task', 'submit-batch', '-', '--json'], {
+        input: '{"capabilities": ["shell"], "labels": {"suite": "batch-json"}}\n',
+      }),
+    );
+    assert.equal(fromStdin.length, 1);
+    assert.deepEqual([fromStdin[0].line, fromStdin[0].status], [1, 201]);
+    assert.match(fromStdin[0].task.id, /^tsk_/);
+  });
+
   test('input that does not match the template exits 1 and names body.input', async () => {
     const result = await cli(['task', 'submit', 'cli-echo', '--input', '{"text": 1}']);
     expectExit(result, 1);
@@ -447,6 +487,26 @@ describe('orchestra task', { concurrency: 4 }, () => {
       await usageError(
         ['task', 'submit', 'cli-echo', '--input-file', 'missing.json'],
         /cannot read missing\.json: ENOENT/,
+      );
+      assert.deepEqual((await api.tasks.list({ labels: { suite: 'usage' } })).items, []);
+    });
+
+    test('submit-batch: a file that is missing, empty or not JSON lines submits nothing', async () => {
+      await usageError(['task', 'submit-batch'], /task submit-batch needs a FILE/);
+      await usageError(
+        ['task', 'submit-batch', 'missing.jsonl'],
+        /cannot read missing\.jsonl: ENOENT/,
+      );
+      await usageError(['task', 'submit-batch', '-'], /standard input holds no task/, '\n\n');
+      await usageError(
+        ['task', 'submit-batch', '-'],
+        /standard input line 2 is not valid JSON/,
+        '{"capabilities": ["x"], "labels": {"suite": "usage"}}\n{nope}\n',
+      );
+      await usageError(
+        ['task', 'submit-batch', '-'],
+        /standard input line 1 must be a JSON object/,
+        '["x"]\n',
       );
       assert.deepEqual((await api.tasks.list({ labels: { suite: 'usage' } })).items, []);
     });

@@ -5,6 +5,7 @@ import {
   type Agent,
   type AgentStatus,
   type ApiKey,
+  type CreateTaskInput,
   type CreateTemplateInput,
   isTerminalState,
   type MultitaskStrategy,
@@ -60,7 +61,7 @@ Commands:
   tenants create|list   Manage tenants (admins of the system tenant)
   templates create|list|get|update|versions|rollback|delete
                         Manage versioned agent templates
-  task submit|get|ls|cancel|retry|events
+  task submit|submit-batch|get|ls|cancel|retry|events
                         Submit tasks, follow their events, cancel and retry them
   agents ls|get|drain|rm
                         Inspect the agents of your tenant, drain and remove them
@@ -143,7 +144,7 @@ Common options: --url URL, --api-key KEY, --json`,
 Creating, updating, rolling back and deleting need an admin or operator credential.
 
 Common options: --url URL, --api-key KEY, --json`,
-  task: `Usage: orchestra task <submit|get|ls|cancel|retry|events> [options]
+  task: `Usage: orchestra task <submit|submit-batch|get|ls|cancel|retry|events> [options]
 
   task submit [TEMPLATE] [--input JSON | --input-file FILE] [--capability C ...]
               [--priority N] [--idempotency-key KEY] [--label KEY=VALUE ...]
@@ -156,6 +157,13 @@ Common options: --url URL, --api-key KEY, --json`,
       --wait waits for the task to end, at most DURATION if given, and prints it then
       (or that it is still running). --follow prints its events as they happen until it
       ends. With either, the exit code is 1 if the task ended without success.
+  task submit-batch FILE
+      Submits every task in FILE (- for standard input): one JSON object a line, with
+      the fields of POST /v1/tasks, such as {"template": "code-stats", "input": {...}}.
+      They are stored as if submitted one after another in that order, 500 to a
+      request. Prints one line a task (its id, or why it was refused) and a summary;
+      the exit code is 1 if any was refused. --json prints one JSON object a line:
+      {"line", "status", "task"} or {"line", "status", "error"}.
   task get ID [--wait DURATION]
       Shows a task, with its input, result and error. --wait waits at most DURATION for
       it to end first.
@@ -491,6 +499,40 @@ function readJson(file: string): unknown {
   } catch (err) {
     throw new UsageError(`${source} is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/**
+ * The task bodies in a JSON-lines file (`-`: standard input), with their line numbers;
+ * blank lines are skipped. Usage errors name the file and line.
+ */
+function readTaskLines(file: string): { lines: number[]; inputs: CreateTaskInput[] } {
+  const source = file === '-' ? 'standard input' : file;
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${source}: ${(err as Error).message}`);
+  }
+  const lines: number[] = [];
+  const inputs: CreateTaskInput[] = [];
+  text.split('\n').forEach((raw, i) => {
+    if (raw.trim() === '') return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch (err) {
+      throw new UsageError(`${source} line ${i + 1} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new UsageError(
+        `${source} line ${i + 1} must be a JSON object, such as {"template": "code-stats"}`,
+      );
+    }
+    lines.push(i + 1);
+    inputs.push(parsed as CreateTaskInput);
+  });
+  if (inputs.length === 0) throw new UsageError(`${source} holds no task`);
+  return { lines, inputs };
 }
 
 /** The JSON object in `file` (`-`: standard input); usage errors name the file. */
@@ -852,7 +894,9 @@ async function taskCommand(args: string[]): Promise<number> {
   if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
     process.stdout.write(`${HELP.task}\n`);
     if (sub === undefined) {
-      throw new UsageError('task needs a subcommand: submit, get, ls, cancel, retry or events');
+      throw new UsageError(
+        'task needs a subcommand: submit, submit-batch, get, ls, cancel, retry or events',
+      );
     }
     return 0;
   }
@@ -940,6 +984,52 @@ async function taskCommand(args: string[]): Promise<number> {
       print(values.json, current, () => `${outcomeText(current)}\n\n${describeTask(current)}`);
       return taskExitCode(current);
     }
+    case 'submit-batch': {
+      const [file, ...extra] = positionals;
+      if (file === undefined)
+        throw new UsageError('task submit-batch needs a FILE (- for standard input)');
+      if (extra.length > 0) {
+        throw new UsageError(`task submit-batch takes one FILE, got "${positionals.join(' ')}"`);
+      }
+      const { lines, inputs } = readTaskLines(file);
+      const outcomes = await client(values).tasks.createMany(inputs);
+      let refused = 0;
+      let replayed = 0;
+      outcomes.forEach((outcome, i) => {
+        const line = lines[i];
+        if (!outcome.ok) refused += 1;
+        else if (outcome.replayed) replayed += 1;
+        if (values.json) {
+          const status = outcome.ok ? (outcome.replayed ? 200 : 201) : outcome.error.status;
+          const body = outcome.ok
+            ? { line, status, task: outcome.task }
+            : {
+                line,
+                status,
+                error: {
+                  code: outcome.error.code,
+                  message: outcome.error.message,
+                  ...(outcome.error.details ? { details: outcome.error.details } : {}),
+                },
+              };
+          process.stdout.write(`${JSON.stringify(body)}\n`);
+        } else if (outcome.ok) {
+          const again = outcome.replayed ? ' (submitted before with this idempotency key)' : '';
+          process.stdout.write(`line ${line}: ${outcome.task.id} ${outcome.task.state}${again}\n`);
+        } else {
+          process.stdout.write(
+            `line ${line}: refused: ${outcome.error.code}: ${outcome.error.message}\n`,
+          );
+        }
+      });
+      if (!values.json) {
+        const created = outcomes.length - refused - replayed;
+        process.stdout.write(
+          `Submitted ${created} of ${outcomes.length} tasks; ${replayed} submitted before, ${refused} refused.\n`,
+        );
+      }
+      return refused > 0 ? 1 : 0;
+    }
     case 'get': {
       const id = taskId();
       const api = client(values);
@@ -1025,7 +1115,7 @@ async function taskCommand(args: string[]): Promise<number> {
     }
     default:
       throw new UsageError(
-        `unknown task subcommand "${sub}"; use submit, get, ls, cancel, retry or events`,
+        `unknown task subcommand "${sub}"; use submit, submit-batch, get, ls, cancel, retry or events`,
       );
   }
 }
