@@ -34,6 +34,14 @@ export class FileSync {
     return this.#queued;
   }
 
+  /**
+   * Resolves once the syncs already asked for are done (at once if none is): everything
+   * written before a `sync()` call made so far is then on disk.
+   */
+  flushed(): Promise<void> {
+    return this.#queued ?? this.#running ?? Promise.resolve();
+  }
+
   /** Waits for the syncs under way, then closes the file. */
   async close(): Promise<void> {
     await this.#queued?.catch(() => {});

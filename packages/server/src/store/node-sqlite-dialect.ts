@@ -46,6 +46,15 @@ export class NodeSqliteDialect implements Dialect {
     this.#connection.deferSync();
   }
 
+  /**
+   * After a transaction whose sync was deferred: resolves once what it wrote is on disk,
+   * or, if it wrote nothing, once the syncs under way are done, so that nothing it read
+   * is less durable than what its caller is told.
+   */
+  durable(): Promise<void> {
+    return this.#connection.durable();
+  }
+
   createAdapter(): DialectAdapter {
     return new NodeSqliteAdapter();
   }
@@ -132,8 +141,9 @@ interface CachedStatement {
   returnsRows: boolean;
 }
 
-/** Statements that never make a change durable: reads, and the start or undoing of a transaction. */
-const NEEDS_NO_SYNC = /^\s*(select|pragma|explain|begin|rollback|savepoint)\b/i;
+/** Statements that change no data themselves: reads, and transaction control. */
+const CHANGES_NOTHING =
+  /^\s*(select|pragma|explain|begin|savepoint|release|rollback|commit|end)\b/i;
 
 class NodeSqliteConnection implements DatabaseConnection {
   readonly #db: DatabaseSync;
@@ -163,25 +173,36 @@ class NodeSqliteConnection implements DatabaseConnection {
     return entry;
   }
 
+  /** Whether the current transaction (or lone statement) changed anything so far. */
+  #wrote = false;
   #deferSync = false;
+  /** Whether the last transaction whose sync was deferred changed anything. */
+  #deferredWrote = false;
 
   deferSync(): void {
     this.#deferSync = true;
+  }
+
+  /** See `NodeSqliteDialect.durable`. */
+  durable(): Promise<void> {
+    if (this.#wal === undefined) return Promise.resolve();
+    return this.#deferredWrote ? this.#wal.sync() : this.#wal.flushed();
   }
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
     let result: QueryResult<R>;
     try {
       result = this.#run<R>(compiledQuery);
+      if (!CHANGES_NOTHING.test(compiledQuery.sql)) this.#wrote = true;
     } finally {
       if (!this.#db.isTransaction) {
-        // The transaction ended here (or never began): the flag was for it alone.
+        // The transaction ended here (or there was none); a rolled-back one left nothing.
+        const wrote = this.#wrote && !/^\s*rollback\b/i.test(compiledQuery.sql);
         const deferred = this.#deferSync;
+        this.#wrote = false;
         this.#deferSync = false;
-        // Outside a transaction now: this statement committed, or wrote on its own.
-        if (this.#wal !== undefined && !deferred && !NEEDS_NO_SYNC.test(compiledQuery.sql)) {
-          await this.#wal.sync();
-        }
+        if (deferred) this.#deferredWrote = wrote;
+        else if (wrote) await this.#wal?.sync();
       }
     }
     return result;

@@ -1,4 +1,12 @@
-import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import {
+  CompiledQuery,
+  type Expression,
+  type Kysely,
+  type RawBuilder,
+  type SqlBool,
+  sql,
+  type Transaction,
+} from 'kysely';
 import type { Database } from './database.ts';
 import type { StoreKind } from './store.ts';
 
@@ -73,4 +81,16 @@ export class MultiRowInsert {
       await statement.run(db, kind, chunk.flat());
     }
   }
+}
+
+/**
+ * A condition checked on the rows an index already found, never used to pick the index.
+ * Wrap the extra conditions of a lookup by primary key in it: as plain conditions,
+ * PostgreSQL may serve `id = ? and state = 'queued'` from an index on `state` whenever its
+ * statistics say that state is rare (queued and assigned tasks are, next to finished
+ * ones), and then read every entry of that index, dead ones included. The hand-written
+ * statements say the same in SQL: `… where id = ? and (…) is true`.
+ */
+export function filterOnly(condition: Expression<SqlBool>): RawBuilder<SqlBool> {
+  return sql<SqlBool>`(${condition}) is true`;
 }

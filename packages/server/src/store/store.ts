@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
 import { type Migration, Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Database } from './database.ts';
@@ -113,7 +113,7 @@ function openSqlite(path: string): RelationalStore {
   const wal = new FileSync(`${path}-wal`);
   const dialect = new NodeSqliteDialect(file, wal);
   const db = new Kysely<Database>({ dialect });
-  const group = new GroupCommit(db, dialect, wal);
+  const group = new GroupCommit(db, dialect);
   return makeStore(
     'sqlite',
     db,
@@ -211,6 +211,10 @@ function makeStore(
 
 /** Most transactions that share one SQLite commit. */
 const MAX_GROUP = 256;
+// Run for every transaction of a group: written once, not compiled each time.
+const SAVEPOINT = CompiledQuery.raw('savepoint group_item');
+const RELEASE = CompiledQuery.raw('release group_item');
+const ROLLBACK_TO = CompiledQuery.raw('rollback to group_item');
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
@@ -231,14 +235,12 @@ interface Pending {
 class GroupCommit {
   readonly #db: Kysely<Database>;
   readonly #dialect: NodeSqliteDialect;
-  readonly #wal: FileSync;
   readonly #queue: Pending[] = [];
   #scheduled = false;
 
-  constructor(db: Kysely<Database>, dialect: NodeSqliteDialect, wal: FileSync) {
+  constructor(db: Kysely<Database>, dialect: NodeSqliteDialect) {
     this.#db = db;
     this.#dialect = dialect;
-    this.#wal = wal;
   }
 
   run<T>(work: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
@@ -267,14 +269,14 @@ class GroupCommit {
               return;
             }
             for (const item of group) {
-              await sql`savepoint group_item`.execute(trx);
+              await trx.executeQuery(SAVEPOINT);
               try {
                 const value = await item.work(trx);
-                await sql`release group_item`.execute(trx);
+                await trx.executeQuery(RELEASE);
                 outcomes.push({ ok: true, value });
               } catch (error) {
-                await sql`rollback to group_item`.execute(trx);
-                await sql`release group_item`.execute(trx);
+                await trx.executeQuery(ROLLBACK_TO);
+                await trx.executeQuery(RELEASE);
                 outcomes.push({ ok: false, error });
               }
             }
@@ -285,7 +287,7 @@ class GroupCommit {
           continue;
         }
         // Nobody hears "done" before the commit is on disk.
-        this.#wal.sync().then(
+        this.#dialect.durable().then(
           () =>
             group.forEach((item, i) => {
               const outcome = outcomes[i];

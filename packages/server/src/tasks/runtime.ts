@@ -2,7 +2,7 @@ import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
 import type { Emit, EventLog, NewEvent } from '../events/event-log.ts';
 import type { Database } from '../store/database.ts';
-import { Statement } from '../store/statement.ts';
+import { filterOnly, Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { TemplateService } from '../templates/template-service.ts';
 import type { TaskState } from './states.ts';
@@ -72,17 +72,18 @@ export interface ResumedTask {
 const ACTIVE: TaskState[] = ['assigned', 'running'];
 
 // An agent's accept and result come for every task: fixed statements, not built per frame.
-// Each applies only to the agent's current attempt in the expected state.
+// Each applies only to the agent's current attempt in the expected state, checked on the
+// row found by id (see `filterOnly`).
 const START = new Statement(
-  "update tasks set state = 'running', started_at = ?, updated_at = ? " +
-    "where id = ? and tenant_id = ? and agent_id = ? and attempt = ? and state = 'assigned' " +
+  "update tasks set state = 'running', started_at = ?, updated_at = ? where id = ? " +
+    "and (tenant_id = ? and agent_id = ? and attempt = ? and state = 'assigned') is true " +
     'returning session_id',
 );
 const SUCCEED = new Statement(
   "update tasks set state = 'succeeded', result = ?, finished_at = ?, " +
-    'started_at = coalesce(started_at, ?), updated_at = ? ' +
-    'where id = ? and tenant_id = ? and agent_id = ? and attempt = ? ' +
-    "and state in ('assigned', 'running') returning session_id, started_at",
+    'started_at = coalesce(started_at, ?), updated_at = ? where id = ? ' +
+    'and (tenant_id = ? and agent_id = ? and attempt = ? ' +
+    "and state in ('assigned', 'running')) is true returning session_id, started_at",
 );
 /** A declined task waits this long before it is offered again. */
 const REJECT_PAUSE_MS = 500;
@@ -651,11 +652,17 @@ export class TaskRuntime {
     let query = trx
       .selectFrom('tasks')
       .selectAll()
-      .where('tenant_id', '=', ref.tenantId)
       .where('id', '=', taskId)
-      .where('agent_id', '=', ref.agentId)
-      .where('attempt', '=', attempt)
-      .where('state', 'in', states);
+      .where((eb) =>
+        filterOnly(
+          eb.and([
+            eb('tenant_id', '=', ref.tenantId),
+            eb('agent_id', '=', ref.agentId),
+            eb('attempt', '=', attempt),
+            eb('state', 'in', states),
+          ]),
+        ),
+      );
     if (this.#store.kind === 'postgres') query = query.forUpdate();
     return query.executeTakeFirst();
   }
@@ -667,17 +674,21 @@ export class TaskRuntime {
     from: TaskState[],
     changes: Partial<TasksTable>,
   ): Promise<TasksTable | undefined> {
-    let query = trx
+    return trx
       .updateTable('tasks')
       .set({ ...changes, updated_at: new Date().toISOString() })
       .where('id', '=', row.id)
-      .where('tenant_id', '=', row.tenant_id)
-      .where('attempt', '=', row.attempt)
-      .where('state', 'in', from);
-    query =
-      row.agent_id === null
-        ? query.where('agent_id', 'is', null)
-        : query.where('agent_id', '=', row.agent_id);
-    return query.returningAll().executeTakeFirst();
+      .where((eb) =>
+        filterOnly(
+          eb.and([
+            eb('tenant_id', '=', row.tenant_id),
+            eb('attempt', '=', row.attempt),
+            eb('state', 'in', from),
+            row.agent_id === null ? eb('agent_id', 'is', null) : eb('agent_id', '=', row.agent_id),
+          ]),
+        ),
+      )
+      .returningAll()
+      .executeTakeFirst();
   }
 }

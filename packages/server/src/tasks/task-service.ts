@@ -7,7 +7,7 @@ import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { MultitaskStrategy } from '../sessions/tables.ts';
 import type { Database } from '../store/database.ts';
-import { Statement } from '../store/statement.ts';
+import { filterOnly, Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
 import {
@@ -648,8 +648,9 @@ export class TaskService {
       .updateTable('tasks')
       .set({ ...changes, updated_at: new Date().toISOString() })
       .where('id', '=', row.id)
-      .where('tenant_id', '=', row.tenant_id)
-      .where('state', 'in', from)
+      .where((eb) =>
+        filterOnly(eb.and([eb('tenant_id', '=', row.tenant_id), eb('state', 'in', from)])),
+      )
       .returningAll()
       .executeTakeFirst();
     if (updated === undefined) {
