@@ -433,10 +433,10 @@ export class RunRecord {
   }
 
   /**
-   * Writes <out-dir>/<benchmark>-<store>-<date>.json: this record, then `body`. Returns the
-   * file's path relative to the working directory.
+   * Writes <out-dir>/<benchmark>-<store>[-<variant>]-<date>.json: this record, then `body`.
+   * Returns the file's path relative to the working directory.
    */
-  write(o: CommonOptions, body: Record<string, unknown>): string {
+  write(o: CommonOptions, body: Record<string, unknown>, variant?: string): string {
     const result = {
       benchmark: this.#benchmark,
       schemaVersion: 1,
@@ -458,7 +458,8 @@ export class RunRecord {
     };
     mkdirSync(o.outDir, { recursive: true });
     const date = this.startedAt.toISOString().slice(0, 10);
-    const file = join(o.outDir, `${this.#benchmark}-${o.store}-${date}.json`);
+    const name = [this.#benchmark, o.store, ...(variant ? [variant] : []), date].join('-');
+    const file = join(o.outDir, `${name}.json`);
     writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
     return relative(process.cwd(), file);
   }

@@ -96,6 +96,9 @@ Options:
   --out-dir DIR           Where the JSON result goes (env BENCH_OUT_DIR; default bench/results)
 
 Diagnostics (the result is then not the standard measurement; use --out-dir elsewhere):
+  --single-submits        The producer's SDK client sends every tasks.create as its own
+                          request (batchSubmits: false) instead of batching the calls made
+                          together (env BENCH_SINGLE_SUBMITS=1)
   --profile               Run the Orchestra server, the producer and the first agent of each
                           system under --cpu-prof; the .cpuprofile files go to
                           bench/.scratch/profiles when the processes stop
@@ -120,6 +123,8 @@ interface ChildConfig {
   concurrency?: number;
   orchestra: { url: string; adminKey: string; agentKey: string };
   bullmq: { host: string; port: number; prefix: string; queue: string };
+  /** For the producer: one request per submit (no batching by the SDK). */
+  singleSubmits?: boolean;
 }
 
 type Request =
@@ -390,7 +395,11 @@ async function runAgent(config: ChildConfig): Promise<void> {
 async function runProducer(config: ChildConfig): Promise<void> {
   const { Orchestra } = await import('../packages/sdk/src/index.ts');
   const { Queue } = await import('bullmq');
-  const client = new Orchestra({ url: config.orchestra.url, apiKey: config.orchestra.adminKey });
+  const client = new Orchestra({
+    url: config.orchestra.url,
+    apiKey: config.orchestra.adminKey,
+    batchSubmits: config.singleSubmits !== true,
+  });
   const { host, port, prefix, queue: name } = config.bullmq;
   const queue = new Queue(name, { connection: { host, port }, prefix });
   await queue.waitUntilReady();
@@ -536,6 +545,7 @@ interface Options extends CommonOptions {
   warmupTasks: number;
   maxRunSeconds: number;
   analyze: boolean;
+  singleSubmits: boolean;
 }
 
 function readOptions(argv: string[]): Options | undefined {
@@ -549,6 +559,7 @@ function readOptions(argv: string[]): Options | undefined {
     'max-run-seconds': { type: 'string' },
     'redis-url': { type: 'string' },
     'skip-analyze': { type: 'boolean' },
+    'single-submits': { type: 'boolean' },
   });
   if (values === undefined) return undefined;
   const env = process.env;
@@ -575,6 +586,7 @@ function readOptions(argv: string[]): Options | undefined {
       1,
     ),
     analyze: !(values['skip-analyze'] ?? envFlag(env.BENCH_SKIP_ANALYZE)),
+    singleSubmits: values['single-submits'] ?? envFlag(env.BENCH_SINGLE_SUBMITS),
   };
 }
 
@@ -1307,7 +1319,7 @@ async function main(o: Options): Promise<number> {
   const bullmqAgents = spawnAgents('bullmq');
   const producer = new Child(
     'producer',
-    { role: 'producer', orchestra, bullmq },
+    { role: 'producer', orchestra, bullmq, singleSubmits: o.singleSubmits },
     o.profile ? profileArgs('producer') : [],
   );
   const all = [...orchestraAgents, ...bullmqAgents, producer];
@@ -1496,50 +1508,56 @@ async function main(o: Options): Promise<number> {
     for (const line of warnings.last) console.log(`  ${line}`);
   }
 
-  const file = run.write(o, {
-    parameters: {
-      host: HOST,
-      tasks: o.tasks,
-      agents: o.agents,
-      concurrency: o.concurrency,
-      submitters: o.submitters,
-      rate: o.rate,
-      durationSeconds: o.durationSeconds,
-      rounds: o.rounds,
-      roundOrder: 'ABBA (Orchestra first in odd rounds, BullMQ first in even rounds)',
-      warmupTasks: o.warmupTasks,
-      maxRunSeconds: o.maxRunSeconds,
-      profiled: o.profile,
-      orchestraExtraEnv: o.orchestraEnv,
-      orchestra:
-        'node packages/server/src/cli/main.ts start (fresh data dir), ORCHESTRA_LOG_LEVEL=warn, ' +
-        'ORCHESTRA_RATE_LIMIT_PER_SECOND=0, ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS=0; agents: SDK ' +
-        `AgentWorker, capability "${CAPABILITY}", echo handler; producer: SDK tasks.create ` +
-        'with the admin key; completion: the ack frame of task.result, seen by the agent',
-      bullmq:
-        `bullmq ${bullmqVersion()} on Redis ${redisVersion} (appendonly ${redisPersistence.appendonly}, ` +
-        `save "${redisPersistence.save}"); Worker with the same echo; producer: Queue.add; ` +
-        'completion: the Worker "completed" event (after moveToCompleted); default job ' +
-        'options (completed jobs kept, like Orchestra keeps its tasks)',
-      postgres:
-        pgSettings === null
-          ? null
-          : {
-              ...pgSettings,
-              analyzedAfterWarmup: analyzed,
-              database: 'throwaway, dropped at the end',
-            },
-      timestamps: 'performance.timeOrigin + performance.now() in each process',
+  const file = run.write(
+    o,
+    {
+      parameters: {
+        host: HOST,
+        tasks: o.tasks,
+        agents: o.agents,
+        concurrency: o.concurrency,
+        submitters: o.submitters,
+        singleSubmits: o.singleSubmits,
+        rate: o.rate,
+        durationSeconds: o.durationSeconds,
+        rounds: o.rounds,
+        roundOrder: 'ABBA (Orchestra first in odd rounds, BullMQ first in even rounds)',
+        warmupTasks: o.warmupTasks,
+        maxRunSeconds: o.maxRunSeconds,
+        profiled: o.profile,
+        orchestraExtraEnv: o.orchestraEnv,
+        orchestra:
+          'node packages/server/src/cli/main.ts start (fresh data dir), ORCHESTRA_LOG_LEVEL=warn, ' +
+          'ORCHESTRA_RATE_LIMIT_PER_SECOND=0, ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS=0; agents: SDK ' +
+          `AgentWorker, capability "${CAPABILITY}", echo handler; producer: SDK tasks.create ` +
+          `with the admin key, ${o.singleSubmits ? 'one request per submit (batchSubmits: false)' : 'the calls made together sent as one POST /v1/tasks/batch (batchSubmits, the default)'}; ` +
+          'completion: the ack frame of task.result, seen by the agent',
+        bullmq:
+          `bullmq ${bullmqVersion()} on Redis ${redisVersion} (appendonly ${redisPersistence.appendonly}, ` +
+          `save "${redisPersistence.save}"); Worker with the same echo; producer: Queue.add; ` +
+          'completion: the Worker "completed" event (after moveToCompleted); default job ' +
+          'options (completed jobs kept, like Orchestra keeps its tasks)',
+        postgres:
+          pgSettings === null
+            ? null
+            : {
+                ...pgSettings,
+                analyzedAfterWarmup: analyzed,
+                database: 'throwaway, dropped at the end',
+              },
+        timestamps: 'performance.timeOrigin + performance.now() in each process',
+      },
+      results: { ...results },
+      ratios,
+      targets,
+      rounds,
+      runs: runs.map(withoutRaw),
+      warmup,
+      postgresScans,
+      orchestraWarnings: warnings,
     },
-    results: { ...results },
-    ratios,
-    targets,
-    rounds,
-    runs: runs.map(withoutRaw),
-    warmup,
-    postgresScans,
-    orchestraWarnings: warnings,
-  });
+    o.singleSubmits ? 'single-submits' : undefined,
+  );
   console.log(`\nresult: ${file}`);
   if (o.profile) console.log(`CPU profile of Orchestra: ${PROFILE_DIR}`);
   return 0;
