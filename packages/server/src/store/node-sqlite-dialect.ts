@@ -39,7 +39,7 @@ export class NodeSqliteDialect implements Dialect {
 
   /**
    * Called inside a transaction: its commit returns without waiting for the WAL sync, so
-   * the next transaction can start meanwhile. The caller must then wait for `wal.sync()`
+   * the next transaction can start meanwhile. The caller must then wait for `durable()`
    * before it reports the transaction done.
    */
   deferSyncOfThisTransaction(): void {
