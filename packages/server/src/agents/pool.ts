@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { updateEwma } from '../balancing/strategies.ts';
@@ -164,6 +165,8 @@ class AgentConnection implements DispatchTarget {
   >();
   #processing = false;
   #paused = false;
+  /** The TCP socket is corked until the end of this turn of the event loop. */
+  #corked = false;
   /** The last piece of work queued per task id ('' for frames about the agent itself). */
   readonly #chains = new Map<string, Promise<void>>();
   #running = 0;
@@ -258,6 +261,17 @@ class AgentConnection implements DispatchTarget {
     correlationId?: string,
   ): void {
     if (this.#socket.readyState !== this.#socket.OPEN) return;
+    // Frames sent together (a dispatch pass's assignments, the acks of one group commit)
+    // leave in one write instead of a system call each.
+    const tcp = (this.#socket as unknown as { _socket?: Socket })._socket;
+    if (!this.#corked && tcp !== undefined) {
+      this.#corked = true;
+      tcp.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        tcp.uncork();
+      });
+    }
     this.#socket.send(serverFrame(this.#source, type, payload, correlationId));
   }
 
