@@ -92,7 +92,7 @@ export class Dispatcher {
   readonly #concurrencyKeyLimit: number;
   readonly #sweepIntervalMs: number;
   readonly #balancers = new Map<string, Balancer>();
-  readonly #passes = new Map<string, { again: boolean; done: Promise<void> }>();
+  readonly #passes = new Map<string, { again: boolean; submitted: boolean; done: Promise<void> }>();
   readonly #rejected = new Map<string, { agents: Set<string>; until: number }>();
   readonly #timers = new Set<NodeJS.Timeout>();
   #unsubscribe: (() => void) | undefined;
@@ -129,7 +129,7 @@ export class Dispatcher {
     this.#unsubscribe = this.#bus.subscribe(DISPATCH_SUBJECT, (message) => {
       const notice = message as DispatchNotice;
       const delay = notice.at === undefined ? 0 : Date.parse(notice.at) - Date.now();
-      if (delay <= 0) this.kick(notice.tenant_id);
+      if (delay <= 0) this.kick(notice.tenant_id, notice.submitted === true);
       else this.#later(delay, () => this.kick(notice.tenant_id));
     });
     this.#tick = setInterval(() => {
@@ -170,20 +170,27 @@ export class Dispatcher {
     this.#rejected.set(taskId, entry);
   }
 
-  /** Runs a pass for the tenant soon; passes never overlap, and kicks during one coalesce. */
-  kick(tenantId: string): void {
+  /**
+   * Runs a pass for the tenant soon; passes never overlap, and kicks during one coalesce.
+   * `submitted`: a task was just submitted, so the pass starts its transaction at once,
+   * without first looking whether anything is due.
+   */
+  kick(tenantId: string, submitted = false): void {
     if (this.#stopped) return;
     const running = this.#passes.get(tenantId);
     if (running) {
       running.again = true;
+      running.submitted ||= submitted;
       return;
     }
-    const state = { again: false, done: Promise.resolve() };
+    const state = { again: false, submitted, done: Promise.resolve() };
     state.done = (async () => {
       try {
         do {
           state.again = false;
-          const claimed = await this.#pass(tenantId);
+          const fresh = state.submitted;
+          state.submitted = false;
+          const claimed = await this.#pass(tenantId, fresh);
           // A full pass may have left more behind: go on until one claims nothing.
           if (claimed > 0) state.again = true;
         } while (state.again && !this.#stopped);
@@ -217,15 +224,19 @@ export class Dispatcher {
   }
 
   /** One pass over the tenant's queue; resolves to how many tasks it assigned. */
-  async #pass(tenantId: string): Promise<number> {
+  async #pass(tenantId: string, submitted: boolean): Promise<number> {
     const targets = this.#directory.targets(tenantId).filter((t) => t.accepting());
     let free = 0;
     for (const t of targets) free += Math.max(0, t.maxConcurrency - t.inFlight.size);
     if (free === 0) return 0;
     // Most passes on a quiet server find nothing: a lookup is cheaper than a transaction.
-    const due = new Date().toISOString();
-    if ((await ANY_DUE.rows(this.#store.db, this.#store.kind, [tenantId, due])).length === 0) {
-      return 0;
+    // After a submit there is work, and the transaction must be asked for at once to
+    // share the submit's commit (TaskService.create).
+    if (!submitted) {
+      const due = new Date().toISOString();
+      if ((await ANY_DUE.rows(this.#store.db, this.#store.kind, [tenantId, due])).length === 0) {
+        return 0;
+      }
     }
 
     const claims: { target: DispatchTarget; row: TasksTable }[] = [];

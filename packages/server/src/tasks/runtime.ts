@@ -30,11 +30,15 @@ export function agentSubject(tenantId: string, agentId: string): string {
   return `agent.${tenantId}.${agentId}`;
 }
 
-/** Published when a tenant may have tasks to dispatch; `at` when that is only later. */
+/**
+ * Published when a tenant may have tasks to dispatch; `at` when that is only later;
+ * `submitted` when a task was just submitted, so that looking is surely worth it.
+ */
 export const DISPATCH_SUBJECT = 'tasks.dispatch';
 export interface DispatchNotice {
   tenant_id: string;
   at?: string;
+  submitted?: boolean;
 }
 
 /** The answer to a result, failure or cancel confirmation from an agent. */

@@ -184,8 +184,10 @@ export class TaskService {
     this.#cancelGraceMs = deps.cancelGraceMs;
   }
 
-  #wakeDispatch(tenantId: string): void {
-    const notice: DispatchNotice = { tenant_id: tenantId };
+  #wakeDispatch(tenantId: string, submitted = false): void {
+    const notice: DispatchNotice = submitted
+      ? { tenant_id: tenantId, submitted: true }
+      : { tenant_id: tenantId };
     this.#bus.publish(DISPATCH_SUBJECT, notice);
   }
 
@@ -273,7 +275,7 @@ export class TaskService {
     };
     let interrupted: string[] = [];
     try {
-      await this.#events.transaction(async (trx, emit) => {
+      const stored = this.#events.transaction(async (trx, emit) => {
         if (row.session_id !== null) {
           interrupted = await this.#checkSession(trx, tenantId, row.session_id, strategy);
         }
@@ -290,6 +292,11 @@ export class TaskService {
         if (labels.length > 0) await trx.insertInto('task_labels').values(labels).execute();
         await emitTaskEvents(emit, row, [stateEvent(row, { priority: row.priority })], true);
       });
+      // SQLite runs transactions in the order they are asked for: a dispatch pass asked for
+      // now runs right after this one, in the same commit, and the task can reach an agent
+      // with one commit less. Elsewhere it would run too early to see the task.
+      if (this.#store.kind === 'sqlite') this.#wakeDispatch(tenantId, true);
+      await stored;
     } catch (err) {
       if (isUniqueViolation(err) && input.idempotency_key !== undefined) {
         // Another request with the same key won the race: its task is the answer.
