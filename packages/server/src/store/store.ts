@@ -27,6 +27,12 @@ export interface RelationalStore {
   /** Where the data lives, safe to log (no password). */
   readonly location: string;
   /**
+   * True when transactions run one after another in the order `transaction` was called
+   * (SQLite's group commit): work asked for after another transaction sees its changes.
+   * False on PostgreSQL, where concurrent transactions run at once.
+   */
+  readonly ordersTransactions: boolean;
+  /**
    * Applies pending migrations in name order and returns the names applied. Several nodes
    * may call it at once: the migrator holds a lock, so each migration runs once.
    */
@@ -171,6 +177,7 @@ function makeStore(
     kind,
     db,
     location,
+    ordersTransactions: kind === 'sqlite',
     transaction,
     async migrate(migrations) {
       const migrator = new Migrator({

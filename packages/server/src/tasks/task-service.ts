@@ -292,10 +292,10 @@ export class TaskService {
         if (labels.length > 0) await trx.insertInto('task_labels').values(labels).execute();
         await emitTaskEvents(emit, row, [stateEvent(row, { priority: row.priority })], true);
       });
-      // SQLite runs transactions in the order they are asked for: a dispatch pass asked for
-      // now runs right after this one, in the same commit, and the task can reach an agent
-      // with one commit less. Elsewhere it would run too early to see the task.
-      if (this.#store.kind === 'sqlite') this.#wakeDispatch(tenantId, true);
+      // Where transactions run in the order asked for, a dispatch pass asked for now runs
+      // right after this one, in the same commit, and the task reaches an agent one commit
+      // sooner. Elsewhere it would run too early to see the task.
+      if (this.#store.ordersTransactions) this.#wakeDispatch(tenantId, true);
       await stored;
     } catch (err) {
       if (isUniqueViolation(err) && input.idempotency_key !== undefined) {
