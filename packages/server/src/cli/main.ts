@@ -485,15 +485,19 @@ const TEMPLATE_READ_ONLY_FIELDS = [
 
 const TEMPLATE_SCHEMA_FIELDS = ['input_schema', 'output_schema', 'config_schema'] as const;
 
-/** The JSON value in `file` (`-`: standard input); usage errors name the file. */
-function readJson(file: string): unknown {
+/** The text of `file` (`-`: standard input) and its name for messages. */
+function readText(file: string): { source: string; text: string } {
   const source = file === '-' ? 'standard input' : file;
-  let text: string;
   try {
-    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+    return { source, text: readFileSync(file === '-' ? 0 : file, 'utf8') };
   } catch (err) {
     throw new UsageError(`cannot read ${source}: ${(err as Error).message}`);
   }
+}
+
+/** The JSON value in `file` (`-`: standard input); usage errors name the file. */
+function readJson(file: string): unknown {
+  const { source, text } = readText(file);
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -506,13 +510,7 @@ function readJson(file: string): unknown {
  * blank lines are skipped. Usage errors name the file and line.
  */
 function readTaskLines(file: string): { lines: number[]; inputs: CreateTaskInput[] } {
-  const source = file === '-' ? 'standard input' : file;
-  let text: string;
-  try {
-    text = readFileSync(file === '-' ? 0 : file, 'utf8');
-  } catch (err) {
-    throw new UsageError(`cannot read ${source}: ${(err as Error).message}`);
-  }
+  const { source, text } = readText(file);
   const lines: number[] = [];
   const inputs: CreateTaskInput[] = [];
   text.split('\n').forEach((raw, i) => {
