@@ -474,7 +474,7 @@ export class AgentWorker {
       this.#send('RESPONSE', { kind: 'task.accept', task_id: task.id, attempt: task.attempt });
       return;
     }
-    if (this.#draining || this.#stopping || this.#tasks.size >= this.#concurrency) {
+    if (this.#draining || this.#stopping || this.#handlersRunning() >= this.#concurrency) {
       this.#send('RESPONSE', {
         kind: 'task.reject',
         task_id: task.id,
@@ -499,6 +499,18 @@ export class AgentWorker {
     this.#tasks.set(task.id, running);
     this.#send('RESPONSE', { kind: 'task.accept', task_id: task.id, attempt: task.attempt });
     void this.#run(running);
+  }
+
+  /**
+   * Tasks whose handler still runs. One that has its outcome is only waiting for the ack
+   * and takes no slot: the server frees the slot when it stores the outcome, and may send
+   * the next assignment right behind the ack, in the same read, before the ack's waiter
+   * has run.
+   */
+  #handlersRunning(): number {
+    let n = 0;
+    for (const running of this.#tasks.values()) if (running.final === undefined) n += 1;
+    return n;
   }
 
   async #run(running: RunningTask): Promise<void> {
