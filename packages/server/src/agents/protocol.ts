@@ -1,38 +1,28 @@
-import { randomUUID } from 'node:crypto';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { ValidateFunction } from 'ajv';
 import Type, { type Static, type TSchema } from 'typebox';
-import { ApiError } from '../platform/errors.ts';
+import {
+  describeSchemaError,
+  frameAjv,
+  type Header,
+  invalidField,
+  type MessageType,
+  parseEnvelope,
+} from '../platform/envelope.ts';
 import { Labels } from '../platform/schemas.ts';
-import { MAX_JSON_DEPTH, nestsDeeperThan } from '../platform/validation.ts';
 
 /**
  * The agent protocol (docs/protocol.md): JSON text frames in the Orchestra envelope over
  * the `/v1/agents/connect` WebSocket. This file is its machine-readable definition; the
  * document and the conformance suite follow it.
  */
-export const PROTOCOL_VERSION = 1;
-
-export const MESSAGE_TYPES = ['REQUEST', 'RESPONSE', 'EVENT', 'STREAM'] as const;
-export type MessageType = (typeof MESSAGE_TYPES)[number];
-
-const Id = Type.String({ minLength: 1, maxLength: 128 });
-
-export const Header = Type.Object(
-  {
-    id: Id,
-    correlation_id: Type.Optional(Id),
-    type: Type.Enum([...MESSAGE_TYPES]),
-    timestamp: Type.String({ format: 'date-time' }),
-    source: Type.String({ minLength: 1, maxLength: 256 }),
-    destination: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
-    metadata: Type.Optional(
-      Type.Record(Type.String(), Type.String({ maxLength: 1024 }), { maxProperties: 50 }),
-    ),
-    version: Type.Literal(PROTOCOL_VERSION),
-  },
-  { additionalProperties: false },
-);
-export type Header = Static<typeof Header>;
+export {
+  FrameError,
+  type Header,
+  MESSAGE_TYPES,
+  type MessageType,
+  PROTOCOL_VERSION,
+  serverFrame,
+} from '../platform/envelope.ts';
 
 export const AGENT_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$';
 const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
@@ -159,16 +149,10 @@ export type AgentFrame = {
 
 export type FrameOf<K extends AgentFrameKind> = Extract<AgentFrame, { payload: { kind: K } }>;
 
-const ajv = new Ajv({ allErrors: false, removeAdditional: false, useDefaults: false });
-ajv.addFormat('date-time', {
-  type: 'string',
-  validate: (value: string) => /^\d{4}-\d\d-\d\dT/.test(value) && !Number.isNaN(Date.parse(value)),
-});
-const validateHeader = ajv.compile(Header);
 const payloadValidators = new Map<string, ValidateFunction>(
   Object.entries(AGENT_FRAMES).map(([kind, spec]) => [
     kind,
-    ajv.compile(
+    frameAjv.compile(
       Type.Object(
         { kind: Type.Literal(kind), ...spec.payload },
         {
@@ -185,84 +169,22 @@ const payloadValidators = new Map<string, ValidateFunction>(
 const eventValidators = new Map<string, ValidateFunction>(
   AGENT_FRAMES['task.event'].payload.event.anyOf.map((branch) => [
     branch.properties.type.const,
-    ajv.compile(branch),
+    frameAjv.compile(branch),
   ]),
 );
-
-/** A frame that could not be used, with the error frame's content and the request it answers. */
-export class FrameError extends ApiError {
-  readonly correlationId: string | undefined;
-
-  constructor(error: ApiError, correlationId: string | undefined) {
-    super(error.code, error.message, error.details ? { details: error.details } : {});
-    this.correlationId = correlationId;
-  }
-}
-
-function invalid(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
-}
-
-function describe(prefix: string, errors: ErrorObject[] | null | undefined): ApiError {
-  const first = errors?.[0];
-  if (first === undefined) return invalid(prefix, 'is not valid');
-  const path = first.instancePath.replace(/^\//, '').replaceAll('/', '.');
-  const field = path === '' ? prefix : `${prefix}.${path}`;
-  if (first.keyword === 'required') {
-    const missing = (first.params as { missingProperty: string }).missingProperty;
-    return invalid(`${field}.${missing}`, 'is required');
-  }
-  if (first.keyword === 'additionalProperties') {
-    const extra = (first.params as { additionalProperty: string }).additionalProperty;
-    return invalid(`${field}.${extra}`, 'is not a known field');
-  }
-  if (first.keyword === 'const' || first.keyword === 'enum') {
-    const allowed = (first.params as { allowedValue?: unknown; allowedValues?: unknown[] })
-      .allowedValues ?? [(first.params as { allowedValue?: unknown }).allowedValue];
-    return invalid(field, `must be ${allowed.map((v) => JSON.stringify(v)).join(' or ')}`);
-  }
-  return invalid(field, first.message ?? 'is not valid');
-}
 
 /**
  * Parses and validates one text frame from an agent. Throws a `FrameError` naming the
  * first problem; its correlation id is the frame's header id when that could be read.
  */
 export function parseAgentFrame(text: string): AgentFrame {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new FrameError(new ApiError('INVALID_JSON', 'The frame is not valid JSON'), undefined);
-  }
-  const headerId =
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { header?: { id?: unknown } }).header?.id === 'string'
-      ? ((value as { header: { id: string } }).header.id.slice(0, 128) as string)
-      : undefined;
-  const fail = (error: ApiError) => new FrameError(error, headerId);
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw fail(invalid('frame', 'must be an object with header and payload'));
-  }
-  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
-    throw fail(invalid('frame', `nests deeper than ${MAX_JSON_DEPTH} levels`));
-  }
-  const frame = value as { header?: unknown; payload?: unknown };
-  for (const key of Object.keys(frame)) {
-    if (key !== 'header' && key !== 'payload') throw fail(invalid(key, 'is not a known field'));
-  }
-  if (!validateHeader(frame.header)) throw fail(describe('header', validateHeader.errors));
-  const payload = frame.payload;
-  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-    throw fail(invalid('payload', 'must be an object'));
-  }
-  const kind = (payload as { kind?: unknown }).kind;
+  const { header, payload, fail } = parseEnvelope(text);
+  const kind = payload.kind;
   const validate = typeof kind === 'string' ? payloadValidators.get(kind) : undefined;
   if (validate === undefined) {
-    throw fail(invalid('payload.kind', `must be one of ${Object.keys(AGENT_FRAMES).join(', ')}`));
+    throw fail(
+      invalidField('payload.kind', `must be one of ${Object.keys(AGENT_FRAMES).join(', ')}`),
+    );
   }
   if (!validate(payload)) {
     // For an event, name the problem within its own type rather than the union's first.
@@ -272,31 +194,13 @@ export function parseAgentFrame(text: string): AgentFrame {
         ? eventValidators.get(event.type)
         : undefined;
     if (eventCheck !== undefined && !eventCheck(event)) {
-      throw fail(describe('payload.event', eventCheck.errors));
+      throw fail(describeSchemaError('payload.event', eventCheck.errors));
     }
-    throw fail(describe('payload', validate.errors));
+    throw fail(describeSchemaError('payload', validate.errors));
   }
   const expected = AGENT_FRAMES[kind as AgentFrameKind].type;
-  if (frame.header.type !== expected) {
-    throw fail(invalid('header.type', `must be ${expected} for ${kind as string}`));
+  if (header.type !== expected) {
+    throw fail(invalidField('header.type', `must be ${expected} for ${kind as string}`));
   }
-  return frame as AgentFrame;
-}
-
-/** Builds a server frame. `correlationId` ties a RESPONSE to the request it answers. */
-export function serverFrame(
-  source: string,
-  type: MessageType,
-  payload: { kind: string } & Record<string, unknown>,
-  correlationId?: string,
-): string {
-  const header: Header = {
-    id: randomUUID(),
-    type,
-    timestamp: new Date().toISOString(),
-    source,
-    version: PROTOCOL_VERSION,
-  };
-  if (correlationId !== undefined) header.correlation_id = correlationId;
-  return JSON.stringify({ header, payload });
+  return { header, payload } as AgentFrame;
 }
