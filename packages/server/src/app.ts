@@ -22,6 +22,10 @@ import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
 import { buildRequestValidator, MAX_JSON_DEPTH, nestsDeeperThan } from './platform/validation.ts';
+import type { RealtimeHub } from './realtime/hub.ts';
+import { realtimeRoutes } from './realtime/routes.ts';
+import type { RealtimeTokens } from './realtime/tokens.ts';
+import type { TopicService } from './realtime/topic-service.ts';
 import { sessionRoutes } from './sessions/routes.ts';
 import type { SessionService } from './sessions/session-service.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
@@ -43,6 +47,9 @@ export interface AppResources {
   agents: AgentService;
   sessions: SessionService;
   pool: AgentPool;
+  hub: RealtimeHub;
+  topics: TopicService;
+  tokens: RealtimeTokens;
   bus: Bus;
   version: string;
   /** Aborts when shutdown begins: open streams end so that draining can finish. */
@@ -196,7 +203,15 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
   await app.register(sessionRoutes, { sessions: resources.sessions, shutdown: resources.shutdown });
   await app.register(fastifyWebsocket, {
-    options: { maxPayload: settings.agentMaxFrameBytes },
+    // Each protocol checks its own frame limit; this is the larger of the two.
+    options: {
+      maxPayload: Math.max(settings.agentMaxFrameBytes, settings.realtimeMaxFrameBytes),
+      // server_no_context_takeover: each message is compressed alone, so one compressed
+      // broadcast frame suits every subscriber.
+      perMessageDeflate: settings.realtimeCompression
+        ? { serverNoContextTakeover: true, threshold: 1024 }
+        : false,
+    },
     // The pool closes agent connections itself, with 1001, before the server closes.
     preClose: (done) => done(),
   });
@@ -205,6 +220,14 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     pool: resources.pool,
     identity,
     bus: resources.bus,
+  });
+  await app.register(realtimeRoutes, {
+    hub: resources.hub,
+    topics: resources.topics,
+    tokens: resources.tokens,
+    identity,
+    rateLimiter: resources.rateLimiter,
+    shutdown: resources.shutdown,
   });
   await app.register(fastifyStatic, { root: consoleAssetsDir, wildcard: false });
   return app;

@@ -2,6 +2,7 @@ import type { Migration } from 'kysely/migration';
 import { agentsMigrations } from './agents/migrations.ts';
 import { eventLogMigrations } from './events/migrations.ts';
 import { gatewayMigrations } from './gateway/migrations.ts';
+import { realtimeMigrations } from './realtime/migrations.ts';
 import { sessionsMigrations } from './sessions/migrations.ts';
 import { tasksMigrations } from './tasks/migrations.ts';
 import { templatesMigrations } from './templates/migrations.ts';
@@ -14,4 +15,5 @@ export const migrations: Record<string, Migration> = {
   ...tasksMigrations,
   ...agentsMigrations,
   ...sessionsMigrations,
+  ...realtimeMigrations,
 };

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -16,7 +17,12 @@ import { migrations } from './migrations.ts';
 import { JwtVerifier } from './platform/jwt.ts';
 import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter } from './platform/rate-limit.ts';
-import type { Settings } from './platform/settings.ts';
+import { type Settings, SettingsError } from './platform/settings.ts';
+import { tokenAuthenticator } from './realtime/access.ts';
+import { RealtimeHub } from './realtime/hub.ts';
+import { RealtimeTokens } from './realtime/tokens.ts';
+import { TopicService } from './realtime/topic-service.ts';
+import { HistoryRules } from './realtime/topics.ts';
 import { SessionService } from './sessions/session-service.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
 import { Dispatcher } from './tasks/dispatcher.ts';
@@ -81,7 +87,20 @@ export async function startServer(
   let retention: EventRetention | undefined;
   let dispatcher: Dispatcher | undefined;
   let pool: AgentPool | undefined;
+  let topicService: TopicService | undefined;
+  let hub: RealtimeHub | undefined;
   try {
+    let rules: HistoryRules;
+    try {
+      rules = new HistoryRules({
+        rules: settings.topicHistory,
+        maxMessages: settings.topicHistoryMaxMessages,
+        maxAgeMs: settings.topicHistoryMaxAgeMs,
+        retentionMs: settings.eventRetentionMs,
+      });
+    } catch (err) {
+      throw new SettingsError(`ORCHESTRA_TOPIC_HISTORY: ${(err as Error).message}`);
+    }
     const applied = await store.migrate(migrations);
     log.info({ store: store.kind, location: store.location, applied }, 'store ready');
 
@@ -179,7 +198,34 @@ export async function startServer(
       cancelGraceMs: settings.taskCancelGraceMs,
       sessions,
     });
+    const tokens = new RealtimeTokens({ store });
+    await tokens.start();
+    topicService = new TopicService({
+      store,
+      events,
+      bus,
+      rules,
+      log,
+      nodeId: `${settings.instanceId}:${randomUUID()}`,
+    });
+    hub = new RealtimeHub({
+      topics: topicService,
+      bus,
+      log,
+      rateLimiter,
+      authenticateToken: tokenAuthenticator(tokens, identity),
+      settings: {
+        maxFrameBytes: settings.realtimeMaxFrameBytes,
+        maxSubscriptions: settings.realtimeMaxSubscriptions,
+        maxQueueBytes: settings.realtimeMaxQueueBytes,
+        compression: settings.realtimeCompression,
+        instanceId: settings.instanceId,
+      },
+    });
     const built = await buildApp({
+      hub,
+      topics: topicService,
+      tokens,
       settings,
       store,
       log,
@@ -204,12 +250,16 @@ export async function startServer(
     log.info({ url, version: VERSION }, 'orchestra listening');
     pool.start(sweepIntervalMs);
     dispatcher.start();
+    topicService.start();
+    hub.start();
 
     let closed: Promise<void> | undefined;
     const sweeper = retention;
     const limiter = rateLimiter;
     const agentPool = pool;
     const taskDispatcher = dispatcher;
+    const realtime = hub;
+    const topicsOfNode = topicService;
     const close = () => {
       closed ??= (async () => {
         closing = true;
@@ -219,6 +269,8 @@ export async function startServer(
         // after a restart) while their tasks stay theirs.
         await taskDispatcher.stop();
         await agentPool.close();
+        await realtime.close();
+        await topicsOfNode.stop();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
@@ -249,6 +301,8 @@ export async function startServer(
   } catch (err) {
     await dispatcher?.stop();
     await pool?.close();
+    await hub?.close();
+    await topicService?.stop();
     await app?.close().catch(() => {});
     await retention?.stop();
     rateLimiter?.close();

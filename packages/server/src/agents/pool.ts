@@ -272,7 +272,7 @@ class AgentConnection implements DispatchTarget {
         tcp.uncork();
       });
     }
-    this.#socket.send(serverFrame(this.#source, type, payload, correlationId));
+    this.#socket.send(serverFrame(this.#source, type, payload, correlationId), { compress: false });
   }
 
   #sendError(error: ApiError, correlationId: string | undefined): void {
@@ -309,6 +309,14 @@ class AgentConnection implements DispatchTarget {
 
   #onMessage(data: unknown, isBinary: boolean): void {
     if (this.#closed) return;
+    // The WebSocket server's own limit is the larger of the agent and realtime limits.
+    const size = Array.isArray(data)
+      ? (data as Buffer[]).reduce((n, b) => n + b.length, 0)
+      : (data as Buffer | ArrayBuffer).byteLength;
+    if (size > this.#pool.deps.settings.maxFrameBytes) {
+      this.close(CLOSE_CODES.MESSAGE_TOO_BIG);
+      return;
+    }
     if (isBinary) {
       const message = 'must be a text frame holding JSON';
       this.#invalid(

@@ -51,7 +51,24 @@ const READ_BATCH = 500;
 /** Watched streams are checked this often even without a wake-up (a lost message, another node). */
 const FOLLOW_POLL_MS = 2_000;
 
-const wakeSubject = (stream: string) => `events.${stream}`;
+/** Bus subject of the appends to one stream; messages are `StreamAppend`s. */
+export const streamSubject = (stream: string) => `events.${stream}`;
+/** Bus subject of the appends to every stream of a tenant; messages are `StreamAppend`s. */
+export const tenantStreamsSubject = (tenantId: string) => `tenant-events.${tenantId}`;
+
+/** Published on the bus after a commit: what was appended to a stream. */
+export interface StreamAppend {
+  stream: string;
+  tenantId: string;
+  events: StreamEvent[];
+}
+
+/** A reader's view of retention: all but the newest `maxCount`, and those older than `notBefore`, are gone. */
+export interface RetentionFloor {
+  maxCount?: number;
+  /** ISO time. */
+  notBefore?: string;
+}
 
 /**
  * The event-log primitive: ordered, replayable streams with offsets, stored in the
@@ -76,15 +93,53 @@ export class EventLog {
    * transaction fails.
    */
   async transaction<T>(work: (trx: Transaction<Database>, emit: Emit) => Promise<T>): Promise<T> {
-    const touched = new Set<string>();
-    const result = await this.#store.transaction(async (trx) =>
-      work(trx, async (stream, tenantId, events, options) => {
-        touched.add(stream);
-        return append(trx, this.#store.kind, stream, tenantId, events, options?.isNew === true);
-      }),
-    );
-    for (const stream of touched) this.#bus.publish(wakeSubject(stream), null);
+    const appended: StreamAppend[] = [];
+    const result = await this.#store.transaction(async (trx) => {
+      appended.length = 0; // a retried transaction starts over
+      return work(trx, async (stream, tenantId, events, options) => {
+        const stored = await append(
+          trx,
+          this.#store.kind,
+          stream,
+          tenantId,
+          events,
+          options?.isNew === true,
+        );
+        if (stored.length > 0) appended.push({ stream, tenantId, events: stored });
+        return stored;
+      });
+    });
+    // The appends themselves travel with the wake-up, so that live readers (realtime
+    // subscribers) need no read of their own; one that sees a gap reads the store.
+    for (const append of appended) {
+      this.#bus.publish(streamSubject(append.stream), append);
+      this.#bus.publish(tenantStreamsSubject(append.tenantId), append);
+    }
     return result;
+  }
+
+  /** A stream's newest offset and creation time, or undefined if it does not exist in the tenant. */
+  async info(
+    tenantId: string,
+    stream: string,
+  ): Promise<{ lastOffset: number; createdAt: string } | undefined> {
+    const row = await this.#store.db
+      .selectFrom('event_streams')
+      .select(['last_offset', 'created_at'])
+      .where('id', '=', stream)
+      .where('tenant_id', '=', tenantId)
+      .executeTakeFirst();
+    return row && { lastOffset: Number(row.last_offset), createdAt: row.created_at };
+  }
+
+  /** Creates an empty stream inside the caller's transaction, unless it exists. */
+  async ensure(trx: Transaction<Database>, stream: string, tenantId: string): Promise<void> {
+    await CREATE_STREAM.rows(trx, this.#store.kind, [
+      stream,
+      tenantId,
+      0,
+      new Date().toISOString(),
+    ]);
   }
 
   /** The newest offset of a stream (0 before its first event), or undefined if it does not exist. */
@@ -109,19 +164,19 @@ export class EventLog {
     stream: string,
     after: number,
     limit = READ_BATCH,
+    floor: RetentionFloor = {},
   ): Promise<{ events: StreamEvent[]; lastOffset: number; gap?: StreamGap } | undefined> {
     const lastOffset = await this.head(tenantId, stream);
     if (lastOffset === undefined) return undefined;
     if (after >= lastOffset) return { events: [], lastOffset };
-    const rows = await this.#store.db
+    let query = this.#store.db
       .selectFrom('events')
       .select(['offset', 'type', 'data', 'created_at'])
       .where('stream_id', '=', stream)
-      .where('offset', '>', after)
-      .where('offset', '<=', lastOffset)
-      .orderBy('offset')
-      .limit(limit)
-      .execute();
+      .where('offset', '>', Math.max(after, lastOffset - (floor.maxCount ?? lastOffset)))
+      .where('offset', '<=', lastOffset);
+    if (floor.notBefore !== undefined) query = query.where('created_at', '>=', floor.notBefore);
+    const rows = await query.orderBy('offset').limit(limit).execute();
     const events = rows.map((r) => ({
       offset: r.offset,
       type: r.type,
@@ -149,6 +204,8 @@ export class EventLog {
       signal: AbortSignal;
       isLast?: (event: StreamEvent) => boolean;
       endWhenCaughtUp?: () => Promise<boolean>;
+      /** What is retained for this reader, asked at each read. */
+      floor?: () => RetentionFloor;
     },
   ): AsyncIterable<StreamItem> {
     let wake: (() => void) | undefined;
@@ -170,7 +227,7 @@ export class EventLog {
           if (options.signal.aborted) return;
         }
         dirty = false;
-        const page = await this.read(tenantId, stream, cursor);
+        const page = await this.read(tenantId, stream, cursor, READ_BATCH, options.floor?.());
         if (page === undefined) return;
         if (page.gap) {
           yield page.gap;
@@ -207,7 +264,7 @@ export class EventLog {
         wakers: new Set(),
         unsubscribe: () => {},
       };
-      entry.unsubscribe = this.#bus.subscribe(wakeSubject(stream), () => {
+      entry.unsubscribe = this.#bus.subscribe(streamSubject(stream), () => {
         for (const w of entry.wakers) w();
       });
       this.#watched.set(stream, entry);
@@ -262,6 +319,29 @@ export class EventLog {
         .where('id', 'in', ids.slice(i, i + 500))
         .execute();
     }
+  }
+
+  /** Deletes a stream's events up to `through` (inclusive), inside the caller's transaction. */
+  async trimStream(trx: Transaction<Database>, stream: string, through: number): Promise<void> {
+    await trx
+      .deleteFrom('events')
+      .where('stream_id', '=', stream)
+      .where('offset', '<=', through)
+      .execute();
+  }
+
+  /** Deletes the events of `streams` created before `before`. Idempotent. */
+  async trimStreamsBefore(streams: string[], before: Date): Promise<number> {
+    let removed = 0;
+    for (let i = 0; i < streams.length; i += 500) {
+      const result = await this.#store.db
+        .deleteFrom('events')
+        .where('stream_id', 'in', streams.slice(i, i + 500))
+        .where('created_at', '<', before.toISOString())
+        .executeTakeFirst();
+      removed += Number(result.numDeletedRows);
+    }
+    return removed;
   }
 
   /** Deletes events created before `before`; streams and their offsets stay. Idempotent. */

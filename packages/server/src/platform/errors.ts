@@ -23,6 +23,7 @@ export const ERROR_CATALOGUE = {
   TASK_NOT_FOUND: { status: 404, message: 'The task does not exist' },
   AGENT_NOT_FOUND: { status: 404, message: 'The agent does not exist' },
   SESSION_NOT_FOUND: { status: 404, message: 'The session does not exist' },
+  TOPIC_NOT_FOUND: { status: 404, message: 'The topic does not exist' },
   TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
   TEMPLATE_ALREADY_EXISTS: { status: 409, message: 'A template with this name already exists' },
   TASK_ALREADY_FINISHED: { status: 409, message: 'The task has already ended' },
@@ -44,6 +45,15 @@ export const ERROR_CATALOGUE = {
     message: 'The connection must register before anything else',
   },
   AGENT_ALREADY_REGISTERED: { status: 409, message: 'The connection has already registered' },
+  ALREADY_SUBSCRIBED: {
+    status: 409,
+    message: 'The connection is already subscribed to this topic or pattern',
+  },
+  NOT_SUBSCRIBED: { status: 409, message: 'The connection is not subscribed to this topic' },
+  SUBSCRIPTION_LIMIT_REACHED: {
+    status: 409,
+    message: 'The connection has as many subscriptions as it may',
+  },
   LAST_ADMIN_KEY: {
     status: 409,
     message: 'The last active admin key of a tenant cannot be revoked',
@@ -83,8 +93,15 @@ export const CLOSE_CODES = {
     reason: 'Too many invalid frames, or a frame that leaves no way to go on',
   },
   UNAUTHENTICATED: { code: 4401, reason: 'The credential is no longer valid' },
-  TIMEOUT: { code: 4408, reason: 'A register or heartbeat frame did not arrive in time' },
+  TIMEOUT: {
+    code: 4408,
+    reason: 'An expected frame (register, heartbeat, auth) did not arrive in time',
+  },
   REPLACED: { code: 4409, reason: 'Another connection registered with the same agent id' },
+  SLOW_CONSUMER: {
+    code: 4507,
+    reason: 'The client read too slowly: its send queue passed the limit',
+  },
 } as const satisfies Record<string, { code: number; reason: string }>;
 
 export type ErrorDetails = Record<string, unknown>;

@@ -253,6 +253,69 @@ export const SETTINGS = {
       'Most tasks sharing a `concurrency_key` assigned or running at once, unless their template sets `concurrency_key_limit`. 1 runs them one at a time, in order.',
     default: 1,
   },
+  realtimeMaxFrameBytes: {
+    env: 'ORCHESTRA_REALTIME_MAX_FRAME_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 16_777_216 }),
+    allowed: 'an integer from 1024 to 16777216',
+    description:
+      'Largest frame a realtime client may send (a published message included); a larger one closes its connection with 1009.',
+    default: 65536,
+  },
+  realtimeMaxSubscriptions: {
+    env: 'ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    allowed: 'an integer from 1 to 100000',
+    description: 'Most topic and pattern subscriptions one realtime connection may hold.',
+    default: 100,
+  },
+  realtimeMaxQueueBytes: {
+    env: 'ORCHESTRA_REALTIME_MAX_QUEUE_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 1_073_741_824 }),
+    allowed: 'an integer from 1024 to 1073741824',
+    description:
+      'Bytes waiting to be sent to one realtime connection before it is closed as a slow consumer (4507).',
+    default: 4_194_304,
+  },
+  realtimeCompression: {
+    env: 'ORCHESTRA_REALTIME_COMPRESSION',
+    kind: 'bool',
+    schema: Type.Boolean(),
+    allowed: 'true or false',
+    description:
+      'Accept permessage-deflate on WebSockets; a broadcast is then compressed once for all subscribers.',
+    default: false,
+  },
+  topicHistoryMaxMessages: {
+    env: 'ORCHESTRA_TOPIC_HISTORY_MAX_MESSAGES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 100_000_000 }),
+    allowed: 'an integer from 1 to 100000000',
+    description:
+      'Messages a user topic (and `agents`) keeps for replay, unless a rule says otherwise.',
+    default: 1000,
+  },
+  topicHistoryMaxAgeMs: {
+    env: 'ORCHESTRA_TOPIC_HISTORY_MAX_AGE_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1000, maximum: 31_536_000_000 }),
+    allowed: 'an integer from 1000 to 31536000000',
+    description:
+      'How long a user topic keeps a message for replay, unless a rule says otherwise; capped by ORCHESTRA_EVENT_RETENTION_MS.',
+    default: 86_400_000,
+  },
+  topicHistory: {
+    env: 'ORCHESTRA_TOPIC_HISTORY',
+    kind: 'string',
+    schema: Type.String({
+      pattern: '^\\s*[^=,\\s]+=\\d{1,9}/\\d{1,12}\\s*(,\\s*[^=,\\s]+=\\d{1,9}/\\d{1,12}\\s*)*$',
+    }),
+    allowed: 'comma-separated rules pattern=max_messages/max_age_ms, such as chat.>=500/3600000',
+    description:
+      'History bounds per topic pattern, first match first; topics no rule matches use the two settings above.',
+  },
   instanceId: {
     env: 'ORCHESTRA_INSTANCE_ID',
     kind: 'string',

@@ -1,6 +1,7 @@
 import type { AgentsTables } from '../agents/tables.ts';
 import type { EventLogTables } from '../events/tables.ts';
 import type { GatewayTables } from '../gateway/tables.ts';
+import type { RealtimeTables } from '../realtime/tables.ts';
 import type { SessionsTables } from '../sessions/tables.ts';
 import type { TasksTables } from '../tasks/tables.ts';
 import type { TemplatesTables } from '../templates/tables.ts';
@@ -11,4 +12,5 @@ export type Database = GatewayTables &
   EventLogTables &
   TasksTables &
   AgentsTables &
-  SessionsTables;
+  SessionsTables &
+  RealtimeTables;

@@ -1,0 +1,452 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import Type from 'typebox';
+import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
+import type { IdentityService } from '../gateway/identity-service.ts';
+import { WRITE_ROLES } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { principalOf } from '../platform/http.ts';
+import { Page, PageQuery } from '../platform/pagination.ts';
+import type { RateLimiter } from '../platform/rate-limit.ts';
+import { errorResponses } from '../platform/schemas.ts';
+import {
+  assertCanPublish,
+  assertCanRead,
+  identityOfGrant,
+  identityOfPrincipal,
+  type RealtimeIdentity,
+} from './access.ts';
+import type { RealtimeHub } from './hub.ts';
+import { EVENT_NAME_PATTERN, MAX_INFO_BYTES, PresenceInfo } from './protocol.ts';
+import { REALTIME_TOKEN_PREFIX, type RealtimeTokens } from './tokens.ts';
+import type { TopicService } from './topic-service.ts';
+import {
+  parsePattern,
+  TOPIC_MAX_LENGTH,
+  TOPIC_OR_PATTERN_PATTERN,
+  TOPIC_PATTERN,
+} from './topics.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who calls a realtime route: a credential or a realtime token. */
+    realtime?: RealtimeIdentity;
+  }
+}
+
+const TopicParams = Type.Object({
+  topic: Type.String({ maxLength: TOPIC_MAX_LENGTH, pattern: TOPIC_PATTERN }),
+});
+const Offset = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+
+const TopicMessage = Type.Object(
+  {
+    topic: Type.String(),
+    offset: Type.Integer(),
+    event: Type.String(),
+    data: Type.Unknown(),
+    time: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'TopicMessage' },
+);
+const Member = Type.Object(
+  {
+    connection_id: Type.String(),
+    client_id: Type.String(),
+    info: Type.Record(Type.String(), Type.Unknown()),
+    joined_at: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'PresenceMember' },
+);
+const Topic = Type.Object(
+  {
+    name: Type.String(),
+    epoch: Type.String(),
+    last_offset: Type.Integer(),
+    created_at: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'Topic' },
+);
+
+const REALTIME_AUTH_NOTE =
+  'Credential: an API key or JWT (`Authorization: Bearer …` or `X-API-Key`), or a realtime token (`Authorization: Bearer ort_…`) that grants the topic.';
+
+function bearer(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (typeof header === 'string' && /^bearer /i.test(header)) return header.slice(7).trim();
+  return undefined;
+}
+
+/** `/v1/realtime` (WebSocket, tokens) and `/v1/topics` (REST and SSE). */
+export const realtimeRoutes: FastifyPluginAsyncTypebox<{
+  hub: RealtimeHub;
+  topics: TopicService;
+  tokens: RealtimeTokens;
+  identity: IdentityService;
+  rateLimiter: RateLimiter | undefined;
+  shutdown: AbortSignal;
+}> = async (app, { hub, topics, tokens, identity, rateLimiter, shutdown }) => {
+  app.addSchema(TopicMessage);
+  app.addSchema(Member);
+  app.addSchema(Topic);
+
+  /** Resolves a credential or realtime token; the routes below decide what it may do. */
+  const authenticate = async (request: FastifyRequest, allowQueryToken = false) => {
+    const query = request.query as { token?: string } | undefined;
+    const token =
+      bearer(request) ?? (allowQueryToken && query?.token !== undefined ? query.token : undefined);
+    if (token?.startsWith(REALTIME_TOKEN_PREFIX)) {
+      request.realtime = identityOfGrant(await tokens.verify(token));
+    } else {
+      request.realtime = identityOfPrincipal(await identity.authenticate(request.headers));
+    }
+    if (rateLimiter) {
+      const decision = await rateLimiter.consume(`cred:${request.realtime.rateKey}`);
+      if (!decision.allowed) {
+        throw new ApiError(
+          'RATE_LIMITED',
+          `Too many requests; retry in ${decision.retryAfterSeconds} s`,
+          {
+            headers: { 'retry-after': String(decision.retryAfterSeconds) },
+          },
+        );
+      }
+    }
+    return request.realtime;
+  };
+
+  app.route({
+    method: 'GET',
+    url: '/v1/realtime',
+    schema: {
+      tags: ['realtime'],
+      summary: 'Connect to the realtime gateway (WebSocket)',
+      description: `Upgrade to a WebSocket speaking the realtime protocol of docs/protocol.md. ${REALTIME_AUTH_NOTE} Or no credential in the request and an \`auth\` frame first (browsers). A plain HTTP request gets 426.`,
+      response: errorResponses,
+    },
+    config: { auth: 'public' },
+    preHandler: async (request) => {
+      // With a credential in the request, a bad one is refused before the upgrade.
+      if (bearer(request) !== undefined || request.headers['x-api-key'] !== undefined) {
+        await authenticate(request);
+      }
+    },
+    handler: async () => {
+      throw new ApiError(
+        'UPGRADE_REQUIRED',
+        'Connect with a WebSocket client (Upgrade: websocket)',
+        {
+          headers: { upgrade: 'websocket' },
+        },
+      );
+    },
+    wsHandler: (socket, request) => {
+      const id = request.realtime;
+      const headers = {
+        authorization: request.headers.authorization,
+        'x-api-key': request.headers['x-api-key'],
+      };
+      const recheck =
+        id?.principal !== undefined
+          ? async () => {
+              await identity.authenticate(headers);
+            }
+          : undefined;
+      hub.accept(socket, id, recheck);
+    },
+  });
+
+  app.post(
+    '/v1/realtime/tokens',
+    {
+      schema: {
+        tags: ['realtime'],
+        summary: 'Issue a realtime token',
+        description:
+          'A short-lived token for a browser or another client: it may subscribe to (and, with `publish`, publish to) the listed topics and patterns of the tenant, and nothing else. It cannot be revoked.',
+        body: Type.Object(
+          {
+            topics: Type.Array(
+              Type.String({ maxLength: TOPIC_MAX_LENGTH, pattern: TOPIC_OR_PATTERN_PATTERN }),
+              { minItems: 1, maxItems: 20, uniqueItems: true },
+            ),
+            publish: Type.Optional(Type.Boolean({ default: false })),
+            client_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+            info: Type.Optional(PresenceInfo),
+            ttl_seconds: Type.Optional(
+              Type.Integer({ minimum: 1, maximum: 86_400, default: 3600 }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          201: Type.Object({
+            token: Type.String(),
+            expires_at: Type.String({ format: 'date-time' }),
+            topics: Type.Array(Type.String()),
+            publish: Type.Boolean(),
+            client_id: Type.String(),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const body = request.body;
+      for (const [i, t] of body.topics.entries()) parsePattern(t, `body.topics.${i}`);
+      if (
+        body.info !== undefined &&
+        Buffer.byteLength(JSON.stringify(body.info)) > MAX_INFO_BYTES
+      ) {
+        const message = `must be at most ${MAX_INFO_BYTES} bytes of JSON`;
+        throw new ApiError('VALIDATION_FAILED', `body.info: ${message}`, {
+          details: { fields: [{ field: 'body.info', message }] },
+        });
+      }
+      const expiresAt = Math.floor(Date.now() / 1000) + (body.ttl_seconds ?? 3600);
+      const { token, id } = tokens.issue({
+        tenantId: principal.tenant.id,
+        topics: body.topics,
+        publish: body.publish ?? false,
+        clientId: body.client_id,
+        info: body.info,
+        expiresAt,
+      });
+      reply.status(201);
+      return {
+        token,
+        expires_at: new Date(expiresAt * 1000).toISOString(),
+        topics: body.topics,
+        publish: body.publish ?? false,
+        client_id: body.client_id ?? `token:${id}`,
+      };
+    },
+  );
+
+  app.get(
+    '/v1/topics',
+    {
+      schema: {
+        tags: ['realtime'],
+        summary: 'List topics',
+        description: 'User topics of the tenant, by name.',
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            prefix: Type.Optional(Type.String({ minLength: 1, maxLength: TOPIC_MAX_LENGTH })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Page(Type.Ref('Topic')), ...errorResponses },
+      },
+      config: { auth: ['admin', 'operator', 'viewer', 'agent'] },
+    },
+    async (request) => topics.list(principalOf(request).tenant.id, request.query),
+  );
+
+  app.post(
+    '/v1/topics/:topic/messages',
+    {
+      schema: {
+        tags: ['realtime'],
+        summary: 'Publish a message',
+        description: `Stores the message durably (201 means it is) and delivers it to every subscriber. ${REALTIME_AUTH_NOTE}`,
+        params: TopicParams,
+        body: Type.Object(
+          {
+            data: Type.Unknown(),
+            event: Type.Optional(Type.String({ pattern: EVENT_NAME_PATTERN })),
+          },
+          { additionalProperties: false, required: ['data'] },
+        ),
+        response: {
+          201: Type.Object({ topic: Type.String(), epoch: Type.String(), offset: Type.Integer() }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: 'public' },
+      preHandler: async (request) => {
+        await authenticate(request);
+      },
+    },
+    async (request, reply) => {
+      const who = request.realtime as RealtimeIdentity;
+      const topic = topics.parse(request.params.topic, 'params.topic');
+      assertCanPublish(who, topic);
+      const { message, epoch } = await topics.publish(
+        who.tenantId,
+        topic,
+        request.body.event ?? 'message',
+        request.body.data,
+      );
+      reply.status(201);
+      return { topic: topic.name, epoch, offset: message.offset };
+    },
+  );
+
+  app.get(
+    '/v1/topics/:topic/messages',
+    {
+      schema: {
+        tags: ['realtime'],
+        summary: 'Read a topic’s history',
+        description: `Messages after \`after\`, or the \`last\` N, oldest first, at most \`limit\`. \`first_offset\` is the oldest still retained. ${REALTIME_AUTH_NOTE}`,
+        params: TopicParams,
+        querystring: Type.Object(
+          {
+            after: Type.Optional(Offset),
+            last: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            topic: Type.String(),
+            epoch: Type.String(),
+            first_offset: Type.Integer(),
+            last_offset: Type.Integer(),
+            messages: Type.Array(Type.Ref('TopicMessage')),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: 'public' },
+      preHandler: async (request) => {
+        await authenticate(request);
+      },
+    },
+    async (request) => {
+      const who = request.realtime as RealtimeIdentity;
+      const topic = topics.parse(request.params.topic, 'params.topic');
+      assertCanRead(who, topic);
+      if (request.query.after !== undefined && request.query.last !== undefined) {
+        throw new ApiError('VALIDATION_FAILED', 'querystring.last: cannot be given with after', {
+          details: {
+            fields: [{ field: 'querystring.last', message: 'cannot be given with after' }],
+          },
+        });
+      }
+      return topics.history(who.tenantId, topic, request.query);
+    },
+  );
+
+  app.get(
+    '/v1/topics/:topic/events',
+    {
+      schema: {
+        tags: ['realtime'],
+        summary: 'Follow a topic (SSE or NDJSON)',
+        description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
+        params: TopicParams,
+        querystring: Type.Object(
+          { after: Type.Optional(Offset), token: Type.Optional(Type.String({ maxLength: 8192 })) },
+          { additionalProperties: false },
+        ),
+        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
+        produces: ['text/event-stream', 'application/x-ndjson'],
+        response: errorResponses,
+      },
+      config: { auth: 'public' },
+      preHandler: async (request) => {
+        const query = request.query as { token?: string };
+        if (query.token !== undefined && !query.token.startsWith(REALTIME_TOKEN_PREFIX)) {
+          throw new ApiError(
+            'VALIDATION_FAILED',
+            'querystring.token: must be a realtime token (ort_…)',
+            {
+              details: {
+                fields: [
+                  { field: 'querystring.token', message: 'must be a realtime token (ort_…)' },
+                ],
+              },
+            },
+          );
+        }
+        await authenticate(request, true);
+      },
+    },
+    async (request, reply) => {
+      const who = request.realtime as RealtimeIdentity;
+      const topic = topics.parse(request.params.topic, 'params.topic');
+      assertCanRead(who, topic);
+      const { lastOffset } = await topics.describe(who.tenantId, topic, { create: true });
+      const given =
+        request.headers['last-event-id'] !== undefined || request.query.after !== undefined;
+      const after = given
+        ? resumeAfter(request.headers['last-event-id'], request.query.after)
+        : lastOffset;
+      if (after > lastOffset) {
+        throw new ApiError('VALIDATION_FAILED', `after: the newest offset is ${lastOffset}`, {
+          details: {
+            fields: [{ field: 'querystring.after', message: `must be at most ${lastOffset}` }],
+          },
+        });
+      }
+      const stream = topics.streamOf(who.tenantId, topic);
+      await sendStream(
+        request,
+        reply,
+        (signal) =>
+          topics.follow(who.tenantId, stream, after, {
+            signal,
+            floor: () => topics.floorOf(topic),
+          }),
+        { format: streamFormat(request.headers.accept), stop: shutdown },
+      );
+    },
+  );
+
+  app.get(
+    '/v1/topics/:topic/presence',
+    {
+      schema: {
+        tags: ['realtime'],
+        summary: 'Who is present on a topic',
+        description: `The members of the topic on every node (at most 1000), oldest first. ${REALTIME_AUTH_NOTE}`,
+        params: TopicParams,
+        response: {
+          200: Type.Object({
+            topic: Type.String(),
+            members: Type.Array(Type.Ref('PresenceMember')),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: 'public' },
+      preHandler: async (request) => {
+        await authenticate(request);
+      },
+    },
+    async (request) => {
+      const who = request.realtime as RealtimeIdentity;
+      const topic = topics.parse(request.params.topic, 'params.topic');
+      assertCanRead(who, topic);
+      if (topic.kind !== 'user') await topics.describe(who.tenantId, topic, { create: false });
+      return { topic: topic.name, members: await topics.members(who.tenantId, topic.name) };
+    },
+  );
+
+  app.delete(
+    '/v1/topics/:topic',
+    {
+      schema: {
+        tags: ['realtime'],
+        summary: 'Delete a topic',
+        description:
+          'Deletes a user topic with its history and members; its subscribers get `unsubscribed` with reason `topic_deleted`. A topic of the same name created later has a new epoch.',
+        params: TopicParams,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      await topics.delete(principal.tenant.id, topics.parse(request.params.topic, 'params.topic'));
+      reply.status(204);
+      return null;
+    },
+  );
+};
