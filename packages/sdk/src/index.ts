@@ -9,6 +9,15 @@ export {
 } from './agent-worker.ts';
 export { Orchestra, type OrchestraOptions, type TaskEventsOptions } from './client.ts';
 export { type ErrorPayload, OrchestraError } from './errors.ts';
+export {
+  type PresenceMember,
+  RealtimeClient,
+  type RealtimeClientOptions,
+  type RealtimeState,
+  type SubscribeOptions,
+  Subscription,
+  type TopicMessage,
+} from './realtime-client.ts';
 export { isTerminalState } from './task-states.ts';
 export type {
   Agent,
