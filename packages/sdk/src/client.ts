@@ -1,4 +1,5 @@
 import { type ErrorPayload, OrchestraError } from './errors.ts';
+import type { PresenceMember, TopicMessage } from './realtime-client.ts';
 import { MAX_BATCH_TASKS, SubmitBatcher } from './submit-batcher.ts';
 import { isTerminalState, TERMINAL_EVENT_TYPES } from './task-states.ts';
 import type {
@@ -271,6 +272,32 @@ export class Orchestra {
    * agent that does not exist, or belongs to another tenant, rejects with
    * `AGENT_NOT_FOUND` (404).
    */
+  /**
+   * Realtime topics over REST. To subscribe, use `RealtimeClient`, which recovers after
+   * reconnects.
+   */
+  readonly topics: {
+    /** One page of the tenant's user topics, by name. */
+    list(options?: PageOptions & { prefix?: string }): Promise<Page<Topic>>;
+    /** Stores a message durably and delivers it to every subscriber. */
+    publish(
+      topic: string,
+      data: unknown,
+      options?: { event?: string },
+    ): Promise<{ topic: string; epoch: string; offset: number }>;
+    /** Retained messages after an offset, or the last N, oldest first. */
+    history(
+      topic: string,
+      query?: { after?: number; last?: number; limit?: number },
+    ): Promise<TopicHistory>;
+    /** Members present on the topic, on every node. */
+    presence(topic: string): Promise<PresenceMember[]>;
+    /** Deletes a user topic with its history; a new one of the name gets a new epoch. */
+    delete(topic: string): Promise<void>;
+    /** A short-lived token that grants a client these topics (and nothing else). */
+    createToken(input: RealtimeTokenInput): Promise<RealtimeToken>;
+  };
+
   readonly agents: {
     /**
      * One page of agents, in id order. `status` keeps agents in any of the statuses
@@ -462,6 +489,21 @@ export class Orchestra {
       get: (id) => this.request('GET', session(id)),
       delete: (id) => this.request('DELETE', session(id)),
       events: (id, options = {}) => this.#sessionEvents(id, options),
+    };
+    const topic = (name: string) => `/v1/topics/${encodeURIComponent(name)}`;
+    this.topics = {
+      list: (options = {}) => this.request('GET', '/v1/topics', { query: { ...options } }),
+      publish: (name, data, options = {}) =>
+        this.request('POST', `${topic(name)}/messages`, {
+          body: { data: data ?? null, ...(options.event ? { event: options.event } : {}) },
+        }),
+      history: (name, query = {}) =>
+        this.request('GET', `${topic(name)}/messages`, { query: { ...query } }),
+      presence: async (name) =>
+        (await this.request<{ members: PresenceMember[] }>('GET', `${topic(name)}/presence`))
+          .members,
+      delete: (name) => this.request('DELETE', topic(name)),
+      createToken: (input) => this.request('POST', '/v1/realtime/tokens', { body: input }),
     };
     const agent = (id: string) => `/v1/agents/${encodeURIComponent(id)}`;
     this.agents = {
@@ -946,4 +988,40 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** A user topic. */
+export interface Topic {
+  name: string;
+  /** Changes when the topic is deleted and created again. */
+  epoch: string;
+  last_offset: number;
+  created_at: string;
+}
+
+export interface TopicHistory {
+  topic: string;
+  epoch: string;
+  /** The oldest retained offset (`last_offset + 1` when none is). */
+  first_offset: number;
+  last_offset: number;
+  messages: TopicMessage[];
+}
+
+export interface RealtimeTokenInput {
+  /** Topics or patterns (`chat.*`, `feed.>`), 1 to 20. */
+  topics: string[];
+  publish?: boolean;
+  client_id?: string;
+  info?: Record<string, unknown>;
+  /** 1 to 86400; default 3600. */
+  ttl_seconds?: number;
+}
+
+export interface RealtimeToken {
+  token: string;
+  expires_at: string;
+  topics: string[];
+  publish: boolean;
+  client_id: string;
 }

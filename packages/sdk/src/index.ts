@@ -7,7 +7,15 @@ export {
   type TaskHandler,
   type WorkerStatus,
 } from './agent-worker.ts';
-export { Orchestra, type OrchestraOptions, type TaskEventsOptions } from './client.ts';
+export {
+  Orchestra,
+  type OrchestraOptions,
+  type RealtimeToken,
+  type RealtimeTokenInput,
+  type TaskEventsOptions,
+  type Topic,
+  type TopicHistory,
+} from './client.ts';
 export { type ErrorPayload, OrchestraError } from './errors.ts';
 export {
   type PresenceMember,

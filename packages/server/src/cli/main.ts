@@ -67,6 +67,8 @@ Commands:
                         Inspect the agents of your tenant, drain and remove them
   sessions create|ls|get|rm|events
                         Manage sessions: tasks that run in order and share a history
+  topics ls|publish|history|presence|rm|token
+                        Realtime topics: publish, read history, see who is present
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -209,6 +211,29 @@ Common options: --url URL, --api-key KEY, --json`,
 Agents appear once they connect (the SDK's AgentWorker, with an agent key). Draining and
 removing need an admin or operator credential. --json prints the agent (a JSON array for
 ls).
+
+Common options: --url URL, --api-key KEY, --json`,
+  topics: `Usage: orchestra topics <ls|publish|history|presence|rm|token> [options]
+
+  topics ls [--prefix P] [--limit N]
+      (alias: list) Lists user topics by name (default 50): epoch, newest offset, created.
+  topics publish TOPIC --data JSON [--event NAME]
+      Publishes a message (JSON; --data - reads it from standard input) and prints its
+      offset once it is stored.
+  topics history TOPIC [--after N | --last N] [--limit N]
+      Prints retained messages, one a line (offset, time, event, data): after offset N,
+      or the last N (default: the first 100 retained).
+  topics presence TOPIC
+      Lists who is subscribed with presence: connection, client, info, since when.
+  topics rm TOPIC   (alias: delete)
+      Deletes a user topic with its history; subscribers are told (topic_deleted).
+  topics token TOPIC... [--publish] [--client-id ID] [--ttl SECONDS]
+      Issues a realtime token (ort_…) that grants only these topics or patterns, for a
+      browser or another client; prints the token. Default lifetime 3600 s, at most 86400.
+
+To subscribe live, use the SDK's RealtimeClient or GET /v1/topics/TOPIC/events (SSE).
+Publishing needs an admin, operator or agent credential; rm and token need admin or
+operator. --json prints the API's JSON answer.
 
 Common options: --url URL, --api-key KEY, --json`,
   sessions: `Usage: orchestra sessions <create|ls|get|rm|events> [options]
@@ -818,6 +843,13 @@ function countFlag(flag: string, text: string, max: number): number {
   return Number(text);
 }
 
+/** A stream offset: 0 or more. */
+function offsetFlag(flag: string, text: string): number {
+  if (!/^\d{1,15}$/.test(text))
+    throw new UsageError(`${flag} must be an offset (0 or more), got "${text}"`);
+  return Number(text);
+}
+
 /** How long `task events` without --follow waits for another event before it stops. */
 const EVENTS_QUIET_MS = 1000;
 const DEFAULT_TASK_LIST_LIMIT = 50;
@@ -1217,6 +1249,137 @@ const DEFAULT_SESSION_LIST_LIMIT = 50;
 const MAX_SESSION_LIST_LIMIT = 10_000;
 const MULTITASK_STRATEGIES: readonly MultitaskStrategy[] = ['reject', 'enqueue', 'interrupt'];
 
+async function topicsCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    prefix: { type: 'string' },
+    limit: { type: 'string' },
+    data: { type: 'string' },
+    event: { type: 'string' },
+    after: { type: 'string' },
+    last: { type: 'string' },
+    publish: { type: 'boolean', default: false },
+    'client-id': { type: 'string' },
+    ttl: { type: 'string' },
+  });
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.topics}\n`);
+    if (sub === undefined) {
+      throw new UsageError(
+        'topics needs a subcommand: ls, publish, history, presence, rm or token',
+      );
+    }
+    return;
+  }
+  const topicArgument = () => {
+    const value = positionals[0];
+    if (value === undefined) throw new UsageError(`topics ${sub} needs a topic`);
+    if (positionals.length > 1) {
+      throw new UsageError(`topics ${sub} takes one topic, got "${positionals.join(' ')}"`);
+    }
+    return value;
+  };
+  const api = () => client(values).topics;
+  switch (sub) {
+    case 'ls':
+    case 'list': {
+      if (positionals.length > 0) throw new UsageError('topics ls takes no arguments');
+      const limit = values.limit === undefined ? 50 : countFlag('--limit', values.limit, 200);
+      const page = await api().list({
+        limit,
+        ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
+      });
+      print(
+        values.json,
+        page.items,
+        () =>
+          formatTable(
+            ['TOPIC', 'EPOCH', 'OFFSET', 'CREATED'],
+            page.items.map((t) => [t.name, t.epoch, String(t.last_offset), t.created_at]),
+          ) + (page.next_cursor === null ? '' : `\n(more: raise --limit or use --prefix)`),
+      );
+      return;
+    }
+    case 'publish': {
+      const topic = topicArgument();
+      if (values.data === undefined) throw new UsageError('topics publish needs --data JSON');
+      const { source, text } =
+        values.data === '-' ? readText('-') : { source: '--data', text: values.data };
+      let data: unknown;
+      try {
+        data = JSON.parse(text);
+      } catch (err) {
+        throw new UsageError(`${source} is not JSON: ${(err as Error).message}`);
+      }
+      const published = await api().publish(
+        topic,
+        data,
+        values.event !== undefined ? { event: values.event } : {},
+      );
+      print(values.json, published, () => `Published to ${topic} at offset ${published.offset}.`);
+      return;
+    }
+    case 'history': {
+      const topic = topicArgument();
+      if (values.after !== undefined && values.last !== undefined) {
+        throw new UsageError('give --after or --last, not both');
+      }
+      const history = await api().history(topic, {
+        ...(values.after !== undefined ? { after: offsetFlag('--after', values.after) } : {}),
+        ...(values.last !== undefined ? { last: countFlag('--last', values.last, 1000) } : {}),
+        ...(values.limit !== undefined ? { limit: countFlag('--limit', values.limit, 1000) } : {}),
+      });
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(history)}\n`);
+        return;
+      }
+      for (const m of history.messages) {
+        process.stdout.write(`${m.offset}\t${m.time}\t${m.event}\t${JSON.stringify(m.data)}\n`);
+      }
+      process.stderr.write(
+        `epoch ${history.epoch}; offsets ${history.first_offset}..${history.last_offset} retained\n`,
+      );
+      return;
+    }
+    case 'presence': {
+      const members = await api().presence(topicArgument());
+      print(values.json, members, () =>
+        formatTable(
+          ['CONNECTION', 'CLIENT', 'INFO', 'SINCE'],
+          members.map((m) => [m.connection_id, m.client_id, JSON.stringify(m.info), m.joined_at]),
+        ),
+      );
+      return;
+    }
+    case 'rm':
+    case 'delete': {
+      const topic = topicArgument();
+      await api().delete(topic);
+      print(values.json, { deleted: topic }, () => `Deleted topic ${topic}.`);
+      return;
+    }
+    case 'token': {
+      if (positionals.length === 0) throw new UsageError('topics token needs at least one topic');
+      const token = await api().createToken({
+        topics: positionals,
+        publish: values.publish,
+        ...(values['client-id'] !== undefined ? { client_id: values['client-id'] } : {}),
+        ...(values.ttl !== undefined
+          ? { ttl_seconds: countFlag('--ttl', values.ttl, 86_400) }
+          : {}),
+      });
+      print(values.json, token, () =>
+        [token.token, `Valid until ${token.expires_at} for ${token.topics.join(', ')}.`].join('\n'),
+      );
+      return;
+    }
+    default:
+      throw new UsageError(
+        `unknown topics subcommand "${sub}"; use ls, publish, history, presence, rm or token`,
+      );
+  }
+}
+
 async function sessionsCommand(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
   const { values, positionals } = parse(rest, {
@@ -1546,6 +1709,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'sessions':
         await sessionsCommand(args);
+        return 0;
+      case 'topics':
+        await topicsCommand(args);
         return 0;
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);
