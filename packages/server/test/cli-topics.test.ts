@@ -66,6 +66,11 @@ test('token issues a realtime token that a RealtimeClient can use; presence list
       presence.map((m: { client_id: string }) => m.client_id),
       ['ada'],
     );
+    // The SDK's REST view says the same.
+    assert.deepEqual(
+      (await api.topics.presence('cli.lobby')).map((m) => m.info),
+      [{ name: 'Ada' }],
+    );
   } finally {
     rt.close();
   }
