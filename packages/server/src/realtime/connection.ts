@@ -38,6 +38,8 @@ export type AuthenticateToken = (
 /** One client's WebSocket on `/v1/realtime`: its frames, subscriptions and send queue. */
 export class RealtimeConnection {
   readonly id = randomUUID();
+  /** When, within the hub's ping interval, this connection is pinged and rechecked. */
+  readonly pingSlice: number;
   readonly #hub: RealtimeHub;
   readonly #socket: WebSocket;
   readonly #tcp: Socket | undefined;
@@ -63,6 +65,7 @@ export class RealtimeConnection {
     recheck: (() => Promise<void>) | undefined,
   ) {
     this.#hub = hub;
+    this.pingSlice = hub.nextPingSlice();
     this.#socket = socket;
     this.#tcp = (socket as unknown as { _socket?: Socket })._socket;
     this.#deflate = socket.extensions.includes('permessage-deflate');
@@ -89,7 +92,7 @@ export class RealtimeConnection {
     }
   }
 
-  /** Called by the hub every 30 s: liveness ping and a check that the credential still holds. */
+  /** Called by the hub once per 30 s, in this connection's slice: liveness ping and a check that the credential still holds. */
   tick(): void {
     if (this.#closed) return;
     if (!this.#alive) {

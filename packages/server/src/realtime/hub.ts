@@ -36,6 +36,11 @@ export interface HubSettings {
 /** Messages smaller than this go out uncompressed even to connections that negotiated deflate. */
 const DEFLATE_THRESHOLD = 1024;
 const PING_INTERVAL_MS = 30_000;
+/**
+ * Connections are pinged and rechecked in this many slices spread over the interval, so
+ * that 10,000 of them do not all need the event loop in the same turn.
+ */
+const PING_SLICES = 30;
 const READ_PAGE = 500;
 
 /** One message encoded once for every subscriber; its compressed form is made on first need. */
@@ -234,6 +239,7 @@ export class RealtimeHub {
   readonly #corked = new Set<Socket>();
   readonly #unsubscribeDeleted: () => void;
   #ping: NodeJS.Timeout | undefined;
+  #lastSlice = 0;
   #closing = false;
 
   constructor(deps: {
@@ -261,10 +267,20 @@ export class RealtimeHub {
   }
 
   start(): void {
+    let slice = 0;
     this.#ping = setInterval(() => {
-      for (const connection of this.#connections) connection.tick();
-    }, PING_INTERVAL_MS);
+      slice = (slice + 1) % PING_SLICES;
+      for (const connection of this.#connections) {
+        if (connection.pingSlice === slice) connection.tick();
+      }
+    }, PING_INTERVAL_MS / PING_SLICES);
     this.#ping.unref();
+  }
+
+  /** The ping slice of a new connection. */
+  nextPingSlice(): number {
+    this.#lastSlice = (this.#lastSlice + 1) % PING_SLICES;
+    return this.#lastSlice;
   }
 
   /** Takes a new WebSocket; `identity` is undefined when the client must send `auth`. */
