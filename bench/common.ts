@@ -464,3 +464,104 @@ export class RunRecord {
     return relative(process.cwd(), file);
   }
 }
+
+/** What a load process answers on its IPC channel (id 0: ready). */
+export interface LoadReply {
+  id: number;
+  ok: boolean;
+  value?: unknown;
+  error?: string;
+}
+
+/**
+ * A load process (a benchmark's `load.ts`), driven over IPC: each request gets the answer
+ * with its id, or an error when the process exits or does not answer in time.
+ */
+export class LoadProcess<Request extends { type: string }> {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  readonly stderr: () => string;
+  readonly ready: Promise<void>;
+  readonly #pending = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void }
+  >();
+  #nextId = 1;
+
+  readonly #processes: Processes;
+  readonly #requestTimeoutMs: number;
+  readonly #stopTimeoutMs: number;
+
+  constructor(options: {
+    processes: Processes;
+    script: string;
+    name: string;
+    nodeArgs?: string[];
+    requestTimeoutMs?: number;
+    stopTimeoutMs?: number;
+  }) {
+    const { processes, script, name, nodeArgs = [] } = options;
+    this.#processes = processes;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
+    this.name = name;
+    this.proc = processes.spawn([...nodeArgs, script], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      serialization: 'advanced',
+    }).proc;
+    this.pid = this.proc.pid ?? -1;
+    this.stderr = stderrTail(this.proc);
+    this.ready = this.#reply(0, START_TIMEOUT_MS, `${name} was not ready in time`);
+    this.ready.catch(() => undefined);
+    this.proc.on('message', (reply: LoadReply) => {
+      const waiter = this.#pending.get(reply.id);
+      if (waiter === undefined) return;
+      this.#pending.delete(reply.id);
+      if (reply.ok) waiter.resolve(reply.value);
+      else waiter.reject(new Error(`${name}: ${reply.error}`));
+    });
+    this.proc.once('exit', (code, signal) => {
+      for (const waiter of this.#pending.values()) {
+        waiter.reject(
+          new Error(`${name} exited (${signal ?? code}): ${this.stderr() || '(no stderr)'}`),
+        );
+      }
+      this.#pending.clear();
+    });
+  }
+
+  request<T>(request: Request, timeoutMs = this.#requestTimeoutMs): Promise<T> {
+    const id = this.#nextId++;
+    const reply = this.#reply<T>(id, timeoutMs, `${this.name}: no answer to ${request.type}`);
+    this.proc.send({ id, request });
+    return reply;
+  }
+
+  #reply<T>(id: number, timeoutMs: number, timeoutMessage: string): Promise<T> {
+    return new Promise<T>((resolveReply, rejectReply) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        rejectReply(new Error(`${timeoutMessage} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer);
+          resolveReply(value as T);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          rejectReply(err);
+        },
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    const exited = exitOf(this.proc);
+    await this.request({ type: 'stop' } as Request, this.#stopTimeoutMs).catch(() => undefined);
+    await Promise.race([exited, new Promise((r) => setTimeout(r, this.#stopTimeoutMs))]);
+    await this.#processes.stop(this.proc);
+  }
+}

@@ -26,7 +26,6 @@ import {
   commonOptions,
   cpuMsOf,
   envFlag,
-  exitOf,
   HOST,
   intOption,
   machineCpuTicks,
@@ -44,6 +43,7 @@ import {
   round3,
   runBenchmark,
   SETTLE_MS,
+  LoadProcess as SharedLoadProcess,
   START_TIMEOUT_MS,
   startWatchdog,
   stderrTail,
@@ -54,7 +54,6 @@ import {
 import {
   type ConnectReport,
   clock,
-  type Envelope,
   type HistogramData,
   type LatencySummary,
   type LoadCollect,
@@ -63,7 +62,6 @@ import {
   merged,
   type PublishReport,
   quantile,
-  type Reply,
   type SlowReport,
   SYSTEM_NAMES,
   SYSTEMS,
@@ -370,78 +368,17 @@ function readOptions(argv: string[]): Options | undefined {
 // directories and the database; whatever still runs is stopped last.
 const processes = new Processes({ stopTimeoutMs: STOP_TIMEOUT_MS, childrenFirst: false });
 
-/** A load generator (bench/realtime/load.ts), driven over IPC. */
-class LoadProcess {
-  readonly name: string;
-  readonly proc: ChildProcess;
-  readonly pid: number;
-  readonly stderr: () => string;
-  readonly ready: Promise<void>;
-  readonly #pending = new Map<
-    number,
-    { resolve: (v: unknown) => void; reject: (e: Error) => void }
-  >();
-  #nextId = 1;
-
+/** A load generator (bench/realtime/load.ts). */
+class LoadProcess extends SharedLoadProcess<LoadRequest> {
   constructor(name: string, nodeArgs: string[] = []) {
-    this.name = name;
-    this.proc = processes.spawn([...nodeArgs, LOAD_SCRIPT], {
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'advanced',
-    }).proc;
-    this.pid = this.proc.pid ?? -1;
-    this.stderr = stderrTail(this.proc);
-    this.ready = this.#reply(0, START_TIMEOUT_MS, `${name} was not ready in time`);
-    this.ready.catch(() => undefined);
-    this.proc.on('message', (reply: Reply) => {
-      const waiter = this.#pending.get(reply.id);
-      if (waiter === undefined) return;
-      this.#pending.delete(reply.id);
-      if (reply.ok) waiter.resolve(reply.value);
-      else waiter.reject(new Error(`${name}: ${reply.error}`));
+    super({
+      processes,
+      script: LOAD_SCRIPT,
+      name,
+      nodeArgs,
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      stopTimeoutMs: STOP_TIMEOUT_MS,
     });
-    this.proc.once('exit', (code, signal) => {
-      for (const waiter of this.#pending.values()) {
-        waiter.reject(
-          new Error(`${name} exited (${signal ?? code}): ${this.stderr() || '(no stderr)'}`),
-        );
-      }
-      this.#pending.clear();
-    });
-  }
-
-  request<T>(request: LoadRequest, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T> {
-    const id = this.#nextId++;
-    const reply = this.#reply<T>(id, timeoutMs, `${this.name}: no answer to ${request.type}`);
-    this.proc.send({ id, request } satisfies Envelope);
-    return reply;
-  }
-
-  #reply<T>(id: number, timeoutMs: number, timeoutMessage: string): Promise<T> {
-    return new Promise<T>((resolveReply, rejectReply) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        rejectReply(new Error(`${timeoutMessage} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer);
-          resolveReply(value as T);
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          rejectReply(err);
-        },
-      });
-    });
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const exited = exitOf(this.proc);
-    await this.request({ type: 'stop' }, STOP_TIMEOUT_MS).catch(() => undefined);
-    await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
-    await processes.stop(this.proc);
   }
 }
 

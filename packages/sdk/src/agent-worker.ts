@@ -62,8 +62,13 @@ export class TaskFailedError extends Error {
 }
 
 export interface AgentWorkerOptions {
-  /** Base URL of the server (`http://…` or `ws://…`); the worker connects to `/v1/agents/connect`. */
-  url: string;
+  /**
+   * Base URL of the server (`http://…` or `ws://…`); the worker connects to
+   * `/v1/agents/connect`. Several URLs (the nodes of a cluster): the worker starts with the
+   * first and moves to the next whenever a connection fails or drops, and resumes its tasks
+   * there.
+   */
+  url: string | string[];
   /** An `agent` (or `admin`) API key or JWT. */
   apiKey: string;
   /** Stable id of this agent: keep it across restarts so that its tasks can resume. */
@@ -165,6 +170,8 @@ export class AgentWorker {
   #stopping = false;
   #draining = false;
   #failures = 0;
+  readonly #urls: string[];
+  #urlIndex = 0;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   /** The frame limit the server announced at registration. */
   #serverMaxFrameBytes: number | undefined;
@@ -178,8 +185,16 @@ export class AgentWorker {
   constructor(options: AgentWorkerOptions) {
     if (!options.agentId) throw new TypeError('agentId is required');
     if (typeof options.handler !== 'function') throw new TypeError('handler must be a function');
+    this.#urls = typeof options.url === 'string' ? [options.url] : [...options.url];
+    if (this.#urls.length === 0 || this.#urls.some((u) => typeof u !== 'string' || u === ''))
+      throw new TypeError('url must be a URL or a non-empty list of URLs');
     this.#options = options;
     this.#concurrency = options.concurrency ?? 1;
+  }
+
+  /** The URL of the node this worker connects to now. */
+  get #url(): string {
+    return this.#urls[this.#urlIndex] ?? '';
   }
 
   /** Tasks running now. */
@@ -255,7 +270,7 @@ export class AgentWorker {
   }
 
   async #checkCredential(): Promise<void> {
-    const base = this.#options.url.replace(/^ws/, 'http').replace(/\/+$/, '');
+    const base = this.#url.replace(/^ws/, 'http').replace(/\/+$/, '');
     let response: Response;
     try {
       response = await fetch(`${base}/v1/whoami`, {
@@ -287,7 +302,7 @@ export class AgentWorker {
 
   #connect(): void {
     if (this.#stopping) return;
-    const base = this.#options.url.replace(/^http/, 'ws').replace(/\/+$/, '');
+    const base = this.#url.replace(/^http/, 'ws').replace(/\/+$/, '');
     // Node's WebSocket (undici) takes headers; browsers cannot authenticate agents this way.
     const socket = new WebSocket(`${base}/v1/agents/connect`, {
       headers: { authorization: `Bearer ${this.#options.apiKey}` },
@@ -326,8 +341,12 @@ export class AgentWorker {
     this.#failures += 1;
     const { initialDelayMs = 250, maxDelayMs = 10_000 } = this.#options.reconnect ?? {};
     const ceiling = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#failures - 1, 16));
-    // A server going away (1001) usually restarts or has peers: try again at once.
-    const delay = code === 1001 && this.#failures === 1 ? 0 : Math.round(Math.random() * ceiling);
+    // Another node may be up while this one is not: each is tried once at once, then with
+    // backoff. A server going away (1001) usually restarts or has peers: try again at once.
+    const others = this.#urls.length > 1 && this.#failures < this.#urls.length;
+    this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
+    const delay =
+      others || (code === 1001 && this.#failures === 1) ? 0 : Math.round(Math.random() * ceiling);
     this.#report({ type: 'disconnected', code, reason, retryInMs: delay });
     this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
   }

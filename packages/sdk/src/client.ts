@@ -1,5 +1,7 @@
+import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
+import { LeasesApi, ServicesApi } from './registry-api.ts';
 import { MAX_BATCH_TASKS, SubmitBatcher } from './submit-batcher.ts';
 import { isTerminalState, TERMINAL_EVENT_TYPES } from './task-states.ts';
 import type {
@@ -65,9 +67,9 @@ interface BatchItem {
 
 type QueryValue = string | number | boolean | undefined;
 /** Query parameters; an array value repeats the parameter once per item. */
-type Query = Record<string, QueryValue | readonly QueryValue[]>;
+export type Query = Record<string, QueryValue | readonly QueryValue[]>;
 
-interface RequestOptions {
+export interface RequestOptions {
   query?: Query;
   body?: unknown;
   headers?: Record<string, string>;
@@ -107,6 +109,13 @@ export class Orchestra {
   readonly #headers: Record<string, string>;
   /** Gathers concurrent submits into batches, unless `batchSubmits` is false. */
   readonly #submits: SubmitBatcher | undefined;
+
+  /** The config center: keys per environment, history, schemas, watch. */
+  readonly config: ConfigApi;
+  /** Leases: instances and keys bound to one go when it ends. */
+  readonly leases: LeasesApi;
+  /** The service registry: register, discover, resolve, watch. */
+  readonly services: ServicesApi;
 
   /** API keys of the caller's tenant (admin role). */
   readonly apiKeys: {
@@ -365,6 +374,9 @@ export class Orchestra {
       );
     }
 
+    this.config = new ConfigApi(this);
+    this.leases = new LeasesApi(this);
+    this.services = new ServicesApi(this);
     this.apiKeys = {
       create: (input) =>
         this.request('POST', '/v1/api-keys', {
@@ -801,8 +813,30 @@ export class Orchestra {
     signal: AbortSignal | undefined,
     opened: { status: number } = { status: 0 },
   ): AsyncIterable<TaskStreamItem> {
+    const items = this.streamJson(path, query, {
+      signal,
+      onOpen: (status) => {
+        opened.status = status;
+      },
+    });
+    for await (const item of items) yield checkItem(item, path);
+  }
+
+  /**
+   * One connection to an NDJSON stream (config and service watches): yields each line
+   * parsed as JSON until the stream ends, and closes it when the reader stops early.
+   * `onOpen` runs once the response headers arrive; an error status rejects with the
+   * server's error. Resuming is the caller's business.
+   */
+  async *streamJson(
+    path: string,
+    query: Query,
+    options: { signal?: AbortSignal | undefined; onOpen?: (status: number) => void } = {},
+  ): AsyncIterable<unknown> {
     const release = new AbortController();
-    const linked = signal ? AbortSignal.any([signal, release.signal]) : release.signal;
+    const linked = options.signal
+      ? AbortSignal.any([options.signal, release.signal])
+      : release.signal;
     try {
       const timeout = deadline(this.#timeoutMs);
       let response: Response;
@@ -816,20 +850,26 @@ export class Orchestra {
           this.#timeoutMs,
         ));
       } finally {
-        timeout.clear(); // bounds the wait for the headers only: a stream may idle for long
+        timeout.clear(); // bounds the wait for the headers only: a watch may idle for long
       }
       if (!response.ok) {
         const text = await response.text().catch(() => '');
         throw errorOf('GET', url, response, parseOrUndefined(text));
       }
-      opened.status = response.status;
-      if (response.status === 204) return;
-      if (response.body === null) {
-        throw new OrchestraError('INVALID_RESPONSE', `GET ${path} answered without a body`, {
-          status: response.status,
-        });
+      options.onOpen?.(response.status);
+      if (response.status === 204 || response.body === null) return;
+      for await (const line of ndjsonLines(response.body)) {
+        const item = parseOrUndefined(line);
+        if (item === undefined)
+          throw new OrchestraError(
+            'INVALID_RESPONSE',
+            `GET ${path} streamed a line that is not JSON`,
+            {
+              status: 200,
+            },
+          );
+        yield item;
       }
-      for await (const line of ndjsonLines(response.body)) yield parseItem(line, path);
     } finally {
       release.abort();
     }
@@ -935,16 +975,7 @@ async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncIterable<str
   }
 }
 
-function parseItem(line: string, path: string): TaskStreamItem {
-  let item: unknown;
-  try {
-    item = JSON.parse(line);
-  } catch (err) {
-    throw new OrchestraError('INVALID_RESPONSE', `GET ${path} streamed a line that is not JSON`, {
-      status: 200,
-      cause: err,
-    });
-  }
+function checkItem(item: unknown, path: string): TaskStreamItem {
   const candidate = item as Partial<TaskEvent & StreamGap> | null;
   const valid =
     typeof candidate?.type === 'string' &&
@@ -958,13 +989,13 @@ function parseItem(line: string, path: string): TaskStreamItem {
 }
 
 /** Whether a failed stream is worth resuming: no answer, or a transient error status. */
-function isTransient(err: unknown): boolean {
+export function isTransient(err: unknown): boolean {
   if (!(err instanceof OrchestraError)) return true; // the body stream broke off
   return err.status === 0 || TRANSIENT_STATUSES.has(err.status);
 }
 
 /** Exponential backoff with jitter (half to all of the step), at least any Retry-After. */
-function backoffMs(failures: number, problem: unknown): number {
+export function backoffMs(failures: number, problem: unknown): number {
   const step = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (failures - 1));
   const jittered = step / 2 + (Math.random() * step) / 2;
   const retryAfter = problem instanceof OrchestraError ? problem.retryAfterSeconds : undefined;
@@ -972,7 +1003,7 @@ function backoffMs(failures: number, problem: unknown): number {
 }
 
 /** Resolves after `ms`; rejects with the signal's reason as soon as it aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);

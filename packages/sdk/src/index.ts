@@ -16,6 +16,19 @@ export {
   type Topic,
   type TopicHistory,
 } from './client.ts';
+export {
+  type ConfigActor,
+  ConfigApi,
+  type ConfigChange,
+  type ConfigDeleted,
+  type ConfigDiff,
+  type ConfigHistoryEntry,
+  type ConfigItem,
+  type ConfigPage,
+  type ConfigSchema,
+  type ConfigWatchOptions,
+} from './config-api.ts';
+export { ConfigClient, type ConfigClientOptions, type ConfigUpdate } from './config-client.ts';
 export { type ErrorPayload, OrchestraError } from './errors.ts';
 export {
   type PresenceMember,
@@ -26,6 +39,25 @@ export {
   Subscription,
   type TopicMessage,
 } from './realtime-client.ts';
+export {
+  type HealthCheckSpec,
+  type InstanceLoad,
+  type InstanceMetadata,
+  type Lease,
+  LeasesApi,
+  type RegisterInstanceInput,
+  type ResolveStrategy,
+  type ServiceEvent,
+  type ServiceInstance,
+  ServicesApi,
+} from './registry-api.ts';
+export {
+  LiveInstances,
+  type RegisterOptions,
+  Registration,
+  ServiceClient,
+  type ServiceClientOptions,
+} from './service-client.ts';
 export { isTerminalState } from './task-states.ts';
 export type {
   Agent,

@@ -814,3 +814,10 @@ for (const store of STORE_VARIANTS) {
     });
   });
 }
+
+test('a worker needs a URL, or a non-empty list of them', () => {
+  const options = { apiKey: 'ork_x', agentId: 'a', capabilities: [], handler: async () => null };
+  assert.throws(() => new AgentWorker({ ...options, url: [] }), TypeError);
+  assert.throws(() => new AgentWorker({ ...options, url: ['http://a', ''] }), TypeError);
+  assert.doesNotThrow(() => new AgentWorker({ ...options, url: ['http://a', 'http://b'] }));
+});

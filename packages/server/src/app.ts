@@ -12,8 +12,12 @@ import type { AgentService } from './agents/agent-service.ts';
 import type { AgentPool } from './agents/pool.ts';
 import { agentRoutes } from './agents/routes.ts';
 import type { Bus } from './bus/bus.ts';
+import type { ConfigService } from './config/config-service.ts';
+import { configRoutes } from './config/routes.ts';
 import type { IdentityService } from './gateway/identity-service.ts';
 import { gatewayRoutes } from './gateway/routes.ts';
+import type { KvStore } from './kv/kv.ts';
+import { KvUnavailableError } from './kv/kv.ts';
 import { opsRoutes } from './ops/routes.ts';
 import { ApiError } from './platform/errors.ts';
 import { earlyErrorHandlers, installHttpPlatform, requestIdFor } from './platform/http.ts';
@@ -26,6 +30,9 @@ import type { RealtimeHub } from './realtime/hub.ts';
 import { realtimeRoutes } from './realtime/routes.ts';
 import type { RealtimeTokens } from './realtime/tokens.ts';
 import type { TopicService } from './realtime/topic-service.ts';
+import type { NodeRegistry } from './registry/nodes.ts';
+import type { RegistryService } from './registry/registry-service.ts';
+import { registryRoutes } from './registry/routes.ts';
 import { sessionRoutes } from './sessions/routes.ts';
 import type { SessionService } from './sessions/session-service.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
@@ -50,6 +57,10 @@ export interface AppResources {
   hub: RealtimeHub;
   topics: TopicService;
   tokens: RealtimeTokens;
+  config: ConfigService;
+  registry: RegistryService;
+  kv: KvStore;
+  nodes: NodeRegistry;
   bus: Bus;
   version: string;
   /** Aborts when shutdown begins: open streams end so that draining can finish. */
@@ -140,7 +151,13 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
             cause: error,
             headers: { 'retry-after': '5' },
           })
-        : undefined,
+        : error instanceof KvUnavailableError
+          ? new ApiError('STORAGE_UNAVAILABLE', 'The etcd cluster does not answer', {
+              cause: error,
+              details: { backend: 'etcd' },
+              headers: { 'retry-after': '5' },
+            })
+          : undefined,
   });
 
   app.addSchema(ErrorResponse);
@@ -194,6 +211,9 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
 
   await app.register(opsRoutes, {
     store,
+    kv: resources.kv,
+    bus: resources.bus,
+    rateLimiter: resources.rateLimiter,
     metrics,
     version,
     instanceId: settings.instanceId,
@@ -202,6 +222,13 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(templateRoutes, { templates: resources.templates });
   await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
   await app.register(sessionRoutes, { sessions: resources.sessions, shutdown: resources.shutdown });
+  await app.register(configRoutes, { config: resources.config, shutdown: resources.shutdown });
+  await app.register(registryRoutes, {
+    registry: resources.registry,
+    kv: resources.kv,
+    nodes: resources.nodes,
+    shutdown: resources.shutdown,
+  });
   await app.register(fastifyWebsocket, {
     // Each protocol checks its own frame limit; this is the larger of the two.
     options: {

@@ -2,6 +2,7 @@ import type { Migration } from 'kysely/migration';
 import { agentsMigrations } from './agents/migrations.ts';
 import { eventLogMigrations } from './events/migrations.ts';
 import { gatewayMigrations } from './gateway/migrations.ts';
+import { kvMigrations } from './kv/migrations.ts';
 import { realtimeMigrations } from './realtime/migrations.ts';
 import { sessionsMigrations } from './sessions/migrations.ts';
 import { tasksMigrations } from './tasks/migrations.ts';
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   ...agentsMigrations,
   ...sessionsMigrations,
   ...realtimeMigrations,
+  ...kvMigrations,
 };

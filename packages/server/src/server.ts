@@ -3,37 +3,45 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
 import pino, { type DestinationStream, type Logger } from 'pino';
-import packageJson from '../package.json' with { type: 'json' };
 import { AgentService } from './agents/agent-service.ts';
 import { AgentPool } from './agents/pool.ts';
 import { buildApp } from './app.ts';
-import { InProcessBus } from './bus/bus.ts';
+import { type Bus, InProcessBus } from './bus/bus.ts';
+import { NatsBus } from './bus/nats.ts';
+import { ConfigService, configRelayRoute } from './config/config-service.ts';
 import { EventLog } from './events/event-log.ts';
 import { EventRetention } from './events/retention.ts';
 import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
+import { EmbeddedKv } from './kv/embedded.ts';
+import { EtcdKv } from './kv/etcd.ts';
+import type { KvStore } from './kv/kv.ts';
+import { KvTopicRelay } from './kv/topic-relay.ts';
 import { migrations } from './migrations.ts';
 import { JwtVerifier } from './platform/jwt.ts';
 import { Metrics } from './platform/metrics.ts';
-import { InMemoryRateLimiter } from './platform/rate-limit.ts';
-import { type Settings, SettingsError } from './platform/settings.ts';
+import { InMemoryRateLimiter, type RateLimiter } from './platform/rate-limit.ts';
+import { RedisRateLimiter } from './platform/redis-rate-limit.ts';
+import { maskPasswords, type Settings, SettingsError } from './platform/settings.ts';
 import { tokenAuthenticator } from './realtime/access.ts';
 import { RealtimeHub } from './realtime/hub.ts';
 import { RealtimeTokens } from './realtime/tokens.ts';
 import { TopicService } from './realtime/topic-service.ts';
 import { HistoryRules } from './realtime/topics.ts';
+import { HealthChecker } from './registry/health.ts';
+import { NodeRegistry } from './registry/nodes.ts';
+import { RegistryService, serviceRelayRoute } from './registry/registry-service.ts';
 import { SessionService } from './sessions/session-service.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
 import { Dispatcher } from './tasks/dispatcher.ts';
 import { TaskRuntime } from './tasks/runtime.ts';
 import { TaskService } from './tasks/task-service.ts';
 import { TemplateService } from './templates/template-service.ts';
+import { ADMIN_KEY_FILE, VERSION } from './version.ts';
 
-export const VERSION: string = packageJson.version;
-
-/** Name of the file in the data directory that holds the first-start admin key. */
-export const ADMIN_KEY_FILE = 'admin-key';
+export { ADMIN_KEY_FILE, VERSION };
 
 export interface RunningServer {
   /** Base URL clients can use, such as `http://localhost:8080`. */
@@ -83,12 +91,17 @@ export async function startServer(
     poolSize: settings.databasePoolSize,
   });
   let app: FastifyInstance | undefined;
-  let rateLimiter: InMemoryRateLimiter | undefined;
+  let rateLimiter: RateLimiter | undefined;
   let retention: EventRetention | undefined;
   let dispatcher: Dispatcher | undefined;
   let pool: AgentPool | undefined;
   let topicService: TopicService | undefined;
   let hub: RealtimeHub | undefined;
+  let kv: KvStore | undefined;
+  let nodes: NodeRegistry | undefined;
+  let checker: HealthChecker | undefined;
+  let relay: KvTopicRelay | undefined;
+  let openBus: Bus | undefined;
   try {
     let rules: HistoryRules;
     try {
@@ -125,16 +138,13 @@ export async function startServer(
       log.info({ file: keyFile }, 'the first-start admin key is in the data directory');
     }
 
-    rateLimiter =
-      settings.rateLimitPerSecond > 0
-        ? new InMemoryRateLimiter({
-            ratePerSecond: settings.rateLimitPerSecond,
-            burst: settings.rateLimitBurst,
-          })
-        : undefined;
+    rateLimiter = await rateLimiterOf(settings, log);
     let closing = false;
     const shutdown = new AbortController();
-    const bus = new InProcessBus();
+    const bus: Bus = settings.natsUrl
+      ? await connectBus(settings.natsUrl, settings, log)
+      : new InProcessBus();
+    openBus = bus;
     const templates = new TemplateService({ store });
     const events = new EventLog({ store, bus });
     retention = new EventRetention({ events, retentionMs: settings.eventRetentionMs, log });
@@ -198,6 +208,70 @@ export async function startServer(
       cancelGraceMs: settings.taskCancelGraceMs,
       sessions,
     });
+    kv = settings.etcdEndpoints
+      ? new EtcdKv({
+          endpoints: settings.etcdEndpoints.split(',').map((e) => e.trim()),
+          prefix: settings.etcdPrefix,
+        })
+      : new EmbeddedKv({
+          store,
+          events,
+          bus,
+          log,
+          retainedRevisions: settings.kvRetainedRevisions,
+        });
+    if (kv instanceof EmbeddedKv) kv.start();
+    log.info({ backend: kv.backend }, 'config store ready');
+    logClusterMode(settings, log);
+    const config = new ConfigService({
+      kv,
+      log,
+      settings: {
+        defaultEnv: settings.configDefaultEnv,
+        maxValueBytes: settings.configMaxValueBytes,
+        historyMaxVersions: settings.configHistoryMaxVersions,
+      },
+    });
+    const registry = new RegistryService({ kv, defaultTtlSeconds: 30 });
+    const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+    loopDelay.enable();
+    let nodeUrl = '';
+    const startedAt = new Date().toISOString();
+    nodes = new NodeRegistry({
+      kv,
+      systemTenantId: boot.tenant.id,
+      nodeId: settings.instanceId,
+      log,
+      info: () => {
+        const delay = loopDelay.mean / 1e6;
+        loopDelay.reset();
+        return {
+          url: nodeUrl,
+          version: VERSION,
+          started_at: startedAt,
+          store: store.kind,
+          kv: kv?.backend ?? 'embedded',
+          load: {
+            rss_bytes: process.memoryUsage.rss(),
+            event_loop_delay_ms: Number.isFinite(delay) ? Math.round(delay * 100) / 100 : 0,
+            agents: pool?.connectionCount ?? 0,
+            realtime_connections: hub?.connectionCount ?? 0,
+          },
+        };
+      },
+    });
+    const tenantIds = async () =>
+      (await store.db.selectFrom('tenants').select('id').orderBy('id').execute()).map((t) => t.id);
+    checker = new HealthChecker({ kv, nodes, log, tenants: tenantIds });
+    relay = new KvTopicRelay({
+      kv,
+      events,
+      store,
+      nodes,
+      log,
+      tenants: tenantIds,
+      routes: [configRelayRoute, serviceRelayRoute],
+    });
     const tokens = new RealtimeTokens({ store });
     await tokens.start();
     topicService = new TopicService({
@@ -214,11 +288,13 @@ export async function startServer(
       log,
       rateLimiter,
       authenticateToken: tokenAuthenticator(tokens, identity),
+      metrics,
       settings: {
         maxFrameBytes: settings.realtimeMaxFrameBytes,
         maxSubscriptions: settings.realtimeMaxSubscriptions,
         maxQueueBytes: settings.realtimeMaxQueueBytes,
         compression: settings.realtimeCompression,
+        pingIntervalMs: settings.realtimePingIntervalMs,
         instanceId: settings.instanceId,
       },
     });
@@ -226,6 +302,10 @@ export async function startServer(
       hub,
       topics: topicService,
       tokens,
+      config,
+      registry,
+      kv,
+      nodes,
       settings,
       store,
       log,
@@ -247,6 +327,12 @@ export async function startServer(
     await built.listen({ port: settings.port, host: settings.host });
     const address = built.server.address() as AddressInfo;
     const url = `http://${urlHost(settings.host)}:${address.port}`;
+    nodeUrl = url;
+    // Before "listening" is logged: whoever waits for that line may signal at once, and the
+    // signal handlers are installed only once this function returns.
+    await nodes.start();
+    checker.start();
+    relay.start();
     log.info({ url, version: VERSION }, 'orchestra listening');
     pool.start(sweepIntervalMs);
     dispatcher.start();
@@ -260,6 +346,10 @@ export async function startServer(
     const taskDispatcher = dispatcher;
     const realtime = hub;
     const topicsOfNode = topicService;
+    const keyValues = kv;
+    const nodeRegistry = nodes;
+    const healthChecker = checker;
+    const topicRelay = relay;
     const close = () => {
       closed ??= (async () => {
         closing = true;
@@ -271,6 +361,9 @@ export async function startServer(
         await agentPool.close();
         await realtime.close();
         await topicsOfNode.stop();
+        await healthChecker.stop();
+        await topicRelay.stop();
+        await nodeRegistry.stop();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
@@ -291,6 +384,7 @@ export async function startServer(
         clearTimeout(timer);
         limiter?.close();
         await sweeper?.stop();
+        await keyValues.close();
         await bus.close();
         await store.close();
         log.info('shutdown complete');
@@ -305,20 +399,111 @@ export async function startServer(
     await topicService?.stop();
     await app?.close().catch(() => {});
     await retention?.stop();
+    await checker?.stop();
+    await relay?.stop();
+    await nodes?.stop().catch(() => {});
+    await kv?.close().catch(() => {});
+    await openBus?.close().catch(() => {});
     rateLimiter?.close();
     await store.close().catch(() => {});
     throw err;
   }
 }
 
-/** Knows which sockets have a request in flight, so that shutdown can close the others. */
+/**
+ * Says at start which features this node runs on its own: with some of the cluster's
+ * services configured and others not, an operator should not have to guess.
+ */
+function logClusterMode(settings: Settings, log: Logger): void {
+  const clustered =
+    settings.databaseUrl !== undefined ||
+    settings.natsUrl !== undefined ||
+    settings.etcdEndpoints !== undefined ||
+    settings.redisUrl !== undefined;
+  if (!clustered) return;
+  const alone: string[] = [];
+  if (settings.databaseUrl === undefined) {
+    alone.push('everything: the store is a SQLite file that only this node can use');
+  } else {
+    if (settings.natsUrl === undefined)
+      alone.push(
+        'wake-ups (no ORCHESTRA_NATS_URL): other nodes see new tasks, messages and changes by polling the store, up to 2 s late',
+      );
+    if (settings.redisUrl === undefined && settings.rateLimitPerSecond > 0)
+      alone.push('rate limits (no ORCHESTRA_REDIS_URL): each node counts on its own');
+  }
+  const services = {
+    store: settings.databaseUrl === undefined ? 'sqlite' : 'postgres',
+    bus: settings.natsUrl === undefined ? 'in-process' : 'nats',
+    kv: settings.etcdEndpoints === undefined ? 'store' : 'etcd',
+    rate_limit: settings.redisUrl === undefined ? 'memory' : 'redis',
+  };
+  if (alone.length === 0) log.info({ services }, 'cluster mode: every node shares this state');
+  else
+    log.warn(
+      { services, single_node: alone },
+      'cluster mode: some features run on this node alone',
+    );
+}
+
+/** Shared buckets in Redis when it is configured, this node's own otherwise; none at rate 0. */
+async function rateLimiterOf(settings: Settings, log: Logger): Promise<RateLimiter | undefined> {
+  if (settings.rateLimitPerSecond <= 0) return undefined;
+  const limits = { ratePerSecond: settings.rateLimitPerSecond, burst: settings.rateLimitBurst };
+  if (settings.redisUrl === undefined) return new InMemoryRateLimiter(limits);
+  const limiter = new RedisRateLimiter({
+    ...limits,
+    url: settings.redisUrl,
+    prefix: `${settings.redisPrefix}rl:`,
+    log,
+  });
+  try {
+    await limiter.ready(5_000);
+  } catch (err) {
+    limiter.close();
+    throw new Error(`ORCHESTRA_REDIS_URL: could not connect to Redis: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  log.info('rate limits in Redis, shared by every node');
+  return limiter;
+}
+
+/** The NATS bus, or a start-up error that says which server did not answer. */
+async function connectBus(urls: string, settings: Settings, log: Logger): Promise<NatsBus> {
+  const servers = urls.split(',').map((u) => u.trim());
+  const shown = servers.map(maskPasswords);
+  try {
+    const bus = await NatsBus.connect({
+      servers,
+      prefix: settings.natsPrefix,
+      name: `orchestra ${settings.instanceId}`,
+      log,
+    });
+    log.info({ servers: shown, prefix: settings.natsPrefix }, 'bus on NATS');
+    return bus;
+  } catch (err) {
+    throw new Error(
+      `ORCHESTRA_NATS_URL: could not connect to NATS at ${shown.join(', ')}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * Knows which sockets have a request in flight, so that shutdown can close the others.
+ * A socket must have been unused for a moment before it counts: one accepted just before the
+ * listener closed usually has its request on the wire, and that request deserves its 503
+ * SHUTTING_DOWN rather than a connection closed under it.
+ */
 function trackRequests(app: FastifyInstance): { closeUnused(): void } {
-  const sockets = new Set<Socket>();
+  const unusedFor = 250;
+  const idleSince = new Map<Socket, number>();
   const inFlight = new Map<Socket, number>();
   app.server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
+    idleSince.set(socket, performance.now());
     socket.once('close', () => {
-      sockets.delete(socket);
+      idleSince.delete(socket);
       inFlight.delete(socket);
     });
   });
@@ -328,12 +513,18 @@ function trackRequests(app: FastifyInstance): { closeUnused(): void } {
     response.once('close', () => {
       const left = (inFlight.get(socket) ?? 1) - 1;
       if (left > 0) inFlight.set(socket, left);
-      else inFlight.delete(socket);
+      else {
+        inFlight.delete(socket);
+        if (idleSince.has(socket)) idleSince.set(socket, performance.now());
+      }
     });
   });
   return {
     closeUnused() {
-      for (const socket of sockets) if (!inFlight.has(socket)) socket.destroy();
+      const now = performance.now();
+      for (const [socket, since] of idleSince) {
+        if (!inFlight.has(socket) && now - since >= unusedFor) socket.destroy();
+      }
     },
   };
 }

@@ -53,3 +53,23 @@ test('the README documents every setting with its default, and the two quick-sta
   assert.ok(readme.includes('npm install && npm start'));
   assert.ok(readme.includes('npm test'));
 });
+
+test('the deploy files use only settings that exist, and start the server that exists', () => {
+  const known = new Set<string>(Object.values(SETTINGS).map((spec) => spec.env));
+  for (const file of ['deploy/compose.yaml', 'deploy/Dockerfile']) {
+    const used = new Set(read(file).match(/ORCHESTRA_[A-Z0-9_]+/g) ?? []);
+    assert.ok(used.size > 0, `${file} configures Orchestra`);
+    for (const name of used) assert.ok(known.has(name), `${file}: ${name} is not a setting`);
+  }
+  const cmd = /CMD \["node", "([^"]+)", "start"\]/.exec(read('deploy/Dockerfile'))?.[1];
+  assert.ok(cmd, 'the Dockerfile starts the server');
+  assert.ok(read(cmd).length > 0);
+  // Every node the load balancer sends to is a service of the compose file, and back.
+  const compose = read('deploy/compose.yaml');
+  const balanced = [...read('deploy/haproxy.cfg').matchAll(/^\s*server (\S+) (\S+):8080/gm)];
+  assert.equal(balanced.length, 3);
+  for (const [, name, host] of balanced) {
+    assert.equal(name, host);
+    assert.match(compose, new RegExp(`^  ${host}:$`, 'm'));
+  }
+});

@@ -62,6 +62,19 @@ export type StoreVariant = 'sqlite' | 'postgres';
 /** The stores every API suite runs against. */
 export const STORE_VARIANTS: StoreVariant[] = ['sqlite', 'postgres'];
 
+/** A test server's settings: a free loopback port, no rate limit, no load shedding. */
+export function testSettings(dataDir: string, env: Record<string, string> = {}): Settings {
+  return loadSettings({
+    ORCHESTRA_PORT: '0',
+    ORCHESTRA_HOST: '127.0.0.1',
+    ORCHESTRA_DATA_DIR: dataDir,
+    ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+    // Suites run in parallel on small machines: shedding is tested where a test asks for it.
+    ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
+    ...env,
+  });
+}
+
 /**
  * Starts a real server on a free port in a temporary data directory, on SQLite or on a
  * fresh PostgreSQL database. `env` holds extra ORCHESTRA_* settings.
@@ -76,14 +89,8 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const dir = tempDir();
   const database = options.store === 'postgres' ? await createTestDatabase() : undefined;
-  const settings: Settings = loadSettings({
-    ORCHESTRA_PORT: '0',
-    ORCHESTRA_HOST: '127.0.0.1',
-    ORCHESTRA_DATA_DIR: dir.path,
+  const settings = testSettings(dir.path, {
     ORCHESTRA_LOG_LEVEL: options.logTo ? 'info' : 'silent',
-    ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
-    // Suites run in parallel on small machines: shedding is tested where a test asks for it.
-    ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
     ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
     ...options.env,
   });

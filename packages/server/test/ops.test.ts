@@ -46,6 +46,10 @@ describe('operational endpoints', () => {
     assert.equal(res.body.status, 'ready');
     assert.equal(res.body.store, 'sqlite');
     assert.equal(res.body.checks.store.status, 'ok');
+    // A single node: its bus is in the process, its rate limits in memory.
+    assert.deepEqual(res.body.checks.bus, { status: 'ok', backend: 'in-process' });
+    assert.equal(res.body.checks.rate_limit.status, 'ok');
+    assert.match(res.body.checks.rate_limit.backend, /^(memory|off)$/);
     assert.match(res.body.version, /^\d+\.\d+\.\d+/);
   });
 

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
 import { clientNetwork, InMemoryRateLimiter } from '../src/platform/rate-limit.ts';
+import { RedisRateLimiter } from '../src/platform/redis-rate-limit.ts';
+import { RedisServer } from './redis-server.ts';
 
 test('a bucket allows its burst, then refills at the sustained rate', () => {
   let now = 0;
@@ -54,4 +57,97 @@ test('IPv6 clients are limited by their /64; IPv4 and mapped IPv4 by address', (
   assert.equal(clientNetwork('2001:db8::1'), '2001:db8:0:0::/64');
   assert.equal(clientNetwork('::1'), '0:0:0:0::/64');
   assert.equal(clientNetwork('fe80::1%eth0'), 'fe80:0:0:0::/64');
+});
+
+describe('rate limits in Redis', () => {
+  let redis: RedisServer;
+  before(async () => {
+    redis = await RedisServer.start();
+  });
+  after(async () => {
+    await redis.stop();
+  });
+
+  const limiter = (ratePerSecond: number, burst: number, prefix: string) =>
+    new RedisRateLimiter({
+      url: redis.url,
+      ratePerSecond,
+      burst,
+      prefix,
+      log: pino({ level: 'silent' }),
+      timeoutMs: 2_000,
+    });
+
+  test('nodes take from one bucket: the burst holds across them, and it refills', async () => {
+    // A rate this slow refills nothing noticeable during the test.
+    const nodes = [limiter(0.01, 5, 'rl1:'), limiter(0.01, 5, 'rl1:'), limiter(0.01, 5, 'rl1:')];
+    try {
+      await Promise.all(nodes.map((n) => n.ready(5_000)));
+      const decisions = await Promise.all(
+        Array.from({ length: 9 }, (_, i) => nodes[i % 3]?.consume('tenant-a')),
+      );
+      assert.equal(decisions.filter((d) => d?.allowed).length, 5);
+      const refused = decisions.find((d) => d?.allowed === false);
+      assert.equal(refused?.limit, 5);
+      assert.equal(refused?.remaining, 0);
+      assert.ok((refused?.retryAfterSeconds ?? 0) >= 1);
+      // Another key has a bucket of its own; another prefix too.
+      assert.equal((await nodes[0]?.consume('tenant-b'))?.allowed, true);
+      const stranger = limiter(0.01, 5, 'rl2:');
+      try {
+        await stranger.ready(5_000);
+        assert.equal((await stranger.consume('tenant-a')).allowed, true);
+      } finally {
+        stranger.close();
+      }
+    } finally {
+      for (const n of nodes) n.close();
+    }
+    // Refill, measured on Redis's clock: at 20 per second, an emptied bucket has tokens
+    // again once Redis's own time has moved on.
+    const fast = limiter(20, 2, 'rl3:');
+    try {
+      await fast.ready(5_000);
+      await fast.consume('k');
+      await fast.consume('k');
+      assert.equal((await fast.consume('k')).allowed, false);
+      let again = await fast.consume('k');
+      const deadline = Date.now() + 10_000;
+      while (!again.allowed && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 60));
+        again = await fast.consume('k');
+      }
+      assert.equal(again.allowed, true);
+    } finally {
+      fast.close();
+    }
+  });
+
+  test('Redis down: each node limits on its own; Redis back: shared again', async () => {
+    const node = limiter(0.01, 2, 'rl4:');
+    try {
+      await node.ready(5_000);
+      await node.consume('k');
+      await node.consume('k');
+      assert.equal((await node.consume('k')).allowed, false, 'shared bucket empty');
+      await redis.kill();
+      const deadline = Date.now() + 10_000;
+      while (node.connected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(node.connected, false);
+      await assert.rejects(node.ping(500));
+      // The node's own bucket: a full burst, then refusals. Never an error.
+      const alone = [await node.consume('k'), await node.consume('k'), await node.consume('k')];
+      assert.deepEqual(
+        alone.map((d) => d.allowed),
+        [true, true, false],
+      );
+      await redis.resume();
+      await node.ready(20_000);
+      await node.ping(2_000);
+      // Redis kept nothing on disk: the shared bucket starts full again.
+      assert.equal((await node.consume('k')).allowed, true);
+    } finally {
+      node.close();
+    }
+  });
 });

@@ -1,128 +1,12 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { AgentWorker } from '@orchestra/sdk';
 import WebSocket from 'ws';
 import { expectError, STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
+import { RealtimeTestClient as Client } from './realtime-client.ts';
 
 // The realtime gateway through real WebSocket clients (the `ws` package), REST and SSE,
 // as docs/protocol.md ("Realtime protocol") describes it.
-
-type Payload = { kind: string } & Record<string, any>;
-interface Frame {
-  header: { id: string; type: string; correlation_id?: string };
-  payload: Payload;
-}
-
-/** A realtime client: sends requests, collects every frame, waits for what a test expects. */
-class Client {
-  readonly socket: WebSocket;
-  readonly frames: Frame[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  #waiters: { match: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
-
-  constructor(url: string, credential?: string, options: WebSocket.ClientOptions = {}) {
-    this.socket = new WebSocket(`${url.replace('http', 'ws')}/v1/realtime`, {
-      ...options,
-      headers: credential ? { authorization: `Bearer ${credential}` } : {},
-    });
-    this.socket.on('message', (data) => {
-      const frame = JSON.parse(String(data)) as Frame;
-      this.frames.push(frame);
-      this.#waiters = this.#waiters.filter((w) => {
-        if (!w.match(frame)) return true;
-        w.resolve(frame);
-        return false;
-      });
-    });
-    this.closed = new Promise((resolve) => {
-      this.socket.on('close', (code, reason) => resolve({ code, reason: String(reason) }));
-    });
-    this.socket.on('error', () => {});
-  }
-
-  static async open(url: string, credential?: string, options?: WebSocket.ClientOptions) {
-    const client = new Client(url, credential, options);
-    await new Promise<void>((resolve, reject) => {
-      client.socket.once('open', () => resolve());
-      client.socket.once('unexpected-response', (_req, res) =>
-        reject(new Error(`upgrade refused: ${res.statusCode}`)),
-      );
-      client.socket.once('error', reject);
-    });
-    return client;
-  }
-
-  /** Sends a REQUEST without waiting for an answer (a publish without ack has none). */
-  send(payload: Payload): void {
-    this.socket.send(
-      JSON.stringify({
-        header: {
-          id: randomUUID(),
-          type: 'REQUEST',
-          timestamp: new Date().toISOString(),
-          source: 'test',
-          version: 1,
-        },
-        payload,
-      }),
-    );
-  }
-
-  sendRaw(text: string): void {
-    this.socket.send(text);
-  }
-
-  /** Sends a REQUEST and resolves with its answer (a RESPONSE or an error). */
-  async request(payload: Payload): Promise<Payload> {
-    const id = randomUUID();
-    const answer = this.next((f) => f.header.correlation_id === id);
-    this.socket.send(
-      JSON.stringify({
-        header: {
-          id,
-          type: 'REQUEST',
-          timestamp: new Date().toISOString(),
-          source: 'test',
-          version: 1,
-        },
-        payload,
-      }),
-    );
-    return (await answer).payload;
-  }
-
-  next(match: (f: Frame) => boolean, timeoutMs = 10_000): Promise<Frame> {
-    const seen = this.frames.find(match);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no matching frame in time')), timeoutMs);
-      this.#waiters.push({
-        match,
-        resolve: (f) => {
-          clearTimeout(timer);
-          resolve(f);
-        },
-      });
-    });
-  }
-
-  messages(topic: string): Payload[] {
-    return this.frames
-      .filter((f) => f.payload.kind === 'message' && f.payload.topic === topic)
-      .map((f) => f.payload);
-  }
-
-  /** Waits until `count` messages of `topic` arrived. */
-  async waitForMessages(topic: string, count: number): Promise<Payload[]> {
-    await this.next(() => this.messages(topic).length >= count);
-    return this.messages(topic);
-  }
-
-  close(): void {
-    this.socket.terminate();
-  }
-}
 
 for (const store of STORE_VARIANTS) {
   describe(`realtime gateway (${store})`, () => {
@@ -279,6 +163,13 @@ for (const store of STORE_VARIANTS) {
       expectError(await server.call('DELETE', '/v1/topics/chat.never'), 404, 'TOPIC_NOT_FOUND');
     });
 
+    const metric = async (series: string): Promise<number> => {
+      const res = await fetch(`${server.url}/metrics`);
+      const line = (await res.text()).split('\n').find((l) => l.startsWith(`${series} `));
+      return line === undefined ? 0 : Number(line.split(' ').at(-1));
+    };
+    const slowConsumerCuts = () => metric('orchestra_realtime_server_closes_total{code="4507"}');
+
     test('a slow consumer is cut with 4507 and the others are unaffected', async () => {
       const topic = 'chat.slow';
       const slow = await open(server.adminKey);
@@ -288,20 +179,30 @@ for (const store of STORE_VARIANTS) {
       // The slow client stops reading from its TCP socket.
       (slow.socket as unknown as { _socket: { pause(): void } })._socket.pause();
       const pub = await open(server.adminKey);
+      assert.ok((await metric('orchestra_realtime_connections')) >= 3);
       // More than the kernel's socket buffers on loopback can absorb (a few MiB), so that
       // the server's own queue for the slow client passes its 64 KiB limit.
       const big = 'x'.repeat(16_000);
       const count = 1200;
+      // The slow client reads again as soon as the server has cut it: a client that
+      // reads nothing for 5 s after the cut is terminated without its close frame.
+      const cutsBefore = await slowConsumerCuts();
+      const resumed = (async () => {
+        while ((await slowConsumerCuts()) === cutsBefore) {
+          await new Promise((r) => setTimeout(r, 25));
+        }
+        (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+      })();
       for (let i = 1; i <= count; i++) {
         if (i % 50 === 0) await pub.request({ kind: 'publish', topic, data: big, ack: true });
         else pub.send({ kind: 'publish', topic, data: big });
       }
+      await resumed;
       const messages = await fast.waitForMessages(topic, count);
       assert.deepEqual(
         messages.map((m) => m.offset),
         Array.from({ length: count }, (_, k) => k + 1),
       );
-      (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
       const { code } = await slow.closed;
       assert.equal(code, 4507);
       assert.ok(slow.messages(topic).length < count);
@@ -484,8 +385,10 @@ for (const store of STORE_VARIANTS) {
           (f) => f.payload.topic === 'agents' && f.payload.event === 'agent.online',
         );
         assert.equal(online.payload.data.agent_id, `rt-agent-${store}`);
+        const session = await server.call('POST', '/v1/sessions', { body: {} });
+        assert.equal(session.status, 201);
         const task = await server.call('POST', '/v1/tasks', {
-          body: { capabilities: ['rt-echo'], input: { a: 1 } },
+          body: { capabilities: ['rt-echo'], input: { a: 1 }, session_id: session.body.id },
         });
         const sub = await open(server.adminKey);
         const answer = await sub.request({
@@ -514,6 +417,20 @@ for (const store of STORE_VARIANTS) {
         );
         // The pattern subscription saw the same events.
         await watcher.next(() => watcher.messages(topic).length === 6);
+        // And the session's topic carries them too, with the session's own offsets.
+        const sessionTopic = `sessions.${session.body.id}`;
+        assert.equal(
+          (await sub.request({ kind: 'subscribe', topic: sessionTopic, from: 0 })).recovered,
+          true,
+        );
+        const inSession = await sub.waitForMessages(sessionTopic, 7);
+        assert.deepEqual(
+          inSession.map((m) => [m.offset, m.event, m.data.task_id]),
+          [
+            [1, 'session.created', undefined],
+            ...events.map((m, i) => [i + 2, m.event, task.body.id]),
+          ],
+        );
       } finally {
         await worker.stop();
       }
@@ -652,6 +569,80 @@ describe('realtime compression', () => {
       assert.deepEqual(ids[0], ids[2]);
     } finally {
       for (const c of clients) c.close();
+    }
+  });
+});
+
+describe('realtime liveness and credentials while connected', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ env: { ORCHESTRA_REALTIME_PING_INTERVAL_MS: '300' } });
+  });
+  after(async () => server.stop());
+
+  test('a client that answers pings stays; one that stops answering is dropped', async () => {
+    const live = await Client.open(server.url, server.adminKey);
+    const mute = await Client.open(server.url, server.adminKey, { autoPong: false });
+    try {
+      let pings = 0;
+      mute.socket.on('ping', () => pings++);
+      // The mute client is pinged, does not answer, and is gone by the next ping.
+      const closed = await mute.closed;
+      assert.equal(closed.code, 1006);
+      assert.ok(pings >= 1, 'the server pinged the mute client');
+      assert.equal(live.socket.readyState, WebSocket.OPEN);
+      assert.equal((await live.request({ kind: 'ping' })).kind, 'pong');
+    } finally {
+      live.close();
+      mute.close();
+    }
+  });
+
+  test('revoking an API key closes its open connections with 4401', async () => {
+    const created = await server.call('POST', '/v1/api-keys', {
+      body: { name: 'revoked-while-connected', role: 'viewer' },
+    });
+    const other = await server.call('POST', '/v1/api-keys', {
+      body: { name: 'kept', role: 'viewer' },
+    });
+    const doomed = await Client.open(server.url, created.body.secret);
+    const kept = await Client.open(server.url, other.body.secret);
+    try {
+      assert.equal(
+        (await doomed.request({ kind: 'subscribe', topic: 'rev.a' })).kind,
+        'subscribed',
+      );
+      const revoked = await server.call('DELETE', `/v1/api-keys/${created.body.id}`);
+      assert.equal(revoked.status, 200);
+      assert.equal((await doomed.closed).code, 4401);
+      assert.equal(kept.socket.readyState, WebSocket.OPEN);
+      assert.equal((await kept.request({ kind: 'ping' })).kind, 'pong');
+    } finally {
+      doomed.close();
+      kept.close();
+    }
+  });
+
+  test('a realtime token that expires while connected closes the connection with 4401', async () => {
+    const issued = await server.call('POST', '/v1/realtime/tokens', {
+      body: { topics: ['short.lived'], ttl_seconds: 1 },
+    });
+    const client = await Client.open(server.url);
+    try {
+      assert.equal(
+        (await client.request({ kind: 'auth', token: issued.body.token })).kind,
+        'authenticated',
+      );
+      assert.equal(
+        (await client.request({ kind: 'subscribe', topic: 'short.lived' })).kind,
+        'subscribed',
+      );
+      const closed = await client.closed;
+      assert.equal(closed.code, 4401);
+      // Timers may fire a millisecond early; the close must not come sooner than that.
+      assert.ok(Date.now() + 5 >= Date.parse(issued.body.expires_at), 'not closed before expiry');
+    } finally {
+      client.close();
     }
   });
 });

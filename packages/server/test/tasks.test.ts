@@ -5,7 +5,6 @@ import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { InProcessBus } from '../src/bus/bus.ts';
 import { EventLog } from '../src/events/event-log.ts';
-import { loadSettings } from '../src/platform/settings.ts';
 import { startServer } from '../src/server.ts';
 import {
   createTestDatabase,
@@ -14,6 +13,7 @@ import {
   startTestServer,
   type TestServer,
   tempDir,
+  testSettings,
 } from './helpers.ts';
 
 interface Item {
@@ -647,14 +647,10 @@ describe('durability', () => {
     for (const store of STORE_VARIANTS) {
       const dir = tempDir();
       const database = store === 'postgres' ? await createTestDatabase() : undefined;
-      const settings = loadSettings({
-        ORCHESTRA_PORT: '0',
-        ORCHESTRA_HOST: '127.0.0.1',
-        ORCHESTRA_DATA_DIR: dir.path,
-        ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
-        ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-        ...(database ? { ORCHESTRA_DATABASE_URL: database.url } : {}),
-      });
+      const settings = testSettings(
+        dir.path,
+        database ? { ORCHESTRA_DATABASE_URL: database.url } : {},
+      );
       const log = pino({ level: 'silent' });
       let running: { close(): Promise<void> } | undefined;
       try {
@@ -710,13 +706,7 @@ describe('durability', () => {
 describe('event retention', () => {
   test('events older than ORCHESTRA_EVENT_RETENTION_MS are trimmed at start, and readers see the gap', async () => {
     const dir = tempDir();
-    const settings = loadSettings({
-      ORCHESTRA_PORT: '0',
-      ORCHESTRA_HOST: '127.0.0.1',
-      ORCHESTRA_DATA_DIR: dir.path,
-      ORCHESTRA_EVENT_RETENTION_MS: '3600000',
-      ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-    });
+    const settings = testSettings(dir.path, { ORCHESTRA_EVENT_RETENTION_MS: '3600000' });
     const log = pino({ level: 'silent' });
     try {
       const first = await startServer(settings, { log });

@@ -99,6 +99,13 @@ export class AgentPool {
     return this.#connections.keys();
   }
 
+  /** Agents connected to this node. */
+  get connectionCount(): number {
+    let count = 0;
+    for (const byId of this.#connections.values()) count += byId.size;
+    return count;
+  }
+
   targets(tenantId: string): readonly DispatchTarget[] {
     const byId = this.#connections.get(tenantId);
     return byId === undefined ? [] : [...byId.values()];

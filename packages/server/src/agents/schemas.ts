@@ -1,8 +1,9 @@
 import Type, { type Static } from 'typebox';
 import { NullableTimestamp, Timestamp } from '../platform/schemas.ts';
 
-export const AGENT_STATUSES = ['online', 'busy', 'draining', 'offline', 'error'] as const;
-export type AgentStatus = (typeof AGENT_STATUSES)[number];
+import { AGENT_STATUSES } from './statuses.ts';
+
+export { AGENT_STATUSES, type AgentStatus } from './statuses.ts';
 
 export const AgentStatusSchema = Type.Enum([...AGENT_STATUSES], {
   description:

@@ -7,15 +7,22 @@
  * to the store first, and a subscriber that misses a message catches up from there.
  */
 export interface Bus {
+  readonly backend: 'in-process' | 'nats';
   /** Delivers to every current subscriber of `subject`; returns once handed over. */
   publish(subject: string, message: unknown): void;
   /** Calls `handler` for each message on `subject` until the returned function is called. */
   subscribe(subject: string, handler: (message: unknown) => void): () => void;
+  /** Messages dropped so far because they could not be handed to other nodes. */
+  readonly dropped: number;
+  /** Rejects when the bus cannot carry messages to other nodes within `timeoutMs`. */
+  ping(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
 /** The bus within one process: subscribers are called synchronously, in subscription order. */
 export class InProcessBus implements Bus {
+  readonly backend = 'in-process' as const;
+  readonly dropped = 0;
   readonly #subscribers = new Map<string, Set<(message: unknown) => void>>();
 
   publish(subject: string, message: unknown): void {
@@ -42,6 +49,8 @@ export class InProcessBus implements Bus {
       if (handlers.size === 0) this.#subscribers.delete(subject);
     };
   }
+
+  async ping(_timeoutMs: number): Promise<void> {}
 
   async close(): Promise<void> {
     this.#subscribers.clear();

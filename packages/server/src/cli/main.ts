@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   type Agent,
@@ -9,7 +7,7 @@ import {
   type CreateTemplateInput,
   isTerminalState,
   type MultitaskStrategy,
-  Orchestra,
+  type Orchestra,
   OrchestraError,
   type Session,
   type Task,
@@ -19,22 +17,28 @@ import {
   type TemplateVersionSummary,
   type Tenant,
 } from '@orchestra/sdk';
-import { AGENT_STATUSES } from '../agents/schemas.ts';
-import { IdentityService, SYSTEM_TENANT_ID } from '../gateway/identity-service.ts';
-import { migrations } from '../migrations.ts';
+// Client commands load only what they use: the server's modules (store, settings schemas,
+// Fastify) cost about a second at start, and are imported by `start` and
+// `recover-admin-key` alone.
+import { AGENT_STATUSES } from '../agents/statuses.ts';
+import { SYSTEM_TENANT_ID } from '../gateway/system-tenant.ts';
 import { ApiError } from '../platform/errors.ts';
-import { JwtVerifier } from '../platform/jwt.ts';
-import { loadSettings, SettingsError } from '../platform/settings.ts';
-import {
-  ADMIN_KEY_FILE,
-  createLogger,
-  type RunningServer,
-  startServer,
-  VERSION,
-} from '../server.ts';
-import { openStore } from '../store/store.ts';
+import type { RunningServer } from '../server.ts';
 import { TASK_STATES } from '../tasks/states.ts';
+import { VERSION } from '../version.ts';
 import { agentRow, describeAgent } from './agent-format.ts';
+import {
+  client,
+  countFlag,
+  offsetFlag,
+  parse,
+  positiveInteger,
+  print,
+  readJson,
+  readText,
+  UsageError,
+} from './common.ts';
+import { CONFIG_HELP, configCommand, SERVICES_HELP, servicesCommand } from './config-commands.ts';
 import { describeSession, sessionEventLine, sessionRow } from './session-format.ts';
 import { formatTable } from './table.ts';
 import {
@@ -45,9 +49,6 @@ import {
   taskRow,
   templateText,
 } from './task-format.ts';
-
-/** A usage mistake: printed with the command's help hint, exit code 2. */
-class UsageError extends Error {}
 
 const GLOBAL_HELP = `Orchestra ${VERSION}: control plane for AI agents
 
@@ -69,6 +70,9 @@ Commands:
                         Manage sessions: tasks that run in order and share a history
   topics ls|publish|history|presence|rm|token
                         Realtime topics: publish, read history, see who is present
+  config get|put|rm|ls|watch|history|diff|revert
+                        Configuration: versioned keys per environment, live changes
+  services ls|resolve   Service registry: registered instances and their health
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -83,6 +87,8 @@ Options for commands that talk to a server:
 Run "orchestra <command> --help" for the options of a command.`;
 
 const HELP: Record<string, string> = {
+  config: CONFIG_HELP,
+  services: SERVICES_HELP,
   start: `Usage: orchestra start [options]
 
 Runs the Orchestra server in the foreground until SIGTERM or SIGINT. Settings come from
@@ -281,77 +287,6 @@ Options:
 Prints the version of this CLI and of the Node.js runtime.`,
 };
 
-const CLIENT_OPTIONS = {
-  url: { type: 'string' },
-  'api-key': { type: 'string' },
-  json: { type: 'boolean', default: false },
-  help: { type: 'boolean', short: 'h', default: false },
-} as const;
-
-function parse<
-  O extends Record<
-    string,
-    {
-      type: 'string' | 'boolean';
-      short?: string;
-      multiple?: boolean;
-      default?: string | boolean | string[];
-    }
-  >,
->(args: string[], options: O) {
-  try {
-    return parseArgs({
-      args,
-      options: { ...CLIENT_OPTIONS, ...options },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-}
-
-function client(values: { url?: string | undefined; 'api-key'?: string | undefined }): Orchestra {
-  const url = values.url ?? process.env.ORCHESTRA_URL ?? 'http://localhost:8080';
-  const apiKey =
-    values['api-key'] ??
-    process.env.ORCHESTRA_API_KEY ??
-    // The local admin key goes only to a server on this machine, never to a remote --url.
-    (isLoopback(url) ? adminKeyFromDataDir() : undefined);
-  if (apiKey === undefined) {
-    throw new UsageError('No credential: pass --api-key or set ORCHESTRA_API_KEY');
-  }
-  try {
-    return new Orchestra({ url, apiKey });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-}
-
-function isLoopback(url: string): boolean {
-  let host: string;
-  try {
-    host = new URL(url).hostname;
-  } catch {
-    return false;
-  }
-  return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
-/** The first-start admin key, for the common case of a CLI next to a local server. */
-function adminKeyFromDataDir(): string | undefined {
-  const dir = resolve(process.env.ORCHESTRA_DATA_DIR || '.orchestra');
-  try {
-    return readFileSync(join(dir, ADMIN_KEY_FILE), 'utf8').trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function print(json: boolean, value: unknown, human: () => string): void {
-  process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
-}
-
 const DURATION = /^(\d+)([smhd])$/;
 const MAX_EXPIRY_MS = 36_500 * 86_400_000;
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -510,26 +445,6 @@ const TEMPLATE_READ_ONLY_FIELDS = [
 
 const TEMPLATE_SCHEMA_FIELDS = ['input_schema', 'output_schema', 'config_schema'] as const;
 
-/** The text of `file` (`-`: standard input) and its name for messages. */
-function readText(file: string): { source: string; text: string } {
-  const source = file === '-' ? 'standard input' : file;
-  try {
-    return { source, text: readFileSync(file === '-' ? 0 : file, 'utf8') };
-  } catch (err) {
-    throw new UsageError(`cannot read ${source}: ${(err as Error).message}`);
-  }
-}
-
-/** The JSON value in `file` (`-`: standard input); usage errors name the file. */
-function readJson(file: string): unknown {
-  const { source, text } = readText(file);
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new UsageError(`${source} is not valid JSON: ${(err as Error).message}`);
-  }
-}
-
 /**
  * The task bodies in a JSON-lines file (`-`: standard input), with their line numbers;
  * blank lines are skipped. Usage errors name the file and line.
@@ -580,14 +495,6 @@ function templateDefinition(document: Record<string, unknown>): TemplateDefiniti
   }
   // Anything else, typos included, goes to the server, which names unknown fields.
   return definition as TemplateDefinition;
-}
-
-/** A positive integer flag, such as `--version 3`. */
-function positiveInteger(flag: string, text: string): number {
-  if (!/^\d{1,9}$/.test(text) || Number(text) < 1) {
-    throw new UsageError(`${flag} must be a version number (1 or more), got "${text}"`);
-  }
-  return Number(text);
 }
 
 /** The `--label KEY=VALUE` flags as an object. */
@@ -833,21 +740,6 @@ function takeOptionalWait(args: string[]): { rest: string[]; wait: number | unde
     }
   }
   return { rest, wait };
-}
-
-/** A count flag, such as `--limit 20`: a whole number from 1 to `max`. */
-function countFlag(flag: string, text: string, max: number): number {
-  if (!/^\d{1,9}$/.test(text) || Number(text) < 1 || Number(text) > max) {
-    throw new UsageError(`${flag} must be a number from 1 to ${max}, got "${text}"`);
-  }
-  return Number(text);
-}
-
-/** A stream offset: 0 or more. */
-function offsetFlag(flag: string, text: string): number {
-  if (!/^\d{1,15}$/.test(text))
-    throw new UsageError(`${flag} must be an offset (0 or more), got "${text}"`);
-  return Number(text);
 }
 
 /** How long `task events` without --follow waits for another event before it stops. */
@@ -1545,8 +1437,8 @@ function settingsFromFlags<
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
   const str = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined);
-  const load = () =>
-    loadSettings(process.env, {
+  const load = async () =>
+    (await import('../platform/settings.ts')).loadSettings(process.env, {
       ...(str(values.config) ? { configFile: str(values.config) } : {}),
       overrides: {
         port: str(values.port),
@@ -1565,28 +1457,15 @@ async function startCommand(args: string[]): Promise<void> {
     process.stdout.write(`${HELP.start}\n`);
     return;
   }
-  const settings = load();
+  const settings = await load();
+  const { startServer } = await import('../server.ts');
   let adminKey: { secret: string; file: string | undefined } | undefined;
   let server: RunningServer | undefined;
-  try {
-    server = await startServer(settings, {
-      onAdminKey: (key) => {
-        adminKey = key;
-      },
-    });
-  } finally {
-    // Printed once listening, so that the example names the real URL (port 0 picks one);
-    // printed on a failed start too, because the key exists from now on.
-    if (adminKey !== undefined) printAdminKey(adminKey, server?.url);
-  }
-  const running = server;
+  // Installed before the start, so that a signal during it (a supervisor that gives up, a
+  // test that stops the server as soon as it listens) shuts down cleanly once started.
   let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) {
-      process.stderr.write(`received ${signal} again; exiting now\n`);
-      process.exit(1);
-    }
+  let stopRequested = false;
+  const shutdown = (running: RunningServer) => {
     running.close().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -1595,8 +1474,33 @@ async function startCommand(args: string[]): Promise<void> {
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      process.stderr.write(`received ${signal} again; exiting now\n`);
+      process.exit(1);
+    }
+    if (server === undefined) stopRequested = true;
+    else shutdown(server);
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  try {
+    server = await startServer(settings, {
+      onAdminKey: (key) => {
+        adminKey = key;
+      },
+    });
+  } catch (err) {
+    if (stopRequested) process.exit(1);
+    throw err;
+  } finally {
+    // Printed once listening, so that the example names the real URL (port 0 picks one);
+    // printed on a failed start too, because the key exists from now on.
+    if (adminKey !== undefined) printAdminKey(adminKey, server?.url);
+  }
+  const running = server;
+  if (stopRequested) shutdown(running);
   // Node would exit on these anyway; first leave a structured line for the log pipeline.
   const fatal = (kind: string) => (err: unknown) => {
     running.log.fatal({ err }, kind);
@@ -1637,7 +1541,15 @@ async function recoverAdminKeyCommand(args: string[]): Promise<void> {
     process.stdout.write(`${HELP['recover-admin-key']}\n`);
     return;
   }
-  const settings = load();
+  const settings = await load();
+  const [{ openStore }, { migrations }, { createLogger }, { IdentityService }, { JwtVerifier }] =
+    await Promise.all([
+      import('../store/store.ts'),
+      import('../migrations.ts'),
+      import('../server.ts'),
+      import('../gateway/identity-service.ts'),
+      import('../platform/jwt.ts'),
+    ]);
   const tenantId = String(values.tenant);
   const store = await openStore({
     databaseUrl: settings.databaseUrl,
@@ -1648,7 +1560,7 @@ async function recoverAdminKeyCommand(args: string[]): Promise<void> {
     await store.migrate(migrations);
     const log = createLogger({ ...settings, logLevel: 'warn' }, process.stderr);
     const identity = new IdentityService({ store, jwt: new JwtVerifier(settings), log });
-    let key: Awaited<ReturnType<IdentityService['createRecoveryAdminKey']>>;
+    let key: Awaited<ReturnType<InstanceType<typeof IdentityService>['createRecoveryAdminKey']>>;
     try {
       key = await identity.createRecoveryAdminKey(tenantId);
     } catch (err) {
@@ -1713,6 +1625,12 @@ export async function main(argv: string[]): Promise<number> {
       case 'topics':
         await topicsCommand(args);
         return 0;
+      case 'config':
+        await configCommand(args);
+        return 0;
+      case 'services':
+        await servicesCommand(args);
+        return 0;
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);
         return 0;
@@ -1742,7 +1660,8 @@ export async function main(argv: string[]): Promise<number> {
       );
       return 1;
     }
-    if (err instanceof SettingsError) {
+    // By name: the settings module is loaded only by the commands that read settings.
+    if (err instanceof Error && err.name === 'SettingsError') {
       process.stderr.write(`error: ${err.message}\n`);
       return 1;
     }

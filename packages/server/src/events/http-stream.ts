@@ -21,17 +21,20 @@ export function resumeAfter(
   lastEventId: string | string[] | undefined,
   after: number | undefined,
 ): number {
-  if (typeof lastEventId === 'string' && lastEventId !== '') {
-    if (!/^\d{1,15}$/.test(lastEventId)) {
-      throw new ApiError('VALIDATION_FAILED', 'headers.last-event-id: must be an event offset', {
-        details: {
-          fields: [{ field: 'headers.last-event-id', message: 'must be an event offset' }],
-        },
-      });
-    }
-    return Number(lastEventId);
+  return lastEventIdOf(lastEventId) ?? after ?? 0;
+}
+
+/** The offset or revision in a `Last-Event-ID` header; undefined when there is none. */
+export function lastEventIdOf(lastEventId: string | string[] | undefined): number | undefined {
+  if (typeof lastEventId !== 'string' || lastEventId === '') return undefined;
+  if (!/^\d{1,15}$/.test(lastEventId)) {
+    throw new ApiError('VALIDATION_FAILED', 'headers.last-event-id: must be an event offset', {
+      details: {
+        fields: [{ field: 'headers.last-event-id', message: 'must be an event offset' }],
+      },
+    });
   }
-  return after ?? 0;
+  return Number(lastEventId);
 }
 
 function encode(item: StreamItem, format: StreamFormat): string {
@@ -48,12 +51,21 @@ function encode(item: StreamItem, format: StreamFormat): string {
  * away, or when `stop` aborts (shutdown). Takes over the reply: call it only after every
  * check that could still answer with an error status.
  */
-export async function sendStream(
+export async function sendStream<T = StreamItem>(
   request: FastifyRequest,
   reply: FastifyReply,
-  open: (signal: AbortSignal) => AsyncIterable<StreamItem>,
-  options: { format: StreamFormat; stop: AbortSignal },
+  open: (signal: AbortSignal) => AsyncIterable<T>,
+  options: {
+    format: StreamFormat;
+    stop: AbortSignal;
+    /** How an item is written; event-log items by default. */
+    encode?: (item: T, format: StreamFormat) => string;
+    /** Written when the items end by themselves (SSE only): tells EventSource not to reconnect. */
+    endEvent?: boolean;
+  },
 ): Promise<void> {
+  const encodeItem =
+    options.encode ?? (encode as unknown as (item: T, format: StreamFormat) => string);
   const controller = new AbortController();
   const signal = AbortSignal.any([controller.signal, options.stop]);
   const res = reply.raw;
@@ -80,13 +92,13 @@ export async function sendStream(
   try {
     for await (const item of open(signal)) {
       if (signal.aborted) break;
-      if (!res.write(encode(item, options.format))) {
+      if (!res.write(encodeItem(item, options.format))) {
         // Slow client: wait for the socket to drain instead of buffering without bound.
         await once(res, 'drain', { signal }).catch(() => undefined);
       }
     }
     // Ended by itself (the task is over): say so, so that EventSource does not reconnect.
-    if (!signal.aborted && options.format === 'sse')
+    if (!signal.aborted && options.format === 'sse' && options.endEvent !== false)
       res.write('event: stream.end\ndata: {"type":"stream.end"}\n\n');
   } catch (err) {
     failed = true;

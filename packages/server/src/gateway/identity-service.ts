@@ -19,7 +19,11 @@ const SECRET_LENGTH = 40;
 const DISPLAY_PREFIX_LENGTH = API_KEY_PREFIX.length + 8;
 /** `last_used_at` is a hint, not an audit log: write it at most this often per key. */
 const LAST_USED_WRITE_INTERVAL_MS = 60_000;
-export const SYSTEM_TENANT_ID = 'default';
+
+import { SYSTEM_TENANT_ID } from './system-tenant.ts';
+
+export { SYSTEM_TENANT_ID };
+
 /** Verified keys kept at most; the oldest are dropped first. */
 const KEY_CACHE_MAX_ENTRIES = 10_000;
 

@@ -1,7 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
+import type { Bus } from '../bus/bus.ts';
+import type { KvStore } from '../kv/kv.ts';
 import { ApiError } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
+import type { RateLimiter } from '../platform/rate-limit.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import type { RelationalStore } from '../store/store.ts';
 
@@ -13,10 +16,51 @@ const probeConfig = { probe: true as const, pressureHandler: () => undefined };
 /** `/healthz`, `/readyz` and `/metrics`. */
 export const opsRoutes: FastifyPluginAsyncTypebox<{
   store: RelationalStore;
+  kv: KvStore;
+  bus: Bus;
+  rateLimiter: RateLimiter | undefined;
   metrics: Metrics;
   version: string;
   instanceId: string;
-}> = async (app, { store, metrics, version, instanceId }) => {
+}> = async (app, { store, kv, bus, rateLimiter, metrics, version, instanceId }) => {
+  /** Times one dependency's ping; a failure is logged here and reported as `failed`. */
+  const check =
+    (name: string, ping: (timeoutMs: number) => Promise<void>) =>
+    async (): Promise<{ status: 'ok' | 'failed'; latency_ms?: number }> => {
+      const started = performance.now();
+      try {
+        await ping(READY_TIMEOUT_MS);
+        const latency = Math.round((performance.now() - started) * 100) / 100;
+        return { status: 'ok', latency_ms: latency };
+      } catch (err) {
+        app.log.warn({ err }, `readiness: ${name} does not answer`);
+        return { status: 'failed' };
+      }
+    };
+  /** The config store on etcd: its own check (embedded, it is the relational store). */
+  const checkKv = check('etcd', (t) => kv.ping(t));
+  /** The bus on NATS: a round trip to the server (in-process, there is nothing to check). */
+  const checkBus = check('NATS', (t) => bus.ping(t));
+  const redis = rateLimiter?.backend === 'redis' ? rateLimiter : undefined;
+  const checkRedis = check('Redis', (t) => redis?.ping(t) ?? Promise.resolve());
+  metrics.dependencyUp.reset();
+  let droppedSeen = 0;
+  metrics.onCollect(async () => {
+    const [kvUp, busUp, redisUp] = await Promise.all([
+      kv.backend === 'etcd' ? checkKv() : undefined,
+      bus.backend === 'nats' ? checkBus() : undefined,
+      redis ? checkRedis() : undefined,
+    ]);
+    const up = (c: { status: string }) => (c.status === 'ok' ? 1 : 0);
+    if (kvUp) metrics.dependencyUp.set({ dependency: 'etcd' }, up(kvUp));
+    if (busUp) metrics.dependencyUp.set({ dependency: 'nats' }, up(busUp));
+    // The bus counts its drops itself; the counter catches up at each scrape.
+    const dropped = bus.dropped - droppedSeen;
+    if (dropped > 0) metrics.busDropped.inc(dropped);
+    droppedSeen += dropped;
+    if (redisUp) metrics.dependencyUp.set({ dependency: 'redis' }, up(redisUp));
+  });
+
   app.get(
     '/healthz',
     {
@@ -36,15 +80,35 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['operations'],
         summary: 'Readiness: the storage answers',
-        description: '503 STORAGE_UNAVAILABLE when the store does not answer within 2 s.',
+        description:
+          '503 STORAGE_UNAVAILABLE when the relational store does not answer within 2 s: nothing works without it. With the config store on etcd, an etcd that does not answer makes the node `degraded` (still 200): tasks, agents and topics work, config and the service registry answer 503 STORAGE_UNAVAILABLE until etcd is back. With the bus on NATS, a NATS that does not answer makes the node `degraded` too: everything works, and other nodes hear of changes by polling the store (up to 2 s late) until NATS is back. With rate limits in Redis, a Redis that does not answer makes it `degraded`: each node then limits on its own.',
         response: {
           200: Type.Object({
-            status: Type.Literal('ready'),
+            status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')]),
             version: Type.String(),
             instance_id: Type.String(),
             store: Type.String(),
             checks: Type.Object({
               store: Type.Object({ status: Type.Literal('ok'), latency_ms: Type.Number() }),
+              kv: Type.Object({
+                status: Type.Union([Type.Literal('ok'), Type.Literal('failed')]),
+                backend: Type.Union([Type.Literal('embedded'), Type.Literal('etcd')]),
+                latency_ms: Type.Optional(Type.Number()),
+              }),
+              bus: Type.Object({
+                status: Type.Union([Type.Literal('ok'), Type.Literal('failed')]),
+                backend: Type.Union([Type.Literal('in-process'), Type.Literal('nats')]),
+                latency_ms: Type.Optional(Type.Number()),
+              }),
+              rate_limit: Type.Object({
+                status: Type.Union([Type.Literal('ok'), Type.Literal('failed')]),
+                backend: Type.Union([
+                  Type.Literal('off'),
+                  Type.Literal('memory'),
+                  Type.Literal('redis'),
+                ]),
+                latency_ms: Type.Optional(Type.Number()),
+              }),
             }),
           }),
           ...errorResponses,
@@ -66,12 +130,32 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
         });
       }
       const latency = Math.round((performance.now() - started) * 100) / 100;
+      const [kvCheck, busCheck, limitCheck] = await Promise.all([
+        kv.backend === 'etcd'
+          ? checkKv().then((c) => ({ ...c, backend: 'etcd' as const }))
+          : { status: 'ok' as const, backend: 'embedded' as const, latency_ms: latency },
+        bus.backend === 'nats'
+          ? checkBus().then((c) => ({ ...c, backend: 'nats' as const }))
+          : { status: 'ok' as const, backend: 'in-process' as const },
+        redis
+          ? checkRedis().then((c) => ({ ...c, backend: 'redis' as const }))
+          : {
+              status: 'ok' as const,
+              backend: rateLimiter ? ('memory' as const) : ('off' as const),
+            },
+      ]);
+      const ok = [kvCheck, busCheck, limitCheck].every((c) => c.status === 'ok');
       return {
-        status: 'ready' as const,
+        status: ok ? ('ready' as const) : ('degraded' as const),
         version,
         instance_id: instanceId,
         store: store.kind,
-        checks: { store: { status: 'ok' as const, latency_ms: latency } },
+        checks: {
+          store: { status: 'ok' as const, latency_ms: latency },
+          kv: kvCheck,
+          bus: busCheck,
+          rate_limit: limitCheck,
+        },
       };
     },
   );

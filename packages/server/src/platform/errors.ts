@@ -24,6 +24,12 @@ export const ERROR_CATALOGUE = {
   AGENT_NOT_FOUND: { status: 404, message: 'The agent does not exist' },
   SESSION_NOT_FOUND: { status: 404, message: 'The session does not exist' },
   TOPIC_NOT_FOUND: { status: 404, message: 'The topic does not exist' },
+  CONFIG_KEY_NOT_FOUND: { status: 404, message: 'The config key does not exist' },
+  CONFIG_VERSION_NOT_FOUND: { status: 404, message: 'The config key has no such version' },
+  CONFIG_SCHEMA_NOT_FOUND: { status: 404, message: 'No schema is attached to this prefix' },
+  LEASE_NOT_FOUND: { status: 404, message: 'The lease does not exist or has expired' },
+  SERVICE_NOT_FOUND: { status: 404, message: 'No instance of the service is registered' },
+  INSTANCE_NOT_FOUND: { status: 404, message: 'The service instance does not exist' },
   TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
   TEMPLATE_ALREADY_EXISTS: { status: 409, message: 'A template with this name already exists' },
   TASK_ALREADY_FINISHED: { status: 409, message: 'The task has already ended' },
@@ -54,6 +60,10 @@ export const ERROR_CATALOGUE = {
     status: 409,
     message: 'The connection has as many subscriptions as it may',
   },
+  WRITE_CONFLICT: {
+    status: 409,
+    message: 'The resource kept changing while the write was retried',
+  },
   LAST_ADMIN_KEY: {
     status: 409,
     message: 'The last active admin key of a tenant cannot be revoked',
@@ -63,6 +73,7 @@ export const ERROR_CATALOGUE = {
     status: 412,
     message: 'The resource changed since the version in If-Match',
   },
+  REVISION_COMPACTED: { status: 410, message: 'The revision is no longer retained' },
   UPGRADE_REQUIRED: { status: 426, message: 'This route only speaks WebSocket' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   URI_TOO_LONG: { status: 414, message: 'A path parameter is too long' },
@@ -71,6 +82,10 @@ export const ERROR_CATALOGUE = {
   HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },
+  NO_HEALTHY_INSTANCE: {
+    status: 503,
+    message: 'No instance of the service passes its health check',
+  },
   SERVICE_OVERLOADED: { status: 503, message: 'The server is overloaded' },
   SHUTTING_DOWN: { status: 503, message: 'The server is shutting down' },
   AUTH_PROVIDER_UNAVAILABLE: {

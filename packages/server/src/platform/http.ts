@@ -316,3 +316,17 @@ function describeIssue(
       return { field: field(), message: issue.message ?? 'is invalid' };
   }
 }
+
+/**
+ * The version in an `If-Match` header for optimistic concurrency: the quoted version of an
+ * ETag (`"3"`, or weak `W/"3"`), or the bare number (`3`) as people type it.
+ */
+export function ifMatchVersion(header: string | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const match = /^\s*(?:(?:W\/)?"(\d{1,9})"|(\d{1,9}))\s*$/.exec(header);
+  const digits = match?.[1] ?? match?.[2];
+  if (digits === undefined) {
+    throw new ApiError('BAD_REQUEST', 'If-Match must be the version from an ETag, such as "3"');
+  }
+  return Number(digits);
+}

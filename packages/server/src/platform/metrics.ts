@@ -13,6 +13,11 @@ export class Metrics {
   readonly agentFrames: Counter<'kind'>;
   readonly agentProtocolErrors: Counter<'code'>;
   readonly tasksAssigned: Counter;
+  readonly realtimeConnections: Gauge;
+  readonly realtimeCloses: Counter<'code'>;
+  readonly dependencyUp: Gauge<'dependency'>;
+  readonly busDropped: Counter;
+  readonly #onCollect: (() => Promise<void>)[] = [];
 
   constructor(options: { version: string; instanceId: string; store: string }) {
     collectDefaultMetrics({ register: this.registry });
@@ -66,6 +71,33 @@ export class Metrics {
       help: 'Task attempts this node assigned to its agents.',
       registers: [this.registry],
     });
+    this.realtimeConnections = new Gauge({
+      name: 'orchestra_realtime_connections',
+      help: 'Open WebSocket connections to /v1/realtime on this node.',
+      registers: [this.registry],
+    });
+    this.realtimeCloses = new Counter({
+      name: 'orchestra_realtime_server_closes_total',
+      help: 'Realtime connections this node closed, by close code (4507 is a slow consumer).',
+      labelNames: ['code'],
+      registers: [this.registry],
+    });
+    const collectors = this.#onCollect;
+    this.dependencyUp = new Gauge({
+      name: 'orchestra_dependency_up',
+      help: 'Whether an external dependency answered when metrics were collected (1) or not (0); only dependencies this node uses besides its relational store.',
+      labelNames: ['dependency'],
+      registers: [this.registry],
+      async collect() {
+        await Promise.all(collectors.map((c) => c()));
+      },
+    });
+    // After dependency_up, whose collection brings this counter up to date.
+    this.busDropped = new Counter({
+      name: 'orchestra_bus_dropped_messages_total',
+      help: 'Bus messages (cross-node wake-ups) dropped because NATS could not take them; followers make up for them by polling the store.',
+      registers: [this.registry],
+    });
     const info = new Gauge({
       name: 'orchestra_build_info',
       help: 'Always 1; the labels say which version runs on which node and store.',
@@ -76,5 +108,10 @@ export class Metrics {
       { version: options.version, instance_id: options.instanceId, store: options.store },
       1,
     );
+  }
+
+  /** Runs `probe` each time the metrics are collected (a scrape), before they are rendered. */
+  onCollect(probe: () => Promise<void>): void {
+    this.#onCollect.push(probe);
   }
 }

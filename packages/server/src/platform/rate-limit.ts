@@ -17,7 +17,10 @@ export interface RateLimitDecision {
  * node; the Redis adapter (cluster mode) limits across nodes.
  */
 export interface RateLimiter {
+  readonly backend: 'memory' | 'redis';
   consume(key: string): RateLimitDecision | Promise<RateLimitDecision>;
+  /** Rejects when the shared buckets cannot be reached within `timeoutMs`. */
+  ping(timeoutMs: number): Promise<void>;
   close(): void;
 }
 
@@ -36,6 +39,7 @@ export interface TokenBucketOptions {
 
 /** Token buckets in this process's memory. */
 export class InMemoryRateLimiter implements RateLimiter {
+  readonly backend = 'memory' as const;
   readonly #rate: number;
   readonly #burst: number;
   readonly #maxKeys: number;
@@ -73,14 +77,10 @@ export class InMemoryRateLimiter implements RateLimiter {
     }
     const allowed = bucket.tokens >= 1;
     if (allowed) bucket.tokens -= 1;
-    return {
-      allowed,
-      limit: this.#burst,
-      remaining: Math.floor(bucket.tokens),
-      resetSeconds: Math.ceil((this.#burst - bucket.tokens) / this.#rate),
-      retryAfterSeconds: allowed ? 0 : Math.max(1, Math.ceil((1 - bucket.tokens) / this.#rate)),
-    };
+    return decisionOf(allowed, bucket.tokens, this.#rate, this.#burst);
   }
+
+  async ping(_timeoutMs: number): Promise<void> {}
 
   close(): void {
     clearInterval(this.#sweeper);
@@ -95,6 +95,22 @@ export class InMemoryRateLimiter implements RateLimiter {
       }
     }
   }
+}
+
+/** The decision for a bucket left with `tokens` after this request (taken or refused). */
+export function decisionOf(
+  allowed: boolean,
+  tokens: number,
+  rate: number,
+  burst: number,
+): RateLimitDecision {
+  return {
+    allowed,
+    limit: burst,
+    remaining: Math.floor(tokens),
+    resetSeconds: Math.ceil((burst - tokens) / rate),
+    retryAfterSeconds: allowed ? 0 : Math.max(1, Math.ceil((1 - tokens) / rate)),
+  };
 }
 
 /**

@@ -279,6 +279,15 @@ export const SETTINGS = {
       'Bytes waiting to be sent to one realtime connection before it is closed as a slow consumer (4507).',
     default: 4_194_304,
   },
+  realtimePingIntervalMs: {
+    env: 'ORCHESTRA_REALTIME_PING_INTERVAL_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 100, maximum: 3_600_000 }),
+    allowed: 'an integer from 100 to 3600000',
+    description:
+      'How often each realtime connection is pinged and its credential rechecked; one without a pong by the next ping is dropped, one whose key was revoked is closed with 4401.',
+    default: 30_000,
+  },
   realtimeCompression: {
     env: 'ORCHESTRA_REALTIME_COMPRESSION',
     kind: 'bool',
@@ -315,6 +324,95 @@ export const SETTINGS = {
     allowed: 'comma-separated rules pattern=max_messages/max_age_ms, such as chat.>=500/3600000',
     description:
       'History bounds per topic pattern, first match first; topics no rule matches use the two settings above.',
+  },
+  etcdEndpoints: {
+    env: 'ORCHESTRA_ETCD_ENDPOINTS',
+    kind: 'string',
+    schema: Type.String({
+      pattern: '^\\s*https?://[^,\\s]+\\s*(,\\s*https?://[^,\\s]+\\s*)*$',
+    }),
+    allowed: 'comma-separated http:// or https:// URLs, such as http://10.0.0.5:2379',
+    description:
+      'etcd v3 endpoints for the config center and service registry. Unset: they live in the relational store.',
+  },
+  etcdPrefix: {
+    env: 'ORCHESTRA_ETCD_PREFIX',
+    kind: 'string',
+    schema: Type.String({ pattern: '^/[A-Za-z0-9_./-]{0,126}/$' }),
+    allowed: 'a path that starts and ends with /, such as /orchestra/',
+    description:
+      'Where in etcd Orchestra keeps its keys; several installations can share one etcd.',
+    default: '/orchestra/',
+  },
+  natsUrl: {
+    env: 'ORCHESTRA_NATS_URL',
+    kind: 'string',
+    schema: Type.String({
+      pattern: '^\\s*(nats|tls)://[^,\\s]+\\s*(,\\s*(nats|tls)://[^,\\s]+\\s*)*$',
+    }),
+    allowed: 'comma-separated nats:// or tls:// URLs, such as nats://10.0.0.6:4222',
+    description:
+      'NATS servers that carry wake-ups and fan-out between the nodes of a cluster. Unset: they stay in the process, and other nodes learn of changes by polling the store.',
+  },
+  natsPrefix: {
+    env: 'ORCHESTRA_NATS_PREFIX',
+    kind: 'string',
+    schema: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+    allowed: 'letters, digits, _ and -, up to 64',
+    description:
+      'First token of every NATS subject Orchestra uses; several installations can share one NATS.',
+    default: 'orchestra',
+  },
+  redisUrl: {
+    env: 'ORCHESTRA_REDIS_URL',
+    kind: 'string',
+    schema: Type.String({ pattern: '^rediss?://\\S+$' }),
+    allowed: 'a redis:// or rediss:// URL, such as redis://10.0.0.7:6379/0',
+    description:
+      'Redis for rate limits shared by every node of a cluster. Unset: each node limits on its own.',
+  },
+  redisPrefix: {
+    env: 'ORCHESTRA_REDIS_PREFIX',
+    kind: 'string',
+    schema: Type.String({ pattern: '^[A-Za-z0-9_:.-]{1,64}$' }),
+    allowed: 'letters, digits and _ : . -, up to 64',
+    description:
+      'Prefix of every Redis key Orchestra writes; several installations can share one Redis.',
+    default: 'orchestra:',
+  },
+  kvRetainedRevisions: {
+    env: 'ORCHESTRA_KV_RETAINED_REVISIONS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 100_000_000 }),
+    allowed: 'an integer from 1 to 100000000',
+    description:
+      'Without etcd: how many of a tenant’s newest config and registry revisions a watch can resume from (older ones resync). With etcd, its own compaction decides.',
+    default: 10_000,
+  },
+  configDefaultEnv: {
+    env: 'ORCHESTRA_CONFIG_DEFAULT_ENV',
+    kind: 'string',
+    schema: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' }),
+    allowed: '1 to 32 of a-z 0-9 _ -, starting with a letter or digit',
+    description: 'The config environment of requests that give no `env`.',
+    default: 'default',
+  },
+  configMaxValueBytes: {
+    env: 'ORCHESTRA_CONFIG_MAX_VALUE_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 1_048_576 }),
+    allowed: 'an integer from 1024 to 1048576',
+    description: 'Largest config value, as JSON text.',
+    default: 131_072,
+  },
+  configHistoryMaxVersions: {
+    env: 'ORCHESTRA_CONFIG_HISTORY_MAX_VERSIONS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+    allowed: 'an integer from 1 to 1000000',
+    description:
+      'Changes kept in the history of each config key; a write drops the oldest beyond this.',
+    default: 1000,
   },
   instanceId: {
     env: 'ORCHESTRA_INSTANCE_ID',
@@ -373,7 +471,11 @@ function describe(spec: SettingSpec, value: unknown): string {
       ? `a hidden value of ${value.length} characters`
       : 'a hidden value';
   }
-  const text = JSON.stringify(value) ?? String(value);
+  return maskPasswords(JSON.stringify(value) ?? String(value));
+}
+
+/** `scheme://user:secret@host` → `scheme://user:***@host`, for logs and messages. */
+export function maskPasswords(text: string): string {
   return text.replace(/(\/\/[^/:@\s]*:)[^@/\s]*@/g, '$1***@');
 }
 

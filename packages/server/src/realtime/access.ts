@@ -49,6 +49,9 @@ export function identityOfGrant(grant: RealtimeGrant): RealtimeIdentity {
   };
 }
 
+/** Agents (and the services that register with agent keys) read config and membership too. */
+const AGENT_READABLE = new Set<Topic['kind']>(['user', 'config', 'service']);
+
 function denied(message: string): ApiError {
   return new ApiError('PERMISSION_DENIED', message);
 }
@@ -68,8 +71,8 @@ export function assertCanRead(identity: RealtimeIdentity, topic: Topic): void {
       throw denied(`The realtime token does not grant the topic ${topic.name}`);
     return;
   }
-  if (identity.role === 'agent' && topic.kind !== 'user')
-    throw denied('An agent credential reads user topics only');
+  if (identity.role === 'agent' && !AGENT_READABLE.has(topic.kind))
+    throw denied('An agent credential reads user, config and service topics only');
 }
 
 /** Throws PERMISSION_DENIED unless the identity may subscribe to the pattern. */
@@ -81,9 +84,13 @@ export function assertCanReadPattern(identity: RealtimeIdentity, pattern: TopicP
   }
   if (identity.role === 'agent') {
     const first = pattern.segments[0];
-    if (first === undefined || first === '*' || parseTopic(first).kind !== 'user')
+    if (
+      first === undefined ||
+      first === '*' ||
+      (parseTopic(first).kind !== 'user' && first !== 'config' && first !== 'services')
+    )
       throw denied(
-        'An agent credential reads user topics only: start the pattern with a user topic segment',
+        'An agent credential reads user, config and service topics only: start the pattern with a user topic segment, config or services',
       );
   }
 }

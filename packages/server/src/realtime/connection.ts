@@ -92,7 +92,7 @@ export class RealtimeConnection {
     }
   }
 
-  /** Called by the hub once per 30 s, in this connection's slice: liveness ping and a check that the credential still holds. */
+  /** Called by the hub once per ping interval, in this connection's slice: liveness ping and a check that the credential still holds. */
   tick(): void {
     if (this.#closed) return;
     if (!this.#alive) {
@@ -163,9 +163,23 @@ export class RealtimeConnection {
   close(code: CloseCode): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#hub.metrics?.realtimeCloses.inc({ code: String(code.code) });
     this.#socket.close(code.code, code.reason.slice(0, 120));
-    // A client that does not read will not answer the close either.
-    setTimeout(() => this.#socket.terminate(), CUT_GRACE_MS).unref();
+    this.#awaitCloseFrame(this.#socket.bufferedAmount);
+  }
+
+  /**
+   * A client that does not read will not answer the close either, so it is terminated
+   * after a grace period; one still draining its queue (however slowly) gets another,
+   * so a slow but live client learns why it was cut.
+   */
+  #awaitCloseFrame(queued: number): void {
+    setTimeout(() => {
+      if (this.#socket.readyState === this.#socket.CLOSED) return;
+      const now = this.#socket.bufferedAmount;
+      if (now > 0 && now < queued) this.#awaitCloseFrame(now);
+      else this.#socket.terminate();
+    }, CUT_GRACE_MS).unref();
   }
 
   async closeAndSettle(code: CloseCode): Promise<void> {

@@ -11,6 +11,7 @@ import {
   tenantStreamsSubject,
 } from '../events/event-log.ts';
 import { CLOSE_CODES } from '../platform/errors.ts';
+import type { Metrics } from '../platform/metrics.ts';
 import type { RateLimiter } from '../platform/rate-limit.ts';
 import type { RealtimeIdentity } from './access.ts';
 import { type AuthenticateToken, RealtimeConnection } from './connection.ts';
@@ -30,12 +31,13 @@ export interface HubSettings {
   maxSubscriptions: number;
   maxQueueBytes: number;
   compression: boolean;
+  /** Each connection is pinged and its credential rechecked once per this interval. */
+  pingIntervalMs: number;
   instanceId: string;
 }
 
 /** Messages smaller than this go out uncompressed even to connections that negotiated deflate. */
 const DEFLATE_THRESHOLD = 1024;
-const PING_INTERVAL_MS = 30_000;
 /**
  * Connections are pinged and rechecked in this many slices spread over the interval, so
  * that 10,000 of them do not all need the event loop in the same turn.
@@ -235,6 +237,7 @@ export class RealtimeHub {
     string,
     { subscriptions: Set<PatternSubscription>; unsubscribe: () => void }
   >();
+  readonly metrics: Metrics | undefined;
   readonly #connections = new Set<RealtimeConnection>();
   readonly #corked = new Set<Socket>();
   readonly #unsubscribeDeleted: () => void;
@@ -249,8 +252,11 @@ export class RealtimeHub {
     settings: HubSettings;
     rateLimiter: RateLimiter | undefined;
     authenticateToken: AuthenticateToken;
+    metrics?: Metrics | undefined;
   }) {
     this.authenticateToken = deps.authenticateToken;
+    this.metrics = deps.metrics;
+    this.metrics?.realtimeConnections.set(0);
     this.topics = deps.topics;
     this.bus = deps.bus;
     this.log = deps.log;
@@ -273,7 +279,7 @@ export class RealtimeHub {
       for (const connection of this.#connections) {
         if (connection.pingSlice === slice) connection.tick();
       }
-    }, PING_INTERVAL_MS / PING_SLICES);
+    }, this.settings.pingIntervalMs / PING_SLICES);
     this.#ping.unref();
   }
 
@@ -295,7 +301,11 @@ export class RealtimeHub {
     }
     const connection = new RealtimeConnection(this, socket, identity, recheck);
     this.#connections.add(connection);
-    socket.once('close', () => this.#connections.delete(connection));
+    this.metrics?.realtimeConnections.inc();
+    socket.once('close', () => {
+      this.#connections.delete(connection);
+      this.metrics?.realtimeConnections.dec();
+    });
   }
 
   get connectionCount(): number {
@@ -427,6 +437,10 @@ function topicNameOfStream(stream: string, tenantId: string): string | undefined
   if (stream.startsWith('task:')) return `tasks.${stream.slice(5)}`;
   if (stream.startsWith('session:')) return `sessions.${stream.slice(8)}`;
   if (stream === `agents:${tenantId}`) return 'agents';
+  if (stream.startsWith(`config:${tenantId}:`))
+    return `config.${stream.slice(`config:${tenantId}:`.length)}`;
+  if (stream.startsWith(`services:${tenantId}:`))
+    return `services.${stream.slice(`services:${tenantId}:`.length)}`;
   const prefix = `topic:${tenantId}:`;
   if (stream.startsWith(prefix)) return stream.slice(prefix.length);
   return undefined;

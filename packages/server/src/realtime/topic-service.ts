@@ -145,8 +145,9 @@ export class TopicService {
     }
     const info = await this.#events.info(tenantId, stream);
     if (info === undefined) {
-      if (topic.kind !== 'agents') throw notFound(topic.name);
-      // No agent has connected yet: the stream exists from now on, with its epoch.
+      if (topic.kind !== 'agents' && topic.kind !== 'config' && topic.kind !== 'service')
+        throw notFound(topic.name);
+      // Nothing has been published there yet: the stream exists from now on, with its epoch.
       await this.#events.transaction((trx) => this.#events.ensure(trx, stream, tenantId));
       return this.describe(tenantId, topic, options);
     }

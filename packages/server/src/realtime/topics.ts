@@ -1,4 +1,6 @@
+import { ENV_PATTERN } from '../config/keys.ts';
 import { ApiError } from '../platform/errors.ts';
+import { SERVICE_NAME_PATTERN } from '../registry/names.ts';
 
 /**
  * Topic names, patterns and where each topic's history lives in the event log.
@@ -13,12 +15,16 @@ export const TOPIC_PATTERN = '^[A-Za-z0-9_\\-:@=+]+(\\.[A-Za-z0-9_\\-:@=+]+)*$';
 export const TOPIC_OR_PATTERN_PATTERN =
   '^([A-Za-z0-9_\\-:@=+]+|\\*)(\\.([A-Za-z0-9_\\-:@=+]+|\\*))*(\\.>)?$|^>$';
 
+const ENV = new RegExp(ENV_PATTERN);
+const SERVICE_NAME = new RegExp(SERVICE_NAME_PATTERN);
+
 /** First segments the server publishes under; clients can read them but not publish. */
 const RESERVED = new Set([
   'tasks',
   'sessions',
   'agents',
   'config',
+  'services',
   'registry',
   'instances',
   'system',
@@ -29,6 +35,10 @@ export type Topic =
   | { kind: 'task'; name: string; id: string }
   | { kind: 'session'; name: string; id: string }
   | { kind: 'agents'; name: string }
+  /** Changes of the config keys of one environment (relayed from the KV by the leader). */
+  | { kind: 'config'; name: string; env: string }
+  /** Membership changes of one service in the registry. */
+  | { kind: 'service'; name: string; service: string }
   /** Reserved for later features: nothing is published there yet. */
   | { kind: 'reserved'; name: string };
 
@@ -61,6 +71,12 @@ export function parseTopic(name: string, field = 'topic'): Topic {
   if (first === 'sessions' && second !== undefined && segments.length === 2)
     return { kind: 'session', name, id: second };
   if (first === 'agents' && segments.length === 1) return { kind: 'agents', name };
+  if (first === 'config' && second !== undefined && segments.length === 2 && ENV.test(second))
+    return { kind: 'config', name, env: second };
+  if (first === 'services' && second !== undefined) {
+    const service = segments.slice(1).join('.');
+    if (SERVICE_NAME.test(service)) return { kind: 'service', name, service };
+  }
   return { kind: 'reserved', name };
 }
 
@@ -106,6 +122,10 @@ export function matches(pattern: TopicPattern, topic: string): boolean {
   return true;
 }
 
+export const configStream = (tenantId: string, env: string) => `config:${tenantId}:${env}`;
+export const serviceStream = (tenantId: string, service: string) =>
+  `services:${tenantId}:${service}`;
+
 /** The event-log stream holding a topic's messages. */
 export function topicStream(tenantId: string, topic: Topic): string {
   switch (topic.kind) {
@@ -115,6 +135,10 @@ export function topicStream(tenantId: string, topic: Topic): string {
       return `session:${topic.id}`;
     case 'agents':
       return `agents:${tenantId}`;
+    case 'config':
+      return configStream(tenantId, topic.env);
+    case 'service':
+      return serviceStream(tenantId, topic.service);
     default:
       return `topic:${tenantId}:${topic.name}`;
   }

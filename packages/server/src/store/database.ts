@@ -1,6 +1,7 @@
 import type { AgentsTables } from '../agents/tables.ts';
 import type { EventLogTables } from '../events/tables.ts';
 import type { GatewayTables } from '../gateway/tables.ts';
+import type { KvTables } from '../kv/tables.ts';
 import type { RealtimeTables } from '../realtime/tables.ts';
 import type { SessionsTables } from '../sessions/tables.ts';
 import type { TasksTables } from '../tasks/tables.ts';
@@ -13,4 +14,5 @@ export type Database = GatewayTables &
   TasksTables &
   AgentsTables &
   SessionsTables &
-  RealtimeTables;
+  RealtimeTables &
+  KvTables;

@@ -146,6 +146,12 @@ async function openPostgres(url: string, poolSize: number): Promise<RelationalSt
   // An idle client that loses its server emits 'error'; without a listener that would
   // crash the process. The next query reports the outage instead.
   pool.on('error', () => {});
+  // The pool listens only to idle clients: one checked out (between two queries of a
+  // transaction) that loses its server would crash the process the same way. Its query
+  // fails instead, and the pool drops the broken client when it is released.
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const parsed = new URL(url);
   parsed.password = '';

@@ -2,8 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply } from 'fastify';
 import Type from 'typebox';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
-import { principalOf } from '../platform/http.ts';
+import { ifMatchVersion, principalOf } from '../platform/http.ts';
 import { Page, PageQuery } from '../platform/pagination.ts';
 import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
 import {
@@ -16,19 +15,6 @@ import {
   UpdateTemplate,
 } from './schemas.ts';
 import type { TemplateService } from './template-service.ts';
-
-/** The version in an `If-Match: "3"` header (or `W/"3"`), for optimistic concurrency. */
-function ifMatchVersion(header: string | undefined): number | undefined {
-  if (header === undefined) return undefined;
-  const match = /^\s*(?:W\/)?"(\d{1,9})"\s*$/.exec(header);
-  if (!match?.[1]) {
-    throw new ApiError(
-      'BAD_REQUEST',
-      'If-Match must be the quoted version from an ETag, such as "3"',
-    );
-  }
-  return Number(match[1]);
-}
 
 /** The ETag of a template response names the version `latest` pointed to when it was read. */
 function withEtag(reply: FastifyReply, template: Template): Template {

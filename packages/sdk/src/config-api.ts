@@ -1,0 +1,326 @@
+import { backoffMs, isTransient, type Orchestra, sleep } from './client.ts';
+import { OrchestraError } from './errors.ts';
+
+/** Who made a config change. */
+export interface ConfigActor {
+  type: 'api_key' | 'jwt';
+  id: string;
+  name: string;
+}
+
+export interface ConfigItem<T = unknown> {
+  key: string;
+  env: string;
+  value: T;
+  /** Changes to the key so far, deletes included (its ETag). */
+  version: number;
+  /** The revision of its last change. Revisions increase, but not by one. */
+  revision: number;
+  updated_at: string;
+  updated_by: ConfigActor;
+  lease: string | null;
+}
+
+export interface ConfigDeleted {
+  key: string;
+  env: string;
+  deleted: true;
+  version: number;
+  revision: number;
+}
+
+export interface ConfigPage<T = unknown> {
+  items: ConfigItem<T>[];
+  /** The revision every page of this listing shows. */
+  revision: number;
+  next_cursor: string | null;
+}
+
+export interface ConfigHistoryEntry<T = unknown> {
+  version: number;
+  revision: number;
+  type: 'put' | 'delete';
+  value?: T;
+  at: string;
+  by: ConfigActor;
+  reason: string | null;
+}
+
+export interface ConfigDiff {
+  key: string;
+  env: string;
+  from: ConfigHistoryEntry;
+  to: ConfigHistoryEntry;
+  changes: {
+    op: 'add' | 'remove' | 'replace';
+    path: string;
+    value?: unknown;
+    old_value?: unknown;
+  }[];
+}
+
+export interface ConfigSchema {
+  prefix: string;
+  schema: Record<string, unknown>;
+  updated_at: string;
+  updated_by: ConfigActor;
+}
+
+/** What a config watch yields. */
+export type ConfigChange<T = unknown> =
+  | { type: 'put'; key: string; value: T; prev_value: T | null; version: number; revision: number }
+  | { type: 'delete'; key: string; prev_value: T | null; revision: number }
+  /** The revision asked for is gone: the whole state under the prefix, in pages until `more` is false. */
+  | { type: 'resync'; revision: number; items: ConfigItem<T>[]; more: boolean };
+
+export interface ConfigWatchOptions {
+  env?: string;
+  prefix?: string;
+  /** Changes after this revision; default: from now on. */
+  afterRevision?: number;
+  signal?: AbortSignal;
+  /** Failed reconnections in a row before the iterator gives up; default 8 (Infinity: never). */
+  maxReconnects?: number;
+  /** Called each time the watch is (re)connected. */
+  onConnect?: () => void;
+}
+
+interface EnvOption {
+  env?: string;
+}
+
+/** `a/b c` → `a/b%20c`: each segment encoded, the slashes kept. */
+export const keyPath = (key: string) =>
+  key
+    .replace(/^\/+/, '')
+    .split('/')
+    .map((s) => encodeURIComponent(s))
+    .join('/');
+
+const DEFAULT_MAX_RECONNECTS = 8;
+
+/** `Orchestra.config`: the config center's REST API. */
+export class ConfigApi {
+  readonly #client: Orchestra;
+
+  constructor(client: Orchestra) {
+    this.#client = client;
+  }
+
+  get<T = unknown>(key: string, options: EnvOption = {}): Promise<ConfigItem<T>> {
+    return this.#client.request('GET', `/v1/config/${keyPath(key)}`, {
+      query: { env: options.env },
+    });
+  }
+
+  /**
+   * Creates or updates a key. `ifVersion` writes only over that version and `ifAbsent`
+   * only when the key does not exist: otherwise `PRECONDITION_FAILED` (412).
+   */
+  set<T = unknown>(
+    key: string,
+    value: T,
+    options: EnvOption & {
+      reason?: string;
+      ifVersion?: number;
+      ifAbsent?: boolean;
+      lease?: string;
+    } = {},
+  ): Promise<ConfigItem<T>> {
+    const headers: Record<string, string> = {};
+    if (options.ifVersion !== undefined) headers['if-match'] = `"${options.ifVersion}"`;
+    if (options.ifAbsent) headers['if-none-match'] = '*';
+    return this.#client.request('PUT', `/v1/config/${keyPath(key)}`, {
+      query: { env: options.env },
+      headers,
+      body: {
+        value,
+        ...(options.reason !== undefined ? { reason: options.reason } : {}),
+        ...(options.lease !== undefined ? { lease: options.lease } : {}),
+      },
+    });
+  }
+
+  delete(
+    key: string,
+    options: EnvOption & { reason?: string; ifVersion?: number } = {},
+  ): Promise<ConfigDeleted> {
+    return this.#client.request('DELETE', `/v1/config/${keyPath(key)}`, {
+      query: { env: options.env, reason: options.reason },
+      ...(options.ifVersion !== undefined
+        ? { headers: { 'if-match': `"${options.ifVersion}"` } }
+        : {}),
+    });
+  }
+
+  list<T = unknown>(
+    options: EnvOption & {
+      prefix?: string;
+      limit?: number;
+      cursor?: string;
+      revision?: number;
+    } = {},
+  ): Promise<ConfigPage<T>> {
+    return this.#client.request('GET', '/v1/config', { query: { ...options } });
+  }
+
+  /** Every key under `prefix`, all at one revision (that of the first page). */
+  async snapshot<T = unknown>(
+    options: EnvOption & { prefix?: string; signal?: AbortSignal } = {},
+  ): Promise<{ items: ConfigItem<T>[]; revision: number }> {
+    const { signal, ...query } = options;
+    const items: ConfigItem<T>[] = [];
+    let cursor: string | undefined;
+    let revision = 0;
+    do {
+      const page: ConfigPage<T> = await this.#client.request('GET', '/v1/config', {
+        query: { ...query, limit: 200, cursor },
+        signal,
+      });
+      items.push(...page.items);
+      revision = page.revision;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor !== undefined);
+    return { items, revision };
+  }
+
+  /** Changes newest first; pass `next_before` as `before` for older ones. */
+  history<T = unknown>(
+    key: string,
+    options: EnvOption & { limit?: number; before?: number } = {},
+  ): Promise<{ items: ConfigHistoryEntry<T>[]; next_before: number | null }> {
+    return this.#client.request('GET', `/v1/config/${keyPath(key)}/history`, {
+      query: { ...options },
+    });
+  }
+
+  diff(key: string, from: number, to?: number, options: EnvOption = {}): Promise<ConfigDiff> {
+    return this.#client.request('GET', `/v1/config/${keyPath(key)}/diff`, {
+      query: { env: options.env, from, to },
+    });
+  }
+
+  /** Writes what `version` held as a new change (or deletes, if that version was a delete). */
+  revert<T = unknown>(
+    key: string,
+    version: number,
+    options: EnvOption & { reason?: string; ifVersion?: number } = {},
+  ): Promise<ConfigItem<T> | ConfigDeleted> {
+    return this.#client.request('POST', `/v1/config/${keyPath(key)}/revert`, {
+      query: { env: options.env },
+      body: { version, ...(options.reason !== undefined ? { reason: options.reason } : {}) },
+      ...(options.ifVersion !== undefined
+        ? { headers: { 'if-match': `"${options.ifVersion}"` } }
+        : {}),
+    });
+  }
+
+  readonly schemas = {
+    list: async (): Promise<ConfigSchema[]> =>
+      (await this.#client.request<{ items: ConfigSchema[] }>('GET', '/v1/config-schemas')).items,
+    get: (prefix: string): Promise<ConfigSchema> =>
+      this.#client.request('GET', `/v1/config-schemas/${keyPath(prefix)}`),
+    set: (prefix: string, schema: Record<string, unknown>): Promise<ConfigSchema> =>
+      this.#client.request('PUT', `/v1/config-schemas/${keyPath(prefix)}`, { body: { schema } }),
+    delete: async (prefix: string): Promise<void> => {
+      await this.#client.request('DELETE', `/v1/config-schemas/${keyPath(prefix)}`);
+    },
+  };
+
+  /**
+   * Changes under a prefix, as they happen. After a dropped connection it reconnects
+   * with backoff and resumes after the last revision it yielded; when the server no
+   * longer has that revision, `resync` items carry the whole state first.
+   */
+  watch<T = unknown>(options: ConfigWatchOptions = {}): AsyncIterable<ConfigChange<T>> {
+    const query = { env: options.env, prefix: options.prefix };
+    return resumingWatch<ConfigChange<T>>(
+      this.#client,
+      '/v1/config/watch',
+      options,
+      query,
+      async () =>
+        (
+          await this.#client.request<ConfigPage>('GET', '/v1/config', {
+            query: { ...query, limit: 1 },
+            signal: options.signal,
+          })
+        ).revision,
+    );
+  }
+}
+
+/**
+ * Follows a watch route (config or services), reconnecting with backoff after the last
+ * revision seen. A `resync` moves the position only once complete (`more` false).
+ */
+export async function* resumingWatch<E extends { type: string; revision: number }>(
+  client: Orchestra,
+  path: string,
+  options: {
+    afterRevision?: number;
+    signal?: AbortSignal;
+    maxReconnects?: number;
+    onConnect?: () => void;
+  },
+  query: Record<string, string | number | undefined>,
+  /** The current revision: where "from now on" starts, fixed before the first connection. */
+  now: () => Promise<number>,
+): AsyncIterable<E> {
+  const { signal } = options;
+  const maxReconnects = options.maxReconnects ?? DEFAULT_MAX_RECONNECTS;
+  // Fixed before connecting, so that a connection dropped before any event resumes from
+  // the same point instead of from a later "now".
+  let after = options.afterRevision ?? (await now());
+  let failures = 0;
+  for (;;) {
+    signal?.throwIfAborted();
+    let problem: unknown;
+    try {
+      const stream = client.streamJson(
+        path,
+        { ...query, from_revision: after },
+        {
+          signal,
+          onOpen: () => {
+            failures = 0;
+            options.onConnect?.();
+          },
+        },
+      );
+      // Several changes can share a revision (a lease ending takes all its keys): the
+      // position moves past a revision only once a later one arrives, so that a drop in
+      // the middle of one resends all of it. After a reconnection the changes of the last
+      // revision seen may come again; none is missed.
+      let current: number | undefined;
+      for await (const raw of stream) {
+        const event = raw as E & { more?: boolean };
+        if (event.type === 'resync') {
+          current = undefined;
+          if (event.more !== true) after = event.revision;
+        } else {
+          if (current !== undefined && event.revision > current) after = current;
+          current = event.revision;
+        }
+        yield event;
+      }
+      problem = new OrchestraError('CONNECTION_FAILED', `The watch at ${path} ended`, {
+        status: 0,
+      });
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      if (!isTransient(err)) throw err;
+      problem = err;
+    }
+    failures += 1;
+    if (failures > maxReconnects) {
+      if (problem instanceof OrchestraError && problem.status !== 0) throw problem;
+      throw new OrchestraError(
+        'CONNECTION_FAILED',
+        `Lost the watch at ${path} and could not resume it in ${maxReconnects} attempts: ${(problem as Error)?.message ?? String(problem)}`,
+        { status: 0, cause: problem },
+      );
+    }
+    await sleep(backoffMs(failures, problem), signal);
+  }
+}

@@ -1,0 +1,296 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { EtcdServer } from '../../server/test/etcd-server.ts';
+import {
+  createTestDatabase,
+  logLines,
+  type SpawnedOrchestra,
+  spawnOrchestra,
+  tempDir,
+} from '../../server/test/helpers.ts';
+import { RedisServer } from '../../server/test/redis-server.ts';
+import { Orchestra, RealtimeClient, type TopicMessage } from '../src/index.ts';
+import { killScripts, spawnScript } from './support.ts';
+
+// Three `orchestra start` processes on one PostgreSQL database, the machine's NATS (under a
+// prefix of this run's own), an etcd and a Redis of the test's own: any node answers any
+// request, whichever node holds the agent, the subscriber or the stream.
+
+const NATS_URL = process.env.ORCHESTRA_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+const AGENT_SCRIPT = fileURLToPath(new URL('./fixtures/agent.ts', import.meta.url));
+
+describe('a cluster of three nodes', () => {
+  let etcd: EtcdServer;
+  let redis: RedisServer;
+  let database: { url: string; drop: () => Promise<void> };
+  const dirs = [tempDir(), tempDir(), tempDir()];
+  const nodes: SpawnedOrchestra[] = [];
+  let adminKey: string;
+  /** One SDK client per node, with the admin key. */
+  let clients: Orchestra[];
+
+  before(async () => {
+    [etcd, redis, database] = await Promise.all([
+      EtcdServer.start(),
+      RedisServer.start(),
+      createTestDatabase(),
+    ]);
+    const env = {
+      ORCHESTRA_DATABASE_URL: database.url,
+      ORCHESTRA_NATS_URL: NATS_URL,
+      ORCHESTRA_NATS_PREFIX: `c${randomUUID().slice(0, 8)}`,
+      ORCHESTRA_ETCD_ENDPOINTS: etcd.endpoint,
+      ORCHESTRA_REDIS_URL: redis.url,
+      // A bucket that does not refill during the test: each request takes exactly one token.
+      ORCHESTRA_RATE_LIMIT_PER_SECOND: '0.001',
+      ORCHESTRA_RATE_LIMIT_BURST: '100000',
+    };
+    // The first node creates the schema and the system tenant; the others join it.
+    for (const dir of dirs) {
+      nodes.push(await spawnOrchestra({ cwd: dir.path, dataDir: dir.path, env }));
+    }
+    adminKey = readFileSync(join(dirs[0]?.path ?? '', 'admin-key'), 'utf8').trim();
+    clients = nodes.map((n) => new Orchestra({ url: n.url, apiKey: adminKey }));
+  });
+
+  after(async () => {
+    await killScripts();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await Promise.all([etcd?.stop(), redis?.stop(), database?.drop()]);
+    for (const dir of dirs) dir.remove();
+  });
+
+  const node = (i: number) => {
+    const n = nodes[i];
+    assert.ok(n);
+    return n;
+  };
+  const client = (i: number) => {
+    const c = clients[i];
+    assert.ok(c);
+    return c;
+  };
+
+  test('every node is ready on the shared services and lists the three nodes', async () => {
+    for (const n of nodes) {
+      const ready = (await (await fetch(`${n.url}/readyz`)).json()) as any;
+      assert.equal(ready.status, 'ready', JSON.stringify(ready));
+      assert.equal(ready.store, 'postgres');
+      assert.equal(ready.checks.kv.backend, 'etcd');
+      assert.equal(ready.checks.bus.backend, 'nats');
+      assert.equal(ready.checks.bus.status, 'ok');
+      assert.equal(ready.checks.rate_limit.backend, 'redis');
+      assert.equal(ready.checks.rate_limit.status, 'ok');
+      const mode = logLines(n.stdout()).find((l) => String(l.msg).startsWith('cluster mode'));
+      assert.equal(mode?.msg, 'cluster mode: every node shares this state');
+    }
+    const res = await fetch(`${node(2).url}/v1/cluster/nodes`, {
+      headers: { authorization: `Bearer ${adminKey}` },
+    });
+    const listed = ((await res.json()) as { items: { url: string }[] }).items.map((i) => i.url);
+    assert.deepEqual(listed.sort(), nodes.map((n) => n.url).sort());
+  });
+
+  test('a credential has one rate-limit bucket, whichever node it calls', async () => {
+    const key = (await client(0).apiKeys.create({ name: 'limited', role: 'viewer' })).secret;
+    const remaining: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`${node(i % 3).url}/v1/whoami`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      assert.equal(res.status, 200);
+      remaining.push(Number(res.headers.get('ratelimit-remaining')));
+    }
+    // Per node, the third node's first call would see a full bucket again.
+    assert.deepEqual(
+      remaining,
+      [99_999, 99_998, 99_997, 99_996, 99_995, 99_994],
+      'one bucket across the nodes',
+    );
+  });
+
+  test('a message published on one node reaches subscribers on every node, at one offset', async () => {
+    const realtime = nodes.map((n) => new RealtimeClient({ url: n.url, token: adminKey }));
+    try {
+      const received = realtime.map(() => [] as TopicMessage<unknown>[]);
+      await Promise.all(realtime.map((r) => r.connect()));
+      await Promise.all(
+        realtime.map((r, i) =>
+          r.subscribe('cluster.chat', { onMessage: (m) => received[i]?.push(m) }),
+        ),
+      );
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${node(i).url}/v1/topics/cluster.chat/messages`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ data: { from: i } }),
+        });
+        assert.equal(res.status, 201, await res.text());
+      }
+      const deadline = Date.now() + 20_000;
+      while (received.some((r) => r.length < 3) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const seen = received.map((r) => r.map((m) => [m.offset, (m.data as { from: number }).from]));
+      assert.deepEqual(seen[0], [
+        [1, 0],
+        [2, 1],
+        [3, 2],
+      ]);
+      assert.deepEqual(seen[1], seen[0]);
+      assert.deepEqual(seen[2], seen[0]);
+    } finally {
+      for (const r of realtime) r.close();
+    }
+  });
+
+  test('a task submitted on one node runs on an agent of another and streams to a third; the stream resumes on any node', async () => {
+    const agentKey = (await client(0).apiKeys.create({ name: 'agents', role: 'agent' })).secret;
+    const agent = spawnScript(AGENT_SCRIPT, {
+      args: [
+        '--url',
+        node(0).url,
+        '--api-key',
+        agentKey,
+        '--agent-id',
+        'cluster-agent',
+        '--capabilities',
+        'cluster',
+        '--concurrency',
+        '2',
+      ],
+    });
+    await agent.waitFor('registered', (l) => l.event === 'registered');
+    const task = await client(1).tasks.create({
+      capabilities: ['cluster'],
+      input: { op: 'progress', steps: 3 },
+    });
+    const done = await client(2).tasks.wait(task.id, { timeoutMs: 30_000 });
+    assert.equal(done.state, 'succeeded', JSON.stringify(done));
+    assert.equal(done.agent_id, 'cluster-agent');
+    const all = [];
+    for await (const item of client(2).tasks.events(task.id)) all.push(item);
+    const offsets = all.map((e) => ('offset' in e ? e.offset : -1));
+    assert.deepEqual(
+      offsets,
+      offsets.map((_, i) => i + 1),
+      'every event once, in order',
+    );
+    assert.ok(all.some((e) => e.type === 'task.progress'));
+    // Read half on one node, the rest on another: nothing missing, nothing twice.
+    const half = Math.floor(all.length / 2);
+    const rest = [];
+    for await (const item of client(1).tasks.events(task.id, { after: half })) rest.push(item);
+    assert.deepEqual(
+      rest.map((e) => ('offset' in e ? e.offset : -1)),
+      offsets.slice(half),
+    );
+    await agent.kill('SIGTERM');
+  });
+
+  // Last: it kills a node.
+  test('SIGKILL one node under load: its agent moves to another node, every acknowledged task ends once', async () => {
+    const agentKey = (await client(0).apiKeys.create({ name: 'failover', role: 'agent' })).secret;
+    const urls = nodes.map((n) => n.url);
+    const startAgent = (id: string, order: string[]) =>
+      spawnScript(AGENT_SCRIPT, {
+        args: [
+          ...['--url', order.join(','), '--api-key', agentKey, '--agent-id', id],
+          ...['--capabilities', 'failover', '--concurrency', '3', '--reconnect-max-ms', '500'],
+        ],
+      });
+    // The first agent is on the node that dies; the second on another.
+    const doomed = startAgent('on-node-0', urls);
+    const other = startAgent('on-node-1', [urls[1] ?? '', urls[2] ?? '', urls[0] ?? '']);
+    await doomed.waitFor('registered', (l) => l.event === 'registered');
+    await other.waitFor('registered', (l) => l.event === 'registered');
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const task = await client(1 + (i % 2)).tasks.create({
+        capabilities: ['failover'],
+        input: { op: 'sleep', ms: 150 },
+        max_attempts: 5,
+      });
+      ids.push(task.id);
+    }
+    // Kill the node while its agent is busy.
+    await doomed.waitFor('a task running', (l) => l.event === 'started');
+    const registrations = doomed.lines().filter((l) => l.event === 'registered').length;
+    await node(0).stop('SIGKILL');
+    await doomed.waitFor(
+      'registered again, on another node',
+      (l) => l.event === 'registered',
+      registrations,
+    );
+    const ended = await Promise.all(
+      ids.map((id) => client(1).tasks.wait(id, { timeoutMs: 60_000 })),
+    );
+    assert.deepEqual(
+      ended.map((t) => t.state),
+      ids.map(() => 'succeeded'),
+    );
+    for (const id of ids) {
+      const events = [];
+      for await (const item of client(2).tasks.events(id)) events.push(item);
+      const terminal = events.filter(
+        (e) =>
+          'type' in e && /^task\.(succeeded|failed|cancelled|timed_out|dead)$/.test(String(e.type)),
+      );
+      assert.deepEqual(
+        terminal.map((e) => ('type' in e ? e.type : '')),
+        ['task.succeeded'],
+        `task ${id} ended once`,
+      );
+    }
+    // The dead node leaves the node list.
+    const listed = async () => {
+      const res = await fetch(`${node(1).url}/v1/cluster/nodes`, {
+        headers: { authorization: `Bearer ${adminKey}` },
+      });
+      return ((await res.json()) as { items: { url: string }[] }).items.map((i) => i.url).sort();
+    };
+    const deadline = Date.now() + 30_000;
+    let left = await listed();
+    while (left.length !== 2 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      left = await listed();
+    }
+    assert.deepEqual(left, [urls[1], urls[2]].sort());
+    await Promise.all([doomed.kill('SIGTERM'), other.kill('SIGTERM')]);
+  });
+});
+
+describe('a node with only some of the cluster services', () => {
+  test('says at start which features run on it alone', async () => {
+    const database = await createTestDatabase();
+    const dir = tempDir();
+    try {
+      const partial = await spawnOrchestra({
+        cwd: dir.path,
+        dataDir: dir.path,
+        env: { ORCHESTRA_DATABASE_URL: database.url },
+      });
+      const line = logLines(partial.stdout()).find(
+        (l) => l.msg === 'cluster mode: some features run on this node alone',
+      ) as { single_node?: string[]; services?: Record<string, string> } | undefined;
+      await partial.stop();
+      assert.ok(line, partial.stdout());
+      assert.deepEqual(line.services, {
+        store: 'postgres',
+        bus: 'in-process',
+        kv: 'store',
+        rate_limit: 'memory',
+      });
+      assert.equal(line.single_node?.length, 2);
+      assert.match(line.single_node?.[0] ?? '', /ORCHESTRA_NATS_URL/);
+      assert.match(line.single_node?.[1] ?? '', /ORCHESTRA_REDIS_URL/);
+    } finally {
+      await database.drop();
+      dir.remove();
+    }
+  });
+});

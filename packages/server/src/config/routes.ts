@@ -1,0 +1,446 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import {
+  lastEventIdOf,
+  type StreamFormat,
+  sendStream,
+  streamFormat,
+} from '../events/http-stream.ts';
+import { READ_ROLES, type Role, WRITE_ROLES } from '../platform/auth.ts';
+import { invalidField } from '../platform/envelope.ts';
+import { ApiError } from '../platform/errors.ts';
+import { ifMatchVersion, principalOf } from '../platform/http.ts';
+import { PageQuery } from '../platform/pagination.ts';
+import { errorResponses } from '../platform/schemas.ts';
+import type { ConfigService, WatchEvent } from './config-service.ts';
+import { ENV_PATTERN, parseEnv, parseKey, parsePrefix } from './keys.ts';
+import {
+  ConfigDeleted,
+  ConfigItemSchema,
+  ConfigPage,
+  ConfigSchemaSchema,
+  DiffSchema,
+  HistoryPage,
+  PutConfigBody,
+  PutSchemaBody,
+  RevertBody,
+} from './schemas.ts';
+
+/** Agents read the configuration they run with; only operators and admins change it. */
+const CONFIG_READ_ROLES: readonly Role[] = [...READ_ROLES, 'agent'];
+
+const EnvQuery = Type.Optional(
+  Type.String({
+    pattern: ENV_PATTERN,
+    description:
+      'The environment (dev, staging, prod…); ORCHESTRA_CONFIG_DEFAULT_ENV when omitted.',
+  }),
+);
+
+const Reason = Type.String({ minLength: 1, maxLength: 500 });
+
+function encodeListCursor(after: string, revision: number): string {
+  return Buffer.from(JSON.stringify({ after, revision })).toString('base64url');
+}
+
+function decodeListCursor(
+  cursor: string | undefined,
+): { after: string; revision: number } | undefined {
+  if (cursor === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (
+      typeof parsed === 'object' &&
+      parsed !== null &&
+      typeof (parsed as { after?: unknown }).after === 'string' &&
+      Number.isSafeInteger((parsed as { revision?: unknown }).revision)
+    )
+      return parsed as { after: string; revision: number };
+  } catch {
+    // refused below
+  }
+  throw new ApiError('INVALID_CURSOR', 'The cursor is not one this server returned');
+}
+
+/** Splits `a/b/history` into the key and the action its last segment names. */
+function route(path: string): { key: string; action: 'history' | 'diff' | 'revert' | undefined } {
+  const match = /^(.*)\/(history|diff|revert)$/.exec(path);
+  if (match?.[1] !== undefined && match[2] !== undefined)
+    return { key: match[1], action: match[2] as 'history' | 'diff' | 'revert' };
+  return { key: path, action: undefined };
+}
+
+/** Encoded events by format: one change is encoded once for all the node's watchers. */
+const encodedEvents = {
+  sse: new WeakMap<WatchEvent, string>(),
+  ndjson: new WeakMap<WatchEvent, string>(),
+};
+
+function encodeWatchEvent(event: WatchEvent, format: StreamFormat): string {
+  const cache = encodedEvents[format];
+  let text = cache.get(event);
+  if (text === undefined) {
+    const json = JSON.stringify(event);
+    // The id is the revision: EventSource sends it back as Last-Event-ID on reconnect. A
+    // resync page without `more` is a consistent point to resume from; earlier pages are not.
+    const id = event.type !== 'resync' || !event.more ? `id: ${event.revision}\n` : '';
+    text = format === 'ndjson' ? `${json}\n` : `${id}event: ${event.type}\ndata: ${json}\n\n`;
+    cache.set(event, text);
+  }
+  return text;
+}
+
+/** `/v1/config` and `/v1/config-schemas`: the config center. */
+export const configRoutes: FastifyPluginAsyncTypebox<{
+  config: ConfigService;
+  shutdown: AbortSignal;
+}> = async (app, { config, shutdown }) => {
+  app.addSchema(ConfigItemSchema);
+  app.addSchema(ConfigSchemaSchema);
+  const envOf = (raw: string | undefined) => parseEnv(raw, config.settings.defaultEnv);
+
+  app.get(
+    '/v1/config',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'List keys by prefix, at the current or a given revision',
+        description:
+          'Keys in byte order. Every page shows one revision: the first page’s `revision`, carried in the cursor, so a listing is consistent even while keys change. `revision` lists the keys as they were then (410 REVISION_COMPACTED when that history is gone).',
+        querystring: Type.Object(
+          {
+            env: EnvQuery,
+            prefix: Type.Optional(Type.String({ maxLength: 512 })),
+            revision: Type.Optional(Type.Integer({ minimum: 1 })),
+            ...PageQuery,
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: ConfigPage, ...errorResponses },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const env = envOf(request.query.env);
+      const prefix = parsePrefix(request.query.prefix, 'querystring.prefix');
+      const cursor = decodeListCursor(request.query.cursor);
+      if (cursor && !cursor.after.startsWith(prefix))
+        throw new ApiError('INVALID_CURSOR', 'The cursor belongs to another prefix');
+      const limit = request.query.limit ?? 50;
+      const page = await config.list(principal.tenant.id, env, {
+        prefix,
+        limit,
+        ...(cursor ? { after: cursor.after } : {}),
+        ...((cursor?.revision ?? request.query.revision) !== undefined
+          ? { revision: cursor?.revision ?? request.query.revision }
+          : {}),
+      });
+      const last = page.items[page.items.length - 1];
+      return {
+        items: page.items,
+        revision: page.revision,
+        next_cursor: page.more && last ? encodeListCursor(last.key, page.revision) : null,
+      };
+    },
+  );
+
+  app.get(
+    '/v1/config/watch',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Watch keys under a prefix',
+        description:
+          'Server-Sent Events (`Accept: text/event-stream`) or NDJSON: `put` and `delete` events `{type, key, value, prev_value, version, revision}` for changed keys only, with the revision as the SSE id. `from_revision` (or `Last-Event-ID`) resumes after that revision; without either, only changes from now on. When that revision is no longer retained, `resync` events carry a snapshot (`items`, in pages while `more` is true) at their `revision`, then the changes after it follow.',
+        querystring: Type.Object(
+          {
+            env: EnvQuery,
+            prefix: Type.Optional(Type.String({ maxLength: 512 })),
+            from_revision: Type.Optional(
+              Type.Integer({
+                minimum: 0,
+                description: 'Send the changes after this revision (the last one you saw).',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
+        produces: ['text/event-stream', 'application/x-ndjson'],
+        response: { 200: Type.Unknown(), ...errorResponses },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const env = envOf(request.query.env);
+      const prefix = parsePrefix(request.query.prefix, 'querystring.prefix');
+      const after = lastEventIdOf(request.headers['last-event-id']) ?? request.query.from_revision;
+      // Opened before the response starts, so that a dead backend is a 503, not an empty stream.
+      const controller = new AbortController();
+      const events = config.watch(principal.tenant.id, env, prefix, after, controller.signal);
+      const iterator = events[Symbol.asyncIterator]();
+      const first = iterator.next();
+      // A watch with nothing to send yet stays pending: give it a moment to fail instead.
+      const early = await Promise.race([
+        first.then(
+          (r) => ({ ok: true as const, r }),
+          (err: unknown) => ({ ok: false as const, err }),
+        ),
+        new Promise<undefined>((resolve) => setTimeout(resolve, 50)),
+      ]);
+      if (early !== undefined && !early.ok) throw early.err;
+      await sendStream<WatchEvent>(
+        request,
+        reply,
+        async function* (signal) {
+          signal.addEventListener('abort', () => controller.abort(), { once: true });
+          const head = await first;
+          if (head.done) return;
+          yield head.value;
+          for (;;) {
+            const next = await iterator.next();
+            if (next.done) return;
+            yield next.value;
+          }
+        },
+        {
+          format: streamFormat(request.headers.accept),
+          stop: shutdown,
+          encode: encodeWatchEvent,
+          endEvent: false,
+        },
+      );
+      controller.abort();
+      return reply;
+    },
+  );
+
+  app.get(
+    '/v1/config/*',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Get a key; …/history lists its changes; …/diff compares two versions',
+        description:
+          '`GET /v1/config/{key}`: the value with its version (also the ETag) and revision. `GET /v1/config/{key}/history?limit=&before=`: changes newest first, with actor, time and reason; `before` is the `next_before` of the previous page. `GET /v1/config/{key}/diff?from=&to=`: JSON Pointer changes from version `from` to `to` (default: the newest).',
+        querystring: Type.Object(
+          {
+            env: EnvQuery,
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
+            before: Type.Optional(Type.Integer({ minimum: 2 })),
+            from: Type.Optional(Type.Integer({ minimum: 1 })),
+            to: Type.Optional(Type.Integer({ minimum: 1 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Union([Type.Ref('ConfigItem'), HistoryPage, DiffSchema]),
+          ...errorResponses,
+        },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const { key: raw, action } = route((request.params as { '*': string })['*']);
+      const key = parseKey(raw, 'params.key');
+      const env = envOf(request.query.env);
+      const { limit, before, from, to } = request.query;
+      const only = (allowed: string[]) => {
+        for (const [name, value] of Object.entries({ limit, before, from, to })) {
+          if (value !== undefined && !allowed.includes(name))
+            throw invalidField(`querystring.${name}`, `does not apply to this route`);
+        }
+      };
+      if (action === 'history') {
+        only(['limit', 'before']);
+        return config.history(principal.tenant.id, env, key, {
+          limit: limit ?? 50,
+          ...(before !== undefined ? { before } : {}),
+        });
+      }
+      if (action === 'diff') {
+        only(['from', 'to']);
+        if (from === undefined) throw invalidField('querystring.from', 'is required');
+        return config.diff(principal.tenant.id, env, key, from, to);
+      }
+      if (action === 'revert') throw new ApiError('ROUTE_NOT_FOUND', 'Revert is POST');
+      only([]);
+      const item = await config.get(principal.tenant.id, env, key);
+      reply.header('etag', `"${item.version}"`);
+      return item;
+    },
+  );
+
+  app.put(
+    '/v1/config/*',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Create or update a key',
+        description:
+          '201 when the key is created, 200 when updated. `If-Match: "<version>"` (or a bare number) writes only over that version, `If-None-Match: *` only when the key does not exist: 412 PRECONDITION_FAILED otherwise. A value that violates the JSON Schema of a prefix of the key is refused with 400 naming the path. `lease` binds the key to a lease: it goes when the lease ends.',
+        querystring: Type.Object({ env: EnvQuery }, { additionalProperties: false }),
+        headers: Type.Object({
+          'if-match': Type.Optional(Type.String({ maxLength: 64 })),
+          'if-none-match': Type.Optional(Type.String({ maxLength: 64 })),
+        }),
+        body: PutConfigBody,
+        response: { 200: Type.Ref('ConfigItem'), 201: Type.Ref('ConfigItem'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const { key: raw, action } = route((request.params as { '*': string })['*']);
+      if (action !== undefined)
+        throw new ApiError('ROUTE_NOT_FOUND', `PUT does not apply to …/${action}`);
+      const key = parseKey(raw, 'params.key');
+      const env = envOf(request.query.env);
+      const noneMatch = request.headers['if-none-match'];
+      if (noneMatch !== undefined && noneMatch.trim() !== '*')
+        throw new ApiError('BAD_REQUEST', 'If-None-Match accepts only *');
+      const { item, created } = await config.put(principal, env, key, {
+        value: request.body.value,
+        reason: request.body.reason,
+        lease: request.body.lease,
+        ifMatch: ifMatchVersion(request.headers['if-match']),
+        ifNoneMatch: noneMatch !== undefined,
+      });
+      reply.header('etag', `"${item.version}"`);
+      reply.status(created ? 201 : 200);
+      return item;
+    },
+  );
+
+  app.delete(
+    '/v1/config/*',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Delete a key',
+        description:
+          'The delete is a change with a version and a revision of its own, kept in history and sent to watchers. `If-Match` as for PUT.',
+        querystring: Type.Object(
+          { env: EnvQuery, reason: Type.Optional(Reason) },
+          { additionalProperties: false },
+        ),
+        headers: Type.Object({ 'if-match': Type.Optional(Type.String({ maxLength: 64 })) }),
+        response: { 200: ConfigDeleted, ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const { key: raw, action } = route((request.params as { '*': string })['*']);
+      if (action !== undefined)
+        throw new ApiError('ROUTE_NOT_FOUND', `DELETE does not apply to …/${action}`);
+      const key = parseKey(raw, 'params.key');
+      return config.delete(principal, envOf(request.query.env), key, {
+        reason: request.query.reason,
+        ifMatch: ifMatchVersion(request.headers['if-match']),
+      });
+    },
+  );
+
+  app.post(
+    '/v1/config/*',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Revert a key to an earlier version: POST /v1/config/{key}/revert',
+        description:
+          'Writes what `version` held as a new change (a delete if that version was one), with its own version and revision; the reason defaults to "revert to version N". The value must satisfy today’s schemas.',
+        querystring: Type.Object({ env: EnvQuery }, { additionalProperties: false }),
+        headers: Type.Object({ 'if-match': Type.Optional(Type.String({ maxLength: 64 })) }),
+        body: RevertBody,
+        response: { 200: Type.Union([Type.Ref('ConfigItem'), ConfigDeleted]), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const { key: raw, action } = route((request.params as { '*': string })['*']);
+      if (action !== 'revert')
+        throw new ApiError('ROUTE_NOT_FOUND', 'POST applies only to /v1/config/{key}/revert');
+      const key = parseKey(raw, 'params.key');
+      const result = await config.revert(principal, envOf(request.query.env), key, {
+        version: request.body.version,
+        reason: request.body.reason,
+        ifMatch: ifMatchVersion(request.headers['if-match']),
+      });
+      reply.header('etag', `"${result.version}"`);
+      return result;
+    },
+  );
+
+  // Schemas.
+
+  app.get(
+    '/v1/config-schemas',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'List the JSON Schemas attached to key prefixes',
+        response: {
+          200: Type.Object({ items: Type.Array(Type.Ref('ConfigSchema')) }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request) => ({ items: await config.listSchemas(principalOf(request).tenant.id) }),
+  );
+
+  const prefixParam = (request: { params: unknown }) =>
+    parsePrefix((request.params as { '*': string })['*'], 'params.prefix');
+
+  app.get(
+    '/v1/config-schemas/*',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Get the schema of a prefix',
+        response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request) => config.getSchema(principalOf(request).tenant.id, prefixParam(request)),
+  );
+
+  app.put(
+    '/v1/config-schemas/*',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Attach a JSON Schema to a key prefix',
+        description:
+          'Every later write of a key that starts with the prefix (in every environment) must satisfy it. Existing values are not checked. Draft-07, or 2020-12 with `$schema`; no remote `$ref`.',
+        body: PutSchemaBody,
+        response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) =>
+      config.putSchema(principalOf(request), prefixParam(request), request.body.schema),
+  );
+
+  app.delete(
+    '/v1/config-schemas/*',
+    {
+      schema: {
+        tags: ['config'],
+        summary: 'Detach the schema of a prefix',
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      await config.deleteSchema(principalOf(request).tenant.id, prefixParam(request));
+      reply.status(204);
+      return null;
+    },
+  );
+};

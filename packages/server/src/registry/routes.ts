@@ -1,0 +1,538 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { STRATEGY_NAMES, type StrategyName } from '../balancing/strategies.ts';
+import {
+  lastEventIdOf,
+  type StreamFormat,
+  sendStream,
+  streamFormat,
+} from '../events/http-stream.ts';
+import type { KvStore } from '../kv/kv.ts';
+import {
+  ADMIN_ROLES,
+  isSystemAdmin,
+  READ_ROLES,
+  type Role,
+  WRITE_ROLES,
+} from '../platform/auth.ts';
+import { invalidField } from '../platform/envelope.ts';
+import { ApiError } from '../platform/errors.ts';
+import { principalOf } from '../platform/http.ts';
+import { errorResponses, Timestamp } from '../platform/schemas.ts';
+import { SERVICE_NAME_PATTERN } from './names.ts';
+import type { NodeRegistry } from './nodes.ts';
+import { leaseNotFound, type RegistryService, type ServiceEvent } from './registry-service.ts';
+
+/** Agents and services register themselves with agent-role keys; people read. */
+const REGISTER_ROLES: readonly Role[] = [...WRITE_ROLES, 'agent'];
+const DISCOVER_ROLES: readonly Role[] = [...READ_ROLES, 'agent'];
+
+const SERVICE_NAME = SERVICE_NAME_PATTERN;
+const INSTANCE_ID = '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$';
+/** A host name or an IP address (v4 or v6). */
+const ADDRESS = '^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|[0-9A-Fa-f:.]{2,45})$';
+
+const ServiceParams = Type.Object({ name: Type.String({ pattern: SERVICE_NAME }) });
+const InstanceParams = Type.Object({
+  name: Type.String({ pattern: SERVICE_NAME }),
+  id: Type.String({ pattern: INSTANCE_ID }),
+});
+
+const HealthCheckSchema = Type.Object(
+  {
+    type: Type.Union([Type.Literal('http'), Type.Literal('tcp')]),
+    path: Type.Optional(
+      Type.String({ pattern: '^/[^\\s]{0,1023}$', description: 'HTTP only; default `/`.' }),
+    ),
+    interval_ms: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 10_000 }),
+    timeout_ms: Type.Integer({ minimum: 50, maximum: 60_000, default: 2_000 }),
+    healthy_threshold: Type.Integer({ minimum: 1, maximum: 20, default: 1 }),
+    unhealthy_threshold: Type.Integer({ minimum: 1, maximum: 20, default: 2 }),
+  },
+  { additionalProperties: false },
+);
+
+const Metadata = Type.Object(
+  {
+    version: Type.Optional(Type.String({ maxLength: 64 })),
+    zone: Type.Optional(Type.String({ maxLength: 64 })),
+    weight: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000 })),
+    labels: Type.Optional(
+      Type.Record(
+        Type.String({ pattern: '^[a-z0-9][a-z0-9._/-]{0,62}$' }),
+        Type.String({ maxLength: 256 }),
+        {
+          maxProperties: 50,
+          additionalProperties: false,
+        },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const LoadSchema = Type.Object(
+  {
+    connections: Type.Optional(Type.Integer({ minimum: 0 })),
+    cpu: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+    memory: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+    latency_ms: Type.Optional(Type.Number({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+const InstanceSchema = Type.Object(
+  {
+    id: Type.String(),
+    service: Type.String(),
+    address: Type.String(),
+    port: Type.Integer(),
+    metadata: Metadata,
+    health_check: Type.Union([HealthCheckSchema, Type.Null()]),
+    lease: Type.String(),
+    registered_at: Timestamp,
+    status: Type.Union(
+      [Type.Literal('passing'), Type.Literal('failing'), Type.Literal('unknown')],
+      {
+        description:
+          '`passing` without a health check; otherwise the checks’ verdict, `unknown` until the first one.',
+      },
+    ),
+    checked_at: Type.Union([Timestamp, Type.Null()], {
+      description: 'When the check that set the status ran.',
+    }),
+    last_error: Type.Union([Type.String(), Type.Null()]),
+    check_latency_ms: Type.Union([Type.Number(), Type.Null()]),
+    load: Type.Union([LoadSchema, Type.Null()]),
+    revision: Type.Integer(),
+  },
+  { $id: 'ServiceInstance' },
+);
+
+const LeaseSchema = Type.Object(
+  {
+    id: Type.String(),
+    ttl_seconds: Type.Integer(),
+    remaining_ms: Type.Integer(),
+  },
+  { $id: 'Lease' },
+);
+
+function encodeServiceEvent(event: ServiceEvent, format: StreamFormat): string {
+  const json = JSON.stringify(event);
+  return format === 'ndjson'
+    ? `${json}\n`
+    : `id: ${event.revision}\nevent: ${event.type}\ndata: ${json}\n\n`;
+}
+
+/** `/v1/leases`, `/v1/services` and `/v1/cluster/nodes`. */
+export const registryRoutes: FastifyPluginAsyncTypebox<{
+  registry: RegistryService;
+  kv: KvStore;
+  nodes: NodeRegistry;
+  shutdown: AbortSignal;
+}> = async (app, { registry, kv, nodes, shutdown }) => {
+  app.addSchema(InstanceSchema);
+  app.addSchema(LeaseSchema);
+
+  // Leases.
+
+  const leaseOut = (lease: { id: string; ttlMs: number; remainingMs: number }) => ({
+    id: lease.id,
+    ttl_seconds: Math.round(lease.ttlMs / 1000),
+    remaining_ms: Math.max(0, Math.round(lease.remainingMs)),
+  });
+  const LeaseParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+
+  app.post(
+    '/v1/leases',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Grant a lease',
+        description:
+          'Keys and instances bound to the lease are deleted when it ends: revoked, or `ttl_seconds` after its last keep-alive. etcd may round a short TTL up to its minimum.',
+        body: Type.Object(
+          { ttl_seconds: Type.Integer({ minimum: 1, maximum: 86_400 }) },
+          { additionalProperties: false },
+        ),
+        response: { 201: Type.Ref('Lease'), ...errorResponses },
+      },
+      config: { auth: REGISTER_ROLES },
+    },
+    async (request, reply) => {
+      const lease = await kv.grantLease(
+        principalOf(request).tenant.id,
+        request.body.ttl_seconds * 1000,
+      );
+      reply.status(201);
+      return leaseOut(lease);
+    },
+  );
+
+  app.get(
+    '/v1/leases/:id',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'How long a lease has left',
+        params: LeaseParams,
+        response: { 200: Type.Ref('Lease'), ...errorResponses },
+      },
+      config: { auth: DISCOVER_ROLES },
+    },
+    async (request) => {
+      const lease = await kv.lease(principalOf(request).tenant.id, request.params.id);
+      if (lease === undefined) throw leaseNotFound(request.params.id);
+      return leaseOut(lease);
+    },
+  );
+
+  app.post(
+    '/v1/leases/:id/keepalive',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Keep a lease alive: its TTL starts over',
+        description: '404 LEASE_NOT_FOUND once it has ended: grant a new one and register again.',
+        params: LeaseParams,
+        response: { 200: Type.Ref('Lease'), ...errorResponses },
+      },
+      config: { auth: REGISTER_ROLES },
+    },
+    async (request) => {
+      const lease = await kv.keepAlive(principalOf(request).tenant.id, request.params.id);
+      if (lease === undefined) throw leaseNotFound(request.params.id);
+      return leaseOut(lease);
+    },
+  );
+
+  app.delete(
+    '/v1/leases/:id',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Revoke a lease: what is bound to it goes now',
+        params: LeaseParams,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: REGISTER_ROLES },
+    },
+    async (request, reply) => {
+      if (!(await kv.revokeLease(principalOf(request).tenant.id, request.params.id)))
+        throw leaseNotFound(request.params.id);
+      reply.status(204);
+      return null;
+    },
+  );
+
+  // Services.
+
+  app.put(
+    '/v1/services/:name/instances/:id',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Register (or re-register) a service instance',
+        description:
+          'The instance is bound to `lease`, or to a new lease of `ttl_seconds` (default 30) whose id comes back in `lease`: keep it alive with `POST /v1/leases/{id}/keepalive`, or the instance goes. With a `health_check`, the registry checks the instance and `resolve` returns it only while the check passes. 201 when new, 200 when it replaced a registration.',
+        params: InstanceParams,
+        body: Type.Object(
+          {
+            address: Type.String({ pattern: ADDRESS, description: 'Host name or IP address.' }),
+            port: Type.Integer({ minimum: 1, maximum: 65_535 }),
+            metadata: Type.Optional(Metadata),
+            health_check: Type.Optional(HealthCheckSchema),
+            lease: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+            ttl_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Ref('ServiceInstance'),
+          201: Type.Ref('ServiceInstance'),
+          ...errorResponses,
+        },
+      },
+      config: { auth: REGISTER_ROLES },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      if (body.lease !== undefined && body.ttl_seconds !== undefined)
+        throw invalidField(
+          'body.ttl_seconds',
+          'cannot be given with lease (the lease has its own TTL)',
+        );
+      const check = body.health_check;
+      if (check && check.timeout_ms >= check.interval_ms)
+        throw invalidField('body.health_check.timeout_ms', 'must be less than interval_ms');
+      if (check?.type === 'tcp' && check.path !== undefined)
+        throw invalidField('body.health_check.path', 'applies to HTTP checks only');
+      const { instance, created } = await registry.register(
+        principalOf(request).tenant.id,
+        request.params.name,
+        {
+          id: request.params.id,
+          address: body.address,
+          port: body.port,
+          metadata: body.metadata,
+          health_check: check,
+          lease: body.lease,
+          ttl_seconds: body.ttl_seconds,
+        },
+      );
+      reply.status(created ? 201 : 200);
+      return instance;
+    },
+  );
+
+  app.get(
+    '/v1/services/:name/instances/:id',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Get a service instance',
+        params: InstanceParams,
+        response: { 200: Type.Ref('ServiceInstance'), ...errorResponses },
+      },
+      config: { auth: DISCOVER_ROLES },
+    },
+    async (request) =>
+      registry.instance(principalOf(request).tenant.id, request.params.name, request.params.id),
+  );
+
+  app.patch(
+    '/v1/services/:name/instances/:id',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Report an instance’s load',
+        description:
+          'What `least_connections` (`connections`), `latency` (`latency_ms`) and `resource` (`cpu`, `memory`, 0 to 1) resolve by.',
+        params: InstanceParams,
+        body: Type.Object({ load: LoadSchema }, { additionalProperties: false }),
+        response: { 200: Type.Ref('ServiceInstance'), ...errorResponses },
+      },
+      config: { auth: REGISTER_ROLES },
+    },
+    async (request) =>
+      registry.reportLoad(
+        principalOf(request).tenant.id,
+        request.params.name,
+        request.params.id,
+        request.body.load,
+      ),
+  );
+
+  app.delete(
+    '/v1/services/:name/instances/:id',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Deregister a service instance',
+        description:
+          'Its lease stays (other instances may share it); revoke the lease to end them all.',
+        params: InstanceParams,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: REGISTER_ROLES },
+    },
+    async (request, reply) => {
+      await registry.deregister(
+        principalOf(request).tenant.id,
+        request.params.name,
+        request.params.id,
+      );
+      reply.status(204);
+      return null;
+    },
+  );
+
+  app.get(
+    '/v1/services',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'List services with their instance counts',
+        response: {
+          200: Type.Object({
+            items: Type.Array(
+              Type.Object({
+                name: Type.String(),
+                instances: Type.Integer(),
+                passing: Type.Integer(),
+              }),
+            ),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: DISCOVER_ROLES },
+    },
+    async (request) => ({ items: await registry.services(principalOf(request).tenant.id) }),
+  );
+
+  app.get(
+    '/v1/services/:name',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'A service’s instances: healthy ones, or all with `all=true`',
+        params: ServiceParams,
+        querystring: Type.Object(
+          { all: Type.Optional(Type.Boolean({ default: false })) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            name: Type.String(),
+            revision: Type.Integer(),
+            instances: Type.Array(Type.Ref('ServiceInstance')),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: DISCOVER_ROLES },
+    },
+    async (request) => {
+      const { instances, revision } = await registry.instances(
+        principalOf(request).tenant.id,
+        request.params.name,
+      );
+      return {
+        name: request.params.name,
+        revision,
+        instances: request.query.all ? instances : instances.filter((i) => i.status === 'passing'),
+      };
+    },
+  );
+
+  app.get(
+    '/v1/services/:name/resolve',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Pick one healthy instance',
+        description:
+          'Through the shared strategy module (docs/load-balancing.md); `key` keeps `consistent_hash` picks together. 404 SERVICE_NOT_FOUND without instances, 503 NO_HEALTHY_INSTANCE when none passes.',
+        params: ServiceParams,
+        querystring: Type.Object(
+          {
+            strategy: Type.Optional(
+              Type.Union(
+                STRATEGY_NAMES.map((s) => Type.Literal(s)),
+                { default: 'round_robin' },
+              ),
+            ),
+            key: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Ref('ServiceInstance'), ...errorResponses },
+      },
+      config: { auth: DISCOVER_ROLES },
+    },
+    async (request) => {
+      const strategy = (request.query.strategy ?? 'round_robin') as StrategyName;
+      if (strategy === 'consistent_hash' && request.query.key === undefined)
+        throw invalidField('querystring.key', 'is required with consistent_hash');
+      return registry.resolve(
+        principalOf(request).tenant.id,
+        request.params.name,
+        strategy,
+        request.query.key,
+      );
+    },
+  );
+
+  app.get(
+    '/v1/services/:name/watch',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'Watch a service’s membership',
+        description:
+          'Server-Sent Events (or NDJSON): `put` with the whole instance when one registers, re-registers, or its health or load changes; `delete` when one goes (deregistered, or its lease ended); the revision is the SSE id. Resume with `Last-Event-ID` or `from_revision`; `resync` with every instance when that revision is gone.',
+        params: ServiceParams,
+        querystring: Type.Object(
+          { from_revision: Type.Optional(Type.Integer({ minimum: 0 })) },
+          { additionalProperties: false },
+        ),
+        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
+        produces: ['text/event-stream', 'application/x-ndjson'],
+        response: { 200: Type.Unknown(), ...errorResponses },
+      },
+      config: { auth: DISCOVER_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      let after = lastEventIdOf(request.headers['last-event-id']) ?? request.query.from_revision;
+      // Fails here (503) rather than inside the stream when the backend is down.
+      if (after === undefined) after = await kv.revision(principal.tenant.id);
+      const from = after;
+      await sendStream<ServiceEvent>(
+        request,
+        reply,
+        (signal) => registry.watch(principal.tenant.id, request.params.name, from, signal),
+        {
+          format: streamFormat(request.headers.accept),
+          stop: shutdown,
+          encode: encodeServiceEvent,
+          endEvent: false,
+        },
+      );
+      return reply;
+    },
+  );
+
+  // Nodes.
+
+  app.get(
+    '/v1/cluster/nodes',
+    {
+      schema: {
+        tags: ['registry'],
+        summary: 'The Orchestra nodes of this cluster',
+        description:
+          'System-tenant admins only. Every node registers itself with a lease it renews every few seconds; a node that stops renewing drops out within 10 s. `health_checker` marks the node that runs the registry’s health checks.',
+        response: {
+          200: Type.Object({
+            items: Type.Array(
+              Type.Object({
+                id: Type.String(),
+                url: Type.String(),
+                version: Type.String(),
+                started_at: Timestamp,
+                seen_at: Timestamp,
+                store: Type.String(),
+                kv: Type.String(),
+                lease: Type.String(),
+                health_checker: Type.Boolean(),
+                load: Type.Object({
+                  rss_bytes: Type.Integer(),
+                  event_loop_delay_ms: Type.Number(),
+                  agents: Type.Integer(),
+                  realtime_connections: Type.Integer(),
+                }),
+              }),
+            ),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request) => {
+      if (!isSystemAdmin(principalOf(request)))
+        throw new ApiError(
+          'PERMISSION_DENIED',
+          'Only an admin of the system tenant sees the cluster’s nodes',
+        );
+      const [list, leader] = await Promise.all([
+        nodes.nodes(),
+        kv.get(nodes.systemTenantId, 'cluster/health-checker'),
+      ]);
+      return { items: list.map((n) => ({ ...n, health_checker: leader?.value === n.id })) };
+    },
+  );
+};
