@@ -39,8 +39,14 @@ import type {
 } from './types.ts';
 
 export interface OrchestraOptions {
-  /** Base URL of the server, such as `http://localhost:8080`. */
-  url: string;
+  /**
+   * Base URL of the server, such as `http://localhost:8080`. Several URLs (the nodes of a
+   * cluster, without a load balancer in front): requests go to one node until it cannot be
+   * reached, then to the next. A request moves to another node only when it cannot have
+   * reached the first (connection refused), or when it is safe to repeat (GET, HEAD, PUT,
+   * DELETE).
+   */
+  url: string | string[];
   /** An `ork_…` API key or a JWT, sent as `Authorization: Bearer …`. */
   apiKey?: string;
   /** Per-request timeout; default 30 s. */
@@ -94,6 +100,15 @@ const MAX_WAIT_MS = 300_000;
 const DEFAULT_MAX_RECONNECTS = 8;
 const FIRST_BACKOFF_MS = 200;
 const MAX_BACKOFF_MS = 5_000;
+/** Methods whose request may be sent again to another node after a network error. */
+const REPEATABLE_METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
+
+/** Whether a fetch failure means the request never reached the server. */
+function connectionRefused(cause: unknown): boolean {
+  const code = (cause as { cause?: { code?: unknown } } | undefined)?.cause?.code;
+  return code === 'ECONNREFUSED';
+}
+
 /** Statuses a resuming event stream waits out; any other error status ends it. */
 const TRANSIENT_STATUSES = new Set([429, 502, 503, 504]);
 
@@ -102,7 +117,9 @@ const TRANSIENT_STATUSES = new Set([429, 502, 503, 504]);
  * with an `OrchestraError` carrying the server's error code.
  */
 export class Orchestra {
-  readonly url: string;
+  /** The base URLs, in the order they are tried. */
+  readonly urls: readonly string[];
+  #urlIndex = 0;
   readonly #apiKey: string | undefined;
   readonly #timeoutMs: number;
   readonly #fetch: typeof fetch;
@@ -359,10 +376,14 @@ export class Orchestra {
   };
 
   constructor(options: OrchestraOptions) {
-    if (!/^https?:\/\//.test(options.url)) {
-      throw new TypeError(`url must start with http:// or https://, got "${options.url}"`);
+    const urls = typeof options.url === 'string' ? [options.url] : [...options.url];
+    if (urls.length === 0) throw new TypeError('url must be a URL or a non-empty list of URLs');
+    for (const url of urls) {
+      if (typeof url !== 'string' || !/^https?:\/\//.test(url)) {
+        throw new TypeError(`url must start with http:// or https://, got "${url}"`);
+      }
     }
-    this.url = options.url.replace(/\/+$/, '');
+    this.urls = urls.map((u) => u.replace(/\/+$/, ''));
     this.#apiKey = options.apiKey;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#fetch = options.fetch ?? globalThis.fetch;
@@ -646,7 +667,39 @@ export class Orchestra {
     timeout: AbortSignal,
     timeoutMs: number,
   ): Promise<{ response: Response; url: URL }> {
-    const url = new URL(this.url + path);
+    // Each other node is tried once; the one that answers is kept for what follows.
+    for (let tried = 1; ; tried++) {
+      const base = this.url;
+      try {
+        return await this.#sendTo(base, method, path, options, timeout, timeoutMs);
+      } catch (err) {
+        const cause = err instanceof OrchestraError ? err.cause : undefined;
+        const retry =
+          tried < this.urls.length &&
+          err instanceof OrchestraError &&
+          err.code === 'CONNECTION_FAILED' &&
+          (REPEATABLE_METHODS.has(method) || connectionRefused(cause));
+        if (!retry) throw err;
+        // Another request may have moved on already; move only from the node that failed.
+        if (this.url === base) this.#urlIndex = (this.#urlIndex + 1) % this.urls.length;
+      }
+    }
+  }
+
+  /** The base URL requests go to now. */
+  get url(): string {
+    return this.urls[this.#urlIndex] ?? '';
+  }
+
+  async #sendTo(
+    base: string,
+    method: string,
+    path: string,
+    options: RequestOptions,
+    timeout: AbortSignal,
+    timeoutMs: number,
+  ): Promise<{ response: Response; url: URL }> {
+    const url = new URL(base + path);
     for (const [name, value] of Object.entries(options.query ?? {})) {
       for (const item of Array.isArray(value) ? value : [value]) {
         if (item !== undefined) url.searchParams.append(name, String(item));
@@ -686,7 +739,7 @@ export class Orchestra {
       timedOut ? 'TIMEOUT' : 'CONNECTION_FAILED',
       timedOut
         ? `${method} ${url.pathname} got no answer within ${timeoutMs} ms`
-        : `Cannot reach Orchestra at ${this.url}: ${(err as Error).message}`,
+        : `Cannot reach Orchestra at ${url.origin}: ${(err as Error).message}`,
       { status: 0, cause: err },
     );
   }

@@ -17,8 +17,12 @@ export interface PresenceMember {
 }
 
 export interface RealtimeClientOptions {
-  /** Base URL of the server, such as `http://localhost:8080` (`ws(s)://` also works). */
-  url: string;
+  /**
+   * Base URL of the server, such as `http://localhost:8080` (`ws(s)://` also works).
+   * Several URLs (the nodes of a cluster): the client starts with the first and moves to
+   * the next whenever a connection fails or drops, recovering its subscriptions there.
+   */
+  url: string | string[];
   /**
    * An API key, JWT or realtime token (`ort_…`), sent in the first frame (so this works in
    * browsers too). A function is called at every (re)connect, to fetch a fresh token.
@@ -139,9 +143,23 @@ export class RealtimeClient {
   #attempt = 0;
   #nextId = 0;
   #state: RealtimeState = 'connecting';
+  readonly #urls: string[];
+  #urlIndex = 0;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The first connection is being made: `#openFirst`, not `#onClose`, picks the next URL. */
+  #opening = false;
 
   constructor(options: RealtimeClientOptions) {
+    const urls = typeof options.url === 'string' ? [options.url] : [...options.url];
+    if (urls.length === 0 || urls.some((u) => typeof u !== 'string' || u === ''))
+      throw new TypeError('url must be a URL or a non-empty list of URLs');
+    this.#urls = urls;
     this.#options = options;
+  }
+
+  /** The base URL of the node this client connects to now. */
+  get url(): string {
+    return this.#urls[this.#urlIndex] ?? '';
   }
 
   get state(): RealtimeState {
@@ -150,12 +168,41 @@ export class RealtimeClient {
 
   /** Connects and authenticates; resolves once the server accepted the credential. */
   connect(): Promise<void> {
-    this.#ready ??= this.#open();
+    this.#ready ??= this.#openFirst();
     return this.#ready;
   }
 
+  /**
+   * The first connection: each URL in turn until one answers. When none does, it rejects
+   * and a later `connect()` starts over; reconnecting on its own starts once connected.
+   */
+  async #openFirst(): Promise<void> {
+    this.#opening = true;
+    try {
+      for (let tried = 1; ; tried++) {
+        try {
+          await this.#open();
+          return;
+        } catch (err) {
+          const again =
+            !this.#closed &&
+            tried < this.#urls.length &&
+            err instanceof OrchestraError &&
+            err.code === 'CONNECTION_FAILED';
+          if (!again) throw err;
+          this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
+        }
+      }
+    } catch (err) {
+      this.#ready = undefined;
+      throw err;
+    } finally {
+      this.#opening = false;
+    }
+  }
+
   async #open(): Promise<void> {
-    const base = this.#options.url.replace(/^http/, 'ws').replace(/\/$/, '');
+    const base = this.url.replace(/^http/, 'ws').replace(/\/$/, '');
     const socket = new WebSocket(`${base}/v1/realtime`);
     this.#socket = socket;
     socket.addEventListener('message', (event) => this.#onMessage(String(event.data)));
@@ -202,6 +249,7 @@ export class RealtimeClient {
       );
       this.#pending.delete(id);
     }
+    if (this.#opening && this.#state !== 'connected' && !this.#closed && code !== 4401) return;
     // A refused credential will be refused again: stop rather than loop.
     if (this.#closed || code === 4401) {
       this.#closed = true;
@@ -211,8 +259,14 @@ export class RealtimeClient {
     }
     this.#setState('reconnecting');
     const { min, max } = this.#options.reconnectDelayMs ?? { min: 250, max: 10_000 };
-    const delay = Math.random() * Math.min(max, min * 2 ** this.#attempt++);
-    setTimeout(() => {
+    // Another node may be up while this one is not: each is tried once at once, then with
+    // backoff.
+    const others = this.#urls.length > 1 && this.#attempt < this.#urls.length - 1;
+    this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
+    const ceiling = Math.min(max, min * 2 ** Math.min(this.#attempt++, 16));
+    const delay = others ? 0 : Math.random() * ceiling;
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
       if (this.#closed) return;
       this.#ready = this.#open().catch(() => {
         // #onClose of the failed socket schedules the next attempt.
@@ -407,6 +461,8 @@ export class RealtimeClient {
   /** Closes the connection for good; subscriptions' iterators end. */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
     this.#socket?.close(1000);
     this.#setState('closed');
     for (const s of this.#subscriptions.values()) s.end();

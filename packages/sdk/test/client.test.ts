@@ -181,6 +181,51 @@ describe('Orchestra client', () => {
     assert.match(err.message, /viewer/);
     assert.match(String(err.requestId), /\S/);
   });
+
+  test('with several URLs, a node that refuses connections is passed over, for every method, and the next one kept', async () => {
+    const down = `http://127.0.0.1:${await closedPort()}`;
+    const client = new Orchestra({ url: [down, server.url], apiKey: server.adminKey });
+    assert.equal(client.url, down);
+    // A POST that never reached the first node is safe to send to the next.
+    const key = await client.apiKeys.create({ name: 'failover', role: 'viewer' });
+    assert.equal(client.url, server.url);
+    assert.equal((await client.apiKeys.get(key.id)).name, 'failover');
+    assert.deepEqual(client.urls, [down, server.url]);
+  });
+
+  test('with several URLs, all of them down rejects once with CONNECTION_FAILED naming the last', async () => {
+    const ports = [await closedPort(), await closedPort()];
+    const client = new Orchestra({
+      url: ports.map((p) => `http://127.0.0.1:${p}`),
+      apiKey: 'ork_x',
+    });
+    const err = await rejection(() => client.whoami());
+    assert.equal(err.code, 'CONNECTION_FAILED');
+    assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${ports[1]}`));
+  });
+
+  test('a POST that may have reached a node is not repeated on another', async () => {
+    // A node that takes the request and drops the connection without an answer.
+    const dropping = createHttpServer((req) => req.socket.destroy());
+    await new Promise<void>((resolve) => dropping.listen(0, '127.0.0.1', resolve));
+    const address = dropping.address();
+    assert.ok(address !== null && typeof address === 'object');
+    try {
+      const client = new Orchestra({
+        url: [`http://127.0.0.1:${address.port}`, server.url],
+        apiKey: server.adminKey,
+      });
+      const before = (await admin.apiKeys.list({ limit: 200 })).items.length;
+      const err = await rejection(() => client.apiKeys.create({ name: 'once', role: 'viewer' }));
+      assert.equal(err.code, 'CONNECTION_FAILED');
+      assert.equal((await admin.apiKeys.list({ limit: 200 })).items.length, before);
+      // A GET is repeatable: it moves on.
+      assert.equal((await client.whoami()).role, 'admin');
+      assert.equal(client.url, server.url);
+    } finally {
+      dropping.close();
+    }
+  });
 });
 
 describe('Orchestra client with rate limits', () => {
@@ -253,6 +298,8 @@ describe('Orchestra client without a usable server', () => {
     for (const url of ['localhost:8080', 'ftp://example.com', '//example.com', '']) {
       assert.throws(() => new Orchestra({ url }), TypeError, url);
     }
+    assert.throws(() => new Orchestra({ url: [] }), TypeError);
+    assert.throws(() => new Orchestra({ url: ['http://a.example', 'a.example'] }), TypeError);
     assert.equal(new Orchestra({ url: 'https://example.com/' }).url, 'https://example.com');
   });
 });

@@ -208,6 +208,19 @@ describe('a cluster of three nodes', () => {
     const other = startAgent('on-node-1', [urls[1] ?? '', urls[2] ?? '', urls[0] ?? '']);
     await doomed.waitFor('registered', (l) => l.event === 'registered');
     await other.waitFor('registered', (l) => l.event === 'registered');
+    // A subscriber and a REST client that start on the node that dies.
+    const feed: number[] = [];
+    const realtime = new RealtimeClient({
+      url: urls,
+      token: adminKey,
+      reconnectDelayMs: { min: 50, max: 500 },
+    });
+    await realtime.subscribe<{ n: number }>('failover.feed', {
+      onMessage: (m) => feed.push(m.offset),
+    });
+    const rest = new Orchestra({ url: urls, apiKey: adminKey });
+    const publish = (n: number) => client(1 + (n % 2)).topics.publish('failover.feed', { n });
+    for (let n = 1; n <= 3; n++) await publish(n);
     const ids: string[] = [];
     for (let i = 0; i < 30; i++) {
       const task = await client(1 + (i % 2)).tasks.create({
@@ -226,6 +239,23 @@ describe('a cluster of three nodes', () => {
       (l) => l.event === 'registered',
       registrations,
     );
+    // Published while the subscriber's node is gone: recovered on the node it moved to.
+    for (let n = 4; n <= 6; n++) await publish(n);
+    // The REST client moves on too, a POST included (the dead node refuses connections).
+    const late = await rest.tasks.create({
+      capabilities: ['failover'],
+      input: { op: 'sleep', ms: 10 },
+      max_attempts: 5,
+    });
+    ids.push(late.id);
+    assert.equal(rest.url, urls[1]);
+    const deadline0 = Date.now() + 30_000;
+    while (feed.length < 6 && Date.now() < deadline0) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.deepEqual(feed, [1, 2, 3, 4, 5, 6], 'every message once, in order, across the failover');
+    assert.notEqual(realtime.url, urls[0]);
+    realtime.close();
     const ended = await Promise.all(
       ids.map((id) => client(1).tasks.wait(id, { timeoutMs: 60_000 })),
     );

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { closedPort } from '../../server/test/helpers.ts';
 import { RealtimeClient, type TopicMessage } from '../src/index.ts';
 import { type RestartableServer, rejection, startRestartableServer } from './support.ts';
 
@@ -27,6 +28,33 @@ describe('SDK RealtimeClient', () => {
   after(async () => {
     for (const c of clients) c.close();
     await server.remove();
+  });
+
+  test('with several URLs, a node that is down is passed over; all down rejects connect', async () => {
+    const down = `http://127.0.0.1:${await closedPort()}`;
+    const states: string[] = [];
+    const c = new RealtimeClient({
+      url: [down, server.url],
+      token: server.adminKey,
+      onStateChange: (state) => states.push(state),
+    });
+    clients.push(c);
+    await c.connect();
+    assert.equal(c.url, server.url);
+    assert.equal((await c.publish('sdk.failover', { n: 1 })).offset, 1);
+    assert.deepEqual(states, ['connected']);
+
+    const nowhere = new RealtimeClient({
+      url: [down, `http://127.0.0.1:${await closedPort()}`],
+      token: server.adminKey,
+    });
+    clients.push(nowhere);
+    const err = await rejection(() => nowhere.connect());
+    assert.equal(err.code, 'CONNECTION_FAILED');
+    // Not left retrying in the background (that would keep this test file from ending):
+    // a later connect starts over.
+    assert.equal((await rejection(() => nowhere.connect())).code, 'CONNECTION_FAILED');
+    assert.throws(() => new RealtimeClient({ url: [], token: 'x' }), TypeError);
   });
 
   test('subscribe, publish with offsets, history and presence', async () => {
