@@ -1,5 +1,6 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
+import { basename } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { closedPort, tempDir } from './helpers.ts';
 
@@ -20,7 +21,7 @@ export abstract class ServerProcess {
   protected constructor(binary: string, debianPackage: string) {
     this.binary = binary;
     this.debianPackage = debianPackage;
-    this.dir = tempDir(`orchestra-${binary}-`);
+    this.dir = tempDir(`orchestra-${basename(binary)}-`);
   }
 
   /** Picks the server's ports, once, with `free` giving a free loopback port. */
@@ -29,6 +30,12 @@ export abstract class ServerProcess {
   protected abstract args(): string[];
   /** Resolves true once the server answers. */
   protected abstract ready(): Promise<boolean>;
+  /** Extra spawn options (PostgreSQL runs as its own user when the tests run as root). */
+  protected spawnOptions(): SpawnOptions {
+    return {};
+  }
+  /** How `kill` ends the server: a crash, without a clean shutdown. */
+  protected readonly killSignal: NodeJS.Signals = 'SIGKILL';
 
   /** Checks the binary, picks ports, starts the server and waits until it answers. */
   protected static async launch<T extends ServerProcess>(server: T): Promise<T> {
@@ -47,7 +54,10 @@ export abstract class ServerProcess {
   /** Starts the server (again) on the same ports and data, and waits until it answers. */
   async resume(): Promise<void> {
     this.#output = '';
-    const child = spawn(this.binary, this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.binary, this.args(), {
+      ...this.spawnOptions(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child.stdout?.on('data', (d) => {
       this.#output += String(d);
     });
@@ -65,18 +75,18 @@ export abstract class ServerProcess {
     throw new Error(`${this.binary} did not start in time: ${this.#output.slice(-2000)}`);
   }
 
-  /** Kills the server (SIGKILL) and waits for it to be gone; its data stays. */
+  /** Kills the server (SIGKILL unless it says otherwise) and waits for it to be gone; its data stays. */
   async kill(): Promise<void> {
     const child = this.#child;
     if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
     const gone = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
+    child.kill(this.killSignal);
     await gone;
   }
 
   /** Synchronous kill, for the process's exit handler. */
   killNow(): void {
-    this.#child?.kill('SIGKILL');
+    this.#child?.kill(this.killSignal);
   }
 
   async stop(): Promise<void> {

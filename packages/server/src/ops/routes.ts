@@ -43,15 +43,19 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
   const checkBus = check('NATS', (t) => bus.ping(t));
   const redis = rateLimiter?.backend === 'redis' ? rateLimiter : undefined;
   const checkRedis = check('Redis', (t) => redis?.ping(t) ?? Promise.resolve());
+  /** PostgreSQL is a server that can go away; the embedded SQLite file cannot. */
+  const checkStore = check('PostgreSQL', (t) => store.ping(t));
   metrics.dependencyUp.reset();
   let droppedSeen = 0;
   metrics.onCollect(async () => {
-    const [kvUp, busUp, redisUp] = await Promise.all([
+    const [storeUp, kvUp, busUp, redisUp] = await Promise.all([
+      store.kind === 'postgres' ? checkStore() : undefined,
       kv.backend === 'etcd' ? checkKv() : undefined,
       bus.backend === 'nats' ? checkBus() : undefined,
       redis ? checkRedis() : undefined,
     ]);
     const up = (c: { status: string }) => (c.status === 'ok' ? 1 : 0);
+    if (storeUp) metrics.dependencyUp.set({ dependency: 'postgres' }, up(storeUp));
     if (kvUp) metrics.dependencyUp.set({ dependency: 'etcd' }, up(kvUp));
     if (busUp) metrics.dependencyUp.set({ dependency: 'nats' }, up(busUp));
     // The bus counts its drops itself; the counter catches up at each scrape.

@@ -85,7 +85,7 @@ export class Metrics {
     const collectors = this.#onCollect;
     this.dependencyUp = new Gauge({
       name: 'orchestra_dependency_up',
-      help: 'Whether an external dependency answered when metrics were collected (1) or not (0); only dependencies this node uses besides its relational store.',
+      help: 'Whether an external dependency (postgres, etcd, nats, redis) answered when metrics were collected (1) or not (0); only the dependencies this node is configured with.',
       labelNames: ['dependency'],
       registers: [this.registry],
       async collect() {
