@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
@@ -564,4 +565,147 @@ export class LoadProcess<Request extends { type: string }> {
     await Promise.race([exited, new Promise((r) => setTimeout(r, this.#stopTimeoutMs))]);
     await this.#processes.stop(this.proc);
   }
+}
+
+/** A free TCP port on the loopback address. */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, rejectPort) => {
+    const server = createServer();
+    server.once('error', rejectPort);
+    server.listen(0, HOST, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** An `orchestra start` process the benchmark started, ready to serve. */
+export interface OrchestraNode {
+  proc: ChildProcess;
+  pid: number;
+  port: number;
+  url: string;
+  dataDir: string;
+  /** The admin key the node created, or null when it joined an existing database. */
+  adminKey: string | null;
+  /** Log lines at warn level or above (the node runs with ORCHESTRA_LOG_LEVEL=warn). */
+  warnings(): { count: number; last: string[] };
+}
+
+/**
+ * Starts Orchestra as it is deployed, on a free port and a fresh data directory, with
+ * `settings` (then the user's --orchestra-env) in its environment, and waits for /readyz.
+ * Stopped at cleanup before its data directory goes (cleanups run last first), so that its
+ * CPU profile, with `profileName`, is written.
+ */
+export async function startOrchestraNode(
+  processes: Processes,
+  options: {
+    name: string;
+    settings: Record<string, string>;
+    orchestraEnv: Record<string, string>;
+    profileName?: string | undefined;
+  },
+): Promise<OrchestraNode> {
+  const dataDir = tempDir(processes, `orchestra-bench-${options.name}-`);
+  const port = await freePort();
+  const env = orchestraEnv(
+    {
+      ORCHESTRA_PORT: String(port),
+      ORCHESTRA_HOST: HOST,
+      ORCHESTRA_DATA_DIR: dataDir,
+      ORCHESTRA_LOG_LEVEL: 'warn',
+      ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
+      ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
+      ...options.settings,
+    },
+    options.orchestraEnv,
+  );
+  const nodeArgs = options.profileName ? profileArgs(options.profileName) : [];
+  const { proc } = processes.spawn([...nodeArgs, ORCHESTRA_MAIN, 'start'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  processes.onCleanup(() => processes.stop(proc));
+  let warnCount = 0;
+  const lastWarnings: string[] = [];
+  let pending = '';
+  proc.stdout?.setEncoding('utf8');
+  proc.stdout?.on('data', (chunk: string) => {
+    pending += chunk;
+    let newline = pending.indexOf('\n');
+    while (newline !== -1) {
+      const line = pending.slice(0, newline).trim();
+      pending = pending.slice(newline + 1);
+      newline = pending.indexOf('\n');
+      if (line === '' || !line.startsWith('{')) continue;
+      warnCount += 1;
+      lastWarnings.push(redactKeys(line).slice(0, 600));
+      if (lastWarnings.length > 5) lastWarnings.shift();
+    }
+  });
+  const stderr = stderrTail(proc);
+  const url = `http://${HOST}:${port}`;
+  const deadline = performance.now() + START_TIMEOUT_MS;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      throw new Error(
+        `Orchestra (${options.name}) exited (${proc.signalCode ?? proc.exitCode}) before it ` +
+          `was ready:\n${stderr() || '(no stderr)'}`,
+      );
+    }
+    if (performance.now() > deadline) throw new Error(`${url}/readyz: no 200 within 60 s`);
+    const status = await fetch(`${url}/readyz`).then(
+      async (r) => {
+        await r.arrayBuffer();
+        return r.status;
+      },
+      () => 0,
+    );
+    if (status === 200) break;
+    await sleep(50);
+  }
+  let adminKey: string | null = null;
+  try {
+    adminKey = readFileSync(join(dataDir, 'admin-key'), 'utf8').trim();
+  } catch {
+    // A node that joined a database another node set up has no key of its own.
+  }
+  return {
+    proc,
+    pid: proc.pid ?? -1,
+    port,
+    url,
+    dataDir,
+    adminKey,
+    warnings: () => ({ count: warnCount, last: [...lastWarnings] }),
+  };
+}
+
+/** A node's admin key, which only the node that created the database has. */
+export function adminKeyOf(node: OrchestraNode): string {
+  if (node.adminKey === null) throw new Error(`${node.url}: no admin-key file in its data dir`);
+  return node.adminKey;
+}
+
+/**
+ * The child side of `LoadProcess`: answers each request with `handle`, says it is ready,
+ * and exits when the benchmark goes away, whatever happens to it.
+ */
+export function serveLoadRequests<Request>(handle: (request: Request) => Promise<unknown>): void {
+  process.on('disconnect', () => process.exit(0));
+  process.on('SIGINT', () => undefined); // the benchmark stops its children itself
+  process.on('message', (message: { id: number; request: Request }) => {
+    void (async () => {
+      let reply: LoadReply;
+      try {
+        reply = { id: message.id, ok: true, value: await handle(message.request) };
+      } catch (err) {
+        reply = { id: message.id, ok: false, error: (err as Error).stack ?? String(err) };
+      }
+      process.send?.(reply);
+    })();
+  });
+  process.send?.({ id: 0, ok: true, value: 'ready' } satisfies LoadReply);
 }

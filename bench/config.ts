@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import {
+  adminKeyOf,
   type CommonOptions,
   commonOptions,
   cpuMsOf,
@@ -24,8 +25,6 @@ import {
   intOption,
   machineCpuTicks,
   mean,
-  ORCHESTRA_MAIN,
-  orchestraEnv,
   PROFILE_DIR,
   Processes,
   parseOptions,
@@ -38,14 +37,12 @@ import {
   runBenchmark,
   SETTLE_MS,
   LoadProcess as SharedLoadProcess,
-  START_TIMEOUT_MS,
+  startOrchestraNode,
   startWatchdog,
-  stderrTail,
   table,
-  tempDir,
   throwawayDatabase,
 } from './common.ts';
-import { type EtcdServer, freePort, startEtcd } from './config/etcd.ts';
+import { type EtcdServer, startEtcd } from './config/etcd.ts';
 import {
   clock,
   type LoadRequest,
@@ -342,73 +339,24 @@ async function startOrchestra(
   system: 'embedded' | 'orchestra-etcd',
   etcd: EtcdServer | null,
 ): Promise<OrchestraServer> {
-  const dataDir = tempDir(processes, `orchestra-bench-config-${system}-`);
-  const port = await freePort();
-  const settings: Record<string, string> = {
-    ORCHESTRA_PORT: String(port),
-    ORCHESTRA_HOST: HOST,
-    ORCHESTRA_DATA_DIR: dataDir,
-    ORCHESTRA_LOG_LEVEL: 'warn',
-    ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
-    ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-  };
+  const settings: Record<string, string> = {};
   if (system === 'orchestra-etcd') {
     if (etcd === null) throw new Error('Orchestra (etcd) needs the etcd');
     settings.ORCHESTRA_ETCD_ENDPOINTS = etcd.endpoint;
     settings.ORCHESTRA_ETCD_PREFIX = `/orchestra-bench-${process.pid}/`;
   }
-  const env = orchestraEnv(settings, o.orchestraEnv);
   if (o.store === 'postgres') {
     const name = `orchestra_bench_config_${system.replace('-', '_')}_${process.pid}_${Date.now().toString(36)}`;
-    env.ORCHESTRA_DATABASE_URL = await throwawayDatabase(processes, o.postgresUrl, name);
+    settings.ORCHESTRA_DATABASE_URL = await throwawayDatabase(processes, o.postgresUrl, name);
   }
-  const nodeArgs = o.profile ? profileArgs(`orchestra-${system}`) : [];
-  const { proc } = processes.spawn([...nodeArgs, ORCHESTRA_MAIN, 'start'], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const node = await startOrchestraNode(processes, {
+    name: `config-${system}`,
+    settings,
+    orchestraEnv: o.orchestraEnv,
+    profileName: o.profile ? `orchestra-${system}` : undefined,
   });
-  // Stopped before its data directory goes (cleanups run last first), and so that its CPU
-  // profile is written.
-  processes.onCleanup(() => processes.stop(proc));
-  let warnCount = 0;
-  const lastWarnings: string[] = [];
-  let pending = '';
-  proc.stdout?.setEncoding('utf8');
-  proc.stdout?.on('data', (chunk: string) => {
-    pending += chunk;
-    let newline = pending.indexOf('\n');
-    while (newline !== -1) {
-      const line = pending.slice(0, newline).trim();
-      pending = pending.slice(newline + 1);
-      newline = pending.indexOf('\n');
-      if (line === '' || !line.startsWith('{')) continue;
-      warnCount += 1;
-      lastWarnings.push(redactKeys(line).slice(0, 600));
-      if (lastWarnings.length > 5) lastWarnings.shift();
-    }
-  });
-  const stderr = stderrTail(proc);
-  const baseUrl = `http://${HOST}:${port}`;
-  const deadline = performance.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) {
-      throw new Error(
-        `${SYSTEM_NAMES[system]} exited (${proc.signalCode ?? proc.exitCode}) before it was ` +
-          `ready:\n${stderr() || '(no stderr)'}`,
-      );
-    }
-    if (performance.now() > deadline) throw new Error(`${baseUrl}/readyz: no 200 within 60 s`);
-    const status = await fetch(`${baseUrl}/readyz`).then(
-      async (r) => {
-        await r.arrayBuffer();
-        return r.status;
-      },
-      () => 0,
-    );
-    if (status === 200) break;
-    await sleep(50);
-  }
-  const apiKey = readFileSync(join(dataDir, 'admin-key'), 'utf8').trim();
+  const { proc, url: baseUrl } = node;
+  const apiKey = adminKeyOf(node);
   // The config center answers a put (outside the watched prefix) with the admin key.
   const probe = await fetch(`${baseUrl}/v1/config/probe/ready?env=${CONFIG_ENV}`, {
     method: 'PUT',
@@ -428,7 +376,7 @@ async function startOrchestra(
     pid: proc.pid ?? -1,
     baseUrl,
     apiKey,
-    warnings: () => ({ count: warnCount, last: [...lastWarnings] }),
+    warnings: node.warnings,
   };
 }
 

@@ -14,10 +14,10 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import {
+  adminKeyOf,
   type CommonOptions,
   commonOptions,
   cpuMsOf,
@@ -28,25 +28,22 @@ import {
   machineCpuTicks,
   mean,
   meanOrNull,
-  ORCHESTRA_MAIN,
-  orchestraEnv,
   PROFILE_DIR,
   Processes,
   parseOptions,
   profileArgs,
   REPO_ROOT,
   RunRecord,
-  redactKeys,
   round1,
   round3,
   runBenchmark,
   SETTLE_MS,
   START_TIMEOUT_MS,
   sleep,
+  startOrchestraNode,
   startWatchdog,
   stderrTail,
   table,
-  tempDir,
   throwawayDatabase,
   withPostgres,
 } from './common.ts';
@@ -683,18 +680,6 @@ class Child {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, rejectPort) => {
-    const server = createServer();
-    server.once('error', rejectPort);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
-}
-
 interface OrchestraServer {
   proc: ChildProcess;
   pid: number;
@@ -710,73 +695,24 @@ interface OrchestraServer {
 
 /** Starts Orchestra as it is deployed, on a free port, a fresh data dir (and database). */
 async function startOrchestra(o: Options): Promise<OrchestraServer> {
-  const dataDir = tempDir(processes, 'orchestra-bench-dispatch-');
-  const port = await freePort();
-  const env = orchestraEnv(
-    {
-      ORCHESTRA_PORT: String(port),
-      ORCHESTRA_HOST: HOST,
-      ORCHESTRA_DATA_DIR: dataDir,
-      ORCHESTRA_LOG_LEVEL: 'warn',
-      ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
-      ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-    },
-    o.orchestraEnv,
-  );
+  const settings: Record<string, string> = {};
   let database: string | null = null;
   let databaseUrl: string | null = null;
   if (o.store === 'postgres') {
     const name = `orchestra_bench_dispatch_${process.pid}_${Date.now().toString(36)}`;
     databaseUrl = await throwawayDatabase(processes, o.postgresUrl, name);
-    env.ORCHESTRA_DATABASE_URL = databaseUrl;
+    settings.ORCHESTRA_DATABASE_URL = databaseUrl;
     database = name;
   }
-  const nodeArgs = o.profile ? profileArgs('orchestra-server') : [];
-  const { proc } = processes.spawn([...nodeArgs, ORCHESTRA_MAIN, 'start'], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
   // Stopped after the agents (cleanups run in reverse), so that its CPU profile is written.
-  processes.onCleanup(() => processes.stop(proc));
-  let warnCount = 0;
-  const lastWarnings: string[] = [];
-  let pending = '';
-  proc.stdout?.setEncoding('utf8');
-  proc.stdout?.on('data', (chunk: string) => {
-    pending += chunk;
-    let newline = pending.indexOf('\n');
-    while (newline !== -1) {
-      const line = pending.slice(0, newline).trim();
-      pending = pending.slice(newline + 1);
-      newline = pending.indexOf('\n');
-      if (line === '' || !line.startsWith('{')) continue;
-      warnCount += 1;
-      lastWarnings.push(redactKeys(line).slice(0, 600));
-      if (lastWarnings.length > 5) lastWarnings.shift();
-    }
+  const node = await startOrchestraNode(processes, {
+    name: 'dispatch',
+    settings,
+    orchestraEnv: o.orchestraEnv,
+    profileName: o.profile ? 'orchestra-server' : undefined,
   });
-  const stderr = stderrTail(proc);
-  const url = `http://${HOST}:${port}`;
-  const deadline = performance.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) {
-      throw new Error(
-        `Orchestra exited (${proc.signalCode ?? proc.exitCode}) before it was ready:\n` +
-          (stderr() || '(no stderr)'),
-      );
-    }
-    if (performance.now() > deadline) throw new Error(`${url}/readyz: no 200 within 60 s`);
-    const status = await fetch(`${url}/readyz`).then(
-      async (r) => {
-        await r.arrayBuffer();
-        return r.status;
-      },
-      () => 0,
-    );
-    if (status === 200) break;
-    await sleep(50);
-  }
-  const adminKey = readFileSync(join(dataDir, 'admin-key'), 'utf8').trim();
+  const { proc, url } = node;
+  const adminKey = adminKeyOf(node);
   const created = await fetch(`${url}/v1/api-keys`, {
     method: 'POST',
     headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
@@ -795,7 +731,7 @@ async function startOrchestra(o: Options): Promise<OrchestraServer> {
     agentKey: body.secret,
     database,
     databaseUrl,
-    warnings: () => ({ count: warnCount, last: [...lastWarnings] }),
+    warnings: node.warnings,
   };
 }
 

@@ -17,11 +17,11 @@
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import {
+  adminKeyOf,
   type CommonOptions,
   commonOptions,
   cpuMsOf,
@@ -30,8 +30,6 @@ import {
   intOption,
   machineCpuTicks,
   mean,
-  ORCHESTRA_MAIN,
-  orchestraEnv,
   PROFILE_DIR,
   Processes,
   parseOptions,
@@ -45,10 +43,10 @@ import {
   SETTLE_MS,
   LoadProcess as SharedLoadProcess,
   START_TIMEOUT_MS,
+  startOrchestraNode,
   startWatchdog,
   stderrTail,
   table,
-  tempDir,
   throwawayDatabase,
 } from './common.ts';
 import {
@@ -536,18 +534,6 @@ interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, rejectPort) => {
-    const server = createServer();
-    server.once('error', rejectPort);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
-}
-
 async function startAnchor(system: 'ws' | 'socketio'): Promise<Omit<ServerUnderTest, 'idleRss'>> {
   const { proc } = processes.spawn([ANCHOR_SCRIPT, system], {
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
@@ -587,70 +573,19 @@ async function startOrchestra(
   o: Options,
   round: number,
 ): Promise<Omit<ServerUnderTest, 'idleRss'>> {
-  const dataDir = tempDir(processes, 'orchestra-bench-realtime-');
-  const port = await freePort();
-  const env = orchestraEnv(
-    {
-      ORCHESTRA_PORT: String(port),
-      ORCHESTRA_HOST: HOST,
-      ORCHESTRA_DATA_DIR: dataDir,
-      ORCHESTRA_LOG_LEVEL: 'warn',
-      ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
-      ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-    },
-    o.orchestraEnv,
-  );
+  const settings: Record<string, string> = {};
   if (o.store === 'postgres') {
     const name = `orchestra_bench_realtime_${process.pid}_${round}_${Date.now().toString(36)}`;
-    env.ORCHESTRA_DATABASE_URL = await throwawayDatabase(processes, o.postgresUrl, name);
+    settings.ORCHESTRA_DATABASE_URL = await throwawayDatabase(processes, o.postgresUrl, name);
   }
-  const nodeArgs = o.profile ? profileArgs('orchestra-server') : [];
-  const { proc } = processes.spawn([...nodeArgs, ORCHESTRA_MAIN, 'start'], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const node = await startOrchestraNode(processes, {
+    name: 'realtime',
+    settings,
+    orchestraEnv: o.orchestraEnv,
+    profileName: o.profile ? 'orchestra-server' : undefined,
   });
-  // Stopped before its data directory goes (cleanups run last first), and so that its CPU
-  // profile is written.
-  processes.onCleanup(() => processes.stop(proc));
-  let warnCount = 0;
-  const lastWarnings: string[] = [];
-  let pending = '';
-  proc.stdout?.setEncoding('utf8');
-  proc.stdout?.on('data', (chunk: string) => {
-    pending += chunk;
-    let newline = pending.indexOf('\n');
-    while (newline !== -1) {
-      const line = pending.slice(0, newline).trim();
-      pending = pending.slice(newline + 1);
-      newline = pending.indexOf('\n');
-      if (line === '' || !line.startsWith('{')) continue;
-      warnCount += 1;
-      lastWarnings.push(redactKeys(line).slice(0, 600));
-      if (lastWarnings.length > 5) lastWarnings.shift();
-    }
-  });
-  const stderr = stderrTail(proc);
-  const httpUrl = `http://${HOST}:${port}`;
-  const deadline = performance.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) {
-      throw new Error(
-        `Orchestra exited (${proc.signalCode ?? proc.exitCode}) before it was ready:\n` +
-          (stderr() || '(no stderr)'),
-      );
-    }
-    if (performance.now() > deadline) throw new Error(`${httpUrl}/readyz: no 200 within 60 s`);
-    const status = await fetch(`${httpUrl}/readyz`).then(
-      async (r) => {
-        await r.arrayBuffer();
-        return r.status;
-      },
-      () => 0,
-    );
-    if (status === 200) break;
-    await sleep(50);
-  }
-  const apiKey = readFileSync(join(dataDir, 'admin-key'), 'utf8').trim();
+  const { proc, port } = node;
+  const apiKey = adminKeyOf(node);
   const target: Target = {
     system: 'orchestra',
     url: `ws://${HOST}:${port}/v1/realtime`,
@@ -665,7 +600,7 @@ async function startOrchestra(
     target,
     pinned: false,
     openFiles: null,
-    warnings: () => ({ count: warnCount, last: [...lastWarnings] }),
+    warnings: node.warnings,
     stop: () => processes.stop(proc),
   };
 }

@@ -6,9 +6,8 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { HOST, type Processes, START_TIMEOUT_MS, sleep } from '../common.ts';
+import { freePort, HOST, type Processes, START_TIMEOUT_MS, sleep } from '../common.ts';
 
 export interface EtcdServer {
   /** http://127.0.0.1:<client port> */
@@ -18,19 +17,6 @@ export interface EtcdServer {
   dataDir: string;
   version: string | null;
   stop(): Promise<void>;
-}
-
-/** A port nobody listens on right now (closed again before it is returned). */
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, rejectPort) => {
-    const server = createServer();
-    server.once('error', rejectPort);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
 }
 
 /**

@@ -12,13 +12,12 @@
  */
 import http from 'node:http';
 import { Etcd3, type IKeyValue, type Watcher } from 'etcd3';
+import { serveLoadRequests } from '../common.ts';
 import { newHistogram, record, sleep } from '../realtime/shared.ts';
 import {
   clock,
-  type Envelope,
   type LoadRequest,
   type PutReport,
-  type Reply,
   type Target,
   VALUE_PREFIX,
   valueText,
@@ -538,18 +537,4 @@ async function handle(request: LoadRequest): Promise<unknown> {
   }
 }
 
-// Whatever happens to the benchmark, its children do not outlive it.
-process.on('disconnect', () => process.exit(0));
-process.on('SIGINT', () => undefined); // the benchmark stops its children itself
-process.on('message', (message: Envelope) => {
-  void (async () => {
-    let reply: Reply;
-    try {
-      reply = { id: message.id, ok: true, value: await handle(message.request) };
-    } catch (err) {
-      reply = { id: message.id, ok: false, error: (err as Error).stack ?? String(err) };
-    }
-    process.send?.(reply);
-  })();
-});
-process.send?.({ id: 0, ok: true, value: 'ready' } satisfies Reply);
+serveLoadRequests(handle);

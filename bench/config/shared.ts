@@ -100,18 +100,6 @@ export type LoadRequest =
     }
   | { type: 'stop' };
 
-export interface Envelope {
-  id: number;
-  request: LoadRequest;
-}
-
-export interface Reply {
-  id: number;
-  ok: boolean;
-  value?: unknown;
-  error?: string;
-}
-
 export interface WatchReport {
   opened: number;
   failed: number;

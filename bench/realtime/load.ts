@@ -13,10 +13,10 @@ import http from 'node:http';
 import net from 'node:net';
 import type { Socket as IoSocket } from 'socket.io-client';
 import type WebSocket from 'ws';
+import { serveLoadRequests } from '../common.ts';
 import {
   type ConnectReport,
   clock,
-  type Envelope,
   type HistogramData,
   type LoadCollect,
   type LoadCount,
@@ -26,7 +26,6 @@ import {
   PAYLOAD_PREFIX,
   type PublishReport,
   payload,
-  type Reply,
   record,
   type SlowReport,
   sleep,
@@ -766,18 +765,4 @@ async function handle(request: LoadRequest): Promise<unknown> {
   }
 }
 
-// Whatever happens to the benchmark, its children do not outlive it.
-process.on('disconnect', () => process.exit(0));
-process.on('SIGINT', () => undefined); // the benchmark stops its children itself
-process.on('message', (message: Envelope) => {
-  void (async () => {
-    let reply: Reply;
-    try {
-      reply = { id: message.id, ok: true, value: await handle(message.request) };
-    } catch (err) {
-      reply = { id: message.id, ok: false, error: (err as Error).stack ?? String(err) };
-    }
-    process.send?.(reply);
-  })();
-});
-process.send?.({ id: 0, ok: true, value: 'ready' } satisfies Reply);
+serveLoadRequests(handle);

@@ -191,18 +191,6 @@ export function topicsOf(plan: TopicPlan, index: number): string[] {
     : [plan.shared];
 }
 
-export interface Envelope {
-  id: number;
-  request: LoadRequest;
-}
-
-export interface Reply {
-  id: number;
-  ok: boolean;
-  value?: unknown;
-  error?: string;
-}
-
 export interface ConnectReport {
   connected: number;
   failed: number;
