@@ -329,14 +329,17 @@ export async function throwawayDatabase(
   name: string,
 ): Promise<string> {
   await withPostgres(adminUrl, (client) => client.query(`create database "${name}"`));
-  processes.onCleanup(async () => {
-    await withPostgres(adminUrl, (client) =>
-      client.query(`drop database if exists "${name}" with (force)`),
-    );
-  });
+  processes.onCleanup(() => dropDatabase(adminUrl, name));
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+/** Drops a throwaway database now (its cleanup step then finds nothing to do). */
+export async function dropDatabase(adminUrl: string, name: string): Promise<void> {
+  await withPostgres(adminUrl, (client) =>
+    client.query(`drop database if exists "${name}" with (force)`),
+  );
 }
 
 // ---------------------------------------------------------------------------------------

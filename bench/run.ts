@@ -6,6 +6,7 @@
  *   npm run bench:dispatch                the task dispatch benchmark (SQLite)
  *   npm run bench:realtime                the realtime fan-out benchmark
  *   npm run bench:config                  the config center's watch against etcd
+ *   npm run bench:cluster                 1 node against 3 nodes on PostgreSQL, NATS, etcd, Redis
  *   npm run bench -- --duration 5         every benchmark, options passed through
  *
  * See bench/README.md.
@@ -14,7 +15,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 /** Every benchmark: a script bench/<name>.ts that accepts --help. */
-const BENCHMARKS = ['http-auth', 'dispatch', 'realtime', 'config'] as const;
+const BENCHMARKS = ['http-auth', 'dispatch', 'realtime', 'config', 'cluster'] as const;
 
 const HELP = `Usage: node bench/run.ts [benchmark] [options]
 
