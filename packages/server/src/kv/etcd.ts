@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import {
   BrokenCircuitError,
   ConsecutiveBreaker,
@@ -89,6 +90,9 @@ export class EtcdKv implements KvStore {
   readonly #feeds = new Map<string, WatchFeed>();
   /** etcd watches open now, so that close can cancel each one. */
   readonly #watchers = new Set<Watcher>();
+  /** Watches asked of etcd and not yet created (`close` waits for them). */
+  #creating = 0;
+  readonly #watchManager: HardenedWatchManager | undefined;
   readonly #closing = new AbortController();
   readonly #feedLimits: FeedLimits;
 
@@ -114,6 +118,7 @@ export class EtcdKv implements KvStore {
           }),
       },
     });
+    this.#watchManager = hardenWatchManager(this.#client);
   }
 
   #keyPrefix(tenantId: string): string {
@@ -159,11 +164,14 @@ export class EtcdKv implements KvStore {
     for (const feed of this.#feeds.values()) feed.close();
     // Every etcd watch is cancelled before the client closes: the client would otherwise
     // keep re-establishing the watch stream of a closed connection, on a timer, for ever.
+    // Watches still being created count too: one that arrives after the client closed would
+    // never be cancelled.
     const deadline = Date.now() + 2_000;
-    while (this.#watchers.size > 0 && Date.now() < deadline) {
+    while ((this.#watchers.size > 0 || this.#creating > 0) && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     for (const watcher of this.#watchers) void watcher.cancel().catch(() => {});
+    this.#watchManager?.forget();
     this.#client.close();
   }
 
@@ -372,6 +380,7 @@ export class EtcdKv implements KvStore {
         // Asked first: etcd's refusal of a compacted start can reach the watcher before
         // its listeners are attached, and would then be lost.
         if (await this.#compactedAt(next)) throw new KvCompactedError(next, undefined);
+        this.#creating++;
         try {
           watcher = await this.#client
             .watch()
@@ -380,6 +389,7 @@ export class EtcdKv implements KvStore {
             .withPreviousKV()
             .create();
         } catch (err) {
+          this.#creating--;
           if (await this.#compactedAt(next)) throw new KvCompactedError(next, undefined);
           // The first attempt answers the caller: etcd is down. Later ones keep trying.
           if (first) throw new KvUnavailableError('etcd is unavailable', { cause: err });
@@ -388,6 +398,9 @@ export class EtcdKv implements KvStore {
           continue;
         }
         this.#watchers.add(watcher);
+        this.#creating--;
+        // Closed while etcd created it: the finally below cancels it.
+        if (signal.aborted) return;
         first = false;
         options.connected?.(true);
         watcher.on('data', (res: IWatchResponse) => {
@@ -663,4 +676,64 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     }
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+interface HardenedWatchManager {
+  /** Drops every watcher, so that nothing re-establishes the stream of a closed client. */
+  forget(): void;
+}
+
+/**
+ * etcd3 1.1 has one watch stream per client, run by an internal WatchManager, with two
+ * behaviours a long-running server cannot have. (1) A response for a watch it no longer
+ * holds (etcd keeps sending a cancelled watch's events until it handles the cancel, and a
+ * cancel can race a reconnect) is thrown from the stream's data handler: an unhandled
+ * rejection, which ends the process. (2) After the client is closed, a broken stream is
+ * re-established on a timer for as long as a watcher is attached, which keeps the process
+ * from exiting. Both are fixed on the manager instance; if a later etcd3 changes its shape,
+ * nothing is patched and the behaviour is the library's own.
+ */
+function hardenWatchManager(client: Etcd3): HardenedWatchManager | undefined {
+  const manager = (client as unknown as { watchManager?: unknown }).watchManager as
+    | {
+        state: number;
+        stream?: { cancel(): void };
+        queue?: { destroy(): void };
+        watchers: EventEmitter[];
+        expectedClosers: Set<EventEmitter>;
+        handleResponse: (res: { watch_id: string }) => void;
+      }
+    | undefined;
+  if (
+    manager === undefined ||
+    !Array.isArray(manager.watchers) ||
+    !(manager.expectedClosers instanceof Set) ||
+    typeof manager.handleResponse !== 'function' ||
+    typeof manager.state !== 'number'
+  ) {
+    return undefined;
+  }
+  const handleResponse = manager.handleResponse.bind(manager);
+  manager.handleResponse = (res) => {
+    if (!manager.watchers.some((w) => (w as EventEmitter & { id: unknown }).id === res.watch_id))
+      return;
+    handleResponse(res);
+  };
+  return {
+    forget() {
+      const watchers = manager.watchers;
+      const closing = [...manager.expectedClosers];
+      manager.watchers = [];
+      manager.expectedClosers.clear();
+      // The open stream holds the connection (and the process) until it is cancelled.
+      if (manager.state === 2) {
+        manager.queue?.destroy();
+        manager.stream?.cancel();
+      }
+      manager.state = 0; // idle: a pending reconnect finds no watcher and stops
+      // Whoever waits on a cancel hears that it is over.
+      for (const w of closing) w.emit('end');
+      for (const w of watchers) w.emit('disconnected', new Error('the etcd client closed'));
+    },
+  };
 }
