@@ -93,6 +93,12 @@ describe('orchestra start', () => {
       assert.equal(readFileSync(join(dataDir, 'admin-key'), 'utf8').trim(), key);
       const me = json(await runCli(['whoami', '--json', '--url', second.url, '--api-key', key]));
       assert.equal(me.tenant.id, 'default');
+      // Several nodes: one that refuses connections is passed over.
+      const down = `http://127.0.0.1:${await closedPort()}`;
+      const via = json(
+        await runCli(['whoami', '--json', '--url', `${down},${second.url}`, '--api-key', key]),
+      );
+      assert.equal(via.tenant.id, 'default');
     } finally {
       assert.equal(await second.stop(), 0);
     }

@@ -43,17 +43,20 @@ export function client(values: {
   url?: string | undefined;
   'api-key'?: string | undefined;
 }): Orchestra {
-  const url = values.url ?? process.env.ORCHESTRA_URL ?? 'http://localhost:8080';
+  // Several nodes of a cluster, comma-separated: the client moves on when one is down.
+  const urls = (values.url ?? process.env.ORCHESTRA_URL ?? 'http://localhost:8080')
+    .split(',')
+    .map((u) => u.trim());
   const apiKey =
     values['api-key'] ??
     process.env.ORCHESTRA_API_KEY ??
     // The local admin key goes only to a server on this machine, never to a remote --url.
-    (isLoopback(url) ? adminKeyFromDataDir() : undefined);
+    (urls.every(isLoopback) ? adminKeyFromDataDir() : undefined);
   if (apiKey === undefined) {
     throw new UsageError('No credential: pass --api-key or set ORCHESTRA_API_KEY');
   }
   try {
-    return new Orchestra({ url, apiKey });
+    return new Orchestra({ url: urls, apiKey });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }

@@ -77,7 +77,8 @@ Commands:
   version               Print the version
 
 Options for commands that talk to a server:
-  --url URL             Server URL (env ORCHESTRA_URL; default http://localhost:8080)
+  --url URL[,URL…]      Server URL, or the nodes of a cluster to fail over between
+                        (env ORCHESTRA_URL; default http://localhost:8080)
   --api-key KEY         API key or JWT (env ORCHESTRA_API_KEY; default for a server on
                         this machine: the admin-key file in ORCHESTRA_DATA_DIR or
                         ./.orchestra, if present)
