@@ -13,6 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect as connectNats } from '@nats-io/transport-node';
 import { Orchestra, RealtimeClient } from '../packages/sdk/src/index.ts';
 import type { AgentConfig, AgentRequest } from './cluster/agent.ts';
@@ -30,6 +31,7 @@ import {
   REPO_ROOT,
   RunRecord,
   round1,
+  round3,
   runBenchmark,
   SETTLE_MS,
   sleep,
@@ -322,6 +324,17 @@ async function throughput(
   };
 }
 
+/** Deletes the stream of exported events the nodes created; idempotent. */
+async function deleteExportStream(natsUrl: string, prefix: string): Promise<void> {
+  const nc = await connectNats({ servers: natsUrl });
+  try {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete(`${prefix}-events`).catch(() => false);
+  } finally {
+    await nc.close();
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // One topology
 
@@ -341,11 +354,14 @@ async function runTopology(
 ): Promise<TopologyResult> {
   const run = `${process.pid}_${round}_${count}_${Date.now().toString(36)}`;
   const database = `orchestra_bench_cluster_${run}`;
+  const natsPrefix = `bench${run.replaceAll('_', '')}`;
+  // The nodes export every event to this JetStream stream on the machine's NATS.
+  processes.onCleanup(() => deleteExportStream(o.natsUrl, natsPrefix));
   const databaseUrl = await throwawayDatabase(processes, o.postgresUrl, database);
   const settings = {
     ORCHESTRA_DATABASE_URL: databaseUrl,
     ORCHESTRA_NATS_URL: o.natsUrl,
-    ORCHESTRA_NATS_PREFIX: `bench${run.replaceAll('_', '')}`,
+    ORCHESTRA_NATS_PREFIX: natsPrefix,
     ORCHESTRA_ETCD_ENDPOINTS: etcdEndpoint,
     ORCHESTRA_ETCD_PREFIX: `/orchestra-bench-${run}/`,
     ORCHESTRA_REDIS_URL: o.redisUrl,
@@ -402,6 +418,7 @@ async function runTopology(
     await Promise.all(nodes.map((n) => processes.stop(n.proc)));
     // Now, so that its autovacuum does not run during the next topology's measurement.
     await dropDatabase(o.postgresUrl, database);
+    await deleteExportStream(o.natsUrl, natsPrefix);
     await sleep(SETTLE_MS);
   }
 }
@@ -450,8 +467,9 @@ async function main(o: Options): Promise<number> {
     },
     rawNats: { p50Ms: meanOf(nats.map((n) => n.p50Ms)), p99Ms: meanOf(nats.map((n) => n.p99Ms)) },
   };
-  const throughputRatio =
-    round1((summary.threeNodes.tasksPerSecond / summary.oneNode.tasksPerSecond) * 100) / 100;
+  const throughputRatio = round3(
+    summary.threeNodes.tasksPerSecond / summary.oneNode.tasksPerSecond,
+  );
   process.stdout.write(
     `\n${table(
       ['system', 'publish→deliver p50 ms', 'p99 ms', 'dispatch tasks/s'],

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect as connectNats } from '@nats-io/transport-node';
 import { EtcdServer } from '../../server/test/etcd-server.ts';
 import {
   createTestDatabase,
@@ -12,20 +13,21 @@ import {
   spawnOrchestra,
   tempDir,
 } from '../../server/test/helpers.ts';
+import { NatsServer } from '../../server/test/nats-server.ts';
 import { RedisServer } from '../../server/test/redis-server.ts';
 import { Orchestra, RealtimeClient, type TopicMessage } from '../src/index.ts';
 import { killScripts, spawnScript } from './support.ts';
 
-// Three `orchestra start` processes on one PostgreSQL database, the machine's NATS (under a
-// prefix of this run's own), an etcd and a Redis of the test's own: any node answers any
-// request, whichever node holds the agent, the subscriber or the stream.
+// Three `orchestra start` processes on one PostgreSQL database, and a NATS, an etcd and a
+// Redis of the test's own: any node answers any request, whichever node holds the agent,
+// the subscriber or the stream.
 
-const NATS_URL = process.env.ORCHESTRA_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 const AGENT_SCRIPT = fileURLToPath(new URL('./fixtures/agent.ts', import.meta.url));
 
 describe('a cluster of three nodes', () => {
   let etcd: EtcdServer;
   let redis: RedisServer;
+  let nats: NatsServer;
   let database: { url: string; drop: () => Promise<void> };
   const dirs = [tempDir(), tempDir(), tempDir()];
   const nodes: SpawnedOrchestra[] = [];
@@ -34,15 +36,15 @@ describe('a cluster of three nodes', () => {
   let clients: Orchestra[];
 
   before(async () => {
-    [etcd, redis, database] = await Promise.all([
+    [etcd, redis, nats, database] = await Promise.all([
       EtcdServer.start(),
       RedisServer.start(),
+      NatsServer.start(),
       createTestDatabase(),
     ]);
     const env = {
       ORCHESTRA_DATABASE_URL: database.url,
-      ORCHESTRA_NATS_URL: NATS_URL,
-      ORCHESTRA_NATS_PREFIX: `c${randomUUID().slice(0, 8)}`,
+      ORCHESTRA_NATS_URL: nats.url,
       ORCHESTRA_ETCD_ENDPOINTS: etcd.endpoint,
       ORCHESTRA_REDIS_URL: redis.url,
       // A bucket that does not refill during the test: each request takes exactly one token.
@@ -60,7 +62,7 @@ describe('a cluster of three nodes', () => {
   after(async () => {
     await killScripts();
     await Promise.all(nodes.map((n) => n.stop()));
-    await Promise.all([etcd?.stop(), redis?.stop(), database?.drop()]);
+    await Promise.all([etcd?.stop(), redis?.stop(), nats?.stop(), database?.drop()]);
     for (const dir of dirs) dir.remove();
   });
 
@@ -263,9 +265,11 @@ describe('a cluster of three nodes', () => {
       ended.map((t) => t.state),
       ids.map(() => 'succeeded'),
     );
+    const eventCounts = new Map<string, number>();
     for (const id of ids) {
       const events = [];
       for await (const item of client(2).tasks.events(id)) events.push(item);
+      eventCounts.set(id, events.length);
       const terminal = events.filter(
         (e) =>
           'type' in e && /^task\.(succeeded|failed|cancelled|timed_out|dead)$/.test(String(e.type)),
@@ -291,6 +295,39 @@ describe('a cluster of three nodes', () => {
     }
     assert.deepEqual(left, [urls[1], urls[2]].sort());
     await Promise.all([doomed.kill('SIGTERM'), other.kill('SIGTERM')]);
+
+    // JetStream has every event of every task once and in order, whichever node exported
+    // it: the export's leader may have been the node that died.
+    const nc = await connectNats({ servers: nats.url });
+    try {
+      await (await jetstreamManager(nc)).consumers.add('orchestra-events', {
+        durable_name: 'cluster-test',
+        ack_policy: AckPolicy.Explicit,
+        filter_subject: 'orchestra.export.*.task.>',
+      });
+      const consumer = await jetstream(nc).consumers.get('orchestra-events', 'cluster-test');
+      const exported = new Map<string, number[]>();
+      const complete = () =>
+        ids.every((id) => (exported.get(`task:${id}`)?.length ?? 0) >= (eventCounts.get(id) ?? 0));
+      const until = Date.now() + 30_000;
+      while (!complete() && Date.now() < until) {
+        for await (const m of await consumer.fetch({ max_messages: 500, expires: 1000 })) {
+          const event = m.json<{ stream: string; offset: number }>();
+          exported.set(event.stream, [...(exported.get(event.stream) ?? []), event.offset]);
+          m.ack();
+        }
+      }
+      for (const id of ids) {
+        const count = eventCounts.get(id) ?? 0;
+        assert.deepEqual(
+          exported.get(`task:${id}`),
+          Array.from({ length: count }, (_, i) => i + 1),
+          `task ${id}: its events in JetStream, once each`,
+        );
+      }
+    } finally {
+      await nc.close();
+    }
   });
 });
 

@@ -13,6 +13,7 @@ import { type Bus, InProcessBus } from './bus/bus.ts';
 import { NatsBus } from './bus/nats.ts';
 import { ConfigService, configRelayRoute } from './config/config-service.ts';
 import { EventLog } from './events/event-log.ts';
+import { exportStreamName, JetStreamEventExport } from './events/jetstream-export.ts';
 import { EventRetention } from './events/retention.ts';
 import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
 import { EmbeddedKv } from './kv/embedded.ts';
@@ -101,6 +102,7 @@ export async function startServer(
   let nodes: NodeRegistry | undefined;
   let checker: HealthChecker | undefined;
   let relay: KvTopicRelay | undefined;
+  let exporter: JetStreamEventExport | undefined;
   let openBus: Bus | undefined;
   try {
     let rules: HistoryRules;
@@ -145,8 +147,10 @@ export async function startServer(
       ? await connectBus(settings.natsUrl, settings, log)
       : new InProcessBus();
     openBus = bus;
+    const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
+    if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
     const templates = new TemplateService({ store });
-    const events = new EventLog({ store, bus });
+    const events = new EventLog({ store, bus, exported: exportEvents });
     retention = new EventRetention({ events, retentionMs: settings.eventRetentionMs, log });
     await retention.start();
     const metrics = new Metrics({
@@ -263,6 +267,16 @@ export async function startServer(
     const tenantIds = async () =>
       (await store.db.selectFrom('tenants').select('id').orderBy('id').execute()).map((t) => t.id);
     checker = new HealthChecker({ kv, nodes, log, tenants: tenantIds });
+    const registryOfNodes = nodes;
+    if (bus instanceof NatsBus && exportEvents) {
+      exporter = new JetStreamEventExport({
+        store,
+        connection: bus.connection,
+        prefix: settings.natsPrefix,
+        claim: (key) => registryOfNodes.claim(key),
+        log,
+      });
+    }
     relay = new KvTopicRelay({
       kv,
       events,
@@ -333,6 +347,10 @@ export async function startServer(
     await nodes.start();
     checker.start();
     relay.start();
+    if (exporter) {
+      metrics.eventExport = exporter;
+      exporter.start();
+    }
     log.info({ url, version: VERSION }, 'orchestra listening');
     pool.start(sweepIntervalMs);
     dispatcher.start();
@@ -350,6 +368,7 @@ export async function startServer(
     const nodeRegistry = nodes;
     const healthChecker = checker;
     const topicRelay = relay;
+    const eventExport = exporter;
     const close = () => {
       closed ??= (async () => {
         closing = true;
@@ -363,6 +382,7 @@ export async function startServer(
         await topicsOfNode.stop();
         await healthChecker.stop();
         await topicRelay.stop();
+        await eventExport?.stop();
         await nodeRegistry.stop();
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => {
@@ -401,6 +421,7 @@ export async function startServer(
     await retention?.stop();
     await checker?.stop();
     await relay?.stop();
+    await exporter?.stop();
     await nodes?.stop().catch(() => {});
     await kv?.close().catch(() => {});
     await openBus?.close().catch(() => {});
@@ -467,6 +488,28 @@ async function rateLimiterOf(settings: Settings, log: Logger): Promise<RateLimit
   }
   log.info('rate limits in Redis, shared by every node');
   return limiter;
+}
+
+/** The JetStream stream of exported events, or a start-up error that says what to do. */
+async function ensureExportStream(bus: NatsBus, settings: Settings, log: Logger): Promise<void> {
+  try {
+    await JetStreamEventExport.ensureStream(bus.connection, {
+      prefix: settings.natsPrefix,
+      maxAgeMs: settings.eventRetentionMs,
+      replicas: settings.natsStreamReplicas,
+    });
+  } catch (err) {
+    throw new Error(
+      `ORCHESTRA_NATS_EXPORT_EVENTS: could not create the JetStream stream ` +
+        `${exportStreamName(settings.natsPrefix)}: ${(err as Error).message}. Start nats-server ` +
+        'with JetStream (-js), or set ORCHESTRA_NATS_EXPORT_EVENTS=false.',
+      { cause: err },
+    );
+  }
+  log.info(
+    { stream: exportStreamName(settings.natsPrefix), subjects: `${settings.natsPrefix}.export.>` },
+    'events exported to JetStream',
+  );
 }
 
 /** The NATS bus, or a start-up error that says which server did not answer. */

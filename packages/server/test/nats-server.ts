@@ -1,21 +1,26 @@
 import { OnePortServer, ServerProcess } from './server-process.ts';
 
-/** A real nats-server with JetStream (Debian's `nats-server`) of the test's own. */
+/** A real nats-server (Debian's `nats-server`) of the test's own. */
 export class NatsServer extends OnePortServer {
-  private constructor() {
+  readonly #jetstream: boolean;
+
+  private constructor(jetstream: boolean) {
     super('nats-server', 'nats-server');
+    this.#jetstream = jetstream;
   }
 
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  static start(): Promise<NatsServer> {
-    return ServerProcess.launch(new NatsServer());
+  /** With JetStream unless `jetstream: false`. */
+  static start(options: { jetstream?: boolean } = {}): Promise<NatsServer> {
+    return ServerProcess.launch(new NatsServer(options.jetstream !== false));
   }
 
   protected args(): string[] {
-    return ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', `${this.dir.path}/js`];
+    const base = ['-a', '127.0.0.1', '-p', String(this.port)];
+    return this.#jetstream ? [...base, '-js', '-sd', `${this.dir.path}/js`] : base;
   }
 
   /** The server greets every connection with an INFO line once it is ready. */

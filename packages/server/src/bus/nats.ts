@@ -56,6 +56,11 @@ export class NatsBus implements Bus {
     return new NatsBus(nc, options);
   }
 
+  /** The connection, for JetStream (`events/jetstream-export.ts`). */
+  get connection(): NatsConnection {
+    return this.#nc;
+  }
+
   /** True while the connection to NATS is up. */
   get connected(): boolean {
     return this.#connected && !this.#nc.isClosed();
@@ -142,24 +147,11 @@ export class NatsBus implements Bus {
   }
 
   /**
-   * Orchestra's subjects hold tenant ids and topic names; a NATS subject may not hold
-   * spaces, and `.`, `*` and `>` mean something to it. Orchestra never subscribes with
-   * wildcards, so each subject becomes one escaped token under the prefix.
+   * Orchestra never subscribes with wildcards, so each subject becomes one escaped token
+   * under the prefix.
    */
   #natsSubject(subject: string): string {
-    let token = '';
-    for (const byte of Buffer.from(subject, 'utf8')) {
-      const safe =
-        (byte >= 0x30 && byte <= 0x39) ||
-        (byte >= 0x41 && byte <= 0x5a) ||
-        (byte >= 0x61 && byte <= 0x7a) ||
-        byte === 0x2d ||
-        byte === 0x5f ||
-        byte === 0x3a;
-      token += safe ? String.fromCharCode(byte) : `=${byte.toString(16).padStart(2, '0')}`;
-    }
-    // An empty token is not allowed; a lone `=` is no escape, so it cannot collide.
-    return `${this.#prefix}.${token === '' ? '=' : token}`;
+    return `${this.#prefix}.${natsToken(subject)}`;
   }
 
   async #watchStatus(): Promise<void> {
@@ -173,4 +165,25 @@ export class NatsBus implements Bus {
       }
     }
   }
+}
+
+/**
+ * `text` as one NATS subject token. Orchestra's subjects hold tenant ids and topic names; a
+ * NATS subject may not hold spaces, and `.`, `*` and `>` mean something to it. Letters,
+ * digits, `-`, `_` and `:` stay; every other byte becomes `=` and two hex digits.
+ */
+export function natsToken(text: string): string {
+  let token = '';
+  for (const byte of Buffer.from(text, 'utf8')) {
+    const safe =
+      (byte >= 0x30 && byte <= 0x39) ||
+      (byte >= 0x41 && byte <= 0x5a) ||
+      (byte >= 0x61 && byte <= 0x7a) ||
+      byte === 0x2d ||
+      byte === 0x5f ||
+      byte === 0x3a;
+    token += safe ? String.fromCharCode(byte) : `=${byte.toString(16).padStart(2, '0')}`;
+  }
+  // An empty token is not allowed; a lone `=` is no escape, so it cannot collide.
+  return token === '' ? '=' : token;
 }

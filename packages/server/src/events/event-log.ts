@@ -79,12 +79,18 @@ export interface RetentionFloor {
 export class EventLog {
   readonly #store: RelationalStore;
   readonly #bus: Bus;
+  readonly #exported: boolean;
   readonly #watched = new Map<string, WatchedStream>();
   #pollTimer: NodeJS.Timeout | undefined;
 
-  constructor(deps: { store: RelationalStore; bus: Bus }) {
+  /**
+   * `exported`: every append also marks its stream for the JetStream export (in the same
+   * transaction, so no committed event escapes it).
+   */
+  constructor(deps: { store: RelationalStore; bus: Bus; exported?: boolean }) {
     this.#store = deps.store;
     this.#bus = deps.bus;
+    this.#exported = deps.exported === true;
   }
 
   /**
@@ -105,6 +111,9 @@ export class EventLog {
           events,
           options?.isNew === true,
         );
+        if (this.#exported && stored.length > 0) {
+          await MARK_EXPORT.run(trx, this.#store.kind, [stream]);
+        }
         if (stored.length > 0) appended.push({ stream, tenantId, events: stored });
         return stored;
       });
@@ -360,6 +369,11 @@ const RESERVE = new Statement(
 const CREATE_STREAM = new Statement(
   'insert into event_streams (id, tenant_id, last_offset, created_at) values (?, ?, ?, ?) ' +
     'on conflict (id) do nothing returning last_offset',
+);
+// After the offsets are reserved, so that the exporter's lock on the stream's row orders it
+// against this transaction (see jetstream-export.ts).
+const MARK_EXPORT = new Statement(
+  'insert into event_export_pending (stream_id) values (?) on conflict (stream_id) do nothing',
 );
 const INSERT_EVENTS = new MultiRowInsert(
   'insert into events (stream_id, "offset", type, data, created_at)',

@@ -37,4 +37,27 @@ export const eventLogMigrations: Record<string, Migration> = {
       await db.schema.dropTable('event_streams').execute();
     },
   },
+  '0012_event_export': {
+    async up(db: Kysely<unknown>) {
+      // Streams with events not yet exported to JetStream (cluster mode): marked by the
+      // append, cleared by the exporter once it has published up to the stream's head.
+      await db.schema
+        .createTable('event_export_pending')
+        .addColumn('stream_id', 'text', (c) =>
+          c.primaryKey().references('event_streams.id').onDelete('cascade'),
+        )
+        .execute();
+      await db.schema
+        .createTable('event_export_offsets')
+        .addColumn('stream_id', 'text', (c) =>
+          c.primaryKey().references('event_streams.id').onDelete('cascade'),
+        )
+        .addColumn('exported_offset', 'integer', (c) => c.notNull())
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('event_export_offsets').execute();
+      await db.schema.dropTable('event_export_pending').execute();
+    },
+  },
 };

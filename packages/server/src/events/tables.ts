@@ -17,7 +17,20 @@ export interface EventsTable {
   created_at: string;
 }
 
+/** A stream with events the JetStream export has not published yet. */
+export interface EventExportPendingTable {
+  stream_id: string;
+}
+
+/** How far the JetStream export has published a stream. */
+export interface EventExportOffsetsTable {
+  stream_id: string;
+  exported_offset: number;
+}
+
 export interface EventLogTables {
   event_streams: EventStreamsTable;
   events: EventsTable;
+  event_export_pending: EventExportPendingTable;
+  event_export_offsets: EventExportOffsetsTable;
 }

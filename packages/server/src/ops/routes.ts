@@ -48,6 +48,10 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
   metrics.dependencyUp.reset();
   let droppedSeen = 0;
   metrics.onCollect(async () => {
+    // Before the first await: prom-client renders the counter concurrently with this.
+    const dropped = bus.dropped - droppedSeen;
+    if (dropped > 0) metrics.busDropped.inc(dropped);
+    droppedSeen += dropped;
     const [storeUp, kvUp, busUp, redisUp] = await Promise.all([
       store.kind === 'postgres' ? checkStore() : undefined,
       kv.backend === 'etcd' ? checkKv() : undefined,
@@ -58,10 +62,6 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
     if (storeUp) metrics.dependencyUp.set({ dependency: 'postgres' }, up(storeUp));
     if (kvUp) metrics.dependencyUp.set({ dependency: 'etcd' }, up(kvUp));
     if (busUp) metrics.dependencyUp.set({ dependency: 'nats' }, up(busUp));
-    // The bus counts its drops itself; the counter catches up at each scrape.
-    const dropped = bus.dropped - droppedSeen;
-    if (dropped > 0) metrics.busDropped.inc(dropped);
-    droppedSeen += dropped;
     if (redisUp) metrics.dependencyUp.set({ dependency: 'redis' }, up(redisUp));
   });
 

@@ -17,6 +17,10 @@ export class Metrics {
   readonly realtimeCloses: Counter<'code'>;
   readonly dependencyUp: Gauge<'dependency'>;
   readonly busDropped: Counter;
+  readonly eventsExported: Counter;
+  readonly eventExportPending: Gauge;
+  /** The JetStream export, on a node that runs it; read at each scrape. */
+  eventExport: { readonly exported: number; pendingStreams(): Promise<number> } | undefined;
   readonly #onCollect: (() => Promise<void>)[] = [];
 
   constructor(options: { version: string; instanceId: string; store: string }) {
@@ -92,11 +96,35 @@ export class Metrics {
         await Promise.all(collectors.map((c) => c()));
       },
     });
-    // After dependency_up, whose collection brings this counter up to date.
+    // Brought up to date by the dependency collector, before its first await.
     this.busDropped = new Counter({
       name: 'orchestra_bus_dropped_messages_total',
       help: 'Bus messages (cross-node wake-ups) dropped because NATS could not take them; followers make up for them by polling the store.',
       registers: [this.registry],
+    });
+    // Collected by themselves: prom-client renders metrics concurrently, so a value set by
+    // the dependency probes' collector may be read before it is set.
+    const metrics = this;
+    let exportedSeen = 0;
+    this.eventsExported = new Counter({
+      name: 'orchestra_events_exported_total',
+      help: 'Events this node published to the JetStream stream of exported events (only the leader of the export publishes).',
+      registers: [this.registry],
+      collect() {
+        const exported = metrics.eventExport?.exported ?? 0;
+        if (exported > exportedSeen) this.inc(exported - exportedSeen);
+        exportedSeen = exported;
+      },
+    });
+    this.eventExportPending = new Gauge({
+      name: 'orchestra_event_export_pending_streams',
+      help: 'Event streams with events not yet exported to JetStream; it grows while NATS is away and falls back to about 0 once it answers.',
+      registers: [this.registry],
+      async collect() {
+        // Without the store there is no count; the gauge keeps its last value.
+        const pending = await metrics.eventExport?.pendingStreams().catch(() => undefined);
+        if (pending !== undefined) this.set(pending);
+      },
     });
     const info = new Gauge({
       name: 'orchestra_build_info',

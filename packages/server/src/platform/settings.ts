@@ -363,6 +363,24 @@ export const SETTINGS = {
       'First token of every NATS subject Orchestra uses; several installations can share one NATS.',
     default: 'orchestra',
   },
+  natsExportEvents: {
+    env: 'ORCHESTRA_NATS_EXPORT_EVENTS',
+    kind: 'bool',
+    schema: Type.Boolean(),
+    allowed: 'true or false',
+    description:
+      'With NATS: copy every task, session and topic event into the JetStream stream `<prefix>-events` (subjects `<prefix>.export.<tenant>.<kind>.<id>`, message id `<stream>:<offset>`), for consumers outside Orchestra. Needs JetStream on the NATS server.',
+    default: true,
+  },
+  natsStreamReplicas: {
+    env: 'ORCHESTRA_NATS_STREAM_REPLICAS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 5 }),
+    allowed: 'an integer from 1 to 5',
+    description:
+      'Replicas of the JetStream stream of exported events; more than 1 needs a NATS cluster of at least that many servers.',
+    default: 1,
+  },
   redisUrl: {
     env: 'ORCHESTRA_REDIS_URL',
     kind: 'string',
