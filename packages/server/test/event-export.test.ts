@@ -58,7 +58,17 @@ describe('event export to JetStream (PostgreSQL, NATS)', () => {
   const readUntil = async (what: string, done: () => boolean) => {
     const deadline = Date.now() + 30_000;
     while (!done()) {
-      assert.ok(Date.now() < deadline, `${what}: got ${received.length} messages`);
+      if (Date.now() > deadline) {
+        const exported = await server.store.db
+          .selectFrom('event_export_offsets')
+          .selectAll()
+          .execute();
+        const info = await (await jetstreamManager(nc)).streams.info(stream);
+        assert.fail(
+          `${what}: got ${received.length} messages; exported: ${JSON.stringify(exported)}; ` +
+            `stream: ${JSON.stringify(info.state)}`,
+        );
+      }
       const batch = await consumer.fetch({ max_messages: 200, expires: 1000 }).catch(() => null);
       if (batch === null) {
         await new Promise((resolve) => setTimeout(resolve, 200));
@@ -110,6 +120,32 @@ describe('event export to JetStream (PostgreSQL, NATS)', () => {
     );
   });
 
+  test('a backlog larger than one pass (2,000 events) is exported in full, in order', async () => {
+    await nats.kill();
+    const topics = ['backlog.a', 'backlog.b'];
+    let next = 0;
+    const total = 1_100 * topics.length;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < total) {
+          const i = next++;
+          await publish(topics[i % topics.length] as string, i);
+        }
+      }),
+    );
+    await nats.resume();
+    await readUntil('1,100 messages on each topic', () =>
+      topics.every((t) => offsetsOf(t).length >= 1_100),
+    );
+    for (const t of topics) {
+      assert.deepEqual(
+        offsetsOf(t),
+        Array.from({ length: 1_100 }, (_, i) => i + 1),
+        t,
+      );
+    }
+  });
+
   test('events published again (a lost offset after a crash) are dropped as duplicates', async () => {
     const jsm = await jetstreamManager(nc);
     const before = (await jsm.streams.info(stream)).state.messages;
@@ -123,7 +159,7 @@ describe('event export to JetStream (PostgreSQL, NATS)', () => {
       .execute();
     await server.store.db
       .insertInto('event_export_pending')
-      .values({ stream_id: streamId })
+      .values({ stream_id: streamId, marked_offset: 30 })
       .onConflict((oc) => oc.doNothing())
       .execute();
     const deadline = Date.now() + 30_000;

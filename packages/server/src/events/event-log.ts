@@ -111,8 +111,9 @@ export class EventLog {
           events,
           options?.isNew === true,
         );
-        if (this.#exported && stored.length > 0) {
-          await MARK_EXPORT.run(trx, this.#store.kind, [stream]);
+        const newest = stored[stored.length - 1];
+        if (this.#exported && newest !== undefined) {
+          await MARK_EXPORT.run(trx, this.#store.kind, [stream, newest.offset]);
         }
         if (stored.length > 0) appended.push({ stream, tenantId, events: stored });
         return stored;
@@ -332,11 +333,28 @@ export class EventLog {
 
   /** Deletes a stream's events up to `through` (inclusive), inside the caller's transaction. */
   async trimStream(trx: Transaction<Database>, stream: string, through: number): Promise<void> {
-    await trx
+    let query = trx
       .deleteFrom('events')
       .where('stream_id', '=', stream)
-      .where('offset', '<=', through)
-      .execute();
+      .where('offset', '<=', through);
+    // With the JetStream export on, what it has not published yet stays for a later trim:
+    // a count bound must not take events out of the export (only age-based retention does).
+    if (this.#exported) {
+      query = query.where((eb) =>
+        eb(
+          'offset',
+          '<=',
+          eb.fn.coalesce(
+            eb
+              .selectFrom('event_export_offsets')
+              .select('exported_offset')
+              .where('stream_id', '=', stream),
+            eb.lit(0),
+          ),
+        ),
+      );
+    }
+    await query.execute();
   }
 
   /** Deletes the events of `streams` created before `before`. Idempotent. */
@@ -370,10 +388,11 @@ const CREATE_STREAM = new Statement(
   'insert into event_streams (id, tenant_id, last_offset, created_at) values (?, ?, ?, ?) ' +
     'on conflict (id) do nothing returning last_offset',
 );
-// After the offsets are reserved, so that the exporter's lock on the stream's row orders it
-// against this transaction (see jetstream-export.ts).
+// The exporter clears a mark only while it is at or below what it exported; raising it here
+// keeps a concurrent clear from dropping this append (see jetstream-export.ts).
 const MARK_EXPORT = new Statement(
-  'insert into event_export_pending (stream_id) values (?) on conflict (stream_id) do nothing',
+  'insert into event_export_pending (stream_id, marked_offset) values (?, ?) ' +
+    'on conflict (stream_id) do update set marked_offset = excluded.marked_offset',
 );
 const INSERT_EVENTS = new MultiRowInsert(
   'insert into events (stream_id, "offset", type, data, created_at)',

@@ -15,11 +15,12 @@ import type { RelationalStore } from '../store/store.ts';
 const LEADER_KEY = 'cluster/event-export';
 /** How often the leader looks for streams with events to export (and a follower for a vacant leadership). */
 const TICK_MS = 250;
-/** Streams taken per look, and events per stream per look. */
-const STREAMS_PER_TICK = 100;
-const EVENTS_PER_STREAM = 500;
-/** Streams published at once; within a stream, events go one after the other, in order. */
+/** Streams taken per pass, and events read per pass. */
+const STREAMS_PER_PASS = 100;
+const EVENTS_PER_PASS = 2_000;
+/** Streams published at once, and publishes of one stream in flight at once. */
 const PARALLEL_STREAMS = 16;
+const PUBLISH_WINDOW = 128;
 /** A message id seen again within this window is dropped by JetStream. */
 const DUPLICATE_WINDOW_MS = 120_000;
 const PUBLISH_TIMEOUT_MS = 5_000;
@@ -52,9 +53,10 @@ export const exportStreamName = (prefix: string) => `${prefix}-events`;
  * Copies every event of the event log (task, session and topic streams) into a JetStream
  * stream, for consumers outside Orchestra that want all of it durably, with their own
  * durable consumers. PostgreSQL stays the source of truth (decision 0007); this is its
- * outbox. The append marks its stream in `event_export_pending` in the same transaction;
- * one node (the holder of `cluster/event-export`) publishes each marked stream's new events
- * in offset order, with the message id `<stream>:<offset>`, then records how far it got.
+ * outbox. The append marks its stream in `event_export_pending` with its newest offset, in
+ * the same transaction; one node (the holder of `cluster/event-export`) publishes each
+ * marked stream's new events in offset order, with the message id `<stream>:<offset>`, then
+ * records how far it got and clears the marks it caught up with.
  * A publish repeated after a crash or a change of leader is dropped by JetStream's
  * duplicate window, so each event is in the stream once.
  */
@@ -161,115 +163,140 @@ export class JetStreamEventExport {
     this.#leader = leader;
     if (!leader) return;
     // Until a pass finds nothing: a backlog is worked off without waiting for the next tick.
-    for (let more = true; more && !this.#stopped; ) {
-      const streams = (
-        await this.#store.db
-          .selectFrom('event_export_pending')
-          .select('stream_id')
-          .limit(STREAMS_PER_TICK)
-          .execute()
-      ).map((r) => r.stream_id);
-      if (streams.length === 0) return;
-      let index = 0;
-      let progress = false;
-      // The first failure (NATS away, most likely) ends the pass once the others finish.
-      let failure: unknown;
-      const worker = async () => {
-        while (failure === undefined && index < streams.length && !this.#stopped) {
-          const stream = streams[index++] as string;
-          try {
-            if (await this.#exportStream(stream)) progress = true;
-          } catch (err) {
-            failure ??= err;
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: PARALLEL_STREAMS }, worker));
-      if (failure !== undefined) throw failure;
-      more = progress && streams.length === STREAMS_PER_TICK;
-    }
-  }
-
-  /** Publishes a stream's events after its exported offset; true when it got anywhere. */
-  async #exportStream(stream: string): Promise<boolean> {
-    const db = this.#store.db;
-    const [head, done] = await Promise.all([
-      db
-        .selectFrom('event_streams')
-        .select(['tenant_id', 'last_offset'])
-        .where('id', '=', stream)
-        .executeTakeFirst(),
-      db
-        .selectFrom('event_export_offsets')
-        .select('exported_offset')
-        .where('stream_id', '=', stream)
-        .executeTakeFirst(),
-    ]);
-    if (head === undefined) return false; // deleted meanwhile; its marker went with it
-    const from = Number(done?.exported_offset ?? 0);
-    const rows = await db
-      .selectFrom('events')
-      .select(['offset', 'type', 'data', 'created_at'])
-      .where('stream_id', '=', stream)
-      .where('offset', '>', from)
-      .orderBy('offset')
-      .limit(EVENTS_PER_STREAM)
-      .execute();
-    let reached = from;
-    try {
-      for (const row of rows) {
-        const event: ExportedEvent = {
-          tenant_id: head.tenant_id,
-          stream,
-          offset: Number(row.offset),
-          type: row.type,
-          time: row.created_at,
-          data: JSON.parse(row.data) as unknown,
-        };
-        await this.#js.publish(
-          exportSubject(this.#prefix, head.tenant_id, stream),
-          JSON.stringify(event),
-          { msgID: `${stream}:${event.offset}`, timeout: PUBLISH_TIMEOUT_MS },
-        );
-        reached = event.offset;
-        this.#exported++;
-      }
-      // Events older than retention are gone: past the last row there is nothing to publish.
-      if (rows.length < EVENTS_PER_STREAM) reached = Math.max(reached, Number(head.last_offset));
-    } finally {
-      if (reached > from) await this.#record(stream, reached);
-    }
-    return reached > from;
+    while (!this.#stopped && (await this.#pass())) {}
   }
 
   /**
-   * Records the exported offset and, when it is the stream's head, clears the mark. The
-   * stream's row is locked first: an append that has reserved offsets holds it until it
-   * commits, so either its events count here, or its mark comes after this delete.
+   * Exports up to STREAMS_PER_PASS marked streams: reads them and their new events with two
+   * queries, publishes, and records the progress of all of them in one transaction.
+   * Resolves true when there may be more to do at once.
    */
-  async #record(stream: string, reached: number): Promise<void> {
+  async #pass(): Promise<boolean> {
+    const db = this.#store.db;
+    const marked = await db
+      .selectFrom('event_export_pending as p')
+      .innerJoin('event_streams as s', 's.id', 'p.stream_id')
+      .leftJoin('event_export_offsets as o', 'o.stream_id', 'p.stream_id')
+      .select(['p.stream_id', 'p.marked_offset', 's.tenant_id', 'o.exported_offset'])
+      .limit(STREAMS_PER_PASS)
+      .execute();
+    if (marked.length === 0) return false;
+    const rows = await db
+      .selectFrom('events as e')
+      .leftJoin('event_export_offsets as o', 'o.stream_id', 'e.stream_id')
+      .select(['e.stream_id', 'e.offset', 'e.type', 'e.data', 'e.created_at'])
+      .where(
+        'e.stream_id',
+        'in',
+        marked.map((m) => m.stream_id),
+      )
+      .where((eb) => eb('e.offset', '>', eb.fn.coalesce('o.exported_offset', eb.lit(0))))
+      .orderBy('e.stream_id')
+      .orderBy('e.offset')
+      .limit(EVENTS_PER_PASS)
+      .execute();
+    // Cut short: the last stream read may have more, and those after it were not read.
+    const cutAt = rows.length === EVENTS_PER_PASS ? rows[rows.length - 1]?.stream_id : undefined;
+    const byStream = new Map<string, typeof rows>();
+    for (const row of rows) {
+      const list = byStream.get(row.stream_id);
+      if (list === undefined) byStream.set(row.stream_id, [row]);
+      else list.push(row);
+    }
+    const progress: { stream: string; reached: number; marked: number; from: number }[] = [];
+    let index = 0;
+    // The first failure (NATS away, most likely) ends the pass once the others finish.
+    let failure: unknown;
+    const worker = async () => {
+      while (failure === undefined && index < marked.length && !this.#stopped) {
+        const m = marked[index++] as (typeof marked)[number];
+        const from = Number(m.exported_offset ?? 0);
+        const entry = { stream: m.stream_id, reached: from, marked: Number(m.marked_offset), from };
+        progress.push(entry);
+        // Rows come grouped by stream: with the read cut short, a stream it did not reach
+        // waits for the next pass (no string order is assumed: collations differ).
+        if (cutAt !== undefined && !byStream.has(m.stream_id)) continue;
+        try {
+          const events = (byStream.get(m.stream_id) ?? []).map(
+            (row): ExportedEvent => ({
+              tenant_id: m.tenant_id,
+              stream: m.stream_id,
+              offset: Number(row.offset),
+              type: row.type,
+              time: row.created_at,
+              data: JSON.parse(row.data) as unknown,
+            }),
+          );
+          const subject = exportSubject(this.#prefix, m.tenant_id, m.stream_id);
+          // A window of publishes in flight: one connection keeps them in order, and a
+          // backlog is not one round trip per event.
+          for (let i = 0; i < events.length; i += PUBLISH_WINDOW) {
+            const window = events.slice(i, i + PUBLISH_WINDOW);
+            const acks = await Promise.allSettled(
+              window.map((event) =>
+                this.#js.publish(subject, JSON.stringify(event), {
+                  msgID: `${m.stream_id}:${event.offset}`,
+                  timeout: PUBLISH_TIMEOUT_MS,
+                }),
+              ),
+            );
+            for (const [j, ack] of acks.entries()) {
+              if (ack.status === 'rejected') throw ack.reason;
+              entry.reached = (window[j] as ExportedEvent).offset;
+              this.#exported++;
+            }
+          }
+          // Read to its end: whatever is missing up to the mark is past retention, and gone.
+          if (m.stream_id !== cutAt) entry.reached = Math.max(entry.reached, entry.marked);
+        } catch (err) {
+          failure ??= err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL_STREAMS }, worker));
+    await this.#record(progress.filter((p) => p.reached > p.from || p.reached >= p.marked));
+    if (failure !== undefined) throw failure;
+    return marked.length === STREAMS_PER_PASS || cutAt !== undefined;
+  }
+
+  /**
+   * Records the exported offsets and clears the marks the export has caught up with. A mark
+   * goes only while it is at or below what was exported: an append that commits meanwhile
+   * raises it (PostgreSQL re-checks the condition on the row the append wrote), so its
+   * events are exported on the next pass.
+   */
+  async #record(
+    done: { stream: string; reached: number; marked: number; from: number }[],
+  ): Promise<void> {
+    if (done.length === 0) return;
     const kind = this.#store.kind;
     await this.#store.transaction(async (trx) => {
-      let head = trx.selectFrom('event_streams').select('last_offset').where('id', '=', stream);
-      if (kind === 'postgres') head = head.forUpdate();
-      const row = await head.executeTakeFirst();
-      if (row === undefined) return;
+      const moved = done.filter((d) => d.reached > d.from);
+      if (moved.length > 0) {
+        await trx
+          .insertInto('event_export_offsets')
+          .values(moved.map((d) => ({ stream_id: d.stream, exported_offset: d.reached })))
+          .onConflict((oc) =>
+            oc.column('stream_id').doUpdateSet((eb) => ({
+              // Never backwards, should a former leader finish a pass late.
+              exported_offset: eb.fn(kind === 'postgres' ? 'greatest' : 'max', [
+                eb.ref('event_export_offsets.exported_offset'),
+                eb.ref('excluded.exported_offset'),
+              ]),
+            })),
+          )
+          .execute();
+      }
       await trx
-        .insertInto('event_export_offsets')
-        .values({ stream_id: stream, exported_offset: reached })
-        .onConflict((oc) =>
-          oc.column('stream_id').doUpdateSet((eb) => ({
-            // Never backwards, should a former leader finish a pass late.
-            exported_offset: eb.fn(kind === 'postgres' ? 'greatest' : 'max', [
-              eb.ref('event_export_offsets.exported_offset'),
-              eb.ref('excluded.exported_offset'),
-            ]),
-          })),
+        .deleteFrom('event_export_pending')
+        .where((eb) =>
+          eb.or(
+            done.map((d) =>
+              eb.and([eb('stream_id', '=', d.stream), eb('marked_offset', '<=', d.reached)]),
+            ),
+          ),
         )
         .execute();
-      if (Number(row.last_offset) <= reached) {
-        await trx.deleteFrom('event_export_pending').where('stream_id', '=', stream).execute();
-      }
     });
   }
 

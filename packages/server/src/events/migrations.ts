@@ -46,6 +46,8 @@ export const eventLogMigrations: Record<string, Migration> = {
         .addColumn('stream_id', 'text', (c) =>
           c.primaryKey().references('event_streams.id').onDelete('cascade'),
         )
+        // The stream's newest offset at the last append; the mark goes once exported to it.
+        .addColumn('marked_offset', 'integer', (c) => c.notNull())
         .execute();
       await db.schema
         .createTable('event_export_offsets')

@@ -20,6 +20,8 @@ export interface EventsTable {
 /** A stream with events the JetStream export has not published yet. */
 export interface EventExportPendingTable {
   stream_id: string;
+  /** The stream's newest offset when it was last appended to. */
+  marked_offset: number;
 }
 
 /** How far the JetStream export has published a stream. */
