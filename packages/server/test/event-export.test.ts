@@ -100,6 +100,11 @@ describe('event export to JetStream (PostgreSQL, NATS)', () => {
     assert.equal(first.msgId, `${first.event.stream}:1`);
     assert.equal(first.event.type, 'message');
     assert.deepEqual(first.event.data, { n: 1 });
+    // Tasks, sessions and topics only: the node's own KV writes (its registration) are not.
+    assert.deepEqual(
+      received.filter((r) => !/^(task|session|topic):/.test(r.event.stream)),
+      [],
+    );
     // <prefix>.export.<tenant>.<kind>.<id>, the topic name's dots escaped in its token.
     const tenant = first.event.tenant_id;
     assert.equal(first.subject, `${prefix}.export.${tenant}.topic.${tenant}:export=2eone`);

@@ -112,7 +112,7 @@ export class EventLog {
           options?.isNew === true,
         );
         const newest = stored[stored.length - 1];
-        if (this.#exported && newest !== undefined) {
+        if (this.#exported && newest !== undefined && isExported(stream)) {
           await MARK_EXPORT.run(trx, this.#store.kind, [stream, newest.offset]);
         }
         if (stored.length > 0) appended.push({ stream, tenantId, events: stored });
@@ -339,7 +339,7 @@ export class EventLog {
       .where('offset', '<=', through);
     // With the JetStream export on, what it has not published yet stays for a later trim:
     // a count bound must not take events out of the export (only age-based retention does).
-    if (this.#exported) {
+    if (this.#exported && isExported(stream)) {
       query = query.where((eb) =>
         eb(
           'offset',
@@ -388,6 +388,14 @@ const CREATE_STREAM = new Statement(
   'insert into event_streams (id, tenant_id, last_offset, created_at) values (?, ?, ?, ?) ' +
     'on conflict (id) do nothing returning last_offset',
 );
+/**
+ * Tasks, sessions and topics are exported; the embedded KV's change log (`kv:<tenant>`) is
+ * Orchestra's storage, not an event anyone subscribed to (its changes reach the export
+ * through the topics `config.<env>` and `services.<name>`).
+ */
+const isExported = (stream: string) =>
+  stream.startsWith('task:') || stream.startsWith('session:') || stream.startsWith('topic:');
+
 // The exporter clears a mark only while it is at or below what it exported; raising it here
 // keeps a concurrent clear from dropping this append (see jetstream-export.ts).
 const MARK_EXPORT = new Statement(
