@@ -502,15 +502,20 @@ export class LoadProcess<Request extends { type: string }> {
     script: string;
     name: string;
     nodeArgs?: string[];
+    /** Arguments after the script. */
+    args?: string[];
+    /** Added to this process's environment. */
+    env?: Record<string, string>;
     requestTimeoutMs?: number;
     stopTimeoutMs?: number;
   }) {
-    const { processes, script, name, nodeArgs = [] } = options;
+    const { processes, script, name, nodeArgs = [], args = [] } = options;
     this.#processes = processes;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
     this.name = name;
-    this.proc = processes.spawn([...nodeArgs, script], {
+    this.proc = processes.spawn([...nodeArgs, script, ...args], {
+      ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'advanced',
     }).proc;

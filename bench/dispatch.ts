@@ -22,9 +22,10 @@ import {
   commonOptions,
   cpuMsOf,
   envFlag,
-  exitOf,
   HOST,
   intOption,
+  LoadProcess,
+  type LoadReply,
   machineCpuTicks,
   mean,
   meanOrNull,
@@ -38,11 +39,9 @@ import {
   round3,
   runBenchmark,
   SETTLE_MS,
-  START_TIMEOUT_MS,
   sleep,
   startOrchestraNode,
   startWatchdog,
-  stderrTail,
   table,
   throwawayDatabase,
   withPostgres,
@@ -137,12 +136,8 @@ interface Envelope {
   request: Request;
 }
 
-interface Reply {
-  id: number;
-  ok: boolean;
-  value?: unknown;
-  error?: string;
-}
+/** The children answer as every load process does (`LoadProcess`). */
+type Reply = LoadReply;
 
 /** What an agent says about the tasks it handled since the last `collect`. */
 interface AgentCount {
@@ -594,89 +589,19 @@ function readOptions(argv: string[]): Options | undefined {
 // then drop the database, directories and Redis keys; whatever still runs is stopped last.
 const processes = new Processes({ stopTimeoutMs: STOP_TIMEOUT_MS, childrenFirst: false });
 
-/** A child process of this file, driven over IPC. */
-class Child {
-  readonly name: string;
-  readonly proc: ChildProcess;
-  readonly pid: number;
-  readonly #pending = new Map<
-    number,
-    { resolve: (v: unknown) => void; reject: (e: Error) => void }
-  >();
-  #nextId = 1;
-  readonly stderr: () => string;
-  readonly ready: Promise<void>;
-
+/** A child process of this file (an agent or the producer), driven over IPC. */
+class Child extends LoadProcess<Request> {
   constructor(name: string, config: ChildConfig, nodeArgs: string[] = []) {
-    this.name = name;
-    this.proc = processes.spawn([...nodeArgs, SELF, CHILD_FLAG], {
-      env: { ...process.env, [CHILD_CONFIG_ENV]: JSON.stringify(config) },
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'advanced',
-    }).proc;
-    this.pid = this.proc.pid ?? -1;
-    this.stderr = stderrTail(this.proc);
-    // The child's first message (id 0) says it is ready.
-    this.ready = this.#reply(
-      0,
-      START_TIMEOUT_MS,
-      `${name} was not ready within ${START_TIMEOUT_MS} ms`,
-    );
-    this.ready.catch(() => undefined);
-    this.proc.on('message', (reply: Reply) => {
-      const waiter = this.#pending.get(reply.id);
-      if (waiter === undefined) return;
-      this.#pending.delete(reply.id);
-      if (reply.ok) waiter.resolve(reply.value);
-      else waiter.reject(new Error(`${name}: ${reply.error}`));
+    super({
+      processes,
+      script: SELF,
+      name,
+      nodeArgs,
+      args: [CHILD_FLAG],
+      env: { [CHILD_CONFIG_ENV]: JSON.stringify(config) },
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      stopTimeoutMs: STOP_TIMEOUT_MS,
     });
-    this.proc.once('exit', (code, signal) => {
-      for (const waiter of this.#pending.values()) {
-        waiter.reject(
-          new Error(`${name} exited (${signal ?? code}): ${this.stderr() || '(no stderr)'}`),
-        );
-      }
-      this.#pending.clear();
-    });
-  }
-
-  request<T>(request: Request, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T> {
-    const id = this.#nextId++;
-    const reply = this.#reply<T>(
-      id,
-      timeoutMs,
-      `${this.name}: no answer to ${request.type} within ${timeoutMs} ms`,
-    );
-    this.proc.send({ id, request } satisfies Envelope);
-    return reply;
-  }
-
-  /** The reply with this id, or the error on time-out or the child's exit. */
-  #reply<T>(id: number, timeoutMs: number, timeoutMessage: string): Promise<T> {
-    return new Promise<T>((resolveReply, rejectReply) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        rejectReply(new Error(timeoutMessage));
-      }, timeoutMs);
-      this.#pending.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer);
-          resolveReply(value as T);
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          rejectReply(err);
-        },
-      });
-    });
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const exited = exitOf(this.proc);
-    await this.request({ type: 'stop' }, STOP_TIMEOUT_MS).catch(() => undefined);
-    await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
-    await processes.stop(this.proc);
   }
 }
 
