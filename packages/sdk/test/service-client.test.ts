@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { healthCheckTarget } from '../../server/test/helpers.ts';
 import {
   type LiveInstances,
   Orchestra,
@@ -39,27 +38,6 @@ const idsOf = (instances: readonly ServiceInstance[]) => instances.map((i) => i.
 /** The lists a live list's listener saw, without repeats of the same list in a row. */
 function changesOf(seen: readonly string[][]): string[][] {
   return seen.filter((ids, i) => i === 0 || ids.join() !== seen[i - 1]?.join());
-}
-
-/** An HTTP endpoint for health checks whose answer the test switches. */
-async function checkTarget(): Promise<{
-  port: number;
-  healthy: (ok: boolean) => void;
-  close: () => Promise<void>;
-}> {
-  let ok = true;
-  const server: Server = createServer((req, res) => {
-    res.statusCode = req.url === '/healthz' && ok ? 200 : 503;
-    res.end();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    healthy: (value) => {
-      ok = value;
-    },
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
 }
 
 describe('SDK ServiceClient', () => {
@@ -361,7 +339,7 @@ describe('SDK ServiceClient', () => {
   });
 
   test('live and discover leave out an instance whose health check fails, until it passes again', async () => {
-    const target = await checkTarget();
+    const target = await healthCheckTarget('/healthz');
     try {
       const client = open();
       const { live } = await follow(client, 'checked');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -431,5 +432,28 @@ export async function startCliServer(
         dataDir.remove();
       }
     },
+  };
+}
+
+/**
+ * An HTTP endpoint for the registry's health checks whose answer a test switches: 200 on
+ * `path` while healthy, `failStatus` otherwise (and on any other path).
+ */
+export async function healthCheckTarget(
+  path: string,
+  failStatus = 503,
+): Promise<{ port: number; healthy: (ok: boolean) => void; close: () => Promise<void> }> {
+  let ok = true;
+  const server = createHttpServer((req, res) => {
+    res.statusCode = req.url === path && ok ? 200 : failStatus;
+    res.end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    healthy: (value) => {
+      ok = value;
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }

@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { EtcdServer } from './etcd-server.ts';
-import { closedPort, expectError, startTestServer, type TestServer } from './helpers.ts';
+import {
+  closedPort,
+  expectError,
+  healthCheckTarget,
+  startTestServer,
+  type TestServer,
+} from './helpers.ts';
 import { RealtimeTestClient } from './realtime-client.ts';
 import { SseReader } from './sse.ts';
 
@@ -12,27 +16,6 @@ import { SseReader } from './sse.ts';
 // list, through the API, on the embedded KV (SQLite, PostgreSQL) and on a real etcd.
 
 const VARIANTS = ['sqlite', 'postgres', 'etcd'] as const;
-
-/** An HTTP endpoint for health checks whose answer a test switches. */
-async function checkTarget(): Promise<{
-  port: number;
-  healthy: (ok: boolean) => void;
-  close: () => Promise<void>;
-}> {
-  let ok = true;
-  const server: Server = createServer((req, res) => {
-    res.statusCode = req.url === '/health' && ok ? 200 : 500;
-    res.end();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    healthy: (value) => {
-      ok = value;
-    },
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
 
 async function eventually<T>(
   what: string,
@@ -214,7 +197,7 @@ for (const variant of VARIANTS) {
     });
 
     test('a failing health check takes an instance out of resolve; a passing one brings it back', async () => {
-      const target = await checkTarget();
+      const target = await healthCheckTarget('/health', 500);
       const dead = await closedPort();
       try {
         const check = {
