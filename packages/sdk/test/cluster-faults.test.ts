@@ -4,7 +4,12 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { EtcdServer } from '../../server/test/etcd-server.ts';
-import { type SpawnedOrchestra, spawnOrchestra, tempDir } from '../../server/test/helpers.ts';
+import {
+  logLines,
+  type SpawnedOrchestra,
+  spawnOrchestra,
+  tempDir,
+} from '../../server/test/helpers.ts';
 import { NatsServer } from '../../server/test/nats-server.ts';
 import { PostgresServer } from '../../server/test/postgres-server.ts';
 import { RedisServer } from '../../server/test/redis-server.ts';
@@ -309,7 +314,17 @@ test('NATS, PostgreSQL, etcd and Redis restart in turn under load: nodes degrade
       `${load.published.length} publishes; refused with 503: ${refusedBy('task')} tasks, ` +
       `${refusedBy('config')} config writes, ${refusedBy('publish')} publishes`,
   );
-  assert.deepEqual(load.unexpected, [], 'only 2xx and 503 answers, never a 500 or a hang');
+  // What the nodes logged at error level says why, should anything else have come back.
+  const errors = nodes.flatMap((n) =>
+    logLines(n.stdout())
+      .filter((l) => Number(l.level) >= 50)
+      .map((l) => JSON.stringify({ msg: l.msg, err: l.err }).slice(0, 1500)),
+  );
+  assert.deepEqual(
+    load.unexpected,
+    [],
+    `only 2xx and 503 answers, never a 500 or a hang; the nodes logged: ${errors.join('\n')}`,
+  );
   for (const r of load.refused) {
     assert.equal(r.code, 'STORAGE_UNAVAILABLE', JSON.stringify(r));
     assert.ok(Number(r.retryAfter) > 0, `a 503 says when to retry: ${JSON.stringify(r)}`);

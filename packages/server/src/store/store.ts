@@ -71,8 +71,8 @@ export function isUniqueViolation(err: unknown): boolean {
  * because the query was wrong): connection refused or lost, server shutting down, SQLite
  * file locked or closed. Callers answer 503 and the client retries.
  */
-export function isStoreUnavailable(err: unknown): boolean {
-  if (typeof err !== 'object' || err === null) return false;
+export function isStoreUnavailable(err: unknown, depth = 0): boolean {
+  if (typeof err !== 'object' || err === null || depth > 3) return false;
   const e = err as { code?: unknown; errcode?: unknown; message?: unknown };
   if (typeof e.code === 'string') {
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE'].includes(e.code))
@@ -90,9 +90,16 @@ export function isStoreUnavailable(err: unknown): boolean {
     if (e.code === 'ERR_SQLITE_ERROR' && (e.errcode === 5 || e.errcode === 6)) return true;
   }
   const message = typeof e.message === 'string' ? e.message : '';
-  return /Connection terminated|database is not open|driver has already been destroyed|Cannot use a pool after calling end|timeout exceeded when trying to connect|Query read timeout/.test(
-    message,
-  );
+  // node-postgres: a client whose connection broke mid-transaction says "not queryable".
+  if (
+    /Connection terminated|database is not open|driver has already been destroyed|Cannot use a pool after calling end|timeout exceeded when trying to connect|Query read timeout|is not queryable|timeout expired/.test(
+      message,
+    )
+  ) {
+    return true;
+  }
+  // A driver error wrapped by the code that met it.
+  return isStoreUnavailable((err as { cause?: unknown }).cause, depth + 1);
 }
 
 /** Opens the store the options select. Does not migrate. */
