@@ -97,6 +97,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
       compilersFactory: { buildValidator: buildRequestValidator as unknown as ValidatorFactory },
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  app.decorate('streamKeepAliveMs', settings.streamKeepAliveMs);
 
   // The API speaks JSON only; any other body is a 415, not a string handed to validation.
   app.removeContentTypeParser('text/plain');

@@ -177,6 +177,7 @@ export async function startServer(
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
         maxFrameBytes: settings.agentMaxFrameBytes,
         heartbeatTimeoutMs: settings.agentHeartbeatTimeoutMs,
+        retentionMs: settings.agentRetentionMs,
         instanceId: settings.instanceId,
         version: VERSION,
       },

@@ -244,6 +244,57 @@ export class AgentService {
     return gone;
   }
 
+  /**
+   * Forgets agents that have been offline or in error since before `before` and hold no
+   * task, as `delete` would; each one leaves an `agent.deleted` event. Returns how many.
+   * Safe on every node at once: the delete re-checks everything.
+   */
+  async forgetOffline(before: Date): Promise<number> {
+    const cutoff = before.toISOString();
+    const candidates = await this.#store.db
+      .selectFrom('agents')
+      .select(['tenant_id', 'id'])
+      .where('status', 'in', ['offline', 'error'])
+      .where('connection_id', 'is', null)
+      .where('updated_at', '<', cutoff)
+      .limit(500)
+      .execute();
+    let forgotten = 0;
+    for (const row of candidates) {
+      const deleted = await this.#events.transaction(async (trx, emit) => {
+        const result = await trx
+          .deleteFrom('agents')
+          .where('tenant_id', '=', row.tenant_id)
+          .where('id', '=', row.id)
+          .where('status', 'in', ['offline', 'error'])
+          .where('connection_id', 'is', null)
+          .where('updated_at', '<', cutoff)
+          .where(({ not, exists, selectFrom }) =>
+            not(
+              exists(
+                selectFrom('tasks')
+                  .select('tasks.id')
+                  .whereRef('tasks.tenant_id', '=', 'agents.tenant_id')
+                  .whereRef('tasks.agent_id', '=', 'agents.id')
+                  .where('tasks.state', 'in', ['assigned', 'running']),
+              ),
+            ),
+          )
+          .executeTakeFirst();
+        if (Number(result.numDeletedRows) === 0) return false;
+        await emit(agentsStream(row.tenant_id), row.tenant_id, [
+          {
+            type: 'agent.deleted',
+            data: { agent_id: row.id, reason: 'offline longer than the retention' },
+          },
+        ]);
+        return true;
+      });
+      if (deleted) forgotten += 1;
+    }
+    return forgotten;
+  }
+
   async list(
     principal: Principal,
     options: ListAgentsOptions,
@@ -332,15 +383,20 @@ export class AgentService {
         { details: { status: shownStatus(row, active.length), in_flight: active } },
       );
     }
-    const result = await this.#store.db
-      .deleteFrom('agents')
-      .where('tenant_id', '=', tenantId)
-      .where('id', '=', id)
-      .where('connection_id', 'is', null)
-      .executeTakeFirst();
-    if (Number(result.numDeletedRows) === 0) {
-      throw new ApiError('AGENT_CONNECTED', `Agent "${id}" connected meanwhile`);
-    }
+    const deleted = await this.#events.transaction(async (trx, emit) => {
+      const result = await trx
+        .deleteFrom('agents')
+        .where('tenant_id', '=', tenantId)
+        .where('id', '=', id)
+        .where('connection_id', 'is', null)
+        .executeTakeFirst();
+      if (Number(result.numDeletedRows) === 0) return false;
+      await emit(agentsStream(tenantId), tenantId, [
+        { type: 'agent.deleted', data: { agent_id: id, reason: 'deleted by request' } },
+      ]);
+      return true;
+    });
+    if (!deleted) throw new ApiError('AGENT_CONNECTED', `Agent "${id}" connected meanwhile`);
   }
 
   async #find(

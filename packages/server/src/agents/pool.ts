@@ -40,6 +40,8 @@ export interface PoolSettings {
   /** Largest frame accepted from an agent; told to agents at registration. */
   maxFrameBytes: number;
   heartbeatTimeoutMs: number;
+  /** How long an offline agent stays listed; 0 forever. */
+  retentionMs: number;
   instanceId: string;
   version: string;
 }
@@ -69,14 +71,33 @@ export class AgentPool {
     this.deps = deps;
   }
 
-  /** Marks agents whose lease ran out offline, on a timer; safe on every node. */
+  /**
+   * Marks agents whose lease ran out offline, and forgets those offline for longer than the
+   * retention, on a timer; safe on every node.
+   */
   start(sweepIntervalMs: number): void {
+    const { retentionMs } = this.deps.settings;
+    // Forgetting is not urgent: at most every 10 s, and often enough for short retentions.
+    const forgetEvery = Math.max(
+      1,
+      Math.round(Math.min(10_000, retentionMs / 4) / sweepIntervalMs),
+    );
+    let sweeps = 0;
     this.#sweep = setInterval(() => {
       this.deps.agents
         .expireLeases()
-        .then((gone) => {
+        .then(async (gone) => {
           for (const { tenantId, agentId } of gone) {
             this.#connections.get(tenantId)?.get(agentId)?.close(CLOSE_CODES.TIMEOUT);
+          }
+          sweeps += 1;
+          if (retentionMs > 0 && sweeps % forgetEvery === 0) {
+            const forgotten = await this.deps.agents.forgetOffline(
+              new Date(Date.now() - retentionMs),
+            );
+            if (forgotten > 0) {
+              this.deps.log.info({ forgotten, retention_ms: retentionMs }, 'forgot offline agents');
+            }
           }
         })
         .catch((err: unknown) => this.deps.log.warn({ err }, 'agent lease sweep failed'));

@@ -5,8 +5,15 @@ import type { StreamItem } from './event-log.ts';
 
 export type StreamFormat = 'sse' | 'ndjson';
 
-/** SSE keeps idle connections alive through proxies with a comment line this often. */
-const SSE_HEARTBEAT_MS = 15_000;
+/** Idle streams get a keep-alive this often unless the server says otherwise. */
+const DEFAULT_KEEPALIVE_MS = 15_000;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** ORCHESTRA_STREAM_KEEPALIVE_MS, decorated on the root instance by the app. */
+    streamKeepAliveMs?: number;
+  }
+}
 
 /** Server-Sent Events when the client asks for them; NDJSON (one JSON object a line) otherwise. */
 export function streamFormat(accept: string | undefined): StreamFormat {
@@ -82,16 +89,22 @@ export async function sendStream<T = StreamItem>(
   res.flushHeaders(); // the status line now, not with the first event
   const onClose = () => controller.abort();
   res.on('close', onClose);
-  const heartbeat =
-    options.format === 'sse'
-      ? setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS)
-      : undefined;
-  heartbeat?.unref();
+  // Proxies close connections that stay silent: an SSE comment, or an empty NDJSON line
+  // (NDJSON readers skip blank lines), whenever nothing else was written for a while.
+  const keepAliveMs = request.server.streamKeepAliveMs ?? DEFAULT_KEEPALIVE_MS;
+  const keepAlive = options.format === 'sse' ? ': keep-alive\n\n' : '\n';
+  let wroteSince = false;
+  const heartbeat = setInterval(() => {
+    if (!wroteSince && !res.destroyed) res.write(keepAlive);
+    wroteSince = false;
+  }, keepAliveMs);
+  heartbeat.unref();
   if (options.format === 'sse') res.write('retry: 2000\n\n');
   let failed = false;
   try {
     for await (const item of open(signal)) {
       if (signal.aborted) break;
+      wroteSince = true;
       if (!res.write(encodeItem(item, options.format))) {
         // Slow client: wait for the socket to drain instead of buffering without bound.
         await once(res, 'drain', { signal }).catch(() => undefined);

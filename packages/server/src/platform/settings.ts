@@ -169,6 +169,15 @@ export const SETTINGS = {
     description: 'How long shutdown waits for in-flight requests before closing connections.',
     default: 10000,
   },
+  streamKeepAliveMs: {
+    env: 'ORCHESTRA_STREAM_KEEPALIVE_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1000, maximum: 600_000 }),
+    allowed: 'an integer from 1000 to 600000',
+    description:
+      'How often an idle event stream (SSE or NDJSON) gets a keep-alive (an SSE comment, an empty NDJSON line), so that proxies do not close it; keep it below their idle timeout.',
+    default: 15000,
+  },
   maxEventLoopDelayMs: {
     env: 'ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS',
     kind: 'int',
@@ -201,6 +210,15 @@ export const SETTINGS = {
     description:
       'How long after its last heartbeat an agent keeps its tasks (its lease). Then it counts as gone and its tasks are dispatched again; an agent that reconnects sooner resumes them.',
     default: 15000,
+  },
+  agentRetentionMs: {
+    env: 'ORCHESTRA_AGENT_RETENTION_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 31_536_000_000 }),
+    allowed: 'an integer from 0 (keep forever) to 31536000000 (a year)',
+    description:
+      'How long an agent that is offline (or in error) stays listed. Then it is forgotten, as by DELETE /v1/agents/{id}; it comes back when it connects again. 0 keeps agents forever.',
+    default: 7 * 24 * 3_600_000,
   },
   agentMaxFrameBytes: {
     env: 'ORCHESTRA_AGENT_MAX_FRAME_BYTES',
