@@ -386,7 +386,9 @@ export class Orchestra {
     this.urls = urls.map((u) => u.replace(/\/+$/, ''));
     this.#apiKey = options.apiKey;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
-    this.#fetch = options.fetch ?? globalThis.fetch;
+    // Bound: browsers refuse a `fetch` called as a method of another object ("Illegal
+    // invocation"), which is how a field holding it would call it.
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.#headers = options.headers ?? {};
     if (options.batchSubmits !== false) {
       this.#submits = new SubmitBatcher(
