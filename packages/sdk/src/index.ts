@@ -58,7 +58,7 @@ export {
   ServiceClient,
   type ServiceClientOptions,
 } from './service-client.ts';
-export { isTerminalState } from './task-states.ts';
+export { isTerminalState, TASK_STATES } from './task-states.ts';
 export type {
   Agent,
   AgentStatus,

@@ -1,5 +1,17 @@
 import type { TaskState } from './types.ts';
 
+/** Every task state, in the order a task passes through them (terminal ones last). */
+export const TASK_STATES: readonly TaskState[] = [
+  'queued',
+  'assigned',
+  'running',
+  'succeeded',
+  'failed',
+  'cancelled',
+  'timed_out',
+  'dead',
+];
+
 /**
  * True when nothing more happens to a task in `state` unless someone retries it:
  * succeeded, failed, cancelled, timed_out or dead.

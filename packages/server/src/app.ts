@@ -1,11 +1,9 @@
 import type { ValidatorFactory } from '@fastify/ajv-compiler';
-import fastifyStatic from '@fastify/static';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
 import fastifyWebsocket from '@fastify/websocket';
-import { consoleAssetsDir } from '@orchestra/console';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentService } from './agents/agent-service.ts';
@@ -14,6 +12,7 @@ import { agentRoutes } from './agents/routes.ts';
 import type { Bus } from './bus/bus.ts';
 import type { ConfigService } from './config/config-service.ts';
 import { configRoutes } from './config/routes.ts';
+import { webConsole } from './gateway/console.ts';
 import type { IdentityService } from './gateway/identity-service.ts';
 import { gatewayRoutes } from './gateway/routes.ts';
 import type { KvStore } from './kv/kv.ts';
@@ -139,7 +138,9 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     });
   }
 
+  const site = webConsole();
   installHttpPlatform(app, {
+    notFound: site.page,
     service: SERVICE,
     instanceId: settings.instanceId,
     metrics,
@@ -257,6 +258,6 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     rateLimiter: resources.rateLimiter,
     shutdown: resources.shutdown,
   });
-  await app.register(fastifyStatic, { root: consoleAssetsDir, wildcard: false });
+  await app.register(site.routes);
   return app;
 }

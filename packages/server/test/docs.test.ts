@@ -64,6 +64,11 @@ test('the deploy files use only settings that exist, and start the server that e
   const cmd = /CMD \["node", "([^"]+)", "start"\]/.exec(read('deploy/Dockerfile'))?.[1];
   assert.ok(cmd, 'the Dockerfile starts the server');
   assert.ok(read(cmd).length > 0);
+  // The image builds the console with the script npm install runs, and ships the result.
+  const scripts = [...read('deploy/Dockerfile').matchAll(/^RUN node (\S+)/gm)].map((m) => m[1]);
+  assert.deepEqual(scripts, ['packages/console/scripts/build.ts']);
+  for (const script of scripts) assert.ok(read(script ?? '').length > 0);
+  assert.match(read('deploy/Dockerfile'), /COPY --from=console \S+\/packages\/console\/dist /);
   // Every node the load balancer sends to is a service of the compose file, and back.
   const compose = read('deploy/compose.yaml');
   const balanced = [...read('deploy/haproxy.cfg').matchAll(/^\s*server (\S+) (\S+):8080/gm)];
@@ -72,4 +77,10 @@ test('the deploy files use only settings that exist, and start the server that e
     assert.equal(name, host);
     assert.match(compose, new RegExp(`^  ${host}:$`, 'm'));
   }
+});
+
+test('every image the README shows exists', () => {
+  const images = [...read('README.md').matchAll(/!\[[^\]]*\]\(([^)]+)\)/g)].map((m) => m[1] ?? '');
+  assert.ok(images.length >= 6, 'the README shows the console');
+  for (const image of images) assert.ok(read(image).length > 0, image);
 });

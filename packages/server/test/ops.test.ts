@@ -155,19 +155,26 @@ describe('operational endpoints', () => {
     assert.equal(init.status, 200);
   });
 
-  test('/ serves the console page, which links to the docs', async () => {
+  test('/ serves the console page, which names the docs for browsers without JavaScript', async () => {
     const res = await fetch(`${server.url}/`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+    assert.equal(res.headers.get('cache-control'), 'no-cache');
+    assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'self'/);
     const html = await res.text();
-    assert.match(html, /<title>Orchestra<\/title>/);
-    assert.match(html, /href="\/docs"/);
-    assert.match(html, /fetch\('\/readyz'\)/);
+    assert.match(html, /<title>Orchestra console<\/title>/);
+    assert.match(html, /<noscript>[^<]*\/docs/);
+    assert.match(html, /<script type="module" crossorigin src="\/assets\/[\w-]+\.js"><\/script>/);
   });
 
-  test('the console page and docs need no credential, but /v1 does', async () => {
+  test('the console page, its assets and the docs need no credential, but /v1 does', async () => {
     expectError(await server.call('GET', '/v1/tenants', { key: null }), 401, 'UNAUTHENTICATED');
-    assert.equal((await fetch(`${server.url}/index.html`)).status, 200);
+    const html = await (await fetch(`${server.url}/`)).text();
+    const asset = /src="(\/assets\/[^"]+)"/.exec(html)?.[1] ?? '';
+    assert.equal((await fetch(server.url + asset)).status, 200);
+    assert.equal((await fetch(`${server.url}/docs`)).status, 200);
+    // The page is served through `/` (with its headers), not as a file.
+    assert.equal((await fetch(`${server.url}/index.html`)).status, 404);
   });
 });
 

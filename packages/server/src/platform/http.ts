@@ -45,6 +45,11 @@ export interface HttpPlatformOptions {
   isClosing: () => boolean;
   /** Maps failures of a dependency (the store…) to a catalogued error, or `undefined`. */
   mapDependencyError?: (error: unknown) => ApiError | undefined;
+  /**
+   * Answers a request no route matched, when it can (the console's page for a browser);
+   * returns false to leave it to the 404 in the unified format.
+   */
+  notFound?: (request: FastifyRequest, reply: FastifyReply) => boolean;
 }
 
 const REQUEST_ID = /^[\w.:@-]{1,128}$/;
@@ -162,7 +167,8 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     );
   });
 
-  app.setNotFoundHandler(async (request) => {
+  app.setNotFoundHandler(async (request, reply) => {
+    if (options.notFound?.(request, reply)) return reply;
     throw new ApiError(
       'ROUTE_NOT_FOUND',
       `No route for ${request.method} ${request.url.split('?')[0]}`,

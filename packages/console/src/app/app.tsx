@@ -1,0 +1,121 @@
+import { type ReactNode, useEffect, useState } from 'react';
+import { AgentDetailPage, AgentsPage } from './pages/agents.tsx';
+import { ConfigKeyPage, ConfigPage } from './pages/config.tsx';
+import { SignIn } from './pages/sign-in.tsx';
+import { SubmitTaskPage } from './pages/submit-task.tsx';
+import { TaskDetailPage } from './pages/task-detail.tsx';
+import { TasksPage } from './pages/tasks.tsx';
+import { TemplateDetailPage, TemplateEditorPage, TemplatesPage } from './pages/templates.tsx';
+import { Link, match, navigate, useLocation } from './router.tsx';
+import { type Session, SessionContext, signIn, signOut, storedKey } from './session.tsx';
+import { Loading } from './ui.tsx';
+
+const NAV = [
+  { to: '/tasks', label: 'Tasks' },
+  { to: '/agents', label: 'Agents' },
+  { to: '/templates', label: 'Templates' },
+  { to: '/config', label: 'Config' },
+] as const;
+
+function route(path: string): ReactNode {
+  if (path === '/' || path === '') return <Redirect to="/tasks" />;
+  if (path === '/tasks') return <TasksPage />;
+  if (path === '/tasks/new') return <SubmitTaskPage />;
+  const task = match('/tasks/:id', path);
+  if (task?.id) return <TaskDetailPage key={task.id} id={task.id} />;
+  if (path === '/templates') return <TemplatesPage />;
+  if (path === '/templates/new') return <TemplateEditorPage />;
+  const editing = match('/templates/:name/edit', path);
+  if (editing?.name) return <TemplateEditorPage key={editing.name} name={editing.name} />;
+  const template = match('/templates/:name', path);
+  if (template?.name) return <TemplateDetailPage key={template.name} name={template.name} />;
+  if (path === '/config') return <ConfigPage />;
+  if (path === '/config/key') return <ConfigKeyPage />;
+  if (path === '/agents') return <AgentsPage />;
+  const agent = match('/agents/:id', path);
+  if (agent?.id) return <AgentDetailPage key={agent.id} id={agent.id} />;
+  return (
+    <>
+      <h1>Not found</h1>
+      <p>
+        Nothing lives at <code>{path}</code>. <Link to="/tasks">Go to the tasks.</Link>
+      </p>
+    </>
+  );
+}
+
+function Redirect({ to }: { to: string }) {
+  useEffect(() => navigate(to, { replace: true }), [to]);
+  return null;
+}
+
+export function App() {
+  const [session, setSession] = useState<Session | undefined>();
+  // A key kept in this tab signs in again after a reload.
+  const [restoring, setRestoring] = useState(() => storedKey() !== null);
+  const [notice, setNotice] = useState<string | undefined>();
+  const { path } = useLocation();
+
+  useEffect(() => {
+    const key = storedKey();
+    if (key === null) return;
+    signIn(key)
+      .then(setSession, (err: unknown) => {
+        signOut(undefined);
+        setNotice(err instanceof Error ? err.message : String(err));
+      })
+      .finally(() => setRestoring(false));
+  }, []);
+
+  // Page titles follow the route, for history and assistive technology.
+  useEffect(() => {
+    const section = NAV.find((n) => path.startsWith(n.to))?.label;
+    document.title = section ? `${section} · Orchestra` : 'Orchestra';
+  }, [path]);
+
+  if (restoring) return <Loading what="your session" />;
+  if (session === undefined) {
+    return <SignIn onSignedIn={setSession} {...(notice ? { notice } : {})} />;
+  }
+  const leave = () => {
+    signOut(session);
+    setSession(undefined);
+    setNotice(undefined);
+    navigate('/', { replace: true });
+  };
+  return (
+    <SessionContext.Provider value={session}>
+      <a className="skip" href="#main">
+        Skip to content
+      </a>
+      <header className="topbar">
+        <Link to="/" className="brand">
+          Orchestra
+        </Link>
+        <nav aria-label="Sections">
+          <ul>
+            {NAV.map((n) => (
+              <li key={n.to}>
+                <Link to={n.to} aria-current={path.startsWith(n.to) ? 'page' : undefined}>
+                  {n.label}
+                </Link>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <div className="who">
+          <span title={`tenant ${session.who.tenant.id}`}>{session.who.tenant.name}</span>
+          <span className="role" title="Your role">
+            {session.who.role}
+          </span>
+          <button type="button" onClick={leave}>
+            Sign out
+          </button>
+        </div>
+      </header>
+      <main id="main" tabIndex={-1}>
+        {route(path)}
+      </main>
+    </SessionContext.Provider>
+  );
+}

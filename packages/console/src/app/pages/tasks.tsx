@@ -1,0 +1,138 @@
+import { TASK_STATES, type Task, type TaskState } from '@orchestra/sdk';
+import { useTopic } from '../live.ts';
+import { Link, navigate, useLocation } from '../router.tsx';
+import { useSession } from '../session.tsx';
+import { Badge, PagedTable, PageHeader, Time, useAsync, usePager, useThrottled } from '../ui.tsx';
+
+const PAGE_SIZE = 25;
+
+/** What ran or runs the task: its template, or the capabilities it asked for. */
+export function taskSubject(task: Task): string {
+  return task.template
+    ? `${task.template.name} v${task.template.version}`
+    : task.capabilities.join(', ') || '–';
+}
+
+export function TasksPage() {
+  const { client, topics, canWrite } = useSession();
+  const { query } = useLocation();
+  const state = query.get('state') ?? '';
+  const template = query.get('template') ?? '';
+  const session = query.get('session') ?? '';
+  const agent = query.get('agent') ?? '';
+  const pager = usePager(`${state}|${template}|${session}|${agent}`);
+  const tasks = useAsync(
+    () =>
+      client.tasks.list({
+        limit: PAGE_SIZE,
+        ...(pager.cursor ? { cursor: pager.cursor } : {}),
+        ...(state ? { state: state as TaskState } : {}),
+        ...(template ? { template } : {}),
+        ...(session ? { session_id: session } : {}),
+        ...(agent ? { agent_id: agent } : {}),
+      }),
+    [client, pager.cursor, state, template, session, agent],
+  );
+  // Live: any task event of the tenant reloads the page shown (at most twice a second).
+  const reload = useThrottled(tasks.reload, 500);
+  useTopic(topics, 'tasks.*', reload, reload);
+
+  const setFilter = (name: string, value: string) => {
+    const next = new URLSearchParams(query);
+    if (value) next.set(name, value);
+    else next.delete(name);
+    const search = next.toString();
+    navigate(`/tasks${search ? `?${search}` : ''}`, { replace: true });
+  };
+
+  return (
+    <>
+      <PageHeader title="Tasks">
+        {canWrite && (
+          <Link to="/tasks/new" className="button primary">
+            Submit a task
+          </Link>
+        )}
+      </PageHeader>
+      <form className="filters" aria-label="Filter tasks" onSubmit={(e) => e.preventDefault()}>
+        <div className="field">
+          <label htmlFor="filter-state">State</label>
+          <select
+            id="filter-state"
+            value={state}
+            onChange={(e) => setFilter('state', e.target.value)}
+          >
+            <option value="">Any</option>
+            {TASK_STATES.map((s) => (
+              <option key={s} value={s}>
+                {s.replace('_', ' ')}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="filter-template">Template</label>
+          <input
+            id="filter-template"
+            defaultValue={template}
+            placeholder="name or id"
+            onBlur={(e) => setFilter('template', e.target.value.trim())}
+            onKeyDown={(e) => {
+              if (e.key === 'Enter') setFilter('template', e.currentTarget.value.trim());
+            }}
+          />
+        </div>
+        {(
+          [
+            ['session', 'Session', session],
+            ['agent', 'Agent', agent],
+          ] as const
+        ).map(
+          ([name, label, value]) =>
+            value && (
+              <div className="field" key={name}>
+                <span className="label">{label}</span>
+                <span>
+                  <code>{value}</code>{' '}
+                  <button type="button" className="link" onClick={() => setFilter(name, '')}>
+                    clear
+                  </button>
+                </span>
+              </div>
+            ),
+        )}
+      </form>
+      <PagedTable
+        result={tasks}
+        pager={pager}
+        what="tasks"
+        empty={
+          state || template || session || agent
+            ? 'No task matches these filters.'
+            : 'No tasks yet. Submit one, or connect an agent and send tasks with the SDK or CLI.'
+        }
+        columns={['Task', 'Template or capabilities', 'State', 'Attempt', 'Agent', 'Created']}
+        row={(task: Task) => (
+          <tr key={task.id}>
+            <td>
+              <Link to={`/tasks/${encodeURIComponent(task.id)}`}>
+                <code>{task.id}</code>
+              </Link>
+            </td>
+            <td>{taskSubject(task)}</td>
+            <td>
+              <Badge value={task.state} />
+            </td>
+            <td>
+              {task.attempt} / {task.max_attempts}
+            </td>
+            <td>{task.agent_id ?? <span className="muted">–</span>}</td>
+            <td>
+              <Time iso={task.created_at} />
+            </td>
+          </tr>
+        )}
+      />
+    </>
+  );
+}

@@ -1,0 +1,483 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { AgentWorker, type Task } from '@orchestra/sdk';
+import type { Browser, Page } from 'playwright-core';
+import {
+  type ConsoleFixture,
+  launchBrowser,
+  REPORT_TEMPLATE,
+  signIn,
+  startConsoleFixture,
+  watchProblems,
+} from './support.ts';
+
+// The web console in a real browser (Debian's Chromium, headless) against a real server
+// with real SDK agents: what a user does, through the page.
+
+/** Every wait in a browser is bounded by this; machines are shared. */
+const WAIT_MS = 30_000;
+
+let fixture: ConsoleFixture;
+let browser: Browser;
+
+before(async () => {
+  fixture = await startConsoleFixture();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await fixture?.stop();
+});
+
+/** The state the task page shows, once it is `state`. */
+async function waitForState(page: Page, state: string): Promise<void> {
+  await page.locator('.facts .badge', { hasText: state.replace('_', ' ') }).waitFor({
+    timeout: WAIT_MS,
+  });
+}
+
+/** The offsets of the timeline's events, in the order shown. */
+async function timelineOffsets(page: Page): Promise<number[]> {
+  const texts = await page.locator('.timeline .offset').allTextContents();
+  return texts.map((t) => Number(t.replace('#', '')));
+}
+
+describe('sign in', () => {
+  test('a wrong key, an agent key, then an admin key; the tenant and role are shown; sign out', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(fixture.server.url);
+    await page.getByLabel('API key').fill('ork_not-a-real-key');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'not valid' }).waitFor({ timeout: WAIT_MS });
+
+    const agentKey = await fixture.client.apiKeys.create({ name: 'some agent', role: 'agent' });
+    await page.getByLabel('API key').fill(agentKey.secret);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'agent role' }).waitFor({ timeout: WAIT_MS });
+
+    // The keyboard alone: the key field has the focus, Enter submits.
+    await page.getByLabel('API key').fill('');
+    await page.keyboard.type(fixture.adminKey);
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Tasks', level: 1 }).waitFor({ timeout: WAIT_MS });
+    const who = await fixture.client.whoami();
+    assert.equal(await page.locator('.who .role').textContent(), 'admin');
+    assert.ok((await page.locator('.who').textContent())?.includes(who.tenant.name));
+
+    // A reload keeps the session (the key is in this tab's sessionStorage).
+    await page.reload();
+    await page.getByRole('heading', { name: 'Tasks', level: 1 }).waitFor({ timeout: WAIT_MS });
+
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('API key').waitFor();
+    await page.reload();
+    await page.getByLabel('API key').waitFor({ timeout: WAIT_MS });
+    await context.close();
+  });
+
+  test('a viewer reads but is not offered to submit or cancel', async () => {
+    const viewer = await fixture.client.apiKeys.create({ name: 'viewer', role: 'viewer' });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, viewer.secret);
+    const problems = watchProblems(page);
+    assert.equal(await page.locator('.who .role').textContent(), 'viewer');
+    assert.equal(await page.getByRole('link', { name: 'Submit a task' }).count(), 0);
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'viewer', steps: 1, delay_ms: 0 },
+    });
+    await page.goto(`${fixture.server.url}/tasks/${task.id}`);
+    await waitForState(page, 'succeeded');
+    assert.equal(await page.getByRole('button', { name: /cancel|retry/i }).count(), 0);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
+
+describe('tasks', () => {
+  test('submit from the form built from the input schema, with inline errors, and watch it stream to success', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page, { expectedStatuses: [400] });
+    await page.getByRole('link', { name: 'Submit a task' }).click();
+    await page.getByLabel('Template').selectOption(REPORT_TEMPLATE.name);
+    await page.getByLabel('Title').waitFor();
+
+    // Checked in the page: a required field left empty, a number out of range.
+    await page.getByLabel('Steps').fill('0');
+    await page.getByRole('button', { name: 'Submit', exact: true }).click();
+    await page.locator('.field-error', { hasText: 'Required.' }).waitFor();
+    await page.locator('.field-error', { hasText: 'Must be at least 1.' }).waitFor();
+    assert.equal(await page.getByLabel('Title').getAttribute('aria-invalid'), 'true');
+
+    // Checked by the server (multipleOf is not checked in the page): shown at its field.
+    await page.getByLabel('Title').fill('Quarterly numbers');
+    await page.getByLabel('Steps').fill('4');
+    await page.getByLabel('Pages per section').fill('3');
+    await page.getByRole('button', { name: 'Submit', exact: true }).click();
+    await page.locator('.field-error', { hasText: 'multiple of 2' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.getByLabel('Pages per section').getAttribute('aria-invalid'), 'true');
+
+    await page.getByLabel('Pages per section').fill('2');
+    await page.getByLabel('Pause per step (ms)').fill('300');
+    await page.getByRole('button', { name: 'Submit', exact: true }).click();
+    await page.waitForURL(/\/tasks\/tsk_/, { timeout: WAIT_MS });
+    const id = decodeURIComponent(new URL(page.url()).pathname.split('/').pop() ?? '');
+
+    // Live: the progress bar moves and the output streams before the task ends.
+    await page.locator('#task-progress').waitFor({ timeout: WAIT_MS });
+    await waitForState(page, 'succeeded');
+    assert.equal(await page.locator('#task-progress').getAttribute('max'), '4');
+    assert.equal(await page.locator('#task-progress').getAttribute('value'), '4');
+    const output = await page.getByRole('figure', { name: 'Streamed output' }).textContent();
+    assert.equal(output?.split('\n').length, 4);
+    assert.match(output ?? '', /## Quarterly numbers, section 4/);
+    const result = await page.getByRole('figure', { name: 'Result' }).textContent();
+    assert.deepEqual(JSON.parse(result ?? ''), { title: 'Quarterly numbers', sections: 4 });
+
+    // The timeline is the task's event stream, gap-free, ending in succeeded.
+    const task = await fixture.client.tasks.get(id);
+    assert.equal(task.state, 'succeeded');
+    const offsets = await timelineOffsets(page);
+    assert.deepEqual(
+      offsets,
+      offsets.map((_, i) => i + 1),
+    );
+    assert.equal(
+      await page.locator('.timeline li').last().getAttribute('data-type'),
+      'task.succeeded',
+    );
+
+    // The list shows it, and follows the state filter.
+    await page.getByRole('link', { name: 'Tasks', exact: true }).click();
+    await page.getByRole('link', { name: id }).waitFor({ timeout: WAIT_MS });
+    await page.getByLabel('State').selectOption('failed');
+    await page.getByRole('link', { name: id }).waitFor({ state: 'detached', timeout: WAIT_MS });
+    await page.getByLabel('State').selectOption('succeeded');
+    await page.getByRole('link', { name: id }).waitFor({ timeout: WAIT_MS });
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('cancel a running task from its page; retry it', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'long', steps: 500, delay_ms: 200 },
+    });
+    await page.goto(`${fixture.server.url}/tasks/${task.id}`);
+    await waitForState(page, 'running');
+    await page.locator('#task-progress').waitFor({ timeout: WAIT_MS });
+    await page.getByRole('button', { name: 'Cancel task' }).click();
+    await waitForState(page, 'cancelled');
+    assert.equal((await fixture.client.tasks.get(task.id)).state, 'cancelled');
+    const types = await page
+      .locator('.timeline li')
+      .evaluateAll((items) => items.map((li) => li.getAttribute('data-type')));
+    assert.ok(types.includes('task.cancel_requested'));
+    assert.equal(types.at(-1), 'task.cancelled');
+
+    await page.getByRole('button', { name: 'Retry task' }).click();
+    await waitForState(page, 'running');
+    await fixture.client.tasks.cancel(task.id);
+    await waitForState(page, 'cancelled');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('a reload in the middle of the stream resumes after the last event shown', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'resumed', steps: 12, delay_ms: 250 },
+    });
+    await page.goto(`${fixture.server.url}/tasks/${task.id}`);
+    await page
+      .locator('.timeline li[data-type="task.progress"]')
+      .first()
+      .waitFor({ timeout: WAIT_MS });
+    const requests: string[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/events')) requests.push(r.url());
+    });
+    await page.reload();
+    await waitForState(page, 'succeeded');
+    // The stream after the reload asked only for what came after the events kept.
+    assert.equal(requests.length >= 1, true);
+    const after = Number(new URL(requests[0] ?? '').searchParams.get('after'));
+    assert.ok(after > 0, `resumed after ${after}`);
+    const offsets = await timelineOffsets(page);
+    assert.deepEqual(
+      offsets,
+      offsets.map((_, i) => i + 1),
+    );
+    const finished: Task = await fixture.client.tasks.get(task.id);
+    assert.equal(finished.state, 'succeeded');
+    assert.equal(
+      (await page.getByRole('figure', { name: 'Streamed output' }).textContent())?.split('\n')
+        .length,
+      12,
+    );
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
+
+describe('templates', () => {
+  test('create with inline schema errors, edit into a new version, diff, roll back; a stale edit is refused', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page, { expectedStatuses: [400, 412] });
+    await page.getByRole('link', { name: 'Templates', exact: true }).click();
+    await page.getByRole('link', { name: 'New template' }).click();
+    await page.getByLabel('Name').fill('summarize');
+    await page.getByLabel('Description').fill('Summarizes a document.');
+    await page.getByLabel('Capabilities').fill('llm');
+    // Not JSON: refused in the page. Not a valid schema: refused by the server, shown there.
+    await page.getByLabel('Input schema (JSON Schema)').fill('{"type": ');
+    await page.getByRole('button', { name: 'Create template' }).click();
+    await page.locator('#template-input_schema-error', { hasText: 'Not valid JSON' }).waitFor();
+    await page.getByLabel('Input schema (JSON Schema)').fill('{"type": "nope"}');
+    await page.getByRole('button', { name: 'Create template' }).click();
+    await page.locator('#template-input_schema-error').waitFor({ timeout: WAIT_MS });
+    assert.equal(
+      await page.getByLabel('Input schema (JSON Schema)').getAttribute('aria-invalid'),
+      'true',
+    );
+    await page
+      .getByLabel('Input schema (JSON Schema)')
+      .fill('{"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}');
+    await page.getByRole('button', { name: 'Create template' }).click();
+    await page.getByRole('heading', { name: 'Template summarize' }).waitFor({ timeout: WAIT_MS });
+
+    // Edit: a new version.
+    await page.getByRole('link', { name: 'Edit' }).click();
+    await page.getByLabel('Description').fill('Summarizes a web page.');
+    await page.getByLabel('Timeout (ms)').fill('120000');
+    await page.getByRole('button', { name: 'Save as a new version' }).click();
+    await page.getByRole('heading', { name: 'Template summarize' }).waitFor({ timeout: WAIT_MS });
+    await page.getByRole('button', { name: 'Roll back to v1' }).waitFor({ timeout: WAIT_MS });
+    assert.equal((await fixture.client.templates.get('summarize')).version, 2);
+
+    // The diff from v1 to the latest shows what the edit changed, and nothing else.
+    await page.getByRole('button', { name: 'v1', exact: true }).click();
+    const diff = page.getByRole('figure', { name: 'Changes from v1 to v2' });
+    await diff.waitFor({ timeout: WAIT_MS });
+    const removed = await diff.locator('.diff-removed').allTextContents();
+    const added = await diff.locator('.diff-added').allTextContents();
+    assert.deepEqual(removed.map((l) => l.trim()).sort(), [
+      '-   "default_timeout_ms": 300000,',
+      '-   "description": "Summarizes a document.",',
+    ]);
+    assert.deepEqual(added.map((l) => l.trim()).sort(), [
+      '+   "default_timeout_ms": 120000,',
+      '+   "description": "Summarizes a web page.",',
+    ]);
+
+    // Roll back: latest points to v1 again; no version is created.
+    await page.getByRole('button', { name: 'Roll back to v1' }).click();
+    await page.getByRole('status').filter({ hasText: 'latest now points to version 1' }).waitFor({
+      timeout: WAIT_MS,
+    });
+    const rolledBack = await fixture.client.templates.get('summarize');
+    assert.equal(rolledBack.version, 1);
+    assert.equal(rolledBack.highest_version, 2);
+    assert.equal(rolledBack.description, 'Summarizes a document.');
+    await page.getByRole('button', { name: 'Roll back to v2' }).waitFor();
+
+    // Someone else saves while this page edits: the page's save is refused, not merged.
+    await page.getByRole('link', { name: 'Edit' }).click();
+    await page.getByLabel('Description').fill('Mine.');
+    await fixture.client.templates.update('summarize', {
+      description: 'Theirs.',
+      capabilities: ['llm'],
+    });
+    await page.getByRole('button', { name: 'Save as a new version' }).click();
+    await page
+      .getByRole('alert')
+      .filter({ hasText: 'Someone else changed this template' })
+      .waitFor({
+        timeout: WAIT_MS,
+      });
+    assert.equal((await fixture.client.templates.get('summarize')).description, 'Theirs.');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
+
+describe('config', () => {
+  test('edit a key in one browser and see another update live; CAS conflicts; history, diff and revert', async () => {
+    const { client } = fixture;
+    await client.config.set('app/db/pool_size', 10, { env: 'prod' });
+    await client.config.set('app/db/url', 'postgres://db/app', { env: 'prod' });
+    await client.config.set('app/feature/search', true, { env: 'prod' });
+    const watcherContext = await browser.newContext();
+    const editorContext = await browser.newContext();
+    const watcher = await signIn(watcherContext, fixture.server.url, fixture.adminKey);
+    const editor = await signIn(editorContext, fixture.server.url, fixture.adminKey);
+    const watcherProblems = watchProblems(watcher);
+    const editorProblems = watchProblems(editor, { expectedStatuses: [412] });
+    const shownValue = (key: string) => watcher.locator(`[data-value-of="${key}"]`);
+
+    // The tree by prefix, in one environment.
+    await watcher.goto(`${fixture.server.url}/config?env=prod&prefix=app/`);
+    await shownValue('app/db/pool_size').waitFor({ timeout: WAIT_MS });
+    assert.equal(await shownValue('app/db/pool_size').textContent(), '10');
+    assert.equal(
+      await watcher
+        .locator('.tree .folder')
+        .allTextContents()
+        .then((t) => t.sort().join()),
+      'db/,feature/',
+    );
+
+    // The other browser edits the key; the first shows the new value without a reload.
+    await editor.goto(`${fixture.server.url}/config/key?env=prod&key=app/db/pool_size`);
+    await editor.getByLabel('Value (JSON)').waitFor({ timeout: WAIT_MS });
+    await editor.getByLabel('Value (JSON)').fill('20');
+    await editor.getByLabel('Reason (kept in the history)').fill('more traffic');
+    await editor.getByRole('button', { name: 'Save over version 1' }).click();
+    await editor.getByRole('status').filter({ hasText: 'Saved.' }).waitFor({ timeout: WAIT_MS });
+    await watcher
+      .locator('[data-value-of="app/db/pool_size"]', { hasText: '20' })
+      .waitFor({ timeout: WAIT_MS });
+    assert.match((await watcher.locator('.config-key.changed').textContent()) ?? '', /pool_size/);
+    // A new key appears too, and a deleted one goes.
+    await client.config.set('app/db/timeout_ms', 5000, { env: 'prod' });
+    await shownValue('app/db/timeout_ms').waitFor({ timeout: WAIT_MS });
+    await client.config.delete('app/feature/search', { env: 'prod' });
+    await shownValue('app/feature/search').waitFor({ state: 'detached', timeout: WAIT_MS });
+
+    // The watcher opens the key; the editor starts a new draft from version 2; a change made
+    // elsewhere meanwhile shows on both pages live.
+    await watcher.goto(`${fixture.server.url}/config/key?env=prod&key=app/db/pool_size`);
+    await watcher.locator('#config-current-value', { hasText: '20' }).waitFor({ timeout: WAIT_MS });
+    await editor.getByLabel('Value (JSON)').fill('25');
+    await client.config.set('app/db/pool_size', 30, { env: 'prod', reason: 'from the SDK' });
+    for (const page of [watcher, editor]) {
+      await page.getByRole('status').filter({ hasText: 'Changed to version 3' }).waitFor({
+        timeout: WAIT_MS,
+      });
+      await page.locator('#config-current-value', { hasText: '30' }).waitFor({ timeout: WAIT_MS });
+    }
+    // The draft is kept, and saving it is compared with the version it started from: 412.
+    assert.equal(await editor.getByLabel('Value (JSON)').inputValue(), '25');
+    await editor.getByRole('button', { name: 'Save over version 2' }).click();
+    await editor.getByRole('alert').filter({ hasText: 'Someone else changed this key' }).waitFor({
+      timeout: WAIT_MS,
+    });
+    assert.equal((await client.config.get('app/db/pool_size', { env: 'prod' })).value, 30);
+
+    // History with reasons, a diff against version 1, and a revert to it.
+    await editor.reload();
+    await editor.getByRole('list', { name: 'History' }).waitFor({ timeout: WAIT_MS });
+    const history = await editor.getByRole('list', { name: 'History' }).textContent();
+    assert.match(history ?? '', /more traffic/);
+    assert.match(history ?? '', /from the SDK/);
+    await editor.getByRole('button', { name: 'v1', exact: true }).click();
+    const diff = editor.getByRole('figure', { name: 'Changes from v1 to the current value' });
+    assert.deepEqual(await diff.locator('.diff-removed').allTextContents(), ['- 10\n']);
+    assert.deepEqual(await diff.locator('.diff-added').allTextContents(), ['+ 30\n']);
+    await editor.getByRole('button', { name: 'Revert to v1' }).click();
+    await editor.getByRole('status').filter({ hasText: 'Reverted' }).waitFor({ timeout: WAIT_MS });
+    await watcher.locator('#config-current-value', { hasText: '10' }).waitFor({ timeout: WAIT_MS });
+    const reverted = await client.config.get('app/db/pool_size', { env: 'prod' });
+    assert.equal(reverted.value, 10);
+    assert.equal(reverted.version, 4);
+    assert.deepEqual([...watcherProblems, ...editorProblems], []);
+    await watcherContext.close();
+    await editorContext.close();
+  });
+});
+
+describe('layout', () => {
+  test('pages fit a narrow screen without sideways scrolling', async () => {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'narrow', steps: 2, delay_ms: 0 },
+    });
+    for (const path of [
+      '/tasks',
+      `/tasks/${task.id}`,
+      '/tasks/new',
+      '/agents',
+      '/agents/reporter-1',
+      '/templates',
+      `/templates/${REPORT_TEMPLATE.name}`,
+      '/templates/new',
+      '/config',
+    ]) {
+      await page.goto(fixture.server.url + path);
+      await page.locator('h1').first().waitFor({ timeout: WAIT_MS });
+      // Loaded: nothing says "Loading…" (live pages keep a stream open: no network idle).
+      await page.getByText(/^Loading /).waitFor({ state: 'detached', timeout: WAIT_MS });
+      const overflow = await page.evaluate(
+        () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      );
+      assert.ok(overflow <= 0, `${path} scrolls sideways by ${overflow}px`);
+    }
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('agents are listed live with their status and load', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Agents', exact: true }).click();
+    const row = page.locator('tr', { hasText: 'reporter-1' });
+    await row.waitFor({ timeout: WAIT_MS });
+    assert.match((await row.textContent()) ?? '', /online.*reports/);
+    // An agent that connects appears, and shows offline when it stops, without a reload.
+    const agentKey = await fixture.client.apiKeys.create({ name: 'late agent', role: 'agent' });
+    const late = new AgentWorker({
+      url: fixture.server.url,
+      apiKey: agentKey.secret,
+      agentId: 'late-joiner',
+      capabilities: ['reports'],
+      handleSignals: false,
+      handler: async () => null,
+    });
+    await late.start();
+    const lateRow = page.locator('tr', { hasText: 'late-joiner' });
+    await lateRow.locator('.badge', { hasText: 'online' }).waitFor({ timeout: WAIT_MS });
+    await late.stop();
+    await lateRow.locator('.badge', { hasText: 'offline' }).waitFor({ timeout: WAIT_MS });
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('the server answers console paths with the page and API paths with JSON errors', async () => {
+    const html = await fetch(`${fixture.server.url}/tasks/whatever`, {
+      headers: { accept: 'text/html' },
+    });
+    assert.equal(html.status, 200);
+    assert.match(html.headers.get('content-type') ?? '', /text\/html/);
+    assert.match(html.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+    assert.equal(html.headers.get('cache-control'), 'no-cache');
+    const page = await html.text();
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(page)?.[1];
+    assert.ok(asset, 'the page loads its script from /assets');
+    const script = await fetch(fixture.server.url + asset);
+    assert.equal(script.status, 200);
+    assert.match(script.headers.get('cache-control') ?? '', /immutable/);
+    for (const path of ['/v1/nothing-here', '/assets/missing.js', '/whatever']) {
+      const res = await fetch(fixture.server.url + path, {
+        headers: { accept: path === '/whatever' ? 'application/json' : 'text/html' },
+      });
+      assert.equal(res.status, 404, path);
+      assert.equal(
+        ((await res.json()) as { error: { code: string } }).error.code,
+        'ROUTE_NOT_FOUND',
+      );
+    }
+  });
+});

@@ -1,0 +1,159 @@
+import { existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AgentWorker, type CreateTemplateInput, Orchestra } from '@orchestra/sdk';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
+
+// What the console's browser tests and the screenshot script share: a real server, real
+// SDK agents, templates a user would have, and Debian's Chromium driven by playwright-core.
+
+export const CHROMIUM = process.env.ORCHESTRA_CHROMIUM ?? '/usr/bin/chromium';
+
+/** Headless Chromium with the flags a machine without outside network needs. */
+export async function launchBrowser(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `Chromium is not at ${CHROMIUM}: apt-get install chromium (.ci/run does), or set ORCHESTRA_CHROMIUM`,
+    );
+  }
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-dev-shm-usage',
+    ],
+  });
+}
+
+/**
+ * Problems the page reported: console errors and uncaught exceptions. Chromium also logs
+ * every response with an error status; those a test provokes on purpose (a 400 for a bad
+ * input) are listed in `expectedStatuses`.
+ */
+export function watchProblems(page: Page, options: { expectedStatuses?: number[] } = {}): string[] {
+  const problems: string[] = [];
+  const expected = new Set(options.expectedStatuses ?? []);
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    const status = /^Failed to load resource: the server responded with a status of (\d+)/.exec(
+      message.text(),
+    )?.[1];
+    if (status !== undefined && expected.has(Number(status))) return;
+    problems.push(`console: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  return problems;
+}
+
+/** A template whose agent reports progress and streams a line per step. */
+export const REPORT_TEMPLATE = {
+  name: 'build-report',
+  description: 'Builds a report in steps, streaming a line per step.',
+  capabilities: ['reports'],
+  input_schema: {
+    type: 'object',
+    required: ['title', 'steps'],
+    additionalProperties: false,
+    properties: {
+      title: { type: 'string', title: 'Title', minLength: 1, maxLength: 80 },
+      steps: {
+        type: 'integer',
+        title: 'Steps',
+        description: 'How many sections to write (1 to 500).',
+        minimum: 1,
+        maximum: 500,
+      },
+      pages: {
+        type: 'integer',
+        title: 'Pages per section',
+        description: 'An even number.',
+        multipleOf: 2,
+      },
+      delay_ms: { type: 'integer', title: 'Pause per step (ms)', minimum: 0, maximum: 5000 },
+      format: { type: 'string', enum: ['markdown', 'html'], default: 'markdown' },
+      draft: { type: 'boolean', title: 'Draft' },
+    },
+  },
+} satisfies CreateTemplateInput;
+
+export interface ConsoleFixture {
+  server: TestServer;
+  client: Orchestra;
+  /** The admin key, as a user would paste it. */
+  adminKey: string;
+  workers: AgentWorker[];
+  stop(): Promise<void>;
+}
+
+/** A server with the report template and two agents that run it. */
+export async function startConsoleFixture(options: { env?: Record<string, string> } = {}) {
+  const server = await startTestServer({
+    env: {
+      ORCHESTRA_AGENT_HEARTBEAT_INTERVAL_MS: '500',
+      ORCHESTRA_AGENT_HEARTBEAT_TIMEOUT_MS: '5000',
+      ORCHESTRA_TASK_CANCEL_GRACE_MS: '2000',
+      ...options.env,
+    },
+  });
+  const client = new Orchestra({ url: server.url, apiKey: server.adminKey });
+  await client.templates.create(REPORT_TEMPLATE);
+  const agentKey = await client.apiKeys.create({ name: 'report agents', role: 'agent' });
+  const workers = ['reporter-1', 'reporter-2'].map(
+    (agentId) =>
+      new AgentWorker({
+        url: server.url,
+        apiKey: agentKey.secret,
+        agentId,
+        capabilities: ['reports'],
+        concurrency: 4,
+        labels: { pool: 'reports' },
+        handleSignals: false,
+        handler: async (input, ctx) => {
+          const {
+            title,
+            steps,
+            delay_ms = 100,
+          } = input as {
+            title: string;
+            steps: number;
+            delay_ms?: number;
+          };
+          for (let i = 1; i <= steps; i++) {
+            await sleep(delay_ms, undefined, { signal: ctx.signal });
+            ctx.progress(i, steps, `section ${i}`);
+            ctx.output(`## ${title}, section ${i}`);
+          }
+          return { title, sections: steps };
+        },
+      }),
+  );
+  for (const worker of workers) await worker.start();
+  const fixture: ConsoleFixture = {
+    server,
+    client,
+    adminKey: server.adminKey,
+    workers,
+    async stop() {
+      await Promise.all(workers.map((w) => w.stop()));
+      await server.stop();
+    },
+  };
+  return fixture;
+}
+
+/** Signs in on a fresh page of `context` and waits for the tasks page. */
+export async function signIn(context: BrowserContext, url: string, key: string): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(url);
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Tasks', level: 1 }).waitFor();
+  return page;
+}
