@@ -395,6 +395,96 @@ describe('config', () => {
   });
 });
 
+describe('sessions, topics and services', () => {
+  test('a session shows every event of its tasks, with links to them', async () => {
+    const { client } = fixture;
+    const session = await client.sessions.create({ name: 'weekly' });
+    const tasks: Task[] = [];
+    for (const title of ['first', 'second']) {
+      const task = await client.tasks.create({
+        template: REPORT_TEMPLATE.name,
+        session_id: session.id,
+        input: { title, steps: 1, delay_ms: 0 },
+      });
+      tasks.push(await client.tasks.wait(task.id, { timeoutMs: WAIT_MS }));
+    }
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Sessions', exact: true }).click();
+    await page.getByRole('link', { name: session.id }).click();
+    await page.getByRole('heading', { name: 'Session weekly' }).waitFor({ timeout: WAIT_MS });
+    const history = page.getByRole('list', { name: 'Session history' });
+    await history.locator('li[data-type="task.succeeded"]').nth(1).waitFor({ timeout: WAIT_MS });
+    for (const task of tasks) {
+      assert.ok((await history.getByRole('link', { name: task.id }).count()) > 0, task.id);
+    }
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('tail a topic in two browsers and publish from one', async () => {
+    const { client } = fixture;
+    await client.topics.publish('chat.room-1', { text: 'before' });
+    const contexts = [await browser.newContext(), await browser.newContext()];
+    const pages: Page[] = [];
+    const problems: string[][] = [];
+    for (const context of contexts) {
+      const page = await signIn(context, fixture.server.url, fixture.adminKey);
+      problems.push(watchProblems(page));
+      await page.getByRole('link', { name: 'Topics', exact: true }).click();
+      await page.getByRole('link', { name: 'chat.room-1' }).click();
+      await page
+        .locator('li[data-offset="1"]', { hasText: 'before' })
+        .waitFor({ timeout: WAIT_MS });
+      pages.push(page);
+    }
+    const [first, second] = pages as [Page, Page];
+    await first.getByLabel('Message (JSON)').fill('{"text": "from the console"}');
+    await first.getByLabel('Event name (optional)').fill('said');
+    await first.getByRole('button', { name: 'Publish' }).click();
+    await client.topics.publish('chat.room-1', { text: 'from the SDK' });
+    for (const page of pages) {
+      await page.locator('li[data-offset="3"]', { hasText: 'from the SDK' }).waitFor({
+        timeout: WAIT_MS,
+      });
+      const offsets = await page
+        .locator('.timeline li')
+        .evaluateAll((items) => items.map((li) => Number(li.getAttribute('data-offset'))));
+      assert.deepEqual(offsets, [1, 2, 3]);
+    }
+    assert.match(
+      (await second.locator('li[data-offset="2"]').textContent()) ?? '',
+      /said.*from the console/,
+    );
+    assert.deepEqual(problems.flat(), []);
+    for (const context of contexts) await context.close();
+  });
+
+  test('services list their instances with health, and follow registrations live', async () => {
+    const { client } = fixture;
+    await client.services.register('search', 'search-1', { address: '127.0.0.1', port: 9200 });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Services', exact: true }).click();
+    await page.getByRole('link', { name: 'search' }).click();
+    await page.locator('tr[data-instance="search-1"]').waitFor({ timeout: WAIT_MS });
+    assert.match(
+      (await page.locator('tr[data-instance="search-1"]').textContent()) ?? '',
+      /127\.0\.0\.1:9200/,
+    );
+    await client.services.register('search', 'search-2', { address: '127.0.0.1', port: 9201 });
+    await page.locator('tr[data-instance="search-2"]').waitFor({ timeout: WAIT_MS });
+    await client.services.deregister('search', 'search-1');
+    await page
+      .locator('tr[data-instance="search-1"]')
+      .waitFor({ state: 'detached', timeout: WAIT_MS });
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
+
 describe('layout', () => {
   test('pages fit a narrow screen without sideways scrolling', async () => {
     const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
@@ -414,6 +504,9 @@ describe('layout', () => {
       `/templates/${REPORT_TEMPLATE.name}`,
       '/templates/new',
       '/config',
+      '/sessions',
+      '/topics',
+      '/services',
     ]) {
       await page.goto(fixture.server.url + path);
       await page.locator('h1').first().waitFor({ timeout: WAIT_MS });

@@ -1,11 +1,14 @@
 import { type ReactNode, useEffect, useState } from 'react';
 import { AgentDetailPage, AgentsPage } from './pages/agents.tsx';
 import { ConfigKeyPage, ConfigPage } from './pages/config.tsx';
+import { ServiceDetailPage, ServicesPage } from './pages/services.tsx';
+import { SessionDetailPage, SessionsPage } from './pages/sessions.tsx';
 import { SignIn } from './pages/sign-in.tsx';
 import { SubmitTaskPage } from './pages/submit-task.tsx';
 import { TaskDetailPage } from './pages/task-detail.tsx';
 import { TasksPage } from './pages/tasks.tsx';
 import { TemplateDetailPage, TemplateEditorPage, TemplatesPage } from './pages/templates.tsx';
+import { TopicsPage, TopicTailPage } from './pages/topics.tsx';
 import { Link, match, navigate, useLocation } from './router.tsx';
 import { type Session, SessionContext, signIn, signOut, storedKey } from './session.tsx';
 import { Loading } from './ui.tsx';
@@ -14,7 +17,10 @@ const NAV = [
   { to: '/tasks', label: 'Tasks' },
   { to: '/agents', label: 'Agents' },
   { to: '/templates', label: 'Templates' },
+  { to: '/sessions', label: 'Sessions' },
+  { to: '/topics', label: 'Topics' },
   { to: '/config', label: 'Config' },
+  { to: '/services', label: 'Services' },
 ] as const;
 
 function route(path: string): ReactNode {
@@ -29,6 +35,15 @@ function route(path: string): ReactNode {
   if (editing?.name) return <TemplateEditorPage key={editing.name} name={editing.name} />;
   const template = match('/templates/:name', path);
   if (template?.name) return <TemplateDetailPage key={template.name} name={template.name} />;
+  if (path === '/sessions') return <SessionsPage />;
+  const session = match('/sessions/:id', path);
+  if (session?.id) return <SessionDetailPage key={session.id} id={session.id} />;
+  if (path === '/topics') return <TopicsPage />;
+  const topic = match('/topics/:name', path);
+  if (topic?.name) return <TopicTailPage key={topic.name} name={topic.name} />;
+  if (path === '/services') return <ServicesPage />;
+  const service = match('/services/:name', path);
+  if (service?.name) return <ServiceDetailPage key={service.name} name={service.name} />;
   if (path === '/config') return <ConfigPage />;
   if (path === '/config/key') return <ConfigKeyPage />;
   if (path === '/agents') return <AgentsPage />;

@@ -38,7 +38,7 @@ const dataOf = (e: TaskEvent): EventData =>
   e.data !== null && typeof e.data === 'object' ? (e.data as EventData) : {};
 
 /** One line describing an event, for the timeline. */
-function summary(e: TaskEvent): string {
+export function eventSummary(e: TaskEvent): string {
   const d = dataOf(e);
   switch (e.type) {
     case 'task.progress':
@@ -243,7 +243,7 @@ export function TaskDetailPage({ id }: { id: string }) {
             <>
               <h3>Streamed output</h3>
               <figure className="json-figure" aria-label="Streamed output">
-                <pre className="json">{output.map((e) => summary(e)).join('\n')}</pre>
+                <pre className="json">{output.map((e) => eventSummary(e)).join('\n')}</pre>
               </figure>
             </>
           )}
@@ -279,7 +279,7 @@ export function TaskDetailPage({ id }: { id: string }) {
                 <span className="offset">#{e.offset}</span>
                 <Time iso={e.time} />
                 <span className="type">{e.type.replace(/^task\./, '')}</span>
-                <span className="summary">{summary(e)}</span>
+                <span className="summary">{eventSummary(e)}</span>
               </li>
             ))}
           </ol>
