@@ -228,6 +228,31 @@ describe('tasks', () => {
   });
 });
 
+describe('errors', () => {
+  test('a record that does not exist shows the API’s message and a retry, not a blank page', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page, { expectedStatuses: [404] });
+    for (const [path, title] of [
+      ['/tasks/tsk_missing', 'Task'],
+      ['/agents/missing-agent', 'Agent missing-agent'],
+      ['/templates/missing-template', 'Template missing-template'],
+    ] as const) {
+      await page.goto(fixture.server.url + path);
+      await page.getByRole('heading', { name: title, exact: true }).waitFor({ timeout: WAIT_MS });
+      await page
+        .getByRole('alert')
+        .filter({ hasText: /does not exist|not found/i })
+        .waitFor({
+          timeout: WAIT_MS,
+        });
+      await page.getByRole('button', { name: 'Try again' }).waitFor();
+    }
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
+
 describe('templates', () => {
   test('create with inline schema errors, edit into a new version, diff, roll back; a stale edit is refused', async () => {
     const context = await browser.newContext();

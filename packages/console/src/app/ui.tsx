@@ -223,3 +223,18 @@ export function PagedTable<T>(props: {
     </>
   );
 }
+
+/**
+ * What a detail page shows before its record arrives: the loading state, or the error
+ * (404, 403, unreachable) under the page's title, with a retry.
+ */
+export function NotLoaded(props: { result: Async<unknown>; title: string; what: string }) {
+  const { result } = props;
+  if (result.error === undefined) return <Loading what={props.what} />;
+  return (
+    <>
+      <PageHeader title={props.title} />
+      <ErrorBox error={result.error} onRetry={result.reload} />
+    </>
+  );
+}

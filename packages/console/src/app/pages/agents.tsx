@@ -6,8 +6,7 @@ import { describeError, useSession } from '../session.tsx';
 import {
   Alert,
   Badge,
-  ErrorBox,
-  Loading,
+  NotLoaded,
   PagedTable,
   PageHeader,
   Time,
@@ -78,14 +77,7 @@ export function AgentDetailPage({ id }: { id: string }) {
   useTopic(topics, 'tasks.*', reload);
   const [actionError, setActionError] = useState<string | undefined>();
   if (agent.data === undefined) {
-    return agent.error !== undefined ? (
-      <>
-        <PageHeader title={`Agent ${id}`} />
-        <ErrorBox error={agent.error} onRetry={agent.reload} />
-      </>
-    ) : (
-      <Loading what="the agent" />
-    );
+    return <NotLoaded result={agent} title={`Agent ${id}`} what="the agent" />;
   }
   const a = agent.data;
   const drain = async () => {

@@ -2,7 +2,7 @@ import type { Session, TaskEvent } from '@orchestra/sdk';
 import { useEffect, useState } from 'react';
 import { Link } from '../router.tsx';
 import { useSession } from '../session.tsx';
-import { ErrorBox, Loading, PagedTable, PageHeader, Time, useAsync, usePager } from '../ui.tsx';
+import { ErrorBox, NotLoaded, PagedTable, PageHeader, Time, useAsync, usePager } from '../ui.tsx';
 import { eventSummary } from './task-detail.tsx';
 
 export function SessionsPage() {
@@ -64,14 +64,7 @@ export function SessionDetailPage({ id }: { id: string }) {
   }, [client, id]);
 
   if (session.data === undefined) {
-    return session.error !== undefined ? (
-      <>
-        <PageHeader title={`Session ${id}`} />
-        <ErrorBox error={session.error} onRetry={session.reload} />
-      </>
-    ) : (
-      <Loading what="the session" />
-    );
+    return <NotLoaded result={session} title={`Session ${id}`} what="the session" />;
   }
   const s = session.data;
   const taskOf = (e: TaskEvent) => {

@@ -2,7 +2,7 @@ import { isTerminalState, type Task, type TaskEvent } from '@orchestra/sdk';
 import { useEffect, useRef, useState } from 'react';
 import { Link } from '../router.tsx';
 import { describeError, useSession } from '../session.tsx';
-import { Alert, Badge, ErrorBox, Json, Loading, PageHeader, Time, useAsync } from '../ui.tsx';
+import { Alert, Badge, ErrorBox, Json, NotLoaded, PageHeader, Time, useAsync } from '../ui.tsx';
 import { taskSubject } from './tasks.tsx';
 
 // The timeline is kept in sessionStorage, so that a reload resumes the stream after the
@@ -128,17 +128,7 @@ export function TaskDetailPage({ id }: { id: string }) {
   };
 
   if (task.data === undefined) {
-    return task.error !== undefined ? (
-      <>
-        <PageHeader title="Task" />
-        <ErrorBox error={task.error} onRetry={task.reload} />
-        <p>
-          <Link to="/tasks">All tasks</Link>
-        </p>
-      </>
-    ) : (
-      <Loading what="the task" />
-    );
+    return <NotLoaded result={task} title="Task" what="the task" />;
   }
   const t: Task = task.data;
   const terminal = isTerminalState(t.state);

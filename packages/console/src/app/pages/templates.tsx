@@ -13,6 +13,7 @@ import {
   ErrorBox,
   Json,
   Loading,
+  NotLoaded,
   PagedTable,
   PageHeader,
   Time,
@@ -212,11 +213,7 @@ export function TemplateEditorPage({ name }: { name?: string }) {
     [client, name],
   );
   if (name && existing.data === undefined) {
-    return existing.error !== undefined ? (
-      <ErrorBox error={existing.error} onRetry={existing.reload} />
-    ) : (
-      <Loading what="the template" />
-    );
+    return <NotLoaded result={existing} title={`Edit ${name}`} what="the template" />;
   }
   return <TemplateForm key={existing.data?.latest_version ?? 'new'} template={existing.data} />;
 }
@@ -387,14 +384,7 @@ export function TemplateDetailPage({ name }: { name: string }) {
   const [notice, setNotice] = useState<string | undefined>();
 
   if (latest.data === undefined) {
-    return latest.error !== undefined ? (
-      <>
-        <PageHeader title={`Template ${name}`} />
-        <ErrorBox error={latest.error} onRetry={latest.reload} />
-      </>
-    ) : (
-      <Loading what="the template" />
-    );
+    return <NotLoaded result={latest} title={`Template ${name}`} what="the template" />;
   }
   const t = latest.data;
   const rollback = async (version: number) => {
