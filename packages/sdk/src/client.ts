@@ -27,6 +27,8 @@ import type {
   Session,
   SessionEventsOptions,
   SessionStreamItem,
+  Stats,
+  StatsOptions,
   StreamGap,
   Task,
   TaskEvent,
@@ -555,6 +557,14 @@ export class Orchestra {
       drain: (id) => this.request('POST', `${agent(id)}/drain`),
       delete: (id) => this.request('DELETE', agent(id)),
     };
+  }
+
+  /**
+   * The tenant's agents by status and tasks by state now, and tasks submitted and finished
+   * per minute, with their latency, over the last `minutes` (admin, operator or viewer).
+   */
+  stats(options: StatsOptions = {}): Promise<Stats> {
+    return this.request('GET', '/v1/stats', { query: { ...options } });
   }
 
   /** The tenant, role and credential the client authenticates as. */

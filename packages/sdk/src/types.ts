@@ -384,6 +384,74 @@ export interface ListAgentsOptions extends PageOptions {
   capability?: string;
 }
 
+/** Nearest-rank percentiles of durations, in milliseconds. */
+export interface Percentiles {
+  /** How many durations they were computed from. */
+  samples: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+/** Tasks that ended, by how they ended. */
+export interface FinishedCounts {
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  timed_out: number;
+  dead: number;
+}
+
+/** One minute of `Stats.tasks.per_minute`. */
+export interface StatsMinute {
+  /** Start of the minute. */
+  at: string;
+  submitted: number;
+  finished: FinishedCounts;
+  /** Submission to success, of the tasks that succeeded in this minute; null: none did. */
+  latency_ms: Percentiles | null;
+}
+
+/** The tenant's agents and tasks at a glance (`GET /v1/stats`). */
+export interface Stats {
+  at: string;
+  /** Whole minutes, ending with the current one (which is still going). */
+  window: { minutes: number; from: string; to: string };
+  /** The template the task figures are limited to, or null. */
+  template: string | null;
+  agents: {
+    total: number;
+    by_status: Record<AgentStatus, number>;
+    /** Tasks the online and busy agents may hold at once. */
+    slots: number;
+    /** Tasks agents hold now (assigned or running). */
+    in_flight: number;
+  };
+  tasks: {
+    /** Unfinished tasks now, by state. */
+    active: { queued: number; assigned: number; running: number };
+    oldest_queued_at: string | null;
+    /** Submitted within the window. */
+    submitted: number;
+    /** Finished within the window, by final state. */
+    finished: FinishedCounts;
+    /** Submission to success of the tasks that succeeded within the window. */
+    latency_ms: Percentiles | null;
+    /** Submission to the start of the last attempt, of the same tasks. */
+    queue_wait_ms: Percentiles | null;
+    /** Every minute of the window, oldest first. */
+    per_minute: StatsMinute[];
+  };
+}
+
+export interface StatsOptions {
+  /** Minutes to summarize, 1 to 60; default 15. */
+  minutes?: number;
+  /** Only tasks of this template (id or name). */
+  template?: string;
+}
+
 /** What happens to a task submitted while another task of the session is unfinished. */
 export type MultitaskStrategy = 'reject' | 'enqueue' | 'interrupt';
 

@@ -9,7 +9,7 @@ import {
   Orchestra,
   type TaskHandler,
 } from '../src/index.ts';
-import { collect, rejection } from './support.ts';
+import { collect, eventually, rejection } from './support.ts';
 
 // `orchestra.agents` against a real server, with agents that are real AgentWorkers in this
 // process connected over the agent protocol. Each test uses agent ids and capabilities of
@@ -18,17 +18,6 @@ import { collect, rejection } from './support.ts';
 /** How long a test gives the dispatcher to (wrongly) hand a task to an agent. */
 const NO_DISPATCH_MS = 750;
 const EVENTUALLY_MS = 10_000;
-
-/** Polls `check` until it returns a value other than undefined. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
-  const until = Date.now() + EVENTUALLY_MS;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > until) assert.fail(`${what} did not happen within ${EVENTUALLY_MS} ms`);
-    await sleep(25);
-  }
-}
 
 /** A task handler that holds every task until `release()`, counting the tasks it got. */
 function gate(): { handler: TaskHandler; release: () => void; started: string[] } {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   closedPort,
   createTestDatabase,
@@ -27,6 +28,17 @@ export async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   const all: T[] = [];
   for await (const item of items) all.push(item);
   return all;
+}
+
+/** Polls `check` every 25 ms until it returns a value other than undefined; fails after 10 s. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > until) assert.fail(`${what} did not happen within 10 s`);
+    await sleep(25);
+  }
 }
 
 /** Bounds every wait on a spawned script, so that a hang fails the test instead of CI. */

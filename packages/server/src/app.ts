@@ -34,6 +34,8 @@ import type { RegistryService } from './registry/registry-service.ts';
 import { registryRoutes } from './registry/routes.ts';
 import { sessionRoutes } from './sessions/routes.ts';
 import type { SessionService } from './sessions/session-service.ts';
+import { statsRoutes } from './stats/routes.ts';
+import { StatsService } from './stats/stats-service.ts';
 import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
 import { taskRoutes } from './tasks/routes.ts';
 import type { TaskService } from './tasks/task-service.ts';
@@ -224,6 +226,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(templateRoutes, { templates: resources.templates });
   await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
   await app.register(sessionRoutes, { sessions: resources.sessions, shutdown: resources.shutdown });
+  await app.register(statsRoutes, { stats: new StatsService(store) });
   await app.register(configRoutes, { config: resources.config, shutdown: resources.shutdown });
   await app.register(registryRoutes, {
     registry: resources.registry,

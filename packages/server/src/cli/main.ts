@@ -24,6 +24,7 @@ import { AGENT_STATUSES } from '../agents/statuses.ts';
 import { SYSTEM_TENANT_ID } from '../gateway/system-tenant.ts';
 import { ApiError } from '../platform/errors.ts';
 import type { RunningServer } from '../server.ts';
+import { MAX_STATS_MINUTES } from '../stats/stats-service.ts';
 import { TASK_STATES } from '../tasks/states.ts';
 import { VERSION } from '../version.ts';
 import { agentRow, describeAgent } from './agent-format.ts';
@@ -40,6 +41,7 @@ import {
 } from './common.ts';
 import { CONFIG_HELP, configCommand, SERVICES_HELP, servicesCommand } from './config-commands.ts';
 import { describeSession, sessionEventLine, sessionRow } from './session-format.ts';
+import { describeStats } from './stats-format.ts';
 import { formatTable } from './table.ts';
 import {
   describeTask,
@@ -73,6 +75,7 @@ Commands:
   config get|put|rm|ls|watch|history|diff|revert
                         Configuration: versioned keys per environment, live changes
   services ls|resolve   Service registry: registered instances and their health
+  stats                 Agents by status, tasks by state, throughput and latency
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -103,6 +106,14 @@ Options:
   --data-dir DIR        Data directory (env ORCHESTRA_DATA_DIR; default .orchestra)
   --database-url URL    PostgreSQL URL (env ORCHESTRA_DATABASE_URL; default SQLite)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env ORCHESTRA_LOG_LEVEL)`,
+  stats: `Usage: orchestra stats [--minutes N] [--template NAME|ID] [--json]
+
+Shows your tenant's agents by status and tasks by state now, then the tasks submitted
+and finished in each of the last N minutes (1 to 60; default 15) with their latency
+(submission to success; p50 and p99 per minute). --template counts only that template's
+tasks.
+
+Common options: --url URL, --api-key KEY, --json`,
   whoami: `Usage: orchestra whoami [--url URL] [--api-key KEY] [--json]
 
 Shows the tenant, role and credential the API key or token authenticates as.`,
@@ -1413,6 +1424,27 @@ async function whoamiCommand(args: string[]): Promise<void> {
   });
 }
 
+async function statsCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    minutes: { type: 'string' },
+    template: { type: 'string' },
+  });
+  if (values.help) {
+    process.stdout.write(`${HELP.stats}\n`);
+    return;
+  }
+  if (positionals.length > 0) {
+    throw new UsageError(`stats takes no arguments, got "${positionals.join(' ')}"`);
+  }
+  const stats = await client(values).stats({
+    ...(values.minutes !== undefined
+      ? { minutes: countFlag('--minutes', values.minutes, MAX_STATS_MINUTES) }
+      : {}),
+    ...(values.template !== undefined ? { template: values.template } : {}),
+  });
+  print(values.json, stats, () => describeStats(stats));
+}
+
 /** Flags that set server settings, shared by the commands that open the store. */
 const SETTINGS_FLAGS = {
   config: { type: 'string' },
@@ -1631,6 +1663,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'services':
         await servicesCommand(args);
+        return 0;
+      case 'stats':
+        await statsCommand(args);
         return 0;
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);

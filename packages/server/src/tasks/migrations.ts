@@ -149,4 +149,24 @@ export const tasksMigrations: Record<string, Migration> = {
       await db.schema.alterTable('tasks').dropColumn('session_id').execute();
     },
   },
+  '0013_task_stats': {
+    async up(db: Kysely<unknown>) {
+      // GET /v1/stats counts the tasks submitted and finished in the last minutes.
+      await db.schema
+        .createIndex('tasks_created_idx')
+        .on('tasks')
+        .columns(['tenant_id', 'created_at'])
+        .execute();
+      await db.schema
+        .createIndex('tasks_finished_idx')
+        .on('tasks')
+        .columns(['tenant_id', 'finished_at'])
+        .where(sql.ref('finished_at'), 'is not', null)
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('tasks_finished_idx').execute();
+      await db.schema.dropIndex('tasks_created_idx').execute();
+    },
+  },
 };

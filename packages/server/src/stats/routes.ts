@@ -1,0 +1,95 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import Type from 'typebox';
+import { AGENT_STATUSES } from '../agents/statuses.ts';
+import { READ_ROLES } from '../platform/auth.ts';
+import { principalOf } from '../platform/http.ts';
+import { errorResponses, NullableTimestamp, Timestamp } from '../platform/schemas.ts';
+import {
+  LATENCY_SAMPLES_PER_MINUTE,
+  MAX_STATS_MINUTES,
+  type StatsService,
+} from './stats-service.ts';
+
+const counts = (keys: readonly string[]) =>
+  Type.Object(Object.fromEntries(keys.map((k) => [k, Type.Integer({ minimum: 0 })])));
+
+const Finished = counts(['succeeded', 'failed', 'cancelled', 'timed_out', 'dead']);
+
+const Percentiles = Type.Union([
+  Type.Object({
+    samples: Type.Integer(),
+    p50: Type.Number(),
+    p95: Type.Number(),
+    p99: Type.Number(),
+    max: Type.Number(),
+  }),
+  Type.Null(),
+]);
+
+const Stats = Type.Object(
+  {
+    at: Timestamp,
+    window: Type.Object({ minutes: Type.Integer(), from: Timestamp, to: Timestamp }),
+    template: Type.Union([Type.String(), Type.Null()]),
+    agents: Type.Object({
+      total: Type.Integer(),
+      by_status: counts(AGENT_STATUSES),
+      slots: Type.Integer({ description: 'Tasks the online and busy agents may hold at once.' }),
+      in_flight: Type.Integer({ description: 'Tasks agents hold now (assigned or running).' }),
+    }),
+    tasks: Type.Object({
+      active: counts(['queued', 'assigned', 'running']),
+      oldest_queued_at: NullableTimestamp,
+      submitted: Type.Integer(),
+      finished: Finished,
+      latency_ms: Percentiles,
+      queue_wait_ms: Percentiles,
+      per_minute: Type.Array(
+        Type.Object({
+          at: Timestamp,
+          submitted: Type.Integer(),
+          finished: Finished,
+          latency_ms: Percentiles,
+        }),
+      ),
+    }),
+  },
+  { $id: 'Stats' },
+);
+
+/** `GET /v1/stats`: the tenant's agents and tasks at a glance (the console's overview). */
+export const statsRoutes: FastifyPluginAsyncTypebox<{ stats: StatsService }> = async (
+  app,
+  { stats },
+) => {
+  app.addSchema(Stats);
+
+  app.get(
+    '/v1/stats',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Agents and tasks at a glance',
+        description: `For the caller's tenant: agents by status, with their task slots and the tasks they hold; tasks queued, assigned and running now; and, over the last \`minutes\` (1 to ${MAX_STATS_MINUTES}, default 15, whole minutes ending with the current one), the tasks submitted and finished per minute and their latency. \`latency_ms\` is from submission to success, \`queue_wait_ms\` from submission to the start of the last attempt, both of the tasks that succeeded in the window, from at most ${LATENCY_SAMPLES_PER_MINUTE.toLocaleString('en')} tasks per minute (the latest of each). With \`template\` (id or name), task figures count only that template's tasks; agent figures are unchanged.`,
+        querystring: Type.Object(
+          {
+            minutes: Type.Optional(
+              Type.Integer({ minimum: 1, maximum: MAX_STATS_MINUTES, default: 15 }),
+            ),
+            template: Type.Optional(
+              Type.String({ minLength: 1, maxLength: 120, description: 'Template id or name.' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Ref('Stats'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) =>
+      stats.stats(principalOf(request), {
+        minutes: request.query.minutes ?? 15,
+        template: request.query.template,
+      }),
+  );
+};

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AgentWorker, Orchestra } from '@orchestra/sdk';
+import { type CliServer, expectExit, jsonOf, startCliServer } from './helpers.ts';
+
+// `orchestra stats` as a user runs it: a spawned CLI against a spawned server, with a real
+// AgentWorker running the tasks.
+
+let fixture: CliServer;
+let api: Orchestra;
+let worker: AgentWorker;
+
+before(async () => {
+  fixture = await startCliServer('stats');
+  api = new Orchestra({ url: fixture.server.url, apiKey: fixture.adminKey });
+  const agentKey = (await api.apiKeys.create({ name: 'cli-stats', role: 'agent' })).secret;
+  await api.templates.create({ name: 'echo', capabilities: ['echo'] });
+  worker = new AgentWorker({
+    url: fixture.server.url,
+    apiKey: agentKey,
+    agentId: 'stats-echo',
+    capabilities: ['echo'],
+    concurrency: 2,
+    handleSignals: false,
+    handler: async (input) => {
+      await sleep(5);
+      return input;
+    },
+  });
+  await worker.start();
+});
+after(async () => {
+  try {
+    await worker.stop({ drain: false });
+  } finally {
+    await fixture.stop();
+  }
+});
+
+const cli = (args: string[]) => fixture.cli(args);
+
+test('stats prints agents, tasks now, the window and a row per minute; --json is the API answer', async () => {
+  const tasks = await Promise.all(
+    Array.from({ length: 3 }, (_, i) => api.tasks.create({ template: 'echo', input: { i } })),
+  );
+  for (const task of tasks) await api.tasks.wait(task.id);
+
+  const result = await cli(['stats', '--minutes', '3']);
+  expectExit(result, 0);
+  const lines = result.stdout.trimEnd().split('\n');
+  assert.match(
+    lines[0] ?? '',
+    /^Agents: +1 \(1 online, 0 busy, 0 draining, 0 offline, 0 error\); 2 slots online, 0 tasks held$/,
+  );
+  assert.match(lines[1] ?? '', /^Tasks now: 0 queued, 0 assigned, 0 running$/);
+  assert.match(
+    lines[2] ?? '',
+    /^Last 3 min: 3 submitted; 3 succeeded, 0 failed, 0 cancelled, 0 timed out, 0 dead$/,
+  );
+  assert.match(
+    lines[3] ?? '',
+    /^Latency: +p50 \d+ ms, p95 \d+ ms, p99 \d+ ms, max \d+ ms \(3 tasks\)$/,
+  );
+  assert.match(lines[4] ?? '', /^Queue wait: +p50 \d+ ms, .* \(3 tasks\)$/);
+  const table = lines.slice(6).map((line) => line.split(/ {2,}/));
+  assert.deepEqual(table[0], [
+    'MINUTE (UTC)',
+    'SUBMITTED',
+    'SUCCEEDED',
+    'FAILED',
+    'CANCELLED',
+    'TIMED OUT',
+    'DEAD',
+    'P50',
+    'P99',
+  ]);
+  const rows = table.slice(1);
+  assert.equal(rows.length, 3, result.stdout);
+  for (const row of rows) assert.match(row[0] ?? '', /^\d\d:\d\d$/);
+  assert.equal(
+    rows.reduce((n, row) => n + Number(row[2]), 0),
+    3,
+  );
+
+  const json = jsonOf(await cli(['stats', '--minutes', '2', '--template', 'echo', '--json']));
+  assert.equal(json.template, 'echo');
+  assert.equal(json.window.minutes, 2);
+  assert.equal(json.tasks.per_minute.length, 2);
+  const fromApi = await api.stats({ minutes: 2, template: 'echo' });
+  assert.deepEqual(json.tasks.finished, fromApi.tasks.finished);
+  assert.deepEqual(json.agents.by_status, fromApi.agents.by_status);
+
+  const other = await cli(['stats', '--template', 'nothing-of-this-name']);
+  expectExit(other, 0);
+  assert.match(other.stdout, /^Tasks now of template nothing-of-this-name: 0 queued/m);
+  assert.match(other.stdout, /^Latency: +none$/m);
+});
+
+test('stats refuses a bad window or arguments before asking the server', async () => {
+  for (const minutes of ['0', '61', 'ten']) {
+    const result = await cli(['stats', '--minutes', minutes]);
+    expectExit(result, 2);
+    assert.match(result.stderr, /--minutes must be a number from 1 to 60/);
+  }
+  const extra = await cli(['stats', 'now']);
+  expectExit(extra, 2);
+  assert.match(extra.stderr, /stats takes no arguments/);
+  const help = await cli(['stats', '--help']);
+  expectExit(help, 0);
+  assert.match(help.stdout, /^Usage: orchestra stats/);
+});
