@@ -8,6 +8,7 @@ import type {
   Agent,
   ApiKey,
   ApiKeyWithSecret,
+  ClusterNode,
   CreateApiKeyInput,
   CreatedTenant,
   CreateSessionInput,
@@ -577,10 +578,19 @@ export class Orchestra {
     return this.request('GET', '/healthz');
   }
 
-  /** Readiness probe; rejects with `STORAGE_UNAVAILABLE` when the store does not answer. */
+  /**
+   * Readiness probe of the node that answers; rejects with `STORAGE_UNAVAILABLE` when the
+   * relational store does not answer.
+   */
   ready(): Promise<Readiness> {
     return this.request('GET', '/readyz');
   }
+
+  /** The cluster's nodes (admins of the system tenant only; others get `PERMISSION_DENIED`). */
+  readonly cluster = {
+    nodes: async (): Promise<ClusterNode[]> =>
+      (await this.request<{ items: ClusterNode[] }>('GET', '/v1/cluster/nodes')).items,
+  };
 
   /**
    * Sends one request and parses the JSON answer; resolves to undefined when the answer has

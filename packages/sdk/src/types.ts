@@ -72,12 +72,49 @@ export interface WhoAmI {
     | { type: 'jwt'; subject: string; issuer: string | null; expires_at: string | null };
 }
 
+/** A dependency's answer in `Readiness.checks`. */
+export interface DependencyCheck {
+  status: 'ok' | 'failed';
+  /** Round trip of the check, when it answered. */
+  latency_ms?: number;
+}
+
+/**
+ * What `GET /readyz` says of the node that answered: `degraded` when etcd, NATS or Redis
+ * does not answer (the node still serves what does not need them).
+ */
 export interface Readiness {
-  status: 'ready';
+  status: 'ready' | 'degraded';
   version: string;
   instance_id: string;
   store: string;
-  checks: { store: { status: 'ok'; latency_ms: number } };
+  checks: {
+    store: { status: 'ok'; latency_ms: number };
+    kv: DependencyCheck & { backend: 'embedded' | 'etcd' };
+    bus: DependencyCheck & { backend: 'in-process' | 'nats' };
+    rate_limit: DependencyCheck & { backend: 'off' | 'memory' | 'redis' };
+  };
+}
+
+/** An Orchestra node of the cluster, as it last reported itself (`GET /v1/cluster/nodes`). */
+export interface ClusterNode {
+  id: string;
+  url: string;
+  version: string;
+  started_at: string;
+  /** When it last renewed its lease; a node that stops renewing drops out within 10 s. */
+  seen_at: string;
+  store: string;
+  kv: string;
+  lease: string;
+  /** Whether it runs the service registry's health checks. */
+  health_checker: boolean;
+  load: {
+    rss_bytes: number;
+    event_loop_delay_ms: number;
+    agents: number;
+    realtime_connections: number;
+  };
 }
 
 /** How tasks of a template choose an agent. */

@@ -31,6 +31,33 @@ describe('Orchestra client', () => {
     }
   });
 
+  test('ready describes the node and its dependencies; cluster.nodes lists this node for system admins', async () => {
+    const ready = await admin.ready();
+    assert.equal(ready.status, 'ready');
+    assert.equal(ready.store, 'sqlite');
+    assert.equal(ready.checks.store.status, 'ok');
+    assert.deepEqual(
+      [ready.checks.kv.backend, ready.checks.bus.backend],
+      ['embedded', 'in-process'],
+    );
+    assert.equal(ready.checks.rate_limit.status, 'ok');
+
+    const nodes = await admin.cluster.nodes();
+    assert.equal(nodes.length, 1);
+    const [node] = nodes;
+    assert.equal(node?.id, ready.instance_id);
+    assert.equal(node?.version, ready.version);
+    assert.equal(node?.store, 'sqlite');
+    assert.equal(typeof node?.health_checker, 'boolean');
+    assert.ok((node?.load.rss_bytes ?? 0) > 0);
+
+    const { admin_key } = await admin.tenants.create({ id: 'sdk-not-system' });
+    const other = new Orchestra({ url: server.url, apiKey: admin_key.secret });
+    const denied = await rejection(() => other.cluster.nodes());
+    assert.equal(denied.status, 403);
+    assert.equal(denied.code, 'PERMISSION_DENIED');
+  });
+
   test('apiKeys.create returns the secret once; get, list and revoke follow it', async () => {
     const expiresAt = new Date(Date.now() + 3_600_000);
     const created = await admin.apiKeys.create({

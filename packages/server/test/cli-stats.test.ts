@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentWorker, Orchestra } from '@orchestra/sdk';
-import { type CliServer, expectExit, jsonOf, startCliServer } from './helpers.ts';
+import { type CliServer, expectExit, jsonOf, runCli, startCliServer } from './helpers.ts';
 
-// `orchestra stats` as a user runs it: a spawned CLI against a spawned server, with a real
+// `orchestra stats` and `orchestra cluster nodes` as a user runs them: a spawned CLI against a spawned server, with a real
 // AgentWorker running the tasks.
 
 let fixture: CliServer;
@@ -109,4 +109,43 @@ test('stats refuses a bad window or arguments before asking the server', async (
   const help = await cli(['stats', '--help']);
   expectExit(help, 0);
   assert.match(help.stdout, /^Usage: orchestra stats/);
+});
+
+test('cluster nodes lists this node for a system admin and refuses other tenants', async () => {
+  const ready = await api.ready();
+  const result = await cli(['cluster', 'nodes']);
+  expectExit(result, 0);
+  const [header, ...rows] = result.stdout
+    .trimEnd()
+    .split('\n')
+    .map((line) => line.split(/ {2,}/));
+  assert.deepEqual(header, [
+    'ID',
+    'URL',
+    'VERSION',
+    'STORE',
+    'KV',
+    'SEEN',
+    'RSS',
+    'LOOP DELAY',
+    'AGENTS',
+    'CONNECTIONS',
+  ]);
+  assert.equal(rows.length, 1, result.stdout);
+  assert.match(rows[0]?.[0] ?? '', new RegExp(`^${ready.instance_id}( \\*)?$`));
+  assert.equal(rows[0]?.[2], ready.version);
+  assert.match(rows[0]?.[6] ?? '', /^\d+ MiB$/);
+  assert.match(rows[0]?.[8] ?? '', /^\d+$/);
+
+  const json = jsonOf(await cli(['cluster', 'nodes', '--json']));
+  assert.equal(json[0].id, ready.instance_id);
+
+  const { admin_key } = await api.tenants.create({ id: 'cli-not-system' });
+  const denied = await runCli(
+    ['cluster', 'nodes', '--url', fixture.server.url, '--api-key', admin_key.secret],
+    { cwd: fixture.workDir },
+  );
+  expectExit(denied, 1);
+  assert.match(denied.stderr, /PERMISSION_DENIED|system tenant/);
+  expectExit(await cli(['cluster', 'leaders']), 2);
 });

@@ -76,6 +76,7 @@ Commands:
                         Configuration: versioned keys per environment, live changes
   services ls|resolve   Service registry: registered instances and their health
   stats                 Agents by status, tasks by state, throughput and latency
+  cluster nodes         The nodes of the cluster and their load (system admins)
   recover-admin-key     Create an admin key directly in the store (lost keys)
   version               Print the version
 
@@ -106,6 +107,15 @@ Options:
   --data-dir DIR        Data directory (env ORCHESTRA_DATA_DIR; default .orchestra)
   --database-url URL    PostgreSQL URL (env ORCHESTRA_DATABASE_URL; default SQLite)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env ORCHESTRA_LOG_LEVEL)`,
+  cluster: `Usage: orchestra cluster nodes [--json]
+
+  cluster nodes
+      Lists the Orchestra nodes of the cluster: address, version, stores, when each last
+      renewed its lease, memory, event-loop delay, agents and realtime connections, and
+      which one runs the registry's health checks (*). Needs an admin key of the system
+      tenant.
+
+Common options: --url URL, --api-key KEY, --json`,
   stats: `Usage: orchestra stats [--minutes N] [--template NAME|ID] [--json]
 
 Shows your tenant's agents by status and tasks by state now, then the tasks submitted
@@ -1424,6 +1434,38 @@ async function whoamiCommand(args: string[]): Promise<void> {
   });
 }
 
+async function clusterCommand(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, {});
+  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${HELP.cluster}\n`);
+    if (sub === undefined) throw new UsageError('cluster needs a subcommand: nodes');
+    return;
+  }
+  if (sub !== 'nodes') throw new UsageError(`unknown cluster subcommand "${sub}"; use nodes`);
+  if (positionals.length > 0) {
+    throw new UsageError(`cluster nodes takes no arguments, got "${positionals.join(' ')}"`);
+  }
+  const nodes = await client(values).cluster.nodes();
+  print(values.json, nodes, () =>
+    formatTable(
+      ['ID', 'URL', 'VERSION', 'STORE', 'KV', 'SEEN', 'RSS', 'LOOP DELAY', 'AGENTS', 'CONNECTIONS'],
+      nodes.map((n) => [
+        n.health_checker ? `${n.id} *` : n.id,
+        n.url,
+        n.version,
+        n.store,
+        n.kv,
+        n.seen_at,
+        `${Math.round(n.load.rss_bytes / 1024 / 1024)} MiB`,
+        `${n.load.event_loop_delay_ms.toFixed(1)} ms`,
+        String(n.load.agents),
+        String(n.load.realtime_connections),
+      ]),
+    ),
+  );
+}
+
 async function statsCommand(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, {
     minutes: { type: 'string' },
@@ -1666,6 +1708,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'stats':
         await statsCommand(args);
+        return 0;
+      case 'cluster':
+        await clusterCommand(args);
         return 0;
       case 'recover-admin-key':
         await recoverAdminKeyCommand(args);
