@@ -88,6 +88,30 @@ try {
     await client.config.set(key, value, { env: 'prod' });
   }
   await shoot('/config?env=prod', 'config', '.tree');
+
+  // The overview's charts need more than one minute of traffic: a second burst of tasks in
+  // the next minute, with a few failures.
+  const burst = async (count: number, failures: number) => {
+    const tasks = await Promise.all([
+      ...Array.from({ length: count }, (_, i) =>
+        client.tasks.create({
+          template: REPORT_TEMPLATE.name,
+          input: { title: `Digest ${i}`, steps: 1 + (i % 4), delay_ms: 40 * (i % 5) },
+        }),
+      ),
+      ...Array.from({ length: failures }, () =>
+        client.tasks.create({
+          capabilities: ['reports'],
+          input: { title: 'Sales import', steps: 1, fail: 'The sales database refused the query' },
+        }),
+      ),
+    ]);
+    for (const task of tasks) await client.tasks.wait(task.id, { timeoutMs: 60_000 });
+  };
+  await burst(30, 1);
+  await sleep(60_000 - (Date.now() % 60_000) + 500);
+  await burst(45, 2);
+  await shoot('/overview', 'overview', 'figure.chart');
   await context.close();
 
   const narrow = await browser.newContext({ viewport: { width: 390, height: 844 } });

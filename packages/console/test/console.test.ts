@@ -60,14 +60,14 @@ describe('sign in', () => {
     await page.getByLabel('API key').fill('');
     await page.keyboard.type(fixture.adminKey);
     await page.keyboard.press('Enter');
-    await page.getByRole('heading', { name: 'Tasks', level: 1 }).waitFor({ timeout: WAIT_MS });
+    await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor({ timeout: WAIT_MS });
     const who = await fixture.client.whoami();
     assert.equal(await page.locator('.who .role').textContent(), 'admin');
     assert.ok((await page.locator('.who').textContent())?.includes(who.tenant.name));
 
     // A reload keeps the session (the key is in this tab's sessionStorage).
     await page.reload();
-    await page.getByRole('heading', { name: 'Tasks', level: 1 }).waitFor({ timeout: WAIT_MS });
+    await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor({ timeout: WAIT_MS });
 
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByLabel('API key').waitFor();
@@ -82,6 +82,9 @@ describe('sign in', () => {
     const page = await signIn(context, fixture.server.url, viewer.secret);
     const problems = watchProblems(page);
     assert.equal(await page.locator('.who .role').textContent(), 'viewer');
+    await page.getByRole('link', { name: 'Tasks', exact: true }).click();
+    await page.getByRole('heading', { name: 'Tasks', level: 1 }).waitFor({ timeout: WAIT_MS });
+    await page.locator('table[aria-label="Tasks"], .empty').first().waitFor({ timeout: WAIT_MS });
     assert.equal(await page.getByRole('link', { name: 'Submit a task' }).count(), 0);
     const task = await fixture.client.tasks.create({
       template: REPORT_TEMPLATE.name,
@@ -100,6 +103,7 @@ describe('tasks', () => {
     const context = await browser.newContext();
     const page = await signIn(context, fixture.server.url, fixture.adminKey);
     const problems = watchProblems(page, { expectedStatuses: [400] });
+    await page.getByRole('link', { name: 'Tasks', exact: true }).click();
     await page.getByRole('link', { name: 'Submit a task' }).click();
     await page.getByLabel('Template').selectOption(REPORT_TEMPLATE.name);
     await page.getByLabel('Title').waitFor();
@@ -510,6 +514,184 @@ describe('sessions, topics and services', () => {
   });
 });
 
+describe('overview', () => {
+  /** The number a card shows for `label`, once it is `expected` (live updates take a moment). */
+  async function figureBecomes(page: Page, label: string, expected: string): Promise<void> {
+    const value = page
+      .locator('.figure', {
+        has: page.locator('.figure-label', { hasText: new RegExp(`^${label}$`) }),
+      })
+      .locator('.figure-value');
+    const until = Date.now() + WAIT_MS;
+    let shown: string | null = null;
+    while (Date.now() < until) {
+      shown = await value.textContent();
+      if (shown === expected) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.fail(`the overview shows ${shown} ${label}, expected ${expected}`);
+  }
+
+  test('agents, tasks now, throughput, latency, failures and nodes, following tasks live', async () => {
+    const context = await browser.newContext();
+    // Signing in lands on the overview.
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    const { client } = fixture;
+    const quick = await client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'overview quick', steps: 1, delay_ms: 0 },
+    });
+    await client.tasks.wait(quick.id, { timeoutMs: WAIT_MS });
+    let stats = await client.stats();
+    const connected =
+      stats.agents.by_status.online + stats.agents.by_status.busy + stats.agents.by_status.draining;
+    await figureBecomes(page, 'connected', String(connected));
+
+    // A task that fails appears among the recent failures, and in the counts, without a reload.
+    const failed = await client.tasks.create({
+      capabilities: ['reports'],
+      input: { title: 'failing', steps: 1, fail: 'The data source is offline' },
+    });
+    await client.tasks.wait(failed.id, { timeoutMs: WAIT_MS });
+    const failure = page.locator('.failures li', { hasText: failed.id });
+    await failure.waitFor({ timeout: WAIT_MS });
+    assert.match((await failure.textContent()) ?? '', /REPORT_FAILED The data source is offline/);
+    stats = await client.stats();
+    const ended = stats.tasks.finished;
+    await figureBecomes(page, 'failed', String(ended.failed + ended.dead + ended.timed_out));
+
+    // A long task shows as running, and the slots in use follow.
+    const running = await client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'overview', steps: 400, delay_ms: 100 },
+    });
+    for (;;) {
+      if ((await client.tasks.get(running.id)).state === 'running') break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    stats = await client.stats();
+    await figureBecomes(page, 'running', String(stats.tasks.active.running));
+    await figureBecomes(page, 'slots in use', `${stats.agents.in_flight} / ${stats.agents.slots}`);
+
+    // The throughput chart, and its numbers as a table: one row per minute of the window.
+    const chart = page.locator('figure.chart', { hasText: 'Tasks ended per minute' });
+    assert.equal(await chart.getByRole('img', { name: /Tasks ended per minute/ }).count(), 1);
+    await chart.getByText('Show as a table').click();
+    assert.equal(await chart.locator('tbody tr').count(), 15);
+    const succeededCells = await chart.locator('tbody tr td:nth-of-type(1)').allTextContents();
+    stats = await client.stats();
+    assert.equal(
+      succeededCells.reduce((n, cell) => n + (Number(cell) || 0), 0),
+      stats.tasks.finished.succeeded,
+    );
+    assert.ok(stats.tasks.finished.succeeded > 0);
+    await page.locator('dl[aria-label="Latency"]').waitFor({ timeout: WAIT_MS });
+
+    // A longer window, kept in the address.
+    await page.getByLabel('Window', { exact: true }).selectOption('60');
+    await page.waitForURL(/\/overview\?minutes=60$/);
+    // The table stays open across the change.
+    await chart.locator('tbody tr').nth(59).waitFor({ timeout: WAIT_MS });
+    assert.equal(await chart.locator('tbody tr').count(), 60);
+
+    // This node and its dependencies; the node list, for a system admin.
+    const ready = await client.ready();
+    const health = page.getByRole('region', { name: 'Nodes and health' });
+    await health.getByText(ready.instance_id).first().waitFor({ timeout: WAIT_MS });
+    assert.match((await health.textContent()) ?? '', /is ready/);
+    await health.getByRole('table', { name: 'Nodes' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await health.getByRole('table', { name: 'Nodes' }).locator('tbody tr').count(), 1);
+
+    await client.tasks.cancel(running.id);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('another tenant sees only its own figures and not the nodes', async () => {
+    const { admin_key } = await fixture.client.tenants.create({ id: 'console-overview' });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, admin_key.secret);
+    const problems = watchProblems(page);
+    await figureBecomes(page, 'connected', '0');
+    await figureBecomes(page, 'submitted', '0');
+    await page.getByText('No task has failed.').waitFor({ timeout: WAIT_MS });
+    await page.getByText('No task succeeded in this window.').first().waitFor();
+    await page.getByText("The list of the cluster's nodes is shown to system admins.").waitFor({
+      timeout: WAIT_MS,
+    });
+    assert.equal(await page.getByRole('table', { name: 'Nodes' }).count(), 0);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
+
+describe('API keys', () => {
+  test('an admin creates a key, sees its secret once, and revokes it; the key stops working', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'API keys', exact: true }).click();
+    await page.getByRole('heading', { name: 'API keys', level: 1 }).waitFor({ timeout: WAIT_MS });
+
+    // The name is required, said at the field.
+    await page.getByRole('button', { name: 'Create key' }).click();
+    await page.locator('#key-name-error', { hasText: 'Required' }).waitFor();
+    assert.equal(
+      await page.getByLabel('Name', { exact: true }).getAttribute('aria-invalid'),
+      'true',
+    );
+
+    await page.getByLabel('Name', { exact: true }).fill('console reader');
+    await page.getByLabel('Role').selectOption('viewer');
+    await page.getByLabel('Expires').selectOption('30');
+    await page.getByRole('button', { name: 'Create key' }).click();
+    const secretField = page.getByLabel('Secret');
+    await secretField.waitFor({ timeout: WAIT_MS });
+    const secret = await secretField.inputValue();
+    assert.match(secret, /^ork_/);
+    const created = (await fixture.client.apiKeys.list({ role: 'viewer' })).items.find(
+      (k) => k.name === 'console reader',
+    );
+    assert.ok(created);
+    assert.ok(created.expires_at !== null);
+    const days = (Date.parse(created.expires_at) - Date.now()) / 86_400_000;
+    assert.ok(days > 29 && days <= 30, `expires in ${days} days`);
+    const row = page.locator('tbody tr', { hasText: 'console reader' });
+    await row.waitFor({ timeout: WAIT_MS });
+    assert.match((await row.textContent()) ?? '', /viewer/);
+    // Shown once: Done hides it, and nothing on the page shows it again.
+    await page.getByRole('button', { name: 'Done' }).click();
+    assert.equal(await page.getByLabel('Secret').count(), 0);
+    assert.equal(await page.getByText(secret).count(), 0);
+
+    // The new key signs in, as a viewer, who has no API keys section.
+    const readerContext = await browser.newContext();
+    const reader = await signIn(readerContext, fixture.server.url, secret);
+    assert.equal(await reader.locator('.who .role').textContent(), 'viewer');
+    assert.equal(await reader.getByRole('link', { name: 'API keys', exact: true }).count(), 0);
+    await reader.goto(`${fixture.server.url}/keys`);
+    await reader.getByText('Only admins manage API keys.').waitFor({ timeout: WAIT_MS });
+
+    // Revoking asks once more, then the key is refused.
+    await row.getByRole('button', { name: 'Revoke console reader' }).click();
+    await row.getByRole('button', { name: 'Revoke console reader' }).click();
+    await row.waitFor({ state: 'detached', timeout: WAIT_MS });
+    assert.equal((await fixture.client.apiKeys.get(created.id)).status, 'revoked');
+    await page.getByLabel('Show revoked keys').check();
+    await page
+      .locator('tbody tr', { hasText: 'console reader' })
+      .locator('.badge', { hasText: 'revoked' })
+      .waitFor({ timeout: WAIT_MS });
+    await reader.reload();
+    await reader.getByRole('alert').filter({ hasText: 'not valid' }).waitFor({ timeout: WAIT_MS });
+
+    assert.deepEqual(problems, []);
+    await readerContext.close();
+    await context.close();
+  });
+});
+
 describe('layout', () => {
   test('pages fit a narrow screen without sideways scrolling', async () => {
     const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
@@ -520,6 +702,7 @@ describe('layout', () => {
       input: { title: 'narrow', steps: 2, delay_ms: 0 },
     });
     for (const path of [
+      '/overview',
       '/tasks',
       `/tasks/${task.id}`,
       '/tasks/new',
@@ -532,6 +715,7 @@ describe('layout', () => {
       '/sessions',
       '/topics',
       '/services',
+      '/keys',
     ]) {
       await page.goto(fixture.server.url + path);
       await page.locator('h1').first().waitFor({ timeout: WAIT_MS });

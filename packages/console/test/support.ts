@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AgentWorker, type CreateTemplateInput, Orchestra } from '@orchestra/sdk';
+import { AgentWorker, type CreateTemplateInput, Orchestra, TaskFailedError } from '@orchestra/sdk';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 
@@ -120,11 +120,17 @@ export async function startConsoleFixture(options: { env?: Record<string, string
             title,
             steps,
             delay_ms = 100,
+            fail,
           } = input as {
             title: string;
             steps: number;
             delay_ms?: number;
+            /** Only tasks routed by capability may carry it: the template's schema refuses it. */
+            fail?: string;
           };
+          if (fail !== undefined) {
+            throw new TaskFailedError(fail, { code: 'REPORT_FAILED', retryable: false });
+          }
           for (let i = 1; i <= steps; i++) {
             await sleep(delay_ms, undefined, { signal: ctx.signal });
             ctx.progress(i, steps, `section ${i}`);
@@ -148,12 +154,12 @@ export async function startConsoleFixture(options: { env?: Record<string, string
   return fixture;
 }
 
-/** Signs in on a fresh page of `context` and waits for the tasks page. */
+/** Signs in on a fresh page of `context` and waits for the overview, where it lands. */
 export async function signIn(context: BrowserContext, url: string, key: string): Promise<Page> {
   const page = await context.newPage();
   await page.goto(url);
   await page.getByLabel('API key').fill(key);
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.getByRole('heading', { name: 'Tasks', level: 1 }).waitFor();
+  await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();
   return page;
 }

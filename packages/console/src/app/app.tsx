@@ -1,6 +1,8 @@
 import { type ReactNode, useEffect, useState } from 'react';
 import { AgentDetailPage, AgentsPage } from './pages/agents.tsx';
 import { ConfigKeyPage, ConfigPage } from './pages/config.tsx';
+import { KeysPage } from './pages/keys.tsx';
+import { OverviewPage } from './pages/overview.tsx';
 import { ServiceDetailPage, ServicesPage } from './pages/services.tsx';
 import { SessionDetailPage, SessionsPage } from './pages/sessions.tsx';
 import { SignIn } from './pages/sign-in.tsx';
@@ -14,6 +16,7 @@ import { type Session, SessionContext, signIn, signOut, storedKey } from './sess
 import { Loading } from './ui.tsx';
 
 const NAV = [
+  { to: '/overview', label: 'Overview' },
   { to: '/tasks', label: 'Tasks' },
   { to: '/agents', label: 'Agents' },
   { to: '/templates', label: 'Templates' },
@@ -21,10 +24,17 @@ const NAV = [
   { to: '/topics', label: 'Topics' },
   { to: '/config', label: 'Config' },
   { to: '/services', label: 'Services' },
-] as const;
+  { to: '/keys', label: 'API keys', adminOnly: true },
+] as const satisfies readonly { to: string; label: string; adminOnly?: boolean }[];
+
+/** The sections the role may open: API keys are for admins. */
+function navFor(role: string) {
+  return NAV.filter((n) => !('adminOnly' in n) || role === 'admin');
+}
 
 function route(path: string): ReactNode {
-  if (path === '/' || path === '') return <Redirect to="/tasks" />;
+  if (path === '/' || path === '') return <Redirect to="/overview" />;
+  if (path === '/overview') return <OverviewPage />;
   if (path === '/tasks') return <TasksPage />;
   if (path === '/tasks/new') return <SubmitTaskPage />;
   const task = match('/tasks/:id', path);
@@ -46,6 +56,7 @@ function route(path: string): ReactNode {
   if (service?.name) return <ServiceDetailPage key={service.name} name={service.name} />;
   if (path === '/config') return <ConfigPage />;
   if (path === '/config/key') return <ConfigKeyPage />;
+  if (path === '/keys') return <KeysPage />;
   if (path === '/agents') return <AgentsPage />;
   const agent = match('/agents/:id', path);
   if (agent?.id) return <AgentDetailPage key={agent.id} id={agent.id} />;
@@ -109,7 +120,7 @@ export function App() {
         </Link>
         <nav aria-label="Sections">
           <ul>
-            {NAV.map((n) => (
+            {navFor(session.who.role).map((n) => (
               <li key={n.to}>
                 <Link to={n.to} aria-current={path.startsWith(n.to) ? 'page' : undefined}>
                   {n.label}

@@ -1,0 +1,284 @@
+import type { ApiKey, ApiKeyWithSecret, Role } from '@orchestra/sdk';
+import { OrchestraError } from '@orchestra/sdk';
+import { type FormEvent, useState } from 'react';
+import { describeError, useSession } from '../session.tsx';
+import { Alert, Badge, PagedTable, PageHeader, Time, useAsync, usePager } from '../ui.tsx';
+
+const ROLES: { role: Role; what: string }[] = [
+  { role: 'viewer', what: 'reads everything, changes nothing' },
+  { role: 'operator', what: 'submits and cancels tasks, edits templates and config' },
+  { role: 'agent', what: 'for agent processes: connects and runs tasks' },
+  { role: 'admin', what: 'everything, including keys' },
+];
+
+const EXPIRIES = [
+  { label: 'Never', days: 0 },
+  { label: 'In 7 days', days: 7 },
+  { label: 'In 30 days', days: 30 },
+  { label: 'In 90 days', days: 90 },
+  { label: 'In a year', days: 365 },
+] as const;
+
+/** The secret of a key just created: shown once, never again. */
+function NewSecret({ created, onDone }: { created: ApiKeyWithSecret; onDone: () => void }) {
+  const [copied, setCopied] = useState<string | undefined>();
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(created.secret);
+      setCopied('Copied.');
+    } catch {
+      setCopied('The browser refused the clipboard: select the key and copy it.');
+    }
+  };
+  return (
+    <section className="panel notice-panel" aria-labelledby="secret-title">
+      <h2 id="secret-title">Key “{created.name}” created</h2>
+      <p>
+        Copy the secret now: it is shown only this once. Whoever holds it acts as{' '}
+        <strong>{created.role}</strong> in this tenant.
+      </p>
+      <div className="field">
+        <label htmlFor="new-secret">Secret</label>
+        <input
+          id="new-secret"
+          readOnly
+          value={created.secret}
+          spellCheck={false}
+          onFocus={(e) => e.currentTarget.select()}
+        />
+      </div>
+      <div className="actions">
+        <button type="button" onClick={copy}>
+          Copy
+        </button>
+        <button type="button" onClick={onDone}>
+          Done
+        </button>
+        {copied && (
+          <span className="muted" role="status">
+            {copied}
+          </span>
+        )}
+      </div>
+    </section>
+  );
+}
+
+function CreateKey({ onCreated }: { onCreated: (key: ApiKeyWithSecret) => void }) {
+  const { client } = useSession();
+  const [name, setName] = useState('');
+  const [role, setRole] = useState<Role>('viewer');
+  const [days, setDays] = useState(90);
+  const [problem, setProblem] = useState<string | undefined>();
+  const [nameError, setNameError] = useState<string | undefined>();
+  const [busy, setBusy] = useState(false);
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    setProblem(undefined);
+    setNameError(undefined);
+    if (name.trim() === '') {
+      setNameError('Required: say who or what will use the key.');
+      return;
+    }
+    setBusy(true);
+    try {
+      const created = await client.apiKeys.create({
+        name: name.trim(),
+        role,
+        ...(days > 0 ? { expires_at: new Date(Date.now() + days * 86_400_000) } : {}),
+      });
+      setName('');
+      onCreated(created);
+    } catch (err) {
+      const field =
+        err instanceof OrchestraError
+          ? (err.details?.fields as { field: string; message: string }[] | undefined)?.find(
+              (f) => f.field === 'body.name',
+            )
+          : undefined;
+      if (field) setNameError(field.message);
+      else setProblem(describeError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section className="panel" aria-labelledby="create-key-title">
+      <h2 id="create-key-title">Create a key</h2>
+      <form className="form" onSubmit={submit} noValidate>
+        <div className="field">
+          <label htmlFor="key-name">Name</label>
+          <input
+            id="key-name"
+            value={name}
+            maxLength={100}
+            placeholder="ci-deploys, search-agents…"
+            aria-invalid={nameError ? true : undefined}
+            aria-describedby={nameError ? 'key-name-error' : undefined}
+            onChange={(e) => setName(e.target.value)}
+          />
+          {nameError && (
+            <span id="key-name-error" className="field-error">
+              {nameError}
+            </span>
+          )}
+        </div>
+        <div className="field">
+          <label htmlFor="key-role">Role</label>
+          <select id="key-role" value={role} onChange={(e) => setRole(e.target.value as Role)}>
+            {ROLES.map((r) => (
+              <option key={r.role} value={r.role}>
+                {r.role}: {r.what}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="key-expiry">Expires</label>
+          <select id="key-expiry" value={days} onChange={(e) => setDays(Number(e.target.value))}>
+            {EXPIRIES.map((e) => (
+              <option key={e.days} value={e.days}>
+                {e.label}
+              </option>
+            ))}
+          </select>
+        </div>
+        <Alert message={problem} />
+        <div className="actions">
+          <button type="submit" className="primary" disabled={busy}>
+            Create key
+          </button>
+        </div>
+      </form>
+    </section>
+  );
+}
+
+/** Revoking cannot be undone: the button asks once more before it acts. */
+function RevokeButton({ apiKey, onRevoked }: { apiKey: ApiKey; onRevoked: () => void }) {
+  const { client, who } = useSession();
+  const [confirming, setConfirming] = useState(false);
+  const [problem, setProblem] = useState<string | undefined>();
+  const own = who.credential.type === 'api_key' && who.credential.id === apiKey.id;
+  if (apiKey.status !== 'active') return null;
+  const revoke = async () => {
+    setProblem(undefined);
+    try {
+      await client.apiKeys.revoke(apiKey.id);
+      setConfirming(false);
+      onRevoked();
+    } catch (err) {
+      setProblem(describeError(err));
+    }
+  };
+  return (
+    <>
+      {confirming ? (
+        <span className="confirm">
+          <button type="button" className="danger" onClick={revoke}>
+            Revoke {apiKey.name}
+          </button>
+          <button type="button" onClick={() => setConfirming(false)}>
+            Keep
+          </button>
+        </span>
+      ) : (
+        <button
+          type="button"
+          onClick={() => setConfirming(true)}
+          aria-label={`Revoke ${apiKey.name}`}
+          title={own ? 'This is the key you signed in with' : undefined}
+        >
+          Revoke{own && ' (yours)'}
+        </button>
+      )}
+      <Alert message={problem} />
+    </>
+  );
+}
+
+/** API keys of the tenant: create (the secret shown once), list and revoke. Admins only. */
+export function KeysPage() {
+  const { who } = useSession();
+  if (who.role !== 'admin') {
+    return (
+      <>
+        <PageHeader title="API keys" />
+        <p className="empty">Only admins manage API keys. Ask an admin of your tenant.</p>
+      </>
+    );
+  }
+  return <AdminKeysPage />;
+}
+
+function AdminKeysPage() {
+  const { client } = useSession();
+  const [showRevoked, setShowRevoked] = useState(false);
+  const [created, setCreated] = useState<ApiKeyWithSecret | undefined>();
+  const pager = usePager(String(showRevoked));
+  const keys = useAsync(
+    () =>
+      client.apiKeys.list({
+        limit: 50,
+        include_revoked: showRevoked,
+        ...(pager.cursor ? { cursor: pager.cursor } : {}),
+      }),
+    [client, pager.cursor, showRevoked],
+  );
+  return (
+    <>
+      <PageHeader title="API keys" />
+      {created && <NewSecret created={created} onDone={() => setCreated(undefined)} />}
+      <CreateKey
+        onCreated={(key) => {
+          setCreated(key);
+          keys.reload();
+        }}
+      />
+      <div className="filters">
+        <label className="field-inline">
+          <input
+            type="checkbox"
+            checked={showRevoked}
+            onChange={(e) => setShowRevoked(e.target.checked)}
+          />{' '}
+          Show revoked keys
+        </label>
+      </div>
+      <PagedTable
+        result={keys}
+        pager={pager}
+        what="API keys"
+        empty="No keys."
+        columns={['Name', 'Role', 'Key', 'Status', 'Created', 'Expires', 'Last used', '']}
+        row={(k: ApiKey) => (
+          <tr key={k.id}>
+            <td>
+              {k.name}
+              <div className="muted">
+                <code>{k.id}</code>
+              </div>
+            </td>
+            <td>{k.role}</td>
+            <td>
+              <code>{k.prefix}…</code>
+            </td>
+            <td>
+              <Badge value={k.status} />
+            </td>
+            <td>
+              <Time iso={k.created_at} />
+            </td>
+            <td>{k.expires_at ? <Time iso={k.expires_at} /> : 'never'}</td>
+            <td>
+              <Time iso={k.last_used_at} />
+            </td>
+            <td>
+              <RevokeButton apiKey={k} onRevoked={keys.reload} />
+            </td>
+          </tr>
+        )}
+      />
+    </>
+  );
+}
