@@ -29,6 +29,16 @@ after(async () => {
   await fixture?.stop();
 });
 
+/** The HTTP status an SDK call rejects with. */
+async function rejectionStatus(call: () => Promise<unknown>): Promise<number> {
+  try {
+    await call();
+  } catch (err) {
+    return (err as { status: number }).status;
+  }
+  assert.fail('expected the call to reject');
+}
+
 /** The state the task page shows, once it is `state`. */
 async function waitForState(page: Page, state: string): Promise<void> {
   await page.locator('.facts .badge', { hasText: state.replace('_', ' ') }).waitFor({
@@ -452,6 +462,51 @@ describe('sessions, topics and services', () => {
     await context.close();
   });
 
+  test('create a session, submit a task in it, delete it once nothing runs', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page, { expectedStatuses: [409] });
+    await page.getByRole('link', { name: 'Sessions', exact: true }).click();
+    await page.getByText('New session').click();
+    await page.getByLabel('Name (optional)').fill('console chat');
+    await page.getByLabel('A task submitted while another is unfinished').selectOption('reject');
+    await page.getByRole('button', { name: 'Create session' }).click();
+    await page.getByRole('heading', { name: 'Session console chat' }).waitFor({ timeout: WAIT_MS });
+    const sessionId = decodeURIComponent(new URL(page.url()).pathname.split('/').pop() ?? '');
+    const session = await fixture.client.sessions.get(sessionId);
+    assert.equal(session.name, 'console chat');
+    assert.equal(session.multitask_strategy, 'reject');
+
+    // The submit form comes with the session filled in.
+    await page.getByRole('link', { name: 'Submit a task in it' }).click();
+    assert.equal(await page.getByLabel('Session').inputValue(), sessionId);
+    await page.getByLabel('Template').selectOption(REPORT_TEMPLATE.name);
+    await page.getByLabel('Title').fill('long answer');
+    await page.getByLabel('Steps').fill('400');
+    await page.getByLabel('Pause per step (ms)').fill('100');
+    await page.getByRole('button', { name: 'Submit', exact: true }).click();
+    await page.waitForURL(/\/tasks\/tsk_/, { timeout: WAIT_MS });
+    const taskId = decodeURIComponent(new URL(page.url()).pathname.split('/').pop() ?? '');
+    assert.equal((await fixture.client.tasks.get(taskId)).session_id, sessionId);
+
+    // Deleting is refused while the task runs, with the API's reason; then it goes.
+    await page.goto(`${fixture.server.url}/sessions/${sessionId}`);
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByRole('button', { name: 'Delete it with its tasks' }).click();
+    await page
+      .getByRole('alert')
+      .filter({ hasText: /unfinished|busy/i })
+      .waitFor({ timeout: WAIT_MS });
+    await fixture.client.tasks.cancel(taskId);
+    await fixture.client.tasks.wait(taskId, { timeoutMs: WAIT_MS });
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByRole('button', { name: 'Delete it with its tasks' }).click();
+    await page.getByRole('heading', { name: 'Sessions', level: 1 }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await rejectionStatus(() => fixture.client.sessions.get(sessionId)), 404);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
   test('tail a topic in two browsers and publish from one', async () => {
     const { client } = fixture;
     await client.topics.publish('chat.room-1', { text: 'before' });
@@ -509,6 +564,17 @@ describe('sessions, topics and services', () => {
     await page
       .locator('tr[data-instance="search-1"]')
       .waitFor({ state: 'detached', timeout: WAIT_MS });
+
+    // Deregistering from the page asks once more.
+    const row = page.locator('tr[data-instance="search-2"]');
+    await row.getByRole('button', { name: 'Deregister search-2' }).click();
+    await row.getByRole('button', { name: 'Keep' }).click();
+    assert.equal((await client.services.instances('search', { all: true })).instances.length, 1);
+    await row.getByRole('button', { name: 'Deregister search-2' }).click();
+    await row.getByRole('button', { name: 'Deregister search-2' }).click();
+    await row.waitFor({ state: 'detached', timeout: WAIT_MS });
+    await page.getByText('No instance is registered now.').waitFor({ timeout: WAIT_MS });
+    assert.equal((await client.services.instances('search', { all: true })).instances.length, 0);
     assert.deepEqual(problems, []);
     await context.close();
   });
@@ -720,7 +786,14 @@ describe('layout', () => {
       await page.goto(fixture.server.url + path);
       await page.locator('h1').first().waitFor({ timeout: WAIT_MS });
       // Loaded: nothing says "Loading…" (live pages keep a stream open: no network idle).
-      await page.getByText(/^Loading /).waitFor({ state: 'detached', timeout: WAIT_MS });
+      await page.waitForFunction(
+        () =>
+          ![...document.querySelectorAll('[role="status"]')].some((e) =>
+            e.textContent?.startsWith('Loading '),
+          ),
+        null,
+        { timeout: WAIT_MS },
+      );
       const overflow = await page.evaluate(
         () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
       );

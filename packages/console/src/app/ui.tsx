@@ -238,3 +238,82 @@ export function NotLoaded(props: { result: Async<unknown>; title: string; what: 
     </>
   );
 }
+
+/**
+ * A button for what cannot be undone: the first click asks, the second acts. The action's
+ * error is shown next to it.
+ */
+export function ConfirmButton(props: {
+  label: string;
+  /** The button that acts, shown after the first click. */
+  confirmLabel: string;
+  /** The first button's accessible name, when `label` alone is ambiguous in a list. */
+  ariaLabel?: string;
+  title?: string;
+  onConfirm: () => Promise<void>;
+}) {
+  const [confirming, setConfirming] = useState(false);
+  const [problem, setProblem] = useState<string | undefined>();
+  const act = async () => {
+    setProblem(undefined);
+    try {
+      await props.onConfirm();
+    } catch (err) {
+      setProblem(describeError(err));
+    }
+    setConfirming(false);
+  };
+  return (
+    <>
+      {confirming ? (
+        <span className="confirm">
+          <button type="button" className="danger" onClick={act}>
+            {props.confirmLabel}
+          </button>
+          <button type="button" onClick={() => setConfirming(false)}>
+            Keep
+          </button>
+        </span>
+      ) : (
+        <button
+          type="button"
+          onClick={() => setConfirming(true)}
+          aria-label={props.ariaLabel}
+          title={props.title}
+        >
+          {props.label}
+        </button>
+      )}
+      <Alert message={problem} />
+    </>
+  );
+}
+
+/** A labelled select of fixed options. */
+export function SelectField<V extends string | number>(props: {
+  id: string;
+  label: string;
+  value: V;
+  options: readonly { value: V; label: string }[];
+  onChange: (value: V) => void;
+}) {
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <select
+        id={props.id}
+        value={props.value}
+        onChange={(e) => {
+          const chosen = props.options.find((o) => String(o.value) === e.target.value);
+          if (chosen) props.onChange(chosen.value);
+        }}
+      >
+        {props.options.map((o) => (
+          <option key={o.value} value={o.value}>
+            {o.label}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}

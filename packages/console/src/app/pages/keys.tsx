@@ -2,7 +2,17 @@ import type { ApiKey, ApiKeyWithSecret, Role } from '@orchestra/sdk';
 import { OrchestraError } from '@orchestra/sdk';
 import { type FormEvent, useState } from 'react';
 import { describeError, useSession } from '../session.tsx';
-import { Alert, Badge, PagedTable, PageHeader, Time, useAsync, usePager } from '../ui.tsx';
+import {
+  Alert,
+  Badge,
+  ConfirmButton,
+  PagedTable,
+  PageHeader,
+  SelectField,
+  Time,
+  useAsync,
+  usePager,
+} from '../ui.tsx';
 
 const ROLES: { role: Role; what: string }[] = [
   { role: 'viewer', what: 'reads everything, changes nothing' },
@@ -68,7 +78,7 @@ function CreateKey({ onCreated }: { onCreated: (key: ApiKeyWithSecret) => void }
   const { client } = useSession();
   const [name, setName] = useState('');
   const [role, setRole] = useState<Role>('viewer');
-  const [days, setDays] = useState(90);
+  const [days, setDays] = useState<number>(90);
   const [problem, setProblem] = useState<string | undefined>();
   const [nameError, setNameError] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
@@ -123,26 +133,20 @@ function CreateKey({ onCreated }: { onCreated: (key: ApiKeyWithSecret) => void }
             </span>
           )}
         </div>
-        <div className="field">
-          <label htmlFor="key-role">Role</label>
-          <select id="key-role" value={role} onChange={(e) => setRole(e.target.value as Role)}>
-            {ROLES.map((r) => (
-              <option key={r.role} value={r.role}>
-                {r.role}: {r.what}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div className="field">
-          <label htmlFor="key-expiry">Expires</label>
-          <select id="key-expiry" value={days} onChange={(e) => setDays(Number(e.target.value))}>
-            {EXPIRIES.map((e) => (
-              <option key={e.days} value={e.days}>
-                {e.label}
-              </option>
-            ))}
-          </select>
-        </div>
+        <SelectField
+          id="key-role"
+          label="Role"
+          value={role}
+          options={ROLES.map((r) => ({ value: r.role, label: `${r.role}: ${r.what}` }))}
+          onChange={setRole}
+        />
+        <SelectField
+          id="key-expiry"
+          label="Expires"
+          value={days}
+          options={EXPIRIES.map((e) => ({ value: e.days, label: e.label }))}
+          onChange={setDays}
+        />
         <Alert message={problem} />
         <div className="actions">
           <button type="submit" className="primary" disabled={busy}>
@@ -157,43 +161,19 @@ function CreateKey({ onCreated }: { onCreated: (key: ApiKeyWithSecret) => void }
 /** Revoking cannot be undone: the button asks once more before it acts. */
 function RevokeButton({ apiKey, onRevoked }: { apiKey: ApiKey; onRevoked: () => void }) {
   const { client, who } = useSession();
-  const [confirming, setConfirming] = useState(false);
-  const [problem, setProblem] = useState<string | undefined>();
   const own = who.credential.type === 'api_key' && who.credential.id === apiKey.id;
   if (apiKey.status !== 'active') return null;
-  const revoke = async () => {
-    setProblem(undefined);
-    try {
-      await client.apiKeys.revoke(apiKey.id);
-      setConfirming(false);
-      onRevoked();
-    } catch (err) {
-      setProblem(describeError(err));
-    }
-  };
   return (
-    <>
-      {confirming ? (
-        <span className="confirm">
-          <button type="button" className="danger" onClick={revoke}>
-            Revoke {apiKey.name}
-          </button>
-          <button type="button" onClick={() => setConfirming(false)}>
-            Keep
-          </button>
-        </span>
-      ) : (
-        <button
-          type="button"
-          onClick={() => setConfirming(true)}
-          aria-label={`Revoke ${apiKey.name}`}
-          title={own ? 'This is the key you signed in with' : undefined}
-        >
-          Revoke{own && ' (yours)'}
-        </button>
-      )}
-      <Alert message={problem} />
-    </>
+    <ConfirmButton
+      label={own ? 'Revoke (yours)' : 'Revoke'}
+      confirmLabel={`Revoke ${apiKey.name}`}
+      ariaLabel={`Revoke ${apiKey.name}`}
+      {...(own ? { title: 'This is the key you signed in with' } : {})}
+      onConfirm={async () => {
+        await client.apiKeys.revoke(apiKey.id);
+        onRevoked();
+      }}
+    />
   );
 }
 

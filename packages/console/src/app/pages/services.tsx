@@ -4,6 +4,7 @@ import { Link } from '../router.tsx';
 import { useSession } from '../session.tsx';
 import {
   Badge,
+  ConfirmButton,
   Empty,
   ErrorBox,
   Loading,
@@ -60,7 +61,7 @@ export function ServicesPage() {
 }
 
 export function ServiceDetailPage({ name }: { name: string }) {
-  const { client, topics } = useSession();
+  const { client, topics, canWrite } = useSession();
   const service = useAsync(() => client.services.instances(name, { all: true }), [client, name]);
   const reload = useThrottled(service.reload, 300);
   useTopic(topics, `services.${name}`, reload, reload);
@@ -82,6 +83,11 @@ export function ServiceDetailPage({ name }: { name: string }) {
                 <th scope="col">Health</th>
                 <th scope="col">Last check</th>
                 <th scope="col">Registered</th>
+                {canWrite && (
+                  <th scope="col">
+                    <span className="sr-only">Actions</span>
+                  </th>
+                )}
               </tr>
             </thead>
             <tbody>
@@ -106,6 +112,20 @@ export function ServiceDetailPage({ name }: { name: string }) {
                   <td>
                     <Time iso={i.registered_at} />
                   </td>
+                  {canWrite && (
+                    <td>
+                      {/* Drops the instance from discovery at once: asked once more. */}
+                      <ConfirmButton
+                        label="Deregister"
+                        ariaLabel={`Deregister ${i.id}`}
+                        confirmLabel={`Deregister ${i.id}`}
+                        onConfirm={async () => {
+                          await client.services.deregister(name, i.id);
+                          service.reload();
+                        }}
+                      />
+                    </td>
+                  )}
                 </tr>
               ))}
             </tbody>

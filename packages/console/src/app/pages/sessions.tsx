@@ -1,12 +1,81 @@
-import type { Session, TaskEvent } from '@orchestra/sdk';
-import { useEffect, useState } from 'react';
-import { Link } from '../router.tsx';
-import { useSession } from '../session.tsx';
-import { ErrorBox, NotLoaded, PagedTable, PageHeader, Time, useAsync, usePager } from '../ui.tsx';
+import type { MultitaskStrategy, Session, TaskEvent } from '@orchestra/sdk';
+import { type FormEvent, useEffect, useState } from 'react';
+import { Link, navigate } from '../router.tsx';
+import { describeError, useSession } from '../session.tsx';
+import {
+  Alert,
+  ConfirmButton,
+  ErrorBox,
+  NotLoaded,
+  PagedTable,
+  PageHeader,
+  SelectField,
+  Time,
+  useAsync,
+  usePager,
+} from '../ui.tsx';
 import { eventSummary } from './task-detail.tsx';
 
-export function SessionsPage() {
+const STRATEGIES: { value: MultitaskStrategy; what: string }[] = [
+  { value: 'enqueue', what: 'enqueue: run it after the unfinished ones' },
+  { value: 'reject', what: 'reject: refuse it while one is unfinished' },
+  { value: 'interrupt', what: 'interrupt: cancel the unfinished ones, then run it' },
+];
+
+function CreateSession() {
   const { client } = useSession();
+  const [name, setName] = useState('');
+  const [strategy, setStrategy] = useState<MultitaskStrategy>('enqueue');
+  const [problem, setProblem] = useState<string | undefined>();
+  const [busy, setBusy] = useState(false);
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    setProblem(undefined);
+    setBusy(true);
+    try {
+      const session = await client.sessions.create({
+        ...(name.trim() ? { name: name.trim() } : {}),
+        multitask_strategy: strategy,
+      });
+      navigate(`/sessions/${encodeURIComponent(session.id)}`);
+    } catch (err) {
+      setProblem(describeError(err));
+      setBusy(false);
+    }
+  };
+  return (
+    <details className="panel">
+      <summary>New session</summary>
+      <form className="form" onSubmit={submit} aria-label="New session">
+        <div className="field">
+          <label htmlFor="session-name">Name (optional)</label>
+          <input
+            id="session-name"
+            value={name}
+            maxLength={200}
+            onChange={(e) => setName(e.target.value)}
+          />
+        </div>
+        <SelectField
+          id="session-strategy"
+          label="A task submitted while another is unfinished"
+          value={strategy}
+          options={STRATEGIES.map((s) => ({ value: s.value, label: s.what }))}
+          onChange={setStrategy}
+        />
+        <Alert message={problem} />
+        <div className="actions">
+          <button type="submit" className="primary" disabled={busy}>
+            Create session
+          </button>
+        </div>
+      </form>
+    </details>
+  );
+}
+
+export function SessionsPage() {
+  const { client, canWrite } = useSession();
   const pager = usePager('');
   const sessions = useAsync(
     () => client.sessions.list({ limit: 50, ...(pager.cursor ? { cursor: pager.cursor } : {}) }),
@@ -15,6 +84,7 @@ export function SessionsPage() {
   return (
     <>
       <PageHeader title="Sessions" />
+      {canWrite && <CreateSession />}
       <PagedTable
         result={sessions}
         pager={pager}
@@ -44,7 +114,7 @@ export function SessionsPage() {
 
 /** A session's whole history: every event of every task in it, live. */
 export function SessionDetailPage({ id }: { id: string }) {
-  const { client } = useSession();
+  const { client, canWrite } = useSession();
   const session = useAsync(() => client.sessions.get(id), [client, id]);
   const [events, setEvents] = useState<TaskEvent[]>([]);
   const [gap, setGap] = useState(false);
@@ -77,6 +147,21 @@ export function SessionDetailPage({ id }: { id: string }) {
         <Link to={`/tasks?session=${encodeURIComponent(s.id)}`} className="button">
           Its tasks
         </Link>
+        {canWrite && (
+          <Link to={`/tasks/new?session=${encodeURIComponent(s.id)}`} className="button primary">
+            Submit a task in it
+          </Link>
+        )}
+        {canWrite && (
+          <ConfirmButton
+            label="Delete"
+            confirmLabel="Delete it with its tasks"
+            onConfirm={async () => {
+              await client.sessions.delete(id);
+              navigate('/sessions');
+            }}
+          />
+        )}
       </PageHeader>
       <section className="panel" aria-label="Session">
         <dl className="facts">

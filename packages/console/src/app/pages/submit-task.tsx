@@ -31,6 +31,7 @@ export function SubmitTaskPage() {
   const [asJson, setAsJson] = useState(false);
   const [priority, setPriority] = useState('');
   const [idempotencyKey, setIdempotencyKey] = useState('');
+  const [sessionId, setSessionId] = useState(query.get('session') ?? '');
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [problem, setProblem] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
@@ -86,6 +87,7 @@ export function SubmitTaskPage() {
     }
     if (priority.trim() !== '') request.priority = Number(priority);
     if (idempotencyKey.trim() !== '') request.idempotency_key = idempotencyKey.trim();
+    if (sessionId.trim() !== '') request.session_id = sessionId.trim();
     setBusy(true);
     try {
       const task = await client.tasks.create(request);
@@ -189,8 +191,24 @@ export function SubmitTaskPage() {
             )}
           </fieldset>
         )}
-        <details>
+        <details open={query.has('session') || undefined}>
           <summary>Options</summary>
+          <div className="field">
+            <label htmlFor="task-session">Session</label>
+            <input
+              id="task-session"
+              value={sessionId}
+              onChange={(e) => setSessionId(e.target.value)}
+              placeholder="ses_…: run it in this session, after its earlier tasks"
+              aria-invalid={errors.session_id ? true : undefined}
+              aria-describedby={errors.session_id ? 'task-session-error' : undefined}
+            />
+            {errors.session_id && (
+              <small id="task-session-error" className="field-error">
+                {errors.session_id}
+              </small>
+            )}
+          </div>
           <div className="field">
             <label htmlFor="task-priority">Priority</label>
             <input
