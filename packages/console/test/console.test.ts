@@ -758,6 +758,64 @@ describe('API keys', () => {
   });
 });
 
+describe('removing things', () => {
+  test('delete a template, forget an offline agent, delete a topic; each asks once more', async () => {
+    const { client } = fixture;
+    await client.templates.create({ name: 'throwaway', capabilities: ['nothing'] });
+    const agentKey = await client.apiKeys.create({ name: 'short-lived agent', role: 'agent' });
+    const worker = new AgentWorker({
+      url: fixture.server.url,
+      apiKey: agentKey.secret,
+      agentId: 'forget-me',
+      capabilities: ['nothing'],
+      handler: () => null,
+      handleSignals: false,
+    });
+    await worker.start();
+    await worker.stop();
+    await client.topics.publish('scratch.notes', { text: 'draft' });
+
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+
+    await page.goto(`${fixture.server.url}/templates/throwaway`);
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByRole('button', { name: 'Keep' }).click();
+    assert.equal((await client.templates.get('throwaway')).name, 'throwaway');
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByRole('button', { name: 'Delete it and all its versions' }).click();
+    await page.getByRole('heading', { name: 'Templates', level: 1 }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await rejectionStatus(() => client.templates.get('throwaway')), 404);
+
+    await page.goto(`${fixture.server.url}/agents/forget-me`);
+    await page.locator('.facts .badge', { hasText: 'offline' }).waitFor({ timeout: WAIT_MS });
+    await page.getByRole('button', { name: 'Forget', exact: true }).click();
+    await page.getByRole('button', { name: 'Forget this agent' }).click();
+    await page.getByRole('heading', { name: 'Agents', level: 1 }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await rejectionStatus(() => client.agents.get('forget-me')), 404);
+    // A connected agent is drained, not forgotten.
+    await page.goto(`${fixture.server.url}/agents/reporter-1`);
+    await page.getByRole('button', { name: 'Drain' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.getByRole('button', { name: 'Forget', exact: true }).count(), 0);
+
+    await page.goto(`${fixture.server.url}/topics/scratch.notes`);
+    await page.getByText('"draft"').first().waitFor({ timeout: WAIT_MS });
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByRole('button', { name: 'Delete it and its history' }).click();
+    await page.getByRole('heading', { name: 'Topics', level: 1 }).waitFor({ timeout: WAIT_MS });
+    const left = (await client.topics.list()).items.map((t) => t.name);
+    assert.ok(!left.includes('scratch.notes'), left.join(', '));
+    // The server's own topics have no delete.
+    await page.goto(`${fixture.server.url}/topics/agents`);
+    await page.getByRole('heading', { name: 'Topic agents' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.getByRole('button', { name: 'Delete', exact: true }).count(), 0);
+
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
+
 describe('layout', () => {
   test('pages fit a narrow screen without sideways scrolling', async () => {
     const context = await browser.newContext({ viewport: { width: 390, height: 844 } });

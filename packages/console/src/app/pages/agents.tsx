@@ -1,11 +1,12 @@
 import type { Agent } from '@orchestra/sdk';
 import { useState } from 'react';
 import { useTopic } from '../live.ts';
-import { Link } from '../router.tsx';
+import { Link, navigate } from '../router.tsx';
 import { describeError, useSession } from '../session.tsx';
 import {
   Alert,
   Badge,
+  ConfirmButton,
   NotLoaded,
   PagedTable,
   PageHeader,
@@ -96,6 +97,17 @@ export function AgentDetailPage({ id }: { id: string }) {
           <button type="button" onClick={drain}>
             Drain
           </button>
+        )}
+        {canWrite && (a.status === 'offline' || a.status === 'error') && (
+          <ConfirmButton
+            label="Forget"
+            confirmLabel="Forget this agent"
+            title="Removes its record; if it connects again it is recorded anew"
+            onConfirm={async () => {
+              await client.agents.delete(id);
+              navigate('/agents');
+            }}
+          />
         )}
       </PageHeader>
       <Alert message={actionError} />

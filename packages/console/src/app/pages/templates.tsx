@@ -10,6 +10,7 @@ import { Link, navigate, useLocation } from '../router.tsx';
 import { describeError, useSession } from '../session.tsx';
 import {
   Alert,
+  ConfirmButton,
   ErrorBox,
   Json,
   Loading,
@@ -411,6 +412,14 @@ export function TemplateDetailPage({ name }: { name: string }) {
             <Link to={`/templates/${encodeURIComponent(t.name)}/edit`} className="button primary">
               Edit
             </Link>
+            <ConfirmButton
+              label="Delete"
+              confirmLabel="Delete it and all its versions"
+              onConfirm={async () => {
+                await client.templates.delete(t.name);
+                navigate('/templates');
+              }}
+            />
           </>
         )}
       </PageHeader>

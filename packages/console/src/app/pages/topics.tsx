@@ -3,10 +3,21 @@ import { type FormEvent, useEffect, useState } from 'react';
 import { useTopic } from '../live.ts';
 import { Link, navigate } from '../router.tsx';
 import { describeError, useSession } from '../session.tsx';
-import { Alert, ErrorBox, PagedTable, PageHeader, Time, useAsync, usePager } from '../ui.tsx';
+import {
+  Alert,
+  ConfirmButton,
+  ErrorBox,
+  PagedTable,
+  PageHeader,
+  Time,
+  useAsync,
+  usePager,
+} from '../ui.tsx';
 
 /** Messages kept on screen while tailing; older ones scroll out. */
 const TAIL = 200;
+/** First segments the server publishes under (docs/protocol.md): not deletable. */
+const SYSTEM_TOPIC = /^(tasks|sessions|agents|config|services|registry|instances|system)(\.|$)/;
 
 export function TopicsPage() {
   const { client } = useSession();
@@ -115,7 +126,18 @@ export function TopicTailPage({ name }: { name: string }) {
 
   return (
     <>
-      <PageHeader title={`Topic ${name}`} />
+      <PageHeader title={`Topic ${name}`}>
+        {canWrite && !SYSTEM_TOPIC.test(name) && (
+          <ConfirmButton
+            label="Delete"
+            confirmLabel="Delete it and its history"
+            onConfirm={async () => {
+              await client.topics.delete(name);
+              navigate('/topics');
+            }}
+          />
+        )}
+      </PageHeader>
       {error !== undefined && (
         <ErrorBox error={error} onRetry={() => setGeneration((g) => g + 1)} />
       )}
