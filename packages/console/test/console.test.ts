@@ -758,6 +758,51 @@ describe('API keys', () => {
   });
 });
 
+describe('tenants', () => {
+  test('a system admin creates a tenant and gets its first admin key once; that admin sees no tenants section', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page, { expectedStatuses: [409] });
+    await page.getByRole('link', { name: 'Tenants', exact: true }).click();
+    await page.getByRole('heading', { name: 'Tenants', level: 1 }).waitFor({ timeout: WAIT_MS });
+
+    // A malformed id is refused at the field, before the server; a taken one by the server.
+    await page.getByLabel('Id', { exact: true }).fill('Not Valid');
+    await page.getByRole('button', { name: 'Create tenant' }).click();
+    await page.locator('#tenant-id-error', { hasText: 'lowercase' }).waitFor();
+    await page.getByLabel('Id', { exact: true }).fill('default');
+    await page.getByRole('button', { name: 'Create tenant' }).click();
+    await page.locator('#tenant-id-error', { hasText: /exists/ }).waitFor({ timeout: WAIT_MS });
+
+    await page.getByLabel('Id', { exact: true }).fill('console-acme');
+    await page.getByLabel('Name (optional)').fill('Acme');
+    await page.getByRole('button', { name: 'Create tenant' }).click();
+    const secret = await page.getByLabel('Secret').inputValue({ timeout: WAIT_MS });
+    assert.match(secret, /^ork_/);
+    await page.locator('tbody tr', { hasText: 'console-acme' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(
+      (await fixture.client.tenants.list({ limit: 200 })).items.find((t) => t.id === 'console-acme')
+        ?.name,
+      'Acme',
+    );
+
+    const acmeContext = await browser.newContext();
+    const acme = await signIn(acmeContext, fixture.server.url, secret);
+    assert.match((await acme.locator('.who').textContent()) ?? '', /Acme/);
+    assert.equal(await acme.locator('.who .role').textContent(), 'admin');
+    assert.equal(await acme.getByRole('link', { name: 'Tenants', exact: true }).count(), 0);
+    assert.equal(await acme.getByRole('link', { name: 'API keys', exact: true }).count(), 1);
+    await acme.goto(`${fixture.server.url}/tenants`);
+    await acme
+      .getByText('Only admins of the system tenant manage tenants.')
+      .waitFor({ timeout: WAIT_MS });
+
+    assert.deepEqual(problems, []);
+    await acmeContext.close();
+    await context.close();
+  });
+});
+
 describe('removing things', () => {
   test('delete a template, forget an offline agent, delete a topic; each asks once more', async () => {
     const { client } = fixture;
@@ -840,6 +885,7 @@ describe('layout', () => {
       '/topics',
       '/services',
       '/keys',
+      '/tenants',
     ]) {
       await page.goto(fixture.server.url + path);
       await page.locator('h1').first().waitFor({ timeout: WAIT_MS });

@@ -10,6 +10,7 @@ import { SubmitTaskPage } from './pages/submit-task.tsx';
 import { TaskDetailPage } from './pages/task-detail.tsx';
 import { TasksPage } from './pages/tasks.tsx';
 import { TemplateDetailPage, TemplateEditorPage, TemplatesPage } from './pages/templates.tsx';
+import { TenantsPage } from './pages/tenants.tsx';
 import { TopicsPage, TopicTailPage } from './pages/topics.tsx';
 import { Link, match, navigate, useLocation } from './router.tsx';
 import { type Session, SessionContext, signIn, signOut, storedKey } from './session.tsx';
@@ -25,11 +26,21 @@ const NAV = [
   { to: '/config', label: 'Config' },
   { to: '/services', label: 'Services' },
   { to: '/keys', label: 'API keys', adminOnly: true },
-] as const satisfies readonly { to: string; label: string; adminOnly?: boolean }[];
+  { to: '/tenants', label: 'Tenants', adminOnly: true, systemOnly: true },
+] as const satisfies readonly {
+  to: string;
+  label: string;
+  adminOnly?: boolean;
+  systemOnly?: boolean;
+}[];
 
-/** The sections the role may open: API keys are for admins. */
-function navFor(role: string) {
-  return NAV.filter((n) => !('adminOnly' in n) || role === 'admin');
+/** The sections the credential may open: keys are for admins, tenants for system admins. */
+function navFor(who: Session['who']) {
+  return NAV.filter(
+    (n) =>
+      (!('adminOnly' in n) || who.role === 'admin') &&
+      (!('systemOnly' in n) || who.tenant.kind === 'system'),
+  );
 }
 
 function route(path: string): ReactNode {
@@ -57,6 +68,7 @@ function route(path: string): ReactNode {
   if (path === '/config') return <ConfigPage />;
   if (path === '/config/key') return <ConfigKeyPage />;
   if (path === '/keys') return <KeysPage />;
+  if (path === '/tenants') return <TenantsPage />;
   if (path === '/agents') return <AgentsPage />;
   const agent = match('/agents/:id', path);
   if (agent?.id) return <AgentDetailPage key={agent.id} id={agent.id} />;
@@ -120,7 +132,7 @@ export function App() {
         </Link>
         <nav aria-label="Sections">
           <ul>
-            {navFor(session.who.role).map((n) => (
+            {navFor(session.who).map((n) => (
               <li key={n.to}>
                 <Link to={n.to} aria-current={path.startsWith(n.to) ? 'page' : undefined}>
                   {n.label}

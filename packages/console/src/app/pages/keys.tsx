@@ -1,6 +1,6 @@
 import type { ApiKey, ApiKeyWithSecret, Role } from '@orchestra/sdk';
 import { OrchestraError } from '@orchestra/sdk';
-import { type FormEvent, useState } from 'react';
+import { type FormEvent, type ReactNode, useState } from 'react';
 import { describeError, useSession } from '../session.tsx';
 import {
   Alert,
@@ -30,11 +30,17 @@ const EXPIRIES = [
 ] as const;
 
 /** The secret of a key just created: shown once, never again. */
-function NewSecret({ created, onDone }: { created: ApiKeyWithSecret; onDone: () => void }) {
+export function NewSecret(props: {
+  title: string;
+  secret: string;
+  /** Who holds the key, and what it may do. */
+  children: ReactNode;
+  onDone: () => void;
+}) {
   const [copied, setCopied] = useState<string | undefined>();
   const copy = async () => {
     try {
-      await navigator.clipboard.writeText(created.secret);
+      await navigator.clipboard.writeText(props.secret);
       setCopied('Copied.');
     } catch {
       setCopied('The browser refused the clipboard: select the key and copy it.');
@@ -42,17 +48,14 @@ function NewSecret({ created, onDone }: { created: ApiKeyWithSecret; onDone: () 
   };
   return (
     <section className="panel notice-panel" aria-labelledby="secret-title">
-      <h2 id="secret-title">Key “{created.name}” created</h2>
-      <p>
-        Copy the secret now: it is shown only this once. Whoever holds it acts as{' '}
-        <strong>{created.role}</strong> in this tenant.
-      </p>
+      <h2 id="secret-title">{props.title}</h2>
+      <p>Copy the secret now: it is shown only this once. {props.children}</p>
       <div className="field">
         <label htmlFor="new-secret">Secret</label>
         <input
           id="new-secret"
           readOnly
-          value={created.secret}
+          value={props.secret}
           spellCheck={false}
           onFocus={(e) => e.currentTarget.select()}
         />
@@ -61,7 +64,7 @@ function NewSecret({ created, onDone }: { created: ApiKeyWithSecret; onDone: () 
         <button type="button" onClick={copy}>
           Copy
         </button>
-        <button type="button" onClick={onDone}>
+        <button type="button" onClick={props.onDone}>
           Done
         </button>
         {copied && (
@@ -208,7 +211,15 @@ function AdminKeysPage() {
   return (
     <>
       <PageHeader title="API keys" />
-      {created && <NewSecret created={created} onDone={() => setCreated(undefined)} />}
+      {created && (
+        <NewSecret
+          title={`Key “${created.name}” created`}
+          secret={created.secret}
+          onDone={() => setCreated(undefined)}
+        >
+          Whoever holds it acts as <strong>{created.role}</strong> in this tenant.
+        </NewSecret>
+      )}
       <CreateKey
         onCreated={(key) => {
           setCreated(key);
