@@ -90,6 +90,7 @@ export async function startServer(
     databaseUrl: settings.databaseUrl,
     dataDir: settings.dataDir,
     poolSize: settings.databasePoolSize,
+    preparedStatements: settings.databasePreparedStatements,
   });
   let app: FastifyInstance | undefined;
   let rateLimiter: RateLimiter | undefined;

@@ -1630,6 +1630,7 @@ async function recoverAdminKeyCommand(args: string[]): Promise<void> {
     databaseUrl: settings.databaseUrl,
     dataDir: settings.dataDir,
     poolSize: 1,
+    preparedStatements: settings.databasePreparedStatements,
   });
   try {
     await store.migrate(migrations);

@@ -66,6 +66,15 @@ export const SETTINGS = {
     description: 'Maximum PostgreSQL connections per node.',
     default: 10,
   },
+  databasePreparedStatements: {
+    env: 'ORCHESTRA_DATABASE_PREPARED_STATEMENTS',
+    kind: 'bool',
+    schema: Type.Boolean(),
+    allowed: 'true or false',
+    description:
+      'PostgreSQL: run the statements used again and again as named (prepared) statements, parsed and planned once per connection. Turn off behind a pooler that does not keep them across transactions (PgBouncer before 1.21 in transaction mode).',
+    default: true,
+  },
   logLevel: {
     env: 'ORCHESTRA_LOG_LEVEL',
     kind: 'string',

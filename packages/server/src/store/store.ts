@@ -7,6 +7,7 @@ import pg from 'pg';
 import type { Database } from './database.ts';
 import { FileSync } from './file-sync.ts';
 import { NodeSqliteDialect } from './node-sqlite-dialect.ts';
+import { StatementNames } from './prepared-statements.ts';
 
 export type StoreKind = 'sqlite' | 'postgres';
 
@@ -55,6 +56,8 @@ export interface StoreOptions {
   databaseUrl?: string | undefined;
   dataDir: string;
   poolSize?: number;
+  /** PostgreSQL: run the statements used again and again as named (prepared) ones; default true. */
+  preparedStatements?: boolean;
 }
 
 /** True for a unique or primary-key constraint violation, on either adapter. */
@@ -104,7 +107,13 @@ export function isStoreUnavailable(err: unknown, depth = 0): boolean {
 
 /** Opens the store the options select. Does not migrate. */
 export async function openStore(options: StoreOptions): Promise<RelationalStore> {
-  if (options.databaseUrl) return openPostgres(options.databaseUrl, options.poolSize ?? 10);
+  if (options.databaseUrl) {
+    return openPostgres(
+      options.databaseUrl,
+      options.poolSize ?? 10,
+      options.preparedStatements ?? true,
+    );
+  }
   mkdirSync(options.dataDir, { recursive: true });
   return openSqlite(join(options.dataDir, 'orchestra.db'));
 }
@@ -139,7 +148,11 @@ function openSqlite(path: string): RelationalStore {
   );
 }
 
-async function openPostgres(url: string, poolSize: number): Promise<RelationalStore> {
+async function openPostgres(
+  url: string,
+  poolSize: number,
+  preparedStatements: boolean,
+): Promise<RelationalStore> {
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
@@ -156,8 +169,10 @@ async function openPostgres(url: string, poolSize: number): Promise<RelationalSt
   // The pool listens only to idle clients: one checked out (between two queries of a
   // transaction) that loses its server would crash the process the same way. Its query
   // fails instead, and the pool drops the broken client when it is released.
+  const names = preparedStatements ? new StatementNames() : undefined;
   pool.on('connect', (client) => {
     client.on('error', () => {});
+    names?.install(client);
   });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const parsed = new URL(url);
