@@ -102,7 +102,10 @@ export interface ClusterNode {
   url: string;
   version: string;
   started_at: string;
-  /** When it last renewed its lease; a node that stops renewing drops out within 10 s. */
+  /**
+   * When it last rewrote its entry (with its load), every 30 s. Its lease is renewed far more
+   * often: a node that stops renewing drops out of the list within 10 s.
+   */
   seen_at: string;
   store: string;
   kv: string;
@@ -462,7 +465,9 @@ export interface Stats {
     by_status: Record<AgentStatus, number>;
     /** Tasks the online and busy agents may hold at once. */
     slots: number;
-    /** Tasks agents hold now (assigned or running). */
+    /** Tasks the online and busy agents hold: the part of `slots` in use. */
+    slots_used: number;
+    /** Tasks any agent holds now (assigned or running), draining and disconnected ones too. */
     in_flight: number;
   };
   tasks: {
@@ -485,7 +490,7 @@ export interface Stats {
 export interface StatsOptions {
   /** Minutes to summarize, 1 to 60; default 15. */
   minutes?: number;
-  /** Only tasks of this template (id or name). */
+  /** Only tasks of this template (id or name); one that does not exist rejects with `TEMPLATE_NOT_FOUND`. */
   template?: string;
 }
 

@@ -162,6 +162,7 @@ for (const store of STORE_VARIANTS) {
       assert.equal(stats.agents.by_status.online, 1);
       assert.equal(stats.agents.by_status.busy, 1);
       assert.equal(stats.agents.slots, 5);
+      assert.equal(stats.agents.slots_used, 1);
       assert.equal(stats.agents.in_flight, 1);
 
       // One template's tasks only; agents stay the tenant's.
@@ -188,6 +189,8 @@ for (const store of STORE_VARIANTS) {
       const draining = await admin.stats({ minutes: 3 });
       assert.equal(draining.agents.by_status.draining, 1);
       assert.equal(draining.agents.slots, 1);
+      // The held agent's task is in use of its slot; a draining agent's would not be.
+      assert.equal(draining.agents.slots_used, 1);
       release();
       await admin.tasks.wait(running.id);
       await admin.tasks.wait(queued.id);
@@ -197,6 +200,7 @@ for (const store of STORE_VARIANTS) {
         return s.agents.by_status.offline === 1 ? s : undefined;
       });
       assert.equal(after.agents.slots, 0);
+      assert.equal(after.agents.slots_used, 0);
       assert.equal(after.agents.in_flight, 0);
       assert.deepEqual(after.tasks.active, { queued: 0, assigned: 0, running: 0 });
       assert.equal(after.tasks.finished.succeeded, 8);
@@ -217,6 +221,9 @@ for (const store of STORE_VARIANTS) {
         ((await response.json()) as { error: { code: string } }).error.code,
         'VALIDATION_FAILED',
       );
+      const unknown = await rejection(() => admin.stats({ template: 'no-such-template' }));
+      assert.equal(unknown.status, 404);
+      assert.equal(unknown.code, 'TEMPLATE_NOT_FOUND');
       const agent = new Orchestra({ url: server.url, apiKey: agentKey });
       const denied = await rejection(() => agent.stats());
       assert.equal(denied.status, 403);

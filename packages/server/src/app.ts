@@ -226,7 +226,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(templateRoutes, { templates: resources.templates });
   await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
   await app.register(sessionRoutes, { sessions: resources.sessions, shutdown: resources.shutdown });
-  await app.register(statsRoutes, { stats: new StatsService(store) });
+  await app.register(statsRoutes, { stats: new StatsService(store, resources.templates) });
   await app.register(configRoutes, { config: resources.config, shutdown: resources.shutdown });
   await app.register(registryRoutes, {
     registry: resources.registry,

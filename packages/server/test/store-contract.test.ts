@@ -51,6 +51,29 @@ for (const variant of STORE_VARIANTS) {
       assert.deepEqual(await store.migrate(migrations), []);
     });
 
+    test('migration 0013 accepts the stats indexes built beforehand (README, "Upgrades")', async () => {
+      const dir = tempDir();
+      const database = variant === 'postgres' ? await createTestDatabase() : undefined;
+      const fresh = await openStore({ databaseUrl: database?.url, dataDir: dir.path });
+      try {
+        const before = Object.fromEntries(
+          Object.entries(migrations).filter(([name]) => name < '0013'),
+        );
+        await fresh.migrate(before);
+        await sql`create index tasks_created_idx on tasks (tenant_id, created_at)`.execute(
+          fresh.db,
+        );
+        await sql`create index tasks_finished_idx on tasks (tenant_id, finished_at) where finished_at is not null`.execute(
+          fresh.db,
+        );
+        assert.ok((await fresh.migrate(migrations)).includes('0013_task_stats'));
+      } finally {
+        await fresh.close();
+        await database?.drop();
+        dir.remove();
+      }
+    });
+
     test('round-trips rows, including nulls and unicode', async () => {
       const now = new Date().toISOString();
       await store.db

@@ -181,7 +181,8 @@ export function StackedBars(props: {
   const { labels, series, values } = props;
   const extra = props.extraColumns ?? [];
   const totals = labels.map((_, i) => values.reduce((sum, s) => sum + (s[i] ?? 0), 0));
-  const max = niceMax(Math.max(0, ...totals));
+  // Counts: at least 2 at the top, so that the middle line is a whole number too.
+  const max = Math.max(2, niceMax(Math.max(0, ...totals)));
   const plotHeight = HEIGHT - PAD.top - PAD.bottom;
   const slot = (WIDTH - PAD.left - PAD.right) / Math.max(1, labels.length);
   const barWidth = Math.max(1, slot * 0.7);

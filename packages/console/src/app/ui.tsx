@@ -205,7 +205,7 @@ export function PagedTable<T>(props: {
               <tr>
                 {props.columns.map((c) => (
                   <th scope="col" key={c}>
-                    {c}
+                    {c || <span className="sr-only">Actions</span>}
                   </th>
                 ))}
               </tr>
@@ -253,30 +253,50 @@ export function ConfirmButton(props: {
   onConfirm: () => Promise<void>;
 }) {
   const [confirming, setConfirming] = useState(false);
+  const [busy, setBusy] = useState(false);
   const [problem, setProblem] = useState<string | undefined>();
+  const trigger = useRef<HTMLButtonElement>(null);
+  const keep = useRef<HTMLButtonElement>(null);
+  const focusTrigger = useRef(false);
+  // Keep takes the focus when asked (a double click lands on it, not on the action), and
+  // the trigger gets it back afterwards.
+  useEffect(() => {
+    if (confirming) keep.current?.focus();
+    else if (focusTrigger.current) {
+      focusTrigger.current = false;
+      trigger.current?.focus();
+    }
+  }, [confirming]);
+  const close = () => {
+    focusTrigger.current = true;
+    setConfirming(false);
+  };
   const act = async () => {
     setProblem(undefined);
+    setBusy(true);
     try {
       await props.onConfirm();
     } catch (err) {
       setProblem(describeError(err));
     }
-    setConfirming(false);
+    setBusy(false);
+    close();
   };
   return (
     <>
       {confirming ? (
         <span className="confirm">
-          <button type="button" className="danger" onClick={act}>
-            {props.confirmLabel}
-          </button>
-          <button type="button" onClick={() => setConfirming(false)}>
+          <button type="button" ref={keep} onClick={close} disabled={busy}>
             Keep
+          </button>
+          <button type="button" className="danger" onClick={act} disabled={busy}>
+            {props.confirmLabel}
           </button>
         </span>
       ) : (
         <button
           type="button"
+          ref={trigger}
           onClick={() => setConfirming(true)}
           aria-label={props.ariaLabel}
           title={props.title}

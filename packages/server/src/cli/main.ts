@@ -111,9 +111,9 @@ Options:
 
   cluster nodes
       Lists the Orchestra nodes of the cluster: address, version, stores, when each last
-      renewed its lease, memory, event-loop delay, agents and realtime connections, and
-      which one runs the registry's health checks (*). Needs an admin key of the system
-      tenant.
+      reported (every 30 s), its memory, event-loop delay, agents and realtime connections
+      then, and which one runs the registry's health checks (*). A node whose lease lapses
+      leaves the list within 10 s. Needs an admin key of the system tenant.
 
 Common options: --url URL, --api-key KEY, --json`,
   stats: `Usage: orchestra stats [--minutes N] [--template NAME|ID] [--json]

@@ -35,7 +35,13 @@ const Stats = Type.Object(
       total: Type.Integer(),
       by_status: counts(AGENT_STATUSES),
       slots: Type.Integer({ description: 'Tasks the online and busy agents may hold at once.' }),
-      in_flight: Type.Integer({ description: 'Tasks agents hold now (assigned or running).' }),
+      slots_used: Type.Integer({
+        description: 'Tasks the online and busy agents hold: the part of `slots` in use.',
+      }),
+      in_flight: Type.Integer({
+        description:
+          'Tasks any agent holds now (assigned or running), draining and disconnected ones too.',
+      }),
     }),
     tasks: Type.Object({
       active: counts(['queued', 'assigned', 'running']),
@@ -70,7 +76,7 @@ export const statsRoutes: FastifyPluginAsyncTypebox<{ stats: StatsService }> = a
       schema: {
         tags: ['tasks'],
         summary: 'Agents and tasks at a glance',
-        description: `For the caller's tenant: agents by status, with their task slots and the tasks they hold; tasks queued, assigned and running now; and, over the last \`minutes\` (1 to ${MAX_STATS_MINUTES}, default 15, whole minutes ending with the current one), the tasks submitted and finished per minute and their latency. \`latency_ms\` is from submission to success, \`queue_wait_ms\` from submission to the start of the last attempt, both of the tasks that succeeded in the window, from at most ${LATENCY_SAMPLES_PER_MINUTE.toLocaleString('en')} tasks per minute (the latest of each). With \`template\` (id or name), task figures count only that template's tasks; agent figures are unchanged.`,
+        description: `For the caller's tenant: agents by status, with their task slots and the tasks they hold; tasks queued, assigned and running now; and, over the last \`minutes\` (1 to ${MAX_STATS_MINUTES}, default 15, whole minutes ending with the current one), the tasks submitted and finished per minute and their latency. \`latency_ms\` is from submission to success, \`queue_wait_ms\` from submission to the start of the last attempt, both of the tasks that succeeded in the window, from at most ${LATENCY_SAMPLES_PER_MINUTE.toLocaleString('en')} tasks per minute (the latest of each). With \`template\` (id or name of an existing template; 404 TEMPLATE_NOT_FOUND otherwise), task figures count only that template's tasks; agent figures are unchanged. Latency and queue wait run from the task's submission (\`created_at\`): a task retried by hand counts from its first submission.`,
         querystring: Type.Object(
           {
             minutes: Type.Optional(

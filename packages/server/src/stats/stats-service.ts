@@ -1,7 +1,9 @@
-import { sql } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { AGENT_STATUSES, type AgentStatus } from '../agents/statuses.ts';
 import type { Principal } from '../platform/auth.ts';
+import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
+import type { TemplateService } from '../templates/template-service.ts';
 
 /** The longest window `GET /v1/stats` summarizes, in minutes. */
 export const MAX_STATS_MINUTES = 60;
@@ -39,7 +41,9 @@ export interface Stats {
     by_status: Record<AgentStatus, number>;
     /** Tasks the online and busy agents may hold at once. */
     slots: number;
-    /** Tasks agents hold now (assigned or running). */
+    /** Tasks the online and busy agents hold: the part of `slots` in use. */
+    slots_used: number;
+    /** Tasks any agent holds now (assigned or running), draining and disconnected ones too. */
     in_flight: number;
   };
   tasks: {
@@ -97,14 +101,28 @@ function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
  */
 export class StatsService {
   readonly #store: RelationalStore;
+  readonly #templates: TemplateService;
 
-  constructor(store: RelationalStore) {
+  constructor(store: RelationalStore, templates: TemplateService) {
     this.#store = store;
+    this.#templates = templates;
   }
 
   async stats(principal: Principal, options: StatsOptions, now = new Date()): Promise<Stats> {
+    // A misspelt template must not look like a quiet one: TEMPLATE_NOT_FOUND.
+    if (options.template !== undefined) await this.#templates.get(principal, options.template);
+    // One connection for the whole summary: on PostgreSQL, its dozens of queries must not
+    // take the pool's connections from dispatch and agents.
+    return this.#store.db.connection().execute((db) => this.#stats(db, principal, options, now));
+  }
+
+  async #stats(
+    db: Kysely<Database>,
+    principal: Principal,
+    options: StatsOptions,
+    now: Date,
+  ): Promise<Stats> {
     const tenantId = principal.tenant.id;
-    const db = this.#store.db;
     const firstMinute = new Date(
       Math.floor(now.getTime() / 60_000) * 60_000 - (options.minutes - 1) * 60_000,
     );
@@ -172,9 +190,11 @@ export class StatsService {
     const byStatus = zeros(AGENT_STATUSES);
     for (const row of agentRows) byStatus[row.status] += Number(row.n);
     let slots = 0;
+    let slotsUsed = 0;
     for (const row of heldRows.rows) {
       const max = Number(row.max_concurrency);
       slots += max;
+      slotsUsed += Number(row.held);
       if (Number(row.held) >= max) {
         byStatus.online -= 1;
         byStatus.busy += 1;
@@ -236,6 +256,7 @@ export class StatsService {
         total: agentRows.reduce((sum, row) => sum + Number(row.n), 0),
         by_status: byStatus,
         slots,
+        slots_used: slotsUsed,
         in_flight: Number(inFlightRows.rows[0]?.n ?? 0),
       },
       tasks: {

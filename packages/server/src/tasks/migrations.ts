@@ -151,14 +151,18 @@ export const tasksMigrations: Record<string, Migration> = {
   },
   '0013_task_stats': {
     async up(db: Kysely<unknown>) {
-      // GET /v1/stats counts the tasks submitted and finished in the last minutes.
+      // GET /v1/stats counts the tasks submitted and finished in the last minutes. "If not
+      // exists": on a large PostgreSQL table an operator may build them beforehand with
+      // CREATE INDEX CONCURRENTLY (README, "Cluster mode"), which does not block writes.
       await db.schema
         .createIndex('tasks_created_idx')
+        .ifNotExists()
         .on('tasks')
         .columns(['tenant_id', 'created_at'])
         .execute();
       await db.schema
         .createIndex('tasks_finished_idx')
+        .ifNotExists()
         .on('tasks')
         .columns(['tenant_id', 'finished_at'])
         .where(sql.ref('finished_at'), 'is not', null)

@@ -170,7 +170,7 @@ function RevokeButton({ apiKey, onRevoked }: { apiKey: ApiKey; onRevoked: () => 
     <ConfirmButton
       label={own ? 'Revoke (yours)' : 'Revoke'}
       confirmLabel={`Revoke ${apiKey.name}`}
-      ariaLabel={`Revoke ${apiKey.name}`}
+      ariaLabel={own ? `Revoke ${apiKey.name} (yours)` : `Revoke ${apiKey.name}`}
       {...(own ? { title: 'This is the key you signed in with' } : {})}
       onConfirm={async () => {
         await client.apiKeys.revoke(apiKey.id);

@@ -77,7 +77,7 @@ function Summary({ stats }: { stats: Stats }) {
         <h2 id="agents-card">Agents</h2>
         <div className="figures">
           <Figure value={connected} label="connected" to="/agents" />
-          <Figure value={`${agents.in_flight} / ${agents.slots}`} label="slots in use" />
+          <Figure value={`${agents.slots_used} / ${agents.slots}`} label="slots in use" />
         </div>
         <ul className="badges" aria-label="Agents by status">
           {Object.entries(agents.by_status).map(([status, n]) => (
@@ -110,7 +110,8 @@ function Summary({ stats }: { stats: Stats }) {
         <div className="figures">
           <Figure value={tasks.submitted} label="submitted" />
           <Figure value={tasks.finished.succeeded} label="succeeded" to="/tasks?state=succeeded" />
-          <Figure value={failed} label="failed" to="/tasks?state=failed" />
+          {/* Failed, dead and timed out together: the recent failures below link to each. */}
+          <Figure value={failed} label="failed" />
           <Figure value={tasks.finished.cancelled} label="cancelled" to="/tasks?state=cancelled" />
         </div>
         <p className="muted">

@@ -84,15 +84,8 @@ function CreateTenant({ onCreated }: { onCreated: (created: CreatedTenant) => vo
 
 /** Tenants, for admins of the system tenant: list, and create one with its first admin key. */
 export function TenantsPage() {
-  const { client, who } = useSession();
-  const systemAdmin = who.tenant.kind === 'system' && who.role === 'admin';
-  const [created, setCreated] = useState<CreatedTenant | undefined>();
-  const pager = usePager('');
-  const tenants = useAsync(
-    () => client.tenants.list({ limit: 50, ...(pager.cursor ? { cursor: pager.cursor } : {}) }),
-    [client, pager.cursor],
-  );
-  if (!systemAdmin) {
+  const { who } = useSession();
+  if (who.tenant.kind !== 'system' || who.role !== 'admin') {
     return (
       <>
         <PageHeader title="Tenants" />
@@ -100,6 +93,17 @@ export function TenantsPage() {
       </>
     );
   }
+  return <SystemTenantsPage />;
+}
+
+function SystemTenantsPage() {
+  const { client } = useSession();
+  const [created, setCreated] = useState<CreatedTenant | undefined>();
+  const pager = usePager('');
+  const tenants = useAsync(
+    () => client.tenants.list({ limit: 50, ...(pager.cursor ? { cursor: pager.cursor } : {}) }),
+    [client, pager.cursor],
+  );
   return (
     <>
       <PageHeader title="Tenants" />
