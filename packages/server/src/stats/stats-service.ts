@@ -111,8 +111,10 @@ export class StatsService {
   async stats(principal: Principal, options: StatsOptions, now = new Date()): Promise<Stats> {
     // A misspelt template must not look like a quiet one: TEMPLATE_NOT_FOUND.
     if (options.template !== undefined) await this.#templates.get(principal, options.template);
-    // One connection for the whole summary: on PostgreSQL, its dozens of queries must not
-    // take the pool's connections from dispatch and agents.
+    // PostgreSQL: one connection for the whole summary, so that its dozens of queries do not
+    // take the pool from dispatch and agents. SQLite has one connection behind a lock:
+    // holding it across every query would stall dispatch; each query takes it in turn.
+    if (this.#store.kind === 'sqlite') return this.#stats(this.#store.db, principal, options, now);
     return this.#store.db.connection().execute((db) => this.#stats(db, principal, options, now));
   }
 

@@ -62,10 +62,6 @@ export class StatementNames {
     this.#never.add(text);
   }
 
-  get size(): number {
-    return this.#names.size;
-  }
-
   /**
    * Makes `client.query(text, values)`, the call Kysely's driver makes, run the statement
    * under its name. Other call forms (callbacks, config objects, cursors) pass through.
