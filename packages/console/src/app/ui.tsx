@@ -337,3 +337,43 @@ export function SelectField<V extends string | number>(props: {
     </div>
   );
 }
+
+/**
+ * A labelled text input with its error under it, tied to it for assistive technology
+ * (`aria-invalid`, `aria-describedby` → `<id>-error`).
+ */
+export function TextField(props: {
+  id: string;
+  label: string;
+  value: string;
+  onChange: (value: string) => void;
+  error?: string | undefined;
+  placeholder?: string;
+  maxLength?: number;
+  type?: 'text' | 'number';
+  spellCheck?: boolean;
+}) {
+  const errorId = `${props.id}-error`;
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <input
+        id={props.id}
+        type={props.type ?? 'text'}
+        {...(props.type === 'number' ? { step: 1 } : {})}
+        value={props.value}
+        placeholder={props.placeholder}
+        maxLength={props.maxLength}
+        spellCheck={props.spellCheck}
+        aria-invalid={props.error ? true : undefined}
+        aria-describedby={props.error ? errorId : undefined}
+        onChange={(e) => props.onChange(e.target.value)}
+      />
+      {props.error && (
+        <small id={errorId} className="field-error">
+          {props.error}
+        </small>
+      )}
+    </div>
+  );
+}

@@ -9,6 +9,7 @@ import {
   PagedTable,
   PageHeader,
   SelectField,
+  TextField,
   Time,
   useAsync,
   usePager,
@@ -119,23 +120,15 @@ function CreateKey({ onCreated }: { onCreated: (key: ApiKeyWithSecret) => void }
     <section className="panel" aria-labelledby="create-key-title">
       <h2 id="create-key-title">Create a key</h2>
       <form className="form" onSubmit={submit} noValidate>
-        <div className="field">
-          <label htmlFor="key-name">Name</label>
-          <input
-            id="key-name"
-            value={name}
-            maxLength={100}
-            placeholder="ci-deploys, search-agents…"
-            aria-invalid={nameError ? true : undefined}
-            aria-describedby={nameError ? 'key-name-error' : undefined}
-            onChange={(e) => setName(e.target.value)}
-          />
-          {nameError && (
-            <span id="key-name-error" className="field-error">
-              {nameError}
-            </span>
-          )}
-        </div>
+        <TextField
+          id="key-name"
+          label="Name"
+          value={name}
+          onChange={setName}
+          maxLength={100}
+          placeholder="ci-deploys, search-agents…"
+          error={nameError}
+        />
         <SelectField
           id="key-role"
           label="Role"

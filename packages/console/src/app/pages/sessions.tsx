@@ -10,6 +10,7 @@ import {
   PagedTable,
   PageHeader,
   SelectField,
+  TextField,
   Time,
   useAsync,
   usePager,
@@ -47,15 +48,13 @@ function CreateSession() {
     <details className="panel">
       <summary>New session</summary>
       <form className="form" onSubmit={submit} aria-label="New session">
-        <div className="field">
-          <label htmlFor="session-name">Name (optional)</label>
-          <input
-            id="session-name"
-            value={name}
-            maxLength={200}
-            onChange={(e) => setName(e.target.value)}
-          />
-        </div>
+        <TextField
+          id="session-name"
+          label="Name (optional)"
+          value={name}
+          onChange={setName}
+          maxLength={200}
+        />
         <SelectField
           id="session-strategy"
           label="A task submitted while another is unfinished"

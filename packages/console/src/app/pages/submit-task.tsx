@@ -10,7 +10,7 @@ import {
   SchemaForm,
 } from '../schema-form.tsx';
 import { describeError, useSession } from '../session.tsx';
-import { Alert, ErrorBox, Loading, PageHeader, useAsync } from '../ui.tsx';
+import { Alert, ErrorBox, Loading, PageHeader, TextField, useAsync } from '../ui.tsx';
 
 /** The server names the offending field `body.<name>`; the form shows it there. */
 function fieldErrors(err: unknown): { fields: Record<string, string>; rest?: string } {
@@ -132,22 +132,14 @@ export function SubmitTaskPage() {
           {errors.template && <small className="field-error">{errors.template}</small>}
         </div>
         {!templateName && (
-          <div className="field">
-            <label htmlFor="task-capabilities">Capabilities</label>
-            <input
-              id="task-capabilities"
-              value={capabilities}
-              onChange={(e) => setCapabilities(e.target.value)}
-              placeholder="fs.read, llm"
-              aria-invalid={errors.capabilities ? true : undefined}
-              aria-describedby={errors.capabilities ? 'task-capabilities-error' : undefined}
-            />
-            {errors.capabilities && (
-              <small id="task-capabilities-error" className="field-error">
-                {errors.capabilities}
-              </small>
-            )}
-          </div>
+          <TextField
+            id="task-capabilities"
+            label="Capabilities"
+            value={capabilities}
+            onChange={setCapabilities}
+            placeholder="fs.read, llm"
+            error={errors.capabilities}
+          />
         )}
         {templates.error !== undefined && <ErrorBox error={templates.error} />}
         {template.error !== undefined && <ErrorBox error={template.error} />}
@@ -193,46 +185,31 @@ export function SubmitTaskPage() {
         )}
         <details open={query.has('session') || undefined}>
           <summary>Options</summary>
-          <div className="field">
-            <label htmlFor="task-session">Session</label>
-            <input
-              id="task-session"
-              value={sessionId}
-              onChange={(e) => setSessionId(e.target.value)}
-              placeholder="ses_…: run it in this session, after its earlier tasks"
-              aria-invalid={errors.session_id ? true : undefined}
-              aria-describedby={errors.session_id ? 'task-session-error' : undefined}
-            />
-            {errors.session_id && (
-              <small id="task-session-error" className="field-error">
-                {errors.session_id}
-              </small>
-            )}
-          </div>
-          <div className="field">
-            <label htmlFor="task-priority">Priority</label>
-            <input
-              id="task-priority"
-              type="number"
-              step={1}
-              value={priority}
-              placeholder={String(template.data?.default_priority ?? 0)}
-              onChange={(e) => setPriority(e.target.value)}
-            />
-            {errors.priority && <small className="field-error">{errors.priority}</small>}
-          </div>
-          <div className="field">
-            <label htmlFor="task-idempotency">Idempotency key</label>
-            <input
-              id="task-idempotency"
-              value={idempotencyKey}
-              onChange={(e) => setIdempotencyKey(e.target.value)}
-              placeholder="the same key gives the same task"
-            />
-            {errors.idempotency_key && (
-              <small className="field-error">{errors.idempotency_key}</small>
-            )}
-          </div>
+          <TextField
+            id="task-session"
+            label="Session"
+            value={sessionId}
+            onChange={setSessionId}
+            placeholder="ses_…: run it in this session, after its earlier tasks"
+            error={errors.session_id}
+          />
+          <TextField
+            id="task-priority"
+            label="Priority"
+            type="number"
+            value={priority}
+            onChange={setPriority}
+            placeholder={String(template.data?.default_priority ?? 0)}
+            error={errors.priority}
+          />
+          <TextField
+            id="task-idempotency"
+            label="Idempotency key"
+            value={idempotencyKey}
+            onChange={setIdempotencyKey}
+            placeholder="the same key gives the same task"
+            error={errors.idempotency_key}
+          />
         </details>
         <Alert message={problem} />
         <div className="actions">

@@ -1,7 +1,16 @@
 import { type CreatedTenant, OrchestraError, type Tenant } from '@orchestra/sdk';
 import { type FormEvent, useState } from 'react';
 import { describeError, useSession } from '../session.tsx';
-import { Alert, Badge, PagedTable, PageHeader, Time, useAsync, usePager } from '../ui.tsx';
+import {
+  Alert,
+  Badge,
+  PagedTable,
+  PageHeader,
+  TextField,
+  Time,
+  useAsync,
+  usePager,
+} from '../ui.tsx';
 import { NewSecret } from './keys.tsx';
 
 /** The server's rule for tenant ids, checked here first to say it at the field. */
@@ -50,27 +59,16 @@ function CreateTenant({ onCreated }: { onCreated: (created: CreatedTenant) => vo
     <section className="panel" aria-labelledby="create-tenant-title">
       <h2 id="create-tenant-title">Create a tenant</h2>
       <form className="form" onSubmit={submit} noValidate>
-        <div className="field">
-          <label htmlFor="tenant-id">Id</label>
-          <input
-            id="tenant-id"
-            value={id}
-            placeholder="acme"
-            spellCheck={false}
-            aria-invalid={idError ? true : undefined}
-            aria-describedby={idError ? 'tenant-id-error' : undefined}
-            onChange={(e) => setId(e.target.value)}
-          />
-          {idError && (
-            <span id="tenant-id-error" className="field-error">
-              {idError}
-            </span>
-          )}
-        </div>
-        <div className="field">
-          <label htmlFor="tenant-name">Name (optional)</label>
-          <input id="tenant-name" value={name} onChange={(e) => setName(e.target.value)} />
-        </div>
+        <TextField
+          id="tenant-id"
+          label="Id"
+          value={id}
+          onChange={setId}
+          placeholder="acme"
+          spellCheck={false}
+          error={idError}
+        />
+        <TextField id="tenant-name" label="Name (optional)" value={name} onChange={setName} />
         <Alert message={problem} />
         <div className="actions">
           <button type="submit" className="primary" disabled={busy}>
