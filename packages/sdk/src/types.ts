@@ -478,7 +478,10 @@ export interface Stats {
     submitted: number;
     /** Finished within the window, by final state. */
     finished: FinishedCounts;
-    /** Submission to success of the tasks that succeeded within the window. */
+    /**
+     * Submission to success of the tasks that succeeded within the window. A task retried by
+     * hand counts from its retry; automatic retries of failed attempts are part of it.
+     */
     latency_ms: Percentiles | null;
     /** Submission to the start of the last attempt, of the same tasks. */
     queue_wait_ms: Percentiles | null;

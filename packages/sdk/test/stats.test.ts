@@ -206,6 +206,47 @@ for (const store of STORE_VARIANTS) {
       assert.equal(after.tasks.finished.succeeded, 8);
     });
 
+    test('a task retried by hand counts its latency and queue wait from the retry', async () => {
+      await admin.templates.create({ name: 'retried', capabilities: ['retried'] });
+      // Nobody offers the capability yet: the task waits, is cancelled, and is retried later.
+      const task = await admin.tasks.create({ template: 'retried', input: {} });
+      await admin.tasks.cancel(task.id);
+      const queuedBy = await admin.stats({ template: 'retried' });
+      assert.equal(queuedBy.tasks.oldest_queued_at, null);
+      await sleep(300);
+      const retriedAt = Date.now();
+      await admin.tasks.retry(task.id);
+      const waiting = await admin.stats({ template: 'retried' });
+      assert.ok(
+        Date.parse(waiting.tasks.oldest_queued_at ?? '') >= retriedAt - 1000 &&
+          Date.parse(waiting.tasks.oldest_queued_at ?? '') > Date.parse(task.created_at),
+        `oldest queued ${waiting.tasks.oldest_queued_at}, submitted ${task.created_at}`,
+      );
+      const worker = new AgentWorker({
+        url: server.url,
+        apiKey: agentKey,
+        agentId: 'stats-retried',
+        capabilities: ['retried'],
+        handleSignals: false,
+        handler: () => ({ ok: true }),
+      });
+      workers.push(worker);
+      await worker.start();
+      const done = await admin.tasks.wait(task.id, { timeoutMs: 10_000 });
+      assert.equal(done.state, 'succeeded');
+      const stats = await admin.stats({ template: 'retried' });
+      const sinceSubmit = Date.parse(done.finished_at ?? '') - Date.parse(task.created_at);
+      const latency = stats.tasks.latency_ms;
+      assert.ok(latency !== null);
+      assert.equal(latency.samples, 1);
+      // The 300 ms before the retry are not part of it.
+      assert.ok(
+        latency.max <= sinceSubmit - 300,
+        `latency ${latency.max} ms, ${sinceSubmit} ms since the first submission`,
+      );
+      assert.ok((stats.tasks.queue_wait_ms?.max ?? Infinity) <= latency.max);
+    });
+
     test('bad windows and parameters are refused; agents may not read stats', async () => {
       for (const minutes of [0, 61, 1.5]) {
         const error = await rejection(() => admin.stats({ minutes }));

@@ -156,7 +156,7 @@ export class StatsService {
         // Grouped by state so that the planner walks the queue index: a bare min(created_at)
         // of queued tasks made SQLite walk every task in creation order instead.
         sql<{ state: ActiveState; n: number | string; oldest: string | null }>`
-          select state, count(*) as n, min(created_at) as oldest from tasks
+          select state, count(*) as n, min(coalesce(queued_at, created_at)) as oldest from tasks
           where tenant_id = ${tenantId} and state in ('queued', 'assigned', 'running') ${byTemplate}
           group by state`.execute(db),
         sql<{ minute: string; n: number | string }>`
@@ -174,11 +174,12 @@ export class StatsService {
             const start = new Date(firstMinute.getTime() + i * 60_000);
             const end = new Date(start.getTime() + 60_000);
             const result = await sql<{
-              created_at: string;
+              queued_at: string;
               started_at: string | null;
               finished_at: string;
             }>`
-              select created_at, started_at, finished_at from tasks
+              select coalesce(queued_at, created_at) as queued_at, started_at, finished_at
+              from tasks
               where tenant_id = ${tenantId} and state = 'succeeded'
                 and finished_at >= ${start.toISOString()} and finished_at < ${end.toISOString()}
                 ${byTemplate}
@@ -239,11 +240,11 @@ export class StatsService {
     for (const sample of samples) {
       const list: number[] = [];
       for (const row of sample.rows) {
-        const created = Date.parse(row.created_at);
-        const latency = Date.parse(row.finished_at) - created;
+        const queued = Date.parse(row.queued_at);
+        const latency = Date.parse(row.finished_at) - queued;
         if (!Number.isFinite(latency)) continue;
         list.push(latency);
-        if (row.started_at !== null) waits.push(Math.max(0, Date.parse(row.started_at) - created));
+        if (row.started_at !== null) waits.push(Math.max(0, Date.parse(row.started_at) - queued));
       }
       allLatencies.push(...list);
       const entry = index.get(sample.minute.slice(0, MINUTE_CHARS));

@@ -173,4 +173,14 @@ export const tasksMigrations: Record<string, Migration> = {
       await db.schema.dropIndex('tasks_created_idx').execute();
     },
   },
+  '0014_task_queued_at': {
+    async up(db: Kysely<unknown>) {
+      // Null for the tasks already there: readers fall back to created_at, so that no
+      // upgrade rewrites every task.
+      await db.schema.alterTable('tasks').addColumn('queued_at', 'text').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').dropColumn('queued_at').execute();
+    },
+  },
 };

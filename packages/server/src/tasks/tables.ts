@@ -45,6 +45,12 @@ export interface TasksTable {
   concurrency_limit: number | null;
   created_by: string;
   created_at: string;
+  /**
+   * When it was last queued by a submit or by a retry asked for by hand (not the automatic
+   * retries of failed attempts); null for tasks submitted before migration 0014, whose
+   * `created_at` stands in. `GET /v1/stats` measures latency and queue wait from it.
+   */
+  queued_at: string | null;
   updated_at: string;
   finished_at: string | null;
 }

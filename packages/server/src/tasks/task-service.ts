@@ -83,6 +83,7 @@ const TASK_COLUMNS = Object.keys({
   concurrency_limit: true,
   created_by: true,
   created_at: true,
+  queued_at: true,
   updated_at: true,
   finished_at: true,
 } satisfies Record<keyof TasksTable, true>) as (keyof TasksTable)[];
@@ -271,6 +272,7 @@ export class TaskService {
       session_id: input.session_id ?? null,
       created_by: credentialId(principal),
       created_at: now,
+      queued_at: now,
       updated_at: now,
     };
     let interrupted: string[] = [];
@@ -545,6 +547,7 @@ export class TaskService {
       const updated = await this.#transition(trx, row, [row.state], {
         state: 'queued',
         ...NOT_STARTED,
+        queued_at: new Date().toISOString(),
       });
       await emitTaskEvents(emit, updated, [
         { type: 'task.retried', data: { previous_state: row.state } },
