@@ -147,7 +147,7 @@ const DEFAULT_MAX_FRAME_BYTES = 1_048_576;
 /** Room for the envelope and the payload fields around an output or an event, in bytes. */
 const FRAME_OVERHEAD_BYTES = 1024;
 /** Error codes with which the server refuses a frame itself: sending it again cannot help. */
-const REFUSED_FRAME_CODES = new Set(['VALIDATION_FAILED', 'INVALID_JSON']);
+const REFUSED_FRAME_CODES = new Set(['VALIDATION_FAILED', 'INVALID_JSON', 'VALUE_TOO_LARGE']);
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = new Map([
   [4401, 'the credential is no longer valid'],

@@ -99,6 +99,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.decorate('streamKeepAliveMs', settings.streamKeepAliveMs);
+  app.decorate('responseMaxBytes', settings.responseMaxBytes);
 
   // The API speaks JSON only; any other body is a 415, not a string handed to validation.
   app.removeContentTypeParser('text/plain');

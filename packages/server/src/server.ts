@@ -151,7 +151,12 @@ export async function startServer(
     const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
     if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
     const templates = new TemplateService({ store });
-    const events = new EventLog({ store, bus, exported: exportEvents });
+    const events = new EventLog({
+      store,
+      bus,
+      exported: exportEvents,
+      maxReadBytes: settings.responseMaxBytes,
+    });
     retention = new EventRetention({ events, retentionMs: settings.eventRetentionMs, log });
     await retention.start();
     const metrics = new Metrics({
@@ -177,6 +182,8 @@ export async function startServer(
       settings: {
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
         maxFrameBytes: settings.agentMaxFrameBytes,
+        outputMaxBytes: settings.taskOutputMaxBytes,
+        eventMaxBytes: settings.taskEventMaxBytes,
         heartbeatTimeoutMs: settings.agentHeartbeatTimeoutMs,
         retentionMs: settings.agentRetentionMs,
         instanceId: settings.instanceId,
@@ -209,6 +216,7 @@ export async function startServer(
     const tasks = new TaskService({
       store,
       events,
+      inputMaxBytes: settings.taskInputMaxBytes,
       templates,
       bus,
       cancelGraceMs: settings.taskCancelGraceMs,
@@ -297,6 +305,7 @@ export async function startServer(
       rules,
       log,
       nodeId: `${settings.instanceId}:${randomUUID()}`,
+      messageMaxBytes: settings.topicMessageMaxBytes,
     });
     hub = new RealtimeHub({
       topics: topicService,
@@ -309,6 +318,7 @@ export async function startServer(
         maxFrameBytes: settings.realtimeMaxFrameBytes,
         maxSubscriptions: settings.realtimeMaxSubscriptions,
         maxQueueBytes: settings.realtimeMaxQueueBytes,
+        historyMaxBytes: settings.responseMaxBytes,
         compression: settings.realtimeCompression,
         pingIntervalMs: settings.realtimePingIntervalMs,
         instanceId: settings.instanceId,

@@ -35,6 +35,8 @@ export interface ListAgentsOptions {
   cursor?: string | undefined;
   status?: AgentStatus[] | undefined;
   capability?: string | undefined;
+  /** About the most bytes of JSON the page may carry (ORCHESTRA_RESPONSE_MAX_BYTES). */
+  maxBytes: number;
 }
 
 function agentNotFound(id: string): ApiError {
@@ -343,7 +345,7 @@ export class AgentService {
       tenantId,
       rows.map((r) => r.id),
     );
-    return toPage(rows, limit, (row) => view(row, active.get(row.id) ?? []));
+    return toPage(rows, limit, (row) => view(row, active.get(row.id) ?? []), options.maxBytes);
   }
 
   async get(principal: Principal, id: string): Promise<Agent> {

@@ -7,6 +7,7 @@ import type { Bus } from '../bus/bus.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
+import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { AssignedTask, Dispatcher, DispatchTarget } from '../tasks/dispatcher.ts';
 import {
   type AgentNotice,
@@ -39,6 +40,10 @@ export interface PoolSettings {
   heartbeatIntervalMs: number;
   /** Largest frame accepted from an agent; told to agents at registration. */
   maxFrameBytes: number;
+  /** Largest task result or error, as JSON text (ORCHESTRA_TASK_OUTPUT_MAX_BYTES). */
+  outputMaxBytes: number;
+  /** Largest task event, as JSON text (ORCHESTRA_TASK_EVENT_MAX_BYTES). */
+  eventMaxBytes: number;
   heartbeatTimeoutMs: number;
   /** How long an offline agent stays listed; 0 forever. */
   retentionMs: number;
@@ -480,7 +485,7 @@ class AgentConnection implements DispatchTarget {
       this.#invalid(new ApiError('AGENT_NOT_REGISTERED'), id);
       return;
     }
-    const { runtime } = this.#pool.deps;
+    const { runtime, settings } = this.#pool.deps;
     const ref = this.ref();
     switch (frame.payload.kind) {
       case 'heartbeat':
@@ -516,6 +521,8 @@ class AgentConnection implements DispatchTarget {
       }
       case 'task.result': {
         const { task_id, attempt, output } = frame.payload;
+        // Refused before anything changes: the task stays the agent's, to end another way.
+        jsonWithinLimit(output, 'payload.output', 'taskOutputMaxBytes', settings.outputMaxBytes);
         const sent =
           this.inFlight.get(task_id) === attempt ? this.#assigned.get(task_id) : undefined;
         const ack = await runtime.complete(ref, task_id, attempt, output, sent?.template);
@@ -525,6 +532,7 @@ class AgentConnection implements DispatchTarget {
       }
       case 'task.fail': {
         const { task_id, attempt, error } = frame.payload;
+        jsonWithinLimit(error, 'payload.error', 'taskOutputMaxBytes', settings.outputMaxBytes);
         const ack = await runtime.fail(ref, task_id, attempt, error);
         this.#finished(task_id, attempt, false);
         this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
@@ -654,7 +662,20 @@ class AgentConnection implements DispatchTarget {
     if (!held) this.close(CLOSE_CODES.REPLACED);
   }
 
-  async #onEvents(frames: FrameOf<'task.event'>[]): Promise<void> {
+  async #onEvents(all: FrameOf<'task.event'>[]): Promise<void> {
+    const { eventMaxBytes } = this.#pool.deps.settings;
+    const frames = all.filter((f) => {
+      try {
+        jsonWithinLimit(f.payload.event, 'payload.event', 'taskEventMaxBytes', eventMaxBytes);
+        return true;
+      } catch (err) {
+        // Only this event is refused (and not stored); the others of the batch go on.
+        if (!(err instanceof ApiError)) throw err;
+        this.#sendError(err, f.header.id);
+        return false;
+      }
+    });
+    if (frames.length === 0) return;
     const items: AgentTaskEvent[] = frames.map((f) => ({
       task_id: f.payload.task_id,
       attempt: f.payload.attempt,

@@ -5,7 +5,7 @@ import type { IdentityService } from '../gateway/identity-service.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
-import { Page, PageQuery } from '../platform/pagination.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import { type AgentNotice, agentSubject } from '../tasks/runtime.ts';
 import type { AgentService } from './agent-service.ts';
@@ -69,7 +69,8 @@ export const agentRoutes: FastifyPluginAsyncTypebox<{
       },
       config: { auth: READ_ROLES },
     },
-    async (request) => agents.list(principalOf(request), request.query),
+    async (request) =>
+      agents.list(principalOf(request), { ...request.query, maxBytes: responseBudget(request) }),
   );
 
   app.get(

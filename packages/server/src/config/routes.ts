@@ -10,7 +10,7 @@ import { READ_ROLES, type Role, WRITE_ROLES } from '../platform/auth.ts';
 import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { ifMatchVersion, principalOf } from '../platform/http.ts';
-import { PageQuery } from '../platform/pagination.ts';
+import { PageQuery, responseBudget, withinBudget } from '../platform/pagination.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import type { ConfigService, WatchEvent } from './config-service.ts';
 import { ENV_PATTERN, parseEnv, parseKey, parsePrefix } from './keys.ts';
@@ -136,11 +136,13 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
           ? { revision: cursor?.revision ?? request.query.revision }
           : {}),
       });
-      const last = page.items[page.items.length - 1];
+      const items = withinBudget(page.items, responseBudget(request));
+      const more = page.more || items.length < page.items.length;
+      const last = items[items.length - 1];
       return {
-        items: page.items,
+        items,
         revision: page.revision,
-        next_cursor: page.more && last ? encodeListCursor(last.key, page.revision) : null,
+        next_cursor: more && last ? encodeListCursor(last.key, page.revision) : null,
       };
     },
   );
@@ -256,10 +258,15 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
       };
       if (action === 'history') {
         only(['limit', 'before']);
-        return config.history(principal.tenant.id, env, key, {
+        const page = await config.history(principal.tenant.id, env, key, {
           limit: limit ?? 50,
           ...(before !== undefined ? { before } : {}),
         });
+        const items = withinBudget(page.items, responseBudget(request));
+        const oldest = items[items.length - 1];
+        return items.length < page.items.length && oldest
+          ? { items, next_before: oldest.version }
+          : page;
       }
       if (action === 'diff') {
         only(['from', 'to']);

@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
+import { bytesOf, countWithinBudget } from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import { MultiRowInsert, Statement } from '../store/statement.ts';
 import type { RelationalStore, StoreKind } from '../store/store.ts';
@@ -48,6 +49,8 @@ interface WatchedStream {
 }
 
 const READ_BATCH = 500;
+/** Added to an event's data length to estimate its JSON (offset, type, time). */
+const EVENT_OVERHEAD_BYTES = 80;
 /** Watched streams are checked this often even without a wake-up (a lost message, another node). */
 const FOLLOW_POLL_MS = 2_000;
 
@@ -80,17 +83,26 @@ export class EventLog {
   readonly #store: RelationalStore;
   readonly #bus: Bus;
   readonly #exported: boolean;
+  readonly #maxReadBytes: number | undefined;
   readonly #watched = new Map<string, WatchedStream>();
   #pollTimer: NodeJS.Timeout | undefined;
 
   /**
    * `exported`: every append also marks its stream for the JetStream export (in the same
-   * transaction, so no committed event escapes it).
+   * transaction, so no committed event escapes it). `maxReadBytes`: each read of a
+   * follower stops at about this much event data (ORCHESTRA_RESPONSE_MAX_BYTES), so that
+   * replaying large events holds a bounded amount in memory.
    */
-  constructor(deps: { store: RelationalStore; bus: Bus; exported?: boolean }) {
+  constructor(deps: {
+    store: RelationalStore;
+    bus: Bus;
+    exported?: boolean;
+    maxReadBytes?: number;
+  }) {
     this.#store = deps.store;
     this.#bus = deps.bus;
     this.#exported = deps.exported === true;
+    this.#maxReadBytes = deps.maxReadBytes;
   }
 
   /**
@@ -168,6 +180,8 @@ export class EventLog {
    * consistent view even while others append). Resolves to undefined when the stream does
    * not exist in this tenant. `gap` is set when events after `after` are no longer retained;
    * its `first_offset` is the first that can still be read (the next one if none is kept).
+   * With `maxBytes`, it also stops at about that much event data (at least one event), sized
+   * in the store before any is read, and sets `truncated` when it stopped there.
    */
   async read(
     tenantId: string,
@@ -175,18 +189,58 @@ export class EventLog {
     after: number,
     limit = READ_BATCH,
     floor: RetentionFloor = {},
-  ): Promise<{ events: StreamEvent[]; lastOffset: number; gap?: StreamGap } | undefined> {
+    maxBytes?: number,
+  ): Promise<
+    { events: StreamEvent[]; lastOffset: number; gap?: StreamGap; truncated?: true } | undefined
+  > {
     const lastOffset = await this.head(tenantId, stream);
     if (lastOffset === undefined) return undefined;
     if (after >= lastOffset) return { events: [], lastOffset };
-    let query = this.#store.db
+    const inStream = this.#store.db
       .selectFrom('events')
-      .select(['offset', 'type', 'data', 'created_at'])
       .where('stream_id', '=', stream)
-      .where('offset', '>', Math.max(after, lastOffset - (floor.maxCount ?? lastOffset)))
-      .where('offset', '<=', lastOffset);
-    if (floor.notBefore !== undefined) query = query.where('created_at', '>=', floor.notBefore);
-    const rows = await query.orderBy('offset').limit(limit).execute();
+      .where('offset', '<=', lastOffset)
+      .orderBy('offset');
+    const retained = (from: number) => {
+      const query = inStream
+        .select(['offset', 'type', 'data', 'created_at'])
+        .where('offset', '>', from);
+      return floor.notBefore === undefined
+        ? query
+        : query.where('created_at', '>=', floor.notBefore);
+    };
+    let from = Math.max(after, lastOffset - (floor.maxCount ?? lastOffset));
+    let truncated = false;
+    let rows: { offset: number; type: string; data: string; created_at: string }[];
+    for (;;) {
+      if (maxBytes === undefined) {
+        rows = await retained(from).limit(limit).execute();
+        break;
+      }
+      // Sized without the age floor: in SQLite, created_at is stored after the data, and
+      // reading it would read the data (every overflow page) of each row sized.
+      const sizes = await inStream
+        .select(['offset', bytesOf('data', 'type').as('size')])
+        .where('offset', '>', from)
+        .limit(limit)
+        .execute();
+      const count = countWithinBudget(
+        sizes.map((s) => Number(s.size) + EVENT_OVERHEAD_BYTES),
+        maxBytes,
+      );
+      const cut = sizes[count - 1];
+      if (count >= sizes.length || cut === undefined) {
+        rows = await retained(from).limit(limit).execute();
+        break;
+      }
+      rows = await retained(from).where('offset', '<=', cut.offset).limit(count).execute();
+      // None retained up to the cut (all past the age floor): size the next ones.
+      if (rows.length > 0 || floor.notBefore === undefined) {
+        truncated = true;
+        break;
+      }
+      from = cut.offset;
+    }
     const events = rows.map((r) => ({
       offset: r.offset,
       type: r.type,
@@ -196,7 +250,7 @@ export class EventLog {
     const first = events[0]?.offset ?? lastOffset + 1;
     const gap: StreamGap | undefined =
       first > after + 1 ? { type: 'stream.gap', after, first_offset: first } : undefined;
-    return { events, lastOffset, ...(gap ? { gap } : {}) };
+    return { events, lastOffset, ...(gap ? { gap } : {}), ...(truncated ? { truncated } : {}) };
   }
 
   /**
@@ -237,7 +291,14 @@ export class EventLog {
           if (options.signal.aborted) return;
         }
         dirty = false;
-        const page = await this.read(tenantId, stream, cursor, READ_BATCH, options.floor?.());
+        const page = await this.read(
+          tenantId,
+          stream,
+          cursor,
+          READ_BATCH,
+          options.floor?.(),
+          this.#maxReadBytes,
+        );
         if (page === undefined) return;
         if (page.gap) {
           yield page.gap;
@@ -250,7 +311,7 @@ export class EventLog {
           // goes on past its earlier terminal event.
           if (options.isLast?.(event) && event.offset >= page.lastOffset) return;
         }
-        if (page.events.length === READ_BATCH)
+        if (page.events.length === READ_BATCH || page.truncated)
           dirty = true; // more to read at once
         else if (cursor >= page.lastOffset && (await options.endWhenCaughtUp?.())) return;
       }

@@ -337,7 +337,7 @@ export class IdentityService {
 
   async listTenants(
     principal: Principal,
-    page: { limit?: number | undefined; cursor?: string | undefined },
+    page: { limit?: number | undefined; cursor?: string | undefined; maxBytes: number },
   ): Promise<Page<TenantView>> {
     const after = decodeCursor(page.cursor, (id) => /^[a-z0-9][a-z0-9-]{1,62}$/.test(id));
     const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
@@ -348,7 +348,7 @@ export class IdentityService {
       .limit(limit + 1);
     if (!isSystemAdmin(principal)) query = query.where('id', '=', principal.tenant.id);
     if (after !== undefined) query = query.where('id', '>', after);
-    return toPage(await query.execute(), limit, tenantView);
+    return toPage(await query.execute(), limit, tenantView, page.maxBytes);
   }
 
   async getTenant(principal: Principal, id: string): Promise<TenantView> {
@@ -400,6 +400,7 @@ export class IdentityService {
       cursor?: string | undefined;
       role?: Role | undefined;
       include_revoked?: boolean | undefined;
+      maxBytes: number;
     },
   ): Promise<Page<ApiKeyView>> {
     const after = decodeCursor(options.cursor, (id) => id.startsWith('key_'));
@@ -414,7 +415,7 @@ export class IdentityService {
     if (options.role !== undefined) query = query.where('role', '=', options.role);
     if (!options.include_revoked) query = query.where('revoked_at', 'is', null);
     const now = new Date();
-    return toPage(await query.execute(), limit, (row) => keyView(row, now));
+    return toPage(await query.execute(), limit, (row) => keyView(row, now), options.maxBytes);
   }
 
   async getApiKey(principal: Principal, id: string): Promise<ApiKeyView> {

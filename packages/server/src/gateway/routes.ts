@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { ADMIN_ROLES, ROLES, Role } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
-import { Page, PageQuery } from '../platform/pagination.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import type { IdentityService } from './identity-service.ts';
 import {
@@ -98,7 +98,11 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
       },
       config: { auth: ADMIN_ROLES },
     },
-    async (request) => identity.listApiKeys(principalOf(request), request.query),
+    async (request) =>
+      identity.listApiKeys(principalOf(request), {
+        ...request.query,
+        maxBytes: responseBudget(request),
+      }),
   );
 
   const KeyParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });
@@ -165,7 +169,11 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
       },
       config: { auth: ADMIN_ROLES },
     },
-    async (request) => identity.listTenants(principalOf(request), request.query),
+    async (request) =>
+      identity.listTenants(principalOf(request), {
+        ...request.query,
+        maxBytes: responseBudget(request),
+      }),
   );
 
   app.get(

@@ -76,6 +76,10 @@ export const ERROR_CATALOGUE = {
   REVISION_COMPACTED: { status: 410, message: 'The revision is no longer retained' },
   UPGRADE_REQUIRED: { status: 426, message: 'This route only speaks WebSocket' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  VALUE_TOO_LARGE: {
+    status: 413,
+    message: 'A value is larger than the server stores (a task input, result or event, a message)',
+  },
   URI_TOO_LONG: { status: 414, message: 'A path parameter is too long' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request content type is not supported' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' },

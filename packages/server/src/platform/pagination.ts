@@ -1,5 +1,7 @@
+import { type RawBuilder, sql } from 'kysely';
 import Type, { type TSchema } from 'typebox';
 import { ApiError } from './errors.ts';
+import { SETTINGS } from './settings.ts';
 
 export const DEFAULT_PAGE_LIMIT = 50;
 
@@ -10,7 +12,8 @@ export const PageQuery = {
       minimum: 1,
       maximum: 200,
       default: DEFAULT_PAGE_LIMIT,
-      description: 'Items per page, 1 to 200.',
+      description:
+        'Items per page, 1 to 200. A page also stops at about ORCHESTRA_RESPONSE_MAX_BYTES of JSON (4 MiB by default), with at least one item.',
     }),
   ),
   cursor: Type.Optional(
@@ -25,7 +28,10 @@ export const PageQuery = {
 export function Page<T extends TSchema>(item: T) {
   return Type.Object({
     items: Type.Array(item),
-    next_cursor: Type.Union([Type.String(), Type.Null()]),
+    next_cursor: Type.Union([Type.String(), Type.Null()], {
+      description:
+        'Pass as `cursor` for the next page (the page may have stopped at `limit` or at the byte budget); null on the last page.',
+    }),
   });
 }
 
@@ -55,17 +61,118 @@ export function decodeCursor(
   throw new ApiError('INVALID_CURSOR', 'The cursor is not one this server returned');
 }
 
-/** Takes `limit + 1` rows fetched in id order and splits them into a page. */
+/**
+ * How many items of a page fit in `maxBytes`, given the size of each in page order: at
+ * least one when there is one, so that an item larger than the budget still reaches its
+ * reader (alone on its page) and a client following cursors never stalls.
+ */
+export function countWithinBudget(sizes: Iterable<number>, maxBytes: number): number {
+  let count = 0;
+  let total = 0;
+  for (const size of sizes) {
+    total += size;
+    if (count > 0 && total > maxBytes) break;
+    count += 1;
+  }
+  return count;
+}
+
+/** Bytes of a value as JSON text. */
+export function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value) ?? '');
+}
+
+/**
+ * Items to answer, at most `limit` and about `maxBytes` of JSON (at least one), and
+ * whether more follow. Items are serialised one by one only until the budget is spent, so
+ * the work is bounded by the budget, not by the rows fetched.
+ */
+function fitPage<R, T>(
+  rows: R[],
+  limit: number,
+  map: (row: R) => T,
+  maxBytes: number,
+): { items: T[]; taken: R[]; more: boolean } {
+  const items: T[] = [];
+  let total = 0;
+  for (const row of rows) {
+    if (items.length >= limit) break;
+    const item = map(row);
+    total += jsonBytes(item) + 1;
+    if (items.length > 0 && total > maxBytes) break;
+    items.push(item);
+  }
+  return { items, taken: rows.slice(0, items.length), more: rows.length > items.length };
+}
+
+/** The first of `items` that fit in about `maxBytes` of JSON: at least one when there is one. */
+export function withinBudget<T>(items: T[], maxBytes: number): T[] {
+  return fitPage(items, items.length, (item) => item, maxBytes).items;
+}
+
+/**
+ * Takes `limit + 1` rows fetched in id order and splits them into a page of at most
+ * `limit` items and about `maxBytes` of JSON (ORCHESTRA_RESPONSE_MAX_BYTES); the cursor
+ * continues after the last item answered, so every item comes exactly once.
+ */
 export function toPage<R extends { id: string }, T>(
   rows: R[],
   limit: number,
   map: (row: R) => T,
+  maxBytes: number,
 ): { items: T[]; next_cursor: string | null } {
-  const more = rows.length > limit;
-  const pageRows = more ? rows.slice(0, limit) : rows;
-  const last = pageRows[pageRows.length - 1];
+  const { items, taken, more } = fitPage(rows, limit, map, maxBytes);
+  const last = taken[taken.length - 1];
+  return { items, next_cursor: more && last ? encodeCursor(last.id) : null };
+}
+
+/**
+ * A page of a list whose rows may be large, without reading more of them than the budget:
+ * `sizes(n)` gives the estimated bytes of the first `n` rows of the page (a query of their
+ * column lengths only), `rows(n)` the first `n` rows themselves, in the same order.
+ */
+export async function fetchPage<R extends { id: string }, T>(options: {
+  limit: number;
+  maxBytes: number;
+  sizes: (n: number) => Promise<number[]>;
+  rows: (n: number) => Promise<R[]>;
+  map: (row: R) => T;
+}): Promise<{ items: T[]; next_cursor: string | null }> {
+  const { limit, maxBytes } = options;
+  const sizes = await options.sizes(limit + 1);
+  const count = Math.min(limit, countWithinBudget(sizes, maxBytes));
+  if (count === 0) return { items: [], next_cursor: null };
+  // Estimates can be short (the fixed fields): the serialised page is checked as well.
+  const { items, taken, more } = fitPage(await options.rows(count), count, options.map, maxBytes);
+  const last = taken[taken.length - 1];
   return {
-    items: pageRows.map(map),
-    next_cursor: more && last ? encodeCursor(last.id) : null,
+    items,
+    next_cursor: (more || sizes.length > count) && last ? encodeCursor(last.id) : null,
   };
+}
+
+/**
+ * The summed length in bytes of text columns (null counts 0), computed by the store
+ * without sending them: `octet_length` in PostgreSQL and in SQLite (3.43 and later).
+ */
+export function bytesOf(...columns: string[]): RawBuilder<number> {
+  return sql<number>`${sql.join(
+    columns.map((c) => sql`coalesce(octet_length(${sql.ref(c)}), 0)`),
+    sql` + `,
+  )}`;
+}
+
+/** Added to the column lengths of a row to estimate its JSON (ids, states, times…). */
+export const ROW_OVERHEAD_BYTES = 600;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** ORCHESTRA_RESPONSE_MAX_BYTES, decorated on the root instance by the app. */
+    responseMaxBytes?: number;
+  }
+}
+
+/** The response budget of the server that received a request. */
+export function responseBudget(request: { server: { responseMaxBytes?: number } }): number {
+  return request.server.responseMaxBytes ?? SETTINGS.responseMaxBytes.default;
 }

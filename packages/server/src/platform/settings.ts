@@ -170,6 +170,50 @@ export const SETTINGS = {
     description: 'Largest accepted request body; larger ones get 413.',
     default: 1048576,
   },
+  responseMaxBytes: {
+    env: 'ORCHESTRA_RESPONSE_MAX_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 268_435_456 }),
+    allowed: 'an integer from 1024 to 268435456',
+    description:
+      'About the most JSON one page of a list or history carries, and one read of an event stream; the rest follows through `next_cursor` (or `next_after`). A page always has at least one item, however large.',
+    default: 4_194_304,
+  },
+  taskInputMaxBytes: {
+    env: 'ORCHESTRA_TASK_INPUT_MAX_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 104_857_600 }),
+    allowed: 'an integer from 1024 to 104857600',
+    description: 'Largest task `input`, as JSON text; a larger one gets 413 VALUE_TOO_LARGE.',
+    default: 1_048_576,
+  },
+  taskOutputMaxBytes: {
+    env: 'ORCHESTRA_TASK_OUTPUT_MAX_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 104_857_600 }),
+    allowed: 'an integer from 1024 to 104857600',
+    description:
+      'Largest task `result` (or `error`) an agent may report, as JSON text; a larger one is refused with VALUE_TOO_LARGE and nothing is stored.',
+    default: 1_048_576,
+  },
+  taskEventMaxBytes: {
+    env: 'ORCHESTRA_TASK_EVENT_MAX_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 104_857_600 }),
+    allowed: 'an integer from 1024 to 104857600',
+    description:
+      'Largest task event an agent may report (its `event` object, as JSON text); a larger one is refused with VALUE_TOO_LARGE and not stored.',
+    default: 262_144,
+  },
+  topicMessageMaxBytes: {
+    env: 'ORCHESTRA_TOPIC_MESSAGE_MAX_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 104_857_600 }),
+    allowed: 'an integer from 1024 to 104857600',
+    description:
+      'Largest `data` of one topic message, as JSON text (REST or WebSocket); a larger one is refused with VALUE_TOO_LARGE and nothing is stored.',
+    default: 1_048_576,
+  },
   shutdownTimeoutMs: {
     env: 'ORCHESTRA_SHUTDOWN_TIMEOUT_MS',
     kind: 'int',

@@ -318,7 +318,10 @@ export class RealtimeConnection {
       case 'history': {
         const topic = this.#hub.topics.parse(payload.topic, 'payload.topic');
         assertCanRead(identity, topic);
-        const history = await this.#hub.topics.history(identity.tenantId, topic, payload);
+        const history = await this.#hub.topics.history(identity.tenantId, topic, {
+          ...payload,
+          maxBytes: this.#hub.settings.historyMaxBytes,
+        });
         this.send('RESPONSE', { kind: 'history', ...history }, id);
         return;
       }

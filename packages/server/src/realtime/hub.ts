@@ -30,6 +30,8 @@ export interface HubSettings {
   maxFrameBytes: number;
   maxSubscriptions: number;
   maxQueueBytes: number;
+  /** About the most message data one `history` answer carries (ORCHESTRA_RESPONSE_MAX_BYTES). */
+  historyMaxBytes: number;
   compression: boolean;
   /** Each connection is pinged and its credential rechecked once per this interval. */
   pingIntervalMs: number;

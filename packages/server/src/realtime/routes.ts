@@ -6,7 +6,7 @@ import type { IdentityService } from '../gateway/identity-service.ts';
 import { WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
-import { Page, PageQuery } from '../platform/pagination.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import type { RateLimiter } from '../platform/rate-limit.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import {
@@ -243,7 +243,11 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       },
       config: { auth: ['admin', 'operator', 'viewer', 'agent'] },
     },
-    async (request) => topics.list(principalOf(request).tenant.id, request.query),
+    async (request) =>
+      topics.list(principalOf(request).tenant.id, {
+        ...request.query,
+        maxBytes: responseBudget(request),
+      }),
   );
 
   app.post(
@@ -292,7 +296,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['realtime'],
         summary: 'Read a topic’s history',
-        description: `Messages after \`after\`, or the \`last\` N, oldest first, at most \`limit\`. \`first_offset\` is the oldest still retained. ${REALTIME_AUTH_NOTE}`,
+        description: `Messages after \`after\`, or the \`last\` N, oldest first, at most \`limit\` and about ORCHESTRA_RESPONSE_MAX_BYTES of message data (4 MiB by default; always at least one message, however large). \`first_offset\` is the oldest still retained. When messages up to \`last_offset\` were left out (by \`limit\`, \`last\` beyond \`limit\`, or the byte budget), \`next_after\` is the offset to pass as \`after\` for the rest; it is null when \`messages\` reach \`last_offset\`. ${REALTIME_AUTH_NOTE}`,
         params: TopicParams,
         querystring: Type.Object(
           {
@@ -308,6 +312,10 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
             epoch: Type.String(),
             first_offset: Type.Integer(),
             last_offset: Type.Integer(),
+            next_after: Type.Union([Type.Integer(), Type.Null()], {
+              description:
+                'Pass as `after` to read the messages that follow; null when `messages` reach `last_offset`.',
+            }),
             messages: Type.Array(Type.Ref('TopicMessage')),
           }),
           ...errorResponses,
@@ -329,7 +337,10 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           },
         });
       }
-      return topics.history(who.tenantId, topic, request.query);
+      return topics.history(who.tenantId, topic, {
+        ...request.query,
+        maxBytes: responseBudget(request),
+      });
     },
   );
 

@@ -5,6 +5,7 @@ import type { Bus } from '../bus/bus.ts';
 import type { EventLog, RetentionFloor, StreamEvent, StreamGap } from '../events/event-log.ts';
 import { ApiError } from '../platform/errors.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { HistoryRules } from './topics.ts';
@@ -83,6 +84,7 @@ export class TopicService {
   readonly #bus: Bus;
   readonly #rules: HistoryRules;
   readonly #log: Logger;
+  readonly #messageMaxBytes: number;
   readonly nodeId: string;
   readonly #epochs = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
@@ -96,7 +98,10 @@ export class TopicService {
     rules: HistoryRules;
     log: Logger;
     nodeId: string;
+    /** Largest message data, as JSON text (ORCHESTRA_TOPIC_MESSAGE_MAX_BYTES). */
+    messageMaxBytes: number;
   }) {
+    this.#messageMaxBytes = deps.messageMaxBytes;
     this.#store = deps.store;
     this.#events = deps.events;
     this.#bus = deps.bus;
@@ -184,6 +189,7 @@ export class TopicService {
     data: unknown,
   ): Promise<{ message: TopicMessage; epoch: string }> {
     if (topic.kind !== 'user') throw new ApiError('PERMISSION_DENIED');
+    jsonWithinLimit(data, 'data', 'topicMessageMaxBytes', this.#messageMaxBytes);
     const stream = topicStream(tenantId, topic);
     const known = this.#epochs.get(`${tenantId}\0${topic.name}`);
     const limit = this.#rules.limitOf(topic);
@@ -223,15 +229,24 @@ export class TopicService {
   /**
    * Messages after `after`, oldest first, within the history bounds. `gap` is set when
    * some after `after` are no longer retained. Undefined when the stream does not exist.
+   * With `maxBytes`, stops at about that much message data (at least one message).
    */
   async read(
     tenantId: string,
     topic: Topic,
     after: number,
     limit: number,
+    maxBytes?: number,
   ): Promise<{ messages: TopicMessage[]; lastOffset: number; gap?: StreamGap } | undefined> {
     const stream = topicStream(tenantId, topic);
-    const page = await this.#events.read(tenantId, stream, after, limit, this.floorOf(topic));
+    const page = await this.#events.read(
+      tenantId,
+      stream,
+      after,
+      limit,
+      this.floorOf(topic),
+      maxBytes,
+    );
     if (page === undefined) return undefined;
     return {
       messages: page.events.map((e) => toMessage(topic.name, e)),
@@ -250,31 +265,51 @@ export class TopicService {
     return this.#events.follow(tenantId, stream, after, options);
   }
 
-  /** The `history` answer: after an offset, or the last N, at most `limit`. */
+  /**
+   * The `history` answer: after an offset, or the last N, at most `limit` and about
+   * `maxBytes` of message data (at least one message). `next_after` is where to go on
+   * (`after=`) when messages up to `last_offset` were left out; null when none were.
+   */
   async history(
     tenantId: string,
     topic: Topic,
-    query: { after?: number | undefined; last?: number | undefined; limit?: number | undefined },
+    query: {
+      after?: number | undefined;
+      last?: number | undefined;
+      limit?: number | undefined;
+      maxBytes: number;
+    },
   ): Promise<{
     topic: string;
     epoch: string;
     first_offset: number;
     last_offset: number;
+    next_after: number | null;
     messages: TopicMessage[];
   }> {
     const { epoch, lastOffset } = await this.describe(tenantId, topic, { create: false });
     const limit = query.limit ?? 100;
     const after =
       query.after ?? (query.last !== undefined ? Math.max(0, lastOffset - query.last) : 0);
-    const page = await this.read(tenantId, topic, after, query.last ?? limit);
+    const page = await this.read(
+      tenantId,
+      topic,
+      after,
+      Math.min(query.last ?? limit, limit),
+      query.maxBytes,
+    );
     const messages = page?.messages ?? [];
-    const first = await this.firstRetained(tenantId, topic, page?.lastOffset ?? lastOffset);
+    const last = page?.lastOffset ?? lastOffset;
+    const first = await this.firstRetained(tenantId, topic, last);
+    // Retained messages are a suffix of the stream: any after the last one sent are still there.
+    const newest = messages[messages.length - 1]?.offset;
     return {
       topic: topic.name,
       epoch,
       first_offset: first,
-      last_offset: page?.lastOffset ?? lastOffset,
-      messages: messages.slice(0, limit),
+      last_offset: last,
+      next_after: newest !== undefined && newest < last ? newest : null,
+      messages,
     };
   }
 
@@ -286,7 +321,12 @@ export class TopicService {
 
   async list(
     tenantId: string,
-    query: { limit?: number | undefined; cursor?: string | undefined; prefix?: string | undefined },
+    query: {
+      limit?: number | undefined;
+      cursor?: string | undefined;
+      prefix?: string | undefined;
+      maxBytes: number;
+    },
   ): Promise<{ items: TopicView[]; next_cursor: string | null }> {
     const limit = query.limit ?? DEFAULT_PAGE_LIMIT;
     const after = decodeCursor(query.cursor, (a) => new RegExp(TOPIC_PATTERN).test(a));
@@ -321,6 +361,7 @@ export class TopicService {
         last_offset: heads.get(topicStream(tenantId, { kind: 'user', name: r.name })) ?? 0,
         created_at: r.created_at,
       }),
+      query.maxBytes,
     );
   }
 

@@ -3,7 +3,7 @@ import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
-import { Page, PageQuery } from '../platform/pagination.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
 import { CreateSession, Session, SessionEvent } from './schemas.ts';
 import type { SessionService } from './session-service.ts';
@@ -53,7 +53,11 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const { label, ...page } = request.query;
-      return sessions.list(principalOf(request), { ...page, labels: parseLabelSelectors(label) });
+      return sessions.list(principalOf(request), {
+        ...page,
+        labels: parseLabelSelectors(label),
+        maxBytes: responseBudget(request),
+      });
     },
   );
 

@@ -108,6 +108,7 @@ export class SessionService {
       limit?: number | undefined;
       cursor?: string | undefined;
       labels?: Record<string, string>;
+      maxBytes: number;
     },
   ): Promise<{ items: Session[]; next_cursor: string | null }> {
     const before = decodeCursor(options.cursor, (id) => id.startsWith('ses_'));
@@ -136,8 +137,11 @@ export class SessionService {
     for (const row of rows.slice(0, limit)) {
       tasks.set(row.id, await this.#tasks.ofSession(principal.tenant.id, row.id));
     }
-    return toPage(rows, limit, (row) =>
-      view(row, tasks.get(row.id) ?? { all: [], unfinished: [] }),
+    return toPage(
+      rows,
+      limit,
+      (row) => view(row, tasks.get(row.id) ?? { all: [], unfinished: [] }),
+      options.maxBytes,
     );
   }
 

@@ -4,7 +4,7 @@ import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts'
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
-import { Page, PageQuery } from '../platform/pagination.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
 import {
   CreateTask,
@@ -187,6 +187,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
         ...rest,
         states: state,
         labels: parseLabelSelectors(label),
+        maxBytes: responseBudget(request),
       });
     },
   );

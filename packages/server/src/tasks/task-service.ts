@@ -4,7 +4,14 @@ import type { EventLog, StreamEvent, StreamItem } from '../events/event-log.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
-import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import {
+  bytesOf,
+  DEFAULT_PAGE_LIMIT,
+  decodeCursor,
+  fetchPage,
+  ROW_OVERHEAD_BYTES,
+} from '../platform/pagination.ts';
+import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { MultitaskStrategy } from '../sessions/tables.ts';
 import type { Database } from '../store/database.ts';
 import { filterOnly, Statement } from '../store/statement.ts';
@@ -104,6 +111,8 @@ export interface ListTasksOptions {
   labels?: Record<string, string>;
   created_after?: string | undefined;
   created_before?: string | undefined;
+  /** About the most bytes of JSON the page may carry (ORCHESTRA_RESPONSE_MAX_BYTES). */
+  maxBytes: number;
 }
 
 /** What became of one task of `createMany`. */
@@ -166,6 +175,7 @@ export class TaskService {
   readonly #events: EventLog;
   readonly #templates: TemplateService;
   readonly #bus: Bus;
+  readonly #inputMaxBytes: number;
   readonly #cancelGraceMs: number;
   readonly #sessions: TaskSessions;
 
@@ -176,7 +186,10 @@ export class TaskService {
     bus: Bus;
     cancelGraceMs: number;
     sessions: TaskSessions;
+    /** Largest task input, as JSON text (ORCHESTRA_TASK_INPUT_MAX_BYTES). */
+    inputMaxBytes: number;
   }) {
+    this.#inputMaxBytes = deps.inputMaxBytes;
     this.#sessions = deps.sessions;
     this.#store = deps.store;
     this.#events = deps.events;
@@ -202,6 +215,13 @@ export class TaskService {
     /** The new task's id, when the caller took one in advance (`createMany`, for order). */
     id: string = newId('tsk'),
   ): Promise<{ task: Task; created: boolean }> {
+    // First: a task whose input cannot be stored is refused before anything is looked up.
+    const inputJson = jsonWithinLimit(
+      input.input ?? null,
+      'body.input',
+      'taskInputMaxBytes',
+      this.#inputMaxBytes,
+    );
     const tenantId = principal.tenant.id;
     if (input.idempotency_key !== undefined) {
       const existing = await this.#byIdempotencyKey(tenantId, input.idempotency_key);
@@ -254,7 +274,7 @@ export class TaskService {
       template_name: template?.name ?? null,
       template_version: template?.version ?? null,
       capabilities: JSON.stringify(capabilities),
-      input: JSON.stringify(input.input ?? null),
+      input: inputJson,
       state: 'queued',
       priority: input.priority ?? template?.default_priority ?? CAPABILITY_TASK_DEFAULTS.priority,
       timeout_ms:
@@ -423,11 +443,9 @@ export class TaskService {
     const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
     let query = this.#store.db
       .selectFrom('tasks')
-      .selectAll()
       .where('tenant_id', '=', principal.tenant.id)
       // Newest first: ids are time-ordered.
-      .orderBy('id', 'desc')
-      .limit(limit + 1);
+      .orderBy('id', 'desc');
     if (before !== undefined) query = query.where('id', '<', before);
     if (options.states && options.states.length > 0)
       query = query.where('state', 'in', options.states);
@@ -458,7 +476,21 @@ export class TaskService {
         ),
       );
     }
-    return toPage(await query.execute(), limit, view);
+    // Inputs and results can be large: sized first, so that a page reads no more of them
+    // than it sends.
+    return fetchPage({
+      limit,
+      maxBytes: options.maxBytes,
+      sizes: async (n) =>
+        (
+          await query
+            .select(bytesOf('input', 'result', 'error', 'labels', 'capabilities').as('size'))
+            .limit(n)
+            .execute()
+        ).map((r) => r.size + ROW_OVERHEAD_BYTES),
+      rows: (n) => query.selectAll().limit(n).execute(),
+      map: view,
+    });
   }
 
   /**

@@ -3,7 +3,7 @@ import type { FastifyReply } from 'fastify';
 import Type from 'typebox';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ifMatchVersion, principalOf } from '../platform/http.ts';
-import { Page, PageQuery } from '../platform/pagination.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
 import {
   CreateTemplate,
@@ -66,7 +66,11 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     },
     async (request) => {
       const { label, ...rest } = request.query;
-      return templates.list(principalOf(request), { ...rest, labels: parseLabelSelectors(label) });
+      return templates.list(principalOf(request), {
+        ...rest,
+        labels: parseLabelSelectors(label),
+        maxBytes: responseBudget(request),
+      });
     },
   );
 
@@ -145,7 +149,10 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
       config: { auth: READ_ROLES },
     },
     async (request) =>
-      templates.versions(principalOf(request), request.params.template, request.query),
+      templates.versions(principalOf(request), request.params.template, {
+        ...request.query,
+        maxBytes: responseBudget(request),
+      }),
   );
 
   app.get(

@@ -2,7 +2,14 @@ import type { Transaction } from 'kysely';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
-import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import {
+  bytesOf,
+  DEFAULT_PAGE_LIMIT,
+  decodeCursor,
+  fetchPage,
+  ROW_OVERHEAD_BYTES,
+  toPage,
+} from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import { describeErrors, UserSchemaCompiler } from './json-schema.ts';
@@ -44,6 +51,8 @@ export interface ListTemplatesOptions {
   name_prefix?: string | undefined;
   /** `key=value` selectors; a template must carry all of them. */
   labels?: Record<string, string>;
+  /** About the most bytes of JSON the page may carry (ORCHESTRA_RESPONSE_MAX_BYTES). */
+  maxBytes: number;
 }
 
 function templateNotFound(ref: string): ApiError {
@@ -173,15 +182,8 @@ export class TemplateService {
           .onRef('template_versions.template_id', '=', 'templates.id')
           .onRef('template_versions.version', '=', 'templates.latest_version'),
       )
-      .selectAll('templates')
-      .select([
-        'template_versions.spec',
-        'template_versions.created_at as version_created_at',
-        'template_versions.created_by as version_created_by',
-      ])
       .where('templates.tenant_id', '=', principal.tenant.id)
-      .orderBy('templates.id')
-      .limit(limit + 1);
+      .orderBy('templates.id');
     if (after !== undefined) query = query.where('templates.id', '>', after);
     if (options.name_prefix) {
       // Names are [a-z0-9._-], so a range on the name column is an exact prefix match.
@@ -201,18 +203,35 @@ export class TemplateService {
         ),
       );
     }
-    const rows = await query.execute();
-    return toPage(rows, limit, (r) =>
-      view(
-        r,
-        {
-          version: r.latest_version,
-          created_at: r.version_created_at,
-          created_by: r.version_created_by,
-        },
-        JSON.parse(r.spec) as TemplateSpec,
-      ),
-    );
+    // Specs can be large: sized first, so that a page reads no more of them than it sends.
+    return fetchPage({
+      limit,
+      maxBytes: options.maxBytes,
+      sizes: async (n) =>
+        (await query.select(bytesOf('template_versions.spec').as('size')).limit(n).execute()).map(
+          (r) => r.size + ROW_OVERHEAD_BYTES,
+        ),
+      rows: (n) =>
+        query
+          .selectAll('templates')
+          .select([
+            'template_versions.spec',
+            'template_versions.created_at as version_created_at',
+            'template_versions.created_by as version_created_by',
+          ])
+          .limit(n)
+          .execute(),
+      map: (r) =>
+        view(
+          r,
+          {
+            version: r.latest_version,
+            created_at: r.version_created_at,
+            created_by: r.version_created_by,
+          },
+          JSON.parse(r.spec) as TemplateSpec,
+        ),
+    });
   }
 
   /**
@@ -297,7 +316,7 @@ export class TemplateService {
   async versions(
     principal: Principal,
     ref: string,
-    page: { limit?: number | undefined; cursor?: string | undefined },
+    page: { limit?: number | undefined; cursor?: string | undefined; maxBytes: number },
   ): Promise<{ items: TemplateVersionSummary[]; next_cursor: string | null }> {
     const row = await this.#find(principal, ref);
     const after = decodeCursor(page.cursor, (version) => /^[1-9]\d{0,9}$/.test(version));
@@ -310,12 +329,17 @@ export class TemplateService {
       .limit(limit + 1);
     if (after !== undefined) query = query.where('version', '<', Number(after));
     const rows = (await query.execute()).map((r) => ({ ...r, id: String(r.version) }));
-    return toPage(rows, limit, (r) => ({
-      version: r.version,
-      created_at: r.created_at,
-      created_by: r.created_by,
-      latest: r.version === row.latest_version,
-    }));
+    return toPage(
+      rows,
+      limit,
+      (r) => ({
+        version: r.version,
+        created_at: r.created_at,
+        created_by: r.created_by,
+        latest: r.version === row.latest_version,
+      }),
+      page.maxBytes,
+    );
   }
 
   /**
