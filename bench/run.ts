@@ -7,6 +7,7 @@
  *   npm run bench:realtime                the realtime fan-out benchmark
  *   npm run bench:config                  the config center's watch against etcd
  *   npm run bench:cluster                 1 node against 3 nodes on PostgreSQL, NATS, etcd, Redis
+ *   npm run bench:noisy-neighbour         another tenant's latency while one reads huge histories
  *   npm run bench -- --duration 5         every benchmark, options passed through
  *
  * See bench/README.md.
@@ -15,7 +16,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 /** Every benchmark: a script bench/<name>.ts that accepts --help. */
-const BENCHMARKS = ['http-auth', 'dispatch', 'realtime', 'config', 'cluster'] as const;
+const BENCHMARKS = [
+  'http-auth',
+  'dispatch',
+  'realtime',
+  'config',
+  'cluster',
+  'noisy-neighbour',
+] as const;
 
 const HELP = `Usage: node bench/run.ts [benchmark] [options]
 

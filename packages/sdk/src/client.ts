@@ -1111,6 +1111,11 @@ export interface TopicHistory {
   /** The oldest retained offset (`last_offset + 1` when none is). */
   first_offset: number;
   last_offset: number;
+  /**
+   * When messages up to `last_offset` were left out (by `limit`, or the server's byte
+   * budget), the offset to pass as `after` for the rest; null when `messages` reach it.
+   */
+  next_after: number | null;
   messages: TopicMessage[];
 }
 

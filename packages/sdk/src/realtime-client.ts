@@ -436,7 +436,11 @@ export class RealtimeClient {
     return { topic, epoch: String(answer.epoch), offset: Number(answer.offset) };
   }
 
-  /** Retained messages after an offset, or the last N. */
+  /**
+   * Retained messages after an offset, or the last N, at most `limit` and about the
+   * server's ORCHESTRA_RESPONSE_MAX_BYTES; `next_after` (when not null) is the `after` that
+   * gets the rest.
+   */
   async history<T = unknown>(
     topic: string,
     query: { after?: number; last?: number; limit?: number } = {},
@@ -445,6 +449,7 @@ export class RealtimeClient {
     epoch: string;
     first_offset: number;
     last_offset: number;
+    next_after: number | null;
     messages: TopicMessage<T>[];
   }> {
     await this.connect();

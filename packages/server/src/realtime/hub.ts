@@ -113,6 +113,7 @@ export class TopicSubscription {
           this.state.topic,
           this.delivered,
           READ_PAGE,
+          hub.settings.historyMaxBytes,
         );
       } catch (err) {
         hub.log.warn(
