@@ -122,15 +122,34 @@ export class ServicesApi {
       )
     ).items;
   }
-  /** Passing instances, or every one with `all`. */
-  instances(
+  /**
+   * Passing instances, or every one with `all`. The server pages a large answer (by its
+   * response byte budget); this follows the pages, and `revision` is the first page's.
+   */
+  async instances(
     service: string,
     options: { all?: boolean; signal?: AbortSignal } = {},
   ): Promise<{ name: string; revision: number; instances: ServiceInstance[] }> {
-    return this.#client.request('GET', svc(service), {
+    type Page = {
+      name: string;
+      revision: number;
+      instances: ServiceInstance[];
+      next_cursor?: string | null;
+    };
+    const first = await this.#client.request<Page>('GET', svc(service), {
       query: { all: options.all },
       signal: options.signal,
     });
+    const instances = [...first.instances];
+    for (let cursor = first.next_cursor; typeof cursor === 'string'; ) {
+      const page: Page = await this.#client.request<Page>('GET', svc(service), {
+        query: { all: options.all, cursor },
+        signal: options.signal,
+      });
+      instances.push(...page.instances);
+      cursor = page.next_cursor;
+    }
+    return { name: first.name, revision: first.revision, instances };
   }
   /** One passing instance, picked by the server; `key` is required for `consistent_hash`. */
   resolve(

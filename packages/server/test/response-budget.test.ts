@@ -127,6 +127,33 @@ for (const store of STORE_VARIANTS) {
       assert.deepEqual(new Set(seen), ids);
       assert.ok(pages >= 5, `${pages} pages`);
     });
+
+    test('GET /v1/services/{name} answered every instance at once, however large: now pages within the budget, cursors reaching every instance once', async () => {
+      const labels = Object.fromEntries(
+        Array.from({ length: 50 }, (_, i) => [`label-${i}`, 'v'.repeat(256)]),
+      );
+      const ids = Array.from({ length: 30 }, (_, i) => `instance-${String(i).padStart(2, '0')}`);
+      for (const id of ids) {
+        const registered = await server.call('PUT', `/v1/services/big-metadata/instances/${id}`, {
+          body: { address: '127.0.0.1', port: 8000, metadata: { labels } },
+        });
+        assert.equal(registered.status, 201);
+      }
+      const seen: string[] = [];
+      let query = 'all=true';
+      for (let pages = 0; pages <= ids.length; pages += 1) {
+        const page = await server.call('GET', `/v1/services/big-metadata?${query}`, {
+          key: viewer,
+        });
+        assert.equal(page.status, 200);
+        assert.ok(page.body.instances.length >= 1);
+        assert.ok(sizeOf(page.body) <= BUDGET + 32_768, `page of ${sizeOf(page.body)} B`);
+        seen.push(...page.body.instances.map((i: { id: string }) => i.id));
+        if (page.body.next_cursor === null) break;
+        query = `all=true&cursor=${page.body.next_cursor}`;
+      }
+      assert.deepEqual(seen, ids);
+    });
   });
 }
 

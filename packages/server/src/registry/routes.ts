@@ -18,6 +18,7 @@ import {
 import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
+import { decodeCursor, PageQuery, responseBudget, toPage } from '../platform/pagination.ts';
 import { errorResponses, Timestamp } from '../platform/schemas.ts';
 import { SERVICE_NAME_PATTERN } from './names.ts';
 import type { NodeRegistry } from './nodes.ts';
@@ -378,9 +379,15 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['registry'],
         summary: 'A service’s instances: healthy ones, or all with `all=true`',
+        description:
+          'Instances by id, at most `limit` (default: all) and about ORCHESTRA_RESPONSE_MAX_BYTES of JSON (4 MiB by default; at least one instance); `next_cursor` (with the same `all`) gets the rest, null when there is none.',
         params: ServiceParams,
         querystring: Type.Object(
-          { all: Type.Optional(Type.Boolean({ default: false })) },
+          {
+            all: Type.Optional(Type.Boolean({ default: false })),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+            cursor: PageQuery.cursor,
+          },
           { additionalProperties: false },
         ),
         response: {
@@ -388,6 +395,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
             name: Type.String(),
             revision: Type.Integer(),
             instances: Type.Array(Type.Ref('ServiceInstance')),
+            next_cursor: Type.Union([Type.String(), Type.Null()]),
           }),
           ...errorResponses,
         },
@@ -399,10 +407,23 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
         principalOf(request).tenant.id,
         request.params.name,
       );
+      const after = decodeCursor(request.query.cursor, (id) => new RegExp(INSTANCE_ID).test(id));
+      // Listed by key, so by id: the cursor is the last id answered.
+      const shown = instances.filter(
+        (i) =>
+          (request.query.all || i.status === 'passing') && (after === undefined || i.id > after),
+      );
+      const page = toPage(
+        shown,
+        request.query.limit ?? shown.length,
+        (i) => i,
+        responseBudget(request),
+      );
       return {
         name: request.params.name,
         revision,
-        instances: request.query.all ? instances : instances.filter((i) => i.status === 'passing'),
+        instances: page.items,
+        next_cursor: page.next_cursor,
       };
     },
   );
