@@ -254,6 +254,28 @@ export class EventLog {
   }
 
   /**
+   * The oldest offset up to `lastOffset` still retained for a reader with `floor`, without
+   * reading any event's data; undefined when none is.
+   */
+  async firstOffset(
+    tenantId: string,
+    stream: string,
+    lastOffset: number,
+    floor: RetentionFloor = {},
+  ): Promise<number | undefined> {
+    if ((await this.head(tenantId, stream)) === undefined) return undefined;
+    let query = this.#store.db
+      .selectFrom('events')
+      .select('offset')
+      .where('stream_id', '=', stream)
+      .where('offset', '>', Math.max(0, lastOffset - (floor.maxCount ?? lastOffset)))
+      .where('offset', '<=', lastOffset);
+    if (floor.notBefore !== undefined) query = query.where('created_at', '>=', floor.notBefore);
+    const row = await query.orderBy('offset').limit(1).executeTakeFirst();
+    return row?.offset;
+  }
+
+  /**
    * Replays a stream after `after`, then follows it live. Ends when `signal` aborts; when an
    * event for which `isLast` is true is also the newest; or, once everything up to the
    * newest event was delivered, when `endWhenCaughtUp` says nothing more will come (the

@@ -315,8 +315,13 @@ export class TopicService {
 
   /** The oldest offset a reader can still get (`lastOffset + 1` when none is retained). */
   async firstRetained(tenantId: string, topic: Topic, lastOffset: number): Promise<number> {
-    const page = await this.read(tenantId, topic, 0, 1);
-    return page?.messages[0]?.offset ?? lastOffset + 1;
+    const first = await this.#events.firstOffset(
+      tenantId,
+      topicStream(tenantId, topic),
+      lastOffset,
+      this.floorOf(topic),
+    );
+    return first ?? lastOffset + 1;
   }
 
   async list(
