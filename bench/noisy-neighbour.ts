@@ -183,6 +183,16 @@ async function probe(url: string, key: string, ms: number) {
   return { whoami: latencyOf(whoami), submit: latencyOf(submit) };
 }
 
+/**
+ * The node's longest event-loop delay since the previous call, in ms: prom-client's
+ * `nodejs_eventloop_lag_max_seconds`, whose histogram starts again at every scrape.
+ */
+async function eventLoopMaxMs(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const match = /^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text);
+  return round1(Number(match?.[1] ?? Number.NaN) * 1000);
+}
+
 async function attack(url: string, key: string, o: Options): Promise<AttackSummary> {
   const child = spawn(
     process.execPath,
@@ -218,11 +228,14 @@ async function measureNode(o: Options, name: string, settings: Record<string, st
   }
   await sleep(SETTLE_MS);
   await probe(node.url, quiet, 1000); // warm-up
+  await eventLoopMaxMs(node.url);
   const idle = await probe(node.url, quiet, o.durationSeconds * 1000);
+  const idleEventLoopMaxMs = await eventLoopMaxMs(node.url);
   const [underAttack, attacker] = await Promise.all([
     probe(node.url, quiet, o.durationSeconds * 1000),
     attack(node.url, viewer, o),
   ]);
+  const attackEventLoopMaxMs = await eventLoopMaxMs(node.url);
   await processes.stop(node.proc);
   const ratio = (a: Latency, b: Latency) => round3(a.p99Ms / Math.max(b.p99Ms, 0.001));
   return {
@@ -230,6 +243,7 @@ async function measureNode(o: Options, name: string, settings: Record<string, st
     idle,
     underAttack,
     attacker,
+    eventLoopDelayMaxMs: { idle: idleEventLoopMaxMs, underAttack: attackEventLoopMaxMs },
     p99Ratio: {
       whoami: ratio(underAttack.whoami, idle.whoami),
       submit: ratio(underAttack.submit, idle.submit),
@@ -271,6 +285,7 @@ async function main(o: Options): Promise<number> {
       r.underAttack[op].p99Ms,
       r.underAttack[op].maxMs,
       r.p99Ratio[op],
+      `${r.eventLoopDelayMaxMs.idle} / ${r.eventLoopDelayMaxMs.underAttack}`,
       `${r.attacker.requests} (${Object.entries(r.attacker.statuses)
         .map(([s, n]) => `${s}: ${n}`)
         .join(', ')})`,
@@ -287,6 +302,7 @@ async function main(o: Options): Promise<number> {
         'attack p99 ms',
         'attack max ms',
         'p99 ratio',
+        'loop delay max ms idle / attack',
         'attack requests',
       ],
       rows,
