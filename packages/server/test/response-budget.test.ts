@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { AgentWorker } from '../../sdk/src/index.ts';
 import { eventually } from '../../sdk/test/support.ts';
 import { STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
+import { taskOutputs, tenantWithWorker } from './tenant-worker.ts';
 
 /** The budget of these servers: small, so that a few 64 KiB items pass it. */
 const BUDGET = 262_144;
@@ -154,6 +154,104 @@ for (const store of STORE_VARIANTS) {
       }
       assert.deepEqual(seen, ids);
     });
+
+    test('templates, config keys and a key’s history answered every item at once: now pages within the budget, cursors reaching every item once', async () => {
+      const names = Array.from({ length: 10 }, (_, i) => `budget-${store}-${i}`);
+      for (const name of names) {
+        const created = await server.call('POST', '/v1/templates', {
+          body: { name, capabilities: ['x'], config: { blob: blob(KIB_64, 1) } },
+        });
+        assert.equal(created.status, 201, JSON.stringify(created.body).slice(0, 200));
+      }
+      const templates = await followCursors(
+        (cursor) => `/v1/templates?limit=200&name_prefix=budget-${store}-${cursor}`,
+        (body) => body.items.map((t: { name: string }) => t.name),
+      );
+      assert.deepEqual(templates.seen, names);
+      assert.ok(templates.pages >= 3, `${templates.pages} pages`);
+
+      const keys = Array.from({ length: 8 }, (_, i) => `budget/${store}/k${i}`);
+      for (const key of keys) {
+        const put = await server.call('PUT', `/v1/config/${key}`, {
+          body: { value: blob(100_000, 2) },
+        });
+        assert.equal(put.status, 201, JSON.stringify(put.body).slice(0, 200));
+      }
+      const listed = await followCursors(
+        (cursor) => `/v1/config?prefix=budget/${store}/&limit=200${cursor}`,
+        (body) => body.items.map((i: { key: string }) => i.key),
+      );
+      assert.deepEqual(listed.seen, keys);
+      assert.ok(listed.pages >= 3, `${listed.pages} pages`);
+
+      const key = `budget/${store}/changes`;
+      for (let i = 0; i < 8; i += 1) {
+        await server.call('PUT', `/v1/config/${key}`, { body: { value: blob(100_000, i) } });
+      }
+      const versions: number[] = [];
+      let query = 'limit=200';
+      for (let pages = 0; pages < 10; pages += 1) {
+        const page = await server.call('GET', `/v1/config/${key}/history?${query}`, {
+          key: viewer,
+        });
+        assert.equal(page.status, 200);
+        assert.ok(sizeOf(page.body) <= BUDGET + 110_000, `page of ${sizeOf(page.body)} B`);
+        versions.push(...page.body.items.map((e: { version: number }) => e.version));
+        if (page.body.next_before === null) break;
+        query = `limit=200&before=${page.body.next_before}`;
+      }
+      assert.deepEqual(versions, [8, 7, 6, 5, 4, 3, 2, 1]);
+    });
+
+    test('a task’s event stream read 500 events at a time, however large: now reads by the budget and still ends with every event once, in order', async () => {
+      const { tenantKey, worker } = await tenantWithWorker(
+        server,
+        `budget-events-${store}`,
+        'chatty',
+        async (_input, context) => {
+          for (let i = 0; i < 8; i += 1) context.output(blob(100_000, i));
+          return 'done';
+        },
+      );
+      try {
+        const task = (
+          await server.call('POST', '/v1/tasks?wait=60s', {
+            key: tenantKey,
+            body: { capabilities: ['chatty'] },
+          })
+        ).body;
+        assert.equal(task.state, 'succeeded');
+        const outputs = await taskOutputs(server, task.id, tenantKey);
+        assert.deepEqual(
+          outputs,
+          Array.from({ length: 8 }, (_, i) => blob(100_000, i)),
+        );
+      } finally {
+        await worker.stop();
+      }
+    });
+
+    /** Follows `next_cursor` from the first page; `path` gets `&cursor=…` (or '') appended. */
+    async function followCursors(
+      path: (cursor: string) => string,
+      idsOf: (body: any) => string[],
+    ): Promise<{ seen: string[]; pages: number }> {
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page = await server.call('GET', path(cursor ? `&cursor=${cursor}` : ''), {
+          key: viewer,
+        });
+        assert.equal(page.status, 200, JSON.stringify(page.body).slice(0, 300));
+        assert.ok(sizeOf(page.body) <= BUDGET + 110_000, `page of ${sizeOf(page.body)} B`);
+        seen.push(...idsOf(page.body));
+        cursor = page.body.next_cursor;
+        pages += 1;
+        assert.ok(pages <= 50, 'the cursors end');
+      } while (cursor !== null);
+      return { seen, pages };
+    }
   });
 }
 
@@ -185,33 +283,21 @@ describe('noisy neighbour (sqlite)', () => {
       await server.call('POST', '/v1/api-keys', { body: { name: 'noisy', role: 'viewer' } })
     ).body.secret;
 
-    const tenantKey: string = (
-      await server.call('POST', '/v1/tenants', { body: { id: 'quiet-neighbour' } })
-    ).body.admin_key.secret;
-    const agentKey: string = (
-      await server.call('POST', '/v1/api-keys', {
-        key: tenantKey,
-        body: { name: 'agent', role: 'agent' },
-      })
-    ).body.secret;
     let release: () => void = () => {};
     const released = new Promise<void>((resolve) => {
       release = resolve;
     });
     const attempts: number[] = [];
-    const worker = new AgentWorker({
-      url: server.url,
-      apiKey: agentKey,
-      agentId: 'quiet',
-      capabilities: ['quiet'],
-      handleSignals: false,
-      handler: async (_input, context) => {
+    const { tenantKey, worker } = await tenantWithWorker(
+      server,
+      'quiet-neighbour',
+      'quiet',
+      async (_input, context) => {
         attempts.push(context.task.attempt);
         await released;
         return 'done';
       },
-    });
-    await worker.start();
+    );
     try {
       const task = (
         await server.call('POST', '/v1/tasks', {

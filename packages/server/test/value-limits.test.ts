@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { AgentWorker } from '../../sdk/src/index.ts';
 import { eventually } from '../../sdk/test/support.ts';
 import { expectError, STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
+import { taskOutputs, tenantWithWorker } from './tenant-worker.ts';
 
 const LIMITS = {
   ORCHESTRA_TASK_INPUT_MAX_BYTES: '4096',
@@ -77,29 +77,17 @@ for (const store of STORE_VARIANTS) {
     });
 
     test('an agent result or event larger than its limit was stored: now an error frame naming the limit, nothing stored, and the task still the agent’s to fail', async () => {
-      const tenantKey: string = (
-        await server.call('POST', '/v1/tenants', { body: { id: `limits-${store}` } })
-      ).body.admin_key.secret;
-      const agentKey = (
-        await server.call('POST', '/v1/api-keys', {
-          key: tenantKey,
-          body: { name: 'agent', role: 'agent' },
-        })
-      ).body.secret;
-      const worker = new AgentWorker({
-        url: server.url,
-        apiKey: agentKey,
-        agentId: 'big-output',
-        capabilities: ['big-output'],
-        handleSignals: false,
-        handler: async (_input, context) => {
+      const { tenantKey, worker } = await tenantWithWorker(
+        server,
+        `limits-${store}`,
+        'big-output',
+        async (_input, context) => {
           context.output('before');
           context.output('e'.repeat(3000));
           context.output('after');
           return { text: 'r'.repeat(5000) };
         },
-      });
-      await worker.start();
+      );
       try {
         const task = (
           await server.call('POST', '/v1/tasks', {
@@ -120,15 +108,7 @@ for (const store of STORE_VARIANTS) {
         assert.equal(ended.error.code, 'OUTPUT_INVALID');
         assert.match(ended.error.message, /VALUE_TOO_LARGE|ORCHESTRA_TASK_OUTPUT_MAX_BYTES/);
         assert.match(ended.error.message, /4096/);
-        const events = await server.call('GET', `/v1/tasks/${task.id}/events`, {
-          key: tenantKey,
-        });
-        const outputs = String(events.body)
-          .split('\n')
-          .filter((line) => line.trim() !== '')
-          .map((line) => JSON.parse(line))
-          .filter((e) => e.type === 'task.output')
-          .map((e) => e.data.data);
+        const outputs = await taskOutputs(server, task.id, tenantKey);
         assert.deepEqual(outputs, ['before', 'after']);
       } finally {
         await worker.stop();
