@@ -314,7 +314,11 @@ export class Orchestra {
       data: unknown,
       options?: { event?: string },
     ): Promise<{ topic: string; epoch: string; offset: number }>;
-    /** Retained messages after an offset, or the last N, oldest first. */
+    /**
+     * Retained messages after an offset, or the last N, oldest first: at most `limit` and
+     * about the server's ORCHESTRA_RESPONSE_MAX_BYTES; `next_after` (when not null) is the
+     * `after` that gets the rest.
+     */
     history(
       topic: string,
       query?: { after?: number; last?: number; limit?: number },

@@ -89,14 +89,22 @@ export function TopicTailPage({ name }: { name: string }) {
   useEffect(() => {
     let cancelled = false;
     setError(undefined);
-    client.topics.history(name, { last: 50 }).then(
-      (history) => {
-        if (!cancelled) merge(history.messages);
-      },
-      (err: unknown) => {
-        if (!cancelled) setError(err);
-      },
-    );
+    (async () => {
+      let history = await client.topics.history(name, { last: 50 });
+      const end = history.last_offset;
+      if (!cancelled) merge(history.messages);
+      // Large messages come in several answers (the server's byte budget): read on to the
+      // newest offset of the first one; later ones arrive live.
+      while (!cancelled && history.next_after !== null && history.next_after < end) {
+        history = await client.topics.history(name, {
+          after: history.next_after,
+          limit: end - history.next_after,
+        });
+        merge(history.messages);
+      }
+    })().catch((err: unknown) => {
+      if (!cancelled) setError(err);
+    });
     return () => {
       cancelled = true;
     };
