@@ -24,6 +24,22 @@ export interface StreamGap {
 
 export type StreamItem = StreamEvent | StreamGap;
 
+/** What one read of a stream gives; `truncated` when it stopped at its byte budget. */
+export interface ReadPage<E> {
+  events: E[];
+  lastOffset: number;
+  gap?: StreamGap;
+  truncated?: true;
+}
+
+/** A stream event with its data as stored: JSON text. */
+export interface StoredEvent {
+  offset: number;
+  type: string;
+  time: string;
+  json: string;
+}
+
 export interface NewEvent {
   type: string;
   data: unknown;
@@ -184,15 +200,29 @@ export class EventLog {
    * in the store before any is read, and sets `truncated` when it stopped there.
    */
   async read(
+    ...args: Parameters<EventLog['readStored']>
+  ): Promise<ReadPage<StreamEvent> | undefined> {
+    const page = await this.readStored(...args);
+    if (page === undefined) return undefined;
+    const { events, ...rest } = page;
+    return {
+      ...rest,
+      events: events.map(({ json, ...e }) => ({ ...e, data: JSON.parse(json) as unknown })),
+    };
+  }
+
+  /**
+   * `read`, with each event's data as the JSON text it is stored as: an answer can carry it
+   * as it is, without parsing it and serialising it again.
+   */
+  async readStored(
     tenantId: string,
     stream: string,
     after: number,
     limit = READ_BATCH,
     floor: RetentionFloor = {},
     maxBytes?: number,
-  ): Promise<
-    { events: StreamEvent[]; lastOffset: number; gap?: StreamGap; truncated?: true } | undefined
-  > {
+  ): Promise<ReadPage<StoredEvent> | undefined> {
     const lastOffset = await this.head(tenantId, stream);
     if (lastOffset === undefined) return undefined;
     if (after >= lastOffset) return { events: [], lastOffset };
@@ -245,7 +275,7 @@ export class EventLog {
       offset: r.offset,
       type: r.type,
       time: r.created_at,
-      data: JSON.parse(r.data) as unknown,
+      json: r.data,
     }));
     const first = events[0]?.offset ?? lastOffset + 1;
     const gap: StreamGap | undefined =

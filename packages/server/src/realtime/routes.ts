@@ -326,7 +326,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         await authenticate(request);
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const who = request.realtime as RealtimeIdentity;
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
@@ -337,7 +337,9 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           },
         });
       }
-      return topics.history(who.tenantId, topic, {
+      // Sent as text: the messages' stored JSON goes out as it is (see historyJson).
+      reply.type('application/json; charset=utf-8');
+      return topics.historyJson(who.tenantId, topic, {
         ...request.query,
         maxBytes: responseBudget(request),
       });
