@@ -487,7 +487,7 @@ export class TaskService {
             .select(bytesOf('input', 'result', 'error', 'labels', 'capabilities').as('size'))
             .limit(n)
             .execute()
-        ).map((r) => r.size + ROW_OVERHEAD_BYTES),
+        ).map((r) => Number(r.size) + ROW_OVERHEAD_BYTES),
       rows: (n) => query.selectAll().limit(n).execute(),
       map: view,
     });

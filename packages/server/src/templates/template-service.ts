@@ -209,7 +209,7 @@ export class TemplateService {
       maxBytes: options.maxBytes,
       sizes: async (n) =>
         (await query.select(bytesOf('template_versions.spec').as('size')).limit(n).execute()).map(
-          (r) => r.size + ROW_OVERHEAD_BYTES,
+          (r) => Number(r.size) + ROW_OVERHEAD_BYTES,
         ),
       rows: (n) =>
         query
