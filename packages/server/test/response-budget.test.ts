@@ -203,6 +203,31 @@ for (const store of STORE_VARIANTS) {
       assert.deepEqual(versions, [8, 7, 6, 5, 4, 3, 2, 1]);
     });
 
+    test('config listed at an earlier revision after large changes: the replay reads by the budget and still gives every key as it was', async () => {
+      const keys = Array.from({ length: 6 }, (_, i) => `replay/${store}/k${i}`);
+      for (const key of keys) {
+        await server.call('PUT', `/v1/config/${key}`, { body: { value: blob(100_000, 1) } });
+      }
+      const { revision } = (await server.call('GET', `/v1/config?prefix=replay/${store}/`)).body;
+      for (const key of keys) {
+        await server.call('PUT', `/v1/config/${key}`, { body: { value: blob(100_000, 2) } });
+      }
+      const values: Record<string, unknown> = {};
+      let cursor = '';
+      for (let pages = 0; pages < 20; pages += 1) {
+        const page = await server.call(
+          'GET',
+          `/v1/config?prefix=replay/${store}/&revision=${revision}${cursor}`,
+          { key: viewer },
+        );
+        assert.equal(page.status, 200, JSON.stringify(page.body).slice(0, 300));
+        for (const item of page.body.items) values[item.key] = item.value;
+        if (page.body.next_cursor === null) break;
+        cursor = `&cursor=${page.body.next_cursor}`;
+      }
+      assert.deepEqual(values, Object.fromEntries(keys.map((k) => [k, blob(100_000, 1)])));
+    });
+
     test('a task’s event stream read 500 events at a time, however large: now reads by the budget and still ends with every event once, in order', async () => {
       const { tenantKey, worker } = await tenantWithWorker(
         server,

@@ -121,6 +121,11 @@ export class EventLog {
     this.#maxReadBytes = deps.maxReadBytes;
   }
 
+  /** About the most event data one read of a follower holds (undefined: no bound). */
+  get maxReadBytes(): number | undefined {
+    return this.#maxReadBytes;
+  }
+
   /**
    * Runs `work` in a store transaction with an `emit` that appends events to streams;
    * after the commit, followers of those streams are woken. Nothing is published if the

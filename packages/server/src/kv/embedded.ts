@@ -202,7 +202,14 @@ export class EmbeddedKv implements KvStore {
     const then = new Map<string, StoredEntry | undefined>();
     let cursor = at;
     for (;;) {
-      const page = await this.#events.read(tenantId, kvStream(tenantId), cursor, READ_PAGE);
+      const page = await this.#events.read(
+        tenantId,
+        kvStream(tenantId),
+        cursor,
+        READ_PAGE,
+        {},
+        this.#events.maxReadBytes,
+      );
       if (page === undefined) break;
       if (page.gap) throw new KvCompactedError(at, page.gap.first_offset - 1);
       for (const event of page.events) {
@@ -212,7 +219,7 @@ export class EmbeddedKv implements KvStore {
         }
         cursor = event.offset;
       }
-      if (page.events.length < READ_PAGE) break;
+      if (page.events.length < READ_PAGE && !page.truncated) break;
     }
     let q = this.#store.db
       .selectFrom('kv_entries')
@@ -420,6 +427,8 @@ export class EmbeddedKv implements KvStore {
             kvStream(tenantId),
             watcher.delivered,
             READ_PAGE,
+            {},
+            this.#events.maxReadBytes,
           );
           if (page?.gap) throw new KvCompactedError(watcher.delivered + 1, page.gap.first_offset);
           for (const event of page?.events ?? []) {
@@ -429,7 +438,7 @@ export class EmbeddedKv implements KvStore {
             if (mine.length > 0) yield { revision: all.revision, changes: mine };
             if (signal.aborted) return;
           }
-          if ((page?.events.length ?? 0) === READ_PAGE) watcher.behind = true;
+          if ((page?.events.length ?? 0) === READ_PAGE || page?.truncated) watcher.behind = true;
           continue;
         }
         await watcher.sleep();
