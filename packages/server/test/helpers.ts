@@ -223,8 +223,23 @@ export async function spawnOrchestra(options: {
   cwd: string;
   dataDir: string;
   env?: Record<string, string>;
+  /** Starts the process under `ulimit -n` of this many open files. */
+  maxOpenFiles?: number;
 }): Promise<SpawnedOrchestra> {
-  const child = spawn(process.execPath, [ORCHESTRA_BIN, 'start'], {
+  const command: [string, string[]] =
+    options.maxOpenFiles === undefined
+      ? [process.execPath, [ORCHESTRA_BIN, 'start']]
+      : [
+          '/bin/sh',
+          [
+            '-c',
+            `ulimit -n ${options.maxOpenFiles} && exec "$0" "$@"`,
+            process.execPath,
+            ORCHESTRA_BIN,
+            'start',
+          ],
+        ];
+  const child = spawn(command[0], command[1], {
     cwd: options.cwd,
     env: {
       PATH: process.env.PATH ?? '',

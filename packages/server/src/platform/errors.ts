@@ -79,6 +79,10 @@ export const ERROR_CATALOGUE = {
   URI_TOO_LONG: { status: 414, message: 'A path parameter is too long' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request content type is not supported' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' },
+  TOO_MANY_CONNECTIONS: {
+    status: 429,
+    message: 'Too many unauthenticated connections from this address',
+  },
   HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },

@@ -170,6 +170,32 @@ export const SETTINGS = {
     description: 'Largest accepted request body; larger ones get 413.',
     default: 1048576,
   },
+  headersTimeoutMs: {
+    env: 'ORCHESTRA_HEADERS_TIMEOUT_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1000, maximum: 300_000 }),
+    allowed: 'an integer from 1000 to 300000',
+    description:
+      'How long a client has to send a request line and headers, counted from the connection (or the end of its last request); then 408 and the connection closes. Also closes connections that send nothing.',
+    default: 20000,
+  },
+  maxHeaderBytes: {
+    env: 'ORCHESTRA_MAX_HEADER_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 4096, maximum: 1048576 }),
+    allowed: 'an integer from 4096 to 1048576',
+    description: 'Largest accepted request line and headers together; larger ones get 431.',
+    default: 16384,
+  },
+  unauthenticatedConnectionsPerAddress: {
+    env: 'ORCHESTRA_UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 1_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Open connections one client address may hold before one of them authenticates (a request with a valid credential, an agent or realtime connection); more are answered 429 TOO_MANY_CONNECTIONS and closed. Not applied with ORCHESTRA_TRUST_PROXY, where every connection comes from the proxy.',
+    default: 256,
+  },
   shutdownTimeoutMs: {
     env: 'ORCHESTRA_SHUTDOWN_TIMEOUT_MS',
     kind: 'int',

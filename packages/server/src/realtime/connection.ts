@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
+import { markAuthenticated } from '../platform/connection-guard.ts';
 import { FrameError, type MessageType, serverFrame } from '../platform/envelope.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
 import {
@@ -359,6 +360,7 @@ export class RealtimeConnection {
       const { identity, recheck } = await this.#hub.authenticateToken(frame.payload.token);
       this.#identity = identity;
       this.#recheck = recheck;
+      markAuthenticated(this.#tcp);
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         this.#sendError(err, frame.header.id);

@@ -4,6 +4,7 @@ import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
 import type { IdentityService } from '../gateway/identity-service.ts';
 import { WRITE_ROLES } from '../platform/auth.ts';
+import { markAuthenticated } from '../platform/connection-guard.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery } from '../platform/pagination.ts';
@@ -100,6 +101,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     } else {
       request.realtime = identityOfPrincipal(await identity.authenticate(request.headers));
     }
+    markAuthenticated(request.raw.socket);
     if (rateLimiter) {
       const decision = await rateLimiter.consume(`cred:${request.realtime.rateKey}`);
       if (!decision.allowed) {
