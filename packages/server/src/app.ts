@@ -112,6 +112,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.decorate('streamKeepAliveMs', settings.streamKeepAliveMs);
+  app.decorate('streamCredentialCheckMs', settings.streamCredentialCheckMs);
   if (!settings.trustProxy) {
     guardUnauthenticatedConnections(app.server, {
       maxPerAddress: settings.unauthenticatedConnectionsPerAddress,

@@ -23,6 +23,12 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The authenticated caller; set on every `/v1` route that is not public. */
     principal?: Principal;
+    /**
+     * Checks the request's credential again (it may have been revoked or expired since);
+     * rejects with the `ApiError` authentication would give now. Set wherever a request is
+     * authenticated; long-lived responses (event streams) call it periodically.
+     */
+    recheckCredential?: () => Promise<void>;
   }
 }
 
@@ -157,6 +163,9 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
       throw err;
     }
     request.principal = principal;
+    request.recheckCredential = async () => {
+      await options.authenticate(request);
+    };
     markAuthenticated(request.raw.socket);
     await limit(request, reply, `cred:${credentialId(principal)}`, 'credential');
     if (Array.isArray(auth) && !auth.includes(principal.role)) {

@@ -213,6 +213,15 @@ export const SETTINGS = {
       'How often an idle event stream (SSE or NDJSON) gets a keep-alive (an SSE comment, an empty NDJSON line), so that proxies do not close it; keep it below their idle timeout.',
     default: 15000,
   },
+  streamCredentialCheckMs: {
+    env: 'ORCHESTRA_STREAM_CREDENTIAL_CHECK_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    allowed: 'an integer from 100 to 600000',
+    description:
+      'How often an open event stream (SSE or NDJSON) checks its credential again; a revoked or expired one ends the stream with a stream.error item that carries the error code.',
+    default: 5000,
+  },
   maxEventLoopDelayMs: {
     env: 'ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS',
     kind: 'int',

@@ -98,8 +98,14 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       bearer(request) ?? (allowQueryToken && query?.token !== undefined ? query.token : undefined);
     if (token?.startsWith(REALTIME_TOKEN_PREFIX)) {
       request.realtime = identityOfGrant(await tokens.verify(token));
+      request.recheckCredential = async () => {
+        await tokens.verify(token);
+      };
     } else {
       request.realtime = identityOfPrincipal(await identity.authenticate(request.headers));
+      request.recheckCredential = async () => {
+        await identity.authenticate(request.headers);
+      };
     }
     markAuthenticated(request.raw.socket);
     if (rateLimiter) {
