@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -21,10 +21,12 @@ import { EtcdKv } from './kv/etcd.ts';
 import type { KvStore } from './kv/kv.ts';
 import { KvTopicRelay } from './kv/topic-relay.ts';
 import { migrations } from './migrations.ts';
+import { secureDataDir } from './platform/data-dir.ts';
 import { JwtVerifier } from './platform/jwt.ts';
 import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from './platform/rate-limit.ts';
 import { RedisRateLimiter } from './platform/redis-rate-limit.ts';
+import { loadNodeKey, SecretBox } from './platform/secret-box.ts';
 import { maskPasswords, type Settings, SettingsError } from './platform/settings.ts';
 import { tokenAuthenticator } from './realtime/access.ts';
 import { RealtimeHub } from './realtime/hub.ts';
@@ -84,7 +86,8 @@ export async function startServer(
   options: StartOptions = {},
 ): Promise<RunningServer> {
   const log = options.log ?? createLogger(settings);
-  mkdirSync(settings.dataDir, { recursive: true });
+  secureDataDir(settings.dataDir, log, { sqlite: settings.databaseUrl === undefined });
+  const secrets = new SecretBox(loadNodeKey(settings.secretKey, settings.dataDir, log));
 
   const store = await openStore({
     databaseUrl: settings.databaseUrl,
@@ -199,6 +202,8 @@ export async function startServer(
       sweepIntervalMs,
     });
     pool.dispatcher = dispatcher;
+    const connectedAgents = pool;
+    runtime.leaseClock = (now) => connectedAgents.tickLeaseClock(now);
     // Tasks and sessions know each other through narrow interfaces; the closures resolve
     // once both exist.
     const sessions: SessionService = new SessionService({
@@ -288,7 +293,7 @@ export async function startServer(
       tenants: tenantIds,
       routes: [configRelayRoute, serviceRelayRoute],
     });
-    const tokens = new RealtimeTokens({ store });
+    const tokens = new RealtimeTokens({ store, secrets });
     await tokens.start();
     topicService = new TopicService({
       store,
@@ -339,6 +344,9 @@ export async function startServer(
       isClosing: () => closing,
     });
     app = built;
+    // Before any agent can connect or any lease is judged: time in which no node ran (this
+    // restart) does not count against the leases agents held.
+    await pool.tickLeaseClock(new Date(), 2 * sweepIntervalMs);
     const connections = trackRequests(built);
     await built.listen({ port: settings.port, host: settings.host });
     const address = built.server.address() as AddressInfo;

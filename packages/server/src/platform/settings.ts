@@ -58,6 +58,15 @@ export const SETTINGS = {
     allowed: 'a postgres:// or postgresql:// URL',
     description: 'PostgreSQL connection URL. Unset: SQLite in the data directory.',
   },
+  secretKey: {
+    env: 'ORCHESTRA_SECRET_KEY',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: '32 bytes as base64 or 64 hex digits (openssl rand -base64 32)',
+    description:
+      'Key that encrypts the secrets Orchestra stores (the realtime signing key). Unset: a key file `node-key` in the data directory, created on first start. Every node of a cluster needs the same key.',
+    secret: true,
+  },
   databasePoolSize: {
     env: 'ORCHESTRA_DATABASE_POOL_SIZE',
     kind: 'int',
