@@ -12,8 +12,8 @@ import type { RelayRoute } from '../kv/topic-relay.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { describeSchemaError, invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
+import { UserSchemaCompiler } from '../platform/user-schema.ts';
 import { configStream } from '../realtime/topics.ts';
-import { UserSchemaCompiler } from '../templates/json-schema.ts';
 import { type JsonChange, jsonDiff } from './diff.ts';
 import {
   counterKey,
@@ -437,7 +437,10 @@ export class ConfigService {
     schema: unknown,
   ): Promise<ConfigSchemaItem> {
     const check = this.#compiler.check(schema);
-    if (!check.ok) throw invalidField('body.schema', check.message);
+    if (!check.ok) {
+      const at = check.field === undefined ? '' : `.${check.field}`;
+      throw invalidField(`body.schema${at}`, check.message);
+    }
     const record: SchemaRecord = {
       schema: schema as Record<string, unknown>,
       at: new Date().toISOString(),

@@ -3,9 +3,9 @@ import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { Database } from '../store/database.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import { describeErrors, UserSchemaCompiler } from './json-schema.ts';
 import type { CreateTemplate, Template, TemplateSpec, UpdateTemplate } from './schemas.ts';
 import type { TemplatesTable, TemplateVersionsTable } from './tables.ts';
 
@@ -77,7 +77,10 @@ export class TemplateService {
       const schema = input[field];
       if (schema === undefined) continue;
       const check = this.#schemas.check(schema);
-      if (!check.ok) throw fieldError(`body.${field}`, check.message);
+      if (!check.ok) {
+        const at = check.field === undefined ? '' : `.${check.field}`;
+        throw fieldError(`body.${field}${at}`, check.message);
+      }
     }
     if (input.config_schema !== undefined) {
       const check = this.#schemas.check(input.config_schema);
