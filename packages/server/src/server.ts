@@ -311,6 +311,7 @@ export async function startServer(
         maxQueueBytes: settings.realtimeMaxQueueBytes,
         compression: settings.realtimeCompression,
         pingIntervalMs: settings.realtimePingIntervalMs,
+        subscribesPerSecond: settings.realtimeSubscribesPerSecond,
         instanceId: settings.instanceId,
       },
     });

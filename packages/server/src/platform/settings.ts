@@ -297,6 +297,15 @@ export const SETTINGS = {
     description: 'Most topic and pattern subscriptions one realtime connection may hold.',
     default: 100,
   },
+  realtimeSubscribesPerSecond: {
+    env: 'ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND',
+    kind: 'number',
+    schema: Type.Number({ minimum: 0 }),
+    allowed: 'a number >= 0 (0 turns the limit off)',
+    description:
+      'Sustained `subscribe` frames per second per realtime connection, after a burst of `ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS`; more are answered with `RATE_LIMITED`.',
+    default: 10,
+  },
   realtimeMaxQueueBytes: {
     env: 'ORCHESTRA_REALTIME_MAX_QUEUE_BYTES',
     kind: 'int',

@@ -372,7 +372,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       const who = request.realtime as RealtimeIdentity;
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
-      const { lastOffset } = await topics.describe(who.tenantId, topic, { create: true });
+      // Reading stores nothing: a topic nobody published to yet is followed until it is.
+      const { lastOffset } = await topics.describe(who.tenantId, topic, { missing: 'empty' });
       const given =
         request.headers['last-event-id'] !== undefined || request.query.after !== undefined;
       const after = given
@@ -393,6 +394,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           topics.follow(who.tenantId, stream, after, {
             signal,
             floor: () => topics.floorOf(topic),
+            awaitCreation: true,
           }),
         { format: streamFormat(request.headers.accept), stop: shutdown },
       );
@@ -424,7 +426,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       const who = request.realtime as RealtimeIdentity;
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
-      if (topic.kind !== 'user') await topics.describe(who.tenantId, topic, { create: false });
+      if (topic.kind !== 'user')
+        await topics.describe(who.tenantId, topic, { missing: 'not_found' });
       return { topic: topic.name, members: await topics.members(who.tenantId, topic.name) };
     },
   );
