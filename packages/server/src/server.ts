@@ -150,7 +150,7 @@ export async function startServer(
     openBus = bus;
     const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
     if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
-    const templates = new TemplateService({ store });
+    const templates = new TemplateService({ store, maxTemplates: settings.tenantMaxTemplates });
     const events = new EventLog({ store, bus, exported: exportEvents });
     retention = new EventRetention({ events, retentionMs: settings.eventRetentionMs, log });
     await retention.start();
@@ -205,6 +205,7 @@ export async function startServer(
       store,
       events,
       tasks: { ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId) },
+      maxSessions: settings.tenantMaxSessions,
     });
     const tasks = new TaskService({
       store,
@@ -213,6 +214,7 @@ export async function startServer(
       bus,
       cancelGraceMs: settings.taskCancelGraceMs,
       sessions,
+      maxQueuedTasks: settings.tenantMaxQueuedTasks,
     });
     kv = settings.etcdEndpoints
       ? new EtcdKv({
@@ -236,6 +238,7 @@ export async function startServer(
         defaultEnv: settings.configDefaultEnv,
         maxValueBytes: settings.configMaxValueBytes,
         historyMaxVersions: settings.configHistoryMaxVersions,
+        maxKeys: settings.tenantMaxConfigKeys,
       },
     });
     const registry = new RegistryService({ kv, defaultTtlSeconds: 30 });
@@ -297,6 +300,7 @@ export async function startServer(
       rules,
       log,
       nodeId: `${settings.instanceId}:${randomUUID()}`,
+      maxTopics: settings.tenantMaxTopics,
     });
     hub = new RealtimeHub({
       topics: topicService,

@@ -271,6 +271,51 @@ export const SETTINGS = {
     description: 'Most tasks of one tenant assigned or running at once, across all its agents.',
     default: 0,
   },
+  tenantMaxTopics: {
+    env: 'ORCHESTRA_TENANT_MAX_TOPICS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most realtime topics one tenant may hold; the publish that would create one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxConfigKeys: {
+    env: 'ORCHESTRA_TENANT_MAX_CONFIG_KEYS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most config keys one tenant may hold, all environments together; the put that would create one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxTemplates: {
+    env: 'ORCHESTRA_TENANT_MAX_TEMPLATES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most templates one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 1000,
+  },
+  tenantMaxSessions: {
+    env: 'ORCHESTRA_TENANT_MAX_SESSIONS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most sessions one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxQueuedTasks: {
+    env: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most tasks of one tenant waiting in `queued`; submitting one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 100000,
+  },
   concurrencyKeyLimit: {
     env: 'ORCHESTRA_CONCURRENCY_KEY_LIMIT',
     kind: 'int',

@@ -5,8 +5,9 @@ import type { Bus } from '../bus/bus.ts';
 import type { EventLog, RetentionFloor, StreamEvent, StreamGap } from '../events/event-log.ts';
 import { ApiError } from '../platform/errors.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { Database } from '../store/database.ts';
-import type { RelationalStore } from '../store/store.ts';
+import { countRows, type RelationalStore } from '../store/store.ts';
 import type { HistoryRules } from './topics.ts';
 import { parseTopic, TOPIC_PATTERN, type Topic, topicStream } from './topics.ts';
 
@@ -91,6 +92,7 @@ export class TopicService {
   #timer: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | undefined;
   readonly #unsubscribe: () => void;
+  readonly #limit: TenantLimit;
 
   constructor(deps: {
     store: RelationalStore;
@@ -99,7 +101,15 @@ export class TopicService {
     rules: HistoryRules;
     log: Logger;
     nodeId: string;
+    /** Most user topics a tenant may hold (0: no limit). */
+    maxTopics?: number;
   }) {
+    this.#limit = new TenantLimit({
+      setting: 'ORCHESTRA_TENANT_MAX_TOPICS',
+      max: deps.maxTopics ?? 0,
+      what: 'topics',
+      count: (tenantId) => countRows(this.#store.db, 'topics', { tenant_id: tenantId }),
+    });
     this.#store = deps.store;
     this.#events = deps.events;
     this.#bus = deps.bus;
@@ -181,6 +191,9 @@ export class TopicService {
     if (topic.kind !== 'user') throw new ApiError('PERMISSION_DENIED');
     const stream = topicStream(tenantId, topic);
     const known = this.#epochs.get(`${tenantId}\0${topic.name}`);
+    // Only the publish that creates a topic counts against the tenant's limit.
+    if (known === undefined && (await this.#topicRow(tenantId, topic.name)) === undefined)
+      await this.#limit.check(tenantId);
     const limit = this.#rules.limitOf(topic);
     const stored = await this.#events.transaction(async (trx, emit) => {
       if (known === undefined) {
