@@ -339,7 +339,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['realtime'],
         summary: 'Follow a topic (SSE or NDJSON)',
-        description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
+        description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. Following a topic nobody has published to yet does not create it: the stream waits for its first message. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
         params: TopicParams,
         querystring: Type.Object(
           { after: Type.Optional(Offset), token: Type.Optional(Type.String({ maxLength: 8192 })) },
