@@ -153,7 +153,7 @@ export async function startServer(
     openBus = bus;
     const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
     if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
-    const templates = new TemplateService({ store });
+    const templates = new TemplateService({ store, maxTemplates: settings.tenantMaxTemplates });
     const events = new EventLog({ store, bus, exported: exportEvents });
     retention = new EventRetention({ events, retentionMs: settings.eventRetentionMs, log });
     await retention.start();
@@ -210,6 +210,7 @@ export async function startServer(
       store,
       events,
       tasks: { ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId) },
+      maxSessions: settings.tenantMaxSessions,
     });
     const tasks = new TaskService({
       store,
@@ -218,6 +219,7 @@ export async function startServer(
       bus,
       cancelGraceMs: settings.taskCancelGraceMs,
       sessions,
+      maxQueuedTasks: settings.tenantMaxQueuedTasks,
     });
     kv = settings.etcdEndpoints
       ? new EtcdKv({
@@ -241,6 +243,7 @@ export async function startServer(
         defaultEnv: settings.configDefaultEnv,
         maxValueBytes: settings.configMaxValueBytes,
         historyMaxVersions: settings.configHistoryMaxVersions,
+        maxKeys: settings.tenantMaxConfigKeys,
       },
     });
     const registry = new RegistryService({ kv, defaultTtlSeconds: 30 });
@@ -302,6 +305,7 @@ export async function startServer(
       rules,
       log,
       nodeId: `${settings.instanceId}:${randomUUID()}`,
+      maxTopics: settings.tenantMaxTopics,
     });
     hub = new RealtimeHub({
       topics: topicService,
@@ -316,6 +320,7 @@ export async function startServer(
         maxQueueBytes: settings.realtimeMaxQueueBytes,
         compression: settings.realtimeCompression,
         pingIntervalMs: settings.realtimePingIntervalMs,
+        subscribesPerSecond: settings.realtimeSubscribesPerSecond,
         instanceId: settings.instanceId,
       },
     });

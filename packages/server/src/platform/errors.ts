@@ -56,6 +56,10 @@ export const ERROR_CATALOGUE = {
     message: 'The connection is already subscribed to this topic or pattern',
   },
   NOT_SUBSCRIBED: { status: 409, message: 'The connection is not subscribed to this topic' },
+  TENANT_LIMIT_REACHED: {
+    status: 409,
+    message: 'The tenant holds as many of these as a setting allows',
+  },
   SUBSCRIPTION_LIMIT_REACHED: {
     status: 409,
     message: 'The connection has as many subscriptions as it may',

@@ -315,6 +315,51 @@ export const SETTINGS = {
     description: 'Most tasks of one tenant assigned or running at once, across all its agents.',
     default: 0,
   },
+  tenantMaxTopics: {
+    env: 'ORCHESTRA_TENANT_MAX_TOPICS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most realtime topics one tenant may hold; the publish that would create one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxConfigKeys: {
+    env: 'ORCHESTRA_TENANT_MAX_CONFIG_KEYS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most config keys one tenant may hold, all environments together; the put that would create one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxTemplates: {
+    env: 'ORCHESTRA_TENANT_MAX_TEMPLATES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most templates one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 1000,
+  },
+  tenantMaxSessions: {
+    env: 'ORCHESTRA_TENANT_MAX_SESSIONS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most sessions one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxQueuedTasks: {
+    env: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most tasks of one tenant waiting in `queued`; submitting one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 100000,
+  },
   concurrencyKeyLimit: {
     env: 'ORCHESTRA_CONCURRENCY_KEY_LIMIT',
     kind: 'int',
@@ -340,6 +385,15 @@ export const SETTINGS = {
     allowed: 'an integer from 1 to 100000',
     description: 'Most topic and pattern subscriptions one realtime connection may hold.',
     default: 100,
+  },
+  realtimeSubscribesPerSecond: {
+    env: 'ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND',
+    kind: 'number',
+    schema: Type.Number({ minimum: 0 }),
+    allowed: 'a number >= 0 (0 turns the limit off)',
+    description:
+      'Sustained `subscribe` frames per second per realtime connection, after a burst of `ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS`; more are answered with `RATE_LIMITED`.',
+    default: 10,
   },
   realtimeMaxQueueBytes: {
     env: 'ORCHESTRA_REALTIME_MAX_QUEUE_BYTES',

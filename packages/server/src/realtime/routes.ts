@@ -347,7 +347,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['realtime'],
         summary: 'Follow a topic (SSE or NDJSON)',
-        description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
+        description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. Following a topic nobody has published to yet does not create it: the stream waits for its first message. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
         params: TopicParams,
         querystring: Type.Object(
           { after: Type.Optional(Offset), token: Type.Optional(Type.String({ maxLength: 8192 })) },
@@ -380,7 +380,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       const who = request.realtime as RealtimeIdentity;
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
-      const { lastOffset } = await topics.describe(who.tenantId, topic, { create: true });
+      // Reading stores nothing: a topic nobody published to yet is followed until it is.
+      const { lastOffset } = await topics.describe(who.tenantId, topic, { missing: 'empty' });
       const given =
         request.headers['last-event-id'] !== undefined || request.query.after !== undefined;
       const after = given
@@ -401,6 +402,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           topics.follow(who.tenantId, stream, after, {
             signal,
             floor: () => topics.floorOf(topic),
+            awaitCreation: true,
           }),
         { format: streamFormat(request.headers.accept), stop: shutdown },
       );
@@ -432,7 +434,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       const who = request.realtime as RealtimeIdentity;
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
-      if (topic.kind !== 'user') await topics.describe(who.tenantId, topic, { create: false });
+      if (topic.kind !== 'user')
+        await topics.describe(who.tenantId, topic, { missing: 'not_found' });
       return { topic: topic.name, members: await topics.members(who.tenantId, topic.name) };
     },
   );

@@ -5,10 +5,11 @@ import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { MultitaskStrategy } from '../sessions/tables.ts';
 import type { Database } from '../store/database.ts';
 import { filterOnly, Statement } from '../store/statement.ts';
-import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import { countRows, isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
 import {
   type AgentNotice,
@@ -168,6 +169,7 @@ export class TaskService {
   readonly #bus: Bus;
   readonly #cancelGraceMs: number;
   readonly #sessions: TaskSessions;
+  readonly #queuedLimit: TenantLimit;
 
   constructor(deps: {
     store: RelationalStore;
@@ -176,7 +178,16 @@ export class TaskService {
     bus: Bus;
     cancelGraceMs: number;
     sessions: TaskSessions;
+    /** Most tasks of a tenant in `queued` (0: no limit). */
+    maxQueuedTasks?: number;
   }) {
+    this.#queuedLimit = new TenantLimit({
+      setting: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
+      max: deps.maxQueuedTasks ?? 0,
+      what: 'queued tasks',
+      count: (tenantId) =>
+        countRows(this.#store.db, 'tasks', { tenant_id: tenantId, state: 'queued' }),
+    });
     this.#sessions = deps.sessions;
     this.#store = deps.store;
     this.#events = deps.events;
@@ -210,6 +221,7 @@ export class TaskService {
     if (input.template === undefined && input.capabilities === undefined) {
       throw fieldError('body.template', 'give a template, capabilities, or both');
     }
+    await this.#queuedLimit.check(tenantId);
     if (input.template === undefined && input.template_version !== undefined) {
       throw fieldError('body.template_version', 'needs a template');
     }
