@@ -398,7 +398,8 @@ export class Dispatcher {
       limit: number;
     },
   ): Promise<TasksTable[]> {
-    // Keys at their limit for some task, grouped by how many tasks they hold.
+    // The keys that hold tasks, by how many: a task of one is left out when its limit is
+    // no more than that.
     const byCount = new Map<number, string[]>();
     for (const [key, n] of q.keyActive) {
       if (n > 0) byCount.set(n, [...(byCount.get(n) ?? []), key]);
