@@ -135,5 +135,66 @@ for (const store of STORE_VARIANTS) {
       assert.deepEqual([ofA.state, ofA.agent_id], ['succeeded', 'other']);
       assert.deepEqual([ofB.state, ofB.agent_id], ['succeeded', 'b']);
     });
+
+    test('a key at its limit with quotes, commas and braces in it does not stop dispatch', async () => {
+      // The pass's query names the keys that hold tasks in one parameter (a PostgreSQL
+      // array, a JSON array on SQLite): an odd key must not break it.
+      const { client, agentKey } = await tenant('odd-key');
+      await agent(agentKey, 'odd', ['work'], 2);
+      const key = 'a,"b}\\{c\'';
+      await held(client, { capabilities: ['work'], concurrency_key: key, input: { hold: true } });
+      const waiting = await client.tasks.create({
+        capabilities: ['work'],
+        concurrency_key: key,
+        input: null,
+      });
+      const task = await runs(client, { capabilities: ['work'], input: { n: 5 } });
+      assert.deepEqual([task.state, task.agent_id], ['succeeded', 'odd']);
+      assert.equal((await client.tasks.get(waiting.id)).state, 'queued');
+    });
+  });
+
+  describe(`dispatch within the tenant's limit on ${store}`, () => {
+    let server: TestServer;
+    after(() => server?.close());
+
+    test('with ORCHESTRA_TENANT_MAX_CONCURRENCY=1 a second task is assigned only after the first ended', async () => {
+      server = await startTestServer({ store, env: { ORCHESTRA_TENANT_MAX_CONCURRENCY: '1' } });
+      const client = new Orchestra({ url: server.url, apiKey: server.adminKey });
+      const agentKey = (await client.apiKeys.create({ name: 'agents', role: 'agent' })).secret;
+      const worker = new AgentWorker({
+        url: server.url,
+        apiKey: agentKey,
+        agentId: 'two-slots',
+        capabilities: ['work'],
+        concurrency: 2,
+        handleSignals: false,
+        handler: (input, ctx) =>
+          (input as { hold?: boolean } | null)?.hold === true
+            ? new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(null)))
+            : input,
+      });
+      await worker.start();
+      try {
+        const first = await client.tasks.create({ capabilities: ['work'], input: { hold: true } });
+        const until = Date.now() + ASSIGN_DEADLINE_MS;
+        while ((await client.tasks.get(first.id)).state !== 'running') {
+          assert.ok(Date.now() < until, 'the first task never started');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const second = await client.tasks.create({ capabilities: ['work'], input: null });
+        await client.tasks.cancel(first.id);
+        const ended = await client.tasks.wait(first.id, { timeoutMs: ASSIGN_DEADLINE_MS });
+        const ran = await client.tasks.wait(second.id, { timeoutMs: ASSIGN_DEADLINE_MS });
+        assert.equal(ran.state, 'succeeded');
+        // The agent had a free slot all along: only the tenant's limit kept it waiting.
+        assert.ok(
+          (ran.assigned_at ?? '') >= (ended.finished_at ?? '\uffff'),
+          `assigned ${ran.assigned_at}, before the first ended ${ended.finished_at}`,
+        );
+      } finally {
+        await worker.stop({ drain: false });
+      }
+    });
   });
 }
