@@ -402,7 +402,9 @@ export class Dispatcher {
     // no more than that.
     const byCount = new Map<number, string[]>();
     for (const [key, n] of q.keyActive) {
-      if (n > 0) byCount.set(n, [...(byCount.get(n) ?? []), key]);
+      const keys = byCount.get(n);
+      if (keys === undefined) byCount.set(n, [key]);
+      else keys.push(key);
     }
     const free = (eb: ExpressionBuilder<Database, 'tasks'>) => {
       const conditions = [
