@@ -236,7 +236,8 @@ async function main(o: Options): Promise<number> {
   );
   console.log(run.machineLine());
 
-  const settings: Record<string, string> = {};
+  // The backlog is the point here: no per-tenant cap on queued tasks (100,000 by default).
+  const settings: Record<string, string> = { ORCHESTRA_TENANT_MAX_QUEUED_TASKS: '0' };
   let databaseUrl: string | null = null;
   if (o.store === 'postgres') {
     const name = `orchestra_bench_backlog_${process.pid}_${Date.now().toString(36)}`;

@@ -40,7 +40,7 @@ export const agentsMigrations: Record<string, Migration> = {
       await db.schema.dropTable('agents').execute();
     },
   },
-  '0020_agent_lease_clock': {
+  '0016_agent_lease_clock': {
     async up(db: Kysely<unknown>) {
       // One row: when some node last ticked the lease clock (see AgentService.tickLeaseClock).
       await db.schema
