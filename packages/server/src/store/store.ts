@@ -60,7 +60,6 @@ export interface StoreOptions {
   preparedStatements?: boolean;
 }
 
-/** True for a unique or primary-key constraint violation, on either adapter. */
 /**
  * How many rows of `table` match every column = value of `where`: for a module counting
  * its own rows (a tenant's limit), with an index on those columns.
@@ -80,6 +79,7 @@ export async function countRows<T extends keyof Database & string>(
   return Number(rows[0]?.n ?? 0);
 }
 
+/** True for a unique or primary-key constraint violation, on either adapter. */
 export function isUniqueViolation(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const e = err as { code?: unknown; errcode?: unknown };
