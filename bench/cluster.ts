@@ -10,7 +10,7 @@
  *
  * See bench/README.md and `node bench/cluster.ts --help`.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -360,6 +360,8 @@ async function runTopology(
   const databaseUrl = await throwawayDatabase(processes, o.postgresUrl, database);
   const settings = {
     ORCHESTRA_DATABASE_URL: databaseUrl,
+    // The nodes share the stored secrets, so they share the key that encrypts them.
+    ORCHESTRA_SECRET_KEY: randomBytes(32).toString('base64'),
     ORCHESTRA_NATS_URL: o.natsUrl,
     ORCHESTRA_NATS_PREFIX: natsPrefix,
     ORCHESTRA_ETCD_ENDPOINTS: etcdEndpoint,

@@ -4,6 +4,7 @@
  *   npm run bench                         every benchmark, default options
  *   npm run bench -- http-auth --postgres one benchmark; the options go to it
  *   npm run bench:dispatch                the task dispatch benchmark (SQLite)
+ *   npm run bench -- backlog              a task behind 0 to 100,000 that nobody can take
  *   npm run bench:realtime                the realtime fan-out benchmark
  *   npm run bench:config                  the config center's watch against etcd
  *   npm run bench:cluster                 1 node against 3 nodes on PostgreSQL, NATS, etcd, Redis
@@ -19,6 +20,7 @@ import { join } from 'node:path';
 const BENCHMARKS = [
   'http-auth',
   'dispatch',
+  'backlog',
   'realtime',
   'config',
   'cluster',

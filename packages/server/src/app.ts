@@ -18,13 +18,19 @@ import { gatewayRoutes } from './gateway/routes.ts';
 import type { KvStore } from './kv/kv.ts';
 import { KvUnavailableError } from './kv/kv.ts';
 import { opsRoutes } from './ops/routes.ts';
+import { guardUnauthenticatedConnections } from './platform/connection-guard.ts';
 import { ApiError } from './platform/errors.ts';
-import { earlyErrorHandlers, installHttpPlatform, requestIdFor } from './platform/http.ts';
+import {
+  earlyErrorHandlers,
+  installAccessLog,
+  installHttpPlatform,
+  requestIdFor,
+} from './platform/http.ts';
 import type { Metrics } from './platform/metrics.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
-import { buildRequestValidator, MAX_JSON_DEPTH, nestsDeeperThan } from './platform/validation.ts';
+import { buildRequestValidator, jsonValueProblem } from './platform/validation.ts';
 import type { RealtimeHub } from './realtime/hub.ts';
 import { realtimeRoutes } from './realtime/routes.ts';
 import type { RealtimeTokens } from './realtime/tokens.ts';
@@ -77,13 +83,20 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   const { settings, store, metrics, identity, version } = resources;
   const app = Fastify({
     loggerInstance: resources.log as FastifyBaseLogger,
-    // One access-log line per request is written by the platform's onResponse hook.
+    // One access-log line per request is written by the platform's access log.
     logController: new LogController({
       disableRequestLogging: true,
       requestIdLogLabel: 'request_id',
     }),
     genReqId: requestIdFor,
     bodyLimit: settings.bodyLimitBytes,
+    // Bounds what a client can hold before it authenticates: headers arrive in time (a
+    // connection that sends nothing counts too) and stay small. Checked every second.
+    http: {
+      headersTimeout: settings.headersTimeoutMs,
+      maxHeaderSize: settings.maxHeaderBytes,
+      connectionsCheckingInterval: 1000,
+    },
     trustProxy: settings.trustProxy,
     // Answered by our own hook instead, in the unified error format.
     return503OnClosing: false,
@@ -100,6 +113,14 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.decorate('streamKeepAliveMs', settings.streamKeepAliveMs);
   app.decorate('responseMaxBytes', settings.responseMaxBytes);
+  app.decorate('streamCredentialCheckMs', settings.streamCredentialCheckMs);
+  if (!settings.trustProxy) {
+    guardUnauthenticatedConnections(app.server, {
+      maxPerAddress: settings.unauthenticatedConnectionsPerAddress,
+      context: { service: SERVICE, instanceId: settings.instanceId },
+      onRefused: () => metrics.rateLimited.inc({ scope: 'connection' }),
+    });
+  }
 
   // The API speaks JSON only; any other body is a 415, not a string handed to validation.
   app.removeContentTypeParser('text/plain');
@@ -117,12 +138,11 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
         done(err);
         return;
       }
-      // Deeper values would overflow the stack later (JSON.stringify), as a 500.
-      if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
-        const message = `nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`;
+      const problem = jsonValueProblem(value, text, 'body');
+      if (problem !== undefined) {
         done(
-          new ApiError('VALIDATION_FAILED', `body: ${message}`, {
-            details: { fields: [{ field: 'body', message }] },
+          new ApiError('VALIDATION_FAILED', `${problem.field}: ${problem.message}`, {
+            details: { fields: [problem] },
           }),
         );
         return;
@@ -131,6 +151,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     });
   });
 
+  installAccessLog(app, metrics);
   // First, so that a request shed under load costs no authentication or store lookup.
   if (settings.maxEventLoopDelayMs > 0) {
     await app.register(underPressure, {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -21,10 +21,12 @@ import { EtcdKv } from './kv/etcd.ts';
 import type { KvStore } from './kv/kv.ts';
 import { KvTopicRelay } from './kv/topic-relay.ts';
 import { migrations } from './migrations.ts';
+import { secureDataDir } from './platform/data-dir.ts';
 import { JwtVerifier } from './platform/jwt.ts';
 import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from './platform/rate-limit.ts';
 import { RedisRateLimiter } from './platform/redis-rate-limit.ts';
+import { loadNodeKey, SecretBox } from './platform/secret-box.ts';
 import { maskPasswords, type Settings, SettingsError } from './platform/settings.ts';
 import { tokenAuthenticator } from './realtime/access.ts';
 import { RealtimeHub } from './realtime/hub.ts';
@@ -84,7 +86,8 @@ export async function startServer(
   options: StartOptions = {},
 ): Promise<RunningServer> {
   const log = options.log ?? createLogger(settings);
-  mkdirSync(settings.dataDir, { recursive: true });
+  secureDataDir(settings.dataDir, log, { sqlite: settings.databaseUrl === undefined });
+  const secrets = new SecretBox(loadNodeKey(settings.secretKey, settings.dataDir, log));
 
   const store = await openStore({
     databaseUrl: settings.databaseUrl,
@@ -150,7 +153,7 @@ export async function startServer(
     openBus = bus;
     const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
     if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
-    const templates = new TemplateService({ store });
+    const templates = new TemplateService({ store, maxTemplates: settings.tenantMaxTemplates });
     const events = new EventLog({
       store,
       bus,
@@ -206,12 +209,15 @@ export async function startServer(
       sweepIntervalMs,
     });
     pool.dispatcher = dispatcher;
+    const connectedAgents = pool;
+    runtime.leaseClock = (now) => connectedAgents.tickLeaseClock(now);
     // Tasks and sessions know each other through narrow interfaces; the closures resolve
     // once both exist.
     const sessions: SessionService = new SessionService({
       store,
       events,
       tasks: { ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId) },
+      maxSessions: settings.tenantMaxSessions,
     });
     const tasks = new TaskService({
       store,
@@ -221,6 +227,7 @@ export async function startServer(
       bus,
       cancelGraceMs: settings.taskCancelGraceMs,
       sessions,
+      maxQueuedTasks: settings.tenantMaxQueuedTasks,
     });
     kv = settings.etcdEndpoints
       ? new EtcdKv({
@@ -244,6 +251,7 @@ export async function startServer(
         defaultEnv: settings.configDefaultEnv,
         maxValueBytes: settings.configMaxValueBytes,
         historyMaxVersions: settings.configHistoryMaxVersions,
+        maxKeys: settings.tenantMaxConfigKeys,
       },
     });
     const registry = new RegistryService({ kv, defaultTtlSeconds: 30 });
@@ -296,7 +304,7 @@ export async function startServer(
       tenants: tenantIds,
       routes: [configRelayRoute, serviceRelayRoute],
     });
-    const tokens = new RealtimeTokens({ store });
+    const tokens = new RealtimeTokens({ store, secrets });
     await tokens.start();
     topicService = new TopicService({
       store,
@@ -306,6 +314,7 @@ export async function startServer(
       log,
       nodeId: `${settings.instanceId}:${randomUUID()}`,
       messageMaxBytes: settings.topicMessageMaxBytes,
+      maxTopics: settings.tenantMaxTopics,
     });
     hub = new RealtimeHub({
       topics: topicService,
@@ -321,6 +330,7 @@ export async function startServer(
         historyMaxBytes: settings.responseMaxBytes,
         compression: settings.realtimeCompression,
         pingIntervalMs: settings.realtimePingIntervalMs,
+        subscribesPerSecond: settings.realtimeSubscribesPerSecond,
         instanceId: settings.instanceId,
       },
     });
@@ -349,6 +359,9 @@ export async function startServer(
       isClosing: () => closing,
     });
     app = built;
+    // Before any agent can connect or any lease is judged: time in which no node ran (this
+    // restart) does not count against the leases agents held.
+    await pool.tickLeaseClock(new Date(), 2 * sweepIntervalMs);
     const connections = trackRequests(built);
     await built.listen({ port: settings.port, host: settings.host });
     const address = built.server.address() as AddressInfo;

@@ -58,6 +58,34 @@ for (const store of STORE_VARIANTS) {
       assert.equal(viaHeader.status, 200);
     });
 
+    test('X-API-Key is ignored when Authorization: Basic is present (issue 18)', async () => {
+      // X-API-Key exists for exactly this case: Authorization is taken by a proxy's Basic auth.
+      const both = await server.call('GET', '/v1/whoami', {
+        key: null,
+        headers: { authorization: 'Basic dXNlcjpwYXNz', 'x-api-key': server.adminKey },
+      });
+      assert.equal(both.status, 200);
+      assert.equal(both.body.role, 'admin');
+      // A Bearer credential in Authorization still wins over X-API-Key.
+      expectError(
+        await server.call('GET', '/v1/whoami', {
+          key: 'ork_notarealkey',
+          headers: { 'x-api-key': server.adminKey },
+        }),
+        401,
+        'INVALID_API_KEY',
+      );
+      // A bad X-API-Key behind Basic is judged as the key it is.
+      expectError(
+        await server.call('GET', '/v1/whoami', {
+          key: null,
+          headers: { authorization: 'Basic dXNlcjpwYXNz', 'x-api-key': 'ork_notarealkey' },
+        }),
+        401,
+        'INVALID_API_KEY',
+      );
+    });
+
     test('creates a key whose secret is shown once and never stored in the clear', async () => {
       const created = await createKey('operator', 'ci pipeline');
       assert.match(created.secret, /^ork_[0-9A-Za-z]{40}$/);

@@ -312,6 +312,50 @@ for (const variant of VARIANTS) {
       assert.equal((await put('server/limits', { value: { maxConnections: 0 } })).status, 200);
     });
 
+    test('schema patterns RE2 cannot run are refused naming the field; ordinary ones still check', async () => {
+      const text = (pattern: string) => ({ type: 'string', maxLength: 50, pattern });
+      const cases: [Record<string, unknown>, string, RegExp][] = [
+        [
+          { type: 'object', properties: { host: text('^(?!localhost)') } },
+          'body.schema.properties.host.pattern',
+          /lookahead/,
+        ],
+        [
+          { type: 'object', patternProperties: { '(?<=x)y': {} }, propertyNames: { maxLength: 9 } },
+          'body.schema.patternProperties.(?<=x)y',
+          /lookbehind/,
+        ],
+        [{ anyOf: [text('(a)\\1')] }, 'body.schema.anyOf.0.pattern', /backreference/],
+      ];
+      for (const [schema, field, message] of cases) {
+        const res = await server.call('PUT', '/v1/config-schemas/patterns/', { body: { schema } });
+        const error = expectError(res, 400, 'VALIDATION_FAILED');
+        assert.equal(error.details.fields[0].field, field, JSON.stringify(schema));
+        assert.match(error.details.fields[0].message, message, JSON.stringify(schema));
+      }
+      expectError(
+        await server.call('GET', '/v1/config-schemas/patterns/'),
+        404,
+        'CONFIG_SCHEMA_NOT_FOUND',
+      );
+      const schema = {
+        type: 'object',
+        properties: { host: text('^[a-z0-9-]+(\\.[a-z0-9-]+)*$'), port: text('^\\d{2,5}$') },
+      };
+      const attached = await server.call('PUT', '/v1/config-schemas/patterns/', {
+        body: { schema },
+      });
+      assert.equal(attached.status, 200, JSON.stringify(attached.body));
+      assert.equal(
+        (await put('patterns/db', { value: { host: 'db.internal', port: '5432' } })).status,
+        201,
+      );
+      for (const value of [{ host: 'DB' }, { host: 'db..internal' }, { port: '５４３２' }]) {
+        expectError(await put('patterns/db', { value }), 400, 'VALIDATION_FAILED');
+      }
+      assert.equal((await server.call('DELETE', '/v1/config-schemas/patterns/')).status, 204);
+    });
+
     test('history with actor and reason, diff between versions, and revert', async () => {
       const operator = await keyOf('operator');
       await put('feature/flags', { value: { beta: false, mode: 'a' }, reason: 'launch' });

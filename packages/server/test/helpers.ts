@@ -63,6 +63,12 @@ export type StoreVariant = 'sqlite' | 'postgres';
 /** The stores every API suite runs against. */
 export const STORE_VARIANTS: StoreVariant[] = ['sqlite', 'postgres'];
 
+/**
+ * The key that encrypts stored secrets in tests: fixed, so that servers started on one
+ * database (a cluster) can open each other's secrets. The key-file default is tested on its own.
+ */
+export const TEST_SECRET_KEY = Buffer.alloc(32, 7).toString('base64');
+
 /** A test server's settings: a free loopback port, no rate limit, no load shedding. */
 export function testSettings(dataDir: string, env: Record<string, string> = {}): Settings {
   return loadSettings({
@@ -72,6 +78,7 @@ export function testSettings(dataDir: string, env: Record<string, string> = {}):
     ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
     // Suites run in parallel on small machines: shedding is tested where a test asks for it.
     ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
+    ORCHESTRA_SECRET_KEY: TEST_SECRET_KEY,
     ...env,
   });
 }
@@ -223,8 +230,23 @@ export async function spawnOrchestra(options: {
   cwd: string;
   dataDir: string;
   env?: Record<string, string>;
+  /** Starts the process under `ulimit -n` of this many open files. */
+  maxOpenFiles?: number;
 }): Promise<SpawnedOrchestra> {
-  const child = spawn(process.execPath, [ORCHESTRA_BIN, 'start'], {
+  const command: [string, string[]] =
+    options.maxOpenFiles === undefined
+      ? [process.execPath, [ORCHESTRA_BIN, 'start']]
+      : [
+          '/bin/sh',
+          [
+            '-c',
+            `ulimit -n ${options.maxOpenFiles} && exec "$0" "$@"`,
+            process.execPath,
+            ORCHESTRA_BIN,
+            'start',
+          ],
+        ];
+  const child = spawn(command[0], command[1], {
     cwd: options.cwd,
     env: {
       PATH: process.env.PATH ?? '',
@@ -233,6 +255,7 @@ export async function spawnOrchestra(options: {
       ORCHESTRA_DATA_DIR: options.dataDir,
       // Suites run in parallel on small machines: shedding is tested where a test asks for it.
       ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
+      ORCHESTRA_SECRET_KEY: TEST_SECRET_KEY,
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -245,6 +245,19 @@ for (const variant of VARIANTS) {
       );
     });
 
+    test('count: the keys that start with a prefix now, in this tenant only', async () => {
+      for (const key of ['cnt/a', 'cnt/b', 'cnt/b/c', 'cnt0', 'cnu/x'])
+        await put(kv, 'ten-a', key, '1');
+      await put(kv, 'ten-b', 'cnt/z', '1');
+      assert.equal(await kv.count('ten-a', 'cnt/'), 3);
+      assert.equal(await kv.count('ten-a', 'cnt'), 4);
+      assert.equal(await kv.count('ten-a', 'nothing/'), 0);
+      await kv.txn('ten-a', { compare: [], ops: [{ type: 'delete', key: 'cnt/a' }] });
+      assert.equal(await kv.count('ten-a', 'cnt/'), 2);
+      assert.equal(await kv.count('ten-b', 'cnt/'), 1);
+      await kv.txn('ten-b', { compare: [], ops: [{ type: 'delete', key: 'cnt/z' }] });
+    });
+
     test('watch replays from a revision, then follows live, one batch per revision', async () => {
       const start = await put(kv, 'ten-a', 'w/1', 'one');
       await put(kv, 'ten-a', 'other/1', 'not watched');

@@ -208,4 +208,56 @@ describe('logs', () => {
       await server.stop();
     }
   });
+
+  test('a realtime token sent as ?token= is written in full to the access log when its request fails (issue 18)', async () => {
+    const lines: Record<string, any>[] = [];
+    const server = await startTestServer({ logTo: lines });
+    const secret = 'ort_thisIsNotARealTokenButLooksLikeOne1234';
+    try {
+      const refused = await server.call('GET', `/v1/topics/news/events?after=0&token=${secret}`, {
+        key: null,
+        headers: { 'x-request-id': 'log-token-1' },
+      });
+      assert.equal(refused.status, 401);
+      const line = lines.find(
+        (l) => l.request_id === 'log-token-1' && l.msg === 'request completed',
+      );
+      assert.ok(line, 'the refused request has an access line');
+      assert.equal(line.url, '/v1/topics/news/events?after=0&token=[redacted]');
+      assert.ok(!JSON.stringify(lines).includes('thisIsNotARealToken'), 'no log holds the token');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test('an event stream closed by the client gets no access-log line (issue 18)', async () => {
+    const lines: Record<string, any>[] = [];
+    const server = await startTestServer({ logTo: lines });
+    try {
+      await server.call('POST', '/v1/templates', { body: { name: 'logged', capabilities: ['x'] } });
+      const task = await server.call('POST', '/v1/tasks', { body: { template: 'logged' } });
+      assert.equal(task.status, 201);
+      const controller = new AbortController();
+      const response = await fetch(`${server.url}/v1/tasks/${task.body.id}/events`, {
+        headers: { authorization: `Bearer ${server.adminKey}`, 'x-request-id': 'log-stream-1' },
+        signal: controller.signal,
+      });
+      assert.equal(response.status, 200);
+      await response.body?.getReader().read(); // the stream is open and has sent something
+      controller.abort();
+      const deadline = Date.now() + 60_000;
+      let line: Record<string, any> | undefined;
+      while (line === undefined && Date.now() < deadline) {
+        line = lines.find((l) => l.request_id === 'log-stream-1' && l.msg === 'request completed');
+        if (line === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(line, 'the stream has its access line once the client closed it');
+      assert.equal(line.route, '/v1/tasks/:id/events');
+      assert.equal(line.status, 200);
+      assert.equal(line.aborted, true);
+      assert.equal(line.tenant_id, 'default');
+    } finally {
+      await server.stop();
+    }
+  });
 });

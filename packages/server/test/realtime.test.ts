@@ -4,6 +4,7 @@ import { AgentWorker } from '@orchestra/sdk';
 import WebSocket from 'ws';
 import { expectError, STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
 import { RealtimeTestClient as Client } from './realtime-client.ts';
+import { SseReader } from './sse.ts';
 
 // The realtime gateway through real WebSocket clients (the `ws` package), REST and SSE,
 // as docs/protocol.md ("Realtime protocol") describes it.
@@ -26,6 +27,8 @@ for (const store of STORE_VARIANTS) {
           ORCHESTRA_TOPIC_HISTORY: 'short.>=5/3600000',
           ORCHESTRA_REALTIME_MAX_QUEUE_BYTES: '65536',
           ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS: '5',
+          // The subscribe rate has its own suite below.
+          ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND: '0',
         },
       });
       const keys = new Map<string, string>();
@@ -48,7 +51,8 @@ for (const store of STORE_VARIANTS) {
       const subscribed = await sub.request({ kind: 'subscribe', topic: 'chat.order' });
       assert.equal(subscribed.kind, 'subscribed');
       assert.equal(subscribed.offset, 0);
-      assert.equal(typeof subscribed.epoch, 'string');
+      // Nobody has published yet: the topic has no epoch before its first message.
+      assert.equal(subscribed.epoch, '');
       const pub = await open(server.adminKey);
       for (let i = 1; i <= 20; i++) pub.send({ kind: 'publish', topic: 'chat.order', data: { i } });
       const acked = await pub.request({
@@ -59,7 +63,7 @@ for (const store of STORE_VARIANTS) {
       });
       assert.equal(acked.kind, 'published');
       assert.equal(acked.offset, 21);
-      assert.equal(acked.epoch, subscribed.epoch);
+      assert.match(acked.epoch, /^.+$/);
       const messages = await sub.waitForMessages('chat.order', 21);
       assert.deepEqual(
         messages.map((m) => [m.offset, m.data.i, m.event]),
@@ -436,6 +440,74 @@ for (const store of STORE_VARIANTS) {
       }
     });
 
+    const listedTopics = async (prefix: string) =>
+      (await server.call('GET', `/v1/topics?prefix=${prefix}`)).body.items.map(
+        (t: { name: string }) => t.name,
+      );
+
+    test('a viewer subscribing and unsubscribing 200 fresh topic names stores no topic', async () => {
+      const viewer = await open(await keyOf('viewer'));
+      for (let i = 0; i < 200; i++) {
+        const topic = `fresh.n${i}`;
+        const subscribed = await viewer.request({ kind: 'subscribe', topic });
+        assert.deepEqual(
+          [subscribed.kind, subscribed.epoch, subscribed.offset],
+          ['subscribed', '', 0],
+        );
+        assert.equal((await viewer.request({ kind: 'unsubscribe', topic })).kind, 'unsubscribed');
+      }
+      assert.deepEqual(await listedTopics('fresh.'), []);
+      // A subscription made before the topic exists receives its first messages.
+      const waiting = await viewer.request({ kind: 'subscribe', topic: 'fresh.later' });
+      assert.deepEqual([waiting.epoch, waiting.offset], ['', 0]);
+      const publisher = await open(server.adminKey);
+      const first = await publisher.request({
+        kind: 'publish',
+        topic: 'fresh.later',
+        data: 1,
+        ack: true,
+      });
+      await publisher.request({ kind: 'publish', topic: 'fresh.later', data: 2, ack: true });
+      const received = await viewer.waitForMessages('fresh.later', 2);
+      assert.deepEqual(
+        received.map((m) => [m.offset, m.data]),
+        [
+          [1, 1],
+          [2, 2],
+        ],
+      );
+      assert.deepEqual(await listedTopics('fresh.'), ['fresh.later']);
+      // Resuming with the empty epoch it was given recovers what followed.
+      const again = await open(await keyOf('viewer'));
+      const resumed = await again.request({
+        kind: 'subscribe',
+        topic: 'fresh.later',
+        from: 1,
+        epoch: '',
+      });
+      assert.deepEqual([resumed.recovered, resumed.epoch], [true, first.epoch]);
+      assert.deepEqual(
+        (await again.waitForMessages('fresh.later', 1)).map((m) => m.offset),
+        [2],
+      );
+    });
+
+    test('GET /v1/topics/{t}/events on a fresh name stores no topic, and follows it once published', async () => {
+      const reader = await SseReader.open(`${server.url}/v1/topics/fresh-sse.a/events`, {
+        authorization: `Bearer ${await keyOf('viewer')}`,
+      });
+      assert.equal(reader.status, 200);
+      assert.deepEqual(await listedTopics('fresh-sse.'), []);
+      const history = await server.call('GET', '/v1/topics/fresh-sse.a/messages');
+      expectError(history, 404, 'TOPIC_NOT_FOUND');
+      await server.call('GET', '/v1/topics/fresh-sse.a/presence');
+      assert.deepEqual(await listedTopics('fresh-sse.'), []);
+      await server.call('POST', '/v1/topics/fresh-sse.a/messages', { body: { data: 'hi' } });
+      const events = await reader.waitFor((all) => all.length >= 1);
+      assert.deepEqual([events[0]?.id, events[0]?.data.data], ['1', 'hi']);
+      reader.close();
+    });
+
     test('SSE resume with Last-Event-ID is gap-free', async () => {
       const topic = 'chat.sse';
       for (let i = 1; i <= 5; i++)
@@ -530,6 +602,46 @@ for (const store of STORE_VARIANTS) {
     });
   });
 }
+
+describe('realtime subscribe rate', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({
+      // A burst of 3, then one subscribe per 1000 s: the 4th within a test is over the rate.
+      env: {
+        ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS: '3',
+        ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND: '0.001',
+      },
+    });
+  });
+  after(async () => server.stop());
+
+  test('subscribe frames over ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND get RATE_LIMITED; the connection stays', async () => {
+    const client = await Client.open(server.url, server.adminKey);
+    try {
+      for (const topic of ['rate.a', 'rate.b', 'rate.c']) {
+        assert.equal((await client.request({ kind: 'subscribe', topic })).kind, 'subscribed');
+      }
+      await client.request({ kind: 'unsubscribe', topic: 'rate.a' });
+      const refused = await client.request({ kind: 'subscribe', topic: 'rate.d' });
+      assert.equal(refused.kind, 'error');
+      assert.equal(refused.code, 'RATE_LIMITED');
+      assert.equal(refused.details.limit, 'ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND');
+      assert.equal(refused.details.value, 0.001);
+      assert.ok(refused.details.retry_after_seconds > 0);
+      assert.equal((await client.request({ kind: 'ping' })).kind, 'pong');
+      // Another connection has its own budget.
+      const other = await Client.open(server.url, server.adminKey);
+      assert.equal(
+        (await other.request({ kind: 'subscribe', topic: 'rate.d' })).kind,
+        'subscribed',
+      );
+      other.close();
+    } finally {
+      client.close();
+    }
+  });
+});
 
 describe('realtime compression', () => {
   let server: TestServer;

@@ -274,6 +274,103 @@ for (const store of STORE_VARIANTS) {
       assert.deepEqual([still.body.version, still.body.description], [1, 'ok']);
     });
 
+    test('patterns RE2 cannot run (lookaround, backreferences) are refused at write time, naming the field', async () => {
+      const text = (pattern: string) => ({ type: 'string', maxLength: 50, pattern });
+      const cases: [Record<string, unknown>, string, RegExp][] = [
+        [
+          { input_schema: { type: 'object', properties: { name: text('^(?!admin)') } } },
+          'body.input_schema.properties.name.pattern',
+          /lookahead/,
+        ],
+        [{ output_schema: text('(?<=a)b') }, 'body.output_schema.pattern', /lookbehind/],
+        [
+          {
+            config_schema: {
+              type: 'object',
+              patternProperties: { '^(x)\\1$': {} },
+              propertyNames: { maxLength: 20 },
+            },
+          },
+          'body.config_schema.patternProperties.^(x)\\1$',
+          /backreference/,
+        ],
+        [
+          { input_schema: { type: 'array', maxItems: 2, items: [text('(?<w>a)\\k<w>')] } },
+          'body.input_schema.items.0.pattern',
+          /backreference/,
+        ],
+      ];
+      for (const [definition, field, message] of cases) {
+        const res = await create({ name: 'no-lookaround', ...definition });
+        const error = expectError(res, 400, 'VALIDATION_FAILED');
+        assert.equal(error.details.fields[0].field, field, JSON.stringify(definition));
+        assert.match(error.details.fields[0].message, message, JSON.stringify(definition));
+      }
+      await create({ name: 'no-lookaround' });
+      const update = await server.call('PUT', '/v1/templates/no-lookaround', {
+        body: { input_schema: text('(?=x)') },
+      });
+      assert.equal(
+        expectError(update, 400, 'VALIDATION_FAILED').details.fields[0].field,
+        'body.input_schema.pattern',
+      );
+      // A `pattern` that is data, not a keyword, is not a pattern.
+      const data = await create({
+        name: 'pattern-as-data',
+        input_schema: { const: { pattern: '(?=x)' }, default: { pattern: '\\1' } },
+      });
+      assert.equal(data.status, 201, JSON.stringify(data.body));
+    });
+
+    test('ordinary patterns keep their ECMAScript meaning (anchors, classes, \\d, \\s, ., unicode)', async () => {
+      const text = (pattern: string) => ({ type: 'string', maxLength: 50, pattern });
+      const config_schema = {
+        type: 'object',
+        properties: {
+          id: text('^[a-z][a-z0-9._-]*$'),
+          phone: text('^\\d{3}-\\d{4}$'),
+          word: text('^\\p{L}+$'),
+          pair: text('^\\S+\\s\\S+$'),
+          accent: text('caf\\u00e9'),
+          line: text('^.+$'),
+          emoji: text('^\\u{1F600}{2}$'),
+        },
+        patternProperties: { '^x-[a-z]+$': { type: 'integer' } },
+        propertyNames: { maxLength: 20 },
+      };
+      const good = {
+        id: 'web-1.a_b',
+        phone: '123-4567',
+        word: 'Ωμέγα',
+        pair: 'a\u00a0b',
+        accent: 'un café',
+        line: 'tab\there',
+        emoji: '😀😀',
+        'x-retries': 3,
+      };
+      const accepted = await create({ name: 'ordinary-patterns', config_schema, config: good });
+      assert.equal(accepted.status, 201, JSON.stringify(accepted.body));
+      const bad: Record<string, unknown>[] = [
+        { id: 'Web' },
+        { id: 'web!' },
+        { phone: '123-45678' },
+        { phone: '١٢٣-٤٥٦٧' },
+        { word: 'abc1' },
+        { pair: 'ab' },
+        { accent: 'cafe' },
+        // ECMAScript's `.` stops at \r and \u2028, not only at \n.
+        { line: 'a\rb' },
+        { line: 'a\u2028b' },
+        { emoji: '😀' },
+        { 'x-retries': 'three' },
+      ];
+      for (const config of bad) {
+        const res = await create({ name: 'ordinary-bad', config_schema, config });
+        const error = expectError(res, 400, 'VALIDATION_FAILED');
+        assert.equal(error.details.fields[0].field, 'body.config', JSON.stringify(config));
+      }
+    });
+
     test('accepts draft-07 and 2020-12 schemas, and config that matches its schema', async () => {
       const res = await create({
         name: 'modern',

@@ -200,6 +200,60 @@ export class AgentService {
   }
 
   /**
+   * Ticks the lease clock, so that leases are judged only by time in which the cluster could
+   * hear heartbeats. Every node ticks before it judges leases. A tick that finds the last one
+   * (by any node) older than `stallMs` knows that no node ran meanwhile (all were down, or
+   * stalled): it extends every lease that was still running then by that gap, so that a
+   * restart shorter than the heartbeat timeout re-runs nothing. The clock is compare-and-set,
+   * so the gap is added once however many nodes see it. Resolves to the gap it bridged, if any.
+   */
+  async tickLeaseClock(
+    now: Date,
+    stallMs: number,
+  ): Promise<{ gapMs: number; extended: number } | undefined> {
+    const at = now.toISOString();
+    const clock = await this.#store.db
+      .selectFrom('agent_lease_clock')
+      .select('alive_at')
+      .where('id', '=', 1)
+      .executeTakeFirst();
+    if (clock === undefined) {
+      await this.#store.db
+        .insertInto('agent_lease_clock')
+        .values({ id: 1, alive_at: at })
+        .onConflict((oc) => oc.column('id').doNothing())
+        .execute();
+      return undefined;
+    }
+    const gapMs = now.getTime() - Date.parse(clock.alive_at);
+    // Another node ticked a moment ago (or its clock is ahead): nothing to write.
+    if (gapMs < stallMs / 2) return undefined;
+    const moved = await this.#store.db
+      .updateTable('agent_lease_clock')
+      .set({ alive_at: at })
+      .where('id', '=', 1)
+      .where('alive_at', '=', clock.alive_at)
+      .executeTakeFirst();
+    if (gapMs <= stallMs || Number(moved.numUpdatedRows) === 0) return undefined;
+    const running = await this.#store.db
+      .selectFrom('agents')
+      .select(['tenant_id', 'id', 'lease_expires_at'])
+      .where('lease_expires_at', '>', clock.alive_at)
+      .execute();
+    for (const row of running) {
+      if (row.lease_expires_at === null) continue;
+      await this.#store.db
+        .updateTable('agents')
+        .set({ lease_expires_at: new Date(Date.parse(row.lease_expires_at) + gapMs).toISOString() })
+        .where('tenant_id', '=', row.tenant_id)
+        .where('id', '=', row.id)
+        .where('lease_expires_at', '=', row.lease_expires_at)
+        .execute();
+    }
+    return { gapMs, extended: running.length };
+  }
+
+  /**
    * Marks agents whose lease ran out while they were still recorded as connected (their
    * node died, or stopped hearing from them) offline. Safe on every node at once.
    */

@@ -40,4 +40,17 @@ export const agentsMigrations: Record<string, Migration> = {
       await db.schema.dropTable('agents').execute();
     },
   },
+  '0016_agent_lease_clock': {
+    async up(db: Kysely<unknown>) {
+      // One row: when some node last ticked the lease clock (see AgentService.tickLeaseClock).
+      await db.schema
+        .createTable('agent_lease_clock')
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .addColumn('alive_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('agent_lease_clock').execute();
+    },
+  },
 };

@@ -70,6 +70,8 @@ export class AgentPool {
   /** Set once the dispatcher, which needs the pool, exists. */
   dispatcher: Dispatcher | undefined;
   #sweep: NodeJS.Timeout | undefined;
+  /** How often leases are judged; set by `start`. */
+  #sweepIntervalMs = 1_000;
   #closing = false;
 
   constructor(deps: AgentPool['deps']) {
@@ -77,10 +79,29 @@ export class AgentPool {
   }
 
   /**
+   * Ticks the cluster's lease clock (AgentService.tickLeaseClock) before leases are judged:
+   * a gap longer than two sweeps, in which no node ticked, is added to the running leases.
+   * Called at start, by each lease sweep and by the task sweep.
+   */
+  async tickLeaseClock(
+    now: Date = new Date(),
+    stallMs: number = 2 * this.#sweepIntervalMs,
+  ): Promise<void> {
+    const bridged = await this.deps.agents.tickLeaseClock(now, stallMs);
+    if (bridged !== undefined) {
+      this.deps.log.warn(
+        { gap_ms: bridged.gapMs, leases: bridged.extended },
+        'no node heard heartbeats for a while (restart or stall): running leases extended by the gap',
+      );
+    }
+  }
+
+  /**
    * Marks agents whose lease ran out offline, and forgets those offline for longer than the
    * retention, on a timer; safe on every node.
    */
   start(sweepIntervalMs: number): void {
+    this.#sweepIntervalMs = sweepIntervalMs;
     const { retentionMs } = this.deps.settings;
     // Forgetting is not urgent: at most every 10 s, and often enough for short retentions.
     const forgetEvery = Math.max(
@@ -89,8 +110,8 @@ export class AgentPool {
     );
     let sweeps = 0;
     this.#sweep = setInterval(() => {
-      this.deps.agents
-        .expireLeases()
+      this.tickLeaseClock()
+        .then(() => this.deps.agents.expireLeases())
         .then(async (gone) => {
           for (const { tenantId, agentId } of gone) {
             this.#connections.get(tenantId)?.get(agentId)?.close(CLOSE_CODES.TIMEOUT);

@@ -32,6 +32,16 @@ export interface AgentsTable {
   updated_at: string;
 }
 
+/**
+ * The lease clock's single row (id 1): when a node last ticked it. A gap between ticks is a
+ * time in which no node could hear heartbeats.
+ */
+export interface AgentLeaseClockTable {
+  id: number;
+  alive_at: string;
+}
+
 export interface AgentsTables {
   agents: AgentsTable;
+  agent_lease_clock: AgentLeaseClockTable;
 }

@@ -12,8 +12,9 @@ import type { RelayRoute } from '../kv/topic-relay.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { describeSchemaError, invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
+import { UserSchemaCompiler } from '../platform/user-schema.ts';
 import { configStream } from '../realtime/topics.ts';
-import { UserSchemaCompiler } from '../templates/json-schema.ts';
 import { type JsonChange, jsonDiff } from './diff.ts';
 import {
   counterKey,
@@ -22,6 +23,7 @@ import {
   keyOfValueKey,
   SCHEMA_PREFIX,
   schemaKey,
+  VALUE_PREFIX,
   valueKey,
   valuePrefix,
   versionOfHistoryKey,
@@ -112,6 +114,8 @@ export interface ConfigSettings {
   maxValueBytes: number;
   /** Changes kept per key (ORCHESTRA_CONFIG_HISTORY_MAX_VERSIONS). */
   historyMaxVersions: number;
+  /** Most keys a tenant may hold, all environments together (0: no limit). */
+  maxKeys?: number;
 }
 
 /** Writes race on the per-key counter; a writer that loses retries this many times. */
@@ -160,6 +164,7 @@ export class ConfigService {
   readonly settings: ConfigSettings;
   readonly #log: Logger;
   readonly #compiler = new UserSchemaCompiler();
+  readonly #keyLimit: TenantLimit;
   /** Compiled schemas by tenant and prefix, with the revision they were compiled at. */
   readonly #validators = new Map<string, { revision: number; validate: ValidateFunction }>();
 
@@ -167,6 +172,12 @@ export class ConfigService {
     this.kv = deps.kv;
     this.settings = deps.settings;
     this.#log = deps.log;
+    this.#keyLimit = new TenantLimit({
+      setting: 'ORCHESTRA_TENANT_MAX_CONFIG_KEYS',
+      max: deps.settings.maxKeys ?? 0,
+      what: 'config keys',
+      count: (tenantId) => this.kv.count(tenantId, VALUE_PREFIX),
+    });
   }
 
   async get(tenantId: string, env: string, key: string): Promise<ConfigItem> {
@@ -284,6 +295,7 @@ export class ConfigService {
         throw preconditionFailed(key, env, currentVersion);
       if (change.ifNoneMatch && exists) throw preconditionFailed(key, env, currentVersion);
       if (change.type === 'delete' && !exists) throw notFound(env, key);
+      if (change.type === 'put' && !exists) await this.#keyLimit.check(tenantId);
       const next = version + 1;
       const at = new Date().toISOString();
       const history: HistoryRecord = {
@@ -437,7 +449,10 @@ export class ConfigService {
     schema: unknown,
   ): Promise<ConfigSchemaItem> {
     const check = this.#compiler.check(schema);
-    if (!check.ok) throw invalidField('body.schema', check.message);
+    if (!check.ok) {
+      const at = check.field === undefined ? '' : `.${check.field}`;
+      throw invalidField(`body.schema${at}`, check.message);
+    }
     const record: SchemaRecord = {
       schema: schema as Record<string, unknown>,
       at: new Date().toISOString(),

@@ -58,6 +58,8 @@ export function parseEnv(
 }
 
 // Where things live in the tenant's KV.
+/** Every value of every environment. */
+export const VALUE_PREFIX = 'c/';
 export const valueKey = (env: string, key: string) => `c/${env}/${key}`;
 export const valuePrefix = (env: string, prefix: string) => `c/${env}/${prefix}`;
 export const keyOfValueKey = (env: string, kvKey: string) => kvKey.slice(`c/${env}/`.length);

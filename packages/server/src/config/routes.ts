@@ -424,7 +424,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
         tags: ['config'],
         summary: 'Attach a JSON Schema to a key prefix',
         description:
-          'Every later write of a key that starts with the prefix (in every environment) must satisfy it. Existing values are not checked. Draft-07, or 2020-12 with `$schema`; no remote `$ref`.',
+          'Every later write of a key that starts with the prefix (in every environment) must satisfy it. Existing values are not checked. Draft-07, or 2020-12 with `$schema`; no remote `$ref`. Patterns run on RE2 with ECMAScript meaning; one RE2 cannot run (backreferences, lookaround) is a 400 naming its field.',
         body: PutSchemaBody,
         response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
       },

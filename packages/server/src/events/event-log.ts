@@ -327,6 +327,11 @@ export class EventLog {
       endWhenCaughtUp?: () => Promise<boolean>;
       /** What is retained for this reader, asked at each read. */
       floor?: () => RetentionFloor;
+      /**
+       * Wait for a stream that does not exist yet instead of ending at once; it still ends
+       * when a stream that existed is deleted.
+       */
+      awaitCreation?: boolean;
     },
   ): AsyncIterable<StreamItem> {
     let wake: (() => void) | undefined;
@@ -337,6 +342,7 @@ export class EventLog {
     });
     const onAbort = () => wake?.();
     options.signal.addEventListener('abort', onAbort);
+    let existed = options.awaitCreation !== true;
     try {
       let cursor = after;
       while (!options.signal.aborted) {
@@ -356,7 +362,11 @@ export class EventLog {
           options.floor?.(),
           this.#maxReadBytes,
         );
-        if (page === undefined) return;
+        if (page === undefined) {
+          if (existed) return;
+          continue;
+        }
+        existed = true;
         if (page.gap) {
           yield page.gap;
           cursor = page.gap.first_offset - 1;
@@ -430,7 +440,8 @@ export class EventLog {
       for (const row of rows) {
         const entry = this.#watched.get(row.id);
         if (entry === undefined) continue;
-        if (entry.lastOffset !== undefined && entry.lastOffset !== row.last_offset) {
+        // A stream first seen here may have been created since its follower last read.
+        if (entry.lastOffset !== row.last_offset) {
           for (const w of entry.wakers) w();
         }
         entry.lastOffset = row.last_offset;

@@ -7,11 +7,15 @@ export type StreamFormat = 'sse' | 'ndjson';
 
 /** Idle streams get a keep-alive this often unless the server says otherwise. */
 const DEFAULT_KEEPALIVE_MS = 15_000;
+/** Open streams check their credential again this often unless the server says otherwise. */
+const DEFAULT_CREDENTIAL_CHECK_MS = 5_000;
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** ORCHESTRA_STREAM_KEEPALIVE_MS, decorated on the root instance by the app. */
     streamKeepAliveMs?: number;
+    /** ORCHESTRA_STREAM_CREDENTIAL_CHECK_MS, likewise. */
+    streamCredentialCheckMs?: number;
   }
 }
 
@@ -51,6 +55,12 @@ function encode(item: StreamItem, format: StreamFormat): string {
   return 'offset' in item
     ? `id: ${item.offset}\nevent: ${item.type}\ndata: ${json}\n\n`
     : `event: ${item.type}\ndata: ${json}\n\n`;
+}
+
+/** The last item of a stream whose credential was revoked or expired. */
+function encodeRefusal(error: ApiError, format: StreamFormat): string {
+  const json = JSON.stringify({ type: 'stream.error', code: error.code, message: error.message });
+  return format === 'ndjson' ? `${json}\n` : `event: stream.error\ndata: ${json}\n\n`;
 }
 
 /**
@@ -99,6 +109,29 @@ export async function sendStream<T = StreamItem>(
     wroteSince = false;
   }, keepAliveMs);
   heartbeat.unref();
+  // A credential revoked (on any node) or expired while the stream is open ends it, as
+  // WebSockets are closed with 4401; a check that fails for another reason (the store is
+  // down) leaves the stream open: the next check decides.
+  let refused: ApiError | undefined;
+  let checking = false;
+  const recheck = request.recheckCredential;
+  const credentialCheck =
+    recheck &&
+    setInterval(() => {
+      if (checking) return;
+      checking = true;
+      recheck()
+        .catch((err: unknown) => {
+          if (err instanceof ApiError && err.status === 401) {
+            refused = err;
+            controller.abort();
+          }
+        })
+        .finally(() => {
+          checking = false;
+        });
+    }, request.server.streamCredentialCheckMs ?? DEFAULT_CREDENTIAL_CHECK_MS);
+  credentialCheck?.unref();
   if (options.format === 'sse') res.write('retry: 2000\n\n');
   let failed = false;
   try {
@@ -110,8 +143,9 @@ export async function sendStream<T = StreamItem>(
         await once(res, 'drain', { signal }).catch(() => undefined);
       }
     }
+    if (refused !== undefined && !res.destroyed) res.write(encodeRefusal(refused, options.format));
     // Ended by itself (the task is over): say so, so that EventSource does not reconnect.
-    if (!signal.aborted && options.format === 'sse' && options.endEvent !== false)
+    else if (!signal.aborted && options.format === 'sse' && options.endEvent !== false)
       res.write('event: stream.end\ndata: {"type":"stream.end"}\n\n');
   } catch (err) {
     failed = true;
@@ -123,6 +157,7 @@ export async function sendStream<T = StreamItem>(
     }
   } finally {
     clearInterval(heartbeat);
+    clearInterval(credentialCheck);
     res.off('close', onClose);
     if (failed && options.format === 'ndjson') {
       // NDJSON has no error item: a broken connection tells the client to resume.

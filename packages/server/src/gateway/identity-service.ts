@@ -512,18 +512,20 @@ function bearerToken(headers: {
   'x-api-key'?: string | string[] | undefined;
 }): string | undefined {
   const authorization = headers.authorization;
-  if (authorization !== undefined) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (!match?.[1]) {
-      throw new ApiError(
-        'UNAUTHENTICATED',
-        'The Authorization header must be "Bearer <credential>"',
-      );
-    }
-    return match[1];
-  }
+  const bearer =
+    authorization === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  if (bearer?.[1]) return bearer[1];
+  // X-API-Key exists for clients whose Authorization header carries something else (Basic
+  // for a proxy in front, say): then it is the credential, whatever Authorization says.
   const apiKey = headers['x-api-key'];
-  return typeof apiKey === 'string' && apiKey !== '' ? apiKey.trim() : undefined;
+  if (typeof apiKey === 'string' && apiKey.trim() !== '') return apiKey.trim();
+  if (authorization !== undefined) {
+    throw new ApiError(
+      'UNAUTHENTICATED',
+      'The Authorization header must be "Bearer <credential>" (or send the key as X-API-Key)',
+    );
+  }
+  return undefined;
 }
 
 function tenantNotFound(id: string): ApiError {

@@ -1,4 +1,4 @@
-import type { Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import type { Bus } from '../bus/bus.ts';
 import {
@@ -187,6 +187,17 @@ export class EmbeddedKv implements KvStore {
       .where('key', '=', key)
       .executeTakeFirst();
     return row && entryOf(row);
+  }
+
+  async count(tenantId: string, prefix: string): Promise<number> {
+    const row = await this.#store.db
+      .selectFrom('kv_entries')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      // An exact prefix in every collation, which a range on `key` is not.
+      .where(sql<string>`substr(${sql.ref('key')}, 1, ${prefix.length})`, '=', prefix)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
   }
 
   async revision(tenantId: string): Promise<number> {

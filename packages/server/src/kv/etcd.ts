@@ -217,6 +217,14 @@ export class EtcdKv implements KvStore {
     }
   }
 
+  async count(tenantId: string, prefix: string): Promise<number> {
+    const key = Buffer.from(this.#keyPrefix(tenantId) + prefix);
+    const res = await this.#call(() =>
+      this.#client.kv.range({ key, range_end: rangeEnd(key), count_only: true }),
+    );
+    return Number(res.count);
+  }
+
   async txn(tenantId: string, txn: KvTxn): Promise<KvTxnResult> {
     const keys = new Set<string>();
     for (const op of txn.ops) {

@@ -21,6 +21,8 @@ export interface KvStore {
    * history for that is gone. The page's `revision` is the one it was read at.
    */
   range(tenantId: string, query: KvRangeQuery): Promise<KvPage>;
+  /** How many keys start with `prefix` now. */
+  count(tenantId: string, prefix: string): Promise<number>;
   /**
    * Applies `ops` atomically if every compare holds. One revision for the whole
    * transaction; changes to the same key in one transaction are refused.

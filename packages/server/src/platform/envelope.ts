@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Ajv, type ErrorObject } from 'ajv';
 import Type, { type Static } from 'typebox';
 import { ApiError } from './errors.ts';
-import { MAX_JSON_DEPTH, nestsDeeperThan } from './validation.ts';
+import { jsonValueProblem } from './validation.ts';
 
 /**
  * The message envelope shared by every WebSocket protocol (docs/protocol.md): a JSON text
@@ -111,9 +111,8 @@ export function parseEnvelope(text: string): Envelope {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw fail(invalidField('frame', 'must be an object with header and payload'));
   }
-  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
-    throw fail(invalidField('frame', `nests deeper than ${MAX_JSON_DEPTH} levels`));
-  }
+  const problem = jsonValueProblem(value, text, 'frame');
+  if (problem !== undefined) throw fail(invalidField(problem.field, problem.message));
   const frame = value as { header?: unknown; payload?: unknown };
   for (const key of Object.keys(frame)) {
     if (key !== 'header' && key !== 'payload')

@@ -56,6 +56,10 @@ export const ERROR_CATALOGUE = {
     message: 'The connection is already subscribed to this topic or pattern',
   },
   NOT_SUBSCRIBED: { status: 409, message: 'The connection is not subscribed to this topic' },
+  TENANT_LIMIT_REACHED: {
+    status: 409,
+    message: 'The tenant holds as many of these as a setting allows',
+  },
   SUBSCRIPTION_LIMIT_REACHED: {
     status: 409,
     message: 'The connection has as many subscriptions as it may',
@@ -83,6 +87,10 @@ export const ERROR_CATALOGUE = {
   URI_TOO_LONG: { status: 414, message: 'A path parameter is too long' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request content type is not supported' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' },
+  TOO_MANY_CONNECTIONS: {
+    status: 429,
+    message: 'Too many unauthenticated connections from this address',
+  },
   HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },

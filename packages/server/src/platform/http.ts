@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { credentialId, type Principal, type Role } from './auth.ts';
+import { closeAfterFlush, endWithError, markAuthenticated } from './connection-guard.ts';
 import { ApiError, type ErrorDetails, errorBody } from './errors.ts';
 import type { Metrics } from './metrics.ts';
 import { clientNetwork, type RateLimitDecision, type RateLimiter } from './rate-limit.ts';
@@ -23,6 +23,12 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The authenticated caller; set on every `/v1` route that is not public. */
     principal?: Principal;
+    /**
+     * Checks the request's credential again (it may have been revoked or expired since);
+     * rejects with the `ApiError` authentication would give now. Set wherever a request is
+     * authenticated; long-lived responses (event streams) call it periodically.
+     */
+    recheckCredential?: () => Promise<void>;
   }
 }
 
@@ -58,6 +64,30 @@ const REQUEST_ID = /^[\w.:@-]{1,128}$/;
 export function requestIdFor(raw: { headers: Record<string, string | string[] | undefined> }) {
   const given = raw.headers['x-request-id'];
   return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/** Query parameters whose values are credentials; their values never reach a log. */
+const SECRET_QUERY_PARAMETERS = /^(token|access_token|api_key|apikey|key|secret|password|jwt)$/i;
+
+/** The URL as it may be logged: the values of credential parameters replaced. */
+export function redactUrl(url: string): string {
+  const query = url.indexOf('?');
+  if (query === -1) return url;
+  const parameters = url
+    .slice(query + 1)
+    .split('&')
+    .map((pair) => {
+      const equals = pair.indexOf('=');
+      const name = equals === -1 ? pair : pair.slice(0, equals);
+      let decoded = name;
+      try {
+        decoded = decodeURIComponent(name);
+      } catch {
+        // a malformed name is logged as it is; it cannot be one of ours
+      }
+      return equals !== -1 && SECRET_QUERY_PARAMETERS.test(decoded) ? `${name}=[redacted]` : pair;
+    });
+  return `${url.slice(0, query)}?${parameters.join('&')}`;
 }
 
 /** The trace id of a W3C `traceparent` header, when there is a valid one. */
@@ -110,6 +140,7 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    closeIfRefusedUpgrade(request, reply);
     if (options.isClosing()) {
       reply.header('connection', 'close');
       throw new ApiError('SHUTTING_DOWN', undefined, { headers: { 'retry-after': '1' } });
@@ -125,11 +156,17 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     try {
       principal = await options.authenticate(request);
     } catch (err) {
+      // A connection that failed to authenticate is not kept alive for another guess.
+      reply.header('connection', 'close');
       // Failed credentials count against the caller's IP, which slows down guessing.
       await limit(request, reply, `ip:${clientNetwork(request.ip)}`, 'ip');
       throw err;
     }
     request.principal = principal;
+    request.recheckCredential = async () => {
+      await options.authenticate(request);
+    };
+    markAuthenticated(request.raw.socket);
     await limit(request, reply, `cred:${credentialId(principal)}`, 'credential');
     if (Array.isArray(auth) && !auth.includes(principal.role)) {
       throw new ApiError(
@@ -142,29 +179,6 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
   app.addHook('onSend', async (_request, reply) => {
     // A response finished during shutdown closes its connection: keep-alive would hold the drain.
     if (options.isClosing()) reply.header('connection', 'close');
-  });
-
-  app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? '(unmatched)';
-    const labels = { method: request.method, route, status_code: reply.statusCode };
-    const seconds = reply.elapsedTime / 1000;
-    metrics.httpRequests.inc(labels);
-    metrics.httpDuration.observe(labels, seconds);
-    const level = request.routeOptions.config.probe ? 'debug' : 'info';
-    request.log[level](
-      {
-        method: request.method,
-        url: request.url,
-        route,
-        status: reply.statusCode,
-        duration_ms: Math.round(reply.elapsedTime * 100) / 100,
-        ip: request.ip,
-        ...(request.principal
-          ? { tenant_id: request.principal.tenant.id, credential: credentialId(request.principal) }
-          : {}),
-      },
-      'request completed',
-    );
   });
 
   app.setNotFoundHandler(async (request, reply) => {
@@ -203,6 +217,48 @@ interface ValidationIssue {
 }
 
 /**
+ * Installs the access log and the HTTP metrics. Call it before any plugin with an `onRequest`
+ * hook that may answer (load shedding, authentication): hooks run in order, and the line is
+ * arranged for in this one.
+ */
+export function installAccessLog(app: FastifyInstance, metrics: Metrics): void {
+  /**
+   * One access-log line and one metric sample per request, written when its response closes:
+   * also for event streams (hijacked, so Fastify's onResponse never runs) and for requests
+   * the client abandoned. Credentials in the URL are redacted.
+   */
+  const accessLog = (request: FastifyRequest, reply: FastifyReply) => {
+    const route = request.routeOptions.url ?? '(unmatched)';
+    const upgraded = (request.raw as { upgrade?: boolean }).upgrade && !reply.raw.headersSent;
+    const status = upgraded ? 101 : reply.statusCode;
+    const labels = { method: request.method, route, status_code: status };
+    const seconds = reply.elapsedTime / 1000;
+    metrics.httpRequests.inc(labels);
+    metrics.httpDuration.observe(labels, seconds);
+    const level = request.routeOptions.config.probe ? 'debug' : 'info';
+    request.log[level](
+      {
+        method: request.method,
+        url: redactUrl(request.url),
+        route,
+        status,
+        duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+        ip: request.ip,
+        // The client went away before the response was complete (a stream it closed).
+        ...(reply.raw.writableFinished || upgraded ? {} : { aborted: true }),
+        ...(request.principal
+          ? { tenant_id: request.principal.tenant.id, credential: credentialId(request.principal) }
+          : {}),
+      },
+      'request completed',
+    );
+  };
+  app.addHook('onRequest', async (request, reply) => {
+    reply.raw.once('close', () => accessLog(request, reply));
+  });
+}
+
+/**
  * Fastify options for failures that happen before a request reaches the pipeline: an
  * undecodable URL or an over-long path parameter (`frameworkErrors`), and malformed HTTP
  * that Node rejects while parsing (`clientErrorHandler`). Both answer in the unified format.
@@ -214,6 +270,18 @@ export function earlyErrorHandlers(context: { service: string; instanceId: strin
         error.code === 'FST_ERR_MAX_PARAM_LENGTH'
           ? new ApiError('URI_TOO_LONG')
           : new ApiError('BAD_REQUEST', 'The URL is not valid');
+      closeIfRefusedUpgrade(request, reply);
+      // Before any hook ran: the access log's own hook has not arranged for a line.
+      request.log.info(
+        {
+          method: request.method,
+          url: redactUrl(request.url),
+          route: '(unmatched)',
+          status: apiError.status,
+          ip: request.ip,
+        },
+        'request completed',
+      );
       reply
         .status(apiError.status)
         .header('x-request-id', request.id)
@@ -231,16 +299,21 @@ export function earlyErrorHandlers(context: { service: string; instanceId: strin
           : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
             ? new ApiError('REQUEST_TIMEOUT')
             : new ApiError('BAD_REQUEST', 'The request is not valid HTTP');
-      const requestId = randomUUID();
-      const body = JSON.stringify(errorBody(apiError, { ...context, requestId }));
-      socket.end(
-        `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\n` +
-          'Content-Type: application/json; charset=utf-8\r\n' +
-          `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-          `X-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
-      );
+      endWithError(socket, apiError, context);
     },
   };
+}
+
+/**
+ * An upgrade request that gets an HTTP answer instead of 101 (refused credentials, a rate
+ * limit, no such route) must close its socket once answered: Node hands upgrade sockets to
+ * the application, and no one else would close it.
+ */
+function closeIfRefusedUpgrade(request: FastifyRequest, reply: FastifyReply): void {
+  if (!(request.raw as { upgrade?: boolean }).upgrade) return;
+  const socket = request.raw.socket;
+  reply.raw.once('finish', () => closeAfterFlush(socket));
+  reply.raw.once('close', () => closeAfterFlush(socket));
 }
 
 /** Maps what Fastify and our code throw to a catalogued error; `undefined` means a bug. */

@@ -98,6 +98,11 @@ export class JwtVerifier {
   }
 
   #claims(payload: JWTPayload): VerifiedToken {
+    // `exp` is required and numeric (jose checks), but 1e15 seconds is no date: refuse it
+    // rather than fail on it later. 8.64e12 s is the last instant a Date can hold.
+    if (payload.exp !== undefined && !(payload.exp <= 8.64e12)) {
+      throw new ApiError('INVALID_TOKEN', 'The token\'s "exp" claim is not a representable time');
+    }
     const tenantClaim = this.#settings.jwtTenantClaim;
     const roleClaim = this.#settings.jwtRoleClaim;
     if (typeof payload.sub !== 'string' || payload.sub === '') {

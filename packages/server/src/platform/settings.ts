@@ -58,6 +58,15 @@ export const SETTINGS = {
     allowed: 'a postgres:// or postgresql:// URL',
     description: 'PostgreSQL connection URL. Unset: SQLite in the data directory.',
   },
+  secretKey: {
+    env: 'ORCHESTRA_SECRET_KEY',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: '32 bytes as base64 or 64 hex digits (openssl rand -base64 32)',
+    description:
+      'Key that encrypts the secrets Orchestra stores (the realtime signing key). Unset: a key file `node-key` in the data directory, created on first start. Every node of a cluster needs the same key.',
+    secret: true,
+  },
   databasePoolSize: {
     env: 'ORCHESTRA_DATABASE_POOL_SIZE',
     kind: 'int',
@@ -214,6 +223,32 @@ export const SETTINGS = {
       'Largest `data` of one topic message, as JSON text (REST or WebSocket); a larger one is refused with VALUE_TOO_LARGE and nothing is stored.',
     default: 1_048_576,
   },
+  headersTimeoutMs: {
+    env: 'ORCHESTRA_HEADERS_TIMEOUT_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1000, maximum: 300_000 }),
+    allowed: 'an integer from 1000 to 300000',
+    description:
+      'How long a client has to send a request line and headers, counted from the connection (or the end of its last request); then 408 and the connection closes. Also closes connections that send nothing.',
+    default: 20000,
+  },
+  maxHeaderBytes: {
+    env: 'ORCHESTRA_MAX_HEADER_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 4096, maximum: 1048576 }),
+    allowed: 'an integer from 4096 to 1048576',
+    description: 'Largest accepted request line and headers together; larger ones get 431.',
+    default: 16384,
+  },
+  unauthenticatedConnectionsPerAddress: {
+    env: 'ORCHESTRA_UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 1_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Open connections one client address may hold before one of them authenticates (a request with a valid credential, an agent or realtime connection); more are answered 429 TOO_MANY_CONNECTIONS and closed. Not applied with ORCHESTRA_TRUST_PROXY, where every connection comes from the proxy.',
+    default: 256,
+  },
   shutdownTimeoutMs: {
     env: 'ORCHESTRA_SHUTDOWN_TIMEOUT_MS',
     kind: 'int',
@@ -230,6 +265,15 @@ export const SETTINGS = {
     description:
       'How often an idle event stream (SSE or NDJSON) gets a keep-alive (an SSE comment, an empty NDJSON line), so that proxies do not close it; keep it below their idle timeout.',
     default: 15000,
+  },
+  streamCredentialCheckMs: {
+    env: 'ORCHESTRA_STREAM_CREDENTIAL_CHECK_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    allowed: 'an integer from 100 to 600000',
+    description:
+      'How often an open event stream (SSE or NDJSON) checks its credential again; a revoked or expired one ends the stream with a stream.error item that carries the error code.',
+    default: 5000,
   },
   maxEventLoopDelayMs: {
     env: 'ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS',
@@ -315,6 +359,51 @@ export const SETTINGS = {
     description: 'Most tasks of one tenant assigned or running at once, across all its agents.',
     default: 0,
   },
+  tenantMaxTopics: {
+    env: 'ORCHESTRA_TENANT_MAX_TOPICS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most realtime topics one tenant may hold; the publish that would create one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxConfigKeys: {
+    env: 'ORCHESTRA_TENANT_MAX_CONFIG_KEYS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most config keys one tenant may hold, all environments together; the put that would create one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxTemplates: {
+    env: 'ORCHESTRA_TENANT_MAX_TEMPLATES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most templates one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 1000,
+  },
+  tenantMaxSessions: {
+    env: 'ORCHESTRA_TENANT_MAX_SESSIONS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most sessions one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 10000,
+  },
+  tenantMaxQueuedTasks: {
+    env: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most tasks of one tenant waiting in `queued`; submitting one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 100000,
+  },
   concurrencyKeyLimit: {
     env: 'ORCHESTRA_CONCURRENCY_KEY_LIMIT',
     kind: 'int',
@@ -340,6 +429,15 @@ export const SETTINGS = {
     allowed: 'an integer from 1 to 100000',
     description: 'Most topic and pattern subscriptions one realtime connection may hold.',
     default: 100,
+  },
+  realtimeSubscribesPerSecond: {
+    env: 'ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND',
+    kind: 'number',
+    schema: Type.Number({ minimum: 0 }),
+    allowed: 'a number >= 0 (0 turns the limit off)',
+    description:
+      'Sustained `subscribe` frames per second per realtime connection, after a burst of `ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS`; more are answered with `RATE_LIMITED`.',
+    default: 10,
   },
   realtimeMaxQueueBytes: {
     env: 'ORCHESTRA_REALTIME_MAX_QUEUE_BYTES',

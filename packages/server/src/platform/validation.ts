@@ -29,24 +29,154 @@ export function buildRequestValidator(
   const shared = Object.values(sharedSchemas);
   const body = createAjv({ coerceTypes: false }, shared);
   const text = createAjv({ coerceTypes: 'array' }, shared);
-  return ({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema as object);
+  return ({ schema, httpPart }) => {
+    if (httpPart === 'body') return body.compile(schema as object);
+    return refusingNonFinite(text.compile(schema as object));
+  };
+}
+
+type CompiledValidator = ReturnType<Ajv['compile']>;
+
+/**
+ * Ajv coerces the text `Infinity` (and `1e400`) to a number that passes `integer` and skips
+ * `minimum`/`maximum`, which only compare finite numbers; such a value reached handlers as
+ * a limit of Infinity. After coercion, any non-finite number is refused here instead.
+ */
+function refusingNonFinite(validate: CompiledValidator): CompiledValidator {
+  const wrapped = ((data: unknown, context?: unknown) => {
+    const valid = (validate as (data: unknown, context?: unknown) => boolean)(data, context);
+    wrapped.errors = validate.errors;
+    if (!valid || typeof data !== 'object' || data === null) return valid;
+    for (const [key, value] of Object.entries(data)) {
+      const values = Array.isArray(value) ? value : [value];
+      if (values.some((item) => typeof item === 'number' && !Number.isFinite(item))) {
+        wrapped.errors = [
+          {
+            keyword: 'type',
+            instancePath: `/${key}`,
+            schemaPath: '#',
+            params: {},
+            message: 'must be a finite number',
+          },
+        ];
+        return false;
+      }
+    }
+    return true;
+  }) as CompiledValidator;
+  wrapped.schema = validate.schema;
+  wrapped.schemaEnv = validate.schemaEnv;
+  return wrapped;
 }
 
 /** Deepest nesting of arrays and objects accepted in a request body. */
 export const MAX_JSON_DEPTH = 64;
 
-/** True when `value` nests arrays or objects deeper than `limit`; iterative, so it cannot overflow. */
-export function nestsDeeperThan(value: unknown, limit: number): boolean {
-  const stack: [unknown, number][] = [[value, 0]];
+interface PathNode {
+  parent: PathNode | undefined;
+  key: string;
+}
+
+function pathOf(node: PathNode | undefined): string {
+  const keys: string[] = [];
+  for (let at = node; at !== undefined; at = at.parent) keys.push(at.key);
+  return keys.reverse().join('.');
+}
+
+/** A problem with a parsed JSON value: where (a dotted path under `root`) and what. */
+export interface JsonProblem {
+  field: string;
+  message: string;
+}
+
+/**
+ * What makes a parsed JSON document unfit to accept, or `undefined`:
+ * - arrays and objects nested deeper than `MAX_JSON_DEPTH` (they would overflow the stack later);
+ * - a number JSON cannot carry back: `1e400` parses to Infinity, which would be stored as null;
+ * - an integer literal beyond ±(2^53 − 1), which parsing has already rounded
+ *   (9007199254740993 becomes …992): refused rather than silently changed; send such
+ *   numbers as strings (docs/decisions/0010-numbers-in-json.md).
+ * `text` is the source the value was parsed from. Iterative, so it cannot overflow.
+ */
+export function jsonValueProblem(
+  value: unknown,
+  text: string,
+  root: string,
+): JsonProblem | undefined {
+  const stack: [unknown, number, PathNode | undefined][] = [[value, 0, undefined]];
   while (stack.length > 0) {
     const next = stack.pop();
     if (next === undefined) break;
-    const [item, depth] = next;
+    const [item, depth, path] = next;
+    if (typeof item === 'number') {
+      if (!Number.isFinite(item)) {
+        const at = pathOf(path);
+        return {
+          field: at === '' ? root : `${root}.${at}`,
+          message: 'is a number too large for JSON (it is not finite)',
+        };
+      }
+      continue;
+    }
     if (typeof item !== 'object' || item === null) continue;
-    if (depth >= limit) return true;
-    for (const child of Array.isArray(item) ? item : Object.values(item)) {
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    if (depth >= MAX_JSON_DEPTH) {
+      return {
+        field: root,
+        message: `nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+      };
+    }
+    if (Array.isArray(item)) {
+      for (let i = 0; i < item.length; i++)
+        stack.push([item[i], depth + 1, { parent: path, key: String(i) }]);
+    } else {
+      for (const key of Object.keys(item)) {
+        stack.push([(item as Record<string, unknown>)[key], depth + 1, { parent: path, key }]);
+      }
     }
   }
-  return false;
+  // Only a run of 16 or more digits can be an integer beyond 2^53: parse again, with the
+  // source of each number, in that rare case alone.
+  if (/\d{16}/.test(text)) return unsafeIntegerProblem(text, root);
+  return undefined;
+}
+
+function unsafeIntegerProblem(text: string, root: string): JsonProblem | undefined {
+  let source: string | undefined;
+  // Node 24 passes the source text of primitives to a reviver (JSON.parse source access).
+  const revive = (_key: string, value: unknown, context?: { source?: string }) => {
+    if (
+      source === undefined &&
+      typeof value === 'number' &&
+      !Number.isSafeInteger(value) &&
+      context?.source !== undefined &&
+      /^-?\d+$/.test(context.source)
+    ) {
+      source = context.source;
+    }
+    return value;
+  };
+  const value: unknown = JSON.parse(text, revive as (key: string, value: unknown) => unknown);
+  if (source === undefined) return undefined;
+  const rounded = Number(source);
+  return {
+    field: pathTo(value, (item) => item === rounded, root),
+    message: `is the integer ${source}, beyond what a JSON number keeps exactly (±9007199254740991); send it as a string`,
+  };
+}
+
+/** The dotted path of the first value `found` accepts (depth first), or `root`. */
+function pathTo(value: unknown, found: (item: unknown) => boolean, root: string): string {
+  const stack: [unknown, PathNode | undefined][] = [[value, undefined]];
+  while (stack.length > 0) {
+    const next = stack.pop();
+    if (next === undefined) break;
+    const [item, path] = next;
+    if (found(item)) {
+      const at = pathOf(path);
+      return at === '' ? root : `${root}.${at}`;
+    }
+    if (typeof item !== 'object' || item === null) continue;
+    for (const [key, child] of Object.entries(item)) stack.push([child, { parent: path, key }]);
+  }
+  return root;
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
+import { markAuthenticated } from '../platform/connection-guard.ts';
 import { FrameError, type MessageType, serverFrame } from '../platform/envelope.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
 import {
@@ -329,7 +330,7 @@ export class RealtimeConnection {
         const topic = this.#hub.topics.parse(payload.topic, 'payload.topic');
         assertCanRead(identity, topic);
         if (topic.kind !== 'user')
-          await this.#hub.topics.describe(identity.tenantId, topic, { create: false });
+          await this.#hub.topics.describe(identity.tenantId, topic, { missing: 'not_found' });
         const members = await this.#hub.topics.members(identity.tenantId, topic.name);
         this.send('RESPONSE', { kind: 'presence', topic: topic.name, members }, id);
         return;
@@ -362,6 +363,7 @@ export class RealtimeConnection {
       const { identity, recheck } = await this.#hub.authenticateToken(frame.payload.token);
       this.#identity = identity;
       this.#recheck = recheck;
+      markAuthenticated(this.#tcp);
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         this.#sendError(err, frame.header.id);
@@ -395,6 +397,21 @@ export class RealtimeConnection {
     const { payload } = frame;
     const id = frame.header.id;
     const name = payload.topic;
+    const allowed = this.#hub.subscribeLimiter?.consume(this.id);
+    if (allowed !== undefined && !allowed.allowed) {
+      const { subscribesPerSecond } = this.#hub.settings;
+      throw new ApiError(
+        'RATE_LIMITED',
+        `More than ${subscribesPerSecond} subscribe frames per second on this connection (ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND); retry in ${allowed.retryAfterSeconds} s`,
+        {
+          details: {
+            retry_after_seconds: allowed.retryAfterSeconds,
+            limit: 'ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND',
+            value: subscribesPerSecond,
+          },
+        },
+      );
+    }
     if (this.#topics.has(name) || this.#patterns.has(name)) {
       throw new ApiError('ALREADY_SUBSCRIBED', `Already subscribed to ${name}`);
     }
@@ -449,7 +466,8 @@ export class RealtimeConnection {
     this.#streams.add(state.stream);
     let described: Awaited<ReturnType<typeof topics.describe>>;
     try {
-      described = await topics.describe(identity.tenantId, topic, { create: true });
+      // Subscribing stores nothing: a topic nobody published to yet is empty until then.
+      described = await topics.describe(identity.tenantId, topic, { missing: 'empty' });
     } catch (err) {
       await this.#unsubscribe(name);
       throw err;
@@ -458,8 +476,7 @@ export class RealtimeConnection {
     let start = lastOffset;
     let recovered: boolean | undefined;
     if (payload.from !== undefined) {
-      recovered =
-        (payload.epoch === undefined || payload.epoch === epoch) && payload.from <= lastOffset;
+      recovered = (!payload.epoch || payload.epoch === epoch) && payload.from <= lastOffset;
       if (recovered && payload.from < lastOffset) {
         const first = await topics.read(identity.tenantId, topic, payload.from, 1);
         recovered = first !== undefined && first.gap === undefined;

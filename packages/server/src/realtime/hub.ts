@@ -12,7 +12,7 @@ import {
 } from '../events/event-log.ts';
 import { CLOSE_CODES } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
-import type { RateLimiter } from '../platform/rate-limit.ts';
+import { InMemoryRateLimiter, type RateLimiter } from '../platform/rate-limit.ts';
 import type { RealtimeIdentity } from './access.ts';
 import { type AuthenticateToken, RealtimeConnection } from './connection.ts';
 import {
@@ -35,6 +35,11 @@ export interface HubSettings {
   compression: boolean;
   /** Each connection is pinged and its credential rechecked once per this interval. */
   pingIntervalMs: number;
+  /**
+   * Sustained `subscribe` frames per second per connection (0: no limit); a connection
+   * may subscribe `maxSubscriptions` at once, as a reconnecting client does.
+   */
+  subscribesPerSecond: number;
   instanceId: string;
 }
 
@@ -233,6 +238,8 @@ export class RealtimeHub {
   readonly log: Logger;
   readonly settings: HubSettings;
   readonly rateLimiter: RateLimiter | undefined;
+  /** Subscribe frames, by connection id; connection state, so in this node's memory. */
+  readonly subscribeLimiter: InMemoryRateLimiter | undefined;
   readonly authenticateToken: AuthenticateToken;
   readonly source: string;
   readonly #states = new Map<string, TopicState>();
@@ -265,6 +272,13 @@ export class RealtimeHub {
     this.log = deps.log;
     this.settings = deps.settings;
     this.rateLimiter = deps.rateLimiter;
+    this.subscribeLimiter =
+      deps.settings.subscribesPerSecond > 0
+        ? new InMemoryRateLimiter({
+            ratePerSecond: deps.settings.subscribesPerSecond,
+            burst: deps.settings.maxSubscriptions,
+          })
+        : undefined;
     this.source = `orchestra:${deps.settings.instanceId}`;
     this.#unsubscribeDeleted = this.bus.subscribe(TOPIC_DELETED_SUBJECT, (message) => {
       const { tenantId, name } = message as TopicDeleted;
@@ -430,6 +444,7 @@ export class RealtimeHub {
   async close(): Promise<void> {
     this.#closing = true;
     clearInterval(this.#ping);
+    this.subscribeLimiter?.close();
     this.#unsubscribeDeleted();
     await Promise.all([...this.#connections].map((c) => c.closeAndSettle(CLOSE_CODES.GOING_AWAY)));
   }

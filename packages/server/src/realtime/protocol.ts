@@ -31,7 +31,8 @@ export const REALTIME_FRAMES = {
   subscribe: {
     topic: TopicOrPattern,
     from: Type.Optional(Offset),
-    epoch: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    // "": the epoch a subscription got before the topic's first message; no check.
+    epoch: Type.Optional(Type.String({ maxLength: 64 })),
     presence: Type.Optional(Type.Boolean()),
     info: Type.Optional(PresenceInfo),
   },

@@ -4,6 +4,7 @@ import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
 import type { IdentityService } from '../gateway/identity-service.ts';
 import { WRITE_ROLES } from '../platform/auth.ts';
+import { markAuthenticated } from '../platform/connection-guard.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
@@ -97,9 +98,16 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       bearer(request) ?? (allowQueryToken && query?.token !== undefined ? query.token : undefined);
     if (token?.startsWith(REALTIME_TOKEN_PREFIX)) {
       request.realtime = identityOfGrant(await tokens.verify(token));
+      request.recheckCredential = async () => {
+        await tokens.verify(token);
+      };
     } else {
       request.realtime = identityOfPrincipal(await identity.authenticate(request.headers));
+      request.recheckCredential = async () => {
+        await identity.authenticate(request.headers);
+      };
     }
+    markAuthenticated(request.raw.socket);
     if (rateLimiter) {
       const decision = await rateLimiter.consume(`cred:${request.realtime.rateKey}`);
       if (!decision.allowed) {
@@ -352,7 +360,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['realtime'],
         summary: 'Follow a topic (SSE or NDJSON)',
-        description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
+        description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. Following a topic nobody has published to yet does not create it: the stream waits for its first message. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
         params: TopicParams,
         querystring: Type.Object(
           { after: Type.Optional(Offset), token: Type.Optional(Type.String({ maxLength: 8192 })) },
@@ -385,7 +393,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       const who = request.realtime as RealtimeIdentity;
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
-      const { lastOffset } = await topics.describe(who.tenantId, topic, { create: true });
+      // Reading stores nothing: a topic nobody published to yet is followed until it is.
+      const { lastOffset } = await topics.describe(who.tenantId, topic, { missing: 'empty' });
       const given =
         request.headers['last-event-id'] !== undefined || request.query.after !== undefined;
       const after = given
@@ -406,6 +415,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           topics.follow(who.tenantId, stream, after, {
             signal,
             floor: () => topics.floorOf(topic),
+            awaitCreation: true,
           }),
         { format: streamFormat(request.headers.accept), stop: shutdown },
       );
@@ -437,7 +447,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       const who = request.realtime as RealtimeIdentity;
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
-      if (topic.kind !== 'user') await topics.describe(who.tenantId, topic, { create: false });
+      if (topic.kind !== 'user')
+        await topics.describe(who.tenantId, topic, { missing: 'not_found' });
       return { topic: topic.name, members: await topics.members(who.tenantId, topic.name) };
     },
   );

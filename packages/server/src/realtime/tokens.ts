@@ -1,5 +1,6 @@
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { ApiError } from '../platform/errors.ts';
+import { SecretBox } from '../platform/secret-box.ts';
 import type { RelationalStore } from '../store/store.ts';
 
 /** Realtime tokens start with this, so that they are told apart from API keys and JWTs. */
@@ -31,6 +32,9 @@ interface Claims {
 
 const b64 = (data: Buffer | string) => Buffer.from(data).toString('base64url');
 
+/** What a signing key's sealed secret is bound to. */
+const keyContext = (id: string) => `realtime_keys.secret:${id}`;
+
 /**
  * Issues and checks realtime tokens: `ort_<claims>.<HMAC-SHA256>`. The signing key lives in
  * the store, so every node checks what any node issued; the key id in the claims leaves
@@ -41,8 +45,11 @@ export class RealtimeTokens {
   #key: { id: string; secret: Buffer } | undefined;
   readonly #keys = new Map<string, Buffer>();
 
-  constructor(deps: { store: RelationalStore }) {
+  readonly #box: SecretBox;
+
+  constructor(deps: { store: RelationalStore; secrets: SecretBox }) {
     this.#store = deps.store;
+    this.#box = deps.secrets;
   }
 
   /** Loads the signing keys, creating the first one if there is none (any node may). */
@@ -56,7 +63,11 @@ export class RealtimeTokens {
     if (existing === undefined) {
       await this.#store.db
         .insertInto('realtime_keys')
-        .values({ id, secret: b64(randomBytes(32)), created_at: new Date().toISOString() })
+        .values({
+          id,
+          secret: this.#box.seal(b64(randomBytes(32)), keyContext(id)),
+          created_at: new Date().toISOString(),
+        })
         .onConflict((oc) => oc.doNothing())
         .execute();
     }
@@ -70,9 +81,24 @@ export class RealtimeTokens {
       .orderBy('created_at')
       .orderBy('id')
       .execute();
-    for (const row of rows) this.#keys.set(row.id, Buffer.from(row.secret, 'base64url'));
+    for (const row of rows) {
+      let secret = row.secret;
+      if (SecretBox.isSealed(secret)) {
+        secret = this.#box.open(secret, keyContext(row.id));
+      } else {
+        // Stored in the clear by a version before encryption at rest: seal it now.
+        await this.#store.db
+          .updateTable('realtime_keys')
+          .set({ secret: this.#box.seal(secret, keyContext(row.id)) })
+          .where('id', '=', row.id)
+          .where('secret', '=', secret)
+          .execute();
+      }
+      this.#keys.set(row.id, Buffer.from(secret, 'base64url'));
+    }
     const first = rows[0];
-    if (first) this.#key = { id: first.id, secret: Buffer.from(first.secret, 'base64url') };
+    const firstSecret = first && this.#keys.get(first.id);
+    if (first && firstSecret) this.#key = { id: first.id, secret: firstSecret };
   }
 
   issue(grant: Omit<RealtimeGrant, 'id'>): { token: string; id: string } {

@@ -11,9 +11,10 @@ import type {
 } from '../events/event-log.ts';
 import { ApiError } from '../platform/errors.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { Database } from '../store/database.ts';
-import type { RelationalStore } from '../store/store.ts';
+import { countRows, type RelationalStore } from '../store/store.ts';
 import type { HistoryRules } from './topics.ts';
 import { parseTopic, TOPIC_PATTERN, type Topic, topicStream } from './topics.ts';
 
@@ -79,6 +80,9 @@ const MAX_MEMBERS_LISTED = 1000;
 /** Topics whose epoch each node remembers, so that a publish needs no extra read. */
 const EPOCH_CACHE_SIZE = 10_000;
 
+/** What `describe` says of a topic that has no stream yet. */
+const NOT_YET_PUBLISHED = { epoch: '', lastOffset: 0 } as const;
+
 const newEpoch = () => randomBytes(6).toString('base64url');
 /** System streams are never re-created, so their creation time tells their epoch. */
 const epochOfCreation = (createdAt: string) => Date.parse(createdAt).toString(36);
@@ -113,6 +117,7 @@ export class TopicService {
   #timer: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | undefined;
   readonly #unsubscribe: () => void;
+  readonly #limit: TenantLimit;
 
   constructor(deps: {
     store: RelationalStore;
@@ -123,8 +128,16 @@ export class TopicService {
     nodeId: string;
     /** Largest message data, as JSON text (ORCHESTRA_TOPIC_MESSAGE_MAX_BYTES). */
     messageMaxBytes: number;
+    /** Most user topics a tenant may hold (0: no limit). */
+    maxTopics?: number;
   }) {
     this.#messageMaxBytes = deps.messageMaxBytes;
+    this.#limit = new TenantLimit({
+      setting: 'ORCHESTRA_TENANT_MAX_TOPICS',
+      max: deps.maxTopics ?? 0,
+      what: 'topics',
+      count: (tenantId) => countRows(this.#store.db, 'topics', { tenant_id: tenantId }),
+    });
     this.#store = deps.store;
     this.#events = deps.events;
     this.#bus = deps.bus;
@@ -147,43 +160,35 @@ export class TopicService {
   }
 
   /**
-   * A topic's epoch and newest offset. A user topic that does not exist yet is created
-   * when `create` is set (a subscriber needs an epoch before the first message); a system
-   * topic that does not exist in the tenant is TOPIC_NOT_FOUND.
+   * A topic's epoch and newest offset. Nothing is stored: a topic nobody published to yet
+   * is, with `missing: 'empty'`, an empty topic with epoch `""` (the first publish creates
+   * it and gives it its epoch), and TOPIC_NOT_FOUND with `missing: 'not_found'`. A
+   * reserved name that is no system topic (`config.Prod`) is TOPIC_NOT_FOUND either way.
    */
   async describe(
     tenantId: string,
     topic: Topic,
-    options: { create: boolean },
-  ): Promise<{ epoch: string; lastOffset: number; createdAt: string }> {
+    options: { missing: 'empty' | 'not_found' },
+  ): Promise<{ epoch: string; lastOffset: number }> {
     const stream = topicStream(tenantId, topic);
     if (topic.kind === 'user') {
-      let row = await this.#topicRow(tenantId, topic.name);
-      if (row === undefined && options.create) {
-        await this.#events.transaction(async (trx) => {
-          await this.#events.ensure(trx, stream, tenantId);
-          await insertTopic(trx, tenantId, topic.name);
-        });
-        row = await this.#topicRow(tenantId, topic.name);
+      const row = await this.#topicRow(tenantId, topic.name);
+      if (row === undefined) {
+        if (options.missing === 'empty') return NOT_YET_PUBLISHED;
+        throw notFound(topic.name);
       }
-      if (row === undefined) throw notFound(topic.name);
       const lastOffset = (await this.#events.head(tenantId, stream)) ?? 0;
       this.#remember(tenantId, topic.name, row.epoch);
-      return { epoch: row.epoch, lastOffset, createdAt: row.created_at };
+      return { epoch: row.epoch, lastOffset };
     }
     const info = await this.#events.info(tenantId, stream);
     if (info === undefined) {
-      if (topic.kind !== 'agents' && topic.kind !== 'config' && topic.kind !== 'service')
-        throw notFound(topic.name);
-      // Nothing has been published there yet: the stream exists from now on, with its epoch.
-      await this.#events.transaction((trx) => this.#events.ensure(trx, stream, tenantId));
-      return this.describe(tenantId, topic, options);
+      // These exist in every tenant; their stream starts with the first change.
+      if (topic.kind === 'agents' || topic.kind === 'config' || topic.kind === 'service')
+        return NOT_YET_PUBLISHED;
+      throw notFound(topic.name);
     }
-    return {
-      epoch: epochOfCreation(info.createdAt),
-      lastOffset: info.lastOffset,
-      createdAt: info.createdAt,
-    };
+    return { epoch: epochOfCreation(info.createdAt), lastOffset: info.lastOffset };
   }
 
   async #topicRow(tenantId: string, name: string) {
@@ -215,6 +220,9 @@ export class TopicService {
     jsonWithinLimit(data, 'data', 'topicMessageMaxBytes', this.#messageMaxBytes);
     const stream = topicStream(tenantId, topic);
     const known = this.#epochs.get(`${tenantId}\0${topic.name}`);
+    // Only the publish that creates a topic counts against the tenant's limit.
+    if (known === undefined && (await this.#topicRow(tenantId, topic.name)) === undefined)
+      await this.#limit.check(tenantId);
     const limit = this.#rules.limitOf(topic);
     const stored = await this.#events.transaction(async (trx, emit) => {
       if (known === undefined) {
@@ -283,7 +291,7 @@ export class TopicService {
     tenantId: string,
     stream: string,
     after: number,
-    options: { signal: AbortSignal; floor: () => RetentionFloor },
+    options: { signal: AbortSignal; floor: () => RetentionFloor; awaitCreation?: boolean },
   ) {
     return this.#events.follow(tenantId, stream, after, options);
   }
@@ -327,7 +335,7 @@ export class TopicService {
     topic: Topic,
     query: HistoryQuery,
   ): Promise<Omit<TopicHistory, 'messages'> & { stored: StoredEvent[] }> {
-    const { epoch, lastOffset } = await this.describe(tenantId, topic, { create: false });
+    const { epoch, lastOffset } = await this.describe(tenantId, topic, { missing: 'not_found' });
     const limit = query.limit ?? 100;
     const after =
       query.after ?? (query.last !== undefined ? Math.max(0, lastOffset - query.last) : 0);

@@ -3,7 +3,8 @@ import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
-import type { RelationalStore } from '../store/store.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
+import { countRows, type RelationalStore } from '../store/store.ts';
 import { sessionStream, taskStream } from '../tasks/stream.ts';
 import type { CreateSession, Session } from './schemas.ts';
 import type { MultitaskStrategy, SessionsTable } from './tables.ts';
@@ -42,14 +43,28 @@ export class SessionService {
   readonly #store: RelationalStore;
   readonly #events: EventLog;
   readonly #tasks: SessionTasks;
+  readonly #limit: TenantLimit;
 
-  constructor(deps: { store: RelationalStore; events: EventLog; tasks: SessionTasks }) {
+  /** `maxSessions`: most sessions a tenant may hold (0: no limit). */
+  constructor(deps: {
+    store: RelationalStore;
+    events: EventLog;
+    tasks: SessionTasks;
+    maxSessions?: number;
+  }) {
     this.#store = deps.store;
     this.#events = deps.events;
     this.#tasks = deps.tasks;
+    this.#limit = new TenantLimit({
+      setting: 'ORCHESTRA_TENANT_MAX_SESSIONS',
+      max: deps.maxSessions ?? 0,
+      what: 'sessions',
+      count: (tenantId) => countRows(this.#store.db, 'sessions', { tenant_id: tenantId }),
+    });
   }
 
   async create(principal: Principal, input: CreateSession): Promise<Session> {
+    await this.#limit.check(principal.tenant.id);
     const now = new Date().toISOString();
     const row: SessionsTable = {
       id: newId('ses'),

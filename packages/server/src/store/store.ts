@@ -60,6 +60,25 @@ export interface StoreOptions {
   preparedStatements?: boolean;
 }
 
+/**
+ * How many rows of `table` match every column = value of `where`: for a module counting
+ * its own rows (a tenant's limit), with an index on those columns.
+ */
+export async function countRows<T extends keyof Database & string>(
+  db: Kysely<Database>,
+  table: T,
+  where: Partial<Record<keyof Database[T] & string, string>>,
+): Promise<number> {
+  let query = sql<{
+    n: number | string;
+  }>`select count(*) as n from ${sql.table(table)} where 1 = 1`;
+  for (const [column, value] of Object.entries(where)) {
+    query = sql<{ n: number | string }>`${query} and ${sql.ref(column)} = ${value}`;
+  }
+  const { rows } = await query.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
 /** True for a unique or primary-key constraint violation, on either adapter. */
 export function isUniqueViolation(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;

@@ -1,4 +1,4 @@
-import { sql, type Transaction } from 'kysely';
+import { type ExpressionBuilder, type SqlBool, sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { type Balancer, createBalancer, type StrategyName } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
@@ -49,10 +49,12 @@ export interface AgentDirectory {
   targets(tenantId: string): readonly DispatchTarget[];
 }
 
-/** Queued tasks read per query, and at most per pass, while looking for work that fits. */
+/** Most queued tasks read per query while looking for work that fits. */
 const PAGE = 200;
 /** Extra rows read beyond the free slots, for tasks that turn out not to fit. */
 const PAGE_SLACK = 8;
+/** Capability sets (lanes) read together in one statement. */
+const LANES_PER_QUERY = 16;
 
 const ANY_DUE = new Statement(
   "select 1 from tasks where tenant_id = ? and state = 'queued' " +
@@ -66,19 +68,52 @@ const CLAIM = new Statement(
     'deadline_at = ?, not_before = null, event_seq = 0, updated_at = ? ' +
     "where id = ? and (state = 'queued' and attempt = ?) is true",
 );
-const MAX_SCAN = 2_000;
+/**
+ * The distinct capability sets (as stored) of the tenant's queued tasks, by a loose scan
+ * of `tasks_lane_idx`: one index seek per set, however many tasks share it. Lanes are told
+ * apart by their text: the same set in another order is another lane, which costs a seek.
+ */
+const LANES = new Statement(
+  // `order by … limit 1` rather than `min()`: PostgreSQL plans it as one seek even before
+  // it has statistics of the table.
+  'with recursive lanes(capabilities) as (' +
+    "select * from (select capabilities from tasks where tenant_id = ? and state = 'queued' " +
+    'order by capabilities limit 1) head ' +
+    'union all select (select t.capabilities from tasks t where t.tenant_id = ? ' +
+    "and t.state = 'queued' and t.capabilities > lanes.capabilities " +
+    'order by t.capabilities limit 1) ' +
+    'from lanes where lanes.capabilities is not null) ' +
+    'select capabilities from lanes where capabilities is not null',
+);
+/**
+ * The tenant's assigned and running tasks, for its limit and its keys' limits. Keys are
+ * counted here: with the `is not null` of a grouped query, SQLite would walk every keyed
+ * task the tenant ever had.
+ */
+const ACTIVE = new Statement(
+  'select concurrency_key from tasks ' + "where tenant_id = ? and state in ('assigned', 'running')",
+);
+/**
+ * A task of a session waits while another of its session is assigned or running, or an
+ * older one is still queued: tasks of a session run one at a time, in submission order.
+ * Two lookups rather than one with `or`, which SQLite would serve from a tenant-wide index.
+ */
+const SESSION_FREE = sql<SqlBool>`(tasks.session_id is null or (not exists (select 1 from tasks s where s.session_id = tasks.session_id and s.state in ('assigned', 'running') and s.tenant_id = tasks.tenant_id) and not exists (select 1 from tasks s where s.session_id = tasks.session_id and s.state = 'queued' and s.id < tasks.id and s.tenant_id = tasks.tenant_id)))`;
 /** Everything is looked at this often even without a wake-up (another node, a lost message). */
 const TICK_MS = 1_000;
 /** An agent that rejected a task is not offered it again for this long, if another can take it. */
 const REJECT_MEMORY_MS = 30_000;
 
 /**
- * Hands queued tasks to the agents connected to this node. A pass per tenant reads the
- * queue highest priority first, then oldest, and claims each task that fits an agent with
- * a conditional update in one transaction, within the tenant's and the concurrency key's
- * limits; only after the commit are the tasks sent. On PostgreSQL an advisory lock per
- * tenant serialises passes across nodes, so that limits hold cluster-wide; SQLite
- * serialises writers anyway.
+ * Hands queued tasks to the agents connected to this node. A pass per tenant (tenants do
+ * not wait for each other's passes) reads, highest priority first, then oldest, only the
+ * tasks an agent could take now: those of the capability sets that an agent with a free
+ * slot offers, leaving out in the query those whose concurrency key is at its limit or
+ * whose session is busy, so that no number of tasks nobody can take holds back one that
+ * somebody can. It claims each task that fits an agent with a conditional update in one
+ * transaction, within the tenant's and the concurrency key's limits; only after the commit
+ * are the tasks sent. On PostgreSQL an advisory lock per tenant serialises passes across
+ * nodes, so that limits hold cluster-wide; SQLite serialises writers anyway.
  */
 export class Dispatcher {
   readonly #store: RelationalStore;
@@ -247,71 +282,54 @@ export class Dispatcher {
         }
         const now = new Date();
         const nowIso = now.toISOString();
-        let tenantActive = 0;
-        if (this.#tenantMaxConcurrency > 0) {
-          const row = await trx
-            .selectFrom('tasks')
-            .select(sql<number>`count(*)`.as('n'))
-            .where('tenant_id', '=', tenantId)
-            .where('state', 'in', ['assigned', 'running'])
-            .executeTakeFirstOrThrow();
-          tenantActive = Number(row.n);
-        }
+        const held = await ACTIVE.rows<Pick<TasksTable, 'concurrency_key'>>(trx, this.#store.kind, [
+          tenantId,
+        ]);
+        let tenantActive = held.length;
+        if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) return;
         const keyActive = new Map<string, number>();
+        for (const { concurrency_key: key } of held) {
+          if (key !== null) keyActive.set(key, (keyActive.get(key) ?? 0) + 1);
+        }
+        const lanes = (
+          await LANES.rows<{ capabilities: string }>(trx, this.#store.kind, [tenantId, tenantId])
+        ).map((r) => ({ text: r.capabilities, needs: JSON.parse(r.capabilities) as string[] }));
         const claimedSessions = new Set<string>();
-        let scanned = 0;
         let after: { priority: number; id: string } | undefined;
-        while (free > 0 && scanned < MAX_SCAN) {
+        while (free > 0) {
           if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) break;
+          // Only the lanes an agent with a free slot can serve: tasks nobody here can take
+          // now are never read, however many wait ahead of the rest.
+          const open = lanes.filter((lane) =>
+            targets.some(
+              (t) =>
+                t.inFlight.size < t.maxConcurrency &&
+                lane.needs.every((c) => t.capabilities.has(c)),
+            ),
+          );
+          if (open.length === 0) break;
           // Usually every row read fits: read about as many as there are free slots.
           const limit = Math.min(PAGE, free + PAGE_SLACK);
-          let query = trx
-            .selectFrom('tasks')
-            .selectAll()
-            .where('tenant_id', '=', tenantId)
-            .where('state', '=', 'queued')
-            .where((eb) => eb.or([eb('not_before', 'is', null), eb('not_before', '<=', nowIso)]))
-            .orderBy('priority', 'desc')
-            .orderBy('id', 'asc')
-            .limit(limit);
-          if (after !== undefined) {
-            const { priority, id } = after;
-            query = query.where((eb) =>
-              eb.or([
-                eb('priority', '<', priority),
-                eb.and([eb('priority', '=', priority), eb('id', '>', id)]),
-              ]),
-            );
-          }
-          const rows = await query.execute();
-          scanned += rows.length;
+          const rows = await this.#candidates(trx, {
+            tenantId,
+            lanes: open.map((l) => l.text),
+            nowIso,
+            keyActive,
+            after,
+            limit,
+          });
           for (const row of rows) {
             if (free === 0) break;
             if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) {
               break;
             }
+            // The query left out keys at their limit when it ran; claims since may fill more.
             const key = row.concurrency_key;
-            let active = 0;
-            if (key !== null) {
-              const known = keyActive.get(key);
-              if (known === undefined) {
-                const counted = await trx
-                  .selectFrom('tasks')
-                  .select(sql<number>`count(*)`.as('n'))
-                  .where('tenant_id', '=', tenantId)
-                  .where('concurrency_key', '=', key)
-                  .where('state', 'in', ['assigned', 'running'])
-                  .executeTakeFirstOrThrow();
-                active = Number(counted.n);
-              } else {
-                active = known;
-              }
-              keyActive.set(key, active);
-              if (active >= (row.concurrency_limit ?? this.#concurrencyKeyLimit)) continue;
-            }
-            if (row.session_id !== null && (await this.#sessionBusy(trx, row, claimedSessions))) {
+            const active = key === null ? 0 : (keyActive.get(key) ?? 0);
+            if (key !== null && active >= (row.concurrency_limit ?? this.#concurrencyKeyLimit)) {
               continue;
             }
+            if (row.session_id !== null && claimedSessions.has(row.session_id)) continue;
             const target = this.#choose(tenantId, row, targets);
             if (target === undefined) continue;
             const deadlineAt = new Date(now.getTime() + row.timeout_ms).toISOString();
@@ -363,30 +381,87 @@ export class Dispatcher {
   }
 
   /**
-   * Tasks of a session run one at a time, in submission order: this one waits while
-   * another of its session is assigned or running, or an older one is still queued.
+   * The first `limit` due tasks of `lanes` after `after`, highest priority first, then
+   * oldest, that neither a concurrency key at its limit nor their session holds back.
+   * Each lane is read in the order of `tasks_lane_idx` and the lanes are merged here, so
+   * that tasks of other lanes and those the conditions leave out are skipped by the index
+   * or inside the store, never read.
    */
-  async #sessionBusy(
+  async #candidates(
     trx: Transaction<Database>,
-    row: TasksTable,
-    claimedSessions: Set<string>,
-  ): Promise<boolean> {
-    if (row.session_id === null) return false;
-    if (claimedSessions.has(row.session_id)) return true;
-    const blocker = await trx
-      .selectFrom('tasks')
-      .select('id')
-      .where('tenant_id', '=', row.tenant_id)
-      .where('session_id', '=', row.session_id)
-      .where((eb) =>
-        eb.or([
-          eb('state', 'in', ['assigned', 'running']),
-          eb.and([eb('state', '=', 'queued'), eb('id', '<', row.id)]),
-        ]),
-      )
-      .limit(1)
-      .executeTakeFirst();
-    return blocker !== undefined;
+    q: {
+      tenantId: string;
+      lanes: string[];
+      nowIso: string;
+      keyActive: ReadonlyMap<string, number>;
+      after: { priority: number; id: string } | undefined;
+      limit: number;
+    },
+  ): Promise<TasksTable[]> {
+    // The keys that hold tasks, by how many: a task of one is left out when its limit is
+    // no more than that.
+    const byCount = new Map<number, string[]>();
+    for (const [key, n] of q.keyActive) {
+      const keys = byCount.get(n);
+      if (keys === undefined) byCount.set(n, [key]);
+      else keys.push(key);
+    }
+    const free = (eb: ExpressionBuilder<Database, 'tasks'>) => {
+      const conditions = [
+        eb.or([eb('not_before', 'is', null), eb('not_before', '<=', q.nowIso)]),
+        SESSION_FREE,
+      ];
+      if (byCount.size > 0) {
+        const full = [...byCount].map(([n, keys]) =>
+          eb.and([
+            this.#oneOf(keys),
+            eb(eb.fn.coalesce('concurrency_limit', sql.lit(this.#concurrencyKeyLimit)), '<=', n),
+          ]),
+        );
+        conditions.push(eb.or([eb('concurrency_key', 'is', null), eb.not(eb.or(full))]));
+      }
+      if (q.after !== undefined) {
+        const { priority, id } = q.after;
+        conditions.push(
+          eb.or([
+            eb('priority', '<', priority),
+            eb.and([eb('priority', '=', priority), eb('id', '>', id)]),
+          ]),
+        );
+      }
+      return eb.and(conditions);
+    };
+    const lane = (capabilities: string) =>
+      trx
+        .selectFrom('tasks')
+        .selectAll()
+        .where('tenant_id', '=', q.tenantId)
+        // A literal, as the predicate of the partial index tasks_lane_idx.
+        .where('state', '=', sql.lit('queued'))
+        .where('capabilities', '=', capabilities)
+        .where(free)
+        .orderBy('priority', 'desc')
+        .orderBy('id', 'asc')
+        .limit(q.limit);
+    const rows: TasksTable[] = [];
+    for (let i = 0; i < q.lanes.length; i += LANES_PER_QUERY) {
+      const [first, ...rest] = q.lanes.slice(i, i + LANES_PER_QUERY);
+      if (first === undefined) break;
+      let query = trx.selectFrom(lane(first).as('lane')).selectAll();
+      for (const capabilities of rest) {
+        query = query.unionAll(trx.selectFrom(lane(capabilities).as('lane')).selectAll());
+      }
+      rows.push(...(await query.execute()));
+    }
+    rows.sort((a, b) => b.priority - a.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return rows.slice(0, q.limit);
+  }
+
+  /** `concurrency_key` is one of `keys`, with one parameter however many there are. */
+  #oneOf(keys: string[]) {
+    return this.#store.kind === 'postgres'
+      ? sql<SqlBool>`concurrency_key = any(${keys}::text[])`
+      : sql<SqlBool>`concurrency_key in (select value from json_each(${JSON.stringify(keys)}))`;
   }
 
   /** An agent that can take the task, by the task's strategy; undefined if none can now. */

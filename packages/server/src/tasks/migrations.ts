@@ -183,4 +183,22 @@ export const tasksMigrations: Record<string, Migration> = {
       await db.schema.alterTable('tasks').dropColumn('queued_at').execute();
     },
   },
+  '0015_task_dispatch_lanes': {
+    async up(db: Kysely<unknown>) {
+      // Dispatch reads the queue per capability set (lane), highest priority first, then
+      // oldest, and finds the lanes by a loose scan: tasks that no free agent can take are
+      // skipped by the index, not read. Only queued tasks are in it, so finished ones cost
+      // it nothing. "If not exists": see 0013.
+      await db.schema
+        .createIndex('tasks_lane_idx')
+        .ifNotExists()
+        .on('tasks')
+        .columns(['tenant_id', 'capabilities', 'priority desc', 'id'])
+        .where(sql.ref('state'), '=', sql.lit('queued'))
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('tasks_lane_idx').execute();
+    },
+  },
 };

@@ -107,6 +107,12 @@ export class TaskRuntime {
   readonly #retryBaseMs: number;
   readonly #retryMaxMs: number;
 
+  /**
+   * Ticks the agents' lease clock before leases are judged (set by the server once the agent
+   * pool exists): time in which no node could hear heartbeats does not count against them.
+   */
+  leaseClock: ((now: Date) => Promise<void>) | undefined;
+
   constructor(deps: {
     store: RelationalStore;
     events: EventLog;
@@ -410,6 +416,7 @@ export class TaskRuntime {
    * the agent did not confirm in time end anyway. Resolves to how many tasks it changed.
    */
   async sweep(now: Date = new Date()): Promise<number> {
+    await this.leaseClock?.(now);
     const at = now.toISOString();
     let changed = 0;
     const orphans = await this.#store.db

@@ -11,11 +11,12 @@ import {
   fetchPage,
   ROW_OVERHEAD_BYTES,
 } from '../platform/pagination.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { MultitaskStrategy } from '../sessions/tables.ts';
 import type { Database } from '../store/database.ts';
 import { filterOnly, Statement } from '../store/statement.ts';
-import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import { countRows, isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
 import {
   type AgentNotice,
@@ -178,6 +179,7 @@ export class TaskService {
   readonly #inputMaxBytes: number;
   readonly #cancelGraceMs: number;
   readonly #sessions: TaskSessions;
+  readonly #queuedLimit: TenantLimit;
 
   constructor(deps: {
     store: RelationalStore;
@@ -188,8 +190,17 @@ export class TaskService {
     sessions: TaskSessions;
     /** Largest task input, as JSON text (ORCHESTRA_TASK_INPUT_MAX_BYTES). */
     inputMaxBytes: number;
+    /** Most tasks of a tenant in `queued` (0: no limit). */
+    maxQueuedTasks?: number;
   }) {
     this.#inputMaxBytes = deps.inputMaxBytes;
+    this.#queuedLimit = new TenantLimit({
+      setting: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
+      max: deps.maxQueuedTasks ?? 0,
+      what: 'queued tasks',
+      count: (tenantId) =>
+        countRows(this.#store.db, 'tasks', { tenant_id: tenantId, state: 'queued' }),
+    });
     this.#sessions = deps.sessions;
     this.#store = deps.store;
     this.#events = deps.events;
@@ -230,6 +241,7 @@ export class TaskService {
     if (input.template === undefined && input.capabilities === undefined) {
       throw fieldError('body.template', 'give a template, capabilities, or both');
     }
+    await this.#queuedLimit.check(tenantId);
     if (input.template === undefined && input.template_version !== undefined) {
       throw fieldError('body.template_version', 'needs a template');
     }

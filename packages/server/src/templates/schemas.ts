@@ -18,9 +18,12 @@ export const TemplateName = Type.String({
 
 const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
 
+const PATTERNS_NOTE =
+  ' Its patterns run on RE2 with ECMAScript meaning; backreferences and lookaround are refused (see the README).';
+
 /** A JSON Schema written by the user; checked as such by the service. */
 const UserSchema = (description: string) =>
-  Type.Record(Type.String(), Type.Unknown(), { description });
+  Type.Record(Type.String(), Type.Unknown(), { description: description + PATTERNS_NOTE });
 
 /** Everything a version of a template defines. */
 export const TemplateSpecFields = {

@@ -10,9 +10,10 @@ import {
   ROW_OVERHEAD_BYTES,
   toPage,
 } from '../platform/pagination.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
+import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { Database } from '../store/database.ts';
-import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import { describeErrors, UserSchemaCompiler } from './json-schema.ts';
+import { countRows, isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { CreateTemplate, Template, TemplateSpec, UpdateTemplate } from './schemas.ts';
 import type { TemplatesTable, TemplateVersionsTable } from './tables.ts';
 
@@ -75,9 +76,17 @@ export class TemplateService {
   readonly #schemas = new UserSchemaCompiler();
   readonly #validators = new Map<string, SchemaCheck>();
   readonly #specs = new Map<string, TemplateSpec>();
+  readonly #limit: TenantLimit;
 
-  constructor(deps: { store: RelationalStore }) {
+  /** `maxTemplates`: most templates a tenant may hold (0: no limit). */
+  constructor(deps: { store: RelationalStore; maxTemplates?: number }) {
     this.#store = deps.store;
+    this.#limit = new TenantLimit({
+      setting: 'ORCHESTRA_TENANT_MAX_TEMPLATES',
+      max: deps.maxTemplates ?? 0,
+      what: 'templates',
+      count: (tenantId) => countRows(this.#store.db, 'templates', { tenant_id: tenantId }),
+    });
   }
 
   /** Checks a definition and fills in defaults; throws VALIDATION_FAILED naming the field. */
@@ -86,7 +95,10 @@ export class TemplateService {
       const schema = input[field];
       if (schema === undefined) continue;
       const check = this.#schemas.check(schema);
-      if (!check.ok) throw fieldError(`body.${field}`, check.message);
+      if (!check.ok) {
+        const at = check.field === undefined ? '' : `.${check.field}`;
+        throw fieldError(`body.${field}${at}`, check.message);
+      }
     }
     if (input.config_schema !== undefined) {
       const check = this.#schemas.check(input.config_schema);
@@ -116,6 +128,7 @@ export class TemplateService {
   async create(principal: Principal, input: CreateTemplate): Promise<Template> {
     const { name, ...definition } = input;
     const spec = this.#spec(definition);
+    await this.#limit.check(principal.tenant.id);
     const now = new Date().toISOString();
     const row: TemplatesTable = {
       id: newId('tpl'),
