@@ -226,8 +226,9 @@ export class AgentService {
       return undefined;
     }
     const gapMs = now.getTime() - Date.parse(clock.alive_at);
-    // Another node ticked a moment ago (or its clock is ahead): nothing to write.
-    if (gapMs < stallMs / 2) return undefined;
+    // Another node ticked a moment ago (or its clock is ahead): nothing to write. A quarter
+    // of the stall time, so that ticks a sweep apart always write, even a little early.
+    if (gapMs < stallMs / 4) return undefined;
     const moved = await this.#store.db
       .updateTable('agent_lease_clock')
       .set({ alive_at: at })

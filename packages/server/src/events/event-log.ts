@@ -269,8 +269,9 @@ export class EventLog {
         break;
       }
       rows = await retained(from).where('offset', '<=', cut.offset).limit(count).execute();
-      // None retained up to the cut (all past the age floor): size the next ones.
-      if (rows.length > 0 || floor.notBefore === undefined) {
+      // None retained up to the cut (past the age floor, or deleted by retention since they
+      // were sized): size the next ones, rather than report a gap up to the newest event.
+      if (rows.length > 0) {
         truncated = true;
         break;
       }

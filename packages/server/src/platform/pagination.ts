@@ -139,16 +139,22 @@ export async function fetchPage<R extends { id: string }, T>(options: {
   map: (row: R) => T;
 }): Promise<{ items: T[]; next_cursor: string | null }> {
   const { limit, maxBytes } = options;
-  const sizes = await options.sizes(limit + 1);
-  const count = Math.min(limit, countWithinBudget(sizes, maxBytes));
-  if (count === 0) return { items: [], next_cursor: null };
-  // Estimates can be short (the fixed fields): the serialised page is checked as well.
-  const { items, taken, more } = fitPage(await options.rows(count), count, options.map, maxBytes);
-  const last = taken[taken.length - 1];
-  return {
-    items,
-    next_cursor: (more || sizes.length > count) && last ? encodeCursor(last.id) : null,
-  };
+  for (let attempt = 1; ; attempt++) {
+    const sizes = await options.sizes(limit + 1);
+    const count = Math.min(limit, countWithinBudget(sizes, maxBytes));
+    if (count === 0) return { items: [], next_cursor: null };
+    // Estimates can be short (the fixed fields): the serialised page is checked as well.
+    const rows = await options.rows(count);
+    // Every sized row was deleted in between (retention, a delete): size again rather than
+    // end a list that goes on.
+    if (rows.length === 0 && attempt < 3) continue;
+    const { items, taken, more } = fitPage(rows, count, options.map, maxBytes);
+    const last = taken[taken.length - 1];
+    return {
+      items,
+      next_cursor: (more || sizes.length > count) && last ? encodeCursor(last.id) : null,
+    };
+  }
 }
 
 /**

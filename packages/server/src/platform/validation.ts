@@ -103,34 +103,31 @@ export function jsonValueProblem(
   text: string,
   root: string,
 ): JsonProblem | undefined {
-  const stack: [unknown, number, PathNode | undefined][] = [[value, 0, undefined]];
+  const notFinite = (item: unknown) => typeof item === 'number' && !Number.isFinite(item);
+  const problem = (): JsonProblem => ({
+    field: pathTo(value, notFinite, root),
+    message: 'is a number too large for JSON (it is not finite)',
+  });
+  if (notFinite(value)) return problem();
+  // Only containers go on the stack; their primitive members are checked in place, and a
+  // path is built only for the problem found (this runs on every request body).
+  const stack: [object, number][] = [];
+  if (typeof value === 'object' && value !== null) stack.push([value, 0]);
   while (stack.length > 0) {
     const next = stack.pop();
     if (next === undefined) break;
-    const [item, depth, path] = next;
-    if (typeof item === 'number') {
-      if (!Number.isFinite(item)) {
-        const at = pathOf(path);
-        return {
-          field: at === '' ? root : `${root}.${at}`,
-          message: 'is a number too large for JSON (it is not finite)',
-        };
-      }
-      continue;
-    }
-    if (typeof item !== 'object' || item === null) continue;
+    const [item, depth] = next;
     if (depth >= MAX_JSON_DEPTH) {
       return {
         field: root,
         message: `nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
       };
     }
-    if (Array.isArray(item)) {
-      for (let i = 0; i < item.length; i++)
-        stack.push([item[i], depth + 1, { parent: path, key: String(i) }]);
-    } else {
-      for (const key of Object.keys(item)) {
-        stack.push([(item as Record<string, unknown>)[key], depth + 1, { parent: path, key }]);
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (typeof child === 'object') {
+        if (child !== null) stack.push([child, depth + 1]);
+      } else if (typeof child === 'number' && !Number.isFinite(child)) {
+        return problem();
       }
     }
   }

@@ -86,12 +86,13 @@ const LANES = new Statement(
     'select capabilities from lanes where capabilities is not null',
 );
 /**
- * The tenant's assigned and running tasks, for its limit and its keys' limits. Keys are
- * counted here: with the `is not null` of a grouped query, SQLite would walk every keyed
- * task the tenant ever had.
+ * The tenant's assigned and running tasks by key (null: no key), for its limit and its keys'
+ * limits: one row per key in use, however many tasks run. No `is not null` filter: with it,
+ * SQLite would walk every keyed task the tenant ever had.
  */
 const ACTIVE = new Statement(
-  'select concurrency_key from tasks ' + "where tenant_id = ? and state in ('assigned', 'running')",
+  'select concurrency_key, count(*) as n from tasks ' +
+    "where tenant_id = ? and state in ('assigned', 'running') group by concurrency_key",
 );
 /**
  * A task of a session waits while another of its session is assigned or running, or an
@@ -282,15 +283,18 @@ export class Dispatcher {
         }
         const now = new Date();
         const nowIso = now.toISOString();
-        const held = await ACTIVE.rows<Pick<TasksTable, 'concurrency_key'>>(trx, this.#store.kind, [
-          tenantId,
-        ]);
-        let tenantActive = held.length;
-        if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) return;
+        const held = await ACTIVE.rows<{ concurrency_key: string | null; n: number | string }>(
+          trx,
+          this.#store.kind,
+          [tenantId],
+        );
+        let tenantActive = 0;
         const keyActive = new Map<string, number>();
-        for (const { concurrency_key: key } of held) {
-          if (key !== null) keyActive.set(key, (keyActive.get(key) ?? 0) + 1);
+        for (const { concurrency_key: key, n } of held) {
+          tenantActive += Number(n); // PostgreSQL's count is a bigint, read as text
+          if (key !== null) keyActive.set(key, Number(n));
         }
+        if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) return;
         const lanes = (
           await LANES.rows<{ capabilities: string }>(trx, this.#store.kind, [tenantId, tenantId])
         ).map((r) => ({ text: r.capabilities, needs: JSON.parse(r.capabilities) as string[] }));

@@ -200,6 +200,10 @@ export class TaskService {
       what: 'queued tasks',
       count: (tenantId) =>
         countRows(this.#store.db, 'tasks', { tenant_id: tenantId, state: 'queued' }),
+      // The queue can hold 100,000 tasks: count it at most every 100 ms near the limit, and
+      // not at all for a second after a refusal (dispatch, not a delete, makes room).
+      refusalTtlMs: 1_000,
+      nearLimitRecountMs: 100,
     });
     this.#sessions = deps.sessions;
     this.#store = deps.store;
@@ -511,6 +515,8 @@ export class TaskService {
    * task cannot be cancelled (409). Cancelling twice is harmless.
    */
   async cancel(principal: Principal, id: string): Promise<Task> {
+    // A cancelled queued task makes room at once: the next submit counts the queue again.
+    this.#queuedLimit.forget(principal.tenant.id);
     const tenantId = principal.tenant.id;
     let later: (() => void) | undefined;
     const task = await this.#events.transaction(async (trx, emit) => {
