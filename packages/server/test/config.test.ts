@@ -262,6 +262,15 @@ for (const variant of VARIANTS) {
       assert.deepEqual(cas.map((r) => r.status).sort(), [200, 412, 412, 412, 412]);
     });
 
+    // Found by the OpenAPI fuzzer: every write under such a schema overflowed the stack (500).
+    test('a prefix schema that refers to itself without end is refused with 400', async () => {
+      const attached = await server.call('PUT', '/v1/config-schemas/endless/', {
+        body: { schema: { $ref: '#' } },
+      });
+      assert.match(expectError(attached, 400, 'VALIDATION_FAILED').message, /refers to itself/);
+      assert.equal((await put('endless/key', { value: 1 })).status, 201);
+    });
+
     test('schemas on prefixes refuse violating writes with 400 naming the path', async () => {
       const schema = {
         type: 'object',

@@ -322,6 +322,44 @@ for (const store of STORE_VARIANTS) {
       assert.equal(data.status, 201, JSON.stringify(data.body));
     });
 
+    // Found by the OpenAPI fuzzer: Ajv throws for a `$schema` it does not know.
+    test('a schema with an unknown or non-string $schema gets 400 naming it, not 500', async () => {
+      for (const $schema of ['http://example.com/unknown-draft', 42]) {
+        const res = await create({ name: 'unknown-draft', input_schema: { $schema } });
+        const error = expectError(res, 400, 'VALIDATION_FAILED');
+        assert.equal(error.details.fields[0].field, 'body.input_schema.$schema');
+      }
+    });
+
+    // Found by the OpenAPI fuzzer: validating against a self-referring schema overflowed the stack.
+    test('a schema that refers to itself without end gets 400, not 500, at write and at use', async () => {
+      const endless: Record<string, unknown>[] = [
+        { $ref: '#' },
+        { $schema: 'https://json-schema.org/draft/2020-12/schema', $dynamicRef: '#meta' },
+      ];
+      for (const schema of endless) {
+        for (const field of ['input_schema', 'config_schema']) {
+          const error = expectError(
+            await create({ name: 'endless', [field]: schema }),
+            400,
+            'VALIDATION_FAILED',
+          );
+          assert.equal(error.details.fields[0].field, `body.${field}`);
+          assert.match(error.message, /refers to itself/);
+        }
+      }
+      // Endless only for some data: accepted, and such data is refused when it comes.
+      const created = await create({
+        name: 'endless-for-some',
+        input_schema: { anyOf: [{ not: { type: 'object', required: ['a'] } }, { $ref: '#' }] },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const task = await server.call('POST', '/v1/tasks', {
+        body: { template: 'endless-for-some', input: { a: 1 } },
+      });
+      assert.match(expectError(task, 400, 'VALIDATION_FAILED').message, /refers to itself/);
+    });
+
     test('ordinary patterns keep their ECMAScript meaning (anchors, classes, \\d, \\s, ., unicode)', async () => {
       const text = (pattern: string) => ({ type: 'string', maxLength: 50, pattern });
       const config_schema = {

@@ -53,7 +53,18 @@ export class UserSchemaCompiler {
     }
     const is2020 = (schema as { $schema?: unknown }).$schema === DRAFT_2020;
     const ajv = is2020 ? this.#draft2020 : this.#draft7;
-    if (!ajv.validateSchema(schema)) {
+    let valid: boolean;
+    try {
+      valid = ajv.validateSchema(schema) as boolean;
+    } catch (err) {
+      // Ajv throws, rather than answers, for a `$schema` it does not know: that was a 500.
+      return {
+        ok: false,
+        field: '$schema',
+        message: `is not a meta-schema this server knows (draft-07 or ${DRAFT_2020}): ${(err as Error).message}`,
+      };
+    }
+    if (!valid) {
       return { ok: false, message: `is not a valid JSON Schema: ${describeErrors(ajv.errors)}` };
     }
     for (const { field, pattern } of patternsOf(schema)) {
@@ -72,14 +83,54 @@ export class UserSchemaCompiler {
     try {
       // No $id is registered: schemas of different templates must not see each other.
       const { $id: _ignored, ...anonymous } = schema as Record<string, unknown>;
-      const validate = ajv.compile(anonymous);
+      const validate = boundingRecursion(ajv.compile(anonymous));
       // Ajv caches every schema it compiled; user schemas would pile up without bound.
       ajv.removeSchema(anonymous);
+      // `{"$ref": "#"}` refers to itself before looking at any data: refuse it now rather
+      // than refuse every value later.
+      for (const probe of [null, {}, []]) {
+        if (!validate(probe) && validate.errors?.[0]?.keyword === ENDLESS) {
+          return { ok: false, message: ENDLESS_MESSAGE };
+        }
+      }
       return { ok: true, validate };
     } catch (err) {
       return { ok: false, message: `cannot be compiled: ${(err as Error).message}` };
     }
   }
+}
+
+const ENDLESS = 'endlessRecursion';
+const ENDLESS_MESSAGE = 'cannot be evaluated: it refers to itself without end ($ref, $dynamicRef)';
+
+/**
+ * A schema whose references loop without consuming data (`{"$ref": "#"}`, or a property
+ * whose `$ref` names itself) overflows the stack while validating, which answered 500.
+ * Here that overflow fails validation instead, with an error naming the cause.
+ */
+function boundingRecursion(compiled: ValidateFunction): ValidateFunction {
+  const validate = ((data: unknown) => {
+    try {
+      const valid = compiled(data) as boolean;
+      validate.errors = compiled.errors;
+      return valid;
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      validate.errors = [
+        {
+          keyword: ENDLESS,
+          instancePath: '',
+          schemaPath: '#',
+          params: {},
+          message: ENDLESS_MESSAGE,
+        },
+      ];
+      return false;
+    }
+  }) as ValidateFunction;
+  validate.schema = compiled.schema;
+  validate.schemaEnv = compiled.schemaEnv;
+  return validate;
 }
 
 /** One line for people: the first few problems, each with where it is. */

@@ -30,43 +30,102 @@ export function buildRequestValidator(
   const body = createAjv({ coerceTypes: false }, shared);
   const text = createAjv({ coerceTypes: 'array' }, shared);
   return ({ schema, httpPart }) => {
-    if (httpPart === 'body') return body.compile(schema as object);
-    return refusingNonFinite(text.compile(schema as object));
+    if (httpPart === 'body') {
+      return refusing(body.compile(schema as object), (data) =>
+        nulInDeclaredString(schema as SchemaNode, data, ''),
+      );
+    }
+    return refusing(text.compile(schema as object), unstorableText);
   };
 }
 
 type CompiledValidator = ReturnType<Ajv['compile']>;
 
-/**
- * Ajv coerces the text `Infinity` (and `1e400`) to a number that passes `integer` and skips
- * `minimum`/`maximum`, which only compare finite numbers; such a value reached handlers as
- * a limit of Infinity. After coercion, any non-finite number is refused here instead.
- */
-function refusingNonFinite(validate: CompiledValidator): CompiledValidator {
+/** A value the schema passed but the server must refuse: its JSON pointer and why. */
+interface Refusal {
+  instancePath: string;
+  message: string;
+}
+
+/** A validator that, once `validate` passed the data, also refuses what `check` names. */
+function refusing(
+  validate: CompiledValidator,
+  check: (data: unknown) => Refusal | undefined,
+): CompiledValidator {
   const wrapped = ((data: unknown, context?: unknown) => {
     const valid = (validate as (data: unknown, context?: unknown) => boolean)(data, context);
     wrapped.errors = validate.errors;
-    if (!valid || typeof data !== 'object' || data === null) return valid;
-    for (const [key, value] of Object.entries(data)) {
-      const values = Array.isArray(value) ? value : [value];
-      if (values.some((item) => typeof item === 'number' && !Number.isFinite(item))) {
-        wrapped.errors = [
-          {
-            keyword: 'type',
-            instancePath: `/${key}`,
-            schemaPath: '#',
-            params: {},
-            message: 'must be a finite number',
-          },
-        ];
-        return false;
-      }
-    }
-    return true;
+    if (!valid) return false;
+    const refusal = check(data);
+    if (refusal === undefined) return true;
+    wrapped.errors = [{ keyword: 'type', schemaPath: '#', params: {}, ...refusal }];
+    return false;
   }) as CompiledValidator;
   wrapped.schema = validate.schema;
   wrapped.schemaEnv = validate.schemaEnv;
   return wrapped;
+}
+
+const NUL_MESSAGE = 'must not contain the character U+0000';
+
+/** Coerced path, query and header values the schema passes but the server cannot use. */
+function unstorableText(data: unknown): Refusal | undefined {
+  if (typeof data !== 'object' || data === null) return undefined;
+  for (const [key, value] of Object.entries(data)) {
+    for (const item of Array.isArray(value) ? value : [value]) {
+      // Ajv coerces the text `Infinity` (and `1e400`) to a number that passes `integer` and
+      // skips `minimum`/`maximum`, which only compare finite numbers; such a value reached
+      // handlers as a limit of Infinity.
+      if (typeof item === 'number' && !Number.isFinite(item)) {
+        return { instancePath: `/${key}`, message: 'must be a finite number' };
+      }
+      // `%00` decodes to U+0000, which PostgreSQL cannot store or compare in text: a
+      // lookup by such an id failed with 500.
+      if (typeof item === 'string' && item.includes('\u0000')) {
+        return { instancePath: `/${key}`, message: NUL_MESSAGE };
+      }
+    }
+  }
+  return undefined;
+}
+
+interface SchemaNode {
+  type?: unknown;
+  properties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
+  additionalProperties?: SchemaNode | boolean;
+}
+
+/**
+ * The first string a body schema declares (names, ids, labels…) that holds U+0000:
+ * PostgreSQL cannot store it in a text column, which answered 500. Free JSON (task
+ * input, config values) is stored as JSON text, where the character is escaped: it stays.
+ */
+function nulInDeclaredString(schema: SchemaNode, data: unknown, at: string): Refusal | undefined {
+  if (schema.type === 'string') {
+    return typeof data === 'string' && data.includes('\u0000')
+      ? { instancePath: at, message: NUL_MESSAGE }
+      : undefined;
+  }
+  if (Array.isArray(data)) {
+    if (schema.items === undefined) return undefined;
+    for (let i = 0; i < data.length; i++) {
+      const found = nulInDeclaredString(schema.items, data[i], `${at}/${i}`);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (typeof data !== 'object' || data === null) return undefined;
+  const extra =
+    typeof schema.additionalProperties === 'object' ? schema.additionalProperties : undefined;
+  for (const [key, value] of Object.entries(data)) {
+    const child = schema.properties?.[key] ?? extra;
+    const found =
+      child &&
+      nulInDeclaredString(child, value, `${at}/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /** Deepest nesting of arrays and objects accepted in a request body. */
