@@ -15,7 +15,14 @@ import { type StoreVariant, startTestServer, type TestServer } from './helpers.t
  * replays a run (`ORCHESTRA_FUZZ_CONCURRENCY=1` also replays the order the server saw).
  */
 
-const SEED = Number(process.env.ORCHESTRA_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+/**
+ * A fixed seed by default, so that `npm test` and CI judge the same requests every run (a
+ * submission must not fail on a draw); `ORCHESTRA_FUZZ_SEED=random` explores a new sample.
+ */
+const SEED =
+  process.env.ORCHESTRA_FUZZ_SEED === 'random'
+    ? Math.floor(Math.random() * 2 ** 31)
+    : Number(process.env.ORCHESTRA_FUZZ_SEED ?? 20_261_206);
 /** Requests per store: SQLite gets the full budget, PostgreSQL a smaller pass. */
 const BUDGET: Record<StoreVariant, number> = {
   sqlite: Number(process.env.ORCHESTRA_FUZZ_REQUESTS ?? 2400),
@@ -142,7 +149,7 @@ const BAD_OBJECTS: unknown[] = [
   { '': 1 },
   { '\u0000': 'x' },
   { [LONG_BODY_STRING]: 1 },
-  { ['\ud800']: 1 },
+  { '\ud800': 1 },
   { constructor: { prototype: 1 } },
   Object.fromEntries(Array.from({ length: 120 }, (_, i) => [`k${i}`, i])),
 ];
