@@ -6,7 +6,7 @@ import { RE2JS } from 're2js';
  *
  * A pattern is read with ECMAScript semantics (the `u` flag, as JSON Schema and Ajv read
  * it) and rewritten into RE2 syntax where the two differ: `.`, `\s` and `\S` keep their
- * ECMAScript sets, `\uXXXX`, `\u{…}`, `\cX`, `\0`, `[^]` and `[]` are spelled the RE2 way,
+ * ECMAScript sets, `\uHHHH`, `\u{…}`, `\cX`, `\0`, `[^]` and `[]` are spelled the RE2 way,
  * a character class never picks up RE2's `[[:alpha:]]` meaning, named groups match like
  * any group. What RE2 cannot run is refused with the reason: backreferences, lookahead
  * and lookbehind, inline modifiers `(?i:…)`, repeat counts above 1000, Unicode properties
