@@ -35,7 +35,10 @@ export const AGENT_FRAMES = {
     type: 'REQUEST',
     payload: {
       agent_id: Type.String({ pattern: AGENT_ID_PATTERN }),
-      name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+      // Stored as text: no control characters (PostgreSQL cannot store U+0000 at all).
+      name: Type.Optional(
+        Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+      ),
       capabilities: Type.Array(Capability, { maxItems: 100, uniqueItems: true }),
       max_concurrency: Type.Integer({ minimum: 1, maximum: 10_000 }),
       weight: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
