@@ -34,15 +34,16 @@ const AGENT_SCRIPT = fileURLToPath(new URL('./fixtures/agent.ts', import.meta.ur
 const WAIT_MS = 60_000;
 
 /**
- * Short leases, backoffs and grace periods, so that failures are noticed quickly. The lease
- * is ten heartbeats long, so that a busy machine does not end one by accident.
+ * Short leases and backoffs, so that failures are noticed quickly. The lease is ten
+ * heartbeats long, and the cancel grace three seconds, so that a busy machine does not end
+ * one by accident or force a cancel that the agent confirms in time (forced: false).
  */
 const FAST_SETTINGS = {
   ORCHESTRA_AGENT_HEARTBEAT_INTERVAL_MS: '200',
   ORCHESTRA_AGENT_HEARTBEAT_TIMEOUT_MS: '2000',
   ORCHESTRA_TASK_RETRY_BASE_MS: '50',
   ORCHESTRA_TASK_RETRY_MAX_MS: '200',
-  ORCHESTRA_TASK_CANCEL_GRACE_MS: '300',
+  ORCHESTRA_TASK_CANCEL_GRACE_MS: '3000',
   // Below the SDK's 1 MiB default: agents must follow the limit the server announces.
   ORCHESTRA_AGENT_MAX_FRAME_BYTES: '262144',
 };

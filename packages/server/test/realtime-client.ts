@@ -14,6 +14,8 @@ export class RealtimeTestClient {
   readonly socket: WebSocket;
   readonly frames: Frame[] = [];
   readonly closed: Promise<{ code: number; reason: string }>;
+  /** Pings received from the server, counted from the start (one may come before `open`). */
+  pings = 0;
   #waiters: { match: (f: Frame) => boolean; resolve: (f: Frame) => void }[] = [];
 
   constructor(url: string, credential?: string, options: WebSocket.ClientOptions = {}) {
@@ -32,6 +34,9 @@ export class RealtimeTestClient {
     });
     this.closed = new Promise((resolve) => {
       this.socket.on('close', (code, reason) => resolve({ code, reason: String(reason) }));
+    });
+    this.socket.on('ping', () => {
+      this.pings += 1;
     });
     this.socket.on('error', () => {});
   }
