@@ -105,12 +105,13 @@ describe('a revoked key keeps receiving on open HTTP streams', () => {
   });
 
   test('a stream ends with stream.error API_KEY_EXPIRED when its key expires', async () => {
+    const [taskEvents] = await streamUrls();
+    // Long enough to open the stream on a busy machine; the check then ends it at expiry.
     const key = await createKey(server, server.adminKey, {
       name: 'expiring',
       role: 'viewer',
-      expires_at: new Date(Date.now() + 3_000).toISOString(),
+      expires_at: new Date(Date.now() + 8_000).toISOString(),
     });
-    const [taskEvents] = await streamUrls();
     const stream = await openStream(taskEvents ?? '', key.secret, 'ndjson');
     assert.equal(lastError(await stream.ended, 'ndjson').code, 'API_KEY_EXPIRED');
   });

@@ -162,7 +162,11 @@ describe('refused WebSocket upgrades leak sockets until the server dies (EMFILE)
 describe('what a client without a credential can hold', () => {
   test('connections over ORCHESTRA_UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS get 429 TOO_MANY_CONNECTIONS; authenticated ones do not count', async () => {
     const server = await startTestServer({
-      env: { ORCHESTRA_UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS: '4' },
+      // Held connections send nothing: a long headers timeout keeps them, however slow the machine.
+      env: {
+        ORCHESTRA_UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS: '4',
+        ORCHESTRA_HEADERS_TIMEOUT_MS: '300000',
+      },
     });
     const port = Number(new URL(server.url).port);
     const held: Socket[] = [];
