@@ -813,6 +813,54 @@ describe('tenants', () => {
     await acmeContext.close();
     await context.close();
   });
+
+  test('a system admin gives a tenant its own limits, sees bad ones refused at the field, and gives one back to the setting', async () => {
+    await fixture.client.tenants.create({ id: 'console-limited' });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page, { expectedStatuses: [400] });
+    await page.getByRole('link', { name: 'Tenants', exact: true }).click();
+    await page.getByRole('link', { name: 'console-limited' }).click();
+    await page
+      .getByRole('heading', { name: 'Tenant console-limited', level: 1 })
+      .waitFor({ timeout: WAIT_MS });
+    // An empty field follows the setting, whose value it shows as a placeholder.
+    const topics = page.getByLabel('max_topics', { exact: true });
+    assert.equal(await topics.inputValue(), '');
+    assert.equal(await topics.getAttribute('placeholder'), '10000');
+
+    await topics.fill('25');
+    await page.getByLabel('task_input_max_bytes', { exact: true }).fill('10');
+    await page.getByRole('button', { name: 'Save limits' }).click();
+    // The server's bounds are named at the field; nothing was saved.
+    await page
+      .locator('#limit-task_input_max_bytes-error', { hasText: /1024/ })
+      .waitFor({ timeout: WAIT_MS });
+    assert.deepEqual((await fixture.client.tenants.get('console-limited')).limit_overrides, {});
+
+    await page.getByLabel('task_input_max_bytes', { exact: true }).fill('2097152');
+    await page.getByRole('button', { name: 'Save limits' }).click();
+    await page.getByRole('status').filter({ hasText: 'Saved' }).waitFor({ timeout: WAIT_MS });
+    assert.deepEqual((await fixture.client.tenants.get('console-limited')).limit_overrides, {
+      max_topics: 25,
+      task_input_max_bytes: 2097152,
+    });
+
+    // Emptying a field gives the limit back to the server's setting.
+    // (The placeholder shows the setting only for a field that follows it.)
+    assert.equal(
+      await page.getByLabel('max_topics', { exact: true }).getAttribute('placeholder'),
+      '',
+    );
+    await page.getByLabel('max_topics', { exact: true }).fill('');
+    await page.getByRole('button', { name: 'Save limits' }).click();
+    await page.locator('#limit-max_topics[placeholder="10000"]').waitFor({ timeout: WAIT_MS });
+    const back = await fixture.client.tenants.get('console-limited');
+    assert.deepEqual(back.limit_overrides, { task_input_max_bytes: 2097152 });
+    assert.equal(back.limits.max_topics, 10000);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
 });
 
 describe('removing things', () => {
@@ -898,6 +946,7 @@ describe('layout', () => {
       '/services',
       '/keys',
       '/tenants',
+      '/tenants/default',
     ]) {
       await page.goto(fixture.server.url + path);
       await page.locator('h1').first().waitFor({ timeout: WAIT_MS });

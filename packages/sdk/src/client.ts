@@ -38,6 +38,7 @@ import type {
   TemplateDefinition,
   TemplateVersionSummary,
   Tenant,
+  UpdateTenantInput,
   WhoAmI,
 } from './types.ts';
 
@@ -154,6 +155,11 @@ export class Orchestra {
     list(options?: PageOptions): Promise<Page<Tenant>>;
     listAll(options?: Omit<PageOptions, 'cursor'>): AsyncIterable<Tenant>;
     get(id: string): Promise<Tenant>;
+    /**
+     * Renames a tenant or sets its limits (admins of the system tenant only). Limits not
+     * named keep their value; `null` removes one, so the node's setting applies again.
+     */
+    update(id: string, change: UpdateTenantInput): Promise<Tenant>;
   };
 
   /**
@@ -429,6 +435,8 @@ export class Orchestra {
       listAll: (options = {}) =>
         this.#paginate((cursor) => this.tenants.list({ ...options, ...cursor })),
       get: (id) => this.request('GET', `/v1/tenants/${encodeURIComponent(id)}`),
+      update: (id, change) =>
+        this.request('PATCH', `/v1/tenants/${encodeURIComponent(id)}`, { body: change }),
     };
     const template = (ref: string) => `/v1/templates/${encodeURIComponent(ref)}`;
     this.templates = {

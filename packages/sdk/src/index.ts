@@ -103,5 +103,7 @@ export type {
   TemplateStrategy,
   TemplateVersionSummary,
   Tenant,
+  TenantLimits,
+  UpdateTenantInput,
   WhoAmI,
 } from './types.ts';

@@ -14,11 +14,53 @@ export interface PageOptions {
   cursor?: string;
 }
 
+/**
+ * The limits a system admin may set per tenant. Each overrides one node setting for that
+ * tenant: the `*_max_bytes` ones bound one stored value (as JSON text; larger ones get 413
+ * `VALUE_TOO_LARGE`), the `max_*` ones how many of a kind the tenant may hold (one more
+ * gets 409 `TENANT_LIMIT_REACHED`; 0 means no limit), and `max_concurrency` how many of
+ * its tasks run at once.
+ */
+export interface TenantLimits {
+  /** ORCHESTRA_TASK_INPUT_MAX_BYTES */
+  task_input_max_bytes: number;
+  /** ORCHESTRA_TASK_OUTPUT_MAX_BYTES */
+  task_output_max_bytes: number;
+  /** ORCHESTRA_TASK_EVENT_MAX_BYTES */
+  task_event_max_bytes: number;
+  /** ORCHESTRA_TOPIC_MESSAGE_MAX_BYTES */
+  topic_message_max_bytes: number;
+  /** ORCHESTRA_CONFIG_MAX_VALUE_BYTES */
+  config_value_max_bytes: number;
+  /** ORCHESTRA_TENANT_MAX_CONCURRENCY */
+  max_concurrency: number;
+  /** ORCHESTRA_TENANT_MAX_QUEUED_TASKS */
+  max_queued_tasks: number;
+  /** ORCHESTRA_TENANT_MAX_TOPICS */
+  max_topics: number;
+  /** ORCHESTRA_TENANT_MAX_CONFIG_KEYS */
+  max_config_keys: number;
+  /** ORCHESTRA_TENANT_MAX_TEMPLATES */
+  max_templates: number;
+  /** ORCHESTRA_TENANT_MAX_SESSIONS */
+  max_sessions: number;
+}
+
 export interface Tenant {
   id: string;
   name: string;
   kind: 'system' | 'standard';
   created_at: string;
+  /** Every limit as it applies to this tenant: its own where set, else the node's setting. */
+  limits: TenantLimits;
+  /** The limits set for this tenant. */
+  limit_overrides: Partial<TenantLimits>;
+}
+
+/** A change to a tenant: a new name, limits to set (a number) or remove (`null`). */
+export interface UpdateTenantInput {
+  name?: string;
+  limits?: { [K in keyof TenantLimits]?: number | null };
 }
 
 export interface ApiKey {

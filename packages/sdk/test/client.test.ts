@@ -158,6 +158,35 @@ describe('Orchestra client', () => {
     assert.equal(twice.status, 409);
   });
 
+  test('tenants.update sets and removes a tenant’s own limits; only a system admin may', async () => {
+    const created = await admin.tenants.create({ id: 'sdk-limited' });
+    assert.deepEqual(created.tenant.limit_overrides, {});
+    const updated = await admin.tenants.update('sdk-limited', {
+      name: 'Limited',
+      limits: { max_topics: 7, task_input_max_bytes: 2_097_152 },
+    });
+    assert.equal(updated.name, 'Limited');
+    assert.deepEqual(updated.limit_overrides, { max_topics: 7, task_input_max_bytes: 2_097_152 });
+    assert.equal(updated.limits.max_topics, 7);
+    assert.equal(updated.limits.task_output_max_bytes, 1_048_576);
+    assert.deepEqual(await admin.tenants.get('sdk-limited'), updated);
+
+    const own = new Orchestra({ url: server.url, apiKey: created.admin_key.secret });
+    const denied = await rejection(() =>
+      own.tenants.update('sdk-limited', { limits: { max_topics: 100 } }),
+    );
+    assert.equal(denied.code, 'PERMISSION_DENIED');
+    const bad = await rejection(() =>
+      admin.tenants.update('sdk-limited', { limits: { max_topics: -1 } }),
+    );
+    assert.equal(bad.code, 'VALIDATION_FAILED');
+    assert.match(bad.message, /body\.limits\.max_topics/);
+
+    const removed = await admin.tenants.update('sdk-limited', { limits: { max_topics: null } });
+    assert.deepEqual(removed.limit_overrides, { task_input_max_bytes: 2_097_152 });
+    assert.equal(removed.limits.max_topics, 10_000);
+  });
+
   test('a schema violation rejects with VALIDATION_FAILED naming the field', async () => {
     const client = new Orchestra({
       url: server.url,

@@ -16,6 +16,7 @@ import { EventLog } from './events/event-log.ts';
 import { exportStreamName, JetStreamEventExport } from './events/jetstream-export.ts';
 import { EventRetention } from './events/retention.ts';
 import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
+import { TenantLimitStore } from './gateway/tenant-limit-store.ts';
 import { EmbeddedKv } from './kv/embedded.ts';
 import { EtcdKv } from './kv/etcd.ts';
 import type { KvStore } from './kv/kv.ts';
@@ -28,6 +29,7 @@ import { InMemoryRateLimiter, type RateLimiter } from './platform/rate-limit.ts'
 import { RedisRateLimiter } from './platform/redis-rate-limit.ts';
 import { loadNodeKey, SecretBox } from './platform/secret-box.ts';
 import { maskPasswords, type Settings, SettingsError } from './platform/settings.ts';
+import { limitDefaults } from './platform/tenant-limits.ts';
 import { tokenAuthenticator } from './realtime/access.ts';
 import { RealtimeHub } from './realtime/hub.ts';
 import { RealtimeTokens } from './realtime/tokens.ts';
@@ -123,11 +125,19 @@ export async function startServer(
     const applied = await store.migrate(migrations);
     log.info({ store: store.kind, location: store.location, applied }, 'store ready');
 
+    // A tenant's limits are cached as long as its keys: a change reaches other nodes
+    // within the same TTL as a revocation.
+    const limits = new TenantLimitStore({
+      store,
+      defaults: limitDefaults(settings),
+      ttlMs: settings.authCacheTtlMs,
+    });
     const identity = new IdentityService({
       store,
       jwt: new JwtVerifier(settings),
       log,
       keyCacheTtlMs: settings.authCacheTtlMs,
+      limits,
     });
     const boot = await identity.bootstrap();
     const keyFile = join(settings.dataDir, ADMIN_KEY_FILE);
@@ -153,7 +163,7 @@ export async function startServer(
     openBus = bus;
     const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
     if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
-    const templates = new TemplateService({ store, maxTemplates: settings.tenantMaxTemplates });
+    const templates = new TemplateService({ store, limits });
     const events = new EventLog({
       store,
       bus,
@@ -182,11 +192,10 @@ export async function startServer(
       bus,
       log,
       metrics,
+      limits,
       settings: {
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
         maxFrameBytes: settings.agentMaxFrameBytes,
-        outputMaxBytes: settings.taskOutputMaxBytes,
-        eventMaxBytes: settings.taskEventMaxBytes,
         heartbeatTimeoutMs: settings.agentHeartbeatTimeoutMs,
         retentionMs: settings.agentRetentionMs,
         instanceId: settings.instanceId,
@@ -204,7 +213,7 @@ export async function startServer(
       runtime,
       directory: pool,
       log,
-      tenantMaxConcurrency: settings.tenantMaxConcurrency,
+      limits,
       concurrencyKeyLimit: settings.concurrencyKeyLimit,
       sweepIntervalMs,
     });
@@ -217,17 +226,16 @@ export async function startServer(
       store,
       events,
       tasks: { ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId) },
-      maxSessions: settings.tenantMaxSessions,
+      limits,
     });
     const tasks = new TaskService({
       store,
       events,
-      inputMaxBytes: settings.taskInputMaxBytes,
+      limits,
       templates,
       bus,
       cancelGraceMs: settings.taskCancelGraceMs,
       sessions,
-      maxQueuedTasks: settings.tenantMaxQueuedTasks,
     });
     kv = settings.etcdEndpoints
       ? new EtcdKv({
@@ -247,11 +255,10 @@ export async function startServer(
     const config = new ConfigService({
       kv,
       log,
+      limits,
       settings: {
         defaultEnv: settings.configDefaultEnv,
-        maxValueBytes: settings.configMaxValueBytes,
         historyMaxVersions: settings.configHistoryMaxVersions,
-        maxKeys: settings.tenantMaxConfigKeys,
       },
     });
     const registry = new RegistryService({ kv, defaultTtlSeconds: 30 });
@@ -313,8 +320,7 @@ export async function startServer(
       rules,
       log,
       nodeId: `${settings.instanceId}:${randomUUID()}`,
-      messageMaxBytes: settings.topicMessageMaxBytes,
-      maxTopics: settings.tenantMaxTopics,
+      limits,
     });
     hub = new RealtimeHub({
       topics: topicService,

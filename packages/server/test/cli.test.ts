@@ -414,6 +414,45 @@ describe('commands against a running server', () => {
     assert.ok(ids.includes('default') && ids.includes('listed-co'), ids.join(', '));
   });
 
+  test('tenants update sets a tenant’s own limits; tenants get shows where each value comes from', async () => {
+    json(await cli(['tenants', 'create', 'limited-co', '--json']));
+    const updated = await cli([
+      'tenants',
+      'update',
+      'limited-co',
+      '--name',
+      'Limited Co',
+      '--limit',
+      'max_topics=12',
+      '--limit',
+      'task_input_max_bytes=2097152',
+    ]);
+    expectExit(updated, 0);
+    assert.match(updated.stdout, /^Tenant limited-co \(Limited Co\), standard, created /);
+    assert.match(updated.stdout, /^LIMIT\s+VALUE\s+SET BY$/m);
+    assert.match(updated.stdout, /^max_topics\s+12\s+tenant$/m);
+    assert.match(updated.stdout, /^task_input_max_bytes\s+2097152\s+tenant$/m);
+    assert.match(updated.stdout, /^max_sessions\s+10000\s+setting$/m);
+
+    const removed = json(
+      await cli(['tenants', 'update', 'limited-co', '--unset-limit', 'max_topics', '--json']),
+    );
+    assert.deepEqual(removed.limit_overrides, { task_input_max_bytes: 2097152 });
+    const shown = await cli(['tenants', 'get', 'limited-co']);
+    expectExit(shown, 0);
+    assert.match(shown.stdout, /^max_topics\s+10000\s+setting$/m);
+
+    const bad = await cli(['tenants', 'update', 'limited-co', '--limit', 'max_topics=-1']);
+    expectExit(bad, 2);
+    assert.match(bad.stderr, /--limit takes NAME=VALUE/);
+    const unknown = await cli(['tenants', 'update', 'limited-co', '--limit', 'max_widgets=3']);
+    expectExit(unknown, 1);
+    assert.match(unknown.stderr, /body\.limits\.max_widgets: is not allowed \(VALIDATION_FAILED/);
+    const nothing = await cli(['tenants', 'update', 'limited-co']);
+    expectExit(nothing, 2);
+    assert.match(nothing.stderr, /needs --name, --limit or --unset-limit/);
+  });
+
   test('a wrong key exits 1 and names INVALID_API_KEY', async () => {
     const result = await cli(['whoami'], 'ork_thisisnotarealkey0000000000000000000000');
     expectExit(result, 1);

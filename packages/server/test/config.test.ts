@@ -200,10 +200,12 @@ for (const variant of VARIANTS) {
       const big = await server.call('PUT', '/v1/config/a/big', {
         body: { value: 'x'.repeat(140_000) },
       });
-      assert.equal(
-        expectError(big, 400, 'VALIDATION_FAILED').details.fields[0].field,
-        'body.value',
+      const tooLarge = expectError(big, 413, 'VALUE_TOO_LARGE');
+      assert.deepEqual(
+        [tooLarge.details.field, tooLarge.details.setting, tooLarge.details.max_bytes],
+        ['body.value', 'ORCHESTRA_CONFIG_MAX_VALUE_BYTES', 131072],
       );
+      expectError(await server.call('GET', '/v1/config/a/big'), 404, 'CONFIG_KEY_NOT_FOUND');
       expectError(await server.call('GET', '/v1/config?cursor=nonsense'), 400, 'INVALID_CURSOR');
       expectError(
         await server.call('PUT', '/v1/config/a/b', {

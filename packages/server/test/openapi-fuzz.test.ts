@@ -387,6 +387,9 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { name: unique, role: 'viewer', expires_at: '2099-01-01T00:00:00Z' };
     case 'POST /v1/tenants':
       return { id: unique, name: 'Fuzz' };
+    case 'PATCH /v1/tenants/{id}':
+      // Removing an override that is not set changes nothing the other requests rely on.
+      return { name: 'Fuzz', limits: { max_sessions: null, task_input_max_bytes: 1048576 } };
     case 'POST /v1/templates':
       return {
         name: unique,

@@ -28,7 +28,7 @@ for (const store of STORE_VARIANTS) {
 
     function expectLimit(response: { status: number; body: any }, setting: string) {
       const error = expectError(response, 409, 'TENANT_LIMIT_REACHED');
-      assert.deepEqual([error.details.limit, error.details.value], [setting, LIMIT]);
+      assert.deepEqual([error.details.setting, error.details.value], [setting, LIMIT]);
       assert.match(error.message, new RegExp(setting));
     }
 

@@ -10,6 +10,7 @@ export async function tenantWithWorker(
   tenantId: string,
   name: string,
   handler: TaskHandler,
+  options: { concurrency?: number } = {},
 ): Promise<{ tenantKey: string; worker: AgentWorker }> {
   const tenantKey: string = (await server.call('POST', '/v1/tenants', { body: { id: tenantId } }))
     .body.admin_key.secret;
@@ -26,6 +27,7 @@ export async function tenantWithWorker(
     capabilities: [name],
     handleSignals: false,
     handler,
+    ...options,
   });
   await worker.start();
   return { tenantKey, worker };

@@ -10,7 +10,7 @@ import { SubmitTaskPage } from './pages/submit-task.tsx';
 import { TaskDetailPage } from './pages/task-detail.tsx';
 import { TasksPage } from './pages/tasks.tsx';
 import { TemplateDetailPage, TemplateEditorPage, TemplatesPage } from './pages/templates.tsx';
-import { TenantsPage } from './pages/tenants.tsx';
+import { TenantDetailPage, TenantsPage } from './pages/tenants.tsx';
 import { TopicsPage, TopicTailPage } from './pages/topics.tsx';
 import { Link, match, navigate, useLocation } from './router.tsx';
 import { type Session, SessionContext, signIn, signOut, storedKey } from './session.tsx';
@@ -69,6 +69,8 @@ function route(path: string): ReactNode {
   if (path === '/config/key') return <ConfigKeyPage />;
   if (path === '/keys') return <KeysPage />;
   if (path === '/tenants') return <TenantsPage />;
+  const tenant = match('/tenants/:id', path);
+  if (tenant?.id) return <TenantDetailPage key={tenant.id} id={tenant.id} />;
   if (path === '/agents') return <AgentsPage />;
   const agent = match('/agents/:id', path);
   if (agent?.id) return <AgentDetailPage key={agent.id} id={agent.id} />;

@@ -7,6 +7,7 @@ import type { Bus } from '../bus/bus.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
+import type { LimitValue, TenantLimitName, TenantLimitSource } from '../platform/tenant-limits.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { AssignedTask, Dispatcher, DispatchTarget } from '../tasks/dispatcher.ts';
 import {
@@ -40,10 +41,6 @@ export interface PoolSettings {
   heartbeatIntervalMs: number;
   /** Largest frame accepted from an agent; told to agents at registration. */
   maxFrameBytes: number;
-  /** Largest task result or error, as JSON text (ORCHESTRA_TASK_OUTPUT_MAX_BYTES). */
-  outputMaxBytes: number;
-  /** Largest task event, as JSON text (ORCHESTRA_TASK_EVENT_MAX_BYTES). */
-  eventMaxBytes: number;
   heartbeatTimeoutMs: number;
   /** How long an offline agent stays listed; 0 forever. */
   retentionMs: number;
@@ -65,6 +62,8 @@ export class AgentPool {
     bus: Bus;
     log: Logger;
     metrics: Metrics;
+    /** Each tenant's largest task result, error and event. */
+    limits: TenantLimitSource;
     settings: PoolSettings;
   };
   /** Set once the dispatcher, which needs the pool, exists. */
@@ -281,6 +280,11 @@ class AgentConnection implements DispatchTarget {
 
   ref(): AgentRef {
     return { tenantId: this.#principal.tenant.id, agentId: this.agentId };
+  }
+
+  /** One of the agent's tenant's limits. */
+  #limit(name: TenantLimitName): Promise<LimitValue> {
+    return this.#pool.deps.limits.get(this.#principal.tenant.id, name);
   }
 
   accepting(): boolean {
@@ -506,7 +510,7 @@ class AgentConnection implements DispatchTarget {
       this.#invalid(new ApiError('AGENT_NOT_REGISTERED'), id);
       return;
     }
-    const { runtime, settings } = this.#pool.deps;
+    const { runtime } = this.#pool.deps;
     const ref = this.ref();
     switch (frame.payload.kind) {
       case 'heartbeat':
@@ -543,7 +547,7 @@ class AgentConnection implements DispatchTarget {
       case 'task.result': {
         const { task_id, attempt, output } = frame.payload;
         // Refused before anything changes: the task stays the agent's, to end another way.
-        jsonWithinLimit(output, 'payload.output', 'taskOutputMaxBytes', settings.outputMaxBytes);
+        jsonWithinLimit(output, 'payload.output', await this.#limit('task_output_max_bytes'));
         const sent =
           this.inFlight.get(task_id) === attempt ? this.#assigned.get(task_id) : undefined;
         const ack = await runtime.complete(ref, task_id, attempt, output, sent?.template);
@@ -553,7 +557,7 @@ class AgentConnection implements DispatchTarget {
       }
       case 'task.fail': {
         const { task_id, attempt, error } = frame.payload;
-        jsonWithinLimit(error, 'payload.error', 'taskOutputMaxBytes', settings.outputMaxBytes);
+        jsonWithinLimit(error, 'payload.error', await this.#limit('task_output_max_bytes'));
         const ack = await runtime.fail(ref, task_id, attempt, error);
         this.#finished(task_id, attempt, false);
         this.#send('RESPONSE', { kind: 'ack', task_id, attempt, ...ack }, id);
@@ -684,10 +688,10 @@ class AgentConnection implements DispatchTarget {
   }
 
   async #onEvents(all: FrameOf<'task.event'>[]): Promise<void> {
-    const { eventMaxBytes } = this.#pool.deps.settings;
+    const eventLimit = await this.#limit('task_event_max_bytes');
     const frames = all.filter((f) => {
       try {
-        jsonWithinLimit(f.payload.event, 'payload.event', 'taskEventMaxBytes', eventMaxBytes);
+        jsonWithinLimit(f.payload.event, 'payload.event', eventLimit);
         return true;
       } catch (err) {
         // Only this event is refused (and not stored); the others of the batch go on.

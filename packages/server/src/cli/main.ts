@@ -61,7 +61,8 @@ Commands:
   whoami                Show the tenant and role of the credential in use
   keys create|list|revoke
                         Manage API keys of your tenant
-  tenants create|list   Manage tenants (admins of the system tenant)
+  tenants create|list|get|update
+                        Manage tenants and their limits (admins of the system tenant)
   templates create|list|get|update|versions|rollback|delete
                         Manage versioned agent templates
   task submit|submit-batch|get|ls|cancel|retry|events
@@ -139,13 +140,24 @@ Shows the tenant, role and credential the API key or token authenticates as.`,
       Revokes a key at once. The last active admin key cannot be revoked.
 
 Common options: --url URL, --api-key KEY, --json`,
-  tenants: `Usage: orchestra tenants <create|list> [options]
+  tenants: `Usage: orchestra tenants <create|list|get|update> [options]
 
   tenants create ID [--name NAME]
       Creates a tenant and prints its first admin key once. ID is lowercase letters,
       digits and dashes. Needs an admin key of the system tenant.
   tenants list
       Lists tenants (all of them for system admins, else your own).
+  tenants get ID
+      Shows a tenant and every limit that applies to it, with where each value comes
+      from: the tenant's own, or the server's setting.
+  tenants update ID [--name NAME] [--limit NAME=VALUE]... [--unset-limit NAME]...
+      Renames a tenant or sets its own limits (admins of the system tenant only). A limit
+      set here overrides the server's setting for this tenant; --unset-limit removes it.
+      Limits: task_input_max_bytes, task_output_max_bytes, task_event_max_bytes,
+      topic_message_max_bytes, config_value_max_bytes, max_concurrency,
+      max_queued_tasks, max_topics, max_config_keys, max_templates, max_sessions
+      (for max_*, 0 means no limit). Example:
+        orchestra tenants update acme --limit task_input_max_bytes=4194304 --limit max_topics=500
 
 Common options: --url URL, --api-key KEY, --json`,
   templates: `Usage: orchestra templates <create|list|get|update|versions|rollback|delete> [options]
@@ -407,15 +419,58 @@ async function keysCommand(args: string[]): Promise<void> {
   }
 }
 
+/** A tenant and each of its limits, with where the value comes from. */
+function describeTenant(t: Tenant): string {
+  const rows = Object.entries(t.limits).map(([name, value]) => [
+    name,
+    String(value),
+    name in t.limit_overrides ? 'tenant' : 'setting',
+  ]);
+  return [
+    `Tenant ${t.id} (${t.name}), ${t.kind}, created ${t.created_at}`,
+    '',
+    formatTable(['LIMIT', 'VALUE', 'SET BY'], rows),
+  ].join('\n');
+}
+
+/** `--limit NAME=VALUE` and `--unset-limit NAME` as the body's `limits`. */
+function limitChanges(
+  set: string[] | undefined,
+  unset: string[] | undefined,
+): Record<string, number | null> | undefined {
+  if ((set?.length ?? 0) + (unset?.length ?? 0) === 0) return undefined;
+  const limits: Record<string, number | null> = {};
+  for (const item of set ?? []) {
+    const match = /^([a-z_]+)=(\d+)$/.exec(item);
+    if (match === null || match[1] === undefined || match[2] === undefined) {
+      throw new UsageError(`--limit takes NAME=VALUE with a whole number, not "${item}"`);
+    }
+    limits[match[1]] = Number(match[2]);
+  }
+  for (const name of unset ?? []) limits[name] = null;
+  return limits;
+}
+
 async function tenantsCommand(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, { name: { type: 'string' } });
+  const { values, positionals } = parse(rest, {
+    name: { type: 'string' },
+    limit: { type: 'string', multiple: true },
+    'unset-limit': { type: 'string', multiple: true },
+  });
   if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
     process.stdout.write(`${HELP.tenants}\n`);
-    if (sub === undefined) throw new UsageError('tenants needs a subcommand: create or list');
+    if (sub === undefined) {
+      throw new UsageError('tenants needs a subcommand: create, list, get or update');
+    }
     return;
   }
   const api = client(values);
+  const tenantId = () => {
+    const id = positionals[0];
+    if (id === undefined) throw new UsageError(`tenants ${sub} needs the tenant id`);
+    return id;
+  };
   switch (sub) {
     case 'create': {
       const id = positionals[0];
@@ -446,8 +501,26 @@ async function tenantsCommand(args: string[]): Promise<void> {
       );
       return;
     }
+    case 'get': {
+      const tenant = await api.tenants.get(tenantId());
+      print(values.json, tenant, () => describeTenant(tenant));
+      return;
+    }
+    case 'update': {
+      const id = tenantId();
+      const limits = limitChanges(values.limit, values['unset-limit']);
+      if (values.name === undefined && limits === undefined) {
+        throw new UsageError('tenants update needs --name, --limit or --unset-limit');
+      }
+      const tenant = await api.tenants.update(id, {
+        ...(values.name !== undefined ? { name: values.name } : {}),
+        ...(limits !== undefined ? { limits } : {}),
+      });
+      print(values.json, tenant, () => describeTenant(tenant));
+      return;
+    }
     default:
-      throw new UsageError(`unknown tenants subcommand "${sub}"; use create or list`);
+      throw new UsageError(`unknown tenants subcommand "${sub}"; use create, list, get or update`);
   }
 }
 
@@ -1617,14 +1690,23 @@ async function recoverAdminKeyCommand(args: string[]): Promise<void> {
     return;
   }
   const settings = await load();
-  const [{ openStore }, { migrations }, { createLogger }, { IdentityService }, { JwtVerifier }] =
-    await Promise.all([
-      import('../store/store.ts'),
-      import('../migrations.ts'),
-      import('../server.ts'),
-      import('../gateway/identity-service.ts'),
-      import('../platform/jwt.ts'),
-    ]);
+  const [
+    { openStore },
+    { migrations },
+    { createLogger },
+    { IdentityService },
+    { JwtVerifier },
+    { TenantLimitStore },
+    { limitDefaults },
+  ] = await Promise.all([
+    import('../store/store.ts'),
+    import('../migrations.ts'),
+    import('../server.ts'),
+    import('../gateway/identity-service.ts'),
+    import('../platform/jwt.ts'),
+    import('../gateway/tenant-limit-store.ts'),
+    import('../platform/tenant-limits.ts'),
+  ]);
   const tenantId = String(values.tenant);
   const store = await openStore({
     databaseUrl: settings.databaseUrl,
@@ -1635,7 +1717,12 @@ async function recoverAdminKeyCommand(args: string[]): Promise<void> {
   try {
     await store.migrate(migrations);
     const log = createLogger({ ...settings, logLevel: 'warn' }, process.stderr);
-    const identity = new IdentityService({ store, jwt: new JwtVerifier(settings), log });
+    const identity = new IdentityService({
+      store,
+      jwt: new JwtVerifier(settings),
+      log,
+      limits: new TenantLimitStore({ store, defaults: limitDefaults(settings), ttlMs: 0 }),
+    });
     let key: Awaited<ReturnType<InstanceType<typeof IdentityService>['createRecoveryAdminKey']>>;
     try {
       key = await identity.createRecoveryAdminKey(tenantId);

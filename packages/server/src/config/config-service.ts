@@ -13,7 +13,9 @@ import { credentialId, type Principal } from '../platform/auth.ts';
 import { describeSchemaError, invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { TenantLimit } from '../platform/tenant-limit.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { UserSchemaCompiler } from '../platform/user-schema.ts';
+import { jsonWithinLimit } from '../platform/value-limits.ts';
 import { configStream } from '../realtime/topics.ts';
 import { type JsonChange, jsonDiff } from './diff.ts';
 import {
@@ -111,11 +113,8 @@ export type WatchEvent =
 
 export interface ConfigSettings {
   defaultEnv: string;
-  maxValueBytes: number;
   /** Changes kept per key (ORCHESTRA_CONFIG_HISTORY_MAX_VERSIONS). */
   historyMaxVersions: number;
-  /** Most keys a tenant may hold, all environments together (0: no limit). */
-  maxKeys?: number;
 }
 
 /** Writes race on the per-key counter; a writer that loses retries this many times. */
@@ -168,13 +167,22 @@ export class ConfigService {
   /** Compiled schemas by tenant and prefix, with the revision they were compiled at. */
   readonly #validators = new Map<string, { revision: number; validate: ValidateFunction }>();
 
-  constructor(deps: { kv: KvStore; settings: ConfigSettings; log: Logger }) {
+  readonly #limits: TenantLimitSource;
+
+  constructor(deps: {
+    kv: KvStore;
+    settings: ConfigSettings;
+    log: Logger;
+    /** Each tenant's largest value and most keys (all environments together). */
+    limits: TenantLimitSource;
+  }) {
     this.kv = deps.kv;
     this.settings = deps.settings;
     this.#log = deps.log;
+    this.#limits = deps.limits;
     this.#keyLimit = new TenantLimit({
-      setting: 'ORCHESTRA_TENANT_MAX_CONFIG_KEYS',
-      max: deps.settings.maxKeys ?? 0,
+      name: 'max_config_keys',
+      limits: deps.limits,
       what: 'config keys',
       count: (tenantId) => this.kv.count(tenantId, VALUE_PREFIX),
     });
@@ -223,12 +231,11 @@ export class ConfigService {
     },
   ): Promise<{ item: ConfigItem; created: boolean }> {
     const tenantId = principal.tenant.id;
-    const size = Buffer.byteLength(JSON.stringify(input.value));
-    if (size > this.settings.maxValueBytes)
-      throw invalidField(
-        'body.value',
-        `is ${size} bytes of JSON; the most is ${this.settings.maxValueBytes} (ORCHESTRA_CONFIG_MAX_VALUE_BYTES)`,
-      );
+    jsonWithinLimit(
+      input.value,
+      'body.value',
+      await this.#limits.get(tenantId, 'config_value_max_bytes'),
+    );
     await this.#validate(tenantId, key, input.value);
     const done = await this.#change(principal, env, key, {
       type: 'put',

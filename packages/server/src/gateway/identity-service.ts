@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import {
   credentialId,
@@ -11,8 +12,17 @@ import { ApiError } from '../platform/errors.ts';
 import { newId, randomBase62 } from '../platform/ids.ts';
 import type { JwtVerifier } from '../platform/jwt.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import {
+  effectiveLimits,
+  type TenantLimitName,
+  type TenantLimitOverrides,
+} from '../platform/tenant-limits.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { ApiKeysTable, TenantsTable } from './tables.ts';
+
+type Tenant = Selectable<TenantsTable>;
+
+import { parseLimits, type TenantLimitStore } from './tenant-limit-store.ts';
 
 export const API_KEY_PREFIX = 'ork_';
 const SECRET_LENGTH = 40;
@@ -57,6 +67,16 @@ export interface TenantView {
   name: string;
   kind: 'system' | 'standard';
   created_at: string;
+  /** Every limit's value for this tenant: its own where set, else the node's setting. */
+  limits: Record<TenantLimitName, number>;
+  /** The limits set for this tenant. */
+  limit_overrides: TenantLimitOverrides;
+}
+
+/** A change to a tenant: its name, and limits to set (a number) or remove (`null`). */
+export interface TenantChange {
+  name?: string | undefined;
+  limits?: Partial<Record<TenantLimitName, number | null>> | undefined;
 }
 
 export interface Page<T> {
@@ -90,8 +110,16 @@ function keyView(row: ApiKeysTable, now = new Date()): ApiKeyView {
   };
 }
 
-function tenantView(row: TenantsTable): TenantView {
-  return { id: row.id, name: row.name, kind: row.kind, created_at: row.created_at };
+function tenantView(row: Tenant, defaults: Record<TenantLimitName, number>): TenantView {
+  const overrides = parseLimits(row.limits);
+  return {
+    id: row.id,
+    name: row.name,
+    kind: row.kind,
+    created_at: row.created_at,
+    limits: effectiveLimits(defaults, overrides),
+    limit_overrides: overrides,
+  };
 }
 
 /**
@@ -106,6 +134,7 @@ export class IdentityService {
   readonly #keyCacheTtlMs: number;
   /** Verified keys by secret hash: most requests then need no store lookup. */
   readonly #keyCache = new Map<string, CachedKey>();
+  readonly #limits: TenantLimitStore;
 
   constructor(deps: {
     store: RelationalStore;
@@ -113,7 +142,10 @@ export class IdentityService {
     log: Logger;
     /** How long a verified key is reused without asking the store; 0 turns caching off. */
     keyCacheTtlMs?: number;
+    /** Tenants' limits, to show with each tenant and to refresh when one changes. */
+    limits: TenantLimitStore;
   }) {
+    this.#limits = deps.limits;
     this.#store = deps.store;
     this.#jwt = deps.jwt;
     this.#log = deps.log;
@@ -253,7 +285,13 @@ export class IdentityService {
       const now = new Date().toISOString();
       const inserted = await trx
         .insertInto('tenants')
-        .values({ id: SYSTEM_TENANT_ID, name: 'Default', kind: 'system', created_at: now })
+        .values({
+          id: SYSTEM_TENANT_ID,
+          name: 'Default',
+          kind: 'system',
+          created_at: now,
+          limits: '{}',
+        })
         .onConflict((oc) => oc.column('id').doNothing())
         .executeTakeFirst();
       const tenant = await trx
@@ -262,7 +300,7 @@ export class IdentityService {
         .where('id', '=', SYSTEM_TENANT_ID)
         .executeTakeFirstOrThrow();
       if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0)
-        return { tenant: tenantView(tenant) };
+        return { tenant: this.#view(tenant) };
       const { row, secret } = newKeyRow(SYSTEM_TENANT_ID, {
         name: 'bootstrap admin',
         role: 'admin',
@@ -270,7 +308,7 @@ export class IdentityService {
         createdBy: 'bootstrap',
       });
       await trx.insertInto('api_keys').values(row).execute();
-      return { tenant: tenantView(tenant), adminKey: { ...keyView(row), secret } };
+      return { tenant: this.#view(tenant), adminKey: { ...keyView(row), secret } };
     });
   }
 
@@ -303,11 +341,12 @@ export class IdentityService {
       );
     }
     const now = new Date().toISOString();
-    const tenant: TenantsTable = {
+    const tenant: Tenant = {
       id: input.id,
       name: input.name ?? input.id,
       kind: 'standard',
       created_at: now,
+      limits: '{}',
     };
     const { row, secret } = newKeyRow(input.id, {
       name: 'tenant admin',
@@ -332,7 +371,7 @@ export class IdentityService {
       }
       throw err;
     }
-    return { tenant: tenantView(tenant), admin_key: { ...keyView(row), secret } };
+    return { tenant: this.#view(tenant), admin_key: { ...keyView(row), secret } };
   }
 
   async listTenants(
@@ -348,7 +387,7 @@ export class IdentityService {
       .limit(limit + 1);
     if (!isSystemAdmin(principal)) query = query.where('id', '=', principal.tenant.id);
     if (after !== undefined) query = query.where('id', '>', after);
-    return toPage(await query.execute(), limit, tenantView, page.maxBytes);
+    return toPage(await query.execute(), limit, (row) => this.#view(row), page.maxBytes);
   }
 
   async getTenant(principal: Principal, id: string): Promise<TenantView> {
@@ -360,7 +399,55 @@ export class IdentityService {
       .where('id', '=', id)
       .executeTakeFirst();
     if (row === undefined) throw tenantNotFound(id);
-    return tenantView(row);
+    return this.#view(row);
+  }
+
+  /**
+   * Renames a tenant and sets or removes its limits (system admins only). Limits not named
+   * keep their value; `null` removes an override, so the node's setting applies again.
+   * Other nodes apply a change within ORCHESTRA_AUTH_CACHE_TTL_MS.
+   */
+  async updateTenant(principal: Principal, id: string, change: TenantChange): Promise<TenantView> {
+    if (!isSystemAdmin(principal)) {
+      if (id !== principal.tenant.id) throw tenantNotFound(id);
+      throw new ApiError(
+        'PERMISSION_DENIED',
+        'Only admins of the system tenant can change a tenant or its limits',
+      );
+    }
+    const row = await this.#store.db.transaction().execute(async (trx) => {
+      let query = trx.selectFrom('tenants').selectAll().where('id', '=', id);
+      // Two concurrent changes of different limits must both land: read under a row lock.
+      if (this.#store.kind === 'postgres') query = query.forUpdate();
+      const current = await query.executeTakeFirst();
+      if (current === undefined) throw tenantNotFound(id);
+      const limits: Record<string, number> = parseLimits(current.limits);
+      for (const [name, value] of Object.entries(change.limits ?? {})) {
+        if (value === null) delete limits[name];
+        else if (value !== undefined) limits[name] = value;
+      }
+      const next: Tenant = {
+        ...current,
+        name: change.name ?? current.name,
+        limits: JSON.stringify(limits),
+      };
+      await trx
+        .updateTable('tenants')
+        .set({ name: next.name, limits: next.limits })
+        .where('id', '=', id)
+        .execute();
+      return next;
+    });
+    this.#limits.forget(id);
+    // Cached keys carry the tenant's name; the next request reads it again.
+    for (const [hash, entry] of this.#keyCache) {
+      if (entry.principal.tenant.id === id) this.#keyCache.delete(hash);
+    }
+    return this.#view(row);
+  }
+
+  #view(row: Tenant): TenantView {
+    return tenantView(row, this.#limits.defaults);
   }
 
   async createApiKey(

@@ -39,4 +39,16 @@ export const gatewayMigrations: Record<string, Migration> = {
       await db.schema.dropTable('tenants').execute();
     },
   },
+  '0017_gateway_tenant_limits': {
+    async up(db: Kysely<unknown>) {
+      // JSON object of the limits set for the tenant (TenantLimitOverrides); {} for none.
+      await db.schema
+        .alterTable('tenants')
+        .addColumn('limits', 'text', (c) => c.notNull().defaultTo('{}'))
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('tenants').dropColumn('limits').execute();
+    },
+  },
 };

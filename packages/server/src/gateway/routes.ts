@@ -13,6 +13,7 @@ import {
   CreateTenant,
   Tenant,
   TenantId,
+  UpdateTenant,
   WhoAmI,
 } from './schemas.ts';
 
@@ -188,5 +189,22 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
       config: { auth: ADMIN_ROLES },
     },
     async (request) => identity.getTenant(principalOf(request), request.params.id),
+  );
+
+  app.patch(
+    '/v1/tenants/:id',
+    {
+      schema: {
+        tags: ['tenants'],
+        summary: 'Rename a tenant or change its limits',
+        description:
+          "Only admins of the system tenant may change a tenant (others get 403 for their own tenant, 404 for any other). A limit set here overrides the node's setting for this tenant only; `null` removes the override. Limits not named keep their value. The change applies at once on the node that made it, and on other nodes within ORCHESTRA_AUTH_CACHE_TTL_MS (5 s by default). Lowering a count limit below what the tenant holds deletes nothing: only new ones are refused.",
+        params: Type.Object({ id: TenantId }),
+        body: UpdateTenant,
+        response: { 200: Type.Ref('Tenant'), ...errorResponses },
+      },
+      config: { auth: ADMIN_ROLES },
+    },
+    async (request) => identity.updateTenant(principalOf(request), request.params.id, request.body),
   );
 };

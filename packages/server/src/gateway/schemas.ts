@@ -1,6 +1,11 @@
 import Type, { type Static } from 'typebox';
 import { Role } from '../platform/auth.ts';
 import { NullableTimestamp, Timestamp } from '../platform/schemas.ts';
+import {
+  TenantLimitOverridesSchema,
+  TenantLimitsPatch,
+  TenantLimitValues,
+} from '../platform/tenant-limits.ts';
 
 export const TenantId = Type.String({
   pattern: '^[a-z0-9][a-z0-9-]{1,62}$',
@@ -15,6 +20,8 @@ export const Tenant = Type.Object(
       description: '`system` is the tenant created at first start; its admins manage all tenants.',
     }),
     created_at: Timestamp,
+    limits: TenantLimitValues,
+    limit_overrides: TenantLimitOverridesSchema,
   },
   { $id: 'Tenant' },
 );
@@ -70,6 +77,15 @@ export const CreateTenant = Type.Object(
   { additionalProperties: false },
 );
 export type CreateTenant = Static<typeof CreateTenant>;
+
+export const UpdateTenant = Type.Object(
+  {
+    name: Type.Optional(DisplayName(200)),
+    limits: Type.Optional(TenantLimitsPatch),
+  },
+  { additionalProperties: false },
+);
+export type UpdateTenant = Static<typeof UpdateTenant>;
 
 export const CreatedTenant = Type.Object({
   tenant: Type.Ref('Tenant'),

@@ -1,3 +1,4 @@
+import type { Generated } from 'kysely';
 import type { Role } from '../platform/auth.ts';
 
 /** Tables owned by the gateway module. Timestamps are ISO-8601 UTC strings in both stores. */
@@ -7,6 +8,8 @@ export interface TenantsTable {
   /** `system`: the tenant created at first start, whose admins manage all tenants. */
   kind: 'system' | 'standard';
   created_at: string;
+  /** JSON object of the limits set for this tenant (TenantLimitOverrides); `{}` for none. */
+  limits: Generated<string>;
 }
 
 export interface ApiKeysTable {

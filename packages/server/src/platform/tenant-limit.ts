@@ -1,4 +1,11 @@
 import { ApiError } from './errors.ts';
+import {
+  type LimitValue,
+  limitDetails,
+  limitOrigin,
+  type TenantLimitName,
+  type TenantLimitSource,
+} from './tenant-limits.ts';
 
 /** A recount is needed once a cached count, plus creates since, reaches this share. */
 const EXACT_FROM = 0.9;
@@ -14,19 +21,22 @@ const COUNT_TTL_MS = 1000;
  * limit by a few: it bounds storage, it is not an exact quota.
  */
 export class TenantLimit {
-  /** The setting's environment variable, named in the error. */
-  readonly setting: string;
-  /** The most a tenant may hold; 0 for no limit. */
-  readonly max: number;
+  readonly #name: TenantLimitName;
+  readonly #limits: TenantLimitSource;
   readonly #what: string;
   readonly #count: (tenantId: string) => Promise<number>;
-  readonly #counted = new Map<string, { count: number; atMs: number; refused: boolean }>();
+  /** What was counted per tenant, and against which value of the limit. */
+  readonly #counted = new Map<
+    string,
+    { count: number; atMs: number; refused: boolean; max: number }
+  >();
   readonly #refusalTtlMs: number;
   readonly #nearLimitRecountMs: number;
 
   constructor(options: {
-    setting: string;
-    max: number;
+    /** The limit (its value for a tenant is the tenant's own or the node's setting). */
+    name: TenantLimitName;
+    limits: TenantLimitSource;
     /** What is counted, in the plural, for messages: "topics". */
     what: string;
     count: (tenantId: string) => Promise<number>;
@@ -39,27 +49,28 @@ export class TenantLimit {
   }) {
     this.#refusalTtlMs = options.refusalTtlMs ?? 0;
     this.#nearLimitRecountMs = options.nearLimitRecountMs ?? 0;
-    this.setting = options.setting;
-    this.max = options.max;
+    this.#name = options.name;
+    this.#limits = options.limits;
     this.#what = options.what;
     this.#count = options.count;
   }
 
   /** Resolves when the tenant may create one more; throws TENANT_LIMIT_REACHED otherwise. */
   async check(tenantId: string): Promise<void> {
-    if (this.max <= 0) return;
+    const limit = await this.#limits.get(tenantId, this.#name);
+    const max = limit.value;
+    if (max <= 0) return;
     const now = Date.now();
     const cached = this.#counted.get(tenantId);
-    if (cached !== undefined) {
+    // A changed limit (the tenant's own was set or removed) makes what was counted stale.
+    if (cached !== undefined && cached.max === max) {
       const age = now - cached.atMs;
       // A tenant refused a moment ago is refused again without a recount: a producer
       // retrying against a full queue must not turn each cheap 409 into a count of it.
-      if (cached.refused && age < this.#refusalTtlMs) throw this.#refusal(cached.count);
+      if (cached.refused && age < this.#refusalTtlMs) throw this.#refusal(limit, cached.count);
       const fresh =
-        cached.count + 1 < this.max * EXACT_FROM
-          ? age < COUNT_TTL_MS
-          : age < this.#nearLimitRecountMs;
-      if (!cached.refused && fresh && cached.count < this.max) {
+        cached.count + 1 < max * EXACT_FROM ? age < COUNT_TTL_MS : age < this.#nearLimitRecountMs;
+      if (!cached.refused && fresh && cached.count < max) {
         cached.count += 1; // counts this create until the next recount
         return;
       }
@@ -67,9 +78,9 @@ export class TenantLimit {
     const count = await this.#count(tenantId);
     // Bounded: one entry per tenant that created something in the last second or so.
     if (this.#counted.size >= 10_000) this.#counted.clear();
-    const refused = count >= this.max;
-    this.#counted.set(tenantId, { count: refused ? count : count + 1, atMs: now, refused });
-    if (refused) throw this.#refusal(count);
+    const refused = count >= max;
+    this.#counted.set(tenantId, { count: refused ? count : count + 1, atMs: now, refused, max });
+    if (refused) throw this.#refusal(limit, count);
   }
 
   /** Forgets what was counted for the tenant: the next create counts again. */
@@ -77,11 +88,11 @@ export class TenantLimit {
     this.#counted.delete(tenantId);
   }
 
-  #refusal(count: number): ApiError {
+  #refusal(limit: LimitValue, count: number): ApiError {
     return new ApiError(
       'TENANT_LIMIT_REACHED',
-      `The tenant holds ${count} ${this.#what}; ${this.setting} allows ${this.max}`,
-      { details: { limit: this.setting, value: this.max, count } },
+      `The tenant holds ${count} ${this.#what}; ${limitOrigin(limit)} allows ${limit.value}`,
+      { details: { ...limitDetails(limit), value: limit.value, count } },
     );
   }
 }

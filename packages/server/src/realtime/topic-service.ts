@@ -12,6 +12,7 @@ import type {
 import { ApiError } from '../platform/errors.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { TenantLimit } from '../platform/tenant-limit.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { Database } from '../store/database.ts';
 import { countRows, type RelationalStore } from '../store/store.ts';
@@ -111,7 +112,7 @@ export class TopicService {
   readonly #bus: Bus;
   readonly #rules: HistoryRules;
   readonly #log: Logger;
-  readonly #messageMaxBytes: number;
+  readonly #limits: TenantLimitSource;
   readonly nodeId: string;
   readonly #epochs = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
@@ -126,15 +127,13 @@ export class TopicService {
     rules: HistoryRules;
     log: Logger;
     nodeId: string;
-    /** Largest message data, as JSON text (ORCHESTRA_TOPIC_MESSAGE_MAX_BYTES). */
-    messageMaxBytes: number;
-    /** Most user topics a tenant may hold (0: no limit). */
-    maxTopics?: number;
+    /** Each tenant's largest message and most user topics. */
+    limits: TenantLimitSource;
   }) {
-    this.#messageMaxBytes = deps.messageMaxBytes;
+    this.#limits = deps.limits;
     this.#limit = new TenantLimit({
-      setting: 'ORCHESTRA_TENANT_MAX_TOPICS',
-      max: deps.maxTopics ?? 0,
+      name: 'max_topics',
+      limits: deps.limits,
       what: 'topics',
       count: (tenantId) => countRows(this.#store.db, 'topics', { tenant_id: tenantId }),
     });
@@ -217,7 +216,7 @@ export class TopicService {
     data: unknown,
   ): Promise<{ message: TopicMessage; epoch: string }> {
     if (topic.kind !== 'user') throw new ApiError('PERMISSION_DENIED');
-    jsonWithinLimit(data, 'data', 'topicMessageMaxBytes', this.#messageMaxBytes);
+    jsonWithinLimit(data, 'data', await this.#limits.get(tenantId, 'topic_message_max_bytes'));
     const stream = topicStream(tenantId, topic);
     const known = this.#epochs.get(`${tenantId}\0${topic.name}`);
     // Only the publish that creates a topic counts against the tenant's limit.

@@ -4,6 +4,7 @@ import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { TenantLimit } from '../platform/tenant-limit.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { countRows, type RelationalStore } from '../store/store.ts';
 import { sessionStream, taskStream } from '../tasks/stream.ts';
 import type { CreateSession, Session } from './schemas.ts';
@@ -45,19 +46,19 @@ export class SessionService {
   readonly #tasks: SessionTasks;
   readonly #limit: TenantLimit;
 
-  /** `maxSessions`: most sessions a tenant may hold (0: no limit). */
+  /** `limits`: each tenant's most sessions. */
   constructor(deps: {
     store: RelationalStore;
     events: EventLog;
     tasks: SessionTasks;
-    maxSessions?: number;
+    limits: TenantLimitSource;
   }) {
     this.#store = deps.store;
     this.#events = deps.events;
     this.#tasks = deps.tasks;
     this.#limit = new TenantLimit({
-      setting: 'ORCHESTRA_TENANT_MAX_SESSIONS',
-      max: deps.maxSessions ?? 0,
+      name: 'max_sessions',
+      limits: deps.limits,
       what: 'sessions',
       count: (tenantId) => countRows(this.#store.db, 'sessions', { tenant_id: tenantId }),
     });

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { type Balancer, createBalancer, type StrategyName } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
 import type { EventLog } from '../events/event-log.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import { Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
@@ -124,7 +125,7 @@ export class Dispatcher {
   readonly #runtime: TaskRuntime;
   readonly #directory: AgentDirectory;
   readonly #log: Logger;
-  readonly #tenantMaxConcurrency: number;
+  readonly #limits: TenantLimitSource;
   readonly #concurrencyKeyLimit: number;
   readonly #sweepIntervalMs: number;
   readonly #balancers = new Map<string, Balancer>();
@@ -145,7 +146,8 @@ export class Dispatcher {
     runtime: TaskRuntime;
     directory: AgentDirectory;
     log: Logger;
-    tenantMaxConcurrency: number;
+    /** Each tenant's most tasks assigned or running at once. */
+    limits: TenantLimitSource;
     concurrencyKeyLimit: number;
     sweepIntervalMs: number;
   }) {
@@ -156,7 +158,7 @@ export class Dispatcher {
     this.#runtime = deps.runtime;
     this.#directory = deps.directory;
     this.#log = deps.log;
-    this.#tenantMaxConcurrency = deps.tenantMaxConcurrency;
+    this.#limits = deps.limits;
     this.#concurrencyKeyLimit = deps.concurrencyKeyLimit;
     this.#sweepIntervalMs = deps.sweepIntervalMs;
   }
@@ -275,6 +277,7 @@ export class Dispatcher {
       }
     }
 
+    const maxConcurrency = (await this.#limits.get(tenantId, 'max_concurrency')).value;
     const claims: { target: DispatchTarget; row: TasksTable }[] = [];
     try {
       await this.#events.transaction(async (trx, emit) => {
@@ -294,14 +297,14 @@ export class Dispatcher {
           tenantActive += Number(n); // PostgreSQL's count is a bigint, read as text
           if (key !== null) keyActive.set(key, Number(n));
         }
-        if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) return;
+        if (maxConcurrency > 0 && tenantActive >= maxConcurrency) return;
         const lanes = (
           await LANES.rows<{ capabilities: string }>(trx, this.#store.kind, [tenantId, tenantId])
         ).map((r) => ({ text: r.capabilities, needs: JSON.parse(r.capabilities) as string[] }));
         const claimedSessions = new Set<string>();
         let after: { priority: number; id: string } | undefined;
         while (free > 0) {
-          if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) break;
+          if (maxConcurrency > 0 && tenantActive >= maxConcurrency) break;
           // Only the lanes an agent with a free slot can serve: tasks nobody here can take
           // now are never read, however many wait ahead of the rest.
           const open = lanes.filter((lane) =>
@@ -324,7 +327,7 @@ export class Dispatcher {
           });
           for (const row of rows) {
             if (free === 0) break;
-            if (this.#tenantMaxConcurrency > 0 && tenantActive >= this.#tenantMaxConcurrency) {
+            if (maxConcurrency > 0 && tenantActive >= maxConcurrency) {
               break;
             }
             // The query left out keys at their limit when it ran; claims since may fill more.

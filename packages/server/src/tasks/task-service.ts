@@ -12,6 +12,7 @@ import {
   ROW_OVERHEAD_BYTES,
 } from '../platform/pagination.ts';
 import { TenantLimit } from '../platform/tenant-limit.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
 import type { MultitaskStrategy } from '../sessions/tables.ts';
 import type { Database } from '../store/database.ts';
@@ -176,7 +177,7 @@ export class TaskService {
   readonly #events: EventLog;
   readonly #templates: TemplateService;
   readonly #bus: Bus;
-  readonly #inputMaxBytes: number;
+  readonly #limits: TenantLimitSource;
   readonly #cancelGraceMs: number;
   readonly #sessions: TaskSessions;
   readonly #queuedLimit: TenantLimit;
@@ -188,15 +189,13 @@ export class TaskService {
     bus: Bus;
     cancelGraceMs: number;
     sessions: TaskSessions;
-    /** Largest task input, as JSON text (ORCHESTRA_TASK_INPUT_MAX_BYTES). */
-    inputMaxBytes: number;
-    /** Most tasks of a tenant in `queued` (0: no limit). */
-    maxQueuedTasks?: number;
+    /** Each tenant's largest task input and most queued tasks. */
+    limits: TenantLimitSource;
   }) {
-    this.#inputMaxBytes = deps.inputMaxBytes;
+    this.#limits = deps.limits;
     this.#queuedLimit = new TenantLimit({
-      setting: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
-      max: deps.maxQueuedTasks ?? 0,
+      name: 'max_queued_tasks',
+      limits: deps.limits,
       what: 'queued tasks',
       count: (tenantId) =>
         countRows(this.#store.db, 'tasks', { tenant_id: tenantId, state: 'queued' }),
@@ -230,14 +229,13 @@ export class TaskService {
     /** The new task's id, when the caller took one in advance (`createMany`, for order). */
     id: string = newId('tsk'),
   ): Promise<{ task: Task; created: boolean }> {
+    const tenantId = principal.tenant.id;
     // First: a task whose input cannot be stored is refused before anything is looked up.
     const inputJson = jsonWithinLimit(
       input.input ?? null,
       'body.input',
-      'taskInputMaxBytes',
-      this.#inputMaxBytes,
+      await this.#limits.get(tenantId, 'task_input_max_bytes'),
     );
-    const tenantId = principal.tenant.id;
     if (input.idempotency_key !== undefined) {
       const existing = await this.#byIdempotencyKey(tenantId, input.idempotency_key);
       if (existing) return { task: view(existing), created: false };

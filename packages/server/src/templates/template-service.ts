@@ -11,6 +11,7 @@ import {
   toPage,
 } from '../platform/pagination.ts';
 import { TenantLimit } from '../platform/tenant-limit.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { Database } from '../store/database.ts';
 import { countRows, isUniqueViolation, type RelationalStore } from '../store/store.ts';
@@ -78,12 +79,12 @@ export class TemplateService {
   readonly #specs = new Map<string, TemplateSpec>();
   readonly #limit: TenantLimit;
 
-  /** `maxTemplates`: most templates a tenant may hold (0: no limit). */
-  constructor(deps: { store: RelationalStore; maxTemplates?: number }) {
+  /** `limits`: each tenant's most templates. */
+  constructor(deps: { store: RelationalStore; limits: TenantLimitSource }) {
     this.#store = deps.store;
     this.#limit = new TenantLimit({
-      setting: 'ORCHESTRA_TENANT_MAX_TEMPLATES',
-      max: deps.maxTemplates ?? 0,
+      name: 'max_templates',
+      limits: deps.limits,
       what: 'templates',
       count: (tenantId) => countRows(this.#store.db, 'templates', { tenant_id: tenantId }),
     });
