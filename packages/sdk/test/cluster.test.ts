@@ -195,6 +195,36 @@ describe('a cluster of three nodes', () => {
   });
 
   // Last: it kills a node.
+  test('a tenant’s own limit set on one node applies on every node', async () => {
+    const created = await client(0).tenants.create({ id: 'cluster-limited' });
+    const publish = (i: number, topic: string) =>
+      fetch(`${node(i).url}/v1/topics/${topic}/messages`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${created.admin_key.secret}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({ data: 1 }),
+      });
+    // Every node has read (and cached) the tenant's limits before they change.
+    for (let i = 0; i < 3; i++) assert.equal((await publish(i, `before.${i}`)).status, 201);
+    await client(0).tenants.update('cluster-limited', { limits: { max_topics: 3 } });
+    assert.equal((await publish(0, 'after.0')).status, 409, 'at once on the node that changed it');
+    // The others within ORCHESTRA_AUTH_CACHE_TTL_MS (5 s); the bound here is generous.
+    for (const i of [1, 2]) {
+      const until = Date.now() + 60_000;
+      let status = 0;
+      // A new topic each time: only the publish that creates one counts against the limit.
+      for (let n = 0; Date.now() < until; n++) {
+        status = (await publish(i, `after.${i}.${n}`)).status;
+        if (status === 409) break;
+        assert.equal(status, 201);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(status, 409, `node ${i} refuses a topic past the tenant's limit`);
+    }
+  });
+
   test('SIGKILL one node under load: its agent moves to another node, every acknowledged task ends once', async () => {
     const agentKey = (await client(0).apiKeys.create({ name: 'failover', role: 'agent' })).secret;
     const urls = nodes.map((n) => n.url);
