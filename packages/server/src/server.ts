@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
@@ -82,12 +82,55 @@ export function createLogger(settings: Settings, destination?: DestinationStream
   );
 }
 
+/** A listen failure as a settings error that names the setting to change, else `err`. */
+function listenError(settings: Settings, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const where = `${urlHost(settings.host)}:${settings.port}`;
+  if (code === 'EADDRINUSE') {
+    return new SettingsError(
+      `ORCHESTRA_PORT: port ${settings.port} is in use on ${settings.host} (${where}); stop what holds it or choose another port`,
+      { cause: err },
+    );
+  }
+  if (code === 'EACCES') {
+    return new SettingsError(
+      `ORCHESTRA_PORT: this user may not listen on ${where}; choose a port above 1023`,
+      { cause: err },
+    );
+  }
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+    return new SettingsError(`ORCHESTRA_HOST: ${settings.host} is not an address of this machine`, {
+      cause: err,
+    });
+  }
+  return err;
+}
+
+/** Binds the port for a moment to learn whether the server could listen there. */
+async function assertCanListen(settings: Settings): Promise<void> {
+  if (settings.port === 0) return;
+  const probe = createNetServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen({ port: settings.port, host: settings.host, exclusive: true }, resolve);
+    });
+  } catch (err) {
+    throw listenError(settings, err);
+  } finally {
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+  }
+}
+
 /** Opens the store, applies migrations, bootstraps the system tenant and starts listening. */
 export async function startServer(
   settings: Settings,
   options: StartOptions = {},
 ): Promise<RunningServer> {
   const log = options.log ?? createLogger(settings);
+  // Before anything is created: a start that cannot listen must not make the system
+  // tenant and print its admin key first.
+  await assertCanListen(settings);
   secureDataDir(settings.dataDir, log, { sqlite: settings.databaseUrl === undefined });
   const secrets = new SecretBox(loadNodeKey(settings.secretKey, settings.dataDir, log));
 
@@ -369,7 +412,12 @@ export async function startServer(
     // restart) does not count against the leases agents held.
     await pool.tickLeaseClock(new Date(), 2 * sweepIntervalMs);
     const connections = trackRequests(built);
-    await built.listen({ port: settings.port, host: settings.host });
+    try {
+      await built.listen({ port: settings.port, host: settings.host });
+    } catch (err) {
+      // Taken since the check at start (another process was quicker).
+      throw listenError(settings, err);
+    }
     const address = built.server.address() as AddressInfo;
     const url = `http://${urlHost(settings.host)}:${address.port}`;
     nodeUrl = url;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -101,6 +101,31 @@ describe('orchestra start', () => {
       assert.equal(via.tenant.id, 'default');
     } finally {
       assert.equal(await second.stop(), 0);
+    }
+  });
+
+  test('a port in use stops start-up naming ORCHESTRA_PORT, before any tenant or key is made', async () => {
+    const holder = createNetServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const { port } = holder.address() as AddressInfo;
+    const dataDir = newDataDir();
+    try {
+      const taken = await runCli(['start'], {
+        ORCHESTRA_PORT: String(port),
+        ORCHESTRA_HOST: '127.0.0.1',
+        ORCHESTRA_DATA_DIR: dataDir,
+      });
+      expectExit(taken, 1);
+      assert.match(taken.stderr, new RegExp(`ORCHESTRA_PORT: port ${port} is in use`));
+      assert.doesNotMatch(taken.stdout, /ork_/, 'no admin key printed');
+      assert.doesNotMatch(taken.stderr, /\n\s+at /, 'no stack trace');
+      // Nothing was created: the next start, on a free port, is the first one.
+      assert.deepEqual(
+        readdirSync(dataDir).filter((f) => f === 'admin-key' || f.startsWith('orchestra.db')),
+        [],
+      );
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
     }
   });
 
