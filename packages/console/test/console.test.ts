@@ -202,6 +202,47 @@ describe('tasks', () => {
     await context.close();
   });
 
+  test('a task that succeeds after a failed attempt shows its result, with the failure as history', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    const task = await fixture.client.tasks.create({
+      capabilities: ['reports'],
+      input: { title: 'flaky', steps: 1, delay_ms: 0, fail_first: 'The first try timed out' },
+      max_attempts: 2,
+    });
+    await page.goto(`${fixture.server.url}/tasks/${task.id}`);
+    await waitForState(page, 'succeeded');
+    // The server keeps the failed attempt's error on the task; it is not the outcome.
+    assert.equal((await fixture.client.tasks.get(task.id)).error?.code, 'FLAKY');
+    await page.getByRole('heading', { name: 'Result', level: 2 }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.locator('.error-box').count(), 0);
+    await page
+      .getByRole('list', { name: 'Earlier attempts' })
+      .getByText('Attempt 1 failed: FLAKY The first try timed out')
+      .waitFor({ timeout: WAIT_MS });
+    assert.match(
+      (await page.getByRole('figure', { name: 'Result' }).textContent()) ?? '',
+      /"sections": 1/,
+    );
+
+    // A failure shows its error, and what the agent added to it.
+    const failing = await fixture.client.tasks.create({
+      capabilities: ['reports'],
+      input: { title: 'broken', steps: 1, fail: 'No data' },
+    });
+    await page.goto(`${fixture.server.url}/tasks/${failing.id}`);
+    await waitForState(page, 'failed');
+    await page.locator('.error-box', { hasText: 'REPORT_FAILED No data' }).waitFor();
+    assert.match(
+      (await page.getByRole('figure', { name: 'Error details' }).textContent()) ?? '',
+      /"title": "broken"/,
+    );
+    assert.equal(await page.getByRole('list', { name: 'Earlier attempts' }).count(), 0);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
   test('a reload in the middle of the stream resumes after the last event shown', async () => {
     const context = await browser.newContext();
     const page = await signIn(context, fixture.server.url, fixture.adminKey);

@@ -121,15 +121,25 @@ export async function startConsoleFixture(options: { env?: Record<string, string
             steps,
             delay_ms = 100,
             fail,
+            fail_first,
           } = input as {
             title: string;
             steps: number;
             delay_ms?: number;
-            /** Only tasks routed by capability may carry it: the template's schema refuses it. */
+            /** Only tasks routed by capability may carry these: the template's schema refuses them. */
             fail?: string;
+            /** Fails the first attempt (retryable) with this message; later ones run. */
+            fail_first?: string;
           };
           if (fail !== undefined) {
-            throw new TaskFailedError(fail, { code: 'REPORT_FAILED', retryable: false });
+            throw new TaskFailedError(fail, {
+              code: 'REPORT_FAILED',
+              retryable: false,
+              details: { title },
+            });
+          }
+          if (fail_first !== undefined && ctx.task.attempt === 1) {
+            throw new TaskFailedError(fail_first, { code: 'FLAKY', retryable: true });
           }
           for (let i = 1; i <= steps; i++) {
             await sleep(delay_ms, undefined, { signal: ctx.signal });

@@ -35,6 +35,8 @@ export interface AssignedTask {
   deadline_at: string;
   labels: Record<string, string>;
   concurrency_key: string | null;
+  /** The session the task belongs to: its tasks run one at a time, in order. */
+  session_id: string | null;
   created_at: string;
 }
 

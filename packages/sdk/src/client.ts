@@ -869,7 +869,8 @@ export class Orchestra {
             cursor = Math.max(cursor, item.first_offset - 1);
           }
           failures = 0;
-          yield item;
+          // A session's events are the server's SessionEvent: data is always an object.
+          yield item as SessionStreamItem;
         }
         if (!follow) return; // caught up
         // A followed stream ends only when the server goes away: resume.

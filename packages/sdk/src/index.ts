@@ -87,6 +87,8 @@ export type {
   Readiness,
   Role,
   Session,
+  SessionEvent,
+  SessionEventData,
   SessionEventsOptions,
   SessionStreamItem,
   Stats,

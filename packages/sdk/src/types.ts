@@ -284,6 +284,8 @@ export interface TaskError {
   message: string;
   /** Whether another attempt could succeed. */
   retryable: boolean;
+  /** What the agent added to its `task.fail` (a `TaskFailedError`'s `details`), if anything. */
+  details?: Record<string, unknown>;
 }
 
 /** A unit of work for an agent, with every default filled in. */
@@ -570,8 +572,28 @@ export interface ListSessionsOptions extends PageOptions {
   labels?: Record<string, string>;
 }
 
-/** An event of a session's history: `session.created`, or a task event with `data.task_id`. */
-export type SessionStreamItem = TaskEvent | StreamGap;
+/**
+ * An event of a session's history: `session.created` (its `data` is the session), or one
+ * of a task's events, whose `data` is the task event's with the task's id added.
+ */
+export interface SessionEvent {
+  /** Position in the session's stream: 1, 2, 3, … without holes. */
+  offset: number;
+  /** `session.created`, or a task event's type (`task.queued`, `task.output`, …). */
+  type: string;
+  time: string;
+  data: SessionEventData;
+}
+
+/** The `data` of a session event. */
+export interface SessionEventData {
+  /** The task the event is about: on every event but `session.created`. */
+  task_id?: string;
+  [field: string]: unknown;
+}
+
+/** An item of a session's event stream: an event, or a gap where retention removed some. */
+export type SessionStreamItem = SessionEvent | StreamGap;
 
 export interface SessionEventsOptions {
   /** Start after this offset; default 0, from the first retained event. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { STORE_VARIANTS, startTestServer, type TestServer } from '../../server/test/helpers.ts';
-import { AgentWorker, Orchestra, type SessionStreamItem } from '../src/index.ts';
+import { AgentWorker, Orchestra, type SessionStreamItem, TaskFailedError } from '../src/index.ts';
 import { rejection } from './support.ts';
 
 for (const store of STORE_VARIANTS) {
@@ -9,6 +9,8 @@ for (const store of STORE_VARIANTS) {
     let server: TestServer;
     let client: Orchestra;
     let worker: AgentWorker;
+    /** The session each task had when it reached the agent, by task id. */
+    const sessionsSeen = new Map<string, string | null>();
 
     before(async () => {
       server = await startTestServer({ store });
@@ -22,6 +24,14 @@ for (const store of STORE_VARIANTS) {
         concurrency: 2,
         handleSignals: false,
         handler: async (input, ctx) => {
+          sessionsSeen.set(ctx.task.id, ctx.task.session_id);
+          if ((input as { fail?: boolean } | null)?.fail) {
+            throw new TaskFailedError('the input asked to fail', {
+              code: 'ASKED_TO_FAIL',
+              retryable: false,
+              details: { line: 3, hint: 'drop "fail"' },
+            });
+          }
           ctx.output(`echo ${JSON.stringify(input)}`);
           return input;
         },
@@ -52,6 +62,36 @@ for (const store of STORE_VARIANTS) {
       await client.sessions.delete(session.id);
       const gone = await rejection(() => client.sessions.get(session.id));
       assert.equal(gone.code, 'SESSION_NOT_FOUND');
+    });
+
+    test('the agent is told the task’s session, and a failure’s details reach the task’s error', async () => {
+      const session = await client.sessions.create();
+      const inSession = await client.tasks.create({
+        capabilities: ['echo'],
+        session_id: session.id,
+        input: { n: 1 },
+      });
+      const alone = await client.tasks.create({ capabilities: ['echo'], input: { fail: true } });
+      assert.equal(
+        (await client.tasks.wait(inSession.id, { timeoutMs: 20_000 })).state,
+        'succeeded',
+      );
+      const failed = await client.tasks.wait(alone.id, { timeoutMs: 20_000 });
+      assert.equal(sessionsSeen.get(inSession.id), session.id);
+      assert.equal(sessionsSeen.get(alone.id), null);
+      assert.equal(failed.state, 'failed');
+      assert.deepEqual(failed.error, {
+        code: 'ASKED_TO_FAIL',
+        message: 'the input asked to fail',
+        retryable: false,
+        details: { line: 3, hint: 'drop "fail"' },
+      });
+      // Each task event of a session names its task.
+      const ids = new Set<string | undefined>();
+      for await (const item of client.sessions.events(session.id, { follow: false })) {
+        if ('offset' in item && item.type !== 'session.created') ids.add(item.data.task_id);
+      }
+      assert.deepEqual([...ids], [inSession.id]);
     });
 
     test('events: the whole history of its tasks in order, then live ones', async () => {

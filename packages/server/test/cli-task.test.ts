@@ -153,6 +153,38 @@ describe('orchestra task', { concurrency: 4 }, () => {
     assert.match(out, /^Result: \(none\)$/m);
   });
 
+  test('get shows a success after a failed attempt as a success, with that error as history; a failure’s details', async () => {
+    const retried = await api.tasks.create({ template: 'cli-echo', input: { text: 'again' } });
+    const failed = await api.tasks.create({ template: 'cli-echo', input: { text: 'no' } });
+    const error = { code: 'FLAKY', message: 'first try timed out', retryable: true };
+    await store.db
+      .updateTable('tasks')
+      .set({ state: 'succeeded', attempt: 2, result: '"done"', error: JSON.stringify(error) })
+      .where('id', '=', retried.id)
+      .execute();
+    await store.db
+      .updateTable('tasks')
+      .set({
+        state: 'failed',
+        error: JSON.stringify({ ...error, retryable: false, details: { line: 3 } }),
+      })
+      .where('id', '=', failed.id)
+      .execute();
+    const shown = await cli(['task', 'get', retried.id]);
+    expectExit(shown, 0);
+    assert.match(shown.stdout, /^Result:\n"done"$/m);
+    assert.match(
+      shown.stdout,
+      /^Error of an earlier attempt: FLAKY: first try timed out \(retryable\)$/m,
+    );
+    assert.doesNotMatch(shown.stdout, /^Error:/m);
+    const ended = await cli(['task', 'get', failed.id]);
+    assert.match(
+      ended.stdout,
+      /^Error: FLAKY: first try timed out\nDetails:\n\{\n {2}"line": 3\n\}$/m,
+    );
+  });
+
   test('submit --input-file reads a file or standard input; --json prints the task', async () => {
     const fromStdin = json(
       await cli(['task', 'submit', 'cli-echo', '--input-file', '-', '--json'], {

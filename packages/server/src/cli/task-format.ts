@@ -62,13 +62,19 @@ export function describeTask(task: Task): string {
   const error =
     task.error === null
       ? ' (none)'
-      : ` ${task.error.code}: ${task.error.message}${task.error.retryable ? ' (retryable)' : ''}`;
+      : ` ${task.error.code}: ${task.error.message}${task.error.retryable ? ' (retryable)' : ''}${
+          task.error.details === undefined ? '' : `\nDetails:${json(task.error.details)}`
+        }`;
+  // A task that succeeded after a failed attempt keeps that attempt's error: it is history,
+  // not the outcome.
+  const errorLabel =
+    task.state === 'succeeded' && task.error !== null ? 'Error of an earlier attempt:' : 'Error:';
   return [
     ...rows.map(([label, value]) => `${`${label}:`.padEnd(width)}${value}`),
     '',
     `Input:${json(task.input)}`,
     `Result:${json(task.result)}`,
-    `Error:${error}`,
+    `${errorLabel}${error}`,
   ].join('\n');
 }
 

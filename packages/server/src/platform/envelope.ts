@@ -34,9 +34,12 @@ export type Header = Static<typeof Header>;
 
 /** The validator instance of the protocols: their schemas compile with the same formats. */
 export const frameAjv = new Ajv({ allErrors: false, removeAdditional: false, useDefaults: false });
+// RFC 3339: a date-time with its offset (`Z` or `±hh:mm`); without one, the time's meaning
+// would depend on the reader's time zone.
+const RFC3339 = /^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$/;
 frameAjv.addFormat('date-time', {
   type: 'string',
-  validate: (value: string) => /^\d{4}-\d\d-\d\dT/.test(value) && !Number.isNaN(Date.parse(value)),
+  validate: (value: string) => RFC3339.test(value) && !Number.isNaN(Date.parse(value)),
 });
 const validateHeader = frameAjv.compile(Header);
 

@@ -76,11 +76,22 @@ export const CreateTaskBatch = Type.Object(
 );
 export type CreateTaskBatch = Static<typeof CreateTaskBatch>;
 
-export const TaskError = Type.Object({
-  code: Type.String(),
-  message: Type.String(),
-  retryable: Type.Boolean(),
-});
+export const TaskError = Type.Object(
+  {
+    code: Type.String(),
+    message: Type.String(),
+    retryable: Type.Boolean(),
+    details: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), {
+        description: 'What the agent added to its `task.fail`, if anything.',
+      }),
+    ),
+  },
+  {
+    description:
+      'Set once an attempt failed: the last failed attempt’s error. A task that then succeeded keeps it (its `state` and `result` say it succeeded); a task waiting in `queued` for a retry shows why the attempt before failed. Every attempt’s error is in its `task.attempt_failed` event.',
+  },
+);
 
 export const Task = Type.Object(
   {

@@ -137,6 +137,14 @@ export function TaskDetailPage({ id }: { id: string }) {
   const progress = stream.events.filter((e) => e.type === 'task.progress' && ofAttempt(e)).at(-1);
   const output = stream.events.filter((e) => e.type === 'task.output' && ofAttempt(e));
   const p = progress ? dataOf(progress) : undefined;
+  // Failed attempts before the current outcome: history, never the outcome of a task that
+  // then succeeded (its `error` still holds the last failed attempt's).
+  const earlierFailures = stream.events
+    .filter((e) => e.type === 'task.attempt_failed')
+    .map((e) => dataOf(e))
+    .filter((d) => !(isTerminalState(t.state) && t.state !== 'succeeded' && d.attempt === attempt))
+    .map((d) => ({ attempt: Number(d.attempt), error: (d.error ?? {}) as EventData }));
+  const ended = terminal && t.state !== 'succeeded' ? t.error : null;
 
   return (
     <>
@@ -219,15 +227,31 @@ export function TaskDetailPage({ id }: { id: string }) {
           <Json value={t.input} label="Input" />
         </section>
         <section className="panel" aria-labelledby="outcome-title">
-          <h2 id="outcome-title">{t.error ? 'Error' : 'Result'}</h2>
-          {t.error ? (
-            <p className="error-box">
-              <code>{t.error.code}</code> {t.error.message}
-            </p>
+          <h2 id="outcome-title">{ended ? 'Error' : 'Result'}</h2>
+          {ended ? (
+            <>
+              <p className="error-box">
+                <code>{ended.code}</code> {ended.message}
+              </p>
+              {ended.details !== undefined && <Json value={ended.details} label="Error details" />}
+            </>
           ) : t.state === 'succeeded' ? (
             <Json value={t.result} label="Result" />
           ) : (
             <p className="muted">Not finished yet.</p>
+          )}
+          {earlierFailures.length > 0 && (
+            <>
+              <h3>Earlier attempts</h3>
+              <ul className="attempts" aria-label="Earlier attempts">
+                {earlierFailures.map((f) => (
+                  <li key={f.attempt}>
+                    Attempt {f.attempt} failed: <code>{String(f.error.code ?? '')}</code>{' '}
+                    {String(f.error.message ?? '')}
+                  </li>
+                ))}
+              </ul>
+            </>
           )}
           {output.length > 0 && (
             <>
