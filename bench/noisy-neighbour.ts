@@ -7,11 +7,14 @@
  * time, on an idle node and then while a viewer of another tenant reads a topic of 1 MB
  * messages (`?last=1000&limit=1000`) from N connections at once: the attack of issue 18.
  * Both phases run on the same node in the same run; the result is the ratio of the probe's
- * p99 under attack to its p99 idle. Runs once with the default ORCHESTRA_RESPONSE_MAX_BYTES,
- * then on a second node with the budget raised to its maximum (what the server did before
- * responses had a bound). Writes bench/results/noisy-neighbour-<store>-<date>.json.
+ * p99 under attack to its p99 idle. Three nodes, one after the other: the default settings
+ * (response budget, rate limit, and the rate limit charging response bytes); the same with
+ * byte charging off (ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN=0); and no bound at all (the
+ * budget raised to its maximum, no rate limit: what the server did before responses had a
+ * bound). Writes bench/results/noisy-neighbour-<store>-<date>.json.
  */
 import { spawn } from 'node:child_process';
+import { SETTINGS } from '../packages/server/src/platform/settings.ts';
 import {
   type CommonOptions,
   commonOptions,
@@ -33,13 +36,19 @@ import {
 const ATTACK_FLAG = '--serve-attack';
 const SELF = import.meta.filename;
 const TOPIC = 'noisy.history';
+/**
+ * The probe sends at most one request per this many ms (50 a second): a quiet tenant, well
+ * under the default rate limit (100 a second), so that it is never refused itself.
+ */
+const PROBE_INTERVAL_MS = 20;
 
 const HELP = `Usage: node bench/noisy-neighbour.ts [options]
 
 Measures a quiet tenant's request latency (GET /v1/whoami, POST /v1/tasks) on an idle node
 and while another tenant reads a topic of large messages from several connections, on
-127.0.0.1, and reports p50/p99 and the ratio attack p99 / idle p99. Two nodes: the default
-response budget, and the budget raised to its maximum (no effective bound).
+127.0.0.1, and reports p50/p99 and the ratio attack p99 / idle p99. Three nodes: the
+default settings (response budget, rate limit charging response bytes); the same with byte
+charging off; and the budget raised to its maximum without a rate limit (no bound).
 
 Options:
   --postgres              Use PostgreSQL instead of SQLite (env BENCH_POSTGRES=1)
@@ -171,6 +180,7 @@ async function probe(url: string, key: string, ms: number) {
   let i = 0;
   while (performance.now() < until) {
     const started = performance.now();
+    const next = started + PROBE_INTERVAL_MS;
     if (i % 2 === 0) {
       await call(url, key, 'GET', '/v1/whoami');
       whoami.push(performance.now() - started);
@@ -179,6 +189,7 @@ async function probe(url: string, key: string, ms: number) {
       submit.push(performance.now() - started);
     }
     i += 1;
+    await sleep(Math.max(0, next - performance.now()));
   }
   return { whoami: latencyOf(whoami), submit: latencyOf(submit) };
 }
@@ -267,14 +278,25 @@ async function main(o: Options): Promise<number> {
           ),
         }
       : {};
-  const bounded = await measureNode(o, 'bounded', await store('bounded'));
+  // The default rate limit, which the other benchmarks turn off to measure work.
+  const rateLimit = {
+    ORCHESTRA_RATE_LIMIT_PER_SECOND: String(SETTINGS.rateLimitPerSecond.default),
+    ORCHESTRA_RATE_LIMIT_BURST: String(SETTINGS.rateLimitBurst.default),
+  };
+  const charged = await measureNode(o, 'charged', { ...(await store('charged')), ...rateLimit });
+  const budgetOnly = await measureNode(o, 'budget-only', {
+    ...(await store('budget_only')),
+    ...rateLimit,
+    ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN: '0',
+  });
   const unbounded = await measureNode(o, 'unbounded', {
     ...(await store('unbounded')),
     ORCHESTRA_RESPONSE_MAX_BYTES: '268435456',
   });
   const rows = [
-    ['default budget (4 MiB)', bounded] as const,
-    ['budget 256 MiB (no bound)', unbounded] as const,
+    ['defaults: budget + byte charging', charged] as const,
+    ['budget, byte charging off', budgetOnly] as const,
+    ['no bound, no rate limit', unbounded] as const,
   ].flatMap(([label, r]) =>
     (['whoami', 'submit'] as const).map((op) => [
       label,
@@ -316,7 +338,8 @@ async function main(o: Options): Promise<number> {
       messageBytes: o.messageBytes,
     },
     note: 'The machine has 2 cores shared with other engineers working at the same time: absolute latencies are noisy; the ratios within one node are the result.',
-    bounded,
+    charged,
+    budgetOnly,
     unbounded,
   });
   process.stdout.write(`wrote ${file}\n`);

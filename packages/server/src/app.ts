@@ -169,6 +169,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     instanceId: settings.instanceId,
     metrics,
     rateLimiter: resources.rateLimiter,
+    bytesPerToken: settings.rateLimitBytesPerToken,
     authenticate: (request) => identity.authenticate(request.headers),
     isClosing: resources.isClosing,
     mapDependencyError: (error) =>

@@ -380,6 +380,7 @@ export async function startServer(
         compression: settings.realtimeCompression,
         pingIntervalMs: settings.realtimePingIntervalMs,
         subscribesPerSecond: settings.realtimeSubscribesPerSecond,
+        bytesPerToken: settings.rateLimitBytesPerToken,
         instanceId: settings.instanceId,
       },
     });

@@ -133,12 +133,17 @@ export async function sendStream<T = StreamItem>(
     }, request.server.streamCredentialCheckMs ?? DEFAULT_CREDENTIAL_CHECK_MS);
   credentialCheck?.unref();
   if (options.format === 'sse') res.write('retry: 2000\n\n');
+  // Charged as it is written and never refused: a stream is not cut by a 429 midway; its
+  // debt makes the credential's next requests wait instead.
+  const charge = request.byteCharge;
   let failed = false;
   try {
     for await (const item of open(signal)) {
       if (signal.aborted) break;
       wroteSince = true;
-      if (!res.write(encodeItem(item, options.format))) {
+      const text = encodeItem(item, options.format);
+      void charge?.add(Buffer.byteLength(text));
+      if (!res.write(text)) {
         // Slow client: wait for the socket to drain instead of buffering without bound.
         await once(res, 'drain', { signal }).catch(() => undefined);
       }

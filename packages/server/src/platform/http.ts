@@ -5,7 +5,12 @@ import { credentialId, type Principal, type Role } from './auth.ts';
 import { closeAfterFlush, endWithError, markAuthenticated } from './connection-guard.ts';
 import { ApiError, type ErrorDetails, errorBody } from './errors.ts';
 import type { Metrics } from './metrics.ts';
-import { clientNetwork, type RateLimitDecision, type RateLimiter } from './rate-limit.ts';
+import {
+  ByteCharge,
+  clientNetwork,
+  type RateLimitDecision,
+  type RateLimiter,
+} from './rate-limit.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -29,6 +34,13 @@ declare module 'fastify' {
      * authenticated; long-lived responses (event streams) call it periodically.
      */
     recheckCredential?: () => Promise<void>;
+    /**
+     * Charges the credential's rate-limit bucket for the bytes served to it
+     * (ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN); set on authenticated routes while rate limits
+     * and byte charging are on. Answers sent through Fastify are charged by the platform;
+     * a response that writes past it (an event stream) adds what it writes.
+     */
+    byteCharge?: ByteCharge;
   }
 }
 
@@ -46,6 +58,8 @@ export interface HttpPlatformOptions {
   instanceId: string;
   metrics: Metrics;
   rateLimiter: RateLimiter | undefined;
+  /** Response bytes that cost one more token (ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN); 0: off. */
+  bytesPerToken: number;
   authenticate: Authenticate;
   /** True once shutdown has begun: new requests get 503 SHUTTING_DOWN. */
   isClosing: () => boolean;
@@ -102,7 +116,16 @@ function isV1(routeUrl: string): boolean {
   return routeUrl === '/v1' || routeUrl.startsWith('/v1/');
 }
 
-function setRateLimitHeaders(reply: FastifyReply, decision: RateLimitDecision): void {
+/** Bytes of a response body as `onSend` sees it; 0 when its size is not known in advance. */
+function payloadBytes(payload: unknown, reply: FastifyReply): number {
+  if (typeof payload === 'string') return Buffer.byteLength(payload);
+  if (payload instanceof Uint8Array) return payload.byteLength;
+  const length = Number(reply.getHeader('content-length'));
+  return Number.isSafeInteger(length) && length > 0 ? length : 0;
+}
+
+/** The `RateLimit-*` headers of a decision (or of a bucket after a charge). */
+export function setRateLimitHeaders(reply: FastifyReply, decision: RateLimitDecision): void {
   reply.header('ratelimit-limit', decision.limit);
   reply.header('ratelimit-remaining', decision.remaining);
   reply.header('ratelimit-reset', decision.resetSeconds);
@@ -167,7 +190,11 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
       await options.authenticate(request);
     };
     markAuthenticated(request.raw.socket);
-    await limit(request, reply, `cred:${credentialId(principal)}`, 'credential');
+    const key = `cred:${credentialId(principal)}`;
+    await limit(request, reply, key, 'credential');
+    if (rateLimiter && options.bytesPerToken > 0 && !request.routeOptions.config.probe) {
+      request.byteCharge = new ByteCharge(rateLimiter, key, options.bytesPerToken);
+    }
     if (Array.isArray(auth) && !auth.includes(principal.role)) {
       throw new ApiError(
         'PERMISSION_DENIED',
@@ -176,9 +203,14 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     }
   });
 
-  app.addHook('onSend', async (_request, reply) => {
+  app.addHook('onSend', async (request, reply, payload) => {
     // A response finished during shutdown closes its connection: keep-alive would hold the drain.
     if (options.isClosing()) reply.header('connection', 'close');
+    // Charged before it is sent, never refused: the answer is ready, and the debt makes the
+    // credential's next requests wait instead. The headers then show the bucket as the next
+    // request will find it.
+    const charged = request.byteCharge?.add(payloadBytes(payload, reply));
+    if (charged !== undefined) setRateLimitHeaders(reply, await charged);
   });
 
   app.setNotFoundHandler(async (request, reply) => {

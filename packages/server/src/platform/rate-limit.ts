@@ -3,7 +3,7 @@ export interface RateLimitDecision {
   allowed: boolean;
   /** Bucket size. */
   limit: number;
-  /** Whole tokens left after this request. */
+  /** Whole tokens left after this request; 0 while the bucket is in debt. */
   remaining: number;
   /** Seconds until the bucket is full again. */
   resetSeconds: number;
@@ -19,6 +19,15 @@ export interface RateLimitDecision {
 export interface RateLimiter {
   readonly backend: 'memory' | 'redis';
   consume(key: string): RateLimitDecision | Promise<RateLimitDecision>;
+  /**
+   * Takes `tokens` more from the key's bucket after the fact, for work already done (the
+   * bytes of an answer already served). Never refuses and never rejects: the bucket may go
+   * into debt, down to `-burst` at most (a larger debt is forgiven, so that one answer
+   * costs at most about two bursts' worth of waiting), and the key's next `consume` is
+   * refused until it has refilled past 1. Resolves to the bucket after the charge
+   * (`allowed` is true).
+   */
+  charge(key: string, tokens: number): RateLimitDecision | Promise<RateLimitDecision>;
   /** Rejects when the shared buckets cannot be reached within `timeoutMs`. */
   ping(timeoutMs: number): Promise<void>;
   close(): void;
@@ -58,6 +67,20 @@ export class InMemoryRateLimiter implements RateLimiter {
   }
 
   consume(key: string): RateLimitDecision {
+    const bucket = this.#refilled(key);
+    const allowed = bucket.tokens >= 1;
+    if (allowed) bucket.tokens -= 1;
+    return decisionOf(allowed, bucket.tokens, this.#rate, this.#burst);
+  }
+
+  charge(key: string, tokens: number): RateLimitDecision {
+    const bucket = this.#refilled(key);
+    bucket.tokens = Math.max(-this.#burst, bucket.tokens - tokens);
+    return decisionOf(true, bucket.tokens, this.#rate, this.#burst);
+  }
+
+  /** The key's bucket, refilled up to now and marked most recently used. */
+  #refilled(key: string): Bucket {
     const now = this.#now();
     let bucket = this.#buckets.get(key);
     if (bucket === undefined) {
@@ -75,9 +98,7 @@ export class InMemoryRateLimiter implements RateLimiter {
       bucket.tokens = Math.min(this.#burst, bucket.tokens + refill);
       bucket.updatedMs = now;
     }
-    const allowed = bucket.tokens >= 1;
-    if (allowed) bucket.tokens -= 1;
-    return decisionOf(allowed, bucket.tokens, this.#rate, this.#burst);
+    return bucket;
   }
 
   async ping(_timeoutMs: number): Promise<void> {}
@@ -97,6 +118,37 @@ export class InMemoryRateLimiter implements RateLimiter {
   }
 }
 
+/**
+ * Charges a rate-limit key for the bytes served to it: one token per `bytesPerToken`
+ * (ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN), on top of the one its request took. One per
+ * request or stream: bytes are summed across `add` calls, so that a stream written in small
+ * pieces costs what one answer of the same size does, while a small answer costs nothing.
+ */
+export class ByteCharge {
+  readonly #limiter: RateLimiter;
+  readonly #key: string;
+  readonly #bytesPerToken: number;
+  #uncharged = 0;
+
+  constructor(limiter: RateLimiter, key: string, bytesPerToken: number) {
+    this.#limiter = limiter;
+    this.#key = key;
+    this.#bytesPerToken = bytesPerToken;
+  }
+
+  /**
+   * Counts `bytes` served; charges the whole tokens they complete. Returns the bucket after
+   * the charge, or `undefined` when no whole token was completed. Never rejects.
+   */
+  add(bytes: number): RateLimitDecision | Promise<RateLimitDecision> | undefined {
+    this.#uncharged += bytes;
+    const tokens = Math.floor(this.#uncharged / this.#bytesPerToken);
+    if (tokens < 1) return undefined;
+    this.#uncharged -= tokens * this.#bytesPerToken;
+    return this.#limiter.charge(this.#key, tokens);
+  }
+}
+
 /** The decision for a bucket left with `tokens` after this request (taken or refused). */
 export function decisionOf(
   allowed: boolean,
@@ -107,7 +159,7 @@ export function decisionOf(
   return {
     allowed,
     limit: burst,
-    remaining: Math.floor(tokens),
+    remaining: Math.max(0, Math.floor(tokens)),
     resetSeconds: Math.ceil((burst - tokens) / rate),
     retryAfterSeconds: allowed ? 0 : Math.max(1, Math.ceil((1 - tokens) / rate)),
   };

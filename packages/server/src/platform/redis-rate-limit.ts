@@ -8,11 +8,11 @@ import {
 } from './rate-limit.ts';
 
 /**
- * One token bucket per key in a Redis hash, refilled and taken from in one script, so every
+ * One token bucket per key in a Redis hash, refilled and changed in one script, so every
  * node takes from the same bucket. Time is Redis's own clock (`TIME`), not the nodes',
  * which may disagree. An untouched bucket expires once it would be full again.
  */
-const TAKE = `
+const REFILL = `
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -25,15 +25,41 @@ if tokens == nil or at == nil then
 else
   tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
 end
+`;
+
+const STORE = `
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+`;
+
+/** Takes one token when there is one. */
+const TAKE = `${REFILL}
 local allowed = 0
 if tokens >= 1 then
   tokens = tokens - 1
   allowed = 1
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+${STORE}
 return { allowed, tostring(tokens) }
 `;
+
+/** Takes ARGV[3] tokens whatever is left: the bucket may go into debt, down to -burst. */
+const CHARGE = `${REFILL}
+tokens = math.max(-burst, tokens - tonumber(ARGV[3]))
+${STORE}
+return { 1, tostring(tokens) }
+`;
+
+/** The scripts, as ioredis adds them to the client by `defineCommand`. */
+interface BucketCommands {
+  orchestraTake(key: string, rate: number, burst: number): Promise<[number, string]>;
+  orchestraCharge(
+    key: string,
+    rate: number,
+    burst: number,
+    tokens: number,
+  ): Promise<[number, string]>;
+}
 
 export interface RedisRateLimiterOptions {
   url: string;
@@ -83,6 +109,7 @@ export class RedisRateLimiter implements RateLimiter {
       this.#fallbackLogged = false;
     });
     this.#redis.defineCommand('orchestraTake', { numberOfKeys: 1, lua: TAKE });
+    this.#redis.defineCommand('orchestraCharge', { numberOfKeys: 1, lua: CHARGE });
   }
 
   /** True while Redis takes commands. */
@@ -105,14 +132,31 @@ export class RedisRateLimiter implements RateLimiter {
     await withTimeout(this.#redis.ping(), timeoutMs);
   }
 
-  async consume(key: string): Promise<RateLimitDecision> {
+  consume(key: string): Promise<RateLimitDecision> {
+    return this.#run(
+      (commands, shared) => commands.orchestraTake(shared, this.#rate, this.#burst),
+      () => this.#fallback.consume(key),
+      key,
+    );
+  }
+
+  charge(key: string, tokens: number): Promise<RateLimitDecision> {
+    return this.#run(
+      (commands, shared) => commands.orchestraCharge(shared, this.#rate, this.#burst, tokens),
+      () => this.#fallback.charge(key, tokens),
+      key,
+    );
+  }
+
+  /** Runs a bucket script on the key in Redis, or asks this node's buckets when it cannot. */
+  async #run(
+    script: (commands: BucketCommands, sharedKey: string) => Promise<[number, string]>,
+    alone: () => RateLimitDecision,
+    key: string,
+  ): Promise<RateLimitDecision> {
     if (this.connected) {
       try {
-        const command = (
-          this.#redis as unknown as {
-            orchestraTake(key: string, rate: number, burst: number): Promise<[number, string]>;
-          }
-        ).orchestraTake(`${this.#prefix}${key}`, this.#rate, this.#burst);
+        const command = script(this.#redis as unknown as BucketCommands, `${this.#prefix}${key}`);
         const [allowed, tokens] = await withTimeout(command, this.#timeoutMs);
         return decisionOf(allowed === 1, Number(tokens), this.#rate, this.#burst);
       } catch (err) {
@@ -121,7 +165,7 @@ export class RedisRateLimiter implements RateLimiter {
     } else {
       this.#logFallback(undefined);
     }
-    return this.#fallback.consume(key);
+    return alone();
   }
 
   close(): void {

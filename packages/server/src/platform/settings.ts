@@ -153,6 +153,15 @@ export const SETTINGS = {
     description: 'Token bucket size: requests allowed at once before the sustained rate applies.',
     default: 200,
   },
+  rateLimitBytesPerToken: {
+    env: 'ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 268_435_456 }),
+    allowed: 'an integer from 0 to 268435456 (0 turns byte charging off)',
+    description:
+      "Response bytes that cost one more rate-limit token: an answer of N bytes to a credential (a stream, or realtime history, as it is written) takes floor(N / this) tokens from its bucket beyond its request's one, so that a credential reading large pages gets proportionally fewer of them. The bucket may go into debt, one burst deep at most: its next requests get 429 until it has refilled; a stream is never cut.",
+    default: 65_536,
+  },
   authCacheTtlMs: {
     env: 'ORCHESTRA_AUTH_CACHE_TTL_MS',
     kind: 'int',

@@ -4,6 +4,7 @@ import type { WebSocket } from 'ws';
 import { markAuthenticated } from '../platform/connection-guard.ts';
 import { FrameError, type MessageType, serverFrame } from '../platform/envelope.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
+import { ByteCharge } from '../platform/rate-limit.ts';
 import {
   assertCanPublish,
   assertCanRead,
@@ -47,6 +48,7 @@ export class RealtimeConnection {
   readonly #deflate: boolean;
   #identity: RealtimeIdentity | undefined;
   #recheck: (() => Promise<void>) | undefined;
+  #byteCharge: ByteCharge | undefined;
   readonly #topics = new Map<string, TopicSubscription>();
   readonly #patterns = new Map<string, PatternSubscription>();
   readonly #streams = new Set<string>();
@@ -113,12 +115,30 @@ export class RealtimeConnection {
 
   // Sending.
 
+  /** Sends one frame; returns its size in bytes. */
   send(
     type: MessageType,
     payload: { kind: string } & Record<string, unknown>,
     correlationId?: string,
-  ): void {
-    this.#write(Buffer.from(serverFrame(this.#hub.source, type, payload, correlationId)));
+  ): number {
+    const frame = Buffer.from(serverFrame(this.#hub.source, type, payload, correlationId));
+    this.#write(frame);
+    return frame.length;
+  }
+
+  /**
+   * Charges the credential for bytes read from the store for it (history answers, the
+   * catch-up of a subscription), summed over the connection's life. Never refused, so that
+   * a catch-up is never cut: the debt makes the credential's next requests and `publish`
+   * or `history` frames wait instead.
+   */
+  chargeRead(bytes: number): void {
+    const limiter = this.#hub.rateLimiter;
+    const identity = this.#identity;
+    const { bytesPerToken } = this.#hub.settings;
+    if (limiter === undefined || identity === undefined || bytesPerToken === 0) return;
+    this.#byteCharge ??= new ByteCharge(limiter, `cred:${identity.rateKey}`, bytesPerToken);
+    void this.#byteCharge.add(bytes);
   }
 
   sendShared(frame: SharedFrame): void {
@@ -319,11 +339,14 @@ export class RealtimeConnection {
       case 'history': {
         const topic = this.#hub.topics.parse(payload.topic, 'payload.topic');
         assertCanRead(identity, topic);
+        // A read from the store, like GET /v1/topics/{topic}/messages: it takes a token and
+        // is charged for its bytes, from the same bucket.
+        await this.#limit(identity);
         const history = await this.#hub.topics.history(identity.tenantId, topic, {
           ...payload,
           maxBytes: this.#hub.settings.historyMaxBytes,
         });
-        this.send('RESPONSE', { kind: 'history', ...history }, id);
+        this.chargeRead(this.send('RESPONSE', { kind: 'history', ...history }, id));
         return;
       }
       case 'presence': {

@@ -40,6 +40,11 @@ export interface HubSettings {
    * may subscribe `maxSubscriptions` at once, as a reconnecting client does.
    */
   subscribesPerSecond: number;
+  /**
+   * Bytes read from the store for a connection (history, catch-up) that cost its
+   * credential one rate-limit token (ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN); 0: not charged.
+   */
+  bytesPerToken: number;
   instanceId: string;
 }
 
@@ -138,7 +143,9 @@ export class TopicSubscription {
       for (const message of page.messages) {
         if (message.offset <= this.delivered) continue;
         this.delivered = message.offset;
-        this.connection.sendShared(hub.frameOf(message));
+        const frame = hub.frameOf(message);
+        this.connection.sendShared(frame);
+        this.connection.chargeRead(frame.text.length);
       }
       this.state.maxSeen = Math.max(this.state.maxSeen, page.lastOffset);
       if (page.messages.length < READ_PAGE || this.delivered >= this.state.maxSeen) {

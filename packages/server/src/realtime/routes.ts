@@ -1,14 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
 import type { IdentityService } from '../gateway/identity-service.ts';
 import { WRITE_ROLES } from '../platform/auth.ts';
 import { markAuthenticated } from '../platform/connection-guard.ts';
 import { ApiError } from '../platform/errors.ts';
-import { principalOf } from '../platform/http.ts';
+import { principalOf, setRateLimitHeaders } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import type { RateLimiter } from '../platform/rate-limit.ts';
+import { ByteCharge, type RateLimiter } from '../platform/rate-limit.ts';
 import { errorResponses } from '../platform/schemas.ts';
 import {
   assertCanPublish,
@@ -92,7 +92,11 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
   app.addSchema(Topic);
 
   /** Resolves a credential or realtime token; the routes below decide what it may do. */
-  const authenticate = async (request: FastifyRequest, allowQueryToken = false) => {
+  const authenticate = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    allowQueryToken = false,
+  ) => {
     const query = request.query as { token?: string } | undefined;
     const token =
       bearer(request) ?? (allowQueryToken && query?.token !== undefined ? query.token : undefined);
@@ -109,7 +113,10 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     }
     markAuthenticated(request.raw.socket);
     if (rateLimiter) {
-      const decision = await rateLimiter.consume(`cred:${request.realtime.rateKey}`);
+      const key = `cred:${request.realtime.rateKey}`;
+      const decision = await rateLimiter.consume(key);
+      // The credential's bucket, not the address's that the platform took from first.
+      setRateLimitHeaders(reply, decision);
       if (!decision.allowed) {
         throw new ApiError(
           'RATE_LIMITED',
@@ -119,6 +126,9 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           },
         );
       }
+      // The platform's onSend (or the event stream) charges the answer's bytes to this key.
+      const { bytesPerToken } = hub.settings;
+      if (bytesPerToken > 0) request.byteCharge = new ByteCharge(rateLimiter, key, bytesPerToken);
     }
     return request.realtime;
   };
@@ -133,10 +143,10 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       response: errorResponses,
     },
     config: { auth: 'public' },
-    preHandler: async (request) => {
+    preHandler: async (request, reply) => {
       // With a credential in the request, a bad one is refused before the upgrade.
       if (bearer(request) !== undefined || request.headers['x-api-key'] !== undefined) {
-        await authenticate(request);
+        await authenticate(request, reply);
       }
     },
     handler: async () => {
@@ -279,8 +289,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         },
       },
       config: { auth: 'public' },
-      preHandler: async (request) => {
-        await authenticate(request);
+      preHandler: async (request, reply) => {
+        await authenticate(request, reply);
       },
     },
     async (request, reply) => {
@@ -330,8 +340,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         },
       },
       config: { auth: 'public' },
-      preHandler: async (request) => {
-        await authenticate(request);
+      preHandler: async (request, reply) => {
+        await authenticate(request, reply);
       },
     },
     async (request, reply) => {
@@ -371,7 +381,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         response: errorResponses,
       },
       config: { auth: 'public' },
-      preHandler: async (request) => {
+      preHandler: async (request, reply) => {
         const query = request.query as { token?: string };
         if (query.token !== undefined && !query.token.startsWith(REALTIME_TOKEN_PREFIX)) {
           throw new ApiError(
@@ -386,7 +396,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
             },
           );
         }
-        await authenticate(request, true);
+        await authenticate(request, reply, true);
       },
     },
     async (request, reply) => {
@@ -439,8 +449,8 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         },
       },
       config: { auth: 'public' },
-      preHandler: async (request) => {
-        await authenticate(request);
+      preHandler: async (request, reply) => {
+        await authenticate(request, reply);
       },
     },
     async (request) => {
