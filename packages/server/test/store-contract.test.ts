@@ -106,6 +106,7 @@ for (const variant of STORE_VARIANTS) {
         name: 'Zoë — 東京',
         kind: 'standard',
         created_at: now,
+        limits: '{}', // the column's default: no limits of its own
       });
       const key = await store.db
         .selectFrom('api_keys')
