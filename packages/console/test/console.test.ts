@@ -243,6 +243,37 @@ describe('tasks', () => {
     await context.close();
   });
 
+  test('a task no connected agent can take says so, until an agent that can connects', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    const task = await fixture.client.tasks.create({ capabilities: ['translation'] });
+    await page.goto(`${fixture.server.url}/tasks/${task.id}`);
+    await page
+      .getByRole('status')
+      .filter({ hasText: 'Waiting: no connected agent offers capability translation.' })
+      .waitFor({ timeout: WAIT_MS });
+    const agentKey = await fixture.client.apiKeys.create({ name: 'translator', role: 'agent' });
+    const translator = new AgentWorker({
+      url: fixture.server.url,
+      apiKey: agentKey.secret,
+      agentId: 'translator',
+      capabilities: ['translation'],
+      handler: () => 'bonjour',
+      handleSignals: false,
+    });
+    await translator.start();
+    try {
+      await waitForState(page, 'succeeded');
+      await page.getByRole('figure', { name: 'Result' }).getByText('"bonjour"').waitFor();
+      assert.equal(await page.getByText(/^Waiting:/).count(), 0);
+    } finally {
+      await translator.stop();
+    }
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
   test('a reload in the middle of the stream resumes after the last event shown', async () => {
     const context = await browser.newContext();
     const page = await signIn(context, fixture.server.url, fixture.adminKey);

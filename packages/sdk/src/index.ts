@@ -100,6 +100,7 @@ export type {
   TaskEvent,
   TaskState,
   TaskStreamItem,
+  TaskWaiting,
   Template,
   TemplateDefinition,
   TemplateStrategy,

@@ -332,6 +332,20 @@ export interface Task {
   updated_at: string;
   /** When it reached a terminal state; null while it runs or after a retry. */
   finished_at: string | null;
+  /**
+   * Why a queued task cannot be placed now, beyond waiting for its turn or a free slot:
+   * no connected agent offers what it needs. Null when an agent could take it, and for
+   * tasks not queued. The task stays queued and runs once such an agent connects.
+   */
+  waiting: TaskWaiting | null;
+}
+
+export interface TaskWaiting {
+  reason: 'no_agent';
+  /** Such as "no connected agent offers capability gpu". */
+  message: string;
+  /** The capabilities nobody offers (all of the task's when no agent offers them together). */
+  capabilities: string[];
 }
 
 export interface CreateTaskInput {

@@ -279,6 +279,7 @@ export async function startServer(
       bus,
       cancelGraceMs: settings.taskCancelGraceMs,
       sessions,
+      agents,
     });
     kv = settings.etcdEndpoints
       ? new EtcdKv({

@@ -131,7 +131,11 @@ describe('orchestra task', { concurrency: 4 }, () => {
       'env=dev',
     ]);
     expectExit(submitted, 0);
-    assert.match(submitted.stdout, /^Submitted task tsk_\w+ \(cli-echo@1\): queued\.\n$/);
+    // No agent is connected in this suite: the submit says at once why the task waits.
+    assert.match(
+      submitted.stdout,
+      /^Submitted task tsk_\w+ \(cli-echo@1\): queued\.\nWaiting: no connected agent offers capabilities llm, gpu; the task stays queued until one connects\.\n$/,
+    );
     const id = submittedId(submitted);
 
     const task = json(await cli(['task', 'get', id, '--json']));
@@ -145,6 +149,7 @@ describe('orchestra task', { concurrency: 4 }, () => {
     const out = shown.stdout;
     assert.match(out, new RegExp(`^ID:\\s+${id}$`, 'm'));
     assert.match(out, /^State:\s+queued$/m);
+    assert.match(out, /^Waiting:\s+no connected agent offers capabilities llm, gpu$/m);
     assert.match(out, /^Template:\s+cli-echo v1 \(tpl_\w+\)$/m);
     assert.match(out, /^Capabilities:\s+llm, gpu$/m);
     assert.match(out, /^Attempt:\s+0 of 3$/m);
@@ -206,14 +211,17 @@ describe('orchestra task', { concurrency: 4 }, () => {
     const args = ['task', 'submit', '--capability', 'shell', '--idempotency-key', 'cli-k1'];
     const first = await cli([...args, '--priority=-3']);
     expectExit(first, 0);
-    assert.match(first.stdout, /^Submitted task tsk_\w+ \(capabilities shell\): queued\.\n$/);
+    assert.match(
+      first.stdout,
+      /^Submitted task tsk_\w+ \(capabilities shell\): queued\.\nWaiting: no connected agent offers capability shell; the task stays queued until one connects\.\n$/,
+    );
     const id = submittedId(first);
 
     const again = await cli(args);
     expectExit(again, 0);
     assert.equal(
       again.stdout,
-      `Task ${id} was submitted before with idempotency key "cli-k1" (queued); nothing new was submitted.\n`,
+      `Task ${id} was submitted before with idempotency key "cli-k1" (queued); nothing new was submitted.\nWaiting: no connected agent offers capability shell; the task stays queued until one connects.\n`,
     );
     const task = json(await cli([...args, '--json']));
     assert.deepEqual([task.id, task.template, task.priority], [id, null, -3]);
@@ -323,6 +331,11 @@ describe('orchestra task', { concurrency: 4 }, () => {
     const result = await following;
     expectExit(result, 1);
     assert.match(result.stdout, new RegExp(`^Submitted task ${task.id} `));
+    // Said before the first event: a follow of a task nobody can take is not silent.
+    assert.match(
+      result.stdout,
+      /\nWaiting: no connected agent offers capability x; the task stays queued until one connects\.\n +1 /,
+    );
     assert.deepEqual(
       eventLines(result.stdout).map((e) => [e.offset, e.type]),
       [

@@ -91,6 +91,20 @@ export class AgentService {
    * Records a (re)registration on this connection, with a fresh lease. Resolves to the
    * connection it replaced, if another one held the agent id and was still live.
    */
+  /**
+   * The capabilities of each of the tenant's agents that take new tasks now (connected and
+   * not draining), on any node.
+   */
+  async offeredCapabilities(tenantId: string): Promise<string[][]> {
+    const rows = await this.#store.db
+      .selectFrom('agents')
+      .select('capabilities')
+      .where('tenant_id', '=', tenantId)
+      .where('status', '=', 'online')
+      .execute();
+    return rows.map((r) => JSON.parse(r.capabilities) as string[]);
+  }
+
   async register(
     tenantId: string,
     registration: Registration,

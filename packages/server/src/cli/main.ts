@@ -50,6 +50,7 @@ import {
   progressOf,
   taskRow,
   templateText,
+  waitingText,
 } from './task-format.ts';
 
 const GLOBAL_HELP = `Orchestra ${VERSION}: control plane for AI agents
@@ -970,9 +971,13 @@ async function taskCommand(args: string[]): Promise<number> {
         ...(Object.keys(labels).length > 0 ? { labels } : {}),
         ...(values.session !== undefined ? { session_id: values.session } : {}),
       });
-      const submitted = replayed
-        ? `Task ${task.id} was submitted before with idempotency key "${task.idempotency_key}" (${task.state}); nothing new was submitted.`
-        : `Submitted task ${task.id} (${task.template === null ? `capabilities ${task.capabilities.join(', ')}` : templateText(task)}): ${task.state}.`;
+      const submitted = [
+        replayed
+          ? `Task ${task.id} was submitted before with idempotency key "${task.idempotency_key}" (${task.state}); nothing new was submitted.`
+          : `Submitted task ${task.id} (${task.template === null ? `capabilities ${task.capabilities.join(', ')}` : templateText(task)}): ${task.state}.`,
+        // Said at once: otherwise --wait and --follow would wait without a word.
+        ...[waitingText(task) ?? []].flat(),
+      ].join('\n');
       if (values.follow) {
         if (!values.json) process.stdout.write(`${submitted}\n`);
         await printEvents(api, task.id, { after: 0, json: values.json });
@@ -1117,6 +1122,8 @@ async function taskCommand(args: string[]): Promise<number> {
       }
       const api = client(values);
       if (values.follow) {
+        const waiting = values.json ? undefined : waitingText(await api.tasks.get(id));
+        if (waiting !== undefined) process.stdout.write(`${waiting}\n`);
         await printEvents(api, id, { after, json: values.json });
         return taskExitCode(await api.tasks.get(id));
       }

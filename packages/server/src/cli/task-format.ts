@@ -39,6 +39,7 @@ export function describeTask(task: Task): string {
         ? `${task.state} (cancellation requested ${task.cancel_requested_at})`
         : task.state,
     ],
+    ...(task.waiting === null ? [] : [['Waiting', task.waiting.message] as [string, string]]),
     [
       'Template',
       task.template === null
@@ -76,6 +77,12 @@ export function describeTask(task: Task): string {
     `Result:${json(task.result)}`,
     `${errorLabel}${error}`,
   ].join('\n');
+}
+
+/** Why a queued task is not placed, as a line; undefined when nothing stands in its way. */
+export function waitingText(task: Task): string | undefined {
+  if (task.waiting === null) return undefined;
+  return `Waiting: ${task.waiting.message}; the task stays queued until one connects.`;
 }
 
 /** One line saying how a task ended, or where it is. */

@@ -129,6 +129,27 @@ export const Task = Type.Object(
     created_at: Timestamp,
     updated_at: Timestamp,
     finished_at: NullableTimestamp,
+    waiting: Type.Union(
+      [
+        Type.Object({
+          reason: Type.Literal('no_agent', {
+            description: 'No connected agent offers what the task needs.',
+          }),
+          message: Type.String({
+            description: 'Such as "no connected agent offers capability gpu".',
+          }),
+          capabilities: Type.Array(Type.String(), {
+            description:
+              'The capabilities no connected agent offers; all of the task’s when each is offered but no agent offers them together.',
+          }),
+        }),
+        Type.Null(),
+      ],
+      {
+        description:
+          'Why a queued task cannot be placed now, beyond waiting for its turn or a free slot; null when an agent could take it (and for tasks not queued). Read when the task is read: the task stays queued and runs once such an agent connects.',
+      },
+    ),
   },
   { $id: 'Task' },
 );

@@ -39,6 +39,40 @@ const CAPABILITY_TASK_DEFAULTS = {
 } as const;
 
 /** What tasks need from the sessions module. */
+/** What the tasks module asks of the agents module: what connected agents offer now. */
+export interface TaskAgents {
+  /** The capabilities of each of the tenant's agents that take new tasks now. */
+  offeredCapabilities(tenantId: string): Promise<string[][]>;
+}
+
+/** Why a task needing `needs` cannot be placed on agents offering `offered`; null if it can. */
+export function waitingFor(needs: string[], offered: string[][]): Task['waiting'] {
+  if (offered.some((set) => needs.every((c) => set.includes(c)))) return null;
+  if (offered.length === 0 || needs.length === 0) {
+    return {
+      reason: 'no_agent',
+      message:
+        needs.length === 0
+          ? 'no agent is connected'
+          : `no connected agent offers ${needs.length === 1 ? 'capability' : 'capabilities'} ${needs.join(', ')}`,
+      capabilities: needs,
+    };
+  }
+  const missing = needs.filter((c) => !offered.some((set) => set.includes(c)));
+  if (missing.length === 0) {
+    return {
+      reason: 'no_agent',
+      message: `no connected agent offers ${needs.join(', ')} together`,
+      capabilities: needs,
+    };
+  }
+  return {
+    reason: 'no_agent',
+    message: `no connected agent offers ${missing.length === 1 ? 'capability' : 'capabilities'} ${missing.join(', ')}`,
+    capabilities: missing,
+  };
+}
+
 export interface TaskSessions {
   /** The session's multitask strategy; VALIDATION_FAILED naming `field` if it does not exist. */
   strategyFor(tenantId: string, sessionId: string, field: string): Promise<MultitaskStrategy>;
@@ -164,6 +198,7 @@ function view(row: TasksTable): Task {
     created_at: row.created_at,
     updated_at: row.updated_at,
     finished_at: row.finished_at,
+    waiting: null,
   };
 }
 
@@ -181,6 +216,7 @@ export class TaskService {
   readonly #cancelGraceMs: number;
   readonly #sessions: TaskSessions;
   readonly #queuedLimit: TenantLimit;
+  readonly #agents: TaskAgents;
 
   constructor(deps: {
     store: RelationalStore;
@@ -191,7 +227,10 @@ export class TaskService {
     sessions: TaskSessions;
     /** Each tenant's largest task input and most queued tasks. */
     limits: TenantLimitSource;
+    /** What connected agents offer, to tell why a queued task waits. */
+    agents: TaskAgents;
   }) {
+    this.#agents = deps.agents;
     this.#limits = deps.limits;
     this.#queuedLimit = new TenantLimit({
       name: 'max_queued_tasks',
@@ -223,11 +262,17 @@ export class TaskService {
    * Stores a task in `queued`. Resolves to `created: false` with the existing task when
    * the idempotency key was used before in this tenant.
    */
-  async create(
+  async create(principal: Principal, input: CreateTask): Promise<{ task: Task; created: boolean }> {
+    const outcome = await this.#create(principal, input, newId('tsk'));
+    const [task] = await this.#withWaiting(principal.tenant.id, [outcome.task]);
+    return { task: task ?? outcome.task, created: outcome.created };
+  }
+
+  async #create(
     principal: Principal,
     input: CreateTask,
-    /** The new task's id, when the caller took one in advance (`createMany`, for order). */
-    id: string = newId('tsk'),
+    /** The new task's id, taken in advance (by `createMany`, for order). */
+    id: string,
   ): Promise<{ task: Task; created: boolean }> {
     const tenantId = principal.tenant.id;
     // First: a task whose input cannot be stored is refused before anything is looked up.
@@ -348,7 +393,10 @@ export class TaskService {
       });
     }
     this.#wakeDispatch(tenantId);
-    return { task: view(row), created: true };
+    return {
+      task: (await this.#withWaiting(tenantId, [view(row)]))[0] ?? view(row),
+      created: true,
+    };
   }
 
   /**
@@ -369,7 +417,7 @@ export class TaskService {
         if (input.idempotency_key !== undefined) keys.push(`key\u0000${input.idempotency_key}`);
         const before = keys.map((k) => tails.get(k));
         const done = Promise.all(before.map((p) => p?.catch(() => {}))).then(() =>
-          this.create(principal, input, ids[i]),
+          this.#create(principal, input, ids[i] ?? newId('tsk')),
         );
         for (const key of keys) tails.set(key, done);
         return done;
@@ -379,9 +427,13 @@ export class TaskService {
       (s): s is PromiseRejectedResult => s.status === 'rejected' && !(s.reason instanceof ApiError),
     );
     if (broken !== undefined) throw broken.reason;
+    const created = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.task] : []));
+    const shown = new Map(
+      (await this.#withWaiting(principal.tenant.id, created)).map((t) => [t.id, t]),
+    );
     return settled.map((s) =>
       s.status === 'fulfilled'
-        ? { ok: true, ...s.value }
+        ? { ok: true, task: shown.get(s.value.task.id) ?? s.value.task, created: s.value.created }
         : { ok: false, error: s.reason as ApiError },
     );
   }
@@ -446,7 +498,20 @@ export class TaskService {
   }
 
   async get(principal: Principal, id: string): Promise<Task> {
-    return view(await this.#find(this.#store.db, principal.tenant.id, id));
+    const task = view(await this.#find(this.#store.db, principal.tenant.id, id));
+    return (await this.#withWaiting(principal.tenant.id, [task]))[0] ?? task;
+  }
+
+  /**
+   * Fills in `waiting` for the queued tasks among `tasks`: one look at the tenant's
+   * connected agents, only when there is a queued task.
+   */
+  async #withWaiting(tenantId: string, tasks: Task[]): Promise<Task[]> {
+    if (!tasks.some((t) => t.state === 'queued')) return tasks;
+    const offered = await this.#agents.offeredCapabilities(tenantId);
+    return tasks.map((t) =>
+      t.state === 'queued' ? { ...t, waiting: waitingFor(t.capabilities, offered) } : t,
+    );
   }
 
   async list(
@@ -492,7 +557,7 @@ export class TaskService {
     }
     // Inputs and results can be large: sized first, so that a page reads no more of them
     // than it sends.
-    return fetchPage({
+    const page = await fetchPage({
       limit,
       maxBytes: options.maxBytes,
       sizes: async (n) =>
@@ -505,6 +570,7 @@ export class TaskService {
       rows: (n) => query.selectAll().limit(n).execute(),
       map: view,
     });
+    return { ...page, items: await this.#withWaiting(principal.tenant.id, page.items) };
   }
 
   /**

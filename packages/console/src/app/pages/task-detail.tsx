@@ -112,6 +112,15 @@ export function TaskDetailPage({ id }: { id: string }) {
   const [actionError, setActionError] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
   const [showAll, setShowAll] = useState(false);
+  // An agent connecting makes no task event: while nobody could take the task, look again
+  // now and then, so that the notice goes once one can.
+  const waiting = task.data?.waiting != null;
+  const reload = task.reload;
+  useEffect(() => {
+    if (!waiting) return;
+    const timer = setInterval(reload, 5_000);
+    return () => clearInterval(timer);
+  }, [waiting, reload]);
 
   const act = async (what: 'cancel' | 'retry') => {
     setBusy(true);
@@ -165,6 +174,11 @@ export function TaskDetailPage({ id }: { id: string }) {
         )}
       </PageHeader>
       <Alert message={actionError} />
+      {t.waiting && (
+        <p className="notice" role="status">
+          Waiting: {t.waiting.message}. The task stays queued until such an agent connects.
+        </p>
+      )}
       <section className="panel" aria-label="Summary">
         <dl className="facts">
           <dt>State</dt>
