@@ -197,7 +197,9 @@ describe('orchestra sessions', { concurrency: 4 }, () => {
     await api.tasks.cancel(task.id);
     const removed = await cli(['sessions', 'rm', session.id]);
     expectExit(removed, 0);
-    assert.equal(removed.stdout, `Deleted session ${session.id}.\n`);
+    assert.equal(removed.stdout, `Deleted session ${session.id} with its task and their events.\n`);
+    // The task went with it (decision 0011).
+    assert.equal((await api.tasks.list({ session_id: session.id })).items.length, 0);
     const gone = await cli(['sessions', 'get', session.id]);
     expectExit(gone, 1);
     assert.match(gone.stderr, /SESSION_NOT_FOUND, HTTP 404/);
@@ -205,6 +207,7 @@ describe('orchestra sessions', { concurrency: 4 }, () => {
     const other = await api.sessions.create({});
     assert.deepEqual(jsonOf(await cli(['sessions', 'delete', other.id, '--json'])), {
       deleted: other.id,
+      deleted_tasks: 0,
     });
   });
 

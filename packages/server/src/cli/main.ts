@@ -292,8 +292,8 @@ Common options: --url URL, --api-key KEY, --json`,
   sessions get ID
       Shows a session, with the ids of its unfinished tasks.
   sessions rm ID    (alias: delete)
-      Deletes a session with its tasks and their histories; refused (SESSION_BUSY) while
-      one of its tasks is unfinished.
+      Deletes a session AND every task submitted in it, with their events and results;
+      there is no undo. Refused (SESSION_BUSY) while one of its tasks is unfinished.
   sessions events ID [--after N] [--follow]
       Prints the session's history, one event a line (offset, time, type, task id,
       summary): session.created, then every event of every task in it, after offset N
@@ -1469,8 +1469,16 @@ async function sessionsCommand(args: string[]): Promise<void> {
     case 'rm':
     case 'delete': {
       const id = sessionId();
-      await client(values).sessions.delete(id);
-      print(values.json, { deleted: id }, () => `Deleted session ${id}.`);
+      const api = client(values);
+      // Counted first: what the delete took with it is said, not left to be found out.
+      const { total } = (await api.sessions.get(id)).tasks;
+      await api.sessions.delete(id);
+      print(
+        values.json,
+        { deleted: id, deleted_tasks: total },
+        () =>
+          `Deleted session ${id}${total === 0 ? '' : ` with its ${total === 1 ? 'task' : `${total} tasks`} and their events`}.`,
+      );
       return;
     }
     case 'events': {

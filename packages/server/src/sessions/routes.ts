@@ -81,7 +81,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['sessions'],
         summary: 'Delete a session with its tasks and history',
-        description: '409 SESSION_BUSY while one of its tasks is unfinished.',
+        description:
+          'Deletes the session, **every task submitted in it, and all their events**, in one transaction; there is no undo (read the tasks first with `GET /v1/tasks?session_id=` to keep their results). 409 SESSION_BUSY while one of its tasks is unfinished: cancel them first.',
         params: SessionParams,
         response: { 204: Type.Null(), ...errorResponses },
       },
