@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -88,6 +88,22 @@ describe('examples/code-stats', () => {
         '.txt': { files: 1, lines: 0, bytes: 0 },
       },
     });
+  });
+
+  test('the README’s template file creates the template the example agent serves', async () => {
+    const definition = JSON.parse(readFileSync(EXAMPLE('template.json'), 'utf8'));
+    const template = await admin.templates.create(definition);
+    assert.deepEqual(template.capabilities, ['code-stats']);
+    const task = await admin.tasks.create({ template: 'code-stats', input: { path: tree.path } });
+    assert.equal(task.waiting, null, 'the example agent offers what the template needs');
+    const done = await admin.tasks.wait(task.id, { timeoutMs: 60_000 });
+    assert.equal(done.state, 'succeeded');
+    assert.equal((done.result as { files: number }).files, 5);
+    // The schema refuses what the agent would fail on anyway, before any agent sees it.
+    await assert.rejects(
+      admin.tasks.create({ template: 'code-stats', input: { dir: '.' } }),
+      /body\.input/,
+    );
   });
 
   test('without --json the client prints a table', async () => {

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { delimiter } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import {
   type Context,
   loadScenarios,
@@ -106,4 +109,50 @@ test('patterns match partially, capture, and compare arrays by length', () => {
   assert.equal(match({ n: '$number' }, { n: '1' }, {}), null);
   assert.equal(match({ a: '$any' }, {}, {}), null);
   assert.throws(() => match(ref('unset'), 'x', {}), /not set/);
+});
+
+test('the documented command runs the suite from a shell whose node may be older than 24', async () => {
+  const readme = readFileSync(new URL('../../../conformance/README.md', import.meta.url), 'utf8');
+  assert.match(readme, /^npm run conformance -- --url /m);
+  const server = await startTestServer({ env: SERVER_ENV });
+  try {
+    // As a user's shell has it: no node_modules/.bin ahead of the system's node. npm puts
+    // the pinned Node 24 first for the script itself.
+    const PATH = (process.env.PATH ?? '')
+      .split(delimiter)
+      .filter((dir) => !dir.includes('node_modules'))
+      .join(delimiter);
+    // Not spawnSync: the server runs in this process and must go on answering.
+    const run = await new Promise<{ status: number | null; stdout: string; stderr: string }>(
+      (resolve) => {
+        execFile(
+          'npm',
+          [
+            'run',
+            '--silent',
+            'conformance',
+            '--',
+            '--url',
+            server.url,
+            '--admin-key',
+            server.adminKey,
+            '--only',
+            'register',
+          ],
+          {
+            cwd: fileURLToPath(new URL('../../../', import.meta.url)),
+            env: { ...process.env, PATH },
+            encoding: 'utf8',
+            timeout: 120_000,
+          },
+          (err, stdout, stderr) =>
+            resolve({ status: err ? ((err.code as number | undefined) ?? 1) : 0, stdout, stderr }),
+        );
+      },
+    );
+    assert.equal(run.status, 0, `${run.stdout}\n${run.stderr}`);
+    assert.match(run.stdout, /\bok\b.*\bregister\b/);
+  } finally {
+    await server.stop();
+  }
 });

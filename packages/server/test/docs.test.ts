@@ -84,3 +84,27 @@ test('every image the README shows exists', () => {
   assert.ok(images.length >= 6, 'the README shows the console');
   for (const image of images) assert.ok(read(image).length > 0, image);
 });
+
+test('the README quick start fits together: one template file, one capability, $KEY defined before use', () => {
+  const readme = read('README.md');
+  const template = JSON.parse(read('examples/code-stats/template.json')) as {
+    name: string;
+    capabilities: string[];
+  };
+  // The commands create the template from the file that ships, and submit by its name.
+  assert.match(readme, /templates create --file examples\/code-stats\/template\.json/);
+  assert.match(readme, /-d @examples\/code-stats\/template\.json/);
+  assert.match(readme, new RegExp(`task submit ${template.name} `));
+  // One capability name everywhere: the template's, the example agent's, the SDK snippet's.
+  assert.deepEqual(template.capabilities, ['code-stats']);
+  const agent = read('examples/code-stats/agent.ts');
+  assert.match(agent, /capabilities: \['code-stats'\]/);
+  const snippets = [...readme.matchAll(/capabilities: \[([^\]]*)\]/g)].map((m) => m[1]);
+  assert.ok(snippets.length > 0);
+  for (const s of snippets) assert.equal(s, "'code-stats'", `README names capabilities [${s}]`);
+  for (const m of readme.matchAll(/--capability (\S+)/g)) assert.equal(m[1], 'code-stats');
+  // Every shell block that uses $KEY comes after the line that sets it.
+  const defined = readme.indexOf('KEY=$(cat .orchestra/admin-key)');
+  assert.ok(defined > 0, 'the README sets KEY');
+  assert.ok(readme.indexOf('$KEY') > defined, 'the README uses $KEY before it sets it');
+});
