@@ -23,6 +23,7 @@ import type { KvStore } from './kv/kv.ts';
 import { KvTopicRelay } from './kv/topic-relay.ts';
 import { migrations } from './migrations.ts';
 import { secureDataDir } from './platform/data-dir.ts';
+import { Jobs } from './platform/jobs.ts';
 import { JwtVerifier } from './platform/jwt.ts';
 import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from './platform/rate-limit.ts';
@@ -207,19 +208,26 @@ export async function startServer(
     const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
     if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
     const templates = new TemplateService({ store, limits });
-    const events = new EventLog({
-      store,
-      bus,
-      exported: exportEvents,
-      maxReadBytes: settings.responseMaxBytes,
-    });
-    retention = new EventRetention({ events, retentionMs: settings.eventRetentionMs, log });
-    await retention.start();
     const metrics = new Metrics({
       version: VERSION,
       instanceId: settings.instanceId,
       store: store.kind,
     });
+    const jobs = new Jobs({ log, metrics });
+    const events = new EventLog({
+      jobs,
+      store,
+      bus,
+      exported: exportEvents,
+      maxReadBytes: settings.responseMaxBytes,
+    });
+    retention = new EventRetention({
+      events,
+      retentionMs: settings.eventRetentionMs,
+      log,
+      jobs,
+    });
+    await retention.start();
     const runtime = new TaskRuntime({
       store,
       events,
@@ -235,6 +243,7 @@ export async function startServer(
       bus,
       log,
       metrics,
+      jobs,
       limits,
       settings: {
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
@@ -257,6 +266,7 @@ export async function startServer(
       directory: pool,
       log,
       limits,
+      jobs,
       concurrencyKeyLimit: settings.concurrencyKeyLimit,
       sweepIntervalMs,
     });
@@ -287,6 +297,7 @@ export async function startServer(
           prefix: settings.etcdPrefix,
         })
       : new EmbeddedKv({
+          jobs,
           store,
           events,
           bus,
@@ -312,6 +323,7 @@ export async function startServer(
     const startedAt = new Date().toISOString();
     nodes = new NodeRegistry({
       kv,
+      jobs,
       systemTenantId: boot.tenant.id,
       nodeId: settings.instanceId,
       log,
@@ -335,7 +347,7 @@ export async function startServer(
     });
     const tenantIds = async () =>
       (await store.db.selectFrom('tenants').select('id').orderBy('id').execute()).map((t) => t.id);
-    checker = new HealthChecker({ kv, nodes, log, tenants: tenantIds });
+    checker = new HealthChecker({ kv, nodes, log, tenants: tenantIds, jobs });
     const registryOfNodes = nodes;
     if (bus instanceof NatsBus && exportEvents) {
       exporter = new JetStreamEventExport({
@@ -344,6 +356,7 @@ export async function startServer(
         prefix: settings.natsPrefix,
         claim: (key) => registryOfNodes.claim(key),
         log,
+        jobs,
       });
     }
     relay = new KvTopicRelay({
@@ -354,10 +367,12 @@ export async function startServer(
       log,
       tenants: tenantIds,
       routes: [configRelayRoute, serviceRelayRoute],
+      jobs,
     });
     const tokens = new RealtimeTokens({ store, secrets });
     await tokens.start();
     topicService = new TopicService({
+      jobs,
       store,
       events,
       bus,

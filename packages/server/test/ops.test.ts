@@ -78,6 +78,8 @@ describe('operational endpoints', () => {
       /orchestra_http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/v1\/whoami"/,
     );
     assert.match(text, /process_resident_memory_bytes \d+/);
+    // Background jobs report their runs: the retention sweep ran once at start.
+    assert.match(text, /orchestra_job_runs_total\{job="event-retention",outcome="done"\} [1-9]/);
     assert.match(
       text,
       /orchestra_build_info\{version="[^"]+",instance_id="[^"]+",store="sqlite"\} 1/,

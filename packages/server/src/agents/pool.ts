@@ -6,6 +6,7 @@ import { updateEwma } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { LimitValue, TenantLimitName, TenantLimitSource } from '../platform/tenant-limits.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
@@ -62,13 +63,14 @@ export class AgentPool {
     bus: Bus;
     log: Logger;
     metrics: Metrics;
+    jobs: Jobs;
     /** Each tenant's largest task result, error and event. */
     limits: TenantLimitSource;
     settings: PoolSettings;
   };
   /** Set once the dispatcher, which needs the pool, exists. */
   dispatcher: Dispatcher | undefined;
-  #sweep: NodeJS.Timeout | undefined;
+  #sweep: Job | undefined;
   /** How often leases are judged; set by `start`. */
   #sweepIntervalMs = 1_000;
   #closing = false;
@@ -108,26 +110,28 @@ export class AgentPool {
       Math.round(Math.min(10_000, retentionMs / 4) / sweepIntervalMs),
     );
     let sweeps = 0;
-    this.#sweep = setInterval(() => {
-      this.tickLeaseClock()
-        .then(() => this.deps.agents.expireLeases())
-        .then(async (gone) => {
-          for (const { tenantId, agentId } of gone) {
-            this.#connections.get(tenantId)?.get(agentId)?.close(CLOSE_CODES.TIMEOUT);
+    this.#sweep = this.deps.jobs.job({
+      name: 'agent-lease-sweep',
+      intervalMs: sweepIntervalMs,
+      logFailure: (err) => this.deps.log.warn({ err }, 'agent lease sweep failed'),
+      run: async () => {
+        await this.tickLeaseClock();
+        const gone = await this.deps.agents.expireLeases();
+        for (const { tenantId, agentId } of gone) {
+          this.#connections.get(tenantId)?.get(agentId)?.close(CLOSE_CODES.TIMEOUT);
+        }
+        sweeps += 1;
+        if (retentionMs > 0 && sweeps % forgetEvery === 0) {
+          const forgotten = await this.deps.agents.forgetOffline(
+            new Date(Date.now() - retentionMs),
+          );
+          if (forgotten > 0) {
+            this.deps.log.info({ forgotten, retention_ms: retentionMs }, 'forgot offline agents');
           }
-          sweeps += 1;
-          if (retentionMs > 0 && sweeps % forgetEvery === 0) {
-            const forgotten = await this.deps.agents.forgetOffline(
-              new Date(Date.now() - retentionMs),
-            );
-            if (forgotten > 0) {
-              this.deps.log.info({ forgotten, retention_ms: retentionMs }, 'forgot offline agents');
-            }
-          }
-        })
-        .catch((err: unknown) => this.deps.log.warn({ err }, 'agent lease sweep failed'));
-    }, sweepIntervalMs);
-    this.#sweep.unref();
+        }
+      },
+    });
+    this.#sweep.start();
   }
 
   /** Takes a new WebSocket from an authenticated request. */
@@ -193,7 +197,7 @@ export class AgentPool {
   /** Closes every connection with 1001: agents keep their leases and reconnect elsewhere. */
   async close(): Promise<void> {
     this.#closing = true;
-    clearInterval(this.#sweep);
+    await this.#sweep?.stop();
     const closed = [...this.#all].map((c) => c.closeAndSettle(CLOSE_CODES.GOING_AWAY));
     await Promise.all(closed);
   }

@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
+import { type Job, Jobs } from '../platform/jobs.ts';
 import { bytesOf, countWithinBudget } from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import { MultiRowInsert, Statement } from '../store/statement.ts';
@@ -101,7 +102,9 @@ export class EventLog {
   readonly #exported: boolean;
   readonly #maxReadBytes: number | undefined;
   readonly #watched = new Map<string, WatchedStream>();
-  #pollTimer: NodeJS.Timeout | undefined;
+  readonly #jobs: Jobs;
+  /** Checks the heads of followed streams while anyone follows one on this node. */
+  #poll: Job | undefined;
 
   /**
    * `exported`: every append also marks its stream for the JetStream export (in the same
@@ -114,7 +117,9 @@ export class EventLog {
     bus: Bus;
     exported?: boolean;
     maxReadBytes?: number;
+    jobs?: Jobs;
   }) {
+    this.#jobs = deps.jobs ?? Jobs.detached();
     this.#store = deps.store;
     this.#bus = deps.bus;
     this.#exported = deps.exported === true;
@@ -410,11 +415,15 @@ export class EventLog {
       watched = entry;
     }
     watched.wakers.add(waker);
-    if (this.#pollTimer === undefined) {
-      this.#pollTimer = setInterval(() => {
-        this.#pollHeads().catch(() => {}); // a failed check is retried at the next tick
-      }, FOLLOW_POLL_MS);
-      this.#pollTimer.unref();
+    if (this.#poll === undefined) {
+      this.#poll = this.#jobs.job({
+        name: 'event-follow-poll',
+        intervalMs: FOLLOW_POLL_MS,
+        run: () => this.#pollHeads(),
+        // Retried at the next tick; a store that does not answer is reported elsewhere.
+        failureLevel: 'debug',
+      });
+      this.#poll.start();
     }
     const entry = watched;
     return () => {
@@ -423,9 +432,9 @@ export class EventLog {
         entry.unsubscribe();
         this.#watched.delete(stream);
       }
-      if (this.#watched.size === 0) {
-        clearInterval(this.#pollTimer);
-        this.#pollTimer = undefined;
+      if (this.#watched.size === 0 && this.#poll !== undefined) {
+        void this.#poll.stop();
+        this.#poll = undefined;
       }
     };
   }

@@ -10,6 +10,7 @@ import {
 import { type NatsConnection, nanos } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { natsToken } from '../bus/nats.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import type { RelationalStore } from '../store/store.ts';
 
 const LEADER_KEY = 'cluster/event-export';
@@ -65,11 +66,8 @@ export class JetStreamEventExport {
   readonly #nc: NatsConnection;
   readonly #js: JetStreamClient;
   readonly #prefix: string;
-  readonly #claim: () => Promise<boolean>;
+  readonly #job: Job;
   readonly #log: Logger;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #leader = false;
   #stopped = false;
   #exported = 0;
   #lastWarnAt = 0;
@@ -81,13 +79,25 @@ export class JetStreamEventExport {
     /** Claims (or confirms) the export's leadership; false when another node holds it. */
     claim: (key: string) => Promise<boolean>;
     log: Logger;
+    jobs: Jobs;
   }) {
     this.#store = deps.store;
     this.#nc = deps.connection;
     this.#js = jetstream(deps.connection, { timeout: PUBLISH_TIMEOUT_MS });
     this.#prefix = deps.prefix;
-    this.#claim = () => deps.claim(LEADER_KEY);
     this.#log = deps.log;
+    this.#job = deps.jobs.job({
+      name: 'event-export',
+      intervalMs: TICK_MS,
+      run: () => this.#tick(),
+      // While NATS is away every pass fails: say so now and then, not four times a second.
+      logFailure: (err) => this.#warn(err, 'event export: a pass failed; retrying'),
+      leader: {
+        key: LEADER_KEY,
+        claim: deps.claim,
+        role: 'exports the event log to JetStream',
+      },
+    });
   }
 
   /**
@@ -120,7 +130,7 @@ export class JetStreamEventExport {
   }
 
   get leader(): boolean {
-    return this.#leader;
+    return this.#job.leader;
   }
 
   /** Streams with events still to export (every node can tell). */
@@ -133,36 +143,17 @@ export class JetStreamEventExport {
   }
 
   start(): void {
-    const tick = () => {
-      this.#running ??= this.#tick()
-        .catch((err: unknown) => this.#warn(err, 'event export: a pass failed; retrying'))
-        .finally(() => {
-          this.#running = undefined;
-        });
-    };
-    this.#timer = setInterval(tick, TICK_MS);
-    this.#timer.unref();
+    this.#job.start();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearInterval(this.#timer);
-    await this.#running;
+    await this.#job.stop();
   }
 
+  /** As the leader: passes until one finds nothing, so a backlog is worked off at once. */
   async #tick(): Promise<void> {
-    if (this.#stopped || this.#nc.isClosed()) return;
-    const leader = await this.#claim();
-    if (leader !== this.#leader) {
-      this.#log.info(
-        leader
-          ? 'this node now exports the event log to JetStream'
-          : 'event export: no longer the leader',
-      );
-    }
-    this.#leader = leader;
-    if (!leader) return;
-    // Until a pass finds nothing: a backlog is worked off without waiting for the next tick.
+    if (this.#nc.isClosed()) return;
     while (!this.#stopped && (await this.#pass())) {}
   }
 

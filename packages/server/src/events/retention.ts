@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import type { EventLog } from './event-log.ts';
 
 /** How often the sweeper runs at most; short retentions are swept more often. */
@@ -12,48 +13,43 @@ export class EventRetention {
   readonly #events: EventLog;
   readonly #retentionMs: number;
   readonly #log: Logger;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
+  readonly #job: Job;
 
-  constructor(deps: { events: EventLog; retentionMs: number; log: Logger }) {
+  constructor(deps: { events: EventLog; retentionMs: number; log: Logger; jobs: Jobs }) {
     this.#events = deps.events;
     this.#retentionMs = deps.retentionMs;
     this.#log = deps.log;
+    this.#job = deps.jobs.job({
+      name: 'event-retention',
+      intervalMs: Math.min(
+        MAX_SWEEP_INTERVAL_MS,
+        Math.max(1000, Math.floor(this.#retentionMs / 10)),
+      ),
+      run: () => this.#trim(),
+      logFailure: (err) => this.#log.warn({ err }, 'could not trim expired events'),
+    });
   }
 
   /** Sweeps once now (awaited) and then every interval until `stop`. */
   async start(): Promise<void> {
     await this.sweep();
-    const interval = Math.min(
-      MAX_SWEEP_INTERVAL_MS,
-      Math.max(1000, Math.floor(this.#retentionMs / 10)),
-    );
-    this.#timer = setInterval(() => {
-      this.sweep().catch(() => {}); // sweep() logs its own failures
-    }, interval);
-    this.#timer.unref();
+    this.#job.start();
   }
 
   /** Deletes what has expired; a failure is logged and retried at the next sweep. */
-  async sweep(): Promise<void> {
-    if (this.#running) return this.#running;
-    this.#running = (async () => {
-      try {
-        const removed = await this.#events.trim(new Date(Date.now() - this.#retentionMs));
-        if (removed > 0)
-          this.#log.info({ removed, retention_ms: this.#retentionMs }, 'trimmed expired events');
-      } catch (err) {
-        this.#log.warn({ err }, 'could not trim expired events');
-      } finally {
-        this.#running = undefined;
-      }
-    })();
-    return this.#running;
+  sweep(): Promise<void> {
+    return this.#job.runNow();
+  }
+
+  async #trim(): Promise<void> {
+    const removed = await this.#events.trim(new Date(Date.now() - this.#retentionMs));
+    if (removed > 0) {
+      this.#log.info({ removed, retention_ms: this.#retentionMs }, 'trimmed expired events');
+    }
   }
 
   /** Stops sweeping and waits for a sweep in progress. */
-  async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#running;
+  stop(): Promise<void> {
+    return this.#job.stop();
   }
 }

@@ -8,6 +8,7 @@ import {
   streamSubject,
 } from '../events/event-log.ts';
 import { newId } from '../platform/ids.ts';
+import { type Job, Jobs } from '../platform/jobs.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
 import {
@@ -112,10 +113,9 @@ export class EmbeddedKv implements KvStore {
   readonly #retainedRevisions: number;
   /** Tenants this node wrote to since the last compaction. */
   readonly #written = new Set<string>();
-  #sweeper: NodeJS.Timeout | undefined;
-  #compactor: NodeJS.Timeout | undefined;
-  #compacting: Promise<void> | undefined;
-  #sweeping: Promise<void> | undefined;
+  readonly #jobs: Jobs;
+  #sweeper: Job | undefined;
+  #compactor: Job | undefined;
   #closed = false;
 
   constructor(deps: {
@@ -125,7 +125,9 @@ export class EmbeddedKv implements KvStore {
     log: Logger;
     /** How many of a tenant's newest revisions a watch or a range can go back to. */
     retainedRevisions: number;
+    jobs?: Jobs;
   }) {
+    this.#jobs = deps.jobs ?? Jobs.detached();
     this.#retainedRevisions = deps.retainedRevisions;
     this.#store = deps.store;
     this.#events = deps.events;
@@ -133,25 +135,22 @@ export class EmbeddedKv implements KvStore {
     this.#log = deps.log;
   }
 
-  /** Starts expiring leases. */
+  /** Starts expiring leases and compacting history. */
   start(): void {
-    this.#sweeper = setInterval(() => {
-      this.#sweeping ??= this.sweepLeases()
-        .then(() => {})
-        .catch((err: unknown) => this.#log.warn({ err }, 'could not expire KV leases'))
-        .finally(() => {
-          this.#sweeping = undefined;
-        });
-    }, LEASE_SWEEP_MS);
-    this.#sweeper.unref();
-    this.#compactor = setInterval(() => {
-      this.#compacting ??= this.#compactWritten()
-        .catch((err: unknown) => this.#log.warn({ err }, 'could not compact KV history'))
-        .finally(() => {
-          this.#compacting = undefined;
-        });
-    }, COMPACT_INTERVAL_MS);
-    this.#compactor.unref();
+    this.#sweeper = this.#jobs.job({
+      name: 'kv-lease-expiry',
+      intervalMs: LEASE_SWEEP_MS,
+      run: () => this.sweepLeases(),
+      logFailure: (err) => this.#log.warn({ err }, 'could not expire KV leases'),
+    });
+    this.#compactor = this.#jobs.job({
+      name: 'kv-compaction',
+      intervalMs: COMPACT_INTERVAL_MS,
+      run: () => this.#compactWritten(),
+      logFailure: (err) => this.#log.warn({ err }, 'could not compact KV history'),
+    });
+    this.#sweeper.start();
+    this.#compactor.start();
   }
 
   /** Drops the changes older than the retained revisions of every tenant written to. */
@@ -167,10 +166,7 @@ export class EmbeddedKv implements KvStore {
 
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#sweeper);
-    clearInterval(this.#compactor);
-    await this.#sweeping;
-    await this.#compacting;
+    await Promise.all([this.#sweeper?.stop(), this.#compactor?.stop()]);
     for (const tap of this.#taps.values()) tap.dispose();
     this.#taps.clear();
   }
@@ -467,7 +463,7 @@ export class EmbeddedKv implements KvStore {
   #tap(tenantId: string): Tap {
     let tap = this.#taps.get(tenantId);
     if (tap === undefined) {
-      tap = new Tap(this.#bus, kvStream(tenantId), () => this.revision(tenantId));
+      tap = new Tap(this.#bus, kvStream(tenantId), () => this.revision(tenantId), this.#jobs);
       this.#taps.set(tenantId, tap);
     }
     return tap;
@@ -664,27 +660,29 @@ class Watcher extends Wakeup {
 class Tap {
   readonly watchers = new Set<Watcher>();
   readonly #unsubscribe: () => void;
-  readonly #timer: NodeJS.Timeout;
+  readonly #poll: Job;
 
-  constructor(bus: Bus, stream: string, head: () => Promise<number>) {
+  constructor(bus: Bus, stream: string, head: () => Promise<number>, jobs: Jobs) {
     this.#unsubscribe = bus.subscribe(streamSubject(stream), (message) => {
       for (const event of (message as StreamAppend).events) {
         const batch = changesOf(event);
         for (const watcher of this.watchers) watcher.offer(batch);
       }
     });
-    this.#timer = setInterval(() => {
-      head()
-        .then((h) => {
-          for (const watcher of this.watchers) watcher.nudge(h);
-        })
-        .catch(() => {}); // retried at the next tick
-    }, HEAD_POLL_MS);
-    this.#timer.unref();
+    this.#poll = jobs.job({
+      name: 'kv-watch-poll',
+      intervalMs: HEAD_POLL_MS,
+      run: async () => {
+        const h = await head();
+        for (const watcher of this.watchers) watcher.nudge(h);
+      },
+      failureLevel: 'debug', // retried at the next tick
+    });
+    this.#poll.start();
   }
 
   dispose(): void {
     this.#unsubscribe();
-    clearInterval(this.#timer);
+    void this.#poll.stop();
   }
 }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import type { NodeRegistry } from '../registry/nodes.ts';
 import type { RelationalStore } from '../store/store.ts';
 import { type KvChangeBatch, KvCompactedError, type KvStore } from './kv.ts';
@@ -49,9 +50,7 @@ export class KvTopicRelay {
   readonly #tenants: () => Promise<string[]>;
   readonly #log: Logger;
   readonly #followers = new Map<string, Follower>();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #leader = false;
+  readonly #job: Job;
   #stopped = false;
 
   constructor(deps: {
@@ -62,6 +61,7 @@ export class KvTopicRelay {
     routes: RelayRoute[];
     tenants: () => Promise<string[]>;
     log: Logger;
+    jobs: Jobs;
   }) {
     this.#kv = deps.kv;
     this.#events = deps.events;
@@ -70,47 +70,36 @@ export class KvTopicRelay {
     this.#routes = deps.routes;
     this.#tenants = deps.tenants;
     this.#log = deps.log;
+    this.#job = deps.jobs.job({
+      name: 'topic-relay',
+      intervalMs: TICK_MS,
+      runAtStart: true,
+      run: () => this.#tick(),
+      leader: {
+        key: LEADER_KEY,
+        claim: (key) => this.#nodes.claim(key),
+        role: 'relays config and registry changes to topics',
+        onLost: () => this.#stopFollowers(),
+      },
+    });
   }
 
   get leader(): boolean {
-    return this.#leader;
+    return this.#job.leader;
   }
 
   start(): void {
-    const tick = () => {
-      this.#running ??= this.#tick()
-        .catch((err: unknown) => this.#log.warn({ err }, 'topic relay: check failed'))
-        .finally(() => {
-          this.#running = undefined;
-        });
-    };
-    tick();
-    this.#timer = setInterval(tick, TICK_MS);
-    this.#timer.unref();
+    this.#job.start();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearInterval(this.#timer);
-    await this.#running;
+    await this.#job.stop();
     await this.#stopFollowers();
   }
 
+  /** One check, as the leader: a follower per tenant, started again where one stopped. */
   async #tick(): Promise<void> {
-    if (this.#stopped) return;
-    const leader = await this.#nodes.claim(LEADER_KEY);
-    if (leader !== this.#leader) {
-      this.#log.info(
-        leader
-          ? 'this node now relays config and registry changes to topics'
-          : 'topic relay: no longer the leader',
-      );
-    }
-    this.#leader = leader;
-    if (!leader) {
-      await this.#stopFollowers();
-      return;
-    }
     const tenants = new Set(await this.#tenants());
     for (const [tenantId, follower] of this.#followers) {
       if (!tenants.has(tenantId)) {

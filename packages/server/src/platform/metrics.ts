@@ -19,6 +19,9 @@ export class Metrics {
   readonly busDropped: Counter;
   readonly eventsExported: Counter;
   readonly eventExportPending: Gauge;
+  readonly jobRuns: Counter<'job' | 'outcome'>;
+  readonly jobSeconds: Histogram<'job'>;
+  readonly jobLeader: Gauge<'job'>;
   /** The JetStream export, on a node that runs it; read at each scrape. */
   eventExport: { readonly exported: number; pendingStreams(): Promise<number> } | undefined;
   readonly #onCollect: (() => Promise<void>)[] = [];
@@ -100,6 +103,25 @@ export class Metrics {
     this.busDropped = new Counter({
       name: 'orchestra_bus_dropped_messages_total',
       help: 'Bus messages (cross-node wake-ups) dropped because NATS could not take them; followers make up for them by polling the store.',
+      registers: [this.registry],
+    });
+    this.jobRuns = new Counter({
+      name: 'orchestra_job_runs_total',
+      help: 'Runs of background jobs (lease sweeps, retention, relays, health checks…) by outcome: done, failed, or follower (a leader-only job on a node that does not hold its claim).',
+      labelNames: ['job', 'outcome'],
+      registers: [this.registry],
+    });
+    this.jobSeconds = new Histogram({
+      name: 'orchestra_job_duration_seconds',
+      help: 'How long a run of a background job took.',
+      labelNames: ['job'],
+      buckets: [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers: [this.registry],
+    });
+    this.jobLeader = new Gauge({
+      name: 'orchestra_job_leader',
+      help: '1 while this node holds the leader claim of a job that runs on one node of the cluster (health checks, topic relay, event export).',
+      labelNames: ['job'],
       registers: [this.registry],
     });
     // Collected by themselves: prom-client renders metrics concurrently, so a value set by

@@ -10,6 +10,7 @@ import type {
   StreamGap,
 } from '../events/event-log.ts';
 import { ApiError } from '../platform/errors.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
@@ -115,8 +116,7 @@ export class TopicService {
   readonly #limits: TenantLimitSource;
   readonly nodeId: string;
   readonly #epochs = new Map<string, string>();
-  #timer: NodeJS.Timeout | undefined;
-  #sweeping: Promise<void> | undefined;
+  readonly #sweeper: Job;
   readonly #unsubscribe: () => void;
   readonly #limit: TenantLimit;
 
@@ -129,6 +129,7 @@ export class TopicService {
     nodeId: string;
     /** Each tenant's largest message and most user topics. */
     limits: TenantLimitSource;
+    jobs: Jobs;
   }) {
     this.#limits = deps.limits;
     this.#limit = new TenantLimit({
@@ -142,6 +143,13 @@ export class TopicService {
     this.#bus = deps.bus;
     this.#rules = deps.rules;
     this.#log = deps.log;
+    this.#sweeper = deps.jobs.job({
+      name: 'realtime-sweep',
+      intervalMs: PRESENCE_RENEW_MS,
+      run: () => this.#sweep(),
+      logFailure: (err) =>
+        this.#log.warn({ err }, 'realtime sweep failed; retried at the next one'),
+    });
     this.nodeId = deps.nodeId;
     this.#unsubscribe = this.#bus.subscribe(TOPIC_DELETED_SUBJECT, (message) => {
       const { tenantId, name } = message as TopicDeleted;
@@ -499,37 +507,28 @@ export class TopicService {
    * removal is announced as a leave); then trims topics by age. Every node runs it.
    */
   start(): void {
-    this.#timer = setInterval(() => {
-      this.#sweeping ??= this.#sweep().finally(() => {
-        this.#sweeping = undefined;
-      });
-    }, PRESENCE_RENEW_MS);
-    this.#timer.unref();
+    this.#sweeper.start();
   }
 
   async #sweep(): Promise<void> {
     const now = Date.now();
-    try {
-      await this.#store.db
-        .updateTable('topic_presence')
-        .set({ expires_at: new Date(now + PRESENCE_TTL_MS).toISOString() })
-        .where('node_id', '=', this.nodeId)
-        .execute();
-      const expired = await this.#store.db
-        .deleteFrom('topic_presence')
-        .where('expires_at', '<', new Date(now).toISOString())
-        .returningAll()
-        .execute();
-      for (const row of expired) {
-        this.#bus.publish(presenceSubject(row.tenant_id, row.topic), {
-          type: 'leave',
-          member: memberOf(row),
-        } satisfies PresenceChange);
-      }
-      await this.#trimByAge();
-    } catch (err) {
-      this.#log.warn({ err }, 'realtime sweep failed; retried at the next one');
+    await this.#store.db
+      .updateTable('topic_presence')
+      .set({ expires_at: new Date(now + PRESENCE_TTL_MS).toISOString() })
+      .where('node_id', '=', this.nodeId)
+      .execute();
+    const expired = await this.#store.db
+      .deleteFrom('topic_presence')
+      .where('expires_at', '<', new Date(now).toISOString())
+      .returningAll()
+      .execute();
+    for (const row of expired) {
+      this.#bus.publish(presenceSubject(row.tenant_id, row.topic), {
+        type: 'leave',
+        member: memberOf(row),
+      } satisfies PresenceChange);
     }
+    await this.#trimByAge();
   }
 
   /** Deletes messages past their topic's age bound (readers already ignore them). */
@@ -567,8 +566,7 @@ export class TopicService {
 
   /** Stops the sweeps and removes this node's members, announcing that they left. */
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#sweeping;
+    await this.#sweeper.stop();
     this.#unsubscribe();
     try {
       const rows = await this.#store.db

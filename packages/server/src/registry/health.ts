@@ -2,6 +2,7 @@ import { connect } from 'node:net';
 import type { Logger } from 'pino';
 import { updateEwma } from '../balancing/strategies.ts';
 import type { KvEntry, KvStore } from '../kv/kv.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import type { NodeRegistry } from './nodes.ts';
 import type { HealthCheck, HealthStatus, Instance } from './registry-service.ts';
 
@@ -75,52 +76,47 @@ export class HealthChecker {
   readonly #tenants: () => Promise<string[]>;
   readonly #log: Logger;
   readonly #tracked = new Map<string, Tracked>();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
+  readonly #job: Job;
   #active = 0;
-  #leader = false;
-  #stopped = false;
 
   constructor(deps: {
     kv: KvStore;
     nodes: NodeRegistry;
     tenants: () => Promise<string[]>;
     log: Logger;
+    jobs: Jobs;
   }) {
     this.#kv = deps.kv;
     this.#nodes = deps.nodes;
     this.#tenants = deps.tenants;
     this.#log = deps.log;
+    this.#job = deps.jobs.job({
+      name: 'health-checks',
+      intervalMs: SCAN_MS,
+      run: () => this.#tick(),
+      leader: {
+        key: LEADER_KEY,
+        claim: (key) => this.#nodes.claim(key),
+        role: 'runs the registry’s health checks',
+        onLost: () => this.#tracked.clear(),
+      },
+    });
   }
 
   get leader(): boolean {
-    return this.#leader;
+    return this.#job.leader;
   }
 
   start(): void {
-    this.#timer = setInterval(() => {
-      this.#running ??= this.#tick()
-        .catch((err: unknown) => this.#log.warn({ err }, 'health checks: scan failed'))
-        .finally(() => {
-          this.#running = undefined;
-        });
-    }, SCAN_MS);
-    this.#timer.unref();
+    this.#job.start();
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearInterval(this.#timer);
-    await this.#running;
+    await this.#job.stop();
   }
 
+  /** One scan, as the leader: schedules the checks of every instance that has one. */
   async #tick(): Promise<void> {
-    if (this.#stopped) return;
-    this.#leader = await this.#claim();
-    if (!this.#leader) {
-      this.#tracked.clear();
-      return;
-    }
     const seen = new Set<string>();
     for (const tenantId of await this.#tenants()) {
       let after: string | undefined;
@@ -136,13 +132,6 @@ export class HealthChecker {
       }
     }
     for (const id of this.#tracked.keys()) if (!seen.has(id)) this.#tracked.delete(id);
-  }
-
-  async #claim(): Promise<boolean> {
-    const was = this.#leader;
-    const now = await this.#nodes.claim(LEADER_KEY);
-    if (now && !was) this.#log.info('this node now runs the registry’s health checks');
-    return now;
   }
 
   #schedule(tenantId: string, entry: KvEntry, seen: Set<string>): void {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { KvStore } from '../kv/kv.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 
 /** What a node says about itself in the registry. */
 export interface NodeInfo {
@@ -44,8 +45,7 @@ export class NodeRegistry {
   readonly #log: Logger;
   #lease: string | undefined;
   #writtenAt = 0;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
+  readonly #job: Job;
   #stopped = false;
 
   constructor(deps: {
@@ -54,12 +54,19 @@ export class NodeRegistry {
     nodeId: string;
     info: () => Omit<NodeInfo, 'id'>;
     log: Logger;
+    jobs: Jobs;
   }) {
     this.#kv = deps.kv;
     this.#tenantId = deps.systemTenantId;
     this.#id = deps.nodeId;
     this.#info = deps.info;
     this.#log = deps.log;
+    this.#job = deps.jobs.job({
+      name: 'node-lease',
+      intervalMs: NODE_TTL_MS / 3,
+      run: () => this.#refresh(),
+      logFailure: (err) => this.#log.warn({ err }, 'could not renew this node’s entry'),
+    });
   }
 
   get id(): string {
@@ -80,14 +87,7 @@ export class NodeRegistry {
     await this.#refresh().catch((err: unknown) =>
       this.#log.warn({ err }, 'could not register this node; retrying'),
     );
-    this.#timer = setInterval(() => {
-      this.#running ??= this.#refresh()
-        .catch((err: unknown) => this.#log.warn({ err }, 'could not renew this node’s entry'))
-        .finally(() => {
-          this.#running = undefined;
-        });
-    }, NODE_TTL_MS / 3);
-    this.#timer.unref();
+    this.#job.start();
   }
 
   async #refresh(): Promise<void> {
@@ -142,8 +142,7 @@ export class NodeRegistry {
   /** Leaves the registry at once (revokes the lease, which also ends this node's claims). */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearInterval(this.#timer);
-    await this.#running;
+    await this.#job.stop();
     if (this.#lease !== undefined) {
       await this.#kv.revokeLease(this.#tenantId, this.#lease).catch(() => {});
       this.#lease = undefined;

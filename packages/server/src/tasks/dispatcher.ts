@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { type Balancer, createBalancer, type StrategyName } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
 import type { EventLog } from '../events/event-log.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import { Statement } from '../store/statement.ts';
@@ -133,9 +134,8 @@ export class Dispatcher {
   readonly #rejected = new Map<string, { agents: Set<string>; until: number }>();
   readonly #timers = new Set<NodeJS.Timeout>();
   #unsubscribe: (() => void) | undefined;
-  #tick: NodeJS.Timeout | undefined;
-  #sweep: NodeJS.Timeout | undefined;
-  #sweeping: Promise<void> | undefined;
+  readonly #tick: Job;
+  readonly #sweep: Job;
   #stopped = false;
 
   constructor(deps: {
@@ -148,6 +148,7 @@ export class Dispatcher {
     log: Logger;
     /** Each tenant's most tasks assigned or running at once. */
     limits: TenantLimitSource;
+    jobs: Jobs;
     concurrencyKeyLimit: number;
     sweepIntervalMs: number;
   }) {
@@ -161,6 +162,25 @@ export class Dispatcher {
     this.#limits = deps.limits;
     this.#concurrencyKeyLimit = deps.concurrencyKeyLimit;
     this.#sweepIntervalMs = deps.sweepIntervalMs;
+    // A pass for every tenant with agents here now and then, for tasks whose wake-up was
+    // lost (a dropped bus message) or that became due (backoff, not_before).
+    this.#tick = deps.jobs.job({
+      name: 'dispatch-tick',
+      intervalMs: TICK_MS,
+      run: () => {
+        for (const tenantId of this.#directory.tenants()) this.kick(tenantId);
+        const now = Date.now();
+        for (const [taskId, entry] of this.#rejected) {
+          if (entry.until < now) this.#rejected.delete(taskId);
+        }
+      },
+    });
+    this.#sweep = deps.jobs.job({
+      name: 'task-sweep',
+      intervalMs: this.#sweepIntervalMs,
+      run: () => this.#runtime.sweep(),
+      logFailure: (err) => this.#log.warn({ err }, 'task sweep failed; retrying'),
+    });
   }
 
   start(): void {
@@ -170,33 +190,16 @@ export class Dispatcher {
       if (delay <= 0) this.kick(notice.tenant_id, notice.submitted === true);
       else this.#later(delay, () => this.kick(notice.tenant_id));
     });
-    this.#tick = setInterval(() => {
-      for (const tenantId of this.#directory.tenants()) this.kick(tenantId);
-      const now = Date.now();
-      for (const [taskId, entry] of this.#rejected) {
-        if (entry.until < now) this.#rejected.delete(taskId);
-      }
-    }, TICK_MS);
-    this.#tick.unref();
-    this.#sweep = setInterval(() => {
-      this.#sweeping ??= this.#runtime
-        .sweep()
-        .catch((err: unknown) => this.#log.warn({ err }, 'task sweep failed; retrying'))
-        .then(() => {
-          this.#sweeping = undefined;
-        });
-    }, this.#sweepIntervalMs);
-    this.#sweep.unref();
+    this.#tick.start();
+    this.#sweep.start();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#unsubscribe?.();
-    clearInterval(this.#tick);
-    clearInterval(this.#sweep);
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
-    await this.#sweeping;
+    await Promise.all([this.#tick.stop(), this.#sweep.stop()]);
     await Promise.all([...this.#passes.values()].map((p) => p.done));
   }
 
