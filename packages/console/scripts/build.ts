@@ -1,43 +1,31 @@
-import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildSdk, sourcesHash } from '../../sdk/scripts/build.ts';
 
 // Builds the console into dist/ when its sources changed since the last build (or with
 // --force). `npm install`, `npm start` and `npm test` run it (decision 0008): the build is
 // not committed, and a checkout is never served a stale console. Sources are compared by
-// content, not by time, because a checkout or a copy changes file times.
+// content, not by time, because a checkout or a copy changes file times. The console
+// bundles the SDK as npm users get it, from its built dist/ (decision 0012), so the SDK is
+// built first when its sources changed.
 
 const consoleDir = fileURLToPath(new URL('..', import.meta.url));
-const sdkSrc = fileURLToPath(new URL('../../sdk/src', import.meta.url));
 const dist = join(consoleDir, 'dist');
 const stamp = join(dist, '.sources-hash');
 
-function files(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    const path = join(dir, entry.name);
-    return entry.isDirectory() ? files(path) : [path];
-  });
-}
-
-function sourcesHash(): string {
-  const inputs = [
-    join(consoleDir, 'index.html'),
-    join(consoleDir, 'vite.config.ts'),
-    join(consoleDir, 'package.json'),
-    ...files(join(consoleDir, 'src')),
-    ...files(sdkSrc),
-  ].sort();
-  const hash = createHash('sha256');
-  for (const path of inputs) {
-    if (!statSync(path).isFile()) continue;
-    hash.update(relative(consoleDir, path)).update('\0').update(readFileSync(path)).update('\0');
-  }
-  return hash.digest('hex');
-}
-
 const force = process.argv.includes('--force');
-const hash = sourcesHash();
+if (!buildSdk()) {
+  console.warn('console: not built (it needs the built SDK)');
+  process.exit(0);
+}
+const hash = sourcesHash(consoleDir, [
+  join(consoleDir, 'index.html'),
+  join(consoleDir, 'vite.config.ts'),
+  join(consoleDir, 'package.json'),
+  join(consoleDir, 'src'),
+  join(consoleDir, '..', 'sdk', 'dist'),
+]);
 const current =
   existsSync(join(dist, 'index.html')) && existsSync(stamp) && readFileSync(stamp, 'utf8') === hash;
 if (current && !force) {

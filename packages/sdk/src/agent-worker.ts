@@ -1,3 +1,4 @@
+import { backoffDelayMs, type ReconnectOptions } from './backoff.ts';
 import { OrchestraError } from './errors.ts';
 
 /** What a task handler is given besides the input. */
@@ -88,7 +89,7 @@ export interface AgentWorkerOptions {
   /** How long a drain waits for running tasks; default 30 s. */
   drainTimeoutMs?: number;
   /** Reconnect backoff: first delay and ceiling; full jitter in between. */
-  reconnect?: { initialDelayMs?: number; maxDelayMs?: number };
+  reconnect?: ReconnectOptions;
   /** Events kept per task for resending after a reconnect; default 10,000. */
   maxBufferedEvents?: number;
   /**
@@ -342,13 +343,14 @@ export class AgentWorker {
     }
     this.#failures += 1;
     const { initialDelayMs = 250, maxDelayMs = 10_000 } = this.#options.reconnect ?? {};
-    const ceiling = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#failures - 1, 16));
     // Another node may be up while this one is not: each is tried once at once, then with
     // backoff. A server going away (1001) usually restarts or has peers: try again at once.
     const others = this.#urls.length > 1 && this.#failures < this.#urls.length;
     this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
     const delay =
-      others || (code === 1001 && this.#failures === 1) ? 0 : Math.round(Math.random() * ceiling);
+      others || (code === 1001 && this.#failures === 1)
+        ? 0
+        : backoffDelayMs(this.#failures, { initialDelayMs, maxDelayMs, jitter: 'full' });
     this.#report({ type: 'disconnected', code, reason, retryInMs: delay });
     this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
   }
@@ -662,7 +664,11 @@ export class AgentWorker {
 
   #retryFinal(running: RunningTask): void {
     running.finalRetries += 1;
-    const delay = Math.min(30_000, 500 * 2 ** Math.min(running.finalRetries - 1, 6));
+    const delay = backoffDelayMs(running.finalRetries, {
+      initialDelayMs: 500,
+      maxDelayMs: 30_000,
+      jitter: 'equal',
+    });
     running.finalTimer = setTimeout(() => void this.#sendFinal(running), delay);
   }
 

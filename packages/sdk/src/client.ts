@@ -1,3 +1,4 @@
+import { backoffDelayMs } from './backoff.ts';
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
@@ -1082,12 +1083,15 @@ export function isTransient(err: unknown): boolean {
   return err.status === 0 || TRANSIENT_STATUSES.has(err.status);
 }
 
-/** Exponential backoff with jitter (half to all of the step), at least any Retry-After. */
+/** The delay before resuming a stream or retrying a request: at least any Retry-After. */
 export function backoffMs(failures: number, problem: unknown): number {
-  const step = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (failures - 1));
-  const jittered = step / 2 + (Math.random() * step) / 2;
   const retryAfter = problem instanceof OrchestraError ? problem.retryAfterSeconds : undefined;
-  return Math.max(jittered, (retryAfter ?? 0) * 1000);
+  return backoffDelayMs(failures, {
+    initialDelayMs: FIRST_BACKOFF_MS,
+    maxDelayMs: MAX_BACKOFF_MS,
+    jitter: 'equal',
+    atLeastMs: (retryAfter ?? 0) * 1000,
+  });
 }
 
 /** Resolves after `ms`; rejects with the signal's reason as soon as it aborts. */

@@ -1,3 +1,4 @@
+import { backoffDelayMs } from './backoff.ts';
 import { Orchestra, type OrchestraOptions } from './client.ts';
 import type { ConfigChange, ConfigItem } from './config-api.ts';
 import { OrchestraError } from './errors.ts';
@@ -196,7 +197,13 @@ export class ConfigClient {
         if (signal.aborted) return;
         this.#setStale(true);
         if (!transient(err)) this.#options.onError?.(err);
-        await pause(1000 + Math.random() * 1000, signal);
+        // 1 to 2 s, not growing: the snapshot serves meanwhile, and catching up soon matters.
+        const delay = backoffDelayMs(1, {
+          initialDelayMs: 2_000,
+          maxDelayMs: 2_000,
+          jitter: 'equal',
+        });
+        await pause(delay, signal);
       }
     }
   }

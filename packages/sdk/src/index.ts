@@ -7,6 +7,7 @@ export {
   type TaskHandler,
   type WorkerStatus,
 } from './agent-worker.ts';
+export type { ReconnectOptions } from './backoff.ts';
 export {
   Orchestra,
   type OrchestraOptions,

@@ -1,3 +1,4 @@
+import { backoffDelayMs } from './backoff.ts';
 import { OrchestraError } from './errors.ts';
 
 /** A message of a topic, as delivered. */
@@ -263,8 +264,10 @@ export class RealtimeClient {
     // backoff.
     const others = this.#urls.length > 1 && this.#attempt < this.#urls.length - 1;
     this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
-    const ceiling = Math.min(max, min * 2 ** Math.min(this.#attempt++, 16));
-    const delay = others ? 0 : Math.random() * ceiling;
+    this.#attempt += 1;
+    const delay = others
+      ? 0
+      : backoffDelayMs(this.#attempt, { initialDelayMs: min, maxDelayMs: max, jitter: 'full' });
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
       if (this.#closed) return;

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  childEnv,
   closedPort,
   createTestDatabase,
   type SpawnedOrchestra,
@@ -75,7 +76,7 @@ export interface SpawnedScript {
 }
 
 /**
- * Runs `node <script> ...args` with only PATH and `env` in its environment. Stopped by
+ * Runs `node <script> ...args` with only PATH, NODE_OPTIONS and `env` in its environment. Stopped by
  * `killScripts` (and when the test process exits).
  */
 export function spawnScript(
@@ -84,7 +85,7 @@ export function spawnScript(
 ): SpawnedScript {
   const child = spawn(process.execPath, [script, ...(options.args ?? [])], {
     cwd: options.cwd,
-    env: { PATH: process.env.PATH ?? '', ...options.env },
+    env: { ...childEnv(), ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   scripts.add(child);

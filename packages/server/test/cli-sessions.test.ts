@@ -6,6 +6,7 @@ import { Orchestra, type Session, type Task } from '@orchestra/sdk';
 import {
   type CliResult,
   type CliServer,
+  childEnv,
   expectExit,
   jsonOf,
   ORCHESTRA_BIN,
@@ -261,7 +262,7 @@ describe('orchestra sessions', { concurrency: 4 }, () => {
         '--api-key',
         fixture.adminKey,
       ],
-      { cwd: fixture.workDir, env: { PATH: process.env.PATH ?? '' }, stdio: 'pipe' },
+      { cwd: fixture.workDir, env: childEnv(), stdio: 'pipe' },
     );
     let stdout = '';
     let stderr = '';

@@ -69,6 +69,8 @@ test('the deploy files use only settings that exist, and start the server that e
   assert.deepEqual(scripts, ['packages/console/scripts/build.ts']);
   for (const script of scripts) assert.ok(read(script ?? '').length > 0);
   assert.match(read('deploy/Dockerfile'), /COPY --from=console \S+\/packages\/console\/dist /);
+  // The CLI imports @orchestra/sdk, which outside npm resolves to its built dist/ (decision 0012).
+  assert.match(read('deploy/Dockerfile'), /COPY --from=console \S+\/packages\/sdk\/dist /);
   // Every node the load balancer sends to is a service of the compose file, and back.
   const compose = read('deploy/compose.yaml');
   const balanced = [...read('deploy/haproxy.cfg').matchAll(/^\s*server (\S+) (\S+):8080/gm)];
@@ -99,9 +101,12 @@ test('the README quick start fits together: one template file, one capability, $
   assert.deepEqual(template.capabilities, ['code-stats']);
   const agent = read('examples/code-stats/agent.ts');
   assert.match(agent, /capabilities: \['code-stats'\]/);
-  const snippets = [...readme.matchAll(/capabilities: \[([^\]]*)\]/g)].map((m) => m[1]);
-  assert.ok(snippets.length > 0);
-  for (const s of snippets) assert.equal(s, "'code-stats'", `README names capabilities [${s}]`);
+  for (const file of ['README.md', 'packages/sdk/README.md']) {
+    const snippets = [...read(file).matchAll(/capabilities: \[([^\]]*)\]/g)].map((m) => m[1]);
+    assert.ok(snippets.length > 0, `${file} has an agent snippet`);
+    for (const s of snippets) assert.equal(s, "'code-stats'", `${file} names capabilities [${s}]`);
+  }
+  assert.match(read('packages/sdk/README.md'), /template: 'code-stats'/);
   for (const m of readme.matchAll(/--capability (\S+)/g)) assert.equal(m[1], 'code-stats');
   // Every shell block that uses $KEY comes after the line that sets it.
   const defined = readme.indexOf('KEY=$(cat .orchestra/admin-key)');

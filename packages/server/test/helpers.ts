@@ -171,6 +171,16 @@ export function expectError(
 }
 
 /** The `orchestra` CLI entry, as `npx orchestra` runs it. */
+/**
+ * What a spawned Node process inherits: PATH, and NODE_OPTIONS, which through npm carries
+ * the `@orchestra/source` condition, so that the child runs the SDK's sources as the test
+ * does rather than its last build (decision 0012).
+ */
+export function childEnv(): Record<string, string> {
+  const { PATH = '', NODE_OPTIONS } = process.env;
+  return NODE_OPTIONS === undefined ? { PATH } : { PATH, NODE_OPTIONS };
+}
+
 export const ORCHESTRA_BIN = fileURLToPath(new URL('../bin/orchestra.js', import.meta.url));
 
 /** Bounds every wait on a spawned process, so that a hang fails the test instead of CI. */
@@ -223,8 +233,8 @@ export function logLines(stdout: string): Record<string, unknown>[] {
 }
 
 /**
- * Spawns `orchestra start` as a user would, on a free loopback port, with only PATH and the
- * given variables in its environment, and waits until it logs "orchestra listening".
+ * Spawns `orchestra start` as a user would, on a free loopback port, with only `childEnv()`
+ * and the given variables in its environment, and waits until it logs "orchestra listening".
  */
 export async function spawnOrchestra(options: {
   cwd: string;
@@ -249,7 +259,7 @@ export async function spawnOrchestra(options: {
   const child = spawn(command[0], command[1], {
     cwd: options.cwd,
     env: {
-      PATH: process.env.PATH ?? '',
+      ...childEnv(),
       ORCHESTRA_PORT: '0',
       ORCHESTRA_HOST: '127.0.0.1',
       ORCHESTRA_DATA_DIR: options.dataDir,
@@ -361,7 +371,7 @@ export async function runCli(
 ): Promise<CliResult> {
   const child = spawn(process.execPath, [ORCHESTRA_BIN, ...args], {
     cwd: options.cwd,
-    env: { PATH: process.env.PATH ?? '', ...options.env },
+    env: { ...childEnv(), ...options.env },
     stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
   spawned.add(child);
