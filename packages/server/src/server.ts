@@ -345,8 +345,7 @@ export async function startServer(
         };
       },
     });
-    const tenantIds = async () =>
-      (await store.db.selectFrom('tenants').select('id').orderBy('id').execute()).map((t) => t.id);
+    const tenantIds = () => identity.tenantIds();
     checker = new HealthChecker({ kv, nodes, log, tenants: tenantIds, jobs });
     const registryOfNodes = nodes;
     if (bus instanceof NatsBus && exportEvents) {

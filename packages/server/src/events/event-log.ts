@@ -201,6 +201,57 @@ export class EventLog {
     return row?.last_offset;
   }
 
+  /** The newest offsets of the streams that exist among `streams` (any tenant's ids). */
+  async heads(streams: readonly string[]): Promise<Map<string, number>> {
+    const heads = new Map<string, number>();
+    for (let i = 0; i < streams.length; i += 500) {
+      const rows = await this.#store.db
+        .selectFrom('event_streams')
+        .select(['id', 'last_offset'])
+        .where('id', 'in', streams.slice(i, i + 500))
+        .execute();
+      for (const row of rows) heads.set(row.id, Number(row.last_offset));
+    }
+    return heads;
+  }
+
+  /** The newest offset of a stream within a transaction, or undefined if it does not exist. */
+  async headIn(trx: Transaction<Database>, stream: string): Promise<number | undefined> {
+    const row = await trx
+      .selectFrom('event_streams')
+      .select('last_offset')
+      .where('id', '=', stream)
+      .executeTakeFirst();
+    return row && Number(row.last_offset);
+  }
+
+  /**
+   * Takes the stream's row lock before anything else is read in `trx`, so that on
+   * PostgreSQL two transactions on the same stream run one after the other and each sees
+   * the other's committed writes (READ COMMITTED reads anew per statement). SQLite has one
+   * writer anyway.
+   */
+  async lock(trx: Transaction<Database>, stream: string): Promise<void> {
+    await trx
+      .updateTable('event_streams')
+      .set((eb) => ({ last_offset: eb.ref('last_offset') }))
+      .where('id', '=', stream)
+      .execute();
+  }
+
+  /** The tenant's streams whose ids start with one of `prefixes`. */
+  async streamsWithPrefix(tenantId: string, prefixes: readonly string[]): Promise<string[]> {
+    if (prefixes.length === 0) return [];
+    const rows = await this.#store.db
+      .selectFrom('event_streams')
+      .select('id')
+      .where('tenant_id', '=', tenantId)
+      .where((eb) => eb.or(prefixes.map((p) => eb('id', 'like', `${p}%`))))
+      .execute();
+    // `_` in a prefix is a LIKE wildcard: the query may over-match, this may not.
+    return rows.map((r) => r.id).filter((id) => prefixes.some((p) => id.startsWith(p)));
+  }
+
   /**
    * Events after `after`, oldest first, at most `limit`, up to the head read first (one
    * consistent view even while others append). Resolves to undefined when the stream does

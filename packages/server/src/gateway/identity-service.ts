@@ -390,6 +390,12 @@ export class IdentityService {
     return toPage(await query.execute(), limit, (row) => this.#view(row), page.maxBytes);
   }
 
+  /** Every tenant's id, in order: for the jobs that visit each tenant (health, relay). */
+  async tenantIds(): Promise<string[]> {
+    const rows = await this.#store.db.selectFrom('tenants').select('id').orderBy('id').execute();
+    return rows.map((t) => t.id);
+  }
+
   async getTenant(principal: Principal, id: string): Promise<TenantView> {
     // Other tenants are invisible, not forbidden: a 404 does not confirm they exist.
     if (!isSystemAdmin(principal) && id !== principal.tenant.id) throw tenantNotFound(id);

@@ -275,7 +275,7 @@ export class EmbeddedKv implements KvStore {
     await this.#ensure(tenantId);
     try {
       return await this.#events.transaction(async (trx, emit) => {
-        await lockStream(trx, tenantId);
+        await this.#events.lock(trx, kvStream(tenantId));
         for (const compare of txn.compare) {
           const row = await trx
             .selectFrom('kv_entries')
@@ -327,7 +327,10 @@ export class EmbeddedKv implements KvStore {
           });
         }
         if (changes.length === 0) {
-          return { succeeded: true, revision: (await headIn(trx, tenantId)) ?? 0 };
+          return {
+            succeeded: true,
+            revision: (await this.#events.headIn(trx, kvStream(tenantId))) ?? 0,
+          };
         }
         const [event] = await emit(kvStream(tenantId), tenantId, [
           { type: TXN_EVENT, data: { changes } },
@@ -555,7 +558,7 @@ export class EmbeddedKv implements KvStore {
   async #endLease(tenantId: string, leaseId: string, onlyIfExpired: boolean): Promise<boolean> {
     await this.#ensure(tenantId);
     return this.#events.transaction(async (trx, emit) => {
-      await lockStream(trx, tenantId);
+      await this.#events.lock(trx, kvStream(tenantId));
       let del = trx
         .deleteFrom('kv_leases')
         .where('tenant_id', '=', tenantId)
@@ -599,29 +602,6 @@ function storedEntry(row: EntryRow): StoredEntry {
     version: Number(row.version),
     ...(row.lease_id !== null ? { lease: row.lease_id } : {}),
   };
-}
-
-/**
- * Takes the tenant's stream row lock before anything is read, so that on PostgreSQL two
- * transactions on the same tenant's keys run one after the other and compares see the
- * other's committed writes (READ COMMITTED reads anew per statement). SQLite has one
- * writer anyway.
- */
-async function lockStream(trx: Transaction<Database>, tenantId: string): Promise<void> {
-  await trx
-    .updateTable('event_streams')
-    .set((eb) => ({ last_offset: eb.ref('last_offset') }))
-    .where('id', '=', kvStream(tenantId))
-    .execute();
-}
-
-async function headIn(trx: Transaction<Database>, tenantId: string): Promise<number | undefined> {
-  const row = await trx
-    .selectFrom('event_streams')
-    .select('last_offset')
-    .where('id', '=', kvStream(tenantId))
-    .executeTakeFirst();
-  return row && Number(row.last_offset);
 }
 
 /** Unread live batches a watcher may hold; past that it catches up from the store. */

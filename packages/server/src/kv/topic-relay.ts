@@ -214,15 +214,10 @@ export class KvTopicRelay {
   }
 
   /** The relayed streams of a tenant that exist. */
-  async #streams(tenantId: string): Promise<string[]> {
-    const prefixes = this.#routes.map((r) => r.streamPrefix(tenantId));
-    const rows = await this.#store.db
-      .selectFrom('event_streams')
-      .select('id')
-      .where('tenant_id', '=', tenantId)
-      .where((eb) => eb.or(prefixes.map((p) => eb('id', 'like', `${p}%`))))
-      .execute();
-    // `_` in a prefix is a LIKE wildcard: the query may over-match, this may not.
-    return rows.map((r) => r.id).filter((id) => prefixes.some((p) => id.startsWith(p)));
+  #streams(tenantId: string): Promise<string[]> {
+    return this.#events.streamsWithPrefix(
+      tenantId,
+      this.#routes.map((r) => r.streamPrefix(tenantId)),
+    );
   }
 }

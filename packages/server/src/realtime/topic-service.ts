@@ -404,15 +404,7 @@ export class TopicService {
       .limit(limit + 1)
       .execute();
     const streams = rows.map((r) => topicStream(tenantId, { kind: 'user', name: r.name }));
-    const heads = new Map<string, number>();
-    if (streams.length > 0) {
-      const found = await this.#store.db
-        .selectFrom('event_streams')
-        .select(['id', 'last_offset'])
-        .where('id', 'in', streams)
-        .execute();
-      for (const f of found) heads.set(f.id, Number(f.last_offset));
-    }
+    const heads = await this.#events.heads(streams);
     return toPage(
       rows.map((r) => ({ ...r, id: r.name })),
       limit,
