@@ -1,19 +1,27 @@
-import { type Kysely, sql } from 'kysely';
+import type { Kysely } from 'kysely';
+import { agentsByStatus, onlineAgentSlots } from '../agents/agent-stats.ts';
 import { AGENT_STATUSES, type AgentStatus } from '../agents/statuses.ts';
 import type { Principal } from '../platform/auth.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
+import {
+  ACTIVE_STATES,
+  type ActiveState,
+  activeByState,
+  FINISHED_STATES,
+  type FinishedState,
+  finishedPerMinute,
+  heldByAgent,
+  MINUTE_CHARS,
+  submittedPerMinute,
+  successesBetween,
+} from '../tasks/task-stats.ts';
 import type { TemplateService } from '../templates/template-service.ts';
 
 /** The longest window `GET /v1/stats` summarizes, in minutes. */
 export const MAX_STATS_MINUTES = 60;
 /** Finished tasks per minute whose timings feed the latency percentiles. */
 export const LATENCY_SAMPLES_PER_MINUTE = 200;
-
-const ACTIVE_STATES = ['queued', 'assigned', 'running'] as const;
-const FINISHED_STATES = ['succeeded', 'failed', 'cancelled', 'timed_out', 'dead'] as const;
-type ActiveState = (typeof ACTIVE_STATES)[number];
-type FinishedState = (typeof FINISHED_STATES)[number];
 
 export interface Percentiles {
   samples: number;
@@ -68,9 +76,6 @@ export interface StatsOptions {
   /** Template id (`tpl_…`) or name; only tasks of it are counted. */
   template?: string | undefined;
 }
-
-/** `YYYY-MM-DDTHH:MM` of an ISO timestamp: the stores keep timestamps as ISO text. */
-const MINUTE_CHARS = 16;
 
 /** Nearest-rank percentiles of `values` (sorted here). */
 export function percentiles(values: number[]): Percentiles | null {
@@ -130,82 +135,54 @@ export class StatsService {
     );
     const from = firstMinute.toISOString();
     const template = options.template;
-    const byTemplate = template === undefined ? sql`` : templateFilter(template);
-
-    const minute = (column: 'created_at' | 'finished_at') =>
-      sql`substr(${sql.ref(column)}, 1, ${sql.lit(MINUTE_CHARS)})`;
-    const [agentRows, heldRows, inFlightRows, activeRows, submittedRows, finishedRows, samples] =
+    const filter = { template };
+    // The figures come from the modules that own the tables (agents, tasks).
+    const [agentRows, onlineRows, held, activeRows, submittedRows, finishedRows, samples] =
       await Promise.all([
-        db
-          .selectFrom('agents')
-          .select(['status', (eb) => eb.fn.countAll<number | string>().as('n')])
-          .where('tenant_id', '=', tenantId)
-          .groupBy('status')
-          .execute(),
-        // Online agents with what they hold: `busy` is derived, as in GET /v1/agents.
-        sql<{ max_concurrency: number | string; held: number | string }>`
-          select a.max_concurrency,
-            (select count(*) from tasks t
-              where t.tenant_id = a.tenant_id and t.agent_id = a.id
-                and t.state in ('assigned', 'running')) as held
-          from agents a
-          where a.tenant_id = ${tenantId} and a.status = 'online'`.execute(db),
-        sql<{ n: number | string }>`
-          select count(*) as n from tasks
-          where tenant_id = ${tenantId} and state in ('assigned', 'running')`.execute(db),
-        // Grouped by state so that the planner walks the queue index: a bare min(created_at)
-        // of queued tasks made SQLite walk every task in creation order instead.
-        sql<{ state: ActiveState; n: number | string; oldest: string | null }>`
-          select state, count(*) as n, min(coalesce(queued_at, created_at)) as oldest from tasks
-          where tenant_id = ${tenantId} and state in ('queued', 'assigned', 'running') ${byTemplate}
-          group by state`.execute(db),
-        sql<{ minute: string; n: number | string }>`
-          select ${minute('created_at')} as minute, count(*) as n from tasks
-          where tenant_id = ${tenantId} and created_at >= ${from} ${byTemplate}
-          group by ${minute('created_at')}`.execute(db),
-        sql<{ minute: string; state: FinishedState; n: number | string }>`
-          select ${minute('finished_at')} as minute, state, count(*) as n from tasks
-          where tenant_id = ${tenantId} and finished_at >= ${from} ${byTemplate}
-          group by ${minute('finished_at')}, state`.execute(db),
-        // The latest successes of each minute: one short index range per minute, so that
-        // the rows read do not grow with the tenant's throughput.
+        agentsByStatus(db, tenantId),
+        onlineAgentSlots(db, tenantId),
+        heldByAgent(db, tenantId),
+        activeByState(db, tenantId, filter),
+        submittedPerMinute(db, tenantId, from, filter),
+        finishedPerMinute(db, tenantId, from, filter),
         Promise.all(
           Array.from({ length: options.minutes }, async (_, i) => {
             const start = new Date(firstMinute.getTime() + i * 60_000);
             const end = new Date(start.getTime() + 60_000);
-            const result = await sql<{
-              queued_at: string;
-              started_at: string | null;
-              finished_at: string;
-            }>`
-              select coalesce(queued_at, created_at) as queued_at, started_at, finished_at
-              from tasks
-              where tenant_id = ${tenantId} and state = 'succeeded'
-                and finished_at >= ${start.toISOString()} and finished_at < ${end.toISOString()}
-                ${byTemplate}
-              order by finished_at desc
-              limit ${LATENCY_SAMPLES_PER_MINUTE}`.execute(db);
-            return { minute: start.toISOString(), rows: result.rows };
+            const rows = await successesBetween(
+              db,
+              tenantId,
+              {
+                start: start.toISOString(),
+                end: end.toISOString(),
+                limit: LATENCY_SAMPLES_PER_MINUTE,
+              },
+              filter,
+            );
+            return { minute: start.toISOString(), rows };
           }),
         ),
       ]);
 
     const byStatus = zeros(AGENT_STATUSES);
-    for (const row of agentRows) byStatus[row.status] += Number(row.n);
+    for (const row of agentRows) byStatus[row.status] += row.n;
+    // Online agents with what they hold: `busy` is derived, as in GET /v1/agents.
     let slots = 0;
     let slotsUsed = 0;
-    for (const row of heldRows.rows) {
-      const max = Number(row.max_concurrency);
-      slots += max;
-      slotsUsed += Number(row.held);
-      if (Number(row.held) >= max) {
+    for (const agent of onlineRows) {
+      const holds = held.get(agent.id) ?? 0;
+      slots += agent.max_concurrency;
+      slotsUsed += holds;
+      if (holds >= agent.max_concurrency) {
         byStatus.online -= 1;
         byStatus.busy += 1;
       }
     }
+    let inFlight = 0;
+    for (const n of held.values()) inFlight += n;
 
     const active = zeros(ACTIVE_STATES);
-    for (const row of activeRows.rows) active[row.state] = Number(row.n);
+    for (const row of activeRows) active[row.state] = row.n;
 
     const minutes: StatsMinute[] = [];
     const index = new Map<string, StatsMinute>();
@@ -221,19 +198,19 @@ export class StatsService {
       index.set(at.slice(0, MINUTE_CHARS), minute);
     }
     let submitted = 0;
-    for (const row of submittedRows.rows) {
+    for (const row of submittedRows) {
       const minute = index.get(row.minute);
       if (minute === undefined) continue; // written with a clock ahead of this node's
-      minute.submitted = Number(row.n);
+      minute.submitted = row.n;
       submitted += minute.submitted;
     }
     const finished = zeros(FINISHED_STATES);
-    for (const row of finishedRows.rows) {
+    for (const row of finishedRows) {
       const minute = index.get(row.minute);
       if (minute === undefined || !(FINISHED_STATES as readonly string[]).includes(row.state))
         continue;
-      minute.finished[row.state] = Number(row.n);
-      finished[row.state] += Number(row.n);
+      minute.finished[row.state] = row.n;
+      finished[row.state] += row.n;
     }
     const allLatencies: number[] = [];
     const waits: number[] = [];
@@ -256,15 +233,15 @@ export class StatsService {
       window: { minutes: options.minutes, from, to: now.toISOString() },
       template: template ?? null,
       agents: {
-        total: agentRows.reduce((sum, row) => sum + Number(row.n), 0),
+        total: agentRows.reduce((sum, row) => sum + row.n, 0),
         by_status: byStatus,
         slots,
         slots_used: slotsUsed,
-        in_flight: Number(inFlightRows.rows[0]?.n ?? 0),
+        in_flight: inFlight,
       },
       tasks: {
         active,
-        oldest_queued_at: activeRows.rows.find((row) => row.state === 'queued')?.oldest ?? null,
+        oldest_queued_at: activeRows.find((row) => row.state === 'queued')?.oldest ?? null,
         submitted,
         finished,
         latency_ms: percentiles(allLatencies),
@@ -273,10 +250,4 @@ export class StatsService {
       },
     };
   }
-}
-
-function templateFilter(template: string) {
-  return template.startsWith('tpl_')
-    ? sql`and template_id = ${template}`
-    : sql`and template_name = ${template}`;
 }
