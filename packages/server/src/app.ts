@@ -28,7 +28,7 @@ import {
 } from './platform/http.ts';
 import type { Metrics } from './platform/metrics.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
-import { ErrorResponse } from './platform/schemas.ts';
+import { ErrorResponse, StreamError, StreamGap } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
 import { buildRequestValidator, jsonValueProblem } from './platform/validation.ts';
 import type { RealtimeHub } from './realtime/hub.ts';
@@ -77,6 +77,9 @@ export interface AppResources {
 }
 
 const SERVICE = 'orchestra';
+
+/** The OpenAPI security of a route that `config.auth` protects: an API key or a JWT. */
+const CREDENTIALS: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 
 /** Builds the HTTP application (not listening yet). */
 export async function buildApp(resources: AppResources): Promise<FastifyInstance> {
@@ -188,6 +191,8 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   });
 
   app.addSchema(ErrorResponse);
+  app.addSchema(StreamGap);
+  app.addSchema(StreamError);
   await app.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',
@@ -195,9 +200,11 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
         title: 'Orchestra API',
         version,
         description:
-          'Control plane for AI agents. Every `/v1` route needs `Authorization: Bearer <API key or JWT>`. Errors use the `ErrorResponse` shape; codes are listed in docs/errors.md.',
+          'Control plane for AI agents. Every `/v1` route needs a credential: `Authorization: Bearer <API key or JWT>` or `X-API-Key: <API key>`; each operation lists the schemes it takes (the topic routes also take a realtime token). Errors use the `ErrorResponse` shape; codes are listed in docs/errors.md.',
         license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
       },
+      // Relative: the document describes the server that serves it, whatever its address.
+      servers: [{ url: '/', description: 'The server that serves this document' }],
       components: {
         securitySchemes: {
           bearerAuth: {
@@ -211,6 +218,19 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
             name: 'X-API-Key',
             description: 'An `ork_…` API key, for clients that cannot set Authorization.',
           },
+          realtimeToken: {
+            type: 'http',
+            scheme: 'bearer',
+            description:
+              'A realtime token (`ort_…`) from `POST /v1/realtime/tokens`: it grants the topics it lists, and nothing else.',
+          },
+          realtimeTokenQuery: {
+            type: 'apiKey',
+            in: 'query',
+            name: 'token',
+            description:
+              'A realtime token (`ort_…`) in the URL, for EventSource, which cannot set headers.',
+          },
         },
       },
     },
@@ -219,15 +239,18 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
       buildLocalReference: (json, _baseUri, _fragment, i) =>
         typeof json.$id === 'string' ? json.$id : `def-${i}`,
     },
+    // Every operation states its security: what `config.auth` requires, none for public
+    // routes, or what a route that authenticates by itself declares in `schema.security`.
     transform: ({ schema, url, route }) => {
-      if (!url.startsWith('/v1/') || route.config?.auth === 'public') return { schema, url };
       const roles = route.config?.auth;
-      const note = Array.isArray(roles) ? `Roles: ${roles.join(', ')}.` : '';
+      if (!Array.isArray(roles))
+        return { url, schema: { ...schema, security: schema?.security ?? [] } };
+      const note = `Roles: ${roles.join(', ')}.`;
       return {
         url,
         schema: {
           ...schema,
-          security: [{ bearerAuth: [] }, { apiKeyHeader: [] }],
+          security: schema?.security ?? CREDENTIALS,
           description: [schema?.description, note].filter(Boolean).join('\n\n'),
         },
       };

@@ -227,6 +227,76 @@ for (const variant of VARIANTS) {
       );
     });
 
+    test('a key with slashes is one path parameter percent-encoded (generated clients) or raw (the SDK)', async () => {
+      const encoded = '/v1/config/enc%2Fapp%2Fflag';
+      const raw = '/v1/config/enc/app/flag';
+      const created = await server.call('PUT', encoded, { body: { value: 1 } });
+      assert.equal(created.status, 201);
+      assert.equal(created.body.key, 'enc/app/flag');
+      assert.equal((await server.call('PUT', raw, { body: { value: 2 } })).body.version, 2);
+      for (const path of [encoded, raw, '/v1/config/enc%2fapp%2Fflag']) {
+        const got = await server.call('GET', path);
+        assert.equal(got.status, 200, path);
+        assert.deepEqual(
+          [got.body.key, got.body.value, got.headers.get('etag')],
+          ['enc/app/flag', 2, '"2"'],
+        );
+        const history = await server.call('GET', `${path}/history`);
+        assert.deepEqual(
+          history.body.items.map((h: any) => h.version),
+          [2, 1],
+          path,
+        );
+        const diff = await server.call('GET', `${path}/diff?from=1&to=2`);
+        assert.deepEqual(diff.body.changes, [{ op: 'replace', path: '', old_value: 1, value: 2 }]);
+      }
+      const reverted = await server.call('POST', `${encoded}/revert`, { body: { version: 1 } });
+      assert.deepEqual([reverted.status, reverted.body.version, reverted.body.value], [200, 3, 1]);
+      assert.equal(
+        (await server.call('POST', `${raw}/revert`, { body: { version: 2 } })).body.version,
+        4,
+      );
+      const deleted = await server.call('DELETE', encoded);
+      assert.deepEqual([deleted.body.key, deleted.body.deleted], ['enc/app/flag', true]);
+      expectError(await server.call('GET', raw), 404, 'CONFIG_KEY_NOT_FOUND');
+      // The route suffix is a path segment of its own; encoded, it ends the key, which keys may not.
+      const suffix = expectError(
+        await server.call('GET', `${encoded}%2Fhistory`),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal(suffix.details.fields[0].field, 'params.key');
+      // What a client generated from the old document sent for `/v1/config/{*}`.
+      const literal = expectError(
+        await server.call('GET', '/v1/config/%7B*%7D'),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal(literal.details.fields[0].field, 'params.key');
+
+      // Schema prefixes likewise.
+      const schema = await server.call('PUT', '/v1/config-schemas/enc%2Fapp%2F', {
+        body: { schema: { type: 'integer' } },
+      });
+      assert.equal(schema.status, 200);
+      assert.equal(schema.body.prefix, 'enc/app/');
+      assert.equal(
+        (await server.call('GET', '/v1/config-schemas/enc/app/')).body.prefix,
+        'enc/app/',
+      );
+      expectError(
+        await server.call('PUT', raw, { body: { value: 'text' } }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      assert.equal((await server.call('DELETE', '/v1/config-schemas/enc%2Fapp%2F')).status, 204);
+      expectError(
+        await server.call('GET', '/v1/config-schemas/enc/app/'),
+        404,
+        'CONFIG_SCHEMA_NOT_FOUND',
+      );
+    });
+
     test('compare-and-set: If-Match and If-None-Match give 412 on conflict', async () => {
       const first = await put('cas/limit', { value: 1 }, { headers: { 'if-none-match': '*' } });
       assert.equal(first.status, 201);

@@ -14,13 +14,15 @@ const PATH_VALUES: Record<string, string> = {
   id: '01J0000000000000000000000',
   name: 'some-service',
   topic: 'some.topic',
-  '*': 'some/key',
+  key: 'some-key',
 };
 
 interface NumericParameter {
   method: string;
   path: string;
   name: string;
+  /** The operation's other required query parameters (`from` of a diff), all numbers. */
+  required: string[];
 }
 
 for (const store of STORE_VARIANTS) {
@@ -36,10 +38,18 @@ for (const store of STORE_VARIANTS) {
       const parameters: NumericParameter[] = [];
       for (const [path, operations] of Object.entries<Record<string, any>>(doc.paths)) {
         for (const [method, operation] of Object.entries<any>(operations)) {
+          const required = (operation.parameters ?? [])
+            .filter((p: any) => p.in === 'query' && p.required)
+            .map((p: any) => p.name as string);
           for (const parameter of operation.parameters ?? []) {
             const type = parameter.schema?.type;
             if (parameter.in === 'header' || (type !== 'integer' && type !== 'number')) continue;
-            parameters.push({ method: method.toUpperCase(), path, name: parameter.name });
+            parameters.push({
+              method: method.toUpperCase(),
+              path,
+              name: parameter.name,
+              required: required.filter((name: string) => name !== parameter.name),
+            });
           }
         }
       }
@@ -53,7 +63,11 @@ for (const store of STORE_VARIANTS) {
             name === parameter.name ? bad : (PATH_VALUES[name] ?? 'x'),
           );
           const inPath = parameter.path.includes(`{${parameter.name}}`);
-          const url = inPath ? path : `${path}?${parameter.name}=${bad}`;
+          const query = [
+            ...parameter.required.map((name) => `${name}=1`),
+            ...(inPath ? [] : [`${parameter.name}=${bad}`]),
+          ];
+          const url = query.length > 0 ? `${path}?${query.join('&')}` : path;
           const response = await server.call(parameter.method, url);
           const error = expectError(response, 400, 'VALIDATION_FAILED');
           assert.equal(

@@ -343,10 +343,14 @@ function lookalike(id: string, random: Random): string {
   return id.replace(/[0-9a-f]{8}$/, () => random.int(0xffffffff).toString(16).padStart(8, '0'));
 }
 
+/** Path parameters whose values hold slashes. */
+const SLASHED = new Set(['key', 'prefix']);
+
 /** Valid path values, by path and parameter name; the fuzzer starts from these. */
 function validPathValue(op: Operation, name: string, f: Fixtures): string {
   const { path } = op;
-  if (name === '*') return path.startsWith('/v1/config-schemas') ? 'fuzz/app' : 'fuzz/app/key';
+  if (name === 'key') return 'fuzz/app/key';
+  if (name === 'prefix') return 'fuzz/app';
   if (name === 'template') return f.templateName;
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
@@ -426,11 +430,11 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
         metadata: { m: 1 },
         multitask_strategy: 'enqueue',
       };
-    case 'PUT /v1/config/{*}':
+    case 'PUT /v1/config/{key}':
       return { value: { v: random.int(100) }, reason: 'fuzz' };
-    case 'POST /v1/config/{*}':
+    case 'POST /v1/config/{key}/revert':
       return { version: 1, reason: 'fuzz' };
-    case 'PUT /v1/config-schemas/{*}':
+    case 'PUT /v1/config-schemas/{prefix}':
       return { schema: { type: 'object' } };
     case 'POST /v1/leases':
       return { ttl_seconds: 60 };
@@ -555,7 +559,10 @@ function buildRequest(
     let value = validPathValue(op, p.name, f);
     // Realistic ids that name nothing, some of the time.
     if (random.next() < 0.15) value = lookalike(value, random);
-    pathValues.set(p.name, { text: value });
+    // Config keys and prefixes hold slashes: sent percent-encoded, as the document says, or
+    // as they are, as the SDK sends them (the server takes both).
+    const raw = SLASHED.has(p.name) && random.next() < 0.5;
+    pathValues.set(p.name, raw ? { text: value, raw } : { text: value });
   }
   const query: [string, TextValue][] = [];
   for (const p of op.parameters.filter((p) => p.in === 'query')) {
@@ -635,8 +642,7 @@ function buildRequest(
 
   const path = op.path.replace(/\{([^}]+)\}/g, (_, name: string) => {
     const value = pathValues.get(name) as TextValue;
-    // The catch-all `{*}` may hold slashes; anything else is one encoded segment.
-    return value.raw || name === '*' ? value.text : encodeText(value.text);
+    return value.raw ? value.text : encodeText(value.text);
   });
   const search = query
     .map(([name, v]) => `${name}=${v.raw ? v.text : encodeText(v.text)}`)
@@ -752,10 +758,16 @@ function operationsOf(doc: any): Operation[] {
       const contents = Object.values<any>(op.responses ?? {}).flatMap((r) =>
         Object.keys(r.content ?? {}),
       );
+      // A credential in the query (`?token=`) is a security scheme, not a parameter: fuzz it too.
+      const queryCredentials: Parameter[] = (op.security ?? [])
+        .flatMap((requirement: object) => Object.keys(requirement))
+        .map((name: string) => doc.components.securitySchemes[name])
+        .filter((scheme: any) => scheme.type === 'apiKey' && scheme.in === 'query')
+        .map((scheme: any) => ({ name: scheme.name, in: 'query', schema: { type: 'string' } }));
       ops.push({
         method: method.toUpperCase(),
         path,
-        parameters: op.parameters ?? [],
+        parameters: [...(op.parameters ?? []), ...queryCredentials],
         body: op.requestBody?.content?.['application/json']?.schema,
         streaming: contents.some((type) => /event-stream|ndjson/.test(type)),
       });

@@ -135,7 +135,8 @@ describe('operational endpoints', () => {
     assert.equal(doc.components.securitySchemes.apiKeyHeader.name, 'X-API-Key');
     assert.match(createKey.description, /Roles: admin/);
     assert.ok(doc.components.schemas.ErrorResponse, 'the error format is documented');
-    assert.equal(doc.paths['/healthz'].get.security, undefined);
+    // Public routes say so: no security, explicitly.
+    assert.deepEqual(doc.paths['/healthz'].get.security, []);
     // Parameters with defaults are optional for clients generated from the document.
     const listKeys = doc.paths['/v1/api-keys'].get.parameters as {
       name: string;

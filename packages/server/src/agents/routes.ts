@@ -29,10 +29,14 @@ export const agentRoutes: FastifyPluginAsyncTypebox<{
     url: '/v1/agents/connect',
     schema: {
       tags: ['agents'],
+      operationId: 'connectAgent',
       summary: 'Connect an agent (WebSocket)',
       description:
         'Upgrade to a WebSocket speaking the agent protocol of docs/protocol.md. Authenticate with an `agent` (or `admin`) key or JWT in the Authorization header. A plain HTTP request gets 426.',
-      response: errorResponses,
+      response: {
+        101: Type.Null({ description: 'Switching Protocols: the WebSocket is open.' }),
+        ...errorResponses,
+      },
     },
     config: { auth: ['agent', 'admin'] },
     handler: async () => {
@@ -55,6 +59,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['agents'],
+        operationId: 'listAgents',
         summary: 'List agents',
         description: 'Agents of the tenant by id, with status, load and the tasks they hold.',
         querystring: Type.Object(
@@ -78,6 +83,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['agents'],
+        operationId: 'getAgent',
         summary: 'Get an agent',
         params: AgentParams,
         response: { 200: Type.Ref('Agent'), ...errorResponses },
@@ -92,6 +98,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['agents'],
+        operationId: 'drainAgent',
         summary: 'Drain an agent',
         description:
           'The agent finishes the tasks it holds and is given no new ones; it stays connected until it disconnects itself.',
@@ -115,6 +122,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['agents'],
+        operationId: 'deleteAgent',
         summary: 'Forget an agent',
         description: 'Only an agent that is not connected and holds no tasks; 409 otherwise.',
         params: AgentParams,

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import Type from 'typebox';
+import type { FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
+import Type, { type Static } from 'typebox';
 import {
   lastEventIdOf,
   type StreamFormat,
@@ -11,7 +12,7 @@ import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { ifMatchVersion, principalOf } from '../platform/http.ts';
 import { PageQuery, responseBudget, withinBudget } from '../platform/pagination.ts';
-import { errorResponses } from '../platform/schemas.ts';
+import { errorResponses, eventStreamResponse } from '../platform/schemas.ts';
 import type { ConfigService, WatchEvent } from './config-service.ts';
 import { ENV_PATTERN, parseEnv, parseKey, parsePrefix } from './keys.ts';
 import {
@@ -24,6 +25,7 @@ import {
   PutConfigBody,
   PutSchemaBody,
   RevertBody,
+  WatchEventSchema,
 } from './schemas.ts';
 
 /** Agents read the configuration they run with; only operators and admins change it. */
@@ -38,6 +40,70 @@ const EnvQuery = Type.Optional(
 );
 
 const Reason = Type.String({ minLength: 1, maxLength: 500 });
+
+const KeyParams = Type.Object({
+  key: Type.String({
+    description:
+      'The key, such as `client/flushInterval`. Its slashes may be percent-encoded (`client%2FflushInterval`, as generated clients send them) or written as they are (`/v1/config/client/flushInterval`).',
+  }),
+});
+
+const PrefixParams = Type.Object({
+  prefix: Type.String({
+    description:
+      'The key prefix, such as `client/`. Its slashes may be percent-encoded (`client%2F`) or written as they are.',
+  }),
+});
+
+const HistoryQuery = {
+  env: EnvQuery,
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
+  before: Type.Optional(Type.Integer({ minimum: 2 })),
+};
+
+const DiffQuery = {
+  from: Type.Integer({ minimum: 1, description: 'The older version.' }),
+  to: Type.Integer({ minimum: 1, description: 'The newer version; the newest by default.' }),
+};
+
+const EnvOnlyQuery = Type.Object({ env: EnvQuery }, { additionalProperties: false });
+const IfMatchHeader = Type.Optional(Type.String({ maxLength: 64 }));
+
+/** The schemas of the writes of one key, documented and on the catch-all routes alike. */
+const putKeySchema = {
+  tags: ['config'],
+  summary: 'Create or update a key',
+  description:
+    '201 when the key is created, 200 when updated. `If-Match: "<version>"` (or a bare number) writes only over that version, `If-None-Match: *` only when the key does not exist: 412 PRECONDITION_FAILED otherwise. A value that violates the JSON Schema of a prefix of the key is refused with 400 naming the path. `lease` binds the key to a lease: it goes when the lease ends.',
+  querystring: EnvOnlyQuery,
+  headers: Type.Object({ 'if-match': IfMatchHeader, 'if-none-match': IfMatchHeader }),
+  body: PutConfigBody,
+  response: { 200: Type.Ref('ConfigItem'), 201: Type.Ref('ConfigItem'), ...errorResponses },
+};
+
+const deleteKeySchema = {
+  tags: ['config'],
+  summary: 'Delete a key',
+  description:
+    'The delete is a change with a version and a revision of its own, kept in history and sent to watchers. `If-Match` as for PUT.',
+  querystring: Type.Object(
+    { env: EnvQuery, reason: Type.Optional(Reason) },
+    { additionalProperties: false },
+  ),
+  headers: Type.Object({ 'if-match': IfMatchHeader }),
+  response: { 200: ConfigDeleted, ...errorResponses },
+};
+
+const revertKeySchema = {
+  tags: ['config'],
+  summary: 'Revert a key to an earlier version',
+  description:
+    'Writes what `version` held as a new change (a delete if that version was one), with its own version and revision; the reason defaults to "revert to version N". The value must satisfy today’s schemas.',
+  querystring: EnvOnlyQuery,
+  headers: Type.Object({ 'if-match': IfMatchHeader }),
+  body: RevertBody,
+  response: { 200: Type.Union([Type.Ref('ConfigItem'), ConfigDeleted]), ...errorResponses },
+};
 
 function encodeListCursor(after: string, revision: number): string {
   return Buffer.from(JSON.stringify({ after, revision })).toString('base64url');
@@ -97,6 +163,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
 }> = async (app, { config, shutdown }) => {
   app.addSchema(ConfigItemSchema);
   app.addSchema(ConfigSchemaSchema);
+  app.addSchema(WatchEventSchema);
   const envOf = (raw: string | undefined) => parseEnv(raw, config.settings.defaultEnv);
 
   app.get(
@@ -104,6 +171,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['config'],
+        operationId: 'listConfigKeys',
         summary: 'List keys by prefix, at the current or a given revision',
         description:
           'Keys in byte order. Every page shows one revision: the first page’s `revision`, carried in the cursor, so a listing is consistent even while keys change. `revision` lists the keys as they were then (410 REVISION_COMPACTED when that history is gone).',
@@ -152,6 +220,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['config'],
+        operationId: 'watchConfig',
         summary: 'Watch keys under a prefix',
         description:
           'Server-Sent Events (`Accept: text/event-stream`) or NDJSON: `put` and `delete` events `{type, key, value, prev_value, version, revision}` for changed keys only, with the revision as the SSE id. `from_revision` (or `Last-Event-ID`) resumes after that revision; without either, only changes from now on. When that revision is no longer retained, `resync` events carry a snapshot (`items`, in pages while `more` is true) at their `revision`, then the changes after it follow.',
@@ -169,8 +238,13 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
-        produces: ['text/event-stream', 'application/x-ndjson'],
-        response: { 200: Type.Unknown(), ...errorResponses },
+        response: {
+          200: eventStreamResponse(
+            Type.Ref('ConfigWatchEvent'),
+            'Changes of the keys under the prefix.',
+          ),
+          ...errorResponses,
+        },
       },
       config: { auth: CONFIG_READ_ROLES },
     },
@@ -219,21 +293,202 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
     },
   );
 
+  // One key: documented on `/v1/config/{key}` with the key as one path segment (`a%2Fb`, as
+  // generated clients send it). Keys written with raw slashes (`/v1/config/a/b/history`, as
+  // the SDK, CLI and console send them) reach the same operations through the hidden
+  // catch-all routes further down, which split off the suffix (decision 0013).
+
+  const getKey = async (request: FastifyRequest, reply: FastifyReply, key: string, env: string) => {
+    const item = await config.get(principalOf(request).tenant.id, env, key);
+    reply.header('etag', `"${item.version}"`);
+    return item;
+  };
+
+  const getHistory = async (
+    request: FastifyRequest,
+    key: string,
+    env: string,
+    query: { limit?: number | undefined; before?: number | undefined },
+  ) => {
+    const page = await config.history(principalOf(request).tenant.id, env, key, {
+      limit: query.limit ?? 50,
+      ...(query.before !== undefined ? { before: query.before } : {}),
+    });
+    const items = withinBudget(page.items, responseBudget(request));
+    const oldest = items[items.length - 1];
+    return items.length < page.items.length && oldest
+      ? { items, next_before: oldest.version }
+      : page;
+  };
+
+  const getDiff = (request: FastifyRequest, key: string, env: string, from: number, to?: number) =>
+    config.diff(principalOf(request).tenant.id, env, key, from, to);
+
+  const putKey = async (
+    request: FastifyRequest<{ Body: Static<typeof PutConfigBody> }>,
+    reply: FastifyReply,
+    key: string,
+  ) => {
+    const principal = principalOf(request);
+    const { env, noneMatch, ifMatch } = writeContext(request);
+    if (noneMatch !== undefined && noneMatch.trim() !== '*')
+      throw new ApiError('BAD_REQUEST', 'If-None-Match accepts only *');
+    const { item, created } = await config.put(principal, env, key, {
+      value: request.body.value,
+      reason: request.body.reason,
+      lease: request.body.lease,
+      ifMatch,
+      ifNoneMatch: noneMatch !== undefined,
+    });
+    reply.header('etag', `"${item.version}"`);
+    reply.status(created ? 201 : 200);
+    return item;
+  };
+
+  const deleteKey = async (request: FastifyRequest, key: string) => {
+    const { env, ifMatch } = writeContext(request);
+    return config.delete(principalOf(request), env, key, {
+      reason: (request.query as { reason?: string }).reason,
+      ifMatch,
+    });
+  };
+
+  const revertKey = async (
+    request: FastifyRequest<{ Body: Static<typeof RevertBody> }>,
+    reply: FastifyReply,
+    key: string,
+  ) => {
+    const { env, ifMatch } = writeContext(request);
+    const result = await config.revert(principalOf(request), env, key, {
+      version: request.body.version,
+      reason: request.body.reason,
+      ifMatch,
+    });
+    reply.header('etag', `"${result.version}"`);
+    return result;
+  };
+
+  /** The environment and conditional headers of a write, as its route validated them. */
+  const writeContext = (request: FastifyRequest) => {
+    const headers = request.headers as { 'if-match'?: string; 'if-none-match'?: string };
+    return {
+      env: envOf((request.query as { env?: string }).env),
+      ifMatch: ifMatchVersion(headers['if-match']),
+      noneMatch: headers['if-none-match'],
+    };
+  };
+
+  const keyParam = (request: { params: { key: string } }) =>
+    parseKey(request.params.key, 'params.key');
+
+  app.get(
+    '/v1/config/:key',
+    {
+      schema: {
+        tags: ['config'],
+        operationId: 'getConfigKey',
+        summary: 'Get a key',
+        description: 'The value with its version (also the ETag) and revision.',
+        params: KeyParams,
+        querystring: EnvOnlyQuery,
+        response: { 200: Type.Ref('ConfigItem'), ...errorResponses },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request, reply) => getKey(request, reply, keyParam(request), envOf(request.query.env)),
+  );
+
+  app.get(
+    '/v1/config/:key/history',
+    {
+      schema: {
+        tags: ['config'],
+        operationId: 'listConfigKeyHistory',
+        summary: 'List the changes of a key, newest first',
+        description:
+          'Each change with its version, revision, actor, time and reason; deletes included. `before` is the `next_before` of the previous page.',
+        params: KeyParams,
+        querystring: Type.Object(HistoryQuery, { additionalProperties: false }),
+        response: { 200: HistoryPage, ...errorResponses },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request) =>
+      getHistory(request, keyParam(request), envOf(request.query.env), request.query),
+  );
+
+  app.get(
+    '/v1/config/:key/diff',
+    {
+      schema: {
+        tags: ['config'],
+        operationId: 'diffConfigKey',
+        summary: 'Compare two versions of a key',
+        description: 'JSON Pointer changes from version `from` to `to` (default: the newest).',
+        params: KeyParams,
+        querystring: Type.Object(
+          { env: EnvQuery, from: DiffQuery.from, to: Type.Optional(DiffQuery.to) },
+          { additionalProperties: false },
+        ),
+        response: { 200: DiffSchema, ...errorResponses },
+      },
+      config: { auth: CONFIG_READ_ROLES },
+    },
+    async (request) =>
+      getDiff(
+        request,
+        keyParam(request),
+        envOf(request.query.env),
+        request.query.from,
+        request.query.to,
+      ),
+  );
+
+  app.put(
+    '/v1/config/:key',
+    {
+      schema: { ...putKeySchema, operationId: 'putConfigKey', params: KeyParams },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => putKey(request, reply, keyParam(request)),
+  );
+
+  app.delete(
+    '/v1/config/:key',
+    {
+      schema: { ...deleteKeySchema, operationId: 'deleteConfigKey', params: KeyParams },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) => deleteKey(request, keyParam(request)),
+  );
+
+  app.post(
+    '/v1/config/:key/revert',
+    {
+      schema: { ...revertKeySchema, operationId: 'revertConfigKey', params: KeyParams },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => revertKey(request, reply, keyParam(request)),
+  );
+
+  // The same operations for keys written with raw slashes, hidden from the document.
+
+  /** The key of a catch-all route and the operation its last segment names. */
+  const wildcardKey = (request: { params: unknown }) => {
+    const { key, action } = route((request.params as { '*': string })['*']);
+    return { key: parseKey(key, 'params.key'), action };
+  };
+
   app.get(
     '/v1/config/*',
     {
       schema: {
-        tags: ['config'],
-        summary: 'Get a key; …/history lists its changes; …/diff compares two versions',
-        description:
-          '`GET /v1/config/{key}`: the value with its version (also the ETag) and revision. `GET /v1/config/{key}/history?limit=&before=`: changes newest first, with actor, time and reason; `before` is the `next_before` of the previous page. `GET /v1/config/{key}/diff?from=&to=`: JSON Pointer changes from version `from` to `to` (default: the newest).',
+        hide: true,
         querystring: Type.Object(
           {
-            env: EnvQuery,
-            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
-            before: Type.Optional(Type.Integer({ minimum: 2 })),
-            from: Type.Optional(Type.Integer({ minimum: 1 })),
-            to: Type.Optional(Type.Integer({ minimum: 1 })),
+            ...HistoryQuery,
+            from: Type.Optional(DiffQuery.from),
+            to: Type.Optional(DiffQuery.to),
           },
           { additionalProperties: false },
         ),
@@ -245,9 +500,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
       config: { auth: CONFIG_READ_ROLES },
     },
     async (request, reply) => {
-      const principal = principalOf(request);
-      const { key: raw, action } = route((request.params as { '*': string })['*']);
-      const key = parseKey(raw, 'params.key');
+      const { key, action } = wildcardKey(request);
       const env = envOf(request.query.env);
       const { limit, before, from, to } = request.query;
       const only = (allowed: string[]) => {
@@ -258,138 +511,61 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
       };
       if (action === 'history') {
         only(['limit', 'before']);
-        const page = await config.history(principal.tenant.id, env, key, {
-          limit: limit ?? 50,
-          ...(before !== undefined ? { before } : {}),
-        });
-        const items = withinBudget(page.items, responseBudget(request));
-        const oldest = items[items.length - 1];
-        return items.length < page.items.length && oldest
-          ? { items, next_before: oldest.version }
-          : page;
+        return getHistory(request, key, env, { limit, before });
       }
       if (action === 'diff') {
         only(['from', 'to']);
         if (from === undefined) throw invalidField('querystring.from', 'is required');
-        return config.diff(principal.tenant.id, env, key, from, to);
+        return getDiff(request, key, env, from, to);
       }
       if (action === 'revert') throw new ApiError('ROUTE_NOT_FOUND', 'Revert is POST');
       only([]);
-      const item = await config.get(principal.tenant.id, env, key);
-      reply.header('etag', `"${item.version}"`);
-      return item;
+      return getKey(request, reply, key, env);
     },
   );
 
   app.put(
     '/v1/config/*',
-    {
-      schema: {
-        tags: ['config'],
-        summary: 'Create or update a key',
-        description:
-          '201 when the key is created, 200 when updated. `If-Match: "<version>"` (or a bare number) writes only over that version, `If-None-Match: *` only when the key does not exist: 412 PRECONDITION_FAILED otherwise. A value that violates the JSON Schema of a prefix of the key is refused with 400 naming the path. `lease` binds the key to a lease: it goes when the lease ends.',
-        querystring: Type.Object({ env: EnvQuery }, { additionalProperties: false }),
-        headers: Type.Object({
-          'if-match': Type.Optional(Type.String({ maxLength: 64 })),
-          'if-none-match': Type.Optional(Type.String({ maxLength: 64 })),
-        }),
-        body: PutConfigBody,
-        response: { 200: Type.Ref('ConfigItem'), 201: Type.Ref('ConfigItem'), ...errorResponses },
-      },
-      config: { auth: WRITE_ROLES },
-    },
+    { schema: { ...putKeySchema, hide: true }, config: { auth: WRITE_ROLES } },
     async (request, reply) => {
-      const principal = principalOf(request);
-      const { key: raw, action } = route((request.params as { '*': string })['*']);
+      const { key, action } = wildcardKey(request);
       if (action !== undefined)
         throw new ApiError('ROUTE_NOT_FOUND', `PUT does not apply to …/${action}`);
-      const key = parseKey(raw, 'params.key');
-      const env = envOf(request.query.env);
-      const noneMatch = request.headers['if-none-match'];
-      if (noneMatch !== undefined && noneMatch.trim() !== '*')
-        throw new ApiError('BAD_REQUEST', 'If-None-Match accepts only *');
-      const { item, created } = await config.put(principal, env, key, {
-        value: request.body.value,
-        reason: request.body.reason,
-        lease: request.body.lease,
-        ifMatch: ifMatchVersion(request.headers['if-match']),
-        ifNoneMatch: noneMatch !== undefined,
-      });
-      reply.header('etag', `"${item.version}"`);
-      reply.status(created ? 201 : 200);
-      return item;
+      return putKey(request, reply, key);
     },
   );
 
   app.delete(
     '/v1/config/*',
-    {
-      schema: {
-        tags: ['config'],
-        summary: 'Delete a key',
-        description:
-          'The delete is a change with a version and a revision of its own, kept in history and sent to watchers. `If-Match` as for PUT.',
-        querystring: Type.Object(
-          { env: EnvQuery, reason: Type.Optional(Reason) },
-          { additionalProperties: false },
-        ),
-        headers: Type.Object({ 'if-match': Type.Optional(Type.String({ maxLength: 64 })) }),
-        response: { 200: ConfigDeleted, ...errorResponses },
-      },
-      config: { auth: WRITE_ROLES },
-    },
+    { schema: { ...deleteKeySchema, hide: true }, config: { auth: WRITE_ROLES } },
     async (request) => {
-      const principal = principalOf(request);
-      const { key: raw, action } = route((request.params as { '*': string })['*']);
+      const { key, action } = wildcardKey(request);
       if (action !== undefined)
         throw new ApiError('ROUTE_NOT_FOUND', `DELETE does not apply to …/${action}`);
-      const key = parseKey(raw, 'params.key');
-      return config.delete(principal, envOf(request.query.env), key, {
-        reason: request.query.reason,
-        ifMatch: ifMatchVersion(request.headers['if-match']),
-      });
+      return deleteKey(request, key);
     },
   );
 
   app.post(
     '/v1/config/*',
-    {
-      schema: {
-        tags: ['config'],
-        summary: 'Revert a key to an earlier version: POST /v1/config/{key}/revert',
-        description:
-          'Writes what `version` held as a new change (a delete if that version was one), with its own version and revision; the reason defaults to "revert to version N". The value must satisfy today’s schemas.',
-        querystring: Type.Object({ env: EnvQuery }, { additionalProperties: false }),
-        headers: Type.Object({ 'if-match': Type.Optional(Type.String({ maxLength: 64 })) }),
-        body: RevertBody,
-        response: { 200: Type.Union([Type.Ref('ConfigItem'), ConfigDeleted]), ...errorResponses },
-      },
-      config: { auth: WRITE_ROLES },
-    },
+    { schema: { ...revertKeySchema, hide: true }, config: { auth: WRITE_ROLES } },
     async (request, reply) => {
-      const principal = principalOf(request);
-      const { key: raw, action } = route((request.params as { '*': string })['*']);
+      const { key, action } = wildcardKey(request);
       if (action !== 'revert')
         throw new ApiError('ROUTE_NOT_FOUND', 'POST applies only to /v1/config/{key}/revert');
-      const key = parseKey(raw, 'params.key');
-      const result = await config.revert(principal, envOf(request.query.env), key, {
-        version: request.body.version,
-        reason: request.body.reason,
-        ifMatch: ifMatchVersion(request.headers['if-match']),
-      });
-      reply.header('etag', `"${result.version}"`);
-      return result;
+      return revertKey(request, reply, key);
     },
   );
 
-  // Schemas.
+  // Schemas: documented on `/v1/config-schemas/{prefix}`, with raw slashes on the hidden
+  // catch-all routes, as keys are.
 
   app.get(
     '/v1/config-schemas',
     {
       schema: {
         tags: ['config'],
+        operationId: 'listConfigSchemas',
         summary: 'List the JSON Schemas attached to key prefixes',
         response: {
           200: Type.Object({ items: Type.Array(Type.Ref('ConfigSchema')) }),
@@ -401,49 +577,71 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
     async (request) => ({ items: await config.listSchemas(principalOf(request).tenant.id) }),
   );
 
-  const prefixParam = (request: { params: unknown }) =>
-    parsePrefix((request.params as { '*': string })['*'], 'params.prefix');
+  /** The prefix of a documented route (`params.prefix`) or of a catch-all one (`*`). */
+  const prefixParam = (request: { params: unknown }) => {
+    const params = request.params as { prefix?: string; '*'?: string };
+    return parsePrefix(params.prefix ?? params['*'], 'params.prefix');
+  };
 
-  app.get(
-    '/v1/config-schemas/*',
+  /** Registers an operation on `/v1/config-schemas/{prefix}` and, hidden, on the catch-all. */
+  const prefixRoute = (
+    method: 'GET' | 'PUT' | 'DELETE',
+    operationId: string,
+    schema: FastifySchema,
+    auth: readonly Role[],
+    handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
+  ) => {
+    const documented = { ...schema, operationId, params: PrefixParams };
+    app.route({
+      method,
+      url: '/v1/config-schemas/:prefix',
+      schema: documented,
+      config: { auth },
+      handler,
+    });
+    const hidden = { ...schema, hide: true };
+    app.route({ method, url: '/v1/config-schemas/*', schema: hidden, config: { auth }, handler });
+  };
+
+  prefixRoute(
+    'GET',
+    'getConfigSchema',
     {
-      schema: {
-        tags: ['config'],
-        summary: 'Get the schema of a prefix',
-        response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
-      },
-      config: { auth: CONFIG_READ_ROLES },
+      tags: ['config'],
+      summary: 'Get the schema of a prefix',
+      response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
     },
+    CONFIG_READ_ROLES,
     async (request) => config.getSchema(principalOf(request).tenant.id, prefixParam(request)),
   );
 
-  app.put(
-    '/v1/config-schemas/*',
+  prefixRoute(
+    'PUT',
+    'putConfigSchema',
     {
-      schema: {
-        tags: ['config'],
-        summary: 'Attach a JSON Schema to a key prefix',
-        description:
-          'Every later write of a key that starts with the prefix (in every environment) must satisfy it. Existing values are not checked. Draft-07, or 2020-12 with `$schema`; no remote `$ref`. Patterns run on RE2 with ECMAScript meaning; one RE2 cannot run (backreferences, lookaround) is a 400 naming its field.',
-        body: PutSchemaBody,
-        response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
-      },
-      config: { auth: WRITE_ROLES },
+      tags: ['config'],
+      summary: 'Attach a JSON Schema to a key prefix',
+      description:
+        'Every later write of a key that starts with the prefix (in every environment) must satisfy it. Existing values are not checked. Draft-07, or 2020-12 with `$schema`; no remote `$ref`. Patterns run on RE2 with ECMAScript meaning; one RE2 cannot run (backreferences, lookaround) is a 400 naming its field.',
+      body: PutSchemaBody,
+      response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
     },
-    async (request) =>
-      config.putSchema(principalOf(request), prefixParam(request), request.body.schema),
+    WRITE_ROLES,
+    async (request) => {
+      const body = request.body as Static<typeof PutSchemaBody>;
+      return config.putSchema(principalOf(request), prefixParam(request), body.schema);
+    },
   );
 
-  app.delete(
-    '/v1/config-schemas/*',
+  prefixRoute(
+    'DELETE',
+    'deleteConfigSchema',
     {
-      schema: {
-        tags: ['config'],
-        summary: 'Detach the schema of a prefix',
-        response: { 204: Type.Null(), ...errorResponses },
-      },
-      config: { auth: WRITE_ROLES },
+      tags: ['config'],
+      summary: 'Detach the schema of a prefix',
+      response: { 204: Type.Null(), ...errorResponses },
     },
+    WRITE_ROLES,
     async (request, reply) => {
       await config.deleteSchema(principalOf(request).tenant.id, prefixParam(request));
       reply.status(204);

@@ -113,3 +113,30 @@ export const PutSchemaBody = Type.Object(
   { schema: Type.Record(Type.String(), Type.Unknown(), { description: 'A JSON Schema.' }) },
   { additionalProperties: false },
 );
+
+/** An item of `GET /v1/config/watch` (`WatchEvent` in config-service.ts). */
+export const WatchEventSchema = Type.Union(
+  [
+    Type.Object({
+      type: Type.Literal('put'),
+      key: Type.String(),
+      value: Type.Unknown(),
+      prev_value: Type.Unknown({ description: 'null when the key did not exist.' }),
+      version: Type.Integer(),
+      revision: Type.Integer(),
+    }),
+    Type.Object({
+      type: Type.Literal('delete'),
+      key: Type.String(),
+      prev_value: Type.Unknown(),
+      revision: Type.Integer(),
+    }),
+    Type.Object({
+      type: Type.Literal('resync'),
+      revision: Type.Integer({ description: 'The revision the snapshot shows.' }),
+      items: Type.Array(Type.Ref('ConfigItem')),
+      more: Type.Boolean({ description: 'More pages of this snapshot follow.' }),
+    }),
+  ],
+  { $id: 'ConfigWatchEvent' },
+);

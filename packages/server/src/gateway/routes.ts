@@ -31,6 +31,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['identity'],
+        operationId: 'whoami',
         summary: 'Who the credential belongs to',
         response: { 200: WhoAmI, ...errorResponses },
       },
@@ -65,6 +66,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['api-keys'],
+        operationId: 'createApiKey',
         summary: 'Create an API key in the caller’s tenant',
         description: 'The response holds the secret; it is never shown again.',
         body: CreateApiKey,
@@ -84,6 +86,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['api-keys'],
+        operationId: 'listApiKeys',
         summary: 'List the API keys of the caller’s tenant',
         querystring: Type.Object(
           {
@@ -113,6 +116,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['api-keys'],
+        operationId: 'getApiKey',
         summary: 'Get one API key',
         params: KeyParams,
         response: { 200: Type.Ref('ApiKey'), ...errorResponses },
@@ -127,6 +131,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['api-keys'],
+        operationId: 'revokeApiKey',
         summary: 'Revoke an API key',
         description:
           'The key stops working at once on the node that revoked it, and on other nodes within ORCHESTRA_AUTH_CACHE_TTL_MS (5 s by default). Revoking a revoked key is a no-op. The last active admin key of a tenant cannot be revoked (409).',
@@ -143,6 +148,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['tenants'],
+        operationId: 'createTenant',
         summary: 'Create a tenant and its first admin key',
         description:
           'Only admins of the system tenant may create tenants. The response holds the new tenant’s admin key secret; it is never shown again.',
@@ -163,6 +169,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['tenants'],
+        operationId: 'listTenants',
         summary: 'List tenants',
         description: 'System admins see every tenant; other admins see their own.',
         querystring: Type.Object(PageQuery, { additionalProperties: false }),
@@ -182,6 +189,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['tenants'],
+        operationId: 'getTenant',
         summary: 'Get one tenant',
         params: Type.Object({ id: TenantId }),
         response: { 200: Type.Ref('Tenant'), ...errorResponses },
@@ -196,6 +204,7 @@ export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityServic
     {
       schema: {
         tags: ['tenants'],
+        operationId: 'updateTenant',
         summary: 'Rename a tenant or change its limits',
         description:
           "Only admins of the system tenant may change a tenant (others get 403 for their own tenant, 404 for any other). A limit set here overrides the node's setting for this tenant only; `null` removes the override. Limits not named keep their value. The change applies at once on the node that made it, and on other nodes within ORCHESTRA_AUTH_CACHE_TTL_MS (5 s by default). Lowering a count limit below what the tenant holds deletes nothing: only new ones are refused.",

@@ -70,8 +70,12 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['operations'],
+        operationId: 'getHealth',
         summary: 'Liveness: the process answers',
-        response: { 200: Type.Object({ status: Type.Literal('ok') }) },
+        response: {
+          200: Type.Object({ status: Type.Literal('ok') }),
+          503: Type.Ref('ErrorResponse', { description: 'SHUTTING_DOWN: the server is stopping.' }),
+        },
       },
       config: probeConfig,
     },
@@ -83,6 +87,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['operations'],
+        operationId: 'getReadiness',
         summary: 'Readiness: the storage answers',
         description:
           '503 STORAGE_UNAVAILABLE when the relational store does not answer within 2 s: nothing works without it. With the config store on etcd, an etcd that does not answer makes the node `degraded` (still 200): tasks, agents and topics work, config and the service registry answer 503 STORAGE_UNAVAILABLE until etcd is back. With the bus on NATS, a NATS that does not answer makes the node `degraded` too: everything works, and other nodes hear of changes by polling the store (up to 2 s late) until NATS is back. With rate limits in Redis, a Redis that does not answer makes it `degraded`: each node then limits on its own.',
@@ -169,8 +174,19 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['operations'],
+        operationId: 'getMetrics',
         summary: 'Prometheus metrics in the text exposition format',
-        produces: ['text/plain'],
+        response: {
+          200: {
+            description: 'The metrics of this node.',
+            content: {
+              'text/plain': {
+                schema: Type.String({ description: 'Prometheus text exposition format 0.0.4.' }),
+              },
+            },
+          },
+          503: Type.Ref('ErrorResponse', { description: 'SHUTTING_DOWN: the server is stopping.' }),
+        },
       },
       config: probeConfig,
     },

@@ -155,10 +155,22 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     }
   }
 
+  const operationIds = new Map<string, string>();
   app.addHook('onRoute', (route) => {
+    const name = `${route.method} ${route.url}`;
     if (isV1(route.url) && route.config?.auth === undefined) {
-      throw new Error(`${route.method} ${route.url} must declare config.auth (roles or 'public')`);
+      throw new Error(`${name} must declare config.auth (roles or 'public')`);
     }
+    // Generated clients name their methods after it: every operation of the OpenAPI
+    // document has one, stable and unique. Fastify's automatic HEAD twins are not listed.
+    if (route.schema?.hide === true || route.method === 'HEAD') return;
+    const id = route.schema?.operationId;
+    if (id === undefined || !/^[a-z][A-Za-z0-9]*$/.test(id)) {
+      throw new Error(`${name} must declare schema.operationId in camelCase (or schema.hide)`);
+    }
+    const taken = operationIds.get(id);
+    if (taken !== undefined) throw new Error(`${name} reuses the operationId ${id} of ${taken}`);
+    operationIds.set(id, name);
   });
 
   app.addHook('onRequest', async (request, reply) => {

@@ -1,4 +1,4 @@
-import Type from 'typebox';
+import Type, { type TSchema } from 'typebox';
 
 /** The unified error body (see docs/errors.md), declared for OpenAPI and serialization. */
 export const ErrorResponse = Type.Object(
@@ -59,4 +59,65 @@ export function parseLabelSelectors(
     labels[selector.slice(0, at)] = selector.slice(at + 1);
   }
   return labels;
+}
+
+/** Said in an event stream instead of items that are no longer retained. */
+export const StreamGap = Type.Object(
+  {
+    type: Type.Literal('stream.gap'),
+    after: Type.Integer({ description: 'The offset the reader asked to continue after.' }),
+    first_offset: Type.Integer({
+      description: 'The oldest offset still retained; reading continues from there.',
+    }),
+  },
+  { $id: 'StreamGap', description: 'Items after the resume point are no longer retained.' },
+);
+
+/** The last item of an event stream that ends early. */
+export const StreamError = Type.Object(
+  {
+    type: Type.Literal('stream.error'),
+    code: Type.Optional(Type.String({ description: 'A code of docs/errors.md.' })),
+    message: Type.String(),
+  },
+  {
+    $id: 'StreamError',
+    description:
+      'The stream ends early: its credential was revoked or expired (with `code`), or it was interrupted (SSE only, without `code`: resume with `Last-Event-ID`).',
+  },
+);
+
+/**
+ * The 200 of a route that streams (`sendStream`), for OpenAPI: Server-Sent Events when
+ * `Accept` asks for `text/event-stream`, NDJSON otherwise. Both are sequences, written as
+ * OpenAPI 3.2 maps sequential media types (3.1 has no way of its own): an array of the
+ * items, NDJSON lines or SSE events whose `data` holds the item as JSON (decision 0013).
+ */
+export function eventStreamResponse(item: TSchema, description: string) {
+  const itemSchema = Type.Union([item, Type.Ref('StreamError')]);
+  return {
+    description,
+    content: {
+      'text/event-stream': {
+        schema: Type.Array(
+          Type.Object({
+            id: Type.Optional(
+              Type.String({ description: 'The item’s offset or revision, where it has one.' }),
+            ),
+            event: Type.String({ description: 'The item’s `type`.' }),
+            data: Type.String({ contentMediaType: 'application/json', contentSchema: itemSchema }),
+          }),
+          {
+            description:
+              'Server-Sent Events, one per item. Comment lines are keep-alives; a stream that ends by itself sends `stream.end` last.',
+          },
+        ),
+      },
+      'application/x-ndjson': {
+        schema: Type.Array(itemSchema, {
+          description: 'One item as JSON a line; empty lines are keep-alives.',
+        }),
+      },
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { ApiError } from '../platform/errors.ts';
 import { principalOf, setRateLimitHeaders } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import { ByteCharge, type RateLimiter } from '../platform/rate-limit.ts';
-import { errorResponses } from '../platform/schemas.ts';
+import { errorResponses, eventStreamResponse } from '../platform/schemas.ts';
 import {
   assertCanPublish,
   assertCanRead,
@@ -68,6 +68,24 @@ const Topic = Type.Object(
   },
   { $id: 'Topic' },
 );
+
+/** An item of `GET /v1/topics/{topic}/events`: one message. */
+const TopicStreamEvent = Type.Object({
+  offset: Type.Integer({ description: 'The message’s offset; also the SSE id.' }),
+  type: Type.String({ description: 'The message’s event name.' }),
+  time: Type.String({ format: 'date-time' }),
+  data: Type.Unknown(),
+});
+
+/**
+ * The OpenAPI security of the topic routes, which authenticate by themselves (a realtime
+ * token is no credential of the platform's).
+ */
+const TOPIC_SECURITY: Record<string, string[]>[] = [
+  { bearerAuth: [] },
+  { apiKeyHeader: [] },
+  { realtimeToken: [] },
+];
 
 const REALTIME_AUTH_NOTE =
   'Credential: an API key or JWT (`Authorization: Bearer …` or `X-API-Key`), or a realtime token (`Authorization: Bearer ort_…`) that grants the topic.';
@@ -138,9 +156,15 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     url: '/v1/realtime',
     schema: {
       tags: ['realtime'],
+      operationId: 'connectRealtime',
       summary: 'Connect to the realtime gateway (WebSocket)',
       description: `Upgrade to a WebSocket speaking the realtime protocol of docs/protocol.md. ${REALTIME_AUTH_NOTE} Or no credential in the request and an \`auth\` frame first (browsers). A plain HTTP request gets 426.`,
-      response: errorResponses,
+      // The empty requirement: the credential may come in the first frame instead.
+      security: [...TOPIC_SECURITY, {}],
+      response: {
+        101: Type.Null({ description: 'Switching Protocols: the WebSocket is open.' }),
+        ...errorResponses,
+      },
     },
     config: { auth: 'public' },
     preHandler: async (request, reply) => {
@@ -179,6 +203,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['realtime'],
+        operationId: 'createRealtimeToken',
         summary: 'Issue a realtime token',
         description:
           'A short-lived token for a browser or another client: it may subscribe to (and, with `publish`, publish to) the listed topics and patterns of the tenant, and nothing else. It cannot be revoked.',
@@ -248,6 +273,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['realtime'],
+        operationId: 'listTopics',
         summary: 'List topics',
         description: 'User topics of the tenant, by name.',
         querystring: Type.Object(
@@ -273,6 +299,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['realtime'],
+        operationId: 'publishTopicMessage',
         summary: 'Publish a message',
         description: `Stores the message durably (201 means it is) and delivers it to every subscriber. ${REALTIME_AUTH_NOTE}`,
         params: TopicParams,
@@ -283,6 +310,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           },
           { additionalProperties: false, required: ['data'] },
         ),
+        security: TOPIC_SECURITY,
         response: {
           201: Type.Object({ topic: Type.String(), epoch: Type.String(), offset: Type.Integer() }),
           ...errorResponses,
@@ -313,6 +341,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['realtime'],
+        operationId: 'listTopicMessages',
         summary: 'Read a topic’s history',
         description: `Messages after \`after\`, or the \`last\` N, oldest first, at most \`limit\` and about ORCHESTRA_RESPONSE_MAX_BYTES of message data (4 MiB by default; always at least one message, however large). \`first_offset\` is the oldest still retained. When messages up to \`last_offset\` were left out (by \`limit\`, \`last\` beyond \`limit\`, or the byte budget), \`next_after\` is the offset to pass as \`after\` for the rest; it is null when \`messages\` reach \`last_offset\`. ${REALTIME_AUTH_NOTE}`,
         params: TopicParams,
@@ -324,6 +353,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           },
           { additionalProperties: false },
         ),
+        security: TOPIC_SECURITY,
         response: {
           200: Type.Object({
             topic: Type.String(),
@@ -369,6 +399,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['realtime'],
+        operationId: 'streamTopicEvents',
         summary: 'Follow a topic (SSE or NDJSON)',
         description: `Server-Sent Events with \`Accept: text/event-stream\` (each message's \`id\` is its offset, its \`event\` the message's event name), NDJSON otherwise. Replays the retained messages after \`Last-Event-ID\` or \`after\` (default: none, live from now), then follows live until the client leaves. Following a topic nobody has published to yet does not create it: the stream waits for its first message. A \`stream.gap\` item says that messages after the resume point are no longer retained. ${REALTIME_AUTH_NOTE} EventSource, which cannot set headers, may pass a realtime token as \`?token=\`.`,
         params: TopicParams,
@@ -377,8 +408,14 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
-        produces: ['text/event-stream', 'application/x-ndjson'],
-        response: errorResponses,
+        security: [...TOPIC_SECURITY, { realtimeTokenQuery: [] }],
+        response: {
+          200: eventStreamResponse(
+            Type.Union([TopicStreamEvent, Type.Ref('StreamGap')]),
+            'The topic’s messages after the resume point, then live ones.',
+          ),
+          ...errorResponses,
+        },
       },
       config: { auth: 'public' },
       preHandler: async (request, reply) => {
@@ -437,9 +474,11 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['realtime'],
+        operationId: 'getTopicPresence',
         summary: 'Who is present on a topic',
         description: `The members of the topic on every node (at most 1000), oldest first. ${REALTIME_AUTH_NOTE}`,
         params: TopicParams,
+        security: TOPIC_SECURITY,
         response: {
           200: Type.Object({
             topic: Type.String(),
@@ -468,6 +507,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['realtime'],
+        operationId: 'deleteTopic',
         summary: 'Delete a topic',
         description:
           'Deletes a user topic with its history and members; its subscribers get `unsubscribed` with reason `topic_deleted`. A topic of the same name created later has a new epoch.',

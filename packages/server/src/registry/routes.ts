@@ -19,7 +19,7 @@ import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { decodeCursor, PageQuery, responseBudget, toPage } from '../platform/pagination.ts';
-import { errorResponses, Timestamp } from '../platform/schemas.ts';
+import { errorResponses, eventStreamResponse, Timestamp } from '../platform/schemas.ts';
 import { SERVICE_NAME_PATTERN } from './names.ts';
 import type { NodeRegistry } from './nodes.ts';
 import { leaseNotFound, type RegistryService, type ServiceEvent } from './registry-service.ts';
@@ -119,6 +119,29 @@ const LeaseSchema = Type.Object(
   { $id: 'Lease' },
 );
 
+/** An item of `GET /v1/services/{name}/watch` (`ServiceEvent` in registry-service.ts). */
+const ServiceEventSchema = Type.Union(
+  [
+    Type.Object({
+      type: Type.Literal('put'),
+      instance: Type.Ref('ServiceInstance'),
+      revision: Type.Integer(),
+    }),
+    Type.Object({
+      type: Type.Literal('delete'),
+      service: Type.String(),
+      id: Type.String(),
+      revision: Type.Integer(),
+    }),
+    Type.Object({
+      type: Type.Literal('resync'),
+      revision: Type.Integer(),
+      instances: Type.Array(Type.Ref('ServiceInstance')),
+    }),
+  ],
+  { $id: 'ServiceWatchEvent' },
+);
+
 function encodeServiceEvent(event: ServiceEvent, format: StreamFormat): string {
   const json = JSON.stringify(event);
   return format === 'ndjson'
@@ -135,6 +158,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
 }> = async (app, { registry, kv, nodes, shutdown }) => {
   app.addSchema(InstanceSchema);
   app.addSchema(LeaseSchema);
+  app.addSchema(ServiceEventSchema);
 
   // Leases.
 
@@ -150,6 +174,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'grantLease',
         summary: 'Grant a lease',
         description:
           'Keys and instances bound to the lease are deleted when it ends: revoked, or `ttl_seconds` after its last keep-alive. etcd may round a short TTL up to its minimum.',
@@ -176,6 +201,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'getLease',
         summary: 'How long a lease has left',
         params: LeaseParams,
         response: { 200: Type.Ref('Lease'), ...errorResponses },
@@ -194,6 +220,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'keepLeaseAlive',
         summary: 'Keep a lease alive: its TTL starts over',
         description: '404 LEASE_NOT_FOUND once it has ended: grant a new one and register again.',
         params: LeaseParams,
@@ -213,6 +240,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'revokeLease',
         summary: 'Revoke a lease: what is bound to it goes now',
         params: LeaseParams,
         response: { 204: Type.Null(), ...errorResponses },
@@ -234,6 +262,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'registerServiceInstance',
         summary: 'Register (or re-register) a service instance',
         description:
           'The instance is bound to `lease`, or to a new lease of `ttl_seconds` (default 30) whose id comes back in `lease`: keep it alive with `POST /v1/leases/{id}/keepalive`, or the instance goes. With a `health_check`, the registry checks the instance and `resolve` returns it only while the check passes. 201 when new, 200 when it replaced a registration.',
@@ -292,6 +321,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'getServiceInstance',
         summary: 'Get a service instance',
         params: InstanceParams,
         response: { 200: Type.Ref('ServiceInstance'), ...errorResponses },
@@ -307,6 +337,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'reportServiceInstanceLoad',
         summary: 'Report an instance’s load',
         description:
           'What `least_connections` (`connections`), `latency` (`latency_ms`) and `resource` (`cpu`, `memory`, 0 to 1) resolve by.',
@@ -330,6 +361,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'deregisterServiceInstance',
         summary: 'Deregister a service instance',
         description:
           'Its lease stays (other instances may share it); revoke the lease to end them all.',
@@ -354,6 +386,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'listServices',
         summary: 'List services with their instance counts',
         response: {
           200: Type.Object({
@@ -378,6 +411,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'listServiceInstances',
         summary: 'A service’s instances: healthy ones, or all with `all=true`',
         description:
           'Instances by id, at most `limit` (default: all) and about ORCHESTRA_RESPONSE_MAX_BYTES of JSON (4 MiB by default; at least one instance); `next_cursor` (with the same `all`) gets the rest, null when there is none.',
@@ -433,6 +467,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'resolveService',
         summary: 'Pick one healthy instance',
         description:
           'Through the shared strategy module (docs/load-balancing.md); `key` keeps `consistent_hash` picks together. 404 SERVICE_NOT_FOUND without instances, 503 NO_HEALTHY_INSTANCE when none passes.',
@@ -471,6 +506,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'watchService',
         summary: 'Watch a service’s membership',
         description:
           'Server-Sent Events (or NDJSON): `put` with the whole instance when one registers, re-registers, or its health or load changes; `delete` when one goes (deregistered, or its lease ended); the revision is the SSE id. Resume with `Last-Event-ID` or `from_revision`; `resync` with every instance when that revision is gone.',
@@ -480,8 +516,13 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
-        produces: ['text/event-stream', 'application/x-ndjson'],
-        response: { 200: Type.Unknown(), ...errorResponses },
+        response: {
+          200: eventStreamResponse(
+            Type.Ref('ServiceWatchEvent'),
+            'Changes of the service’s membership.',
+          ),
+          ...errorResponses,
+        },
       },
       config: { auth: DISCOVER_ROLES },
     },
@@ -513,6 +554,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['registry'],
+        operationId: 'listClusterNodes',
         summary: 'The Orchestra nodes of this cluster',
         description:
           'System-tenant admins only. Every node registers itself with a lease it renews every few seconds; a node that stops renewing drops out within 10 s. `health_checker` marks the node that runs the registry’s health checks.',

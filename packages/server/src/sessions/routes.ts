@@ -4,7 +4,12 @@ import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts'
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
+import {
+  errorResponses,
+  eventStreamResponse,
+  LabelSelectors,
+  parseLabelSelectors,
+} from '../platform/schemas.ts';
 import { CreateSession, Session, SessionEvent } from './schemas.ts';
 import type { SessionService } from './session-service.ts';
 
@@ -23,6 +28,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['sessions'],
+        operationId: 'createSession',
         summary: 'Create a session',
         description:
           'Submit tasks with its `session_id`: they run one at a time, in order, and their events form the session’s history.',
@@ -42,6 +48,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['sessions'],
+        operationId: 'listSessions',
         summary: 'List sessions, newest first',
         querystring: Type.Object(
           { ...PageQuery, label: Type.Optional(LabelSelectors) },
@@ -66,6 +73,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['sessions'],
+        operationId: 'getSession',
         summary: 'Get a session',
         params: SessionParams,
         response: { 200: Type.Ref('Session'), ...errorResponses },
@@ -80,6 +88,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['sessions'],
+        operationId: 'deleteSession',
         summary: 'Delete a session with its tasks and history',
         description:
           'Deletes the session, **every task submitted in it, and all their events**, in one transaction; there is no undo (read the tasks first with `GET /v1/tasks?session_id=` to keep their results). 409 SESSION_BUSY while one of its tasks is unfinished: cancel them first.',
@@ -100,6 +109,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['sessions'],
+        operationId: 'streamSessionEvents',
         summary: 'Stream the session’s activity',
         description:
           'Every event of every task of the session (each with its `task_id`), in order, as Server-Sent Events with `Accept: text/event-stream` or NDJSON otherwise, with the resume rules of task events (`Last-Event-ID` or `after`; `stream.gap` when retention trimmed events). Follows live until the client disconnects; with `follow=false`, ends after the events there are.',
@@ -114,8 +124,13 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
-        produces: ['text/event-stream', 'application/x-ndjson'],
-        response: { 200: Type.Ref('SessionEvent'), ...errorResponses },
+        response: {
+          200: eventStreamResponse(
+            Type.Union([Type.Ref('SessionEvent'), Type.Ref('StreamGap')]),
+            'The session’s events; with `follow=false`, those there are.',
+          ),
+          ...errorResponses,
+        },
       },
       config: { auth: READ_ROLES },
     },

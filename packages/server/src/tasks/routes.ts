@@ -5,7 +5,12 @@ import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
+import {
+  errorResponses,
+  eventStreamResponse,
+  LabelSelectors,
+  parseLabelSelectors,
+} from '../platform/schemas.ts';
 import {
   CreateTask,
   CreateTaskBatch,
@@ -82,6 +87,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['tasks'],
+        operationId: 'createTask',
         summary: 'Submit a task',
         description:
           'The task is stored durably before the response. 201: created (and, with `wait`, ended in time). 202: still running when `wait` ran out. 200: a task with this idempotency key existed (`Idempotent-Replayed: true`) and, with `wait`, has ended.',
@@ -118,6 +124,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['tasks'],
+        operationId: 'createTaskBatch',
         summary: 'Submit several tasks',
         description: `Up to ${MAX_BATCH_TASKS} tasks, each stored durably before the response, as if submitted one after another in the given order (their ids, and so first-in-first-out dispatch, follow it), but sharing commits: much cheaper than one request per task. 200 with one item per task, in order: \`status\` is what \`POST /v1/tasks\` would have answered for it (201 created, 200 an idempotent replay, 4xx with \`error\` in the unified format's \`error\` object, its fields named \`body.tasks.<i>.…\`). One task failing does not stop the others. A body that does not match the schema is rejected whole (400). A 5xx (the store failed) may leave some tasks stored: give idempotency keys to resubmit safely. A batch counts as one request for rate limiting, plus its answer's bytes like any answer (ORCHESTRA_RATE_LIMIT_BYTES_PER_TOKEN).`,
         body: CreateTaskBatch,
@@ -159,6 +166,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['tasks'],
+        operationId: 'listTasks',
         summary: 'List tasks, newest first',
         querystring: Type.Object(
           {
@@ -197,6 +205,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['tasks'],
+        operationId: 'getTask',
         summary: 'Get a task',
         description: 'With `wait`, answers when the task ends or the wait runs out (long polling).',
         params: TaskParams,
@@ -218,6 +227,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['tasks'],
+        operationId: 'cancelTask',
         summary: 'Cancel a task',
         description:
           'A queued task ends `cancelled` at once. A task an agent holds gets a cancellation request (`cancel_requested_at`), delivered to the agent. A finished task cannot be cancelled (409); cancelling a cancelled task returns it.',
@@ -234,6 +244,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['tasks'],
+        operationId: 'retryTask',
         summary: 'Queue a task that ended without success again',
         description:
           'Only failed, dead, cancelled or timed-out tasks (409 otherwise). Attempts start again from 0.',
@@ -250,6 +261,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
     {
       schema: {
         tags: ['tasks'],
+        operationId: 'streamTaskEvents',
         summary: 'Stream the task’s events',
         description:
           'Server-Sent Events with `Accept: text/event-stream` (each event’s `id` is its offset), NDJSON otherwise. Replays the retained events after `Last-Event-ID` or `after` (default: from the start), then follows live, and ends after the terminal event (SSE then sends `stream.end`). A `stream.gap` item says that events were trimmed by retention. 204 when the task is over and nothing is left after `after`; 400 when `after` is beyond the newest event.',
@@ -263,17 +275,12 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
-        produces: ['text/event-stream', 'application/x-ndjson'],
         response: {
-          200: Type.Union([
-            Type.Ref('TaskEvent'),
-            Type.Object({
-              type: Type.Literal('stream.gap'),
-              after: Type.Integer(),
-              first_offset: Type.Integer(),
-            }),
-          ]),
-          204: Type.Null(),
+          200: eventStreamResponse(
+            Type.Union([Type.Ref('TaskEvent'), Type.Ref('StreamGap')]),
+            'The task’s events, up to its terminal event.',
+          ),
+          204: Type.Null({ description: 'The task is over and no event follows `after`.' }),
           ...errorResponses,
         },
       },

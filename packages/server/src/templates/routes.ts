@@ -34,6 +34,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'createTemplate',
         summary: 'Create a template (version 1)',
         body: CreateTemplate,
         response: { 201: Type.Ref('Template'), ...errorResponses },
@@ -51,6 +52,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'listTemplates',
         summary: 'List templates, at the version `latest` points to',
         querystring: Type.Object(
           {
@@ -79,6 +81,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'getTemplate',
         summary: 'Get a template at the version `latest` points to',
         params: TemplateRef,
         response: { 200: Type.Ref('Template'), ...errorResponses },
@@ -94,6 +97,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'updateTemplate',
         summary: 'Replace the definition: creates a new version and points `latest` at it',
         description:
           'Send `If-Match` with the ETag of the version you edited to refuse (412) the update if someone else changed the template in between.',
@@ -123,6 +127,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'deleteTemplate',
         summary: 'Delete a template and all its versions',
         params: TemplateRef,
         response: { 204: Type.Null(), ...errorResponses },
@@ -141,6 +146,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'listTemplateVersions',
         summary: 'List the versions of a template, newest first',
         params: TemplateRef,
         querystring: Type.Object(PageQuery, { additionalProperties: false }),
@@ -160,6 +166,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'getTemplateVersion',
         summary: 'Get a template at one version',
         params: Type.Object({
           ...TemplateRef.properties,
@@ -178,6 +185,7 @@ export const templateRoutes: FastifyPluginAsyncTypebox<{ templates: TemplateServ
     {
       schema: {
         tags: ['templates'],
+        operationId: 'rollbackTemplate',
         summary: 'Point `latest` at an earlier version',
         description:
           'Creates no version. Tasks that do not pin a version use this one from now on; the next update still gets a new, higher number.',
