@@ -278,7 +278,11 @@ export async function startServer(
     const sessions: SessionService = new SessionService({
       store,
       events,
-      tasks: { ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId) },
+      tasks: {
+        ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId),
+        unfinishedInSession: (trx, tenantId, sessionId) =>
+          tasks.unfinishedInSession(trx, tenantId, sessionId),
+      },
       limits,
     });
     const tasks = new TaskService({

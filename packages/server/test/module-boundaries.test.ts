@@ -69,10 +69,6 @@ const KNOWN: Record<string, string[]> = {
   'agents/agent-service.ts': ['tasks'],
   // The lease sweep finds the tasks of agents whose lease ran out with one join.
   'tasks/runtime.ts': ['agents'],
-  // A submit locks the session row for its multitask strategy, in the submit's transaction.
-  'tasks/task-service.ts': ['sessions'],
-  // Deleting a session checks, in its transaction, that none of its tasks started.
-  'sessions/session-service.ts': ['tasks'],
 };
 
 test('no module runs SQL on another module’s tables (beyond the known crossings)', () => {

@@ -1,3 +1,4 @@
+import type { Transaction } from 'kysely';
 import type { EventLog, StreamItem } from '../events/event-log.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -5,6 +6,7 @@ import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
+import type { Database } from '../store/database.ts';
 import { countRows, type RelationalStore } from '../store/store.ts';
 import { sessionStream, taskStream } from '../tasks/stream.ts';
 import type { CreateSession, Session } from './schemas.ts';
@@ -14,6 +16,12 @@ import type { MultitaskStrategy, SessionsTable } from './tables.ts';
 export interface SessionTasks {
   /** Ids of all the session's tasks, and of the unfinished ones, oldest first. */
   ofSession(tenantId: string, sessionId: string): Promise<{ all: string[]; unfinished: string[] }>;
+  /** Ids of the session's unfinished tasks, read within `trx`. */
+  unfinishedInSession(
+    trx: Transaction<Database>,
+    tenantId: string,
+    sessionId: string,
+  ): Promise<string[]>;
 }
 
 function sessionNotFound(id: string): ApiError {
@@ -165,6 +173,18 @@ export class SessionService {
    * Deletes the session with its tasks and their histories. Refused (SESSION_BUSY) while a
    * task of the session is unfinished: cancel it first.
    */
+  /** Locks the session's row in `trx` on PostgreSQL (SQLite has one writer anyway). */
+  async lock(trx: Transaction<Database>, tenantId: string, sessionId: string): Promise<void> {
+    if (this.#store.kind !== 'postgres') return;
+    await trx
+      .selectFrom('sessions')
+      .select('id')
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', sessionId)
+      .forUpdate()
+      .execute();
+  }
+
   async delete(principal: Principal, id: string): Promise<void> {
     const tenantId = principal.tenant.id;
     await this.#find(tenantId, id);
@@ -178,20 +198,12 @@ export class SessionService {
     }
     await this.#events.transaction(async (trx) => {
       // Tasks go with the session (foreign key); a task that started meanwhile blocks it.
-      const started = await trx
-        .selectFrom('tasks')
-        .select('id')
-        .where('tenant_id', '=', tenantId)
-        .where('session_id', '=', id)
-        .where('state', 'in', ['queued', 'assigned', 'running'])
-        .executeTakeFirst();
-      if (started !== undefined) {
+      const started = await this.#tasks.unfinishedInSession(trx, tenantId, id);
+      if (started.length > 0) {
         throw new ApiError(
           'SESSION_BUSY',
           `Session "${id}" has unfinished tasks; cancel them first`,
-          {
-            details: { unfinished: [started.id] },
-          },
+          { details: { unfinished: started } },
         );
       }
       await this.#events.deleteStreams(trx, tenantId, [sessionStream(id), ...all.map(taskStream)]);

@@ -76,6 +76,8 @@ export function waitingFor(needs: string[], offered: string[][]): Task['waiting'
 export interface TaskSessions {
   /** The session's multitask strategy; VALIDATION_FAILED naming `field` if it does not exist. */
   strategyFor(tenantId: string, sessionId: string, field: string): Promise<MultitaskStrategy>;
+  /** Locks the session's row in `trx` (on stores that lock rows), for a submit to it. */
+  lock(trx: Transaction<Database>, tenantId: string, sessionId: string): Promise<void>;
 }
 
 /** The run-time fields of a task that has not started: new, or queued again by a retry. */
@@ -449,26 +451,10 @@ export class TaskService {
     sessionId: string,
     strategy: MultitaskStrategy | undefined,
   ): Promise<string[]> {
-    if (this.#store.kind === 'postgres') {
-      await trx
-        .selectFrom('sessions')
-        .select('id')
-        .where('tenant_id', '=', tenantId)
-        .where('id', '=', sessionId)
-        .forUpdate()
-        .execute();
-    }
+    // Concurrent submits to one session see each other: the sessions module locks its row.
+    await this.#sessions.lock(trx, tenantId, sessionId);
     if (strategy === 'enqueue') return [];
-    const unfinished = (
-      await trx
-        .selectFrom('tasks')
-        .select('id')
-        .where('tenant_id', '=', tenantId)
-        .where('session_id', '=', sessionId)
-        .where('state', 'in', ['queued', 'assigned', 'running'])
-        .orderBy('id')
-        .execute()
-    ).map((r) => r.id);
+    const unfinished = await this.unfinishedInSession(trx, tenantId, sessionId);
     if (unfinished.length > 0 && strategy === 'reject') {
       throw new ApiError(
         'SESSION_BUSY',
@@ -477,6 +463,23 @@ export class TaskService {
       );
     }
     return unfinished;
+  }
+
+  /** Ids of a session's unfinished tasks (queued, assigned, running) within `trx`, oldest first. */
+  async unfinishedInSession(
+    trx: Transaction<Database>,
+    tenantId: string,
+    sessionId: string,
+  ): Promise<string[]> {
+    const rows = await trx
+      .selectFrom('tasks')
+      .select('id')
+      .where('tenant_id', '=', tenantId)
+      .where('session_id', '=', sessionId)
+      .where('state', 'in', ['queued', 'assigned', 'running'])
+      .orderBy('id')
+      .execute();
+    return rows.map((r) => r.id);
   }
 
   /** Ids of a session's tasks, and of its unfinished ones, oldest first. */
