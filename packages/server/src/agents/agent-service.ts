@@ -333,6 +333,9 @@ export class AgentService {
     let forgotten = 0;
     for (const row of candidates) {
       const deleted = await this.#events.transaction(async (trx, emit) => {
+        // An offline agent is never given a task, so what it holds cannot change between
+        // this check and the delete (the tasks module answers; its table is its own).
+        if (await this.#runtime.agentHoldsTasks(trx, row.tenant_id, row.id)) return false;
         const result = await trx
           .deleteFrom('agents')
           .where('tenant_id', '=', row.tenant_id)
@@ -340,17 +343,6 @@ export class AgentService {
           .where('status', 'in', ['offline', 'error'])
           .where('connection_id', 'is', null)
           .where('updated_at', '<', cutoff)
-          .where(({ not, exists, selectFrom }) =>
-            not(
-              exists(
-                selectFrom('tasks')
-                  .select('tasks.id')
-                  .whereRef('tasks.tenant_id', '=', 'agents.tenant_id')
-                  .whereRef('tasks.agent_id', '=', 'agents.id')
-                  .where('tasks.state', 'in', ['assigned', 'running']),
-              ),
-            ),
-          )
           .executeTakeFirst();
         if (Number(result.numDeletedRows) === 0) return false;
         await emit(agentsStream(row.tenant_id), row.tenant_id, [

@@ -516,6 +516,23 @@ export class TaskRuntime {
   }
 
   /** The active tasks of each of the agents, for showing them. */
+  /** True when the agent holds a task (assigned or running), read within `trx`. */
+  async agentHoldsTasks(
+    trx: Transaction<Database>,
+    tenantId: string,
+    agentId: string,
+  ): Promise<boolean> {
+    const row = await trx
+      .selectFrom('tasks')
+      .select('id')
+      .where('tenant_id', '=', tenantId)
+      .where('agent_id', '=', agentId)
+      .where('state', 'in', ['assigned', 'running'])
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
   async activeByAgent(tenantId: string, agentIds: string[]): Promise<Map<string, string[]>> {
     const result = new Map<string, string[]>(agentIds.map((id) => [id, []]));
     if (agentIds.length === 0) return result;
