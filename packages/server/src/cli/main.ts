@@ -1,8 +1,6 @@
-import { parseArgs } from 'node:util';
 import {
   type Agent,
   type AgentStatus,
-  type ApiKey,
   type CreateTaskInput,
   type CreateTemplateInput,
   isTerminalState,
@@ -15,22 +13,18 @@ import {
   type Template,
   type TemplateDefinition,
   type TemplateVersionSummary,
-  type Tenant,
 } from '@orchestra/sdk';
 // Client commands load only what they use: the server's modules (store, settings schemas,
 // Fastify) cost about a second at start, and are imported by `start` and
 // `recover-admin-key` alone.
 import { AGENT_STATUSES } from '../agents/statuses.ts';
-import { SYSTEM_TENANT_ID } from '../gateway/system-tenant.ts';
-import { ApiError } from '../platform/errors.ts';
-import type { RunningServer } from '../server.ts';
-import { MAX_STATS_MINUTES } from '../stats/stats-service.ts';
 import { TASK_STATES } from '../tasks/states.ts';
 import { VERSION } from '../version.ts';
 import { agentRow, describeAgent } from './agent-format.ts';
 import {
   client,
   countFlag,
+  labelFlags,
   offsetFlag,
   parse,
   positiveInteger,
@@ -41,7 +35,6 @@ import {
 } from './common.ts';
 import { CONFIG_HELP, configCommand, SERVICES_HELP, servicesCommand } from './config-commands.ts';
 import { describeSession, sessionEventLine, sessionRow } from './session-format.ts';
-import { describeStats } from './stats-format.ts';
 import { formatTable } from './table.ts';
 import {
   describeTask,
@@ -96,71 +89,6 @@ Run "orchestra <command> --help" for the options of a command.`;
 const HELP: Record<string, string> = {
   config: CONFIG_HELP,
   services: SERVICES_HELP,
-  start: `Usage: orchestra start [options]
-
-Runs the Orchestra server in the foreground until SIGTERM or SIGINT. Settings come from
-ORCHESTRA_* environment variables and an optional JSON config file; the flags below win.
-On first start it creates the system tenant and prints its admin key once.
-
-Options:
-  --config FILE         JSON config file (env ORCHESTRA_CONFIG_FILE)
-  --port N              TCP port (env ORCHESTRA_PORT; default 8080)
-  --host HOST           Listen address (env ORCHESTRA_HOST; default localhost)
-  --data-dir DIR        Data directory (env ORCHESTRA_DATA_DIR; default .orchestra)
-  --database-url URL    PostgreSQL URL (env ORCHESTRA_DATABASE_URL; default SQLite)
-  --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (env ORCHESTRA_LOG_LEVEL)`,
-  cluster: `Usage: orchestra cluster nodes [--json]
-
-  cluster nodes
-      Lists the Orchestra nodes of the cluster: address, version, stores, when each last
-      reported (every 30 s), its memory, event-loop delay, agents and realtime connections
-      then, and which one runs the registry's health checks (*). A node whose lease lapses
-      leaves the list within 10 s. Needs an admin key of the system tenant.
-
-Common options: --url URL, --api-key KEY, --json`,
-  stats: `Usage: orchestra stats [--minutes N] [--template NAME|ID] [--json]
-
-Shows your tenant's agents by status and tasks by state now, then the tasks submitted
-and finished in each of the last N minutes (1 to 60; default 15) with their latency
-(submission to success; p50 and p99 per minute). --template counts only that template's
-tasks.
-
-Common options: --url URL, --api-key KEY, --json`,
-  whoami: `Usage: orchestra whoami [--url URL] [--api-key KEY] [--json]
-
-Shows the tenant, role and credential the API key or token authenticates as.`,
-  keys: `Usage: orchestra keys <create|list|revoke> [options]
-
-  keys create --name NAME --role ROLE [--expires-in DURATION | --expires-at ISO]
-      Creates a key in your tenant and prints its secret once.
-      ROLE is admin, operator, agent or viewer. DURATION is a number with s, m, h or d
-      (30d). Needs an admin credential.
-  keys list [--role ROLE] [--include-revoked]
-      Lists the keys of your tenant.
-  keys revoke ID
-      Revokes a key at once. The last active admin key cannot be revoked.
-
-Common options: --url URL, --api-key KEY, --json`,
-  tenants: `Usage: orchestra tenants <create|list|get|update> [options]
-
-  tenants create ID [--name NAME]
-      Creates a tenant and prints its first admin key once. ID is lowercase letters,
-      digits and dashes. Needs an admin key of the system tenant.
-  tenants list
-      Lists tenants (all of them for system admins, else your own).
-  tenants get ID
-      Shows a tenant and every limit that applies to it, with where each value comes
-      from: the tenant's own, or the server's setting.
-  tenants update ID [--name NAME] [--limit NAME=VALUE]... [--unset-limit NAME]...
-      Renames a tenant or sets its own limits (admins of the system tenant only). A limit
-      set here overrides the server's setting for this tenant; --unset-limit removes it.
-      Limits: task_input_max_bytes, task_output_max_bytes, task_event_max_bytes,
-      topic_message_max_bytes, config_value_max_bytes, max_concurrency,
-      max_queued_tasks, max_topics, max_config_keys, max_templates, max_sessions
-      (for max_*, 0 means no limit). Example:
-        orchestra tenants update acme --limit task_input_max_bytes=4194304 --limit max_topics=500
-
-Common options: --url URL, --api-key KEY, --json`,
   templates: `Usage: orchestra templates <create|list|get|update|versions|rollback|delete> [options]
 
   templates create --file FILE
@@ -304,226 +232,7 @@ Creating and deleting need an admin or operator credential. --json prints the se
 JSON array for ls; one JSON event a line for events).
 
 Common options: --url URL, --api-key KEY, --json`,
-  'recover-admin-key': `Usage: orchestra recover-admin-key [--tenant ID] [options]
-
-Creates a new admin key directly in the store, without a server or a credential: for when
-every admin key of a tenant is lost, revoked or expired. It needs what the server needs to
-open the store (the data directory, or the PostgreSQL URL), so run it where the server runs.
-Safe while the server runs.
-
-Options:
-  --tenant ID           Tenant to add the key to (default: default, the system tenant)
-  --config FILE         JSON config file (env ORCHESTRA_CONFIG_FILE)
-  --data-dir DIR        Data directory (env ORCHESTRA_DATA_DIR; default .orchestra)
-  --database-url URL    PostgreSQL URL (env ORCHESTRA_DATABASE_URL; default SQLite)
-  --json                Print JSON`,
-  version: `Usage: orchestra version [--json]
-
-Prints the version of this CLI and of the Node.js runtime.`,
 };
-
-const DURATION = /^(\d+)([smhd])$/;
-const MAX_EXPIRY_MS = 36_500 * 86_400_000;
-const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-
-function parseDuration(text: string): number {
-  const match = DURATION.exec(text);
-  if (!match?.[1] || !match[2]) {
-    throw new UsageError(
-      `--expires-in must be a number followed by s, m, h or d (like 30d), got "${text}"`,
-    );
-  }
-  const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
-  if (ms > MAX_EXPIRY_MS) throw new UsageError('--expires-in must be at most 36500d (100 years)');
-  return ms;
-}
-
-const dash = (v: string | null) => v ?? '-';
-
-async function keysCommand(args: string[]): Promise<void> {
-  const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, {
-    name: { type: 'string' },
-    role: { type: 'string' },
-    'expires-in': { type: 'string' },
-    'expires-at': { type: 'string' },
-    'include-revoked': { type: 'boolean', default: false },
-  });
-  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
-    process.stdout.write(`${HELP.keys}\n`);
-    if (sub === undefined) throw new UsageError('keys needs a subcommand: create, list or revoke');
-    return;
-  }
-  const api = client(values);
-  switch (sub) {
-    case 'create': {
-      if (!values.name) throw new UsageError('keys create needs --name');
-      if (!values.role)
-        throw new UsageError('keys create needs --role (admin, operator, agent or viewer)');
-      if (values['expires-in'] && values['expires-at']) {
-        throw new UsageError('use either --expires-in or --expires-at, not both');
-      }
-      const expiresAt = values['expires-in']
-        ? new Date(Date.now() + parseDuration(values['expires-in'])).toISOString()
-        : values['expires-at'];
-      const key = await api.apiKeys.create({
-        name: values.name,
-        role: values.role as 'admin',
-        ...(expiresAt ? { expires_at: expiresAt } : {}),
-      });
-      print(values.json, key, () =>
-        [
-          `Created API key ${key.id} (${key.name}, role ${key.role}${key.expires_at ? `, expires ${key.expires_at}` : ''}).`,
-          '',
-          `  ${key.secret}`,
-          '',
-          'Store it now: it is not shown again.',
-        ].join('\n'),
-      );
-      return;
-    }
-    case 'list': {
-      const keys: ApiKey[] = [];
-      for await (const key of api.apiKeys.listAll({
-        limit: 200,
-        include_revoked: values['include-revoked'],
-        ...(values.role ? { role: values.role as 'admin' } : {}),
-      })) {
-        keys.push(key);
-      }
-      print(values.json, keys, () =>
-        formatTable(
-          ['ID', 'NAME', 'ROLE', 'STATUS', 'PREFIX', 'CREATED', 'EXPIRES', 'LAST USED'],
-          keys.map((k) => [
-            k.id,
-            k.name,
-            k.role,
-            k.status,
-            k.prefix,
-            k.created_at,
-            dash(k.expires_at),
-            dash(k.last_used_at),
-          ]),
-        ),
-      );
-      return;
-    }
-    case 'revoke': {
-      const id = positionals[0];
-      if (id === undefined) throw new UsageError('keys revoke needs the key id');
-      const key = await api.apiKeys.revoke(id);
-      print(values.json, key, () => `Revoked API key ${key.id} (${key.name}).`);
-      return;
-    }
-    default:
-      throw new UsageError(`unknown keys subcommand "${sub}"; use create, list or revoke`);
-  }
-}
-
-/** A tenant and each of its limits, with where the value comes from. */
-function describeTenant(t: Tenant): string {
-  const rows = Object.entries(t.limits).map(([name, value]) => [
-    name,
-    String(value),
-    name in t.limit_overrides ? 'tenant' : 'setting',
-  ]);
-  return [
-    `Tenant ${t.id} (${t.name}), ${t.kind}, created ${t.created_at}`,
-    '',
-    formatTable(['LIMIT', 'VALUE', 'SET BY'], rows),
-  ].join('\n');
-}
-
-/** `--limit NAME=VALUE` and `--unset-limit NAME` as the body's `limits`. */
-function limitChanges(
-  set: string[] | undefined,
-  unset: string[] | undefined,
-): Record<string, number | null> | undefined {
-  if ((set?.length ?? 0) + (unset?.length ?? 0) === 0) return undefined;
-  const limits: Record<string, number | null> = {};
-  for (const item of set ?? []) {
-    const match = /^([a-z_]+)=(\d+)$/.exec(item);
-    if (match === null || match[1] === undefined || match[2] === undefined) {
-      throw new UsageError(`--limit takes NAME=VALUE with a whole number, not "${item}"`);
-    }
-    limits[match[1]] = Number(match[2]);
-  }
-  for (const name of unset ?? []) limits[name] = null;
-  return limits;
-}
-
-async function tenantsCommand(args: string[]): Promise<void> {
-  const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, {
-    name: { type: 'string' },
-    limit: { type: 'string', multiple: true },
-    'unset-limit': { type: 'string', multiple: true },
-  });
-  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
-    process.stdout.write(`${HELP.tenants}\n`);
-    if (sub === undefined) {
-      throw new UsageError('tenants needs a subcommand: create, list, get or update');
-    }
-    return;
-  }
-  const api = client(values);
-  const tenantId = () => {
-    const id = positionals[0];
-    if (id === undefined) throw new UsageError(`tenants ${sub} needs the tenant id`);
-    return id;
-  };
-  switch (sub) {
-    case 'create': {
-      const id = positionals[0];
-      if (id === undefined) throw new UsageError('tenants create needs the tenant id');
-      const created = await api.tenants.create({
-        id,
-        ...(values.name ? { name: values.name } : {}),
-      });
-      print(values.json, created, () =>
-        [
-          `Created tenant ${created.tenant.id} (${created.tenant.name}) with admin key ${created.admin_key.id}:`,
-          '',
-          `  ${created.admin_key.secret}`,
-          '',
-          'Store it now: it is not shown again.',
-        ].join('\n'),
-      );
-      return;
-    }
-    case 'list': {
-      const tenants: Tenant[] = [];
-      for await (const tenant of api.tenants.listAll({ limit: 200 })) tenants.push(tenant);
-      print(values.json, tenants, () =>
-        formatTable(
-          ['ID', 'NAME', 'KIND', 'CREATED'],
-          tenants.map((t) => [t.id, t.name, t.kind, t.created_at]),
-        ),
-      );
-      return;
-    }
-    case 'get': {
-      const tenant = await api.tenants.get(tenantId());
-      print(values.json, tenant, () => describeTenant(tenant));
-      return;
-    }
-    case 'update': {
-      const id = tenantId();
-      const limits = limitChanges(values.limit, values['unset-limit']);
-      if (values.name === undefined && limits === undefined) {
-        throw new UsageError('tenants update needs --name, --limit or --unset-limit');
-      }
-      const tenant = await api.tenants.update(id, {
-        ...(values.name !== undefined ? { name: values.name } : {}),
-        ...(limits !== undefined ? { limits } : {}),
-      });
-      print(values.json, tenant, () => describeTenant(tenant));
-      return;
-    }
-    default:
-      throw new UsageError(`unknown tenants subcommand "${sub}"; use create, list, get or update`);
-  }
-}
 
 /** Fields of `templates get --json` output that the server sets; an update does not send them. */
 const TEMPLATE_READ_ONLY_FIELDS = [
@@ -591,17 +300,6 @@ function templateDefinition(document: Record<string, unknown>): TemplateDefiniti
   }
   // Anything else, typos included, goes to the server, which names unknown fields.
   return definition as TemplateDefinition;
-}
-
-/** The `--label KEY=VALUE` flags as an object. */
-function labelFlags(flags: string[] | undefined): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const selector of flags ?? []) {
-    const at = selector.indexOf('=');
-    if (at < 1) throw new UsageError(`--label must be KEY=VALUE, got "${selector}"`);
-    labels[selector.slice(0, at)] = selector.slice(at + 1);
-  }
-  return labels;
 }
 
 function labelsText(labels: Record<string, string>): string {
@@ -1502,275 +1200,17 @@ async function sessionsCommand(args: string[]): Promise<void> {
   }
 }
 
-async function whoamiCommand(args: string[]): Promise<void> {
-  const { values } = parse(args, {});
-  if (values.help) {
-    process.stdout.write(`${HELP.whoami}\n`);
-    return;
-  }
-  const me = await client(values).whoami();
-  print(values.json, me, () => {
-    const c = me.credential;
-    const credential =
-      c.type === 'api_key'
-        ? `API key ${c.id} (${c.name}, ${c.prefix}…)`
-        : `JWT for ${c.subject}${c.issuer ? ` from ${c.issuer}` : ''}`;
-    return formatTable(
-      ['TENANT', 'ROLE', 'CREDENTIAL', 'EXPIRES'],
-      [[`${me.tenant.id} (${me.tenant.name})`, me.role, credential, dash(c.expires_at)]],
-    );
-  });
-}
-
-async function clusterCommand(args: string[]): Promise<void> {
-  const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, {});
-  if (values.help || sub === undefined || sub === '--help' || sub === '-h') {
-    process.stdout.write(`${HELP.cluster}\n`);
-    if (sub === undefined) throw new UsageError('cluster needs a subcommand: nodes');
-    return;
-  }
-  if (sub !== 'nodes') throw new UsageError(`unknown cluster subcommand "${sub}"; use nodes`);
-  if (positionals.length > 0) {
-    throw new UsageError(`cluster nodes takes no arguments, got "${positionals.join(' ')}"`);
-  }
-  const nodes = await client(values).cluster.nodes();
-  print(values.json, nodes, () =>
-    formatTable(
-      ['ID', 'URL', 'VERSION', 'STORE', 'KV', 'SEEN', 'RSS', 'LOOP DELAY', 'AGENTS', 'CONNECTIONS'],
-      nodes.map((n) => [
-        n.health_checker ? `${n.id} *` : n.id,
-        n.url,
-        n.version,
-        n.store,
-        n.kv,
-        n.seen_at,
-        `${Math.round(n.load.rss_bytes / 1024 / 1024)} MiB`,
-        `${n.load.event_loop_delay_ms.toFixed(1)} ms`,
-        String(n.load.agents),
-        String(n.load.realtime_connections),
-      ]),
-    ),
-  );
-}
-
-async function statsCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, {
-    minutes: { type: 'string' },
-    template: { type: 'string' },
-  });
-  if (values.help) {
-    process.stdout.write(`${HELP.stats}\n`);
-    return;
-  }
-  if (positionals.length > 0) {
-    throw new UsageError(`stats takes no arguments, got "${positionals.join(' ')}"`);
-  }
-  const stats = await client(values).stats({
-    ...(values.minutes !== undefined
-      ? { minutes: countFlag('--minutes', values.minutes, MAX_STATS_MINUTES) }
-      : {}),
-    ...(values.template !== undefined ? { template: values.template } : {}),
-  });
-  print(values.json, stats, () => describeStats(stats));
-}
-
-/** Flags that set server settings, shared by the commands that open the store. */
-const SETTINGS_FLAGS = {
-  config: { type: 'string' },
-  port: { type: 'string' },
-  host: { type: 'string' },
-  'data-dir': { type: 'string' },
-  'database-url': { type: 'string' },
-  'log-level': { type: 'string' },
-  help: { type: 'boolean', short: 'h', default: false },
-} as const;
-
-/** Parses settings flags (plus `extra`) and loads settings: env, config file, then flags. */
-function settingsFromFlags<
-  E extends Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>,
->(args: string[], extra: E) {
-  let parsed: ReturnType<
-    typeof parseArgs<{ args: string[]; options: typeof SETTINGS_FLAGS & E; strict: true }>
-  >;
-  try {
-    parsed = parseArgs({ args, options: { ...SETTINGS_FLAGS, ...extra }, strict: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const values = parsed.values as Record<string, string | boolean | undefined>;
-  const str = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined);
-  const load = async () =>
-    (await import('../platform/settings.ts')).loadSettings(process.env, {
-      ...(str(values.config) ? { configFile: str(values.config) } : {}),
-      overrides: {
-        port: str(values.port),
-        host: str(values.host),
-        dataDir: str(values['data-dir']),
-        databaseUrl: str(values['database-url']),
-        logLevel: str(values['log-level']),
-      },
-    });
-  return { values, load };
-}
-
-async function startCommand(args: string[]): Promise<void> {
-  const { values, load } = settingsFromFlags(args, {});
-  if (values.help) {
-    process.stdout.write(`${HELP.start}\n`);
-    return;
-  }
-  const settings = await load();
-  const { startServer } = await import('../server.ts');
-  let adminKey: { secret: string; file: string | undefined } | undefined;
-  let server: RunningServer | undefined;
-  // Installed before the start, so that a signal during it (a supervisor that gives up, a
-  // test that stops the server as soon as it listens) shuts down cleanly once started.
-  let signals = 0;
-  let stopRequested = false;
-  const shutdown = (running: RunningServer) => {
-    running.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        process.stderr.write(`shutdown failed: ${(err as Error).message}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) {
-      process.stderr.write(`received ${signal} again; exiting now\n`);
-      process.exit(1);
-    }
-    if (server === undefined) stopRequested = true;
-    else shutdown(server);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  try {
-    server = await startServer(settings, {
-      onAdminKey: (key) => {
-        adminKey = key;
-      },
-    });
-  } catch (err) {
-    if (stopRequested) process.exit(1);
-    throw err;
-  } finally {
-    // Printed once listening, so that the example names the real URL (port 0 picks one);
-    // printed on a failed start too, because the key exists from now on.
-    if (adminKey !== undefined) printAdminKey(adminKey, server?.url);
-  }
-  const running = server;
-  if (stopRequested) shutdown(running);
-  // Node would exit on these anyway; first leave a structured line for the log pipeline.
-  const fatal = (kind: string) => (err: unknown) => {
-    running.log.fatal({ err }, kind);
-    process.exit(1);
-  };
-  process.on('uncaughtException', fatal('uncaught exception'));
-  process.on('unhandledRejection', fatal('unhandled promise rejection'));
-}
-
-/** The first-start admin key, on stderr: the secret must not end up in log pipelines. */
-function printAdminKey(
-  key: { secret: string; file: string | undefined },
-  url: string | undefined,
-): void {
-  process.stderr.write(
-    [
-      '',
-      '  Orchestra created the system tenant "default" and its first admin key:',
-      '',
-      `    ${key.secret}`,
-      '',
-      key.file
-        ? `  It is shown only now. A copy is in ${key.file} (mode 0600).`
-        : '  It is shown only now: it could not be saved in the data directory (see the log).',
-      ...(url ? [`  Try: curl -H "Authorization: Bearer ${key.secret}" ${url}/v1/whoami`] : []),
-      '',
-      '',
-    ].join('\n'),
-  );
-}
-
-async function recoverAdminKeyCommand(args: string[]): Promise<void> {
-  const { values, load } = settingsFromFlags(args, {
-    tenant: { type: 'string', default: SYSTEM_TENANT_ID },
-    json: { type: 'boolean', default: false },
-  });
-  if (values.help) {
-    process.stdout.write(`${HELP['recover-admin-key']}\n`);
-    return;
-  }
-  const settings = await load();
-  const [
-    { openStore },
-    { migrations },
-    { createLogger },
-    { IdentityService },
-    { JwtVerifier },
-    { TenantLimitStore },
-    { limitDefaults },
-  ] = await Promise.all([
-    import('../store/store.ts'),
-    import('../migrations.ts'),
-    import('../server.ts'),
-    import('../gateway/identity-service.ts'),
-    import('../platform/jwt.ts'),
-    import('../gateway/tenant-limit-store.ts'),
-    import('../platform/tenant-limits.ts'),
-  ]);
-  const tenantId = String(values.tenant);
-  const store = await openStore({
-    databaseUrl: settings.databaseUrl,
-    dataDir: settings.dataDir,
-    poolSize: 1,
-    preparedStatements: settings.databasePreparedStatements,
-  });
-  try {
-    await store.migrate(migrations);
-    const log = createLogger({ ...settings, logLevel: 'warn' }, process.stderr);
-    const identity = new IdentityService({
-      store,
-      jwt: new JwtVerifier(settings),
-      log,
-      limits: new TenantLimitStore({ store, defaults: limitDefaults(settings), ttlMs: 0 }),
-    });
-    let key: Awaited<ReturnType<InstanceType<typeof IdentityService>['createRecoveryAdminKey']>>;
-    try {
-      key = await identity.createRecoveryAdminKey(tenantId);
-    } catch (err) {
-      if (err instanceof ApiError) throw new UsageError(err.message);
-      throw err;
-    }
-    print(values.json === true, key, () =>
-      [
-        `Created admin key ${key.id} in tenant ${tenantId} (${store.location}):`,
-        '',
-        `  ${key.secret}`,
-        '',
-        'Store it now: it is not shown again. Revoke keys you no longer trust with "orchestra keys revoke".',
-      ].join('\n'),
-    );
-  } finally {
-    await store.close();
-  }
-}
-
-function versionCommand(args: string[]): void {
-  const { values } = parse(args, {});
-  if (values.help) {
-    process.stdout.write(`${HELP.version}\n`);
-    return;
-  }
-  print(
-    values.json,
-    { version: VERSION, node: process.versions.node },
-    () => `orchestra ${VERSION} (Node.js ${process.versions.node})`,
-  );
-}
+/** The groups declared with a spec, in commands/. */
+const MOVED = [
+  'start',
+  'whoami',
+  'keys',
+  'tenants',
+  'stats',
+  'cluster',
+  'recover-admin-key',
+  'version',
+];
 
 /** Runs the CLI and returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -1778,17 +1218,13 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'start':
-        await startCommand(args);
-        return 0;
+        return await (await import('./commands/start.ts')).group.run(args);
       case 'whoami':
-        await whoamiCommand(args);
-        return 0;
+        return await (await import('./commands/whoami.ts')).group.run(args);
       case 'keys':
-        await keysCommand(args);
-        return 0;
+        return await (await import('./commands/keys.ts')).group.run(args);
       case 'tenants':
-        await tenantsCommand(args);
-        return 0;
+        return await (await import('./commands/tenants.ts')).group.run(args);
       case 'templates':
         await templatesCommand(args);
         return 0;
@@ -1810,18 +1246,14 @@ export async function main(argv: string[]): Promise<number> {
         await servicesCommand(args);
         return 0;
       case 'stats':
-        await statsCommand(args);
-        return 0;
+        return await (await import('./commands/stats.ts')).group.run(args);
       case 'cluster':
-        await clusterCommand(args);
-        return 0;
+        return await (await import('./commands/cluster.ts')).group.run(args);
       case 'recover-admin-key':
-        await recoverAdminKeyCommand(args);
-        return 0;
+        return await (await import('./commands/recover-admin-key.ts')).group.run(args);
       case 'version':
       case '--version':
-        versionCommand(args);
-        return 0;
+        return await (await import('./commands/version.ts')).group.run(args);
       case undefined:
       case 'help':
       case '--help':
@@ -1834,7 +1266,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(
-        `error: ${err.message}\nRun "orchestra ${command && command in HELP ? `${command} ` : ''}--help" for usage.\n`,
+        `error: ${err.message}\nRun "orchestra ${command && (command in HELP || MOVED.includes(command)) ? `${command} ` : ''}--help" for usage.\n`,
       );
       return 2;
     }

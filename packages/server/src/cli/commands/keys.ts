@@ -1,0 +1,128 @@
+import type { ApiKey } from '@orchestra/sdk';
+import { CLIENT_OPTIONS, client, dash, print, UsageError } from '../common.ts';
+import { command, group as defineGroup } from '../spec.ts';
+import { formatTable } from '../table.ts';
+
+const DURATION = /^(\d+)([smhd])$/;
+const MAX_EXPIRY_MS = 36_500 * 86_400_000;
+const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+function parseDuration(text: string): number {
+  const match = DURATION.exec(text);
+  if (!match?.[1] || !match[2]) {
+    throw new UsageError(
+      `--expires-in must be a number followed by s, m, h or d (like 30d), got "${text}"`,
+    );
+  }
+  const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+  if (ms > MAX_EXPIRY_MS) throw new UsageError('--expires-in must be at most 36500d (100 years)');
+  return ms;
+}
+
+const ROLES = 'admin, operator, agent or viewer';
+
+const create = command({
+  name: 'create',
+  description:
+    'Creates a key in your tenant and prints its secret once. Needs an admin credential.',
+  options: {
+    name: {
+      type: 'string',
+      value: 'NAME',
+      description: 'A name for the key, to tell it apart in lists',
+      required: true,
+    },
+    role: { type: 'string', value: 'ROLE', description: ROLES, required: ROLES },
+    'expires-in': {
+      type: 'string',
+      value: 'DURATION',
+      description:
+        'The key expires after DURATION: a number with s, m, h or d (30d), at most 36500d',
+    },
+    'expires-at': {
+      type: 'string',
+      value: 'ISO',
+      description: 'The key expires at this time (ISO 8601); not with --expires-in',
+    },
+  },
+  common: CLIENT_OPTIONS,
+  async run({ values }) {
+    if (values['expires-in'] && values['expires-at']) {
+      throw new UsageError('use either --expires-in or --expires-at, not both');
+    }
+    const expiresAt = values['expires-in']
+      ? new Date(Date.now() + parseDuration(values['expires-in'])).toISOString()
+      : values['expires-at'];
+    const key = await client(values).apiKeys.create({
+      name: values.name,
+      role: values.role as 'admin',
+      ...(expiresAt ? { expires_at: expiresAt } : {}),
+    });
+    print(values.json, key, () =>
+      [
+        `Created API key ${key.id} (${key.name}, role ${key.role}${key.expires_at ? `, expires ${key.expires_at}` : ''}).`,
+        '',
+        `  ${key.secret}`,
+        '',
+        'Store it now: it is not shown again.',
+      ].join('\n'),
+    );
+    return 0;
+  },
+});
+
+const list = command({
+  name: 'list',
+  description: 'Lists the keys of your tenant.',
+  options: {
+    role: { type: 'string', value: 'ROLE', description: `Only the keys of this role: ${ROLES}` },
+    'include-revoked': { type: 'boolean', description: 'Revoked keys too' },
+  },
+  common: CLIENT_OPTIONS,
+  async run({ values }) {
+    const keys: ApiKey[] = [];
+    for await (const key of client(values).apiKeys.listAll({
+      limit: 200,
+      include_revoked: values['include-revoked'],
+      ...(values.role ? { role: values.role as 'admin' } : {}),
+    })) {
+      keys.push(key);
+    }
+    print(values.json, keys, () =>
+      formatTable(
+        ['ID', 'NAME', 'ROLE', 'STATUS', 'PREFIX', 'CREATED', 'EXPIRES', 'LAST USED'],
+        keys.map((k) => [
+          k.id,
+          k.name,
+          k.role,
+          k.status,
+          k.prefix,
+          k.created_at,
+          dash(k.expires_at),
+          dash(k.last_used_at),
+        ]),
+      ),
+    );
+    return 0;
+  },
+});
+
+const revoke = command({
+  name: 'revoke',
+  args: 'ID',
+  description: 'Revokes a key at once. The last active admin key cannot be revoked.',
+  common: CLIENT_OPTIONS,
+  async run({ values, positionals }) {
+    const id = positionals[0];
+    if (id === undefined) throw new UsageError('keys revoke needs the key id');
+    const key = await client(values).apiKeys.revoke(id);
+    print(values.json, key, () => `Revoked API key ${key.id} (${key.name}).`);
+    return 0;
+  },
+});
+
+export const group = defineGroup({
+  name: 'keys',
+  summary: 'Manage API keys of your tenant',
+  subcommands: [create, list, revoke],
+});
