@@ -1,23 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { command, type Group, group, single, UsageError } from '../src/cli/spec.ts';
+import { GROUPS, globalHelp, loadGroup } from '../src/cli/main.ts';
+import { command, group, single, UsageError } from '../src/cli/spec.ts';
 import { expectExit, runCli, tempDir } from './helpers.ts';
 
 const workDir = tempDir('orchestra-cli-spec-');
 after(() => workDir.remove());
-
-/** The groups declared with a spec so far. */
-const GROUPS: Record<string, () => Promise<{ group: Group }>> = {
-  start: () => import('../src/cli/commands/start.ts'),
-  whoami: () => import('../src/cli/commands/whoami.ts'),
-  keys: () => import('../src/cli/commands/keys.ts'),
-  tenants: () => import('../src/cli/commands/tenants.ts'),
-  stats: () => import('../src/cli/commands/stats.ts'),
-  cluster: () => import('../src/cli/commands/cluster.ts'),
-  'recover-admin-key': () => import('../src/cli/commands/recover-admin-key.ts'),
-  version: () => import('../src/cli/commands/version.ts'),
-};
-const loadGroup = async (name: string) => (await GROUPS[name]?.())?.group;
 
 // The CLI's command framework: parsing and help come from one spec per command.
 
@@ -202,11 +190,24 @@ describe('the orchestra commands', () => {
     }
   });
 
+  test('the global help lists every group with its summary', async () => {
+    const help = await globalHelp();
+    assert.match(help, /^Usage: orchestra <command> \[options\]$/m);
+    for (const name of Object.keys(GROUPS)) {
+      const loaded = await loadGroup(name);
+      assert.ok(loaded !== undefined);
+      assert.ok(help.includes(loaded.summary), `${name}: ${loaded.summary}`);
+      const line = [name, loaded.subcommandNames].filter(Boolean).join(' ');
+      assert.match(help, new RegExp(`^ {2}${literal(line)}( |$)`, 'm'), name);
+    }
+  });
+
   // The way a user meets it: exit code 2 and the group's help named.
   test('a flag of another subcommand exits 2 and points to the group help', async () => {
     for (const args of [
       ['keys', 'list', '--name', 'x'],
       ['keys', 'revoke', 'key_x', '--bogus'],
+      ['task', 'get', 'tsk_x', '--capability', 'x'],
       ['whoami', '--bogus'],
     ]) {
       const result = await runCli([...args, '--api-key', 'ork_x'], { cwd: workDir.path });

@@ -67,6 +67,8 @@ export type Values<O extends OptionSpecs> = {
 export interface Invocation<O extends OptionSpecs> {
   values: Values<O>;
   positionals: string[];
+  /** The command as typed, for messages: `keys create`, `task ls`. */
+  path: string;
 }
 
 /** Every command has -h/--help; the framework answers it. */
@@ -130,7 +132,7 @@ export function command<const O extends OptionSpecs = None, const C extends Opti
         const why = option.required === true ? '' : ` (${option.required})`;
         throw new UsageError(`${path} needs ${flagText(flag, option)}${why}`);
       }
-      return (await spec.run({ values: values as Values<O & C>, positionals })) ?? 0;
+      return (await spec.run({ values: values as Values<O & C>, positionals, path })) ?? 0;
     },
   };
 }
@@ -288,6 +290,25 @@ export function single(spec: GroupSpec & { command: Command }): Group {
     commands: [c],
     help: render,
     run: (args) => c.run(args, spec.name, render),
+  };
+}
+
+/**
+ * A group whose help is still written by hand and that parses its own arguments; its
+ * subcommands' names come from the help's usage line (`<get|put|…>`).
+ */
+export function legacy(
+  spec: GroupSpec & { help: string; run: (args: string[]) => Promise<void> },
+): Group {
+  return {
+    name: spec.name,
+    summary: spec.summary,
+    subcommandNames: /^Usage: orchestra \S+ <([^>]+)>/.exec(spec.help)?.[1],
+    help: () => spec.help,
+    async run(args) {
+      await spec.run([...args]);
+      return 0;
+    },
   };
 }
 
