@@ -2,6 +2,12 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Orchestra } from '@orchestra/sdk';
+import {
+  type DurationFormat,
+  durationUnitsText,
+  formatDuration,
+  parseDuration,
+} from '../platform/duration.ts';
 import { ADMIN_KEY_FILE } from '../version.ts';
 import { type OptionSpecs, print, UsageError } from './spec.ts';
 
@@ -144,6 +150,48 @@ export function labelFlags(flags: string[] | undefined): Record<string, string> 
     labels[selector.slice(0, at)] = selector.slice(at + 1);
   }
   return labels;
+}
+
+/** A duration flag such as `--wait 30s`, in ms; `example` shows a valid one in messages. */
+export function durationFlag(
+  flag: string,
+  text: string,
+  format: DurationFormat,
+  example: string,
+): number {
+  const parsed = parseDuration(text, format);
+  if (parsed.ok) return parsed.ms;
+  if (parsed.reason === 'too_long') {
+    throw new UsageError(`${flag} must be at most ${formatDuration(parsed.maxMs, format)}`);
+  }
+  throw new UsageError(
+    `${flag} must be a number followed by ${durationUnitsText(format)} (like ${example}), got "${text}"`,
+  );
+}
+
+/** What a command's run gets, for the argument checks below. */
+interface Arguments {
+  positionals: string[];
+  path: string;
+}
+
+/** The one argument of a command such as `task get ID`; `noun` names it ("task id"). */
+export function oneArgument({ positionals, path }: Arguments, noun: string): string {
+  const value = positionals[0];
+  if (value === undefined) {
+    throw new UsageError(`${path} needs ${/^[aeiou]/.test(noun) ? 'an' : 'a'} ${noun}`);
+  }
+  if (positionals.length > 1) {
+    throw new UsageError(`${path} takes one ${noun}, got "${positionals.join(' ')}"`);
+  }
+  return value;
+}
+
+/** Refuses arguments to a command that takes none. */
+export function noArguments({ positionals, path }: Arguments): void {
+  if (positionals.length > 0) {
+    throw new UsageError(`${path} takes no arguments, got "${positionals.join(' ')}"`);
+  }
 }
 
 /** A value that may be missing, for a table cell. */

@@ -1,22 +1,20 @@
 import type { Agent, AgentStatus } from '@orchestra/sdk';
 import { AGENT_STATUSES } from '../../agents/statuses.ts';
 import { agentRow, describeAgent } from '../agent-format.ts';
-import { CLIENT_OPTIONS, client, countFlag, print, UsageError } from '../common.ts';
+import {
+  CLIENT_OPTIONS,
+  client,
+  countFlag,
+  noArguments,
+  oneArgument,
+  print,
+  UsageError,
+} from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
 
 const DEFAULT_AGENT_LIST_LIMIT = 50;
 const MAX_AGENT_LIST_LIMIT = 10_000;
-
-/** The ID argument of the subcommands that take one. */
-function agentId({ positionals, path }: { positionals: string[]; path: string }): string {
-  const value = positionals[0];
-  if (value === undefined) throw new UsageError(`${path} needs an agent id`);
-  if (positionals.length > 1) {
-    throw new UsageError(`${path} takes one agent id, got "${positionals.join(' ')}"`);
-  }
-  return value;
-}
 
 const list = command({
   name: 'ls',
@@ -38,10 +36,9 @@ const list = command({
     },
   },
   common: CLIENT_OPTIONS,
-  async run({ values, positionals, path }) {
-    if (positionals.length > 0) {
-      throw new UsageError(`${path} takes no arguments, got "${positionals.join(' ')}"`);
-    }
+  async run(invocation) {
+    const { values } = invocation;
+    noArguments(invocation);
     const statuses = values.status ?? [];
     for (const status of statuses) {
       if (!(AGENT_STATUSES as readonly string[]).includes(status)) {
@@ -89,7 +86,7 @@ const get = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const agent = await client(values).agents.get(agentId(invocation));
+    const agent = await client(values).agents.get(oneArgument(invocation, 'agent id'));
     print(values.json, agent, () => describeAgent(agent));
     return 0;
   },
@@ -103,7 +100,7 @@ const drain = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const agent = await client(values).agents.drain(agentId(invocation));
+    const agent = await client(values).agents.drain(oneArgument(invocation, 'agent id'));
     const held = agent.in_flight.length;
     print(
       values.json,
@@ -123,7 +120,7 @@ const remove = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const id = agentId(invocation);
+    const id = oneArgument(invocation, 'agent id');
     await client(values).agents.delete(id);
     print(values.json, { deleted: id }, () => `Deleted agent ${id}.`);
     return 0;

@@ -1,4 +1,4 @@
-import { CLIENT_OPTIONS, client, print, UsageError } from '../common.ts';
+import { CLIENT_OPTIONS, client, noArguments, print } from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
 
@@ -7,10 +7,9 @@ const nodes = command({
   description:
     "Lists the Orchestra nodes of the cluster: address, version, stores, when each last reported (every 30 s), its memory, event-loop delay, agents and realtime connections then, and which one runs the registry's health checks (*). A node whose lease lapses leaves the list within 10 s. Needs an admin key of the system tenant.",
   common: CLIENT_OPTIONS,
-  async run({ values, positionals }) {
-    if (positionals.length > 0) {
-      throw new UsageError(`cluster nodes takes no arguments, got "${positionals.join(' ')}"`);
-    }
+  async run(invocation) {
+    const { values } = invocation;
+    noArguments(invocation);
     const nodes = await client(values).cluster.nodes();
     print(values.json, nodes, () =>
       formatTable(

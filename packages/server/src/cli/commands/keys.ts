@@ -1,23 +1,11 @@
 import type { ApiKey } from '@orchestra/sdk';
-import { CLIENT_OPTIONS, client, dash, print, UsageError } from '../common.ts';
+import type { DurationFormat } from '../../platform/duration.ts';
+import { CLIENT_OPTIONS, client, dash, durationFlag, print, UsageError } from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
 
-const DURATION = /^(\d+)([smhd])$/;
-const MAX_EXPIRY_MS = 36_500 * 86_400_000;
-const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-
-function parseDuration(text: string): number {
-  const match = DURATION.exec(text);
-  if (!match?.[1] || !match[2]) {
-    throw new UsageError(
-      `--expires-in must be a number followed by s, m, h or d (like 30d), got "${text}"`,
-    );
-  }
-  const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
-  if (ms > MAX_EXPIRY_MS) throw new UsageError('--expires-in must be at most 36500d (100 years)');
-  return ms;
-}
+/** --expires-in: a whole number of seconds to days, at most 100 years. */
+const EXPIRES_IN: DurationFormat = { units: ['s', 'm', 'h', 'd'], maxMs: 36_500 * 86_400_000 };
 
 const ROLES = 'admin, operator, agent or viewer';
 
@@ -51,7 +39,9 @@ const create = command({
       throw new UsageError('use either --expires-in or --expires-at, not both');
     }
     const expiresAt = values['expires-in']
-      ? new Date(Date.now() + parseDuration(values['expires-in'])).toISOString()
+      ? new Date(
+          Date.now() + durationFlag('--expires-in', values['expires-in'], EXPIRES_IN, '30d'),
+        ).toISOString()
       : values['expires-at'];
     const key = await client(values).apiKeys.create({
       name: values.name,

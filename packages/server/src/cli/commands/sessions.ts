@@ -1,5 +1,14 @@
 import type { MultitaskStrategy, Session } from '@orchestra/sdk';
-import { CLIENT_OPTIONS, client, countFlag, labelFlags, print, UsageError } from '../common.ts';
+import {
+  CLIENT_OPTIONS,
+  client,
+  countFlag,
+  labelFlags,
+  noArguments,
+  oneArgument,
+  print,
+  UsageError,
+} from '../common.ts';
 import { describeSession, sessionEventLine, sessionRow } from '../session-format.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
@@ -7,22 +16,6 @@ import { formatTable } from '../table.ts';
 const DEFAULT_SESSION_LIST_LIMIT = 50;
 const MAX_SESSION_LIST_LIMIT = 10_000;
 const MULTITASK_STRATEGIES: readonly MultitaskStrategy[] = ['reject', 'enqueue', 'interrupt'];
-
-/** The ID argument of the subcommands that take one. */
-function sessionId({ positionals, path }: { positionals: string[]; path: string }): string {
-  const value = positionals[0];
-  if (value === undefined) throw new UsageError(`${path} needs a session id`);
-  if (positionals.length > 1) {
-    throw new UsageError(`${path} takes one session id, got "${positionals.join(' ')}"`);
-  }
-  return value;
-}
-
-function noArguments({ positionals, path }: { positionals: string[]; path: string }): void {
-  if (positionals.length > 0) {
-    throw new UsageError(`${path} takes no arguments, got "${positionals.join(' ')}"`);
-  }
-}
 
 const create = command({
   name: 'create',
@@ -130,7 +123,7 @@ const get = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const session = await client(values).sessions.get(sessionId(invocation));
+    const session = await client(values).sessions.get(oneArgument(invocation, 'session id'));
     print(values.json, session, () => describeSession(session));
     return 0;
   },
@@ -145,7 +138,7 @@ const remove = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const id = sessionId(invocation);
+    const id = oneArgument(invocation, 'session id');
     const api = client(values);
     // Counted first: what the delete took with it is said, not left to be found out.
     const { total } = (await api.sessions.get(id)).tasks;
@@ -176,7 +169,7 @@ const events = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const id = sessionId(invocation);
+    const id = oneArgument(invocation, 'session id');
     if (values.after !== undefined && !/^\d{1,15}$/.test(values.after)) {
       throw new UsageError(`--after must be an event offset (0 or more), got "${values.after}"`);
     }

@@ -1,5 +1,5 @@
 import { MAX_STATS_MINUTES } from '../../stats/window.ts';
-import { CLIENT_OPTIONS, client, countFlag, print, UsageError } from '../common.ts';
+import { CLIENT_OPTIONS, client, countFlag, noArguments, print } from '../common.ts';
 import { command, single } from '../spec.ts';
 import { describeStats } from '../stats-format.ts';
 
@@ -23,10 +23,9 @@ export const group = single({
       },
     },
     common: CLIENT_OPTIONS,
-    async run({ values, positionals }) {
-      if (positionals.length > 0) {
-        throw new UsageError(`stats takes no arguments, got "${positionals.join(' ')}"`);
-      }
+    async run(invocation) {
+      const { values } = invocation;
+      noArguments(invocation);
       const stats = await client(values).stats({
         ...(values.minutes !== undefined
           ? { minutes: countFlag('--minutes', values.minutes, MAX_STATS_MINUTES) }

@@ -6,11 +6,14 @@ import {
   type Task,
   type TaskState,
 } from '@orchestra/sdk';
+import type { DurationFormat } from '../../platform/duration.ts';
 import {
   CLIENT_OPTIONS,
   client,
   countFlag,
+  durationFlag,
   labelFlags,
+  oneArgument,
   print,
   readJson,
   readText,
@@ -28,19 +31,9 @@ import {
   waitingText,
 } from '../task-format.ts';
 
-const WAIT_DURATION = /^(\d{1,9})(ms|s|m|h)$/;
-const WAIT_UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
-
-/** Milliseconds of a wait such as `500ms`, `30s`, `2m` or `1h`. */
-function parseWait(flag: string, text: string): number {
-  const match = WAIT_DURATION.exec(text);
-  if (!match?.[1] || !match[2]) {
-    throw new UsageError(
-      `${flag} must be a number followed by ms, s, m or h (like 30s), got "${text}"`,
-    );
-  }
-  return Number(match[1]) * WAIT_UNIT_MS[match[2] as keyof typeof WAIT_UNIT_MS];
-}
+/** --wait: `500ms`, `30s`, `2m` or `1h`. */
+const WAIT: DurationFormat = { units: ['ms', 's', 'm', 'h'], maxDigits: 9 };
+const parseWait = (text: string) => durationFlag('--wait', text, WAIT, '30s');
 
 /** How long `task events` without --follow waits for another event before it stops. */
 const EVENTS_QUIET_MS = 1000;
@@ -122,16 +115,6 @@ async function printEvents(
 /** The task's exit code once it ended: 0 for success, 1 for any other end. */
 const taskExitCode = (task: Task) => (task.state === 'succeeded' ? 0 : 1);
 
-/** The ID argument of the subcommands that take one. */
-function taskId({ positionals, path }: { positionals: string[]; path: string }): string {
-  const value = positionals[0];
-  if (value === undefined) throw new UsageError(`${path} needs a task id`);
-  if (positionals.length > 1) {
-    throw new UsageError(`${path} takes one task id, got "${positionals.join(' ')}"`);
-  }
-  return value;
-}
-
 const DURATIONS = 'DURATION is a number with ms, s, m or h: 500ms, 30s, 2m, 1h.';
 
 const LABEL = {
@@ -204,7 +187,7 @@ const submit = command({
         ? undefined
         : values.wait === ''
           ? Number.POSITIVE_INFINITY
-          : parseWait('--wait', values.wait);
+          : parseWait(values.wait);
     if (wait !== undefined && values.follow) {
       throw new UsageError('use either --wait or --follow, not both');
     }
@@ -339,12 +322,12 @@ const get = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const id = taskId(invocation);
+    const id = oneArgument(invocation, 'task id');
     const api = client(values);
     const task =
       values.wait === undefined
         ? await api.tasks.get(id)
-        : await api.tasks.wait(id, { timeoutMs: parseWait('--wait', values.wait) });
+        : await api.tasks.wait(id, { timeoutMs: parseWait(values.wait) });
     print(values.json, task, () => describeTask(task));
     return 0;
   },
@@ -411,7 +394,7 @@ const cancel = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const task = await client(values).tasks.cancel(taskId(invocation));
+    const task = await client(values).tasks.cancel(oneArgument(invocation, 'task id'));
     print(values.json, task, () =>
       task.state === 'cancelled'
         ? `Cancelled task ${task.id}.`
@@ -428,7 +411,7 @@ const retry = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const task = await client(values).tasks.retry(taskId(invocation));
+    const task = await client(values).tasks.retry(oneArgument(invocation, 'task id'));
     print(values.json, task, () => `Queued task ${task.id} again (${task.state}, attempts reset).`);
     return 0;
   },
@@ -453,7 +436,7 @@ const events = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const id = taskId(invocation);
+    const id = oneArgument(invocation, 'task id');
     const after = values.after === undefined ? 0 : Number(values.after);
     if (values.after !== undefined && !/^\d{1,15}$/.test(values.after)) {
       throw new UsageError(`--after must be an event offset (0 or more), got "${values.after}"`);

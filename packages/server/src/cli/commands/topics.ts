@@ -3,22 +3,13 @@ import {
   client,
   countFlag,
   offsetFlag,
+  oneArgument,
   print,
   readText,
   UsageError,
 } from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
-
-/** The TOPIC argument of the subcommands that take one. */
-function topicArgument({ positionals, path }: { positionals: string[]; path: string }): string {
-  const value = positionals[0];
-  if (value === undefined) throw new UsageError(`${path} needs a topic`);
-  if (positionals.length > 1) {
-    throw new UsageError(`${path} takes one topic, got "${positionals.join(' ')}"`);
-  }
-  return value;
-}
 
 const list = command({
   name: 'ls',
@@ -69,7 +60,7 @@ const publish = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const topic = topicArgument(invocation);
+    const topic = oneArgument(invocation, 'topic');
     const { source, text } =
       values.data === '-' ? readText('-') : { source: '--data', text: values.data };
     let data: unknown;
@@ -101,7 +92,7 @@ const history = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const topic = topicArgument(invocation);
+    const topic = oneArgument(invocation, 'topic');
     if (values.after !== undefined && values.last !== undefined) {
       throw new UsageError('give --after or --last, not both');
     }
@@ -131,7 +122,7 @@ const presence = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const members = await client(values).topics.presence(topicArgument(invocation));
+    const members = await client(values).topics.presence(oneArgument(invocation, 'topic'));
     print(values.json, members, () =>
       formatTable(
         ['CONNECTION', 'CLIENT', 'INFO', 'SINCE'],
@@ -150,7 +141,7 @@ const remove = command({
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
-    const topic = topicArgument(invocation);
+    const topic = oneArgument(invocation, 'topic');
     await client(values).topics.delete(topic);
     print(values.json, { deleted: topic }, () => `Deleted topic ${topic}.`);
     return 0;
