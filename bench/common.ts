@@ -24,6 +24,15 @@ export const round1 = (n: number) => Math.round(n * 10) / 10;
 export const round3 = (n: number) => Math.round(n * 1000) / 1000;
 export const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
+/** The middle value (the mean of the two middle ones for an even count); 0 for none. */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? 0)
+    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
 /** The mean, or null if any value is unknown. */
 export function meanOrNull(values: (number | null)[]): number | null {
   const known = values.filter((v): v is number => v !== null);

@@ -30,6 +30,7 @@ import {
   intOption,
   machineCpuTicks,
   mean,
+  median,
   PROFILE_DIR,
   Processes,
   parseOptions,
@@ -474,14 +475,6 @@ function bytesRead(pid: number): number | null {
 
 const sumOrNull = (values: (number | null)[]) =>
   values.some((v) => v === null) ? null : values.reduce<number>((a, b) => a + (b ?? 0), 0);
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] ?? 0)
-    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
-}
 
 /** The median of `samples` RSS readings `gapMs` apart. */
 async function steadyRss(pid: number, samples = 3, gapMs = 500): Promise<number | null> {

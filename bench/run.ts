@@ -9,6 +9,7 @@
  *   npm run bench:config                  the config center's watch against etcd
  *   npm run bench:cluster                 1 node against 3 nodes on PostgreSQL, NATS, etcd, Redis
  *   npm run bench:noisy-neighbour         another tenant's latency while one reads huge histories
+ *   npm run bench:cli-startup             the CLI's start-up against node -e 0
  *   npm run bench -- --duration 5         every benchmark, options passed through
  *
  * See bench/README.md.
@@ -25,6 +26,7 @@ const BENCHMARKS = [
   'config',
   'cluster',
   'noisy-neighbour',
+  'cli-startup',
 ] as const;
 
 const HELP = `Usage: node bench/run.ts [benchmark] [options]

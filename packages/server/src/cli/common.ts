@@ -2,17 +2,40 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Orchestra } from '@orchestra/sdk';
+import {
+  type DurationFormat,
+  durationUnitsText,
+  formatDuration,
+  parseDuration,
+} from '../platform/duration.ts';
 import { ADMIN_KEY_FILE } from '../version.ts';
+import { type OptionSpecs, print, UsageError } from './spec.ts';
 
-// What every CLI command shares: flags, the client, output and argument checks.
+// What the commands that talk to a server share: flags, the client, output and argument
+// checks.
 
-/** A usage mistake: printed with the command's help hint, exit code 2. */
-export class UsageError extends Error {}
+export { print, UsageError };
 
+/** The options of every command that talks to a server. */
 export const CLIENT_OPTIONS = {
-  url: { type: 'string' },
-  'api-key': { type: 'string' },
-  json: { type: 'boolean', default: false },
+  url: {
+    type: 'string',
+    value: 'URL[,URL…]',
+    description:
+      'Server URL, or the nodes of a cluster to fail over between (env ORCHESTRA_URL; default http://localhost:8080)',
+  },
+  'api-key': {
+    type: 'string',
+    value: 'KEY',
+    description:
+      'API key or JWT (env ORCHESTRA_API_KEY; default for a server on this machine: the admin-key file in ORCHESTRA_DATA_DIR or ./.orchestra, if present)',
+  },
+  json: { type: 'boolean', default: false, description: 'Print JSON instead of tables' },
+} as const satisfies OptionSpecs;
+
+/** For the commands not yet declared with a spec (config, services). */
+const LEGACY_OPTIONS = {
+  ...CLIENT_OPTIONS,
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -30,7 +53,7 @@ export function parse<
   try {
     return parseArgs({
       args,
-      options: { ...CLIENT_OPTIONS, ...options },
+      options: { ...LEGACY_OPTIONS, ...options },
       allowPositionals: true,
       strict: true,
     });
@@ -82,10 +105,6 @@ export function adminKeyFromDataDir(): string | undefined {
   }
 }
 
-export function print(json: boolean, value: unknown, human: () => string): void {
-  process.stdout.write(`${json ? JSON.stringify(value, null, 2) : human()}\n`);
-}
-
 /** The text of `file` (`-`: standard input) and its name for messages. */
 export function readText(file: string): { source: string; text: string } {
   const source = file === '-' ? 'standard input' : file;
@@ -121,6 +140,62 @@ export function countFlag(flag: string, text: string, max: number): number {
   }
   return Number(text);
 }
+
+/** The `--label KEY=VALUE` flags as an object. */
+export function labelFlags(flags: string[] | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const selector of flags ?? []) {
+    const at = selector.indexOf('=');
+    if (at < 1) throw new UsageError(`--label must be KEY=VALUE, got "${selector}"`);
+    labels[selector.slice(0, at)] = selector.slice(at + 1);
+  }
+  return labels;
+}
+
+/** A duration flag such as `--wait 30s`, in ms; `example` shows a valid one in messages. */
+export function durationFlag(
+  flag: string,
+  text: string,
+  format: DurationFormat,
+  example: string,
+): number {
+  const parsed = parseDuration(text, format);
+  if (parsed.ok) return parsed.ms;
+  if (parsed.reason === 'too_long') {
+    throw new UsageError(`${flag} must be at most ${formatDuration(parsed.maxMs, format)}`);
+  }
+  throw new UsageError(
+    `${flag} must be a number followed by ${durationUnitsText(format)} (like ${example}), got "${text}"`,
+  );
+}
+
+/** What a command's run gets, for the argument checks below. */
+interface Arguments {
+  positionals: string[];
+  path: string;
+}
+
+/** The one argument of a command such as `task get ID`; `noun` names it ("task id"). */
+export function oneArgument({ positionals, path }: Arguments, noun: string): string {
+  const value = positionals[0];
+  if (value === undefined) {
+    throw new UsageError(`${path} needs ${/^[aeiou]/.test(noun) ? 'an' : 'a'} ${noun}`);
+  }
+  if (positionals.length > 1) {
+    throw new UsageError(`${path} takes one ${noun}, got "${positionals.join(' ')}"`);
+  }
+  return value;
+}
+
+/** Refuses arguments to a command that takes none. */
+export function noArguments({ positionals, path }: Arguments): void {
+  if (positionals.length > 0) {
+    throw new UsageError(`${path} takes no arguments, got "${positionals.join(' ')}"`);
+  }
+}
+
+/** A value that may be missing, for a table cell. */
+export const dash = (v: string | null) => v ?? '-';
 
 /** A stream offset: 0 or more. */
 export function offsetFlag(flag: string, text: string): number {

@@ -18,8 +18,7 @@ import {
 } from '../tasks/task-stats.ts';
 import type { TemplateService } from '../templates/template-service.ts';
 
-/** The longest window `GET /v1/stats` summarizes, in minutes. */
-export const MAX_STATS_MINUTES = 60;
+export { MAX_STATS_MINUTES } from './window.ts';
 /** Finished tasks per minute whose timings feed the latency percentiles. */
 export const LATENCY_SAMPLES_PER_MINUTE = 200;
 

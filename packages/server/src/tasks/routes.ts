@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { type DurationFormat, durationPattern, parseDuration } from '../platform/duration.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
@@ -25,8 +26,16 @@ import type { TaskService } from './task-service.ts';
 /** Longest `?wait=`: long enough for sync calls, short enough for proxies and clients. */
 const MAX_WAIT_MS = 300_000;
 
+/** `?wait=`: `500ms`, `30s`, `2m`, or a bare number of milliseconds. */
+const WAIT: DurationFormat = {
+  units: ['ms', 's', 'm'],
+  maxDigits: 6,
+  bareUnit: 'ms',
+  maxMs: MAX_WAIT_MS,
+};
+
 const Wait = Type.String({
-  pattern: '^\\d{1,6}(ms|s|m)?$',
+  pattern: durationPattern(WAIT),
   description:
     'Wait up to this long for the task to end: `500ms`, `30s`, `2m` (a bare number is ms; at most 5 minutes).',
 });
@@ -34,16 +43,15 @@ const Wait = Type.String({
 /** Milliseconds of a `?wait=` value (already matched by `Wait`). */
 function waitMs(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
-  const match = /^(\d+)(ms|s|m)?$/.exec(value);
-  const amount = Number(match?.[1]);
-  const unit = match?.[2] ?? 'ms';
-  const ms = unit === 'm' ? amount * 60_000 : unit === 's' ? amount * 1000 : amount;
-  if (ms > MAX_WAIT_MS) {
-    throw new ApiError('VALIDATION_FAILED', 'querystring.wait: must be at most 5 minutes', {
-      details: { fields: [{ field: 'querystring.wait', message: 'must be at most 5 minutes' }] },
+  const parsed = parseDuration(value, WAIT);
+  if (!parsed.ok) {
+    const message =
+      parsed.reason === 'too_long' ? 'must be at most 5 minutes' : 'must be a duration like 30s';
+    throw new ApiError('VALIDATION_FAILED', `querystring.wait: ${message}`, {
+      details: { fields: [{ field: 'querystring.wait', message }] },
     });
   }
-  return ms;
+  return parsed.ms;
 }
 
 /** A batch item's error, its fields named within the batch (`body.tasks.<i>.…`). */
