@@ -51,7 +51,8 @@ function serverCode(files: string[], sdk: boolean): string[] {
       !file.startsWith('packages/server/src/cli/') &&
       file !== 'packages/server/bin/orchestra.js' &&
       !PURE_SERVER_FILES.has(file) &&
-      !(sdk && file.startsWith('packages/sdk/src/')),
+      // The SDK's sources under npm (the @orchestra/source condition), its build otherwise.
+      !(sdk && /^packages\/sdk\/(src|dist)\//.test(file)),
   );
 }
 
@@ -79,7 +80,9 @@ describe('what a client command loads', { concurrency: 4 }, () => {
     ]);
     assert.equal(code, 1, 'CONNECTION_FAILED: it ran as far as the request');
     assert.deepEqual(serverCode(files, true), []);
-    assert.ok(files.includes('packages/sdk/src/client.ts'));
+    assert.ok(
+      files.includes('packages/sdk/src/client.ts') || files.includes('packages/sdk/dist/client.js'),
+    );
   });
 
   for (const group of [
