@@ -617,6 +617,39 @@ describe('sessions, topics and services', () => {
     for (const context of contexts) await context.close();
   });
 
+  test('a system topic offers no publish form and says why; a user topic does', async () => {
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'system topic', steps: 1, delay_ms: 0 },
+    });
+    await fixture.client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+    await fixture.client.config.set('topics/check', true);
+    await fixture.client.topics.publish('chat.system-check', { text: 'hello' });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    for (const name of ['agents', `tasks.${task.id}`, 'config.default']) {
+      await page.goto(`${fixture.server.url}/topics/${encodeURIComponent(name)}`);
+      await page.getByRole('heading', { name: `Topic ${name}` }).waitFor({ timeout: WAIT_MS });
+      await page.getByText('Only Orchestra publishes on system topics').waitFor({
+        timeout: WAIT_MS,
+      });
+      assert.equal(await page.getByRole('form', { name: 'Publish' }).count(), 0, name);
+      assert.equal(await page.getByLabel('Message (JSON)').count(), 0, name);
+      // Still there to read: the task's own events.
+      if (name.startsWith('tasks.')) {
+        await page
+          .locator('.timeline li', { hasText: 'task.succeeded' })
+          .waitFor({ timeout: WAIT_MS });
+      }
+    }
+    await page.goto(`${fixture.server.url}/topics/${encodeURIComponent('chat.system-check')}`);
+    await page.getByRole('form', { name: 'Publish' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.getByText('Only Orchestra publishes on system topics').count(), 0);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
   test('services list their instances with health, and follow registrations live', async () => {
     const { client } = fixture;
     await client.services.register('search', 'search-1', { address: '127.0.0.1', port: 9200 });
