@@ -1100,6 +1100,79 @@ describe('layout', () => {
     await context.close();
   });
 
+  test('agents filter by status and capability, kept in the address', async () => {
+    const agentKey = await fixture.client.apiKeys.create({ name: 'translators', role: 'agent' });
+    const translator = (agentId: string) =>
+      new AgentWorker({
+        url: fixture.server.url,
+        apiKey: agentKey.secret,
+        agentId,
+        capabilities: ['translate'],
+        handleSignals: false,
+        handler: async () => null,
+      });
+    const gone = translator('translator-gone');
+    await gone.start();
+    await gone.stop();
+    const active = translator('translator-1');
+    await active.start();
+    // Stopped whatever happens: a running worker would keep the test process alive.
+    try {
+      const context = await browser.newContext();
+      const page = await signIn(context, fixture.server.url, fixture.adminKey);
+      const problems = watchProblems(page);
+      await page.getByRole('link', { name: 'Agents', exact: true }).click();
+      const table = page.getByRole('table', { name: 'Agents' });
+      const shown = async () =>
+        (await table.locator('tbody tr td:first-child a').allTextContents()).sort();
+      /** Waits until the table lists exactly `ids`. */
+      const waitForRows = async (ids: string[]) => {
+        await page.waitForFunction(
+          (want) =>
+            JSON.stringify(
+              [...document.querySelectorAll('table[aria-label="Agents"] tbody tr td:first-child a')]
+                .map((a) => a.textContent)
+                .sort(),
+            ) === JSON.stringify(want),
+          [...ids].sort(),
+          { timeout: WAIT_MS },
+        );
+      };
+      await table.locator('tr', { hasText: 'reporter-1' }).waitFor({ timeout: WAIT_MS });
+
+      await page.getByLabel('Capability').fill('translate');
+      await page.getByLabel('Capability').press('Enter');
+      await waitForRows(['translator-1', 'translator-gone']);
+      await page.getByLabel('Status').selectOption('online');
+      await waitForRows(['translator-1']);
+      assert.deepEqual(await shown(), ['translator-1']);
+      const address = new URL(page.url());
+      assert.equal(address.searchParams.get('status'), 'online');
+      assert.equal(address.searchParams.get('capability'), 'translate');
+
+      // The address opens the same view, and the list stays live under its filters.
+      await page.goto(`${fixture.server.url}/agents?status=offline&capability=translate`);
+      await waitForRows(['translator-gone']);
+      assert.equal(await page.getByLabel('Status').inputValue(), 'offline');
+      assert.equal(await page.getByLabel('Capability').inputValue(), 'translate');
+      await active.stop();
+      await waitForRows(['translator-1', 'translator-gone']);
+
+      await page.getByLabel('Capability').fill('nobody-offers-this');
+      await page.getByLabel('Capability').press('Enter');
+      await page.getByText('No agent matches these filters.').waitFor({ timeout: WAIT_MS });
+      await page.getByLabel('Status').selectOption('');
+      await page.getByLabel('Capability').fill('');
+      await page.getByLabel('Capability').press('Enter');
+      await table.locator('tr', { hasText: 'reporter-1' }).waitFor({ timeout: WAIT_MS });
+      assert.equal(new URL(page.url()).search, '');
+      assert.deepEqual(problems, []);
+      await context.close();
+    } finally {
+      await active.stop();
+    }
+  });
+
   test('the server answers console paths with the page and API paths with JSON errors', async () => {
     const html = await fetch(`${fixture.server.url}/tasks/whatever`, {
       headers: { accept: 'text/html' },
