@@ -1073,6 +1073,39 @@ describe('layout', () => {
     await context.close();
   });
 
+  test('on a 390 px screen the tasks table shows each task’s state', async () => {
+    const width = 390;
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'phone', steps: 1, delay_ms: 0 },
+    });
+    await fixture.client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+    const context = await browser.newContext({ viewport: { width, height: 844 } });
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Tasks', exact: true }).click();
+    const row = page.locator('table[aria-label="Tasks"] tbody tr', { hasText: task.id });
+    const badge = row.locator('.badge', { hasText: 'succeeded' });
+    await badge.waitFor({ timeout: WAIT_MS });
+    // Scrolled to vertically only: scrolling it into view would also scroll the table sideways.
+    await row.evaluate((element) => window.scrollBy(0, element.getBoundingClientRect().top - 100));
+    const box = await badge.boundingBox();
+    assert.ok(box, 'the state badge has a box');
+    assert.ok(
+      box.x >= 0 && box.x + box.width <= width,
+      `the badge spans ${box.x}…${box.x + box.width}px`,
+    );
+    // Not clipped by the table's own scrolling, nor covered: the badge is what is shown there.
+    const shown = await badge.evaluate((element) => {
+      const r = element.getBoundingClientRect();
+      const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+      return hit !== null && element.contains(hit);
+    });
+    assert.ok(shown, 'the state badge is visible where it is laid out');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
   test('agents are listed live with their status and load', async () => {
     const context = await browser.newContext();
     const page = await signIn(context, fixture.server.url, fixture.adminKey);

@@ -107,18 +107,19 @@ export function TasksPage() {
             ? 'No task matches these filters.'
             : 'No tasks yet. Submit one, or connect an agent and send tasks with the SDK or CLI.'
         }
-        columns={['Task', 'Template or capabilities', 'State', 'Attempt', 'Agent', 'Created']}
+        // The state comes right after the id, so that a phone shows both (the id wraps there).
+        columns={['Task', 'State', 'Template or capabilities', 'Attempt', 'Agent', 'Created']}
         row={(task: Task) => (
           <tr key={task.id}>
-            <td>
+            <td className="task-id">
               <Link to={`/tasks/${encodeURIComponent(task.id)}`}>
                 <code>{task.id}</code>
               </Link>
             </td>
-            <td>{taskSubject(task)}</td>
             <td>
               <Badge value={task.state} />
             </td>
+            <td>{taskSubject(task)}</td>
             <td>
               {task.attempt} / {task.max_attempts}
             </td>
