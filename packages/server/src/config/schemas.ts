@@ -113,3 +113,8 @@ export const PutSchemaBody = Type.Object(
   { schema: Type.Record(Type.String(), Type.Unknown(), { description: 'A JSON Schema.' }) },
   { additionalProperties: false },
 );
+
+export const ConfigEnvironmentSchema = Type.Object({
+  env: Type.String({ description: 'The environment’s name, as `env` takes it.' }),
+  keys: Type.Integer({ description: 'How many keys it holds now.' }),
+});
