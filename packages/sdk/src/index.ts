@@ -22,6 +22,7 @@ export {
   type ConfigChange,
   type ConfigDeleted,
   type ConfigDiff,
+  type ConfigEnvironment,
   type ConfigHistoryEntry,
   type ConfigItem,
   type ConfigPage,

@@ -74,7 +74,7 @@ Commands:
                         Manage sessions: tasks that run in order and share a history
   topics ls|publish|history|presence|rm|token
                         Realtime topics: publish, read history, see who is present
-  config get|put|rm|ls|watch|history|diff|revert
+  config get|put|rm|ls|envs|watch|history|diff|revert
                         Configuration: versioned keys per environment, live changes
   services ls|resolve   Service registry: registered instances and their health
   stats                 Agents by status, tasks by state, throughput and latency
