@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { AgentWorker, type Task } from '@orchestra/sdk';
+import { AgentWorker, Orchestra, type Task } from '@orchestra/sdk';
 import type { Browser, Page } from 'playwright-core';
 import {
   type ConsoleFixture,
@@ -503,6 +503,58 @@ describe('config', () => {
     assert.deepEqual([...watcherProblems, ...editorProblems], []);
     await watcherContext.close();
     await editorContext.close();
+  });
+
+  test('the environment field offers the environments that hold keys, with how many; a new name still works', async () => {
+    // A tenant of its own, so that the environments are exactly these.
+    const tenant = await fixture.client.tenants.create({ id: 'envs', name: 'Environments' });
+    const client = new Orchestra({ url: fixture.server.url, apiKey: tenant.admin_key.secret });
+    await client.config.set('app/name', 'blue app', { env: 'blue' });
+    await client.config.set('app/size', 3, { env: 'blue' });
+    await client.config.set('app/name', 'green app', { env: 'green' });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, tenant.admin_key.secret);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Config', exact: true }).click();
+
+    const offered = page.getByRole('navigation', { name: 'Environments with keys' });
+    await offered.getByRole('link', { name: 'green' }).waitFor({ timeout: WAIT_MS });
+    assert.deepEqual(
+      (await offered.getByRole('listitem').allTextContents()).map((t) => t.replace(/\s+/g, ' ')),
+      ['blue 2 keys', 'green 1 key'],
+    );
+    // The field suggests the same names (its datalist), with their key counts.
+    const suggested = await page
+      .locator('#config-env-options option')
+      .evaluateAll((options) =>
+        options.map((o) => [(o as HTMLOptionElement).value, (o as HTMLOptionElement).label]),
+      );
+    assert.deepEqual(suggested, [
+      ['blue', '2 keys'],
+      ['green', '1 key'],
+    ]);
+    assert.equal(
+      await page.getByLabel('Environment', { exact: true }).getAttribute('list'),
+      'config-env-options',
+    );
+
+    await offered.getByRole('link', { name: 'green' }).click();
+    await page.locator('[data-value-of="app/name"]', { hasText: 'green app' }).waitFor({
+      timeout: WAIT_MS,
+    });
+    assert.equal(new URL(page.url()).searchParams.get('env'), 'green');
+    assert.equal(
+      await offered.getByRole('link', { name: 'green' }).getAttribute('aria-current'),
+      'page',
+    );
+
+    // A name no key uses yet is still accepted, to start an environment.
+    await page.getByLabel('Environment', { exact: true }).fill('purple');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.getByText('No keys yet in purple.').waitFor({ timeout: WAIT_MS });
+    assert.equal(new URL(page.url()).searchParams.get('env'), 'purple');
+    assert.deepEqual(problems, []);
+    await context.close();
   });
 });
 
