@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { AgentWorker, type Task } from '@orchestra/sdk';
+import { AgentWorker, Orchestra, type Task } from '@orchestra/sdk';
 import type { Browser, Page } from 'playwright-core';
 import {
   type ConsoleFixture,
@@ -504,6 +504,58 @@ describe('config', () => {
     await watcherContext.close();
     await editorContext.close();
   });
+
+  test('the environment field offers the environments that hold keys, with how many; a new name still works', async () => {
+    // A tenant of its own, so that the environments are exactly these.
+    const tenant = await fixture.client.tenants.create({ id: 'envs', name: 'Environments' });
+    const client = new Orchestra({ url: fixture.server.url, apiKey: tenant.admin_key.secret });
+    await client.config.set('app/name', 'blue app', { env: 'blue' });
+    await client.config.set('app/size', 3, { env: 'blue' });
+    await client.config.set('app/name', 'green app', { env: 'green' });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, tenant.admin_key.secret);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Config', exact: true }).click();
+
+    const offered = page.getByRole('navigation', { name: 'Environments with keys' });
+    await offered.getByRole('link', { name: 'green' }).waitFor({ timeout: WAIT_MS });
+    assert.deepEqual(
+      (await offered.getByRole('listitem').allTextContents()).map((t) => t.replace(/\s+/g, ' ')),
+      ['blue 2 keys', 'green 1 key'],
+    );
+    // The field suggests the same names (its datalist), with their key counts.
+    const suggested = await page
+      .locator('#config-env-options option')
+      .evaluateAll((options) =>
+        options.map((o) => [(o as HTMLOptionElement).value, (o as HTMLOptionElement).label]),
+      );
+    assert.deepEqual(suggested, [
+      ['blue', '2 keys'],
+      ['green', '1 key'],
+    ]);
+    assert.equal(
+      await page.getByLabel('Environment', { exact: true }).getAttribute('list'),
+      'config-env-options',
+    );
+
+    await offered.getByRole('link', { name: 'green' }).click();
+    await page.locator('[data-value-of="app/name"]', { hasText: 'green app' }).waitFor({
+      timeout: WAIT_MS,
+    });
+    assert.equal(new URL(page.url()).searchParams.get('env'), 'green');
+    assert.equal(
+      await offered.getByRole('link', { name: 'green' }).getAttribute('aria-current'),
+      'page',
+    );
+
+    // A name no key uses yet is still accepted, to start an environment.
+    await page.getByLabel('Environment', { exact: true }).fill('purple');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.getByText('No keys yet in purple.').waitFor({ timeout: WAIT_MS });
+    assert.equal(new URL(page.url()).searchParams.get('env'), 'purple');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
 });
 
 describe('sessions, topics and services', () => {
@@ -615,6 +667,39 @@ describe('sessions, topics and services', () => {
     );
     assert.deepEqual(problems.flat(), []);
     for (const context of contexts) await context.close();
+  });
+
+  test('a system topic offers no publish form and says why; a user topic does', async () => {
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'system topic', steps: 1, delay_ms: 0 },
+    });
+    await fixture.client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+    await fixture.client.config.set('topics/check', true);
+    await fixture.client.topics.publish('chat.system-check', { text: 'hello' });
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    for (const name of ['agents', `tasks.${task.id}`, 'config.default']) {
+      await page.goto(`${fixture.server.url}/topics/${encodeURIComponent(name)}`);
+      await page.getByRole('heading', { name: `Topic ${name}` }).waitFor({ timeout: WAIT_MS });
+      await page.getByText('Only Orchestra publishes on system topics').waitFor({
+        timeout: WAIT_MS,
+      });
+      assert.equal(await page.getByRole('form', { name: 'Publish' }).count(), 0, name);
+      assert.equal(await page.getByLabel('Message (JSON)').count(), 0, name);
+      // Still there to read: the task's own events.
+      if (name.startsWith('tasks.')) {
+        await page
+          .locator('.timeline li', { hasText: 'task.succeeded' })
+          .waitFor({ timeout: WAIT_MS });
+      }
+    }
+    await page.goto(`${fixture.server.url}/topics/${encodeURIComponent('chat.system-check')}`);
+    await page.getByRole('form', { name: 'Publish' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.getByText('Only Orchestra publishes on system topics').count(), 0);
+    assert.deepEqual(problems, []);
+    await context.close();
   });
 
   test('services list their instances with health, and follow registrations live', async () => {
@@ -1040,6 +1125,39 @@ describe('layout', () => {
     await context.close();
   });
 
+  test('on a 390 px screen the tasks table shows each task’s state', async () => {
+    const width = 390;
+    const task = await fixture.client.tasks.create({
+      template: REPORT_TEMPLATE.name,
+      input: { title: 'phone', steps: 1, delay_ms: 0 },
+    });
+    await fixture.client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+    const context = await browser.newContext({ viewport: { width, height: 844 } });
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Tasks', exact: true }).click();
+    const row = page.locator('table[aria-label="Tasks"] tbody tr', { hasText: task.id });
+    const badge = row.locator('.badge', { hasText: 'succeeded' });
+    await badge.waitFor({ timeout: WAIT_MS });
+    // Scrolled to vertically only: scrolling it into view would also scroll the table sideways.
+    await row.evaluate((element) => window.scrollBy(0, element.getBoundingClientRect().top - 100));
+    const box = await badge.boundingBox();
+    assert.ok(box, 'the state badge has a box');
+    assert.ok(
+      box.x >= 0 && box.x + box.width <= width,
+      `the badge spans ${box.x}…${box.x + box.width}px`,
+    );
+    // Not clipped by the table's own scrolling, nor covered: the badge is what is shown there.
+    const shown = await badge.evaluate((element) => {
+      const r = element.getBoundingClientRect();
+      const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+      return hit !== null && element.contains(hit);
+    });
+    assert.ok(shown, 'the state badge is visible where it is laid out');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
   test('agents are listed live with their status and load', async () => {
     const context = await browser.newContext();
     const page = await signIn(context, fixture.server.url, fixture.adminKey);
@@ -1065,6 +1183,79 @@ describe('layout', () => {
     await lateRow.locator('.badge', { hasText: 'offline' }).waitFor({ timeout: WAIT_MS });
     assert.deepEqual(problems, []);
     await context.close();
+  });
+
+  test('agents filter by status and capability, kept in the address', async () => {
+    const agentKey = await fixture.client.apiKeys.create({ name: 'translators', role: 'agent' });
+    const translator = (agentId: string) =>
+      new AgentWorker({
+        url: fixture.server.url,
+        apiKey: agentKey.secret,
+        agentId,
+        capabilities: ['translate'],
+        handleSignals: false,
+        handler: async () => null,
+      });
+    const gone = translator('translator-gone');
+    await gone.start();
+    await gone.stop();
+    const active = translator('translator-1');
+    await active.start();
+    // Stopped whatever happens: a running worker would keep the test process alive.
+    try {
+      const context = await browser.newContext();
+      const page = await signIn(context, fixture.server.url, fixture.adminKey);
+      const problems = watchProblems(page);
+      await page.getByRole('link', { name: 'Agents', exact: true }).click();
+      const table = page.getByRole('table', { name: 'Agents' });
+      const shown = async () =>
+        (await table.locator('tbody tr td:first-child a').allTextContents()).sort();
+      /** Waits until the table lists exactly `ids`. */
+      const waitForRows = async (ids: string[]) => {
+        await page.waitForFunction(
+          (want) =>
+            JSON.stringify(
+              [...document.querySelectorAll('table[aria-label="Agents"] tbody tr td:first-child a')]
+                .map((a) => a.textContent)
+                .sort(),
+            ) === JSON.stringify(want),
+          [...ids].sort(),
+          { timeout: WAIT_MS },
+        );
+      };
+      await table.locator('tr', { hasText: 'reporter-1' }).waitFor({ timeout: WAIT_MS });
+
+      await page.getByLabel('Capability').fill('translate');
+      await page.getByLabel('Capability').press('Enter');
+      await waitForRows(['translator-1', 'translator-gone']);
+      await page.getByLabel('Status').selectOption('online');
+      await waitForRows(['translator-1']);
+      assert.deepEqual(await shown(), ['translator-1']);
+      const address = new URL(page.url());
+      assert.equal(address.searchParams.get('status'), 'online');
+      assert.equal(address.searchParams.get('capability'), 'translate');
+
+      // The address opens the same view, and the list stays live under its filters.
+      await page.goto(`${fixture.server.url}/agents?status=offline&capability=translate`);
+      await waitForRows(['translator-gone']);
+      assert.equal(await page.getByLabel('Status').inputValue(), 'offline');
+      assert.equal(await page.getByLabel('Capability').inputValue(), 'translate');
+      await active.stop();
+      await waitForRows(['translator-1', 'translator-gone']);
+
+      await page.getByLabel('Capability').fill('nobody-offers-this');
+      await page.getByLabel('Capability').press('Enter');
+      await page.getByText('No agent matches these filters.').waitFor({ timeout: WAIT_MS });
+      await page.getByLabel('Status').selectOption('');
+      await page.getByLabel('Capability').fill('');
+      await page.getByLabel('Capability').press('Enter');
+      await table.locator('tr', { hasText: 'reporter-1' }).waitFor({ timeout: WAIT_MS });
+      assert.equal(new URL(page.url()).search, '');
+      assert.deepEqual(problems, []);
+      await context.close();
+    } finally {
+      await active.stop();
+    }
   });
 
   test('the server answers console paths with the page and API paths with JSON errors', async () => {

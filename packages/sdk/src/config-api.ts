@@ -1,5 +1,6 @@
 import { backoffMs, isTransient, type Orchestra, sleep } from './client.ts';
 import { OrchestraError } from './errors.ts';
+import type { Page, PageOptions } from './types.ts';
 
 /** Who made a config change. */
 export interface ConfigActor {
@@ -34,6 +35,14 @@ export interface ConfigPage<T = unknown> {
   /** The revision every page of this listing shows. */
   revision: number;
   next_cursor: string | null;
+}
+
+/** An environment that holds keys. */
+export interface ConfigEnvironment {
+  /** Its name, as the `env` option takes it. */
+  env: string;
+  /** How many keys it holds now. */
+  keys: number;
 }
 
 export interface ConfigHistoryEntry<T = unknown> {
@@ -162,6 +171,16 @@ export class ConfigApi {
     } = {},
   ): Promise<ConfigPage<T>> {
     return this.#client.request('GET', '/v1/config', { query: { ...options } });
+  }
+
+  /**
+   * The environments that hold at least one key, with how many keys each, a page at a
+   * time (`limit` 1 to 200, default 50; pass `next_cursor` as `cursor` for the next). They
+   * come in the byte order of `<env>/`, so `prod-eu` before `prod`. An environment whose
+   * last key is deleted is no longer listed.
+   */
+  environments(options: PageOptions = {}): Promise<Page<ConfigEnvironment>> {
+    return this.#client.request('GET', '/v1/config-environments', { query: { ...options } });
   }
 
   /** Every key under `prefix`, all at one revision (that of the first page). */

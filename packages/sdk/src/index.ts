@@ -23,6 +23,7 @@ export {
   type ConfigChange,
   type ConfigDeleted,
   type ConfigDiff,
+  type ConfigEnvironment,
   type ConfigHistoryEntry,
   type ConfigItem,
   type ConfigPage,

@@ -187,6 +187,26 @@ describe('Orchestra client', () => {
     assert.equal(removed.limits.max_topics, 10_000);
   });
 
+  test('config.environments lists the environments that hold keys, with how many, page by page', async () => {
+    const tenant = await admin.tenants.create({ id: 'sdk-envs', name: 'SDK environments' });
+    const client = new Orchestra({ url: server.url, apiKey: tenant.admin_key.secret });
+    assert.deepEqual(await client.config.environments(), { items: [], next_cursor: null });
+    await client.config.set('app/name', 'a', { env: 'prod' });
+    await client.config.set('app/db/pool', { size: 5 }, { env: 'prod' });
+    await client.config.set('app/name', 'b', { env: 'dev' });
+    await client.config.set('app/name', 'c');
+    const first = await client.config.environments({ limit: 2 });
+    assert.deepEqual(first.items, [
+      { env: 'default', keys: 1 },
+      { env: 'dev', keys: 1 },
+    ]);
+    assert.ok(first.next_cursor);
+    const second = await client.config.environments({ limit: 2, cursor: first.next_cursor });
+    assert.deepEqual(second, { items: [{ env: 'prod', keys: 2 }], next_cursor: null });
+    const err = await rejection(() => client.config.environments({ cursor: 'not-a-cursor' }));
+    assert.equal(err.code, 'INVALID_CURSOR');
+  });
+
   test('a schema violation rejects with VALIDATION_FAILED naming the field', async () => {
     const client = new Orchestra({
       url: server.url,

@@ -11,6 +11,7 @@ import type { AgentPool } from './agents/pool.ts';
 import { agentRoutes } from './agents/routes.ts';
 import type { Bus } from './bus/bus.ts';
 import type { ConfigService } from './config/config-service.ts';
+import { configEnvironmentRoutes } from './config/environment-routes.ts';
 import { configRoutes } from './config/routes.ts';
 import { webConsole } from './gateway/console.ts';
 import type { IdentityService } from './gateway/identity-service.ts';
@@ -274,6 +275,7 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(sessionRoutes, { sessions: resources.sessions, shutdown: resources.shutdown });
   await app.register(statsRoutes, { stats: new StatsService(store, resources.templates) });
   await app.register(configRoutes, { config: resources.config, shutdown: resources.shutdown });
+  await app.register(configEnvironmentRoutes, { config: resources.config });
   await app.register(registryRoutes, {
     registry: resources.registry,
     kv: resources.kv,

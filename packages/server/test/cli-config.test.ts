@@ -204,6 +204,35 @@ test('services ls and resolve', async () => {
   assert.match(none.stderr, /SERVICE_NOT_FOUND|NO_HEALTHY_INSTANCE/);
 });
 
+test('envs lists the environments that hold keys, with how many, as table and JSON', async () => {
+  expectExit(await cli(['config', 'put', 'app/a', '1', '--env', 'cli-envs']), 0);
+  expectExit(await cli(['config', 'put', 'app/b', '2', '--env', 'cli-envs']), 0);
+  const listed = await cli(['config', 'envs']);
+  expectExit(listed, 0);
+  const rows = listed.stdout.trim().split('\n');
+  assert.match(rows[0] ?? '', /^ENV\s+KEYS$/);
+  const shown = rows.slice(1).map((r) => r.split(/\s+/));
+  assert.ok(
+    shown.some(([env, keys]) => env === 'cli-envs' && keys === '2'),
+    listed.stdout,
+  );
+  // The same as the API answers, in its order.
+  const all = (await api.config.environments({ limit: 200 })).items;
+  assert.deepEqual(
+    shown,
+    all.map((e) => [e.env, String(e.keys)]),
+  );
+  const json = jsonOf(await cli(['config', 'environments', '--json']));
+  assert.deepEqual(json, { items: all, more: false });
+  assert.ok(all.length > 1, JSON.stringify(all));
+  const capped = await cli(['config', 'envs', '--limit', '1']);
+  expectExit(capped, 0);
+  assert.equal(capped.stdout.trim().split('\n').length, 2);
+  assert.match(capped.stderr, /more environments follow: raise --limit/);
+  const help = await cli(['config', '--help']);
+  assert.match(help.stdout, /config envs \[--limit N\]/);
+});
+
 test('bad input exits 2 with a usage error, or 1 with the server’s code', async () => {
   const usage: [string[], RegExp][] = [
     [['config'], /config needs a subcommand/],
@@ -213,6 +242,8 @@ test('bad input exits 2 with a usage error, or 1 with the server’s code', asyn
     [['config', 'put', 'k', '1', '--if-version', 'x'], /--if-version/],
     [['config', 'put', 'k', '1', '--if-version', '1', '--if-absent'], /not both/],
     [['config', 'ls', '--limit', '0'], /--limit/],
+    [['config', 'envs', '--env', 'prod'], /takes no --env/],
+    [['config', 'envs', '--limit', '0'], /--limit/],
     [['config', 'watch', '--from-revision', '-1'], /--from-revision|ambiguous|argument/],
     [['config', 'diff', 'k'], /version to compare from/],
     [['config', 'frob'], /unknown config subcommand/],
@@ -239,5 +270,5 @@ test('bad input exits 2 with a usage error, or 1 with the server’s code', asyn
   expectExit(servicesHelp, 0);
   assert.match(servicesHelp.stdout, /services resolve NAME/);
   const global = await cli(['--help']);
-  assert.match(global.stdout, /config get\|put\|rm\|ls\|watch\|history\|diff\|revert/);
+  assert.match(global.stdout, /config get\|put\|rm\|ls\|envs\|watch\|history\|diff\|revert/);
 });

@@ -766,6 +766,86 @@ for (const variant of VARIANTS) {
       assert.equal((await server.call('GET', '/v1/config/iso/secret')).body.value, 'mine');
     });
 
+    test('environments: each that holds keys, with how many, page by page; bad paging refused; per tenant', async () => {
+      // A tenant of its own: its config starts empty whatever the tests above wrote.
+      const tenant = await server.call('POST', '/v1/tenants', {
+        body: { id: `envs-${variant}`, name: 'Environments' },
+      });
+      assert.equal(tenant.status, 201);
+      const admin = tenant.body.admin_key.secret as string;
+      type EnvPage = { items: { env: string; keys: number }[]; next_cursor: string | null };
+      const list = async (query = '', key = admin): Promise<EnvPage> => {
+        const response = await server.call('GET', `/v1/config-environments${query}`, { key });
+        assert.equal(response.status, 200, JSON.stringify(response.body));
+        return response.body;
+      };
+      assert.deepEqual(await list(), { items: [], next_cursor: null });
+      // Written more than once: a key counts once, its history not at all.
+      for (const [env, key] of [
+        ['default', 'app/name'],
+        ['default', 'app/name'],
+        ['default', 'app/db/pool'],
+        ['prod', 'app/name'],
+        ['prod', 'app/db/pool'],
+        ['prod', 'app/db/pool'],
+        ['prod', 'feature/x'],
+        ['prod-eu', 'app/name'],
+        ['staging', 'app/name'],
+      ] as const)
+        assert.ok((await put(key, { value: 1 }, { env, key: admin })).status < 300);
+      // `prod-eu` before `prod`: environments come in the byte order of `<env>/`.
+      const expected = [
+        { env: 'default', keys: 2 },
+        { env: 'prod-eu', keys: 1 },
+        { env: 'prod', keys: 3 },
+        { env: 'staging', keys: 1 },
+      ];
+      assert.deepEqual(await list(), { items: expected, next_cursor: null });
+      const pages: EnvPage['items'][] = [];
+      let cursor: string | null = null;
+      do {
+        const page = await list(`?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+        pages.push(page.items);
+        cursor = page.next_cursor;
+      } while (cursor !== null);
+      assert.deepEqual(pages, [expected.slice(0, 3), expected.slice(3)]);
+      // An environment goes with its last key.
+      const emptied = await server.call('DELETE', '/v1/config/app/name?env=staging', {
+        key: admin,
+      });
+      assert.equal(emptied.status, 200);
+      assert.deepEqual((await list()).items, expected.slice(0, 3));
+
+      for (const role of ['viewer', 'agent']) {
+        const created = await server.call('POST', '/v1/api-keys', {
+          body: { name: `${role}-envs`, role },
+          key: admin,
+        });
+        assert.deepEqual((await list('', created.body.secret)).items, expected.slice(0, 3), role);
+      }
+      expectError(
+        await server.call('GET', '/v1/config-environments', { key: null }),
+        401,
+        'UNAUTHENTICATED',
+      );
+      // The bootstrap tenant lists its own, none of these.
+      assert.ok(!(await list('', server.adminKey)).items.some((e) => e.env === 'prod-eu'));
+
+      for (const query of ['?limit=0', '?limit=201', '?env=prod']) {
+        expectError(
+          await server.call('GET', `/v1/config-environments${query}`, { key: admin }),
+          400,
+          'VALIDATION_FAILED',
+        );
+      }
+      const foreign = Buffer.from(JSON.stringify({ after: 'Not An Env!' })).toString('base64url');
+      expectError(
+        await server.call('GET', `/v1/config-environments?cursor=${foreign}`, { key: admin }),
+        400,
+        'INVALID_CURSOR',
+      );
+    });
+
     if (variant === 'etcd') {
       // Last in the suite: it stops etcd, and starts it again.
       test('etcd down: the node is degraded, config answers 503 with Retry-After, the rest works; all back with etcd', async () => {

@@ -258,6 +258,69 @@ for (const variant of VARIANTS) {
       await kv.txn('ten-b', { compare: [], ops: [{ type: 'delete', key: 'cnt/z' }] });
     });
 
+    test('folders: the names under a prefix with their key counts, in key order, paged, per tenant', async () => {
+      for (const key of [
+        'f/prod/a',
+        'f/prod/b/c',
+        'f/dev/x',
+        'f/prod-eu/y',
+        'f/loose',
+        'f/staging/z',
+        'f/_/1',
+        'fg/not-under/f',
+        'g/other/q',
+      ])
+        await put(kv, 'ten-a', key, '1');
+      await put(kv, 'ten-b', 'f/theirs/k', '1');
+      // `prod-eu/` sorts before `prod/` ('-' before '/'); `f/loose` is in no folder.
+      const expected = [
+        { name: '_', keys: 1 },
+        { name: 'dev', keys: 1 },
+        { name: 'prod-eu', keys: 1 },
+        { name: 'prod', keys: 2 },
+        { name: 'staging', keys: 1 },
+      ];
+      assert.deepEqual(await kv.folders('ten-a', { prefix: 'f/', limit: 100 }), {
+        folders: expected,
+        more: false,
+      });
+      const pages = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await kv.folders('ten-a', {
+          prefix: 'f/',
+          limit: 2,
+          ...(after !== undefined ? { after } : {}),
+        });
+        pages.push(page.folders.map((f) => f.name));
+        if (!page.more) break;
+        after = page.folders.at(-1)?.name;
+      }
+      assert.deepEqual(pages, [['_', 'dev'], ['prod-eu', 'prod'], ['staging']]);
+      assert.deepEqual(await kv.folders('ten-a', { prefix: 'f/prod/', limit: 10 }), {
+        folders: [{ name: 'b', keys: 1 }],
+        more: false,
+      });
+      assert.deepEqual(await kv.folders('ten-a', { prefix: 'nothing/', limit: 10 }), {
+        folders: [],
+        more: false,
+      });
+      // A folder goes with its last key; another tenant's folders are its own.
+      await kv.txn('ten-a', { compare: [], ops: [{ type: 'delete', key: 'f/dev/x' }] });
+      await kv.txn('ten-a', { compare: [], ops: [{ type: 'delete', key: 'f/prod/a' }] });
+      assert.deepEqual(
+        (await kv.folders('ten-a', { prefix: 'f/', limit: 100 })).folders,
+        expected
+          .filter((f) => f.name !== 'dev')
+          .map((f) => (f.name === 'prod' ? { ...f, keys: 1 } : f)),
+      );
+      assert.deepEqual(await kv.folders('ten-b', { prefix: 'f/', limit: 100 }), {
+        folders: [{ name: 'theirs', keys: 1 }],
+        more: false,
+      });
+      await kv.txn('ten-b', { compare: [], ops: [{ type: 'delete', key: 'f/theirs/k' }] });
+    });
+
     test('watch replays from a revision, then follows live, one batch per revision', async () => {
       const start = await put(kv, 'ten-a', 'w/1', 'one');
       await put(kv, 'ten-a', 'other/1', 'not watched');

@@ -20,6 +20,18 @@ export function navigate(to: string, options: { replace?: boolean } = {}): void 
   window.dispatchEvent(new Event(CHANGE));
 }
 
+/**
+ * Sets one query parameter of the current address (removes it when `value` is empty),
+ * replacing the history entry: list pages keep their filters in the address.
+ */
+export function setQueryParam(name: string, value: string): void {
+  const next = new URLSearchParams(window.location.search);
+  if (value) next.set(name, value);
+  else next.delete(name);
+  const search = next.toString();
+  navigate(`${window.location.pathname}${search ? `?${search}` : ''}`, { replace: true });
+}
+
 export function useLocation(): Location {
   const [location, setLocation] = useState(current);
   useEffect(() => {

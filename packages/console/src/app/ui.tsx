@@ -377,3 +377,29 @@ export function TextField(props: {
     </div>
   );
 }
+
+/** A labelled text filter of a list, applied when the field is left or on Enter. */
+export function FilterField(props: {
+  id: string;
+  label: string;
+  value: string;
+  placeholder: string;
+  maxLength?: number;
+  onApply: (value: string) => void;
+}) {
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <input
+        id={props.id}
+        defaultValue={props.value}
+        placeholder={props.placeholder}
+        maxLength={props.maxLength}
+        onBlur={(e) => props.onApply(e.target.value.trim())}
+        onKeyDown={(e) => {
+          if (e.key === 'Enter') props.onApply(e.currentTarget.value.trim());
+        }}
+      />
+    </div>
+  );
+}

@@ -1,5 +1,6 @@
 import type {
   ConfigDeleted,
+  ConfigEnvironment,
   ConfigHistoryEntry,
   ConfigItem,
   ResolveStrategy,
@@ -17,7 +18,7 @@ import {
 } from './common.ts';
 import { formatTable } from './table.ts';
 
-export const CONFIG_HELP = `Usage: orchestra config <get|put|rm|ls|watch|history|diff|revert> [options]
+export const CONFIG_HELP = `Usage: orchestra config <get|put|rm|ls|envs|watch|history|diff|revert> [options]
 
   config get KEY
       Prints the value of KEY (JSON); its version, revision and last change go to
@@ -32,6 +33,10 @@ export const CONFIG_HELP = `Usage: orchestra config <get|put|rm|ls|watch|history
   config ls [--prefix P] [--limit N] [--revision R]   (alias: list)
       Lists keys under a prefix (default 100, at most 10000), all at one revision;
       --revision lists them as they were then.
+  config envs [--limit N]   (alias: environments)
+      Lists the environments that hold at least one key, with how many keys each
+      (default 100, at most 10000). An environment exists through its keys: it is made by
+      the first put into it and gone with its last key.
   config watch [--prefix P] [--from-revision R] [--count N]
       Prints each change under a prefix as it happens (revision, type, key, value), after
       revision R when given; stops after N changes or on Ctrl-C. Reconnects by itself.
@@ -43,7 +48,8 @@ export const CONFIG_HELP = `Usage: orchestra config <get|put|rm|ls|watch|history
   config revert KEY VERSION [--if-version N] [--reason R]
       Writes what VERSION held as a new change (a delete, if VERSION was one).
 
-Every subcommand takes --env E (default: the server's ORCHESTRA_CONFIG_DEFAULT_ENV).
+Every subcommand but envs takes --env E (default: the server's
+ORCHESTRA_CONFIG_DEFAULT_ENV).
 Keys are paths such as app/db/pool. Reading needs any role; writing needs admin or
 operator. --json prints the API's JSON answer.
 
@@ -115,7 +121,7 @@ export async function configCommand(args: string[]): Promise<void> {
     process.stdout.write(`${CONFIG_HELP}\n`);
     if (!values.help) {
       throw new UsageError(
-        'config needs a subcommand: get, put, rm, ls, watch, history, diff or revert',
+        'config needs a subcommand: get, put, rm, ls, envs, watch, history, diff or revert',
       );
     }
     return;
@@ -242,6 +248,46 @@ export async function configCommand(args: string[]): Promise<void> {
       );
       return;
     }
+    case 'envs':
+    case 'environments': {
+      noMore(0);
+      if (values.env !== undefined || values.prefix !== undefined) {
+        throw new UsageError('config envs lists every environment: it takes no --env or --prefix');
+      }
+      const limit =
+        values.limit === undefined
+          ? DEFAULT_LIST_LIMIT
+          : countFlag('--limit', values.limit, MAX_LIST_LIMIT);
+      const items: ConfigEnvironment[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await api().environments({
+          limit: Math.min(PAGE, limit - items.length),
+          ...(cursor !== undefined ? { cursor } : {}),
+        });
+        items.push(...page.items);
+        cursor = page.next_cursor ?? undefined;
+      } while (cursor !== undefined && items.length < limit);
+      const more = cursor !== undefined;
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify({ items, more }, null, 2)}\n`);
+        return;
+      }
+      if (items.length === 0) {
+        process.stderr.write(
+          'No environment holds keys yet: config put KEY VALUE --env E makes one.\n',
+        );
+        return;
+      }
+      process.stdout.write(
+        `${formatTable(
+          ['ENV', 'KEYS'],
+          items.map((e) => [e.env, String(e.keys)]),
+        )}\n`,
+      );
+      if (more) process.stderr.write('more environments follow: raise --limit\n');
+      return;
+    }
     case 'watch': {
       noMore(0);
       const count =
@@ -332,7 +378,7 @@ export async function configCommand(args: string[]): Promise<void> {
     }
     default:
       throw new UsageError(
-        `unknown config subcommand "${sub}"; use get, put, rm, ls, watch, history, diff or revert`,
+        `unknown config subcommand "${sub}"; use get, put, rm, ls, envs, watch, history, diff or revert`,
       );
   }
 }

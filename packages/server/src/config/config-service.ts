@@ -51,6 +51,12 @@ export interface ConfigItem {
   lease: string | null;
 }
 
+/** An environment with keys in it. */
+export interface ConfigEnvironment {
+  env: string;
+  keys: number;
+}
+
 export interface DeletedItem {
   key: string;
   env: string;
@@ -215,6 +221,23 @@ export class ConfigService {
       if (err instanceof KvCompactedError) throw compacted(err, query.revision ?? 0);
       throw err;
     }
+  }
+
+  /**
+   * The environments that hold at least one key, with how many keys each holds, in the
+   * order of their keys (`prod-eu` before `prod`), after `after`, at most `limit`. An
+   * environment exists only through its keys: the last one deleted, it is gone.
+   */
+  async environments(
+    tenantId: string,
+    query: { after?: string; limit: number },
+  ): Promise<{ items: ConfigEnvironment[]; more: boolean }> {
+    const page = await this.kv.folders(tenantId, {
+      prefix: VALUE_PREFIX,
+      limit: query.limit,
+      ...(query.after !== undefined ? { after: query.after } : {}),
+    });
+    return { items: page.folders.map((f) => ({ env: f.name, keys: f.keys })), more: page.more };
   }
 
   /** Puts a value: create or update; `ifMatch` (a version) or `ifNoneMatch` (create only) guard it. */

@@ -29,7 +29,7 @@ import {
 } from './schemas.ts';
 
 /** Agents read the configuration they run with; only operators and admins change it. */
-const CONFIG_READ_ROLES: readonly Role[] = [...READ_ROLES, 'agent'];
+export const CONFIG_READ_ROLES: readonly Role[] = [...READ_ROLES, 'agent'];
 
 const EnvQuery = Type.Optional(
   Type.String({

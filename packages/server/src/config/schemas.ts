@@ -140,3 +140,8 @@ export const WatchEventSchema = Type.Union(
   ],
   { $id: 'ConfigWatchEvent' },
 );
+
+export const ConfigEnvironmentSchema = Type.Object({
+  env: Type.String({ description: 'The environment’s name, as `env` takes it.' }),
+  keys: Type.Integer({ description: 'How many keys it holds now.' }),
+});

@@ -11,10 +11,13 @@ import { newId } from '../platform/ids.ts';
 import { type Job, Jobs } from '../platform/jobs.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
+import { scanFolders } from './folders.ts';
 import {
   type KvChangeBatch,
   KvCompactedError,
   type KvEntry,
+  type KvFolderPage,
+  type KvFoldersQuery,
   type KvLease,
   KvLeaseNotFoundError,
   type KvPage,
@@ -91,6 +94,17 @@ function changesOf(event: StreamEvent): KvChangeBatch {
 }
 
 const inPrefix = (key: string, prefix: string) => key.startsWith(prefix);
+
+/**
+ * The least key above every key that starts with `prefix`, so that a prefix read is an
+ * index range rather than a scan of the tenant's keys; undefined when there is none to
+ * give (an empty prefix, or one ending in a character that cannot be incremented simply).
+ */
+function prefixEnd(prefix: string): string | undefined {
+  const last = prefix.charCodeAt(prefix.length - 1);
+  if (Number.isNaN(last) || last >= 0xd7ff) return undefined;
+  return prefix.slice(0, -1) + String.fromCharCode(last + 1);
+}
 
 /** A compare did not hold: the transaction is rolled back and reported as not succeeded. */
 class CompareFailed extends Error {}
@@ -186,14 +200,41 @@ export class EmbeddedKv implements KvStore {
   }
 
   async count(tenantId: string, prefix: string): Promise<number> {
+    const end = prefixEnd(prefix);
     const row = await this.#store.db
       .selectFrom('kv_entries')
       .select((eb) => eb.fn.countAll<number | string>().as('n'))
       .where('tenant_id', '=', tenantId)
-      // An exact prefix in every collation, which a range on `key` is not.
+      // An exact prefix in every collation, which a range on `key` is not; the range is
+      // there for the index.
+      .where('key', '>=', prefix)
+      .$if(end !== undefined, (q) => q.where('key', '<', end as string))
       .where(sql<string>`substr(${sql.ref('key')}, 1, ${prefix.length})`, '=', prefix)
       .executeTakeFirstOrThrow();
     return Number(row.n);
+  }
+
+  async folders(tenantId: string, query: KvFoldersQuery): Promise<KvFolderPage> {
+    const { prefix } = query;
+    const end = prefixEnd(prefix);
+    return scanFolders(query, {
+      firstFolderKey: async (from) => {
+        const row = await this.#store.db
+          .selectFrom('kv_entries')
+          .select('key')
+          .where('tenant_id', '=', tenantId)
+          .where('key', '>=', from)
+          .$if(end !== undefined, (q) => q.where('key', '<', end as string))
+          .where(sql<string>`substr(${sql.ref('key')}, 1, ${prefix.length})`, '=', prefix)
+          // Keys in no folder are passed over here, not read one by one.
+          .where(sql<string>`substr(${sql.ref('key')}, ${prefix.length + 1})`, 'like', '%/%')
+          .orderBy('key')
+          .limit(1)
+          .executeTakeFirst();
+        return row?.key;
+      },
+      count: (folder) => this.count(tenantId, folder),
+    });
   }
 
   async revision(tenantId: string): Promise<number> {

@@ -17,12 +17,15 @@ import {
   isRecoverableError,
   type Watcher,
 } from 'etcd3';
+import { scanFolders } from './folders.ts';
 import {
   type KvChange,
   type KvChangeBatch,
   KvCompactedError,
   type KvCompare,
   type KvEntry,
+  type KvFolderPage,
+  type KvFoldersQuery,
   type KvLease,
   KvLeaseNotFoundError,
   type KvOp,
@@ -223,6 +226,28 @@ export class EtcdKv implements KvStore {
       this.#client.kv.range({ key, range_end: rangeEnd(key), count_only: true }),
     );
     return Number(res.count);
+  }
+
+  async folders(tenantId: string, query: KvFoldersQuery): Promise<KvFolderPage> {
+    const tenantPrefix = this.#keyPrefix(tenantId);
+    const end = rangeEnd(Buffer.from(tenantPrefix + query.prefix));
+    return scanFolders(query, {
+      firstFolderKey: async (from) => {
+        let start = Buffer.from(tenantPrefix + from);
+        for (;;) {
+          const res = await this.#call(() =>
+            this.#client.kv.range({ key: start, range_end: end, limit: 1, keys_only: true }),
+          );
+          const found = res.kvs[0];
+          if (found === undefined) return undefined;
+          const key = found.key.toString().slice(tenantPrefix.length);
+          if (key.slice(query.prefix.length).includes('/')) return key;
+          // A key in no folder: etcd cannot filter it out, so step over it.
+          start = Buffer.concat([found.key, Buffer.from([0])]);
+        }
+      },
+      count: (folder) => this.count(tenantId, folder),
+    });
   }
 
   async txn(tenantId: string, txn: KvTxn): Promise<KvTxnResult> {

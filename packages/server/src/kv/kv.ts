@@ -24,6 +24,15 @@ export interface KvStore {
   /** How many keys start with `prefix` now. */
   count(tenantId: string, prefix: string): Promise<number>;
   /**
+   * The folders under `prefix` now, with how many keys each holds: a folder is the text
+   * between `prefix` and the next `/` of a key (`env` of `c/env/a/b` under `c/`), and holds
+   * the keys that start with `<prefix><name>/`. Keys with no `/` after `prefix` are in no
+   * folder. Folders come in key order (the byte order of `<name>/`, so `a-b` before `a`),
+   * after the folder `after` when given, at most `limit`. The reads grow with the folders
+   * listed, not with the keys inside them (etcd also reads each key that is in no folder).
+   */
+  folders(tenantId: string, query: KvFoldersQuery): Promise<KvFolderPage>;
+  /**
    * Applies `ops` atomically if every compare holds. One revision for the whole
    * transaction; changes to the same key in one transaction are refused.
    */
@@ -81,6 +90,25 @@ export interface KvPage {
   /** The revision the page shows. */
   revision: number;
   /** More keys follow the last one. */
+  more: boolean;
+}
+
+export interface KvFoldersQuery {
+  prefix: string;
+  /** A folder name: the page starts with the folder after it. */
+  after?: string;
+  limit: number;
+}
+
+export interface KvFolder {
+  name: string;
+  /** How many keys start with `<prefix><name>/`. */
+  keys: number;
+}
+
+export interface KvFolderPage {
+  folders: KvFolder[];
+  /** More folders follow the last one. */
   more: boolean;
 }
 

@@ -1,15 +1,17 @@
-import type { Agent } from '@orchestra/sdk';
+import type { Agent, AgentStatus } from '@orchestra/sdk';
 import { useState } from 'react';
 import { useTopic } from '../live.ts';
-import { Link, navigate } from '../router.tsx';
+import { Link, navigate, setQueryParam, useLocation } from '../router.tsx';
 import { describeError, useSession } from '../session.tsx';
 import {
   Alert,
   Badge,
   ConfirmButton,
+  FilterField,
   NotLoaded,
   PagedTable,
   PageHeader,
+  SelectField,
   Time,
   useAsync,
   usePager,
@@ -24,29 +26,70 @@ function load(agent: Agent): string {
   return parts.join(' · ');
 }
 
+/** Every agent status, in the order of the filter (the record makes the list complete). */
+const STATUSES = Object.keys({
+  online: true,
+  busy: true,
+  draining: true,
+  offline: true,
+  error: true,
+} satisfies Record<AgentStatus, true>) as AgentStatus[];
+
 export function AgentsPage() {
   const { client, topics } = useSession();
-  const pager = usePager('');
+  const { query } = useLocation();
+  const status = STATUSES.find((s) => s === query.get('status')) ?? '';
+  const capability = query.get('capability') ?? '';
+  const pager = usePager(`${status}|${capability}`);
   const agents = useAsync(
-    () => client.agents.list({ limit: 50, ...(pager.cursor ? { cursor: pager.cursor } : {}) }),
-    [client, pager.cursor],
+    () =>
+      client.agents.list({
+        limit: 50,
+        ...(pager.cursor ? { cursor: pager.cursor } : {}),
+        ...(status ? { status } : {}),
+        ...(capability ? { capability } : {}),
+      }),
+    [client, pager.cursor, status, capability],
   );
   // Status changes arrive on `agents`; load and in-flight counts change with tasks.
   const reload = useThrottled(agents.reload, 500);
   useTopic(topics, 'agents', reload, reload);
   useTopic(topics, 'tasks.*', reload);
+
   return (
     <>
       <PageHeader title="Agents" />
+      {/* Filters live in the address, as on the tasks page: a filtered list can be linked to. */}
+      <form className="filters" aria-label="Filter agents" onSubmit={(e) => e.preventDefault()}>
+        <SelectField<AgentStatus | ''>
+          id="filter-status"
+          label="Status"
+          value={status}
+          options={[{ value: '', label: 'Any' }, ...STATUSES.map((s) => ({ value: s, label: s }))]}
+          onChange={(value) => setQueryParam('status', value)}
+        />
+        <FilterField
+          id="filter-capability"
+          label="Capability"
+          value={capability}
+          placeholder="reports"
+          maxLength={100}
+          onApply={(value) => setQueryParam('capability', value)}
+        />
+      </form>
       <PagedTable
         result={agents}
         pager={pager}
         what="agents"
         empty={
-          <>
-            No agent has connected yet. Start one with the SDK's <code>AgentWorker</code> (see the
-            README) and it appears here.
-          </>
+          status || capability ? (
+            'No agent matches these filters.'
+          ) : (
+            <>
+              No agent has connected yet. Start one with the SDK's <code>AgentWorker</code> (see the
+              README) and it appears here.
+            </>
+          )
         }
         columns={['Agent', 'Status', 'Capabilities', 'Load', 'Last heartbeat']}
         row={(agent: Agent) => (

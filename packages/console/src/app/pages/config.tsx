@@ -3,7 +3,7 @@ import { type FormEvent, useEffect, useMemo, useRef, useState } from 'react';
 import { Diff } from '../diff.tsx';
 import { Link, navigate, useLocation } from '../router.tsx';
 import { describeError, useSession } from '../session.tsx';
-import { Alert, Empty, ErrorBox, Loading, PageHeader, Time } from '../ui.tsx';
+import { Alert, Empty, ErrorBox, Loading, PageHeader, Time, useAsync } from '../ui.tsx';
 
 // The config center: keys as a tree by prefix, per environment, kept current by a watch;
 // a key's page edits with compare-and-set, and shows history, diffs and reverts.
@@ -18,6 +18,8 @@ function preview(value: unknown): string {
   const text = JSON.stringify(value) ?? 'undefined';
   return text.length > 80 ? `${text.slice(0, 79)}…` : text;
 }
+
+const keyCount = (n: number) => `${n} key${n === 1 ? '' : 's'}`;
 
 /** Keys and state of a watched prefix: a snapshot, then every change as it happens. */
 function useLiveConfig(env: string, prefix: string) {
@@ -153,12 +155,20 @@ function Tree(props: { node: TreeNode; path: string; env: string; changed: Set<s
   );
 }
 
+/** Environments offered for the environment field: the first page, which is plenty to pick from. */
+const ENVIRONMENTS_SHOWN = 200;
+
 export function ConfigPage() {
-  const { canWrite } = useSession();
+  const { client, canWrite } = useSession();
   const { query } = useLocation();
   const env = query.get('env') ?? '';
   const prefix = query.get('prefix') ?? '';
   const live = useLiveConfig(env, prefix);
+  // Read again when the shown environment gains its first key or loses its last one.
+  const environments = useAsync(
+    () => client.config.environments({ limit: ENVIRONMENTS_SHOWN }),
+    [client, env, live.items.size === 0],
+  );
   const tree = useMemo(() => buildTree(live.items.values(), prefix), [live.items, prefix]);
   const [newKey, setNewKey] = useState('');
   const apply = (event: FormEvent<HTMLFormElement>) => {
@@ -184,7 +194,20 @@ export function ConfigPage() {
       >
         <div className="field">
           <label htmlFor="config-env">Environment</label>
-          <input id="config-env" name="env" defaultValue={env} placeholder="server default" />
+          {/* The environments with keys are offered; any other name may still be typed. */}
+          <input
+            id="config-env"
+            name="env"
+            list="config-env-options"
+            defaultValue={env}
+            placeholder="server default"
+            autoComplete="off"
+          />
+          <datalist id="config-env-options">
+            {environments.data?.items.map((e) => (
+              <option key={e.env} value={e.env} label={keyCount(e.keys)} />
+            ))}
+          </datalist>
         </div>
         <div className="field">
           <label htmlFor="config-prefix">Prefix</label>
@@ -194,6 +217,27 @@ export function ConfigPage() {
           <button type="submit">Show</button>
         </div>
       </form>
+      {environments.data !== undefined && environments.data.items.length > 0 && (
+        <nav className="env-list" aria-label="Environments with keys">
+          <span className="muted">Environments with keys:</span>
+          <ul className="env-items">
+            {environments.data.items.map((e) => (
+              <li key={e.env}>
+                <Link
+                  to={configUrl('/config', { env: e.env, prefix })}
+                  aria-current={e.env === env ? 'page' : undefined}
+                >
+                  {e.env}
+                </Link>{' '}
+                <span className="muted">{keyCount(e.keys)}</span>
+              </li>
+            ))}
+          </ul>
+          {environments.data.next_cursor !== null && (
+            <span className="muted">and more: type a name</span>
+          )}
+        </nav>
+      )}
       {canWrite && (
         <form
           className="filters"
@@ -229,7 +273,7 @@ export function ConfigPage() {
       ) : (
         <section className="panel" aria-label="Keys">
           <p className="muted">
-            {live.items.size} key{live.items.size === 1 ? '' : 's'}
+            {keyCount(live.items.size)}
             {shownEnv ? ` in ${shownEnv}` : ''}
             {prefix ? ` under ${prefix}` : ''}; changes appear as they happen.
           </p>

@@ -1,8 +1,17 @@
 import { TASK_STATES, type Task, type TaskState } from '@orchestra/sdk';
 import { useTopic } from '../live.ts';
-import { Link, navigate, useLocation } from '../router.tsx';
+import { Link, setQueryParam, useLocation } from '../router.tsx';
 import { useSession } from '../session.tsx';
-import { Badge, PagedTable, PageHeader, Time, useAsync, usePager, useThrottled } from '../ui.tsx';
+import {
+  Badge,
+  FilterField,
+  PagedTable,
+  PageHeader,
+  Time,
+  useAsync,
+  usePager,
+  useThrottled,
+} from '../ui.tsx';
 
 const PAGE_SIZE = 25;
 
@@ -37,14 +46,6 @@ export function TasksPage() {
   const reload = useThrottled(tasks.reload, 500);
   useTopic(topics, 'tasks.*', reload, reload);
 
-  const setFilter = (name: string, value: string) => {
-    const next = new URLSearchParams(query);
-    if (value) next.set(name, value);
-    else next.delete(name);
-    const search = next.toString();
-    navigate(`/tasks${search ? `?${search}` : ''}`, { replace: true });
-  };
-
   return (
     <>
       <PageHeader title="Tasks">
@@ -60,7 +61,7 @@ export function TasksPage() {
           <select
             id="filter-state"
             value={state}
-            onChange={(e) => setFilter('state', e.target.value)}
+            onChange={(e) => setQueryParam('state', e.target.value)}
           >
             <option value="">Any</option>
             {TASK_STATES.map((s) => (
@@ -70,18 +71,13 @@ export function TasksPage() {
             ))}
           </select>
         </div>
-        <div className="field">
-          <label htmlFor="filter-template">Template</label>
-          <input
-            id="filter-template"
-            defaultValue={template}
-            placeholder="name or id"
-            onBlur={(e) => setFilter('template', e.target.value.trim())}
-            onKeyDown={(e) => {
-              if (e.key === 'Enter') setFilter('template', e.currentTarget.value.trim());
-            }}
-          />
-        </div>
+        <FilterField
+          id="filter-template"
+          label="Template"
+          value={template}
+          placeholder="name or id"
+          onApply={(value) => setQueryParam('template', value)}
+        />
         {(
           [
             ['session', 'Session', session],
@@ -94,7 +90,7 @@ export function TasksPage() {
                 <span className="label">{label}</span>
                 <span>
                   <code>{value}</code>{' '}
-                  <button type="button" className="link" onClick={() => setFilter(name, '')}>
+                  <button type="button" className="link" onClick={() => setQueryParam(name, '')}>
                     clear
                   </button>
                 </span>
@@ -111,18 +107,19 @@ export function TasksPage() {
             ? 'No task matches these filters.'
             : 'No tasks yet. Submit one, or connect an agent and send tasks with the SDK or CLI.'
         }
-        columns={['Task', 'Template or capabilities', 'State', 'Attempt', 'Agent', 'Created']}
+        // The state comes right after the id, so that a phone shows both (the id wraps there).
+        columns={['Task', 'State', 'Template or capabilities', 'Attempt', 'Agent', 'Created']}
         row={(task: Task) => (
           <tr key={task.id}>
-            <td>
+            <td className="task-id">
               <Link to={`/tasks/${encodeURIComponent(task.id)}`}>
                 <code>{task.id}</code>
               </Link>
             </td>
-            <td>{taskSubject(task)}</td>
             <td>
               <Badge value={task.state} />
             </td>
+            <td>{taskSubject(task)}</td>
             <td>
               {task.attempt} / {task.max_attempts}
             </td>

@@ -16,7 +16,10 @@ import {
 
 /** Messages kept on screen while tailing; older ones scroll out. */
 const TAIL = 200;
-/** First segments the server publishes under (docs/protocol.md): not deletable. */
+/**
+ * First segments the server publishes under (docs/protocol.md, realtime/topics.ts): clients
+ * may read these topics but neither publish on them nor delete them.
+ */
 const SYSTEM_TOPIC = /^(tasks|sessions|agents|config|services|registry|instances|system)(\.|$)/;
 
 export function TopicsPage() {
@@ -65,9 +68,13 @@ export function TopicsPage() {
   );
 }
 
-/** The last messages of a topic, then every new one as it is published; and a publish form. */
+/**
+ * The last messages of a topic, then every new one as it is published; and a publish form
+ * on user topics (the server refuses clients' messages on system topics).
+ */
 export function TopicTailPage({ name }: { name: string }) {
   const { client, topics, canWrite } = useSession();
+  const system = SYSTEM_TOPIC.test(name);
   const [messages, setMessages] = useState<TopicMessage[]>([]);
   const [error, setError] = useState<unknown>();
   const [generation, setGeneration] = useState(0);
@@ -135,7 +142,7 @@ export function TopicTailPage({ name }: { name: string }) {
   return (
     <>
       <PageHeader title={`Topic ${name}`}>
-        {canWrite && !SYSTEM_TOPIC.test(name) && (
+        {canWrite && !system && (
           <ConfirmButton
             label="Delete"
             confirmLabel="Delete it and its history"
@@ -149,7 +156,13 @@ export function TopicTailPage({ name }: { name: string }) {
       {error !== undefined && (
         <ErrorBox error={error} onRetry={() => setGeneration((g) => g + 1)} />
       )}
-      {canWrite && (
+      {system && (
+        <p className="muted">
+          Only Orchestra publishes on system topics (tasks, sessions, agents, config, services…):
+          you can follow this one here, not publish on it.
+        </p>
+      )}
+      {canWrite && !system && (
         <form className="panel form" onSubmit={publish} aria-label="Publish" noValidate>
           <div className="field">
             <label htmlFor="publish-data">Message (JSON)</label>
