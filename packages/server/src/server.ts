@@ -282,6 +282,7 @@ export async function startServer(
         ofSession: (tenantId, sessionId) => tasks.ofSession(tenantId, sessionId),
         unfinishedInSession: (trx, tenantId, sessionId) =>
           tasks.unfinishedInSession(trx, tenantId, sessionId),
+        deleteEvents: (trx, tenantId, taskIds) => tasks.deleteEvents(trx, tenantId, taskIds),
       },
       limits,
     });
@@ -366,7 +367,7 @@ export async function startServer(
       kv,
       events,
       store,
-      nodes,
+      claim: (key) => registryOfNodes.claim(key),
       log,
       tenants: tenantIds,
       routes: [configRelayRoute, serviceRelayRoute],

@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { cycles, moduleGraph } from '../scripts/check-modules.ts';
 
 // Issue 19, module contract: no module runs SQL on a table that another module owns; it
 // calls the owner's interface instead. A module owns the tables its `tables.ts` declares
@@ -104,4 +105,34 @@ test('the check sees a deliberate violation, in a builder and in SQL text', () =
   assert.deepEqual([...tablesUsed(template, known)], ['agents']);
   // Prose that names a table is not SQL.
   assert.deepEqual([...tablesUsed("log.info('forgot agents from tasks')", known)], []);
+});
+
+test('module folders import each other in no cycle, and the check that npm run lint runs sees one', () => {
+  const files = new Map<string, string>();
+  for (const file of sourceFiles(SRC)) {
+    files.set(relative(SRC, file).split('\\').join('/'), readFileSync(file, 'utf8'));
+  }
+  const graph = moduleGraph(files);
+  // The graph is real: tasks use sessions' types, sessions do not import tasks.
+  assert.ok(graph.get('tasks')?.has('sessions'));
+  assert.equal(graph.get('sessions')?.has('tasks'), false);
+  assert.deepEqual(cycles(graph), []);
+
+  // A deliberate cycle, two modules deep and three: both are reported, each once.
+  const fixture = new Map([
+    ['config/a.ts', "import { x } from '../realtime/b.ts';"],
+    ['realtime/b.ts', "import type { y } from '../config/c.ts';"],
+    ['kv/d.ts', "import { z } from '../registry/e.ts';"],
+    ['registry/e.ts', "export { w } from '../events/f.ts';"],
+    ['events/f.ts', "const g = await import('../kv/d.ts');"],
+    ['store/database.ts', "import type { T } from '../config/t.ts';"],
+    ['config/t.ts', "import { s } from '../store/store.ts';"],
+  ]);
+  assert.deepEqual(cycles(moduleGraph(fixture)), [
+    ['config', 'realtime', 'config'],
+    ['events', 'kv', 'registry', 'events'],
+  ]);
+  const lint = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'))
+    .scripts.lint as string;
+  assert.match(lint, /check-modules\.ts/);
 });

@@ -1,4 +1,7 @@
 import { invalidField } from '../platform/envelope.ts';
+import { ENV_PATTERN } from '../platform/names.ts';
+
+export { ENV_PATTERN };
 
 /**
  * Config keys are paths of segments, `client/flushInterval`, written with or without a
@@ -11,7 +14,6 @@ const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 export const KEY_MAX_LENGTH = 512;
 export const KEY_MAX_SEGMENTS = 32;
 export const RESERVED_LAST_SEGMENTS = new Set(['history', 'diff', 'revert']);
-export const ENV_PATTERN = '^[a-z0-9][a-z0-9_-]{0,31}$';
 const ENV = new RegExp(ENV_PATTERN);
 
 /** The key in canonical form (no leading or trailing slash), or a 400 naming `field`. */

@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
-import type { NodeRegistry } from '../registry/nodes.ts';
 import type { RelationalStore } from '../store/store.ts';
 import { type KvChangeBatch, KvCompactedError, type KvStore } from './kv.ts';
 
@@ -45,7 +44,7 @@ export class KvTopicRelay {
   readonly #kv: KvStore;
   readonly #events: EventLog;
   readonly #store: RelationalStore;
-  readonly #nodes: NodeRegistry;
+  readonly #claim: (key: string) => Promise<boolean>;
   readonly #routes: RelayRoute[];
   readonly #tenants: () => Promise<string[]>;
   readonly #log: Logger;
@@ -57,7 +56,8 @@ export class KvTopicRelay {
     kv: KvStore;
     events: EventLog;
     store: RelationalStore;
-    nodes: NodeRegistry;
+    /** Claims the relay's leader key for this node (the registry's node claims). */
+    claim: (key: string) => Promise<boolean>;
     routes: RelayRoute[];
     tenants: () => Promise<string[]>;
     log: Logger;
@@ -66,7 +66,7 @@ export class KvTopicRelay {
     this.#kv = deps.kv;
     this.#events = deps.events;
     this.#store = deps.store;
-    this.#nodes = deps.nodes;
+    this.#claim = deps.claim;
     this.#routes = deps.routes;
     this.#tenants = deps.tenants;
     this.#log = deps.log;
@@ -77,7 +77,7 @@ export class KvTopicRelay {
       run: () => this.#tick(),
       leader: {
         key: LEADER_KEY,
-        claim: (key) => this.#nodes.claim(key),
+        claim: this.#claim,
         role: 'relays config and registry changes to topics',
         onLost: () => this.#stopFollowers(),
       },

@@ -1,6 +1,5 @@
-import { ENV_PATTERN } from '../config/keys.ts';
 import { ApiError } from '../platform/errors.ts';
-import { SERVICE_NAME_PATTERN } from '../registry/names.ts';
+import { ENV_PATTERN, SERVICE_NAME_PATTERN } from '../platform/names.ts';
 
 /**
  * Topic names, patterns and where each topic's history lives in the event log.

@@ -8,14 +8,16 @@ import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import { countRows, type RelationalStore } from '../store/store.ts';
-import { sessionStream, taskStream } from '../tasks/stream.ts';
 import type { CreateSession, Session } from './schemas.ts';
+import { sessionStream } from './streams.ts';
 import type { MultitaskStrategy, SessionsTable } from './tables.ts';
 
 /** What the sessions module needs to know about tasks (from the tasks module). */
 export interface SessionTasks {
   /** Ids of all the session's tasks, and of the unfinished ones, oldest first. */
   ofSession(tenantId: string, sessionId: string): Promise<{ all: string[]; unfinished: string[] }>;
+  /** Deletes the event streams of these tasks within `trx` (their rows go with the session). */
+  deleteEvents(trx: Transaction<Database>, tenantId: string, taskIds: string[]): Promise<void>;
   /** Ids of the session's unfinished tasks, read within `trx`. */
   unfinishedInSession(
     trx: Transaction<Database>,
@@ -206,7 +208,8 @@ export class SessionService {
           { details: { unfinished: started } },
         );
       }
-      await this.#events.deleteStreams(trx, tenantId, [sessionStream(id), ...all.map(taskStream)]);
+      await this.#events.deleteStreams(trx, tenantId, [sessionStream(id)]);
+      await this.#tasks.deleteEvents(trx, tenantId, all);
       await trx
         .deleteFrom('sessions')
         .where('tenant_id', '=', tenantId)

@@ -1,4 +1,5 @@
 import type { Emit, NewEvent } from '../events/event-log.ts';
+import { sessionStream } from '../sessions/streams.ts';
 import { stateEventType } from './states.ts';
 import type { TasksTable } from './tables.ts';
 
@@ -16,11 +17,6 @@ export function stateEvent(
     type: stateEventType(row.state),
     data: { state: row.state, attempt: row.attempt, agent_id: row.agent_id, ...extra },
   };
-}
-
-/** The stream of a session's activity: every event of every task in it, in order. */
-export function sessionStream(sessionId: string): string {
-  return `session:${sessionId}`;
 }
 
 /**

@@ -465,6 +465,15 @@ export class TaskService {
     return unfinished;
   }
 
+  /** Deletes the event streams of these tasks within `trx` (a deleted session's). */
+  async deleteEvents(
+    trx: Transaction<Database>,
+    tenantId: string,
+    taskIds: string[],
+  ): Promise<void> {
+    await this.#events.deleteStreams(trx, tenantId, taskIds.map(taskStream));
+  }
+
   /** Ids of a session's unfinished tasks (queued, assigned, running) within `trx`, oldest first. */
   async unfinishedInSession(
     trx: Transaction<Database>,

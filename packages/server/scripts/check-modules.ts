@@ -1,0 +1,82 @@
+// `npm run lint` runs this: module folders of packages/server/src must not import each other
+// in a cycle (issue 19, module contract). A cycle means neither module can be understood,
+// tested or started without the other; break it with an interface the caller owns, or by
+// moving what both need to `platform/`.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Files whose imports do not count: the store's `Database` type lists every module's tables. */
+const AGGREGATORS = new Set(['store/database.ts']);
+
+/** The module folder of a path relative to src, or undefined for the files at the top. */
+function moduleOf(path: string): string | undefined {
+  const parts = path.split('/');
+  return parts.length > 1 ? parts[0] : undefined;
+}
+
+/** Module → modules it imports, from `files` (path relative to src → source text). */
+export function moduleGraph(files: ReadonlyMap<string, string>): Map<string, Set<string>> {
+  const graph = new Map<string, Set<string>>();
+  for (const [path, source] of files) {
+    const from = moduleOf(path);
+    if (from === undefined || AGGREGATORS.has(path)) continue;
+    const edges = graph.get(from) ?? new Set<string>();
+    graph.set(from, edges);
+    for (const [, spec] of source.matchAll(/(?:from|import)\s*\(?\s*'(\.\.\/[^']+)'/g)) {
+      const to = moduleOf(
+        join(path, '..', spec ?? '')
+          .split(sep)
+          .join('/'),
+      );
+      if (to !== undefined && to !== from) edges.add(to);
+    }
+  }
+  return graph;
+}
+
+/** Every cycle of the graph, each once, as the modules around it (first repeated at the end). */
+export function cycles(graph: ReadonlyMap<string, ReadonlySet<string>>): string[][] {
+  const found = new Map<string, string[]>();
+  const visit = (start: string, node: string, path: string[]) => {
+    for (const next of graph.get(node) ?? []) {
+      if (next === start) {
+        const cycle = [...path, start];
+        // One entry per cycle, whichever module it was found from.
+        const key = [...path].sort().join(' ');
+        if (!found.has(key)) found.set(key, cycle);
+      } else if (!path.includes(next) && next > start) {
+        visit(start, next, [...path, next]);
+      }
+    }
+  };
+  for (const start of [...graph.keys()].sort()) visit(start, start, [start]);
+  return [...found.values()];
+}
+
+function sources(dir: string, root: string, out: Map<string, string>): Map<string, string> {
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) sources(path, root, out);
+    else if (name.endsWith('.ts')) {
+      out.set(relative(root, path).split(sep).join('/'), readFileSync(path, 'utf8'));
+    }
+  }
+  return out;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const src = fileURLToPath(new URL('../src/', import.meta.url));
+  const found = cycles(moduleGraph(sources(src, src, new Map())));
+  if (found.length > 0) {
+    process.stderr.write(
+      `Module folders of packages/server/src import each other in a cycle:\n${found
+        .map((c) => `  ${c.join(' → ')}`)
+        .join(
+          '\n',
+        )}\nBreak it with an interface the caller owns, or move what both need to platform/.\n`,
+    );
+    process.exit(1);
+  }
+  process.stdout.write('module folders: no import cycles\n');
+}
