@@ -1,7 +1,9 @@
-// `npm run lint` runs this: module folders of packages/server/src must not import each other
-// in a cycle (issue 19, module contract). A cycle means neither module can be understood,
-// tested or started without the other; break it with an interface the caller owns, or by
-// moving what both need to `platform/`.
+// `npm run lint` runs this (issue 19, module contract). In packages/server/src:
+// - module folders must not import each other in a cycle: a cycle means neither module can
+//   be understood, tested or started without the other; break it with an interface the
+//   caller owns, or by moving what both need to `platform/`;
+// - a module is a folder with an `index.ts`, its public surface: from outside the folder,
+//   import only that file, never a file inside it.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +35,38 @@ export function moduleGraph(files: ReadonlyMap<string, string>): Map<string, Set
     }
   }
   return graph;
+}
+
+/**
+ * Deep imports allowed on purpose: the CLI's client commands load only pure constants (the
+ * wire contract's, which move to a protocol package), and the store's `Database` type
+ * lists every module's tables.
+ */
+const ALLOWED_DEEP: readonly [from: RegExp, to: RegExp][] = [
+  [/^cli\//, /^(agents\/statuses|gateway\/system-tenant|stats\/window)\.ts$/],
+  [/^store\/database\.ts$/, /^[a-z-]+\/tables\.ts$/],
+];
+
+/** Imports from outside a module folder of a file in it other than its `index.ts`. */
+export function deepImports(files: ReadonlyMap<string, string>): string[] {
+  const modules = new Set(
+    [...files.keys()].filter((p) => /^[a-z-]+\/index\.ts$/.test(p)).map((p) => moduleOf(p)),
+  );
+  const found: string[] = [];
+  for (const [path, source] of files) {
+    const from = moduleOf(path);
+    for (const [, spec] of source.matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)) {
+      const target = join(path, '..', spec ?? '')
+        .split(sep)
+        .join('/');
+      const to = moduleOf(target);
+      if (to === undefined || to === from || !modules.has(to)) continue;
+      if (target === `${to}/index.ts`) continue;
+      if (ALLOWED_DEEP.some(([f, t]) => f.test(path) && t.test(target))) continue;
+      found.push(`${path} imports ${target}`);
+    }
+  }
+  return found;
 }
 
 /** Every cycle of the graph, each once, as the modules around it (first repeated at the end). */
@@ -67,16 +101,18 @@ function sources(dir: string, root: string, out: Map<string, string>): Map<strin
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const src = fileURLToPath(new URL('../src/', import.meta.url));
-  const found = cycles(moduleGraph(sources(src, src, new Map())));
-  if (found.length > 0) {
+  const files = sources(src, src, new Map());
+  const found = cycles(moduleGraph(files));
+  const deep = deepImports(files);
+  const problems = [
+    ...found.map((c) => `import cycle between module folders: ${c.join(' → ')}`),
+    ...deep.map((d) => `deep import (use the module's index.ts): ${d}`),
+  ];
+  if (problems.length > 0) {
     process.stderr.write(
-      `Module folders of packages/server/src import each other in a cycle:\n${found
-        .map((c) => `  ${c.join(' → ')}`)
-        .join(
-          '\n',
-        )}\nBreak it with an interface the caller owns, or move what both need to platform/.\n`,
+      `${problems.join('\n')}\nBreak a cycle with an interface the caller owns, or move what both need to platform/; export from a module's index.ts what others need.\n`,
     );
     process.exit(1);
   }
-  process.stdout.write('module folders: no import cycles\n');
+  process.stdout.write('modules: no import cycles between folders, no deep imports\n');
 }

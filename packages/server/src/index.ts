@@ -1,7 +1,7 @@
 /** Public API of @orchestra/server: run the platform in-process, or build on its contracts. */
 export { type AppResources, buildApp } from './app.ts';
 export { main as runCli } from './cli/main.ts';
-export type { ApiKeyView, TenantView } from './gateway/identity-service.ts';
+export type { ApiKeyView, TenantView } from './gateway/index.ts';
 export type { Principal, Role } from './platform/auth.ts';
 export { ApiError, ERROR_CATALOGUE, type ErrorBody, type ErrorCode } from './platform/errors.ts';
 export { loadSettings, SETTINGS, type Settings, SettingsError } from './platform/settings.ts';

@@ -1,12 +1,12 @@
 import type { Migration } from 'kysely/migration';
-import { agentsMigrations } from './agents/migrations.ts';
-import { eventLogMigrations } from './events/migrations.ts';
-import { gatewayMigrations } from './gateway/migrations.ts';
-import { kvMigrations } from './kv/migrations.ts';
-import { realtimeMigrations } from './realtime/migrations.ts';
-import { sessionsMigrations } from './sessions/migrations.ts';
-import { tasksMigrations } from './tasks/migrations.ts';
-import { templatesMigrations } from './templates/migrations.ts';
+import { agentsMigrations } from './agents/index.ts';
+import { eventLogMigrations } from './events/index.ts';
+import { gatewayMigrations } from './gateway/index.ts';
+import { kvMigrations } from './kv/index.ts';
+import { realtimeMigrations } from './realtime/index.ts';
+import { sessionsMigrations } from './sessions/index.ts';
+import { tasksMigrations } from './tasks/index.ts';
+import { templatesMigrations } from './templates/index.ts';
 
 /** Every module's migrations. Names sort in the order they must run. */
 export const migrations: Record<string, Migration> = {

@@ -6,21 +6,20 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
 import pino, { type DestinationStream, type Logger } from 'pino';
-import { AgentService } from './agents/agent-service.ts';
-import { AgentPool } from './agents/pool.ts';
+import { AgentPool, AgentService } from './agents/index.ts';
 import { buildApp } from './app.ts';
 import { type Bus, InProcessBus } from './bus/bus.ts';
 import { NatsBus } from './bus/nats.ts';
-import { ConfigService, configRelayRoute } from './config/config-service.ts';
-import { EventLog } from './events/event-log.ts';
-import { exportStreamName, JetStreamEventExport } from './events/jetstream-export.ts';
-import { EventRetention } from './events/retention.ts';
-import { type ApiKeyView, IdentityService } from './gateway/identity-service.ts';
-import { TenantLimitStore } from './gateway/tenant-limit-store.ts';
-import { EmbeddedKv } from './kv/embedded.ts';
-import { EtcdKv } from './kv/etcd.ts';
-import type { KvStore } from './kv/kv.ts';
-import { KvTopicRelay } from './kv/topic-relay.ts';
+import { ConfigService, configRelayRoute } from './config/index.ts';
+import {
+  EventLog,
+  EventRetention,
+  exportStreamName,
+  JetStreamEventExport,
+} from './events/index.ts';
+import { type ApiKeyView, IdentityService, TenantLimitStore } from './gateway/index.ts';
+import type { KvStore } from './kv/index.ts';
+import { EmbeddedKv, EtcdKv, KvTopicRelay } from './kv/index.ts';
 import { migrations } from './migrations.ts';
 import { secureDataDir } from './platform/data-dir.ts';
 import { Jobs } from './platform/jobs.ts';
@@ -31,20 +30,23 @@ import { RedisRateLimiter } from './platform/redis-rate-limit.ts';
 import { loadNodeKey, SecretBox } from './platform/secret-box.ts';
 import { maskPasswords, type Settings, SettingsError } from './platform/settings.ts';
 import { limitDefaults } from './platform/tenant-limits.ts';
-import { tokenAuthenticator } from './realtime/access.ts';
-import { RealtimeHub } from './realtime/hub.ts';
-import { RealtimeTokens } from './realtime/tokens.ts';
-import { TopicService } from './realtime/topic-service.ts';
-import { HistoryRules } from './realtime/topics.ts';
-import { HealthChecker } from './registry/health.ts';
-import { NodeRegistry } from './registry/nodes.ts';
-import { RegistryService, serviceRelayRoute } from './registry/registry-service.ts';
-import { SessionService } from './sessions/session-service.ts';
+import {
+  HistoryRules,
+  RealtimeHub,
+  RealtimeTokens,
+  TopicService,
+  tokenAuthenticator,
+} from './realtime/index.ts';
+import {
+  HealthChecker,
+  NodeRegistry,
+  RegistryService,
+  serviceRelayRoute,
+} from './registry/index.ts';
+import { SessionService } from './sessions/index.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
-import { Dispatcher } from './tasks/dispatcher.ts';
-import { TaskRuntime } from './tasks/runtime.ts';
-import { TaskService } from './tasks/task-service.ts';
-import { TemplateService } from './templates/template-service.ts';
+import { Dispatcher, TaskRuntime, TaskService } from './tasks/index.ts';
+import { TemplateService } from './templates/index.ts';
 import { ADMIN_KEY_FILE, VERSION } from './version.ts';
 
 export { ADMIN_KEY_FILE, VERSION };

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cycles, moduleGraph } from '../scripts/check-modules.ts';
+import { cycles, deepImports, moduleGraph } from '../scripts/check-modules.ts';
 
 // Issue 19, module contract: no module runs SQL on a table that another module owns; it
 // calls the owner's interface instead. A module owns the tables its `tables.ts` declares
@@ -135,4 +135,28 @@ test('module folders import each other in no cycle, and the check that npm run l
   const lint = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'))
     .scripts.lint as string;
   assert.match(lint, /check-modules\.ts/);
+});
+
+test('outside a module, only its index.ts is imported; the check sees a deep import', () => {
+  const files = new Map<string, string>();
+  for (const file of sourceFiles(SRC)) {
+    files.set(relative(SRC, file).split('\\').join('/'), readFileSync(file, 'utf8'));
+  }
+  assert.deepEqual(deepImports(files), []);
+  const fixture = new Map([
+    ['tasks/index.ts', "export * from './task-service.ts';"],
+    ['tasks/task-service.ts', "import { x } from './runtime.ts';"],
+    ['agents/index.ts', "export * from './pool.ts';"],
+    ['agents/pool.ts', "import { TaskRuntime } from '../tasks/runtime.ts';"],
+    ['agents/ok.ts', "import { TaskService } from '../tasks/index.ts';"],
+    ['platform/p.ts', "import { y } from '../platform/q.ts';"],
+    ['server.ts', "const { z } = await import('./agents/pool.ts');"],
+    ['cli/commands/task.ts', "import { TASK_STATES } from '../../tasks/states.ts';"],
+    ['cli/commands/agents.ts', "import { AGENT_STATUSES } from '../../agents/statuses.ts';"],
+  ]);
+  assert.deepEqual(deepImports(fixture), [
+    'agents/pool.ts imports tasks/runtime.ts',
+    'server.ts imports agents/pool.ts',
+    'cli/commands/task.ts imports tasks/states.ts',
+  ]);
 });

@@ -1,11 +1,11 @@
 import type { Transaction } from 'kysely';
-import type { EventLog } from '../events/event-log.ts';
+import type { EventLog } from '../events/index.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
-import type { TaskRuntime } from '../tasks/runtime.ts';
+import type { TaskRuntime } from '../tasks/index.ts';
 import type { Agent, AgentStatus } from './schemas.ts';
 import type { AgentsTable, StoredAgentStatus } from './tables.ts';
 

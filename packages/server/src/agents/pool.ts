@@ -10,14 +10,14 @@ import type { Job, Jobs } from '../platform/jobs.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { LimitValue, TenantLimitName, TenantLimitSource } from '../platform/tenant-limits.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
-import type { AssignedTask, Dispatcher, DispatchTarget } from '../tasks/dispatcher.ts';
+import type { AssignedTask, Dispatcher, DispatchTarget } from '../tasks/index.ts';
 import {
   type AgentNotice,
   type AgentRef,
   type AgentTaskEvent,
   agentSubject,
   type TaskRuntime,
-} from '../tasks/runtime.ts';
+} from '../tasks/index.ts';
 import type { AgentService } from './agent-service.ts';
 import {
   type AgentFrame,

@@ -1,5 +1,6 @@
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
+import type { RelayRoute } from '../kv/index.ts';
 import {
   type KvChange,
   type KvChangeBatch,
@@ -7,8 +8,7 @@ import {
   type KvEntry,
   KvLeaseNotFoundError,
   type KvStore,
-} from '../kv/kv.ts';
-import type { RelayRoute } from '../kv/topic-relay.ts';
+} from '../kv/index.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { describeSchemaError, invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -16,7 +16,7 @@ import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { UserSchemaCompiler } from '../platform/user-schema.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
-import { configStream } from '../realtime/topics.ts';
+import { configStream } from '../realtime/index.ts';
 import { type JsonChange, jsonDiff } from './diff.ts';
 import {
   counterKey,

@@ -1,12 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
 import Type, { type Static } from 'typebox';
-import {
-  lastEventIdOf,
-  type StreamFormat,
-  sendStream,
-  streamFormat,
-} from '../events/http-stream.ts';
+import { lastEventIdOf, type StreamFormat, sendStream, streamFormat } from '../events/index.ts';
 import { READ_ROLES, type Role, WRITE_ROLES } from '../platform/auth.ts';
 import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';

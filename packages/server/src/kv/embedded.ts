@@ -6,7 +6,7 @@ import {
   type StreamAppend,
   type StreamEvent,
   streamSubject,
-} from '../events/event-log.ts';
+} from '../events/index.ts';
 import { newId } from '../platform/ids.ts';
 import { type Job, Jobs } from '../platform/jobs.ts';
 import type { Database } from '../store/database.ts';

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { EventLog, NewEvent } from '../events/event-log.ts';
+import type { EventLog, NewEvent } from '../events/index.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import type { RelationalStore } from '../store/store.ts';
 import { type KvChangeBatch, KvCompactedError, type KvStore } from './kv.ts';

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { Bus } from '../bus/bus.ts';
-import type { KvStore } from '../kv/kv.ts';
+import type { KvStore } from '../kv/index.ts';
 import { ApiError } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { RateLimiter } from '../platform/rate-limit.ts';

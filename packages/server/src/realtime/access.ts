@@ -1,4 +1,4 @@
-import type { IdentityService } from '../gateway/identity-service.ts';
+import type { IdentityService } from '../gateway/index.ts';
 import type { Principal, Role } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import type { AuthenticateToken } from './connection.ts';

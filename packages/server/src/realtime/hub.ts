@@ -9,7 +9,7 @@ import {
   type StreamEvent,
   streamSubject,
   tenantStreamsSubject,
-} from '../events/event-log.ts';
+} from '../events/index.ts';
 import { CLOSE_CODES } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from '../platform/rate-limit.ts';

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
-import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
-import type { IdentityService } from '../gateway/identity-service.ts';
+import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
+import type { IdentityService } from '../gateway/index.ts';
 import { WRITE_ROLES } from '../platform/auth.ts';
 import { markAuthenticated } from '../platform/connection-guard.ts';
 import { ApiError } from '../platform/errors.ts';

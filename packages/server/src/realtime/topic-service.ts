@@ -8,7 +8,7 @@ import type {
   StoredEvent,
   StreamEvent,
   StreamGap,
-} from '../events/event-log.ts';
+} from '../events/index.ts';
 import { ApiError } from '../platform/errors.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';

@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import type { Logger } from 'pino';
 import { updateEwma } from '../balancing/strategies.ts';
-import type { KvEntry, KvStore } from '../kv/kv.ts';
+import type { KvEntry, KvStore } from '../kv/index.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import type { NodeRegistry } from './nodes.ts';
 import type { HealthCheck, HealthStatus, Instance } from './registry-service.ts';

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { KvStore } from '../kv/kv.ts';
+import type { KvStore } from '../kv/index.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 
 /** What a node says about itself in the registry. */

@@ -4,16 +4,16 @@ import {
   createBalancer,
   type StrategyName,
 } from '../balancing/strategies.ts';
+import type { RelayRoute } from '../kv/index.ts';
 import {
   type KvChangeBatch,
   KvCompactedError,
   type KvEntry,
   KvLeaseNotFoundError,
   type KvStore,
-} from '../kv/kv.ts';
-import type { RelayRoute } from '../kv/topic-relay.ts';
+} from '../kv/index.ts';
 import { ApiError } from '../platform/errors.ts';
-import { serviceStream } from '../realtime/topics.ts';
+import { serviceStream } from '../realtime/index.ts';
 
 /** How the registry checks an instance. */
 export interface HealthCheck {

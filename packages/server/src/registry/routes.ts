@@ -1,13 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { STRATEGY_NAMES, type StrategyName } from '../balancing/strategies.ts';
-import {
-  lastEventIdOf,
-  type StreamFormat,
-  sendStream,
-  streamFormat,
-} from '../events/http-stream.ts';
-import type { KvStore } from '../kv/kv.ts';
+import { lastEventIdOf, type StreamFormat, sendStream, streamFormat } from '../events/index.ts';
+import type { KvStore } from '../kv/index.ts';
 import {
   ADMIN_ROLES,
   isSystemAdmin,

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { resumeAfter, sendStream, streamFormat } from '../events/http-stream.ts';
+import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';

@@ -1,5 +1,5 @@
 import type { Transaction } from 'kysely';
-import type { EventLog, StreamItem } from '../events/event-log.ts';
+import type { EventLog, StreamItem } from '../events/index.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';

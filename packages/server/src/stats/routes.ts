@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
-import { AGENT_STATUSES } from '../agents/statuses.ts';
+import { AGENT_STATUSES } from '../agents/index.ts';
 import { READ_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { errorResponses, NullableTimestamp, Timestamp } from '../platform/schemas.ts';

@@ -1,6 +1,10 @@
 import type { Kysely } from 'kysely';
-import { agentsByStatus, onlineAgentSlots } from '../agents/agent-stats.ts';
-import { AGENT_STATUSES, type AgentStatus } from '../agents/statuses.ts';
+import {
+  AGENT_STATUSES,
+  type AgentStatus,
+  agentsByStatus,
+  onlineAgentSlots,
+} from '../agents/index.ts';
 import type { Principal } from '../platform/auth.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
@@ -15,8 +19,8 @@ import {
   MINUTE_CHARS,
   submittedPerMinute,
   successesBetween,
-} from '../tasks/task-stats.ts';
-import type { TemplateService } from '../templates/template-service.ts';
+} from '../tasks/index.ts';
+import type { TemplateService } from '../templates/index.ts';
 
 export { MAX_STATS_MINUTES } from './window.ts';
 /** Finished tasks per minute whose timings feed the latency percentiles. */

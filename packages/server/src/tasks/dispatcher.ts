@@ -2,13 +2,13 @@ import { type ExpressionBuilder, type SqlBool, sql, type Transaction } from 'kys
 import type { Logger } from 'pino';
 import { type Balancer, createBalancer, type StrategyName } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
-import type { EventLog } from '../events/event-log.ts';
+import type { EventLog } from '../events/index.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import { Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
-import type { TemplateService } from '../templates/template-service.ts';
+import type { TemplateService } from '../templates/index.ts';
 import { DISPATCH_SUBJECT, type DispatchNotice, type TaskRuntime } from './runtime.ts';
 import { emitTaskEvents, stateEvent } from './stream.ts';
 import type { TasksTable } from './tables.ts';

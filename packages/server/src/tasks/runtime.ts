@@ -1,10 +1,10 @@
 import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
-import type { Emit, EventLog, NewEvent } from '../events/event-log.ts';
+import type { Emit, EventLog, NewEvent } from '../events/index.ts';
 import type { Database } from '../store/database.ts';
 import { filterOnly, Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
-import type { TemplateService } from '../templates/template-service.ts';
+import type { TemplateService } from '../templates/index.ts';
 import type { TaskState } from './states.ts';
 import { emitTaskEvents, stateEvent } from './stream.ts';
 import type { TasksTable } from './tables.ts';

@@ -1,6 +1,6 @@
 import Type, { type Static } from 'typebox';
 import { Labels, NullableTimestamp, Timestamp } from '../platform/schemas.ts';
-import { MAX_VERSION, Strategy } from '../templates/schemas.ts';
+import { MAX_VERSION, Strategy } from '../templates/index.ts';
 import { TASK_STATES } from './states.ts';
 
 export const TaskState = Type.Enum([...TASK_STATES], {

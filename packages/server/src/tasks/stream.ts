@@ -1,5 +1,5 @@
-import type { Emit, NewEvent } from '../events/event-log.ts';
-import { sessionStream } from '../sessions/streams.ts';
+import type { Emit, NewEvent } from '../events/index.ts';
+import { sessionStream } from '../sessions/index.ts';
 import { stateEventType } from './states.ts';
 import type { TasksTable } from './tables.ts';
 

@@ -1,6 +1,6 @@
 import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
-import type { EventLog, StreamEvent, StreamItem } from '../events/event-log.ts';
+import type { EventLog, StreamEvent, StreamItem } from '../events/index.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
@@ -14,11 +14,11 @@ import {
 import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
-import type { MultitaskStrategy } from '../sessions/tables.ts';
+import type { MultitaskStrategy } from '../sessions/index.ts';
 import type { Database } from '../store/database.ts';
 import { filterOnly, Statement } from '../store/statement.ts';
 import { countRows, isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import type { ResolvedTemplate, TemplateService } from '../templates/template-service.ts';
+import type { ResolvedTemplate, TemplateService } from '../templates/index.ts';
 import {
   type AgentNotice,
   agentSubject,

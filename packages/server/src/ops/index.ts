@@ -1,0 +1,3 @@
+// The ops module's public surface: other modules and the server import it from here
+// only (npm run lint checks it).
+export * from './routes.ts';

@@ -1,0 +1,8 @@
+// The tasks module's public surface: other modules and the server import it from here
+// only (npm run lint checks it).
+export * from './dispatcher.ts';
+export * from './migrations.ts';
+export * from './routes.ts';
+export * from './runtime.ts';
+export * from './task-service.ts';
+export * from './task-stats.ts';
