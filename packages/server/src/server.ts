@@ -24,6 +24,7 @@ import { migrations } from './migrations.ts';
 import { secureDataDir } from './platform/data-dir.ts';
 import { Jobs } from './platform/jobs.ts';
 import { JwtVerifier } from './platform/jwt.ts';
+import { Lifecycle } from './platform/lifecycle.ts';
 import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from './platform/rate-limit.ts';
 import { RedisRateLimiter } from './platform/redis-rate-limit.ts';
@@ -143,19 +144,10 @@ export async function startServer(
     poolSize: settings.databasePoolSize,
     preparedStatements: settings.databasePreparedStatements,
   });
-  let app: FastifyInstance | undefined;
-  let rateLimiter: RateLimiter | undefined;
-  let retention: EventRetention | undefined;
-  let dispatcher: Dispatcher | undefined;
-  let pool: AgentPool | undefined;
-  let topicService: TopicService | undefined;
-  let hub: RealtimeHub | undefined;
-  let kv: KvStore | undefined;
-  let nodes: NodeRegistry | undefined;
-  let checker: HealthChecker | undefined;
-  let relay: KvTopicRelay | undefined;
-  let exporter: JetStreamEventExport | undefined;
-  let openBus: Bus | undefined;
+  // Everything taken from here on is given back by `lifecycle.stopAll()`, last first, on a
+  // normal close and on a failed start alike.
+  const lifecycle = new Lifecycle(log);
+  lifecycle.add('store', () => store.close());
   try {
     let rules: HistoryRules;
     try {
@@ -200,13 +192,14 @@ export async function startServer(
       log.info({ file: keyFile }, 'the first-start admin key is in the data directory');
     }
 
-    rateLimiter = await rateLimiterOf(settings, log);
+    const rateLimiter = await rateLimiterOf(settings, log);
+    if (rateLimiter) lifecycle.add('rate limiter', () => rateLimiter.close());
     let closing = false;
     const shutdown = new AbortController();
     const bus: Bus = settings.natsUrl
       ? await connectBus(settings.natsUrl, settings, log)
       : new InProcessBus();
-    openBus = bus;
+    lifecycle.add('bus', () => bus.close());
     const exportEvents = bus instanceof NatsBus && settings.natsExportEvents;
     if (bus instanceof NatsBus && exportEvents) await ensureExportStream(bus, settings, log);
     const templates = new TemplateService({ store, limits });
@@ -223,13 +216,14 @@ export async function startServer(
       exported: exportEvents,
       maxReadBytes: settings.responseMaxBytes,
     });
-    retention = new EventRetention({
+    const retention = new EventRetention({
       events,
       retentionMs: settings.eventRetentionMs,
       log,
       jobs,
     });
     await retention.start();
+    lifecycle.add('event retention', () => retention.stop());
     const runtime = new TaskRuntime({
       store,
       events,
@@ -239,7 +233,7 @@ export async function startServer(
       retryMaxMs: settings.taskRetryMaxMs,
     });
     const agents = new AgentService({ store, events, runtime });
-    pool = new AgentPool({
+    const pool = new AgentPool({
       agents,
       runtime,
       bus,
@@ -259,7 +253,7 @@ export async function startServer(
     // Leases are checked several times per timeout, so that a dead agent's tasks move on
     // soon after its lease ends.
     const sweepIntervalMs = Math.max(50, Math.min(1_000, settings.agentHeartbeatTimeoutMs / 4));
-    dispatcher = new Dispatcher({
+    const dispatcher = new Dispatcher({
       store,
       events,
       bus,
@@ -298,7 +292,7 @@ export async function startServer(
       sessions,
       agents,
     });
-    kv = settings.etcdEndpoints
+    const kv: KvStore = settings.etcdEndpoints
       ? new EtcdKv({
           endpoints: settings.etcdEndpoints.split(',').map((e) => e.trim()),
           prefix: settings.etcdPrefix,
@@ -311,6 +305,7 @@ export async function startServer(
           log,
           retainedRevisions: settings.kvRetainedRevisions,
         });
+    lifecycle.add('config store', () => kv.close());
     if (kv instanceof EmbeddedKv) kv.start();
     log.info({ backend: kv.backend }, 'config store ready');
     logClusterMode(settings, log);
@@ -328,7 +323,7 @@ export async function startServer(
     loopDelay.enable();
     let nodeUrl = '';
     const startedAt = new Date().toISOString();
-    nodes = new NodeRegistry({
+    const nodes = new NodeRegistry({
       kv,
       jobs,
       systemTenantId: boot.tenant.id,
@@ -353,8 +348,9 @@ export async function startServer(
       },
     });
     const tenantIds = () => identity.tenantIds();
-    checker = new HealthChecker({ kv, nodes, log, tenants: tenantIds, jobs });
+    const checker = new HealthChecker({ kv, nodes, log, tenants: tenantIds, jobs });
     const registryOfNodes = nodes;
+    let exporter: JetStreamEventExport | undefined;
     if (bus instanceof NatsBus && exportEvents) {
       exporter = new JetStreamEventExport({
         store,
@@ -365,7 +361,7 @@ export async function startServer(
         jobs,
       });
     }
-    relay = new KvTopicRelay({
+    const relay = new KvTopicRelay({
       kv,
       events,
       store,
@@ -377,7 +373,7 @@ export async function startServer(
     });
     const tokens = new RealtimeTokens({ store, secrets });
     await tokens.start();
-    topicService = new TopicService({
+    const topicService = new TopicService({
       jobs,
       store,
       events,
@@ -387,7 +383,7 @@ export async function startServer(
       nodeId: `${settings.instanceId}:${randomUUID()}`,
       limits,
     });
-    hub = new RealtimeHub({
+    const hub = new RealtimeHub({
       topics: topicService,
       bus,
       log,
@@ -430,11 +426,33 @@ export async function startServer(
       shutdown: shutdown.signal,
       isClosing: () => closing,
     });
-    app = built;
     // Before any agent can connect or any lease is judged: time in which no node ran (this
     // restart) does not count against the leases agents held.
     await pool.tickLeaseClock(new Date(), 2 * sweepIntervalMs);
     const connections = trackRequests(built);
+    // In-flight requests get until the deadline once the node's own work has stopped; then
+    // their connections are closed. Registered before the listeners so that it runs after
+    // them, and before what requests use (config store, bus, store).
+    lifecycle.add('http', async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
+      });
+      const drained = built.close().then(() => 'drained' as const);
+      // Connections with no request in flight (idle keep-alive, or never used: fetch opens
+      // spares) would hold the drain until the deadline; Node does not count the latter as idle.
+      connections.closeUnused();
+      const sweep = setInterval(() => connections.closeUnused(), 100);
+      drained.finally(() => clearInterval(sweep));
+      if ((await Promise.race([drained, deadline])) === 'timeout') {
+        log.warn(
+          'in-flight requests did not finish before the deadline; closing their connections',
+        );
+        built.server.closeAllConnections();
+        await drained;
+      }
+      clearTimeout(timer);
+    });
     try {
       await built.listen({ port: settings.port, host: settings.host });
     } catch (err) {
@@ -445,90 +463,46 @@ export async function startServer(
     const url = `http://${urlHost(settings.host)}:${address.port}`;
     nodeUrl = url;
     // Before "listening" is logged: whoever waits for that line may signal at once, and the
-    // signal handlers are installed only once this function returns.
+    // signal handlers are installed only once this function returns. Each stop is registered
+    // as its start succeeds: a close stops them in reverse, agents first (they keep their
+    // leases and reconnect to another node, or to this one after a restart, while their tasks
+    // stay theirs), the node's registration last.
     await nodes.start();
+    lifecycle.add('node registration', () => nodes.stop());
     checker.start();
+    lifecycle.add('health checks', () => checker.stop());
     relay.start();
+    lifecycle.add('topic relay', () => relay.stop());
     if (exporter) {
-      metrics.eventExport = exporter;
-      exporter.start();
+      const events = exporter;
+      metrics.eventExport = events;
+      events.start();
+      lifecycle.add('event export', () => events.stop());
     }
     log.info({ url, version: VERSION }, 'orchestra listening');
-    pool.start(sweepIntervalMs);
-    dispatcher.start();
     topicService.start();
+    lifecycle.add('realtime topics', () => topicService.stop());
     hub.start();
+    lifecycle.add('realtime connections', () => hub.close());
+    pool.start(sweepIntervalMs);
+    lifecycle.add('agent connections', () => pool.close());
+    dispatcher.start();
+    lifecycle.add('dispatch', () => dispatcher.stop());
 
     let closed: Promise<void> | undefined;
-    const sweeper = retention;
-    const limiter = rateLimiter;
-    const agentPool = pool;
-    const taskDispatcher = dispatcher;
-    const realtime = hub;
-    const topicsOfNode = topicService;
-    const keyValues = kv;
-    const nodeRegistry = nodes;
-    const healthChecker = checker;
-    const topicRelay = relay;
-    const eventExport = exporter;
     const close = () => {
       closed ??= (async () => {
         closing = true;
         log.info({ deadline_ms: settings.shutdownTimeoutMs }, 'shutting down');
         shutdown.abort(); // ends event streams and waits, which would otherwise hold the drain
-        // Agents first: they keep their leases and reconnect to another node (or this one
-        // after a restart) while their tasks stay theirs.
-        await taskDispatcher.stop();
-        await agentPool.close();
-        await realtime.close();
-        await topicsOfNode.stop();
-        await healthChecker.stop();
-        await topicRelay.stop();
-        await eventExport?.stop();
-        await nodeRegistry.stop();
-        let timer: NodeJS.Timeout | undefined;
-        const deadline = new Promise<'timeout'>((resolve) => {
-          timer = setTimeout(() => resolve('timeout'), settings.shutdownTimeoutMs);
-        });
-        const drained = built.close().then(() => 'drained' as const);
-        // Connections with no request in flight (idle keep-alive, or never used: fetch opens
-        // spares) would hold the drain until the deadline; Node does not count the latter as idle.
-        connections.closeUnused();
-        const sweep = setInterval(() => connections.closeUnused(), 100);
-        drained.finally(() => clearInterval(sweep));
-        if ((await Promise.race([drained, deadline])) === 'timeout') {
-          log.warn(
-            'in-flight requests did not finish before the deadline; closing their connections',
-          );
-          built.server.closeAllConnections();
-          await drained;
-        }
-        clearTimeout(timer);
-        limiter?.close();
-        await sweeper?.stop();
-        await keyValues.close();
-        await bus.close();
-        await store.close();
+        await lifecycle.stopAll();
         log.info('shutdown complete');
       })();
       return closed;
     };
     return { url, app: built, store, settings, log, close };
   } catch (err) {
-    await dispatcher?.stop();
-    await pool?.close();
-    await hub?.close();
-    await topicService?.stop();
-    await app?.close().catch(() => {});
-    await retention?.stop();
-    await checker?.stop();
-    await relay?.stop();
-    await exporter?.stop();
-    await nodes?.stop().catch(() => {});
-    await kv?.close().catch(() => {});
-    await openBus?.close().catch(() => {});
-    rateLimiter?.close();
-    await store.close().catch(() => {});
+    await lifecycle.stopAll();
     throw err;
   }
 }
