@@ -269,6 +269,7 @@ export async function startServer(
     pool.dispatcher = dispatcher;
     const connectedAgents = pool;
     runtime.leaseClock = (now) => connectedAgents.tickLeaseClock(now);
+    runtime.expiredLeases = (holders, at) => agents.expiredAmong(holders, at);
     // Tasks and sessions know each other through narrow interfaces; the closures resolve
     // once both exist.
     const sessions: SessionService = new SessionService({

@@ -61,16 +61,10 @@ function sourceFiles(dir: string): string[] {
   });
 }
 
-/**
- * Known crossings, each to be moved behind the owner's interface (issue 19). An entry that
- * no longer crosses fails the test too: the list only shrinks.
- */
-const KNOWN: Record<string, string[]> = {
-  // The lease sweep finds the tasks of agents whose lease ran out with one join.
-  'tasks/runtime.ts': ['agents'],
-};
+/** Crossings allowed on purpose: none. Add one only with the reason, and an issue to remove it. */
+const KNOWN: Record<string, string[]> = {};
 
-test('no module runs SQL on another module’s tables (beyond the known crossings)', () => {
+test('no module runs SQL on another module’s tables', () => {
   const owners = tableOwners();
   assert.ok(owners.size >= 20, `found the tables of the modules (${owners.size})`);
   const known = new Set(owners.keys());

@@ -272,6 +272,30 @@ export class AgentService {
    * Marks agents whose lease ran out while they were still recorded as connected (their
    * node died, or stopped hearing from them) offline. Safe on every node at once.
    */
+  /** Which of these agents' leases ended before `at` (for the tasks module's lease sweep). */
+  async expiredAmong(
+    holders: { tenantId: string; agentId: string }[],
+    at: string,
+  ): Promise<{ tenantId: string; agentId: string }[]> {
+    const byTenant = new Map<string, string[]>();
+    for (const h of holders)
+      byTenant.set(h.tenantId, [...(byTenant.get(h.tenantId) ?? []), h.agentId]);
+    const expired: { tenantId: string; agentId: string }[] = [];
+    for (const [tenantId, ids] of byTenant) {
+      for (let i = 0; i < ids.length; i += 500) {
+        const rows = await this.#store.db
+          .selectFrom('agents')
+          .select('id')
+          .where('tenant_id', '=', tenantId)
+          .where('id', 'in', ids.slice(i, i + 500))
+          .where('lease_expires_at', '<', at)
+          .execute();
+        for (const r of rows) expired.push({ tenantId, agentId: r.id });
+      }
+    }
+    return expired;
+  }
+
   async expireLeases(now: Date = new Date()): Promise<{ tenantId: string; agentId: string }[]> {
     const at = now.toISOString();
     const expired = await this.#store.db

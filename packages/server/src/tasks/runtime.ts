@@ -113,6 +113,17 @@ export class TaskRuntime {
    */
   leaseClock: ((now: Date) => Promise<void>) | undefined;
 
+  /**
+   * Which of these agents' leases ended before `at` (set by the server: the agents module
+   * owns leases). Without it no lease is judged.
+   */
+  expiredLeases:
+    | ((
+        holders: { tenantId: string; agentId: string }[],
+        at: string,
+      ) => Promise<{ tenantId: string; agentId: string }[]>)
+    | undefined;
+
   constructor(deps: {
     store: RelationalStore;
     events: EventLog;
@@ -419,18 +430,7 @@ export class TaskRuntime {
     await this.leaseClock?.(now);
     const at = now.toISOString();
     let changed = 0;
-    const orphans = await this.#store.db
-      .selectFrom('tasks')
-      .innerJoin('agents', (join) =>
-        join
-          .onRef('agents.tenant_id', '=', 'tasks.tenant_id')
-          .onRef('agents.id', '=', 'tasks.agent_id'),
-      )
-      .selectAll('tasks')
-      .where('tasks.state', 'in', ACTIVE)
-      .where('agents.lease_expires_at', '<', at)
-      .limit(SWEEP_BATCH)
-      .execute();
+    const orphans = await this.#tasksOfExpiredLeases(at);
     for (const row of orphans) {
       const later: (() => void)[] = [];
       const updated = await this.#events.transaction((trx, emit) =>
@@ -516,6 +516,41 @@ export class TaskRuntime {
   }
 
   /** The active tasks of each of the agents, for showing them. */
+  /**
+   * Up to SWEEP_BATCH active tasks whose agent's lease ended before `at`: the agents that
+   * hold tasks come from this module's table, whose leases ended from the agents module.
+   */
+  async #tasksOfExpiredLeases(at: string): Promise<TasksTable[]> {
+    if (this.expiredLeases === undefined) return [];
+    const holders = await this.#store.db
+      .selectFrom('tasks')
+      .select(['tenant_id', 'agent_id'])
+      .distinct()
+      .where('state', 'in', ACTIVE)
+      .where('agent_id', 'is not', null)
+      .execute();
+    if (holders.length === 0) return [];
+    const expired = await this.expiredLeases(
+      holders.map((h) => ({ tenantId: h.tenant_id, agentId: h.agent_id ?? '' })),
+      at,
+    );
+    const rows: TasksTable[] = [];
+    for (const { tenantId, agentId } of expired) {
+      if (rows.length >= SWEEP_BATCH) break;
+      rows.push(
+        ...(await this.#store.db
+          .selectFrom('tasks')
+          .selectAll()
+          .where('tenant_id', '=', tenantId)
+          .where('agent_id', '=', agentId)
+          .where('state', 'in', ACTIVE)
+          .limit(SWEEP_BATCH - rows.length)
+          .execute()),
+      );
+    }
+    return rows;
+  }
+
   /** True when the agent holds a task (assigned or running), read within `trx`. */
   async agentHoldsTasks(
     trx: Transaction<Database>,
