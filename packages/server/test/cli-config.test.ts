@@ -230,7 +230,7 @@ test('envs lists the environments that hold keys, with how many, as table and JS
   assert.equal(capped.stdout.trim().split('\n').length, 2);
   assert.match(capped.stderr, /more environments follow: raise --limit/);
   const help = await cli(['config', '--help']);
-  assert.match(help.stdout, /config envs \[--limit N\]/);
+  assert.match(help.stdout, /config envs \[options\]\n[\s\S]*?--limit N {2}How many at most/);
 });
 
 test('bad input exits 2 with a usage error, or 1 with the server’s code', async () => {
@@ -242,11 +242,14 @@ test('bad input exits 2 with a usage error, or 1 with the server’s code', asyn
     [['config', 'put', 'k', '1', '--if-version', 'x'], /--if-version/],
     [['config', 'put', 'k', '1', '--if-version', '1', '--if-absent'], /not both/],
     [['config', 'ls', '--limit', '0'], /--limit/],
-    [['config', 'envs', '--env', 'prod'], /takes no --env/],
+    // envs lists every environment: --env is not one of its options.
+    [['config', 'envs', '--env', 'prod'], /Unknown option '--env'/],
     [['config', 'envs', '--limit', '0'], /--limit/],
     [['config', 'watch', '--from-revision', '-1'], /--from-revision|ambiguous|argument/],
     [['config', 'diff', 'k'], /version to compare from/],
     [['config', 'frob'], /unknown config subcommand/],
+    // Options before the subcommand are still options, not the subcommand.
+    [['config', '--env', 'prod', 'get'], /config get needs a key/],
     [['services', 'resolve'], /needs a service name/],
     [['services', 'resolve', 'x', '--strategy', 'random'], /--strategy must be one of/],
     [['services', 'resolve', 'x', '--strategy', 'consistent_hash'], /needs --key/],

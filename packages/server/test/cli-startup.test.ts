@@ -20,7 +20,7 @@ const PURE_SERVER_FILES = new Set([
   'packages/server/src/platform/duration.ts',
   'packages/server/src/agents/statuses.ts',
   'packages/server/src/stats/window.ts',
-  'packages/server/src/balancing/strategies.ts', // config/services, not converted yet
+  'packages/server/src/balancing/strategies.ts', // the strategies `services resolve` takes
 ]);
 
 const work = tempDir('orchestra-cli-startup-');

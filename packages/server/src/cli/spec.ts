@@ -213,7 +213,7 @@ export interface Group {
   readonly summary: string;
   /** The subcommands' names for `orchestra --help` (`create|list|revoke`), if any. */
   readonly subcommandNames: string | undefined;
-  /** The commands declared with a spec (none for a group not converted yet). */
+  /** The commands, each declared with its spec. */
   readonly commands?: readonly Command[];
   help(args?: readonly string[]): string;
   /** Runs `orchestra <group> <args>`; resolves to the exit code. */
@@ -261,8 +261,13 @@ export function group(spec: GroupSpec & { subcommands: readonly Command[] }): Gr
       const sub = args[0] === undefined ? undefined : find(args[0]);
       return render(sub);
     },
-    async run(args) {
-      const [sub, ...rest] = args;
+    async run(given) {
+      const args = subcommandFirst(given, spec.subcommands);
+      // Only options: no subcommand was given.
+      const [first, ...others] = args;
+      const sub =
+        first?.startsWith('-') && first !== '--help' && first !== '-h' ? undefined : first;
+      const rest = sub === undefined ? [] : others;
       if (sub === undefined || sub === '--help' || sub === '-h') {
         process.stdout.write(`${render()}\n`);
         if (sub === undefined) {
@@ -279,6 +284,32 @@ export function group(spec: GroupSpec & { subcommands: readonly Command[] }): Gr
   };
 }
 
+/**
+ * Options may come before the subcommand (`config --env prod get k`): moves the first word
+ * that is neither a flag nor a string flag's value to the front. A leading --help stays.
+ */
+function subcommandFirst(args: readonly string[], commands: readonly Command[]): string[] {
+  const takesValue = new Set<string>();
+  for (const c of commands) {
+    for (const [flag, option] of Object.entries({ ...c.common, ...c.options })) {
+      if (option.type === 'string' && option.optionalValue === undefined) {
+        takesValue.add(`--${flag}`);
+        if (option.short !== undefined) takesValue.add(`-${option.short}`);
+      }
+    }
+  }
+  for (let i = 0; i < args.length; i += 1) {
+    const arg = args[i] ?? '';
+    if (arg === '--help' || arg === '-h') return [...args];
+    if (arg === '--') return [...args];
+    if (!arg.startsWith('-')) {
+      return i === 0 ? [...args] : [arg, ...args.slice(0, i), ...args.slice(i + 1)];
+    }
+    if (takesValue.has(arg)) i += 1; // its value, not the subcommand
+  }
+  return [...args];
+}
+
 /** A top-level command without subcommands, such as `whoami`. */
 export function single(spec: GroupSpec & { command: Command }): Group {
   const c = spec.command;
@@ -290,25 +321,6 @@ export function single(spec: GroupSpec & { command: Command }): Group {
     commands: [c],
     help: render,
     run: (args) => c.run(args, spec.name, render),
-  };
-}
-
-/**
- * A group whose help is still written by hand and that parses its own arguments; its
- * subcommands' names come from the help's usage line (`<get|put|…>`).
- */
-export function legacy(
-  spec: GroupSpec & { help: string; run: (args: string[]) => Promise<void> },
-): Group {
-  return {
-    name: spec.name,
-    summary: spec.summary,
-    subcommandNames: /^Usage: orchestra \S+ <([^>]+)>/.exec(spec.help)?.[1],
-    help: () => spec.help,
-    async run(args) {
-      await spec.run([...args]);
-      return 0;
-    },
   };
 }
 
