@@ -76,10 +76,21 @@ function view(row: AgentsTable, inFlight: string[]): Agent {
  * connection id guards every write from a connection, so a stale connection (replaced
  * by a reconnect, possibly on another node) cannot overwrite the current one's record.
  */
+/** How long what a tenant's online agents offer is reused (see `offeredCapabilities`). */
+const OFFERED_TTL_MS = 250;
+/** Agent ids per lease query; well below SQLite's and PostgreSQL's bound on parameters. */
+const EXPIRED_CHUNK = 5_000;
+
 export class AgentService {
   readonly #store: RelationalStore;
   readonly #events: EventLog;
   readonly #runtime: TaskRuntime;
+  /**
+   * What each tenant's online agents offer, read at most every OFFERED_TTL_MS: every task
+   * submit asks (for its `waiting`), and agents change far less often than tasks come.
+   * Dropped here at once when an agent of the tenant changes status on this node.
+   */
+  readonly #offered = new Map<string, { sets: string[][]; until: number }>();
 
   constructor(deps: { store: RelationalStore; events: EventLog; runtime: TaskRuntime }) {
     this.#store = deps.store;
@@ -96,13 +107,18 @@ export class AgentService {
    * not draining), on any node.
    */
   async offeredCapabilities(tenantId: string): Promise<string[][]> {
+    const cached = this.#offered.get(tenantId);
+    if (cached !== undefined && cached.until > performance.now()) return cached.sets;
     const rows = await this.#store.db
       .selectFrom('agents')
       .select('capabilities')
       .where('tenant_id', '=', tenantId)
       .where('status', '=', 'online')
       .execute();
-    return rows.map((r) => JSON.parse(r.capabilities) as string[]);
+    const sets = rows.map((r) => JSON.parse(r.capabilities) as string[]);
+    if (this.#offered.size >= 10_000) this.#offered.clear();
+    this.#offered.set(tenantId, { sets, until: performance.now() + OFFERED_TTL_MS });
+    return sets;
   }
 
   async register(
@@ -129,7 +145,7 @@ export class AgentService {
       load: null,
       updated_at: at,
     };
-    return this.#events.transaction(async (trx, emit) => {
+    const result = await this.#events.transaction(async (trx, emit) => {
       const previous = await this.#find(trx, tenantId, registration.agent_id, true);
       if (previous === undefined) {
         await trx
@@ -156,6 +172,8 @@ export class AgentService {
           : undefined;
       return { replaced };
     });
+    this.#offered.delete(tenantId); // its agents' status may have changed
+    return result;
   }
 
   /** Renews the lease. False when this connection no longer holds the agent. */
@@ -190,7 +208,7 @@ export class AgentService {
     status: StoredAgentStatus,
     reason: string | null,
   ): Promise<boolean> {
-    return this.#events.transaction(async (trx, emit) => {
+    const changed = await this.#events.transaction(async (trx, emit) => {
       const disconnecting = status === 'offline' || status === 'error';
       const result = await trx
         .updateTable('agents')
@@ -211,6 +229,8 @@ export class AgentService {
       ]);
       return true;
     });
+    this.#offered.delete(tenantId);
+    return changed;
   }
 
   /**
@@ -282,12 +302,13 @@ export class AgentService {
       byTenant.set(h.tenantId, [...(byTenant.get(h.tenantId) ?? []), h.agentId]);
     const expired: { tenantId: string; agentId: string }[] = [];
     for (const [tenantId, ids] of byTenant) {
-      for (let i = 0; i < ids.length; i += 500) {
+      // Large chunks: the sweep asks every second, about every agent that holds a task.
+      for (let i = 0; i < ids.length; i += EXPIRED_CHUNK) {
         const rows = await this.#store.db
           .selectFrom('agents')
           .select('id')
           .where('tenant_id', '=', tenantId)
-          .where('id', 'in', ids.slice(i, i + 500))
+          .where('id', 'in', ids.slice(i, i + EXPIRED_CHUNK))
           .where('lease_expires_at', '<', at)
           .execute();
         for (const r of rows) expired.push({ tenantId, agentId: r.id });
@@ -334,7 +355,10 @@ export class AgentService {
         ]);
         return true;
       });
-      if (changed) gone.push({ tenantId: row.tenant_id, agentId: row.id });
+      if (changed) {
+        gone.push({ tenantId: row.tenant_id, agentId: row.id });
+        this.#offered.delete(row.tenant_id);
+      }
     }
     return gone;
   }

@@ -83,6 +83,11 @@ function positionalsOf(
   return positionals;
 }
 
+/** --limit of ls and envs: how many to list, in pages of PAGE. */
+const listLimit = (values: { limit?: string | undefined }) =>
+  values.limit === undefined
+    ? DEFAULT_LIST_LIMIT
+    : countFlag('--limit', values.limit, MAX_LIST_LIMIT);
 const envOf = (values: { env?: string | undefined }) =>
   values.env !== undefined ? { env: values.env } : {};
 const reasonOf = (values: { reason?: string | undefined }) =>
@@ -224,10 +229,7 @@ const ls = command({
   async run(invocation) {
     const { values } = invocation;
     noArguments(invocation);
-    const limit =
-      values.limit === undefined
-        ? DEFAULT_LIST_LIMIT
-        : countFlag('--limit', values.limit, MAX_LIST_LIMIT);
+    const limit = listLimit(values);
     const items: ConfigItem[] = [];
     let cursor: string | undefined;
     let revision: number | undefined =
@@ -279,10 +281,7 @@ const envs = command({
   async run(invocation) {
     const { values } = invocation;
     noArguments(invocation);
-    const limit =
-      values.limit === undefined
-        ? DEFAULT_LIST_LIMIT
-        : countFlag('--limit', values.limit, MAX_LIST_LIMIT);
+    const limit = listLimit(values);
     const items: ConfigEnvironment[] = [];
     let cursor: string | undefined;
     do {
