@@ -14,7 +14,7 @@
  * bound). Writes bench/results/noisy-neighbour-<store>-<date>.json.
  */
 import { spawn } from 'node:child_process';
-import { SETTINGS } from '../packages/server/src/platform/settings.ts';
+import { SETTINGS } from '../packages/server/src/modules.ts';
 import {
   type CommonOptions,
   commonOptions,

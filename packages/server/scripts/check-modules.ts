@@ -8,9 +8,6 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Files whose imports do not count: the store's `Database` type lists every module's tables. */
-const AGGREGATORS = new Set(['store/database.ts']);
-
 /** The module folder of a path relative to src, or undefined for the files at the top. */
 function moduleOf(path: string): string | undefined {
   const parts = path.split('/');
@@ -22,7 +19,7 @@ export function moduleGraph(files: ReadonlyMap<string, string>): Map<string, Set
   const graph = new Map<string, Set<string>>();
   for (const [path, source] of files) {
     const from = moduleOf(path);
-    if (from === undefined || AGGREGATORS.has(path)) continue;
+    if (from === undefined) continue;
     const edges = graph.get(from) ?? new Set<string>();
     graph.set(from, edges);
     for (const [, spec] of source.matchAll(/(?:from|import)\s*\(?\s*'(\.\.\/[^']+)'/g)) {
@@ -39,12 +36,10 @@ export function moduleGraph(files: ReadonlyMap<string, string>): Map<string, Set
 
 /**
  * Deep imports allowed on purpose: the CLI's client commands load only pure constants (the
- * wire contract's, which move to a protocol package), and the store's `Database` type
- * lists every module's tables.
+ * wire contract's, which move to a protocol package).
  */
 const ALLOWED_DEEP: readonly [from: RegExp, to: RegExp][] = [
   [/^cli\//, /^(agents\/statuses|gateway\/system-tenant|stats\/window)\.ts$/],
-  [/^store\/database\.ts$/, /^[a-z-]+\/tables\.ts$/],
 ];
 
 /** Imports from outside a module folder of a file in it other than its `index.ts`. */

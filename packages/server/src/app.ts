@@ -5,17 +5,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
-import type { Logger } from 'pino';
-import type { AgentPool, AgentService } from './agents/index.ts';
-import { agentRoutes } from './agents/index.ts';
-import type { Bus } from './bus/bus.ts';
-import type { ConfigService } from './config/index.ts';
-import { configEnvironmentRoutes, configRoutes } from './config/index.ts';
-import type { IdentityService } from './gateway/index.ts';
-import { gatewayRoutes, webConsole } from './gateway/index.ts';
-import type { KvStore } from './kv/index.ts';
+import { webConsole } from './gateway/index.ts';
 import { KvUnavailableError } from './kv/index.ts';
-import { opsRoutes } from './ops/index.ts';
+import type { BuiltModules, ModuleDeclaration, ModuleName, Platform } from './module.ts';
 import { guardUnauthenticatedConnections } from './platform/connection-guard.ts';
 import { ApiError } from './platform/errors.ts';
 import {
@@ -24,62 +16,24 @@ import {
   installHttpPlatform,
   requestIdFor,
 } from './platform/http.ts';
-import type { Metrics } from './platform/metrics.ts';
-import type { RateLimiter } from './platform/rate-limit.ts';
 import { ErrorResponse, StreamError, StreamGap } from './platform/schemas.ts';
-import type { Settings } from './platform/settings.ts';
 import { buildRequestValidator, jsonValueProblem } from './platform/validation.ts';
-import type { RealtimeHub, RealtimeTokens, TopicService } from './realtime/index.ts';
-import { realtimeRoutes } from './realtime/index.ts';
-import type { NodeRegistry, RegistryService } from './registry/index.ts';
-import { registryRoutes } from './registry/index.ts';
-import type { SessionService } from './sessions/index.ts';
-import { sessionRoutes } from './sessions/index.ts';
-import { StatsService, statsRoutes } from './stats/index.ts';
-import { isStoreUnavailable, type RelationalStore } from './store/store.ts';
-import type { TaskService } from './tasks/index.ts';
-import { taskRoutes } from './tasks/index.ts';
-import type { TemplateService } from './templates/index.ts';
-import { templateRoutes } from './templates/index.ts';
-
-/** Everything a server instance is built from; tests pass their own. */
-export interface AppResources {
-  settings: Settings;
-  store: RelationalStore;
-  log: Logger;
-  metrics: Metrics;
-  rateLimiter: RateLimiter | undefined;
-  identity: IdentityService;
-  templates: TemplateService;
-  tasks: TaskService;
-  agents: AgentService;
-  sessions: SessionService;
-  pool: AgentPool;
-  hub: RealtimeHub;
-  topics: TopicService;
-  tokens: RealtimeTokens;
-  config: ConfigService;
-  registry: RegistryService;
-  kv: KvStore;
-  nodes: NodeRegistry;
-  bus: Bus;
-  version: string;
-  /** Aborts when shutdown begins: open streams end so that draining can finish. */
-  shutdown: AbortSignal;
-  /** True once shutdown has begun. */
-  isClosing: () => boolean;
-}
+import { isStoreUnavailable } from './store/store.ts';
 
 const SERVICE = 'orchestra';
 
 /** The OpenAPI security of a route that `config.auth` protects: an API key or a JWT. */
 const CREDENTIALS: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 
-/** Builds the HTTP application (not listening yet). */
-export async function buildApp(resources: AppResources): Promise<FastifyInstance> {
-  const { settings, store, metrics, identity, version } = resources;
+/** Builds the HTTP application (not listening yet): the platform's, then every module's routes. */
+export async function buildApp(
+  platform: Platform,
+  modules: BuiltModules,
+): Promise<FastifyInstance> {
+  const { settings, metrics, version } = platform;
+  const { identity } = modules.get('gateway');
   const app = Fastify({
-    loggerInstance: resources.log as FastifyBaseLogger,
+    loggerInstance: platform.log as FastifyBaseLogger,
     // One access-log line per request is written by the platform's access log.
     logController: new LogController({
       disableRequestLogging: true,
@@ -165,10 +119,10 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     service: SERVICE,
     instanceId: settings.instanceId,
     metrics,
-    rateLimiter: resources.rateLimiter,
+    rateLimiter: platform.rateLimiter,
     bytesPerToken: settings.rateLimitBytesPerToken,
     authenticate: (request) => identity.authenticate(request.headers),
-    isClosing: resources.isClosing,
+    isClosing: platform.isClosing,
     mapDependencyError: (error) =>
       isStoreUnavailable(error)
         ? new ApiError('STORAGE_UNAVAILABLE', undefined, {
@@ -253,28 +207,6 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(opsRoutes, {
-    store,
-    kv: resources.kv,
-    bus: resources.bus,
-    rateLimiter: resources.rateLimiter,
-    metrics,
-    version,
-    instanceId: settings.instanceId,
-  });
-  await app.register(gatewayRoutes, { identity });
-  await app.register(templateRoutes, { templates: resources.templates });
-  await app.register(taskRoutes, { tasks: resources.tasks, shutdown: resources.shutdown });
-  await app.register(sessionRoutes, { sessions: resources.sessions, shutdown: resources.shutdown });
-  await app.register(statsRoutes, { stats: new StatsService(store, resources.templates) });
-  await app.register(configRoutes, { config: resources.config, shutdown: resources.shutdown });
-  await app.register(configEnvironmentRoutes, { config: resources.config });
-  await app.register(registryRoutes, {
-    registry: resources.registry,
-    kv: resources.kv,
-    nodes: resources.nodes,
-    shutdown: resources.shutdown,
-  });
   await app.register(fastifyWebsocket, {
     // Each protocol checks its own frame limit; this is the larger of the two.
     options: {
@@ -288,20 +220,10 @@ export async function buildApp(resources: AppResources): Promise<FastifyInstance
     // The pool closes agent connections itself, with 1001, before the server closes.
     preClose: (done) => done(),
   });
-  await app.register(agentRoutes, {
-    agents: resources.agents,
-    pool: resources.pool,
-    identity,
-    bus: resources.bus,
-  });
-  await app.register(realtimeRoutes, {
-    hub: resources.hub,
-    topics: resources.topics,
-    tokens: resources.tokens,
-    identity,
-    rateLimiter: resources.rateLimiter,
-    shutdown: resources.shutdown,
-  });
+  for (const { declaration, self, ctx } of modules.ordered) {
+    const typed = declaration as ModuleDeclaration<ModuleName>;
+    if (typed.routes) await app.register(typed.routes(self as never, ctx));
+  }
   await app.register(site.routes);
   return app;
 }

@@ -1,10 +1,18 @@
 /** Public API of @orchestra/server: run the platform in-process, or build on its contracts. */
-export { type AppResources, buildApp } from './app.ts';
 export { main as runCli } from './cli/main.ts';
 export type { ApiKeyView, TenantView } from './gateway/index.ts';
+export {
+  type AnyModule,
+  defineModule,
+  type ModuleContext,
+  type ModuleDeclaration,
+  type ModuleInterfaces,
+  type Platform,
+} from './module.ts';
+export { loadSettings, MODULES, SETTINGS } from './modules.ts';
 export type { Principal, Role } from './platform/auth.ts';
 export { ApiError, ERROR_CATALOGUE, type ErrorBody, type ErrorCode } from './platform/errors.ts';
-export { loadSettings, SETTINGS, type Settings, SettingsError } from './platform/settings.ts';
+export { type Settings, SettingsError } from './platform/settings.ts';
 export {
   ADMIN_KEY_FILE,
   createLogger,

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { SETTINGS } from '../src/modules.ts';
 import { CLOSE_CODES, ERROR_CATALOGUE } from '../src/platform/errors.ts';
-import { SETTINGS } from '../src/platform/settings.ts';
 
 const root = new URL('../../../', import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, root), 'utf8');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { InProcessBus } from '../src/bus/bus.ts';
 import { EventLog, type StreamItem } from '../src/events/event-log.ts';
-import { migrations } from '../src/migrations.ts';
+import { migrations } from '../src/modules.ts';
 import { openStore, type RelationalStore } from '../src/store/store.ts';
 import { createTestDatabase, STORE_VARIANTS, tempDir } from './helpers.ts';
 

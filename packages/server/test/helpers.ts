@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino from 'pino';
-import { loadSettings, type Settings } from '../src/platform/settings.ts';
+import type { AnyModule } from '../src/module.ts';
+import { loadSettings } from '../src/modules.ts';
+import type { Settings } from '../src/platform/settings.ts';
 import { createLogger, type RunningServer, startServer } from '../src/server.ts';
 
 /** PostgreSQL server the tests use; each suite gets a database of its own on it. */
@@ -93,6 +95,8 @@ export async function startTestServer(
     env?: Record<string, string>;
     /** Collects the server's JSON log lines (at ORCHESTRA_LOG_LEVEL, default info). */
     logTo?: Record<string, unknown>[];
+    /** The modules to run instead of all of them. */
+    modules?: readonly AnyModule[];
   } = {},
 ): Promise<TestServer> {
   const dir = tempDir();
@@ -113,6 +117,7 @@ export async function startTestServer(
     : pino({ level: 'silent' });
   const server = await startServer(settings, {
     log,
+    ...(options.modules ? { modules: options.modules } : {}),
     onAdminKey: (key) => {
       adminKey = key.secret;
     },

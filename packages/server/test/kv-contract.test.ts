@@ -11,7 +11,7 @@ import {
   KvLeaseNotFoundError,
   type KvStore,
 } from '../src/kv/kv.ts';
-import { migrations } from '../src/migrations.ts';
+import { migrations } from '../src/modules.ts';
 import { openStore } from '../src/store/store.ts';
 import { EtcdServer } from './etcd-server.ts';
 import { createTestDatabase, tempDir } from './helpers.ts';

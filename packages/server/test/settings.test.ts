@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadSettings, SETTINGS, SettingsError } from '../src/platform/settings.ts';
+import { loadSettings, SETTINGS } from '../src/modules.ts';
+import { SettingsError } from '../src/platform/settings.ts';
 import { tempDir } from './helpers.ts';
 
 test('defaults apply when nothing is set', () => {

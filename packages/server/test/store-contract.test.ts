@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
-import { migrations } from '../src/migrations.ts';
+import { migrations } from '../src/modules.ts';
 import { isUniqueViolation, openStore, type RelationalStore } from '../src/store/store.ts';
 import { createTestDatabase, STORE_VARIANTS, type StoreVariant, tempDir } from './helpers.ts';
 

@@ -157,6 +157,8 @@ export class AgentPool {
   }
 
   targets(tenantId: string): readonly DispatchTarget[] {
+    // Closing: no new task goes to a connection that is about to be closed.
+    if (this.#closing) return [];
     const byId = this.#connections.get(tenantId);
     return byId === undefined ? [] : [...byId.values()];
   }

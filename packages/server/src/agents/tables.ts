@@ -45,3 +45,7 @@ export interface AgentsTables {
   agents: AgentsTable;
   agent_lease_clock: AgentLeaseClockTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends AgentsTables {}
+}

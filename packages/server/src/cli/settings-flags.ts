@@ -33,7 +33,7 @@ export async function loadSettingsWithFlags(values: {
   'database-url'?: string | undefined;
   'log-level'?: string | undefined;
 }) {
-  const { loadSettings } = await import('../platform/settings.ts');
+  const { loadSettings } = await import('../modules.ts');
   return loadSettings(process.env, {
     ...(values.config ? { configFile: values.config } : {}),
     overrides: {

@@ -2,4 +2,6 @@
 // only (npm run lint checks it).
 export * from './config-service.ts';
 export * from './environment-routes.ts';
+export * from './module.ts';
 export * from './routes.ts';
+export * from './settings.ts';

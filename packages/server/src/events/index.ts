@@ -4,4 +4,6 @@ export * from './event-log.ts';
 export * from './http-stream.ts';
 export * from './jetstream-export.ts';
 export * from './migrations.ts';
+export * from './module.ts';
 export * from './retention.ts';
+export * from './settings.ts';

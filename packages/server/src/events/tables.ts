@@ -36,3 +36,7 @@ export interface EventLogTables {
   event_export_pending: EventExportPendingTable;
   event_export_offsets: EventExportOffsetsTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends EventLogTables {}
+}

@@ -3,5 +3,6 @@
 export * from './console.ts';
 export * from './identity-service.ts';
 export * from './migrations.ts';
+export * from './module.ts';
 export * from './routes.ts';
 export * from './tenant-limit-store.ts';

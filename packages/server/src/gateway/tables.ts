@@ -32,3 +32,7 @@ export interface GatewayTables {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends GatewayTables {}
+}

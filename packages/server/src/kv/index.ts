@@ -4,4 +4,6 @@ export * from './embedded.ts';
 export * from './etcd.ts';
 export * from './kv.ts';
 export * from './migrations.ts';
+export * from './module.ts';
+export * from './settings.ts';
 export * from './topic-relay.ts';

@@ -32,3 +32,7 @@ export interface KvTables {
   kv_leases: KvLeasesTable;
   kv_relay_cursors: KvRelayCursorsTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends KvTables {}
+}

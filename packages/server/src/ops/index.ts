@@ -1,3 +1,5 @@
 // The ops module's public surface: other modules and the server import it from here
 // only (npm run lint checks it).
+
+export * from './module.ts';
 export * from './routes.ts';

@@ -1,7 +1,7 @@
 import { type RawBuilder, sql } from 'kysely';
 import Type, { type TSchema } from 'typebox';
 import { ApiError } from './errors.ts';
-import { SETTINGS } from './settings.ts';
+import { PLATFORM_SETTINGS } from './settings.ts';
 
 export const DEFAULT_PAGE_LIMIT = 50;
 
@@ -180,5 +180,5 @@ declare module 'fastify' {
 
 /** The response budget of the server that received a request. */
 export function responseBudget(request: { server: { responseMaxBytes?: number } }): number {
-  return request.server.responseMaxBytes ?? SETTINGS.responseMaxBytes.default;
+  return request.server.responseMaxBytes ?? PLATFORM_SETTINGS.responseMaxBytes.default;
 }

@@ -6,7 +6,7 @@ import { Value } from 'typebox/value';
 
 const LogLevel = Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
-interface SettingSpec {
+export interface SettingSpec {
   /** Environment variable that sets it. */
   env: string;
   schema: TSchema;
@@ -25,7 +25,7 @@ interface SettingSpec {
  * the environment variable, which wins over the file. README.md documents each one and a
  * test keeps the two in step.
  */
-export const SETTINGS = {
+export const PLATFORM_SETTINGS = {
   port: {
     env: 'ORCHESTRA_PORT',
     kind: 'int',
@@ -171,15 +171,6 @@ export const SETTINGS = {
       'How long a node reuses an API key it has verified before asking the store again. A revoked key stops at once on the node that revoked it, and on other nodes within this time.',
     default: 5000,
   },
-  eventRetentionMs: {
-    env: 'ORCHESTRA_EVENT_RETENTION_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 60_000, maximum: 31_536_000_000 }),
-    allowed: 'an integer from 60000 (1 minute) to 31536000000 (365 days)',
-    description:
-      'How long task events stay replayable. Older events are deleted; a reader that asks for them gets a stream.gap.',
-    default: 604_800_000,
-  },
   bodyLimitBytes: {
     env: 'ORCHESTRA_BODY_LIMIT_BYTES',
     kind: 'int',
@@ -300,66 +291,6 @@ export const SETTINGS = {
     description: 'Trust X-Forwarded-For for the client IP (set behind a reverse proxy).',
     default: false,
   },
-  agentHeartbeatIntervalMs: {
-    env: 'ORCHESTRA_AGENT_HEARTBEAT_INTERVAL_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 100, maximum: 600_000 }),
-    allowed: 'an integer from 100 to 600000',
-    description: 'How often connected agents must send a heartbeat; the server tells them.',
-    default: 5000,
-  },
-  agentHeartbeatTimeoutMs: {
-    env: 'ORCHESTRA_AGENT_HEARTBEAT_TIMEOUT_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 200, maximum: 3_600_000 }),
-    allowed: 'an integer from 200 to 3600000, more than the heartbeat interval',
-    description:
-      'How long after its last heartbeat an agent keeps its tasks (its lease). Then it counts as gone and its tasks are dispatched again; an agent that reconnects sooner resumes them.',
-    default: 15000,
-  },
-  agentRetentionMs: {
-    env: 'ORCHESTRA_AGENT_RETENTION_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 0, maximum: 31_536_000_000 }),
-    allowed: 'an integer from 0 (keep forever) to 31536000000 (a year)',
-    description:
-      'How long an agent that is offline (or in error) stays listed. Then it is forgotten, as by DELETE /v1/agents/{id}; it comes back when it connects again. 0 keeps agents forever.',
-    default: 7 * 24 * 3_600_000,
-  },
-  agentMaxFrameBytes: {
-    env: 'ORCHESTRA_AGENT_MAX_FRAME_BYTES',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1024, maximum: 104857600 }),
-    allowed: 'an integer from 1024 to 104857600',
-    description: 'Largest frame an agent may send; a larger one closes its connection with 1009.',
-    default: 1048576,
-  },
-  taskRetryBaseMs: {
-    env: 'ORCHESTRA_TASK_RETRY_BASE_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 0, maximum: 3_600_000 }),
-    allowed: 'an integer from 0 to 3600000',
-    description:
-      'Delay before the second attempt of a task; it doubles with each further attempt, with jitter, up to the maximum.',
-    default: 1000,
-  },
-  taskRetryMaxMs: {
-    env: 'ORCHESTRA_TASK_RETRY_MAX_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
-    allowed: 'an integer from 0 to 86400000',
-    description: 'Longest delay between two attempts of a task.',
-    default: 60000,
-  },
-  taskCancelGraceMs: {
-    env: 'ORCHESTRA_TASK_CANCEL_GRACE_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 0, maximum: 3_600_000 }),
-    allowed: 'an integer from 0 to 3600000',
-    description:
-      'How long an agent has to confirm that it stopped a cancelled task; then the task is cancelled without it.',
-    default: 10000,
-  },
   tenantMaxConcurrency: {
     env: 'ORCHESTRA_TENANT_MAX_CONCURRENCY',
     kind: 'int',
@@ -413,115 +344,6 @@ export const SETTINGS = {
       'Most tasks of one tenant waiting in `queued`; submitting one more is refused with `TENANT_LIMIT_REACHED`.',
     default: 100000,
   },
-  concurrencyKeyLimit: {
-    env: 'ORCHESTRA_CONCURRENCY_KEY_LIMIT',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1, maximum: 10_000 }),
-    allowed: 'an integer from 1 to 10000',
-    description:
-      'Most tasks sharing a `concurrency_key` assigned or running at once, unless their template sets `concurrency_key_limit`. 1 runs them one at a time, in order.',
-    default: 1,
-  },
-  realtimeMaxFrameBytes: {
-    env: 'ORCHESTRA_REALTIME_MAX_FRAME_BYTES',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1024, maximum: 16_777_216 }),
-    allowed: 'an integer from 1024 to 16777216',
-    description:
-      'Largest frame a realtime client may send (a published message included); a larger one closes its connection with 1009.',
-    default: 65536,
-  },
-  realtimeMaxSubscriptions: {
-    env: 'ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1, maximum: 100_000 }),
-    allowed: 'an integer from 1 to 100000',
-    description: 'Most topic and pattern subscriptions one realtime connection may hold.',
-    default: 100,
-  },
-  realtimeSubscribesPerSecond: {
-    env: 'ORCHESTRA_REALTIME_SUBSCRIBES_PER_SECOND',
-    kind: 'number',
-    schema: Type.Number({ minimum: 0 }),
-    allowed: 'a number >= 0 (0 turns the limit off)',
-    description:
-      'Sustained `subscribe` frames per second per realtime connection, after a burst of `ORCHESTRA_REALTIME_MAX_SUBSCRIPTIONS`; more are answered with `RATE_LIMITED`.',
-    default: 10,
-  },
-  realtimeMaxQueueBytes: {
-    env: 'ORCHESTRA_REALTIME_MAX_QUEUE_BYTES',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1024, maximum: 1_073_741_824 }),
-    allowed: 'an integer from 1024 to 1073741824',
-    description:
-      'Bytes waiting to be sent to one realtime connection before it is closed as a slow consumer (4507).',
-    default: 4_194_304,
-  },
-  realtimePingIntervalMs: {
-    env: 'ORCHESTRA_REALTIME_PING_INTERVAL_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 100, maximum: 3_600_000 }),
-    allowed: 'an integer from 100 to 3600000',
-    description:
-      'How often each realtime connection is pinged and its credential rechecked; one without a pong by the next ping is dropped, one whose key was revoked is closed with 4401.',
-    default: 30_000,
-  },
-  realtimeCompression: {
-    env: 'ORCHESTRA_REALTIME_COMPRESSION',
-    kind: 'bool',
-    schema: Type.Boolean(),
-    allowed: 'true or false',
-    description:
-      'Accept permessage-deflate on WebSockets; a broadcast is then compressed once for all subscribers.',
-    default: false,
-  },
-  topicHistoryMaxMessages: {
-    env: 'ORCHESTRA_TOPIC_HISTORY_MAX_MESSAGES',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1, maximum: 100_000_000 }),
-    allowed: 'an integer from 1 to 100000000',
-    description:
-      'Messages a user topic (and `agents`) keeps for replay, unless a rule says otherwise.',
-    default: 1000,
-  },
-  topicHistoryMaxAgeMs: {
-    env: 'ORCHESTRA_TOPIC_HISTORY_MAX_AGE_MS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1000, maximum: 31_536_000_000 }),
-    allowed: 'an integer from 1000 to 31536000000',
-    description:
-      'How long a user topic keeps a message for replay, unless a rule says otherwise; capped by ORCHESTRA_EVENT_RETENTION_MS.',
-    default: 86_400_000,
-  },
-  topicHistory: {
-    env: 'ORCHESTRA_TOPIC_HISTORY',
-    kind: 'string',
-    schema: Type.String({
-      pattern: '^\\s*[^=,\\s]+=\\d{1,9}/\\d{1,12}\\s*(,\\s*[^=,\\s]+=\\d{1,9}/\\d{1,12}\\s*)*$',
-    }),
-    allowed: 'comma-separated rules pattern=max_messages/max_age_ms, such as chat.>=500/3600000',
-    description:
-      'History bounds per topic pattern, first match first; topics no rule matches use the two settings above.',
-  },
-  etcdEndpoints: {
-    env: 'ORCHESTRA_ETCD_ENDPOINTS',
-    kind: 'string',
-    schema: Type.String({
-      pattern: '^\\s*https?://[^,\\s]+\\s*(,\\s*https?://[^,\\s]+\\s*)*$',
-    }),
-    allowed: 'comma-separated http:// or https:// URLs, such as http://10.0.0.5:2379',
-    description:
-      'etcd v3 endpoints for the config center and service registry. Unset: they live in the relational store.',
-  },
-  etcdPrefix: {
-    env: 'ORCHESTRA_ETCD_PREFIX',
-    kind: 'string',
-    schema: Type.String({ pattern: '^/[A-Za-z0-9_./-]{0,126}/$' }),
-    allowed: 'a path that starts and ends with /, such as /orchestra/',
-    description:
-      'Where in etcd Orchestra keeps its keys; several installations can share one etcd.',
-    default: '/orchestra/',
-  },
   natsUrl: {
     env: 'ORCHESTRA_NATS_URL',
     kind: 'string',
@@ -541,24 +363,6 @@ export const SETTINGS = {
       'First token of every NATS subject Orchestra uses; several installations can share one NATS.',
     default: 'orchestra',
   },
-  natsExportEvents: {
-    env: 'ORCHESTRA_NATS_EXPORT_EVENTS',
-    kind: 'bool',
-    schema: Type.Boolean(),
-    allowed: 'true or false',
-    description:
-      'With NATS: copy every task, session and topic event into the JetStream stream `<prefix>-events` (subjects `<prefix>.export.<tenant>.<kind>.<id>`, message id `<stream>:<offset>`), for consumers outside Orchestra. Needs JetStream on the NATS server.',
-    default: true,
-  },
-  natsStreamReplicas: {
-    env: 'ORCHESTRA_NATS_STREAM_REPLICAS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1, maximum: 5 }),
-    allowed: 'an integer from 1 to 5',
-    description:
-      'Replicas of the JetStream stream of exported events; more than 1 needs a NATS cluster of at least that many servers.',
-    default: 1,
-  },
   redisUrl: {
     env: 'ORCHESTRA_REDIS_URL',
     kind: 'string',
@@ -576,23 +380,6 @@ export const SETTINGS = {
       'Prefix of every Redis key Orchestra writes; several installations can share one Redis.',
     default: 'orchestra:',
   },
-  kvRetainedRevisions: {
-    env: 'ORCHESTRA_KV_RETAINED_REVISIONS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1, maximum: 100_000_000 }),
-    allowed: 'an integer from 1 to 100000000',
-    description:
-      'Without etcd: how many of a tenant’s newest config and registry revisions a watch can resume from (older ones resync). With etcd, its own compaction decides.',
-    default: 10_000,
-  },
-  configDefaultEnv: {
-    env: 'ORCHESTRA_CONFIG_DEFAULT_ENV',
-    kind: 'string',
-    schema: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' }),
-    allowed: '1 to 32 of a-z 0-9 _ -, starting with a letter or digit',
-    description: 'The config environment of requests that give no `env`.',
-    default: 'default',
-  },
   configMaxValueBytes: {
     env: 'ORCHESTRA_CONFIG_MAX_VALUE_BYTES',
     kind: 'int',
@@ -600,15 +387,6 @@ export const SETTINGS = {
     allowed: 'an integer from 1024 to 1048576',
     description: 'Largest config value, as JSON text.',
     default: 131_072,
-  },
-  configHistoryMaxVersions: {
-    env: 'ORCHESTRA_CONFIG_HISTORY_MAX_VERSIONS',
-    kind: 'int',
-    schema: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
-    allowed: 'an integer from 1 to 1000000',
-    description:
-      'Changes kept in the history of each config key; a write drops the oldest beyond this.',
-    default: 1000,
   },
   instanceId: {
     env: 'ORCHESTRA_INSTANCE_ID',
@@ -619,23 +397,42 @@ export const SETTINGS = {
   },
 } as const satisfies Record<string, SettingSpec>;
 
-type Specs = typeof SETTINGS;
-type Key = keyof Specs;
-type WithDefault = { [K in Key]: Specs[K] extends { default: unknown } ? K : never }[Key];
+/** The values of a slice of settings: those with a default are always set. */
+export type SettingsOf<S extends Record<string, SettingSpec>> = {
+  -readonly [K in keyof S as S[K] extends { default: unknown } ? K : never]: Static<S[K]['schema']>;
+} & {
+  -readonly [K in keyof S as S[K] extends { default: unknown } ? never : K]?: Static<
+    S[K]['schema']
+  >;
+};
 
-/** One schema for all settings: what `loadSettings` returns is checked against it. */
-export const SettingsSchema = Type.Object(
-  Object.fromEntries(
-    Object.entries(SETTINGS).map(([k, s]) => [
-      k,
-      'default' in s || k === 'instanceId' ? s.schema : Type.Optional(s.schema),
-    ]),
-  ),
-);
+/**
+ * The settings of the modules, one slice each: a module's `settings.ts` adds its slice's
+ * values here (TypeScript declaration merging), so that `Settings` knows every setting
+ * without this file knowing the modules.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging
+export interface ModuleSettings {}
 
-export type Settings = { [K in WithDefault]: Static<Specs[K]['schema']> } & {
-  [K in Exclude<Key, WithDefault | 'instanceId'>]?: Static<Specs[K]['schema']>;
-} & { instanceId: string };
+/** Every setting of a node: the platform's, and each module's slice. */
+export type Settings = Omit<SettingsOf<typeof PLATFORM_SETTINGS>, 'instanceId'> & {
+  instanceId: string;
+} & ModuleSettings;
+
+/** A slice's own cross-setting rule: the problems of `values`, or none. */
+export type SettingsCheck = (values: Settings) => string[];
+
+/** One schema for a set of settings: what `loadSettings` returns is checked against it. */
+function schemaOf(specs: Record<string, SettingSpec>) {
+  return Type.Object(
+    Object.fromEntries(
+      Object.entries(specs).map(([k, s]) => [
+        k,
+        'default' in s || k === 'instanceId' ? s.schema : Type.Optional(s.schema),
+      ]),
+    ),
+  );
+}
 
 /** Thrown when a setting is invalid; the message names the setting and what it allows. */
 export class SettingsError extends Error {
@@ -680,10 +477,12 @@ export function maskPasswords(text: string): string {
  * from `ORCHESTRA_*` environment variables, which win, then from `overrides` (CLI flags),
  * which win over both. Throws a `SettingsError` listing every invalid setting.
  */
-export function loadSettings(
+export function loadSettingsFrom(
+  specs: { settings: Record<string, SettingSpec>; checks: readonly SettingsCheck[] },
   env: NodeJS.ProcessEnv = process.env,
-  options: { configFile?: string; overrides?: Partial<Record<Key, unknown>> } = {},
+  options: { configFile?: string; overrides?: Record<string, unknown> } = {},
 ): Settings {
+  const SETTINGS = specs.settings;
   const problems: string[] = [];
   const values: Record<string, unknown> = {};
 
@@ -708,7 +507,7 @@ export function loadSettings(
         );
         continue;
       }
-      const spec: SettingSpec = SETTINGS[key as Key];
+      const spec = SETTINGS[key] as SettingSpec;
       if (!Value.Check(spec.schema, value)) {
         problems.push(
           `config file ${configFile}: "${key}" is ${describe(spec, value)}; allowed: ${spec.allowed}`,
@@ -719,7 +518,7 @@ export function loadSettings(
     }
   }
 
-  for (const [key, spec] of Object.entries(SETTINGS) as [Key, SettingSpec][]) {
+  for (const [key, spec] of Object.entries(SETTINGS)) {
     const raw = env[spec.env];
     if (raw === undefined || raw === '') continue;
     const value = fromEnvString(spec, raw);
@@ -730,9 +529,13 @@ export function loadSettings(
     values[key] = value;
   }
 
-  for (const [key, value] of Object.entries(options.overrides ?? {}) as [Key, unknown][]) {
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
     if (value === undefined) continue;
-    const spec: SettingSpec = SETTINGS[key];
+    const spec = SETTINGS[key];
+    if (spec === undefined) {
+      problems.push(`unknown setting "${key}"`);
+      continue;
+    }
     const converted = typeof value === 'string' ? fromEnvString(spec, value) : value;
     if (!Value.Check(spec.schema, converted)) {
       problems.push(`${key} is ${describe(spec, value)}; allowed: ${spec.allowed}`);
@@ -745,26 +548,20 @@ export function loadSettings(
     throw new SettingsError(`invalid settings:\n  - ${problems.join('\n  - ')}`);
   }
 
-  for (const [key, spec] of Object.entries(SETTINGS) as [Key, SettingSpec][]) {
+  for (const [key, spec] of Object.entries(SETTINGS)) {
     if (values[key] === undefined && 'default' in spec) values[key] = spec.default;
   }
-  const interval = values.agentHeartbeatIntervalMs as number;
-  if ((values.agentHeartbeatTimeoutMs as number) <= interval) {
-    throw new SettingsError(
-      `invalid settings:\n  - ${SETTINGS.agentHeartbeatTimeoutMs.env} must be more than ${SETTINGS.agentHeartbeatIntervalMs.env} (${interval}), or one missed heartbeat would end an agent's lease`,
-    );
-  }
-  if ((values.taskRetryMaxMs as number) < (values.taskRetryBaseMs as number)) {
-    throw new SettingsError(
-      `invalid settings:\n  - ${SETTINGS.taskRetryMaxMs.env} must be at least ${SETTINGS.taskRetryBaseMs.env} (${values.taskRetryBaseMs})`,
-    );
+  const checked = specs.checks.flatMap((check) => check(values as unknown as Settings));
+  if (checked.length > 0) {
+    throw new SettingsError(`invalid settings:\n  - ${checked.join('\n  - ')}`);
   }
   values.instanceId ??= `${hostname()}-${process.pid}`;
   values.dataDir = resolve(values.dataDir as string);
 
-  if (!Value.Check(SettingsSchema, values)) {
-    const first = Value.Errors(SettingsSchema, values)[0];
+  const schema = schemaOf(SETTINGS);
+  if (!Value.Check(schema, values)) {
+    const first = Value.Errors(schema, values)[0];
     throw new SettingsError(`invalid settings: ${first?.instancePath} ${first?.message}`);
   }
-  return values as Settings;
+  return values as unknown as Settings;
 }

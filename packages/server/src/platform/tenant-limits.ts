@@ -1,5 +1,5 @@
 import Type, { type TSchema } from 'typebox';
-import { SETTINGS, type Settings } from './settings.ts';
+import { PLATFORM_SETTINGS, type Settings } from './settings.ts';
 
 /**
  * The limits a system admin may set per tenant, by their API name, and the node setting
@@ -40,7 +40,7 @@ export interface TenantLimitSource {
 
 /** The environment variable of the setting a limit overrides. */
 export function limitSetting(name: TenantLimitName): string {
-  return SETTINGS[TENANT_LIMITS[name]].env;
+  return PLATFORM_SETTINGS[TENANT_LIMITS[name]].env;
 }
 
 /** What set a limit's value, for error messages: the tenant's limit or the setting. */
@@ -90,7 +90,7 @@ export class SettingsLimits implements TenantLimitSource {
  * remove the override.
  */
 function overrideSchema(name: TenantLimitName): TSchema {
-  const spec = SETTINGS[TENANT_LIMITS[name]];
+  const spec = PLATFORM_SETTINGS[TENANT_LIMITS[name]];
   return Type.Union([spec.schema, Type.Null()], {
     description: `Overrides ${spec.env} for this tenant: ${spec.allowed}. \`null\` removes the override. ${spec.description}`,
   });
@@ -110,7 +110,7 @@ export const TenantLimitValues = Type.Object(
   Object.fromEntries(
     TENANT_LIMIT_NAMES.map((n) => [
       n,
-      Type.Integer({ description: `${SETTINGS[TENANT_LIMITS[n]].description}` }),
+      Type.Integer({ description: `${PLATFORM_SETTINGS[TENANT_LIMITS[n]].description}` }),
     ]),
   ),
   {

@@ -34,3 +34,7 @@ export interface RealtimeTables {
   topic_presence: TopicPresenceTable;
   realtime_keys: RealtimeKeysTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends RealtimeTables {}
+}

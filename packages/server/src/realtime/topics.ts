@@ -17,17 +17,17 @@ export const TOPIC_OR_PATTERN_PATTERN =
 const ENV = new RegExp(ENV_PATTERN);
 const SERVICE_NAME = new RegExp(SERVICE_NAME_PATTERN);
 
-/** First segments the server publishes under; clients can read them but not publish. */
-const RESERVED = new Set([
-  'tasks',
-  'sessions',
-  'agents',
-  'config',
-  'services',
-  'registry',
-  'instances',
-  'system',
-]);
+/**
+ * First segments the server publishes under; clients can read them but not publish. Each
+ * module declares its own namespaces (`topics` in its declaration); the server reserves them
+ * here at start. `system` is realtime's own.
+ */
+const RESERVED = new Set(['system']);
+
+/** Reserves namespaces that modules publish under (idempotent). */
+export function reserveTopicNamespaces(names: Iterable<string>): void {
+  for (const name of names) RESERVED.add(name);
+}
 
 export type Topic =
   | { kind: 'user'; name: string }

@@ -26,3 +26,7 @@ export interface SessionsTables {
   sessions: SessionsTable;
   session_labels: SessionLabelsTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends SessionsTables {}
+}

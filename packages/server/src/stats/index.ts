@@ -1,4 +1,6 @@
 // The stats module's public surface: other modules and the server import it from here
 // only (npm run lint checks it).
+
+export * from './module.ts';
 export * from './routes.ts';
 export * from './stats-service.ts';

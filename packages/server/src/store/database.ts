@@ -1,18 +1,7 @@
-import type { AgentsTables } from '../agents/tables.ts';
-import type { EventLogTables } from '../events/tables.ts';
-import type { GatewayTables } from '../gateway/tables.ts';
-import type { KvTables } from '../kv/tables.ts';
-import type { RealtimeTables } from '../realtime/tables.ts';
-import type { SessionsTables } from '../sessions/tables.ts';
-import type { TasksTables } from '../tasks/tables.ts';
-import type { TemplatesTables } from '../templates/tables.ts';
-
-/** Every table in the relational store; each module contributes its own. */
-export type Database = GatewayTables &
-  TemplatesTables &
-  EventLogTables &
-  TasksTables &
-  AgentsTables &
-  SessionsTables &
-  RealtimeTables &
-  KvTables;
+/**
+ * Every table in the relational store. Each module's `tables.ts` adds its own by declaration
+ * merging (`declare module '../store/database.ts'`), so this file lists no module: a new
+ * module's tables need no change here.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging
+export interface Database {}

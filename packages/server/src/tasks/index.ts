@@ -2,7 +2,9 @@
 // only (npm run lint checks it).
 export * from './dispatcher.ts';
 export * from './migrations.ts';
+export * from './module.ts';
 export * from './routes.ts';
 export * from './runtime.ts';
+export * from './settings.ts';
 export * from './task-service.ts';
 export * from './task-stats.ts';

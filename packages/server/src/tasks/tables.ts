@@ -65,3 +65,7 @@ export interface TasksTables {
   tasks: TasksTable;
   task_labels: TaskLabelsTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends TasksTables {}
+}

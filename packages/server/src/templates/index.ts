@@ -1,6 +1,7 @@
 // The templates module's public surface: other modules and the server import it from here
 // only (npm run lint checks it).
 export * from './migrations.ts';
+export * from './module.ts';
 export * from './routes.ts';
 export { MAX_VERSION, Strategy } from './schemas.ts';
 export * from './template-service.ts';

@@ -33,3 +33,7 @@ export interface TemplatesTables {
   template_versions: TemplateVersionsTable;
   template_labels: TemplateLabelsTable;
 }
+
+declare module '../store/database.ts' {
+  interface Database extends TemplatesTables {}
+}

@@ -34,7 +34,7 @@ export const group = single({
         { ApiError },
       ] = await Promise.all([
         import('../../store/store.ts'),
-        import('../../migrations.ts'),
+        import('../../modules.ts'),
         import('../../server.ts'),
         import('../../gateway/index.ts'),
         import('../../platform/jwt.ts'),
