@@ -38,12 +38,11 @@ export function moduleGraph(files: ReadonlyMap<string, string>): Map<string, Set
 }
 
 /**
- * Deep imports allowed on purpose: the CLI's client commands load only pure constants (the
- * wire contract's, which move to a protocol package), and the store's `Database` type
- * lists every module's tables.
+ * Deep imports allowed on purpose: the store's `Database` type lists every module's tables.
+ * (The CLI's client commands take the wire contract's constants from
+ * `@orchestra/protocol/constants`, not from the modules.)
  */
 const ALLOWED_DEEP: readonly [from: RegExp, to: RegExp][] = [
-  [/^cli\//, /^(agents\/statuses|gateway\/system-tenant|stats\/window)\.ts$/],
   [/^store\/database\.ts$/, /^[a-z-]+\/tables\.ts$/],
 ];
 

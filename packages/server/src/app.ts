@@ -4,6 +4,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
 import fastifyWebsocket from '@fastify/websocket';
+import { ErrorResponse, StreamError, StreamGap } from '@orchestra/protocol';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentPool, AgentService } from './agents/index.ts';
@@ -26,7 +27,6 @@ import {
 } from './platform/http.ts';
 import type { Metrics } from './platform/metrics.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
-import { ErrorResponse, StreamError, StreamGap } from './platform/schemas.ts';
 import type { Settings } from './platform/settings.ts';
 import { buildRequestValidator, jsonValueProblem } from './platform/validation.ts';
 import type { RealtimeHub, RealtimeTokens, TopicService } from './realtime/index.ts';

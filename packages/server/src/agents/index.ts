@@ -5,4 +5,3 @@ export * from './agent-stats.ts';
 export * from './migrations.ts';
 export * from './pool.ts';
 export * from './routes.ts';
-export * from './statuses.ts';

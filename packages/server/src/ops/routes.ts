@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses } from '@orchestra/protocol';
 import Type from 'typebox';
 import type { Bus } from '../bus/bus.ts';
 import type { KvStore } from '../kv/index.ts';
 import { ApiError } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { RateLimiter } from '../platform/rate-limit.ts';
-import { errorResponses } from '../platform/schemas.ts';
 import type { RelationalStore } from '../store/store.ts';
 
 const READY_TIMEOUT_MS = 2000;

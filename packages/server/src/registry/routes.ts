@@ -1,4 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import {
+  errorResponses,
+  eventStreamResponse,
+  SERVICE_NAME_PATTERN,
+  Timestamp,
+} from '@orchestra/protocol';
 import Type from 'typebox';
 import { STRATEGY_NAMES, type StrategyName } from '../balancing/strategies.ts';
 import { lastEventIdOf, type StreamFormat, sendStream, streamFormat } from '../events/index.ts';
@@ -14,8 +20,6 @@ import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { decodeCursor, PageQuery, responseBudget, toPage } from '../platform/pagination.ts';
-import { errorResponses, eventStreamResponse, Timestamp } from '../platform/schemas.ts';
-import { SERVICE_NAME_PATTERN } from './names.ts';
 import type { NodeRegistry } from './nodes.ts';
 import { leaseNotFound, type RegistryService, type ServiceEvent } from './registry-service.ts';
 

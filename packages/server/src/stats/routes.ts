@@ -1,14 +1,15 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import {
+  AGENT_STATUSES,
+  errorResponses,
+  MAX_STATS_MINUTES,
+  NullableTimestamp,
+  Timestamp,
+} from '@orchestra/protocol';
 import Type from 'typebox';
-import { AGENT_STATUSES } from '../agents/index.ts';
 import { READ_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
-import { errorResponses, NullableTimestamp, Timestamp } from '../platform/schemas.ts';
-import {
-  LATENCY_SAMPLES_PER_MINUTE,
-  MAX_STATS_MINUTES,
-  type StatsService,
-} from './stats-service.ts';
+import { LATENCY_SAMPLES_PER_MINUTE, type StatsService } from './stats-service.ts';
 
 const counts = (keys: readonly string[]) =>
   Type.Object(Object.fromEntries(keys.map((k) => [k, Type.Integer({ minimum: 0 })])));

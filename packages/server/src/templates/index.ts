@@ -2,5 +2,4 @@
 // only (npm run lint checks it).
 export * from './migrations.ts';
 export * from './routes.ts';
-export { MAX_VERSION, Strategy } from './schemas.ts';
 export * from './template-service.ts';

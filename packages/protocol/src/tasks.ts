@@ -1,14 +1,16 @@
 import Type, { type Static } from 'typebox';
-import { Labels, NullableTimestamp, Timestamp } from '../platform/schemas.ts';
-import { MAX_VERSION, Strategy } from '../templates/index.ts';
+import { Capability, Labels, NullableTimestamp, Timestamp } from './common.ts';
+import { MAX_BATCH_TASKS, MAX_VERSION } from './constants.ts';
 import { TASK_STATES } from './states.ts';
+import { Strategy } from './templates.ts';
+
+// Tasks (`/v1/tasks`): units of work for agents, and their event streams.
 
 export const TaskState = Type.Enum([...TASK_STATES], {
   description:
     'queued → assigned → running → succeeded | failed | cancelled | timed_out; dead after the last failed attempt.',
 });
-
-const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
+export type TaskState = Static<typeof TaskState>;
 
 export const CreateTask = Type.Object(
   {
@@ -61,9 +63,6 @@ export const CreateTask = Type.Object(
 );
 export type CreateTask = Static<typeof CreateTask>;
 
-/** Most tasks in one `POST /v1/tasks/batch`. */
-export const MAX_BATCH_TASKS = 500;
-
 export const CreateTaskBatch = Type.Object(
   {
     tasks: Type.Array(CreateTask, {
@@ -92,6 +91,7 @@ export const TaskError = Type.Object(
       'Set once an attempt failed: the last failed attempt’s error. A task that then succeeded keeps it (its `state` and `result` say it succeeded); a task waiting in `queued` for a retry shows why the attempt before failed. Every attempt’s error is in its `task.attempt_failed` event.',
   },
 );
+export type TaskError = Static<typeof TaskError>;
 
 export const Task = Type.Object(
   {
@@ -164,3 +164,4 @@ export const TaskEvent = Type.Object(
   },
   { $id: 'TaskEvent' },
 );
+export type TaskEvent = Static<typeof TaskEvent>;

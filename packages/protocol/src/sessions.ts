@@ -1,7 +1,10 @@
 import Type, { type Static } from 'typebox';
-import { Labels, Timestamp } from '../platform/schemas.ts';
+import { Labels, Timestamp } from './common.ts';
+import { MULTITASK_STRATEGIES } from './constants.ts';
 
-export const MultitaskStrategySchema = Type.Enum(['reject', 'enqueue', 'interrupt'], {
+// Sessions (`/v1/sessions`): threads of tasks that run in order and share one history.
+
+export const MultitaskStrategySchema = Type.Enum([...MULTITASK_STRATEGIES], {
   description:
     'What happens to a task submitted while another task of the session is unfinished: reject (409 SESSION_BUSY), enqueue (it runs after the earlier ones, in order), interrupt (the unfinished ones are cancelled, then it runs).',
 });
@@ -56,3 +59,4 @@ export const SessionEvent = Type.Object(
   },
   { $id: 'SessionEvent' },
 );
+export type SessionEvent = Static<typeof SessionEvent>;

@@ -1,22 +1,20 @@
 import Type, { type Static } from 'typebox';
-import { STRATEGY_NAMES } from '../balancing/strategies.ts';
-import { Labels, Timestamp } from '../platform/schemas.ts';
+import { Capability, Labels, Timestamp } from './common.ts';
+import { MAX_VERSION, STRATEGY_NAMES } from './constants.ts';
 
-/** Versions are stored as 32-bit integers. */
-export const MAX_VERSION = 2_147_483_647;
+// Templates (`/v1/templates`): reusable task definitions with versions.
 
 /** Dispatch strategies of the shared load-balancing module (ARCHITECTURE.md). */
 export const Strategy = Type.Enum([...STRATEGY_NAMES], {
   description: 'How tasks of this template choose an agent (docs/load-balancing.md).',
 });
+export type Strategy = Static<typeof Strategy>;
 
 export const TemplateName = Type.String({
   pattern: '^(?!tpl_)[a-z0-9][a-z0-9._-]{0,99}$',
   description:
     'Lowercase letters, digits, ".", "_" and "-"; 1 to 100 characters; unique in the tenant; cannot start with "tpl_".',
 });
-
-const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
 
 const PATTERNS_NOTE =
   ' Its patterns run on RE2 with ECMAScript meaning; backreferences and lookaround are refused (see the README).';
@@ -124,6 +122,7 @@ export const TemplateVersionSummary = Type.Object({
   created_by: Type.String(),
   latest: Type.Boolean({ description: 'Whether `latest` points to this version.' }),
 });
+export type TemplateVersionSummary = Static<typeof TemplateVersionSummary>;
 
 export const Rollback = Type.Object(
   {
@@ -135,6 +134,7 @@ export const Rollback = Type.Object(
   },
   { additionalProperties: false },
 );
+export type Rollback = Static<typeof Rollback>;
 
 export const TemplateRef = Type.Object({
   template: Type.String({
@@ -143,3 +143,4 @@ export const TemplateRef = Type.Object({
     description: 'Template id (`tpl_…`) or name.',
   }),
 });
+export type TemplateRef = Static<typeof TemplateRef>;
