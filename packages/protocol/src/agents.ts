@@ -13,17 +13,24 @@ export const AgentStatusSchema = Type.Enum([...AGENT_STATUSES], {
 
 export const Agent = Type.Object(
   {
+    /** Chosen by the agent (`agentId`); stays the same across its reconnections. */
     id: Type.String({ description: 'Chosen by the agent; stable across its reconnects.' }),
     tenant_id: Type.String(),
     name: Type.String(),
     status: AgentStatusSchema,
+    /** Why it is in that status, such as `drain requested`; null when nothing to say. */
     status_reason: Type.Union([Type.String(), Type.Null()]),
     capabilities: Type.Array(Type.String()),
+    /** Tasks it runs at once. */
     max_concurrency: Type.Integer(),
+    /** Relative capacity for the `weighted` strategy. */
     weight: Type.Integer(),
     labels: Type.Record(Type.String(), Type.String()),
+    /** The SDK it connected with, when it said. */
     sdk: Type.Union([Type.Object({ name: Type.String(), version: Type.String() }), Type.Null()]),
+    /** Ids of the tasks it holds. */
     in_flight: Type.Array(Type.String(), { description: 'Ids of the tasks it holds.' }),
+    /** What its last heartbeat reported; null before the first one. */
     load: Type.Union([
       Type.Object({
         in_flight: Type.Integer(),
@@ -32,11 +39,13 @@ export const Agent = Type.Object(
       }),
       Type.Null(),
     ]),
+    /** The Orchestra node holding its connection; null while it is not connected. */
     node_id: Type.Union([Type.String(), Type.Null()], {
       description: 'The Orchestra node holding its connection.',
     }),
     connected_at: NullableTimestamp,
     last_heartbeat_at: NullableTimestamp,
+    /** Its tasks are dispatched again if no heartbeat arrives before then. */
     lease_expires_at: Type.Union([Timestamp, Type.Null()], {
       description: 'Its tasks are dispatched again if no heartbeat arrives before then.',
     }),
@@ -45,6 +54,7 @@ export const Agent = Type.Object(
   },
   { $id: 'Agent' },
 );
+/** A process that runs tasks, as it registered with an `AgentWorker` and as it is now. */
 export type Agent = Static<typeof Agent>;
 
 const TaskId = Type.String({ minLength: 1, maxLength: 100 });

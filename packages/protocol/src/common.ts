@@ -71,13 +71,19 @@ export function parseLabelSelectors(
 export const StreamGap = Type.Object(
   {
     type: Type.Literal('stream.gap'),
+    /** The offset the reader asked to continue after. */
     after: Type.Integer({ description: 'The offset the reader asked to continue after.' }),
+    /** The oldest offset still retained. */
     first_offset: Type.Integer({
       description: 'The oldest offset still retained; reading continues from there.',
     }),
   },
   { $id: 'StreamGap', description: 'Items after the resume point are no longer retained.' },
 );
+/**
+ * Said instead of events that retention removed: the stream continues at `first_offset`.
+ * It has no `offset`, which tells it apart from a `TaskEvent`.
+ */
 export type StreamGap = Static<typeof StreamGap>;
 
 /** The last item of an event stream that ends early. */

@@ -174,7 +174,9 @@ export const Tenant = Type.Object(
       description: '`system` is the tenant created at first start; its admins manage all tenants.',
     }),
     created_at: Timestamp,
+    /** Every limit as it applies to this tenant: its own where set, else the node's setting. */
     limits: TenantLimitValues,
+    /** The limits set for this tenant. */
     limit_overrides: TenantLimitOverridesSchema,
   },
   { $id: 'Tenant' },
@@ -218,6 +220,7 @@ export const CreateApiKey = Type.Object(
   {
     name: DisplayName(100),
     role: Role,
+    /** ISO-8601 date-time in the future, or a Date. Omit for a key that never expires. */
     expires_at: Type.Optional(
       Type.String({ format: 'date-time', description: 'When the key stops working. Omit: never.' }),
     ),
@@ -228,6 +231,7 @@ export type CreateApiKey = Static<typeof CreateApiKey>;
 
 export const CreateTenant = Type.Object(
   {
+    /** Lowercase letters, digits and dashes; 2 to 63 characters. */
     id: TenantId,
     name: Type.Optional(DisplayName(200)),
   },
@@ -248,6 +252,12 @@ export const CreatedTenant = Type.Object({
   tenant: Type.Ref('Tenant'),
   admin_key: Type.Ref('ApiKeyWithSecret'),
 });
+
+/** A newly created tenant and its first admin key. */
+export type CreatedTenant = Static<
+  typeof CreatedTenant,
+  { Tenant: typeof Tenant; ApiKeyWithSecret: typeof ApiKeyWithSecret }
+>;
 
 export const WhoAmI = Type.Object({
   tenant: Type.Object({ id: Type.String(), name: Type.String(), kind: Type.String() }),

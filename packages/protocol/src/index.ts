@@ -60,6 +60,7 @@ export {
   UpdateTenant,
   WhoAmI,
 } from './identity.ts';
+export { ClusterNode, type DependencyCheck, Readiness } from './ops.ts';
 export {
   PresenceInfo,
   REALTIME_FRAMES,
@@ -73,12 +74,19 @@ export {
   SessionEvent,
 } from './sessions.ts';
 export {
+  FinishedCounts,
+  Percentiles,
+  Stats,
+  StatsMinute,
+} from './stats.ts';
+export {
   CreateTask,
   CreateTaskBatch,
   Task,
   TaskError,
   TaskEvent,
   TaskState,
+  TaskWaiting,
 } from './tasks.ts';
 export {
   CreateTemplate,

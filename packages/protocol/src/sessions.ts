@@ -13,12 +13,14 @@ export const CreateSession = Type.Object(
   {
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     labels: Type.Optional(Labels),
+    /** Free data for the application, returned as given. */
     metadata: Type.Optional(
       Type.Record(Type.String(), Type.Unknown(), {
         maxProperties: 100,
         description: 'Free data for the application, returned as given.',
       }),
     ),
+    /** Default `enqueue`: tasks run one after the other, in submission order. */
     multitask_strategy: Type.Optional(MultitaskStrategySchema),
   },
   { additionalProperties: false },
@@ -48,6 +50,7 @@ export const Session = Type.Object(
   },
   { $id: 'Session' },
 );
+/** A session (thread): tasks submitted with its id run in order and share one history. */
 export type Session = Static<typeof Session>;
 
 export const SessionEvent = Type.Object(

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
+  ClusterNode,
   errorResponses,
   eventStreamResponse,
   SERVICE_NAME_PATTERN,
@@ -559,25 +560,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
           'System-tenant admins only. Every node registers itself with a lease it renews every few seconds; a node that stops renewing drops out within 10 s. `health_checker` marks the node that runs the registry’s health checks.',
         response: {
           200: Type.Object({
-            items: Type.Array(
-              Type.Object({
-                id: Type.String(),
-                url: Type.String(),
-                version: Type.String(),
-                started_at: Timestamp,
-                seen_at: Timestamp,
-                store: Type.String(),
-                kv: Type.String(),
-                lease: Type.String(),
-                health_checker: Type.Boolean(),
-                load: Type.Object({
-                  rss_bytes: Type.Integer(),
-                  event_loop_delay_ms: Type.Number(),
-                  agents: Type.Integer(),
-                  realtime_connections: Type.Integer(),
-                }),
-              }),
-            ),
+            items: Type.Array(ClusterNode),
           }),
           ...errorResponses,
         },
