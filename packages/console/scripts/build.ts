@@ -7,8 +7,9 @@ import { buildSdk, sourcesHash } from '../../sdk/scripts/build.ts';
 // --force). `npm install`, `npm start` and `npm test` run it (decision 0008): the build is
 // not committed, and a checkout is never served a stale console. Sources are compared by
 // content, not by time, because a checkout or a copy changes file times. The console
-// bundles the SDK as npm users get it, from its built dist/ (decision 0012), so the SDK is
-// built first when its sources changed.
+// bundles the SDK as npm users get it, from its built dist/ (decision 0012), so the SDK (and
+// the protocol package it loads its constants from, decision 0014) is built first when its
+// sources changed.
 
 const consoleDir = fileURLToPath(new URL('..', import.meta.url));
 const dist = join(consoleDir, 'dist');
@@ -25,6 +26,7 @@ const hash = sourcesHash(consoleDir, [
   join(consoleDir, 'package.json'),
   join(consoleDir, 'src'),
   join(consoleDir, '..', 'sdk', 'dist'),
+  join(consoleDir, '..', 'protocol', 'dist'),
 ]);
 const current =
   existsSync(join(dist, 'index.html')) && existsSync(stamp) && readFileSync(stamp, 'utf8') === hash;

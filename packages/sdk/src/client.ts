@@ -1,10 +1,10 @@
+import { isTerminalState, TERMINAL_EVENT_TYPES } from '@orchestra/protocol/constants';
 import { backoffDelayMs } from './backoff.ts';
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
 import { LeasesApi, ServicesApi } from './registry-api.ts';
 import { MAX_BATCH_TASKS, SubmitBatcher } from './submit-batcher.ts';
-import { isTerminalState, TERMINAL_EVENT_TYPES } from './task-states.ts';
 import type {
   Agent,
   ApiKey,

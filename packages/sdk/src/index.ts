@@ -1,3 +1,4 @@
+export { isTerminalState, TASK_STATES } from '@orchestra/protocol/constants';
 export {
   AgentWorker,
   type AgentWorkerOptions,
@@ -31,7 +32,13 @@ export {
   type ConfigWatchOptions,
 } from './config-api.ts';
 export { ConfigClient, type ConfigClientOptions, type ConfigUpdate } from './config-client.ts';
-export { type ErrorPayload, OrchestraError } from './errors.ts';
+export {
+  CLIENT_ERROR_CODES,
+  type ClientErrorCode,
+  type ErrorPayload,
+  OrchestraError,
+  type OrchestraErrorCode,
+} from './errors.ts';
 export {
   type PresenceMember,
   RealtimeClient,
@@ -60,7 +67,6 @@ export {
   ServiceClient,
   type ServiceClientOptions,
 } from './service-client.ts';
-export { isTerminalState, TASK_STATES } from './task-states.ts';
 export type {
   Agent,
   AgentStatus,
@@ -76,6 +82,7 @@ export type {
   CreateTemplateInput,
   CreateTenantInput,
   DependencyCheck,
+  ErrorCode,
   FinishedCounts,
   ListAgentsOptions,
   ListApiKeysOptions,

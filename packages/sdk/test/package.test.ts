@@ -8,12 +8,14 @@ import { fileURLToPath } from 'node:url';
 import { startTestServer, type TestServer, tempDir } from '../../server/test/helpers.ts';
 import { Orchestra } from '../src/index.ts';
 
-// @orchestra/sdk as an npm user gets it (decision 0012): `npm pack`, installed from the
-// tarball into an empty project, the user's TypeScript checked by plain
+// @orchestra/sdk as an npm user gets it (decisions 0012 and 0014): `npm pack` of the SDK and
+// of @orchestra/protocol (whose types the SDK's are), both tarballs installed into an empty
+// project, the user's TypeScript checked by plain
 // `tsc --strict --module nodenext`, and the emitted JavaScript run by plain `node` (24, the
 // pinned one, and 22 from the npm registry) as an agent and a client against a real server.
 
 const SDK_DIR = fileURLToPath(new URL('..', import.meta.url));
+const PROTOCOL_DIR = fileURLToPath(new URL('../../protocol', import.meta.url));
 const TSC = join(
   dirname(createRequire(import.meta.url).resolve('typescript/package.json')),
   'bin/tsc',
@@ -57,12 +59,21 @@ function expectSuccess(what: string, result: RunResult): void {
 
 /** The user's program: an agent and a client in one file, typed through the SDK's .d.ts. */
 function userProgram(url: string, agentKey: string, apiKey: string): string {
-  return `import { AgentWorker, Orchestra, OrchestraError, type Task, type TaskContext } from '@orchestra/sdk';
+  return `import {
+  AgentWorker,
+  isTerminalState,
+  Orchestra,
+  OrchestraError,
+  type Task,
+  type TaskContext,
+} from '@orchestra/sdk';
 
 const url = ${JSON.stringify(url)};
 
 // @ts-expect-error: the types are real, and a task state is one of the documented ones
 const impossible: Task['state'] = 'exploded';
+// @ts-expect-error: an error code is one of the catalogue's
+const uncatalogued: OrchestraError['code'] = 'NOT_A_CODE';
 
 const worker = new AgentWorker({
   url,
@@ -80,7 +91,7 @@ const orchestra = new Orchestra({ url, apiKey: ${JSON.stringify(apiKey)} });
 try {
   const task = await orchestra.tasks.create({ capabilities: ['echo'], input: { hello: 'world' } });
   const done: Task = await orchestra.tasks.wait(task.id, { timeoutMs: 60_000 });
-  console.log(JSON.stringify({ state: done.state, result: done.result }));
+  console.log(JSON.stringify({ state: done.state, ended: isTerminalState(done.state), result: done.result }));
 } catch (err) {
   console.log(JSON.stringify({ error: err instanceof OrchestraError ? err.code : String(err) }));
 } finally {
@@ -102,13 +113,15 @@ describe('the packed SDK installed into an empty project', () => {
     const clientKey = (await admin.apiKeys.create({ name: 'package-client', role: 'operator' }))
       .secret;
     project = tempDir('orchestra-sdk-package-');
-    // The prepack script builds dist/ if the sources changed.
-    expectSuccess(
-      'npm pack',
-      await run('npm', ['pack', '--pack-destination', project.path], SDK_DIR),
-    );
-    const tarball = readdirSync(project.path).find((name) => name.endsWith('.tgz'));
-    assert.ok(tarball, 'npm pack made a tarball');
+    // The prepack scripts build dist/ if the sources changed.
+    for (const dir of [PROTOCOL_DIR, SDK_DIR]) {
+      expectSuccess(
+        'npm pack',
+        await run('npm', ['pack', '--pack-destination', project.path], dir),
+      );
+    }
+    const tarballs = readdirSync(project.path).filter((name) => name.endsWith('.tgz'));
+    assert.equal(tarballs.length, 2, 'npm pack made a tarball of each package');
     writeFileSync(
       join(project.path, 'package.json'),
       JSON.stringify({
@@ -122,7 +135,7 @@ describe('the packed SDK installed into an empty project', () => {
       'npm install',
       await run(
         'npm',
-        ['install', '--no-audit', '--no-fund', `./${tarball}`, 'node@22'],
+        ['install', '--no-audit', '--no-fund', ...tarballs.map((t) => `./${t}`), 'node@22'],
         project.path,
       ),
     );
@@ -152,6 +165,39 @@ describe('the packed SDK installed into an empty project', () => {
     assert.equal(manifest.exports['.'].import, './dist/index.js');
   });
 
+  test('the protocol package is the packed one, with JavaScript and declarations', () => {
+    const installed = join(project.path, 'node_modules', '@orchestra', 'protocol');
+    assert.deepEqual(readdirSync(installed).sort(), [
+      'LICENSE',
+      'README.md',
+      'dist',
+      'package.json',
+      'src',
+    ]);
+    const dist = readdirSync(join(installed, 'dist'));
+    for (const file of ['index.js', 'index.d.ts', 'constants.js', 'constants.d.ts']) {
+      assert.ok(dist.includes(file), `dist/${file} is in the package`);
+    }
+    const manifest = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8'));
+    const ours = JSON.parse(readFileSync(join(PROTOCOL_DIR, 'package.json'), 'utf8'));
+    assert.equal(manifest.version, ours.version);
+    assert.equal(manifest.description, ours.description);
+  });
+
+  test('at run time the SDK loads only the protocol’s constants, not its schemas or TypeBox', () => {
+    const dist = join(project.path, 'node_modules', '@orchestra', 'sdk', 'dist');
+    const imported = new Set<string>();
+    for (const file of readdirSync(dist).filter((name) => name.endsWith('.js'))) {
+      const code = readFileSync(join(dist, file), 'utf8');
+      for (const [, spec] of code.matchAll(/(?:from|import)\s*\(?\s*['"]([^'"]+)['"]/g)) {
+        if (spec !== undefined && !spec.startsWith('.') && !spec.startsWith('node:')) {
+          imported.add(spec);
+        }
+      }
+    }
+    assert.deepEqual([...imported], ['@orchestra/protocol/constants']);
+  });
+
   test("tsc --strict --module nodenext accepts the user's code", () => {
     expectSuccess('tsc', typeCheck);
   });
@@ -167,6 +213,7 @@ describe('the packed SDK installed into an empty project', () => {
       expectSuccess(`node ${name} out/user.js`, result);
       assert.deepEqual(JSON.parse(result.stdout.trim().split('\n').at(-1) ?? ''), {
         state: 'succeeded',
+        ended: true,
         result: { echoed: { hello: 'world' } },
       });
     });

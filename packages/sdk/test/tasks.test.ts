@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import type { TaskState as ServerTaskState } from '@orchestra/protocol';
 import { InProcessBus } from '../../server/src/bus/bus.ts';
 import { EventLog } from '../../server/src/events/event-log.ts';
-import type { TaskState as ServerTaskState } from '../../server/src/tasks/states.ts';
 import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import {
   type CreateTaskInput,

@@ -4,6 +4,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
 import fastifyWebsocket from '@fastify/websocket';
+import { ErrorResponse, StreamError, StreamGap } from '@orchestra/protocol';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { webConsole } from './gateway/index.ts';
 import { KvUnavailableError } from './kv/index.ts';
@@ -16,7 +17,6 @@ import {
   installHttpPlatform,
   requestIdFor,
 } from './platform/http.ts';
-import { ErrorResponse, StreamError, StreamGap } from './platform/schemas.ts';
 import { buildRequestValidator, jsonValueProblem } from './platform/validation.ts';
 import { isStoreUnavailable } from './store/store.ts';
 

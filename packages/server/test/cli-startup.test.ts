@@ -18,10 +18,13 @@ const PURE_SERVER_FILES = new Set([
   'packages/server/package.json', // the version
   'packages/server/src/version.ts',
   'packages/server/src/platform/duration.ts',
-  'packages/server/src/agents/statuses.ts',
-  'packages/server/src/stats/window.ts',
-  'packages/server/src/balancing/strategies.ts', // the strategies `services resolve` takes
 ]);
+
+/**
+ * The wire contract's constants (states, codes, bounds), without its schemas or TypeBox:
+ * `@orchestra/protocol/constants`, as sources under npm or built otherwise (decision 0014).
+ */
+const PROTOCOL_CONSTANTS = /^packages\/protocol\/(src|dist)\/(constants|errors|states)\.(ts|js)$/;
 
 const work = tempDir('orchestra-cli-startup-');
 after(() => work.remove());
@@ -51,6 +54,7 @@ function serverCode(files: string[], sdk: boolean): string[] {
       !file.startsWith('packages/server/src/cli/') &&
       file !== 'packages/server/bin/orchestra.js' &&
       !PURE_SERVER_FILES.has(file) &&
+      !PROTOCOL_CONSTANTS.test(file) &&
       // The SDK's sources under npm (the @orchestra/source condition), its build otherwise.
       !(sdk && /^packages\/sdk\/(src|dist)\//.test(file)),
   );

@@ -3,11 +3,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { TaskState } from '@orchestra/protocol';
 import { Orchestra, type Task } from '@orchestra/sdk';
 import { InProcessBus } from '../src/bus/bus.ts';
 import { EventLog } from '../src/events/event-log.ts';
 import { openStore, type RelationalStore } from '../src/store/store.ts';
-import type { TaskState } from '../src/tasks/states.ts';
 import {
   type CliResult,
   type CliServer,

@@ -150,5 +150,6 @@ test('outside a module, only its index.ts is imported; the check sees a deep imp
     'agents/pool.ts imports tasks/runtime.ts',
     'server.ts imports agents/pool.ts',
     'cli/commands/task.ts imports tasks/states.ts',
+    'cli/commands/agents.ts imports agents/statuses.ts',
   ]);
 });

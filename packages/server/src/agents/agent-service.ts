@@ -1,3 +1,4 @@
+import type { Agent, AgentStatus } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import type { EventLog } from '../events/index.ts';
 import type { Principal } from '../platform/auth.ts';
@@ -6,7 +7,6 @@ import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { TaskRuntime } from '../tasks/index.ts';
-import type { Agent, AgentStatus } from './schemas.ts';
 import type { AgentsTable, StoredAgentStatus } from './tables.ts';
 
 /** The stream of a tenant's agent status changes in the event log. */

@@ -7,4 +7,3 @@ export * from './module.ts';
 export * from './pool.ts';
 export * from './routes.ts';
 export * from './settings.ts';
-export * from './statuses.ts';

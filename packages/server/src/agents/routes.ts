@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { AGENT_ID_PATTERN, Agent, AgentStatusSchema, errorResponses } from '@orchestra/protocol';
 import Type from 'typebox';
 import type { Bus } from '../bus/bus.ts';
 import type { IdentityService } from '../gateway/index.ts';
@@ -6,12 +7,9 @@ import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import { errorResponses } from '../platform/schemas.ts';
 import { type AgentNotice, agentSubject } from '../tasks/index.ts';
 import type { AgentService } from './agent-service.ts';
 import type { AgentPool } from './pool.ts';
-import { AGENT_ID_PATTERN } from './protocol.ts';
-import { Agent, AgentStatusSchema } from './schemas.ts';
 
 const AgentParams = Type.Object({ id: Type.String({ pattern: AGENT_ID_PATTERN }) });
 

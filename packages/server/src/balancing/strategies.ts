@@ -1,22 +1,9 @@
 import { createHash } from 'node:crypto';
+import type { StrategyName } from '@orchestra/protocol';
 
-/** The strategies of docs/load-balancing.md; task dispatch and service resolution share them. */
-export type StrategyName =
-  | 'round_robin'
-  | 'weighted'
-  | 'least_connections'
-  | 'latency'
-  | 'resource'
-  | 'consistent_hash';
-
-export const STRATEGY_NAMES: readonly StrategyName[] = [
-  'round_robin',
-  'weighted',
-  'least_connections',
-  'latency',
-  'resource',
-  'consistent_hash',
-];
+// The strategies' names are the wire contract's (@orchestra/protocol): templates, tasks and
+// service resolution name them.
+export { STRATEGY_NAMES, type StrategyName } from '@orchestra/protocol';
 
 /** Something that can take work: an agent, or an instance of a registered service. */
 export interface Candidate {

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { ConfigEnvironmentSchema, errorResponses } from '@orchestra/protocol';
 import Type from 'typebox';
 import { principalOf } from '../platform/http.ts';
 import {
@@ -8,11 +9,9 @@ import {
   Page,
   PageQuery,
 } from '../platform/pagination.ts';
-import { errorResponses } from '../platform/schemas.ts';
 import type { ConfigService } from './config-service.ts';
 import { ENV_PATTERN } from './keys.ts';
 import { CONFIG_READ_ROLES } from './routes.ts';
-import { ConfigEnvironmentSchema } from './schemas.ts';
 
 const ENV = new RegExp(ENV_PATTERN);
 

@@ -1,5 +1,5 @@
+import { ENV_PATTERN } from '@orchestra/protocol';
 import { invalidField } from '../platform/envelope.ts';
-import { ENV_PATTERN } from '../platform/names.ts';
 
 export { ENV_PATTERN };
 

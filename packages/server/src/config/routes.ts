@@ -1,4 +1,18 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import {
+  ConfigDeleted,
+  ConfigItemSchema,
+  ConfigPage,
+  ConfigSchemaSchema,
+  DiffSchema,
+  errorResponses,
+  eventStreamResponse,
+  HistoryPage,
+  PutConfigBody,
+  PutSchemaBody,
+  RevertBody,
+  WatchEventSchema,
+} from '@orchestra/protocol';
 import type { FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { lastEventIdOf, type StreamFormat, sendStream, streamFormat } from '../events/index.ts';
@@ -7,21 +21,8 @@ import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { ifMatchVersion, principalOf } from '../platform/http.ts';
 import { PageQuery, responseBudget, withinBudget } from '../platform/pagination.ts';
-import { errorResponses, eventStreamResponse } from '../platform/schemas.ts';
 import type { ConfigService, WatchEvent } from './config-service.ts';
 import { ENV_PATTERN, parseEnv, parseKey, parsePrefix } from './keys.ts';
-import {
-  ConfigDeleted,
-  ConfigItemSchema,
-  ConfigPage,
-  ConfigSchemaSchema,
-  DiffSchema,
-  HistoryPage,
-  PutConfigBody,
-  PutSchemaBody,
-  RevertBody,
-  WatchEventSchema,
-} from './schemas.ts';
 
 /** Agents read the configuration they run with; only operators and admins change it. */
 export const CONFIG_READ_ROLES: readonly Role[] = [...READ_ROLES, 'agent'];

@@ -22,6 +22,7 @@ import type { ApiKeysTable, TenantsTable } from './tables.ts';
 
 type Tenant = Selectable<TenantsTable>;
 
+import { SYSTEM_TENANT_ID } from '@orchestra/protocol';
 import { parseLimits, type TenantLimitStore } from './tenant-limit-store.ts';
 
 export const API_KEY_PREFIX = 'ork_';
@@ -29,8 +30,6 @@ const SECRET_LENGTH = 40;
 const DISPLAY_PREFIX_LENGTH = API_KEY_PREFIX.length + 8;
 /** `last_used_at` is a hint, not an audit log: write it at most this often per key. */
 const LAST_USED_WRITE_INTERVAL_MS = 60_000;
-
-import { SYSTEM_TENANT_ID } from './system-tenant.ts';
 
 export { SYSTEM_TENANT_ID };
 

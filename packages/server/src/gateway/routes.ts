@@ -1,21 +1,21 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import Type from 'typebox';
-import { ADMIN_ROLES, ROLES, Role } from '../platform/auth.ts';
-import { principalOf } from '../platform/http.ts';
-import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import { errorResponses } from '../platform/schemas.ts';
-import type { IdentityService } from './identity-service.ts';
 import {
   ApiKey,
   ApiKeyWithSecret,
   CreateApiKey,
   CreatedTenant,
   CreateTenant,
+  errorResponses,
   Tenant,
   TenantId,
   UpdateTenant,
   WhoAmI,
-} from './schemas.ts';
+} from '@orchestra/protocol';
+import Type from 'typebox';
+import { ADMIN_ROLES, ROLES, Role } from '../platform/auth.ts';
+import { principalOf } from '../platform/http.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
+import type { IdentityService } from './identity-service.ts';
 
 /** `/v1/whoami`, `/v1/api-keys` and `/v1/tenants`. */
 export const gatewayRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityService }> = async (

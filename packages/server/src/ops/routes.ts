@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses, Readiness } from '@orchestra/protocol';
 import Type from 'typebox';
 import type { Bus } from '../bus/bus.ts';
 import type { KvStore } from '../kv/index.ts';
 import { ApiError } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { RateLimiter } from '../platform/rate-limit.ts';
-import { errorResponses } from '../platform/schemas.ts';
 import type { RelationalStore } from '../store/store.ts';
 
 const READY_TIMEOUT_MS = 2000;
@@ -92,34 +92,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{
         description:
           '503 STORAGE_UNAVAILABLE when the relational store does not answer within 2 s: nothing works without it. With the config store on etcd, an etcd that does not answer makes the node `degraded` (still 200): tasks, agents and topics work, config and the service registry answer 503 STORAGE_UNAVAILABLE until etcd is back. With the bus on NATS, a NATS that does not answer makes the node `degraded` too: everything works, and other nodes hear of changes by polling the store (up to 2 s late) until NATS is back. With rate limits in Redis, a Redis that does not answer makes it `degraded`: each node then limits on its own.',
         response: {
-          200: Type.Object({
-            status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')]),
-            version: Type.String(),
-            instance_id: Type.String(),
-            store: Type.String(),
-            checks: Type.Object({
-              store: Type.Object({ status: Type.Literal('ok'), latency_ms: Type.Number() }),
-              kv: Type.Object({
-                status: Type.Union([Type.Literal('ok'), Type.Literal('failed')]),
-                backend: Type.Union([Type.Literal('embedded'), Type.Literal('etcd')]),
-                latency_ms: Type.Optional(Type.Number()),
-              }),
-              bus: Type.Object({
-                status: Type.Union([Type.Literal('ok'), Type.Literal('failed')]),
-                backend: Type.Union([Type.Literal('in-process'), Type.Literal('nats')]),
-                latency_ms: Type.Optional(Type.Number()),
-              }),
-              rate_limit: Type.Object({
-                status: Type.Union([Type.Literal('ok'), Type.Literal('failed')]),
-                backend: Type.Union([
-                  Type.Literal('off'),
-                  Type.Literal('memory'),
-                  Type.Literal('redis'),
-                ]),
-                latency_ms: Type.Optional(Type.Number()),
-              }),
-            }),
-          }),
+          200: Readiness,
           ...errorResponses,
         },
       },

@@ -1,9 +1,7 @@
-import Type, { type Static } from 'typebox';
+import type { Role } from '@orchestra/protocol';
 
-/** Roles a credential can hold. `agent` is for agent processes; it reads and writes nothing else. */
-export const Role = Type.Enum(['admin', 'operator', 'agent', 'viewer']);
-export type Role = Static<typeof Role>;
-export const ROLES: readonly Role[] = Role.enum;
+// Roles are the wire contract's (@orchestra/protocol).
+export { ROLES, Role } from '@orchestra/protocol';
 
 /** Routes that read tenant resources. */
 export const READ_ROLES: readonly Role[] = ['admin', 'operator', 'viewer'];

@@ -1,36 +1,12 @@
 import { randomUUID } from 'node:crypto';
+import { Header, type MessageType, PROTOCOL_VERSION } from '@orchestra/protocol';
 import { Ajv, type ErrorObject } from 'ajv';
-import Type, { type Static } from 'typebox';
 import { ApiError } from './errors.ts';
 import { jsonValueProblem } from './validation.ts';
 
-/**
- * The message envelope shared by every WebSocket protocol (docs/protocol.md): a JSON text
- * frame `{header, payload}` where `payload.kind` names the frame.
- */
-export const PROTOCOL_VERSION = 1;
-
-export const MESSAGE_TYPES = ['REQUEST', 'RESPONSE', 'EVENT', 'STREAM'] as const;
-export type MessageType = (typeof MESSAGE_TYPES)[number];
-
-const Id = Type.String({ minLength: 1, maxLength: 128 });
-
-export const Header = Type.Object(
-  {
-    id: Id,
-    correlation_id: Type.Optional(Id),
-    type: Type.Enum([...MESSAGE_TYPES]),
-    timestamp: Type.String({ format: 'date-time' }),
-    source: Type.String({ minLength: 1, maxLength: 256 }),
-    destination: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
-    metadata: Type.Optional(
-      Type.Record(Type.String(), Type.String({ maxLength: 1024 }), { maxProperties: 50 }),
-    ),
-    version: Type.Literal(PROTOCOL_VERSION),
-  },
-  { additionalProperties: false },
-);
-export type Header = Static<typeof Header>;
+// The envelope shared by every WebSocket protocol (docs/protocol.md): its schema and
+// constants are the wire contract's (@orchestra/protocol); parsing and building frames is here.
+export { Header, MESSAGE_TYPES, type MessageType, PROTOCOL_VERSION } from '@orchestra/protocol';
 
 /** The validator instance of the protocols: their schemas compile with the same formats. */
 export const frameAjv = new Ajv({ allErrors: false, removeAdditional: false, useDefaults: false });

@@ -1,39 +1,10 @@
 import { type RawBuilder, sql } from 'kysely';
-import Type, { type TSchema } from 'typebox';
 import { ApiError } from './errors.ts';
 import { PLATFORM_SETTINGS } from './settings.ts';
 
-export const DEFAULT_PAGE_LIMIT = 50;
-
-/** Query parameters of every list route. */
-export const PageQuery = {
-  limit: Type.Optional(
-    Type.Integer({
-      minimum: 1,
-      maximum: 200,
-      default: DEFAULT_PAGE_LIMIT,
-      description:
-        'Items per page, 1 to 200. A page also stops at about ORCHESTRA_RESPONSE_MAX_BYTES of JSON (4 MiB by default), with at least one item.',
-    }),
-  ),
-  cursor: Type.Optional(
-    Type.String({
-      maxLength: 512,
-      description: 'The `next_cursor` of the previous page; omit for the first page.',
-    }),
-  ),
-};
-
-/** A page of items in id order; `next_cursor` is null on the last page. */
-export function Page<T extends TSchema>(item: T) {
-  return Type.Object({
-    items: Type.Array(item),
-    next_cursor: Type.Union([Type.String(), Type.Null()], {
-      description:
-        'Pass as `cursor` for the next page (the page may have stopped at `limit` or at the byte budget); null on the last page.',
-    }),
-  });
-}
+// The page schemas are the wire contract's (@orchestra/protocol); cursors and byte budgets
+// are the server's.
+export { DEFAULT_PAGE_LIMIT, Page, PageQuery } from '@orchestra/protocol';
 
 /** Cursors are opaque to clients: the id of the last item seen, encoded. */
 export function encodeCursor(lastId: string): string {

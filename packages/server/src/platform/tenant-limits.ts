@@ -1,11 +1,11 @@
-import Type, { type TSchema } from 'typebox';
+import { TENANT_LIMIT_NAMES, type TenantLimitName } from '@orchestra/protocol';
 import { PLATFORM_SETTINGS, type Settings } from './settings.ts';
 
 /**
- * The limits a system admin may set per tenant, by their API name, and the node setting
- * each one overrides. A tenant without an override gets the setting's value.
+ * The node setting each tenant limit (`TENANT_LIMITS` of @orchestra/protocol, the API's
+ * names and bounds) overrides. A tenant without an override gets the setting's value.
  */
-export const TENANT_LIMITS = {
+export const TENANT_LIMIT_SETTINGS = {
   task_input_max_bytes: 'taskInputMaxBytes',
   task_output_max_bytes: 'taskOutputMaxBytes',
   task_event_max_bytes: 'taskEventMaxBytes',
@@ -17,10 +17,9 @@ export const TENANT_LIMITS = {
   max_config_keys: 'tenantMaxConfigKeys',
   max_templates: 'tenantMaxTemplates',
   max_sessions: 'tenantMaxSessions',
-} as const satisfies Record<string, keyof Settings>;
+} as const satisfies Record<TenantLimitName, keyof Settings>;
 
-export type TenantLimitName = keyof typeof TENANT_LIMITS;
-export const TENANT_LIMIT_NAMES = Object.keys(TENANT_LIMITS) as TenantLimitName[];
+export { TENANT_LIMIT_NAMES, type TenantLimitName } from '@orchestra/protocol';
 
 /** A tenant's overrides: only the limits set for it. */
 export type TenantLimitOverrides = Partial<Record<TenantLimitName, number>>;
@@ -40,7 +39,7 @@ export interface TenantLimitSource {
 
 /** The environment variable of the setting a limit overrides. */
 export function limitSetting(name: TenantLimitName): string {
-  return PLATFORM_SETTINGS[TENANT_LIMITS[name]].env;
+  return PLATFORM_SETTINGS[TENANT_LIMIT_SETTINGS[name]].env;
 }
 
 /** What set a limit's value, for error messages: the tenant's limit or the setting. */
@@ -60,7 +59,7 @@ export function limitDetails(limit: LimitValue): Record<string, unknown> {
 /** The node's settings for every limit. */
 export function limitDefaults(settings: Settings): Record<TenantLimitName, number> {
   const out = {} as Record<TenantLimitName, number>;
-  for (const name of TENANT_LIMIT_NAMES) out[name] = settings[TENANT_LIMITS[name]];
+  for (const name of TENANT_LIMIT_NAMES) out[name] = settings[TENANT_LIMIT_SETTINGS[name]];
   return out;
 }
 
@@ -84,46 +83,3 @@ export class SettingsLimits implements TenantLimitSource {
     return { name, value: this.#defaults[name], overridden: false };
   }
 }
-
-/**
- * The JSON schema of one override: the bounds of the setting it overrides, or `null` to
- * remove the override.
- */
-function overrideSchema(name: TenantLimitName): TSchema {
-  const spec = PLATFORM_SETTINGS[TENANT_LIMITS[name]];
-  return Type.Union([spec.schema, Type.Null()], {
-    description: `Overrides ${spec.env} for this tenant: ${spec.allowed}. \`null\` removes the override. ${spec.description}`,
-  });
-}
-
-/** The body of a limits change: any of the limits, each a value or `null`. */
-export const TenantLimitsPatch = Type.Object(
-  Object.fromEntries(TENANT_LIMIT_NAMES.map((n) => [n, Type.Optional(overrideSchema(n))])),
-  {
-    additionalProperties: false,
-    description: 'Limits to set (a number) or remove (`null`); limits not named keep their value.',
-  },
-);
-
-/** Every limit with its value, in responses. */
-export const TenantLimitValues = Type.Object(
-  Object.fromEntries(
-    TENANT_LIMIT_NAMES.map((n) => [
-      n,
-      Type.Integer({ description: `${PLATFORM_SETTINGS[TENANT_LIMITS[n]].description}` }),
-    ]),
-  ),
-  {
-    description:
-      "Every limit as it applies to the tenant: its own value where one is set (`limit_overrides`), else the node's setting.",
-  },
-);
-
-/** The limits set for a tenant, in responses. */
-export const TenantLimitOverridesSchema = Type.Object(
-  Object.fromEntries(TENANT_LIMIT_NAMES.map((n) => [n, Type.Optional(Type.Integer())])),
-  {
-    description:
-      "The limits a system admin set for the tenant; the others follow the node's settings.",
-  },
-);

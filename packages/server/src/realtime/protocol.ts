@@ -1,5 +1,11 @@
+import {
+  MAX_INFO_BYTES,
+  REALTIME_FRAMES,
+  type RealtimeFrameKind,
+  type RealtimeFramePayload,
+} from '@orchestra/protocol';
 import type { ValidateFunction } from 'ajv';
-import Type, { type Static, type TSchema } from 'typebox';
+import Type from 'typebox';
 import {
   describeSchemaError,
   frameAjv,
@@ -7,59 +13,22 @@ import {
   invalidField,
   parseEnvelope,
 } from '../platform/envelope.ts';
-import { TOPIC_MAX_LENGTH, TOPIC_OR_PATTERN_PATTERN, TOPIC_PATTERN } from './topics.ts';
 
 /**
- * The realtime protocol (docs/protocol.md, "Realtime protocol"): what a client may send on
- * `/v1/realtime`. Every client frame is a REQUEST.
+ * The realtime protocol (docs/protocol.md, "Realtime protocol"): its frames,
+ * `REALTIME_FRAMES`, are the wire contract's (@orchestra/protocol); this file validates them.
  */
-const TopicName = Type.String({ maxLength: TOPIC_MAX_LENGTH, pattern: TOPIC_PATTERN });
-const TopicOrPattern = Type.String({
-  maxLength: TOPIC_MAX_LENGTH,
-  pattern: TOPIC_OR_PATTERN_PATTERN,
-});
-const Offset = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
-export const EVENT_NAME_PATTERN = '^[A-Za-z0-9._-]{1,100}$';
-/** Presence info: a small object shown to other members. */
-export const PresenceInfo = Type.Record(Type.String({ maxLength: 100 }), Type.Unknown(), {
-  maxProperties: 20,
-});
-export const MAX_INFO_BYTES = 1024;
-
-export const REALTIME_FRAMES = {
-  auth: { token: Type.String({ minLength: 1, maxLength: 8192 }) },
-  subscribe: {
-    topic: TopicOrPattern,
-    from: Type.Optional(Offset),
-    // "": the epoch a subscription got before the topic's first message; no check.
-    epoch: Type.Optional(Type.String({ maxLength: 64 })),
-    presence: Type.Optional(Type.Boolean()),
-    info: Type.Optional(PresenceInfo),
-  },
-  unsubscribe: { topic: TopicOrPattern },
-  publish: {
-    topic: TopicName,
-    data: Type.Unknown(),
-    event: Type.Optional(Type.String({ pattern: EVENT_NAME_PATTERN })),
-    ack: Type.Optional(Type.Boolean()),
-  },
-  history: {
-    topic: TopicName,
-    after: Type.Optional(Offset),
-    last: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
-  },
-  presence: { topic: TopicName },
-  ping: {},
-} as const satisfies Record<string, Record<string, TSchema>>;
-
-export type RealtimeFrameKind = keyof typeof REALTIME_FRAMES;
-type PayloadOf<K extends RealtimeFrameKind> = Static<
-  ReturnType<typeof Type.Object<(typeof REALTIME_FRAMES)[K]>>
->;
+export {
+  EVENT_NAME_PATTERN,
+  MAX_INFO_BYTES,
+  PresenceInfo,
+  REALTIME_FRAMES,
+  type RealtimeFrameKind,
+  type RealtimeFramePayload,
+} from '@orchestra/protocol';
 
 export type RealtimeFrame = {
-  [K in RealtimeFrameKind]: { header: Header; payload: { kind: K } & PayloadOf<K> };
+  [K in RealtimeFrameKind]: { header: Header; payload: RealtimeFramePayload<K> };
 }[RealtimeFrameKind];
 
 const validators = new Map<string, ValidateFunction>(

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses, eventStreamResponse } from '@orchestra/protocol';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
@@ -9,7 +10,6 @@ import { ApiError } from '../platform/errors.ts';
 import { principalOf, setRateLimitHeaders } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import { ByteCharge, type RateLimiter } from '../platform/rate-limit.ts';
-import { errorResponses, eventStreamResponse } from '../platform/schemas.ts';
 import {
   assertCanPublish,
   assertCanRead,

@@ -1,5 +1,5 @@
+import { ENV_PATTERN, SERVICE_NAME_PATTERN } from '@orchestra/protocol';
 import { ApiError } from '../platform/errors.ts';
-import { ENV_PATTERN, SERVICE_NAME_PATTERN } from '../platform/names.ts';
 
 /**
  * Topic names, patterns and where each topic's history lives in the event log.

@@ -1,4 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import {
+  ClusterNode,
+  errorResponses,
+  eventStreamResponse,
+  SERVICE_NAME_PATTERN,
+  Timestamp,
+} from '@orchestra/protocol';
 import Type from 'typebox';
 import { STRATEGY_NAMES, type StrategyName } from '../balancing/strategies.ts';
 import { lastEventIdOf, type StreamFormat, sendStream, streamFormat } from '../events/index.ts';
@@ -14,8 +21,6 @@ import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { decodeCursor, PageQuery, responseBudget, toPage } from '../platform/pagination.ts';
-import { errorResponses, eventStreamResponse, Timestamp } from '../platform/schemas.ts';
-import { SERVICE_NAME_PATTERN } from './names.ts';
 import type { NodeRegistry } from './nodes.ts';
 import { leaseNotFound, type RegistryService, type ServiceEvent } from './registry-service.ts';
 
@@ -555,25 +560,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
           'System-tenant admins only. Every node registers itself with a lease it renews every few seconds; a node that stops renewing drops out within 10 s. `health_checker` marks the node that runs the registry’s health checks.',
         response: {
           200: Type.Object({
-            items: Type.Array(
-              Type.Object({
-                id: Type.String(),
-                url: Type.String(),
-                version: Type.String(),
-                started_at: Timestamp,
-                seen_at: Timestamp,
-                store: Type.String(),
-                kv: Type.String(),
-                lease: Type.String(),
-                health_checker: Type.Boolean(),
-                load: Type.Object({
-                  rss_bytes: Type.Integer(),
-                  event_loop_delay_ms: Type.Number(),
-                  agents: Type.Integer(),
-                  realtime_connections: Type.Integer(),
-                }),
-              }),
-            ),
+            items: Type.Array(ClusterNode),
           }),
           ...errorResponses,
         },

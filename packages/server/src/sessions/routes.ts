@@ -1,16 +1,18 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import {
+  CreateSession,
+  errorResponses,
+  eventStreamResponse,
+  LabelSelectors,
+  parseLabelSelectors,
+  Session,
+  SessionEvent,
+} from '@orchestra/protocol';
 import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import {
-  errorResponses,
-  eventStreamResponse,
-  LabelSelectors,
-  parseLabelSelectors,
-} from '../platform/schemas.ts';
-import { CreateSession, Session, SessionEvent } from './schemas.ts';
 import type { SessionService } from './session-service.ts';
 
 const SessionParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });

@@ -1,3 +1,4 @@
+import type { CreateSession, Session } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import type { EventLog, StreamItem } from '../events/index.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
@@ -8,7 +9,6 @@ import { TenantLimit } from '../platform/tenant-limit.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import { countRows, type RelationalStore } from '../store/store.ts';
-import type { CreateSession, Session } from './schemas.ts';
 import { sessionStream } from './streams.ts';
 import type { MultitaskStrategy, SessionsTable } from './tables.ts';
 

@@ -1,67 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses, MAX_STATS_MINUTES, Stats } from '@orchestra/protocol';
 import Type from 'typebox';
-import { AGENT_STATUSES } from '../agents/index.ts';
 import { READ_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
-import { errorResponses, NullableTimestamp, Timestamp } from '../platform/schemas.ts';
-import {
-  LATENCY_SAMPLES_PER_MINUTE,
-  MAX_STATS_MINUTES,
-  type StatsService,
-} from './stats-service.ts';
-
-const counts = (keys: readonly string[]) =>
-  Type.Object(Object.fromEntries(keys.map((k) => [k, Type.Integer({ minimum: 0 })])));
-
-const Finished = counts(['succeeded', 'failed', 'cancelled', 'timed_out', 'dead']);
-
-const Percentiles = Type.Union([
-  Type.Object({
-    samples: Type.Integer(),
-    p50: Type.Number(),
-    p95: Type.Number(),
-    p99: Type.Number(),
-    max: Type.Number(),
-  }),
-  Type.Null(),
-]);
-
-const Stats = Type.Object(
-  {
-    at: Timestamp,
-    window: Type.Object({ minutes: Type.Integer(), from: Timestamp, to: Timestamp }),
-    template: Type.Union([Type.String(), Type.Null()]),
-    agents: Type.Object({
-      total: Type.Integer(),
-      by_status: counts(AGENT_STATUSES),
-      slots: Type.Integer({ description: 'Tasks the online and busy agents may hold at once.' }),
-      slots_used: Type.Integer({
-        description: 'Tasks the online and busy agents hold: the part of `slots` in use.',
-      }),
-      in_flight: Type.Integer({
-        description:
-          'Tasks any agent holds now (assigned or running), draining and disconnected ones too.',
-      }),
-    }),
-    tasks: Type.Object({
-      active: counts(['queued', 'assigned', 'running']),
-      oldest_queued_at: NullableTimestamp,
-      submitted: Type.Integer(),
-      finished: Finished,
-      latency_ms: Percentiles,
-      queue_wait_ms: Percentiles,
-      per_minute: Type.Array(
-        Type.Object({
-          at: Timestamp,
-          submitted: Type.Integer(),
-          finished: Finished,
-          latency_ms: Percentiles,
-        }),
-      ),
-    }),
-  },
-  { $id: 'Stats' },
-);
+import { LATENCY_SAMPLES_PER_MINUTE, type StatsService } from './stats-service.ts';
 
 /** `GET /v1/stats`: the tenant's agents and tasks at a glance (the console's overview). */
 export const statsRoutes: FastifyPluginAsyncTypebox<{ stats: StatsService }> = async (

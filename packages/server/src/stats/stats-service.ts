@@ -1,10 +1,6 @@
+import { AGENT_STATUSES, type AgentStatus } from '@orchestra/protocol';
 import type { Kysely } from 'kysely';
-import {
-  AGENT_STATUSES,
-  type AgentStatus,
-  agentsByStatus,
-  onlineAgentSlots,
-} from '../agents/index.ts';
+import { agentsByStatus, onlineAgentSlots } from '../agents/index.ts';
 import type { Principal } from '../platform/auth.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
@@ -22,7 +18,6 @@ import {
 } from '../tasks/index.ts';
 import type { TemplateService } from '../templates/index.ts';
 
-export { MAX_STATS_MINUTES } from './window.ts';
 /** Finished tasks per minute whose timings feed the latency percentiles. */
 export const LATENCY_SAMPLES_PER_MINUTE = 200;
 

@@ -1,4 +1,17 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import {
+  CreateTask,
+  CreateTaskBatch,
+  errorResponses,
+  eventStreamResponse,
+  isTerminalState,
+  LabelSelectors,
+  MAX_BATCH_TASKS,
+  parseLabelSelectors,
+  Task,
+  TaskEvent,
+  TaskState,
+} from '@orchestra/protocol';
 import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
@@ -6,21 +19,6 @@ import { type DurationFormat, durationPattern, parseDuration } from '../platform
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import {
-  errorResponses,
-  eventStreamResponse,
-  LabelSelectors,
-  parseLabelSelectors,
-} from '../platform/schemas.ts';
-import {
-  CreateTask,
-  CreateTaskBatch,
-  MAX_BATCH_TASKS,
-  Task,
-  TaskEvent,
-  TaskState,
-} from './schemas.ts';
-import { isTerminal } from './states.ts';
 import type { TaskService } from './task-service.ts';
 
 /** Longest `?wait=`: long enough for sync calls, short enough for proxies and clients. */
@@ -122,7 +120,7 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
       // A replayed submit waits too: retrying a ?wait call after a network error must behave
       // like the first one.
       const current = await tasks.waitForEnd(principal, task.id, wait, requestSignal(request.raw));
-      reply.status(!isTerminal(current.state) ? 202 : created ? 201 : 200);
+      reply.status(!isTerminalState(current.state) ? 202 : created ? 201 : 200);
       return current;
     },
   );

@@ -1,3 +1,4 @@
+import type { TaskState } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
 import type { Emit, EventLog, NewEvent } from '../events/index.ts';
@@ -5,7 +6,6 @@ import type { Database } from '../store/database.ts';
 import { filterOnly, Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { TemplateService } from '../templates/index.ts';
-import type { TaskState } from './states.ts';
 import { emitTaskEvents, stateEvent } from './stream.ts';
 import type { TasksTable } from './tables.ts';
 

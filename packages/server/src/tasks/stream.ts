@@ -1,6 +1,6 @@
+import { stateEventType } from '@orchestra/protocol';
 import type { Emit, NewEvent } from '../events/index.ts';
 import { sessionStream } from '../sessions/index.ts';
-import { stateEventType } from './states.ts';
 import type { TasksTable } from './tables.ts';
 
 /** The stream of a task's events in the event log. */

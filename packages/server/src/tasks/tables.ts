@@ -1,4 +1,4 @@
-import type { TaskState } from './states.ts';
+import type { TaskState } from '@orchestra/protocol';
 
 /** Tables owned by the tasks module. JSON columns hold text in both stores. */
 export interface TasksTable {

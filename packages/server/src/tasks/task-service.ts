@@ -1,3 +1,11 @@
+import {
+  type CreateTask,
+  isRetryableState,
+  isTerminalState,
+  type Task,
+  type TaskState,
+  TERMINAL_EVENT_TYPES,
+} from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
 import type { EventLog, StreamEvent, StreamItem } from '../events/index.ts';
@@ -25,8 +33,6 @@ import {
   DISPATCH_SUBJECT,
   type DispatchNotice,
 } from './runtime.ts';
-import type { CreateTask, Task } from './schemas.ts';
-import { isRetryable, isTerminal, stateEventType, type TaskState } from './states.ts';
 import { emitTaskEvents, stateEvent, taskStream } from './stream.ts';
 import type { TasksTable } from './tables.ts';
 
@@ -505,7 +511,7 @@ export class TaskService {
       .execute();
     return {
       all: rows.map((r) => r.id),
-      unfinished: rows.filter((r) => !isTerminal(r.state)).map((r) => r.id),
+      unfinished: rows.filter((r) => !isTerminalState(r.state)).map((r) => r.id),
     };
   }
 
@@ -664,7 +670,7 @@ export class TaskService {
     const tenantId = principal.tenant.id;
     return this.#events.transaction(async (trx, emit) => {
       const row = await this.#find(trx, tenantId, id, { lock: true });
-      if (!isRetryable(row.state)) {
+      if (!isRetryableState(row.state)) {
         throw new ApiError(
           'TASK_NOT_RETRYABLE',
           `Task "${id}" is ${row.state}; only failed, dead, cancelled or timed-out tasks can be retried`,
@@ -694,7 +700,7 @@ export class TaskService {
     signal: AbortSignal,
   ): Promise<Task> {
     const current = await this.get(principal, id);
-    if (isTerminal(current.state)) return current;
+    if (isTerminalState(current.state)) return current;
     const stop = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
     const head = (await this.#events.head(principal.tenant.id, taskStream(id))) ?? 0;
     for await (const _event of this.#follow(principal, id, head, stop)) {
@@ -717,7 +723,7 @@ export class TaskService {
         details: { fields: [{ field: 'querystring.after', message }] },
       });
     }
-    return isTerminal(task.state) && after >= head ? 'ended' : 'open';
+    return isTerminalState(task.state) && after >= head ? 'ended' : 'open';
   }
 
   /**
@@ -751,7 +757,7 @@ export class TaskService {
           .where('tenant_id', '=', tenantId)
           .where('id', '=', id)
           .executeTakeFirst();
-        return row === undefined || isTerminal(row.state);
+        return row === undefined || isTerminalState(row.state);
       },
     });
   }
@@ -807,10 +813,6 @@ export class TaskService {
       .executeTakeFirst();
   }
 }
-
-const TERMINAL_EVENT_TYPES = new Set(
-  (['succeeded', 'failed', 'cancelled', 'timed_out', 'dead'] as const).map(stateEventType),
-);
 
 function isTerminalEvent(event: StreamEvent): boolean {
   return TERMINAL_EVENT_TYPES.has(event.type);

@@ -3,5 +3,4 @@
 export * from './migrations.ts';
 export * from './module.ts';
 export * from './routes.ts';
-export { MAX_VERSION, Strategy } from './schemas.ts';
 export * from './template-service.ts';

@@ -1,19 +1,21 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyReply } from 'fastify';
-import Type from 'typebox';
-import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
-import { ifMatchVersion, principalOf } from '../platform/http.ts';
-import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import { errorResponses, LabelSelectors, parseLabelSelectors } from '../platform/schemas.ts';
 import {
   CreateTemplate,
+  errorResponses,
+  LabelSelectors,
   MAX_VERSION,
+  parseLabelSelectors,
   Rollback,
   Template,
   TemplateRef,
   TemplateVersionSummary,
   UpdateTemplate,
-} from './schemas.ts';
+} from '@orchestra/protocol';
+import type { FastifyReply } from 'fastify';
+import Type from 'typebox';
+import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { ifMatchVersion, principalOf } from '../platform/http.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
 import type { TemplateService } from './template-service.ts';
 
 /** The ETag of a template response names the version `latest` pointed to when it was read. */

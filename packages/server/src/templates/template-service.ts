@@ -1,3 +1,4 @@
+import type { CreateTemplate, Template, TemplateSpec, UpdateTemplate } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -15,7 +16,6 @@ import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { Database } from '../store/database.ts';
 import { countRows, isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import type { CreateTemplate, Template, TemplateSpec, UpdateTemplate } from './schemas.ts';
 import type { TemplatesTable, TemplateVersionsTable } from './tables.ts';
 
 /** Defaults of a template that does not set them. */

@@ -1,5 +1,5 @@
+import { AGENT_STATUSES } from '@orchestra/protocol/constants';
 import type { Agent, AgentStatus } from '@orchestra/sdk';
-import { AGENT_STATUSES } from '../../agents/statuses.ts';
 import { agentRow, describeAgent } from '../agent-format.ts';
 import {
   CLIENT_OPTIONS,

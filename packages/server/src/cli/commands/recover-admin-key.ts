@@ -1,4 +1,4 @@
-import { SYSTEM_TENANT_ID } from '../../gateway/system-tenant.ts';
+import { SYSTEM_TENANT_ID } from '@orchestra/protocol/constants';
 import { loadSettingsWithFlags, STORE_FLAGS } from '../settings-flags.ts';
 import { command, print, single, UsageError } from '../spec.ts';
 

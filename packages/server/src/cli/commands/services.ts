@@ -1,5 +1,5 @@
+import { STRATEGY_NAMES } from '@orchestra/protocol/constants';
 import type { ResolveStrategy, ServiceInstance } from '@orchestra/sdk';
-import { STRATEGY_NAMES } from '../../balancing/strategies.ts';
 import { CLIENT_OPTIONS, client, print, UsageError } from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';

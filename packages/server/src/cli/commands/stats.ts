@@ -1,4 +1,4 @@
-import { MAX_STATS_MINUTES } from '../../stats/window.ts';
+import { MAX_STATS_MINUTES } from '@orchestra/protocol/constants';
 import { CLIENT_OPTIONS, client, countFlag, noArguments, print } from '../common.ts';
 import { command, single } from '../spec.ts';
 import { describeStats } from '../stats-format.ts';

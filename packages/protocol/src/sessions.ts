@@ -1,7 +1,10 @@
 import Type, { type Static } from 'typebox';
-import { Labels, Timestamp } from '../platform/schemas.ts';
+import { Labels, Timestamp } from './common.ts';
+import { MULTITASK_STRATEGIES } from './constants.ts';
 
-export const MultitaskStrategySchema = Type.Enum(['reject', 'enqueue', 'interrupt'], {
+// Sessions (`/v1/sessions`): threads of tasks that run in order and share one history.
+
+export const MultitaskStrategySchema = Type.Enum([...MULTITASK_STRATEGIES], {
   description:
     'What happens to a task submitted while another task of the session is unfinished: reject (409 SESSION_BUSY), enqueue (it runs after the earlier ones, in order), interrupt (the unfinished ones are cancelled, then it runs).',
 });
@@ -10,12 +13,14 @@ export const CreateSession = Type.Object(
   {
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     labels: Type.Optional(Labels),
+    /** Free data for the application, returned as given. */
     metadata: Type.Optional(
       Type.Record(Type.String(), Type.Unknown(), {
         maxProperties: 100,
         description: 'Free data for the application, returned as given.',
       }),
     ),
+    /** Default `enqueue`: tasks run one after the other, in submission order. */
     multitask_strategy: Type.Optional(MultitaskStrategySchema),
   },
   { additionalProperties: false },
@@ -45,6 +50,7 @@ export const Session = Type.Object(
   },
   { $id: 'Session' },
 );
+/** A session (thread): tasks submitted with its id run in order and share one history. */
 export type Session = Static<typeof Session>;
 
 export const SessionEvent = Type.Object(
@@ -56,3 +62,4 @@ export const SessionEvent = Type.Object(
   },
   { $id: 'SessionEvent' },
 );
+export type SessionEvent = Static<typeof SessionEvent>;

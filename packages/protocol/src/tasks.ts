@@ -1,20 +1,24 @@
 import Type, { type Static } from 'typebox';
-import { Labels, NullableTimestamp, Timestamp } from '../platform/schemas.ts';
-import { MAX_VERSION, Strategy } from '../templates/index.ts';
+import { Capability, Labels, NullableTimestamp, Timestamp } from './common.ts';
+import { MAX_BATCH_TASKS, MAX_VERSION } from './constants.ts';
 import { TASK_STATES } from './states.ts';
+import { Strategy } from './templates.ts';
+
+// Tasks (`/v1/tasks`): units of work for agents, and their event streams.
 
 export const TaskState = Type.Enum([...TASK_STATES], {
   description:
     'queued → assigned → running → succeeded | failed | cancelled | timed_out; dead after the last failed attempt.',
 });
-
-const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });
+export type TaskState = Static<typeof TaskState>;
 
 export const CreateTask = Type.Object(
   {
+    /** Template id (`tpl_…`) or name. Give a template, `capabilities`, or both. */
     template: Type.Optional(
       Type.String({ minLength: 1, maxLength: 120, description: 'Template id (`tpl_…`) or name.' }),
     ),
+    /** Pins a template version; default: the one `latest` points to. Needs `template`. */
     template_version: Type.Optional(
       Type.Integer({
         minimum: 1,
@@ -22,6 +26,7 @@ export const CreateTask = Type.Object(
         description: 'Pin a version; default: the one `latest` points to.',
       }),
     ),
+    /** Routes by capabilities, instead of or on top of the template's; no duplicates. */
     capabilities: Type.Optional(
       Type.Array(Capability, {
         minItems: 1,
@@ -30,9 +35,14 @@ export const CreateTask = Type.Object(
         description: 'Route by capabilities (instead of, or on top of, the template’s).',
       }),
     ),
+    /** Any JSON value; checked against the template's input schema. Default null. */
     input: Type.Optional(
       Type.Unknown({ description: 'Checked against the template’s input schema.' }),
     ),
+    /**
+     * Submitting the same key again in this tenant returns the first task, whatever the rest
+     * of the input says (see `createDetailed` to learn which happened).
+     */
     idempotency_key: Type.Optional(
       Type.String({
         minLength: 1,
@@ -40,12 +50,16 @@ export const CreateTask = Type.Object(
         description: 'Submitting the same key again returns the first task, whatever the body.',
       }),
     ),
+    /** -1000 to 1000, higher runs first; default: the template's, else 0. */
     priority: Type.Optional(
       Type.Integer({ minimum: -1000, maximum: 1000, description: 'Higher runs first.' }),
     ),
+    /** 1000 ms to 7 days; default: the template's, else 300000. */
     timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 604_800_000 })),
+    /** 1 to 100; default: the template's, else 3. */
     max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
     concurrency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    /** Run in this session: in order with its other tasks, and part of its history. */
     session_id: Type.Optional(
       Type.String({
         minLength: 1,
@@ -54,15 +68,13 @@ export const CreateTask = Type.Object(
           'Run the task in this session: its events join the session’s history, and the session’s multitask strategy applies.',
       }),
     ),
+    /** Default: the template's, else `least_connections`. */
     strategy: Type.Optional(Strategy),
     labels: Type.Optional(Labels),
   },
   { additionalProperties: false },
 );
 export type CreateTask = Static<typeof CreateTask>;
-
-/** Most tasks in one `POST /v1/tasks/batch`. */
-export const MAX_BATCH_TASKS = 500;
 
 export const CreateTaskBatch = Type.Object(
   {
@@ -80,7 +92,9 @@ export const TaskError = Type.Object(
   {
     code: Type.String(),
     message: Type.String(),
+    /** Whether another attempt could succeed. */
     retryable: Type.Boolean(),
+    /** What the agent added to its `task.fail` (a `TaskFailedError`'s `details`), if anything. */
     details: Type.Optional(
       Type.Record(Type.String(), Type.Unknown(), {
         description: 'What the agent added to its `task.fail`, if anything.',
@@ -92,75 +106,103 @@ export const TaskError = Type.Object(
       'Set once an attempt failed: the last failed attempt’s error. A task that then succeeded keeps it (its `state` and `result` say it succeeded); a task waiting in `queued` for a retry shows why the attempt before failed. Every attempt’s error is in its `task.attempt_failed` event.',
   },
 );
+/** Why a task failed, as its agent or the server reported it. */
+export type TaskError = Static<typeof TaskError>;
+
+/** Why a queued task cannot be placed now (`Task.waiting`). */
+export const TaskWaiting = Type.Object({
+  reason: Type.Literal('no_agent', {
+    description: 'No connected agent offers what the task needs.',
+  }),
+  /** Such as "no connected agent offers capability gpu". */
+  message: Type.String({
+    description: 'Such as "no connected agent offers capability gpu".',
+  }),
+  /** The capabilities nobody offers (all of the task's when no agent offers them together). */
+  capabilities: Type.Array(Type.String(), {
+    description:
+      'The capabilities no connected agent offers; all of the task’s when each is offered but no agent offers them together.',
+  }),
+});
+export type TaskWaiting = Static<typeof TaskWaiting>;
 
 export const Task = Type.Object(
   {
+    /** `tsk_…`; ids are time-ordered. */
     id: Type.String(),
     tenant_id: Type.String(),
+    /** The template version the task runs, or null for a task routed by capabilities alone. */
     template: Type.Union([
       Type.Object({ id: Type.String(), name: Type.String(), version: Type.Integer() }),
       Type.Null(),
     ]),
+    /** What an agent must offer to run it: the template's plus the task's own. */
     capabilities: Type.Array(Type.String()),
+    /** The input as submitted; null when none was given. */
     input: Type.Unknown(),
     state: TaskState,
     priority: Type.Integer(),
     timeout_ms: Type.Integer(),
     max_attempts: Type.Integer(),
+    /** Attempts started so far; a retry starts again from 0. */
     attempt: Type.Integer({ description: 'Attempts started so far.' }),
     strategy: Strategy,
     concurrency_key: Type.Union([Type.String(), Type.Null()]),
+    /** The session the task runs in, if any. */
     session_id: Type.Union([Type.String(), Type.Null()]),
     idempotency_key: Type.Union([Type.String(), Type.Null()]),
     labels: Type.Record(Type.String(), Type.String()),
+    /** The agent holding the task, while one does. */
     agent_id: Type.Union([Type.String(), Type.Null()]),
+    /** What the agent returned, once succeeded; else null. */
     result: Type.Unknown({ description: 'What the agent returned, once succeeded; else null.' }),
     error: Type.Union([TaskError, Type.Null()]),
+    /** When a cancellation was asked for a task an agent holds; null otherwise. */
     cancel_requested_at: NullableTimestamp,
+    /** A queued retry waits until then (backoff); null when it may run at once. */
     not_before: Type.Union([Timestamp, Type.Null()], {
       description: 'A retried attempt waits until then (backoff).',
     }),
+    /** When the current attempt was handed to an agent; null while queued. */
     assigned_at: NullableTimestamp,
+    /** When the agent started the current attempt; null until it did. */
     started_at: NullableTimestamp,
+    /** When the current attempt times out; null until an agent is given the task. */
     deadline_at: Type.Union([Timestamp, Type.Null()], {
       description: 'The current attempt times out then.',
     }),
+    /** The credential that submitted it. */
     created_by: Type.String(),
     created_at: Timestamp,
     updated_at: Timestamp,
+    /** When it reached a terminal state; null while it runs or after a retry. */
     finished_at: NullableTimestamp,
-    waiting: Type.Union(
-      [
-        Type.Object({
-          reason: Type.Literal('no_agent', {
-            description: 'No connected agent offers what the task needs.',
-          }),
-          message: Type.String({
-            description: 'Such as "no connected agent offers capability gpu".',
-          }),
-          capabilities: Type.Array(Type.String(), {
-            description:
-              'The capabilities no connected agent offers; all of the task’s when each is offered but no agent offers them together.',
-          }),
-        }),
-        Type.Null(),
-      ],
-      {
-        description:
-          'Why a queued task cannot be placed now, beyond waiting for its turn or a free slot; null when an agent could take it (and for tasks not queued). Read when the task is read: the task stays queued and runs once such an agent connects.',
-      },
-    ),
+    /**
+     * Why a queued task cannot be placed now, beyond waiting for its turn or a free slot:
+     * no connected agent offers what it needs. Null when an agent could take it, and for
+     * tasks not queued. The task stays queued and runs once such an agent connects.
+     */
+    waiting: Type.Union([TaskWaiting, Type.Null()], {
+      description:
+        'Why a queued task cannot be placed now, beyond waiting for its turn or a free slot; null when an agent could take it (and for tasks not queued). Read when the task is read: the task stays queued and runs once such an agent connects.',
+    }),
   },
   { $id: 'Task' },
 );
+/** A unit of work for an agent, with every default filled in. */
 export type Task = Static<typeof Task>;
 
 export const TaskEvent = Type.Object(
   {
+    /** Position in the task's stream: 1, 2, 3, … without holes. */
     offset: Type.Integer({ description: 'Position in the task’s stream; also the SSE id.' }),
+    /** Such as `task.queued`, `task.cancel_requested`, `task.retried`, `task.progress`, `task.succeeded`. */
     type: Type.String({ description: 'task.queued, task.cancelled, task.retried, …; stream.gap' }),
     time: Timestamp,
+    /** For state changes: `{ state, attempt, agent_id, … }`; else what the event carries. */
     data: Type.Unknown(),
   },
   { $id: 'TaskEvent' },
 );
+/** One event in a task's stream. */
+export type TaskEvent = Static<typeof TaskEvent>;

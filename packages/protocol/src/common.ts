@@ -1,4 +1,8 @@
-import Type, { type TSchema } from 'typebox';
+import Type, { type Static, type TSchema } from 'typebox';
+import { MESSAGE_TYPES, PROTOCOL_VERSION } from './constants.ts';
+
+// What every surface shares: the error body, times, labels, pages, event-stream items and
+// the envelope of the WebSocket protocols.
 
 /** The unified error body (see docs/errors.md), declared for OpenAPI and serialization. */
 export const ErrorResponse = Type.Object(
@@ -17,6 +21,7 @@ export const ErrorResponse = Type.Object(
   },
   { $id: 'ErrorResponse', description: 'Every error response has this shape.' },
 );
+export type ErrorResponse = Static<typeof ErrorResponse>;
 
 /** Error responses every route can give; spread into a route's `response` schema. */
 export const errorResponses = {
@@ -39,6 +44,7 @@ export const Labels = Type.Record(
     description: 'Free key/value pairs to find the resource by.',
   },
 );
+export type Labels = Static<typeof Labels>;
 
 /** A `key=value` label filter of a list route; repeat the parameter for several. */
 export const LabelSelectors = Type.Array(
@@ -65,13 +71,20 @@ export function parseLabelSelectors(
 export const StreamGap = Type.Object(
   {
     type: Type.Literal('stream.gap'),
+    /** The offset the reader asked to continue after. */
     after: Type.Integer({ description: 'The offset the reader asked to continue after.' }),
+    /** The oldest offset still retained. */
     first_offset: Type.Integer({
       description: 'The oldest offset still retained; reading continues from there.',
     }),
   },
   { $id: 'StreamGap', description: 'Items after the resume point are no longer retained.' },
 );
+/**
+ * Said instead of events that retention removed: the stream continues at `first_offset`.
+ * It has no `offset`, which tells it apart from a `TaskEvent`.
+ */
+export type StreamGap = Static<typeof StreamGap>;
 
 /** The last item of an event stream that ends early. */
 export const StreamError = Type.Object(
@@ -86,6 +99,7 @@ export const StreamError = Type.Object(
       'The stream ends early: its credential was revoked or expired (with `code`), or it was interrupted (SSE only, without `code`: resume with `Last-Event-ID`).',
   },
 );
+export type StreamError = Static<typeof StreamError>;
 
 /**
  * The 200 of a route that streams (`sendStream`), for OpenAPI: Server-Sent Events when
@@ -121,3 +135,62 @@ export function eventStreamResponse(item: TSchema, description: string) {
     },
   };
 }
+
+const Id = Type.String({ minLength: 1, maxLength: 128 });
+
+/**
+ * The envelope's header, shared by every WebSocket protocol (docs/protocol.md): a JSON text
+ * frame `{header, payload}` where `payload.kind` names the frame.
+ */
+export const Header = Type.Object(
+  {
+    id: Id,
+    correlation_id: Type.Optional(Id),
+    type: Type.Enum([...MESSAGE_TYPES]),
+    timestamp: Type.String({ format: 'date-time' }),
+    source: Type.String({ minLength: 1, maxLength: 256 }),
+    destination: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    metadata: Type.Optional(
+      Type.Record(Type.String(), Type.String({ maxLength: 1024 }), { maxProperties: 50 }),
+    ),
+    version: Type.Literal(PROTOCOL_VERSION),
+  },
+  { additionalProperties: false },
+);
+export type Header = Static<typeof Header>;
+
+/** Items a list route answers when no `limit` is given. */
+export const DEFAULT_PAGE_LIMIT = 50;
+
+/** Query parameters of every list route. */
+export const PageQuery = {
+  limit: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: 200,
+      default: DEFAULT_PAGE_LIMIT,
+      description:
+        'Items per page, 1 to 200. A page also stops at about ORCHESTRA_RESPONSE_MAX_BYTES of JSON (4 MiB by default), with at least one item.',
+    }),
+  ),
+  cursor: Type.Optional(
+    Type.String({
+      maxLength: 512,
+      description: 'The `next_cursor` of the previous page; omit for the first page.',
+    }),
+  ),
+};
+
+/** A page of items in id order; `next_cursor` is null on the last page. */
+export function Page<T extends TSchema>(item: T) {
+  return Type.Object({
+    items: Type.Array(item),
+    next_cursor: Type.Union([Type.String(), Type.Null()], {
+      description:
+        'Pass as `cursor` for the next page (the page may have stopped at `limit` or at the byte budget); null on the last page.',
+    }),
+  });
+}
+
+/** What an agent offers and a task or template needs, such as `gpu` or `code:python`. */
+export const Capability = Type.String({ pattern: '^[a-z0-9][a-z0-9._:/-]{0,99}$' });

@@ -1,5 +1,8 @@
 import Type from 'typebox';
-import { Timestamp } from '../platform/schemas.ts';
+import { Timestamp } from './common.ts';
+
+// The config center (`/v1/config`): hierarchical keys per environment, with history, schemas
+// and watch.
 
 const Actor = Type.Object(
   {

@@ -1,0 +1,102 @@
+// @orchestra/protocol: the wire contract of Orchestra (decision 0014). TypeBox schemas of
+// every request, response, event and frame, which the server validates with and generates
+// OpenAPI from, and whose static types the SDK uses; plus everything of
+// `@orchestra/protocol/constants` (error codes, states, names, bounds).
+
+export {
+  AGENT_FRAMES,
+  Agent,
+  type AgentFrameKind,
+  type AgentFramePayload,
+  AgentStatusSchema,
+} from './agents.ts';
+export {
+  Capability,
+  DEFAULT_PAGE_LIMIT,
+  ErrorResponse,
+  errorResponses,
+  eventStreamResponse,
+  Header,
+  LabelSelectors,
+  Labels,
+  NullableTimestamp,
+  Page,
+  PageQuery,
+  parseLabelSelectors,
+  StreamError,
+  StreamGap,
+  Timestamp,
+} from './common.ts';
+export {
+  ConfigDeleted,
+  ConfigEnvironmentSchema,
+  ConfigItemSchema,
+  ConfigPage,
+  ConfigSchemaSchema,
+  DiffSchema,
+  HistoryPage,
+  PutConfigBody,
+  PutSchemaBody,
+  RevertBody,
+  WatchEventSchema,
+} from './config.ts';
+export * from './constants.ts';
+export {
+  ApiKey,
+  ApiKeyWithSecret,
+  CreateApiKey,
+  CreatedTenant,
+  CreateTenant,
+  Role,
+  TENANT_LIMIT_NAMES,
+  TENANT_LIMITS,
+  Tenant,
+  TenantId,
+  type TenantLimitName,
+  TenantLimitOverridesSchema,
+  type TenantLimits,
+  TenantLimitsPatch,
+  TenantLimitValues,
+  UpdateTenant,
+  WhoAmI,
+} from './identity.ts';
+export { ClusterNode, type DependencyCheck, Readiness } from './ops.ts';
+export {
+  PresenceInfo,
+  REALTIME_FRAMES,
+  type RealtimeFrameKind,
+  type RealtimeFramePayload,
+} from './realtime.ts';
+export {
+  CreateSession,
+  MultitaskStrategySchema,
+  Session,
+  SessionEvent,
+} from './sessions.ts';
+export {
+  FinishedCounts,
+  Percentiles,
+  Stats,
+  StatsMinute,
+} from './stats.ts';
+export {
+  CreateTask,
+  CreateTaskBatch,
+  Task,
+  TaskError,
+  TaskEvent,
+  TaskState,
+  TaskWaiting,
+} from './tasks.ts';
+export {
+  CreateTemplate,
+  Rollback,
+  Strategy,
+  Template,
+  TemplateName,
+  TemplateRef,
+  type TemplateSpec,
+  TemplateSpecFields,
+  TemplateVersionSummary,
+  UpdateTemplate,
+} from './templates.ts';

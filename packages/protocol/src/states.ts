@@ -1,0 +1,66 @@
+// The states of tasks and agents as the API reports them. No TypeBox here: the SDK and the
+// CLI load this at run time through `@orchestra/protocol/constants`; the schemas in
+// tasks.ts and agents.ts are built from these lists.
+
+/** Every task state, in the order a task passes through them (terminal ones last). */
+export const TASK_STATES = [
+  'queued',
+  'assigned',
+  'running',
+  'succeeded',
+  'failed',
+  'cancelled',
+  'timed_out',
+  'dead',
+] as const;
+
+/**
+ * Where a task is in its life: queued → assigned → running → succeeded | failed |
+ * cancelled | timed_out; dead after the last failed attempt. The last five are terminal:
+ * nothing more happens to the task unless someone retries it (see `isTerminalState`).
+ */
+export type TaskState = (typeof TASK_STATES)[number];
+
+/**
+ * True when nothing more happens to a task in `state` unless someone retries it:
+ * succeeded, failed, cancelled, timed_out or dead.
+ */
+export function isTerminalState(state: TaskState): boolean {
+  switch (state) {
+    case 'queued':
+    case 'assigned':
+    case 'running':
+      return false;
+    case 'succeeded':
+    case 'failed':
+    case 'cancelled':
+    case 'timed_out':
+    case 'dead':
+      return true;
+  }
+}
+
+/** States a retry may start from: the terminal ones that did not end in success. */
+export function isRetryableState(state: TaskState): boolean {
+  return isTerminalState(state) && state !== 'succeeded';
+}
+
+/** The event type that reports reaching `state`: `task.<state>`. */
+export function stateEventType<S extends TaskState>(state: S): `task.${S}` {
+  return `task.${state}`;
+}
+
+/** The event types that report a terminal state. */
+export const TERMINAL_EVENT_TYPES: ReadonlySet<string> = new Set(
+  TASK_STATES.filter(isTerminalState).map(stateEventType),
+);
+
+/** What `GET /v1/agents` says an agent is doing (docs/protocol.md, "Agent status"). */
+export const AGENT_STATUSES = ['online', 'busy', 'draining', 'offline', 'error'] as const;
+
+/**
+ * Where an agent is: `online` (connected, with room for work), `busy` (connected, at its
+ * max concurrency), `draining` (finishing what it holds, taking nothing new), `offline`
+ * (not connected) or `error` (its connection was closed for breaking the protocol).
+ */
+export type AgentStatus = (typeof AGENT_STATUSES)[number];
