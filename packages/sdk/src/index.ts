@@ -62,6 +62,12 @@ export {
 } from './service-client.ts';
 export { isTerminalState, TASK_STATES } from './task-states.ts';
 export type {
+  ConnectionOptions,
+  ConnectionState,
+  ConnectionStatus,
+  Credential,
+} from './transport.ts';
+export type {
   Agent,
   AgentStatus,
   ApiKey,
