@@ -610,14 +610,6 @@ export class Orchestra {
       (await this.request<{ items: ClusterNode[] }>('GET', '/v1/cluster/nodes')).items,
   };
 
-  /**
-   * Sends one request and parses the JSON answer; resolves to undefined when the answer has
-   * no body (204). Public so that routes without a typed method yet can still be called
-   * with the client's credentials and error handling. `query` skips undefined values and
-   * repeats a parameter for each item of an array; `headers` add to (and override) the
-   * client's `headers` for this request only. `timeoutMs` replaces the client's per-request
-   * timeout for this request; when `signal` aborts, the call rejects with its reason.
-   */
   async #createOne(input: CreateTaskInput, wait: number | undefined): Promise<CreateTaskResult> {
     const answer = await this.#exchange<Task>('POST', '/v1/tasks', {
       body: input,
@@ -657,6 +649,14 @@ export class Orchestra {
     });
   }
 
+  /**
+   * Sends one request and parses the JSON answer; resolves to undefined when the answer has
+   * no body (204). Public so that routes without a typed method yet can still be called
+   * with the client's credentials and error handling. `query` skips undefined values and
+   * repeats a parameter for each item of an array; `headers` add to (and override) the
+   * client's `headers` for this request only. `timeoutMs` replaces the client's per-request
+   * timeout for this request; when `signal` aborts, the call rejects with its reason.
+   */
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     return this.#transport.request<T>(method, path, options);
   }
