@@ -1,5 +1,13 @@
-import { backoffDelayMs, type ReconnectOptions } from './backoff.ts';
+import { Backoff, type ReconnectOptions } from './backoff.ts';
 import { OrchestraError } from './errors.ts';
+import {
+  type ConnectionOptions,
+  type ConnectionStatus,
+  type Credential,
+  type ReconnectingSocket,
+  Transport,
+  type TransportStatus,
+} from './transport.ts';
 
 /** What a task handler is given besides the input. */
 export interface TaskContext {
@@ -64,7 +72,7 @@ export class TaskFailedError extends Error {
   }
 }
 
-export interface AgentWorkerOptions {
+export interface AgentWorkerOptions extends ConnectionOptions<WorkerStatus> {
   /**
    * Base URL of the server (`http://…` or `ws://…`); the worker connects to
    * `/v1/agents/connect`. Several URLs (the nodes of a cluster): the worker starts with the
@@ -72,8 +80,8 @@ export interface AgentWorkerOptions {
    * there.
    */
   url: string | string[];
-  /** An `agent` (or `admin`) API key or JWT. */
-  apiKey: string;
+  /** An `agent` (or `admin`) API key or JWT, or a function that returns one. */
+  apiKey: Credential;
   /** Stable id of this agent: keep it across restarts so that its tasks can resume. */
   agentId: string;
   name?: string;
@@ -88,7 +96,10 @@ export interface AgentWorkerOptions {
   handleSignals?: boolean;
   /** How long a drain waits for running tasks; default 30 s. */
   drainTimeoutMs?: number;
-  /** Reconnect backoff: first delay and ceiling; full jitter in between. */
+  /**
+   * Reconnect backoff: from `initialDelayMs` (default 250) doubling up to `maxDelayMs`
+   * (default 10,000), with full jitter. Other nodes are tried once each at once first.
+   */
   reconnect?: ReconnectOptions;
   /** Events kept per task for resending after a reconnect; default 10,000. */
   maxBufferedEvents?: number;
@@ -99,14 +110,32 @@ export interface AgentWorkerOptions {
    * where the handler emits it. A larger frame would make the server close the connection.
    */
   maxFrameBytes?: number;
-  /** Told about connection changes and errors that do not stop the worker. */
+  /**
+   * Told about connection changes and errors that do not stop the worker. Every status
+   * carries the connection `state` and `url` that all clients report; `type` says what
+   * happened.
+   */
   onStatus?: (status: WorkerStatus) => void;
 }
 
-export type WorkerStatus =
-  | { type: 'registered'; resumed: number; lost: number }
-  | { type: 'disconnected'; code: number; reason: string; retryInMs: number }
-  | { type: 'error'; error: Error };
+/**
+ * What `onStatus` of an `AgentWorker` is called with:
+ * - `registered` (state `connected`): registered, and how many held tasks were resumed or
+ *   lost;
+ * - `disconnected` (state `connecting` before the first registration, then
+ *   `reconnecting`): a connection failed or dropped; the next try is in `retryInMs`;
+ * - `error` (the state does not change): something failed that the worker carries on
+ *   after;
+ * - `stopped` (state `closed`): after `stop`, or a disconnection reconnecting cannot help
+ *   (then with its `error`).
+ */
+export type WorkerStatus = ConnectionStatus &
+  (
+    | { type: 'registered'; resumed: number; lost: number }
+    | { type: 'disconnected'; code: number; reason: string; retryInMs: number }
+    | { type: 'error'; error: Error }
+    | { type: 'stopped' }
+  );
 
 interface Envelope {
   header: { id: string; correlation_id?: string; type: string };
@@ -135,8 +164,8 @@ interface RunningTask {
   buffer: { seq: number; event: Record<string, unknown> }[];
   /** Set once the handler settled; resent until acknowledged. */
   final: Final | undefined;
-  /** Sends of `final` that got no usable answer in a row; paces the next one. */
-  finalRetries: number;
+  /** Counts sends of `final` that got no usable answer in a row; paces the next one. */
+  finalBackoff: Backoff;
   /** `final` replaces an outcome the server refused. */
   finalReplaced: boolean;
   finalTimer: ReturnType<typeof setTimeout> | undefined;
@@ -168,18 +197,17 @@ export class AgentWorker {
   readonly #concurrency: number;
   readonly #tasks = new Map<string, RunningTask>();
   readonly #waiting = new Map<string, (frame: Envelope) => void>();
-  #socket: WebSocket | undefined;
+  readonly #transport: Transport;
+  /** The agent connection; it reconnects, moving between nodes, until `stop`. */
+  readonly #link: ReconnectingSocket;
   #registered = false;
+  /** What the last registration resumed and lost, for its status. */
+  #registration = { resumed: 0, lost: 0 };
   #stopping = false;
   #draining = false;
-  #failures = 0;
-  readonly #urls: string[];
-  #urlIndex = 0;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   /** The frame limit the server announced at registration. */
   #serverMaxFrameBytes: number | undefined;
-  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  #firstRegistration: { resolve: () => void; reject: (err: Error) => void } | undefined;
   #stopped: Promise<void> | undefined;
   #signalHandler: (() => void) | undefined;
   #cpu: { usage: NodeJS.CpuUsage; at: number } | undefined;
@@ -188,16 +216,25 @@ export class AgentWorker {
   constructor(options: AgentWorkerOptions) {
     if (!options.agentId) throw new TypeError('agentId is required');
     if (typeof options.handler !== 'function') throw new TypeError('handler must be a function');
-    this.#urls = typeof options.url === 'string' ? [options.url] : [...options.url];
-    if (this.#urls.length === 0 || this.#urls.some((u) => typeof u !== 'string' || u === ''))
-      throw new TypeError('url must be a URL or a non-empty list of URLs');
     this.#options = options;
     this.#concurrency = options.concurrency ?? 1;
-  }
-
-  /** The URL of the node this worker connects to now. */
-  get #url(): string {
-    return this.#urls[this.#urlIndex] ?? '';
+    this.#transport = new Transport({
+      url: options.url,
+      apiKey: options.apiKey,
+      reconnect: options.reconnect ?? {},
+      statusFromRequests: false,
+      onStatus: (status) => this.#onConnectionStatus(status),
+    });
+    this.#link = this.#transport.socket({
+      path: '/v1/agents/connect',
+      // Node's WebSocket (undici) takes headers; browsers cannot authenticate agents.
+      authorizationHeader: true,
+      firstConnect: 'retry',
+      handshake: () => this.#register(),
+      message: (text) => this.#onMessage(text),
+      closed: (code) => this.#onClose(code),
+      failed: (error) => this.#onRegisterFailed(error),
+    });
   }
 
   /** Tasks running now. */
@@ -211,12 +248,14 @@ export class AgentWorker {
    */
   async start(): Promise<void> {
     await this.#checkCredential();
-    const registered = new Promise<void>((resolve, reject) => {
-      this.#firstRegistration = { resolve, reject };
-    });
     if (this.#options.handleSignals ?? typeof process !== 'undefined') this.#installSignals();
-    this.#connect();
-    await registered;
+    try {
+      await this.#link.connect();
+    } catch (err) {
+      if (this.#stopping && !(err instanceof OrchestraError && err.code !== 'CONNECTION_FAILED'))
+        throw new Error('the worker was stopped before it registered', { cause: err });
+      throw err;
+    }
   }
 
   /**
@@ -231,7 +270,7 @@ export class AgentWorker {
 
   async #stop(drain: boolean): Promise<void> {
     this.#draining = true;
-    if (drain && this.#registered && this.#socket?.readyState === WebSocket.OPEN) {
+    if (drain && this.#registered && this.#link.connected) {
       await this.#request({ kind: 'drain' }, 5_000).catch(() => undefined);
       const timeout = this.#options.drainTimeoutMs ?? 30_000;
       if (this.#tasks.size > 0) {
@@ -252,107 +291,76 @@ export class AgentWorker {
     }
     this.#removeSignals();
     clearInterval(this.#heartbeat);
-    clearTimeout(this.#reconnectTimer);
-    const socket = this.#socket;
-    if (socket && socket.readyState !== WebSocket.CLOSED) {
-      await new Promise<void>((resolve) => {
-        // Cleared on close, or it would keep the process alive after stop() resolved.
-        const timer = setTimeout(resolve, 2_000);
-        socket.addEventListener(
-          'close',
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          { once: true },
-        );
-        socket.close(1000, 'agent stopped');
-      });
-    }
-    this.#firstRegistration?.reject(new Error('the worker was stopped before it registered'));
+    await this.#link.close(1000, 'agent stopped');
   }
 
   async #checkCredential(): Promise<void> {
-    const base = this.#url.replace(/^ws/, 'http').replace(/\/+$/, '');
-    let response: Response;
+    let who: { role?: string } | undefined;
     try {
-      response = await fetch(`${base}/v1/whoami`, {
-        headers: { authorization: `Bearer ${this.#options.apiKey}` },
-        signal: AbortSignal.timeout(10_000),
-      });
-    } catch {
-      return; // not reachable yet: the connection loop retries
+      who = await this.#transport.request('GET', '/v1/whoami', { timeoutMs: 10_000 });
+    } catch (err) {
+      if (err instanceof OrchestraError && (err.status === 401 || err.status === 403)) throw err;
+      return; // not reachable yet (or not answering properly): the connection loop retries
     }
-    if (response.status === 401 || response.status === 403) {
-      const body = (await response.json().catch(() => ({}))) as {
-        error?: { code?: string; message?: string };
-      };
-      throw new OrchestraError(
-        body.error?.code ?? 'UNAUTHENTICATED',
-        body.error?.message ?? 'The credential was refused',
-        { status: response.status },
-      );
-    }
-    const who = (await response.json().catch(() => ({}))) as { role?: string };
-    if (response.ok && who.role !== undefined && who.role !== 'agent' && who.role !== 'admin') {
+    const role = who?.role;
+    if (role !== undefined && role !== 'agent' && role !== 'admin') {
       throw new OrchestraError(
         'PERMISSION_DENIED',
-        `An agent needs an agent or admin credential; this one has the ${who.role} role`,
+        `An agent needs an agent or admin credential; this one has the ${role} role`,
         { status: 403 },
       );
     }
   }
 
-  #connect(): void {
-    if (this.#stopping) return;
-    const base = this.#url.replace(/^http/, 'ws').replace(/\/+$/, '');
-    // Node's WebSocket (undici) takes headers; browsers cannot authenticate agents this way.
-    const socket = new WebSocket(`${base}/v1/agents/connect`, {
-      headers: { authorization: `Bearer ${this.#options.apiKey}` },
-    } as unknown as string[]);
-    this.#socket = socket;
-    this.#registered = false;
-    socket.addEventListener('open', () => {
-      this.#register().catch((err: Error) => {
-        this.#report({ type: 'error', error: err });
-        socket.close(1000, 'registration failed');
+  /** The connection's state as this worker's statuses. */
+  #onConnectionStatus(status: TransportStatus): void {
+    const { state, url, error } = status;
+    if (state === 'connected') {
+      this.#report({ type: 'registered', state, url, ...this.#registration });
+    } else if (state === 'closed') {
+      this.#report({ type: 'stopped', state, url, ...(error ? { error } : {}) });
+    } else if (status.retryInMs !== undefined) {
+      this.#report({
+        type: 'disconnected',
+        state,
+        url,
+        code: status.code ?? 1006,
+        reason: status.reason ?? '',
+        retryInMs: status.retryInMs,
+        ...(error ? { error } : {}),
       });
-    });
-    socket.addEventListener('message', (event) => this.#onMessage(String(event.data)));
-    socket.addEventListener('close', (event) => this.#onClose(socket, event.code, event.reason));
+    }
   }
 
-  #onClose(socket: WebSocket, code: number, reason: string): void {
-    if (socket !== this.#socket) return;
+  /** A connection closed: fails what waits on it; returns an error when it was for good. */
+  #onClose(code: number): Error | undefined {
     clearInterval(this.#heartbeat);
     this.#registered = false;
     for (const [id, resolve] of this.#waiting) {
       this.#waiting.delete(id);
       resolve({ header: { id: '', type: 'RESPONSE' }, payload: { kind: 'disconnected' } });
     }
-    if (this.#stopping) return;
+    if (this.#stopping) return undefined;
     const fatal = FATAL_CLOSE.get(code);
-    if (fatal !== undefined) {
-      const error = new OrchestraError('AGENT_DISCONNECTED', `Disconnected: ${fatal}`, {
-        status: 0,
-      });
-      this.#report({ type: 'error', error });
-      this.#firstRegistration?.reject(error);
+    if (fatal === undefined) return undefined;
+    const error = new OrchestraError('AGENT_DISCONNECTED', `Disconnected: ${fatal}`, {
+      status: 0,
+    });
+    this.#error(error);
+    void this.stop({ drain: false });
+    return error;
+  }
+
+  /** A registration failed: refused by the server for good, or not answered (retried). */
+  #onRegisterFailed(error: unknown): Error | undefined {
+    if (this.#stopping) return undefined;
+    if (error instanceof OrchestraError) {
+      if (error.code === 'CONNECTION_FAILED') return undefined; // the link reports the close
       void this.stop({ drain: false });
-      return;
+      return error;
     }
-    this.#failures += 1;
-    const { initialDelayMs = 250, maxDelayMs = 10_000 } = this.#options.reconnect ?? {};
-    // Another node may be up while this one is not: each is tried once at once, then with
-    // backoff. A server going away (1001) usually restarts or has peers: try again at once.
-    const others = this.#urls.length > 1 && this.#failures < this.#urls.length;
-    this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
-    const delay =
-      others || (code === 1001 && this.#failures === 1)
-        ? 0
-        : backoffDelayMs(this.#failures, { initialDelayMs, maxDelayMs, jitter: 'full' });
-    this.#report({ type: 'disconnected', code, reason, retryInMs: delay });
-    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
+    this.#error(error instanceof Error ? error : new Error(String(error)));
+    return undefined;
   }
 
   async #register(): Promise<void> {
@@ -373,16 +381,17 @@ export class AgentWorker {
       30_000,
     );
     const p = response.payload;
-    if (p.kind === 'disconnected') return; // the close handler reconnects
+    if (p.kind === 'disconnected') {
+      // The link sees the close too and reconnects.
+      throw new OrchestraError('CONNECTION_FAILED', 'Disconnected while registering', {
+        status: 0,
+      });
+    }
     if (p.kind === 'error') {
-      const err = new OrchestraError(String(p.code), String(p.message), { status: 0 });
-      // A refused registration will be refused again: stop rather than loop.
-      this.#firstRegistration?.reject(err);
-      void this.stop({ drain: false });
-      throw err;
+      // Refused: reconnecting would not help (the link stops, and start() rejects).
+      throw new OrchestraError(String(p.code), String(p.message), { status: 0 });
     }
     this.#registered = true;
-    this.#failures = 0;
     const resumed = (p.resumed as { task_id: string; last_seq: number }[]) ?? [];
     const lost = (p.lost as string[]) ?? [];
     const lastSeq = new Map(resumed.map((r) => [r.task_id, r.last_seq]));
@@ -403,9 +412,8 @@ export class AgentWorker {
     if (typeof p.max_frame_bytes === 'number') this.#serverMaxFrameBytes = p.max_frame_bytes;
     const interval = Number(p.heartbeat_interval_ms);
     this.#heartbeat = setInterval(() => this.#sendHeartbeat(), interval);
-    this.#report({ type: 'registered', resumed: resumed.length, lost: lost.length });
-    this.#firstRegistration?.resolve();
-    this.#firstRegistration = undefined;
+    // Reported by the link once this resolves, as `registered`.
+    this.#registration = { resumed: resumed.length, lost: lost.length };
   }
 
   #sendHeartbeat(): void {
@@ -482,10 +490,7 @@ export class AgentWorker {
           this.#drop(details.task_id, 'lease_lost');
           return;
         }
-        this.#report({
-          type: 'error',
-          error: new OrchestraError(String(p.code), String(p.message), { status: 0 }),
-        });
+        this.#error(new OrchestraError(String(p.code), String(p.message), { status: 0 }));
         return;
       }
     }
@@ -514,7 +519,11 @@ export class AgentWorker {
       seq: 0,
       buffer: [],
       final: undefined,
-      finalRetries: 0,
+      finalBackoff: new Backoff(undefined, {
+        initialDelayMs: 500,
+        maxDelayMs: 30_000,
+        jitter: 'equal',
+      }),
       finalReplaced: false,
       finalTimer: undefined,
       cancelTimer: undefined,
@@ -628,13 +637,12 @@ export class AgentWorker {
     if (answer?.kind === 'error') {
       const code = String(answer.code);
       const message = String(answer.message);
-      this.#report({
-        type: 'error',
-        error: new OrchestraError(code, `task ${running.task.id}: ${kind} refused: ${message}`, {
+      this.#error(
+        new OrchestraError(code, `task ${running.task.id}: ${kind} refused: ${message}`, {
           status: 0,
           details: { task_id: running.task.id, attempt: running.task.attempt },
         }),
-      });
+      );
       if (REFUSED_FRAME_CODES.has(code)) {
         // Only once: a replacement refused in turn (it holds nothing to refuse) is dropped.
         if (final.kind !== 'task.cancelled' && !running.finalReplaced) {
@@ -663,12 +671,7 @@ export class AgentWorker {
   }
 
   #retryFinal(running: RunningTask): void {
-    running.finalRetries += 1;
-    const delay = backoffDelayMs(running.finalRetries, {
-      initialDelayMs: 500,
-      maxDelayMs: 30_000,
-      jitter: 'equal',
-    });
+    const delay = running.finalBackoff.fail();
     running.finalTimer = setTimeout(() => void this.#sendFinal(running), delay);
   }
 
@@ -719,9 +722,7 @@ export class AgentWorker {
   }
 
   #send(type: string, payload: Record<string, unknown>, id: string = crypto.randomUUID()): void {
-    const socket = this.#socket;
-    if (socket?.readyState !== WebSocket.OPEN) return;
-    socket.send(
+    this.#link.send(
       JSON.stringify({
         header: {
           id,
@@ -753,6 +754,11 @@ export class AgentWorker {
       });
       this.#send(type, payload, id);
     });
+  }
+
+  /** Reports an error the worker carries on after. */
+  #error(error: Error): void {
+    this.#report({ type: 'error', state: this.#transport.state, url: this.#transport.url, error });
   }
 
   #report(status: WorkerStatus): void {

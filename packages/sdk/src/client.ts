@@ -1,10 +1,16 @@
 import { isTerminalState, TERMINAL_EVENT_TYPES } from '@orchestra/protocol/constants';
-import { backoffDelayMs } from './backoff.ts';
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
 import { LeasesApi, ServicesApi } from './registry-api.ts';
 import { MAX_BATCH_TASKS, SubmitBatcher } from './submit-batcher.ts';
+import {
+  type ConnectionOptions,
+  type Query,
+  type RequestOptions,
+  type ResumableStream,
+  Transport,
+} from './transport.ts';
 import type {
   Agent,
   ApiKey,
@@ -43,7 +49,7 @@ import type {
   WhoAmI,
 } from './types.ts';
 
-export interface OrchestraOptions {
+export interface OrchestraOptions extends ConnectionOptions {
   /**
    * Base URL of the server, such as `http://localhost:8080`. Several URLs (the nodes of a
    * cluster, without a load balancer in front): requests go to one node until it cannot be
@@ -52,8 +58,18 @@ export interface OrchestraOptions {
    * DELETE).
    */
   url: string | string[];
-  /** An `ork_…` API key or a JWT, sent as `Authorization: Bearer …`. */
-  apiKey?: string;
+  /**
+   * Backoff between resumes of an event stream or a watch: half a step to a step, from
+   * `initialDelayMs` (default 200) doubling up to `maxDelayMs` (default 5,000), and never
+   * sooner than a server's Retry-After.
+   */
+  reconnect?: ConnectionOptions['reconnect'];
+  /**
+   * Called with `connected` once a request is answered, `reconnecting` when a request
+   * reached no node or a stream is being resumed (with `retryInMs`), and so on; see
+   * `ConnectionStatus`.
+   */
+  onStatus?: ConnectionOptions['onStatus'];
   /** Per-request timeout; default 30 s. */
   timeoutMs?: number;
   /** Replaces the global `fetch` (for proxies or instrumentation). */
@@ -76,17 +92,7 @@ interface BatchItem {
   error?: Pick<ErrorPayload, 'code' | 'message' | 'details'>;
 }
 
-type QueryValue = string | number | boolean | undefined;
-/** Query parameters; an array value repeats the parameter once per item. */
-export type Query = Record<string, QueryValue | readonly QueryValue[]>;
-
-export interface RequestOptions {
-  query?: Query;
-  body?: unknown;
-  headers?: Record<string, string>;
-  timeoutMs?: number;
-  signal?: AbortSignal | undefined;
-}
+export type { Query, RequestOptions };
 
 export interface TaskEventsOptions {
   /** Start after this offset; default 0, from the first retained event. */
@@ -100,22 +106,30 @@ export interface TaskEventsOptions {
   maxReconnects?: number;
 }
 
+/**
+ * The transport of a REST client. `statusFromRequests`: whether each request's outcome is
+ * the connection state (false for a client that reports a state of its own).
+ */
+export function restTransport(
+  options: Omit<OrchestraOptions, 'batchSubmits'>,
+  settings: { statusFromRequests: boolean },
+): Transport {
+  return new Transport({
+    url: options.url,
+    apiKey: options.apiKey,
+    reconnect: options.reconnect ?? {},
+    onStatus: options.onStatus,
+    timeoutMs: options.timeoutMs,
+    fetch: options.fetch,
+    headers: options.headers,
+    schemes: ['http', 'https'],
+    statusFromRequests: settings.statusFromRequests,
+  });
+}
+
 /** Longest wait the server allows in one long poll (`?wait=`). */
 const MAX_WAIT_MS = 300_000;
 const DEFAULT_MAX_RECONNECTS = 8;
-const FIRST_BACKOFF_MS = 200;
-const MAX_BACKOFF_MS = 5_000;
-/** Methods whose request may be sent again to another node after a network error. */
-const REPEATABLE_METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
-
-/** Whether a fetch failure means the request never reached the server. */
-function connectionRefused(cause: unknown): boolean {
-  const code = (cause as { cause?: { code?: unknown } } | undefined)?.cause?.code;
-  return code === 'ECONNREFUSED';
-}
-
-/** Statuses a resuming event stream waits out; any other error status ends it. */
-const TRANSIENT_STATUSES = new Set([429, 502, 503, 504]);
 
 /**
  * Client for the Orchestra REST API. Methods resolve to the response body and reject
@@ -124,11 +138,9 @@ const TRANSIENT_STATUSES = new Set([429, 502, 503, 504]);
 export class Orchestra {
   /** The base URLs, in the order they are tried. */
   readonly urls: readonly string[];
-  #urlIndex = 0;
-  readonly #apiKey: string | undefined;
+  /** Failover, retries, resumable streams and the connection state. */
+  readonly #transport: Transport;
   readonly #timeoutMs: number;
-  readonly #fetch: typeof fetch;
-  readonly #headers: Record<string, string>;
   /** Gathers concurrent submits into batches, unless `batchSubmits` is false. */
   readonly #submits: SubmitBatcher | undefined;
 
@@ -389,21 +401,14 @@ export class Orchestra {
     events(id: string, options?: SessionEventsOptions): AsyncIterable<SessionStreamItem>;
   };
 
-  constructor(options: OrchestraOptions) {
-    const urls = typeof options.url === 'string' ? [options.url] : [...options.url];
-    if (urls.length === 0) throw new TypeError('url must be a URL or a non-empty list of URLs');
-    for (const url of urls) {
-      if (typeof url !== 'string' || !/^https?:\/\//.test(url)) {
-        throw new TypeError(`url must start with http:// or https://, got "${url}"`);
-      }
-    }
-    this.urls = urls.map((u) => u.replace(/\/+$/, ''));
-    this.#apiKey = options.apiKey;
-    this.#timeoutMs = options.timeoutMs ?? 30_000;
-    // Bound: browsers refuse a `fetch` called as a method of another object ("Illegal
-    // invocation"), which is how a field holding it would call it.
-    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-    this.#headers = options.headers ?? {};
+  /**
+   * `transport` is for the SDK's own clients that build on this one (`ConfigClient`,
+   * `ServiceClient`); users leave it out.
+   */
+  constructor(options: OrchestraOptions, transport?: Transport) {
+    this.#transport = transport ?? restTransport(options, { statusFromRequests: true });
+    this.urls = this.#transport.urls;
+    this.#timeoutMs = this.#transport.timeoutMs;
     if (options.batchSubmits !== false) {
       this.#submits = new SubmitBatcher(
         (input) => this.#createOne(input, undefined),
@@ -605,14 +610,6 @@ export class Orchestra {
       (await this.request<{ items: ClusterNode[] }>('GET', '/v1/cluster/nodes')).items,
   };
 
-  /**
-   * Sends one request and parses the JSON answer; resolves to undefined when the answer has
-   * no body (204). Public so that routes without a typed method yet can still be called
-   * with the client's credentials and error handling. `query` skips undefined values and
-   * repeats a parameter for each item of an array; `headers` add to (and override) the
-   * client's `headers` for this request only. `timeoutMs` replaces the client's per-request
-   * timeout for this request; when `signal` aborts, the call rejects with its reason.
-   */
   async #createOne(input: CreateTaskInput, wait: number | undefined): Promise<CreateTaskResult> {
     const answer = await this.#exchange<Task>('POST', '/v1/tasks', {
       body: input,
@@ -652,263 +649,144 @@ export class Orchestra {
     });
   }
 
+  /**
+   * Sends one request and parses the JSON answer; resolves to undefined when the answer has
+   * no body (204). Public so that routes without a typed method yet can still be called
+   * with the client's credentials and error handling. `query` skips undefined values and
+   * repeats a parameter for each item of an array; `headers` add to (and override) the
+   * client's `headers` for this request only. `timeoutMs` replaces the client's per-request
+   * timeout for this request; when `signal` aborts, the call rejects with its reason.
+   */
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-    return (await this.#exchange<T>(method, path, options)).body;
+    return this.#transport.request<T>(method, path, options);
   }
 
   /** `request`, also resolving to the status and headers of the answer. */
-  async #exchange<T>(
+  #exchange<T>(
     method: string,
     path: string,
     options: RequestOptions,
   ): Promise<{ status: number; headers: Headers; body: T }> {
-    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
-    const timeout = deadline(timeoutMs);
-    try {
-      const { response, url } = await this.#send(method, path, options, timeout.signal, timeoutMs);
-      let text: string;
-      try {
-        text = await response.text();
-      } catch (err) {
-        throw this.#noAnswer(err, method, url, options.signal, timeoutMs);
-      }
-      let body: unknown;
-      try {
-        body = text === '' ? undefined : JSON.parse(text);
-      } catch (err) {
-        if (response.ok) {
-          throw new OrchestraError(
-            'INVALID_RESPONSE',
-            `${method} ${url.pathname} answered with non-JSON`,
-            { status: response.status, cause: err },
-          );
-        }
-      }
-      if (!response.ok) throw errorOf(method, url, response, body);
-      return { status: response.status, headers: response.headers, body: body as T };
-    } finally {
-      timeout.clear();
-    }
-  }
-
-  /**
-   * Sends the request and resolves once the response headers arrive. Rejects with the
-   * reason of `options.signal` when it aborts, else with `TIMEOUT` or `CONNECTION_FAILED`.
-   */
-  async #send(
-    method: string,
-    path: string,
-    options: RequestOptions,
-    timeout: AbortSignal,
-    timeoutMs: number,
-  ): Promise<{ response: Response; url: URL }> {
-    // Each other node is tried once; the one that answers is kept for what follows.
-    for (let tried = 1; ; tried++) {
-      const base = this.url;
-      try {
-        return await this.#sendTo(base, method, path, options, timeout, timeoutMs);
-      } catch (err) {
-        const cause = err instanceof OrchestraError ? err.cause : undefined;
-        const retry =
-          tried < this.urls.length &&
-          err instanceof OrchestraError &&
-          err.code === 'CONNECTION_FAILED' &&
-          (REPEATABLE_METHODS.has(method) || connectionRefused(cause));
-        if (!retry) throw err;
-        // Another request may have moved on already; move only from the node that failed.
-        if (this.url === base) this.#urlIndex = (this.#urlIndex + 1) % this.urls.length;
-      }
-    }
+    return this.#transport.exchange<T>(method, path, options);
   }
 
   /** The base URL requests go to now. */
   get url(): string {
-    return this.urls[this.#urlIndex] ?? '';
+    return this.#transport.url;
   }
 
-  async #sendTo(
-    base: string,
-    method: string,
-    path: string,
-    options: RequestOptions,
-    timeout: AbortSignal,
-    timeoutMs: number,
-  ): Promise<{ response: Response; url: URL }> {
-    const url = new URL(base + path);
-    for (const [name, value] of Object.entries(options.query ?? {})) {
-      for (const item of Array.isArray(value) ? value : [value]) {
-        if (item !== undefined) url.searchParams.append(name, String(item));
-      }
-    }
-    const headers: Record<string, string> = {
-      accept: 'application/json',
-      ...this.#headers,
-      ...options.headers,
-    };
-    if (this.#apiKey !== undefined) headers.authorization = `Bearer ${this.#apiKey}`;
-    if (options.body !== undefined) headers['content-type'] = 'application/json';
-    try {
-      const response = await this.#fetch(url, {
-        method,
-        headers,
-        ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
-        signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout,
-      });
-      return { response, url };
-    } catch (err) {
-      throw this.#noAnswer(err, method, url, options.signal, timeoutMs);
-    }
-  }
-
-  /** The error for a request that got no (complete) answer. */
-  #noAnswer(
-    err: unknown,
-    method: string,
-    url: URL,
-    signal: AbortSignal | undefined,
-    timeoutMs: number,
-  ): unknown {
-    if (signal?.aborted) return signal.reason;
-    const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
-    return new OrchestraError(
-      timedOut ? 'TIMEOUT' : 'CONNECTION_FAILED',
-      timedOut
-        ? `${method} ${url.pathname} got no answer within ${timeoutMs} ms`
-        : `Cannot reach Orchestra at ${url.origin}: ${(err as Error).message}`,
-      { status: 0, cause: err },
-    );
-  }
-
-  async *#taskEvents(id: string, options: TaskEventsOptions): AsyncIterable<TaskStreamItem> {
+  #taskEvents(id: string, options: TaskEventsOptions): AsyncIterable<TaskStreamItem> {
     const path = `/v1/tasks/${encodeURIComponent(id)}/events`;
-    const maxReconnects = options.maxReconnects ?? DEFAULT_MAX_RECONNECTS;
     const { signal } = options;
     let cursor = options.after ?? 0;
-    let connected = false;
-    let failures = 0;
     let endedWithTerminal = false;
-    for (;;) {
-      signal?.throwIfAborted();
-      let received = 0;
-      let problem: unknown;
-      const opened = { status: 0 };
-      try {
-        for await (const item of this.#streamOnce(path, { after: cursor }, signal, opened)) {
-          connected = true;
-          if ('offset' in item) {
-            if (item.offset <= cursor) continue; // already delivered before a reconnection
-            cursor = item.offset;
-            endedWithTerminal = TERMINAL_EVENT_TYPES.has(item.type);
-          } else {
-            cursor = Math.max(cursor, item.first_offset - 1);
-            endedWithTerminal = false;
-          }
-          received += 1;
-          failures = 0;
-          yield item;
-        }
-        if (opened.status !== 0) connected = true;
-        if (opened.status === 204) return; // the task is over and nothing is left after `cursor`
-      } catch (err) {
-        if (signal?.aborted) throw signal.reason;
-        if (opened.status !== 0) connected = true;
-        if (!connected || !isTransient(err)) throw err;
-        problem = err;
-      }
-      if (problem === undefined) {
-        // A clean end: after the terminal event, or at once when there is nothing more.
+    return this.#transport.resume<TaskStreamItem>({
+      what: `the event stream of task "${id}"`,
+      signal,
+      maxReconnects: options.maxReconnects ?? DEFAULT_MAX_RECONNECTS,
+      // A task that does not exist (or a server that cannot be reached) fails at once.
+      failFirst: true,
+      position: () => `offset ${cursor}`,
+      connect: (onOpen) => {
+        let status = 0;
+        return this.#items(
+          path,
+          { after: cursor },
+          signal,
+          (s) => {
+            status = s;
+            onOpen(s);
+            // The task is over and nothing is left after `cursor`.
+            if (status === 204) endedWithTerminal = true;
+          },
+          (item) => {
+            if ('offset' in item) {
+              if (item.offset <= cursor) return false; // delivered before a reconnection
+              cursor = item.offset;
+              endedWithTerminal = TERMINAL_EVENT_TYPES.has(item.type);
+            } else {
+              cursor = Math.max(cursor, item.first_offset - 1);
+              endedWithTerminal = false;
+            }
+            return true;
+          },
+        );
+      },
+      ended: async (received) => {
         // NDJSON has no end marker, so a server stopping mid-stream (shutdown, an error)
         // also ends cleanly: resume unless the task has really ended.
-        if (endedWithTerminal) return;
-        if (received === 0) {
-          try {
-            const current = await this.tasks.get(id, signal ? { signal } : {});
-            if (isTerminalState(current.state)) return;
-            problem = new OrchestraError(
-              'CONNECTION_FAILED',
-              `The event stream of task "${id}" ended before the task did`,
-              { status: 0 },
-            );
-          } catch (err) {
-            if (signal?.aborted) throw signal.reason;
-            if (!isTransient(err)) throw err;
-            problem = err;
-          }
-        }
-      }
-      if (problem === undefined) continue; // events arrived: resume at once
-      failures += 1;
-      if (failures > maxReconnects)
-        throw lostStream(`task "${id}"`, cursor, maxReconnects, problem);
-      await sleep(backoffMs(failures, problem), signal);
-    }
+        if (endedWithTerminal) return { done: true };
+        if (received > 0) return { again: true };
+        // A failure here counts as one of the stream's: resumed after, or thrown when final.
+        const current = await this.tasks.get(id, signal ? { signal } : {});
+        if (isTerminalState(current.state)) return { done: true };
+        return {
+          problem: new OrchestraError(
+            'CONNECTION_FAILED',
+            `The event stream of task "${id}" ended before the task did`,
+            { status: 0 },
+          ),
+        };
+      },
+    });
   }
 
   /**
    * Follows a session's stream: on a dropped connection (or a server that went away),
    * reconnects after the last offset received, with backoff.
    */
-  async *#sessionEvents(
-    id: string,
-    options: SessionEventsOptions,
-  ): AsyncIterable<SessionStreamItem> {
+  #sessionEvents(id: string, options: SessionEventsOptions): AsyncIterable<SessionStreamItem> {
     const path = `/v1/sessions/${encodeURIComponent(id)}/events`;
-    const maxReconnects = options.maxReconnects ?? DEFAULT_MAX_RECONNECTS;
     const follow = options.follow ?? true;
-    const { signal } = options;
     let cursor = options.after ?? 0;
-    let failures = 0;
-    for (;;) {
-      signal?.throwIfAborted();
-      let problem: unknown;
-      try {
-        for await (const item of this.#streamOnce(path, { after: cursor, follow }, signal)) {
+    const stream: ResumableStream<TaskStreamItem> = {
+      what: `the event stream of session "${id}"`,
+      signal: options.signal,
+      maxReconnects: options.maxReconnects ?? DEFAULT_MAX_RECONNECTS,
+      position: () => `offset ${cursor}`,
+      connect: (onOpen) =>
+        this.#items(path, { after: cursor, follow }, options.signal, onOpen, (item) => {
           if ('offset' in item) {
-            if (item.offset <= cursor) continue;
+            if (item.offset <= cursor) return false;
             cursor = item.offset;
           } else {
             cursor = Math.max(cursor, item.first_offset - 1);
           }
-          failures = 0;
-          // A session's events are the server's SessionEvent: data is always an object.
-          yield item as SessionStreamItem;
-        }
-        if (!follow) return; // caught up
-        // A followed stream ends only when the server goes away: resume.
-        problem = new OrchestraError('CONNECTION_FAILED', `The stream of session "${id}" ended`, {
-          status: 0,
-        });
-      } catch (err) {
-        if (signal?.aborted) throw signal.reason;
-        if (!isTransient(err)) throw err;
-        problem = err;
-      }
-      failures += 1;
-      if (failures > maxReconnects) {
-        throw lostStream(`session "${id}"`, cursor, maxReconnects, problem);
-      }
-      await sleep(backoffMs(failures, problem), signal);
-    }
+          return true;
+        }),
+      // A followed stream ends only when the server goes away: resume. Unfollowed, it ends
+      // once caught up.
+      ended: async () =>
+        follow
+          ? {
+              problem: new OrchestraError(
+                'CONNECTION_FAILED',
+                `The stream of session "${id}" ended`,
+                { status: 0 },
+              ),
+            }
+          : { done: true },
+    };
+    // A session's events are the server's SessionEvent: data is always an object.
+    return this.#transport.resume(stream) as AsyncIterable<SessionStreamItem>;
   }
 
   /**
-   * One connection to an NDJSON event stream: yields its items until it ends, and closes it
-   * when the reader stops early. `opened.status` is set once the headers arrive; an error
-   * status rejects with the server's error.
+   * One connection to an event stream: yields the items `keep` keeps (it moves the
+   * caller's cursor), checked to carry an offset, and closes the stream when the reader
+   * stops early.
    */
-  async *#streamOnce(
+  async *#items(
     path: string,
     query: Query,
     signal: AbortSignal | undefined,
-    opened: { status: number } = { status: 0 },
+    onOpen: (status: number) => void,
+    keep: (item: TaskStreamItem) => boolean,
   ): AsyncIterable<TaskStreamItem> {
-    const items = this.streamJson(path, query, {
-      signal,
-      onOpen: (status) => {
-        opened.status = status;
-      },
-    });
-    for await (const item of items) yield checkItem(item, path);
+    for await (const raw of this.#transport.streamJson(path, query, { signal, onOpen })) {
+      const item = checkItem(raw, path);
+      if (keep(item)) yield item;
+    }
   }
 
   /**
@@ -917,51 +795,17 @@ export class Orchestra {
    * `onOpen` runs once the response headers arrive; an error status rejects with the
    * server's error. Resuming is the caller's business.
    */
-  async *streamJson(
+  streamJson(
     path: string,
     query: Query,
     options: { signal?: AbortSignal | undefined; onOpen?: (status: number) => void } = {},
   ): AsyncIterable<unknown> {
-    const release = new AbortController();
-    const linked = options.signal
-      ? AbortSignal.any([options.signal, release.signal])
-      : release.signal;
-    try {
-      const timeout = deadline(this.#timeoutMs);
-      let response: Response;
-      let url: URL;
-      try {
-        ({ response, url } = await this.#send(
-          'GET',
-          path,
-          { query, headers: { accept: 'application/x-ndjson' }, signal: linked },
-          timeout.signal,
-          this.#timeoutMs,
-        ));
-      } finally {
-        timeout.clear(); // bounds the wait for the headers only: a watch may idle for long
-      }
-      if (!response.ok) {
-        const text = await response.text().catch(() => '');
-        throw errorOf('GET', url, response, parseOrUndefined(text));
-      }
-      options.onOpen?.(response.status);
-      if (response.status === 204 || response.body === null) return;
-      for await (const line of ndjsonLines(response.body)) {
-        const item = parseOrUndefined(line);
-        if (item === undefined)
-          throw new OrchestraError(
-            'INVALID_RESPONSE',
-            `GET ${path} streamed a line that is not JSON`,
-            {
-              status: 200,
-            },
-          );
-        yield item;
-      }
-    } finally {
-      release.abort();
-    }
+    return this.#transport.streamJson(path, query, options);
+  }
+
+  /** @internal Follows a stream across connections; see `Transport.resume`. */
+  resume<T>(stream: ResumableStream<T>): AsyncIterable<T> {
+    return this.#transport.resume(stream);
   }
 
   async *#paginate<T>(
@@ -976,57 +820,9 @@ export class Orchestra {
   }
 }
 
-/** The error of a stream that could not be resumed. */
-function lostStream(what: string, cursor: number, attempts: number, problem: unknown): Error {
-  if (problem instanceof OrchestraError && problem.status !== 0) return problem;
-  return new OrchestraError(
-    'CONNECTION_FAILED',
-    `Lost the event stream of ${what} after offset ${cursor} and could not resume it in ${attempts} attempts: ${(problem as Error)?.message ?? String(problem)}`,
-    { status: 0, cause: problem },
-  );
-}
-
 /** `?label=key=value` parameters, one per label. */
 function labelQuery(labels: Record<string, string> | undefined): string[] {
   return Object.entries(labels ?? {}).map(([key, value]) => `${key}=${value}`);
-}
-
-/** A timeout that can be cleared once it no longer applies. */
-function deadline(ms: number): { signal: AbortSignal; clear: () => void } {
-  const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')),
-    ms,
-  );
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
-}
-
-/** The error of an error status, from Orchestra's error body when it has one. */
-function errorOf(method: string, url: URL, response: Response, body: unknown): OrchestraError {
-  const retryAfter = Number(response.headers.get('retry-after'));
-  const payload = (body as { error?: ErrorPayload; trace_id?: string } | undefined)?.error;
-  if (payload?.code === undefined) {
-    return new OrchestraError(
-      'HTTP_ERROR',
-      `${method} ${url.pathname} failed with HTTP ${response.status}`,
-      { status: response.status },
-    );
-  }
-  return new OrchestraError(payload.code, payload.message, {
-    status: response.status,
-    requestId: payload.request_id,
-    details: payload.details,
-    traceId: (body as { trace_id?: string }).trace_id,
-    retryAfterSeconds: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined,
-  });
-}
-
-function parseOrUndefined(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 /** The `?wait=` value for a wait in milliseconds: whole milliseconds, rounded up. */
@@ -1036,32 +832,6 @@ function waitQuery(ms: number | undefined): string | undefined {
     throw new RangeError(`wait must be a number of milliseconds (0 or more), got ${ms}`);
   }
   return `${Math.ceil(ms)}ms`;
-}
-
-/** The complete lines of a byte stream; a last line without its newline counts too. */
-async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncIterable<string> {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buffered = '';
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffered += decoder.decode(value, { stream: true });
-      let newline = buffered.indexOf('\n');
-      while (newline !== -1) {
-        const line = buffered.slice(0, newline).trim();
-        buffered = buffered.slice(newline + 1);
-        if (line !== '') yield line;
-        newline = buffered.indexOf('\n');
-      }
-    }
-    buffered += decoder.decode();
-    if (buffered.trim() !== '') yield buffered.trim();
-  } finally {
-    // Leaving early (or failing) must not keep the connection open.
-    await reader.cancel().catch(() => {});
-  }
 }
 
 function checkItem(item: unknown, path: string): TaskStreamItem {
@@ -1075,42 +845,6 @@ function checkItem(item: unknown, path: string): TaskStreamItem {
     });
   }
   return item as TaskStreamItem;
-}
-
-/** Whether a failed stream is worth resuming: no answer, or a transient error status. */
-export function isTransient(err: unknown): boolean {
-  if (!(err instanceof OrchestraError)) return true; // the body stream broke off
-  return err.status === 0 || TRANSIENT_STATUSES.has(err.status);
-}
-
-/** The delay before resuming a stream or retrying a request: at least any Retry-After. */
-export function backoffMs(failures: number, problem: unknown): number {
-  const retryAfter = problem instanceof OrchestraError ? problem.retryAfterSeconds : undefined;
-  return backoffDelayMs(failures, {
-    initialDelayMs: FIRST_BACKOFF_MS,
-    maxDelayMs: MAX_BACKOFF_MS,
-    jitter: 'equal',
-    atLeastMs: (retryAfter ?? 0) * 1000,
-  });
-}
-
-/** Resolves after `ms`; rejects with the signal's reason as soon as it aborts. */
-export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** A user topic. */

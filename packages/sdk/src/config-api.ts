@@ -1,5 +1,4 @@
-import { backoffMs, isTransient, type Orchestra, sleep } from './client.ts';
-import { OrchestraError } from './errors.ts';
+import type { Orchestra } from './client.ts';
 import type { Page, PageOptions } from './types.ts';
 
 /** Who made a config change. */
@@ -286,60 +285,57 @@ export async function* resumingWatch<E extends { type: string; revision: number 
   /** The current revision: where "from now on" starts, fixed before the first connection. */
   now: () => Promise<number>,
 ): AsyncIterable<E> {
-  const { signal } = options;
-  const maxReconnects = options.maxReconnects ?? DEFAULT_MAX_RECONNECTS;
   // Fixed before connecting, so that a connection dropped before any event resumes from
   // the same point instead of from a later "now".
   let after = options.afterRevision ?? (await now());
-  let failures = 0;
-  for (;;) {
-    signal?.throwIfAborted();
-    let problem: unknown;
-    try {
-      const stream = client.streamJson(
+  yield* client.resume<E>({
+    what: `the watch at ${path}`,
+    signal: options.signal,
+    maxReconnects: options.maxReconnects ?? DEFAULT_MAX_RECONNECTS,
+    // A watch may stay quiet for long: a connection that opens is progress enough.
+    openIsProgress: true,
+    position: () => `revision ${after}`,
+    connect: (onOpen) =>
+      watchOnce<E>(
+        client,
         path,
         { ...query, from_revision: after },
-        {
-          signal,
-          onOpen: () => {
-            failures = 0;
-            options.onConnect?.();
-          },
+        options,
+        (revision) => {
+          after = revision;
         },
-      );
-      // Several changes can share a revision (a lease ending takes all its keys): the
-      // position moves past a revision only once a later one arrives, so that a drop in
-      // the middle of one resends all of it. After a reconnection the changes of the last
-      // revision seen may come again; none is missed.
-      let current: number | undefined;
-      for await (const raw of stream) {
-        const event = raw as E & { more?: boolean };
-        if (event.type === 'resync') {
-          current = undefined;
-          if (event.more !== true) after = event.revision;
-        } else {
-          if (current !== undefined && event.revision > current) after = current;
-          current = event.revision;
-        }
-        yield event;
-      }
-      problem = new OrchestraError('CONNECTION_FAILED', `The watch at ${path} ended`, {
-        status: 0,
-      });
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      if (!isTransient(err)) throw err;
-      problem = err;
+        (status) => {
+          onOpen(status);
+          options.onConnect?.();
+        },
+      ),
+  });
+}
+
+/**
+ * One connection to a watch. Several changes can share a revision (a lease ending takes
+ * all its keys): the position moves past a revision only once a later one arrives, so that
+ * a drop in the middle of one resends all of it. After a reconnection the changes of the
+ * last revision seen may come again; none is missed.
+ */
+async function* watchOnce<E extends { type: string; revision: number }>(
+  client: Orchestra,
+  path: string,
+  query: Record<string, string | number | undefined>,
+  options: { signal?: AbortSignal },
+  moveTo: (revision: number) => void,
+  onOpen: (status: number) => void,
+): AsyncIterable<E> {
+  let current: number | undefined;
+  for await (const raw of client.streamJson(path, query, { signal: options.signal, onOpen })) {
+    const event = raw as E & { more?: boolean };
+    if (event.type === 'resync') {
+      current = undefined;
+      if (event.more !== true) moveTo(event.revision);
+    } else {
+      if (current !== undefined && event.revision > current) moveTo(current);
+      current = event.revision;
     }
-    failures += 1;
-    if (failures > maxReconnects) {
-      if (problem instanceof OrchestraError && problem.status !== 0) throw problem;
-      throw new OrchestraError(
-        'CONNECTION_FAILED',
-        `Lost the watch at ${path} and could not resume it in ${maxReconnects} attempts: ${(problem as Error)?.message ?? String(problem)}`,
-        { status: 0, cause: problem },
-      );
-    }
-    await sleep(backoffMs(failures, problem), signal);
+    yield event;
   }
 }

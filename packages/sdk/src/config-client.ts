@@ -1,10 +1,23 @@
-import { backoffDelayMs } from './backoff.ts';
-import { Orchestra, type OrchestraOptions } from './client.ts';
+import { Backoff, sleep } from './backoff.ts';
+import { Orchestra, type OrchestraOptions, restTransport } from './client.ts';
 import type { ConfigChange, ConfigItem } from './config-api.ts';
-import { OrchestraError } from './errors.ts';
+import { isTransient, type Transport } from './transport.ts';
 
 export interface ConfigClientOptions
   extends Pick<OrchestraOptions, 'url' | 'apiKey' | 'fetch' | 'headers' | 'timeoutMs'> {
+  /**
+   * Backoff between attempts to reach the center again, while the values are served from
+   * memory or the snapshot: half a step to a step, from `initialDelayMs` doubling up to
+   * `maxDelayMs`. Default 2,000 and 2,000 (every 1 to 2 s, not growing): catching up soon
+   * matters more than sparing the center.
+   */
+  reconnect?: OrchestraOptions['reconnect'];
+  /**
+   * Called when the client reaches the center and follows it (`connected`), loses it
+   * (`reconnecting`, or `connecting` when it never reached it, with `retryInMs`), and on
+   * `close` (`closed`). While not `connected`, `stale` is true.
+   */
+  onStatus?: OrchestraOptions['onStatus'];
   /** The environment to follow; the server's default when omitted. */
   env?: string;
   /** Only keys under this prefix are loaded and watched; default all. */
@@ -14,7 +27,11 @@ export interface ConfigClientOptions
    * the first load and after changes, and read at start when the center cannot be reached.
    */
   snapshotFile?: string;
-  /** Called when the client loses or regains the center (`stale` changes). */
+  /**
+   * Called when the client loses or regains the center (`stale` changes).
+   * @deprecated Since 0.2: use `onStatus`; `stale` is `status.state !== 'connected'`. Goes
+   * in 0.3.
+   */
   onStaleChange?: (stale: boolean) => void;
   /** Called for errors it keeps going after (a failed snapshot write, a retried connection). */
   onError?: (error: unknown) => void;
@@ -45,6 +62,7 @@ interface SnapshotFile {
 }
 
 const SNAPSHOT_DEBOUNCE_MS = 200;
+const RECONNECT_DEFAULTS = { initialDelayMs: 2_000, maxDelayMs: 2_000 };
 
 /**
  * Configuration that keeps working when the config center does not: on `start` it reads
@@ -54,8 +72,11 @@ const SNAPSHOT_DEBOUNCE_MS = 200;
  * revision it applied, or takes the server's full resync when that revision is gone.
  */
 export class ConfigClient {
+  /** The REST client this one is built on. */
   readonly api: Orchestra;
   readonly #options: ConfigClientOptions;
+  /** Its connection state is the center's as this client follows it, not per request. */
+  readonly #transport: Transport;
   readonly #prefix: string;
   #values = new Map<string, Cached>();
   /** The newest revision applied, from the watch or from this client's own writes. */
@@ -75,7 +96,8 @@ export class ConfigClient {
   constructor(options: ConfigClientOptions) {
     this.#options = options;
     this.#prefix = (options.prefix ?? '').replace(/^\/+/, '');
-    this.api = new Orchestra({ ...options, batchSubmits: false });
+    this.#transport = restTransport(options, { statusFromRequests: false });
+    this.api = new Orchestra({ url: options.url, batchSubmits: false }, this.#transport);
   }
 
   /** True while the values come from a snapshot or the center cannot be reached. */
@@ -97,7 +119,7 @@ export class ConfigClient {
     try {
       await this.#load();
     } catch (err) {
-      if (!transient(err) || !(await this.#readSnapshot())) throw err;
+      if (!isTransient(err) || !(await this.#readSnapshot())) throw err;
       this.#options.onError?.(err);
     }
     this.#loaded = true;
@@ -152,9 +174,11 @@ export class ConfigClient {
     return () => this.#handlers.delete(entry);
   }
 
+  /** Stops following the center, and writes the snapshot file if a write is pending. */
   async close(): Promise<void> {
     this.#stop.abort();
     await this.#loop?.catch(() => {});
+    this.#transport.close();
     if (this.#saveTimer !== undefined) {
       clearTimeout(this.#saveTimer);
       this.#saveTimer = undefined;
@@ -180,6 +204,10 @@ export class ConfigClient {
   /** Follows the center until closed; reconnections and resyncs are handled inside. */
   async #follow(): Promise<void> {
     const signal = this.#stop.signal;
+    const backoff = new Backoff(this.#options.reconnect, {
+      ...RECONNECT_DEFAULTS,
+      jitter: 'equal',
+    });
     for (;;) {
       if (signal.aborted) return;
       try {
@@ -190,20 +218,22 @@ export class ConfigClient {
           afterRevision: this.#followed,
           signal,
           maxReconnects: 0,
-          onConnect: () => this.#setStale(false),
+          onConnect: () => {
+            backoff.reset();
+            this.#setStale(false);
+          },
         });
         for await (const change of changes) this.#apply(change);
       } catch (err) {
         if (signal.aborted) return;
         this.#setStale(true);
-        if (!transient(err)) this.#options.onError?.(err);
-        // 1 to 2 s, not growing: the snapshot serves meanwhile, and catching up soon matters.
-        const delay = backoffDelayMs(1, {
-          initialDelayMs: 2_000,
-          maxDelayMs: 2_000,
-          jitter: 'equal',
+        if (!isTransient(err)) this.#options.onError?.(err);
+        const delay = backoff.fail();
+        this.#transport.reportLost({
+          retryInMs: delay,
+          ...(err instanceof Error ? { error: err } : {}),
         });
-        await pause(delay, signal);
+        await sleep(delay, signal).catch(() => {});
       }
     }
   }
@@ -292,6 +322,7 @@ export class ConfigClient {
   }
 
   #setStale(stale: boolean): void {
+    if (!stale) this.#transport.report('connected');
     if (this.#stale === stale) return;
     this.#stale = stale;
     // Only changes after start are news: start's own first load is not "regaining" anything.
@@ -352,22 +383,4 @@ export class ConfigClient {
     this.#stale = true;
     return true;
   }
-}
-
-/** No answer, or one worth retrying (429, 502–504). */
-function transient(err: unknown): boolean {
-  if (!(err instanceof OrchestraError)) return true;
-  return err.status === 0 || [429, 502, 503, 504].includes(err.status);
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

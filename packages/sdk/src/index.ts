@@ -68,6 +68,12 @@ export {
   type ServiceClientOptions,
 } from './service-client.ts';
 export type {
+  ConnectionOptions,
+  ConnectionState,
+  ConnectionStatus,
+  Credential,
+} from './transport.ts';
+export type {
   Agent,
   AgentStatus,
   ApiKey,

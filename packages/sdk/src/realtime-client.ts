@@ -1,5 +1,12 @@
-import { backoffDelayMs } from './backoff.ts';
+import type { ReconnectOptions } from './backoff.ts';
 import { OrchestraError } from './errors.ts';
+import {
+  type ConnectionOptions,
+  type ConnectionState,
+  type Credential,
+  type ReconnectingSocket,
+  Transport,
+} from './transport.ts';
 
 /** A message of a topic, as delivered. */
 export interface TopicMessage<T = unknown> {
@@ -17,7 +24,7 @@ export interface PresenceMember {
   joined_at: string;
 }
 
-export interface RealtimeClientOptions {
+export interface RealtimeClientOptions extends ConnectionOptions {
   /**
    * Base URL of the server, such as `http://localhost:8080` (`ws(s)://` also works).
    * Several URLs (the nodes of a cluster): the client starts with the first and moves to
@@ -27,17 +34,34 @@ export interface RealtimeClientOptions {
   /**
    * An API key, JWT or realtime token (`ort_…`), sent in the first frame (so this works in
    * browsers too). A function is called at every (re)connect, to fetch a fresh token.
+   * Required (or the deprecated `token`).
    */
-  token: string | (() => string | Promise<string>);
+  apiKey?: Credential;
+  /** @deprecated Since 0.2: use `apiKey`, which takes the same values. Goes in 0.3. */
+  token?: Credential;
   /** How long a request waits for its answer. Default 10 s. */
   timeoutMs?: number;
-  /** Reconnect delays: exponential from `min` to `max`, with full jitter. */
+  /**
+   * Reconnect backoff: from `initialDelayMs` (default 250) doubling up to `maxDelayMs`
+   * (default 10,000), with full jitter. Other nodes are tried once each at once first.
+   */
+  reconnect?: ReconnectOptions;
+  /**
+   * @deprecated Since 0.2: use `reconnect: { initialDelayMs: min, maxDelayMs: max }`. Goes
+   * in 0.3.
+   */
   reconnectDelayMs?: { min: number; max: number };
-  /** Called on every connection state change. */
+  /**
+   * Called on every connection state change (and before each reconnect, with
+   * `retryInMs`). A failed first `connect` reports nothing: it rejects.
+   */
+  onStatus?: ConnectionOptions['onStatus'];
+  /** @deprecated Since 0.2: use `onStatus` and read `status.state`. Goes in 0.3. */
   onStateChange?: (state: RealtimeState) => void;
 }
 
-export type RealtimeState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+/** The connection state; the same as every client's `ConnectionState`. */
+export type RealtimeState = ConnectionState;
 
 export interface SubscribeOptions<T> {
   /** Called for each message, in offset order. Alternatively iterate the subscription. */
@@ -138,109 +162,79 @@ export class RealtimeClient {
   readonly #options: RealtimeClientOptions;
   readonly #subscriptions = new Map<string, Subscription<never>>();
   readonly #pending = new Map<string, Pending>();
-  #socket: WebSocket | undefined;
-  #ready: Promise<void> | undefined;
+  readonly #transport: Transport;
+  readonly #link: ReconnectingSocket;
+  /** Set while a (re)connection authenticates and subscribes again. */
+  #handshaking = false;
   #closed = false;
-  #attempt = 0;
   #nextId = 0;
-  #state: RealtimeState = 'connecting';
-  readonly #urls: string[];
-  #urlIndex = 0;
-  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The first connection is being made: `#openFirst`, not `#onClose`, picks the next URL. */
-  #opening = false;
 
   constructor(options: RealtimeClientOptions) {
-    const urls = typeof options.url === 'string' ? [options.url] : [...options.url];
-    if (urls.length === 0 || urls.some((u) => typeof u !== 'string' || u === ''))
-      throw new TypeError('url must be a URL or a non-empty list of URLs');
-    this.#urls = urls;
+    const apiKey = options.apiKey ?? options.token;
+    if (apiKey === undefined || apiKey === '') {
+      throw new TypeError('apiKey is required: an API key, a JWT or a realtime token');
+    }
+    const legacyDelays = options.reconnectDelayMs;
+    const { onStatus, onStateChange } = options;
+    let reported: RealtimeState = 'connecting';
+    this.#transport = new Transport({
+      url: options.url,
+      apiKey,
+      reconnect:
+        options.reconnect ??
+        (legacyDelays ? { initialDelayMs: legacyDelays.min, maxDelayMs: legacyDelays.max } : {}),
+      statusFromRequests: false,
+      onStatus: (status) => {
+        onStatus?.(status);
+        if (status.state === reported) return;
+        reported = status.state;
+        onStateChange?.(status.state);
+      },
+    });
     this.#options = options;
+    this.#link = this.#transport.socket({
+      path: '/v1/realtime',
+      authorizationHeader: false,
+      firstConnect: 'each-node-once',
+      handshake: (_socket, credential) => this.#handshake(credential),
+      message: (text) => this.#onMessage(text),
+      closed: (code, reason) => this.#onClose(code, reason),
+    });
   }
 
   /** The base URL of the node this client connects to now. */
   get url(): string {
-    return this.#urls[this.#urlIndex] ?? '';
+    return this.#transport.url;
   }
 
   get state(): RealtimeState {
-    return this.#state;
-  }
-
-  /** Connects and authenticates; resolves once the server accepted the credential. */
-  connect(): Promise<void> {
-    this.#ready ??= this.#openFirst();
-    return this.#ready;
+    return this.#transport.state;
   }
 
   /**
-   * The first connection: each URL in turn until one answers. When none does, it rejects
-   * and a later `connect()` starts over; reconnecting on its own starts once connected.
+   * Connects and authenticates; resolves once the server accepted the credential. Every
+   * node is tried once; when none can be reached it rejects, and a later `connect()`
+   * starts over. Once connected, the client reconnects by itself until `close`.
    */
-  async #openFirst(): Promise<void> {
-    this.#opening = true;
+  connect(): Promise<void> {
+    return this.#link.connect();
+  }
+
+  /** Authenticates a new connection and subscribes again, from each topic's last offset. */
+  async #handshake(credential: string | undefined): Promise<void> {
+    this.#handshaking = true;
     try {
-      for (let tried = 1; ; tried++) {
-        try {
-          await this.#open();
-          return;
-        } catch (err) {
-          const again =
-            !this.#closed &&
-            tried < this.#urls.length &&
-            err instanceof OrchestraError &&
-            err.code === 'CONNECTION_FAILED';
-          if (!again) throw err;
-          this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
-        }
+      await this.#request({ kind: 'auth', token: credential });
+      for (const subscription of this.#subscriptions.values()) {
+        await this.#sendSubscribe(subscription).catch(() => {});
       }
-    } catch (err) {
-      this.#ready = undefined;
-      throw err;
     } finally {
-      this.#opening = false;
+      this.#handshaking = false;
     }
   }
 
-  async #open(): Promise<void> {
-    const base = this.url.replace(/^http/, 'ws').replace(/\/$/, '');
-    const socket = new WebSocket(`${base}/v1/realtime`);
-    this.#socket = socket;
-    socket.addEventListener('message', (event) => this.#onMessage(String(event.data)));
-    socket.addEventListener('close', (event) => this.#onClose(socket, event.code, event.reason));
-    await new Promise<void>((resolve, reject) => {
-      socket.addEventListener('open', () => resolve(), { once: true });
-      socket.addEventListener(
-        'error',
-        () =>
-          reject(
-            new OrchestraError('CONNECTION_FAILED', `Cannot connect to ${base}/v1/realtime`, {
-              status: 0,
-            }),
-          ),
-        { once: true },
-      );
-    });
-    const token =
-      typeof this.#options.token === 'function' ? await this.#options.token() : this.#options.token;
-    await this.#request({ kind: 'auth', token });
-    this.#attempt = 0;
-    this.#setState('connected');
-    // Re-subscribe everything, recovering topic subscriptions from their last offset.
-    for (const subscription of this.#subscriptions.values()) {
-      await this.#sendSubscribe(subscription).catch(() => {});
-    }
-  }
-
-  #setState(state: RealtimeState): void {
-    if (this.#state === state) return;
-    this.#state = state;
-    this.#options.onStateChange?.(state);
-  }
-
-  #onClose(socket: WebSocket, code: number, reason: string): void {
-    if (this.#socket !== socket) return;
-    this.#socket = undefined;
+  /** Runs when a socket closes: fails what waits on it; a refused credential ends the client. */
+  #onClose(code: number, reason: string): Error | undefined {
     for (const [id, pending] of this.#pending) {
       clearTimeout(pending.timer);
       pending.reject(
@@ -250,33 +244,13 @@ export class RealtimeClient {
       );
       this.#pending.delete(id);
     }
-    if (this.#opening && this.#state !== 'connected' && !this.#closed && code !== 4401) return;
     // A refused credential will be refused again: stop rather than loop.
-    if (this.#closed || code === 4401) {
-      this.#closed = true;
-      this.#setState('closed');
-      for (const s of this.#subscriptions.values()) s.end();
-      return;
-    }
-    this.#setState('reconnecting');
-    const { min, max } = this.#options.reconnectDelayMs ?? { min: 250, max: 10_000 };
-    // Another node may be up while this one is not: each is tried once at once, then with
-    // backoff.
-    const others = this.#urls.length > 1 && this.#attempt < this.#urls.length - 1;
-    this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
-    this.#attempt += 1;
-    const delay = others
-      ? 0
-      : backoffDelayMs(this.#attempt, { initialDelayMs: min, maxDelayMs: max, jitter: 'full' });
-    this.#reconnectTimer = setTimeout(() => {
-      this.#reconnectTimer = undefined;
-      if (this.#closed) return;
-      this.#ready = this.#open().catch(() => {
-        // #onClose of the failed socket schedules the next attempt.
-        if (this.#socket === undefined && !this.#closed)
-          this.#onClose(socket, 1006, 'reconnect failed');
-      });
-    }, delay);
+    if (this.#closed || code !== 4401) return undefined;
+    this.#closed = true;
+    for (const s of this.#subscriptions.values()) s.end();
+    return new OrchestraError('UNAUTHENTICATED', `The server refused the credential (${reason})`, {
+      status: 0,
+    });
   }
 
   #onMessage(text: string): void {
@@ -335,8 +309,10 @@ export class RealtimeClient {
   }
 
   #request(payload: Payload): Promise<Payload> {
-    const socket = this.#socket;
-    if (socket === undefined || socket.readyState !== WebSocket.OPEN) {
+    const socket = this.#link.socket;
+    // Before a new connection is authenticated, only the handshake may use it.
+    const usable = this.#link.connected || this.#handshaking;
+    if (socket === undefined || socket.readyState !== WebSocket.OPEN || !usable) {
       return Promise.reject(
         new OrchestraError('CONNECTION_FAILED', 'Not connected', { status: 0 }),
       );
@@ -469,10 +445,7 @@ export class RealtimeClient {
   /** Closes the connection for good; subscriptions' iterators end. */
   close(): void {
     this.#closed = true;
-    clearTimeout(this.#reconnectTimer);
-    this.#reconnectTimer = undefined;
-    this.#socket?.close(1000);
-    this.#setState('closed');
+    void this.#link.close(1000);
     for (const s of this.#subscriptions.values()) s.end();
   }
 }

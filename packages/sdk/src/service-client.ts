@@ -1,4 +1,5 @@
-import { Orchestra, type OrchestraOptions, sleep } from './client.ts';
+import { Backoff, sleep } from './backoff.ts';
+import { Orchestra, type OrchestraOptions } from './client.ts';
 import { OrchestraError } from './errors.ts';
 import type {
   RegisterInstanceInput,
@@ -8,7 +9,10 @@ import type {
 } from './registry-api.ts';
 
 export interface ServiceClientOptions
-  extends Pick<OrchestraOptions, 'url' | 'apiKey' | 'fetch' | 'headers' | 'timeoutMs'> {
+  extends Pick<
+    OrchestraOptions,
+    'url' | 'apiKey' | 'reconnect' | 'onStatus' | 'fetch' | 'headers' | 'timeoutMs'
+  > {
   /**
    * Called for errors the client keeps going after: a failed keep-alive or re-registration,
    * a lost watch, an error thrown by a live list's listener or by `onRegisteredAgain`.
@@ -162,6 +166,8 @@ export class LiveInstances {
   async #follow(client: ServiceClient, revision: number): Promise<void> {
     const signal = this.#stop.signal;
     let after = revision;
+    // Transient failures are resumed inside the watch; this paces the others (a 403, say).
+    const backoff = client.retryBackoff();
     while (!signal.aborted) {
       try {
         for await (const event of client.api.services.watch(this.service, {
@@ -169,13 +175,14 @@ export class LiveInstances {
           signal,
           maxReconnects: Number.POSITIVE_INFINITY,
         })) {
+          backoff.reset();
           this.#apply(event);
           after = Math.max(after, event.revision - 1);
         }
       } catch (err) {
         if (signal.aborted) return;
         client.reportError(err);
-        await sleep(1000, signal).catch(() => {});
+        await sleep(backoff.fail(), signal).catch(() => {});
       }
     }
   }
@@ -212,12 +219,13 @@ export class LiveInstances {
  * server (`resolve`), the passing list (`discover`), or a live list (`live`).
  */
 export class ServiceClient {
+  /** The REST client this one is built on (its transport, status and backoff included). */
   readonly api: Orchestra;
-  readonly #onError: ((error: unknown) => void) | undefined;
+  readonly #options: ServiceClientOptions;
 
   constructor(options: ServiceClientOptions) {
     this.api = new Orchestra({ ...options, batchSubmits: false });
-    this.#onError = options.onError;
+    this.#options = options;
   }
 
   /** Registers the instance on a lease of its own and keeps that lease alive until `stop`. */
@@ -254,6 +262,15 @@ export class ServiceClient {
 
   /** @internal */
   reportError(error: unknown): void {
-    this.#onError?.(error);
+    this.#options.onError?.(error);
+  }
+
+  /** @internal A backoff for a loop that retries what the watch does not: 1 s to 30 s. */
+  retryBackoff(): Backoff {
+    return new Backoff(this.#options.reconnect, {
+      initialDelayMs: 1_000,
+      maxDelayMs: 30_000,
+      jitter: 'equal',
+    });
   }
 }

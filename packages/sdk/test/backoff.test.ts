@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { backoffDelayMs } from '../src/backoff.ts';
+import { Backoff, backoffDelayMs } from '../src/backoff.ts';
 
 // The one backoff behind the agent's and the realtime client's reconnects, the agent's
 // retries of a task's result, the REST client's retries and stream resumes, and the config
-// client's retries. `random` is fixed
-// at the ends of its range, so the bounds are exact.
+// and service clients' retries (all through `Backoff`). `random` is fixed at the ends of
+// its range, so the bounds are exact.
 
 const LOW = () => 0;
 const HIGH = () => 1;
@@ -50,4 +50,25 @@ test('a long outage stays at the ceiling instead of overflowing', () => {
     assert.equal(backoffDelayMs(failures, options), 10_000);
   }
   assert.equal(backoffDelayMs(0, options), 250, 'no failure yet counts as the first');
+});
+
+test('Backoff counts failures until a success resets them; the reconnect option overrides the defaults', () => {
+  const backoff = new Backoff(
+    { maxDelayMs: 300 },
+    { initialDelayMs: 100, maxDelayMs: 10_000, jitter: 'equal' },
+  );
+  const delays = [backoff.fail(), backoff.fail(), backoff.fail()];
+  assert.equal(backoff.failures, 3);
+  assert.ok(delays[0] !== undefined && delays[0] >= 50 && delays[0] <= 100, String(delays[0]));
+  assert.ok(delays[2] !== undefined && delays[2] >= 150 && delays[2] <= 300, String(delays[2]));
+  assert.equal(backoff.fail(5_000), 5_000, 'a Retry-After floor');
+  backoff.reset();
+  assert.equal(backoff.failures, 0);
+  assert.ok(backoff.fail() <= 100);
+});
+
+test('Backoff refuses a negative or non-numeric delay', () => {
+  const defaults = { initialDelayMs: 100, maxDelayMs: 1_000, jitter: 'full' } as const;
+  assert.throws(() => new Backoff({ initialDelayMs: -1 }, defaults), RangeError);
+  assert.throws(() => new Backoff({ maxDelayMs: Number.NaN }, defaults), RangeError);
 });

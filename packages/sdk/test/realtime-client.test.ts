@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { closedPort } from '../../server/test/helpers.ts';
-import { RealtimeClient, type TopicMessage } from '../src/index.ts';
+import { type ConnectionStatus, RealtimeClient, type TopicMessage } from '../src/index.ts';
 import { type RestartableServer, rejection, startRestartableServer } from './support.ts';
 
 // RealtimeClient against a real `orchestra start`, killed and restarted under it: the
@@ -13,8 +13,8 @@ describe('SDK RealtimeClient', () => {
   const client = (token?: string) => {
     const c = new RealtimeClient({
       url: server.url,
-      token: token ?? server.adminKey,
-      reconnectDelayMs: { min: 50, max: 500 },
+      apiKey: token ?? server.adminKey,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
     });
     clients.push(c);
     return c;
@@ -32,21 +32,28 @@ describe('SDK RealtimeClient', () => {
 
   test('with several URLs, a node that is down is passed over; all down rejects connect', async () => {
     const down = `http://127.0.0.1:${await closedPort()}`;
-    const states: string[] = [];
+    const statuses: ConnectionStatus[] = [];
     const c = new RealtimeClient({
       url: [down, server.url],
-      token: server.adminKey,
-      onStateChange: (state) => states.push(state),
+      apiKey: server.adminKey,
+      onStatus: (status) => statuses.push(status),
     });
     clients.push(c);
     await c.connect();
     assert.equal(c.url, server.url);
     assert.equal((await c.publish('sdk.failover', { n: 1 })).offset, 1);
-    assert.deepEqual(states, ['connected']);
+    // The dead node was tried first, and the next one at once.
+    assert.deepEqual(
+      statuses.map((s) => [s.state, s.url, s.retryInMs]),
+      [
+        ['connecting', server.url, 0],
+        ['connected', server.url, undefined],
+      ],
+    );
 
     const nowhere = new RealtimeClient({
       url: [down, `http://127.0.0.1:${await closedPort()}`],
-      token: server.adminKey,
+      apiKey: server.adminKey,
     });
     clients.push(nowhere);
     const err = await rejection(() => nowhere.connect());
@@ -54,7 +61,7 @@ describe('SDK RealtimeClient', () => {
     // Not left retrying in the background (that would keep this test file from ending):
     // a later connect starts over.
     assert.equal((await rejection(() => nowhere.connect())).code, 'CONNECTION_FAILED');
-    assert.throws(() => new RealtimeClient({ url: [], token: 'x' }), TypeError);
+    assert.throws(() => new RealtimeClient({ url: [], apiKey: 'x' }), TypeError);
   });
 
   test('subscribe, publish with offsets, history and presence', async () => {
