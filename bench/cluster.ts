@@ -233,9 +233,9 @@ async function orchestraLatency(o: Options, nodes: NodeProcess[], key: string): 
   const others = nodes.length > 1 ? nodes.slice(1) : nodes;
   const clients = Array.from(
     { length: o.subscribers },
-    (_, i) => new RealtimeClient({ url: others[i % others.length]?.url ?? '', token: key }),
+    (_, i) => new RealtimeClient({ url: others[i % others.length]?.url ?? '', apiKey: key }),
   );
-  const publisher = new RealtimeClient({ url: nodes[0]?.url ?? '', token: key });
+  const publisher = new RealtimeClient({ url: nodes[0]?.url ?? '', apiKey: key });
   const topic = `${TOPIC}.${randomUUID().slice(0, 8)}`;
   try {
     await publisher.connect();

@@ -116,7 +116,7 @@ describe('a cluster of three nodes', () => {
   });
 
   test('a message published on one node reaches subscribers on every node, at one offset', async () => {
-    const realtime = nodes.map((n) => new RealtimeClient({ url: n.url, token: adminKey }));
+    const realtime = nodes.map((n) => new RealtimeClient({ url: n.url, apiKey: adminKey }));
     try {
       const received = realtime.map(() => [] as TopicMessage<unknown>[]);
       await Promise.all(realtime.map((r) => r.connect()));
@@ -244,8 +244,8 @@ describe('a cluster of three nodes', () => {
     const feed: number[] = [];
     const realtime = new RealtimeClient({
       url: urls,
-      token: adminKey,
-      reconnectDelayMs: { min: 50, max: 500 },
+      apiKey: adminKey,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
     });
     await realtime.subscribe<{ n: number }>('failover.feed', {
       onMessage: (m) => feed.push(m.offset),

@@ -58,7 +58,7 @@ test('token issues a realtime token that a RealtimeClient can use; presence list
     await cli(['topics', 'token', 'cli.lobby', '--client-id', 'ada', '--ttl', '60', '--json']),
   );
   assert.match(issued.token, /^ort_/);
-  const rt = new RealtimeClient({ url: fixture.server.url, token: issued.token });
+  const rt = new RealtimeClient({ url: fixture.server.url, apiKey: issued.token });
   try {
     await rt.subscribe('cli.lobby', { presence: true, info: { name: 'Ada' } });
     const presence = jsonOf(await cli(['topics', 'presence', 'cli.lobby', '--json']));

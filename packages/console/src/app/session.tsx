@@ -43,7 +43,7 @@ export async function signIn(apiKey: string): Promise<Session> {
     );
   }
   window.sessionStorage.setItem(KEY_ITEM, key);
-  const realtime = new RealtimeClient({ url: window.location.origin, token: key });
+  const realtime = new RealtimeClient({ url: window.location.origin, apiKey: key });
   return {
     client,
     realtime,
