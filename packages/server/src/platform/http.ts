@@ -201,35 +201,22 @@ export function setRateLimitHeaders(reply: FastifyReply, decision: RateLimitDeci
 export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformOptions): void {
   const { metrics, rateLimiter } = options;
 
-  /** Takes a token from `key`'s bucket; throws RATE_LIMITED (counted) when it is empty. */
-  async function consume(key: string, scope: string, details: boolean) {
-    if (!rateLimiter) return undefined;
-    const decision = await rateLimiter.consume(key);
-    if (!decision.allowed) {
-      metrics.rateLimited.inc({ scope });
-      const seconds = decision.retryAfterSeconds;
-      throw Object.assign(
-        new ApiError('RATE_LIMITED', `Too many requests; retry in ${seconds} s`, {
-          headers: { 'retry-after': String(seconds) },
-          // A frame has no headers to carry Retry-After in.
-          ...(details ? { details: { retry_after_seconds: seconds } } : {}),
-        }),
-        { decision },
-      );
-    }
-    return decision;
+  /** The refusal of a request (or frame) whose bucket is empty; counted. */
+  function rateLimited(decision: RateLimitDecision, scope: string, inFrame: boolean): ApiError {
+    metrics.rateLimited.inc({ scope });
+    const seconds = decision.retryAfterSeconds;
+    return new ApiError('RATE_LIMITED', `Too many requests; retry in ${seconds} s`, {
+      headers: { 'retry-after': String(seconds) },
+      // A frame has no headers to carry Retry-After in.
+      ...(inFrame ? { details: { retry_after_seconds: seconds } } : {}),
+    });
   }
 
   async function limit(request: FastifyRequest, reply: FastifyReply, key: string, scope: string) {
-    if (request.routeOptions.config.probe) return;
-    try {
-      const decision = await consume(key, scope, false);
-      if (decision !== undefined) setRateLimitHeaders(reply, decision);
-    } catch (err) {
-      const { decision } = err as { decision?: RateLimitDecision };
-      if (decision !== undefined) setRateLimitHeaders(reply, decision);
-      throw err;
-    }
+    if (!rateLimiter || request.routeOptions.config.probe) return;
+    const decision = await rateLimiter.consume(key);
+    setRateLimitHeaders(reply, decision);
+    if (!decision.allowed) throw rateLimited(decision, scope, false);
   }
 
   /**
@@ -288,12 +275,13 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
         caller = await identify(headers, undefined, route);
       } catch (err) {
         // Failed guesses cost the address, as failed requests do; the refusal stays the answer.
-        await consume(`ip:${clientNetwork(request.ip)}`, 'ip', true).catch(() => {});
+        await rateLimiter?.consume(`ip:${clientNetwork(request.ip)}`);
         throw err;
       }
       if (caller === undefined) throw new Error('a credential sent later was not checked');
       markAuthenticated(request.raw.socket);
-      await consume(`cred:${callerId(caller)}`, 'credential', true);
+      const decision = await rateLimiter?.consume(`cred:${callerId(caller)}`);
+      if (decision?.allowed === false) throw rateLimited(decision, 'credential', true);
       assertRole(caller, config.auth);
       return {
         caller,
