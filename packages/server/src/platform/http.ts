@@ -25,7 +25,7 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /**
      * Who may call the route: the roles that may, or `'public'`. Every `/v1` route must
-     * say (registration fails otherwise); routes outside `/v1` are public by default.
+     * name roles (registration fails otherwise); routes outside `/v1` are public by default.
      */
     auth?: 'public' | readonly Role[];
     /**
@@ -295,8 +295,10 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
   const operationIds = new Map<string, string>();
   app.addHook('onRoute', (route) => {
     const name = `${route.method} ${route.url}`;
-    if (isV1(route.url) && route.config?.auth === undefined) {
-      throw new Error(`${name} must declare config.auth (roles or 'public')`);
+    // A /v1 route that authenticated by itself would escape rate limits, revocation checks
+    // and the OpenAPI security: one that takes another credential declares config.token.
+    if (isV1(route.url) && !Array.isArray(route.config?.auth)) {
+      throw new Error(`${name} must declare config.auth roles (and config.token for a token)`);
     }
     const config = route.config;
     if ((config?.token !== undefined || config?.credentialLater) && !Array.isArray(config.auth)) {
