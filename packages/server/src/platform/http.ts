@@ -267,6 +267,8 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
   function laterAuthentication(request: FastifyRequest) {
     const { config } = request.routeOptions;
     const route: RouteAuth = { token: config.token };
+    const { ip } = request;
+    const { socket } = request.raw;
     return async (credential: string): Promise<Authenticated> => {
       // As if it had come in the request: the same kinds, never from the URL.
       const headers = { authorization: `Bearer ${credential}` };
@@ -275,11 +277,11 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
         caller = await identify(headers, undefined, route);
       } catch (err) {
         // Failed guesses cost the address, as failed requests do; the refusal stays the answer.
-        await rateLimiter?.consume(`ip:${clientNetwork(request.ip)}`);
+        await rateLimiter?.consume(`ip:${clientNetwork(ip)}`);
         throw err;
       }
       if (caller === undefined) throw new Error('a credential sent later was not checked');
-      markAuthenticated(request.raw.socket);
+      markAuthenticated(socket);
       const decision = await rateLimiter?.consume(`cred:${callerId(caller)}`);
       if (decision?.allowed === false) throw rateLimited(decision, 'credential', true);
       assertRole(caller, config.auth);
@@ -368,8 +370,11 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
     }
     if (caller.principal !== undefined) request.principal = caller.principal;
     else request.token = caller.token;
+    // What it needs of the request, not the request: a WebSocket keeps this for its life.
+    const { headers, query } = request;
+    const { config } = request.routeOptions;
     request.recheckCredential = async () => {
-      await identify(request.headers, request.query, request.routeOptions.config);
+      await identify(headers, query, config);
     };
     markAuthenticated(request.raw.socket);
     const key = `cred:${callerId(caller)}`;
