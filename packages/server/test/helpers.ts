@@ -495,3 +495,12 @@ export async function healthCheckTarget(
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }
+
+/** Waits, polling, until `check` holds; fails after 60 s, a hang however busy the machine. */
+export async function eventually(what: string, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

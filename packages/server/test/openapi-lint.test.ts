@@ -293,7 +293,8 @@ export async function use(): Promise<void> {
   });
 });
 
-test('a route the document would list without an operationId is refused at registration', async () => {
+/** A Fastify instance with only the request pipeline, to register routes on. */
+function platformOnly() {
   const app = Fastify();
   installHttpPlatform(app, {
     service: 'orchestra',
@@ -306,6 +307,11 @@ test('a route the document would list without an operationId is refused at regis
     },
     isClosing: () => false,
   });
+  return app;
+}
+
+test('a route the document would list without an operationId is refused at registration', async () => {
+  const app = platformOnly();
   const config = { auth: ['admin' as const] };
   assert.throws(
     () => app.get('/v1/things', { schema: { summary: 'List things' }, config }, async () => []),
@@ -322,5 +328,15 @@ test('a route the document would list without an operationId is refused at regis
   );
   // Hidden routes are not in the document and need none.
   app.get('/v1/hidden/*', { schema: { hide: true }, config }, async () => []);
+  await app.close();
+});
+
+test('a /v1 route cannot be public: one that authenticated by itself would escape the pipeline', async () => {
+  const app = platformOnly();
+  const schema = { operationId: 'selfAuthenticated' };
+  assert.throws(
+    () => app.get('/v1/self', { schema, config: { auth: 'public' } }, async () => ({})),
+    /must declare config.auth roles/,
+  );
   await app.close();
 });

@@ -7,8 +7,6 @@ import { SseReader } from './sse.ts';
 // Issue 18, finding 3: a viewer of one tenant reading 4 MB pages in a loop took most of the
 // node's CPU and another tenant's p99 rose a hundredfold, because each page cost one token,
 // like a `whoami`. These servers refill one token in 1,000 s, so the counts below are exact.
-// Topic routes take a token from the caller's address too (they also accept realtime
-// tokens), and every test calls from 127.0.0.1: they are used sparingly here.
 
 const BURST = 20;
 const BYTES_PER_TOKEN = 65_536;

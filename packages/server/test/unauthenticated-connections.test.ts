@@ -7,6 +7,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
+  eventually,
   killSpawned,
   type SpawnedOrchestra,
   spawnOrchestra,
@@ -78,14 +79,6 @@ function refusedUpgrade(port: number, request: string): Promise<string> {
 
 function openFiles(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-async function eventually(what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 describe('refused WebSocket upgrades leak sockets until the server dies (EMFILE)', () => {

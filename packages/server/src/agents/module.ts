@@ -71,8 +71,8 @@ export const agentsModule = defineModule({
   // their tasks staying theirs.
   stop: ({ pool }) => pool.close(),
   routes:
-    ({ agents, pool }, { bus, need }) =>
+    ({ agents, pool }, { bus }) =>
     async (app) => {
-      await app.register(agentRoutes, { agents, pool, identity: need('gateway').identity, bus });
+      await app.register(agentRoutes, { agents, pool, bus });
     },
 });

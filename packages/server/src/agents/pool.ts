@@ -1,15 +1,21 @@
 import { randomUUID } from 'node:crypto';
-import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { WebSocket } from 'ws';
 import { updateEwma } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
+import type { Authenticated } from '../platform/http.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { LimitValue, TenantLimitName, TenantLimitSource } from '../platform/tenant-limits.ts';
 import { jsonWithinLimit } from '../platform/value-limits.ts';
+import {
+  type CloseCode,
+  type ConnectionHandler,
+  type WsConnection,
+  WsConnections,
+} from '../platform/ws-connection.ts';
+import type { WireSocket } from '../platform/ws-socket.ts';
 import type { AssignedTask, Dispatcher, DispatchTarget } from '../tasks/index.ts';
 import {
   type AgentNotice,
@@ -19,20 +25,12 @@ import {
   type TaskRuntime,
 } from '../tasks/index.ts';
 import type { AgentService } from './agent-service.ts';
-import {
-  type AgentFrame,
-  FrameError,
-  type FrameOf,
-  type MessageType,
-  parseAgentFrame,
-  serverFrame,
-} from './protocol.ts';
+import { type AgentFrame, type FrameOf, type MessageType, parseAgentFrame } from './protocol.ts';
 
-/** Invalid frames tolerated per window before the connection is closed with 4400. */
-const MAX_INVALID_FRAMES = 20;
-const INVALID_WINDOW_MS = 60_000;
-/** Inbound frames queued before the socket stops reading (backpressure to the agent). */
+/** Inbound frames queued before the socket stops reading (backpressure to the agent)… */
 const MAX_QUEUED_FRAMES = 1_000;
+/** …and below which it reads again. */
+const RESUME_BELOW = MAX_QUEUED_FRAMES / 2;
 /** Frames of one connection being handled at once (for different tasks). */
 const MAX_CONCURRENT_FRAMES = 256;
 /** Consecutive task.event frames stored in one transaction, at most. */
@@ -56,7 +54,8 @@ export interface PoolSettings {
  */
 export class AgentPool {
   readonly #connections = new Map<string, Map<string, AgentConnection>>();
-  readonly #all = new Set<AgentConnection>();
+  /** Every socket, registered or not; agents' liveness is their heartbeats, not pings. */
+  readonly #sockets = new WsConnections<AgentFrame>({});
   readonly deps: {
     agents: AgentService;
     runtime: TaskRuntime;
@@ -134,15 +133,25 @@ export class AgentPool {
     this.#sweep.start();
   }
 
-  /** Takes a new WebSocket from an authenticated request. */
-  accept(socket: WebSocket, principal: Principal, reauthenticate: () => Promise<Principal>): void {
-    if (this.#closing) {
-      socket.close(CLOSE_CODES.GOING_AWAY.code, 'server shutting down');
-      return;
-    }
-    const connection = new AgentConnection(this, socket, principal, reauthenticate);
-    this.#all.add(connection);
-    socket.once('close', () => this.#all.delete(connection));
+  /** Takes a new WebSocket from a request that the pipeline authenticated as `principal`. */
+  accept(socket: WireSocket, principal: Principal, authenticated: Authenticated): void {
+    const { settings, log, metrics } = this.deps;
+    this.#sockets.open(
+      socket,
+      {
+        auth: { kind: 'request', ...authenticated },
+        // The WebSocket server's own limit is the larger of the agent and realtime limits.
+        maxFrameBytes: settings.maxFrameBytes,
+        // What the server sends an agent answers what it sent, or is bounded by its
+        // max_concurrency: the agent's reading paces it.
+        maxQueueBytes: undefined,
+        inbound: { pauseAt: MAX_QUEUED_FRAMES, resumeAt: RESUME_BELOW - 1 },
+        source: `orchestra:${settings.instanceId}`,
+        log,
+        onErrorFrame: (error) => metrics.agentProtocolErrors.inc({ code: error.code }),
+      },
+      (connection) => new AgentConnection(this, connection, principal),
+    );
   }
 
   tenants(): Iterable<string> {
@@ -200,32 +209,26 @@ export class AgentPool {
   async close(): Promise<void> {
     this.#closing = true;
     await this.#sweep?.stop();
-    const closed = [...this.#all].map((c) => c.closeAndSettle(CLOSE_CODES.GOING_AWAY));
-    await Promise.all(closed);
+    await this.#sockets.close();
   }
 }
 
-type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
-
-/** One agent's WebSocket: registration, heartbeats and the frames about its tasks. */
-class AgentConnection implements DispatchTarget {
+/**
+ * One agent's connection: registration, heartbeats and the frames about its tasks. The
+ * connection core below it owns authentication, frame limits and closing.
+ */
+class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
   readonly #pool: AgentPool;
-  readonly #socket: WebSocket;
+  readonly #connection: WsConnection<AgentFrame>;
   readonly #principal: Principal;
-  readonly #reauthenticate: () => Promise<Principal>;
   readonly #id = randomUUID();
-  readonly #source: string;
   readonly #queue: AgentFrame[] = [];
-  readonly #invalidAt: number[] = [];
   /** When each task was sent, and its template: for the latency average and the output check. */
   readonly #assigned = new Map<
     string,
     { at: number; template: { id: string; version: number } | null }
   >();
   #processing = false;
-  #paused = false;
-  /** The TCP socket is corked until the end of this turn of the event loop. */
-  #corked = false;
   /** The last piece of work queued per task id ('' for frames about the agent itself). */
   readonly #chains = new Map<string, Promise<void>>();
   #running = 0;
@@ -235,40 +238,22 @@ class AgentConnection implements DispatchTarget {
   /** Registered and told so: only then may tasks be assigned. */
   #ready = false;
   #draining = false;
-  #closed = false;
-  #closeReason: 'offline' | 'error' = 'offline';
-  #watchdog: NodeJS.Timeout | undefined;
   #unsubscribe: (() => void) | undefined;
-  #settled: Promise<void>;
 
   /** Task id → attempt, of the tasks this agent holds. */
   readonly inFlight = new Map<string, number>();
   latencyEwmaMs: number | undefined;
   load: { cpu: number; memory: number } | undefined;
 
-  constructor(
-    pool: AgentPool,
-    socket: WebSocket,
-    principal: Principal,
-    reauthenticate: () => Promise<Principal>,
-  ) {
+  constructor(pool: AgentPool, connection: WsConnection<AgentFrame>, principal: Principal) {
     this.#pool = pool;
-    this.#socket = socket;
+    this.#connection = connection;
     this.#principal = principal;
-    this.#reauthenticate = reauthenticate;
-    this.#source = `orchestra:${pool.deps.settings.instanceId}`;
     this.#armWatchdog();
-    let settle: () => void = () => {};
-    this.#settled = new Promise((resolve) => {
-      settle = resolve;
-    });
-    socket.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
-    socket.on('error', (err) => pool.deps.log.debug({ err }, 'agent socket error'));
-    socket.once('close', () => {
-      this.#onClose()
-        .catch((err: unknown) => pool.deps.log.warn({ err }, 'agent disconnect not recorded'))
-        .finally(settle);
-    });
+  }
+
+  get #closed(): boolean {
+    return !this.#connection.isOpen;
   }
 
   get agentId(): string {
@@ -305,18 +290,7 @@ class AgentConnection implements DispatchTarget {
   }
 
   close(code: CloseCode): void {
-    if (this.#closed) return;
-    if (code === CLOSE_CODES.PROTOCOL_VIOLATION) this.#closeReason = 'error';
-    this.#closed = true;
-    this.#socket.close(code.code, code.reason.slice(0, 120));
-  }
-
-  /** Closes and resolves once the disconnect is recorded (or a second has passed). */
-  async closeAndSettle(code: CloseCode): Promise<void> {
-    this.close(code);
-    const timer = setTimeout(() => this.#socket.terminate(), 1_000);
-    await this.#settled;
-    clearTimeout(timer);
+    this.#connection.close(code);
   }
 
   #send(
@@ -324,86 +298,37 @@ class AgentConnection implements DispatchTarget {
     payload: { kind: string } & Record<string, unknown>,
     correlationId?: string,
   ): void {
-    if (this.#socket.readyState !== this.#socket.OPEN) return;
-    // Frames sent together (a dispatch pass's assignments, the acks of one group commit)
-    // leave in one write instead of a system call each.
-    const tcp = (this.#socket as unknown as { _socket?: Socket })._socket;
-    if (!this.#corked && tcp !== undefined) {
-      this.#corked = true;
-      tcp.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        tcp.uncork();
-      });
-    }
-    this.#socket.send(serverFrame(this.#source, type, payload, correlationId), { compress: false });
+    this.#connection.sendFrame(type, payload, correlationId);
   }
 
   #sendError(error: ApiError, correlationId: string | undefined): void {
-    this.#pool.deps.metrics.agentProtocolErrors.inc({ code: error.code });
-    this.#send(
-      correlationId === undefined ? 'EVENT' : 'RESPONSE',
-      {
-        kind: 'error',
-        code: error.code,
-        message: error.message,
-        ...(error.details ? { details: error.details } : {}),
-      },
-      correlationId,
-    );
+    this.#connection.sendError(error, correlationId);
   }
 
   /** Counts an invalid frame; too many in a window close the connection. */
   #invalid(error: ApiError, correlationId: string | undefined): void {
-    this.#sendError(error, correlationId);
-    const now = Date.now();
-    this.#invalidAt.push(now);
-    while ((this.#invalidAt[0] ?? now) < now - INVALID_WINDOW_MS) this.#invalidAt.shift();
-    if (this.#invalidAt.length > MAX_INVALID_FRAMES) this.close(CLOSE_CODES.PROTOCOL_VIOLATION);
+    this.#connection.invalid(error, correlationId);
   }
 
+  /** `register`, then each heartbeat, must come within the heartbeat timeout (4408). */
   #armWatchdog(): void {
-    clearTimeout(this.#watchdog);
-    this.#watchdog = setTimeout(
-      () => this.close(CLOSE_CODES.TIMEOUT),
-      this.#pool.deps.settings.heartbeatTimeoutMs,
-    );
-    this.#watchdog.unref();
+    this.#connection.setDeadline(this.#pool.deps.settings.heartbeatTimeoutMs);
   }
 
-  #onMessage(data: unknown, isBinary: boolean): void {
-    if (this.#closed) return;
-    // The WebSocket server's own limit is the larger of the agent and realtime limits.
-    const size = Array.isArray(data)
-      ? (data as Buffer[]).reduce((n, b) => n + b.length, 0)
-      : (data as Buffer | ArrayBuffer).byteLength;
-    if (size > this.#pool.deps.settings.maxFrameBytes) {
-      this.close(CLOSE_CODES.MESSAGE_TOO_BIG);
-      return;
-    }
-    if (isBinary) {
-      const message = 'must be a text frame holding JSON';
-      this.#invalid(
-        new ApiError('VALIDATION_FAILED', `frame: ${message}`, {
-          details: { fields: [{ field: 'frame', message }] },
-        }),
-        undefined,
-      );
-      return;
-    }
-    const text = Array.isArray(data)
-      ? Buffer.concat(data as Buffer[]).toString('utf8')
-      : Buffer.isBuffer(data)
-        ? data.toString('utf8')
-        : Buffer.from(data as ArrayBuffer).toString('utf8');
-    let frame: AgentFrame;
-    try {
-      frame = parseAgentFrame(text);
-    } catch (err) {
-      if (err instanceof FrameError) this.#invalid(err, err.correlationId);
-      else throw err;
-      return;
-    }
+  parse(data: Buffer): AgentFrame {
+    return parseAgentFrame(data.toString('utf8'));
+  }
+
+  // Its heartbeats wait in the socket while reading is stopped: not hearing them is our doing.
+  readingPaused(): void {
+    this.#connection.clearDeadline();
+  }
+
+  readingResumed(): void {
+    this.#armWatchdog();
+  }
+
+  receive(frame: AgentFrame): void {
     this.#pool.deps.metrics.agentFrames.inc({ kind: frame.payload.kind });
     if (frame.payload.kind === 'heartbeat' && this.#ready) {
       // Counted when it arrives, ahead of queued frames: a busy agent is not a dead one.
@@ -415,12 +340,7 @@ class AgentConnection implements DispatchTarget {
       return;
     }
     this.#queue.push(frame);
-    if (this.#queue.length >= MAX_QUEUED_FRAMES && !this.#paused) {
-      this.#paused = true;
-      this.#socket.pause();
-      // Its heartbeats wait in the socket now: not hearing them is our doing.
-      clearTimeout(this.#watchdog);
-    }
+    this.#connection.inboundQueued();
     if (!this.#processing) void this.#drainQueue();
   }
 
@@ -443,6 +363,7 @@ class AgentConnection implements DispatchTarget {
         }
         if (this.#registration === undefined || frame.payload.kind === 'register') {
           this.#queue.shift();
+          this.#connection.inboundHandled();
           await Promise.all(this.#chains.values());
           await this.#guard(frame.header.id, () => this.#handle(frame));
         } else if (frame.payload.kind === 'task.event') {
@@ -450,18 +371,15 @@ class AgentConnection implements DispatchTarget {
           while (batch.length < EVENT_BATCH && this.#queue[0]?.payload.kind === 'task.event') {
             batch.push(this.#queue.shift() as FrameOf<'task.event'>);
           }
+          this.#connection.inboundHandled(batch.length);
           this.#chain([...new Set(batch.map((f) => f.payload.task_id))], () =>
             this.#guard(undefined, () => this.#onEvents(batch)),
           );
         } else {
           this.#queue.shift();
+          this.#connection.inboundHandled();
           const key = 'task_id' in frame.payload ? frame.payload.task_id : '';
           this.#chain([key], () => this.#guard(frame.header.id, () => this.#handle(frame)));
-        }
-        if (this.#paused && this.#queue.length < MAX_QUEUED_FRAMES / 2) {
-          this.#paused = false;
-          this.#socket.resume();
-          this.#armWatchdog();
         }
       }
     } finally {
@@ -670,15 +588,8 @@ class AgentConnection implements DispatchTarget {
   async #heartbeat(payload: FrameOf<'heartbeat'>['payload']): Promise<void> {
     const { agents, settings } = this.#pool.deps;
     this.#armWatchdog();
-    try {
-      await this.#reauthenticate();
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 401) {
-        this.close(CLOSE_CODES.UNAUTHENTICATED);
-        return;
-      }
-      throw err;
-    }
+    // A revoked or expired credential closes the connection with 4401.
+    if (!(await this.#connection.recheckCredential())) return;
     const { tenantId, agentId } = this.ref();
     if (payload.cpu !== undefined || payload.memory !== undefined) {
       this.load = { cpu: payload.cpu ?? 0, memory: payload.memory ?? 0 };
@@ -779,15 +690,24 @@ class AgentConnection implements DispatchTarget {
     this.#pool.kick(this.ref().tenantId);
   }
 
-  async #onClose(): Promise<void> {
-    this.#closed = true;
-    clearTimeout(this.#watchdog);
+  /** Records the disconnect; the core counts the connection settled once it is stored. */
+  async closed(code: CloseCode | undefined): Promise<void> {
     this.#unsubscribe?.();
     if (this.#registration === undefined) return;
     this.#pool.unbind(this);
     const { tenantId, agentId } = this.ref();
-    const reason =
-      this.#closeReason === 'error' ? 'closed for breaking the protocol' : 'disconnected';
-    await this.#pool.deps.agents.setStatus(tenantId, agentId, this.#id, this.#closeReason, reason);
+    const broke = code === CLOSE_CODES.PROTOCOL_VIOLATION;
+    const reason = broke ? 'closed for breaking the protocol' : 'disconnected';
+    try {
+      await this.#pool.deps.agents.setStatus(
+        tenantId,
+        agentId,
+        this.#id,
+        broke ? 'error' : 'offline',
+        reason,
+      );
+    } catch (err) {
+      this.#pool.deps.log.warn({ err }, 'agent disconnect not recorded');
+    }
   }
 }

@@ -2,11 +2,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { AGENT_ID_PATTERN, Agent, AgentStatusSchema, errorResponses } from '@orchestra/protocol';
 import Type from 'typebox';
 import type { Bus } from '../bus/bus.ts';
-import type { IdentityService } from '../gateway/index.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
+import { wsSocket } from '../platform/ws-socket.ts';
 import { type AgentNotice, agentSubject } from '../tasks/index.ts';
 import type { AgentService } from './agent-service.ts';
 import type { AgentPool } from './pool.ts';
@@ -17,9 +17,8 @@ const AgentParams = Type.Object({ id: Type.String({ pattern: AGENT_ID_PATTERN })
 export const agentRoutes: FastifyPluginAsyncTypebox<{
   agents: AgentService;
   pool: AgentPool;
-  identity: IdentityService;
   bus: Bus;
-}> = async (app, { agents, pool, identity, bus }) => {
+}> = async (app, { agents, pool, bus }) => {
   app.addSchema(Agent);
 
   app.route({
@@ -46,9 +45,12 @@ export const agentRoutes: FastifyPluginAsyncTypebox<{
         },
       );
     },
+    // Authenticated by the request pipeline before the upgrade, like any API call.
     wsHandler: (socket, request) => {
-      const headers = request.headers;
-      pool.accept(socket, principalOf(request), () => identity.authenticate(headers));
+      const principal = principalOf(request);
+      const recheck = request.recheckCredential;
+      if (recheck === undefined) throw new Error('an agent connection without its credential');
+      pool.accept(wsSocket(socket), principal, { caller: { principal }, recheck });
     },
   });
 

@@ -1,8 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { credentialId, type Principal, type Role } from './auth.ts';
+import {
+  type Caller,
+  callerId,
+  credentialId,
+  type Principal,
+  type Role,
+  type TokenKind,
+  type VerifiedToken,
+} from './auth.ts';
 import { closeAfterFlush, endWithError, markAuthenticated } from './connection-guard.ts';
+import { invalidField } from './envelope.ts';
 import { ApiError, type ErrorDetails, errorBody } from './errors.ts';
 import type { Metrics } from './metrics.ts';
 import {
@@ -16,9 +25,25 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /**
      * Who may call the route: the roles that may, or `'public'`. Every `/v1` route must
-     * say (registration fails otherwise); routes outside `/v1` are public by default.
+     * name roles (registration fails otherwise); routes outside `/v1` are public by default.
      */
     auth?: 'public' | readonly Role[];
+    /**
+     * A token the route accepts besides API keys and JWTs (a realtime token), checked by the
+     * same pipeline: rate limits, revocation checks and OpenAPI security alike. The roles of
+     * `auth` bind keys and JWTs only; what a token allows, the route decides from
+     * `request.token`.
+     */
+    token?: TokenKind;
+    /** The token may also come in the URL (`token.query`), for EventSource, which cannot set headers. */
+    tokenInQuery?: true;
+    /**
+     * The request may come without a credential: a WebSocket whose client sends it in its
+     * first frame (browsers cannot set headers on one). The handler then finds neither
+     * `principal` nor `token`, and checks the later credential with
+     * `request.authenticateLater`, through this same pipeline.
+     */
+    credentialLater?: true;
     /**
      * A probe or scrape (`/healthz`, `/readyz`, `/metrics`): never rate limited, and its
      * access line is logged at debug so that polling does not flood the log.
@@ -26,8 +51,21 @@ declare module 'fastify' {
     probe?: true;
   }
   interface FastifyRequest {
-    /** The authenticated caller; set on every `/v1` route that is not public. */
+    /**
+     * The authenticated caller; set on every `/v1` route that is not public, unless the
+     * route also takes a token (`config.token`) and the caller used one.
+     */
     principal?: Principal;
+    /** The token the caller used, on a route that takes one (`config.token`). */
+    token?: VerifiedToken;
+    /**
+     * On a `config.credentialLater` route reached without a credential: authenticates one
+     * sent later (in a WebSocket frame) as if it had come in the request's Authorization
+     * header, counting in the same rate limits. Resolves to the caller and to the function
+     * that checks the credential again (it may be revoked or expire); rejects with the
+     * `ApiError` the request would have got.
+     */
+    authenticateLater?: (credential: string) => Promise<Authenticated>;
     /**
      * Checks the request's credential again (it may have been revoked or expired since);
      * rejects with the `ApiError` authentication would give now. Set wherever a request is
@@ -50,8 +88,32 @@ export function principalOf(request: { principal?: Principal }): Principal {
   return request.principal;
 }
 
-/** Resolves the credential in a request, or throws an `ApiError` (401/503). */
-export type Authenticate = (request: FastifyRequest) => Promise<Principal>;
+/** Resolves the credential in a request's headers, or throws an `ApiError` (401/503). */
+export type Authenticate = (request: { headers: FastifyRequest['headers'] }) => Promise<Principal>;
+
+/** A caller that the pipeline admitted, and how to check its credential again later. */
+export interface Authenticated {
+  caller: Caller;
+  /** Rejects with the `ApiError` authentication would give now (revoked, expired). */
+  recheck: () => Promise<void>;
+}
+
+/** The OpenAPI schemes of the platform's own credentials (declared where the document is built). */
+const CREDENTIAL_SCHEMES = ['bearerAuth', 'apiKeyHeader'];
+
+/** The bearer token of an Authorization header, whatever it is. */
+function bearerOf(headers: FastifyRequest['headers']): string | undefined {
+  const header = headers.authorization;
+  return typeof header === 'string' && /^bearer /i.test(header)
+    ? header.slice(7).trim()
+    : undefined;
+}
+
+/** What the route's auth settings need to identify a caller. */
+type RouteAuth = Pick<
+  FastifyRequest['routeOptions']['config'],
+  'token' | 'tokenInQuery' | 'credentialLater'
+>;
 
 export interface HttpPlatformOptions {
   service: string;
@@ -139,27 +201,130 @@ export function setRateLimitHeaders(reply: FastifyReply, decision: RateLimitDeci
 export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformOptions): void {
   const { metrics, rateLimiter } = options;
 
+  /** The refusal of a request (or frame) whose bucket is empty; counted. */
+  function rateLimited(decision: RateLimitDecision, scope: string, inFrame: boolean): ApiError {
+    metrics.rateLimited.inc({ scope });
+    const seconds = decision.retryAfterSeconds;
+    return new ApiError('RATE_LIMITED', `Too many requests; retry in ${seconds} s`, {
+      headers: { 'retry-after': String(seconds) },
+      // A frame has no headers to carry Retry-After in.
+      ...(inFrame ? { details: { retry_after_seconds: seconds } } : {}),
+    });
+  }
+
   async function limit(request: FastifyRequest, reply: FastifyReply, key: string, scope: string) {
     if (!rateLimiter || request.routeOptions.config.probe) return;
     const decision = await rateLimiter.consume(key);
     setRateLimitHeaders(reply, decision);
-    if (!decision.allowed) {
-      metrics.rateLimited.inc({ scope });
+    if (!decision.allowed) throw rateLimited(decision, scope, false);
+  }
+
+  /**
+   * Resolves the credential of a request: a token of the route's kind (in the Authorization
+   * header, or in the URL where the route allows), else an API key or JWT. `undefined` when
+   * the route takes its credential later and the request carries none.
+   */
+  async function identify(
+    headers: FastifyRequest['headers'],
+    query: unknown,
+    route: RouteAuth,
+  ): Promise<Caller | undefined> {
+    const kind = route.token;
+    if (kind !== undefined) {
+      const parameter = route.tokenInQuery ? kind.query?.parameter : undefined;
+      const inQuery =
+        parameter === undefined
+          ? undefined
+          : (query as Record<string, unknown> | undefined)?.[parameter];
+      // Only a token of the kind may travel in a URL, which ends up in logs and histories.
+      if (typeof inQuery === 'string' && !kind.recognizes(inQuery)) {
+        throw invalidField(`querystring.${parameter}`, `must be ${kind.name}`);
+      }
+      const token = bearerOf(headers) ?? (typeof inQuery === 'string' ? inQuery : undefined);
+      if (token !== undefined && kind.recognizes(token)) return { token: await kind.verify(token) };
+    }
+    if (
+      route.credentialLater &&
+      bearerOf(headers) === undefined &&
+      headers['x-api-key'] === undefined
+    ) {
+      return undefined;
+    }
+    return { principal: await options.authenticate({ headers }) };
+  }
+
+  function assertRole(caller: Caller, auth: 'public' | readonly Role[] | undefined): void {
+    const role = caller.principal?.role;
+    if (role !== undefined && Array.isArray(auth) && !auth.includes(role)) {
       throw new ApiError(
-        'RATE_LIMITED',
-        `Too many requests; retry in ${decision.retryAfterSeconds} s`,
-        {
-          headers: { 'retry-after': String(decision.retryAfterSeconds) },
-        },
+        'PERMISSION_DENIED',
+        `This operation requires the role ${auth.join(' or ')}; the credential has ${role}`,
       );
     }
+  }
+
+  /** `request.authenticateLater` of a request that came without its credential. */
+  function laterAuthentication(request: FastifyRequest) {
+    const { config } = request.routeOptions;
+    const route: RouteAuth = { token: config.token };
+    const { ip } = request;
+    const { socket } = request.raw;
+    return async (credential: string): Promise<Authenticated> => {
+      // As if it had come in the request: the same kinds, never from the URL.
+      const headers = { authorization: `Bearer ${credential}` };
+      let caller: Caller | undefined;
+      try {
+        caller = await identify(headers, undefined, route);
+      } catch (err) {
+        // Failed guesses cost the address, as failed requests do; the refusal stays the answer.
+        await rateLimiter?.consume(`ip:${clientNetwork(ip)}`);
+        throw err;
+      }
+      if (caller === undefined) throw new Error('a credential sent later was not checked');
+      markAuthenticated(socket);
+      const decision = await rateLimiter?.consume(`cred:${callerId(caller)}`);
+      if (decision?.allowed === false) throw rateLimited(decision, 'credential', true);
+      assertRole(caller, config.auth);
+      return {
+        caller,
+        recheck: async () => {
+          await identify(headers, undefined, route);
+        },
+      };
+    };
   }
 
   const operationIds = new Map<string, string>();
   app.addHook('onRoute', (route) => {
     const name = `${route.method} ${route.url}`;
-    if (isV1(route.url) && route.config?.auth === undefined) {
-      throw new Error(`${name} must declare config.auth (roles or 'public')`);
+    // A /v1 route that authenticated by itself would escape rate limits, revocation checks
+    // and the OpenAPI security: one that takes another credential declares config.token.
+    if (isV1(route.url) && !Array.isArray(route.config?.auth)) {
+      throw new Error(`${name} must declare config.auth roles (and config.token for a token)`);
+    }
+    const config = route.config;
+    if ((config?.token !== undefined || config?.credentialLater) && !Array.isArray(config.auth)) {
+      throw new Error(`${name}: config.token and config.credentialLater need config.auth roles`);
+    }
+    if (config?.tokenInQuery && config.token?.query === undefined) {
+      throw new Error(`${name}: config.tokenInQuery needs a token kind that may come in the query`);
+    }
+    // What the route accepts is what the document says, derived from the same declaration.
+    if (config?.token !== undefined || config?.credentialLater) {
+      const { token } = config;
+      const schemes = [
+        ...CREDENTIAL_SCHEMES,
+        ...(token !== undefined ? [token.scheme] : []),
+        ...(token?.query !== undefined && config.tokenInQuery ? [token.query.scheme] : []),
+      ];
+      route.schema = {
+        ...route.schema,
+        security: [
+          ...schemes.map((scheme) => ({ [scheme]: [] })),
+          // The empty requirement: the credential may come in the first frame instead.
+          ...(config.credentialLater ? [{}] : []),
+        ],
+      };
     }
     // Generated clients name their methods after it: every operation of the OpenAPI
     // document has one, stable and unique. Fastify's automatic HEAD twins are not listed.
@@ -187,9 +352,9 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
       await limit(request, reply, `ip:${clientNetwork(request.ip)}`, 'ip');
       return;
     }
-    let principal: Principal;
+    let caller: Caller | undefined;
     try {
-      principal = await options.authenticate(request);
+      caller = await identify(request.headers, request.query, request.routeOptions.config);
     } catch (err) {
       // A connection that failed to authenticate is not kept alive for another guess.
       reply.header('connection', 'close');
@@ -197,22 +362,27 @@ export function installHttpPlatform(app: FastifyInstance, options: HttpPlatformO
       await limit(request, reply, `ip:${clientNetwork(request.ip)}`, 'ip');
       throw err;
     }
-    request.principal = principal;
+    if (caller === undefined) {
+      // No credential yet (config.credentialLater): counted by address until it comes.
+      await limit(request, reply, `ip:${clientNetwork(request.ip)}`, 'ip');
+      request.authenticateLater = laterAuthentication(request);
+      return;
+    }
+    if (caller.principal !== undefined) request.principal = caller.principal;
+    else request.token = caller.token;
+    // What it needs of the request, not the request: a WebSocket keeps this for its life.
+    const { headers, query } = request;
+    const { config } = request.routeOptions;
     request.recheckCredential = async () => {
-      await options.authenticate(request);
+      await identify(headers, query, config);
     };
     markAuthenticated(request.raw.socket);
-    const key = `cred:${credentialId(principal)}`;
+    const key = `cred:${callerId(caller)}`;
     await limit(request, reply, key, 'credential');
     if (rateLimiter && options.bytesPerToken > 0 && !request.routeOptions.config.probe) {
       request.byteCharge = new ByteCharge(rateLimiter, key, options.bytesPerToken);
     }
-    if (Array.isArray(auth) && !auth.includes(principal.role)) {
-      throw new ApiError(
-        'PERMISSION_DENIED',
-        `This operation requires the role ${auth.join(' or ')}; the credential has ${principal.role}`,
-      );
-    }
+    assertRole(caller, auth);
   });
 
   app.addHook('onSend', async (request, reply, payload) => {
@@ -292,7 +462,9 @@ export function installAccessLog(app: FastifyInstance, metrics: Metrics): void {
         ...(reply.raw.writableFinished || upgraded ? {} : { aborted: true }),
         ...(request.principal
           ? { tenant_id: request.principal.tenant.id, credential: credentialId(request.principal) }
-          : {}),
+          : request.token
+            ? { tenant_id: request.token.tenantId, credential: request.token.id }
+            : {}),
       },
       'request completed',
     );

@@ -1,8 +1,6 @@
-import type { IdentityService } from '../gateway/index.ts';
-import type { Principal, Role } from '../platform/auth.ts';
+import type { Caller, Principal, Role } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
-import type { AuthenticateToken } from './connection.ts';
-import { REALTIME_TOKEN_PREFIX, type RealtimeGrant, type RealtimeTokens } from './tokens.ts';
+import { grantOf, type RealtimeGrant } from './tokens.ts';
 import {
   isPattern,
   matches,
@@ -37,6 +35,13 @@ export function identityOfPrincipal(principal: Principal): RealtimeIdentity {
         : `jwt:${principal.tenant.id}:${principal.subject}`,
     principal,
   };
+}
+
+/** Who the request pipeline admitted: a credential, or a realtime token. */
+export function identityOfCaller(caller: Caller): RealtimeIdentity {
+  return caller.principal !== undefined
+    ? identityOfPrincipal(caller.principal)
+    : identityOfGrant(grantOf(caller.token));
 }
 
 export function identityOfGrant(grant: RealtimeGrant): RealtimeIdentity {
@@ -105,24 +110,4 @@ export function assertCanPublish(identity: RealtimeIdentity, topic: Topic): void
     return;
   }
   if (identity.role === 'viewer') throw denied('A viewer credential cannot publish');
-}
-
-/** Resolves what an `auth` frame carries: a realtime token, an API key or a JWT. */
-export function tokenAuthenticator(
-  tokens: RealtimeTokens,
-  identity: IdentityService,
-): AuthenticateToken {
-  return async (token) => {
-    if (token.startsWith(REALTIME_TOKEN_PREFIX)) {
-      return { identity: identityOfGrant(await tokens.verify(token)), recheck: undefined };
-    }
-    const headers = { authorization: `Bearer ${token}` };
-    const principal = await identity.authenticate(headers);
-    return {
-      identity: identityOfPrincipal(principal),
-      recheck: async () => {
-        await identity.authenticate(headers);
-      },
-    };
-  };
 }

@@ -1,112 +1,57 @@
-import { randomUUID } from 'node:crypto';
-import type { Socket } from 'node:net';
-import type { WebSocket } from 'ws';
-import { markAuthenticated } from '../platform/connection-guard.ts';
-import { FrameError, type MessageType, serverFrame } from '../platform/envelope.ts';
+import type { MessageType } from '../platform/envelope.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
 import { ByteCharge } from '../platform/rate-limit.ts';
+import type { CloseCode, ConnectionHandler, WsConnection } from '../platform/ws-connection.ts';
+import type { SharedFrame } from '../platform/ws-socket.ts';
 import {
   assertCanPublish,
   assertCanRead,
   assertCanReadPattern,
+  identityOfCaller,
   type RealtimeIdentity,
 } from './access.ts';
-import type { PatternSubscription, RealtimeHub, SharedFrame } from './hub.ts';
+import type { PatternSubscription, RealtimeHub } from './hub.ts';
 import { TopicSubscription } from './hub.ts';
 import { parseRealtimeFrame, type RealtimeFrame } from './protocol.ts';
 import type { Member } from './topic-service.ts';
 import { isPattern, parsePattern } from './topics.ts';
 
-const AUTH_TIMEOUT_MS = 10_000;
-const MAX_INVALID_FRAMES = 20;
-const INVALID_WINDOW_MS = 60_000;
-/** Inbound frames waiting to be handled before the socket stops reading. */
-const PAUSE_AT = 256;
-const RESUME_AT = 64;
-/** A connection cut for being slow gets this long to take its close frame. */
-const CUT_GRACE_MS = 5_000;
+/** Inbound frames waiting to be handled before the socket stops reading, and again reading. */
+export const REALTIME_INBOUND = { pauseAt: 256, resumeAt: 64 };
 
-type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
 type FrameOf<K extends RealtimeFrame['payload']['kind']> = Extract<
   RealtimeFrame,
   { payload: { kind: K } }
 >;
 
-/** Resolves the credential sent in an `auth` frame (an API key, JWT or realtime token). */
-export type AuthenticateToken = (
-  token: string,
-) => Promise<{ identity: RealtimeIdentity; recheck: (() => Promise<void>) | undefined }>;
-
-/** One client's WebSocket on `/v1/realtime`: its frames, subscriptions and send queue. */
-export class RealtimeConnection {
-  readonly id = randomUUID();
-  /** When, within the hub's ping interval, this connection is pinged and rechecked. */
-  readonly pingSlice: number;
+/**
+ * One client's connection on `/v1/realtime`: its frames, subscriptions and presence. The
+ * connection core below it owns authentication, frame limits, the send queue, pings and
+ * closing.
+ */
+export class RealtimeConnection implements ConnectionHandler<RealtimeFrame> {
   readonly #hub: RealtimeHub;
-  readonly #socket: WebSocket;
-  readonly #tcp: Socket | undefined;
-  readonly #deflate: boolean;
+  readonly #connection: WsConnection<RealtimeFrame>;
   #identity: RealtimeIdentity | undefined;
-  #recheck: (() => Promise<void>) | undefined;
   #byteCharge: ByteCharge | undefined;
   readonly #topics = new Map<string, TopicSubscription>();
   readonly #patterns = new Map<string, PatternSubscription>();
   readonly #streams = new Set<string>();
-  readonly #invalidAt: number[] = [];
   #chain: Promise<void> = Promise.resolve();
-  #pending = 0;
-  #paused = false;
-  #closed = false;
-  #alive = true;
-  #timer: NodeJS.Timeout | undefined;
-  #settled: Promise<void>;
 
-  constructor(
-    hub: RealtimeHub,
-    socket: WebSocket,
-    identity: RealtimeIdentity | undefined,
-    recheck: (() => Promise<void>) | undefined,
-  ) {
+  constructor(hub: RealtimeHub, connection: WsConnection<RealtimeFrame>) {
     this.#hub = hub;
-    this.pingSlice = hub.nextPingSlice();
-    this.#socket = socket;
-    this.#tcp = (socket as unknown as { _socket?: Socket })._socket;
-    this.#deflate = socket.extensions.includes('permessage-deflate');
-    this.#identity = identity;
-    this.#recheck = recheck;
-    let settle: () => void = () => {};
-    this.#settled = new Promise((resolve) => {
-      settle = resolve;
-    });
-    socket.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
-    socket.on('pong', () => {
-      this.#alive = true;
-    });
-    socket.on('error', (err) => hub.log.debug({ err }, 'realtime socket error'));
-    socket.once('close', () => {
-      this.#closed = true;
-      clearTimeout(this.#timer);
-      this.#cleanup().finally(settle);
-    });
-    if (identity === undefined) {
-      this.#timer = setTimeout(() => this.close(CLOSE_CODES.TIMEOUT), AUTH_TIMEOUT_MS);
-    } else {
-      this.#armExpiry();
-    }
+    this.#connection = connection;
+    const caller = connection.caller;
+    this.#identity = caller === undefined ? undefined : identityOfCaller(caller);
   }
 
-  /** Called by the hub once per ping interval, in this connection's slice: liveness ping and a check that the credential still holds. */
-  tick(): void {
-    if (this.#closed) return;
-    if (!this.#alive) {
-      this.#socket.terminate();
-      return;
-    }
-    this.#alive = false;
-    this.#socket.ping();
-    this.#recheck?.().catch((err: unknown) => {
-      if (err instanceof ApiError && err.status === 401) this.close(CLOSE_CODES.UNAUTHENTICATED);
-    });
+  get id(): string {
+    return this.#connection.id;
+  }
+
+  get #closed(): boolean {
+    return !this.#connection.isOpen;
   }
 
   subscribedToStream(stream: string): boolean {
@@ -121,9 +66,7 @@ export class RealtimeConnection {
     payload: { kind: string } & Record<string, unknown>,
     correlationId?: string,
   ): number {
-    const frame = Buffer.from(serverFrame(this.#hub.source, type, payload, correlationId));
-    this.#write(frame);
-    return frame.length;
+    return this.#connection.sendFrame(type, payload, correlationId);
   }
 
   /**
@@ -142,126 +85,26 @@ export class RealtimeConnection {
   }
 
   sendShared(frame: SharedFrame): void {
-    if (this.#closed) return;
-    const deflated = this.#deflate ? this.#hub.deflated(frame) : undefined;
-    if (deflated !== undefined && this.#tcp !== undefined) {
-      // Compressed once for every subscriber: written as a whole frame. ws itself never
-      // compresses on this connection, so nothing of its own can be queued ahead of it.
-      this.#hub.cork(this.#tcp);
-      this.#tcp.write(deflated);
-      this.#checkQueue();
-      return;
-    }
-    this.#write(frame.text);
-  }
-
-  #write(data: Buffer): void {
-    if (this.#closed || this.#socket.readyState !== this.#socket.OPEN) return;
-    if (this.#tcp !== undefined) this.#hub.cork(this.#tcp);
-    this.#socket.send(data, { binary: false, compress: false });
-    this.#checkQueue();
-  }
-
-  #checkQueue(): void {
-    if (this.#socket.bufferedAmount > this.#hub.settings.maxQueueBytes) {
-      this.close(CLOSE_CODES.SLOW_CONSUMER);
-    }
+    this.#connection.sendShared(frame);
   }
 
   #sendError(error: ApiError, correlationId: string | undefined): void {
-    this.send(
-      correlationId === undefined ? 'EVENT' : 'RESPONSE',
-      {
-        kind: 'error',
-        code: error.code,
-        message: error.message,
-        ...(error.details ? { details: error.details } : {}),
-      },
-      correlationId,
-    );
+    this.#connection.sendError(error, correlationId);
   }
 
   close(code: CloseCode): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#hub.metrics?.realtimeCloses.inc({ code: String(code.code) });
-    this.#socket.close(code.code, code.reason.slice(0, 120));
-    this.#awaitCloseFrame(this.#socket.bufferedAmount);
-  }
-
-  /**
-   * A client that does not read will not answer the close either, so it is terminated
-   * after a grace period; one still draining its queue (however slowly) gets another,
-   * so a slow but live client learns why it was cut.
-   */
-  #awaitCloseFrame(queued: number): void {
-    setTimeout(() => {
-      if (this.#socket.readyState === this.#socket.CLOSED) return;
-      const now = this.#socket.bufferedAmount;
-      if (now > 0 && now < queued) this.#awaitCloseFrame(now);
-      else this.#socket.terminate();
-    }, CUT_GRACE_MS).unref();
-  }
-
-  async closeAndSettle(code: CloseCode): Promise<void> {
-    this.close(code);
-    const timer = setTimeout(() => this.#socket.terminate(), 1_000);
-    await this.#settled;
-    clearTimeout(timer);
-  }
-
-  #armExpiry(): void {
-    const identity = this.#identity;
-    const expiresAt =
-      identity?.grant !== undefined
-        ? identity.grant.expiresAt * 1000
-        : identity?.principal?.expiresAt
-          ? Date.parse(identity.principal.expiresAt)
-          : undefined;
-    if (expiresAt === undefined) return;
-    clearTimeout(this.#timer);
-    // setTimeout holds at most ~24.8 days; a longer credential is rechecked by tick().
-    const delay = Math.min(Math.max(0, expiresAt - Date.now()), 2 ** 31 - 1);
-    this.#timer = setTimeout(() => this.close(CLOSE_CODES.UNAUTHENTICATED), delay);
-    this.#timer.unref();
+    this.#connection.close(code);
   }
 
   // Receiving.
 
-  #onMessage(data: unknown, isBinary: boolean): void {
-    if (this.#closed) return;
-    const bytes = Array.isArray(data)
-      ? Buffer.concat(data as Buffer[])
-      : Buffer.isBuffer(data)
-        ? data
-        : Buffer.from(data as ArrayBuffer);
-    if (bytes.length > this.#hub.settings.maxFrameBytes) {
-      this.close(CLOSE_CODES.MESSAGE_TOO_BIG);
-      return;
-    }
-    if (isBinary) {
-      const message = 'must be a text frame holding JSON';
-      this.#invalid(
-        new ApiError('VALIDATION_FAILED', `frame: ${message}`, {
-          details: { fields: [{ field: 'frame', message }] },
-        }),
-        undefined,
-      );
-      return;
-    }
-    let frame: RealtimeFrame;
-    try {
-      frame = parseRealtimeFrame(bytes.toString('utf8'));
-    } catch (err) {
-      if (err instanceof FrameError) this.#invalid(err, err.correlationId);
-      else throw err;
-      return;
-    }
-    this.#pending++;
-    if (this.#pending >= PAUSE_AT && !this.#paused) {
-      this.#paused = true;
-      this.#socket.pause();
-    }
+  parse(data: Buffer): RealtimeFrame {
+    return parseRealtimeFrame(data.toString('utf8'));
+  }
+
+  /** Handles frames one at a time, in the order received. */
+  receive(frame: RealtimeFrame): void {
+    this.#connection.inboundQueued();
     this.#chain = this.#chain.then(async () => {
       try {
         if (!this.#closed) await this.#handle(frame);
@@ -274,21 +117,9 @@ export class RealtimeConnection {
         }
         if (!this.#closed) this.#sendError(apiError, frame.header.id);
       } finally {
-        this.#pending--;
-        if (this.#paused && this.#pending <= RESUME_AT) {
-          this.#paused = false;
-          this.#socket.resume();
-        }
+        this.#connection.inboundHandled();
       }
     });
-  }
-
-  #invalid(error: ApiError, correlationId: string | undefined): void {
-    this.#sendError(error, correlationId);
-    const now = Date.now();
-    this.#invalidAt.push(now);
-    while ((this.#invalidAt[0] ?? now) < now - INVALID_WINDOW_MS) this.#invalidAt.shift();
-    if (this.#invalidAt.length > MAX_INVALID_FRAMES) this.close(CLOSE_CODES.PROTOCOL_VIOLATION);
   }
 
   async #handle(frame: RealtimeFrame): Promise<void> {
@@ -369,6 +200,7 @@ export class RealtimeConnection {
     if (limiter === undefined) return;
     const decision = await limiter.consume(`cred:${identity.rateKey}`);
     if (!decision.allowed) {
+      this.#hub.metrics?.rateLimited.inc({ scope: 'credential' });
       throw new ApiError(
         'RATE_LIMITED',
         `Too many requests; retry in ${decision.retryAfterSeconds} s`,
@@ -377,26 +209,11 @@ export class RealtimeConnection {
     }
   }
 
+  /** A credential in a frame: checked by the request pipeline, as in the upgrade request. */
   async #auth(frame: FrameOf<'auth'>): Promise<void> {
-    if (this.#identity !== undefined) {
-      throw new ApiError('BAD_REQUEST', 'The connection is already authenticated');
-    }
-    clearTimeout(this.#timer);
-    try {
-      const { identity, recheck } = await this.#hub.authenticateToken(frame.payload.token);
-      this.#identity = identity;
-      this.#recheck = recheck;
-      markAuthenticated(this.#tcp);
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 401) {
-        this.#sendError(err, frame.header.id);
-        this.close(CLOSE_CODES.UNAUTHENTICATED);
-        return;
-      }
-      this.#timer = setTimeout(() => this.close(CLOSE_CODES.TIMEOUT), AUTH_TIMEOUT_MS);
-      throw err;
-    }
-    this.#armExpiry();
+    const caller = await this.#connection.authenticate(frame.payload.token, frame.header.id);
+    if (caller === undefined) return;
+    this.#identity = identityOfCaller(caller);
     this.send('RESPONSE', { kind: 'authenticated', ...this.describe() }, frame.header.id);
   }
 
@@ -407,7 +224,7 @@ export class RealtimeConnection {
       tenant_id: identity?.tenantId,
       role: identity?.role,
       client_id: identity?.clientId,
-      connection_id: this.id,
+      connection_id: this.#connection.id,
       limits: {
         max_frame_bytes: this.#hub.settings.maxFrameBytes,
         max_subscriptions: this.#hub.settings.maxSubscriptions,
@@ -561,7 +378,8 @@ export class RealtimeConnection {
     });
   }
 
-  async #cleanup(): Promise<void> {
+  /** The socket is gone: its subscriptions and presence end. */
+  async closed(): Promise<void> {
     await this.#chain.catch(() => {});
     for (const name of [...this.#topics.keys(), ...this.#patterns.keys()]) {
       await this.#unsubscribe(name);

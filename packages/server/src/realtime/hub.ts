@@ -1,8 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Socket } from 'node:net';
-import { constants, deflateRawSync } from 'node:zlib';
 import type { Logger } from 'pino';
-import type { WebSocket } from 'ws';
 import type { Bus } from '../bus/bus.ts';
 import {
   type StreamAppend,
@@ -11,10 +8,13 @@ import {
   tenantStreamsSubject,
 } from '../events/index.ts';
 import { CLOSE_CODES } from '../platform/errors.ts';
+import type { Authenticated } from '../platform/http.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from '../platform/rate-limit.ts';
-import type { RealtimeIdentity } from './access.ts';
-import { type AuthenticateToken, RealtimeConnection } from './connection.ts';
+import { WsConnections } from '../platform/ws-connection.ts';
+import type { SharedFrame, WireSocket } from '../platform/ws-socket.ts';
+import { REALTIME_INBOUND, RealtimeConnection } from './connection.ts';
+import type { RealtimeFrame } from './protocol.ts';
 import {
   type Member,
   type PresenceChange,
@@ -48,40 +48,9 @@ export interface HubSettings {
   instanceId: string;
 }
 
-/** Messages smaller than this go out uncompressed even to connections that negotiated deflate. */
-const DEFLATE_THRESHOLD = 1024;
-/**
- * Connections are pinged and rechecked in this many slices spread over the interval, so
- * that 10,000 of them do not all need the event loop in the same turn.
- */
-const PING_SLICES = 30;
+/** A connection that did not authenticate in the upgrade must send `auth` within this. */
+const AUTH_TIMEOUT_MS = 10_000;
 const READ_PAGE = 500;
-
-/** One message encoded once for every subscriber; its compressed form is made on first need. */
-export interface SharedFrame {
-  text: Buffer;
-  /** A complete WebSocket frame with RSV1 set, or undefined until someone needs it. */
-  deflated?: Buffer;
-}
-
-/** A WebSocket text frame (FIN, RSV1: compressed) holding `payload`, unmasked as servers send. */
-function deflatedFrame(text: Buffer): Buffer {
-  // permessage-deflate: a raw DEFLATE stream, sync-flushed, minus its last 4 bytes.
-  const body = deflateRawSync(text, { finishFlush: constants.Z_SYNC_FLUSH });
-  const payload = body.subarray(0, body.length - 4);
-  const n = payload.length;
-  const header = Buffer.alloc(n < 126 ? 2 : n < 65_536 ? 4 : 10);
-  header[0] = 0xc1;
-  if (n < 126) header[1] = n;
-  else if (n < 65_536) {
-    header[1] = 126;
-    header.writeUInt16BE(n, 2);
-  } else {
-    header[1] = 127;
-    header.writeBigUInt64BE(BigInt(n), 2);
-  }
-  return Buffer.concat([header, payload]);
-}
 
 /** A connection's subscription to one topic by name: gap-free, in offset order. */
 export class TopicSubscription {
@@ -247,7 +216,6 @@ export class RealtimeHub {
   readonly rateLimiter: RateLimiter | undefined;
   /** Subscribe frames, by connection id; connection state, so in this node's memory. */
   readonly subscribeLimiter: InMemoryRateLimiter | undefined;
-  readonly authenticateToken: AuthenticateToken;
   readonly source: string;
   readonly #states = new Map<string, TopicState>();
   readonly #patterns = new Map<
@@ -255,12 +223,8 @@ export class RealtimeHub {
     { subscriptions: Set<PatternSubscription>; unsubscribe: () => void }
   >();
   readonly metrics: Metrics | undefined;
-  readonly #connections = new Set<RealtimeConnection>();
-  readonly #corked = new Set<Socket>();
+  readonly #sockets: WsConnections<RealtimeFrame>;
   readonly #unsubscribeDeleted: () => void;
-  #ping: NodeJS.Timeout | undefined;
-  #lastSlice = 0;
-  #closing = false;
 
   constructor(deps: {
     topics: TopicService;
@@ -268,12 +232,13 @@ export class RealtimeHub {
     log: Logger;
     settings: HubSettings;
     rateLimiter: RateLimiter | undefined;
-    authenticateToken: AuthenticateToken;
     metrics?: Metrics | undefined;
   }) {
-    this.authenticateToken = deps.authenticateToken;
     this.metrics = deps.metrics;
-    this.metrics?.realtimeConnections.set(0);
+    this.#sockets = new WsConnections({
+      pingIntervalMs: deps.settings.pingIntervalMs,
+      onCount: (count) => this.metrics?.realtimeConnections.set(count),
+    });
     this.topics = deps.topics;
     this.bus = deps.bus;
     this.log = deps.log;
@@ -297,43 +262,37 @@ export class RealtimeHub {
   }
 
   start(): void {
-    let slice = 0;
-    this.#ping = setInterval(() => {
-      slice = (slice + 1) % PING_SLICES;
-      for (const connection of this.#connections) {
-        if (connection.pingSlice === slice) connection.tick();
-      }
-    }, this.settings.pingIntervalMs / PING_SLICES);
-    this.#ping.unref();
+    this.#sockets.start();
   }
 
-  /** The ping slice of a new connection. */
-  nextPingSlice(): number {
-    this.#lastSlice = (this.#lastSlice + 1) % PING_SLICES;
-    return this.#lastSlice;
-  }
-
-  /** Takes a new WebSocket; `identity` is undefined when the client must send `auth`. */
+  /**
+   * Takes a new WebSocket: authenticated in the upgrade request, or with the pipeline's
+   * `authenticateLater` for the credential that an `auth` frame brings.
+   */
   accept(
-    socket: WebSocket,
-    identity: RealtimeIdentity | undefined,
-    recheck: (() => Promise<void>) | undefined,
+    socket: WireSocket,
+    auth: Authenticated | ((credential: string) => Promise<Authenticated>),
   ): void {
-    if (this.#closing) {
-      socket.close(CLOSE_CODES.GOING_AWAY.code, 'server shutting down');
-      return;
-    }
-    const connection = new RealtimeConnection(this, socket, identity, recheck);
-    this.#connections.add(connection);
-    this.metrics?.realtimeConnections.inc();
-    socket.once('close', () => {
-      this.#connections.delete(connection);
-      this.metrics?.realtimeConnections.dec();
-    });
+    this.#sockets.open(
+      socket,
+      {
+        auth:
+          typeof auth === 'function'
+            ? { kind: 'later', authenticate: auth, timeoutMs: AUTH_TIMEOUT_MS }
+            : { kind: 'request', ...auth },
+        maxFrameBytes: this.settings.maxFrameBytes,
+        maxQueueBytes: this.settings.maxQueueBytes,
+        inbound: REALTIME_INBOUND,
+        source: this.source,
+        log: this.log,
+        onServerClose: (code) => this.metrics?.realtimeCloses.inc({ code: String(code.code) }),
+      },
+      (connection) => new RealtimeConnection(this, connection),
+    );
   }
 
   get connectionCount(): number {
-    return this.#connections.size;
+    return this.#sockets.size;
   }
 
   stateFor(tenantId: string, topic: Topic): TopicState {
@@ -424,36 +383,11 @@ export class RealtimeHub {
     return { text: Buffer.from(JSON.stringify(frame)) };
   }
 
-  /** The compressed frame of a message, made once for all subscribers. */
-  deflated(frame: SharedFrame): Buffer | undefined {
-    if (frame.text.length < DEFLATE_THRESHOLD) return undefined;
-    frame.deflated ??= deflatedFrame(frame.text);
-    return frame.deflated;
-  }
-
-  /**
-   * Corks a socket until the end of this turn of the event loop: frames that become ready
-   * together leave in one write.
-   */
-  cork(socket: Socket): void {
-    if (this.#corked.has(socket)) return;
-    if (this.#corked.size === 0) {
-      process.nextTick(() => {
-        for (const s of this.#corked) s.uncork();
-        this.#corked.clear();
-      });
-    }
-    this.#corked.add(socket);
-    socket.cork();
-  }
-
   /** Closes every connection with 1001 and stops. */
   async close(): Promise<void> {
-    this.#closing = true;
-    clearInterval(this.#ping);
     this.subscribeLimiter?.close();
     this.#unsubscribeDeleted();
-    await Promise.all([...this.#connections].map((c) => c.closeAndSettle(CLOSE_CODES.GOING_AWAY)));
+    await this.#sockets.close();
   }
 }
 

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { defineModule } from '../module.ts';
 import { SettingsError } from '../platform/settings.ts';
-import { tokenAuthenticator } from './access.ts';
 import { RealtimeHub } from './hub.ts';
 import { realtimeMigrations } from './migrations.ts';
 import { realtimeRoutes } from './routes.ts';
@@ -58,7 +57,7 @@ export const realtimeModule = defineModule({
     } catch (err) {
       throw new SettingsError(`ORCHESTRA_TOPIC_HISTORY: ${(err as Error).message}`);
     }
-    const { identity, limits } = need('gateway');
+    const { limits } = need('gateway');
     const tokens = new RealtimeTokens({ store, secrets });
     await tokens.start();
     const topics = new TopicService({
@@ -76,7 +75,6 @@ export const realtimeModule = defineModule({
       bus,
       log,
       rateLimiter,
-      authenticateToken: tokenAuthenticator(tokens, identity),
       metrics,
       settings: {
         maxFrameBytes: settings.realtimeMaxFrameBytes,
@@ -101,15 +99,8 @@ export const realtimeModule = defineModule({
     await topics.stop();
   },
   routes:
-    ({ hub, topics, tokens }, { rateLimiter, shutdown, need }) =>
+    ({ hub, topics, tokens }, { shutdown }) =>
     async (app) => {
-      await app.register(realtimeRoutes, {
-        hub,
-        topics,
-        tokens,
-        identity: need('gateway').identity,
-        rateLimiter,
-        shutdown,
-      });
+      await app.register(realtimeRoutes, { hub, topics, tokens, shutdown });
     },
 });

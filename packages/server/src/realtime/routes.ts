@@ -1,25 +1,22 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses, eventStreamResponse } from '@orchestra/protocol';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
-import type { IdentityService } from '../gateway/index.ts';
-import { WRITE_ROLES } from '../platform/auth.ts';
-import { markAuthenticated } from '../platform/connection-guard.ts';
+import { ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
-import { principalOf, setRateLimitHeaders } from '../platform/http.ts';
+import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
-import { ByteCharge, type RateLimiter } from '../platform/rate-limit.ts';
+import { wsSocket } from '../platform/ws-socket.ts';
 import {
   assertCanPublish,
   assertCanRead,
-  identityOfGrant,
-  identityOfPrincipal,
+  identityOfCaller,
   type RealtimeIdentity,
 } from './access.ts';
 import type { RealtimeHub } from './hub.ts';
 import { EVENT_NAME_PATTERN, MAX_INFO_BYTES, PresenceInfo } from './protocol.ts';
-import { REALTIME_TOKEN_PREFIX, type RealtimeTokens } from './tokens.ts';
+import { type RealtimeTokens, realtimeTokenKind } from './tokens.ts';
 import type { TopicService } from './topic-service.ts';
 import {
   parsePattern,
@@ -27,13 +24,6 @@ import {
   TOPIC_OR_PATTERN_PATTERN,
   TOPIC_PATTERN,
 } from './topics.ts';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** Who calls a realtime route: a credential or a realtime token. */
-    realtime?: RealtimeIdentity;
-  }
-}
 
 const TopicParams = Type.Object({
   topic: Type.String({ maxLength: TOPIC_MAX_LENGTH, pattern: TOPIC_PATTERN }),
@@ -77,23 +67,14 @@ const TopicStreamEvent = Type.Object({
   data: Type.Unknown(),
 });
 
-/**
- * The OpenAPI security of the topic routes, which authenticate by themselves (a realtime
- * token is no credential of the platform's).
- */
-const TOPIC_SECURITY: Record<string, string[]>[] = [
-  { bearerAuth: [] },
-  { apiKeyHeader: [] },
-  { realtimeToken: [] },
-];
-
 const REALTIME_AUTH_NOTE =
   'Credential: an API key or JWT (`Authorization: Bearer …` or `X-API-Key`), or a realtime token (`Authorization: Bearer ort_…`) that grants the topic.';
 
-function bearer(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization;
-  if (typeof header === 'string' && /^bearer /i.test(header)) return header.slice(7).trim();
-  return undefined;
+/** Who calls a topic route, as the request pipeline admitted them: a credential or a realtime token. */
+function callerOf(request: FastifyRequest): RealtimeIdentity {
+  if (request.principal !== undefined) return identityOfCaller({ principal: request.principal });
+  if (request.token !== undefined) return identityOfCaller({ token: request.token });
+  throw new Error('topic route reached without a caller');
 }
 
 /** `/v1/realtime` (WebSocket, tokens) and `/v1/topics` (REST and SSE). */
@@ -101,55 +82,18 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
   hub: RealtimeHub;
   topics: TopicService;
   tokens: RealtimeTokens;
-  identity: IdentityService;
-  rateLimiter: RateLimiter | undefined;
   shutdown: AbortSignal;
-}> = async (app, { hub, topics, tokens, identity, rateLimiter, shutdown }) => {
+}> = async (app, { hub, topics, tokens, shutdown }) => {
   app.addSchema(TopicMessage);
   app.addSchema(Member);
   app.addSchema(Topic);
 
-  /** Resolves a credential or realtime token; the routes below decide what it may do. */
-  const authenticate = async (
-    request: FastifyRequest,
-    reply: FastifyReply,
-    allowQueryToken = false,
-  ) => {
-    const query = request.query as { token?: string } | undefined;
-    const token =
-      bearer(request) ?? (allowQueryToken && query?.token !== undefined ? query.token : undefined);
-    if (token?.startsWith(REALTIME_TOKEN_PREFIX)) {
-      request.realtime = identityOfGrant(await tokens.verify(token));
-      request.recheckCredential = async () => {
-        await tokens.verify(token);
-      };
-    } else {
-      request.realtime = identityOfPrincipal(await identity.authenticate(request.headers));
-      request.recheckCredential = async () => {
-        await identity.authenticate(request.headers);
-      };
-    }
-    markAuthenticated(request.raw.socket);
-    if (rateLimiter) {
-      const key = `cred:${request.realtime.rateKey}`;
-      const decision = await rateLimiter.consume(key);
-      // The credential's bucket, not the address's that the platform took from first.
-      setRateLimitHeaders(reply, decision);
-      if (!decision.allowed) {
-        throw new ApiError(
-          'RATE_LIMITED',
-          `Too many requests; retry in ${decision.retryAfterSeconds} s`,
-          {
-            headers: { 'retry-after': String(decision.retryAfterSeconds) },
-          },
-        );
-      }
-      // The platform's onSend (or the event stream) charges the answer's bytes to this key.
-      const { bytesPerToken } = hub.settings;
-      if (bytesPerToken > 0) request.byteCharge = new ByteCharge(rateLimiter, key, bytesPerToken);
-    }
-    return request.realtime;
-  };
+  /**
+   * The topic routes take a realtime token besides keys and JWTs, through the platform's
+   * pipeline; any role may call them, and `access.ts` decides what each may do there.
+   */
+  const token = realtimeTokenKind(tokens);
+  const topicAuth = { auth: ROLES, token } as const;
 
   app.route({
     method: 'GET',
@@ -159,20 +103,14 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       operationId: 'connectRealtime',
       summary: 'Connect to the realtime gateway (WebSocket)',
       description: `Upgrade to a WebSocket speaking the realtime protocol of docs/protocol.md. ${REALTIME_AUTH_NOTE} Or no credential in the request and an \`auth\` frame first (browsers). A plain HTTP request gets 426.`,
-      // The empty requirement: the credential may come in the first frame instead.
-      security: [...TOPIC_SECURITY, {}],
       response: {
         101: Type.Null({ description: 'Switching Protocols: the WebSocket is open.' }),
         ...errorResponses,
       },
     },
-    config: { auth: 'public' },
-    preHandler: async (request, reply) => {
-      // With a credential in the request, a bad one is refused before the upgrade.
-      if (bearer(request) !== undefined || request.headers['x-api-key'] !== undefined) {
-        await authenticate(request, reply);
-      }
-    },
+    // A credential in the request is checked before the upgrade (a bad one is refused with
+    // 401); without one, the client sends it in an `auth` frame, checked the same way.
+    config: { ...topicAuth, credentialLater: true },
     handler: async () => {
       throw new ApiError(
         'UPGRADE_REQUIRED',
@@ -183,18 +121,13 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
       );
     },
     wsHandler: (socket, request) => {
-      const id = request.realtime;
-      const headers = {
-        authorization: request.headers.authorization,
-        'x-api-key': request.headers['x-api-key'],
-      };
-      const recheck =
-        id?.principal !== undefined
-          ? async () => {
-              await identity.authenticate(headers);
-            }
-          : undefined;
-      hub.accept(socket, id, recheck);
+      const { principal, token: verified, recheckCredential, authenticateLater } = request;
+      const caller = principal !== undefined ? { principal } : verified && { token: verified };
+      if (caller !== undefined && recheckCredential !== undefined) {
+        hub.accept(wsSocket(socket), { caller, recheck: recheckCredential });
+      } else if (authenticateLater !== undefined) {
+        hub.accept(wsSocket(socket), authenticateLater);
+      } else throw new Error('a realtime connection without a way to authenticate');
     },
   });
 
@@ -310,19 +243,15 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           },
           { additionalProperties: false, required: ['data'] },
         ),
-        security: TOPIC_SECURITY,
         response: {
           201: Type.Object({ topic: Type.String(), epoch: Type.String(), offset: Type.Integer() }),
           ...errorResponses,
         },
       },
-      config: { auth: 'public' },
-      preHandler: async (request, reply) => {
-        await authenticate(request, reply);
-      },
+      config: topicAuth,
     },
     async (request, reply) => {
-      const who = request.realtime as RealtimeIdentity;
+      const who = callerOf(request);
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanPublish(who, topic);
       const { message, epoch } = await topics.publish(
@@ -353,7 +282,6 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           },
           { additionalProperties: false },
         ),
-        security: TOPIC_SECURITY,
         response: {
           200: Type.Object({
             topic: Type.String(),
@@ -369,13 +297,10 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           ...errorResponses,
         },
       },
-      config: { auth: 'public' },
-      preHandler: async (request, reply) => {
-        await authenticate(request, reply);
-      },
+      config: topicAuth,
     },
     async (request, reply) => {
-      const who = request.realtime as RealtimeIdentity;
+      const who = callerOf(request);
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
       if (request.query.after !== undefined && request.query.last !== undefined) {
@@ -408,7 +333,6 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
-        security: [...TOPIC_SECURITY, { realtimeTokenQuery: [] }],
         response: {
           200: eventStreamResponse(
             Type.Union([TopicStreamEvent, Type.Ref('StreamGap')]),
@@ -417,27 +341,10 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           ...errorResponses,
         },
       },
-      config: { auth: 'public' },
-      preHandler: async (request, reply) => {
-        const query = request.query as { token?: string };
-        if (query.token !== undefined && !query.token.startsWith(REALTIME_TOKEN_PREFIX)) {
-          throw new ApiError(
-            'VALIDATION_FAILED',
-            'querystring.token: must be a realtime token (ort_…)',
-            {
-              details: {
-                fields: [
-                  { field: 'querystring.token', message: 'must be a realtime token (ort_…)' },
-                ],
-              },
-            },
-          );
-        }
-        await authenticate(request, reply, true);
-      },
+      config: { ...topicAuth, tokenInQuery: true },
     },
     async (request, reply) => {
-      const who = request.realtime as RealtimeIdentity;
+      const who = callerOf(request);
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
       // Reading stores nothing: a topic nobody published to yet is followed until it is.
@@ -478,7 +385,6 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         summary: 'Who is present on a topic',
         description: `The members of the topic on every node (at most 1000), oldest first. ${REALTIME_AUTH_NOTE}`,
         params: TopicParams,
-        security: TOPIC_SECURITY,
         response: {
           200: Type.Object({
             topic: Type.String(),
@@ -487,13 +393,10 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           ...errorResponses,
         },
       },
-      config: { auth: 'public' },
-      preHandler: async (request, reply) => {
-        await authenticate(request, reply);
-      },
+      config: topicAuth,
     },
     async (request) => {
-      const who = request.realtime as RealtimeIdentity;
+      const who = callerOf(request);
       const topic = topics.parse(request.params.topic, 'params.topic');
       assertCanRead(who, topic);
       if (topic.kind !== 'user')

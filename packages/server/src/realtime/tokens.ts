@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { TokenKind, VerifiedToken } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { SecretBox } from '../platform/secret-box.ts';
 import type { RelationalStore } from '../store/store.ts';
@@ -16,6 +17,33 @@ export interface RealtimeGrant {
   info: Record<string, unknown> | undefined;
   /** Seconds since the epoch. */
   expiresAt: number;
+}
+
+/**
+ * Realtime tokens as a credential of the request pipeline: the realtime routes name it in
+ * `config.token`, and the platform checks and rate-limits it like a key.
+ */
+export function realtimeTokenKind(tokens: RealtimeTokens): TokenKind {
+  return {
+    name: 'a realtime token (ort_…)',
+    scheme: 'realtimeToken',
+    query: { parameter: 'token', scheme: 'realtimeTokenQuery' },
+    recognizes: (token) => token.startsWith(REALTIME_TOKEN_PREFIX),
+    verify: async (token) => {
+      const grant = await tokens.verify(token);
+      return {
+        id: `token:${grant.id}`,
+        tenantId: grant.tenantId,
+        expiresAtMs: grant.expiresAt * 1000,
+        grant,
+      };
+    },
+  };
+}
+
+/** The grant of a token that `realtimeTokenKind` verified. */
+export function grantOf(token: VerifiedToken): RealtimeGrant {
+  return token.grant as RealtimeGrant;
 }
 
 interface Claims {
