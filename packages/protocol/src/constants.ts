@@ -70,6 +70,9 @@ export const ENV_PATTERN = '^[a-z0-9][a-z0-9_-]{0,31}$';
 /** A registered service's name: also the second part of the topic `services.<name>`. */
 export const SERVICE_NAME_PATTERN = '^[a-z0-9][a-z0-9_.-]{0,62}$';
 
+/** A service instance's id, chosen by whoever registers it. */
+export const INSTANCE_ID_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$';
+
 /** The longest topic name or pattern. */
 export const TOPIC_MAX_LENGTH = 200;
 

@@ -28,17 +28,20 @@ export {
   Timestamp,
 } from './common.ts';
 export {
+  ConfigActor,
   ConfigDeleted,
-  ConfigEnvironmentSchema,
-  ConfigItemSchema,
+  ConfigDiff,
+  ConfigEnvironment,
+  ConfigHistoryEntry,
+  ConfigHistoryPage,
+  ConfigItem,
   ConfigPage,
-  ConfigSchemaSchema,
-  DiffSchema,
-  HistoryPage,
-  PutConfigBody,
-  PutSchemaBody,
-  RevertBody,
-  WatchEventSchema,
+  ConfigSchema,
+  ConfigSchemaList,
+  ConfigWatchEvent,
+  PutConfig,
+  PutConfigSchema,
+  RevertConfig,
 } from './config.ts';
 export * from './constants.ts';
 export {
@@ -67,6 +70,20 @@ export {
   type RealtimeFrameKind,
   type RealtimeFramePayload,
 } from './realtime.ts';
+export {
+  GrantLease,
+  HealthCheck,
+  InstanceLoad,
+  InstanceMetadata,
+  Lease,
+  RegisterInstance,
+  ReportLoad,
+  ServiceInstance,
+  ServiceInstancePage,
+  ServiceList,
+  ServiceSummary,
+  ServiceWatchEvent,
+} from './registry.ts';
 export {
   CreateSession,
   MultitaskStrategySchema,

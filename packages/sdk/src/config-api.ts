@@ -1,85 +1,59 @@
+import type {
+  ConfigDeleted,
+  ConfigDiff,
+  ConfigEnvironment,
+  ConfigSchema,
+  ConfigSchemaList,
+  ConfigWatchEvent,
+  ConfigHistoryEntry as WireConfigHistoryEntry,
+  ConfigHistoryPage as WireConfigHistoryPage,
+  ConfigItem as WireConfigItem,
+  ConfigPage as WireConfigPage,
+} from '@orchestra/protocol';
 import type { Orchestra } from './client.ts';
 import type { Page, PageOptions } from './types.ts';
 
-/** Who made a config change. */
-export interface ConfigActor {
-  type: 'api_key' | 'jwt';
-  id: string;
-  name: string;
-}
+// The config center's wire types are @orchestra/protocol's (decision 0014). Those that carry
+// a key's value take its type as `T`, `unknown` by default, which is the wire type itself.
 
-export interface ConfigItem<T = unknown> {
-  key: string;
-  env: string;
-  value: T;
-  /** Changes to the key so far, deletes included (its ETag). */
-  version: number;
-  /** The revision of its last change. Revisions increase, but not by one. */
-  revision: number;
-  updated_at: string;
-  updated_by: ConfigActor;
-  lease: string | null;
-}
+/** A wire type with the key's value typed: `value` is a `T`, `prev_value` a `T` or null. */
+type Valued<W, T> = {
+  [K in keyof W]: K extends 'value'
+    ? T
+    : K extends 'prev_value'
+      ? T | null
+      : K extends 'items'
+        ? W[K] extends readonly (infer I)[]
+          ? Valued<I, T>[]
+          : W[K]
+        : W[K];
+};
 
-export interface ConfigDeleted {
-  key: string;
-  env: string;
-  deleted: true;
-  version: number;
-  revision: number;
-}
+export type {
+  ConfigActor,
+  ConfigDeleted,
+  ConfigDiff,
+  ConfigEnvironment,
+  ConfigSchema,
+} from '@orchestra/protocol';
 
-export interface ConfigPage<T = unknown> {
-  items: ConfigItem<T>[];
-  /** The revision every page of this listing shows. */
-  revision: number;
-  next_cursor: string | null;
-}
+/** A key with its value, version (also its ETag) and revision. */
+export type ConfigItem<T = unknown> = Valued<WireConfigItem, T>;
 
-/** An environment that holds keys. */
-export interface ConfigEnvironment {
-  /** Its name, as the `env` option takes it. */
-  env: string;
-  /** How many keys it holds now. */
-  keys: number;
-}
+/** A page of `list`, every page at the revision of the first. */
+export type ConfigPage<T = unknown> = Valued<WireConfigPage, T>;
 
-export interface ConfigHistoryEntry<T = unknown> {
-  version: number;
-  revision: number;
-  type: 'put' | 'delete';
-  value?: T;
-  at: string;
-  by: ConfigActor;
-  reason: string | null;
-}
+/** One change of a key: a put (with the value it wrote) or a delete. */
+export type ConfigHistoryEntry<T = unknown> = Valued<WireConfigHistoryEntry, T>;
 
-export interface ConfigDiff {
-  key: string;
-  env: string;
-  from: ConfigHistoryEntry;
-  to: ConfigHistoryEntry;
-  changes: {
-    op: 'add' | 'remove' | 'replace';
-    path: string;
-    value?: unknown;
-    old_value?: unknown;
-  }[];
-}
+/** A page of `history`, newest first; pass `next_before` as `before` for older changes. */
+export type ConfigHistoryPage<T = unknown> = Valued<WireConfigHistoryPage, T>;
 
-export interface ConfigSchema {
-  prefix: string;
-  schema: Record<string, unknown>;
-  updated_at: string;
-  updated_by: ConfigActor;
-}
-
-/** What a config watch yields. */
-export type ConfigChange<T = unknown> =
-  | { type: 'put'; key: string; value: T; prev_value: T | null; version: number; revision: number }
-  | { type: 'delete'; key: string; prev_value: T | null; revision: number }
-  /** The revision asked for is gone: the whole state under the prefix, in pages until `more` is false. */
-  | { type: 'resync'; revision: number; items: ConfigItem<T>[]; more: boolean };
+/**
+ * What a config watch yields: a `put` or `delete` of a key, or, when the revision asked for
+ * is gone, `resync` pages with the whole state under the prefix until `more` is false.
+ */
+export type ConfigChange<T = unknown> = Valued<ConfigWatchEvent, T>;
 
 export interface ConfigWatchOptions {
   env?: string;
@@ -206,7 +180,7 @@ export class ConfigApi {
   history<T = unknown>(
     key: string,
     options: EnvOption & { limit?: number; before?: number } = {},
-  ): Promise<{ items: ConfigHistoryEntry<T>[]; next_before: number | null }> {
+  ): Promise<ConfigHistoryPage<T>> {
     return this.#client.request('GET', `/v1/config/${keyPath(key)}/history`, {
       query: { ...options },
     });
@@ -235,7 +209,7 @@ export class ConfigApi {
 
   readonly schemas = {
     list: async (): Promise<ConfigSchema[]> =>
-      (await this.#client.request<{ items: ConfigSchema[] }>('GET', '/v1/config-schemas')).items,
+      (await this.#client.request<ConfigSchemaList>('GET', '/v1/config-schemas')).items,
     get: (prefix: string): Promise<ConfigSchema> =>
       this.#client.request('GET', `/v1/config-schemas/${keyPath(prefix)}`),
     set: (prefix: string, schema: Record<string, unknown>): Promise<ConfigSchema> =>

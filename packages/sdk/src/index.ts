@@ -26,6 +26,7 @@ export {
   type ConfigDiff,
   type ConfigEnvironment,
   type ConfigHistoryEntry,
+  type ConfigHistoryPage,
   type ConfigItem,
   type ConfigPage,
   type ConfigSchema,
@@ -58,6 +59,7 @@ export {
   type ResolveStrategy,
   type ServiceEvent,
   type ServiceInstance,
+  type ServiceSummary,
   ServicesApi,
 } from './registry-api.ts';
 export {

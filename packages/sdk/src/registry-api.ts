@@ -1,75 +1,52 @@
+import type {
+  HealthCheck,
+  InstanceLoad,
+  Lease,
+  RegisterInstance,
+  ServiceInstance,
+  ServiceInstancePage,
+  ServiceList,
+  ServiceSummary,
+  ServiceWatchEvent,
+} from '@orchestra/protocol';
 import type { Orchestra } from './client.ts';
 import { resumingWatch } from './config-api.ts';
 import type { TemplateStrategy } from './types.ts';
 
-export interface Lease {
-  id: string;
-  ttl_seconds: number;
-  remaining_ms: number;
-}
+// The registry's wire types are @orchestra/protocol's (decision 0014).
 
-export interface HealthCheckSpec {
-  type: 'http' | 'tcp';
-  /** HTTP only; default `/`. 2xx and 3xx pass. */
-  path?: string;
-  /** Default 10,000. */
-  interval_ms?: number;
-  /** Default 2,000; less than the interval. */
-  timeout_ms?: number;
-  /** Consecutive passes to become passing; default 1. */
-  healthy_threshold?: number;
-  /** Consecutive failures to become failing; default 2. */
-  unhealthy_threshold?: number;
-}
+export type {
+  InstanceLoad,
+  InstanceMetadata,
+  Lease,
+  ServiceInstance,
+  ServiceSummary,
+} from '@orchestra/protocol';
 
-export interface InstanceMetadata {
-  version?: string;
-  zone?: string;
-  weight?: number;
-  labels?: Record<string, string>;
-}
+/** The fields of a health check the server defaults when a registration leaves them out. */
+type DefaultedCheckFields =
+  | 'interval_ms'
+  | 'timeout_ms'
+  | 'healthy_threshold'
+  | 'unhealthy_threshold';
 
-export interface InstanceLoad {
-  connections?: number;
-  cpu?: number;
-  memory?: number;
-  latency_ms?: number;
-}
+/**
+ * How the registry is to check an instance: what `health_check` of a registration takes.
+ * The instance then carries it with the defaults filled in (`ServiceInstance.health_check`).
+ */
+export type HealthCheckSpec = Omit<HealthCheck, DefaultedCheckFields> &
+  Partial<Pick<HealthCheck, DefaultedCheckFields>>;
 
-export interface ServiceInstance {
-  id: string;
-  service: string;
-  address: string;
-  port: number;
-  metadata: InstanceMetadata;
-  health_check: (Required<Omit<HealthCheckSpec, 'path'>> & { path?: string }) | null;
-  lease: string;
-  registered_at: string;
-  status: 'passing' | 'failing' | 'unknown';
-  checked_at: string | null;
-  last_error: string | null;
-  check_latency_ms: number | null;
-  load: InstanceLoad | null;
-  revision: number;
-}
-
-export interface RegisterInstanceInput {
-  address: string;
-  port: number;
-  metadata?: InstanceMetadata;
+/** What `services.register` takes. */
+export type RegisterInstanceInput = Omit<RegisterInstance, 'health_check'> & {
   health_check?: HealthCheckSpec;
-  /** Bind to this lease; without it the server grants one of `ttl_seconds` (default 30). */
-  lease?: string;
-  ttl_seconds?: number;
-}
+};
 
 /** The strategies of docs/load-balancing.md, shared with task dispatch. */
 export type ResolveStrategy = TemplateStrategy;
 
-export type ServiceEvent =
-  | { type: 'put'; instance: ServiceInstance; revision: number }
-  | { type: 'delete'; service: string; id: string; revision: number }
-  | { type: 'resync'; revision: number; instances: ServiceInstance[] };
+/** A change of a service's membership, as `services.watch` yields it. */
+export type ServiceEvent = ServiceWatchEvent;
 
 const svc = (name: string) => `/v1/services/${encodeURIComponent(name)}`;
 const inst = (name: string, id: string) => `${svc(name)}/instances/${encodeURIComponent(id)}`;
@@ -114,13 +91,8 @@ export class ServicesApi {
   reportLoad(service: string, id: string, load: InstanceLoad): Promise<ServiceInstance> {
     return this.#client.request('PATCH', inst(service, id), { body: { load } });
   }
-  async list(): Promise<{ name: string; instances: number; passing: number }[]> {
-    return (
-      await this.#client.request<{ items: { name: string; instances: number; passing: number }[] }>(
-        'GET',
-        '/v1/services',
-      )
-    ).items;
+  async list(): Promise<ServiceSummary[]> {
+    return (await this.#client.request<ServiceList>('GET', '/v1/services')).items;
   }
   /**
    * Passing instances, or every one with `all`. The server pages a large answer (by its
@@ -130,22 +102,20 @@ export class ServicesApi {
     service: string,
     options: { all?: boolean; signal?: AbortSignal } = {},
   ): Promise<{ name: string; revision: number; instances: ServiceInstance[] }> {
-    type Page = {
-      name: string;
-      revision: number;
-      instances: ServiceInstance[];
-      next_cursor?: string | null;
-    };
-    const first = await this.#client.request<Page>('GET', svc(service), {
+    const first = await this.#client.request<ServiceInstancePage>('GET', svc(service), {
       query: { all: options.all },
       signal: options.signal,
     });
     const instances = [...first.instances];
     for (let cursor = first.next_cursor; typeof cursor === 'string'; ) {
-      const page: Page = await this.#client.request<Page>('GET', svc(service), {
-        query: { all: options.all, cursor },
-        signal: options.signal,
-      });
+      const page: ServiceInstancePage = await this.#client.request<ServiceInstancePage>(
+        'GET',
+        svc(service),
+        {
+          query: { all: options.all, cursor },
+          signal: options.signal,
+        },
+      );
       instances.push(...page.instances);
       cursor = page.next_cursor;
     }

@@ -11,9 +11,27 @@ import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import {
   type Agent,
   CLIENT_ERROR_CODES,
+  type ConfigActor,
+  type ConfigChange,
+  type ConfigDeleted,
+  type ConfigDiff,
+  type ConfigEnvironment,
+  type ConfigHistoryEntry,
+  type ConfigHistoryPage,
+  type ConfigItem,
+  type ConfigPage,
+  type ConfigSchema,
   type ErrorCode,
+  type HealthCheckSpec,
+  type InstanceLoad,
+  type InstanceMetadata,
+  type Lease,
   Orchestra,
   OrchestraError,
+  type RegisterInstanceInput,
+  type ServiceEvent,
+  type ServiceInstance,
+  type ServiceSummary,
   TASK_STATES,
   type Task,
   type TaskState,
@@ -35,6 +53,39 @@ const misspelt: OrchestraError['code'] = 'RATE_LIMTED';
 const compared = (err: OrchestraError) => err.code === 'RATE_LIMTED';
 void misspelt;
 void compared;
+
+// The config center's and the registry's types (`T = unknown` is the wire type itself).
+sameType<ConfigActor, Static<typeof protocol.ConfigActor>>(true);
+sameType<ConfigItem, Static<typeof protocol.ConfigItem>>(true);
+sameType<ConfigPage, protocol.ConfigPage>(true);
+sameType<ConfigDeleted, Static<typeof protocol.ConfigDeleted>>(true);
+sameType<ConfigHistoryEntry, Static<typeof protocol.ConfigHistoryEntry>>(true);
+sameType<ConfigHistoryPage, Static<typeof protocol.ConfigHistoryPage>>(true);
+sameType<ConfigDiff, Static<typeof protocol.ConfigDiff>>(true);
+sameType<ConfigSchema, Static<typeof protocol.ConfigSchema>>(true);
+sameType<ConfigEnvironment, Static<typeof protocol.ConfigEnvironment>>(true);
+sameType<ConfigChange, protocol.ConfigWatchEvent>(true);
+sameType<Lease, Static<typeof protocol.Lease>>(true);
+sameType<ServiceInstance, Static<typeof protocol.ServiceInstance>>(true);
+sameType<InstanceMetadata, Static<typeof protocol.InstanceMetadata>>(true);
+sameType<InstanceLoad, Static<typeof protocol.InstanceLoad>>(true);
+sameType<ServiceSummary, Static<typeof protocol.ServiceSummary>>(true);
+sameType<ServiceEvent, protocol.ServiceWatchEvent>(true);
+// A value type reaches every place a key's value appears.
+type Flag = { on: boolean };
+sameType<ConfigItem<Flag>['value'], Flag>(true);
+sameType<ConfigPage<Flag>['items'], ConfigItem<Flag>[]>(true);
+sameType<ConfigHistoryPage<Flag>['items'], ConfigHistoryEntry<Flag>[]>(true);
+sameType<Extract<ConfigChange<Flag>, { type: 'put' }>['prev_value'], Flag | null>(true);
+sameType<Extract<ConfigChange<Flag>, { type: 'resync' }>['items'], ConfigItem<Flag>[]>(true);
+// What a registration takes: the wire body, with the health check's defaulted fields optional.
+type Extends<A, B> = [A] extends [B] ? true : false;
+const assignable = <A, B>(proof: Extends<A, B>) => proof;
+assignable<protocol.RegisterInstance, RegisterInstanceInput>(true);
+assignable<RegisterInstanceInput, Omit<protocol.RegisterInstance, 'health_check'>>(true);
+assignable<protocol.HealthCheck, HealthCheckSpec>(true);
+assignable<{ type: 'tcp' }, HealthCheckSpec>(true);
+sameType<Required<HealthCheckSpec>['interval_ms'], protocol.HealthCheck['interval_ms']>(true);
 
 const root = new URL('../../../', import.meta.url);
 

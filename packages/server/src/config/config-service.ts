@@ -1,3 +1,12 @@
+import type {
+  ConfigActor,
+  ConfigDeleted,
+  ConfigEnvironment,
+  ConfigHistoryEntry,
+  ConfigItem,
+  ConfigSchema,
+  ConfigWatchEvent,
+} from '@orchestra/protocol';
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
 import type { RelayRoute } from '../kv/index.ts';
@@ -31,57 +40,14 @@ import {
   versionOfHistoryKey,
 } from './keys.ts';
 
+// What the service answers is the wire contract's (@orchestra/protocol), under the names
+// this module has always used.
+export type { ConfigEnvironment, ConfigItem };
 /** Who changed something, as kept in history. */
-export interface Actor {
-  type: 'api_key' | 'jwt';
-  id: string;
-  name: string;
-}
-
-export interface ConfigItem {
-  key: string;
-  env: string;
-  value: unknown;
-  /** Changes to this key so far, deletes included: what `If-Match` compares. */
-  version: number;
-  /** The revision of the last change. */
-  revision: number;
-  updated_at: string;
-  updated_by: Actor;
-  lease: string | null;
-}
-
-/** An environment with keys in it. */
-export interface ConfigEnvironment {
-  env: string;
-  keys: number;
-}
-
-export interface DeletedItem {
-  key: string;
-  env: string;
-  deleted: true;
-  /** The version the delete made: deletes count as changes. */
-  version: number;
-  revision: number;
-}
-
-export interface HistoryEntry {
-  version: number;
-  revision: number;
-  type: 'put' | 'delete';
-  value?: unknown;
-  at: string;
-  by: Actor;
-  reason: string | null;
-}
-
-export interface ConfigSchemaItem {
-  prefix: string;
-  schema: Record<string, unknown>;
-  updated_at: string;
-  updated_by: Actor;
-}
+export type Actor = ConfigActor;
+export type DeletedItem = ConfigDeleted;
+export type HistoryEntry = ConfigHistoryEntry;
+export type ConfigSchemaItem = ConfigSchema;
 
 /** What the KV holds for a config value. */
 interface ValueRecord {
@@ -105,17 +71,8 @@ interface SchemaRecord {
   by: Actor;
 }
 
-export type WatchEvent =
-  | {
-      type: 'put';
-      key: string;
-      value: unknown;
-      prev_value: unknown;
-      version: number;
-      revision: number;
-    }
-  | { type: 'delete'; key: string; prev_value: unknown; revision: number }
-  | { type: 'resync'; revision: number; items: ConfigItem[]; more: boolean };
+/** A change a watch sends, or a page of a resync. */
+export type WatchEvent = ConfigWatchEvent;
 
 export interface ConfigSettings {
   defaultEnv: string;

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { ConfigEnvironmentSchema, errorResponses } from '@orchestra/protocol';
+import { ConfigEnvironment, errorResponses } from '@orchestra/protocol';
 import Type from 'typebox';
 import { principalOf } from '../platform/http.ts';
 import {
@@ -33,7 +33,7 @@ export const configEnvironmentRoutes: FastifyPluginAsyncTypebox<{ config: Config
         description:
           'Each environment with at least one key, and how many keys it holds now. An environment exists only through its keys: one whose last key is deleted is no longer listed. Environments come in the byte order of `<env>/` (so `prod-eu` comes before `prod`), at most `limit` (1 to 200, default 50) per page; `next_cursor` continues the list.',
         querystring: Type.Object({ ...PageQuery }, { additionalProperties: false }),
-        response: { 200: Page(ConfigEnvironmentSchema), ...errorResponses },
+        response: { 200: Page(ConfigEnvironment), ...errorResponses },
       },
       config: { auth: CONFIG_READ_ROLES },
     },

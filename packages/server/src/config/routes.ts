@@ -1,20 +1,21 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
   ConfigDeleted,
-  ConfigItemSchema,
+  ConfigDiff,
+  ConfigHistoryPage,
+  ConfigItem,
   ConfigPage,
-  ConfigSchemaSchema,
-  DiffSchema,
+  ConfigSchema,
+  ConfigSchemaList,
+  ConfigWatchEvent,
   errorResponses,
   eventStreamResponse,
-  HistoryPage,
-  PutConfigBody,
-  PutSchemaBody,
-  RevertBody,
-  WatchEventSchema,
+  PutConfig,
+  PutConfigSchema,
+  RevertConfig,
 } from '@orchestra/protocol';
 import type { FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
-import Type, { type Static } from 'typebox';
+import Type from 'typebox';
 import { lastEventIdOf, type StreamFormat, sendStream, streamFormat } from '../events/index.ts';
 import { READ_ROLES, type Role, WRITE_ROLES } from '../platform/auth.ts';
 import { invalidField } from '../platform/envelope.ts';
@@ -73,7 +74,7 @@ const putKeySchema = {
     '201 when the key is created, 200 when updated. `If-Match: "<version>"` (or a bare number) writes only over that version, `If-None-Match: *` only when the key does not exist: 412 PRECONDITION_FAILED otherwise. A value that violates the JSON Schema of a prefix of the key is refused with 400 naming the path. `lease` binds the key to a lease: it goes when the lease ends.',
   querystring: EnvOnlyQuery,
   headers: Type.Object({ 'if-match': IfMatchHeader, 'if-none-match': IfMatchHeader }),
-  body: PutConfigBody,
+  body: PutConfig,
   response: { 200: Type.Ref('ConfigItem'), 201: Type.Ref('ConfigItem'), ...errorResponses },
 };
 
@@ -97,7 +98,7 @@ const revertKeySchema = {
     'Writes what `version` held as a new change (a delete if that version was one), with its own version and revision; the reason defaults to "revert to version N". The value must satisfy today’s schemas.',
   querystring: EnvOnlyQuery,
   headers: Type.Object({ 'if-match': IfMatchHeader }),
-  body: RevertBody,
+  body: RevertConfig,
   response: { 200: Type.Union([Type.Ref('ConfigItem'), ConfigDeleted]), ...errorResponses },
 };
 
@@ -157,9 +158,9 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
   config: ConfigService;
   shutdown: AbortSignal;
 }> = async (app, { config, shutdown }) => {
-  app.addSchema(ConfigItemSchema);
-  app.addSchema(ConfigSchemaSchema);
-  app.addSchema(WatchEventSchema);
+  app.addSchema(ConfigItem);
+  app.addSchema(ConfigSchema);
+  app.addSchema(ConfigWatchEvent);
   const envOf = (raw: string | undefined) => parseEnv(raw, config.settings.defaultEnv);
 
   app.get(
@@ -321,7 +322,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
     config.diff(principalOf(request).tenant.id, env, key, from, to);
 
   const putKey = async (
-    request: FastifyRequest<{ Body: Static<typeof PutConfigBody> }>,
+    request: FastifyRequest<{ Body: PutConfig }>,
     reply: FastifyReply,
     key: string,
   ) => {
@@ -350,7 +351,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
   };
 
   const revertKey = async (
-    request: FastifyRequest<{ Body: Static<typeof RevertBody> }>,
+    request: FastifyRequest<{ Body: RevertConfig }>,
     reply: FastifyReply,
     key: string,
   ) => {
@@ -405,7 +406,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
           'Each change with its version, revision, actor, time and reason; deletes included. `before` is the `next_before` of the previous page.',
         params: KeyParams,
         querystring: Type.Object(HistoryQuery, { additionalProperties: false }),
-        response: { 200: HistoryPage, ...errorResponses },
+        response: { 200: ConfigHistoryPage, ...errorResponses },
       },
       config: { auth: CONFIG_READ_ROLES },
     },
@@ -426,7 +427,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
           { env: EnvQuery, from: DiffQuery.from, to: Type.Optional(DiffQuery.to) },
           { additionalProperties: false },
         ),
-        response: { 200: DiffSchema, ...errorResponses },
+        response: { 200: ConfigDiff, ...errorResponses },
       },
       config: { auth: CONFIG_READ_ROLES },
     },
@@ -489,7 +490,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Union([Type.Ref('ConfigItem'), HistoryPage, DiffSchema]),
+          200: Type.Union([Type.Ref('ConfigItem'), ConfigHistoryPage, ConfigDiff]),
           ...errorResponses,
         },
       },
@@ -563,10 +564,7 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
         tags: ['config'],
         operationId: 'listConfigSchemas',
         summary: 'List the JSON Schemas attached to key prefixes',
-        response: {
-          200: Type.Object({ items: Type.Array(Type.Ref('ConfigSchema')) }),
-          ...errorResponses,
-        },
+        response: { 200: ConfigSchemaList, ...errorResponses },
       },
       config: { auth: CONFIG_READ_ROLES },
     },
@@ -619,12 +617,12 @@ export const configRoutes: FastifyPluginAsyncTypebox<{
       summary: 'Attach a JSON Schema to a key prefix',
       description:
         'Every later write of a key that starts with the prefix (in every environment) must satisfy it. Existing values are not checked. Draft-07, or 2020-12 with `$schema`; no remote `$ref`. Patterns run on RE2 with ECMAScript meaning; one RE2 cannot run (backreferences, lookaround) is a 400 naming its field.',
-      body: PutSchemaBody,
+      body: PutConfigSchema,
       response: { 200: Type.Ref('ConfigSchema'), ...errorResponses },
     },
     WRITE_ROLES,
     async (request) => {
-      const body = request.body as Static<typeof PutSchemaBody>;
+      const body = request.body as PutConfigSchema;
       return config.putSchema(principalOf(request), prefixParam(request), body.schema);
     },
   );

@@ -1,3 +1,9 @@
+import type {
+  HealthCheck,
+  InstanceLoad,
+  ServiceInstance,
+  ServiceWatchEvent,
+} from '@orchestra/protocol';
 import {
   type Balancer,
   type Candidate,
@@ -15,54 +21,12 @@ import {
 import { ApiError } from '../platform/errors.ts';
 import { serviceStream } from '../realtime/index.ts';
 
-/** How the registry checks an instance. */
-export interface HealthCheck {
-  type: 'http' | 'tcp';
-  /** HTTP only: the path to GET; 2xx and 3xx pass. */
-  path?: string;
-  interval_ms: number;
-  timeout_ms: number;
-  /** Consecutive passes that make a failing (or unchecked) instance passing. */
-  healthy_threshold: number;
-  /** Consecutive failures that make a passing instance failing. */
-  unhealthy_threshold: number;
-}
-
-export type HealthStatus = 'passing' | 'failing' | 'unknown';
-
-export interface InstanceLoad {
-  connections?: number;
-  cpu?: number;
-  memory?: number;
-  latency_ms?: number;
-}
-
-export interface Instance {
-  id: string;
-  service: string;
-  address: string;
-  port: number;
-  metadata: {
-    version?: string;
-    zone?: string;
-    weight?: number;
-    labels?: Record<string, string>;
-  };
-  health_check: HealthCheck | null;
-  lease: string;
-  registered_at: string;
-  /** `passing` without a health check; otherwise what the checks say, `unknown` before the first verdict. */
-  status: HealthStatus;
-  checked_at: string | null;
-  /** Why the last check failed, when it did. */
-  last_error: string | null;
-  /** Moving average of the health check's duration. */
-  check_latency_ms: number | null;
-  /** What the instance last reported about itself. */
-  load: InstanceLoad | null;
-  /** The revision of the record's last change. */
-  revision: number;
-}
+// What the registry answers is the wire contract's (@orchestra/protocol), under the names
+// this module has always used.
+export type { HealthCheck, InstanceLoad };
+/** `passing` without a health check; otherwise what the checks say, `unknown` before the first verdict. */
+export type HealthStatus = ServiceInstance['status'];
+export type Instance = ServiceInstance;
 
 export interface Registration {
   id: string;
@@ -74,10 +38,8 @@ export interface Registration {
   ttl_seconds?: number | undefined;
 }
 
-export type ServiceEvent =
-  | { type: 'put'; instance: Instance; revision: number }
-  | { type: 'delete'; service: string; id: string; revision: number }
-  | { type: 'resync'; revision: number; instances: Instance[] };
+/** A change of a service's membership, as a watch sends it. */
+export type ServiceEvent = ServiceWatchEvent;
 
 export const instancePrefix = (service: string) => `r/${service}/`;
 export const instanceKey = (service: string, id: string) => `r/${service}/${id}`;

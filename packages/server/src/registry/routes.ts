@@ -3,8 +3,16 @@ import {
   ClusterNode,
   errorResponses,
   eventStreamResponse,
+  GrantLease,
+  INSTANCE_ID_PATTERN,
+  Lease,
+  RegisterInstance,
+  ReportLoad,
   SERVICE_NAME_PATTERN,
-  Timestamp,
+  ServiceInstance,
+  ServiceInstancePage,
+  ServiceList,
+  ServiceWatchEvent,
 } from '@orchestra/protocol';
 import Type from 'typebox';
 import { STRATEGY_NAMES, type StrategyName } from '../balancing/strategies.ts';
@@ -28,119 +36,12 @@ import { leaseNotFound, type RegistryService, type ServiceEvent } from './regist
 const REGISTER_ROLES: readonly Role[] = [...WRITE_ROLES, 'agent'];
 const DISCOVER_ROLES: readonly Role[] = [...READ_ROLES, 'agent'];
 
-const SERVICE_NAME = SERVICE_NAME_PATTERN;
-const INSTANCE_ID = '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$';
-/** A host name or an IP address (v4 or v6). */
-const ADDRESS = '^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|[0-9A-Fa-f:.]{2,45})$';
-
-const ServiceParams = Type.Object({ name: Type.String({ pattern: SERVICE_NAME }) });
+const ServiceParams = Type.Object({ name: Type.String({ pattern: SERVICE_NAME_PATTERN }) });
 const InstanceParams = Type.Object({
-  name: Type.String({ pattern: SERVICE_NAME }),
-  id: Type.String({ pattern: INSTANCE_ID }),
+  name: Type.String({ pattern: SERVICE_NAME_PATTERN }),
+  id: Type.String({ pattern: INSTANCE_ID_PATTERN }),
 });
-
-const HealthCheckSchema = Type.Object(
-  {
-    type: Type.Union([Type.Literal('http'), Type.Literal('tcp')]),
-    path: Type.Optional(
-      Type.String({ pattern: '^/[^\\s]{0,1023}$', description: 'HTTP only; default `/`.' }),
-    ),
-    interval_ms: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 10_000 }),
-    timeout_ms: Type.Integer({ minimum: 50, maximum: 60_000, default: 2_000 }),
-    healthy_threshold: Type.Integer({ minimum: 1, maximum: 20, default: 1 }),
-    unhealthy_threshold: Type.Integer({ minimum: 1, maximum: 20, default: 2 }),
-  },
-  { additionalProperties: false },
-);
-
-const Metadata = Type.Object(
-  {
-    version: Type.Optional(Type.String({ maxLength: 64 })),
-    zone: Type.Optional(Type.String({ maxLength: 64 })),
-    weight: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000 })),
-    labels: Type.Optional(
-      Type.Record(
-        Type.String({ pattern: '^[a-z0-9][a-z0-9._/-]{0,62}$' }),
-        Type.String({ maxLength: 256 }),
-        {
-          maxProperties: 50,
-          additionalProperties: false,
-        },
-      ),
-    ),
-  },
-  { additionalProperties: false },
-);
-
-const LoadSchema = Type.Object(
-  {
-    connections: Type.Optional(Type.Integer({ minimum: 0 })),
-    cpu: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-    memory: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-    latency_ms: Type.Optional(Type.Number({ minimum: 0 })),
-  },
-  { additionalProperties: false },
-);
-
-const InstanceSchema = Type.Object(
-  {
-    id: Type.String(),
-    service: Type.String(),
-    address: Type.String(),
-    port: Type.Integer(),
-    metadata: Metadata,
-    health_check: Type.Union([HealthCheckSchema, Type.Null()]),
-    lease: Type.String(),
-    registered_at: Timestamp,
-    status: Type.Union(
-      [Type.Literal('passing'), Type.Literal('failing'), Type.Literal('unknown')],
-      {
-        description:
-          '`passing` without a health check; otherwise the checks’ verdict, `unknown` until the first one.',
-      },
-    ),
-    checked_at: Type.Union([Timestamp, Type.Null()], {
-      description: 'When the check that set the status ran.',
-    }),
-    last_error: Type.Union([Type.String(), Type.Null()]),
-    check_latency_ms: Type.Union([Type.Number(), Type.Null()]),
-    load: Type.Union([LoadSchema, Type.Null()]),
-    revision: Type.Integer(),
-  },
-  { $id: 'ServiceInstance' },
-);
-
-const LeaseSchema = Type.Object(
-  {
-    id: Type.String(),
-    ttl_seconds: Type.Integer(),
-    remaining_ms: Type.Integer(),
-  },
-  { $id: 'Lease' },
-);
-
-/** An item of `GET /v1/services/{name}/watch` (`ServiceEvent` in registry-service.ts). */
-const ServiceEventSchema = Type.Union(
-  [
-    Type.Object({
-      type: Type.Literal('put'),
-      instance: Type.Ref('ServiceInstance'),
-      revision: Type.Integer(),
-    }),
-    Type.Object({
-      type: Type.Literal('delete'),
-      service: Type.String(),
-      id: Type.String(),
-      revision: Type.Integer(),
-    }),
-    Type.Object({
-      type: Type.Literal('resync'),
-      revision: Type.Integer(),
-      instances: Type.Array(Type.Ref('ServiceInstance')),
-    }),
-  ],
-  { $id: 'ServiceWatchEvent' },
-);
+const INSTANCE_ID = new RegExp(INSTANCE_ID_PATTERN);
 
 function encodeServiceEvent(event: ServiceEvent, format: StreamFormat): string {
   const json = JSON.stringify(event);
@@ -156,9 +57,9 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
   nodes: NodeRegistry;
   shutdown: AbortSignal;
 }> = async (app, { registry, kv, nodes, shutdown }) => {
-  app.addSchema(InstanceSchema);
-  app.addSchema(LeaseSchema);
-  app.addSchema(ServiceEventSchema);
+  app.addSchema(ServiceInstance);
+  app.addSchema(Lease);
+  app.addSchema(ServiceWatchEvent);
 
   // Leases.
 
@@ -178,10 +79,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
         summary: 'Grant a lease',
         description:
           'Keys and instances bound to the lease are deleted when it ends: revoked, or `ttl_seconds` after its last keep-alive. etcd may round a short TTL up to its minimum.',
-        body: Type.Object(
-          { ttl_seconds: Type.Integer({ minimum: 1, maximum: 86_400 }) },
-          { additionalProperties: false },
-        ),
+        body: GrantLease,
         response: { 201: Type.Ref('Lease'), ...errorResponses },
       },
       config: { auth: REGISTER_ROLES },
@@ -267,17 +165,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
         description:
           'The instance is bound to `lease`, or to a new lease of `ttl_seconds` (default 30) whose id comes back in `lease`: keep it alive with `POST /v1/leases/{id}/keepalive`, or the instance goes. With a `health_check`, the registry checks the instance and `resolve` returns it only while the check passes. 201 when new, 200 when it replaced a registration.',
         params: InstanceParams,
-        body: Type.Object(
-          {
-            address: Type.String({ pattern: ADDRESS, description: 'Host name or IP address.' }),
-            port: Type.Integer({ minimum: 1, maximum: 65_535 }),
-            metadata: Type.Optional(Metadata),
-            health_check: Type.Optional(HealthCheckSchema),
-            lease: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
-            ttl_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
-          },
-          { additionalProperties: false },
-        ),
+        body: RegisterInstance,
         response: {
           200: Type.Ref('ServiceInstance'),
           201: Type.Ref('ServiceInstance'),
@@ -342,7 +230,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
         description:
           'What `least_connections` (`connections`), `latency` (`latency_ms`) and `resource` (`cpu`, `memory`, 0 to 1) resolve by.',
         params: InstanceParams,
-        body: Type.Object({ load: LoadSchema }, { additionalProperties: false }),
+        body: ReportLoad,
         response: { 200: Type.Ref('ServiceInstance'), ...errorResponses },
       },
       config: { auth: REGISTER_ROLES },
@@ -388,18 +276,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
         tags: ['registry'],
         operationId: 'listServices',
         summary: 'List services with their instance counts',
-        response: {
-          200: Type.Object({
-            items: Type.Array(
-              Type.Object({
-                name: Type.String(),
-                instances: Type.Integer(),
-                passing: Type.Integer(),
-              }),
-            ),
-          }),
-          ...errorResponses,
-        },
+        response: { 200: ServiceList, ...errorResponses },
       },
       config: { auth: DISCOVER_ROLES },
     },
@@ -424,15 +301,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
           },
           { additionalProperties: false },
         ),
-        response: {
-          200: Type.Object({
-            name: Type.String(),
-            revision: Type.Integer(),
-            instances: Type.Array(Type.Ref('ServiceInstance')),
-            next_cursor: Type.Union([Type.String(), Type.Null()]),
-          }),
-          ...errorResponses,
-        },
+        response: { 200: ServiceInstancePage, ...errorResponses },
       },
       config: { auth: DISCOVER_ROLES },
     },
@@ -441,7 +310,7 @@ export const registryRoutes: FastifyPluginAsyncTypebox<{
         principalOf(request).tenant.id,
         request.params.name,
       );
-      const after = decodeCursor(request.query.cursor, (id) => new RegExp(INSTANCE_ID).test(id));
+      const after = decodeCursor(request.query.cursor, (id) => INSTANCE_ID.test(id));
       // Listed by key, so by id: the cursor is the last id answered.
       const shown = instances.filter(
         (i) =>
