@@ -178,3 +178,32 @@ export type AgentFrameKind = keyof typeof AGENT_FRAMES;
 export type AgentFramePayload<K extends AgentFrameKind> = { kind: K } & Static<
   ReturnType<typeof Type.Object<(typeof AGENT_FRAMES)[K]['payload']>>
 >;
+
+/**
+ * A task as the server hands it to an agent: the `task` of a `task.assign` frame (server to
+ * agent). The agent answers for it with `task_id` and `attempt`.
+ */
+export const AssignedTask = Type.Object({
+  id: Type.String(),
+  attempt: Type.Integer(),
+  input: Type.Unknown(),
+  template: Type.Union([
+    Type.Object({
+      id: Type.String(),
+      name: Type.String(),
+      version: Type.Integer(),
+      config: Type.Record(Type.String(), Type.Unknown()),
+    }),
+    Type.Null(),
+  ]),
+  capabilities: Type.Array(Type.String()),
+  priority: Type.Integer(),
+  timeout_ms: Type.Integer(),
+  deadline_at: Type.String({ format: 'date-time' }),
+  labels: Type.Record(Type.String(), Type.String()),
+  concurrency_key: Type.Union([Type.String(), Type.Null()]),
+  /** The session the task belongs to: its tasks run one at a time, in order. */
+  session_id: Type.Union([Type.String(), Type.Null()]),
+  created_at: Type.String({ format: 'date-time' }),
+});
+export type AssignedTask = Static<typeof AssignedTask>;

@@ -9,6 +9,7 @@ export {
   type AgentFrameKind,
   type AgentFramePayload,
   AgentStatusSchema,
+  AssignedTask,
 } from './agents.ts';
 export {
   Capability,
@@ -65,10 +66,19 @@ export {
 } from './identity.ts';
 export { ClusterNode, type DependencyCheck, Readiness } from './ops.ts';
 export {
+  CreateRealtimeToken,
   PresenceInfo,
+  PresenceMember,
+  Published,
+  PublishMessage,
   REALTIME_FRAMES,
   type RealtimeFrameKind,
   type RealtimeFramePayload,
+  RealtimeToken,
+  Topic,
+  TopicHistory,
+  TopicMessage,
+  TopicStreamEvent,
 } from './realtime.ts';
 export {
   GrantLease,

@@ -55,3 +55,108 @@ export type RealtimeFrameKind = keyof typeof REALTIME_FRAMES;
 export type RealtimeFramePayload<K extends RealtimeFrameKind> = { kind: K } & Static<
   ReturnType<typeof Type.Object<(typeof REALTIME_FRAMES)[K]>>
 >;
+
+// The REST side of realtime: `/v1/topics` and `/v1/realtime/tokens`.
+
+/** One message of a topic, as history and subscriptions deliver it. */
+export const TopicMessage = Type.Object(
+  {
+    topic: Type.String(),
+    offset: Type.Integer(),
+    event: Type.String(),
+    data: Type.Unknown(),
+    time: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'TopicMessage' },
+);
+export type TopicMessage = Static<typeof TopicMessage>;
+
+/** A connection present on a topic. */
+export const PresenceMember = Type.Object(
+  {
+    connection_id: Type.String(),
+    client_id: Type.String(),
+    info: Type.Record(Type.String(), Type.Unknown()),
+    joined_at: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'PresenceMember' },
+);
+export type PresenceMember = Static<typeof PresenceMember>;
+
+/** A topic of the tenant. `epoch` changes when the topic is deleted and created again. */
+export const Topic = Type.Object(
+  {
+    name: Type.String(),
+    epoch: Type.String(),
+    last_offset: Type.Integer(),
+    created_at: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'Topic' },
+);
+export type Topic = Static<typeof Topic>;
+
+/** An item of `GET /v1/topics/{topic}/events`: one message. */
+export const TopicStreamEvent = Type.Object({
+  offset: Type.Integer({ description: 'The message’s offset; also the SSE id.' }),
+  type: Type.String({ description: 'The message’s event name.' }),
+  time: Type.String({ format: 'date-time' }),
+  data: Type.Unknown(),
+});
+export type TopicStreamEvent = Static<typeof TopicStreamEvent>;
+
+/** The body of `POST /v1/realtime/tokens`. */
+export const CreateRealtimeToken = Type.Object(
+  {
+    topics: Type.Array(TopicOrPattern, { minItems: 1, maxItems: 20, uniqueItems: true }),
+    publish: Type.Optional(Type.Boolean({ default: false })),
+    client_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    info: Type.Optional(PresenceInfo),
+    ttl_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400, default: 3600 })),
+  },
+  { additionalProperties: false },
+);
+export type CreateRealtimeToken = Static<typeof CreateRealtimeToken>;
+
+/** A realtime token, as issued: the secret is shown this once. */
+export const RealtimeToken = Type.Object({
+  token: Type.String(),
+  expires_at: Type.String({ format: 'date-time' }),
+  topics: Type.Array(Type.String()),
+  publish: Type.Boolean(),
+  client_id: Type.String(),
+});
+export type RealtimeToken = Static<typeof RealtimeToken>;
+
+/** The body of `POST /v1/topics/{topic}/messages`. */
+export const PublishMessage = Type.Object(
+  {
+    data: Type.Unknown(),
+    event: Type.Optional(Type.String({ pattern: EVENT_NAME_PATTERN })),
+  },
+  { additionalProperties: false, required: ['data'] },
+);
+export type PublishMessage = Static<typeof PublishMessage>;
+
+/** Where a published message was stored. */
+export const Published = Type.Object({
+  topic: Type.String(),
+  epoch: Type.String(),
+  offset: Type.Integer(),
+});
+export type Published = Static<typeof Published>;
+
+/** A page of a topic's history. */
+export const TopicHistory = Type.Object({
+  topic: Type.String(),
+  epoch: Type.String(),
+  first_offset: Type.Integer(),
+  last_offset: Type.Integer(),
+  next_after: Type.Union([Type.Integer(), Type.Null()], {
+    description:
+      'Pass as `after` to read the messages that follow; null when `messages` reach `last_offset`.',
+  }),
+  messages: Type.Array(Type.Ref('TopicMessage')),
+});
+export type TopicHistory = Omit<Static<typeof TopicHistory>, 'messages'> & {
+  messages: TopicMessage[];
+};

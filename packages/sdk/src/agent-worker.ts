@@ -1,3 +1,4 @@
+import type { AssignedTask as WireAssignedTask } from '@orchestra/protocol';
 import { Backoff, type ReconnectOptions } from './backoff.ts';
 import { OrchestraError } from './errors.ts';
 import {
@@ -33,21 +34,8 @@ export interface TaskContext {
 }
 
 /** A task as the server hands it over (`task.assign`). */
-export interface AssignedTask {
-  id: string;
-  attempt: number;
-  input: unknown;
-  template: { id: string; name: string; version: number; config: Record<string, unknown> } | null;
-  capabilities: string[];
-  priority: number;
-  timeout_ms: number;
-  deadline_at: string;
-  labels: Record<string, string>;
-  concurrency_key: string | null;
-  /** The session the task belongs to: its tasks run one at a time, in order. */
-  session_id: string | null;
-  created_at: string;
-}
+/** A task as the server hands it to an agent (`task.assign`): the wire contract's. */
+export type AssignedTask = WireAssignedTask;
 
 export type TaskHandler = (input: unknown, context: TaskContext) => Promise<unknown> | unknown;
 

@@ -1,3 +1,9 @@
+import type {
+  CreateRealtimeToken,
+  RealtimeToken as WireRealtimeToken,
+  Topic as WireTopic,
+  TopicHistory as WireTopicHistory,
+} from '@orchestra/protocol';
 import { isTerminalState, TERMINAL_EVENT_TYPES } from '@orchestra/protocol/constants';
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
@@ -847,43 +853,18 @@ function checkItem(item: unknown, path: string): TaskStreamItem {
   return item as TaskStreamItem;
 }
 
-/** A user topic. */
-export interface Topic {
-  name: string;
-  /** Changes when the topic is deleted and created again. */
-  epoch: string;
-  last_offset: number;
-  created_at: string;
-}
+/** A topic of the tenant; `epoch` changes when it is deleted and created again. */
+export type Topic = WireTopic;
 
-export interface TopicHistory {
-  topic: string;
-  epoch: string;
-  /** The oldest retained offset (`last_offset + 1` when none is). */
-  first_offset: number;
-  last_offset: number;
-  /**
-   * When messages up to `last_offset` were left out (by `limit`, or the server's byte
-   * budget), the offset to pass as `after` for the rest; null when `messages` reach it.
-   */
-  next_after: number | null;
-  messages: TopicMessage[];
-}
+/**
+ * A page of a topic's history. `first_offset` is the oldest retained offset
+ * (`last_offset + 1` when none is); `next_after`, when messages up to `last_offset` were
+ * left out (by `limit` or the server's byte budget), is the `after` for the rest.
+ */
+export type TopicHistory = Omit<WireTopicHistory, 'messages'> & { messages: TopicMessage[] };
 
-export interface RealtimeTokenInput {
-  /** Topics or patterns (`chat.*`, `feed.>`), 1 to 20. */
-  topics: string[];
-  publish?: boolean;
-  client_id?: string;
-  info?: Record<string, unknown>;
-  /** 1 to 86400; default 3600. */
-  ttl_seconds?: number;
-}
+/** What a realtime token grants: topics or patterns (1 to 20), publish, presence; ttl 1–86400 s. */
+export type RealtimeTokenInput = CreateRealtimeToken;
 
-export interface RealtimeToken {
-  token: string;
-  expires_at: string;
-  topics: string[];
-  publish: boolean;
-  client_id: string;
-}
+/** A realtime token as issued: the secret is shown this once. */
+export type RealtimeToken = WireRealtimeToken;

@@ -1,3 +1,4 @@
+import type { PresenceMember, TopicMessage as WireTopicMessage } from '@orchestra/protocol';
 import type { ReconnectOptions } from './backoff.ts';
 import { OrchestraError } from './errors.ts';
 import {
@@ -8,21 +9,12 @@ import {
   Transport,
 } from './transport.ts';
 
-/** A message of a topic, as delivered. */
-export interface TopicMessage<T = unknown> {
-  topic: string;
-  offset: number;
-  event: string;
-  data: T;
-  time: string;
-}
+/** A message of a topic, as delivered; `T` types its `data` (the wire's `unknown`). */
+export type TopicMessage<T = unknown> = {
+  [K in keyof WireTopicMessage]: K extends 'data' ? T : WireTopicMessage[K];
+};
 
-export interface PresenceMember {
-  connection_id: string;
-  client_id: string;
-  info: Record<string, unknown>;
-  joined_at: string;
-}
+export type { PresenceMember };
 
 export interface RealtimeClientOptions extends ConnectionOptions {
   /**

@@ -10,6 +10,7 @@ import type { Static } from 'typebox';
 import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import {
   type Agent,
+  type AssignedTask,
   CLIENT_ERROR_CODES,
   type ConfigActor,
   type ConfigChange,
@@ -28,6 +29,9 @@ import {
   type Lease,
   Orchestra,
   OrchestraError,
+  type PresenceMember,
+  type RealtimeToken,
+  type RealtimeTokenInput,
   type RegisterInstanceInput,
   type ServiceEvent,
   type ServiceInstance,
@@ -36,6 +40,9 @@ import {
   type Task,
   type TaskState,
   type Tenant,
+  type Topic,
+  type TopicHistory,
+  type TopicMessage,
 } from '../src/index.ts';
 
 // Type-level checks, compiled by `npm run typecheck`: a wrong one fails the type check.
@@ -44,6 +51,7 @@ type Equal<A, B> =
 const sameType = <A, B>(proof: Equal<A, B>) => proof;
 sameType<Task, Static<typeof protocol.Task>>(true);
 sameType<Agent, Static<typeof protocol.Agent>>(true);
+sameType<AssignedTask, Static<typeof protocol.AssignedTask>>(true);
 sameType<Tenant, Static<typeof protocol.Tenant>>(true);
 sameType<TaskState, (typeof protocol.TASK_STATES)[number]>(true);
 sameType<OrchestraError['code'], ErrorCode | (typeof CLIENT_ERROR_CODES)[number]>(true);
@@ -71,8 +79,17 @@ sameType<InstanceMetadata, Static<typeof protocol.InstanceMetadata>>(true);
 sameType<InstanceLoad, Static<typeof protocol.InstanceLoad>>(true);
 sameType<ServiceSummary, Static<typeof protocol.ServiceSummary>>(true);
 sameType<ServiceEvent, protocol.ServiceWatchEvent>(true);
-// A value type reaches every place a key's value appears.
 type Flag = { on: boolean };
+// Realtime: topics, their messages and history, presence, tokens.
+sameType<Topic, Static<typeof protocol.Topic>>(true);
+sameType<TopicMessage, Static<typeof protocol.TopicMessage>>(true);
+sameType<TopicMessage<Flag>['data'], Flag>(true);
+sameType<TopicHistory['messages'], TopicMessage[]>(true);
+sameType<Omit<TopicHistory, 'messages'>, Omit<protocol.TopicHistory, 'messages'>>(true);
+sameType<PresenceMember, Static<typeof protocol.PresenceMember>>(true);
+sameType<RealtimeToken, Static<typeof protocol.RealtimeToken>>(true);
+sameType<RealtimeTokenInput, Static<typeof protocol.CreateRealtimeToken>>(true);
+// A value type reaches every place a key's value appears.
 sameType<ConfigItem<Flag>['value'], Flag>(true);
 sameType<ConfigPage<Flag>['items'], ConfigItem<Flag>[]>(true);
 sameType<ConfigHistoryPage<Flag>['items'], ConfigHistoryEntry<Flag>[]>(true);

@@ -1,5 +1,17 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { errorResponses, eventStreamResponse } from '@orchestra/protocol';
+import {
+  CreateRealtimeToken,
+  errorResponses,
+  eventStreamResponse,
+  PresenceMember,
+  Published,
+  PublishMessage,
+  RealtimeToken,
+  Topic,
+  TopicHistory,
+  TopicMessage,
+  TopicStreamEvent,
+} from '@orchestra/protocol';
 import type { FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
@@ -15,57 +27,15 @@ import {
   type RealtimeIdentity,
 } from './access.ts';
 import type { RealtimeHub } from './hub.ts';
-import { EVENT_NAME_PATTERN, MAX_INFO_BYTES, PresenceInfo } from './protocol.ts';
+import { MAX_INFO_BYTES } from './protocol.ts';
 import { type RealtimeTokens, realtimeTokenKind } from './tokens.ts';
 import type { TopicService } from './topic-service.ts';
-import {
-  parsePattern,
-  TOPIC_MAX_LENGTH,
-  TOPIC_OR_PATTERN_PATTERN,
-  TOPIC_PATTERN,
-} from './topics.ts';
+import { parsePattern, TOPIC_MAX_LENGTH, TOPIC_PATTERN } from './topics.ts';
 
 const TopicParams = Type.Object({
   topic: Type.String({ maxLength: TOPIC_MAX_LENGTH, pattern: TOPIC_PATTERN }),
 });
 const Offset = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
-
-const TopicMessage = Type.Object(
-  {
-    topic: Type.String(),
-    offset: Type.Integer(),
-    event: Type.String(),
-    data: Type.Unknown(),
-    time: Type.String({ format: 'date-time' }),
-  },
-  { $id: 'TopicMessage' },
-);
-const Member = Type.Object(
-  {
-    connection_id: Type.String(),
-    client_id: Type.String(),
-    info: Type.Record(Type.String(), Type.Unknown()),
-    joined_at: Type.String({ format: 'date-time' }),
-  },
-  { $id: 'PresenceMember' },
-);
-const Topic = Type.Object(
-  {
-    name: Type.String(),
-    epoch: Type.String(),
-    last_offset: Type.Integer(),
-    created_at: Type.String({ format: 'date-time' }),
-  },
-  { $id: 'Topic' },
-);
-
-/** An item of `GET /v1/topics/{topic}/events`: one message. */
-const TopicStreamEvent = Type.Object({
-  offset: Type.Integer({ description: 'The message’s offset; also the SSE id.' }),
-  type: Type.String({ description: 'The message’s event name.' }),
-  time: Type.String({ format: 'date-time' }),
-  data: Type.Unknown(),
-});
 
 const REALTIME_AUTH_NOTE =
   'Credential: an API key or JWT (`Authorization: Bearer …` or `X-API-Key`), or a realtime token (`Authorization: Bearer ort_…`) that grants the topic.';
@@ -85,7 +55,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
   shutdown: AbortSignal;
 }> = async (app, { hub, topics, tokens, shutdown }) => {
   app.addSchema(TopicMessage);
-  app.addSchema(Member);
+  app.addSchema(PresenceMember);
   app.addSchema(Topic);
 
   /**
@@ -140,29 +110,9 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         summary: 'Issue a realtime token',
         description:
           'A short-lived token for a browser or another client: it may subscribe to (and, with `publish`, publish to) the listed topics and patterns of the tenant, and nothing else. It cannot be revoked.',
-        body: Type.Object(
-          {
-            topics: Type.Array(
-              Type.String({ maxLength: TOPIC_MAX_LENGTH, pattern: TOPIC_OR_PATTERN_PATTERN }),
-              { minItems: 1, maxItems: 20, uniqueItems: true },
-            ),
-            publish: Type.Optional(Type.Boolean({ default: false })),
-            client_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-            info: Type.Optional(PresenceInfo),
-            ttl_seconds: Type.Optional(
-              Type.Integer({ minimum: 1, maximum: 86_400, default: 3600 }),
-            ),
-          },
-          { additionalProperties: false },
-        ),
+        body: CreateRealtimeToken,
         response: {
-          201: Type.Object({
-            token: Type.String(),
-            expires_at: Type.String({ format: 'date-time' }),
-            topics: Type.Array(Type.String()),
-            publish: Type.Boolean(),
-            client_id: Type.String(),
-          }),
+          201: RealtimeToken,
           ...errorResponses,
         },
       },
@@ -236,15 +186,9 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
         summary: 'Publish a message',
         description: `Stores the message durably (201 means it is) and delivers it to every subscriber. ${REALTIME_AUTH_NOTE}`,
         params: TopicParams,
-        body: Type.Object(
-          {
-            data: Type.Unknown(),
-            event: Type.Optional(Type.String({ pattern: EVENT_NAME_PATTERN })),
-          },
-          { additionalProperties: false, required: ['data'] },
-        ),
+        body: PublishMessage,
         response: {
-          201: Type.Object({ topic: Type.String(), epoch: Type.String(), offset: Type.Integer() }),
+          201: Published,
           ...errorResponses,
         },
       },
@@ -283,17 +227,7 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            topic: Type.String(),
-            epoch: Type.String(),
-            first_offset: Type.Integer(),
-            last_offset: Type.Integer(),
-            next_after: Type.Union([Type.Integer(), Type.Null()], {
-              description:
-                'Pass as `after` to read the messages that follow; null when `messages` reach `last_offset`.',
-            }),
-            messages: Type.Array(Type.Ref('TopicMessage')),
-          }),
+          200: TopicHistory,
           ...errorResponses,
         },
       },

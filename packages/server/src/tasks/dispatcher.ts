@@ -1,3 +1,4 @@
+import type { AssignedTask as WireAssignedTask } from '@orchestra/protocol';
 import { type ExpressionBuilder, type SqlBool, sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { type Balancer, createBalancer, type StrategyName } from '../balancing/strategies.ts';
@@ -14,20 +15,8 @@ import { emitTaskEvents, stateEvent } from './stream.ts';
 import type { TasksTable } from './tables.ts';
 
 /** What an agent receives in `task.assign`. */
-export interface AssignedTask {
-  id: string;
-  attempt: number;
-  input: unknown;
-  template: { id: string; name: string; version: number; config: Record<string, unknown> } | null;
-  capabilities: string[];
-  priority: number;
-  timeout_ms: number;
-  deadline_at: string;
-  labels: Record<string, string>;
-  concurrency_key: string | null;
-  session_id: string | null;
-  created_at: string;
-}
+/** A task as an agent receives it (`task.assign`); the wire contract's. */
+export type AssignedTask = WireAssignedTask;
 
 /** An agent connected to this node, as dispatch sees it. */
 export interface DispatchTarget {
