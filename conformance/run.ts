@@ -9,6 +9,9 @@
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { isDeepStrictEqual, parseArgs } from 'node:util';
+import { SERVER_AGENT_FRAMES } from '@orchestra/protocol';
+import Type from 'typebox';
+import { Value } from 'typebox/value';
 import WebSocket from 'ws';
 
 type Json = unknown;
@@ -134,6 +137,8 @@ export function match(pattern: Json, actual: Json, vars: Vars): Vars | null {
 interface Connection {
   socket: WebSocket;
   inbox: Json[];
+  /** Frames the server sent that the wire contract does not allow. */
+  violations: string[];
   closed: { code: number; reason: string } | undefined;
   heartbeat: boolean;
   timer: NodeJS.Timeout | undefined;
@@ -158,6 +163,7 @@ function connect(
   const conn: Connection = {
     socket,
     inbox: [],
+    violations: [],
     closed: undefined,
     heartbeat: step.heartbeat !== false,
     timer: undefined,
@@ -175,6 +181,8 @@ function connect(
         Number(frame.payload.heartbeat_interval_ms),
       );
     }
+    const problem = contractProblem(frame.payload);
+    if (problem !== undefined) conn.violations.push(`${problem}: ${show(frame as Json)}`);
     conn.inbox.push(frame);
     conn.wake();
   });
@@ -195,6 +203,26 @@ function connect(
     socket.once('error', reject);
     socket.on('error', () => {}); // after the upgrade, a close says what happened
   });
+}
+
+/**
+ * Every payload the server sends is checked against the wire contract
+ * (`SERVER_AGENT_FRAMES` of @orchestra/protocol): its kind is known and its fields are those
+ * the kind declares, no more.
+ */
+const SERVER_FRAME_SCHEMAS = new Map(
+  Object.entries(SERVER_AGENT_FRAMES).map(([kind, fields]) => [
+    kind,
+    Type.Object({ kind: Type.Literal(kind), ...fields }, { additionalProperties: false }),
+  ]),
+);
+
+export function contractProblem(payload: unknown): string | undefined {
+  const kind = (payload as { kind?: unknown } | undefined)?.kind;
+  const schema = typeof kind === 'string' ? SERVER_FRAME_SCHEMAS.get(kind) : undefined;
+  if (schema === undefined) return `unknown payload.kind ${JSON.stringify(kind)}`;
+  const first = Value.Errors(schema, payload)[0];
+  return first === undefined ? undefined : `payload${first.instancePath} ${first.message}`;
 }
 
 /** Fills the header fields the scenario left out; a null value removes a field. */
@@ -417,6 +445,11 @@ class ScenarioRun {
     this.vars = found.vars;
   }
 
+  /** What the server sent outside the wire contract, on any connection. */
+  violations(): string[] {
+    return [...this.#conns.values()].flatMap((c) => c.violations.splice(0));
+  }
+
   close(): void {
     for (const conn of this.#conns.values()) {
       clearInterval(conn.timer);
@@ -432,6 +465,10 @@ export async function runScenario(scenario: Scenario, ctx: Context): Promise<voi
     for (const [index, step] of scenario.steps.entries()) {
       try {
         await run.step(step);
+        const violations = run.violations();
+        if (violations.length > 0) {
+          throw new Error(`the server sent frames outside the contract: ${violations.join('; ')}`);
+        }
       } catch (err) {
         const { note, ...rest } = step;
         const where = `step ${index + 1}${note ? ` (${String(note)})` : ''}`;

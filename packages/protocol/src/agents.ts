@@ -1,7 +1,7 @@
 import Type, { type Static, type TSchema } from 'typebox';
 import { Capability, Labels, NullableTimestamp, Timestamp } from './common.ts';
 import { AGENT_ID_PATTERN, type MessageType } from './constants.ts';
-import { AGENT_STATUSES } from './states.ts';
+import { AGENT_STATUSES, TASK_STATES } from './states.ts';
 
 // Agents (`/v1/agents`) and the agent protocol: the frames an agent sends on the
 // `/v1/agents/connect` WebSocket (docs/protocol.md).
@@ -207,3 +207,56 @@ export const AssignedTask = Type.Object({
   created_at: Type.String({ format: 'date-time' }),
 });
 export type AssignedTask = Static<typeof AssignedTask>;
+
+/** An error frame, on either WebSocket protocol: a catalogued code, its message, details. */
+export const ErrorFramePayload = {
+  code: Type.String(),
+  message: Type.String(),
+  details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+};
+
+const CANCEL_REASONS = ['requested', 'timeout', 'lease_lost'] as const;
+
+/**
+ * What the server sends an agent (docs/protocol.md), by `payload.kind`: the fields of each
+ * payload besides `kind`. The server's `send` is typed by it; a test checks the frames an
+ * agent really receives against it.
+ */
+export const SERVER_AGENT_FRAMES = {
+  registered: {
+    agent_id: Type.String(),
+    heartbeat_interval_ms: Type.Integer(),
+    heartbeat_timeout_ms: Type.Integer(),
+    max_frame_bytes: Type.Integer(),
+    resumed: Type.Array(
+      Type.Object({ task_id: Type.String(), attempt: Type.Integer(), last_seq: Type.Integer() }),
+    ),
+    lost: Type.Array(Type.String()),
+    server: Type.Object({ version: Type.String(), instance_id: Type.String() }),
+  },
+  'task.assign': { task: AssignedTask },
+  'task.cancel': {
+    task_id: Type.String(),
+    attempt: Type.Integer(),
+    reason: Type.Enum([...CANCEL_REASONS]),
+    deadline_ms: Type.Integer({ minimum: 0 }),
+  },
+  /** The answer to a task's outcome (`task_id`, `attempt`) or to `drain` (`in_flight`). */
+  ack: {
+    accepted: Type.Boolean(),
+    task_id: Type.Optional(Type.String()),
+    attempt: Type.Optional(Type.Integer()),
+    state: Type.Optional(Type.Enum([...TASK_STATES])),
+    reason: Type.Optional(Type.String()),
+    in_flight: Type.Optional(Type.Array(Type.String())),
+  },
+  drain: { reason: Type.String() },
+  error: ErrorFramePayload,
+} as const satisfies Record<string, Record<string, TSchema>>;
+
+export type ServerAgentFrameKind = keyof typeof SERVER_AGENT_FRAMES;
+
+/** The payload of a frame of kind `K` that the server sends an agent. */
+export type ServerAgentFramePayload<K extends ServerAgentFrameKind> = { kind: K } & Static<
+  ReturnType<typeof Type.Object<(typeof SERVER_AGENT_FRAMES)[K]>>
+>;

@@ -10,6 +10,10 @@ export {
   type AgentFramePayload,
   AgentStatusSchema,
   AssignedTask,
+  ErrorFramePayload,
+  SERVER_AGENT_FRAMES,
+  type ServerAgentFrameKind,
+  type ServerAgentFramePayload,
 } from './agents.ts';
 export {
   Capability,
@@ -72,8 +76,11 @@ export {
   Published,
   PublishMessage,
   REALTIME_FRAMES,
+  REALTIME_SERVER_FRAMES,
   type RealtimeFrameKind,
   type RealtimeFramePayload,
+  type RealtimeServerFrameKind,
+  type RealtimeServerFramePayload,
   RealtimeToken,
   Topic,
   TopicHistory,

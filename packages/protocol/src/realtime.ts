@@ -1,4 +1,5 @@
 import Type, { type Static, type TSchema } from 'typebox';
+import { ErrorFramePayload } from './agents.ts';
 import {
   EVENT_NAME_PATTERN,
   TOPIC_MAX_LENGTH,
@@ -160,3 +161,47 @@ export const TopicHistory = Type.Object({
 export type TopicHistory = Omit<Static<typeof TopicHistory>, 'messages'> & {
   messages: TopicMessage[];
 };
+
+/**
+ * What the server sends a realtime client (docs/protocol.md), by `payload.kind`: the fields
+ * of each payload besides `kind`. The server's `send` is typed by it; a test checks the
+ * frames a client really receives against it.
+ */
+export const REALTIME_SERVER_FRAMES = {
+  authenticated: {
+    tenant_id: Type.String(),
+    role: Type.Optional(Type.String()),
+    client_id: Type.Optional(Type.String()),
+    connection_id: Type.String(),
+    limits: Type.Object({
+      max_frame_bytes: Type.Integer(),
+      max_subscriptions: Type.Integer(),
+      max_queue_bytes: Type.Integer(),
+    }),
+  },
+  subscribed: {
+    topic: Type.String(),
+    /** A pattern's subscription: live messages of every matching topic. */
+    pattern: Type.Optional(Type.Literal(true)),
+    epoch: Type.Optional(Type.String()),
+    offset: Type.Optional(Type.Integer()),
+    /** Whether a resume (`from`, `epoch`) continues without a gap. */
+    recovered: Type.Optional(Type.Boolean()),
+  },
+  unsubscribed: { topic: Type.String(), reason: Type.Optional(Type.String()) },
+  published: { topic: Type.String(), epoch: Type.String(), offset: Type.Integer() },
+  history: { ...TopicHistory.properties, messages: Type.Array(TopicMessage) },
+  presence: { topic: Type.String(), members: Type.Array(PresenceMember) },
+  'presence.join': { topic: Type.String(), member: PresenceMember },
+  'presence.leave': { topic: Type.String(), member: PresenceMember },
+  message: TopicMessage.properties,
+  pong: {},
+  error: ErrorFramePayload,
+} as const satisfies Record<string, Record<string, TSchema>>;
+
+export type RealtimeServerFrameKind = keyof typeof REALTIME_SERVER_FRAMES;
+
+/** The payload of a frame of kind `K` that the server sends a realtime client. */
+export type RealtimeServerFramePayload<K extends RealtimeServerFrameKind> = { kind: K } & Static<
+  ReturnType<typeof Type.Object<(typeof REALTIME_SERVER_FRAMES)[K]>>
+>;

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
   type Context,
+  contractProblem,
   loadScenarios,
   match,
   prepare,
@@ -19,6 +20,25 @@ import { STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
 // The agent protocol conformance suite (conformance/README.md), as CI runs it: every
 // scenario against a real server, on each store.
 const scenarios = loadScenarios();
+
+test('the runner holds every frame the server sends to the wire contract', () => {
+  assert.equal(contractProblem({ kind: 'drain', reason: 'requested through the API' }), undefined);
+  assert.match(String(contractProblem({ kind: 'task.assigned' })), /unknown payload.kind/);
+  assert.match(String(contractProblem({ kind: 'drain' })), /payload.*reason|required/);
+  assert.match(String(contractProblem({ kind: 'drain', reason: 'x', extra: 1 })), /payload/);
+  assert.match(
+    String(
+      contractProblem({
+        kind: 'task.cancel',
+        task_id: 't',
+        attempt: 1,
+        reason: 'bored',
+        deadline_ms: 0,
+      }),
+    ),
+    /payload\/reason/,
+  );
+});
 
 test('the suite has scenarios, each with a description and steps', () => {
   assert.ok(scenarios.length >= 20);

@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { REALTIME_SERVER_FRAMES } from '@orchestra/protocol';
+import Type from 'typebox';
+import { Value } from 'typebox/value';
 import WebSocket from 'ws';
 
 // A bare realtime WebSocket client for tests, speaking docs/protocol.md by hand (not the SDK).
@@ -8,6 +11,29 @@ export interface Frame {
   header: { id: string; type: string; correlation_id?: string };
   payload: Payload;
 }
+
+const SERVER_FRAME_SCHEMAS = new Map(
+  Object.entries(REALTIME_SERVER_FRAMES).map(([kind, fields]) => [
+    kind,
+    Type.Object({ kind: Type.Literal(kind), ...fields }, { additionalProperties: false }),
+  ]),
+);
+
+/**
+ * What a server frame breaks of the wire contract (`REALTIME_SERVER_FRAMES` of
+ * @orchestra/protocol): an unknown kind, a missing or wrong field, a field the kind does not
+ * declare. Undefined when it follows the contract.
+ */
+export function contractProblem(payload: unknown): string | undefined {
+  const kind = (payload as { kind?: unknown } | undefined)?.kind;
+  const schema = typeof kind === 'string' ? SERVER_FRAME_SCHEMAS.get(kind) : undefined;
+  if (schema === undefined) return `unknown payload.kind ${JSON.stringify(kind)}`;
+  const first = Value.Errors(schema, payload)[0];
+  return first === undefined ? undefined : `payload${first.instancePath} ${first.message}`;
+}
+
+/** Every server frame, from any test client of this process, that broke the contract. */
+export const contractViolations: string[] = [];
 
 /** A realtime client: sends requests, collects every frame, waits for what a test expects. */
 export class RealtimeTestClient {
@@ -25,6 +51,8 @@ export class RealtimeTestClient {
     });
     this.socket.on('message', (data) => {
       const frame = JSON.parse(String(data)) as Frame;
+      const problem = contractProblem(frame.payload);
+      if (problem !== undefined) contractViolations.push(`${problem}: ${String(data)}`);
       this.frames.push(frame);
       this.#waiters = this.#waiters.filter((w) => {
         if (!w.match(frame)) return true;

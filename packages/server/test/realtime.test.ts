@@ -3,7 +3,11 @@ import { after, before, describe, test } from 'node:test';
 import { AgentWorker } from '@orchestra/sdk';
 import WebSocket from 'ws';
 import { expectError, STORE_VARIANTS, startTestServer, type TestServer } from './helpers.ts';
-import { RealtimeTestClient as Client } from './realtime-client.ts';
+import {
+  RealtimeTestClient as Client,
+  contractProblem,
+  contractViolations,
+} from './realtime-client.ts';
 import { SseReader } from './sse.ts';
 
 // The realtime gateway through real WebSocket clients (the `ws` package), REST and SSE,
@@ -755,4 +759,13 @@ describe('realtime liveness and credentials while connected', () => {
       client.close();
     }
   });
+});
+
+// Last in the file: the clients above kept every frame the server sent them.
+test('every frame the server sent in this file follows the wire contract (REALTIME_SERVER_FRAMES)', () => {
+  assert.deepEqual(contractViolations, []);
+  // And the check sees a frame that does not.
+  assert.match(String(contractProblem({ kind: 'pong', extra: true })), /payload/);
+  assert.match(String(contractProblem({ kind: 'subscribed' })), /topic|required/);
+  assert.match(String(contractProblem({ kind: 'messages' })), /unknown payload.kind/);
 });

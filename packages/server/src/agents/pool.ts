@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { ServerAgentFrameKind, ServerAgentFramePayload } from '@orchestra/protocol';
 import type { Logger } from 'pino';
 import { updateEwma } from '../balancing/strategies.ts';
 import type { Bus } from '../bus/bus.ts';
@@ -293,9 +294,10 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
     this.#connection.close(code);
   }
 
-  #send(
+  /** Sends a frame of the agent protocol; its payload is the wire contract's for its kind. */
+  #send<K extends ServerAgentFrameKind>(
     type: MessageType,
-    payload: { kind: string } & Record<string, unknown>,
+    payload: ServerAgentFramePayload<K>,
     correlationId?: string,
   ): void {
     this.#connection.sendFrame(type, payload, correlationId);

@@ -1,3 +1,4 @@
+import type { RealtimeServerFrameKind, RealtimeServerFramePayload } from '@orchestra/protocol';
 import type { MessageType } from '../platform/envelope.ts';
 import { ApiError, CLOSE_CODES } from '../platform/errors.ts';
 import { ByteCharge } from '../platform/rate-limit.ts';
@@ -61,9 +62,10 @@ export class RealtimeConnection implements ConnectionHandler<RealtimeFrame> {
   // Sending.
 
   /** Sends one frame; returns its size in bytes. */
-  send(
+  /** Sends a frame of the realtime protocol; its payload is the wire contract's for its kind. */
+  send<K extends RealtimeServerFrameKind>(
     type: MessageType,
-    payload: { kind: string } & Record<string, unknown>,
+    payload: RealtimeServerFramePayload<K>,
     correlationId?: string,
   ): number {
     return this.#connection.sendFrame(type, payload, correlationId);
@@ -213,17 +215,17 @@ export class RealtimeConnection implements ConnectionHandler<RealtimeFrame> {
   async #auth(frame: FrameOf<'auth'>): Promise<void> {
     const caller = await this.#connection.authenticate(frame.payload.token, frame.header.id);
     if (caller === undefined) return;
-    this.#identity = identityOfCaller(caller);
-    this.send('RESPONSE', { kind: 'authenticated', ...this.describe() }, frame.header.id);
+    const identity = identityOfCaller(caller);
+    this.#identity = identity;
+    this.send('RESPONSE', { kind: 'authenticated', ...this.#describe(identity) }, frame.header.id);
   }
 
-  /** What `authenticated` says; also sent for header-authenticated connections on request. */
-  describe(): Record<string, unknown> {
-    const identity = this.#identity;
+  /** What `authenticated` says about the connection's caller. */
+  #describe(identity: RealtimeIdentity): Omit<RealtimeServerFramePayload<'authenticated'>, 'kind'> {
     return {
-      tenant_id: identity?.tenantId,
-      role: identity?.role,
-      client_id: identity?.clientId,
+      tenant_id: identity.tenantId,
+      role: identity.role,
+      client_id: identity.clientId,
       connection_id: this.#connection.id,
       limits: {
         max_frame_bytes: this.#hub.settings.maxFrameBytes,
