@@ -9,9 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { isDeepStrictEqual, parseArgs } from 'node:util';
-import { SERVER_AGENT_FRAMES } from '@orchestra/protocol';
-import Type from 'typebox';
-import { Value } from 'typebox/value';
+import { frameChecker, SERVER_AGENT_FRAMES } from '@orchestra/protocol';
 import WebSocket from 'ws';
 
 type Json = unknown;
@@ -210,20 +208,7 @@ function connect(
  * (`SERVER_AGENT_FRAMES` of @orchestra/protocol): its kind is known and its fields are those
  * the kind declares, no more.
  */
-const SERVER_FRAME_SCHEMAS = new Map(
-  Object.entries(SERVER_AGENT_FRAMES).map(([kind, fields]) => [
-    kind,
-    Type.Object({ kind: Type.Literal(kind), ...fields }, { additionalProperties: false }),
-  ]),
-);
-
-export function contractProblem(payload: unknown): string | undefined {
-  const kind = (payload as { kind?: unknown } | undefined)?.kind;
-  const schema = typeof kind === 'string' ? SERVER_FRAME_SCHEMAS.get(kind) : undefined;
-  if (schema === undefined) return `unknown payload.kind ${JSON.stringify(kind)}`;
-  const first = Value.Errors(schema, payload)[0];
-  return first === undefined ? undefined : `payload${first.instancePath} ${first.message}`;
-}
+export const contractProblem = frameChecker(SERVER_AGENT_FRAMES);
 
 /** Fills the header fields the scenario left out; a null value removes a field. */
 function send(conn: Connection, frame: Record<string, Json>): void {

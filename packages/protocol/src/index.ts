@@ -49,6 +49,7 @@ export {
   RevertConfig,
 } from './config.ts';
 export * from './constants.ts';
+export { frameChecker } from './frames.ts';
 export {
   ApiKey,
   ApiKeyWithSecret,

@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { REALTIME_SERVER_FRAMES } from '@orchestra/protocol';
-import Type from 'typebox';
-import { Value } from 'typebox/value';
+import { frameChecker, REALTIME_SERVER_FRAMES } from '@orchestra/protocol';
 import WebSocket from 'ws';
 
 // A bare realtime WebSocket client for tests, speaking docs/protocol.md by hand (not the SDK).
@@ -12,25 +10,12 @@ export interface Frame {
   payload: Payload;
 }
 
-const SERVER_FRAME_SCHEMAS = new Map(
-  Object.entries(REALTIME_SERVER_FRAMES).map(([kind, fields]) => [
-    kind,
-    Type.Object({ kind: Type.Literal(kind), ...fields }, { additionalProperties: false }),
-  ]),
-);
-
 /**
  * What a server frame breaks of the wire contract (`REALTIME_SERVER_FRAMES` of
  * @orchestra/protocol): an unknown kind, a missing or wrong field, a field the kind does not
  * declare. Undefined when it follows the contract.
  */
-export function contractProblem(payload: unknown): string | undefined {
-  const kind = (payload as { kind?: unknown } | undefined)?.kind;
-  const schema = typeof kind === 'string' ? SERVER_FRAME_SCHEMAS.get(kind) : undefined;
-  if (schema === undefined) return `unknown payload.kind ${JSON.stringify(kind)}`;
-  const first = Value.Errors(schema, payload)[0];
-  return first === undefined ? undefined : `payload${first.instancePath} ${first.message}`;
-}
+export const contractProblem = frameChecker(REALTIME_SERVER_FRAMES);
 
 /** Every server frame, from any test client of this process, that broke the contract. */
 export const contractViolations: string[] = [];
