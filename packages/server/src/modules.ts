@@ -42,11 +42,13 @@ export const MODULES: readonly AnyModule[] = [
   opsModule,
 ];
 
-/** Every module's migrations. Names sort in the order they must run. */
-export const migrations: Record<string, Migration> = Object.assign(
-  {},
-  ...MODULES.map((m) => m.migrations ?? {}),
-);
+/** The migrations of the modules in `list`. Names sort in the order they must run. */
+export function migrationsOf(list: readonly AnyModule[]): Record<string, Migration> {
+  return Object.assign({}, ...list.map((m) => m.migrations ?? {}));
+}
+
+/** Every module's migrations. */
+export const migrations = migrationsOf(MODULES);
 
 /**
  * Every setting Orchestra reads: the platform's, then each module's slice. The keys are the

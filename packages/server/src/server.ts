@@ -7,7 +7,7 @@ import { type Bus, InProcessBus } from './bus/bus.ts';
 import { NatsBus } from './bus/nats.ts';
 import type { ApiKeyView } from './gateway/index.ts';
 import { type AnyModule, buildModules, type Platform, startModules } from './module.ts';
-import { MODULES, migrations } from './modules.ts';
+import { MODULES, migrationsOf } from './modules.ts';
 import { secureDataDir } from './platform/data-dir.ts';
 import { Jobs } from './platform/jobs.ts';
 import { Lifecycle } from './platform/lifecycle.ts';
@@ -121,9 +121,7 @@ export async function startServer(
   lifecycle.add('store', () => store.close());
   try {
     const list = options.modules ?? MODULES;
-    const applied = await store.migrate(
-      options.modules ? Object.assign({}, ...list.map((m) => m.migrations ?? {})) : migrations,
-    );
+    const applied = await store.migrate(migrationsOf(list));
     log.info({ store: store.kind, location: store.location, applied }, 'store ready');
     const rateLimiter = await rateLimiterOf(settings, log);
     if (rateLimiter) lifecycle.add('rate limiter', () => rateLimiter.close());

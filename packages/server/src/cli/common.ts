@@ -197,6 +197,11 @@ export function noArguments({ positionals, path }: Arguments): void {
 /** A value that may be missing, for a table cell. */
 export const dash = (v: string | null) => v ?? '-';
 
+/** What a command that made a credential prints: what it made, and the secret, shown once. */
+export function shownOnce(headline: string, secret: string): string {
+  return [headline, '', `  ${secret}`, '', 'Store it now: it is not shown again.'].join('\n');
+}
+
 /** A stream offset: 0 or more. */
 export function offsetFlag(flag: string, text: string): number {
   if (!/^\d{1,15}$/.test(text))

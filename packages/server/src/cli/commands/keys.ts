@@ -1,6 +1,14 @@
 import type { ApiKey } from '@orchestra/sdk';
 import type { DurationFormat } from '../../platform/duration.ts';
-import { CLIENT_OPTIONS, client, dash, durationFlag, print, UsageError } from '../common.ts';
+import {
+  CLIENT_OPTIONS,
+  client,
+  dash,
+  durationFlag,
+  print,
+  shownOnce,
+  UsageError,
+} from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
 
@@ -49,13 +57,10 @@ const create = command({
       ...(expiresAt ? { expires_at: expiresAt } : {}),
     });
     print(values.json, key, () =>
-      [
+      shownOnce(
         `Created API key ${key.id} (${key.name}, role ${key.role}${key.expires_at ? `, expires ${key.expires_at}` : ''}).`,
-        '',
-        `  ${key.secret}`,
-        '',
-        'Store it now: it is not shown again.',
-      ].join('\n'),
+        key.secret,
+      ),
     );
     return 0;
   },

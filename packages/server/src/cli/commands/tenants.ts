@@ -1,5 +1,5 @@
 import type { Tenant } from '@orchestra/sdk';
-import { CLIENT_OPTIONS, client, print, UsageError } from '../common.ts';
+import { CLIENT_OPTIONS, client, print, shownOnce, UsageError } from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
 
@@ -58,13 +58,10 @@ const create = command({
       ...(values.name ? { name: values.name } : {}),
     });
     print(values.json, created, () =>
-      [
+      shownOnce(
         `Created tenant ${created.tenant.id} (${created.tenant.name}) with admin key ${created.admin_key.id}:`,
-        '',
-        `  ${created.admin_key.secret}`,
-        '',
-        'Store it now: it is not shown again.',
-      ].join('\n'),
+        created.admin_key.secret,
+      ),
     );
     return 0;
   },
