@@ -95,6 +95,40 @@ export const ERROR_CATALOGUE = {
     message: 'Too many unauthenticated connections from this address',
   },
   HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },
+  // Tools: the registry, policies and calls (the last six are also how a call that ran
+  // but did not complete is recorded: its `error.code`).
+  TOOL_NOT_FOUND: { status: 404, message: 'The tool does not exist' },
+  TOOL_VERSION_NOT_FOUND: { status: 404, message: 'The tool has no such version' },
+  TOOL_CALL_NOT_FOUND: { status: 404, message: 'The tool call does not exist' },
+  TOOL_POLICY_NOT_FOUND: { status: 404, message: 'The tool policy does not exist' },
+  TOOL_ALREADY_EXISTS: { status: 409, message: 'A tool with this name already exists' },
+  TOOL_POLICY_ALREADY_EXISTS: {
+    status: 409,
+    message: 'A tool policy with this name already exists',
+  },
+  TOOL_NOT_EDITABLE: { status: 409, message: 'The tool comes from an MCP server' },
+  TOOL_NOT_HELD: { status: 409, message: 'The tool has no definition waiting for approval' },
+  TOOL_DEFINITION_CHANGED: {
+    status: 409,
+    message: 'The definition waiting for approval is not the one reviewed',
+  },
+  TOOL_NOT_AVAILABLE: { status: 409, message: 'The tool is not served now' },
+  TOOL_INVALID_ARGUMENTS: {
+    status: 400,
+    message: 'The arguments do not match the tool’s input schema',
+  },
+  TOOL_CALL_DENIED: { status: 403, message: 'A tool policy does not allow this call' },
+  TOOL_RATE_LIMITED: { status: 429, message: 'A tool policy’s rate limit was reached' },
+  TOOL_CONCURRENCY_LIMITED: {
+    status: 429,
+    message: 'A tool policy’s concurrency limit was reached',
+  },
+  TOOL_TIMEOUT: { status: 504, message: 'The tool did not answer in time' },
+  TOOL_UPSTREAM_UNAVAILABLE: { status: 502, message: 'The tool’s upstream could not be reached' },
+  TOOL_UPSTREAM_ERROR: { status: 502, message: 'The tool’s upstream answered garbage' },
+  TOOL_RESULT_TOO_LARGE: { status: 502, message: 'The tool’s answer is too large' },
+  TOOL_CIRCUIT_OPEN: { status: 503, message: 'The tool’s upstream is failing; calls fail fast' },
+  TOOL_UPSTREAM_BUSY: { status: 503, message: 'The tool’s upstream has too many calls in flight' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },
   NO_HEALTHY_INSTANCE: {

@@ -72,6 +72,11 @@ export interface TopicNamespace {
   /** The first segment of its topics: `tasks` for `tasks.<id>`. */
   name: string;
   description: string;
+  /**
+   * The namespace is one topic per tenant (`agents`), whose messages are the module's
+   * event-log stream `<name>:<tenant id>`.
+   */
+  tenantWide?: boolean;
   /** Turns the module's KV changes into messages on these topics, when it has any. */
   relay?: RelayRoute;
 }

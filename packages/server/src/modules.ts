@@ -19,6 +19,7 @@ import { sessionsModule } from './sessions/index.ts';
 import { statsModule } from './stats/index.ts';
 import { tasksModule } from './tasks/index.ts';
 import { templatesModule } from './templates/index.ts';
+import { toolsModule } from './tools/index.ts';
 
 /**
  * Every service module of the server. Adding a module is a folder with its declaration
@@ -37,6 +38,7 @@ export const MODULES: readonly AnyModule[] = [
   tasksModule,
   agentsModule,
   sessionsModule,
+  toolsModule,
   realtimeModule,
   statsModule,
   opsModule,

@@ -297,6 +297,7 @@ interface Fixtures {
   leaseId: string;
   topic: string;
   realtimeToken: string;
+  toolCallId: string;
 }
 
 /** Creates real resources so that requests reach past "not found" into deeper code. */
@@ -325,6 +326,13 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
   const lease = await ok('POST', '/v1/leases', { ttl_seconds: 3600 });
   await ok('PUT', '/v1/services/fuzz-svc/instances/i-1', { address: '127.0.0.1', port: 9 });
   const token = await ok('POST', '/v1/realtime/tokens', { topics: ['fuzz.topic'] });
+  await ok('POST', '/v1/tools', fuzzTool());
+  await ok('POST', '/v1/tool-policies', {
+    name: 'fuzz-policy',
+    effect: 'allow',
+    tools: ['fuzz__*'],
+  });
+  const invoked = await ok('POST', '/v1/tools/fuzz__tool/invoke', { arguments: {} });
   return {
     keys,
     spareKeyId: spare.id,
@@ -335,8 +343,17 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
     leaseId: lease.id,
     topic: 'fuzz.topic',
     realtimeToken: token.token,
+    toolCallId: invoked.call.id,
   };
 }
+
+/** An HTTP tool whose upstream is a closed loopback port: its calls fail fast, harmlessly. */
+const fuzzTool = () => ({
+  name: 'fuzz__tool',
+  annotations: { readOnlyHint: true },
+  timeout_ms: 1000,
+  source: { type: 'http', method: 'GET', url: 'http://127.0.0.1:9/fuzz' },
+});
 
 /** An id of the same shape as a real one that names nothing. */
 function lookalike(id: string, random: Random): string {
@@ -355,6 +372,9 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
   if (name === 'name') return 'fuzz-svc';
+  if (name === 'tool') return 'fuzz__tool';
+  if (name === 'policy') return 'fuzz-policy';
+  if (name === 'call') return f.toolCallId;
   if (path.startsWith('/v1/api-keys')) return f.spareKeyId;
   if (path.startsWith('/v1/tenants')) return 'default';
   if (path.startsWith('/v1/tasks')) return f.taskId;
@@ -451,6 +471,25 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { topics: [f.topic], publish: true, ttl_seconds: 60 };
     case 'POST /v1/topics/{topic}/messages':
       return { data: { a: 1 }, event: 'e' };
+    case 'POST /v1/tools':
+      return { ...fuzzTool(), name: `fuzz__${unique}`.replace(/-/g, '_'), description: 'd' };
+    case 'PUT /v1/tools/{tool}': {
+      const { name: _name, ...definition } = fuzzTool();
+      return { ...definition, description: 'd', labels: { a: 'b' } };
+    }
+    case 'POST /v1/tools/{tool}/approve':
+      return { hash: 'f'.repeat(64) };
+    case 'POST /v1/tools/{tool}/invoke':
+      return { arguments: { a: 1 } };
+    case 'POST /v1/tool-policies':
+      return {
+        name: unique,
+        effect: 'allow',
+        tools: ['fuzz__*'],
+        rate_limit: { requests: 1000, per_seconds: 1 },
+      };
+    case 'PUT /v1/tool-policies/{policy}':
+      return { effect: 'allow', tools: ['fuzz__*'], description: 'd' };
   }
   throw new Error(`no valid body for ${key}: add one`);
 }

@@ -193,6 +193,19 @@ describe('the OpenAPI document', () => {
     assert.equal(JSON.parse(first.split('\n')[0] ?? '').type, 'task.queued');
     await call('POST', '/v1/sessions', { body: { name: 'generated' } });
     await call('GET', '/v1/agents');
+    await call('POST', '/v1/tools', {
+      body: {
+        name: 'generated__tool',
+        annotations: { readOnlyHint: true },
+        source: { type: 'http', method: 'GET', url: `${server.url}/healthz` },
+      },
+    });
+    const invoked = await call('POST', '/v1/tools/{tool}/invoke', {
+      params: { path: { tool: 'generated__tool' } },
+      body: { arguments: {} },
+    });
+    assert.equal(invoked.data.call.status, 'succeeded');
+    assert.equal(invoked.data.result.structured_content.status, 'ok');
     await call('POST', '/v1/leases', { body: { ttl_seconds: 60 } });
     const token = await call('POST', '/v1/realtime/tokens', {
       body: { topics: ['generated.topic'], publish: true },

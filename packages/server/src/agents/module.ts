@@ -36,7 +36,13 @@ export const agentsModule = defineModule({
     'TASK_NOT_ASSIGNED',
     'TASK_ALREADY_ACCEPTED',
   ],
-  topics: [{ name: 'agents', description: 'agents: status changes of the tenant’s agents' }],
+  topics: [
+    {
+      name: 'agents',
+      description: 'agents: status changes of the tenant’s agents',
+      tenantWide: true,
+    },
+  ],
   jobs: ['agent-lease-sweep'],
   async create({ store, bus, log, metrics, jobs, settings, need }) {
     const { events } = need('events');

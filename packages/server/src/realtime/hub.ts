@@ -24,7 +24,13 @@ import {
   type TopicMessage,
   type TopicService,
 } from './topic-service.ts';
-import { matches, type Topic, type TopicPattern, topicStream } from './topics.ts';
+import {
+  matches,
+  type Topic,
+  type TopicPattern,
+  tenantWideTopicOf,
+  topicStream,
+} from './topics.ts';
 
 export interface HubSettings {
   maxFrameBytes: number;
@@ -395,7 +401,8 @@ export class RealtimeHub {
 function topicNameOfStream(stream: string, tenantId: string): string | undefined {
   if (stream.startsWith('task:')) return `tasks.${stream.slice(5)}`;
   if (stream.startsWith('session:')) return `sessions.${stream.slice(8)}`;
-  if (stream === `agents:${tenantId}`) return 'agents';
+  const tenantWide = tenantWideTopicOf(stream, tenantId);
+  if (tenantWide !== undefined) return tenantWide;
   if (stream.startsWith(`config:${tenantId}:`))
     return `config.${stream.slice(`config:${tenantId}:`.length)}`;
   if (stream.startsWith(`services:${tenantId}:`))

@@ -45,7 +45,7 @@ export const realtimeModule = defineModule({
     need,
     declarations,
   }) {
-    reserveTopicNamespaces(declarations.flatMap((d) => (d.topics ?? []).map((t) => t.name)));
+    reserveTopicNamespaces(declarations.flatMap((d) => d.topics ?? []));
     let rules: HistoryRules;
     try {
       rules = new HistoryRules({

@@ -191,7 +191,7 @@ export class TopicService {
     const info = await this.#events.info(tenantId, stream);
     if (info === undefined) {
       // These exist in every tenant; their stream starts with the first change.
-      if (topic.kind === 'agents' || topic.kind === 'config' || topic.kind === 'service')
+      if (topic.kind === 'tenant' || topic.kind === 'config' || topic.kind === 'service')
         return NOT_YET_PUBLISHED;
       throw notFound(topic.name);
     }

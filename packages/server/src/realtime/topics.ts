@@ -23,17 +23,40 @@ const SERVICE_NAME = new RegExp(SERVICE_NAME_PATTERN);
  * here at start. `system` is realtime's own.
  */
 const RESERVED = new Set(['system']);
+/** Namespaces that are one topic per tenant (`agents`, `tool-calls`): its event-log stream. */
+const TENANT_WIDE = new Set<string>();
 
-/** Reserves namespaces that modules publish under (idempotent). */
-export function reserveTopicNamespaces(names: Iterable<string>): void {
-  for (const name of names) RESERVED.add(name);
+/**
+ * Reserves namespaces that modules publish under (idempotent). A tenant-wide one is a
+ * single topic whose messages are the tenant's event-log stream `<name>:<tenant>`.
+ */
+export function reserveTopicNamespaces(
+  namespaces: Iterable<{ name: string; tenantWide?: boolean | undefined }>,
+): void {
+  for (const { name, tenantWide } of namespaces) {
+    RESERVED.add(name);
+    if (tenantWide === true) TENANT_WIDE.add(name);
+  }
+}
+
+/** The event-log stream of a tenant-wide topic. */
+export const tenantWideStream = (name: string, tenantId: string) => `${name}:${tenantId}`;
+
+/** The tenant-wide topic whose stream `stream` is, if it is one. */
+export function tenantWideTopicOf(stream: string, tenantId: string): string | undefined {
+  const at = stream.indexOf(':');
+  const name = stream.slice(0, at);
+  return at > 0 && TENANT_WIDE.has(name) && stream === tenantWideStream(name, tenantId)
+    ? name
+    : undefined;
 }
 
 export type Topic =
   | { kind: 'user'; name: string }
   | { kind: 'task'; name: string; id: string }
   | { kind: 'session'; name: string; id: string }
-  | { kind: 'agents'; name: string }
+  /** The one topic of a tenant-wide namespace (`agents`, `tool-calls`). */
+  | { kind: 'tenant'; name: string }
   /** Changes of the config keys of one environment (relayed from the KV by the leader). */
   | { kind: 'config'; name: string; env: string }
   /** Membership changes of one service in the registry. */
@@ -69,7 +92,7 @@ export function parseTopic(name: string, field = 'topic'): Topic {
     return { kind: 'task', name, id: second };
   if (first === 'sessions' && second !== undefined && segments.length === 2)
     return { kind: 'session', name, id: second };
-  if (first === 'agents' && segments.length === 1) return { kind: 'agents', name };
+  if (TENANT_WIDE.has(first) && segments.length === 1) return { kind: 'tenant', name };
   if (first === 'config' && second !== undefined && segments.length === 2 && ENV.test(second))
     return { kind: 'config', name, env: second };
   if (first === 'services' && second !== undefined) {
@@ -132,8 +155,8 @@ export function topicStream(tenantId: string, topic: Topic): string {
       return `task:${topic.id}`;
     case 'session':
       return `session:${topic.id}`;
-    case 'agents':
-      return `agents:${tenantId}`;
+    case 'tenant':
+      return tenantWideStream(topic.name, tenantId);
     case 'config':
       return configStream(tenantId, topic.env);
     case 'service':

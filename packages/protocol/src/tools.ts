@@ -1,0 +1,458 @@
+import Type, { type Static } from 'typebox';
+import { Labels, NullableTimestamp, Timestamp } from './common.ts';
+import { Role } from './identity.ts';
+
+// Tools (`/v1/tools`), their policies (`/v1/tool-policies`) and the record of every call
+// (`/v1/tool-calls`).
+
+export const ToolName = Type.String({
+  pattern: '^(?!tool_)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$',
+  description:
+    'Letters, digits, "_", "." and "-"; 1 to 128 characters; unique in the tenant. Tools of an MCP server are named `<server>__<tool>`. Cannot start with "tool_".',
+});
+
+export const ToolRef = Type.Object({
+  tool: Type.String({
+    maxLength: 128,
+    description: 'The tool’s name or id (`tool_…`).',
+  }),
+});
+
+/** A JSON Schema written by the user; checked as such by the service. */
+const UserSchema = (description: string) =>
+  Type.Record(Type.String(), Type.Unknown(), {
+    description: `${description} Its patterns run on RE2 with ECMAScript meaning (see the README).`,
+  });
+
+/**
+ * MCP's tool annotations, with MCP's names and meaning: hints about what a tool does. A tool
+ * that is not read-only is destructive unless it says `destructiveHint: false`.
+ */
+export const ToolAnnotations = Type.Object(
+  {
+    title: Type.Optional(Type.String({ maxLength: 200 })),
+    readOnlyHint: Type.Optional(
+      Type.Boolean({ description: 'The tool changes nothing. Default false.' }),
+    ),
+    destructiveHint: Type.Optional(
+      Type.Boolean({
+        description:
+          'A tool that is not read-only may destroy or overwrite things. Default true, as in MCP.',
+      }),
+    ),
+    idempotentHint: Type.Optional(
+      Type.Boolean({
+        description:
+          'Calling it again with the same arguments has no further effect. Default false.',
+      }),
+    ),
+    openWorldHint: Type.Optional(
+      Type.Boolean({
+        description: 'It reaches things outside Orchestra (the internet). Default true.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ToolAnnotations = Static<typeof ToolAnnotations>;
+
+export const RetryPolicy = Type.Object(
+  {
+    max_attempts: Type.Integer({ minimum: 1, maximum: 10, description: 'Attempts in all.' }),
+    initial_delay_ms: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 60_000, description: 'Default 200.' }),
+    ),
+    max_delay_ms: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 300_000, description: 'Default 5000.' }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Retries with exponential backoff and jitter; only for tools that are read-only or idempotent.',
+  },
+);
+export type RetryPolicy = Static<typeof RetryPolicy>;
+
+const HeaderValues = Type.Record(
+  Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$" }),
+  Type.String({ maxLength: 8192, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+  {
+    maxProperties: 50,
+    additionalProperties: false,
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the secret reference syntax
+    description: 'Values may refer to secrets as `${secret:NAME}`; they are resolved at each call.',
+  },
+);
+
+export const HttpToolSource = Type.Object(
+  {
+    type: Type.Literal('http'),
+    method: Type.Enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
+    url: Type.String({
+      maxLength: 2048,
+      pattern: '^https?://',
+      description:
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the secret reference syntax
+        'An http(s) URL; `{name}` is replaced by the URL-encoded argument `name` (which then is not sent again). `${secret:NAME}` refers to a secret.',
+    }),
+    headers: Type.Optional(HeaderValues),
+    body: Type.Optional(
+      Type.Enum(['arguments', 'none'], {
+        description:
+          '`arguments` (default for POST, PUT and PATCH): the arguments not used in the URL, as a JSON body. `none`: they go into the query string (default for GET and DELETE).',
+      }),
+    ),
+    result_pointer: Type.Optional(
+      Type.String({
+        maxLength: 500,
+        pattern: '^(/.*)?$',
+        description: 'A JSON Pointer into a JSON response: the part that becomes the result.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type HttpToolSource = Static<typeof HttpToolSource>;
+
+export const McpToolSource = Type.Object(
+  {
+    type: Type.Literal('mcp'),
+    server: Type.String({ description: 'The MCP server’s name.' }),
+    tool: Type.String({ description: 'The tool’s name on that server.' }),
+  },
+  { additionalProperties: false },
+);
+export type McpToolSource = Static<typeof McpToolSource>;
+
+/** Where a tool's calls go. MCP tools are registered by their server, never by hand. */
+export const ToolSource = Type.Union([HttpToolSource, McpToolSource]);
+export type ToolSource = Static<typeof ToolSource>;
+
+/** Everything a version of a tool defines. */
+export const ToolSpecFields = {
+  description: Type.Optional(Type.String({ maxLength: 10_000 })),
+  input_schema: Type.Optional(
+    UserSchema('JSON Schema the arguments must match; default: any object.'),
+  ),
+  output_schema: Type.Optional(UserSchema('JSON Schema of `structured_content`.')),
+  annotations: Type.Optional(ToolAnnotations),
+  labels: Type.Optional(Labels),
+  timeout_ms: Type.Optional(
+    Type.Integer({ minimum: 100, maximum: 600_000, description: 'Per attempt; default 30000.' }),
+  ),
+  retry: Type.Optional(Type.Union([RetryPolicy, Type.Null()])),
+};
+
+export const CreateTool = Type.Object(
+  { name: ToolName, ...ToolSpecFields, source: HttpToolSource },
+  { additionalProperties: false },
+);
+export type CreateTool = Static<typeof CreateTool>;
+
+export const UpdateTool = Type.Object(
+  { ...ToolSpecFields, source: HttpToolSource },
+  { additionalProperties: false },
+);
+export type UpdateTool = Static<typeof UpdateTool>;
+
+export const TOOL_STATES = ['active', 'held', 'unavailable', 'disabled'] as const;
+export const ToolState = Type.Enum([...TOOL_STATES], {
+  description:
+    '`active`: served. `held`: its server changed or added it; not served until approved. `unavailable`: its server no longer lists it. `disabled`: its server is disabled.',
+});
+export type ToolState = Static<typeof ToolState>;
+
+const NullableSchema = Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]);
+
+/** A definition an MCP server changed or added, waiting for an admin's approval. */
+export const PendingDefinition = Type.Object({
+  hash: Type.String(),
+  detected_at: Timestamp,
+  description: Type.String(),
+  input_schema: Type.Record(Type.String(), Type.Unknown()),
+  output_schema: NullableSchema,
+  annotations: ToolAnnotations,
+  /** What changed, one line a field, against the pinned definition (empty for a new tool). */
+  diff: Type.Array(Type.String()),
+  flags: Type.Array(Type.String()),
+});
+export type PendingDefinition = Static<typeof PendingDefinition>;
+
+export const Tool = Type.Object(
+  {
+    id: Type.String(),
+    tenant_id: Type.String(),
+    name: Type.String(),
+    version: Type.Integer({ description: 'The version these fields come from.' }),
+    latest_version: Type.Integer(),
+    description: Type.String(),
+    input_schema: Type.Record(Type.String(), Type.Unknown()),
+    output_schema: NullableSchema,
+    annotations: ToolAnnotations,
+    /** Destructive by MCP's defaults: not read-only and not `destructiveHint: false`. */
+    destructive: Type.Boolean({
+      description:
+        'Not read-only and not `destructiveHint: false`: callable only with an explicit allow.',
+    }),
+    labels: Type.Record(Type.String(), Type.String()),
+    timeout_ms: Type.Integer(),
+    retry: Type.Union([RetryPolicy, Type.Null()]),
+    source: ToolSource,
+    state: ToolState,
+    /** Why the description looks like it instructs the model, if it does. */
+    flags: Type.Array(Type.String(), {
+      description: 'Why the description looks like it tries to instruct the model; empty if not.',
+    }),
+    /** SHA-256 of the approved name, description and schemas. */
+    pinned_hash: Type.Union([Type.String(), Type.Null()]),
+    pending: Type.Union([PendingDefinition, Type.Null()]),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { $id: 'Tool' },
+);
+export type Tool = Static<typeof Tool>;
+
+export const ToolVersionSummary = Type.Object({
+  version: Type.Integer(),
+  hash: Type.String(),
+  created_at: Timestamp,
+  created_by: Type.String(),
+  latest: Type.Boolean(),
+});
+export type ToolVersionSummary = Static<typeof ToolVersionSummary>;
+
+export const ApproveToolDefinition = Type.Object(
+  {
+    hash: Type.String({
+      maxLength: 64,
+      description:
+        'The `pending.hash` you reviewed: refused (409) if the server changed it again since.',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type ApproveToolDefinition = Static<typeof ApproveToolDefinition>;
+
+// Results, in MCP's content format.
+
+export const TextContent = Type.Object({
+  type: Type.Literal('text'),
+  text: Type.String(),
+});
+export const ImageContent = Type.Object({
+  type: Type.Literal('image'),
+  data: Type.String({ description: 'Base64.' }),
+  mimeType: Type.String(),
+});
+export const AudioContent = Type.Object({
+  type: Type.Literal('audio'),
+  data: Type.String({ description: 'Base64.' }),
+  mimeType: Type.String(),
+});
+export const ResourceLinkContent = Type.Object({
+  type: Type.Literal('resource_link'),
+  uri: Type.String(),
+  name: Type.String(),
+  description: Type.Optional(Type.String()),
+  mimeType: Type.Optional(Type.String()),
+});
+export const EmbeddedResourceContent = Type.Object({
+  type: Type.Literal('resource'),
+  resource: Type.Record(Type.String(), Type.Unknown()),
+});
+export const ContentItem = Type.Union([
+  TextContent,
+  ImageContent,
+  AudioContent,
+  ResourceLinkContent,
+  EmbeddedResourceContent,
+]);
+export type ContentItem = Static<typeof ContentItem>;
+
+export const ToolResult = Type.Object({
+  content: Type.Array(ContentItem),
+  structured_content: Type.Optional(Type.Unknown()),
+  /** True when the tool ran and reports a failure (a tool-level error, not a refused call). */
+  is_error: Type.Boolean({
+    description: 'The tool ran and reports a failure (MCP’s `isError`).',
+  }),
+});
+export type ToolResult = Static<typeof ToolResult>;
+
+export const InvokeTool = Type.Object(
+  {
+    arguments: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), { description: 'Default {}.' }),
+    ),
+    session_id: Type.Optional(
+      Type.String({ maxLength: 64, description: 'The session the call is made for, if any.' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type InvokeTool = Static<typeof InvokeTool>;
+
+export const TOOL_CALL_STATUSES = ['running', 'succeeded', 'failed', 'denied'] as const;
+export const ToolCallStatus = Type.Enum([...TOOL_CALL_STATUSES], {
+  description:
+    '`succeeded`: the tool answered (its result may still be a tool-level error, `is_error`). `failed`: the call did not complete (timeout, upstream down, breaker open). `denied`: the policy or validation refused it.',
+});
+export type ToolCallStatus = Static<typeof ToolCallStatus>;
+
+export const ToolCaller = Type.Object({
+  credential: Type.String({ description: 'The API key id, or `jwt:<tenant>:<subject>`.' }),
+  role: Role,
+  agent_id: Type.Union([Type.String(), Type.Null()]),
+  task_id: Type.Union([Type.String(), Type.Null()]),
+  session_id: Type.Union([Type.String(), Type.Null()]),
+});
+export type ToolCaller = Static<typeof ToolCaller>;
+
+/** The audit record of one call. */
+export const ToolCall = Type.Object(
+  {
+    id: Type.String(),
+    tenant_id: Type.String(),
+    tool: Type.String(),
+    tool_id: Type.String(),
+    tool_version: Type.Integer(),
+    source: Type.String({ description: '`http`, `mcp`.' }),
+    upstream: Type.String({ description: 'The MCP server’s name, or the HTTP host.' }),
+    caller: ToolCaller,
+    arguments: Type.Unknown({
+      description: 'As called, with secrets redacted and values over 1 KiB truncated.',
+    }),
+    status: ToolCallStatus,
+    is_error: Type.Boolean(),
+    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+    attempts: Type.Integer(),
+    duration_ms: Type.Union([Type.Integer(), Type.Null()]),
+    result_bytes: Type.Union([Type.Integer(), Type.Null()]),
+    created_at: Timestamp,
+    finished_at: NullableTimestamp,
+  },
+  { $id: 'ToolCall' },
+);
+export type ToolCall = Static<typeof ToolCall>;
+
+/** `POST /v1/tools/{tool}/invoke`: the call's record and, once it ran, its result. */
+export const ToolInvocation = Type.Object({
+  call: Type.Ref('ToolCall'),
+  result: Type.Union([ToolResult, Type.Null()]),
+});
+export type ToolInvocation = { call: ToolCall; result: ToolResult | null };
+
+export const ToolCallRef = Type.Object({
+  call: Type.String({ maxLength: 64, description: 'The call’s id (`tc_…`).' }),
+});
+
+// Policies.
+
+export const ToolPattern = Type.String({
+  pattern: '^[A-Za-z0-9_.*-]{1,128}$',
+  description: 'A tool name; `*` matches any run of characters (`github__*`).',
+});
+
+export const PolicyMatch = Type.Object(
+  {
+    roles: Type.Optional(Type.Array(Role, { maxItems: 4, uniqueItems: true })),
+    api_keys: Type.Optional(
+      Type.Array(Type.String({ maxLength: 64 }), {
+        maxItems: 100,
+        uniqueItems: true,
+        description: 'API key ids (`key_…`).',
+      }),
+    ),
+    agents: Type.Optional(
+      Type.Array(Type.String({ maxLength: 128 }), { maxItems: 100, uniqueItems: true }),
+    ),
+    templates: Type.Optional(
+      Type.Array(Type.String({ maxLength: 100 }), {
+        maxItems: 100,
+        uniqueItems: true,
+        description: 'Template names: calls made by an agent for a task of one of them.',
+      }),
+    ),
+    session_labels: Type.Optional(Labels),
+  },
+  {
+    additionalProperties: false,
+    description: 'Who the policy is about; every field given must match. Empty: everyone.',
+  },
+);
+export type PolicyMatch = Static<typeof PolicyMatch>;
+
+export const PolicyName = Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,99}$' });
+
+export const ToolPolicySpecFields = {
+  description: Type.Optional(Type.String({ maxLength: 2000 })),
+  effect: Type.Enum(['allow', 'deny']),
+  tools: Type.Array(ToolPattern, { minItems: 1, maxItems: 100, uniqueItems: true }),
+  match: Type.Optional(PolicyMatch),
+  arguments_schema: Type.Optional(
+    UserSchema(
+      'Allow policies only: a JSON Schema the arguments must also match (a path prefix, an allow-list of hosts).',
+    ),
+  ),
+  rate_limit: Type.Optional(
+    Type.Object(
+      {
+        requests: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+        per_seconds: Type.Integer({ minimum: 1, maximum: 86_400 }),
+      },
+      {
+        additionalProperties: false,
+        description: 'Allow policies only: calls per window, per caller and tool.',
+      },
+    ),
+  ),
+  max_concurrency: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: 10_000,
+      description:
+        'Allow policies only: calls of one tool under this policy running at once on a node.',
+    }),
+  ),
+  enabled: Type.Optional(Type.Boolean({ description: 'Default true.' })),
+};
+
+export const CreateToolPolicy = Type.Object(
+  { name: PolicyName, ...ToolPolicySpecFields },
+  { additionalProperties: false },
+);
+export type CreateToolPolicy = Static<typeof CreateToolPolicy>;
+
+export const UpdateToolPolicy = Type.Object(ToolPolicySpecFields, {
+  additionalProperties: false,
+});
+export type UpdateToolPolicy = Static<typeof UpdateToolPolicy>;
+
+export const ToolPolicy = Type.Object(
+  {
+    id: Type.String(),
+    tenant_id: Type.String(),
+    name: Type.String(),
+    description: Type.String(),
+    effect: Type.Enum(['allow', 'deny']),
+    tools: Type.Array(Type.String()),
+    match: PolicyMatch,
+    arguments_schema: NullableSchema,
+    rate_limit: Type.Union([
+      Type.Object({ requests: Type.Integer(), per_seconds: Type.Integer() }),
+      Type.Null(),
+    ]),
+    max_concurrency: Type.Union([Type.Integer(), Type.Null()]),
+    enabled: Type.Boolean(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { $id: 'ToolPolicy' },
+);
+export type ToolPolicy = Static<typeof ToolPolicy>;
+
+export const PolicyRef = Type.Object({
+  policy: Type.String({ maxLength: 100, description: 'The policy’s name or id (`tpol_…`).' }),
+});

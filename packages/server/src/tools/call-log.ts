@@ -1,0 +1,169 @@
+import type { ToolCall, ToolCallStatus } from '@orchestra/protocol';
+import type { EventLog } from '../events/index.ts';
+import { ApiError } from '../platform/errors.ts';
+import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import type { RelationalStore } from '../store/store.ts';
+import type { ToolCallsTable } from './tables.ts';
+
+/** The event-log stream of a tenant's tool calls (the `tool-calls` topic). */
+export function toolCallsStream(tenantId: string): string {
+  return `tool-calls:${tenantId}`;
+}
+
+const MAX_STRING_CHARS = 1024;
+const MAX_ARGUMENT_BYTES = 16 * 1024;
+const MAX_DEPTH = 10;
+const SENSITIVE_KEY =
+  /pass(word|phrase)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key/i;
+
+/**
+ * The arguments as the record keeps them: values of keys that name credentials, and any
+ * secret value used by the call, replaced by `[redacted]`; strings over 1 KiB truncated;
+ * the whole bounded to 16 KiB.
+ */
+export function recordedArguments(args: unknown, secretValues: readonly string[]): unknown {
+  const scrub = (value: unknown, depth: number): unknown => {
+    if (typeof value === 'string') {
+      let text = value;
+      for (const secret of secretValues)
+        if (secret.length > 0) text = text.split(secret).join('[redacted]');
+      return text.length > MAX_STRING_CHARS
+        ? `${text.slice(0, MAX_STRING_CHARS)}…[truncated]`
+        : text;
+    }
+    if (value === null || typeof value !== 'object') return value;
+    if (depth >= MAX_DEPTH) return '[truncated]';
+    if (Array.isArray(value)) return value.slice(0, 100).map((v) => scrub(v, depth + 1));
+    const out: Record<string, unknown> = {};
+    for (const [key, v] of Object.entries(value as Record<string, unknown>).slice(0, 100)) {
+      out[key] = SENSITIVE_KEY.test(key) ? '[redacted]' : scrub(v, depth + 1);
+    }
+    return out;
+  };
+  const scrubbed = scrub(args, 0);
+  const text = JSON.stringify(scrubbed) ?? 'null';
+  return text.length > MAX_ARGUMENT_BYTES
+    ? { truncated: true, preview: `${text.slice(0, MAX_ARGUMENT_BYTES)}…` }
+    : scrubbed;
+}
+
+export interface ListToolCallsOptions {
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  tool?: string | undefined;
+  status?: ToolCallStatus | undefined;
+  credential?: string | undefined;
+  agent_id?: string | undefined;
+  session_id?: string | undefined;
+  task_id?: string | undefined;
+  maxBytes: number;
+}
+
+/** The record of every tool call of every tenant, newest first; each is also an event. */
+export class ToolCallLog {
+  readonly #store: RelationalStore;
+  readonly #events: EventLog;
+
+  constructor(deps: { store: RelationalStore; events: EventLog }) {
+    this.#store = deps.store;
+    this.#events = deps.events;
+  }
+
+  /** Stores a finished (or refused) call and appends it to the tenant's `tool-calls` stream. */
+  async record(call: ToolCall): Promise<void> {
+    const row: ToolCallsTable = {
+      id: call.id,
+      tenant_id: call.tenant_id,
+      tool: call.tool,
+      tool_id: call.tool_id,
+      tool_version: call.tool_version,
+      source: call.source,
+      upstream: call.upstream,
+      credential: call.caller.credential,
+      role: call.caller.role,
+      agent_id: call.caller.agent_id,
+      task_id: call.caller.task_id,
+      session_id: call.caller.session_id,
+      arguments: JSON.stringify(call.arguments ?? null),
+      status: call.status,
+      is_error: call.is_error ? 1 : 0,
+      error: call.error === null ? null : JSON.stringify(call.error),
+      attempts: call.attempts,
+      duration_ms: call.duration_ms,
+      result_bytes: call.result_bytes,
+      created_at: call.created_at,
+      finished_at: call.finished_at,
+    };
+    await this.#events.transaction(async (trx, emit) => {
+      await trx.insertInto('tool_calls').values(row).execute();
+      await emit(toolCallsStream(call.tenant_id), call.tenant_id, [
+        { type: `tool_call.${call.status}`, data: call },
+      ]);
+    });
+  }
+
+  async get(tenantId: string, id: string): Promise<ToolCall> {
+    const row = await this.#store.db
+      .selectFrom('tool_calls')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (row === undefined)
+      throw new ApiError('TOOL_CALL_NOT_FOUND', `Tool call "${id}" does not exist`);
+    return view(row);
+  }
+
+  /** Newest first. */
+  async list(
+    tenantId: string,
+    options: ListToolCallsOptions,
+  ): Promise<{ items: ToolCall[]; next_cursor: string | null }> {
+    const before = decodeCursor(options.cursor, (id) => id.startsWith('tc_'));
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('tool_calls')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .orderBy('id', 'desc')
+      .limit(limit + 1);
+    if (before !== undefined) query = query.where('id', '<', before);
+    if (options.tool !== undefined) query = query.where('tool', '=', options.tool);
+    if (options.status !== undefined) query = query.where('status', '=', options.status);
+    if (options.credential !== undefined)
+      query = query.where('credential', '=', options.credential);
+    if (options.agent_id !== undefined) query = query.where('agent_id', '=', options.agent_id);
+    if (options.session_id !== undefined)
+      query = query.where('session_id', '=', options.session_id);
+    if (options.task_id !== undefined) query = query.where('task_id', '=', options.task_id);
+    return toPage(await query.execute(), limit, view, options.maxBytes);
+  }
+}
+
+function view(row: ToolCallsTable): ToolCall {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    tool: row.tool,
+    tool_id: row.tool_id,
+    tool_version: row.tool_version,
+    source: row.source,
+    upstream: row.upstream,
+    caller: {
+      credential: row.credential,
+      role: row.role as ToolCall['caller']['role'],
+      agent_id: row.agent_id,
+      task_id: row.task_id,
+      session_id: row.session_id,
+    },
+    arguments: JSON.parse(row.arguments) as unknown,
+    status: row.status as ToolCallStatus,
+    is_error: row.is_error === 1,
+    error: row.error === null ? null : (JSON.parse(row.error) as { code: string; message: string }),
+    attempts: row.attempts,
+    duration_ms: row.duration_ms,
+    result_bytes: row.result_bytes,
+    created_at: row.created_at,
+    finished_at: row.finished_at,
+  };
+}

@@ -1,0 +1,109 @@
+import { defineModule } from '../module.ts';
+import { ApiError } from '../platform/errors.ts';
+import { ToolCallLog } from './call-log.ts';
+import { type McpToolCaller, ToolExecutor } from './executor.ts';
+import { toolsMigrations } from './migrations.ts';
+import { PolicyService } from './policy-service.ts';
+import { toolRoutes } from './routes.ts';
+import { TOOLS_SETTINGS } from './settings.ts';
+import { ToolService } from './tool-service.ts';
+
+export interface ToolsInterface {
+  tools: ToolService;
+  policies: PolicyService;
+  calls: ToolCallLog;
+  executor: ToolExecutor;
+  /** Set by the MCP hub: how calls reach the tools of MCP servers. */
+  connectMcp(caller: McpToolCaller): void;
+}
+
+declare module '../module.ts' {
+  interface ModuleInterfaces {
+    tools: ToolsInterface;
+  }
+}
+
+/** The tool registry, tool policies, the executor and the record of every call. */
+export const toolsModule = defineModule({
+  name: 'tools',
+  needs: ['events', 'gateway'],
+  migrations: toolsMigrations,
+  tables: ['tools', 'tool_versions', 'tool_labels', 'tool_calls', 'tool_policies'],
+  settings: TOOLS_SETTINGS,
+  errors: [
+    'TOOL_NOT_FOUND',
+    'TOOL_VERSION_NOT_FOUND',
+    'TOOL_CALL_NOT_FOUND',
+    'TOOL_POLICY_NOT_FOUND',
+    'TOOL_ALREADY_EXISTS',
+    'TOOL_POLICY_ALREADY_EXISTS',
+    'TOOL_NOT_EDITABLE',
+    'TOOL_NOT_HELD',
+    'TOOL_DEFINITION_CHANGED',
+    'TOOL_NOT_AVAILABLE',
+    'TOOL_INVALID_ARGUMENTS',
+    'TOOL_CALL_DENIED',
+    'TOOL_RATE_LIMITED',
+    'TOOL_CONCURRENCY_LIMITED',
+    'TOOL_TIMEOUT',
+    'TOOL_UPSTREAM_UNAVAILABLE',
+    'TOOL_UPSTREAM_ERROR',
+    'TOOL_RESULT_TOO_LARGE',
+    'TOOL_CIRCUIT_OPEN',
+    'TOOL_UPSTREAM_BUSY',
+  ],
+  topics: [
+    {
+      name: 'tool-calls',
+      description: 'tool-calls: the record of every tool call of the tenant, as it ends',
+      tenantWide: true,
+    },
+  ],
+  create({ store, log, metrics, settings, need }) {
+    const { events } = need('events');
+    const tools = new ToolService({ store });
+    const policies = new PolicyService({ store });
+    const calls = new ToolCallLog({ store, events });
+    let mcp: McpToolCaller | undefined;
+    const executor = new ToolExecutor({
+      tools,
+      policies,
+      log: calls,
+      logger: log.child({ module: 'tools' }),
+      registry: metrics.registry,
+      settings: {
+        maxResultBytes: settings.toolResultMaxBytes,
+        bulkheadLimit: settings.toolBulkheadLimit,
+        bulkheadQueue: settings.toolBulkheadQueue,
+        breakerFailures: settings.toolBreakerFailures,
+        breakerHalfOpenAfterMs: settings.toolBreakerHalfOpenMs,
+      },
+      expandSecrets: () => async (_tenantId, text) => {
+        throw new ApiError('VALIDATION_FAILED', `secrets are not available yet: ${text.length}`);
+      },
+      mcp: () => {
+        if (mcp === undefined) {
+          return async () => {
+            throw new ApiError(
+              'TOOL_UPSTREAM_UNAVAILABLE',
+              'The MCP hub is not running on this node',
+            );
+          };
+        }
+        return mcp;
+      },
+    });
+    return {
+      tools,
+      policies,
+      calls,
+      executor,
+      connectMcp: (caller: McpToolCaller) => {
+        mcp = caller;
+      },
+    };
+  },
+  routes: (self) => async (app) => {
+    await app.register(toolRoutes, self);
+  },
+});

@@ -1,0 +1,752 @@
+import type {
+  CreateTool,
+  PendingDefinition,
+  RetryPolicy,
+  Tool,
+  ToolAnnotations,
+  ToolSource,
+  ToolState,
+  ToolVersionSummary,
+  UpdateTool,
+} from '@orchestra/protocol';
+import { sql, type Transaction } from 'kysely';
+import { credentialId, type Principal } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
+import { newId } from '../platform/ids.ts';
+import {
+  bytesOf,
+  DEFAULT_PAGE_LIMIT,
+  decodeCursor,
+  fetchPage,
+  ROW_OVERHEAD_BYTES,
+  toPage,
+} from '../platform/pagination.ts';
+import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
+import type { Database } from '../store/database.ts';
+import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import {
+  definitionDiff,
+  definitionHash,
+  injectionFlags,
+  isDestructive,
+  isRetrySafe,
+  type ToolDefinition,
+} from './definition.ts';
+import type { ToolsTable, ToolVersionsTable } from './tables.ts';
+
+export const TOOL_DEFAULT_TIMEOUT_MS = 30_000;
+const TOOL_ID_PREFIX = 'tool_';
+const CHECK_CACHE_SIZE = 1000;
+
+/** The stored definition of one version, with defaults filled in. */
+export interface ToolSpec {
+  description: string;
+  input_schema: Record<string, unknown>;
+  output_schema: Record<string, unknown> | null;
+  annotations: ToolAnnotations;
+  labels: Record<string, string>;
+  timeout_ms: number;
+  retry: RetryPolicy | null;
+  source: ToolSource;
+  flags: string[];
+}
+
+/** A tool as an MCP server lists it (`tools/list`), in MCP's field names. */
+export interface DiscoveredTool {
+  name: string;
+  description?: string | undefined;
+  inputSchema: Record<string, unknown>;
+  outputSchema?: Record<string, unknown> | undefined;
+  annotations?: ToolAnnotations | undefined;
+}
+
+/** A tool ready to be called: its current definition and a check of its arguments. */
+export interface CallableTool {
+  tool: Tool;
+  /** Undefined when the arguments match the input schema, else the problems in words. */
+  checkArguments: (args: unknown) => string | undefined;
+}
+
+export interface ListToolsOptions {
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  name_prefix?: string | undefined;
+  /** Words that must all appear in the name or description (case-insensitive). */
+  q?: string | undefined;
+  source?: 'http' | 'mcp' | undefined;
+  server?: string | undefined;
+  state?: ToolState | undefined;
+  labels?: Record<string, string>;
+  maxBytes: number;
+}
+
+/** The name under which a tool of an MCP server is registered. */
+export function mcpToolName(server: string, tool: string): string {
+  return `${server}__${tool}`;
+}
+
+function toolNotFound(ref: string): ApiError {
+  return new ApiError('TOOL_NOT_FOUND', `Tool "${ref}" does not exist`);
+}
+
+function fieldError(field: string, message: string): ApiError {
+  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
+    details: { fields: [{ field, message }] },
+  });
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url.replace(/\{[^}]*\}/g, 'x')).host;
+  } catch {
+    return 'invalid';
+  }
+}
+
+function definitionOf(name: string, spec: ToolSpec): ToolDefinition {
+  return {
+    name,
+    description: spec.description,
+    input_schema: spec.input_schema,
+    output_schema: spec.output_schema,
+    annotations: spec.annotations,
+  };
+}
+
+/**
+ * The tool registry of every tenant: HTTP tools written by users, and the tools of MCP
+ * servers, kept in step with what each server lists. Every write makes an immutable
+ * version. A tool of a server is pinned to the definition an admin approved: a changed or
+ * new definition is held back (not served) until approved.
+ */
+export class ToolService {
+  readonly #store: RelationalStore;
+  readonly #schemas = new UserSchemaCompiler();
+  readonly #checks = new Map<string, (args: unknown) => string | undefined>();
+
+  constructor(deps: { store: RelationalStore }) {
+    this.#store = deps.store;
+  }
+
+  /** Checks a user's definition and fills in defaults; throws VALIDATION_FAILED naming the field. */
+  #spec(input: UpdateTool): ToolSpec {
+    for (const field of ['input_schema', 'output_schema'] as const) {
+      const schema = input[field];
+      if (schema === undefined) continue;
+      const check = this.#schemas.check(schema);
+      if (!check.ok) {
+        const at = check.field === undefined ? '' : `.${check.field}`;
+        throw fieldError(`body.${field}${at}`, check.message);
+      }
+    }
+    const annotations = input.annotations ?? {};
+    if (input.retry && !isRetrySafe(annotations)) {
+      throw fieldError(
+        'body.retry',
+        'only tools that are read-only (readOnlyHint) or idempotent (idempotentHint) may be retried',
+      );
+    }
+    const spec: ToolSpec = {
+      description: input.description ?? '',
+      input_schema: input.input_schema ?? { type: 'object' },
+      output_schema: input.output_schema ?? null,
+      annotations,
+      labels: input.labels ?? {},
+      timeout_ms: input.timeout_ms ?? TOOL_DEFAULT_TIMEOUT_MS,
+      retry: input.retry ?? null,
+      source: input.source,
+      flags: [],
+    };
+    spec.flags = injectionFlags(spec);
+    return spec;
+  }
+
+  /** Registers an HTTP tool (version 1). */
+  async create(principal: Principal, input: CreateTool): Promise<Tool> {
+    const { name, ...definition } = input;
+    const spec = this.#spec(definition);
+    const now = new Date().toISOString();
+    const hash = definitionHash(definitionOf(name, spec));
+    const row: ToolsTable = {
+      id: newId('tool'),
+      tenant_id: principal.tenant.id,
+      name,
+      source_type: 'http',
+      upstream: hostOf(input.source.url),
+      latest_version: 1,
+      highest_version: 1,
+      state: 'active',
+      // Written by an admin: approved as written.
+      pinned_hash: hash,
+      pending: null,
+      created_at: now,
+      updated_at: now,
+    };
+    const version: ToolVersionsTable = {
+      tool_id: row.id,
+      version: 1,
+      spec: JSON.stringify(spec),
+      hash,
+      created_at: now,
+      created_by: credentialId(principal),
+    };
+    try {
+      await this.#store.db.transaction().execute(async (trx) => {
+        await trx.insertInto('tools').values(row).execute();
+        await trx.insertInto('tool_versions').values(version).execute();
+        await this.#setLabels(trx, row.id, spec.labels);
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) {
+        throw new ApiError('TOOL_ALREADY_EXISTS', `A tool named "${name}" already exists`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+    return view(row, version, spec);
+  }
+
+  /** Replaces an HTTP tool's definition with a new version. */
+  async update(principal: Principal, ref: string, input: UpdateTool): Promise<Tool> {
+    const spec = this.#spec(input);
+    const current = await this.#find(principal.tenant.id, ref);
+    if (current.source_type !== 'http') {
+      throw new ApiError(
+        'TOOL_NOT_EDITABLE',
+        `Tool "${ref}" comes from MCP server "${current.upstream}": it changes through its server`,
+      );
+    }
+    const hash = definitionHash(definitionOf(current.name, spec));
+    return this.#store.db.transaction().execute(async (trx) => {
+      const { row, version } = await this.#newVersion(trx, current, spec, hash, principal, {
+        upstream: spec.source.type === 'http' ? hostOf(spec.source.url) : current.upstream,
+        pinned_hash: hash,
+      });
+      return view(row, version, spec);
+    });
+  }
+
+  async #newVersion(
+    trx: Transaction<Database>,
+    current: ToolsTable,
+    spec: ToolSpec,
+    hash: string,
+    principal: Principal | string,
+    set: Partial<Pick<ToolsTable, 'upstream' | 'pinned_hash' | 'pending' | 'state'>>,
+  ): Promise<{ row: ToolsTable; version: ToolVersionsTable }> {
+    const now = new Date().toISOString();
+    const row = await trx
+      .updateTable('tools')
+      .set((eb) => ({
+        highest_version: eb('highest_version', '+', 1),
+        latest_version: eb('highest_version', '+', 1),
+        updated_at: now,
+        ...set,
+      }))
+      .where('id', '=', current.id)
+      .returningAll()
+      .executeTakeFirst();
+    if (row === undefined) throw toolNotFound(current.name);
+    const version: ToolVersionsTable = {
+      tool_id: row.id,
+      version: row.highest_version,
+      spec: JSON.stringify(spec),
+      hash,
+      created_at: now,
+      created_by: typeof principal === 'string' ? principal : credentialId(principal),
+    };
+    await trx.insertInto('tool_versions').values(version).execute();
+    await this.#setLabels(trx, row.id, spec.labels);
+    return { row, version };
+  }
+
+  /** The tool at `version`, or at its latest version. */
+  async get(principal: Principal, ref: string, version?: number): Promise<Tool> {
+    const row = await this.#find(principal.tenant.id, ref);
+    const wanted = version ?? row.latest_version;
+    const versionRow = await this.#store.db
+      .selectFrom('tool_versions')
+      .selectAll()
+      .where('tool_id', '=', row.id)
+      .where('version', '=', wanted)
+      .executeTakeFirst();
+    if (versionRow === undefined) {
+      throw new ApiError('TOOL_VERSION_NOT_FOUND', `Tool "${ref}" has no version ${wanted}`);
+    }
+    return view(row, versionRow, JSON.parse(versionRow.spec) as ToolSpec);
+  }
+
+  async list(
+    tenantId: string,
+    options: ListToolsOptions,
+  ): Promise<{ items: Tool[]; next_cursor: string | null }> {
+    const after = decodeCursor(options.cursor, (id) => id.startsWith(TOOL_ID_PREFIX));
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('tools')
+      .innerJoin('tool_versions', (join) =>
+        join
+          .onRef('tool_versions.tool_id', '=', 'tools.id')
+          .onRef('tool_versions.version', '=', 'tools.latest_version'),
+      )
+      .where('tools.tenant_id', '=', tenantId)
+      .orderBy('tools.id');
+    if (after !== undefined) query = query.where('tools.id', '>', after);
+    if (options.name_prefix) {
+      query = query
+        .where('tools.name', '>=', options.name_prefix)
+        .where('tools.name', '<', `${options.name_prefix}\u{10FFFF}`);
+    }
+    if (options.source !== undefined) query = query.where('tools.source_type', '=', options.source);
+    if (options.server !== undefined) {
+      query = query
+        .where('tools.source_type', '=', 'mcp')
+        .where('tools.upstream', '=', options.server);
+    }
+    if (options.state !== undefined) query = query.where('tools.state', '=', options.state);
+    for (const word of (options.q ?? '').toLowerCase().split(/\s+/).filter(Boolean).slice(0, 10)) {
+      // Matched on the name and the stored spec's text: a word in a schema counts too.
+      const like = `%${word.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      // ESCAPE is explicit: SQLite has no default escape character in LIKE.
+      query = query.where(
+        sql<boolean>`(lower(tools.name) like ${like} escape '\\' or lower(tool_versions.spec) like ${like} escape '\\')`,
+      );
+    }
+    for (const [key, value] of Object.entries(options.labels ?? {})) {
+      query = query.where((eb) =>
+        eb.exists(
+          eb
+            .selectFrom('tool_labels')
+            .select('tool_labels.key')
+            .whereRef('tool_labels.tool_id', '=', 'tools.id')
+            .where('tool_labels.key', '=', key)
+            .where('tool_labels.value', '=', value),
+        ),
+      );
+    }
+    return fetchPage({
+      limit,
+      maxBytes: options.maxBytes,
+      sizes: async (n) =>
+        (
+          await query
+            .select(bytesOf('tool_versions.spec', 'tools.pending').as('size'))
+            .limit(n)
+            .execute()
+        ).map((r) => Number(r.size) + ROW_OVERHEAD_BYTES),
+      rows: (n) =>
+        query
+          .selectAll('tools')
+          .select([
+            'tool_versions.spec',
+            'tool_versions.hash',
+            'tool_versions.created_at as version_created_at',
+            'tool_versions.created_by as version_created_by',
+          ])
+          .limit(n)
+          .execute(),
+      map: (r) =>
+        view(
+          r,
+          {
+            version: r.latest_version,
+            hash: r.hash,
+            created_at: r.version_created_at,
+            created_by: r.version_created_by,
+          },
+          JSON.parse(r.spec) as ToolSpec,
+        ),
+    });
+  }
+
+  /** Every active tool of the tenant at its latest version (for the MCP gateway). */
+  async active(tenantId: string): Promise<Tool[]> {
+    const rows = await this.#store.db
+      .selectFrom('tools')
+      .innerJoin('tool_versions', (join) =>
+        join
+          .onRef('tool_versions.tool_id', '=', 'tools.id')
+          .onRef('tool_versions.version', '=', 'tools.latest_version'),
+      )
+      .selectAll('tools')
+      .select([
+        'tool_versions.spec',
+        'tool_versions.hash',
+        'tool_versions.created_at as vc',
+        'tool_versions.created_by as vb',
+      ])
+      .where('tools.tenant_id', '=', tenantId)
+      .where('tools.state', '=', 'active')
+      .orderBy('tools.name')
+      .execute();
+    return rows.map((r) =>
+      view(
+        r,
+        { version: r.latest_version, hash: r.hash, created_at: r.vc, created_by: r.vb },
+        JSON.parse(r.spec) as ToolSpec,
+      ),
+    );
+  }
+
+  async versions(
+    principal: Principal,
+    ref: string,
+    page: { limit?: number | undefined; cursor?: string | undefined; maxBytes: number },
+  ): Promise<{ items: ToolVersionSummary[]; next_cursor: string | null }> {
+    const row = await this.#find(principal.tenant.id, ref);
+    const after = decodeCursor(page.cursor, (version) => /^[1-9]\d{0,9}$/.test(version));
+    const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('tool_versions')
+      .select(['version', 'hash', 'created_at', 'created_by'])
+      .where('tool_id', '=', row.id)
+      .orderBy('version', 'desc')
+      .limit(limit + 1);
+    if (after !== undefined) query = query.where('version', '<', Number(after));
+    const rows = (await query.execute()).map((r) => ({ ...r, id: String(r.version) }));
+    return toPage(
+      rows,
+      limit,
+      (r) => ({
+        version: r.version,
+        hash: r.hash,
+        created_at: r.created_at,
+        created_by: r.created_by,
+        latest: r.version === row.latest_version,
+      }),
+      page.maxBytes,
+    );
+  }
+
+  /** Deletes an HTTP tool and its versions; the record of its calls stays. */
+  async delete(principal: Principal, ref: string): Promise<void> {
+    const row = await this.#find(principal.tenant.id, ref);
+    if (row.source_type !== 'http') {
+      throw new ApiError(
+        'TOOL_NOT_EDITABLE',
+        `Tool "${ref}" comes from MCP server "${row.upstream}": remove or disable the server instead`,
+      );
+    }
+    await this.#store.db.deleteFrom('tools').where('id', '=', row.id).execute();
+  }
+
+  /**
+   * Approves the definition a server changed or added: it becomes a new version, pinned,
+   * and is served. `hash` must be the pending one the admin reviewed.
+   */
+  async approve(principal: Principal, ref: string, hash: string): Promise<Tool> {
+    const current = await this.#find(principal.tenant.id, ref);
+    const pending =
+      current.pending === null ? null : (JSON.parse(current.pending) as PendingDefinition);
+    if (pending === null) {
+      throw new ApiError('TOOL_NOT_HELD', `Tool "${ref}" has no definition waiting for approval`);
+    }
+    if (pending.hash !== hash) {
+      throw new ApiError(
+        'TOOL_DEFINITION_CHANGED',
+        `The definition waiting for approval is ${pending.hash}, not ${hash}: review it again`,
+        { details: { pending_hash: pending.hash } },
+      );
+    }
+    const latest = await this.#versionSpec(current.id, current.latest_version);
+    const spec: ToolSpec = {
+      ...latest,
+      description: pending.description,
+      input_schema: pending.input_schema,
+      output_schema: pending.output_schema,
+      annotations: pending.annotations,
+      flags: pending.flags,
+    };
+    return this.#store.db.transaction().execute(async (trx) => {
+      const { row, version } = await this.#newVersion(trx, current, spec, hash, principal, {
+        pinned_hash: hash,
+        pending: null,
+        state: 'active',
+      });
+      return view(row, version, spec);
+    });
+  }
+
+  /**
+   * Brings the registry in step with what MCP server `server` lists now. Known tools whose
+   * definition matches their pin stay (or become again) active; a changed definition is
+   * held back with a diff; a new tool is held too, unless `trustNew` (the first listing of a
+   * server its admin just registered) and its description raises no flag; tools the server
+   * no longer lists become unavailable. Resolves to what changed, by tool name.
+   */
+  async syncServer(
+    tenantId: string,
+    server: string,
+    listed: readonly DiscoveredTool[],
+    options: { trustNew: boolean; timeoutMs: number; createdBy: string },
+  ): Promise<{ added: string[]; held: string[]; removed: string[] }> {
+    const outcome = { added: [] as string[], held: [] as string[], removed: [] as string[] };
+    await this.#store.db.transaction().execute(async (trx) => {
+      const existing = await trx
+        .selectFrom('tools')
+        .selectAll()
+        .where('tenant_id', '=', tenantId)
+        .where('source_type', '=', 'mcp')
+        .where('upstream', '=', server)
+        .execute();
+      const byName = new Map(existing.map((r) => [r.name, r]));
+      const seen = new Set<string>();
+      const now = new Date().toISOString();
+      for (const tool of listed) {
+        const name = mcpToolName(server, tool.name);
+        seen.add(name);
+        const spec: ToolSpec = {
+          description: tool.description ?? '',
+          input_schema: tool.inputSchema,
+          output_schema: tool.outputSchema ?? null,
+          annotations: tool.annotations ?? {},
+          labels: {},
+          timeout_ms: options.timeoutMs,
+          retry: null,
+          source: { type: 'mcp', server, tool: tool.name },
+          flags: [],
+        };
+        spec.flags = injectionFlags(spec);
+        const hash = definitionHash(definitionOf(name, spec));
+        const row = byName.get(name);
+        if (row === undefined) {
+          const trusted = options.trustNew && spec.flags.length === 0;
+          const pending = trusted ? null : pendingOf(hash, spec, [], now);
+          const created: ToolsTable = {
+            id: newId('tool'),
+            tenant_id: tenantId,
+            name,
+            source_type: 'mcp',
+            upstream: server,
+            latest_version: 1,
+            highest_version: 1,
+            state: trusted ? 'active' : 'held',
+            pinned_hash: trusted ? hash : null,
+            pending: pending === null ? null : JSON.stringify(pending),
+            created_at: now,
+            updated_at: now,
+          };
+          await trx.insertInto('tools').values(created).execute();
+          await trx
+            .insertInto('tool_versions')
+            .values({
+              tool_id: created.id,
+              version: 1,
+              spec: JSON.stringify(spec),
+              hash,
+              created_at: now,
+              created_by: options.createdBy,
+            })
+            .execute();
+          (trusted ? outcome.added : outcome.held).push(name);
+          continue;
+        }
+        if (row.pinned_hash === hash) {
+          if (row.state !== 'active' || row.pending !== null) {
+            await trx
+              .updateTable('tools')
+              .set({ state: 'active', pending: null, updated_at: now })
+              .where('id', '=', row.id)
+              .execute();
+          }
+          continue;
+        }
+        const heldAlready =
+          row.pending === null ? null : (JSON.parse(row.pending) as PendingDefinition);
+        if (heldAlready?.hash === hash && row.state === 'held') continue;
+        const pinned = await this.#versionSpec(row.id, row.latest_version, trx);
+        const diff =
+          row.pinned_hash === null
+            ? []
+            : definitionDiff(definitionOf(name, pinned), definitionOf(name, spec));
+        await trx
+          .updateTable('tools')
+          .set({
+            state: 'held',
+            pending: JSON.stringify(pendingOf(hash, spec, diff, now)),
+            updated_at: now,
+          })
+          .where('id', '=', row.id)
+          .execute();
+        outcome.held.push(name);
+      }
+      for (const row of existing) {
+        if (seen.has(row.name) || row.state === 'unavailable') continue;
+        await trx
+          .updateTable('tools')
+          .set({ state: 'unavailable', updated_at: now })
+          .where('id', '=', row.id)
+          .execute();
+        outcome.removed.push(row.name);
+      }
+    });
+    return outcome;
+  }
+
+  /** Marks every tool of an MCP server disabled (`false`) or back in service (`true`). */
+  async setServerEnabled(tenantId: string, server: string, enabled: boolean): Promise<void> {
+    const now = new Date().toISOString();
+    if (enabled) {
+      // Back to what the pins say; the next sync re-checks each against the server's list.
+      await this.#store.db
+        .updateTable('tools')
+        .set((eb) => ({
+          state: eb.case().when('pending', 'is not', null).then('held').else('active').end(),
+          updated_at: now,
+        }))
+        .where('tenant_id', '=', tenantId)
+        .where('source_type', '=', 'mcp')
+        .where('upstream', '=', server)
+        .where('state', '=', 'disabled')
+        .execute();
+      return;
+    }
+    await this.#store.db
+      .updateTable('tools')
+      .set({ state: 'disabled', updated_at: now })
+      .where('tenant_id', '=', tenantId)
+      .where('source_type', '=', 'mcp')
+      .where('upstream', '=', server)
+      .execute();
+  }
+
+  /** Forgets every tool of an MCP server (the server was removed). */
+  async removeServer(tenantId: string, server: string): Promise<void> {
+    await this.#store.db
+      .deleteFrom('tools')
+      .where('tenant_id', '=', tenantId)
+      .where('source_type', '=', 'mcp')
+      .where('upstream', '=', server)
+      .execute();
+  }
+
+  /**
+   * The tool `ref` of the tenant, ready to call. Throws TOOL_NOT_FOUND, or TOOL_NOT_AVAILABLE
+   * when it exists but is not served (held, unavailable, disabled).
+   */
+  async callable(tenantId: string, ref: string): Promise<CallableTool> {
+    const row = await this.#find(tenantId, ref);
+    if (row.state !== 'active') {
+      throw new ApiError(
+        'TOOL_NOT_AVAILABLE',
+        row.state === 'held'
+          ? `Tool "${row.name}" changed upstream and is held until an admin approves it`
+          : `Tool "${row.name}" is ${row.state}`,
+        { details: { state: row.state } },
+      );
+    }
+    const spec = await this.#versionSpec(row.id, row.latest_version);
+    const hash = row.pinned_hash ?? '';
+    const tool = view(
+      row,
+      { version: row.latest_version, hash, created_at: row.updated_at, created_by: '' },
+      spec,
+    );
+    return { tool, checkArguments: this.#argumentCheck(row.id, row.latest_version, spec) };
+  }
+
+  #argumentCheck(
+    toolId: string,
+    version: number,
+    spec: ToolSpec,
+  ): (args: unknown) => string | undefined {
+    const key = `${toolId}@${version}`;
+    let check = this.#checks.get(key);
+    if (check === undefined) {
+      const compiled = this.#schemas.check(spec.input_schema);
+      check = (args) => {
+        if (typeof args !== 'object' || args === null || Array.isArray(args)) {
+          return 'the arguments must be an object';
+        }
+        // A server's schema this server cannot evaluate safely is left to the server.
+        if (!compiled.ok) return undefined;
+        return compiled.validate(args) ? undefined : describeErrors(compiled.validate.errors);
+      };
+      if (this.#checks.size >= CHECK_CACHE_SIZE) {
+        const oldest = this.#checks.keys().next().value;
+        if (oldest !== undefined) this.#checks.delete(oldest);
+      }
+      this.#checks.set(key, check);
+    }
+    return check;
+  }
+
+  async #versionSpec(
+    toolId: string,
+    version: number,
+    trx?: Transaction<Database>,
+  ): Promise<ToolSpec> {
+    const row = await (trx ?? this.#store.db)
+      .selectFrom('tool_versions')
+      .select('spec')
+      .where('tool_id', '=', toolId)
+      .where('version', '=', version)
+      .executeTakeFirstOrThrow();
+    return JSON.parse(row.spec) as ToolSpec;
+  }
+
+  /** A tool of the tenant by id (`tool_…`) or name. */
+  async #find(tenantId: string, ref: string): Promise<ToolsTable> {
+    const row = await this.#store.db
+      .selectFrom('tools')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where(ref.startsWith(TOOL_ID_PREFIX) ? 'id' : 'name', '=', ref)
+      .executeTakeFirst();
+    if (row === undefined) throw toolNotFound(ref);
+    return row;
+  }
+
+  async #setLabels(
+    trx: Transaction<Database>,
+    toolId: string,
+    labels: Record<string, string>,
+  ): Promise<void> {
+    await trx.deleteFrom('tool_labels').where('tool_id', '=', toolId).execute();
+    const rows = Object.entries(labels).map(([key, value]) => ({ tool_id: toolId, key, value }));
+    if (rows.length > 0) await trx.insertInto('tool_labels').values(rows).execute();
+  }
+}
+
+function pendingOf(hash: string, spec: ToolSpec, diff: string[], now: string): PendingDefinition {
+  return {
+    hash,
+    detected_at: now,
+    description: spec.description,
+    input_schema: spec.input_schema,
+    output_schema: spec.output_schema,
+    annotations: spec.annotations,
+    diff,
+    flags: spec.flags,
+  };
+}
+
+function view(
+  row: ToolsTable,
+  version: Pick<ToolVersionsTable, 'version' | 'hash' | 'created_at' | 'created_by'>,
+  spec: ToolSpec,
+): Tool {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    name: row.name,
+    version: version.version,
+    latest_version: row.latest_version,
+    description: spec.description,
+    input_schema: spec.input_schema,
+    output_schema: spec.output_schema,
+    annotations: spec.annotations,
+    destructive: isDestructive(spec.annotations),
+    labels: spec.labels,
+    timeout_ms: spec.timeout_ms,
+    retry: spec.retry,
+    source: spec.source,
+    state: row.state as ToolState,
+    flags: spec.flags,
+    pinned_hash: row.pinned_hash,
+    pending: row.pending === null ? null : (JSON.parse(row.pending) as PendingDefinition),
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
