@@ -101,6 +101,14 @@ export const ERROR_CATALOGUE = {
   TOOL_VERSION_NOT_FOUND: { status: 404, message: 'The tool has no such version' },
   TOOL_CALL_NOT_FOUND: { status: 404, message: 'The tool call does not exist' },
   TOOL_POLICY_NOT_FOUND: { status: 404, message: 'The tool policy does not exist' },
+  TOOL_APPROVAL_NOT_FOUND: { status: 404, message: 'The tool approval does not exist' },
+  TOOL_APPROVAL_NOT_PENDING: { status: 409, message: 'The approval was decided or has expired' },
+  TOOL_APPROVAL_ARGUMENTS_MISMATCH: {
+    status: 409,
+    message: 'The arguments reviewed are not the call’s',
+  },
+  TOOL_CALL_REJECTED: { status: 403, message: 'An operator rejected the call' },
+  TOOL_APPROVAL_EXPIRED: { status: 410, message: 'Nobody approved the call before its deadline' },
   TOOL_ALREADY_EXISTS: { status: 409, message: 'A tool with this name already exists' },
   TOOL_POLICY_ALREADY_EXISTS: {
     status: 409,

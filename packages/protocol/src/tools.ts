@@ -289,15 +289,31 @@ export const InvokeTool = Type.Object(
     session_id: Type.Optional(
       Type.String({ maxLength: 64, description: 'The session the call is made for, if any.' }),
     ),
+    wait_ms: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 300_000,
+        description:
+          'For a call that needs an approval: how long to wait for the decision before answering 202 with the call awaiting it. Default 0.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
 export type InvokeTool = Static<typeof InvokeTool>;
 
-export const TOOL_CALL_STATUSES = ['running', 'succeeded', 'failed', 'denied'] as const;
+export const TOOL_CALL_STATUSES = [
+  'awaiting_approval',
+  'running',
+  'succeeded',
+  'failed',
+  'denied',
+  'rejected',
+  'expired',
+] as const;
 export const ToolCallStatus = Type.Enum([...TOOL_CALL_STATUSES], {
   description:
-    '`succeeded`: the tool answered (its result may still be a tool-level error, `is_error`). `failed`: the call did not complete (timeout, upstream down, breaker open). `denied`: the policy or validation refused it.',
+    '`awaiting_approval`: a policy requires an approval, not given yet. `running`: approved, at its source. `succeeded`: the tool answered (its result may still be a tool-level error, `is_error`). `failed`: the call did not complete (timeout, upstream down, breaker open). `denied`: the policy or validation refused it. `rejected`: an operator rejected it. `expired`: nobody decided before its deadline.',
 });
 export type ToolCallStatus = Static<typeof ToolCallStatus>;
 
@@ -330,6 +346,9 @@ export const ToolCall = Type.Object(
     attempts: Type.Integer(),
     duration_ms: Type.Union([Type.Integer(), Type.Null()]),
     result_bytes: Type.Union([Type.Integer(), Type.Null()]),
+    approval_id: Type.Union([Type.String(), Type.Null()], {
+      description: 'The approval the call waited for, if a policy required one.',
+    }),
     created_at: Timestamp,
     finished_at: NullableTimestamp,
   },
@@ -340,9 +359,72 @@ export type ToolCall = Static<typeof ToolCall>;
 /** `POST /v1/tools/{tool}/invoke`: the call's record and, once it ran, its result. */
 export const ToolInvocation = Type.Object({
   call: Type.Ref('ToolCall'),
-  result: Type.Union([ToolResult, Type.Null()]),
+  result: Type.Union([ToolResult, Type.Null()], {
+    description: 'Null while the call awaits an approval (202), or when it was not run.',
+  }),
 });
 export type ToolInvocation = { call: ToolCall; result: ToolResult | null };
+
+// Approvals.
+
+export const TOOL_APPROVAL_STATUSES = ['pending', 'approved', 'rejected', 'expired'] as const;
+export const ToolApprovalStatus = Type.Enum([...TOOL_APPROVAL_STATUSES]);
+export type ToolApprovalStatus = Static<typeof ToolApprovalStatus>;
+
+/** A call that waits for an operator's decision. */
+export const ToolApproval = Type.Object(
+  {
+    id: Type.String(),
+    tenant_id: Type.String(),
+    call_id: Type.String(),
+    tool: Type.String(),
+    tool_version: Type.Integer(),
+    policy: Type.String({ description: 'The policy that requires the approval.' }),
+    caller: ToolCaller,
+    arguments: Type.Unknown({ description: 'The exact arguments the call will run with.' }),
+    arguments_hash: Type.String({
+      description:
+        'SHA-256 of the arguments (canonical JSON): an approval names it, so it is bound to them.',
+    }),
+    status: ToolApprovalStatus,
+    deadline: Timestamp,
+    decided_by: Type.Union([Type.String(), Type.Null()]),
+    decided_at: NullableTimestamp,
+    reason: Type.Union([Type.String(), Type.Null()]),
+    created_at: Timestamp,
+  },
+  { $id: 'ToolApproval' },
+);
+export type ToolApproval = Static<typeof ToolApproval>;
+
+export const ToolApprovalRef = Type.Object({
+  approval: Type.String({ maxLength: 64, description: 'The approval’s id (`apr_…`).' }),
+});
+
+export const ApproveToolCall = Type.Object(
+  {
+    arguments_hash: Type.String({
+      maxLength: 64,
+      description: 'The `arguments_hash` of the arguments you reviewed.',
+    }),
+    reason: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  { additionalProperties: false },
+);
+export type ApproveToolCall = Static<typeof ApproveToolCall>;
+
+export const RejectToolCall = Type.Object(
+  { reason: Type.Optional(Type.String({ maxLength: 1000 })) },
+  { additionalProperties: false },
+);
+export type RejectToolCall = Static<typeof RejectToolCall>;
+
+/** What deciding an approval did: the approval, the call's record, and its result once run. */
+export const ToolApprovalDecision = Type.Object({
+  approval: Type.Ref('ToolApproval'),
+  call: Type.Ref('ToolCall'),
+  result: Type.Union([ToolResult, Type.Null()]),
+});
 
 export const ToolCallRef = Type.Object({
   call: Type.String({ maxLength: 64, description: 'The call’s id (`tc_…`).' }),
@@ -416,6 +498,20 @@ export const ToolPolicySpecFields = {
         'Allow policies only: calls of one tool under this policy running at once on a node.',
     }),
   ),
+  approval: Type.Optional(
+    Type.Enum(['none', 'required'], {
+      description:
+        'Allow policies only: `required` makes each call it allows wait for an operator’s approval (bound to the exact arguments) before it runs. Default `none`.',
+    }),
+  ),
+  approval_timeout_ms: Type.Optional(
+    Type.Integer({
+      minimum: 1000,
+      maximum: 7 * 24 * 3_600_000,
+      description:
+        'How long a call waits for an approval before it expires. Default 3600000 (1 hour).',
+    }),
+  ),
   enabled: Type.Optional(Type.Boolean({ description: 'Default true.' })),
 };
 
@@ -445,6 +541,8 @@ export const ToolPolicy = Type.Object(
       Type.Null(),
     ]),
     max_concurrency: Type.Union([Type.Integer(), Type.Null()]),
+    approval: Type.Enum(['none', 'required']),
+    approval_timeout_ms: Type.Integer(),
     enabled: Type.Boolean(),
     created_at: Timestamp,
     updated_at: Timestamp,

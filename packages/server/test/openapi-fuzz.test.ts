@@ -298,6 +298,8 @@ interface Fixtures {
   topic: string;
   realtimeToken: string;
   toolCallId: string;
+  approvalId: string;
+  approvalHash: string;
 }
 
 /** Creates real resources so that requests reach past "not found" into deeper code. */
@@ -333,6 +335,15 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
     tools: ['fuzz__*'],
   });
   const invoked = await ok('POST', '/v1/tools/fuzz__tool/invoke', { arguments: {} });
+  await ok('POST', '/v1/tools', { ...fuzzTool(), name: 'fuzz__gated' });
+  await ok('POST', '/v1/tool-policies', {
+    name: 'fuzz-gated',
+    effect: 'allow',
+    tools: ['fuzz__gated'],
+    approval: 'required',
+  });
+  const gated = await ok('POST', '/v1/tools/fuzz__gated/invoke', { arguments: { a: 1 } });
+  const approval = await server.call('GET', `/v1/tool-approvals/${gated.call.approval_id}`);
   return {
     keys,
     spareKeyId: spare.id,
@@ -344,6 +355,8 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
     topic: 'fuzz.topic',
     realtimeToken: token.token,
     toolCallId: invoked.call.id,
+    approvalId: approval.body.id,
+    approvalHash: approval.body.arguments_hash,
   };
 }
 
@@ -375,6 +388,7 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'tool') return 'fuzz__tool';
   if (name === 'policy') return 'fuzz-policy';
   if (name === 'call') return f.toolCallId;
+  if (name === 'approval') return f.approvalId;
   if (path.startsWith('/v1/api-keys')) return f.spareKeyId;
   if (path.startsWith('/v1/tenants')) return 'default';
   if (path.startsWith('/v1/tasks')) return f.taskId;
@@ -488,6 +502,10 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
         tools: ['fuzz__*'],
         rate_limit: { requests: 1000, per_seconds: 1 },
       };
+    case 'POST /v1/tool-approvals/{approval}/approve':
+      return { arguments_hash: f.approvalHash, reason: 'fuzz' };
+    case 'POST /v1/tool-approvals/{approval}/reject':
+      return { reason: 'fuzz' };
     case 'PUT /v1/tool-policies/{policy}':
       return { effect: 'allow', tools: ['fuzz__*'], description: 'd' };
   }

@@ -91,6 +91,7 @@ export class ToolCallLog {
       attempts: call.attempts,
       duration_ms: call.duration_ms,
       result_bytes: call.result_bytes,
+      approval_id: call.approval_id,
       created_at: call.created_at,
       finished_at: call.finished_at,
     };
@@ -99,6 +100,36 @@ export class ToolCallLog {
       await emit(toolCallsStream(call.tenant_id), call.tenant_id, [
         { type: `tool_call.${call.status}`, data: call },
       ]);
+    });
+  }
+
+  /**
+   * Moves a recorded call on (approved, run, rejected, expired) and appends its new state to
+   * the stream. `from`: the statuses it may move from; resolves false when it was in none.
+   */
+  async update(call: ToolCall, from: readonly ToolCallStatus[]): Promise<boolean> {
+    return this.#events.transaction(async (trx, emit) => {
+      const result = await trx
+        .updateTable('tool_calls')
+        .set({
+          status: call.status,
+          is_error: call.is_error ? 1 : 0,
+          error: call.error === null ? null : JSON.stringify(call.error),
+          arguments: JSON.stringify(call.arguments ?? null),
+          attempts: call.attempts,
+          duration_ms: call.duration_ms,
+          result_bytes: call.result_bytes,
+          finished_at: call.finished_at,
+        })
+        .where('tenant_id', '=', call.tenant_id)
+        .where('id', '=', call.id)
+        .where('status', 'in', from)
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) === 0) return false;
+      await emit(toolCallsStream(call.tenant_id), call.tenant_id, [
+        { type: `tool_call.${call.status}`, data: call },
+      ]);
+      return true;
     });
   }
 
@@ -163,6 +194,7 @@ function view(row: ToolCallsTable): ToolCall {
     attempts: row.attempts,
     duration_ms: row.duration_ms,
     result_bytes: row.result_bytes,
+    approval_id: row.approval_id,
     created_at: row.created_at,
     finished_at: row.finished_at,
   };

@@ -1,4 +1,4 @@
-import type { Tool, ToolCall, ToolInvocation, ToolResult } from '@orchestra/protocol';
+import type { Tool, ToolApproval, ToolCall, ToolInvocation, ToolResult } from '@orchestra/protocol';
 import {
   BrokenCircuitError,
   type BulkheadPolicy,
@@ -15,6 +15,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { credentialId } from '../platform/auth.ts';
 import { ApiError, type ErrorCode } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
+import type { ApprovalService } from './approval-service.ts';
 import { recordedArguments, type ToolCallLog } from './call-log.ts';
 import { isRetrySafe } from './definition.ts';
 import { callHttpTool, type SecretExpander } from './http-source.ts';
@@ -94,6 +95,7 @@ export class ToolExecutor {
   readonly #tools: ToolService;
   readonly #policies: PolicyService;
   readonly #log: ToolCallLog;
+  readonly #approvals: ApprovalService;
   readonly #logger: Logger;
   readonly #settings: ExecutorSettings;
   readonly #expand: () => SecretExpander;
@@ -114,6 +116,7 @@ export class ToolExecutor {
     tools: ToolService;
     policies: PolicyService;
     log: ToolCallLog;
+    approvals: ApprovalService;
     logger: Logger;
     registry: Registry;
     settings: ExecutorSettings;
@@ -123,6 +126,7 @@ export class ToolExecutor {
     this.#tools = deps.tools;
     this.#policies = deps.policies;
     this.#log = deps.log;
+    this.#approvals = deps.approvals;
     this.#logger = deps.logger;
     this.#settings = deps.settings;
     this.#expand = deps.expandSecrets;
@@ -166,7 +170,7 @@ export class ToolExecutor {
     caller: ToolCallerContext,
     ref: string,
     args: Record<string, unknown>,
-    options: { signal?: AbortSignal } = {},
+    options: { signal?: AbortSignal | undefined; waitMs?: number | undefined } = {},
   ): Promise<ToolInvocation> {
     const tenantId = caller.principal.tenant.id;
     const { tool, checkArguments } = await this.#tools.callable(tenantId, ref);
@@ -193,6 +197,7 @@ export class ToolExecutor {
       attempts: 0,
       duration_ms: null,
       result_bytes: null,
+      approval_id: null,
       created_at: new Date(started).toISOString(),
       finished_at: null,
     };
@@ -213,10 +218,85 @@ export class ToolExecutor {
         { policy: decision.policy },
       );
     const release = await this.#admit(call, caller, decision);
+    if (decision.allowed && decision.approval !== null) {
+      release();
+      const approval = await this.#approvals.request(
+        call,
+        args,
+        decision.approval.policy,
+        decision.approval.timeoutMs,
+      );
+      const waitMs = options.waitMs ?? 0;
+      if (waitMs > 0) {
+        const outcome = await this.#approvals.waitForOutcome(
+          tenantId,
+          approval.id,
+          waitMs,
+          options.signal,
+        );
+        if (outcome !== undefined) return outcome;
+      }
+      return { call, result: null };
+    }
+    try {
+      const result = await this.#execute(tool, args, call, started, options.signal);
+      await this.#log.record(call);
+      return { call, result };
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Approves a call waiting for approval `approvalId` (bound to the arguments hashing to
+   * `hash`) and runs it now, with the tool's current definition. Resolves to the approval,
+   * the call's record and its result.
+   */
+  async approve(
+    principal: ToolCallerContext['principal'],
+    approvalId: string,
+    hash: string,
+    reason: string | undefined,
+  ): Promise<{ approval: ToolApproval; call: ToolCall; result: ToolResult | null }> {
+    const { approval, args } = await this.#approvals.approve(principal, approvalId, hash, reason);
+    const call = await this.#log.get(approval.tenant_id, approval.call_id);
+    let result: ToolResult;
+    const started = Date.now();
+    try {
+      const { tool } = await this.#tools.callable(approval.tenant_id, approval.tool);
+      call.tool_version = tool.version;
+      call.status = 'running';
+      await this.#log.update(call, ['awaiting_approval']);
+      result = await this.#execute(tool, args, call, started, undefined);
+    } catch (err) {
+      // The tool went away or is held since the call was made: the call fails, recorded.
+      if (!(err instanceof ApiError)) throw err;
+      Object.assign(call, {
+        status: 'failed',
+        is_error: true,
+        error: { code: err.code, message: err.message },
+        duration_ms: 0,
+        finished_at: new Date().toISOString(),
+      } satisfies Partial<ToolCall>);
+      result = errorResult(err.message);
+    }
+    await this.#log.update(call, ['awaiting_approval', 'running']);
+    await this.#approvals.storeResult(approval.id, result);
+    return { approval, call, result };
+  }
+
+  /** Runs a call that may run, filling in its record's outcome; never rejects for the source. */
+  async #execute(
+    tool: Tool,
+    args: Record<string, unknown>,
+    call: ToolCall,
+    started: number,
+    signal: AbortSignal | undefined,
+  ): Promise<ToolResult> {
     const secretValues: string[] = [];
     let result: ToolResult;
     try {
-      result = await this.#run(tool, args, call, secretValues, options.signal);
+      result = await this.#run(tool, args, call, secretValues, signal);
       call.status = 'succeeded';
       call.is_error = result.is_error;
     } catch (err) {
@@ -225,13 +305,12 @@ export class ToolExecutor {
       call.is_error = true;
       call.error = { code: failure.code, message: failure.message };
       result = errorResult(failure.message);
-      if (failure.kind === 'protocol')
+      if (failure.kind === 'protocol') {
         this.#logger.warn(
           { err: failure.cause ?? failure, tool: tool.name },
           'tool source answered garbage',
         );
-    } finally {
-      release();
+      }
     }
     result = redactResult(result, secretValues);
     call.arguments = recordedArguments(args, secretValues);
@@ -239,9 +318,8 @@ export class ToolExecutor {
     call.duration_ms = Date.now() - started;
     call.result_bytes = resultBytes(result);
     call.finished_at = new Date().toISOString();
-    await this.#log.record(call);
     this.#metrics.calls.inc({ tool: tool.name, upstream: call.upstream, status: call.status });
-    return { call, result };
+    return result;
   }
 
   async #refuse(

@@ -74,6 +74,7 @@ export const toolsMigrations: Record<string, Migration> = {
         .addColumn('attempts', 'integer', (c) => c.notNull())
         .addColumn('duration_ms', 'integer')
         .addColumn('result_bytes', 'integer')
+        .addColumn('approval_id', 'text')
         .addColumn('created_at', 'text', (c) => c.notNull())
         .addColumn('finished_at', 'text')
         .execute();
@@ -99,8 +100,40 @@ export const toolsMigrations: Record<string, Migration> = {
         .addColumn('updated_at', 'text', (c) => c.notNull())
         .addUniqueConstraint('tool_policies_tenant_name_unique', ['tenant_id', 'name'])
         .execute();
+      await db.schema
+        .createTable('tool_approvals')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'text', (c) =>
+          c.notNull().references('tenants.id').onDelete('cascade'),
+        )
+        .addColumn('call_id', 'text', (c) => c.notNull())
+        .addColumn('tool', 'text', (c) => c.notNull())
+        .addColumn('tool_version', 'integer', (c) => c.notNull())
+        .addColumn('policy', 'text', (c) => c.notNull())
+        .addColumn('caller', 'text', (c) => c.notNull())
+        .addColumn('arguments', 'text', (c) => c.notNull())
+        .addColumn('arguments_hash', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('deadline', 'text', (c) => c.notNull())
+        .addColumn('decided_by', 'text')
+        .addColumn('decided_at', 'text')
+        .addColumn('reason', 'text')
+        .addColumn('result', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('tool_approvals_tenant_status_idx')
+        .on('tool_approvals')
+        .columns(['tenant_id', 'status', 'id'])
+        .execute();
+      await db.schema
+        .createIndex('tool_approvals_pending_deadline_idx')
+        .on('tool_approvals')
+        .columns(['status', 'deadline'])
+        .execute();
     },
     async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('tool_approvals').execute();
       await db.schema.dropTable('tool_policies').execute();
       await db.schema.dropTable('tool_calls').execute();
       await db.schema.dropTable('tool_labels').execute();

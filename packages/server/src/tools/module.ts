@@ -1,5 +1,7 @@
 import { defineModule } from '../module.ts';
 import { ApiError } from '../platform/errors.ts';
+import type { Job } from '../platform/jobs.ts';
+import { ApprovalService } from './approval-service.ts';
 import { ToolCallLog } from './call-log.ts';
 import { type McpToolCaller, ToolExecutor } from './executor.ts';
 import { toolsMigrations } from './migrations.ts';
@@ -8,11 +10,17 @@ import { toolRoutes } from './routes.ts';
 import { TOOLS_SETTINGS } from './settings.ts';
 import { ToolService } from './tool-service.ts';
 
+/** How often each node expires approvals past their deadline. */
+const APPROVAL_SWEEP_MS = 2000;
+
 export interface ToolsInterface {
   tools: ToolService;
   policies: PolicyService;
   calls: ToolCallLog;
+  approvals: ApprovalService;
   executor: ToolExecutor;
+  /** Expires approvals past their deadline. */
+  expiry: Job;
   /** Set by the MCP hub: how calls reach the tools of MCP servers. */
   connectMcp(caller: McpToolCaller): void;
 }
@@ -28,13 +36,25 @@ export const toolsModule = defineModule({
   name: 'tools',
   needs: ['events', 'gateway'],
   migrations: toolsMigrations,
-  tables: ['tools', 'tool_versions', 'tool_labels', 'tool_calls', 'tool_policies'],
+  tables: [
+    'tools',
+    'tool_versions',
+    'tool_labels',
+    'tool_calls',
+    'tool_policies',
+    'tool_approvals',
+  ],
   settings: TOOLS_SETTINGS,
   errors: [
     'TOOL_NOT_FOUND',
     'TOOL_VERSION_NOT_FOUND',
     'TOOL_CALL_NOT_FOUND',
     'TOOL_POLICY_NOT_FOUND',
+    'TOOL_APPROVAL_NOT_FOUND',
+    'TOOL_APPROVAL_NOT_PENDING',
+    'TOOL_APPROVAL_ARGUMENTS_MISMATCH',
+    'TOOL_CALL_REJECTED',
+    'TOOL_APPROVAL_EXPIRED',
     'TOOL_ALREADY_EXISTS',
     'TOOL_POLICY_ALREADY_EXISTS',
     'TOOL_NOT_EDITABLE',
@@ -59,16 +79,25 @@ export const toolsModule = defineModule({
       tenantWide: true,
     },
   ],
-  create({ store, log, metrics, settings, need }) {
+  jobs: ['tool-approval-expiry'],
+  create({ store, log, metrics, settings, jobs, secrets: box, need }) {
     const { events } = need('events');
     const tools = new ToolService({ store });
     const policies = new PolicyService({ store });
     const calls = new ToolCallLog({ store, events });
+    const approvals = new ApprovalService({ store, box, calls });
+    // Every node sweeps: an expiry is one guarded update, so two nodes never expire one twice.
+    const expiry = jobs.job({
+      name: 'tool-approval-expiry',
+      intervalMs: APPROVAL_SWEEP_MS,
+      run: () => approvals.expire(),
+    });
     let mcp: McpToolCaller | undefined;
     const executor = new ToolExecutor({
       tools,
       policies,
       log: calls,
+      approvals,
       logger: log.child({ module: 'tools' }),
       registry: metrics.registry,
       settings: {
@@ -97,12 +126,16 @@ export const toolsModule = defineModule({
       tools,
       policies,
       calls,
+      approvals,
       executor,
+      expiry,
       connectMcp: (caller: McpToolCaller) => {
         mcp = caller;
       },
     };
   },
+  start: ({ expiry }) => expiry.start(),
+  stop: ({ expiry }) => expiry.stop(),
   routes: (self) => async (app) => {
     await app.register(toolRoutes, self);
   },

@@ -14,6 +14,7 @@ import { isDestructive } from './definition.ts';
 import type { ToolPoliciesTable } from './tables.ts';
 
 const POLICY_ID_PREFIX = 'tpol_';
+export const DEFAULT_APPROVAL_TIMEOUT_MS = 3_600_000;
 
 /** The policy's fields as stored. */
 type PolicySpec = Omit<ToolPolicy, 'id' | 'tenant_id' | 'name' | 'created_at' | 'updated_at'>;
@@ -35,6 +36,8 @@ export type PolicyDecision =
       allowed: true;
       /** The allow policies that matched: their limits apply to the call. */
       allows: ToolPolicy[];
+      /** Set when one of them requires an approval: the first such, and the shortest wait. */
+      approval: { policy: string; timeoutMs: number } | null;
     }
   | { allowed: false; reason: string; policy: string | null };
 
@@ -123,6 +126,8 @@ export class PolicyService {
       arguments_schema: input.arguments_schema ?? null,
       rate_limit: input.rate_limit ?? null,
       max_concurrency: input.max_concurrency ?? null,
+      approval: input.approval ?? 'none',
+      approval_timeout_ms: input.approval_timeout_ms ?? DEFAULT_APPROVAL_TIMEOUT_MS,
       enabled: input.enabled ?? true,
     };
   }
@@ -243,7 +248,19 @@ export class PolicyService {
         };
       }
     }
-    return { allowed: true, allows };
+    const requiring = allows.filter((p) => p.approval === 'required');
+    const first = requiring[0];
+    return {
+      allowed: true,
+      allows,
+      approval:
+        first === undefined
+          ? null
+          : {
+              policy: first.name,
+              timeoutMs: Math.min(...requiring.map((p) => p.approval_timeout_ms)),
+            },
+    };
   }
 
   #regExp(pattern: string): RegExp {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import {
+  ApproveToolCall,
   ApproveToolDefinition,
   CreateTool,
   CreateToolPolicy,
@@ -9,7 +10,12 @@ import {
   MAX_VERSION,
   PolicyRef,
   parseLabelSelectors,
+  RejectToolCall,
   Tool,
+  ToolApproval,
+  ToolApprovalDecision,
+  ToolApprovalRef,
+  ToolApprovalStatus,
   ToolCall,
   ToolCallRef,
   ToolCallStatus,
@@ -25,6 +31,7 @@ import Type from 'typebox';
 import { ADMIN_ROLES, READ_ROLES, type Role, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
+import type { ApprovalService } from './approval-service.ts';
 import type { ToolCallLog } from './call-log.ts';
 import type { ToolExecutor } from './executor.ts';
 import type { PolicyService } from './policy-service.ts';
@@ -38,11 +45,102 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
   tools: ToolService;
   policies: PolicyService;
   calls: ToolCallLog;
+  approvals: ApprovalService;
   executor: ToolExecutor;
-}> = async (app, { tools, policies, calls, executor }) => {
+}> = async (app, { tools, policies, calls, approvals, executor }) => {
   app.addSchema(Tool);
   app.addSchema(ToolCall);
   app.addSchema(ToolPolicy);
+  app.addSchema(ToolApproval);
+
+  app.get(
+    '/v1/tool-approvals',
+    {
+      schema: {
+        tags: ['tools'],
+        operationId: 'listToolApprovals',
+        summary: 'List tool calls waiting for (or given) an approval, newest first',
+        description: 'Live: the `tool-calls` topic carries each call as it awaits, runs and ends.',
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            status: Type.Optional(ToolApprovalStatus),
+            tool: Type.Optional(Type.String({ maxLength: 128 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Page(Type.Ref('ToolApproval')), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) =>
+      approvals.list(principalOf(request).tenant.id, {
+        ...request.query,
+        maxBytes: responseBudget(request),
+      }),
+  );
+
+  app.get(
+    '/v1/tool-approvals/:approval',
+    {
+      schema: {
+        tags: ['tools'],
+        operationId: 'getToolApproval',
+        summary: 'Get a tool approval, with the exact arguments and their hash',
+        params: ToolApprovalRef,
+        response: { 200: Type.Ref('ToolApproval'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) => approvals.get(principalOf(request).tenant.id, request.params.approval),
+  );
+
+  app.post(
+    '/v1/tool-approvals/:approval/approve',
+    {
+      schema: {
+        tags: ['tools'],
+        operationId: 'approveToolCall',
+        summary: 'Approve a waiting call; it runs now, with the arguments you reviewed',
+        description:
+          'Send the `arguments_hash` you reviewed. Answers once the call has run, with its record and result.',
+        params: ToolApprovalRef,
+        body: ApproveToolCall,
+        response: { 200: ToolApprovalDecision, ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) =>
+      executor.approve(
+        principalOf(request),
+        request.params.approval,
+        request.body.arguments_hash,
+        request.body.reason,
+      ),
+  );
+
+  app.post(
+    '/v1/tool-approvals/:approval/reject',
+    {
+      schema: {
+        tags: ['tools'],
+        operationId: 'rejectToolCall',
+        summary: 'Reject a waiting call',
+        params: ToolApprovalRef,
+        body: RejectToolCall,
+        response: { 200: ToolApprovalDecision, ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) => ({
+      ...(await approvals.reject(
+        principalOf(request),
+        request.params.approval,
+        request.body.reason,
+      )),
+      result: null,
+    }),
+  );
 
   app.post(
     '/v1/tools',
@@ -218,14 +316,14 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
         operationId: 'invokeTool',
         summary: 'Call a tool',
         description:
-          'Checks the arguments against the tool’s schema and the tenant’s policies, then calls the source. Answers 200 with the call’s record and its result in MCP’s content format, also when the source failed (the result is then a tool-level error, `is_error`, and `call.error` says why). A refused call answers 4xx and is recorded as `denied`.',
+          'Checks the arguments against the tool’s schema and the tenant’s policies, then calls the source. Answers 200 with the call’s record and its result in MCP’s content format, also when the source failed (the result is then a tool-level error, `is_error`, and `call.error` says why). A refused call answers 4xx and is recorded as `denied`. A call a policy makes wait for an approval answers 202 with the call `awaiting_approval` (after waiting up to `wait_ms` for the decision); `GET /v1/tool-calls/{call}` or the `tool-calls` topic tells how it ends.',
         params: ToolRef,
         body: InvokeTool,
-        response: { 200: ToolInvocation, ...errorResponses },
+        response: { 200: ToolInvocation, 202: ToolInvocation, ...errorResponses },
       },
       config: { auth: CALL_ROLES },
     },
-    async (request) => {
+    async (request, reply) => {
       const abort = new AbortController();
       // A caller that goes away cancels the call at its source.
       const onClose = () => {
@@ -233,12 +331,14 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
       };
       request.raw.socket?.once('close', onClose);
       try {
-        return await executor.invoke(
+        const invocation = await executor.invoke(
           { principal: principalOf(request), sessionId: request.body.session_id },
           request.params.tool,
           request.body.arguments ?? {},
-          { signal: abort.signal },
+          { signal: abort.signal, waitMs: request.body.wait_ms },
         );
+        if (invocation.call.status === 'awaiting_approval') reply.status(202);
+        return invocation;
       } finally {
         request.raw.socket?.off('close', onClose);
       }

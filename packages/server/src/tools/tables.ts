@@ -62,8 +62,32 @@ export interface ToolCallsTable {
   attempts: number;
   duration_ms: number | null;
   result_bytes: number | null;
+  approval_id: string | null;
   created_at: string;
   finished_at: string | null;
+}
+
+/** Calls waiting for (or given) an operator's decision. */
+export interface ToolApprovalsTable {
+  id: string;
+  tenant_id: string;
+  call_id: string;
+  tool: string;
+  tool_version: number;
+  policy: string;
+  /** `ToolCaller` as JSON. */
+  caller: string;
+  /** The exact arguments, sealed under the node key: they are what runs once approved. */
+  arguments: string;
+  arguments_hash: string;
+  status: string;
+  deadline: string;
+  decided_by: string | null;
+  decided_at: string | null;
+  reason: string | null;
+  /** The call's `ToolResult` as JSON once it ran, for whoever waits for it. */
+  result: string | null;
+  created_at: string;
 }
 
 export interface ToolPoliciesTable {
@@ -82,6 +106,7 @@ export interface ToolsTables {
   tool_labels: ToolLabelsTable;
   tool_calls: ToolCallsTable;
   tool_policies: ToolPoliciesTable;
+  tool_approvals: ToolApprovalsTable;
 }
 
 declare module '../store/database.ts' {
