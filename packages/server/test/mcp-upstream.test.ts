@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -82,6 +82,29 @@ async function rejectsWith(promise: Promise<unknown>, kind: UpstreamError['kind'
     assert.equal(error.kind, kind, error.message);
     return true;
   });
+}
+
+/** Live processes whose command line contains `marker` (zombies have none). */
+function processesWith(marker: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(marker))
+        found.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
+async function waitUntilGone(marker: string): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (processesWith(marker).length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  assert.deepEqual(processesWith(marker), [], `processes tagged ${marker} survived close()`);
 }
 
 async function freePort(): Promise<number> {
@@ -287,6 +310,19 @@ describe('changing-server fixture', () => {
   });
 });
 
+describe('lists', () => {
+  it('follows pagination cursors to the end', async () => {
+    const upstream = await open(fixture('paged-server.ts'));
+    assert.equal(upstream.status.state, 'ready', upstream.status.reason ?? '');
+    const tools = upstream.tools().map((tool) => tool.name);
+    assert.equal(tools.length, 25);
+    assert.equal(new Set(tools).size, 25);
+    assert.equal(upstream.resources().length, 12);
+    assert.deepEqual(upstream.prompts(), []);
+    await upstream.close();
+  });
+});
+
 describe('protocol generations', () => {
   it('a 2.x server negotiates 2026-07-28', async () => {
     const upstream = await open(fixture('modern-server.ts'));
@@ -296,6 +332,17 @@ describe('protocol generations', () => {
     assert.equal(status.era, 'modern');
     assert.equal(status.serverInfo?.name, 'modern-server');
     assert.equal(text(await upstream.callTool('echo', { text: 'hi' })), 'modern: hi');
+    await upstream.close();
+  });
+
+  it('a 2.x server announces tool changes over the 2026-07-28 subscription', async () => {
+    const upstream = await open(fixture('modern-server.ts'));
+    assert.equal(upstream.status.era, 'modern');
+    const changed = new Promise<string>((resolve) => upstream.on('listChanged', resolve));
+    assert.equal(text(await upstream.callTool('change_tools', {})), 'changed 1');
+    assert.equal(await changed, 'tools');
+    assert.ok(upstream.tools().some((tool) => tool.name === 'added_tool_1'));
+    assert.equal(text(await upstream.callTool('added_tool_1', {})), 'added 1');
     await upstream.close();
   });
 
@@ -414,6 +461,26 @@ describe('faults', () => {
     assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
   });
 
+  it('close() also ends the grandchildren of the process', async () => {
+    const marker = `orchestra-grandchild-${process.pid}-${Date.now()}`;
+    const upstream = await open(fixture('crashing-server.ts'), { sandbox: 'off' });
+    await upstream.callTool('spawn_child', { marker, detached: false });
+    assert.equal(processesWith(marker).length, 1);
+    await upstream.close();
+    await waitUntilGone(marker);
+  });
+
+  it('restart() replaces the process and starts the backoff over', async () => {
+    const upstream = await open(fixture('crashing-server.ts'), { sandbox: 'off' });
+    const before = Number(text(await upstream.callTool('pid', {})));
+    await upstream.restart();
+    assert.equal(upstream.status.state, 'ready');
+    assert.equal(upstream.status.restarts, 1);
+    assert.notEqual(Number(text(await upstream.callTool('pid', {}))), before);
+    assert.throws(() => process.kill(before, 0), { code: 'ESRCH' });
+    await upstream.close();
+  });
+
   it('a stopped process fails the health check, is replaced, and comes back ready', async () => {
     const upstream = await open(fixture('crashing-server.ts'), {
       sandbox: 'off',
@@ -486,6 +553,15 @@ describe('sandbox', () => {
     const blocked = await closed.callTool('connect_tcp', { port });
     assert.notEqual(text(blocked), 'ok');
     await closed.close();
+
+    // Its own PID namespace: even a grandchild in a session of its own dies with it.
+    const marker = `orchestra-sandboxed-grandchild-${process.pid}-${Date.now()}`;
+    const tree = await open(fixture('crashing-server.ts', [], { cwd: work.path }));
+    assert.equal(tree.status.sandboxed, true);
+    await tree.callTool('spawn_child', { marker, detached: true });
+    assert.equal(processesWith(marker).length, 1);
+    await tree.close();
+    await waitUntilGone(marker);
 
     const open_ = await open(
       fixture('sandbox-probe-server.ts', [], { cwd: work.path, network: true }),

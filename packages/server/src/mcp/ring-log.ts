@@ -54,7 +54,7 @@ export class RingLog {
       this.partial += text;
       return;
     }
-    // Cutting by characters keeps surrogate pairs whole; the budget is approximate by < 4 bytes.
+    // A cut inside a multi-byte character leaves one U+FFFD; the line is marked as cut anyway.
     this.partial += Buffer.from(text).subarray(0, Math.max(0, room)).toString('utf8');
     this.partialTruncated = true;
   }

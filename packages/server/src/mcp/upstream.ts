@@ -95,8 +95,13 @@ export interface McpUpstreamOptions {
   /** Default per-call budget of callTool/readResource/getPrompt. Default 60 s. */
   callTimeoutMs?: number;
   restart?: Partial<BackoffPolicy> & {
-    /** Consecutive failed attempts before giving up (`failed` for good). Default: never. */
+    /**
+     * Consecutive failures before giving up (`failed` for good): failed attempts, and
+     * connections lost before they were stable for `stableAfterMs`. Default: never give up.
+     */
     maxAttempts?: number;
+    /** A connection that lived this long resets the backoff when it is lost. Default 60 s. */
+    stableAfterMs?: number;
   };
   stderr?: { maxLines?: number; maxBytes?: number };
   /** Longest stdout line (JSON-RPC message) accepted from a stdio server. Default 4 MiB. */
@@ -145,6 +150,9 @@ export class McpUpstream {
   private closing: Promise<void> | undefined;
   private attempts = 0;
   private consecutiveFailures = 0;
+  private connectedAt = 0;
+  /** Bumped per attempt; an attempt overtaken by restart() or close() discards itself. */
+  private generation = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private workDir: string | undefined;
@@ -270,6 +278,25 @@ export class McpUpstream {
     return this.request(`prompts/get ${JSON.stringify(name)}`, options, (client, requestOptions) =>
       client.getPrompt({ name, arguments: args }, requestOptions),
     );
+  }
+
+  /**
+   * Drops the current connection (killing a stdio process) and connects again at once, with a
+   * fresh backoff: the operator's "restart" after a fix, or after `failed` for good. Resolves
+   * when the attempt has settled, like start().
+   */
+  async restart(): Promise<void> {
+    if (this.closed) throw new UpstreamError('closed', 'restart: the upstream was closed');
+    if (!this.started) return this.start();
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const client = this.client;
+    const transport = this.transport;
+    this.client = undefined;
+    this.transport = undefined;
+    this.consecutiveFailures = 0;
+    await closeQuietly(client, transport);
+    await this.connect();
   }
 
   /**
@@ -427,12 +454,18 @@ export class McpUpstream {
 
   private async connect(): Promise<void> {
     if (this.closed) return;
+    this.generation += 1;
+    const generation = this.generation;
+    const overtaken = () => this.closed || generation !== this.generation;
     if (this.attempts > 0) {
       this.current.reconnects += 1;
       if (this.config.transport === 'stdio') this.current.restarts += 1;
     }
+    // A retry keeps the reason it retries for; the first attempt has none.
+    this.setStatus('connecting', this.attempts === 0 ? null : this.current.reason, {
+      nextAttemptAt: null,
+    });
     this.attempts += 1;
-    this.setStatus('connecting', this.current.reason, { nextAttemptAt: null });
     const connectTimeoutMs = this.options.connectTimeoutMs ?? 30_000;
     let client: Client | undefined;
     let transport: Transport | undefined;
@@ -456,13 +489,13 @@ export class McpUpstream {
       connecting.onerror = (error) =>
         this.log.debug({ err: error }, 'MCP upstream reported an error');
       await connecting.connect(transport, { timeout: connectTimeoutMs });
-      if (this.closed) throw new UpstreamError('closed', 'closed while connecting');
+      if (overtaken()) throw new UpstreamError('closed', 'overtaken while connecting');
       const [tools, resources, prompts] = await Promise.all([
         this.fetchList(connecting, 'tools'),
         this.fetchList(connecting, 'resources'),
         this.fetchList(connecting, 'prompts'),
       ]);
-      if (this.closed) throw new UpstreamError('closed', 'closed while connecting');
+      if (overtaken()) throw new UpstreamError('closed', 'overtaken while connecting');
       const changed = {
         tools: this.attempts > 1 && !sameNames(this.lists.tools, tools),
         resources: this.attempts > 1 && !sameNames(this.lists.resources, resources),
@@ -474,17 +507,21 @@ export class McpUpstream {
       this.current.protocolVersion = connecting.getNegotiatedProtocolVersion() ?? null;
       this.current.era = connecting.getProtocolEra() ?? null;
       this.current.serverInfo = server ? { name: server.name, version: server.version } : null;
-      this.consecutiveFailures = 0;
+      this.connectedAt = Date.now();
       this.setStatus('ready', null);
       for (const kind of ['tools', 'resources', 'prompts'] as const) {
         if (changed[kind]) this.events.emit('listChanged', kind);
+        // A change announced while the first lists were in flight may not be in them.
+        if (this.refreshAgain.has(kind)) void this.refreshList(kind);
       }
     } catch (error) {
-      if (this.closed) return;
+      if (overtaken()) {
+        await closeQuietly(client, transport);
+        return;
+      }
       this.client = undefined;
       if (this.transport === transport) this.transport = undefined;
       await closeQuietly(client, transport);
-      this.consecutiveFailures += 1;
       const exit = transport instanceof StdioProcessTransport ? transport.exit : undefined;
       const cause = this.toUpstreamError(error, 'connect', connectTimeoutMs).message;
       this.scheduleRetry('failed', exit ? `${cause}; ${describeExit(exit)}` : cause);
@@ -499,19 +536,28 @@ export class McpUpstream {
     const exit = transport instanceof StdioProcessTransport ? transport.exit : undefined;
     const reason = exit ? describeExit(exit) : 'the connection closed';
     this.log.warn({ reason }, 'MCP upstream connection lost');
-    this.scheduleRetry('degraded', reason);
+    this.lost('degraded', reason);
+  }
+
+  /** An established connection ended: a crash loop keeps backing off, a stable run starts over. */
+  private lost(state: 'degraded', reason: string): void {
+    const stableAfterMs = this.options.restart?.stableAfterMs ?? 60_000;
+    if (Date.now() - this.connectedAt >= stableAfterMs) this.consecutiveFailures = 0;
+    this.scheduleRetry(state, reason);
   }
 
   private scheduleRetry(state: 'degraded' | 'failed', reason: string): void {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
+    const attempt = this.consecutiveFailures;
+    this.consecutiveFailures += 1;
     if (this.consecutiveFailures >= this.maxAttempts) {
       this.setStatus('failed', `${reason}; gave up after ${this.consecutiveFailures} attempts`, {
         nextAttemptAt: null,
       });
       return;
     }
-    const delayMs = backoffDelayMs(this.consecutiveFailures, this.backoff);
+    const delayMs = backoffDelayMs(attempt, this.backoff);
     this.setStatus(state, reason, { nextAttemptAt: new Date(Date.now() + delayMs).toISOString() });
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
@@ -536,7 +582,7 @@ export class McpUpstream {
       this.transport = undefined;
       this.setStatus('degraded', reason);
       await closeQuietly(client, transport);
-      this.scheduleRetry('degraded', reason);
+      this.lost('degraded', reason);
     }
   }
 
@@ -552,9 +598,9 @@ export class McpUpstream {
   /** Re-fetches one list; a notification during a refresh causes one more refresh after it. */
   private refreshList(kind: UpstreamListKind): Promise<void> {
     const running = this.refreshing.get(kind);
-    if (running !== undefined) {
+    if (running !== undefined || this.client === undefined) {
       this.refreshAgain.add(kind);
-      return running;
+      return running ?? Promise.resolve();
     }
     const run = (async () => {
       do {
@@ -585,6 +631,8 @@ export class McpUpstream {
   private async fetchList(client: Client, kind: UpstreamListKind): Promise<unknown[]> {
     const capabilities = client.getServerCapabilities();
     if (capabilities?.[kind] === undefined) return [];
+    // 'bypass' keeps the client's tools/list cache empty, so callTool does not validate
+    // structuredContent against outputSchema itself: results reach the hub as the server sent them.
     const options = {
       timeout: this.options.connectTimeoutMs ?? 30_000,
       cacheMode: 'bypass' as const,
