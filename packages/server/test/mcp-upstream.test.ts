@@ -550,6 +550,12 @@ describe('sandbox', () => {
     });
     assert.notEqual(text(repo), 'ok');
     assert.ok(!existsSync(join(REPO_ROOT, 'sandbox-escape.txt')));
+    // Regression: run as root, bwrap kept every capability and the process could remount /usr.
+    assert.match(text(await closed.callTool('capabilities', {})), /^0+$/);
+    if (existsSync('/etc/shadow')) {
+      assert.notEqual(text(await closed.callTool('read_file', { path: '/etc/shadow' })), 'ok');
+    }
+    assert.equal(text(await closed.callTool('read_file', { path: '/etc/passwd' })), 'ok');
     const blocked = await closed.callTool('connect_tcp', { port });
     assert.notEqual(text(blocked), 'ok');
     await closed.close();

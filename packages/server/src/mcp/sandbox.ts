@@ -89,13 +89,40 @@ export function resolveCommand(command: string, path: string | undefined): strin
 }
 
 // The system directories a dynamically linked program (node, python, a shell) reads.
-const SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc'];
+const SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
+// Only the parts of /etc that programs need to run, resolve names and verify TLS: not
+// /etc/shadow, SSH host keys or the host's own configuration.
+const ETC_PATHS = [
+  '/etc/alternatives',
+  '/etc/ca-certificates',
+  '/etc/crypto-policies',
+  '/etc/gai.conf',
+  '/etc/group',
+  '/etc/host.conf',
+  '/etc/hosts',
+  '/etc/ld.so.cache',
+  '/etc/ld.so.conf',
+  '/etc/ld.so.conf.d',
+  '/etc/localtime',
+  '/etc/mime.types',
+  '/etc/nsswitch.conf',
+  '/etc/os-release',
+  '/etc/passwd',
+  '/etc/pki',
+  '/etc/protocols',
+  '/etc/resolv.conf',
+  '/etc/services',
+  '/etc/ssl',
+  '/etc/timezone',
+];
 
 /**
- * Wraps a command in bubblewrap: the whole system read-only (only the directories programs
- * need, not /home or /root), a private /tmp, /proc and /dev, the work directory the only
+ * Wraps a command in bubblewrap: the system directories programs need read-only (not /home,
+ * /root or most of /etc), a private /tmp, /proc and /dev, the work directory the only
  * writable place, its own PID namespace (the sandbox dies with its first process and with
- * Orchestra), and no network unless `network` is set.
+ * Orchestra), no capabilities (bwrap keeps them when Orchestra runs as root, and a root
+ * process with CAP_SYS_ADMIN could remount /usr read-write), and no network unless `network`
+ * is set.
  */
 export function sandboxCommand(request: SandboxRequest, bwrapPath = 'bwrap'): SandboxedCommand {
   const args = [
@@ -105,6 +132,8 @@ export function sandboxCommand(request: SandboxRequest, bwrapPath = 'bwrap'): Sa
     '--unshare-uts',
     '--unshare-cgroup-try',
     '--new-session',
+    '--cap-drop',
+    'ALL',
   ];
   if (!request.network) args.push('--unshare-net');
   for (const path of SYSTEM_PATHS) {
@@ -114,6 +143,7 @@ export function sandboxCommand(request: SandboxRequest, bwrapPath = 'bwrap'): Sa
     if (stat.isSymbolicLink()) args.push('--symlink', readlinkSync(path), path);
     else args.push('--ro-bind', path, path);
   }
+  for (const path of ETC_PATHS) args.push('--ro-bind-try', path, path);
   const readOnly = new Set<string>(request.readOnlyPaths.map((p) => resolve(p)));
   const resolved = resolveCommand(request.command, request.path);
   if (resolved !== undefined) {
