@@ -116,9 +116,14 @@ async function freePort(): Promise<number> {
 }
 
 /** Spawns server-everything over HTTP on a free loopback port; resolves once it listens. */
-async function spawnEverythingHttp(mode: 'streamableHttp' | 'sse', fixedPort?: number) {
+function spawnEverythingHttp(mode: 'streamableHttp' | 'sse', fixedPort?: number) {
+  return spawnHttpServer([EVERYTHING, mode], fixedPort);
+}
+
+/** Spawns a node HTTP MCP server with PORT set; resolves once it says it listens. */
+async function spawnHttpServer(args: string[], fixedPort?: number) {
   const port = fixedPort ?? (await freePort());
-  const child: ChildProcess = spawn(process.execPath, [EVERYTHING, mode], {
+  const child: ChildProcess = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? '', PORT: String(port) },
     stdio: ['ignore', 'ignore', 'pipe'],
     detached: true,
@@ -346,6 +351,33 @@ describe('protocol generations', () => {
     await upstream.close();
   });
 
+  it('a 2.x server over Streamable HTTP negotiates 2026-07-28', async (t) => {
+    const server = await spawnHttpServer([join(FIXTURES, 'modern-http-server.ts')]);
+    t.after(server.kill);
+    const upstream = await open({
+      transport: 'streamable_http',
+      url: `http://127.0.0.1:${server.port}/mcp`,
+      headers: {},
+    });
+    assert.equal(upstream.status.state, 'ready', upstream.status.reason ?? '');
+    assert.equal(upstream.status.protocolVersion, '2026-07-28');
+    assert.equal(upstream.status.era, 'modern');
+    assert.equal(text(await upstream.callTool('echo', { text: 'hi' })), 'modern http: hi');
+    await upstream.close();
+  });
+
+  it('a legacy server that exits on the probe is restarted with the plain 2025 handshake', async () => {
+    const upstream = await open(fixture('strict-legacy-server.ts'));
+    const status = await waitFor(upstream, (s) => s.state === 'ready');
+    assert.equal(status.protocolVersion, '2025-11-25');
+    assert.equal(status.restarts, 1);
+    assert.ok(
+      upstream.stderrLines().includes('strict-legacy-server: first message was not initialize'),
+    );
+    assert.equal(text(await upstream.callTool('echo', { text: 'hi' })), 'strict: hi');
+    await upstream.close();
+  });
+
   it('a 1.x server negotiates 2025-11-25', async () => {
     const upstream = await open(fixture('changing-server.ts'));
     assert.equal(upstream.status.protocolVersion, '2025-11-25');
@@ -382,7 +414,8 @@ describe('faults', () => {
     const status = await waitFor(upstream, (s) => s.state === 'failed' && s.nextAttemptAt === null);
     assert.match(status.reason ?? '', /exited with code 4/);
     assert.match(status.reason ?? '', /gave up after 3 attempts/);
-    assert.equal(status.restarts, 2);
+    // Four spawns: dying on the version probe first reads as "legacy server", retried at once.
+    assert.equal(status.restarts, 3);
     assert.ok(upstream.stderrLines().includes('crashing-server: exiting at start'));
     await rejectsWith(upstream.callTool('pid', {}), 'unavailable');
     await upstream.close();

@@ -151,6 +151,11 @@ export class McpUpstream {
   private attempts = 0;
   private consecutiveFailures = 0;
   private connectedAt = 0;
+  /**
+   * Set when a stdio server died on the `server/discover` probe: some 2025-era servers exit on
+   * any first request but `initialize`. Later attempts skip the probe (plain 2025 handshake).
+   */
+  private skipProbe = false;
   /** Bumped per attempt; an attempt overtaken by restart() or close() discards itself. */
   private generation = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -295,6 +300,7 @@ export class McpUpstream {
     this.client = undefined;
     this.transport = undefined;
     this.consecutiveFailures = 0;
+    this.skipProbe = false;
     await closeQuietly(client, transport);
     await this.connect();
   }
@@ -488,7 +494,10 @@ export class McpUpstream {
       connecting.onclose = () => this.connectionLost(connecting);
       connecting.onerror = (error) =>
         this.log.debug({ err: error }, 'MCP upstream reported an error');
-      await connecting.connect(transport, { timeout: connectTimeoutMs });
+      await connecting.connect(transport, {
+        timeout: connectTimeoutMs,
+        ...(this.skipProbe ? { prior: { kind: 'legacy' as const } } : {}),
+      });
       if (overtaken()) throw new UpstreamError('closed', 'overtaken while connecting');
       const [tools, resources, prompts] = await Promise.all([
         this.fetchList(connecting, 'tools'),
@@ -523,6 +532,21 @@ export class McpUpstream {
       if (this.transport === transport) this.transport = undefined;
       await closeQuietly(client, transport);
       const exit = transport instanceof StdioProcessTransport ? transport.exit : undefined;
+      if (
+        exit !== undefined &&
+        !this.skipProbe &&
+        error instanceof SdkError &&
+        error.code === SdkErrorCode.EraNegotiationFailed
+      ) {
+        // Not a failure but the answer to the probe: retry at once without it.
+        this.log.info('stdio MCP server exited on the version probe; using the 2025 handshake');
+        this.skipProbe = true;
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          void this.connect();
+        }, 0);
+        return;
+      }
       const cause = this.toUpstreamError(error, 'connect', connectTimeoutMs).message;
       this.scheduleRetry('failed', exit ? `${cause}; ${describeExit(exit)}` : cause);
     }
