@@ -211,6 +211,18 @@ describe('server-everything', () => {
     await upstream.close();
   });
 
+  it('a wrong URL fails with the HTTP status in the reason', async (t) => {
+    const server = await spawnEverythingHttp('streamableHttp');
+    t.after(server.kill);
+    const upstream = await open(
+      { transport: 'streamable_http', url: `http://127.0.0.1:${server.port}/nope`, headers: {} },
+      { restart: { maxAttempts: 1 } },
+    );
+    assert.equal(upstream.status.state, 'failed');
+    assert.match(upstream.status.reason ?? '', /HTTP 404/);
+    await upstream.close();
+  });
+
   it('over legacy HTTP+SSE', async (t) => {
     const server = await spawnEverythingHttp('sse');
     t.after(server.kill);

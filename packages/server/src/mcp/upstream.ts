@@ -12,6 +12,7 @@ import {
   type Resource,
   SdkError,
   SdkErrorCode,
+  SdkHttpError,
   SSEClientTransport,
   StreamableHTTPClientTransport,
   type Tool,
@@ -23,7 +24,7 @@ import { type BackoffPolicy, backoffDelayMs } from './backoff.ts';
 import { UpstreamError } from './errors.ts';
 import { RingLog } from './ring-log.ts';
 import { detectSandbox, sandboxCommand } from './sandbox.ts';
-import { StdioProcessTransport } from './stdio-supervisor.ts';
+import { type ProcessExit, StdioProcessTransport } from './stdio-supervisor.ts';
 
 /** How Orchestra reaches one upstream MCP server. Env values arrive resolved (secrets included). */
 export type McpTransportConfig =
@@ -151,6 +152,8 @@ export class McpUpstream {
   private attempts = 0;
   private consecutiveFailures = 0;
   private connectedAt = 0;
+  /** How the last stdio process ended, for the errors of the calls it took down. */
+  private lastExit: ProcessExit | undefined;
   /**
    * Set when a stdio server died on the `server/discover` probe: some 2025-era servers exit on
    * any first request but `initialize`. Later attempts skip the probe (plain 2025 handshake).
@@ -369,6 +372,15 @@ export class McpUpstream {
         },
       );
     }
+    if (error instanceof SdkHttpError) {
+      // Overload and server faults pass; anything else (401, 404…) is the endpoint saying no.
+      const transient = error.status >= 500 || error.status === 429;
+      return new UpstreamError(
+        transient ? 'unavailable' : 'protocol',
+        `${what}: the upstream answered HTTP ${error.status}`,
+        { cause: error },
+      );
+    }
     if (error instanceof SdkError) {
       switch (error.code) {
         case SdkErrorCode.RequestTimeout:
@@ -392,7 +404,9 @@ export class McpUpstream {
   }
 
   private lastExitText(): string {
-    const exit = this.transport instanceof StdioProcessTransport ? this.transport.exit : undefined;
+    const exit =
+      (this.transport instanceof StdioProcessTransport ? this.transport.exit : undefined) ??
+      this.lastExit;
     return exit ? ` (${describeExit(exit)})` : '';
   }
 
@@ -558,6 +572,7 @@ export class McpUpstream {
     this.client = undefined;
     this.transport = undefined;
     const exit = transport instanceof StdioProcessTransport ? transport.exit : undefined;
+    this.lastExit = exit;
     const reason = exit ? describeExit(exit) : 'the connection closed';
     this.log.warn({ reason }, 'MCP upstream connection lost');
     this.lost('degraded', reason);
@@ -713,11 +728,7 @@ async function closeQuietly(client: Client | undefined, transport: Transport | u
   }
 }
 
-function describeExit(exit: {
-  code: number | null;
-  signal: string | null;
-  killedBecause?: string;
-}) {
+function describeExit(exit: ProcessExit) {
   const how =
     exit.code !== null
       ? `exited with code ${exit.code}`
