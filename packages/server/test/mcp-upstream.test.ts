@@ -410,6 +410,13 @@ describe('faults', () => {
     await upstream.close();
   });
 
+  it('an answer written just before the process exits still arrives', async () => {
+    const upstream = await open(fixture('crashing-server.ts'));
+    assert.equal(text(await upstream.callTool('answer_then_exit', {})), 'last words');
+    await waitFor(upstream, (s) => s.state === 'ready' && s.restarts === 1);
+    await upstream.close();
+  });
+
   it('a process that exits after N calls is restarted each time', async () => {
     const upstream = await open(fixture('crashing-server.ts', ['--exit-after-calls', '2']));
     await upstream.callTool('pid', {});
@@ -452,6 +459,13 @@ describe('faults', () => {
     controller.abort(new Error('caller gave up'));
     await assert.rejects(call, /caller gave up/);
     await upstream.close();
+  });
+
+  it('close() rejects the calls in flight with closed', async () => {
+    const upstream = await open(fixture('hanging-server.ts'));
+    const rejected = rejectsWith(upstream.callTool('hang', {}), 'closed');
+    await upstream.close();
+    await rejected;
   });
 
   it('a server that never answers fails the connect with a timeout', async () => {
@@ -530,7 +544,7 @@ describe('faults', () => {
     const upstream = await open(fixture('crashing-server.ts'), {
       sandbox: 'off',
       healthIntervalMs: 200,
-      healthTimeoutMs: 500,
+      healthTimeoutMs: 2000,
     });
     const pid = Number(text(await upstream.callTool('pid', {})));
     const states: string[] = [];

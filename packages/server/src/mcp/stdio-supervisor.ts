@@ -22,6 +22,8 @@ export interface StdioProcessOptions {
   killGraceMs?: number;
 }
 
+const STDOUT_DRAIN_MS = 250;
+
 /** How the process ended, for the status reason. */
 export interface ProcessExit {
   code: number | null;
@@ -91,16 +93,28 @@ export class StdioProcessTransport implements Transport {
     });
     this.child = child;
     this.exited = new Promise((resolveExit) => {
-      // 'exit', not 'close': a grandchild holding the pipes open must not delay the verdict.
       child.once('exit', (code, signal) => {
         this.exit = {
           code,
           signal,
           ...(this.killReason ? { killedBecause: this.killReason } : {}),
         };
-        this.log.flush();
-        resolveExit();
-        this.reportClose();
+        // The answers it wrote just before exiting are still in the pipe: read them first,
+        // but not for long, since a grandchild holding the pipe open keeps it from closing.
+        const drained = new Promise<void>((resolveDrain) => {
+          const timer = setTimeout(resolveDrain, STDOUT_DRAIN_MS);
+          const done = () => {
+            clearTimeout(timer);
+            resolveDrain();
+          };
+          if (child.stdout === null || child.stdout.closed) done();
+          else child.stdout.once('close', done);
+        });
+        void drained.then(() => {
+          this.log.flush();
+          resolveExit();
+          this.reportClose();
+        });
       });
     });
     child.stdout?.on('data', (chunk: Buffer) => this.onStdout(chunk));
