@@ -459,6 +459,41 @@ for (const store of STORE_VARIANTS) {
   });
 }
 
+describe('ORCHESTRA_TENANT_MAX_SECRETS', () => {
+  test('creating one more than the limit is refused; replacing goes on; a tenant’s own limit applies', async () => {
+    const server = await startTestServer({ env: { ORCHESTRA_TENANT_MAX_SECRETS: '2' } });
+    try {
+      for (const name of ['LIMIT_A', 'LIMIT_B']) {
+        assert.equal(
+          (await server.call('PUT', `/v1/secrets/${name}`, { body: { value: 'v' } })).status,
+          201,
+        );
+      }
+      const refused = expectError(
+        await server.call('PUT', '/v1/secrets/LIMIT_C', { body: { value: 'v' } }),
+        409,
+        'TENANT_LIMIT_REACHED',
+      );
+      assert.equal(refused.details.limit, 'max_secrets');
+      assert.equal(refused.details.setting, 'ORCHESTRA_TENANT_MAX_SECRETS');
+      assert.equal(
+        (await server.call('PUT', '/v1/secrets/LIMIT_A', { body: { value: 'w' } })).status,
+        200,
+      );
+      const raised = await server.call('PATCH', '/v1/tenants/default', {
+        body: { limits: { max_secrets: 3 } },
+      });
+      assert.equal(raised.status, 200, JSON.stringify(raised.body));
+      assert.equal(
+        (await server.call('PUT', '/v1/secrets/LIMIT_C', { body: { value: 'v' } })).status,
+        201,
+      );
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe('keys on disk and rotation', () => {
   test('without a configured key, the key file is created with mode 0600 and opens the secrets after a restart', async () => {
     const dir = tempDir();

@@ -344,6 +344,15 @@ export const PLATFORM_SETTINGS = {
       'Most templates one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
     default: 1000,
   },
+  tenantMaxSecrets: {
+    env: 'ORCHESTRA_TENANT_MAX_SECRETS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most named secrets one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 1000,
+  },
   tenantMaxSessions: {
     env: 'ORCHESTRA_TENANT_MAX_SESSIONS',
     kind: 'int',

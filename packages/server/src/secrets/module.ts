@@ -33,14 +33,15 @@ declare module '../module.ts' {
 /** Named secrets of each tenant, encrypted at rest with the node's keyring (decision 0015). */
 export const secretsModule = defineModule({
   name: 'secrets',
-  // The rotation job runs on the node holding a registry claim; the registry starts first.
-  needs: ['registry'],
+  // The gateway has the tenants' limits. The rotation job runs on the node holding a
+  // registry claim; the registry starts first.
+  needs: ['gateway', 'registry'],
   migrations: secretsMigrations,
   tables: ['secrets'],
   errors: ['SECRET_NOT_FOUND', 'SECRET_UNREADABLE'],
   jobs: ['secrets-reseal'],
   create({ store, secrets: box, log, jobs, need }) {
-    const service = new SecretService({ store, box, log });
+    const service = new SecretService({ store, box, log, limits: need('gateway').limits });
     const { nodes } = need('registry');
     const reseal = jobs.job({
       name: 'secrets-reseal',

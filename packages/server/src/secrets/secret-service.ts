@@ -6,7 +6,9 @@ import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { type SecretBox, SecretKeyMismatchError } from '../platform/secret-box.ts';
-import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import { TenantLimit } from '../platform/tenant-limit.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
+import { countRows, isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import { replaceReferences, secretReferences } from './references.ts';
 import type { SecretsTable } from './tables.ts';
 
@@ -59,11 +61,26 @@ export class SecretService {
   readonly #store: RelationalStore;
   readonly #box: SecretBox;
   readonly #log: Logger;
+  readonly #limit: TenantLimit | undefined;
 
-  constructor(deps: { store: RelationalStore; box: SecretBox; log: Logger }) {
+  /** `limits`: each tenant's most secrets (none: no limit, for tools outside a server). */
+  constructor(deps: {
+    store: RelationalStore;
+    box: SecretBox;
+    log: Logger;
+    limits?: TenantLimitSource;
+  }) {
     this.#store = deps.store;
     this.#box = deps.box;
     this.#log = deps.log;
+    this.#limit =
+      deps.limits &&
+      new TenantLimit({
+        name: 'max_secrets',
+        limits: deps.limits,
+        what: 'secrets',
+        count: (tenantId) => countRows(this.#store.db, 'secrets', { tenant_id: tenantId }),
+      });
   }
 
   /** Creates the secret (version 1) or replaces its value (version n + 1). */
@@ -109,6 +126,7 @@ export class SecretService {
         if (row !== undefined) return { secret: toSecret(row), created: false };
         continue;
       }
+      await this.#limit?.check(tenantId);
       const id = newId(SECRET_ID_PREFIX);
       const row: SecretsTable = {
         id,
