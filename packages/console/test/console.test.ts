@@ -927,6 +927,71 @@ describe('API keys', () => {
   });
 });
 
+describe('secrets', () => {
+  test('an admin creates and replaces a secret with a masked field, never sees its value again, and deletes it; a viewer only reads', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, fixture.server.url, fixture.adminKey);
+    const problems = watchProblems(page);
+    await page.getByRole('link', { name: 'Secrets', exact: true }).click();
+    await page.getByRole('heading', { name: 'Secrets', level: 1 }).waitFor({ timeout: WAIT_MS });
+
+    // Checked at the fields before anything is sent.
+    await page.getByLabel('Name', { exact: true }).fill('not-a-name');
+    await page.getByRole('button', { name: 'Save secret' }).click();
+    await page.locator('#secret-name-error').waitFor({ timeout: WAIT_MS });
+    await page.locator('#secret-value-error', { hasText: 'Required' }).waitFor();
+
+    const value = `console-value-${Date.now()}`;
+    const field = page.getByLabel('Value', { exact: true });
+    assert.equal(await field.getAttribute('type'), 'password');
+    await page.getByLabel('Name', { exact: true }).fill('CONSOLE_TOKEN');
+    await field.fill(value);
+    await page.getByLabel('Description (optional)').fill('from the console');
+    await page.getByRole('button', { name: 'Save secret' }).click();
+    await page
+      .getByRole('status')
+      .filter({ hasText: 'Created CONSOLE_TOKEN, version 1.' })
+      .waitFor({
+        timeout: WAIT_MS,
+      });
+    assert.equal(await field.inputValue(), '', 'the value field is cleared once saved');
+    const row = page.locator('tbody tr', { hasText: 'CONSOLE_TOKEN' });
+    await row.waitFor({ timeout: WAIT_MS });
+    assert.match((await row.textContent()) ?? '', /from the console/);
+
+    // Replace: the row fills in the name; the next version.
+    await row.getByRole('button', { name: 'Replace CONSOLE_TOKEN' }).click();
+    assert.equal(await page.getByLabel('Name', { exact: true }).inputValue(), 'CONSOLE_TOKEN');
+    await field.fill(`${value}-2`);
+    await page.getByRole('button', { name: 'Save secret' }).click();
+    await page
+      .getByRole('status')
+      .filter({ hasText: 'Replaced CONSOLE_TOKEN, version 2.' })
+      .waitFor({ timeout: WAIT_MS });
+    assert.equal((await fixture.client.secrets.get('CONSOLE_TOKEN')).version, 2);
+    assert.ok(!(await page.content()).includes(value), 'the page holds the value');
+
+    // A viewer reads the list, with no form and no buttons.
+    const viewer = await fixture.client.apiKeys.create({ name: 'secrets viewer', role: 'viewer' });
+    const readerContext = await browser.newContext();
+    const reader = await signIn(readerContext, fixture.server.url, viewer.secret);
+    await reader.goto(`${fixture.server.url}/secrets`);
+    await reader.locator('tbody tr', { hasText: 'CONSOLE_TOKEN' }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await reader.getByRole('button', { name: 'Save secret' }).count(), 0);
+    assert.equal(await reader.getByRole('button', { name: 'Delete CONSOLE_TOKEN' }).count(), 0);
+
+    // Deleting asks once more.
+    await row.getByRole('button', { name: 'Delete CONSOLE_TOKEN' }).click();
+    await row.getByRole('button', { name: 'Delete CONSOLE_TOKEN' }).click();
+    await row.waitFor({ state: 'detached', timeout: WAIT_MS });
+    assert.equal((await fixture.client.secrets.list({ name_prefix: 'CONSOLE_' })).items.length, 0);
+
+    assert.deepEqual(problems, []);
+    await readerContext.close();
+    await context.close();
+  });
+});
+
 describe('tenants', () => {
   test('a system admin creates a tenant and gets its first admin key once; that admin sees no tenants section', async () => {
     const context = await browser.newContext();
@@ -1101,6 +1166,7 @@ describe('layout', () => {
       '/sessions',
       '/topics',
       '/services',
+      '/secrets',
       '/keys',
       '/tenants',
       '/tenants/default',

@@ -23,6 +23,7 @@ export const ERROR_CATALOGUE = {
   API_KEY_NOT_FOUND: { status: 404, message: 'The API key does not exist' },
   TEMPLATE_NOT_FOUND: { status: 404, message: 'The template does not exist' },
   TEMPLATE_VERSION_NOT_FOUND: { status: 404, message: 'The template has no such version' },
+  SECRET_NOT_FOUND: { status: 404, message: 'The secret does not exist' },
   TASK_NOT_FOUND: { status: 404, message: 'The task does not exist' },
   AGENT_NOT_FOUND: { status: 404, message: 'The agent does not exist' },
   SESSION_NOT_FOUND: { status: 404, message: 'The session does not exist' },
@@ -74,6 +75,10 @@ export const ERROR_CATALOGUE = {
   LAST_ADMIN_KEY: {
     status: 409,
     message: 'The last active admin key of a tenant cannot be revoked',
+  },
+  SECRET_UNREADABLE: {
+    status: 500,
+    message: 'The secret was sealed with a key this node does not have',
   },
   REQUEST_TIMEOUT: { status: 408, message: 'The request was not received in time' },
   PRECONDITION_FAILED: {

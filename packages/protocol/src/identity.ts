@@ -94,6 +94,14 @@ export const TENANT_LIMITS = {
     description:
       'Most templates one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
   },
+  max_secrets: {
+    env: 'ORCHESTRA_TENANT_MAX_SECRETS',
+    minimum: 0,
+    maximum: 100_000_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most named secrets one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+  },
   max_sessions: {
     env: 'ORCHESTRA_TENANT_MAX_SESSIONS',
     minimum: 0,

@@ -103,6 +103,14 @@ export {
   ServiceWatchEvent,
 } from './registry.ts';
 export {
+  ListSecretsQuery,
+  PutSecret,
+  SECRET_VALUE_MAX_BYTES,
+  Secret,
+  SecretName,
+  SecretRef,
+} from './secrets.ts';
+export {
   CreateSession,
   MultitaskStrategySchema,
   Session,

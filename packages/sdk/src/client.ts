@@ -9,6 +9,7 @@ import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
 import { LeasesApi, ServicesApi } from './registry-api.ts';
+import { SecretsApi } from './secrets-api.ts';
 import { MAX_BATCH_TASKS, SubmitBatcher } from './submit-batcher.ts';
 import {
   type ConnectionOptions,
@@ -156,6 +157,8 @@ export class Orchestra {
   readonly leases: LeasesApi;
   /** The service registry: register, discover, resolve, watch. */
   readonly services: ServicesApi;
+  /** Named secrets of the tenant: write-only, so only names, versions and timestamps. */
+  readonly secrets: SecretsApi;
 
   /** API keys of the caller's tenant (admin role). */
   readonly apiKeys: {
@@ -425,6 +428,7 @@ export class Orchestra {
     this.config = new ConfigApi(this);
     this.leases = new LeasesApi(this);
     this.services = new ServicesApi(this);
+    this.secrets = new SecretsApi(this);
     this.apiKeys = {
       create: (input) =>
         this.request('POST', '/v1/api-keys', {

@@ -62,6 +62,7 @@ export {
   type ServiceSummary,
   ServicesApi,
 } from './registry-api.ts';
+export { type ListSecretsOptions, type Secret, SecretsApi } from './secrets-api.ts';
 export {
   LiveInstances,
   type RegisterOptions,

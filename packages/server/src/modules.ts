@@ -15,6 +15,7 @@ import {
 } from './platform/settings.ts';
 import { realtimeModule } from './realtime/index.ts';
 import { registryModule } from './registry/index.ts';
+import { secretsModule } from './secrets/index.ts';
 import { sessionsModule } from './sessions/index.ts';
 import { statsModule } from './stats/index.ts';
 import { tasksModule } from './tasks/index.ts';
@@ -35,6 +36,7 @@ export const MODULES: readonly AnyModule[] = [
   kvModule,
   registryModule,
   configModule,
+  secretsModule,
   tasksModule,
   agentsModule,
   sessionsModule,

@@ -14,7 +14,7 @@ import { Lifecycle } from './platform/lifecycle.ts';
 import { Metrics } from './platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from './platform/rate-limit.ts';
 import { RedisRateLimiter } from './platform/redis-rate-limit.ts';
-import { loadNodeKey, SecretBox } from './platform/secret-box.ts';
+import { loadKeyring } from './platform/secret-box.ts';
 import { maskPasswords, type Settings, SettingsError } from './platform/settings.ts';
 import { openStore, type RelationalStore } from './store/store.ts';
 import { ADMIN_KEY_FILE, VERSION } from './version.ts';
@@ -107,7 +107,7 @@ export async function startServer(
   // tenant and print its admin key first.
   await assertCanListen(settings);
   secureDataDir(settings.dataDir, log, { sqlite: settings.databaseUrl === undefined });
-  const secrets = new SecretBox(loadNodeKey(settings.secretKey, settings.dataDir, log));
+  const secrets = loadKeyring(settings, log);
 
   const store = await openStore({
     databaseUrl: settings.databaseUrl,

@@ -17,9 +17,9 @@ function modeOf(path: string): string {
   return `0${(statSync(path).mode & 0o777).toString(8)}`;
 }
 
-/** Settings as a user who set no ORCHESTRA_SECRET_KEY has them: the key file is used. */
+/** Settings as a user who set no ORCHESTRA_SECRETS_KEY has them: the key file is used. */
 function defaultSettings(dataDir: string): Settings {
-  return { ...testSettings(dataDir), secretKey: undefined };
+  return { ...testSettings(dataDir), secretsKey: undefined };
 }
 
 async function start(settings: Settings, logTo?: Record<string, unknown>[]) {
@@ -135,7 +135,7 @@ describe('files on disk are readable by other local users', () => {
       await first.server.close();
     }
     const row = storedSecret(dataDir);
-    assert.match(row.secret, /^sealed:v1:/);
+    assert.match(row.secret, /^sealed:v2:[0-9a-f]{8}:/);
     const key = parseSecretKey(readFileSync(join(dataDir, 'node-key'), 'utf8'));
     assert.ok(key);
     const plaintext = new SecretBox(key).open(row.secret, `realtime_keys.secret:${row.id}`);
@@ -148,7 +148,7 @@ describe('files on disk are readable by other local users', () => {
     db.close();
     const second = await start(defaultSettings(dataDir));
     try {
-      assert.match(storedSecret(dataDir).secret, /^sealed:v1:/);
+      assert.match(storedSecret(dataDir).secret, /^sealed:v2:[0-9a-f]{8}:/);
       const read = await fetch(`${second.server.url}/v1/topics/news/messages`, {
         headers: { authorization: `Bearer ${token}` },
       });
@@ -159,7 +159,7 @@ describe('files on disk are readable by other local users', () => {
     }
   });
 
-  test('a node with another ORCHESTRA_SECRET_KEY refuses to start, naming the setting', async () => {
+  test('a node with another ORCHESTRA_SECRETS_KEY refuses to start, naming the setting', async () => {
     const dir = tempDir();
     const first = await start(testSettings(dir.path));
     await first.server.close();
@@ -167,8 +167,8 @@ describe('files on disk are readable by other local users', () => {
       const other = Buffer.alloc(32, 9).toString('base64');
       assert.notEqual(other, TEST_SECRET_KEY);
       await assert.rejects(
-        start({ ...testSettings(dir.path), secretKey: other }),
-        /ORCHESTRA_SECRET_KEY/,
+        start({ ...testSettings(dir.path), secretsKey: other }),
+        /ORCHESTRA_SECRETS_KEY/,
       );
     } finally {
       dir.remove();

@@ -80,7 +80,7 @@ export function testSettings(dataDir: string, env: Record<string, string> = {}):
     ORCHESTRA_RATE_LIMIT_PER_SECOND: '0',
     // Suites run in parallel on small machines: shedding is tested where a test asks for it.
     ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-    ORCHESTRA_SECRET_KEY: TEST_SECRET_KEY,
+    ORCHESTRA_SECRETS_KEY: TEST_SECRET_KEY,
     ...env,
   });
 }
@@ -270,7 +270,7 @@ export async function spawnOrchestra(options: {
       ORCHESTRA_DATA_DIR: options.dataDir,
       // Suites run in parallel on small machines: shedding is tested where a test asks for it.
       ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS: '0',
-      ORCHESTRA_SECRET_KEY: TEST_SECRET_KEY,
+      ORCHESTRA_SECRETS_KEY: TEST_SECRET_KEY,
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -384,6 +384,7 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'template') return f.templateName;
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
+  if (name === 'name' && path.startsWith('/v1/secrets')) return 'FUZZ_SECRET';
   if (name === 'name') return 'fuzz-svc';
   if (name === 'tool') return 'fuzz__tool';
   if (name === 'policy') return 'fuzz-policy';
@@ -470,6 +471,8 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { version: 1, reason: 'fuzz' };
     case 'PUT /v1/config-schemas/{prefix}':
       return { schema: { type: 'object' } };
+    case 'PUT /v1/secrets/{name}':
+      return { value: 'fuzz-value', description: 'd' };
     case 'POST /v1/leases':
       return { ttl_seconds: 60 };
     case 'PUT /v1/services/{name}/instances/{id}':

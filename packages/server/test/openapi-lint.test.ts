@@ -237,6 +237,11 @@ describe('the OpenAPI document', () => {
     assert.deepEqual(diff.data.changes, [
       { op: 'replace', path: '/on', old_value: true, value: false },
     ]);
+    const secret = { params: { path: { name: 'GENERATED_SECRET' } } };
+    const created = await call('PUT', '/v1/secrets/{name}', { ...secret, body: { value: 's' } });
+    assert.equal(created.response.status, 201);
+    assert.equal(created.data.version, 1);
+    assert.equal((await call('GET', '/v1/secrets/{name}', secret)).data.name, 'GENERATED_SECRET');
     await call('PUT', '/v1/config-schemas/{prefix}', {
       params: { path: { prefix: 'generated/' } },
       body: { schema: { type: 'object' } },

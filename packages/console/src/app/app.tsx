@@ -3,6 +3,7 @@ import { AgentDetailPage, AgentsPage } from './pages/agents.tsx';
 import { ConfigKeyPage, ConfigPage } from './pages/config.tsx';
 import { KeysPage } from './pages/keys.tsx';
 import { OverviewPage } from './pages/overview.tsx';
+import { SecretsPage } from './pages/secrets.tsx';
 import { ServiceDetailPage, ServicesPage } from './pages/services.tsx';
 import { SessionDetailPage, SessionsPage } from './pages/sessions.tsx';
 import { SignIn } from './pages/sign-in.tsx';
@@ -25,6 +26,7 @@ const NAV = [
   { to: '/topics', label: 'Topics' },
   { to: '/config', label: 'Config' },
   { to: '/services', label: 'Services' },
+  { to: '/secrets', label: 'Secrets' },
   { to: '/keys', label: 'API keys', adminOnly: true },
   { to: '/tenants', label: 'Tenants', adminOnly: true, systemOnly: true },
 ] as const satisfies readonly {
@@ -67,6 +69,7 @@ function route(path: string): ReactNode {
   if (service?.name) return <ServiceDetailPage key={service.name} name={service.name} />;
   if (path === '/config') return <ConfigPage />;
   if (path === '/config/key') return <ConfigKeyPage />;
+  if (path === '/secrets') return <SecretsPage />;
   if (path === '/keys') return <KeysPage />;
   if (path === '/tenants') return <TenantsPage />;
   const tenant = match('/tenants/:id', path);

@@ -350,7 +350,8 @@ export function TextField(props: {
   error?: string | undefined;
   placeholder?: string;
   maxLength?: number;
-  type?: 'text' | 'number';
+  /** `password`: the value is masked, and browsers neither keep nor offer it. */
+  type?: 'text' | 'number' | 'password';
   spellCheck?: boolean;
 }) {
   const errorId = `${props.id}-error`;
@@ -361,6 +362,7 @@ export function TextField(props: {
         id={props.id}
         type={props.type ?? 'text'}
         {...(props.type === 'number' ? { step: 1 } : {})}
+        {...(props.type === 'password' ? { autoComplete: 'new-password' } : {})}
         value={props.value}
         placeholder={props.placeholder}
         maxLength={props.maxLength}

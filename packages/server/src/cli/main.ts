@@ -16,6 +16,7 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   sessions: () => import('./commands/sessions.ts'),
   topics: () => import('./commands/topics.ts'),
   config: () => import('./commands/config.ts'),
+  secrets: () => import('./commands/secrets.ts'),
   services: () => import('./commands/services.ts'),
   stats: () => import('./commands/stats.ts'),
   cluster: () => import('./commands/cluster.ts'),

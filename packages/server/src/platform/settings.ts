@@ -58,13 +58,31 @@ export const PLATFORM_SETTINGS = {
     allowed: 'a postgres:// or postgresql:// URL',
     description: 'PostgreSQL connection URL. Unset: SQLite in the data directory.',
   },
-  secretKey: {
-    env: 'ORCHESTRA_SECRET_KEY',
+  secretsKey: {
+    env: 'ORCHESTRA_SECRETS_KEY',
     kind: 'string',
     schema: Type.String({ minLength: 1 }),
     allowed: '32 bytes as base64 or 64 hex digits (openssl rand -base64 32)',
     description:
-      'Key that encrypts the secrets Orchestra stores (the realtime signing key). Unset: a key file `node-key` in the data directory, created on first start. Every node of a cluster needs the same key.',
+      'Key that encrypts what Orchestra stores sealed (named secrets, the realtime signing key). Unset: a key file `node-key` in the data directory, created with mode 0600 on first start. Every node of a cluster needs the same key. To rotate, set the new key here and the old one in ORCHESTRA_SECRETS_PREVIOUS_KEYS (decision 0015).',
+    secret: true,
+  },
+  secretKey: {
+    env: 'ORCHESTRA_SECRET_KEY',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: '32 bytes as base64 or 64 hex digits',
+    description:
+      'Deprecated name of ORCHESTRA_SECRETS_KEY, still read. Both set to different keys: the node refuses to start.',
+    secret: true,
+  },
+  secretsPreviousKeys: {
+    env: 'ORCHESTRA_SECRETS_PREVIOUS_KEYS',
+    kind: 'string',
+    schema: Type.String({ minLength: 1 }),
+    allowed: 'comma-separated keys, each 32 bytes as base64 or 64 hex digits',
+    description:
+      'Keys that sealed values before a rotation: they still open, and a background job seals them again with ORCHESTRA_SECRETS_KEY. Remove a key once the log says nothing is left under it.',
     secret: true,
   },
   databasePoolSize: {
@@ -324,6 +342,15 @@ export const PLATFORM_SETTINGS = {
     allowed: 'an integer >= 0 (0: no limit)',
     description:
       'Most templates one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 1000,
+  },
+  tenantMaxSecrets: {
+    env: 'ORCHESTRA_TENANT_MAX_SECRETS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most named secrets one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
     default: 1000,
   },
   tenantMaxSessions: {

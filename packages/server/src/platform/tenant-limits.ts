@@ -16,6 +16,7 @@ export const TENANT_LIMIT_SETTINGS = {
   max_topics: 'tenantMaxTopics',
   max_config_keys: 'tenantMaxConfigKeys',
   max_templates: 'tenantMaxTemplates',
+  max_secrets: 'tenantMaxSecrets',
   max_sessions: 'tenantMaxSessions',
 } as const satisfies Record<TenantLimitName, keyof Settings>;
 

@@ -113,6 +113,15 @@ export class RealtimeTokens {
       let secret = row.secret;
       if (SecretBox.isSealed(secret)) {
         secret = this.#box.open(secret, keyContext(row.id));
+        if (!this.#box.isCurrent(row.secret)) {
+          // Sealed with a previous key (a rotation, decision 0015): seal it with the current one.
+          await this.#store.db
+            .updateTable('realtime_keys')
+            .set({ secret: this.#box.seal(secret, keyContext(row.id)) })
+            .where('id', '=', row.id)
+            .where('secret', '=', row.secret)
+            .execute();
+        }
       } else {
         // Stored in the clear by a version before encryption at rest: seal it now.
         await this.#store.db

@@ -1,0 +1,7 @@
+// The secrets module's public surface: other modules and the server import it from here
+// only (npm run lint checks it).
+export * from './migrations.ts';
+export * from './module.ts';
+export { REDACTED, redact, secretReferences } from './references.ts';
+export * from './routes.ts';
+export * from './secret-service.ts';
