@@ -6,7 +6,7 @@ import { SettingsError } from './settings.ts';
 
 /** The first format: no key id; opened by trying every key of the ring. */
 const SEALED_V1 = 'sealed:v1:';
-/** `sealed:v2:<key id>:<iv|tag|ciphertext as base64url>` (decision 0015). */
+/** `sealed:v2:<key id>:<iv|tag|ciphertext as base64url>` (decision 0016). */
 const SEALED_V2 = 'sealed:v2:';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

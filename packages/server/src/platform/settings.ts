@@ -64,7 +64,7 @@ export const PLATFORM_SETTINGS = {
     schema: Type.String({ minLength: 1 }),
     allowed: '32 bytes as base64 or 64 hex digits (openssl rand -base64 32)',
     description:
-      'Key that encrypts what Orchestra stores sealed (named secrets, the realtime signing key). Unset: a key file `node-key` in the data directory, created with mode 0600 on first start. Every node of a cluster needs the same key. To rotate, set the new key here and the old one in ORCHESTRA_SECRETS_PREVIOUS_KEYS (decision 0015).',
+      'Key that encrypts what Orchestra stores sealed (named secrets, the realtime signing key). Unset: a key file `node-key` in the data directory, created with mode 0600 on first start. Every node of a cluster needs the same key. To rotate, set the new key here and the old one in ORCHESTRA_SECRETS_PREVIOUS_KEYS (decision 0016).',
     secret: true,
   },
   secretKey: {

@@ -114,7 +114,7 @@ export class RealtimeTokens {
       if (SecretBox.isSealed(secret)) {
         secret = this.#box.open(secret, keyContext(row.id));
         if (!this.#box.isCurrent(row.secret)) {
-          // Sealed with a previous key (a rotation, decision 0015): seal it with the current one.
+          // Sealed with a previous key (a rotation, decision 0016): seal it with the current one.
           await this.#store.db
             .updateTable('realtime_keys')
             .set({ secret: this.#box.seal(secret, keyContext(row.id)) })

@@ -30,7 +30,7 @@ declare module '../module.ts' {
   }
 }
 
-/** Named secrets of each tenant, encrypted at rest with the node's keyring (decision 0015). */
+/** Named secrets of each tenant, encrypted at rest with the node's keyring (decision 0016). */
 export const secretsModule = defineModule({
   name: 'secrets',
   // The gateway has the tenants' limits. The rotation job runs on the node holding a

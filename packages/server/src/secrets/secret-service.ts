@@ -219,7 +219,7 @@ export class SecretService {
 
   /**
    * Seals every secret not sealed with the current key again with it (a rotation, decision
-   * 0015). A value that no key of the ring opens is counted and left as it is: the secret
+   * 0016). A value that no key of the ring opens is counted and left as it is: the secret
    * stays unreadable (SECRET_UNREADABLE) until the missing key is configured, and nothing
    * else stops working.
    */

@@ -3,7 +3,7 @@ import type { Migration } from 'kysely/migration';
 
 /** Migrations of the tools module, in order. Names are global; never rename one. */
 export const toolsMigrations: Record<string, Migration> = {
-  '0012_tools': {
+  '0019_tools': {
     async up(db: Kysely<unknown>) {
       await db.schema
         .createTable('tools')
