@@ -142,6 +142,17 @@ export const ERROR_CATALOGUE = {
   TOOL_RESULT_TOO_LARGE: { status: 502, message: 'The tool’s answer is too large' },
   TOOL_CIRCUIT_OPEN: { status: 503, message: 'The tool’s upstream is failing; calls fail fast' },
   TOOL_UPSTREAM_BUSY: { status: 503, message: 'The tool’s upstream has too many calls in flight' },
+  MCP_SERVER_NOT_FOUND: { status: 404, message: 'The MCP server does not exist' },
+  MCP_CATALOG_ENTRY_NOT_FOUND: { status: 404, message: 'The catalog entry does not exist' },
+  MCP_SERVER_ALREADY_EXISTS: {
+    status: 409,
+    message: 'An MCP server with this name already exists',
+  },
+  MCP_CATALOG_ENTRY_ALREADY_EXISTS: {
+    status: 409,
+    message: 'A catalog entry with this id already exists',
+  },
+  MCP_SERVER_NOT_RUNNING: { status: 409, message: 'The MCP server is not running on this node' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },
   NO_HEALTHY_INSTANCE: {

@@ -69,6 +69,25 @@ export {
   UpdateTenant,
   WhoAmI,
 } from './identity.ts';
+export {
+  CatalogEntry,
+  CatalogEntryId,
+  CatalogEntryRef,
+  CreateCatalogEntry,
+  CreateMcpServer,
+  InstallCatalogEntry,
+  MCP_SERVER_STATES,
+  McpPrompt,
+  McpResource,
+  McpServer,
+  McpServerLog,
+  McpServerName,
+  McpServerRef,
+  McpServerState,
+  McpServerStatus,
+  McpTransport,
+  UpdateMcpServer,
+} from './mcp.ts';
 export { ClusterNode, type DependencyCheck, Readiness } from './ops.ts';
 export {
   CreateRealtimeToken,

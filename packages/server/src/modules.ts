@@ -4,6 +4,7 @@ import { configModule } from './config/index.ts';
 import { eventsModule } from './events/index.ts';
 import { gatewayModule } from './gateway/index.ts';
 import { kvModule } from './kv/index.ts';
+import { mcpModule } from './mcp/index.ts';
 import type { AnyModule } from './module.ts';
 import { opsModule } from './ops/index.ts';
 import type { ErrorCode } from './platform/errors.ts';
@@ -41,6 +42,7 @@ export const MODULES: readonly AnyModule[] = [
   agentsModule,
   sessionsModule,
   toolsModule,
+  mcpModule,
   realtimeModule,
   statsModule,
   opsModule,

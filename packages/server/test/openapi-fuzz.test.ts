@@ -343,6 +343,9 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
     approval: 'required',
   });
   const gated = await ok('POST', '/v1/tools/fuzz__gated/invoke', { arguments: { a: 1 } });
+  // An HTTP MCP server on a closed loopback port: registered, never reachable.
+  await ok('POST', '/v1/mcp/servers', fuzzMcpServer());
+  await ok('POST', '/v1/mcp/catalog', { id: 'fuzz-entry', ...fuzzCatalogEntry() });
   const approval = await server.call('GET', `/v1/tool-approvals/${gated.call.approval_id}`);
   return {
     keys,
@@ -359,6 +362,18 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
     approvalHash: approval.body.arguments_hash,
   };
 }
+
+const fuzzMcpServer = () => ({
+  name: 'fuzz-mcp',
+  transport: 'streamable_http',
+  url: 'http://127.0.0.1:9/mcp',
+  headers: { authorization: 'Bearer x' },
+});
+const fuzzCatalogEntry = () => ({
+  title: 'Fuzz',
+  server: { transport: 'streamable_http', url: 'http://127.0.0.1:9/{{config.path}}' },
+  config_schema: { type: 'object', properties: { path: { type: 'string', maxLength: 10 } } },
+});
 
 /** An HTTP tool whose upstream is a closed loopback port: its calls fail fast, harmlessly. */
 const fuzzTool = () => ({
@@ -390,6 +405,8 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'policy') return 'fuzz-policy';
   if (name === 'call') return f.toolCallId;
   if (name === 'approval') return f.approvalId;
+  if (name === 'server') return 'fuzz-mcp';
+  if (name === 'entry') return 'fuzz-entry';
   if (path.startsWith('/v1/api-keys')) return f.spareKeyId;
   if (path.startsWith('/v1/tenants')) return 'default';
   if (path.startsWith('/v1/tasks')) return f.taskId;
@@ -509,6 +526,16 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { arguments_hash: f.approvalHash, reason: 'fuzz' };
     case 'POST /v1/tool-approvals/{approval}/reject':
       return { reason: 'fuzz' };
+    case 'POST /v1/mcp/servers':
+      return { ...fuzzMcpServer(), name: unique, description: 'd', tool_timeout_ms: 1000 };
+    case 'PUT /v1/mcp/servers/{server}': {
+      const { name: _name, ...settings } = fuzzMcpServer();
+      return { ...settings, description: 'd' };
+    }
+    case 'POST /v1/mcp/catalog':
+      return { id: unique, ...fuzzCatalogEntry() };
+    case 'POST /v1/mcp/catalog/{entry}/install':
+      return { name: unique, config: { path: 'mcp' } };
     case 'PUT /v1/tool-policies/{policy}':
       return { effect: 'allow', tools: ['fuzz__*'], description: 'd' };
   }

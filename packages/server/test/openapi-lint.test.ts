@@ -206,6 +206,8 @@ describe('the OpenAPI document', () => {
     });
     assert.equal(invoked.data.call.status, 'succeeded');
     assert.equal(invoked.data.result.structured_content.status, 'ok');
+    const catalog = await call('GET', '/v1/mcp/catalog');
+    assert.ok(catalog.data.items.some((e: { id: string }) => e.id === 'filesystem'));
     await call('POST', '/v1/leases', { body: { ttl_seconds: 60 } });
     const token = await call('POST', '/v1/realtime/tokens', {
       body: { topics: ['generated.topic'], publish: true },

@@ -1,14 +1,20 @@
-// The MCP upstream connection layer (issue 20): no module declaration yet; the mcp module
-// builds its routes and tables on this library.
+// The MCP hub's public surface: other modules and the server import it from here only
+// (npm run lint checks it). The upstream connection layer, then the module on top of it.
 export { type BackoffPolicy, backoffDelayMs } from './backoff.ts';
 export { UpstreamError, type UpstreamErrorKind } from './errors.ts';
+export * from './hub.ts';
+export * from './migrations.ts';
+export * from './module.ts';
 export { RingLog } from './ring-log.ts';
+export * from './routes.ts';
 export {
   detectSandbox,
   type SandboxAvailability,
   type SandboxRequest,
   sandboxCommand,
 } from './sandbox.ts';
+export * from './server-records.ts';
+export * from './settings.ts';
 export {
   type ProcessExit,
   type StdioProcessOptions,

@@ -34,7 +34,7 @@ declare module '../module.ts' {
 /** The tool registry, tool policies, the executor and the record of every call. */
 export const toolsModule = defineModule({
   name: 'tools',
-  needs: ['events', 'gateway'],
+  needs: ['events', 'gateway', 'secrets'],
   migrations: toolsMigrations,
   tables: [
     'tools',
@@ -82,6 +82,7 @@ export const toolsModule = defineModule({
   jobs: ['tool-approval-expiry'],
   create({ store, log, metrics, settings, jobs, secrets: box, need }) {
     const { events } = need('events');
+    const secrets = need('secrets');
     const tools = new ToolService({ store });
     const policies = new PolicyService({ store });
     const calls = new ToolCallLog({ store, events });
@@ -107,9 +108,7 @@ export const toolsModule = defineModule({
         breakerFailures: settings.toolBreakerFailures,
         breakerHalfOpenAfterMs: settings.toolBreakerHalfOpenMs,
       },
-      expandSecrets: () => async (_tenantId, text) => {
-        throw new ApiError('VALIDATION_FAILED', `secrets are not available yet: ${text.length}`);
-      },
+      expandSecrets: () => (tenantId, text) => secrets.expand(tenantId, text),
       mcp: () => {
         if (mcp === undefined) {
           return async () => {

@@ -611,6 +611,20 @@ export class ToolService {
       .execute();
   }
 
+  /** How many tools each of the tenant's MCP servers `servers` has in the registry. */
+  async countByServer(tenantId: string, servers: string[]): Promise<Map<string, number>> {
+    if (servers.length === 0) return new Map();
+    const rows = await this.#store.db
+      .selectFrom('tools')
+      .select(['upstream', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('tenant_id', '=', tenantId)
+      .where('source_type', '=', 'mcp')
+      .where('upstream', 'in', servers)
+      .groupBy('upstream')
+      .execute();
+    return new Map(rows.map((r) => [r.upstream, Number(r.n)]));
+  }
+
   /** Forgets every tool of an MCP server (the server was removed). */
   async removeServer(tenantId: string, server: string): Promise<void> {
     await this.#store.db
