@@ -66,6 +66,13 @@ export function useSession(): Session {
   return session;
 }
 
+/** What a VALIDATION_FAILED error says of one field (`body.name`), if it names that field. */
+export function fieldMessage(err: unknown, field: string): string | undefined {
+  if (!(err instanceof OrchestraError)) return undefined;
+  const fields = err.details?.fields as { field: string; message: string }[] | undefined;
+  return fields?.find((f) => f.field === field)?.message;
+}
+
 /** A message for an error from the API, as a user should read it. */
 export function describeError(err: unknown): string {
   if (err instanceof OrchestraError) {

@@ -1,7 +1,6 @@
 import type { ApiKey, ApiKeyWithSecret, Role } from '@orchestra/sdk';
-import { OrchestraError } from '@orchestra/sdk';
 import { type FormEvent, type ReactNode, useState } from 'react';
-import { describeError, useSession } from '../session.tsx';
+import { describeError, fieldMessage, useSession } from '../session.tsx';
 import {
   Alert,
   Badge,
@@ -104,13 +103,8 @@ function CreateKey({ onCreated }: { onCreated: (key: ApiKeyWithSecret) => void }
       setName('');
       onCreated(created);
     } catch (err) {
-      const field =
-        err instanceof OrchestraError
-          ? (err.details?.fields as { field: string; message: string }[] | undefined)?.find(
-              (f) => f.field === 'body.name',
-            )
-          : undefined;
-      if (field) setNameError(field.message);
+      const message = fieldMessage(err, 'body.name');
+      if (message) setNameError(message);
       else setProblem(describeError(err));
     } finally {
       setBusy(false);

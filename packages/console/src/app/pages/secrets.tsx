@@ -1,7 +1,6 @@
 import type { Secret } from '@orchestra/sdk';
-import { OrchestraError } from '@orchestra/sdk';
 import { type FormEvent, useState } from 'react';
-import { describeError, useSession } from '../session.tsx';
+import { describeError, fieldMessage, useSession } from '../session.tsx';
 import {
   Alert,
   ConfirmButton,
@@ -59,13 +58,8 @@ function PutSecretForm(props: {
       );
       props.onSaved();
     } catch (err) {
-      const field =
-        err instanceof OrchestraError
-          ? (err.details?.fields as { field: string; message: string }[] | undefined)?.find(
-              (f) => f.field === 'params.name',
-            )
-          : undefined;
-      if (field) setNameError(field.message);
+      const message = fieldMessage(err, 'params.name');
+      if (message) setNameError(message);
       else setProblem(describeError(err));
     } finally {
       setBusy(false);
