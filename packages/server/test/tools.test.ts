@@ -388,6 +388,43 @@ for (const store of STORE_VARIANTS) {
       assert.ok(!JSON.stringify(page.body).includes('sk-very-secret'));
     });
 
+    test('secret references in headers are resolved at each call and redacted from what comes back', async () => {
+      const secret = `sk-${store}-3c9e7a1f0b`;
+      upstream.handlers.set('/whoami', (req, res) =>
+        json(res, 200, { saw: req.headers.authorization }),
+      );
+      assert.equal(
+        (await server.call('PUT', '/v1/secrets/UPSTREAM_TOKEN', { body: { value: secret } }))
+          .status,
+        201,
+      );
+      const created = await server.call('POST', '/v1/tools', {
+        body: httpTool('auth__whoami', '/whoami', {
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a secret reference
+          source: {
+            type: 'http',
+            method: 'GET',
+            url: `${upstream.url}/whoami`,
+            headers: { authorization: 'Bearer ${secret:UPSTREAM_TOKEN}' },
+          },
+        }),
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.ok(!JSON.stringify(created.body).includes(secret));
+      const res = await invoke('auth__whoami', {});
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.equal(upstream.requests.at(-1)?.headers.authorization, `Bearer ${secret}`);
+      assert.ok(!JSON.stringify(res.body).includes(secret), JSON.stringify(res.body));
+      assert.equal(res.body.result.structured_content.saw, 'Bearer [redacted]');
+      const calls = await server.call('GET', '/v1/tool-calls?tool=auth__whoami');
+      assert.ok(!JSON.stringify(calls.body).includes(secret));
+
+      await server.call('DELETE', '/v1/secrets/UPSTREAM_TOKEN');
+      const missing = await invoke('auth__whoami', {});
+      assert.equal(missing.body.call.status, 'failed');
+      assert.equal(missing.body.call.error.code, 'SECRET_NOT_FOUND');
+    });
+
     test('upstream failures: HTTP 4xx is a tool error; 5xx, garbage and oversize fail the call', async () => {
       upstream.handlers.set('/missing', (_req, res) => json(res, 404, { message: 'not here' }));
       upstream.handlers.set('/garbage', (_req, res) =>
