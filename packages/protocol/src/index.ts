@@ -75,6 +75,7 @@ export {
   CatalogEntryRef,
   CreateCatalogEntry,
   CreateMcpServer,
+  CreateMcpView,
   InstallCatalogEntry,
   MCP_SERVER_STATES,
   McpPrompt,
@@ -86,7 +87,12 @@ export {
   McpServerState,
   McpServerStatus,
   McpTransport,
+  McpView,
+  McpViewName,
+  McpViewRef,
+  McpViewTool,
   UpdateMcpServer,
+  UpdateMcpView,
 } from './mcp.ts';
 export { ClusterNode, type DependencyCheck, Readiness } from './ops.ts';
 export {
@@ -163,6 +169,7 @@ export {
   UpdateTemplate,
 } from './templates.ts';
 export {
+  AgentToolSource,
   ApproveToolCall,
   ApproveToolDefinition,
   AudioContent,

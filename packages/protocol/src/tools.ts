@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox';
-import { Labels, NullableTimestamp, Timestamp } from './common.ts';
+import { Capability, Labels, NullableTimestamp, Timestamp } from './common.ts';
 import { Role } from './identity.ts';
 
 // Tools (`/v1/tools`), their policies (`/v1/tool-policies`) and the record of every call
@@ -125,8 +125,35 @@ export const McpToolSource = Type.Object(
 );
 export type McpToolSource = Static<typeof McpToolSource>;
 
+export const AgentToolSource = Type.Object(
+  {
+    type: Type.Literal('agent'),
+    template: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 120,
+        description: 'The template of the task (id or name).',
+      }),
+    ),
+    capabilities: Type.Optional(
+      Type.Array(Capability, {
+        minItems: 1,
+        maxItems: 50,
+        uniqueItems: true,
+        description: 'Capabilities the agent that serves the call must have.',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'A capability served by connected agents: each call becomes a task (input: the arguments) dispatched through the pool, so leases, cancellation and failover apply. Its output is the result. Give a template, capabilities, or both.',
+  },
+);
+export type AgentToolSource = Static<typeof AgentToolSource>;
+
 /** Where a tool's calls go. MCP tools are registered by their server, never by hand. */
-export const ToolSource = Type.Union([HttpToolSource, McpToolSource]);
+export const ToolSource = Type.Union([HttpToolSource, McpToolSource, AgentToolSource]);
 export type ToolSource = Static<typeof ToolSource>;
 
 /** Everything a version of a tool defines. */
@@ -145,13 +172,13 @@ export const ToolSpecFields = {
 };
 
 export const CreateTool = Type.Object(
-  { name: ToolName, ...ToolSpecFields, source: HttpToolSource },
+  { name: ToolName, ...ToolSpecFields, source: Type.Union([HttpToolSource, AgentToolSource]) },
   { additionalProperties: false },
 );
 export type CreateTool = Static<typeof CreateTool>;
 
 export const UpdateTool = Type.Object(
-  { ...ToolSpecFields, source: HttpToolSource },
+  { ...ToolSpecFields, source: Type.Union([HttpToolSource, AgentToolSource]) },
   { additionalProperties: false },
 );
 export type UpdateTool = Static<typeof UpdateTool>;
@@ -334,8 +361,10 @@ export const ToolCall = Type.Object(
     tool: Type.String(),
     tool_id: Type.String(),
     tool_version: Type.Integer(),
-    source: Type.String({ description: '`http`, `mcp`.' }),
-    upstream: Type.String({ description: 'The MCP server’s name, or the HTTP host.' }),
+    source: Type.String({ description: '`http`, `mcp` or `agent`.' }),
+    upstream: Type.String({
+      description: 'The MCP server’s name, the HTTP host, or `agents` for an agent tool.',
+    }),
     caller: ToolCaller,
     arguments: Type.Unknown({
       description: 'As called, with secrets redacted and values over 1 KiB truncated.',

@@ -297,6 +297,20 @@ export class McpHub {
     return this.view(running.record);
   }
 
+  /**
+   * The servers of a tenant connected on this node, by name: for the gateway to pass their
+   * resources and prompts through.
+   */
+  connected(tenantId: string): Map<string, McpUpstream> {
+    const out = new Map<string, McpUpstream>();
+    for (const running of this.#running.values()) {
+      if (running.record.row.tenant_id === tenantId && running.upstream.status.state === 'ready') {
+        out.set(running.record.row.name, running.upstream);
+      }
+    }
+    return out;
+  }
+
   // Calls, from the tool executor.
 
   /** Calls a tool of a server this node runs; a failure is a `ToolFailure`. */
