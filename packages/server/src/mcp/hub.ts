@@ -13,16 +13,38 @@ import type {
   UpdateMcpServer,
 } from '@orchestra/protocol';
 import type { Logger } from 'pino';
+import type { Bus } from '../bus/bus.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
+import { newId } from '../platform/ids.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { SecretsInterface } from '../secrets/index.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import { ToolFailure, type ToolsInterface } from '../tools/index.ts';
+import { ToolFailure, type ToolFailureKind, type ToolsInterface } from '../tools/index.ts';
 import { UpstreamError } from './errors.ts';
 import type { McpServerRecord, McpServerRecords } from './server-records.ts';
 import { type McpTransportConfig, McpUpstream, type UpstreamStatus } from './upstream.ts';
+
+/** A call forwarded to the node that runs the server (cluster mode), and its answer. */
+interface ForwardedCall {
+  id: string;
+  replyTo: string;
+  tenantId: string;
+  server: string;
+  tool: string;
+  args: Record<string, unknown>;
+  timeoutMs: number;
+}
+interface ForwardedReply {
+  id: string;
+  result?: ToolResult;
+  failure?: { kind: ToolFailureKind; message: string };
+}
+const callSubject = (node: string) => `mcp.call.${node}`;
+const replySubject = (node: string) => `mcp.reply.${node}`;
+/** How long a forwarded call may take at most, whatever the tool says (the caller's signal ends it sooner). */
+const FORWARD_MAX_MS = 10 * 60_000;
 
 const CATALOG_FILE = new URL('../../catalog/mcp-servers.json', import.meta.url);
 const requireHere = createRequire(import.meta.url);
@@ -132,6 +154,10 @@ export class McpHub {
   readonly #running = new Map<string, Running>();
   readonly #builtin = builtinCatalog();
   readonly #job: Job;
+  readonly #bus: Bus;
+  /** Forwarded calls waiting for the answer of the node that runs their server. */
+  readonly #forwarded = new Map<string, { resolve: (r: ForwardedReply) => void }>();
+  readonly #unsubscribe: (() => void)[] = [];
   #closed = false;
 
   constructor(deps: {
@@ -141,9 +167,11 @@ export class McpHub {
     secrets: SecretsInterface;
     claim: () => (key: string) => Promise<boolean>;
     jobs: Jobs;
+    bus: Bus;
     log: Logger;
     settings: McpHubSettings;
   }) {
+    this.#bus = deps.bus;
     this.#store = deps.store;
     this.records = deps.records;
     this.#tools = deps.tools;
@@ -161,11 +189,29 @@ export class McpHub {
   }
 
   start(): void {
+    const node = this.#settings.instanceId;
+    this.#unsubscribe.push(
+      this.#bus.subscribe(
+        callSubject(node),
+        (message) => void this.#serveForwarded(message as ForwardedCall),
+      ),
+      this.#bus.subscribe(replySubject(node), (message) => {
+        const reply = message as ForwardedReply;
+        this.#forwarded.get(reply.id)?.resolve(reply);
+      }),
+    );
     this.#job.start();
   }
 
   async stop(): Promise<void> {
     this.#closed = true;
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+    for (const [id, waiting] of this.#forwarded) {
+      waiting.resolve({
+        id,
+        failure: { kind: 'unavailable', message: 'this node is shutting down' },
+      });
+    }
     await this.#job.stop();
     await Promise.all([...this.#running.keys()].map((id) => this.#letGo(id)));
   }
@@ -324,12 +370,7 @@ export class McpHub {
     const running = [...this.#running.values()].find(
       (r) => r.record.row.tenant_id === call.tenantId && r.record.row.name === call.server,
     );
-    if (running === undefined) {
-      throw new ToolFailure(
-        'unavailable',
-        `MCP server "${call.server}" is not connected on this node`,
-      );
-    }
+    if (running === undefined) return this.#forward(call);
     try {
       // The executor's signal carries the tool's timeout; no second one here.
       const result = await running.upstream.callTool(call.tool, call.args, {
@@ -349,6 +390,82 @@ export class McpHub {
       }
       throw err;
     }
+  }
+
+  /** Sends a call to the node that runs the server, and waits for its answer. */
+  async #forward(call: {
+    tenantId: string;
+    server: string;
+    tool: string;
+    args: Record<string, unknown>;
+    signal: AbortSignal;
+  }): Promise<ToolResult> {
+    const record = await this.records.find(call.tenantId, call.server).catch(() => undefined);
+    const node =
+      record === undefined ? null : (JSON.parse(record.row.status) as McpServerStatus).node;
+    if (node === null || node === this.#settings.instanceId || record?.row.enabled !== 1) {
+      throw new ToolFailure(
+        'unavailable',
+        `MCP server "${call.server}" is not connected to any node yet`,
+      );
+    }
+    const id = newId('fwd');
+    const reply = new Promise<ForwardedReply>((resolve) => {
+      this.#forwarded.set(id, { resolve });
+      const onAbort = () => resolve({ id, failure: { kind: 'unavailable', message: 'cancelled' } });
+      call.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    this.#bus.publish(callSubject(node), {
+      id,
+      replyTo: replySubject(this.#settings.instanceId),
+      tenantId: call.tenantId,
+      server: call.server,
+      tool: call.tool,
+      args: call.args,
+      timeoutMs: FORWARD_MAX_MS,
+    } satisfies ForwardedCall);
+    try {
+      const answer = await reply;
+      if (call.signal.aborted) throw call.signal.reason;
+      if (answer.result !== undefined) return answer.result;
+      throw new ToolFailure(
+        answer.failure?.kind ?? 'protocol',
+        answer.failure?.message ?? 'no answer',
+        {
+          retryable: answer.failure?.kind === 'unavailable',
+        },
+      );
+    } finally {
+      this.#forwarded.delete(id);
+    }
+  }
+
+  /** Runs a call another node forwarded here, and sends the answer back. */
+  async #serveForwarded(message: ForwardedCall): Promise<void> {
+    let reply: ForwardedReply;
+    try {
+      const signal = AbortSignal.timeout(Math.min(message.timeoutMs, FORWARD_MAX_MS));
+      const running = [...this.#running.values()].find(
+        (r) => r.record.row.tenant_id === message.tenantId && r.record.row.name === message.server,
+      );
+      if (running === undefined) {
+        throw new ToolFailure(
+          'unavailable',
+          `MCP server "${message.server}" moved away from ${this.#settings.instanceId}`,
+        );
+      }
+      const result = await this.callTool({ ...message, signal });
+      reply = { id: message.id, result };
+    } catch (err) {
+      reply = {
+        id: message.id,
+        failure:
+          err instanceof ToolFailure
+            ? { kind: err.kind, message: err.message }
+            : { kind: 'protocol', message: (err as Error).message },
+      };
+    }
+    this.#bus.publish(message.replyTo, reply);
   }
 
   // Supervision.
