@@ -257,6 +257,41 @@ describe('MCP hub', () => {
     assert.equal(pid.body.call.status, 'succeeded', JSON.stringify(pid.body));
   });
 
+  test('faults through the hub: a hanging tool times out, a flood is bounded, and the server keeps serving', async () => {
+    for (const [name, file] of [
+      ['hanging', 'hanging-server.ts'],
+      ['flood', 'flood-server.ts'],
+    ] as const) {
+      const created = await server.call('POST', '/v1/mcp/servers', {
+        body: {
+          name,
+          transport: 'stdio',
+          command: process.execPath,
+          args: [join(FIXTURES, file)],
+          tool_timeout_ms: 500,
+        },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      await ready(name);
+      await server.call('POST', '/v1/tool-policies', { body: allowAll(name, [`${name}__*`]) });
+    }
+    const hung = await invoke('hanging__hang', {});
+    assert.equal(hung.status, 200);
+    assert.equal(hung.body.call.status, 'failed');
+    assert.equal(hung.body.call.error.code, 'TOOL_TIMEOUT');
+    assert.equal((await invoke('hanging__quick', {})).body.call.status, 'succeeded');
+    // A flood on stderr is cut to the bounded log; the server answers on.
+    const flooded = await invoke('flood__flood_stderr', { megabytes: 2 });
+    assert.equal(flooded.status, 200, JSON.stringify(flooded.body));
+    const logs = await server.call('GET', '/v1/mcp/servers/flood/logs');
+    assert.ok(JSON.stringify(logs.body).length < 1024 * 1024, 'the log stays bounded');
+    // A stdout line beyond any sane message is dropped unread; the answer after it arrives.
+    const big = await invoke('flood__flood_stdout', { megabytes: 8 });
+    assert.equal(big.status, 200);
+    assert.equal(big.body.call.status, 'succeeded', JSON.stringify(big.body.call));
+    assert.ok(big.body.call.result_bytes < 64 * 1024);
+  });
+
   test('disabling a server stops it and its tools; enabling brings them back', async () => {
     const disabled = await server.call('POST', '/v1/mcp/servers/crashing/disable');
     assert.equal(disabled.status, 200);
