@@ -253,6 +253,9 @@ describe('MCP hub', () => {
       (s) => s.status.state === 'ready' && s.status.restarts >= 1,
     );
     assert.ok(back.status.restarts >= 1);
+    const metrics = await fetch(`${server.url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /orchestra_mcp_server_restarts_total\{server="crashing"\} [1-9]/);
+    assert.match(metrics, /orchestra_mcp_server_ready\{server="crashing"\} 1/);
     const pid = await invoke('crashing__pid', {});
     assert.equal(pid.body.call.status, 'succeeded', JSON.stringify(pid.body));
   });

@@ -13,6 +13,7 @@ import type {
   UpdateMcpServer,
 } from '@orchestra/protocol';
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Bus } from '../bus/bus.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -66,6 +67,8 @@ interface Running {
   /** What the server's settings were when it was started; a change restarts it. */
   updatedAt: string;
   events: { time: string; text: string }[];
+  /** Restarts and reconnects counted in the metrics so far. */
+  restartsSeen: number;
 }
 
 function builtinCatalog(): CatalogEntry[] {
@@ -155,6 +158,7 @@ export class McpHub {
   readonly #builtin = builtinCatalog();
   readonly #job: Job;
   readonly #bus: Bus;
+  readonly #metrics: { ready: Gauge<'server'>; restarts: Counter<'server'> };
   /** Forwarded calls waiting for the answer of the node that runs their server. */
   readonly #forwarded = new Map<string, { resolve: (r: ForwardedReply) => void }>();
   readonly #unsubscribe: (() => void)[] = [];
@@ -168,10 +172,25 @@ export class McpHub {
     claim: () => (key: string) => Promise<boolean>;
     jobs: Jobs;
     bus: Bus;
+    registry: Registry;
     log: Logger;
     settings: McpHubSettings;
   }) {
     this.#bus = deps.bus;
+    this.#metrics = {
+      ready: new Gauge({
+        name: 'orchestra_mcp_server_ready',
+        help: '1 while an MCP server this node runs or connects to is ready, 0 while it connects, is degraded or failed.',
+        labelNames: ['server'],
+        registers: [deps.registry],
+      }),
+      restarts: new Counter({
+        name: 'orchestra_mcp_server_restarts_total',
+        help: 'Restarts (stdio) and reconnects of the MCP servers this node runs, after the first start.',
+        labelNames: ['server'],
+        registers: [deps.registry],
+      }),
+    };
     this.#store = deps.store;
     this.records = deps.records;
     this.#tools = deps.tools;
@@ -512,6 +531,7 @@ export class McpHub {
     const running = this.#running.get(id);
     if (running === undefined) return;
     this.#running.delete(id);
+    this.#metrics.ready.remove({ server: running.record.row.name });
     await running.upstream
       .close()
       .catch((err: unknown) =>
@@ -575,7 +595,13 @@ export class McpHub {
       sandbox: this.#settings.sandbox,
       healthIntervalMs: this.#settings.healthIntervalMs,
     });
-    const running: Running = { record, upstream, updatedAt: row.updated_at, events };
+    const running: Running = {
+      record,
+      upstream,
+      updatedAt: row.updated_at,
+      events,
+      restartsSeen: 0,
+    };
     this.#running.set(row.id, running);
     upstream.on('status', (status) => {
       note(`${status.state}${status.reason ? `: ${status.reason}` : ''}`);
@@ -591,6 +617,13 @@ export class McpHub {
 
   async #onStatus(running: Running, status: UpstreamStatus): Promise<void> {
     if (this.#running.get(running.record.row.id) !== running) return;
+    const server = running.record.row.name;
+    this.#metrics.ready.set({ server }, status.state === 'ready' ? 1 : 0);
+    const restarts = status.restarts + status.reconnects;
+    if (restarts > running.restartsSeen) {
+      this.#metrics.restarts.inc({ server }, restarts - running.restartsSeen);
+      running.restartsSeen = restarts;
+    }
     try {
       await this.records.setStatus(running.record.row.id, {
         state: status.state,
