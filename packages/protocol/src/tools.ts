@@ -425,6 +425,11 @@ export const ToolApprovalDecision = Type.Object({
   call: Type.Ref('ToolCall'),
   result: Type.Union([ToolResult, Type.Null()]),
 });
+export type ToolApprovalDecision = {
+  approval: ToolApproval;
+  call: ToolCall;
+  result: ToolResult | null;
+};
 
 export const ToolCallRef = Type.Object({
   call: Type.String({ maxLength: 64, description: 'The call’s id (`tc_…`).' }),
