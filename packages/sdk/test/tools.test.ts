@@ -1,34 +1,11 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
+import { echoUpstream, startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import { type CreateToolInput, Orchestra } from '../src/index.ts';
 import { collect, rejection } from './support.ts';
 
 // `orchestra.tools`, `toolPolicies`, `toolCalls` and `approvals` against a real server, whose
 // HTTP tools call a real upstream on loopback.
-
-/** Answers `/echo` with what it was sent, anything else with 404. */
-async function echoUpstream(): Promise<{ url: string; server: Server }> {
-  const server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (chunk) => {
-      body += chunk;
-    });
-    req.on('end', () => {
-      if (req.url?.startsWith('/echo')) {
-        res
-          .writeHead(200, { 'content-type': 'application/json' })
-          .end(JSON.stringify({ got: JSON.parse(body || 'null') }));
-      } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('no such thing');
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
 
 describe('orchestra.tools and friends', () => {
   let server: TestServer;
@@ -51,7 +28,7 @@ describe('orchestra.tools and friends', () => {
   });
   after(async () => {
     await server.stop();
-    upstream.server.close();
+    await upstream.close();
   });
 
   test('create, get, list, update, versions, invoke and delete an HTTP tool', async () => {
