@@ -176,6 +176,8 @@ export async function confirm(question: string): Promise<boolean> {
   const { createInterface } = await import('node:readline/promises');
   const prompt = createInterface({ input: process.stdin, output: process.stderr });
   const ended = new Promise<string>((resolve) => prompt.once('close', () => resolve('')));
+  // Ctrl-C at the question is a no, not a prompt left paused.
+  prompt.once('SIGINT', () => prompt.close());
   try {
     const answer = await Promise.race([prompt.question(`${question} [y/N] `), ended]);
     return /^\s*y(es)?\s*$/i.test(answer);
