@@ -431,6 +431,57 @@ export async function closedPort(): Promise<number> {
 }
 
 /** A spawned `orchestra start` for suites that drive the CLI against it. */
+/** A CLI command that runs until stopped (`--follow`), read as it prints. */
+export interface FollowingCli {
+  stdout(): string;
+  stderr(): string;
+  /** The exit code, or null while it runs. */
+  exitCode(): number | null;
+  /** Waits until `ready` holds; fails if the command exits first, or after 60 s. */
+  until(what: string, ready: () => boolean): Promise<void>;
+  /** Stops it (SIGTERM) and waits until it has exited. */
+  stop(): Promise<void>;
+}
+
+/** Spawns `orchestra <args>` against the fixture's server, to read its output as it comes. */
+export function followCli(fixture: CliServer, args: string[]): FollowingCli {
+  const child = spawn(
+    process.execPath,
+    [ORCHESTRA_BIN, ...args, '--url', fixture.server.url, '--api-key', fixture.adminKey],
+    { cwd: fixture.workDir, env: childEnv(), stdio: 'pipe' },
+  );
+  spawned.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const output = () => `\nstdout: ${stdout}\nstderr: ${stderr}`;
+  return {
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exitCode: () => child.exitCode,
+    async until(what, ready) {
+      const deadline = Date.now() + SPAWN_DEADLINE_MS;
+      while (!ready()) {
+        if (child.exitCode !== null)
+          assert.fail(`exited ${child.exitCode} before ${what}${output()}`);
+        if (Date.now() > deadline) assert.fail(`no ${what} in time${output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await closed;
+      spawned.delete(child);
+    },
+  };
+}
+
 export interface CliServer {
   server: SpawnedOrchestra;
   adminKey: string;
@@ -503,4 +554,31 @@ export async function eventually(what: string, check: () => boolean): Promise<vo
     if (Date.now() > deadline) throw new Error(`${what} did not happen`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/**
+ * An upstream for HTTP tools on loopback: `/echo…` answers JSON `{"got": <the JSON body>}`,
+ * any other path 404 with a text body (a tool-level error). `close` stops it.
+ */
+export async function echoUpstream(): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8').on('data', (chunk: string) => {
+      body += chunk;
+    });
+    req.on('end', () => {
+      if (req.url?.startsWith('/echo')) {
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ got: JSON.parse(body || 'null') }));
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('no such thing');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }

@@ -37,8 +37,8 @@ import type { ToolExecutor } from './executor.ts';
 import type { PolicyService } from './policy-service.ts';
 import type { ToolService } from './tool-service.ts';
 
-/** Who may call tools over the API: people who operate, and agents. */
-const CALL_ROLES: readonly Role[] = ['admin', 'operator', 'agent'];
+/** Who may call tools (over the API and through /mcp): people who operate, and agents. */
+export const TOOL_CALL_ROLES: readonly Role[] = ['admin', 'operator', 'agent'];
 
 /** `/v1/tools`, `/v1/tool-policies` and `/v1/tool-calls`. */
 export const toolRoutes: FastifyPluginAsyncTypebox<{
@@ -321,7 +321,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
         body: InvokeTool,
         response: { 200: ToolInvocation, 202: ToolInvocation, ...errorResponses },
       },
-      config: { auth: CALL_ROLES },
+      config: { auth: TOOL_CALL_ROLES },
     },
     async (request, reply) => {
       const abort = new AbortController();
