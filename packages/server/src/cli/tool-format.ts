@@ -28,9 +28,20 @@ export function jsonSection(heading: string, value: unknown): string {
 
 /** Where a tool's calls go: `POST https://…` or `mcp github/create_issue`. */
 export function sourceText(tool: Tool): string {
-  return tool.source.type === 'http'
-    ? `${tool.source.method} ${tool.source.url}`
-    : `mcp ${tool.source.server}/${tool.source.tool}`;
+  const source = tool.source;
+  switch (source.type) {
+    case 'http':
+      return `${source.method} ${source.url}`;
+    case 'mcp':
+      return `mcp ${source.server}/${source.tool}`;
+    case 'agent':
+      return `agent task${source.template ? ` of template ${source.template}` : ''}${source.capabilities ? ` with ${source.capabilities.join(', ')}` : ''}`;
+  }
+}
+
+function sourceShort(tool: Tool): string {
+  const source = tool.source;
+  return source.type === 'mcp' ? `mcp:${source.server}` : source.type;
 }
 
 export const TOOL_HEADER = ['NAME', 'ID', 'VERSION', 'STATE', 'SOURCE', 'LABELS', 'UPDATED'];
@@ -41,7 +52,7 @@ export function toolRow(t: Tool): string[] {
     t.id,
     String(t.latest_version),
     t.pending === null ? t.state : `${t.state} (pending)`,
-    t.source.type === 'http' ? 'http' : `mcp:${t.source.server}`,
+    sourceShort(t),
     labelsText(t.labels),
     t.updated_at,
   ];
