@@ -64,3 +64,20 @@ export const AGENT_STATUSES = ['online', 'busy', 'draining', 'offline', 'error']
  * (not connected) or `error` (its connection was closed for breaking the protocol).
  */
 export type AgentStatus = (typeof AGENT_STATUSES)[number];
+
+/** A tool's state (`GET /v1/tools`); `ToolState` in the schemas says what each means. */
+export const TOOL_STATES = ['active', 'held', 'unavailable', 'disabled'] as const;
+
+/** Where a tool call is (`GET /v1/tool-calls`); `ToolCallStatus` says what each means. */
+export const TOOL_CALL_STATUSES = [
+  'awaiting_approval',
+  'running',
+  'succeeded',
+  'failed',
+  'denied',
+  'rejected',
+  'expired',
+] as const;
+
+/** Where an approval of a tool call is (`GET /v1/tool-approvals`). */
+export const TOOL_APPROVAL_STATUSES = ['pending', 'approved', 'rejected', 'expired'] as const;

@@ -1,6 +1,7 @@
 import Type, { type Static } from 'typebox';
 import { Labels, NullableTimestamp, Timestamp } from './common.ts';
 import { Role } from './identity.ts';
+import { TOOL_APPROVAL_STATUSES, TOOL_CALL_STATUSES, TOOL_STATES } from './states.ts';
 
 // Tools (`/v1/tools`), their policies (`/v1/tool-policies`) and the record of every call
 // (`/v1/tool-calls`).
@@ -156,7 +157,6 @@ export const UpdateTool = Type.Object(
 );
 export type UpdateTool = Static<typeof UpdateTool>;
 
-export const TOOL_STATES = ['active', 'held', 'unavailable', 'disabled'] as const;
 export const ToolState = Type.Enum([...TOOL_STATES], {
   description:
     '`active`: served. `held`: its server changed or added it; not served until approved. `unavailable`: its server no longer lists it. `disabled`: its server is disabled.',
@@ -302,15 +302,6 @@ export const InvokeTool = Type.Object(
 );
 export type InvokeTool = Static<typeof InvokeTool>;
 
-export const TOOL_CALL_STATUSES = [
-  'awaiting_approval',
-  'running',
-  'succeeded',
-  'failed',
-  'denied',
-  'rejected',
-  'expired',
-] as const;
 export const ToolCallStatus = Type.Enum([...TOOL_CALL_STATUSES], {
   description:
     '`awaiting_approval`: a policy requires an approval, not given yet. `running`: approved, at its source. `succeeded`: the tool answered (its result may still be a tool-level error, `is_error`). `failed`: the call did not complete (timeout, upstream down, breaker open). `denied`: the policy or validation refused it. `rejected`: an operator rejected it. `expired`: nobody decided before its deadline.',
@@ -367,7 +358,6 @@ export type ToolInvocation = { call: ToolCall; result: ToolResult | null };
 
 // Approvals.
 
-export const TOOL_APPROVAL_STATUSES = ['pending', 'approved', 'rejected', 'expired'] as const;
 export const ToolApprovalStatus = Type.Enum([...TOOL_APPROVAL_STATUSES]);
 export type ToolApprovalStatus = Static<typeof ToolApprovalStatus>;
 
