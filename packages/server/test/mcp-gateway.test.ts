@@ -8,10 +8,15 @@ import {
   StreamableHTTPClientTransport as ModernTransport,
 } from '@modelcontextprotocol/client';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { GatewayTool } from '../src/mcp-gateway/index.ts';
 import { MODULES } from '../src/modules.ts';
-import { type ConformanceBackend, conformanceBackend } from './fixtures/mcp/conformance-backend.ts';
+import {
+  CONFORMANCE_TOOLS,
+  type ConformanceBackend,
+  conformanceBackend,
+} from './fixtures/mcp/conformance-backend.ts';
 import { mcpGatewayTestModule } from './fixtures/mcp/gateway-module.ts';
 import {
   childEnv,
@@ -91,6 +96,18 @@ async function modernClient(path = '/mcp'): Promise<ModernClient> {
   await client.connect(transport);
   return client;
 }
+
+/** A 2025-11-25 initialize request. */
+const INITIALIZE = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: {
+    protocolVersion: '2025-11-25',
+    capabilities: {},
+    clientInfo: { name: 'raw', version: '1' },
+  },
+});
 
 /** A raw POST of `body` (text) to the gateway. */
 async function post(path: string, body: string, headers: Record<string, string> = auth()) {
@@ -230,16 +247,7 @@ test('without a credential /mcp answers 401 in the unified format with a WWW-Aut
 });
 
 test('an unknown view is 404 MCP_VIEW_NOT_FOUND', async () => {
-  const init = JSON.stringify({
-    jsonrpc: '2.0',
-    id: 1,
-    method: 'initialize',
-    params: {
-      protocolVersion: '2025-11-25',
-      capabilities: {},
-      clientInfo: { name: 'x', version: '1' },
-    },
-  });
+  const init = INITIALIZE;
   expectError(await post('/mcp/nope', init), 404, 'MCP_VIEW_NOT_FOUND');
   expectError(await post('/mcp/..%2f..', init), 404, 'MCP_VIEW_NOT_FOUND');
   expectError(await post('/mcp?tool_exposure=some', init), 400, 'VALIDATION_FAILED');
@@ -281,19 +289,7 @@ test('bad JSON-RPC input gets JSON-RPC errors, never a 500', async () => {
 
 /** Opens a 2025-11-25 session with bare requests (no event stream is left open); its id. */
 async function openRawSession(): Promise<string> {
-  const init = await post(
-    '/mcp',
-    JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'initialize',
-      params: {
-        protocolVersion: '2025-11-25',
-        capabilities: {},
-        clientInfo: { name: 'raw', version: '1' },
-      },
-    }),
-  );
+  const init = await post('/mcp', INITIALIZE);
   assert.equal(init.status, 200, JSON.stringify(init.body));
   const id = init.headers.get('mcp-session-id');
   assert.ok(id);
@@ -397,5 +393,33 @@ test('the MCP conformance suite (server scenarios) passes through /mcp, but for 
   } finally {
     await proxy.close();
     work.remove();
+  }
+});
+
+test('the conformance catalogue also runs as a standalone stdio MCP server (SDK 1.x)', async () => {
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [fileURLToPath(new URL('./fixtures/mcp/conformance-server.ts', import.meta.url))],
+    env: childEnv(),
+    stderr: 'ignore',
+  });
+  const client = new Client({ name: 'stdio-test', version: '1.0.0' });
+  await client.connect(transport);
+  try {
+    const { tools } = await client.listTools();
+    assert.deepEqual(
+      tools.map((t) => t.name),
+      CONFORMANCE_TOOLS.map((t) => t.name),
+    );
+    const result = await client.callTool({ name: 'test_simple_text', arguments: {} });
+    assert.deepEqual(result.content, [
+      { type: 'text', text: 'This is a simple text response for testing.' },
+    ]);
+    await assert.rejects(
+      client.callTool({ name: 'nope', arguments: {} }),
+      (err: any) => err.code === -32602,
+    );
+  } finally {
+    await client.close();
   }
 });
