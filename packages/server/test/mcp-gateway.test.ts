@@ -392,7 +392,7 @@ test('the MCP conformance suite (server scenarios) passes through /mcp, but for 
     assert.equal(result.code, 0, `conformance failed:\n${result.stdout}\n${result.stderr}`);
   } finally {
     await proxy.close();
-    work.remove();
+    if (process.env.KEEP_CONFORMANCE === undefined) work.remove();
   }
 });
 

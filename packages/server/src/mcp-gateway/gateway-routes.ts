@@ -67,7 +67,9 @@ function jsonRpcProblem(body: unknown): string | undefined {
   if (message.jsonrpc !== '2.0') return 'jsonrpc must be "2.0"';
   const isResponse = 'result' in message || 'error' in message;
   if (!isResponse && typeof message.method !== 'string') return 'method must be a string';
-  if ('id' in message && !['string', 'number'].includes(typeof message.id)) {
+  // Only an error response may have a null id (it answers a request it could not read).
+  const nullable = 'error' in message && message.id === null;
+  if ('id' in message && !nullable && !['string', 'number'].includes(typeof message.id)) {
     return 'id must be a string or a number';
   }
   return undefined;
@@ -80,8 +82,8 @@ function webRequestOf(request: FastifyRequest, body: string | undefined, signal:
     if (value === undefined) continue;
     headers.set(name, Array.isArray(value) ? value.join(', ') : value);
   }
-  const host = request.headers.host ?? 'localhost';
-  return new Request(`http://${host}${request.url}`, {
+  // The URL's host is not the Host header, which the client chooses: it is kept in headers.
+  return new Request(new URL(request.url, 'http://localhost'), {
     method: request.method,
     headers,
     signal,

@@ -105,17 +105,20 @@ export function createGatewayServer(context: GatewayServerContext): Server {
   const clientRequests = (ctx: ServerContext) => {
     if (context.generation !== 'stateful') return {};
     const capabilities = server.getClientCapabilities() ?? {};
+    // On the call's own event stream: the standalone GET stream may not be open (yet), and
+    // a request sent on none is lost.
+    const related = { relatedRequestId: ctx.mcpReq.id };
     return {
       ...(capabilities.elicitation !== undefined
         ? {
             elicit: (params: Parameters<typeof ctx.mcpReq.elicitInput>[0]) =>
-              ctx.mcpReq.elicitInput(params),
+              server.elicitInput(params, related),
           }
         : {}),
       ...(capabilities.sampling !== undefined
         ? {
             createMessage: async (params: Parameters<typeof ctx.mcpReq.requestSampling>[0]) =>
-              (await ctx.mcpReq.requestSampling(params)) as CreateMessageResult,
+              (await server.createMessage(params, related)) as CreateMessageResult,
           }
         : {}),
     };
