@@ -61,6 +61,8 @@ const extraTools: GatewayTool[] = [
 before(async () => {
   backend = conformanceBackend(extraTools);
   server = await startTestServer({
+    // Open event streams check their credential often, so that revocation shows at once.
+    env: { ORCHESTRA_STREAM_CREDENTIAL_CHECK_MS: '100' },
     modules: [
       ...MODULES,
       mcpGatewayTestModule(backend, { maxSessionsPerTenant: MAX_SESSIONS_PER_TENANT }),
@@ -324,6 +326,36 @@ test('at the per-tenant session limit the least recently used idle session makes
   for (const id of ids) {
     await fetch(`${server.url}/mcp`, { method: 'DELETE', headers: sessionHeaders(id) });
   }
+});
+
+test('a revoked key ends its open event stream, and its session answers 401', async () => {
+  const created = await server.call('POST', '/v1/api-keys', {
+    body: { name: 'mcp-revoked', role: 'viewer' },
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const key = created.body.secret as string;
+  const headers = { authorization: `Bearer ${key}` };
+  const init = await post('/mcp', INITIALIZE, headers);
+  const id = init.headers.get('mcp-session-id') as string;
+  const stream = await fetch(`${server.url}/mcp`, {
+    headers: {
+      ...headers,
+      accept: 'text/event-stream',
+      'mcp-session-id': id,
+      'mcp-protocol-version': '2025-11-25',
+    },
+    signal: AbortSignal.timeout(60_000),
+  });
+  assert.equal(stream.status, 200);
+  const revoked = await server.call('DELETE', `/v1/api-keys/${created.body.id}`);
+  assert.ok(revoked.status < 300, JSON.stringify(revoked.body));
+  // The stream ends (or breaks off) once the check sees the revocation; the deadline is a hang.
+  await stream.text().catch(() => '');
+  expectError(
+    await post('/mcp', PING, { ...headers, 'mcp-session-id': id }),
+    401,
+    'API_KEY_REVOKED',
+  );
 });
 
 /**

@@ -91,8 +91,16 @@ function webRequestOf(request: FastifyRequest, body: string | undefined, signal:
   });
 }
 
-/** Writes a web `Response` (JSON or an event stream) to the client, then calls `done`. */
-async function sendWebResponse(reply: FastifyReply, response: Response): Promise<void> {
+const DEFAULT_CREDENTIAL_CHECK_MS = 5_000;
+
+/**
+ * Writes a web `Response` (JSON or an event stream) to the client, charging its bytes to
+ * the credential's rate-limit bucket as the platform does for its own answers. An event
+ * stream stays open only while its credential is valid: it is checked again every
+ * `streamCredentialCheckMs`, and a revoked or expired one ends the stream (the client's
+ * next request gets the 401).
+ */
+async function sendWebResponse(request: FastifyRequest, reply: FastifyReply, response: Response) {
   reply.hijack();
   const raw = reply.raw;
   const headers: Record<string, string | number | string[]> = {};
@@ -107,8 +115,41 @@ async function sendWebResponse(reply: FastifyReply, response: Response): Promise
     raw.end();
     return;
   }
-  // Fails when the client goes away mid-stream: that ends the exchange, nothing to report.
-  await pipeline(Readable.fromWeb(response.body as never), raw).catch(() => {});
+  const body = Readable.fromWeb(response.body as never);
+  const charge = request.byteCharge;
+  if (charge !== undefined) {
+    body.on('data', (chunk: Buffer) => {
+      void charge.add(chunk.length);
+    });
+  }
+  let credentialCheck: NodeJS.Timeout | undefined;
+  const recheck = request.recheckCredential;
+  if (
+    recheck !== undefined &&
+    response.headers.get('content-type')?.startsWith('text/event-stream')
+  ) {
+    let checking = false;
+    credentialCheck = setInterval(() => {
+      if (checking) return;
+      checking = true;
+      recheck()
+        // Only a refusal ends the stream; a check that fails otherwise (the store is down)
+        // leaves it open for the next check to decide.
+        .catch((err: unknown) => {
+          if (err instanceof ApiError && err.status === 401) raw.destroy();
+        })
+        .finally(() => {
+          checking = false;
+        });
+    }, request.server.streamCredentialCheckMs ?? DEFAULT_CREDENTIAL_CHECK_MS);
+    credentialCheck.unref();
+  }
+  try {
+    // Fails when the client goes away mid-stream: that ends the exchange, nothing to report.
+    await pipeline(body, raw).catch(() => {});
+  } finally {
+    clearInterval(credentialCheck);
+  }
 }
 
 /**
@@ -168,7 +209,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
       webRequestOf(request, body.raw, aborter.signal),
       body.parsed === undefined ? {} : { parsedBody: body.parsed },
     );
-    await sendWebResponse(reply, response);
+    await sendWebResponse(request, reply, response);
   }
 
   /** Opens a stateful session with an `initialize` request of the 2025 generation. */
@@ -236,7 +277,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
     } else {
       current = session.principal;
     }
-    await sendWebResponse(reply, response);
+    await sendWebResponse(request, reply, response);
   }
 
   /** Serves one request of the stateless 2026-07-28 generation. */
@@ -259,7 +300,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
       webRequestOf(request, body.raw, aborter.signal),
       body.parsed === undefined ? {} : { parsedBody: body.parsed },
     );
-    await sendWebResponse(reply, response);
+    await sendWebResponse(request, reply, response);
   }
 
   return async (app) => {
