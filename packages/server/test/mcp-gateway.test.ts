@@ -10,6 +10,7 @@ import {
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ResourceUpdatedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { GatewayTool } from '../src/mcp-gateway/index.ts';
 import { MODULES } from '../src/modules.ts';
 import {
@@ -20,6 +21,7 @@ import {
 import { mcpGatewayTestModule } from './fixtures/mcp/gateway-module.ts';
 import {
   childEnv,
+  eventually,
   expectError,
   runCommand,
   startTestServer,
@@ -193,6 +195,28 @@ test('a 2025-11-25 client (SDK 1.x) lists, calls and searches tools in a session
     );
     assert.equal(gone.status, 404);
     assert.equal(gone.body.error.code, -32001);
+  } finally {
+    await client.close();
+  }
+});
+
+test('a session subscribed to a resource is told when it changes, until it unsubscribes', async () => {
+  const { client } = await legacyClient();
+  try {
+    const updated: string[] = [];
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (notification) => {
+      updated.push(notification.params.uri);
+    });
+    await client.subscribeResource({ uri: 'test://watched-resource' });
+    assert.equal(backend.changed('test://watched-resource'), 1);
+    await eventually('the update notification', () => updated.length === 1);
+    assert.deepEqual(updated, ['test://watched-resource']);
+    await client.unsubscribeResource({ uri: 'test://watched-resource' });
+    assert.equal(backend.changed('test://watched-resource'), 0);
+    await assert.rejects(
+      client.subscribeResource({ uri: 'test://nothing' }),
+      (err: any) => err.code === -32602,
+    );
   } finally {
     await client.close();
   }
@@ -403,7 +427,7 @@ const EXPECTED_FAILURES = fileURLToPath(
   new URL('../../../conformance/mcp-expected-failures.yml', import.meta.url),
 );
 
-test('the MCP conformance suite (server scenarios) passes through /mcp, but for the expected failures', async () => {
+test('the MCP conformance suite (server scenarios) passes through /mcp, but for the expected failures', async (t) => {
   const proxy = await credentialProxy(server.url, server.adminKey);
   const work = tempDir('orchestra-mcp-conformance-');
   try {
@@ -422,6 +446,7 @@ test('the MCP conformance suite (server scenarios) passes through /mcp, but for 
       { cwd: work.path, env: childEnv(), timeoutMs: 180_000 },
     );
     assert.equal(result.code, 0, `conformance failed:\n${result.stdout}\n${result.stderr}`);
+    t.diagnostic(/Total: .*/.exec(result.stdout)?.[0] ?? 'no summary');
   } finally {
     await proxy.close();
     if (process.env.KEEP_CONFORMANCE === undefined) work.remove();

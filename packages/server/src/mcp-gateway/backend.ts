@@ -106,6 +106,18 @@ export interface McpGatewayBackend {
     uri: string,
     options: { signal: AbortSignal },
   ): Promise<ReadResourceResult>;
+  /**
+   * Subscribes to changes of a resource (`resources/subscribe`, stateful generation):
+   * `onUpdated` is called on each change until the returned function is called (on
+   * `resources/unsubscribe`, or when the session closes). Without this method the gateway
+   * does not offer subscriptions.
+   */
+  subscribeResource?(
+    principal: Principal,
+    view: string | undefined,
+    uri: string,
+    onUpdated: () => void,
+  ): Promise<() => void>;
   listPrompts(principal: Principal, view: string | undefined): Promise<Prompt[]>;
   /** Throws `UnknownToolError('prompt', name)` for a prompt that does not exist. */
   getPrompt(

@@ -87,12 +87,14 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  */
 export function createGatewayServer(context: GatewayServerContext): Server {
   const { backend, view } = context;
+  // Updates reach a client on its session's event stream: the stateless generation has none.
+  const subscribable = context.generation === 'stateful' && backend.subscribeResource !== undefined;
   const server = new Server(
     { name: view === undefined ? 'orchestra' : `orchestra/${view}`, version: context.version },
     {
       capabilities: {
         tools: {},
-        resources: {},
+        resources: { subscribe: subscribable },
         prompts: {},
         logging: {},
         completions: {},
@@ -238,6 +240,31 @@ export function createGatewayServer(context: GatewayServerContext): Server {
       context.log,
     ),
   );
+  if (subscribable) {
+    const subscriptions = new Map<string, () => void>();
+    server.setRequestHandler('resources/subscribe', async (request) => {
+      const { uri } = request.params;
+      if (subscriptions.has(uri)) return {};
+      const unsubscribe = await withErrors(
+        async () =>
+          (await backend.subscribeResource?.(context.principal(), view, uri, () => {
+            server.sendResourceUpdated({ uri }).catch(() => {});
+          })) ?? (() => {}),
+        context.log,
+      );
+      subscriptions.set(uri, unsubscribe);
+      return {};
+    });
+    server.setRequestHandler('resources/unsubscribe', async (request) => {
+      subscriptions.get(request.params.uri)?.();
+      subscriptions.delete(request.params.uri);
+      return {};
+    });
+    server.onclose = () => {
+      for (const unsubscribe of subscriptions.values()) unsubscribe();
+      subscriptions.clear();
+    };
+  }
   server.setRequestHandler('prompts/list', async () => ({
     prompts: await withErrors(() => backend.listPrompts(context.principal(), view), context.log),
   }));
