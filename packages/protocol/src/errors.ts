@@ -34,6 +34,7 @@ export const ERROR_CATALOGUE = {
   LEASE_NOT_FOUND: { status: 404, message: 'The lease does not exist or has expired' },
   SERVICE_NOT_FOUND: { status: 404, message: 'No instance of the service is registered' },
   INSTANCE_NOT_FOUND: { status: 404, message: 'The service instance does not exist' },
+  MCP_VIEW_NOT_FOUND: { status: 404, message: 'The MCP view does not exist' },
   TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
   TEMPLATE_ALREADY_EXISTS: { status: 409, message: 'A template with this name already exists' },
   TASK_ALREADY_FINISHED: { status: 409, message: 'The task has already ended' },

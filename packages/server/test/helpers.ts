@@ -370,13 +370,29 @@ export interface CliResult {
  * `input` (when given) on its standard input. Killed after SPAWN_DEADLINE_MS, and by
  * `killSpawned`.
  */
-export async function runCli(
+export function runCli(
   args: string[],
   options: { cwd: string; env?: Record<string, string>; input?: string },
 ): Promise<CliResult> {
-  const child = spawn(process.execPath, [ORCHESTRA_BIN, ...args], {
-    cwd: options.cwd,
+  return runCommand(process.execPath, [ORCHESTRA_BIN, ...args], {
+    ...options,
     env: { ...childEnv(), ...options.env },
+  });
+}
+
+/**
+ * Runs a command to completion with only `env` in its environment and `input` (when given)
+ * on its standard input, collecting what it prints. Killed after `timeoutMs` (default
+ * SPAWN_DEADLINE_MS), and by `killSpawned`.
+ */
+export async function runCommand(
+  command: string,
+  args: string[],
+  options: { cwd: string; env: Record<string, string>; input?: string; timeoutMs?: number },
+): Promise<CliResult> {
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: options.env,
     stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
   spawned.add(child);
@@ -393,7 +409,7 @@ export async function runCli(
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
   });
-  const timer = setTimeout(() => child.kill('SIGKILL'), SPAWN_DEADLINE_MS);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? SPAWN_DEADLINE_MS);
   try {
     const code = await new Promise<number | null>((resolve, reject) => {
       child.on('error', reject);
