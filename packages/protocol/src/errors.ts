@@ -153,6 +153,7 @@ export const ERROR_CATALOGUE = {
     status: 409,
     message: 'A catalog entry with this id already exists',
   },
+  MCP_VIEW_ALREADY_EXISTS: { status: 409, message: 'An MCP view with this name already exists' },
   MCP_SERVER_NOT_RUNNING: { status: 409, message: 'The MCP server is not running on this node' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },

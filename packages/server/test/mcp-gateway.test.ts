@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
@@ -19,15 +17,8 @@ import {
   conformanceBackend,
 } from './fixtures/mcp/conformance-backend.ts';
 import { mcpGatewayTestModule } from './fixtures/mcp/gateway-module.ts';
-import {
-  childEnv,
-  eventually,
-  expectError,
-  runCommand,
-  startTestServer,
-  type TestServer,
-  tempDir,
-} from './helpers.ts';
+import { childEnv, eventually, expectError, startTestServer, type TestServer } from './helpers.ts';
+import { EXPECTED_FAILURES, runConformance } from './mcp-servers.ts';
 
 // Issue 20: the MCP gateway. `/mcp` speaks MCP over Streamable HTTP in both protocol
 // generations to callers with an API key or a JWT, and serves what its backend allows.
@@ -66,7 +57,7 @@ before(async () => {
     // Open event streams check their credential often, so that revocation shows at once.
     env: { ORCHESTRA_STREAM_CREDENTIAL_CHECK_MS: '100' },
     modules: [
-      ...MODULES,
+      ...MODULES.filter((m) => m.name !== 'mcp-gateway'),
       mcpGatewayTestModule(backend, { maxSessionsPerTenant: MAX_SESSIONS_PER_TENANT }),
     ],
   });
@@ -382,75 +373,15 @@ test('a revoked key ends its open event stream, and its session answers 401', as
   );
 });
 
-/**
- * A loopback proxy that adds the API key to every request: the conformance CLI cannot send
- * headers of its own. Everything else (Host included) passes unchanged.
- */
-async function credentialProxy(
-  target: string,
-  key: string,
-): Promise<{ url: string; close: () => Promise<void> }> {
-  const upstream = new URL(target);
-  const proxy = createServer((req, res) => {
-    const forwarded = httpRequest(
-      {
-        host: upstream.hostname,
-        port: upstream.port,
-        method: req.method,
-        path: req.url,
-        headers: { ...req.headers, authorization: `Bearer ${key}` },
-      },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    forwarded.on('error', () => res.destroy());
-    res.on('close', () => forwarded.destroy());
-    req.pipe(forwarded);
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise((resolve) => {
-        proxy.closeAllConnections();
-        proxy.close(() => resolve());
-      }),
-  };
-}
-
-const CONFORMANCE_CLI = fileURLToPath(
-  new URL('../../../node_modules/@modelcontextprotocol/conformance/dist/index.js', import.meta.url),
-);
-const EXPECTED_FAILURES = fileURLToPath(
-  new URL('../../../conformance/mcp-expected-failures.yml', import.meta.url),
-);
-
 test('the MCP conformance suite (server scenarios) passes through /mcp, but for the expected failures', async (t) => {
-  const proxy = await credentialProxy(server.url, server.adminKey);
-  const work = tempDir('orchestra-mcp-conformance-');
-  try {
-    const result = await runCommand(
-      process.execPath,
-      [
-        CONFORMANCE_CLI,
-        'server',
-        '--url',
-        `${proxy.url}/mcp/conformance`,
-        '--expected-failures',
-        EXPECTED_FAILURES,
-        '-o',
-        work.path,
-      ],
-      { cwd: work.path, env: childEnv(), timeoutMs: 180_000 },
-    );
-    assert.equal(result.code, 0, `conformance failed:\n${result.stdout}\n${result.stderr}`);
-    t.diagnostic(/Total: .*/.exec(result.stdout)?.[0] ?? 'no summary');
-  } finally {
-    await proxy.close();
-    if (process.env.KEEP_CONFORMANCE === undefined) work.remove();
-  }
+  const run = await runConformance({
+    serverUrl: server.url,
+    apiKey: server.adminKey,
+    view: 'conformance',
+    expectedFailures: EXPECTED_FAILURES,
+  });
+  t.diagnostic(run.totals);
+  assert.equal(run.code, 0, `conformance failed:\n${run.output}`);
 });
 
 test('the conformance catalogue also runs as a standalone stdio MCP server (SDK 1.x)', async () => {

@@ -21,3 +21,9 @@ export { type SearchableTool, searchTools, tokenize } from './search.ts';
 
 /** The error codes the gateway raises; the module that serves it declares them. */
 export const MCP_GATEWAY_ERRORS = ['MCP_VIEW_NOT_FOUND'] as const;
+export * from './migrations.ts';
+export * from './module.ts';
+export * from './settings.ts';
+export * from './tool-backend.ts';
+export * from './view-routes.ts';
+export * from './view-service.ts';

@@ -1,6 +1,6 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import type {
   CatalogEntry,
   CreateCatalogEntry,
@@ -822,13 +822,28 @@ export class McpHub {
   }
 }
 
-/** What a sandboxed stdio server may read besides the system: its program and its packages. */
+/**
+ * What a sandboxed stdio server may read besides the system: the Node binary, and for a
+ * script given by absolute path, the project it belongs to (its nearest folder with a
+ * node_modules, whose packages, workspace links included, it imports). An npm-installed
+ * server's own folder is inside such a project too.
+ */
 function readOnlyPathsFor(config: McpTransportConfig): string[] {
   if (config.transport !== 'stdio') return [];
   const paths = new Set<string>([dirname(process.execPath)]);
   for (const arg of [config.command, ...config.args]) {
+    if (!isAbsolute(arg) || !existsSync(arg)) continue;
     const at = arg.indexOf('/node_modules/');
-    if (arg.startsWith('/') && at > 0) paths.add(arg.slice(0, at + '/node_modules'.length));
+    if (at > 0) {
+      paths.add(arg.slice(0, at));
+      continue;
+    }
+    for (let dir = dirname(arg); dir !== dirname(dir); dir = dirname(dir)) {
+      if (existsSync(join(dir, 'node_modules'))) {
+        paths.add(dir);
+        break;
+      }
+    }
   }
   return [...paths];
 }
