@@ -304,6 +304,35 @@ for (const store of STORE_VARIANTS) {
       ]);
     });
 
+    test('a task that times out aborts the tool calls made for it', async () => {
+      const { agentId, capability } = await startAgent(async (_input, ctx) => {
+        await ctx.tools.call('slow', {}).catch(() => undefined);
+      });
+      const heldBefore = upstream.slow.length;
+      const task = await admin.tasks.create({
+        capabilities: [capability],
+        timeout_ms: 1000,
+        max_attempts: 1,
+      });
+      const held = await eventually('the slow call reaches the upstream', async () =>
+        upstream.slow.length > heldBefore ? upstream.slow.at(-1) : undefined,
+      );
+      // Well before the tool's own 30 s timeout: the task's end is what aborts the call.
+      await eventually('the upstream request is aborted', async () =>
+        held.closed ? true : undefined,
+      );
+      const ended = await admin.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      assert.equal(ended.state, 'timed_out');
+      const call = await eventually('the call is recorded as failed', async () => {
+        const page = await admin.request<{ items: ToolCall[] }>('GET', '/v1/tool-calls', {
+          query: { agent_id: agentId },
+        });
+        return page.items[0]?.status === 'failed' ? page.items[0] : undefined;
+      });
+      assert.equal(call.caller.task_id, task.id);
+      assert.match(call.error?.message ?? '', /cancelled/);
+    });
+
     test('closing the connection aborts its calls in flight at their source', async () => {
       let started!: () => void;
       const calling = new Promise<void>((resolve) => {

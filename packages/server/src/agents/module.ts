@@ -66,7 +66,7 @@ export const agentsModule = defineModule({
         invoke: (caller, ref, args, options) => executor.invoke(caller, ref, args, options),
         call: (tenantId, id) => calls.get(tenantId, id),
         task: (principal, id) => tasks.get(principal, id),
-        session: (principal, id) => sessions.get(principal, id),
+        sessionLabels: (tenantId, id) => sessions.labels(tenantId, id),
       },
       settings: {
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,

@@ -1,7 +1,6 @@
 import type {
   AgentTool,
   ServerAgentFramePayload,
-  Session,
   Task,
   Tool,
   ToolCall,
@@ -33,8 +32,8 @@ export interface AgentToolAccess {
   call(tenantId: string, id: string): Promise<ToolCall>;
   /** The task as the tasks module shows it; rejects with TASK_NOT_FOUND when there is none. */
   task(principal: Principal, id: string): Promise<Task>;
-  /** The session as the sessions module shows it; rejects when there is none. */
-  session(principal: Principal, id: string): Promise<Session>;
+  /** A session's labels; rejects with SESSION_NOT_FOUND when there is none. */
+  sessionLabels(tenantId: string, id: string): Promise<Record<string, string>>;
 }
 
 /** Sends a tool frame to the agent, answering the frame `correlationId` names. */
@@ -219,9 +218,10 @@ export class AgentToolCalls {
     if (task.session_id !== null) {
       caller.sessionId = task.session_id;
       try {
-        caller.sessionLabels = (
-          await this.#access.session(this.#principal, task.session_id)
-        ).labels;
+        caller.sessionLabels = await this.#access.sessionLabels(
+          this.#principal.tenant.id,
+          task.session_id,
+        );
       } catch (err) {
         // Deleting a session deletes its tasks (decision 0011): the task is gone with it.
         if (err instanceof ApiError && err.code === 'SESSION_NOT_FOUND') throw notHeld();
