@@ -174,6 +174,8 @@ export const AGENT_FRAMES = {
   'tool.list': {
     type: 'REQUEST',
     payload: {
+      /** List for this task (which the agent must hold): policies about its template apply. */
+      task_id: Type.Optional(TaskId),
       q: Type.Optional(
         Type.String({
           maxLength: 200,

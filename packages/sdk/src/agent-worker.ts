@@ -77,7 +77,10 @@ export interface ToolCallOutcome {
  * match its template or its session's labels apply.
  */
 export interface TaskTools {
-  /** The active tools (every page), as an agent sees them; a listed tool may still be refused. */
+  /**
+   * The active tools (every page) that the tenant's policies let this task's calls reach, as
+   * an agent sees them. A listed tool may still be refused for its arguments or a limit.
+   */
   list(options?: ToolListOptions): Promise<AgentTool[]>;
   /**
    * Calls tool `name` with `args`. Resolves to the call and its result, also when the tool
@@ -622,7 +625,7 @@ export class AgentWorker {
       log: (level, message) => emit({ type: 'log', level, message }),
       emit: (name, data) => emit({ type: 'custom', name, ...(data !== undefined ? { data } : {}) }),
       tools: {
-        list: (options) => this.#listTools(options ?? {}),
+        list: (options) => this.#listTools(running, options ?? {}),
         call: (name, args, options) => this.#callTool(running, name, args ?? {}, options ?? {}),
       },
     };
@@ -832,20 +835,21 @@ export class AgentWorker {
   }
 
   /** Every page of `tool.list`, bounded (10,000 pages of 500). */
-  async #listTools(options: ToolListOptions): Promise<AgentTool[]> {
+  async #listTools(running: RunningTask, options: ToolListOptions): Promise<AgentTool[]> {
     const tools: AgentTool[] = [];
     let cursor: string | undefined;
     for (let page = 0; page < 10_000; page++) {
       const answer = await this.#answerOf(
         {
           kind: 'tool.list',
+          task_id: running.task.id,
           limit: 500,
           ...(options.q !== undefined ? { q: options.q } : {}),
           ...(options.namePrefix !== undefined ? { name_prefix: options.namePrefix } : {}),
           ...(options.labels !== undefined ? { labels: options.labels } : {}),
           ...(cursor !== undefined ? { cursor } : {}),
         },
-        undefined,
+        running.controller.signal,
         'tool.list.result',
       );
       tools.push(...(answer.tools as AgentTool[]));

@@ -210,7 +210,11 @@ for (const store of STORE_VARIANTS) {
             return refusal(err);
           }
         };
-        return { launch: await outcome('launch'), secret: await outcome('secret-weather') };
+        return {
+          listed: (await ctx.tools.list()).map((t) => t.name),
+          launch: await outcome('launch'),
+          secret: await outcome('secret-weather'),
+        };
       });
       await admin.templates.create({ name: 'launcher', capabilities: [capability] });
       await admin.templates.create({ name: 'bystander', capabilities: [capability] });
@@ -232,8 +236,11 @@ for (const store of STORE_VARIANTS) {
       });
 
       const launcher = await runTask({ template: 'launcher' });
+      // Listing shows what the policies let the task's calls reach.
+      assert.deepEqual(launcher.output.listed, ['weather', 'slow', 'launch']);
       assert.deepEqual(launcher.output.launch, { status: 'succeeded' });
       const bystander = await runTask({ template: 'bystander' });
+      assert.deepEqual(bystander.output.listed, ['weather', 'slow']);
       assert.equal(bystander.output.launch.code, 'TOOL_CALL_DENIED');
       assert.equal(bystander.output.launch.status, 403);
       assert.equal(bystander.output.launch.call.status, 'denied');

@@ -50,7 +50,7 @@ export const agentsModule = defineModule({
     const { events } = need('events');
     const { runtime, dispatcher, sweepIntervalMs, tasks } = need('tasks');
     const { limits } = need('gateway');
-    const { tools, executor, calls } = need('tools');
+    const { tools, executor, calls, policies } = need('tools');
     const sessions = need('sessions');
     const agents = new AgentService({ store, events, runtime });
     const pool = new AgentPool({
@@ -64,6 +64,10 @@ export const agentsModule = defineModule({
       tools: {
         list: (tenantId, options) => tools.list(tenantId, options),
         invoke: (caller, ref, args, options) => executor.invoke(caller, ref, args, options),
+        mayCall: async (caller) => {
+          const decide = await policies.forCaller(caller);
+          return (tool) => decide(tool).allowed;
+        },
         call: (tenantId, id) => calls.get(tenantId, id),
         task: (principal, id) => tasks.get(principal, id),
         sessionLabels: (tenantId, id) => sessions.labels(tenantId, id),

@@ -543,7 +543,7 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
         await this.#onEvents([frame as FrameOf<'task.event'>]);
         return;
       case 'tool.list':
-        await this.#tools.list(frame as FrameOf<'tool.list'>);
+        await this.#tools.list(frame as FrameOf<'tool.list'>, ref.agentId);
         return;
       case 'tool.call':
         this.#tools.call(frame as FrameOf<'tool.call'>, ref.agentId);

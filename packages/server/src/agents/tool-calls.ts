@@ -28,6 +28,11 @@ export interface AgentToolAccess {
     args: Record<string, unknown>,
     options: { signal: AbortSignal; waitMs: number | undefined },
   ): Promise<ToolInvocation>;
+  /**
+   * What the tenant's policies let `caller` call, read once: whether it may call a tool at
+   * all (its arguments aside).
+   */
+  mayCall(caller: ToolCallerContext): Promise<(tool: Tool) => boolean>;
   /** A call's record; rejects when there is none. */
   call(tenantId: string, id: string): Promise<ToolCall>;
   /** The task as the tasks module shows it; rejects with TASK_NOT_FOUND when there is none. */
@@ -97,21 +102,33 @@ export class AgentToolCalls {
     return this.#inFlight.size;
   }
 
-  /** Answers `tool.list` with the active tools that match its filters, a page at a time. */
-  async list(frame: FrameOf<'tool.list'>): Promise<void> {
-    const { q, name_prefix, labels, limit, cursor } = frame.payload;
-    const page = await this.#access.list(this.#principal.tenant.id, {
-      q,
-      name_prefix,
-      limit,
-      cursor,
-      state: 'active',
-      ...(labels === undefined ? {} : { labels }),
-      maxBytes: LIST_MAX_BYTES,
-    });
+  /**
+   * Answers `tool.list` with the active tools that match its filters and that the policies
+   * let the caller (the agent, for the task it names) call at all, a page at a time: a page
+   * may hold fewer tools than `limit`, even none, and still have a `next_cursor`.
+   */
+  async list(frame: FrameOf<'tool.list'>, agentId: string): Promise<void> {
+    const { task_id, q, name_prefix, labels, limit, cursor } = frame.payload;
+    const caller = await this.#caller(agentId, task_id);
+    const [page, mayCall] = await Promise.all([
+      this.#access.list(this.#principal.tenant.id, {
+        q,
+        name_prefix,
+        limit,
+        cursor,
+        state: 'active',
+        ...(labels === undefined ? {} : { labels }),
+        maxBytes: LIST_MAX_BYTES,
+      }),
+      this.#access.mayCall(caller),
+    ]);
     this.#send(
       'RESPONSE',
-      { kind: 'tool.list.result', tools: page.items.map(agentTool), next_cursor: page.next_cursor },
+      {
+        kind: 'tool.list.result',
+        tools: page.items.filter(mayCall).map(agentTool),
+        next_cursor: page.next_cursor,
+      },
       frame.header.id,
     );
   }
