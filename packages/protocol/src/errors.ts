@@ -155,6 +155,10 @@ export const ERROR_CATALOGUE = {
   },
   MCP_VIEW_ALREADY_EXISTS: { status: 409, message: 'An MCP view with this name already exists' },
   MCP_SERVER_NOT_RUNNING: { status: 409, message: 'The MCP server is not running on this node' },
+  AGENT_TOOL_CALLS_LIMITED: {
+    status: 429,
+    message: 'The agent connection has as many tool calls in flight as it may',
+  },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },
   NO_HEALTHY_INSTANCE: {

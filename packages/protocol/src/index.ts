@@ -9,11 +9,13 @@ export {
   type AgentFrameKind,
   type AgentFramePayload,
   AgentStatusSchema,
+  AgentTool,
   AssignedTask,
   ErrorFramePayload,
   SERVER_AGENT_FRAMES,
   type ServerAgentFrameKind,
   type ServerAgentFramePayload,
+  ToolCallError,
 } from './agents.ts';
 export {
   Capability,

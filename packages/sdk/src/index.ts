@@ -6,6 +6,10 @@ export {
   type TaskContext,
   TaskFailedError,
   type TaskHandler,
+  type TaskTools,
+  type ToolCallOptions,
+  type ToolCallOutcome,
+  type ToolListOptions,
   type WorkerStatus,
 } from './agent-worker.ts';
 export type { ReconnectOptions } from './backoff.ts';
