@@ -2,7 +2,7 @@ import Type, { type Static, type TSchema } from 'typebox';
 import { Capability, Labels, NullableTimestamp, Timestamp } from './common.ts';
 import { AGENT_ID_PATTERN, type MessageType } from './constants.ts';
 import { AGENT_STATUSES, TASK_STATES } from './states.ts';
-import { ToolAnnotations, ToolCall, ToolResult } from './tools.ts';
+import { DeclaredTool, ToolAnnotations, ToolCall, ToolResult } from './tools.ts';
 
 // Agents (`/v1/agents`) and the agent protocol: the frames an agent sends on the
 // `/v1/agents/connect` WebSocket (docs/protocol.md).
@@ -90,6 +90,7 @@ export const AGENT_FRAMES = {
           { maxItems: 10_000 },
         ),
       ),
+      tools: Type.Optional(Type.Array(DeclaredTool, { maxItems: 100 })),
     },
   },
   heartbeat: {

@@ -178,6 +178,7 @@ export {
   ContentItem,
   CreateTool,
   CreateToolPolicy,
+  DeclaredTool,
   EmbeddedResourceContent,
   HttpToolSource,
   ImageContent,

@@ -155,6 +155,26 @@ export const AgentToolSource = Type.Object(
 );
 export type AgentToolSource = Static<typeof AgentToolSource>;
 
+/**
+ * A tool an agent serves, declared in its `register` frame: it becomes the agent tool
+ * `name`, whose calls are tasks with the capability `tool:<name>` (added to the agent's).
+ */
+export const DeclaredTool = Type.Object(
+  {
+    name: Type.String({
+      pattern: '^[a-z0-9][a-z0-9_.-]{0,94}$',
+      description: 'Lowercase letters, digits, "_", "." and "-"; 1 to 95 characters.',
+    }),
+    description: Type.Optional(Type.String({ maxLength: 10_000 })),
+    input_schema: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    output_schema: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    annotations: Type.Optional(ToolAnnotations),
+    timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 600_000 })),
+  },
+  { additionalProperties: false },
+);
+export type DeclaredTool = Static<typeof DeclaredTool>;
+
 /** Where a tool's calls go. MCP tools are registered by their server, never by hand. */
 export const ToolSource = Type.Union([HttpToolSource, McpToolSource, AgentToolSource]);
 export type ToolSource = Static<typeof ToolSource>;

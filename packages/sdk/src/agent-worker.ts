@@ -1,5 +1,6 @@
 import type {
   AgentTool,
+  ToolAnnotations,
   ToolCall,
   ToolResult,
   AssignedTask as WireAssignedTask,
@@ -104,6 +105,25 @@ export type AssignedTask = WireAssignedTask;
 
 export type TaskHandler = (input: unknown, context: TaskContext) => Promise<unknown> | unknown;
 
+/** The names a declared tool may have (the server's rule). */
+const TOOL_NAME = /^[a-z0-9][a-z0-9_.-]{0,94}$/;
+
+/** A tool an agent serves (see `AgentWorkerOptions.tools`). */
+export interface ServedTool {
+  /** Lowercase letters, digits, "_", "." and "-"; unique in the tenant. */
+  name: string;
+  description?: string;
+  /** JSON Schema of the arguments; the server checks calls against it. */
+  inputSchema?: Record<string, unknown>;
+  outputSchema?: Record<string, unknown>;
+  /** MCP's hints: readOnlyHint, destructiveHint, idempotentHint, openWorldHint, title. */
+  annotations?: ToolAnnotations;
+  /** How long a call may take, 1000 to 600000 ms; default 30000. */
+  timeoutMs?: number;
+  /** Runs one call: the arguments, and the task's context. Returns the result. */
+  handler: (args: Record<string, unknown>, context: TaskContext) => Promise<unknown> | unknown;
+}
+
 /**
  * Throw from a handler to choose how the failure is reported. Any other error counts as
  * retryable with code `AGENT_ERROR`.
@@ -144,7 +164,19 @@ export interface AgentWorkerOptions extends ConnectionOptions<WorkerStatus> {
   /** Relative capacity for the `weighted` strategy; default 1. */
   weight?: number;
   labels?: Record<string, string>;
-  handler: TaskHandler;
+  /**
+   * Runs every task assigned to this agent, but those of the tools it serves (`tools`).
+   * Required unless `tools` is given.
+   */
+  handler?: TaskHandler;
+  /**
+   * Tools this agent serves. Each is registered when the agent registers, as the agent tool
+   * `name` (pinned like any tool: a changed definition is held until an admin approves it),
+   * and each call of it becomes a task for the agents serving it: its arguments are the
+   * task's input, its handler's return value the result (an object with MCP's `content`
+   * passes through as the result).
+   */
+  tools?: ServedTool[];
   /** Drain on SIGTERM and SIGINT (finish running tasks, then disconnect); default true in Node. */
   handleSignals?: boolean;
   /** How long a drain waits for running tasks; default 30 s. */
@@ -268,7 +300,19 @@ export class AgentWorker {
 
   constructor(options: AgentWorkerOptions) {
     if (!options.agentId) throw new TypeError('agentId is required');
-    if (typeof options.handler !== 'function') throw new TypeError('handler must be a function');
+    if (options.handler !== undefined && typeof options.handler !== 'function') {
+      throw new TypeError('handler must be a function');
+    }
+    if (options.handler === undefined && (options.tools ?? []).length === 0) {
+      throw new TypeError('give a handler, tools, or both');
+    }
+    for (const tool of options.tools ?? []) {
+      if (!TOOL_NAME.test(tool.name)) {
+        throw new TypeError(`tool name ${JSON.stringify(tool.name)} must match ${TOOL_NAME}`);
+      }
+      if (typeof tool.handler !== 'function')
+        throw new TypeError(`tool ${tool.name}: handler must be a function`);
+    }
     this.#options = options;
     this.#concurrency = options.concurrency ?? 1;
     this.#transport = new Transport({
@@ -416,6 +460,23 @@ export class AgentWorker {
     return undefined;
   }
 
+  /** The handler of a task: its tool's, when it calls a tool this agent serves. */
+  #handlerFor(task: AssignedTask): TaskHandler {
+    for (const tool of this.#options.tools ?? []) {
+      if (task.capabilities.includes(`tool:${tool.name}`)) {
+        return (input, context) => tool.handler((input ?? {}) as Record<string, unknown>, context);
+      }
+    }
+    return (
+      this.#options.handler ??
+      (() => {
+        throw new TaskFailedError('This agent serves tools only, and the task calls none of them', {
+          retryable: false,
+        });
+      })
+    );
+  }
+
   async #register(): Promise<void> {
     const o = this.#options;
     const held = [...this.#tasks.values()];
@@ -426,6 +487,18 @@ export class AgentWorker {
         ...(o.name ? { name: o.name } : {}),
         capabilities: o.capabilities,
         max_concurrency: this.#concurrency,
+        ...(o.tools && o.tools.length > 0
+          ? {
+              tools: o.tools.map((t) => ({
+                name: t.name,
+                ...(t.description !== undefined ? { description: t.description } : {}),
+                ...(t.inputSchema !== undefined ? { input_schema: t.inputSchema } : {}),
+                ...(t.outputSchema !== undefined ? { output_schema: t.outputSchema } : {}),
+                ...(t.annotations !== undefined ? { annotations: t.annotations } : {}),
+                ...(t.timeoutMs !== undefined ? { timeout_ms: t.timeoutMs } : {}),
+              })),
+            }
+          : {}),
         ...(o.weight ? { weight: o.weight } : {}),
         ...(o.labels ? { labels: o.labels } : {}),
         sdk: SDK,
@@ -631,7 +704,7 @@ export class AgentWorker {
     };
     let final: Final;
     try {
-      const output = await this.#options.handler(running.task.input, context);
+      const output = await this.#handlerFor(running.task)(running.task.input, context);
       if (running.cancelReason === 'requested') {
         final = { kind: 'task.cancelled' };
       } else {

@@ -3,6 +3,7 @@ export {
   AgentWorker,
   type AgentWorkerOptions,
   type AssignedTask,
+  type ServedTool,
   type TaskContext,
   TaskFailedError,
   type TaskHandler,

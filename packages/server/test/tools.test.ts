@@ -400,11 +400,11 @@ for (const store of STORE_VARIANTS) {
       );
       const created = await server.call('POST', '/v1/tools', {
         body: httpTool('auth__whoami', '/whoami', {
-          // biome-ignore lint/suspicious/noTemplateCurlyInString: a secret reference
           source: {
             type: 'http',
             method: 'GET',
             url: `${upstream.url}/whoami`,
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: a secret reference
             headers: { authorization: 'Bearer ${secret:UPSTREAM_TOKEN}' },
           },
         }),

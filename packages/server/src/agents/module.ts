@@ -71,6 +71,7 @@ export const agentsModule = defineModule({
         call: (tenantId, id) => calls.get(tenantId, id),
         task: (principal, id) => tasks.get(principal, id),
         sessionLabels: (tenantId, id) => sessions.labels(tenantId, id),
+        declare: (tenantId, agentId, declared) => tools.syncAgentTools(tenantId, agentId, declared),
       },
       settings: {
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,

@@ -25,6 +25,7 @@ import {
   agentSubject,
   type TaskRuntime,
 } from '../tasks/index.ts';
+import { agentToolCapability } from '../tools/index.ts';
 import type { AgentService } from './agent-service.ts';
 import { type AgentFrame, type FrameOf, type MessageType, parseAgentFrame } from './protocol.ts';
 import { type AgentToolAccess, AgentToolCalls } from './tool-calls.ts';
@@ -552,9 +553,28 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
   }
 
   async #register(frame: FrameOf<'register'>): Promise<void> {
-    const { agents, runtime, bus, settings } = this.#pool.deps;
-    const payload = frame.payload;
+    const { agents, runtime, bus, settings, tools } = this.#pool.deps;
+    const declared = frame.payload.tools ?? [];
+    // A declared tool's calls are tasks with `tool:<name>`: the agent gets that capability.
+    const payload = {
+      ...frame.payload,
+      capabilities: [
+        ...new Set([
+          ...frame.payload.capabilities,
+          ...declared.map((t) => agentToolCapability(t.name)),
+        ]),
+      ],
+    };
     const tenantId = this.#principal.tenant.id;
+    if (declared.length > 0) {
+      const { held, skipped } = await tools.declare(tenantId, payload.agent_id, declared);
+      if (held.length > 0 || skipped.length > 0) {
+        this.#pool.deps.log.warn(
+          { agent_id: payload.agent_id, held, skipped },
+          'tools an agent declared are held for approval or taken by another source',
+        );
+      }
+    }
     const { replaced } = await agents.register(tenantId, payload, {
       id: this.#id,
       nodeId: settings.instanceId,

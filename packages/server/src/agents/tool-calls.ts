@@ -9,7 +9,7 @@ import type {
 import type { Logger } from 'pino';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
-import type { ListToolsOptions, ToolCallerContext } from '../tools/index.ts';
+import type { AgentDeclaredTool, ListToolsOptions, ToolCallerContext } from '../tools/index.ts';
 import type { FrameOf, MessageType } from './protocol.ts';
 
 /**
@@ -39,6 +39,15 @@ export interface AgentToolAccess {
   task(principal: Principal, id: string): Promise<Task>;
   /** A session's labels; rejects with SESSION_NOT_FOUND when there is none. */
   sessionLabels(tenantId: string, id: string): Promise<Record<string, string>>;
+  /**
+   * Registers the tools an agent declared (the `register` frame's `tools`) as agent tools
+   * served by `tool:<name>`; resolves to the names it had to skip (taken by another source).
+   */
+  declare(
+    tenantId: string,
+    agentId: string,
+    tools: readonly AgentDeclaredTool[],
+  ): Promise<{ held: string[]; skipped: string[] }>;
 }
 
 /** Sends a tool frame to the agent, answering the frame `correlationId` names. */

@@ -80,6 +80,21 @@ export interface ListToolsOptions {
   maxBytes: number;
 }
 
+/** A tool an agent declares when it registers (the `register` frame's `tools`). */
+export interface AgentDeclaredTool {
+  name: string;
+  description?: string | undefined;
+  input_schema?: Record<string, unknown> | undefined;
+  output_schema?: Record<string, unknown> | undefined;
+  annotations?: ToolAnnotations | undefined;
+  timeout_ms?: number | undefined;
+}
+
+/** The capability that routes the calls of an agent-declared tool to the agents serving it. */
+export function agentToolCapability(name: string): string {
+  return `tool:${name}`;
+}
+
 /** The name under which a tool of an MCP server is registered. */
 export function mcpToolName(server: string, tool: string): string {
   return `${server}__${tool}`;
@@ -529,69 +544,13 @@ export class ToolService {
           source: { type: 'mcp', server, tool: tool.name },
           flags: [],
         };
-        spec.flags = injectionFlags(spec);
-        const hash = definitionHash(definitionOf(name, spec));
-        const row = byName.get(name);
-        if (row === undefined) {
-          const trusted = options.trustNew && spec.flags.length === 0;
-          const pending = trusted ? null : pendingOf(hash, spec, [], now);
-          const created: ToolsTable = {
-            id: newId('tool'),
-            tenant_id: tenantId,
-            name,
-            source_type: 'mcp',
-            upstream: server,
-            latest_version: 1,
-            highest_version: 1,
-            state: trusted ? 'active' : 'held',
-            pinned_hash: trusted ? hash : null,
-            pending: pending === null ? null : JSON.stringify(pending),
-            created_at: now,
-            updated_at: now,
-          };
-          await trx.insertInto('tools').values(created).execute();
-          await trx
-            .insertInto('tool_versions')
-            .values({
-              tool_id: created.id,
-              version: 1,
-              spec: JSON.stringify(spec),
-              hash,
-              created_at: now,
-              created_by: options.createdBy,
-            })
-            .execute();
-          (trusted ? outcome.added : outcome.held).push(name);
-          continue;
-        }
-        if (row.pinned_hash === hash) {
-          if (row.state !== 'active' || row.pending !== null) {
-            await trx
-              .updateTable('tools')
-              .set({ state: 'active', pending: null, updated_at: now })
-              .where('id', '=', row.id)
-              .execute();
-          }
-          continue;
-        }
-        const heldAlready =
-          row.pending === null ? null : (JSON.parse(row.pending) as PendingDefinition);
-        if (heldAlready?.hash === hash && row.state === 'held') continue;
-        const pinned = await this.#versionSpec(row.id, row.latest_version, trx);
-        const diff =
-          row.pinned_hash === null
-            ? []
-            : definitionDiff(definitionOf(name, pinned), definitionOf(name, spec));
-        await trx
-          .updateTable('tools')
-          .set({
-            state: 'held',
-            pending: JSON.stringify(pendingOf(hash, spec, diff, now)),
-            updated_at: now,
-          })
-          .where('id', '=', row.id)
-          .execute();
-        outcome.held.push(name);
+        const change = await this.#reconcile(trx, tenantId, name, spec, byName.get(name), {
+          trustNew: options.trustNew,
+          createdBy: options.createdBy,
+          now,
+        });
+        if (change === 'added') outcome.added.push(name);
+        if (change === 'held') outcome.held.push(name);
       }
       for (const row of existing) {
         if (seen.has(row.name) || row.state === 'unavailable') continue;
@@ -601,6 +560,139 @@ export class ToolService {
           .where('id', '=', row.id)
           .execute();
         outcome.removed.push(row.name);
+      }
+    });
+    return outcome;
+  }
+
+  /**
+   * Brings one discovered tool (of an MCP server, or declared by an agent) in step with the
+   * registry: a new one is added (active if trusted and unflagged, else held); one that
+   * matches its pin becomes active again; a changed one is held with a diff against the
+   * pinned definition. Resolves to what happened.
+   */
+  async #reconcile(
+    trx: Transaction<Database>,
+    tenantId: string,
+    name: string,
+    spec: ToolSpec,
+    row: ToolsTable | undefined,
+    options: { trustNew: boolean; createdBy: string; now: string },
+  ): Promise<'added' | 'held' | 'unchanged'> {
+    const { now } = options;
+    spec.flags = injectionFlags(spec);
+    const hash = definitionHash(definitionOf(name, spec));
+    if (row === undefined) {
+      const trusted = options.trustNew && spec.flags.length === 0;
+      const pending = trusted ? null : pendingOf(hash, spec, [], now);
+      const created: ToolsTable = {
+        id: newId('tool'),
+        tenant_id: tenantId,
+        name,
+        source_type: spec.source.type,
+        upstream: upstreamOfSource(spec.source),
+        latest_version: 1,
+        highest_version: 1,
+        state: trusted ? 'active' : 'held',
+        pinned_hash: trusted ? hash : null,
+        pending: pending === null ? null : JSON.stringify(pending),
+        created_at: now,
+        updated_at: now,
+      };
+      await trx.insertInto('tools').values(created).execute();
+      await trx
+        .insertInto('tool_versions')
+        .values({
+          tool_id: created.id,
+          version: 1,
+          spec: JSON.stringify(spec),
+          hash,
+          created_at: now,
+          created_by: options.createdBy,
+        })
+        .execute();
+      return trusted ? 'added' : 'held';
+    }
+    if (row.pinned_hash === hash) {
+      if (row.state !== 'active' || row.pending !== null) {
+        await trx
+          .updateTable('tools')
+          .set({ state: 'active', pending: null, updated_at: now })
+          .where('id', '=', row.id)
+          .execute();
+      }
+      return 'unchanged';
+    }
+    const heldAlready =
+      row.pending === null ? null : (JSON.parse(row.pending) as PendingDefinition);
+    if (heldAlready?.hash === hash && row.state === 'held') return 'unchanged';
+    const pinned = await this.#versionSpec(row.id, row.latest_version, trx);
+    const diff =
+      row.pinned_hash === null
+        ? []
+        : definitionDiff(definitionOf(name, pinned), definitionOf(name, spec));
+    await trx
+      .updateTable('tools')
+      .set({
+        state: 'held',
+        pending: JSON.stringify(pendingOf(hash, spec, diff, now)),
+        updated_at: now,
+      })
+      .where('id', '=', row.id)
+      .execute();
+    return 'held';
+  }
+
+  /**
+   * The tools an agent declared when it registered: each becomes (or stays) an agent tool
+   * served by the capability `tool:<name>`, pinned like an MCP server's tools. A name taken
+   * by an HTTP or MCP tool is skipped. Declarations never remove a tool: another agent may
+   * still serve it. Resolves to what changed, and the names it skipped.
+   */
+  async syncAgentTools(
+    tenantId: string,
+    agentId: string,
+    declared: readonly AgentDeclaredTool[],
+  ): Promise<{ added: string[]; held: string[]; skipped: string[] }> {
+    const outcome = { added: [] as string[], held: [] as string[], skipped: [] as string[] };
+    if (declared.length === 0) return outcome;
+    await this.#store.db.transaction().execute(async (trx) => {
+      const existing = await trx
+        .selectFrom('tools')
+        .selectAll()
+        .where('tenant_id', '=', tenantId)
+        .where(
+          'name',
+          'in',
+          declared.map((t) => t.name),
+        )
+        .execute();
+      const byName = new Map(existing.map((r) => [r.name, r]));
+      const now = new Date().toISOString();
+      for (const tool of declared) {
+        const row = byName.get(tool.name);
+        if (row !== undefined && row.source_type !== 'agent') {
+          outcome.skipped.push(tool.name);
+          continue;
+        }
+        const spec: ToolSpec = {
+          description: tool.description ?? '',
+          input_schema: tool.input_schema ?? { type: 'object' },
+          output_schema: tool.output_schema ?? null,
+          annotations: tool.annotations ?? {},
+          labels: {},
+          timeout_ms: tool.timeout_ms ?? TOOL_DEFAULT_TIMEOUT_MS,
+          retry: null,
+          source: { type: 'agent', capabilities: [agentToolCapability(tool.name)] },
+          flags: [],
+        };
+        const change = await this.#reconcile(trx, tenantId, tool.name, spec, row, {
+          trustNew: true,
+          createdBy: `agent:${agentId}`,
+          now,
+        });
+        if (change === 'added') outcome.added.push(tool.name);
+        if (change === 'held') outcome.held.push(tool.name);
       }
     });
     return outcome;
