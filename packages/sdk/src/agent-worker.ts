@@ -158,7 +158,8 @@ export interface AgentWorkerOptions extends ConnectionOptions<WorkerStatus> {
   /** Stable id of this agent: keep it across restarts so that its tasks can resume. */
   agentId: string;
   name?: string;
-  capabilities: string[];
+  /** What tasks it can run; default none (an agent that only serves `tools`). */
+  capabilities?: string[];
   /** Tasks run at once; default 1. */
   concurrency?: number;
   /** Relative capacity for the `weighted` strategy; default 1. */
@@ -485,7 +486,7 @@ export class AgentWorker {
         kind: 'register',
         agent_id: o.agentId,
         ...(o.name ? { name: o.name } : {}),
-        capabilities: o.capabilities,
+        capabilities: o.capabilities ?? [],
         max_concurrency: this.#concurrency,
         ...(o.tools && o.tools.length > 0
           ? {

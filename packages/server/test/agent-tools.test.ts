@@ -110,7 +110,6 @@ describe('agent tools', () => {
         url: server.url,
         apiKey: key.body.secret,
         agentId: 'translator',
-        capabilities: [],
         handleSignals: false,
         tools: [
           {
