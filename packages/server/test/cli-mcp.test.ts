@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type McpServer, Orchestra } from '@orchestra/sdk';
-import { type CliServer, expectExit, jsonOf, startCliServer } from './helpers.ts';
+import { type CliServer, expectExit, jsonOf, startCliServer, tableRow } from './helpers.ts';
 import { FIXTURES, WAIT_MS } from './mcp-servers.ts';
 
 // `orchestra mcp-servers`, `mcp-catalog` and `mcp-views` as a user runs them: a spawned
@@ -24,18 +23,8 @@ after(async () => {
 const cli = (args: string[], options?: { input?: string }) => fixture.cli(args, options);
 const CHANGING = join(FIXTURES, 'changing-server.ts');
 
-/** Writes `content` as JSON to a file in the work dir; returns its name. */
-function writeJson(name: string, content: unknown): string {
-  writeFileSync(join(fixture.workDir, name), JSON.stringify(content));
-  return name;
-}
-
-/** The table row whose first cell is `first`. */
-function row(table: string, first: string): string {
-  const found = table.split('\n').find((line) => line.split(/\s+/)[0] === first);
-  assert.ok(found, `no row for ${first} in\n${table}`);
-  return found;
-}
+const writeJson = (name: string, content: unknown) => fixture.writeJson(name, content);
+const row = tableRow;
 
 /** Polls (through the SDK, cheaper than spawning) until the server is ready with tools. */
 async function ready(name: string): Promise<McpServer> {
