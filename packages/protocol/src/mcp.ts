@@ -168,6 +168,8 @@ export const McpResource = Type.Object({
   description: Type.Optional(Type.String()),
   mimeType: Type.Optional(Type.String()),
 });
+export type McpResource = Static<typeof McpResource>;
+
 export const McpPrompt = Type.Object({
   name: Type.String(),
   title: Type.Optional(Type.String()),
@@ -182,6 +184,7 @@ export const McpPrompt = Type.Object({
     ),
   ),
 });
+export type McpPrompt = Static<typeof McpPrompt>;
 
 // The catalog.
 

@@ -8,6 +8,7 @@ import { isTerminalState, TERMINAL_EVENT_TYPES } from '@orchestra/protocol/const
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import { labelQuery, paginate } from './listing.ts';
+import { McpCatalogApi, McpServersApi, McpViewsApi } from './mcp-api.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
 import { LeasesApi, ServicesApi } from './registry-api.ts';
 import { SecretsApi } from './secrets-api.ts';
@@ -169,6 +170,12 @@ export class Orchestra {
   readonly toolCalls: ToolCallsApi;
   /** Tool calls waiting for an operator's approval: list, read, approve, reject. */
   readonly approvals: ToolApprovalsApi;
+  /** MCP servers: register, install from the catalog, follow their status, logs, restart. */
+  readonly mcpServers: McpServersApi;
+  /** The catalog of installable MCP servers: built-in entries and the tenant's own. */
+  readonly mcpCatalog: McpCatalogApi;
+  /** Views: virtual MCP servers at `/mcp/{view}` with a chosen set of tools. */
+  readonly mcpViews: McpViewsApi;
 
   /** API keys of the caller's tenant (admin role). */
   readonly apiKeys: {
@@ -443,6 +450,9 @@ export class Orchestra {
     this.toolPolicies = new ToolPoliciesApi(this);
     this.toolCalls = new ToolCallsApi(this);
     this.approvals = new ToolApprovalsApi(this);
+    this.mcpServers = new McpServersApi(this);
+    this.mcpCatalog = new McpCatalogApi(this);
+    this.mcpViews = new McpViewsApi(this);
     this.apiKeys = {
       create: (input) =>
         this.request('POST', '/v1/api-keys', {

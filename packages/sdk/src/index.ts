@@ -46,6 +46,27 @@ export {
   type OrchestraErrorCode,
 } from './errors.ts';
 export {
+  type CatalogEntry,
+  type CreateCatalogEntryInput,
+  type CreateMcpServerInput,
+  type CreateMcpViewInput,
+  type InstallCatalogEntryInput,
+  McpCatalogApi,
+  type McpPrompt,
+  type McpResource,
+  type McpServer,
+  type McpServerDefinition,
+  type McpServerLog,
+  type McpServerState,
+  type McpServerStatus,
+  McpServersApi,
+  type McpTransport,
+  type McpView,
+  type McpViewDefinition,
+  McpViewsApi,
+  type McpViewTool,
+} from './mcp-api.ts';
+export {
   type PresenceMember,
   RealtimeClient,
   type RealtimeClientOptions,

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type CreateToolInput, Orchestra } from '@orchestra/sdk';
 import {
@@ -10,6 +8,7 @@ import {
   followCli,
   jsonOf,
   startCliServer,
+  tableRow,
 } from './helpers.ts';
 
 // `orchestra tools`, `tool-policies`, `tool-calls` and `approvals` as a user runs them: a
@@ -32,18 +31,8 @@ after(async () => {
 
 const cli = (args: string[], options?: { input?: string }) => fixture.cli(args, options);
 
-/** Writes `content` as JSON to a file in the work dir; returns its name. */
-function writeJson(name: string, content: unknown): string {
-  writeFileSync(join(fixture.workDir, name), JSON.stringify(content));
-  return name;
-}
-
-/** The table row whose first cell is `first`. */
-function row(table: string, first: string): string {
-  const found = table.split('\n').find((line) => line.split(/\s+/)[0] === first);
-  assert.ok(found, `no row for ${first} in\n${table}`);
-  return found;
-}
+const writeJson = (name: string, content: unknown) => fixture.writeJson(name, content);
+const row = tableRow;
 
 const tool = (name: string, extra: Partial<CreateToolInput> = {}): CreateToolInput => ({
   name,

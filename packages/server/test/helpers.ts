@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -498,6 +498,13 @@ export function followCli(fixture: CliServer, args: string[]): FollowingCli {
   };
 }
 
+/** The row of a CLI table whose first cell is `first`; fails showing the table without one. */
+export function tableRow(table: string, first: string): string {
+  const found = table.split('\n').find((line) => line.split(/\s+/)[0] === first);
+  assert.ok(found, `no row for ${first} in\n${table}`);
+  return found;
+}
+
 export interface CliServer {
   server: SpawnedOrchestra;
   adminKey: string;
@@ -506,6 +513,8 @@ export interface CliServer {
   dataDir: string;
   /** Runs `orchestra <args>` against the server with the admin key. */
   cli(args: string[], options?: { input?: string }): Promise<CliResult>;
+  /** Writes `content` as JSON to the file `name` in the work dir; returns the name. */
+  writeJson(name: string, content: unknown): string;
   /** Stops the server and removes both directories. */
   stop(): Promise<void>;
 }
@@ -528,6 +537,10 @@ export async function startCliServer(
         cwd: workDir.path,
         ...options,
       }),
+    writeJson(fileName, content) {
+      writeFileSync(join(workDir.path, fileName), JSON.stringify(content));
+      return fileName;
+    },
     async stop() {
       try {
         await server.stop();

@@ -285,3 +285,46 @@ export function offsetFlag(flag: string, text: string): number {
     throw new UsageError(`${flag} must be an offset (0 or more), got "${text}"`);
   return Number(text);
 }
+
+/**
+ * Refuses `--file` together with the flags that would say the same (`flags`: the command's
+ * own options, besides `file`); `what` names what the flags describe ("the settings").
+ */
+export function fileOrFlags(
+  values: Record<string, unknown>,
+  flags: OptionSpecs,
+  path: string,
+  what: string,
+): void {
+  if (values.file === undefined) return;
+  const given = Object.keys(flags).filter(
+    (flag) => flag !== 'file' && values[flag] !== undefined && values[flag] !== false,
+  );
+  if (given.length > 0) {
+    throw new UsageError(
+      `${path} takes --file or ${what} as flags, not both (got --${given.join(', --')})`,
+    );
+  }
+}
+
+/**
+ * The name of what `create` makes: its argument, or the file's "name" (`fromFile`); both
+ * given, they must agree. `noun` names it in messages ("view").
+ */
+export function nameFromArgumentOrFile(
+  { positionals, path }: Arguments,
+  fromFile: unknown,
+  noun: string,
+): string {
+  if (positionals.length > 1) {
+    throw new UsageError(`${path} takes one ${noun} name, got "${positionals.join(' ')}"`);
+  }
+  const name = positionals[0] ?? fromFile;
+  if (typeof name !== 'string') {
+    throw new UsageError(`${path} needs a ${noun} name (an argument, or "name" in the file)`);
+  }
+  if (positionals[0] !== undefined && fromFile !== undefined && fromFile !== name) {
+    throw new UsageError(`the file names ${noun} "${String(fromFile)}", not "${name}"`);
+  }
+  return name;
+}
