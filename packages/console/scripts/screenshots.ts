@@ -143,6 +143,25 @@ try {
   await shoot('/tool-approvals', 'tool-approvals', 'li.approval');
   await shoot('/tool-calls', 'tool-calls', 'tr[data-call]');
 
+  // MCP servers: the reference `everything` server installed from the catalog, once ready.
+  await client.request('POST', '/v1/mcp/catalog/everything/install', { body: {} });
+  for (let attempt = 0; attempt < 300; attempt++) {
+    const s = await client.request<{ status: { state: string } }>(
+      'GET',
+      '/v1/mcp/servers/everything',
+    );
+    if (s.status.state === 'ready') break;
+    await sleep(200);
+  }
+  await shoot('/mcp-servers', 'mcp-servers', 'tr[data-server] .badge-ready');
+  await signedIn.goto(`${fixture.server.url}/mcp-servers/everything`);
+  await signedIn.getByRole('list', { name: 'Its prompts' }).waitFor({ timeout: 30_000 });
+  await signedIn.getByRole('button', { name: 'Show the logs' }).click();
+  await signedIn.getByRole('list', { name: 'Log lines' }).waitFor({ timeout: 30_000 });
+  await signedIn.screenshot({ path: `${out}mcp-server.png`, fullPage: true });
+  console.log('docs/console/mcp-server.png');
+  await shoot('/mcp-catalog', 'mcp-catalog', 'li[data-entry]');
+
   // The overview's charts need more than one minute of traffic: a second burst of tasks in
   // the next minute, with a few failures.
   const burst = async (count: number, failures: number) => {

@@ -353,6 +353,7 @@ describe('tools', () => {
     const tabs = page.getByRole('navigation', { name: 'Tools section' });
     assert.deepEqual(await tabs.getByRole('link').allTextContents(), [
       'Catalogue',
+      'MCP servers',
       'Policies',
       'Call log',
     ]);

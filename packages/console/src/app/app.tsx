@@ -2,6 +2,8 @@ import { type ReactNode, useEffect, useState } from 'react';
 import { AgentDetailPage, AgentsPage } from './pages/agents.tsx';
 import { ConfigKeyPage, ConfigPage } from './pages/config.tsx';
 import { KeysPage } from './pages/keys.tsx';
+import { McpCatalogPage, McpNewServerPage } from './pages/mcp-add.tsx';
+import { McpServerPage, McpServersPage } from './pages/mcp-servers.tsx';
 import { OverviewPage } from './pages/overview.tsx';
 import { SecretsPage } from './pages/secrets.tsx';
 import { ServiceDetailPage, ServicesPage } from './pages/services.tsx';
@@ -27,7 +29,7 @@ const NAV = [
   { to: '/agents', label: 'Agents' },
   { to: '/templates', label: 'Templates' },
   { to: '/sessions', label: 'Sessions' },
-  // Tools, policies, approvals, the call log (and MCP servers, later): tabs of one section.
+  // Tools, MCP servers, policies, approvals, the call log: tabs of one section.
   { to: '/tools', label: 'Tools', section: TOOLS_SECTION_PATHS },
   { to: '/topics', label: 'Topics' },
   { to: '/config', label: 'Config' },
@@ -81,6 +83,11 @@ function route(path: string): ReactNode {
   if (path === '/tools') return <ToolsPage />;
   const tool = match('/tools/:name', path);
   if (tool?.name) return <ToolDetailPage key={tool.name} name={tool.name} />;
+  if (path === '/mcp-servers') return <McpServersPage />;
+  const mcpServer = match('/mcp-servers/:name', path);
+  if (mcpServer?.name) return <McpServerPage key={mcpServer.name} name={mcpServer.name} />;
+  if (path === '/mcp-catalog') return <McpCatalogPage />;
+  if (path === '/mcp-new') return <McpNewServerPage />;
   if (path === '/tool-policies') return <ToolPoliciesPage />;
   if (path === '/tool-policies/new') return <ToolPolicyEditorPage />;
   const policy = match('/tool-policies/:name', path);

@@ -1,4 +1,5 @@
 import { type ReactNode, useId } from 'react';
+import { TextField } from './ui.tsx';
 
 // A form for a JSON Schema of an object (a template's input, a tool's arguments): one control
 // per property (text, number, checkbox, choice), a fieldset for a nested object, a line per
@@ -400,4 +401,63 @@ function Fields(props: {
       </div>
     );
   });
+}
+
+/**
+ * The object a form describes: built from the controls of `schema` when `asForm`, otherwise
+ * parsed from the JSON text `raw`, whose errors are under `jsonField`.
+ */
+export function readObjectInput(
+  schema: JsonSchema,
+  asForm: boolean,
+  values: Record<string, string>,
+  raw: string,
+  jsonField: string,
+): { input: Record<string, unknown> } | { errors: Record<string, string> } {
+  if (asForm) return buildInput(schema, values);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    return { errors: { [jsonField]: 'Enter valid JSON.' } };
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    return { errors: { [jsonField]: 'Enter a JSON object.' } };
+  }
+  return { input: parsed as Record<string, unknown> };
+}
+
+/** The controls of `schema` when `asForm`, otherwise a JSON text area for the same object. */
+export function SchemaOrJson(props: {
+  schema: JsonSchema;
+  asForm: boolean;
+  values: Record<string, string>;
+  errors: Record<string, string>;
+  onChange: (name: string, value: string) => void;
+  raw: string;
+  onRawChange: (raw: string) => void;
+  json: { id: string; label: string; field: string; help?: string | undefined };
+}) {
+  if (props.asForm) {
+    return (
+      <SchemaForm
+        schema={props.schema}
+        values={props.values}
+        errors={props.errors}
+        onChange={props.onChange}
+      />
+    );
+  }
+  return (
+    <TextField
+      id={props.json.id}
+      label={props.json.label}
+      rows={6}
+      spellCheck={false}
+      value={props.raw}
+      onChange={props.onRawChange}
+      error={props.errors[props.json.field]}
+      help={props.json.help}
+    />
+  );
 }

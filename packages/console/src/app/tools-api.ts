@@ -47,8 +47,15 @@ const approval = (id: string) => `/v1/tool-approvals/${encodeURIComponent(id)}`;
 
 export function toolsApi(client: Orchestra) {
   return {
-    list: (query: PageQuery & { q?: string; source?: 'http' | 'mcp'; state?: ToolState } = {}) =>
-      client.request<Page<Tool>>('GET', '/v1/tools', { query: { ...query } }),
+    list: (
+      query: PageQuery & {
+        q?: string;
+        source?: 'http' | 'mcp';
+        state?: ToolState;
+        /** The tools of this MCP server. */
+        server?: string;
+      } = {},
+    ) => client.request<Page<Tool>>('GET', '/v1/tools', { query: { ...query } }),
     get: (ref: string) => client.request<Tool>('GET', tool(ref)),
     /** Approves the pending definition whose hash the admin reviewed (409 if it changed). */
     approveDefinition: (ref: string, hash: string) =>

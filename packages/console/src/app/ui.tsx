@@ -455,3 +455,28 @@ export function FilterField(props: {
     </div>
   );
 }
+
+/**
+ * A button's action: `busy` while it runs, `problem` says why it failed (cleared when it
+ * runs again). `run` resolves either way; it never rejects.
+ */
+export function useAction(): {
+  busy: boolean;
+  problem: string | undefined;
+  run: (action: () => Promise<unknown>) => Promise<void>;
+} {
+  const [busy, setBusy] = useState(false);
+  const [problem, setProblem] = useState<string | undefined>();
+  const run = useCallback(async (action: () => Promise<unknown>) => {
+    setProblem(undefined);
+    setBusy(true);
+    try {
+      await action();
+    } catch (err) {
+      setProblem(describeError(err));
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { busy, problem, run };
+}

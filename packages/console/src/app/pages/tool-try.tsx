@@ -2,12 +2,12 @@ import { OrchestraError } from '@orchestra/sdk';
 import { type FormEvent, useState } from 'react';
 import { Link } from '../router.tsx';
 import {
-  buildInput,
   fieldOfServerMessage,
   formable,
   initialValues,
   type JsonSchema,
-  SchemaForm,
+  readObjectInput,
+  SchemaOrJson,
 } from '../schema-form.tsx';
 import { describeError, useSession } from '../session.tsx';
 import {
@@ -17,7 +17,7 @@ import {
   type ToolResult,
   toolsApi,
 } from '../tools-api.ts';
-import { Alert, Badge, Json, TextField, Time } from '../ui.tsx';
+import { Alert, Badge, Json, Time } from '../ui.tsx';
 
 /** A tool's result in MCP's content format: text, images, links and embedded resources. */
 export function ToolResultView({ result }: { result: ToolResult }) {
@@ -163,29 +163,13 @@ export function TryTool({ tool }: { tool: Tool }) {
     event.preventDefault();
     setErrors({});
     setProblem(undefined);
-    let args: Record<string, unknown>;
-    if (!asJson) {
-      const built = buildInput(schema, values);
-      if ('errors' in built) {
-        setErrors(built.errors);
-        setProblem('Some fields need attention.');
-        return;
-      }
-      args = built.input;
-    } else {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(raw);
-      } catch {
-        setErrors({ arguments: 'Enter valid JSON.' });
-        return;
-      }
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-        setErrors({ arguments: 'The arguments are a JSON object.' });
-        return;
-      }
-      args = parsed as Record<string, unknown>;
+    const read = readObjectInput(schema, !asJson, values, raw, 'arguments');
+    if ('errors' in read) {
+      setErrors(read.errors);
+      if (!asJson) setProblem('Some fields need attention.');
+      return;
     }
+    const args = read.input;
     setBusy(true);
     setOutcome(undefined);
     try {
@@ -216,29 +200,23 @@ export function TryTool({ tool }: { tool: Tool }) {
               </button>
             )}
           </legend>
-          {!asJson ? (
-            <SchemaForm
-              schema={schema}
-              values={values}
-              errors={errors}
-              onChange={(name, value) => setValues((v) => ({ ...v, [name]: value }))}
-            />
-          ) : (
-            <TextField
-              id="try-arguments"
-              label="Arguments (JSON)"
-              rows={6}
-              spellCheck={false}
-              value={raw}
-              onChange={setRaw}
-              error={errors.arguments}
-              help={
-                canForm
-                  ? undefined
-                  : 'The form cannot show this schema as fields: write the arguments as JSON.'
-              }
-            />
-          )}
+          <SchemaOrJson
+            schema={schema}
+            asForm={!asJson}
+            values={values}
+            errors={errors}
+            onChange={(name, value) => setValues((v) => ({ ...v, [name]: value }))}
+            raw={raw}
+            onRawChange={setRaw}
+            json={{
+              id: 'try-arguments',
+              label: 'Arguments (JSON)',
+              field: 'arguments',
+              help: canForm
+                ? undefined
+                : 'The form cannot show this schema as fields: write the arguments as JSON.',
+            }}
+          />
         </fieldset>
         <Alert message={problem} />
         <div className="actions">

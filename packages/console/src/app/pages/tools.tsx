@@ -1,7 +1,6 @@
-import { useState } from 'react';
 import { Diff } from '../diff.tsx';
 import { Link, setQueryParam, useLocation } from '../router.tsx';
-import { describeError, useSession } from '../session.tsx';
+import { useSession } from '../session.tsx';
 import { TOOL_STATES, type Tool, type ToolState, toolsApi } from '../tools-api.ts';
 import {
   Alert,
@@ -13,24 +12,36 @@ import {
   PagedTable,
   PageHeader,
   Time,
+  useAction,
   useAsync,
   usePager,
 } from '../ui.tsx';
 import { TryTool } from './tool-try.tsx';
 
 /**
- * The pages of the tools section, as tabs under its title. MCP servers get their page here
- * once the mcp module is in (`/mcp-servers`, after Tools).
+ * The pages of the tools section, as tabs under its title. The MCP servers tab also stands
+ * for its catalog and its form (`/mcp-catalog`, `/mcp-new`).
  */
 const TOOLS_TABS = [
   { to: '/tools', label: 'Catalogue' },
+  { to: '/mcp-servers', label: 'MCP servers', also: ['/mcp-catalog', '/mcp-new'] },
   { to: '/tool-policies', label: 'Policies' },
   { to: '/tool-approvals', label: 'Approvals', writeOnly: true },
   { to: '/tool-calls', label: 'Call log' },
-] as const satisfies readonly { to: string; label: string; writeOnly?: boolean }[];
+] as const satisfies readonly {
+  to: string;
+  label: string;
+  writeOnly?: boolean;
+  /** Other pages the tab is current on. */
+  also?: readonly string[];
+}[];
+
+/** The roots of a tab's pages. */
+const rootsOf = (t: (typeof TOOLS_TABS)[number]): readonly string[] =>
+  'also' in t ? [t.to, ...t.also] : [t.to];
 
 /** Where the section's top-level navigation entry stays current. */
-export const TOOLS_SECTION_PATHS: readonly string[] = TOOLS_TABS.map((t) => t.to);
+export const TOOLS_SECTION_PATHS: readonly string[] = TOOLS_TABS.flatMap(rootsOf);
 
 export function ToolsTabs() {
   const { path } = useLocation();
@@ -39,7 +50,10 @@ export function ToolsTabs() {
     <nav className="tabs" aria-label="Tools section">
       <ul className="tabs-list">
         {TOOLS_TABS.filter((t) => canWrite || !('writeOnly' in t)).map((t) => {
-          const current = t.to === '/tools' ? path === '/tools' : path.startsWith(t.to);
+          const current =
+            t.to === '/tools'
+              ? path === '/tools'
+              : rootsOf(t).some((root) => path === root || path.startsWith(`${root}/`));
           return (
             <li key={t.to}>
               <Link to={t.to} className="tab" aria-current={current ? 'page' : undefined}>
@@ -178,22 +192,14 @@ export function ToolsPage() {
 /** The definition an MCP server changed or added, with what changed, for an admin to approve. */
 function PendingDefinition({ tool, onApproved }: { tool: Tool; onApproved: () => void }) {
   const { client, who } = useSession();
-  const [problem, setProblem] = useState<string | undefined>();
-  const [busy, setBusy] = useState(false);
+  const { busy, problem, run } = useAction();
   const pending = tool.pending;
   if (!pending) return null;
-  const approve = async () => {
-    setProblem(undefined);
-    setBusy(true);
-    try {
+  const approve = () =>
+    run(async () => {
       await toolsApi(client).approveDefinition(tool.id, pending.hash);
       onApproved();
-    } catch (err) {
-      setProblem(describeError(err));
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
     <section className="panel notice-panel" aria-labelledby="pending-title">
       <h2 id="pending-title">

@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Orchestra } from '@orchestra/sdk';
+import type { Browser, Page } from 'playwright-core';
+import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
+import { launchBrowser, sidewaysOverflow, signIn, watchProblems } from './support.ts';
+
+// The console's MCP servers pages in a real browser (Debian's Chromium) against a real server
+// whose hub runs real MCP servers: the reference `everything` server from the catalog, and the
+// test fixture whose tools change mid-session.
+
+/** Every wait in a browser is bounded by this: starting an MCP server on a busy machine is slow. */
+const WAIT_MS = 90_000;
+
+const CHANGING_SERVER = fileURLToPath(
+  new URL('../../server/test/fixtures/mcp/changing-server.ts', import.meta.url),
+);
+
+let server: TestServer;
+let client: Orchestra;
+let browser: Browser;
+
+before(async () => {
+  server = await startTestServer();
+  client = new Orchestra({ url: server.url, apiKey: server.adminKey });
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** The server page's state badge reads `state`. */
+async function waitForState(page: Page, state: string): Promise<void> {
+  await page
+    .getByRole('region', { name: 'Status' })
+    .locator(`.badge-${state}`)
+    .waitFor({ timeout: WAIT_MS });
+}
+
+describe('MCP servers', () => {
+  test('install the everything server from the catalog, watch it become ready, see its tools, resources, prompts and logs, disable and enable it', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, server.url, server.adminKey);
+    const problems = watchProblems(page);
+    await page.goto(`${server.url}/tools`);
+    await page
+      .getByRole('navigation', { name: 'Tools section' })
+      .getByRole('link', { name: 'MCP servers' })
+      .click();
+    await page
+      .getByRole('heading', { name: 'MCP servers', level: 1 })
+      .waitFor({ timeout: WAIT_MS });
+    await page.getByText('No MCP servers yet.').waitFor({ timeout: WAIT_MS });
+
+    await page.getByRole('link', { name: 'Add from catalog' }).click();
+    const catalog = page.getByRole('list', { name: 'Catalog' });
+    await catalog.locator('[data-entry="everything"]').waitFor({ timeout: WAIT_MS });
+    assert.match(
+      (await catalog.locator('[data-entry="everything"]').textContent()) ?? '',
+      /Exercises every MCP feature/,
+    );
+    // An entry with a config schema gets the schema's form, its defaults filled in.
+    await page.getByRole('button', { name: 'Install Memory' }).click();
+    const memory = page.getByRole('form', { name: 'Install memory' });
+    assert.equal(await memory.getByLabel('file').inputValue(), 'memory.jsonl');
+    await memory.getByRole('button', { name: 'Cancel' }).click();
+    await memory.waitFor({ state: 'detached', timeout: WAIT_MS });
+
+    await page.getByRole('button', { name: 'Install Everything' }).click();
+    const form = page.getByRole('form', { name: 'Install everything' });
+    await form.getByLabel('Name (optional)').fill('kitchen');
+    await form.getByRole('button', { name: 'Install' }).click();
+
+    // Its page: it becomes ready by itself (the page polls), with its tools.
+    await page
+      .getByRole('heading', { name: 'MCP server kitchen', level: 1 })
+      .waitFor({ timeout: WAIT_MS });
+    await waitForState(page, 'ready');
+    const status = (await page.getByRole('region', { name: 'Status' }).textContent()) ?? '';
+    assert.match(status, /2025-11-25/);
+    const tools = page.getByRole('list', { name: 'Its tools' });
+    await tools.getByRole('link', { name: 'kitchen__echo' }).waitFor({ timeout: WAIT_MS });
+    const settings = (await page.getByRole('region', { name: 'Settings' }).textContent()) ?? '';
+    assert.match(settings, /stdio/);
+    assert.match(settings, /everything/);
+    await page.getByRole('list', { name: 'Its resources' }).waitFor({ timeout: WAIT_MS });
+    await page.getByRole('list', { name: 'Its prompts' }).waitFor({ timeout: WAIT_MS });
+
+    // Logs, on demand and refreshable: the hub's events are there.
+    await page.getByRole('button', { name: 'Show the logs' }).click();
+    const log = page.getByRole('list', { name: 'Log lines' });
+    await log.locator('li[data-stream="event"]', { hasText: 'ready' }).first().waitFor({
+      timeout: WAIT_MS,
+    });
+
+    // Restart: an event of the running server, there when the logs are read again.
+    await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/restart'), {
+        timeout: WAIT_MS,
+      }),
+      page.getByRole('button', { name: 'Restart' }).click(),
+    ]);
+    await page.getByRole('button', { name: 'Refresh the logs' }).click();
+    await log
+      .locator('li[data-stream="event"]', { hasText: 'restart requested' })
+      .waitFor({ timeout: WAIT_MS });
+    await waitForState(page, 'ready');
+
+    // Disable: it stops; enable: it comes back.
+    await page.getByRole('button', { name: 'Disable' }).click();
+    await waitForState(page, 'disabled');
+    await page.getByRole('button', { name: 'Enable' }).click();
+    await waitForState(page, 'ready');
+    await tools.getByRole('link', { name: 'kitchen__echo' }).waitFor({ timeout: WAIT_MS });
+
+    // The list: its row with state, protocol and tool count.
+    await page
+      .getByRole('navigation', { name: 'Tools section' })
+      .getByRole('link', { name: 'MCP servers' })
+      .click();
+    const row = page.locator('tr[data-server="kitchen"]');
+    await row.locator('.badge-ready').waitFor({ timeout: WAIT_MS });
+    const cells = await row.locator('td').allTextContents();
+    assert.equal(cells[1], 'stdio');
+    assert.equal(cells[3], '2025-11-25');
+    const listed = await client.request<{ tools: number }>('GET', '/v1/mcp/servers/kitchen');
+    assert.ok(listed.tools > 0);
+    assert.equal(cells[6], String(listed.tools));
+
+    // Delete asks first.
+    await row.getByRole('link', { name: 'kitchen' }).click();
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('button', { name: 'Delete kitchen and its tools' }).click();
+    await page.getByText('No MCP servers yet.').waitFor({ timeout: WAIT_MS });
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('add a server by hand; a tool it changes is held, shown with its diff, and approved from the tool page', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, server.url, server.adminKey);
+    const problems = watchProblems(page);
+    await page.goto(`${server.url}/mcp-servers`);
+    await page.getByRole('link', { name: 'Add server' }).click();
+    const form = page.getByRole('form', { name: 'Add an MCP server' });
+    await form.getByLabel('Name', { exact: true }).fill('changing');
+    // The hint about secret references sits with the rows.
+    assert.match(
+      (await form.getByRole('group', { name: 'Environment' }).textContent()) ?? '',
+      /\$\{secret:NAME\}/,
+    );
+    await form.getByLabel('Command').fill(process.execPath);
+    await form.getByLabel('Arguments').fill(CHANGING_SERVER);
+    await form.getByRole('button', { name: 'Add variable' }).click();
+    await form.getByLabel('Variable 1 name').fill('GREETING');
+    await form.getByLabel('Variable 1 value').fill('a value never shown');
+    await form.getByRole('button', { name: 'Add the server' }).click();
+
+    await page
+      .getByRole('heading', { name: 'MCP server changing', level: 1 })
+      .waitFor({ timeout: WAIT_MS });
+    await waitForState(page, 'ready');
+    const settings = (await page.getByRole('region', { name: 'Settings' }).textContent()) ?? '';
+    assert.match(settings, /GREETING/);
+    assert.doesNotMatch(await page.content(), /a value never shown/);
+    const structured = page.locator('li[data-tool="changing__structured"]');
+    await structured.waitFor({ timeout: WAIT_MS });
+    assert.equal(await structured.locator('.badge-held').count(), 0);
+
+    // The server rewrites a tool's description mid-session.
+    await client.request('POST', '/v1/tool-policies', {
+      body: { name: 'changing', effect: 'allow', tools: ['changing__*'] },
+    });
+    await client.request('POST', '/v1/tools/changing__rug_pull/invoke', {
+      body: { arguments: {} },
+    });
+    // The server's page marks it held, without a reload.
+    await structured.locator('.badge-held', { hasText: 'pending change' }).waitFor({
+      timeout: WAIT_MS,
+    });
+    await structured.getByRole('link', { name: 'changing__structured' }).click();
+    const pending = page.getByRole('region', {
+      name: 'Changed definition, waiting for approval',
+    });
+    await pending.waitFor({ timeout: WAIT_MS });
+    assert.ok((await pending.getByRole('list', { name: 'What changed' }).count()) === 1);
+    await pending.getByRole('button', { name: 'Approve this definition' }).click();
+    await pending.waitFor({ state: 'detached', timeout: WAIT_MS });
+    const tool = await client.request<{ state: string; pending: unknown }>(
+      'GET',
+      '/v1/tools/changing__structured',
+    );
+    assert.equal(tool.state, 'active');
+    assert.equal(tool.pending, null);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('a viewer reads the servers, is not offered to add, change or delete them', async () => {
+    await client.request('POST', '/v1/mcp/servers', {
+      body: {
+        name: 'viewed',
+        transport: 'stdio',
+        command: process.execPath,
+        args: [CHANGING_SERVER],
+      },
+    });
+    const viewer = await client.apiKeys.create({ name: 'mcp viewer', role: 'viewer' });
+    const context = await browser.newContext();
+    const page = await signIn(context, server.url, viewer.secret);
+    const problems = watchProblems(page);
+    await page.goto(`${server.url}/mcp-servers`);
+    await page.locator('tr[data-server="viewed"]').waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.getByRole('link', { name: 'Add from catalog' }).count(), 0);
+    assert.equal(await page.getByRole('link', { name: 'Add server' }).count(), 0);
+    await page.getByRole('link', { name: 'viewed' }).click();
+    await waitForState(page, 'ready');
+    for (const name of ['Disable', 'Restart', 'Delete']) {
+      assert.equal(await page.getByRole('button', { name }).count(), 0, name);
+    }
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('the MCP pages fit a narrow screen without sideways scrolling', async () => {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const page = await signIn(context, server.url, server.adminKey);
+    const problems = watchProblems(page);
+    for (const path of ['/mcp-servers', '/mcp-servers/viewed', '/mcp-catalog', '/mcp-new']) {
+      await page.goto(server.url + path);
+      assert.equal(await sidewaysOverflow(page), 0, `${path} scrolls sideways`);
+    }
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+});
