@@ -158,6 +158,14 @@ try {
   await signedIn.getByRole('list', { name: 'Its prompts' }).waitFor({ timeout: 30_000 });
   await signedIn.getByRole('button', { name: 'Show the logs' }).click();
   await signedIn.getByRole('list', { name: 'Log lines' }).waitFor({ timeout: 30_000 });
+  // The command is this machine's path to Node and the package: shown as any reader's.
+  await signedIn.evaluate(() => {
+    for (const el of document.querySelectorAll('code, dd, td')) {
+      if (el.children.length === 0 && el.textContent?.includes('/node_modules/')) {
+        el.textContent = el.textContent.replace(/\S*\/node_modules\//g, '…/node_modules/');
+      }
+    }
+  });
   await signedIn.screenshot({ path: `${out}mcp-server.png`, fullPage: true });
   console.log('docs/console/mcp-server.png');
   await shoot('/mcp-catalog', 'mcp-catalog', 'li[data-entry]');

@@ -155,7 +155,13 @@ export type McpServer = Static<typeof McpServer>;
 
 export const McpServerLog = Type.Object({
   lines: Type.Array(
-    Type.Object({ time: Timestamp, stream: Type.Enum(['stderr', 'event']), text: Type.String() }),
+    Type.Object({
+      time: Type.Union([Timestamp, Type.Null()], {
+        description: 'When the hub noted an event; null for a line of the process’s stderr.',
+      }),
+      stream: Type.Enum(['stderr', 'event']),
+      text: Type.String(),
+    }),
   ),
   dropped: Type.Integer({ description: 'Lines dropped from the bounded log before these.' }),
 });

@@ -73,6 +73,18 @@ describe('MCP servers in a cluster', () => {
         assert.equal(res.body.result.content[0].text, `via ${node.url}`);
       }
 
+      // What only the owner's process knows is answered through any node.
+      for (const node of [a, b]) {
+        const logs = await call(node.url, 'GET', '/v1/mcp/servers/shared/logs');
+        assert.equal(logs.status, 200, JSON.stringify(logs.body));
+        assert.ok(logs.body.lines.some((l: { text: string }) => l.text === 'ready'));
+        const prompts = await call(node.url, 'GET', '/v1/mcp/servers/shared/prompts');
+        assert.deepEqual(
+          prompts.body.items.map((p: { name: string }) => p.name),
+          ['greet'],
+        );
+      }
+
       // The owner leaves; its claim ends with its lease, and the other node takes over.
       const ownerIndex = owner === 'node-0' ? 0 : 1;
       const survivor = nodes[1 - ownerIndex] as (typeof nodes)[number];

@@ -68,7 +68,7 @@ export function describeServer(s: McpServer): string {
 
 /** One line per log line: time, stream, text; a note first when older lines were dropped. */
 export function logText(log: McpServerLog): string {
-  const lines = log.lines.map((l) => `${l.time} ${l.stream.padEnd(6)} ${l.text}`);
+  const lines = log.lines.map((l) => `${l.time ?? '-'.padEnd(24)} ${l.stream.padEnd(6)} ${l.text}`);
   if (log.dropped > 0) lines.unshift(`(${log.dropped} earlier lines dropped)`);
   return lines.length > 0 ? lines.join('\n') : '(no lines)';
 }

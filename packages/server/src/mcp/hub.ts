@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join } from 'node:path';
+import type { Prompt, Resource } from '@modelcontextprotocol/client';
 import type {
   CatalogEntry,
   CreateCatalogEntry,
@@ -28,9 +29,11 @@ import type { McpServerRecord, McpServerRecords } from './server-records.ts';
 import { type McpTransportConfig, McpUpstream, type UpstreamStatus } from './upstream.ts';
 
 /** A call forwarded to the node that runs the server (cluster mode), and its answer. */
+type ForwardedOp = 'call' | 'logs' | 'resources' | 'prompts' | 'restart';
 interface ForwardedCall {
   id: string;
   replyTo: string;
+  op: ForwardedOp;
   tenantId: string;
   server: string;
   tool: string;
@@ -39,9 +42,11 @@ interface ForwardedCall {
 }
 interface ForwardedReply {
   id: string;
-  result?: ToolResult;
+  value?: unknown;
   failure?: { kind: ToolFailureKind; message: string };
 }
+/** How long a node waits for another's answer about a server it runs (not a call). */
+const ASK_TIMEOUT_MS = 15_000;
 const callSubject = (node: string) => `mcp.call.${node}`;
 const replySubject = (node: string) => `mcp.reply.${node}`;
 /** How long a forwarded call may take at most, whatever the tool says (the caller's signal ends it sooner). */
@@ -293,73 +298,79 @@ export class McpHub {
     return this.#tools.tools.countByServer(tenantId, names);
   }
 
-  /** The server running on this node, or MCP_SERVER_NOT_RUNNING naming where it runs. */
-  async #runningOf(principal: Principal, ref: string): Promise<Running> {
+  /**
+   * What `op` answers for a server: from its process when it runs on this node, else from
+   * the node that runs it (over the bus). MCP_SERVER_NOT_RUNNING when none does.
+   */
+  async #ask<T>(principal: Principal, ref: string, op: Exclude<ForwardedOp, 'call'>): Promise<T> {
     const record = await this.records.find(principal.tenant.id, ref);
     const running = this.#running.get(record.row.id);
-    if (running === undefined) {
-      const status = JSON.parse(record.row.status) as McpServerStatus;
-      throw new ApiError(
-        'MCP_SERVER_NOT_RUNNING',
-        record.row.enabled === 0
-          ? `MCP server "${ref}" is disabled`
-          : `MCP server "${ref}" is not running on this node${status.node ? ` (it runs on ${status.node})` : ''}`,
-        { details: { state: status.state, node: status.node } },
-      );
+    if (running !== undefined) return this.#answer(running, op) as T;
+    const status = JSON.parse(record.row.status) as McpServerStatus;
+    const notRunning = (why: string) =>
+      new ApiError('MCP_SERVER_NOT_RUNNING', `MCP server "${ref}" ${why}`, {
+        details: { state: status.state, node: status.node },
+      });
+    if (record.row.enabled === 0) throw notRunning('is disabled');
+    if (status.node === null || status.node === this.#settings.instanceId) {
+      throw notRunning('is not running on any node yet');
     }
-    return running;
+    try {
+      return (await this.#forward(
+        {
+          tenantId: record.row.tenant_id,
+          server: record.row.name,
+          tool: '',
+          args: {},
+          signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
+        },
+        op,
+        status.node,
+      )) as T;
+    } catch (err) {
+      throw notRunning(`did not answer from ${status.node}: ${(err as Error).message}`);
+    }
   }
 
-  async logs(principal: Principal, ref: string): Promise<McpServerLog> {
-    const running = await this.#runningOf(principal, ref);
-    const stderr = running.upstream.stderrLines();
-    const lines = [
-      ...running.events.map((e) => ({ time: e.time, stream: 'event' as const, text: e.text })),
-      ...stderr.map((text) => ({ time: '', stream: 'stderr' as const, text })),
-    ];
-    return {
-      lines: lines.slice(-LOG_LINES).map((l) => ({
-        ...l,
-        time: l.time || running.events.at(-1)?.time || new Date().toISOString(),
-      })),
-      dropped: Math.max(0, lines.length - LOG_LINES),
-    };
+  /** What a server running on this node answers to `op`. */
+  #answer(running: Running, op: Exclude<ForwardedOp, 'call'>): unknown {
+    switch (op) {
+      case 'logs': {
+        // The process's stderr comes without times: its lines are listed after the events.
+        const lines = [
+          ...running.events.map((e) => ({ time: e.time, stream: 'event' as const, text: e.text })),
+          ...running.upstream
+            .stderrLines()
+            .map((text) => ({ time: null, stream: 'stderr' as const, text })),
+        ];
+        return { lines: lines.slice(-LOG_LINES), dropped: Math.max(0, lines.length - LOG_LINES) };
+      }
+      case 'resources':
+        return running.upstream.resources();
+      case 'prompts':
+        return running.upstream.prompts();
+      case 'restart':
+        running.events.push({ time: new Date().toISOString(), text: 'restart requested' });
+        void running.upstream.restart().catch(() => {});
+        return true;
+    }
   }
 
-  async resources(principal: Principal, ref: string) {
-    return (await this.#runningOf(principal, ref)).upstream.resources();
+  logs(principal: Principal, ref: string): Promise<McpServerLog> {
+    return this.#ask(principal, ref, 'logs');
   }
 
-  async prompts(principal: Principal, ref: string) {
-    return (await this.#runningOf(principal, ref)).upstream.prompts();
+  resources(principal: Principal, ref: string): Promise<Resource[]> {
+    return this.#ask(principal, ref, 'resources');
   }
 
-  async readResource(principal: Principal, ref: string, uri: string, signal?: AbortSignal) {
-    return (await this.#runningOf(principal, ref)).upstream.readResource(
-      uri,
-      signal ? { signal } : undefined,
-    );
-  }
-
-  async getPrompt(
-    principal: Principal,
-    ref: string,
-    name: string,
-    args: Record<string, string>,
-    signal?: AbortSignal,
-  ) {
-    return (await this.#runningOf(principal, ref)).upstream.getPrompt(
-      name,
-      args,
-      signal ? { signal } : undefined,
-    );
+  prompts(principal: Principal, ref: string): Promise<Prompt[]> {
+    return this.#ask(principal, ref, 'prompts');
   }
 
   async restart(principal: Principal, ref: string): Promise<McpServer> {
-    const running = await this.#runningOf(principal, ref);
-    running.events.push({ time: new Date().toISOString(), text: 'restart requested' });
-    void running.upstream.restart().catch(() => {});
-    return this.view(running.record);
+    await this.#ask<boolean>(principal, ref, 'restart');
+    return this.get(principal, ref);
   }
 
   /**
@@ -389,7 +400,7 @@ export class McpHub {
     const running = [...this.#running.values()].find(
       (r) => r.record.row.tenant_id === call.tenantId && r.record.row.name === call.server,
     );
-    if (running === undefined) return this.#forward(call);
+    if (running === undefined) return this.#forwardCall(call);
     try {
       // The executor's signal carries the tool's timeout; no second one here.
       const result = await running.upstream.callTool(call.tool, call.args, {
@@ -411,8 +422,8 @@ export class McpHub {
     }
   }
 
-  /** Sends a call to the node that runs the server, and waits for its answer. */
-  async #forward(call: {
+  /** Sends a tool call to the node that runs the server, and waits for its answer. */
+  async #forwardCall(call: {
     tenantId: string;
     server: string;
     tool: string;
@@ -428,6 +439,21 @@ export class McpHub {
         `MCP server "${call.server}" is not connected to any node yet`,
       );
     }
+    return (await this.#forward(call, 'call', node)) as ToolResult;
+  }
+
+  /** Sends `op` to `node`, which runs the server, and waits for its answer. */
+  async #forward(
+    call: {
+      tenantId: string;
+      server: string;
+      tool: string;
+      args: Record<string, unknown>;
+      signal: AbortSignal;
+    },
+    op: ForwardedOp,
+    node: string,
+  ): Promise<unknown> {
     const id = newId('fwd');
     const reply = new Promise<ForwardedReply>((resolve) => {
       this.#forwarded.set(id, { resolve });
@@ -437,6 +463,7 @@ export class McpHub {
     this.#bus.publish(callSubject(node), {
       id,
       replyTo: replySubject(this.#settings.instanceId),
+      op,
       tenantId: call.tenantId,
       server: call.server,
       tool: call.tool,
@@ -446,14 +473,10 @@ export class McpHub {
     try {
       const answer = await reply;
       if (call.signal.aborted) throw call.signal.reason;
-      if (answer.result !== undefined) return answer.result;
-      throw new ToolFailure(
-        answer.failure?.kind ?? 'protocol',
-        answer.failure?.message ?? 'no answer',
-        {
-          retryable: answer.failure?.kind === 'unavailable',
-        },
-      );
+      if (answer.failure === undefined) return answer.value;
+      throw new ToolFailure(answer.failure.kind, answer.failure.message, {
+        retryable: answer.failure.kind === 'unavailable',
+      });
     } finally {
       this.#forwarded.delete(id);
     }
@@ -473,8 +496,13 @@ export class McpHub {
           `MCP server "${message.server}" moved away from ${this.#settings.instanceId}`,
         );
       }
-      const result = await this.callTool({ ...message, signal });
-      reply = { id: message.id, result };
+      reply = {
+        id: message.id,
+        value:
+          message.op === 'call'
+            ? await this.callTool({ ...message, signal })
+            : this.#answer(running, message.op),
+      };
     } catch (err) {
       reply = {
         id: message.id,

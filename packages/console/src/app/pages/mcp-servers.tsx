@@ -341,8 +341,8 @@ function ServerLogs({ server }: { server: McpServer }) {
               {log.lines.map((line, index) => (
                 // biome-ignore lint/suspicious/noArrayIndexKey: the log's lines, in its order
                 <li key={index} data-stream={line.stream}>
-                  <Time iso={line.time} /> <span className="muted">{line.stream}</span>{' '}
-                  <code>{line.text}</code>
+                  {line.time === null ? <span className="muted">–</span> : <Time iso={line.time} />}{' '}
+                  <span className="muted">{line.stream}</span> <code>{line.text}</code>
                 </li>
               ))}
             </ol>
