@@ -93,12 +93,22 @@ describe('MCP gateway over the hub', () => {
       const refused = await client.callTool({ name: 'fix__echo', arguments: { text: 'x' } });
       assert.equal(refused.isError, true);
       assert.match(JSON.stringify(refused.content), /PERMISSION_DENIED/);
-      await assert.rejects(
-        client.callTool({ name: 'fix__fail', arguments: {} }),
-        /Unknown tool|-32602/,
-      );
     } finally {
       await client.close();
+    }
+    // A tool the policy denies is not listed; called by its name anyway, the call is refused
+    // and recorded like any denied call.
+    const admin = await connect('/mcp');
+    try {
+      assert.ok(!(await admin.listTools()).tools.some((t) => t.name === 'fix__fail'));
+      const denied = await admin.callTool({ name: 'fix__fail', arguments: {} });
+      assert.equal(denied.isError, true);
+      assert.match(JSON.stringify(denied.content), /TOOL_CALL_DENIED/);
+      const record = await server.call('GET', '/v1/tool-calls?tool=fix__fail&status=denied');
+      assert.equal(record.body.items.length, 1);
+      await assert.rejects(admin.callTool({ name: 'nope__nothing', arguments: {} }), /-32602/);
+    } finally {
+      await admin.close();
       await server.call('DELETE', '/v1/tool-policies/no-fail');
     }
   });

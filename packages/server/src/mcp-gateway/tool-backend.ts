@@ -114,6 +114,28 @@ export class ToolGatewayBackend implements McpGatewayBackend {
     }));
   }
 
+  /**
+   * The registry tool a view offers under `name`, and what the view adds to its calls;
+   * undefined when it offers none. Reads only what this one name needs, not the whole list:
+   * the executor then checks the tool's state and the policy, as for `/invoke`.
+   */
+  async #resolve(
+    principal: Principal,
+    viewName: string | undefined,
+    name: string,
+  ): Promise<{ tool: string; hidden: Record<string, unknown> } | undefined> {
+    const view = await this.#view(principal, viewName);
+    if (view === undefined) return { tool: name, hidden: {} };
+    const entry = view.tools.find((t) => (t.name ?? t.tool) === name);
+    if (entry !== undefined) return { tool: entry.tool, hidden: entry.hidden_arguments ?? {} };
+    // A whole server's tools keep their own names: the first server that has it wins.
+    for (const server of view.servers) {
+      const tool = `${server}__${name}`;
+      if (await this.#tools.tools.exists(principal.tenant.id, tool)) return { tool, hidden: {} };
+    }
+    return undefined;
+  }
+
   async callTool(
     principal: Principal,
     view: string | undefined,
@@ -121,7 +143,7 @@ export class ToolGatewayBackend implements McpGatewayBackend {
     args: Record<string, unknown>,
     options: ToolCallOptions,
   ): Promise<CallToolResult> {
-    const entry = (await this.#exposed(principal, view)).get(name);
+    const entry = await this.#resolve(principal, view, name);
     if (entry === undefined) throw new UnknownToolError('tool', name);
     if (!TOOL_CALL_ROLES.includes(principal.role)) {
       throw new ApiError(
@@ -129,12 +151,22 @@ export class ToolGatewayBackend implements McpGatewayBackend {
         `A ${principal.role} key may list tools but not call them`,
       );
     }
-    const { call, result } = await this.#tools.executor.invoke(
-      { principal },
-      entry.tool.name,
-      { ...args, ...entry.hidden },
-      { signal: options.signal, waitMs: APPROVAL_WAIT_MS },
-    );
+    let invocation: Awaited<ReturnType<ToolsInterface['executor']['invoke']>>;
+    try {
+      invocation = await this.#tools.executor.invoke(
+        { principal },
+        entry.tool,
+        { ...args, ...entry.hidden },
+        { signal: options.signal, waitMs: APPROVAL_WAIT_MS },
+      );
+    } catch (err) {
+      // A tool that does not exist is an unknown name to MCP, not a failed call.
+      if (err instanceof ApiError && err.code === 'TOOL_NOT_FOUND') {
+        throw new UnknownToolError('tool', name);
+      }
+      throw err;
+    }
+    const { call, result } = invocation;
     if (result === null) {
       return {
         content: [

@@ -725,6 +725,17 @@ export class ToolService {
       .execute();
   }
 
+  /** Whether the tenant has a tool named `name` (in any state). */
+  async exists(tenantId: string, name: string): Promise<boolean> {
+    const row = await this.#store.db
+      .selectFrom('tools')
+      .select('id')
+      .where('tenant_id', '=', tenantId)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
   /** How many tools each of the tenant's MCP servers `servers` has in the registry. */
   async countByServer(tenantId: string, servers: string[]): Promise<Map<string, number>> {
     if (servers.length === 0) return new Map();
