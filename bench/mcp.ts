@@ -6,7 +6,7 @@
  * call by call), the throughput ratio (Orchestra / direct, calls in flight), and 100
  * concurrent sessions (initialize + N calls each) both ways.
  *
- *   node bench/mcp.ts [--calls 2000] [--duration 5] [--sessions 100] [--rounds 3]
+ *   node bench/mcp.ts [--calls 1000] [--duration 5] [--sessions 100] [--rounds 3]
  *   node bench/mcp.ts --smoke     a small run that checks the setup, not a measurement
  *
  * Everything is on 127.0.0.1, each in its own process: the upstream (bench/mcp/upstream.ts),
@@ -98,9 +98,9 @@ environment variable.
 Options:
   --paths LIST            direct, orchestra, or both (env BENCH_PATHS; default both)
   --calls N               Calls per path and round of the latency phase, one at a time
-                          (env BENCH_CALLS; default 2000)
+                          (env BENCH_CALLS; default 1000)
   --warmup N              Calls per path before the first round, not measured
-                          (env BENCH_WARMUP; default 500)
+                          (env BENCH_WARMUP; default 300)
   --duration S            Seconds per path and round of the throughput phase
                           (env BENCH_DURATION; default 5)
   --clients N             Clients (sessions) of the throughput phase (env BENCH_CLIENTS;
@@ -110,7 +110,7 @@ Options:
   --sessions N            Concurrent sessions of the sessions phase (env BENCH_SESSIONS;
                           default 100)
   --session-calls N       Calls each session makes after initialize (env BENCH_SESSION_CALLS;
-                          default 20)
+                          default 10)
   --rounds N              Rounds; the order of the paths is reversed every other round
                           (env BENCH_ROUNDS; default 3)
   --postgres              Orchestra on PostgreSQL instead of SQLite (env BENCH_POSTGRES=1)
@@ -159,7 +159,7 @@ function readOptions(argv: string[]): Options | undefined {
   // --smoke only changes the defaults; what is given explicitly still wins.
   const d = smoke
     ? { calls: 200, warmup: 50, duration: 1, sessions: 20, sessionCalls: 5, rounds: 1 }
-    : { calls: 2_000, warmup: 500, duration: 5, sessions: 100, sessionCalls: 20, rounds: 3 };
+    : { calls: 1_000, warmup: 300, duration: 5, sessions: 100, sessionCalls: 10, rounds: 3 };
   const common = commonOptions({
     ...values,
     'out-dir':
