@@ -333,10 +333,11 @@ function checkResponse(step: Step, res: HttpResult, vars: Vars): Vars | string {
 class ScenarioRun {
   readonly #ctx: Context;
   readonly #conns = new Map<string, Connection>();
-  vars: Vars = { run_id: randomUUID().slice(0, 8) };
+  vars: Vars;
 
   constructor(ctx: Context) {
     this.#ctx = ctx;
+    this.vars = { run_id: randomUUID().slice(0, 8), server_url: ctx.url };
   }
 
   #conn(name: Json): Connection {

@@ -1,7 +1,14 @@
 import { mkdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { launchBrowser, REPORT_TEMPLATE, signIn, startConsoleFixture } from '../test/support.ts';
+import {
+  launchBrowser,
+  REPORT_TEMPLATE,
+  signIn,
+  startConsoleFixture,
+  ToolUpstream,
+  weatherTool,
+} from '../test/support.ts';
 
 // Regenerates docs/console/*.png: the console's main pages with a server, agents and tasks
 // of the kind a user has. Run with `npm run console:screenshots` (needs Chromium, as the
@@ -12,6 +19,8 @@ mkdirSync(out, { recursive: true });
 
 const fixture = await startConsoleFixture();
 const browser = await launchBrowser();
+const upstream = new ToolUpstream();
+await upstream.start();
 try {
   const { client } = fixture;
   const done = await client.tasks.create({
@@ -89,6 +98,51 @@ try {
   }
   await shoot('/config?env=prod', 'config', '.tree');
 
+  // Tools: an HTTP tool on a loopback server tried from its page, deploys that wait for an
+  // approval, and the call log.
+  await client.request('POST', '/v1/tools', { body: weatherTool(upstream.url) });
+  await client.request('POST', '/v1/tools', {
+    body: {
+      name: 'deploy',
+      description: 'Deploys a service to production.',
+      input_schema: {
+        type: 'object',
+        required: ['service', 'version'],
+        properties: { service: { type: 'string' }, version: { type: 'string' } },
+      },
+      source: { type: 'http', method: 'POST', url: `${upstream.url}/deploy` },
+    },
+  });
+  await client.request('POST', '/v1/tool-policies', {
+    body: {
+      name: 'deploys-need-approval',
+      description: 'Every deploy waits for an operator.',
+      effect: 'allow',
+      tools: ['deploy'],
+      approval: 'required',
+    },
+  });
+  for (const city of ['Oslo', 'Nairobi', 'Lima']) {
+    await client.request('POST', '/v1/tools/weather/invoke', { body: { arguments: { city } } });
+  }
+  for (const [service, version] of [
+    ['billing', '2.4.1'],
+    ['search', '7.0.0'],
+  ]) {
+    await client.request('POST', '/v1/tools/deploy/invoke', {
+      body: { arguments: { service, version } },
+    });
+  }
+  await signedIn.goto(`${fixture.server.url}/tools/weather`);
+  await signedIn.getByLabel('City').fill('Lisbon');
+  await signedIn.getByLabel('Country').fill('PT');
+  await signedIn.getByRole('button', { name: 'Call the tool' }).click();
+  await signedIn.getByRole('figure', { name: 'Structured result' }).waitFor({ timeout: 30_000 });
+  await signedIn.screenshot({ path: `${out}tool.png`, fullPage: true });
+  console.log('docs/console/tool.png');
+  await shoot('/tool-approvals', 'tool-approvals', 'li.approval');
+  await shoot('/tool-calls', 'tool-calls', 'tr[data-call]');
+
   // The overview's charts need more than one minute of traffic: a second burst of tasks in
   // the next minute, with a few failures.
   const burst = async (count: number, failures: number) => {
@@ -125,4 +179,5 @@ try {
 } finally {
   await browser.close();
   await fixture.stop();
+  await upstream.stop();
 }

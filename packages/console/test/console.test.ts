@@ -6,6 +6,7 @@ import {
   type ConsoleFixture,
   launchBrowser,
   REPORT_TEMPLATE,
+  sidewaysOverflow,
   signIn,
   startConsoleFixture,
   watchProblems,
@@ -1172,20 +1173,7 @@ describe('layout', () => {
       '/tenants/default',
     ]) {
       await page.goto(fixture.server.url + path);
-      await page.locator('h1').first().waitFor({ timeout: WAIT_MS });
-      // Loaded: nothing says "Loading…" (live pages keep a stream open: no network idle).
-      await page.waitForFunction(
-        () =>
-          ![...document.querySelectorAll('[role="status"]')].some((e) =>
-            e.textContent?.startsWith('Loading '),
-          ),
-        null,
-        { timeout: WAIT_MS },
-      );
-      const overflow = await page.evaluate(
-        () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
-      );
-      assert.ok(overflow <= 0, `${path} scrolls sideways by ${overflow}px`);
+      assert.equal(await sidewaysOverflow(page), 0, `${path} scrolls sideways`);
     }
     assert.deepEqual(problems, []);
     await context.close();

@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentWorker, type CreateTemplateInput, Orchestra, TaskFailedError } from '@orchestra/sdk';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
@@ -50,6 +52,26 @@ export function watchProblems(page: Page, options: { expectedStatuses?: number[]
   });
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
   return problems;
+}
+
+/**
+ * How far the page, once loaded, scrolls sideways (0 when it fits). Loaded: it has a
+ * heading and nothing says "Loading…" (live pages keep a stream open: no network idle).
+ */
+export async function sidewaysOverflow(page: Page): Promise<number> {
+  await page.locator('h1').first().waitFor({ timeout: 30_000 });
+  await page.waitForFunction(
+    () =>
+      ![...document.querySelectorAll('[role="status"]')].some((e) =>
+        e.textContent?.startsWith('Loading '),
+      ),
+    null,
+    { timeout: 30_000 },
+  );
+  const overflow = await page.evaluate(
+    () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  );
+  return Math.max(0, overflow);
 }
 
 /** A template whose agent reports progress and streams a line per step. */
@@ -172,4 +194,74 @@ export async function signIn(context: BrowserContext, url: string, key: string):
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();
   return page;
+}
+
+/** A 1×1 PNG, as an image tool answers. */
+const PIXEL = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYPj/HwAEAQH/3ltHJQAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+/** A loopback upstream for HTTP tools: echoes what it gets as JSON, or sends a PNG. */
+export class ToolUpstream {
+  readonly server: Server;
+  url = '';
+  constructor() {
+    this.server = createServer((req, res: ServerResponse) => {
+      let body = '';
+      req.on('data', (c) => {
+        body += c;
+      });
+      req.on('end', () => {
+        const path = new URL(req.url ?? '/', 'http://x').pathname;
+        if (path === '/pixel.png') {
+          res.writeHead(200, { 'content-type': 'image/png' }).end(PIXEL);
+          return;
+        }
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ path, received: body ? JSON.parse(body) : null }));
+      });
+    });
+  }
+  async start(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+export const WEATHER_SCHEMA = {
+  type: 'object',
+  required: ['city'],
+  additionalProperties: false,
+  properties: {
+    city: { type: 'string', title: 'City', minLength: 1, maxLength: 50 },
+    days: { type: 'integer', title: 'Days', minimum: 1, maximum: 10, default: 3 },
+    units: { type: 'string', title: 'Units', enum: ['metric', 'imperial'], default: 'metric' },
+    hourly: { type: 'boolean', title: 'Hourly' },
+    place: {
+      type: 'object',
+      title: 'Place',
+      properties: {
+        country: { type: 'string', title: 'Country' },
+        elevation: { type: 'number', title: 'Elevation (m)' },
+      },
+    },
+    fields: { type: 'array', title: 'Fields', items: { type: 'string' } },
+  },
+};
+
+/** An HTTP tool whose form has a field of every kind (the upstream echoes what it gets). */
+export function weatherTool(upstreamUrl: string) {
+  return {
+    name: 'weather',
+    description: 'Forecast for a city, day by day.',
+    annotations: { readOnlyHint: true, idempotentHint: true },
+    input_schema: WEATHER_SCHEMA,
+    source: { type: 'http', method: 'POST', url: `${upstreamUrl}/forecast` },
+  };
 }

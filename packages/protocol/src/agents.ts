@@ -2,6 +2,7 @@ import Type, { type Static, type TSchema } from 'typebox';
 import { Capability, Labels, NullableTimestamp, Timestamp } from './common.ts';
 import { AGENT_ID_PATTERN, type MessageType } from './constants.ts';
 import { AGENT_STATUSES, TASK_STATES } from './states.ts';
+import { ToolAnnotations, ToolCall, ToolResult } from './tools.ts';
 
 // Agents (`/v1/agents`) and the agent protocol: the frames an agent sends on the
 // `/v1/agents/connect` WebSocket (docs/protocol.md).
@@ -169,6 +170,38 @@ export const AGENT_FRAMES = {
   },
   'task.cancelled': { type: 'RESPONSE', payload: { task_id: TaskId, attempt: Attempt } },
   drain: { type: 'REQUEST', payload: {} },
+  /** Lists the tools the agent may call through Orchestra; answered with `tool.list.result`. */
+  'tool.list': {
+    type: 'REQUEST',
+    payload: {
+      /** List for this task (which the agent must hold): policies about its template apply. */
+      task_id: Type.Optional(TaskId),
+      q: Type.Optional(
+        Type.String({
+          maxLength: 200,
+          description: 'Words that must all appear in the name or the definition.',
+        }),
+      ),
+      name_prefix: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+      labels: Type.Optional(Labels),
+      limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })),
+      cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    },
+  },
+  /**
+   * Calls a tool through Orchestra, for one of the agent's tasks or for the agent itself;
+   * answered with `tool.result` (also when the call is refused).
+   */
+  'tool.call': {
+    type: 'REQUEST',
+    payload: {
+      request_id: Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,100}$' }),
+      task_id: Type.Optional(TaskId),
+      name: Type.String({ minLength: 1, maxLength: 128 }),
+      arguments: Type.Record(Type.String(), Type.Unknown()),
+      wait_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 300_000 })),
+    },
+  },
 } as const satisfies Record<string, { type: MessageType; payload: Record<string, TSchema> }>;
 
 /** The kind (`payload.kind`) of a frame an agent sends. */
@@ -218,6 +251,27 @@ export const ErrorFramePayload = {
 const CANCEL_REASONS = ['requested', 'timeout', 'lease_lost'] as const;
 
 /**
+ * A tool as an agent sees it (`tool.list.result`): what it needs to call it, not where its
+ * calls go.
+ */
+export const AgentTool = Type.Object({
+  name: Type.String(),
+  version: Type.Integer(),
+  description: Type.String(),
+  input_schema: Type.Record(Type.String(), Type.Unknown()),
+  output_schema: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  annotations: ToolAnnotations,
+  destructive: Type.Boolean(),
+  labels: Type.Record(Type.String(), Type.String()),
+  timeout_ms: Type.Integer(),
+});
+export type AgentTool = Static<typeof AgentTool>;
+
+/** The error of a refused tool call in `tool.result`: an error frame's fields. */
+export const ToolCallError = Type.Object(ErrorFramePayload);
+export type ToolCallError = Static<typeof ToolCallError>;
+
+/**
  * What the server sends an agent (docs/protocol.md), by `payload.kind`: the fields of each
  * payload besides `kind`. The server's `send` is typed by it; a test checks the frames an
  * agent really receives against it.
@@ -252,6 +306,21 @@ export const SERVER_AGENT_FRAMES = {
   },
   drain: { reason: Type.String() },
   error: ErrorFramePayload,
+  'tool.list.result': {
+    tools: Type.Array(AgentTool),
+    /** Where the next page starts (`cursor` of the next `tool.list`); null on the last. */
+    next_cursor: Type.Union([Type.String(), Type.Null()]),
+  },
+  /**
+   * The answer to `tool.call`: the call's record and, once it ran, its result; or, for a
+   * refused call, `error` (and the record when the refusal was recorded).
+   */
+  'tool.result': {
+    request_id: Type.String(),
+    call: Type.Optional(ToolCall),
+    result: Type.Optional(Type.Union([ToolResult, Type.Null()])),
+    error: Type.Optional(ToolCallError),
+  },
 } as const satisfies Record<string, Record<string, TSchema>>;
 
 export type ServerAgentFrameKind = keyof typeof SERVER_AGENT_FRAMES;

@@ -18,6 +18,9 @@ export {
   TASK_STATES,
   type TaskState,
   TERMINAL_EVENT_TYPES,
+  TOOL_APPROVAL_STATUSES,
+  TOOL_CALL_STATUSES,
+  TOOL_STATES,
 } from './states.ts';
 
 /** The version of the envelope every WebSocket frame carries in `header.version`. */

@@ -34,6 +34,7 @@ export const ERROR_CATALOGUE = {
   LEASE_NOT_FOUND: { status: 404, message: 'The lease does not exist or has expired' },
   SERVICE_NOT_FOUND: { status: 404, message: 'No instance of the service is registered' },
   INSTANCE_NOT_FOUND: { status: 404, message: 'The service instance does not exist' },
+  MCP_VIEW_NOT_FOUND: { status: 404, message: 'The MCP view does not exist' },
   TENANT_ALREADY_EXISTS: { status: 409, message: 'A tenant with this id already exists' },
   TEMPLATE_ALREADY_EXISTS: { status: 409, message: 'A template with this name already exists' },
   TASK_ALREADY_FINISHED: { status: 409, message: 'The task has already ended' },
@@ -152,7 +153,12 @@ export const ERROR_CATALOGUE = {
     status: 409,
     message: 'A catalog entry with this id already exists',
   },
+  MCP_VIEW_ALREADY_EXISTS: { status: 409, message: 'An MCP view with this name already exists' },
   MCP_SERVER_NOT_RUNNING: { status: 409, message: 'The MCP server is not running on this node' },
+  AGENT_TOOL_CALLS_LIMITED: {
+    status: 429,
+    message: 'The agent connection has as many tool calls in flight as it may',
+  },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred' },
   STORAGE_UNAVAILABLE: { status: 503, message: 'The storage backend is unavailable' },
   NO_HEALTHY_INSTANCE: {

@@ -9,11 +9,13 @@ export {
   type AgentFrameKind,
   type AgentFramePayload,
   AgentStatusSchema,
+  AgentTool,
   AssignedTask,
   ErrorFramePayload,
   SERVER_AGENT_FRAMES,
   type ServerAgentFrameKind,
   type ServerAgentFramePayload,
+  ToolCallError,
 } from './agents.ts';
 export {
   Capability,
@@ -75,6 +77,7 @@ export {
   CatalogEntryRef,
   CreateCatalogEntry,
   CreateMcpServer,
+  CreateMcpView,
   InstallCatalogEntry,
   MCP_SERVER_STATES,
   McpPrompt,
@@ -86,7 +89,12 @@ export {
   McpServerState,
   McpServerStatus,
   McpTransport,
+  McpView,
+  McpViewName,
+  McpViewRef,
+  McpViewTool,
   UpdateMcpServer,
+  UpdateMcpView,
 } from './mcp.ts';
 export { ClusterNode, type DependencyCheck, Readiness } from './ops.ts';
 export {
@@ -163,6 +171,7 @@ export {
   UpdateTemplate,
 } from './templates.ts';
 export {
+  AgentToolSource,
   ApproveToolCall,
   ApproveToolDefinition,
   AudioContent,
@@ -182,9 +191,6 @@ export {
   ResourceLinkContent,
   RetryPolicy,
   TextContent,
-  TOOL_APPROVAL_STATUSES,
-  TOOL_CALL_STATUSES,
-  TOOL_STATES,
   Tool,
   ToolAnnotations,
   ToolApproval,

@@ -261,3 +261,91 @@ export const InstallCatalogEntry = Type.Object(
   { additionalProperties: false },
 );
 export type InstallCatalogEntry = Static<typeof InstallCatalogEntry>;
+
+// Views (virtual servers): `/mcp/{view}` serves a chosen set of tools.
+
+export const McpViewName = Type.String({
+  pattern: '^[a-z0-9][a-z0-9_-]{0,62}$',
+  description:
+    'Lowercase letters, digits, "_" and "-"; 1 to 63 characters. Served at `/mcp/{view}`.',
+});
+
+export const McpViewRef = Type.Object({ view: Type.String({ maxLength: 64 }) });
+
+export const McpViewTool = Type.Object(
+  {
+    tool: Type.String({ maxLength: 128, description: 'The tool’s name in the registry.' }),
+    name: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9_.-]{1,128}$',
+        description: 'The name the view gives it; default its registry name.',
+      }),
+    ),
+    description: Type.Optional(
+      Type.String({
+        maxLength: 10_000,
+        description: 'Replaces the tool’s description in the view.',
+      }),
+    ),
+    hidden_arguments: Type.Optional(
+      Type.Record(Type.String({ maxLength: 128 }), Type.Unknown(), {
+        maxProperties: 50,
+        description:
+          'Arguments the view sets itself: removed from the schema clients see, and always sent with these values.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type McpViewTool = Static<typeof McpViewTool>;
+
+export const McpViewSpecFields = {
+  description: Type.Optional(Type.String({ maxLength: 2000 })),
+  tools: Type.Optional(Type.Array(McpViewTool, { maxItems: 500 })),
+  servers: Type.Optional(
+    Type.Array(Type.String({ maxLength: 64 }), {
+      maxItems: 50,
+      uniqueItems: true,
+      description:
+        'MCP servers whose every served tool the view offers under the server’s own (unprefixed) names, with their resources and prompts.',
+    }),
+  ),
+  tool_exposure: Type.Optional(
+    Type.Enum(['all', 'search'], {
+      description:
+        '`all` (default): tools/list lists every tool. `search`: it lists only `search_tools` and `call_tool`, for catalogues too large for a model’s context.',
+    }),
+  ),
+  instructions: Type.Optional(
+    Type.String({
+      maxLength: 10_000,
+      description: 'Sent to clients as the server’s instructions.',
+    }),
+  ),
+};
+
+export const CreateMcpView = Type.Object(
+  { name: McpViewName, ...McpViewSpecFields },
+  { additionalProperties: false },
+);
+export type CreateMcpView = Static<typeof CreateMcpView>;
+
+export const UpdateMcpView = Type.Object(McpViewSpecFields, { additionalProperties: false });
+export type UpdateMcpView = Static<typeof UpdateMcpView>;
+
+export const McpView = Type.Object(
+  {
+    id: Type.String(),
+    tenant_id: Type.String(),
+    name: Type.String(),
+    description: Type.String(),
+    tools: Type.Array(McpViewTool),
+    servers: Type.Array(Type.String()),
+    tool_exposure: Type.Enum(['all', 'search']),
+    instructions: Type.Union([Type.String(), Type.Null()]),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { $id: 'McpView' },
+);
+export type McpView = Static<typeof McpView>;

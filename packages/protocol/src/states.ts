@@ -64,3 +64,20 @@ export const AGENT_STATUSES = ['online', 'busy', 'draining', 'offline', 'error']
  * (not connected) or `error` (its connection was closed for breaking the protocol).
  */
 export type AgentStatus = (typeof AGENT_STATUSES)[number];
+
+/** The states of a tool: served, held for an admin's approval, gone from its server, disabled. */
+export const TOOL_STATES = ['active', 'held', 'unavailable', 'disabled'] as const;
+
+/** The statuses of a tool call, from awaiting an approval to how it ended. */
+export const TOOL_CALL_STATUSES = [
+  'awaiting_approval',
+  'running',
+  'succeeded',
+  'failed',
+  'denied',
+  'rejected',
+  'expired',
+] as const;
+
+/** The statuses of an approval a tool call waits for. */
+export const TOOL_APPROVAL_STATUSES = ['pending', 'approved', 'rejected', 'expired'] as const;

@@ -1,6 +1,9 @@
 import Type, { type Static } from 'typebox';
-import { Labels, NullableTimestamp, Timestamp } from './common.ts';
+import { Capability, Labels, NullableTimestamp, Timestamp } from './common.ts';
 import { Role } from './identity.ts';
+import { TOOL_APPROVAL_STATUSES, TOOL_CALL_STATUSES, TOOL_STATES } from './states.ts';
+
+export { TOOL_APPROVAL_STATUSES, TOOL_CALL_STATUSES, TOOL_STATES };
 
 // Tools (`/v1/tools`), their policies (`/v1/tool-policies`) and the record of every call
 // (`/v1/tool-calls`).
@@ -125,8 +128,35 @@ export const McpToolSource = Type.Object(
 );
 export type McpToolSource = Static<typeof McpToolSource>;
 
+export const AgentToolSource = Type.Object(
+  {
+    type: Type.Literal('agent'),
+    template: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 120,
+        description: 'The template of the task (id or name).',
+      }),
+    ),
+    capabilities: Type.Optional(
+      Type.Array(Capability, {
+        minItems: 1,
+        maxItems: 50,
+        uniqueItems: true,
+        description: 'Capabilities the agent that serves the call must have.',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'A capability served by connected agents: each call becomes a task (input: the arguments) dispatched through the pool, so leases, cancellation and failover apply. Its output is the result. Give a template, capabilities, or both.',
+  },
+);
+export type AgentToolSource = Static<typeof AgentToolSource>;
+
 /** Where a tool's calls go. MCP tools are registered by their server, never by hand. */
-export const ToolSource = Type.Union([HttpToolSource, McpToolSource]);
+export const ToolSource = Type.Union([HttpToolSource, McpToolSource, AgentToolSource]);
 export type ToolSource = Static<typeof ToolSource>;
 
 /** Everything a version of a tool defines. */
@@ -145,18 +175,17 @@ export const ToolSpecFields = {
 };
 
 export const CreateTool = Type.Object(
-  { name: ToolName, ...ToolSpecFields, source: HttpToolSource },
+  { name: ToolName, ...ToolSpecFields, source: Type.Union([HttpToolSource, AgentToolSource]) },
   { additionalProperties: false },
 );
 export type CreateTool = Static<typeof CreateTool>;
 
 export const UpdateTool = Type.Object(
-  { ...ToolSpecFields, source: HttpToolSource },
+  { ...ToolSpecFields, source: Type.Union([HttpToolSource, AgentToolSource]) },
   { additionalProperties: false },
 );
 export type UpdateTool = Static<typeof UpdateTool>;
 
-export const TOOL_STATES = ['active', 'held', 'unavailable', 'disabled'] as const;
 export const ToolState = Type.Enum([...TOOL_STATES], {
   description:
     '`active`: served. `held`: its server changed or added it; not served until approved. `unavailable`: its server no longer lists it. `disabled`: its server is disabled.',
@@ -302,15 +331,6 @@ export const InvokeTool = Type.Object(
 );
 export type InvokeTool = Static<typeof InvokeTool>;
 
-export const TOOL_CALL_STATUSES = [
-  'awaiting_approval',
-  'running',
-  'succeeded',
-  'failed',
-  'denied',
-  'rejected',
-  'expired',
-] as const;
 export const ToolCallStatus = Type.Enum([...TOOL_CALL_STATUSES], {
   description:
     '`awaiting_approval`: a policy requires an approval, not given yet. `running`: approved, at its source. `succeeded`: the tool answered (its result may still be a tool-level error, `is_error`). `failed`: the call did not complete (timeout, upstream down, breaker open). `denied`: the policy or validation refused it. `rejected`: an operator rejected it. `expired`: nobody decided before its deadline.',
@@ -334,8 +354,10 @@ export const ToolCall = Type.Object(
     tool: Type.String(),
     tool_id: Type.String(),
     tool_version: Type.Integer(),
-    source: Type.String({ description: '`http`, `mcp`.' }),
-    upstream: Type.String({ description: 'The MCP server’s name, or the HTTP host.' }),
+    source: Type.String({ description: '`http`, `mcp` or `agent`.' }),
+    upstream: Type.String({
+      description: 'The MCP server’s name, the HTTP host, or `agents` for an agent tool.',
+    }),
     caller: ToolCaller,
     arguments: Type.Unknown({
       description: 'As called, with secrets redacted and values over 1 KiB truncated.',
@@ -367,7 +389,6 @@ export type ToolInvocation = { call: ToolCall; result: ToolResult | null };
 
 // Approvals.
 
-export const TOOL_APPROVAL_STATUSES = ['pending', 'approved', 'rejected', 'expired'] as const;
 export const ToolApprovalStatus = Type.Enum([...TOOL_APPROVAL_STATUSES]);
 export type ToolApprovalStatus = Static<typeof ToolApprovalStatus>;
 
@@ -425,6 +446,11 @@ export const ToolApprovalDecision = Type.Object({
   call: Type.Ref('ToolCall'),
   result: Type.Union([ToolResult, Type.Null()]),
 });
+export type ToolApprovalDecision = {
+  approval: ToolApproval;
+  call: ToolCall;
+  result: ToolResult | null;
+};
 
 export const ToolCallRef = Type.Object({
   call: Type.String({ maxLength: 64, description: 'The call’s id (`tc_…`).' }),

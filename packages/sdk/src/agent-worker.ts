@@ -1,4 +1,10 @@
-import type { AssignedTask as WireAssignedTask } from '@orchestra/protocol';
+import type {
+  AgentTool,
+  ToolCall,
+  ToolResult,
+  AssignedTask as WireAssignedTask,
+} from '@orchestra/protocol';
+import { ERROR_CATALOGUE } from '@orchestra/protocol/constants';
 import { Backoff, type ReconnectOptions } from './backoff.ts';
 import { OrchestraError } from './errors.ts';
 import {
@@ -31,6 +37,65 @@ export interface TaskContext {
   log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
   /** Any other event; `name` is lowercase letters, digits and `._-`. */
   emit(name: string, data?: unknown): void;
+  /** The tenant's tools, called through Orchestra for this task. */
+  tools: TaskTools;
+}
+
+/** What `ctx.tools.list` filters on; every filter given must match. */
+export interface ToolListOptions {
+  /** Words that must all appear in the name or the definition. */
+  q?: string;
+  namePrefix?: string;
+  labels?: Record<string, string>;
+}
+
+export interface ToolCallOptions {
+  /**
+   * For a call a policy makes wait for an operator's approval: how long the server waits
+   * for the decision before answering with the call `awaiting_approval` (and `result`
+   * null). Default 0; at most 300000.
+   */
+  waitMs?: number;
+  /** Stops waiting for the answer (the call may still run at the server). */
+  signal?: AbortSignal;
+}
+
+/** A tool call that Orchestra made: its record and, once it ran, its result. */
+export interface ToolCallOutcome {
+  /** The record, as `GET /v1/tool-calls/{id}` shows it; `caller` names this agent and task. */
+  call: ToolCall;
+  /**
+   * MCP's content format; `is_error` when the tool ran and failed (or timed out: see
+   * `call.error`). Null while the call awaits an approval (`call.status`).
+   */
+  result: ToolResult | null;
+}
+
+/**
+ * Tools through Orchestra (docs/protocol.md, "Tools"): policies, the record of every call,
+ * secrets and resilience stay at the server. Calls are made for the task, so policies that
+ * match its template or its session's labels apply.
+ */
+export interface TaskTools {
+  /**
+   * The active tools (every page) that the tenant's policies let this task's calls reach, as
+   * an agent sees them. A listed tool may still be refused for its arguments or a limit.
+   */
+  list(options?: ToolListOptions): Promise<AgentTool[]>;
+  /**
+   * Calls tool `name` with `args`. Resolves to the call and its result, also when the tool
+   * failed (`result.is_error`). Rejects with an `OrchestraError` whose `code` says why the
+   * call was refused (`TOOL_CALL_DENIED`, `TOOL_INVALID_ARGUMENTS`, `TOOL_NOT_FOUND`,
+   * `TASK_NOT_ASSIGNED`, `AGENT_TOOL_CALLS_LIMITED`…; `details.call` is the record when
+   * there is one), with `AGENT_DISCONNECTED` when the connection went away before the
+   * answer (the call may or may not have run), and with the signal's reason when the
+   * task's signal or `options.signal` aborts first.
+   */
+  call(
+    name: string,
+    args?: Record<string, unknown>,
+    options?: ToolCallOptions,
+  ): Promise<ToolCallOutcome>;
 }
 
 /** A task as the server hands it over (`task.assign`). */
@@ -559,6 +624,10 @@ export class AgentWorker {
       output: (data) => emit({ type: 'output', data: data ?? null }),
       log: (level, message) => emit({ type: 'log', level, message }),
       emit: (name, data) => emit({ type: 'custom', name, ...(data !== undefined ? { data } : {}) }),
+      tools: {
+        list: (options) => this.#listTools(running, options ?? {}),
+        call: (name, args, options) => this.#callTool(running, name, args ?? {}, options ?? {}),
+      },
     };
     let final: Final;
     try {
@@ -724,23 +793,153 @@ export class AgentWorker {
     );
   }
 
-  /** Sends a frame and resolves to the frame that answers it (or `disconnected`). */
+  /**
+   * Sends a frame and resolves to the frame that answers it (or `disconnected`). Without
+   * `timeoutMs` it waits as long as the connection lasts; `signal` stops the wait.
+   */
   #request(
     payload: Record<string, unknown>,
-    timeoutMs: number,
+    timeoutMs: number | undefined,
     type: 'REQUEST' | 'RESPONSE' = 'REQUEST',
+    signal?: AbortSignal,
   ): Promise<Envelope> {
     const id = crypto.randomUUID();
     return new Promise<Envelope>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        reject(new Error(`no answer to ${String(payload.kind)} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#waiting.set(id, (frame) => {
+      const stop = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.#waiting.delete(id);
+      };
+      const onAbort = () => {
+        stop();
+        reject(signal?.reason);
+      };
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              stop();
+              reject(new Error(`no answer to ${String(payload.kind)} within ${timeoutMs} ms`));
+            }, timeoutMs);
+      if (signal?.aborted) {
+        onAbort();
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiting.set(id, (frame) => {
+        stop();
         resolve(frame);
       });
       this.#send(type, payload, id);
+    });
+  }
+
+  /** Every page of `tool.list`, bounded (10,000 pages of 500). */
+  async #listTools(running: RunningTask, options: ToolListOptions): Promise<AgentTool[]> {
+    const tools: AgentTool[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 10_000; page++) {
+      const answer = await this.#answerOf(
+        {
+          kind: 'tool.list',
+          task_id: running.task.id,
+          limit: 500,
+          ...(options.q !== undefined ? { q: options.q } : {}),
+          ...(options.namePrefix !== undefined ? { name_prefix: options.namePrefix } : {}),
+          ...(options.labels !== undefined ? { labels: options.labels } : {}),
+          ...(cursor !== undefined ? { cursor } : {}),
+        },
+        running.controller.signal,
+        'tool.list.result',
+      );
+      tools.push(...(answer.tools as AgentTool[]));
+      const next = answer.next_cursor;
+      if (typeof next !== 'string') break;
+      cursor = next;
+    }
+    return tools;
+  }
+
+  async #callTool(
+    running: RunningTask,
+    name: string,
+    args: Record<string, unknown>,
+    options: ToolCallOptions,
+  ): Promise<ToolCallOutcome> {
+    const signal =
+      options.signal === undefined
+        ? running.controller.signal
+        : AbortSignal.any([running.controller.signal, options.signal]);
+    const requestId = crypto.randomUUID();
+    const answer = await this.#answerOf(
+      {
+        kind: 'tool.call',
+        request_id: requestId,
+        task_id: running.task.id,
+        name,
+        arguments: args,
+        ...(options.waitMs !== undefined ? { wait_ms: options.waitMs } : {}),
+      },
+      signal,
+      'tool.result',
+    );
+    const call = answer.call as ToolCall | undefined;
+    const error = answer.error as
+      | { code: string; message: string; details?: Record<string, unknown> }
+      | undefined;
+    if (error !== undefined || call === undefined) {
+      throw this.#frameError(
+        error ?? { code: 'INVALID_RESPONSE', message: 'tool.result without a call' },
+        call === undefined ? {} : { call },
+      );
+    }
+    return { call, result: (answer.result as ToolResult | null | undefined) ?? null };
+  }
+
+  /**
+   * Sends a request and resolves to its answer of kind `kind`. Rejects with an
+   * OrchestraError for an `error` frame, and with `AGENT_DISCONNECTED` when the connection
+   * is not registered or goes away first.
+   */
+  async #answerOf(
+    payload: Record<string, unknown>,
+    signal: AbortSignal | undefined,
+    kind: string,
+  ): Promise<Record<string, unknown>> {
+    const disconnected = () =>
+      new OrchestraError(
+        'AGENT_DISCONNECTED',
+        `The agent is not connected; ${String(payload.kind)} got no answer`,
+        { status: 0 },
+      );
+    if (!this.#registered || !this.#link.connected) throw disconnected();
+    const frame = await this.#request(payload, undefined, 'REQUEST', signal);
+    const p = frame.payload;
+    if (p.kind === 'disconnected') throw disconnected();
+    if (p.kind === 'error') {
+      throw this.#frameError(
+        p as unknown as { code: string; message: string; details?: Record<string, unknown> },
+        {},
+      );
+    }
+    if (p.kind !== kind) {
+      throw new OrchestraError('INVALID_RESPONSE', `expected ${kind}, got ${String(p.kind)}`, {
+        status: 0,
+      });
+    }
+    return p;
+  }
+
+  /** An error the server answered a frame with, as an OrchestraError with its HTTP status. */
+  #frameError(
+    error: { code: string; message: string; details?: Record<string, unknown> },
+    extra: Record<string, unknown>,
+  ): OrchestraError {
+    const known = (ERROR_CATALOGUE as Record<string, { status: number } | undefined>)[error.code];
+    const details = { ...(error.details ?? {}), ...extra };
+    return new OrchestraError(error.code, error.message, {
+      status: known?.status ?? 0,
+      ...(Object.keys(details).length > 0 ? { details } : {}),
     });
   }
 

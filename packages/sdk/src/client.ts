@@ -7,10 +7,12 @@ import type {
 import { isTerminalState, TERMINAL_EVENT_TYPES } from '@orchestra/protocol/constants';
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
+import { labelQuery, paginate } from './listing.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
 import { LeasesApi, ServicesApi } from './registry-api.ts';
 import { SecretsApi } from './secrets-api.ts';
 import { MAX_BATCH_TASKS, SubmitBatcher } from './submit-batcher.ts';
+import { ToolApprovalsApi, ToolCallsApi, ToolPoliciesApi, ToolsApi } from './tools-api.ts';
 import {
   type ConnectionOptions,
   type Query,
@@ -159,6 +161,14 @@ export class Orchestra {
   readonly services: ServicesApi;
   /** Named secrets of the tenant: write-only, so only names, versions and timestamps. */
   readonly secrets: SecretsApi;
+  /** Tools: register HTTP tools, list, read versions, approve MCP definitions, invoke. */
+  readonly tools: ToolsApi;
+  /** Tool policies: who may call which tools, with what arguments, how often. */
+  readonly toolPolicies: ToolPoliciesApi;
+  /** The audited record of every tool call. */
+  readonly toolCalls: ToolCallsApi;
+  /** Tool calls waiting for an operator's approval: list, read, approve, reject. */
+  readonly approvals: ToolApprovalsApi;
 
   /** API keys of the caller's tenant (admin role). */
   readonly apiKeys: {
@@ -429,6 +439,10 @@ export class Orchestra {
     this.leases = new LeasesApi(this);
     this.services = new ServicesApi(this);
     this.secrets = new SecretsApi(this);
+    this.tools = new ToolsApi(this);
+    this.toolPolicies = new ToolPoliciesApi(this);
+    this.toolCalls = new ToolCallsApi(this);
+    this.approvals = new ToolApprovalsApi(this);
     this.apiKeys = {
       create: (input) =>
         this.request('POST', '/v1/api-keys', {
@@ -680,6 +694,11 @@ export class Orchestra {
     return this.#transport.exchange<T>(method, path, options);
   }
 
+  /** The per-request timeout, in ms. */
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
   /** The base URL requests go to now. */
   get url(): string {
     return this.#transport.url;
@@ -818,21 +837,9 @@ export class Orchestra {
     return this.#transport.resume(stream);
   }
 
-  async *#paginate<T>(
-    fetchPage: (cursor: { cursor?: string }) => Promise<Page<T>>,
-  ): AsyncIterable<T> {
-    let cursor: string | null = null;
-    do {
-      const page: Page<T> = await fetchPage(cursor === null ? {} : { cursor });
-      yield* page.items;
-      cursor = page.next_cursor;
-    } while (cursor !== null);
+  #paginate<T>(fetchPage: (cursor: { cursor?: string }) => Promise<Page<T>>): AsyncIterable<T> {
+    return paginate(fetchPage);
   }
-}
-
-/** `?label=key=value` parameters, one per label. */
-function labelQuery(labels: Record<string, string> | undefined): string[] {
-  return Object.entries(labels ?? {}).map(([key, value]) => `${key}=${value}`);
 }
 
 /** The `?wait=` value for a wait in milliseconds: whole milliseconds, rounded up. */

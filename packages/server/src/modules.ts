@@ -5,6 +5,7 @@ import { eventsModule } from './events/index.ts';
 import { gatewayModule } from './gateway/index.ts';
 import { kvModule } from './kv/index.ts';
 import { mcpModule } from './mcp/index.ts';
+import { mcpGatewayModule } from './mcp-gateway/index.ts';
 import type { AnyModule } from './module.ts';
 import { opsModule } from './ops/index.ts';
 import type { ErrorCode } from './platform/errors.ts';
@@ -43,6 +44,7 @@ export const MODULES: readonly AnyModule[] = [
   sessionsModule,
   toolsModule,
   mcpModule,
+  mcpGatewayModule,
   realtimeModule,
   statsModule,
   opsModule,

@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Orchestra, type Session, type Task } from '@orchestra/sdk';
 import {
   type CliResult,
   type CliServer,
-  childEnv,
   expectExit,
+  followCli,
   jsonOf,
-  ORCHESTRA_BIN,
   runCli,
   startCliServer,
 } from './helpers.ts';
@@ -249,60 +247,28 @@ describe('orchestra sessions', { concurrency: 4 }, () => {
 
   test('events --follow goes on with new events until interrupted', async () => {
     const session = await api.sessions.create({ name: 'events-follow' });
-    const child = spawn(
-      process.execPath,
-      [
-        ORCHESTRA_BIN,
-        'sessions',
-        'events',
-        session.id,
-        '--follow',
-        '--url',
-        fixture.server.url,
-        '--api-key',
-        fixture.adminKey,
-      ],
-      { cwd: fixture.workDir, env: childEnv(), stdio: 'pipe' },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
-    const until = async (what: string, ready: () => boolean) => {
-      const deadline = Date.now() + 20_000;
-      while (!ready()) {
-        if (child.exitCode !== null) {
-          assert.fail(
-            `exited ${child.exitCode} before ${what}\nstdout: ${stdout}\nstderr: ${stderr}`,
-          );
-        }
-        if (Date.now() > deadline)
-          assert.fail(`no ${what} in time\nstdout: ${stdout}\nstderr: ${stderr}`);
-        await sleep(25);
-      }
-    };
+    const following = followCli(fixture, ['sessions', 'events', session.id, '--follow']);
     try {
-      await until('session.created line', () => stdout.includes('session.created'));
+      await following.until('session.created line', () =>
+        following.stdout().includes('session.created'),
+      );
       const task = await api.tasks.create({
         capabilities: ['follow:none'],
         session_id: session.id,
       });
-      await until('event of the new task', () => stdout.includes(task.id));
+      await following.until('event of the new task', () => following.stdout().includes(task.id));
       await api.tasks.cancel(task.id);
-      await until('task.cancelled line', () => stdout.includes('task.cancelled'));
+      await following.until('task.cancelled line', () =>
+        following.stdout().includes('task.cancelled'),
+      );
       // Caught up, it goes on waiting for more.
       await sleep(500);
-      assert.equal(child.exitCode, null, `exited by itself\nstdout: ${stdout}\nstderr: ${stderr}`);
-      assert.equal(stderr, '');
+      assert.equal(following.exitCode(), null, `exited by itself\nstdout: ${following.stdout()}`);
+      assert.equal(following.stderr(), '');
     } finally {
-      child.kill('SIGTERM');
-      await closed;
+      await following.stop();
     }
+    const stdout = following.stdout();
     assert.match(lines(stdout)[0] ?? '', /^ {3}1 {2}\S+ {2}session\.created/);
   });
 

@@ -370,13 +370,29 @@ export interface CliResult {
  * `input` (when given) on its standard input. Killed after SPAWN_DEADLINE_MS, and by
  * `killSpawned`.
  */
-export async function runCli(
+export function runCli(
   args: string[],
   options: { cwd: string; env?: Record<string, string>; input?: string },
 ): Promise<CliResult> {
-  const child = spawn(process.execPath, [ORCHESTRA_BIN, ...args], {
-    cwd: options.cwd,
+  return runCommand(process.execPath, [ORCHESTRA_BIN, ...args], {
+    ...options,
     env: { ...childEnv(), ...options.env },
+  });
+}
+
+/**
+ * Runs a command to completion with only `env` in its environment and `input` (when given)
+ * on its standard input, collecting what it prints. Killed after `timeoutMs` (default
+ * SPAWN_DEADLINE_MS), and by `killSpawned`.
+ */
+export async function runCommand(
+  command: string,
+  args: string[],
+  options: { cwd: string; env: Record<string, string>; input?: string; timeoutMs?: number },
+): Promise<CliResult> {
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: options.env,
     stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
   spawned.add(child);
@@ -393,7 +409,7 @@ export async function runCli(
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
   });
-  const timer = setTimeout(() => child.kill('SIGKILL'), SPAWN_DEADLINE_MS);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? SPAWN_DEADLINE_MS);
   try {
     const code = await new Promise<number | null>((resolve, reject) => {
       child.on('error', reject);
@@ -431,6 +447,57 @@ export async function closedPort(): Promise<number> {
 }
 
 /** A spawned `orchestra start` for suites that drive the CLI against it. */
+/** A CLI command that runs until stopped (`--follow`), read as it prints. */
+export interface FollowingCli {
+  stdout(): string;
+  stderr(): string;
+  /** The exit code, or null while it runs. */
+  exitCode(): number | null;
+  /** Waits until `ready` holds; fails if the command exits first, or after 60 s. */
+  until(what: string, ready: () => boolean): Promise<void>;
+  /** Stops it (SIGTERM) and waits until it has exited. */
+  stop(): Promise<void>;
+}
+
+/** Spawns `orchestra <args>` against the fixture's server, to read its output as it comes. */
+export function followCli(fixture: CliServer, args: string[]): FollowingCli {
+  const child = spawn(
+    process.execPath,
+    [ORCHESTRA_BIN, ...args, '--url', fixture.server.url, '--api-key', fixture.adminKey],
+    { cwd: fixture.workDir, env: childEnv(), stdio: 'pipe' },
+  );
+  spawned.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const output = () => `\nstdout: ${stdout}\nstderr: ${stderr}`;
+  return {
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exitCode: () => child.exitCode,
+    async until(what, ready) {
+      const deadline = Date.now() + SPAWN_DEADLINE_MS;
+      while (!ready()) {
+        if (child.exitCode !== null)
+          assert.fail(`exited ${child.exitCode} before ${what}${output()}`);
+        if (Date.now() > deadline) assert.fail(`no ${what} in time${output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await closed;
+      spawned.delete(child);
+    },
+  };
+}
+
 export interface CliServer {
   server: SpawnedOrchestra;
   adminKey: string;
@@ -503,4 +570,31 @@ export async function eventually(what: string, check: () => boolean): Promise<vo
     if (Date.now() > deadline) throw new Error(`${what} did not happen`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/**
+ * An upstream for HTTP tools on loopback: `/echo…` answers JSON `{"got": <the JSON body>}`,
+ * any other path 404 with a text body (a tool-level error). `close` stops it.
+ */
+export async function echoUpstream(): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8').on('data', (chunk: string) => {
+      body += chunk;
+    });
+    req.on('end', () => {
+      if (req.url?.startsWith('/echo')) {
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ got: JSON.parse(body || 'null') }));
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('no such thing');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }

@@ -253,8 +253,46 @@ describe('MCP hub', () => {
       (s) => s.status.state === 'ready' && s.status.restarts >= 1,
     );
     assert.ok(back.status.restarts >= 1);
+    const metrics = await fetch(`${server.url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /orchestra_mcp_server_restarts_total\{server="crashing"\} [1-9]/);
+    assert.match(metrics, /orchestra_mcp_server_ready\{server="crashing"\} 1/);
     const pid = await invoke('crashing__pid', {});
     assert.equal(pid.body.call.status, 'succeeded', JSON.stringify(pid.body));
+  });
+
+  test('faults through the hub: a hanging tool times out, a flood is bounded, and the server keeps serving', async () => {
+    for (const [name, file] of [
+      ['hanging', 'hanging-server.ts'],
+      ['flood', 'flood-server.ts'],
+    ] as const) {
+      const created = await server.call('POST', '/v1/mcp/servers', {
+        body: {
+          name,
+          transport: 'stdio',
+          command: process.execPath,
+          args: [join(FIXTURES, file)],
+          tool_timeout_ms: 500,
+        },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      await ready(name);
+      await server.call('POST', '/v1/tool-policies', { body: allowAll(name, [`${name}__*`]) });
+    }
+    const hung = await invoke('hanging__hang', {});
+    assert.equal(hung.status, 200);
+    assert.equal(hung.body.call.status, 'failed');
+    assert.equal(hung.body.call.error.code, 'TOOL_TIMEOUT');
+    assert.equal((await invoke('hanging__quick', {})).body.call.status, 'succeeded');
+    // A flood on stderr is cut to the bounded log; the server answers on.
+    const flooded = await invoke('flood__flood_stderr', { megabytes: 2 });
+    assert.equal(flooded.status, 200, JSON.stringify(flooded.body));
+    const logs = await server.call('GET', '/v1/mcp/servers/flood/logs');
+    assert.ok(JSON.stringify(logs.body).length < 1024 * 1024, 'the log stays bounded');
+    // A stdout line beyond any sane message is dropped unread; the answer after it arrives.
+    const big = await invoke('flood__flood_stdout', { megabytes: 8 });
+    assert.equal(big.status, 200);
+    assert.equal(big.body.call.status, 'succeeded', JSON.stringify(big.body.call));
+    assert.ok(big.body.call.result_bytes < 64 * 1024);
   });
 
   test('disabling a server stops it and its tools; enabling brings them back', async () => {

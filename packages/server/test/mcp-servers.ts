@@ -1,9 +1,11 @@
 // MCP servers for tests: the reference servers from npm, the fixtures, and how to run one
 // over HTTP on a free loopback port.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { childEnv, runCommand, tempDir } from './helpers.ts';
 
 export const FIXTURES = fileURLToPath(new URL('./fixtures/mcp/', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -60,4 +62,88 @@ export async function spawnHttpServer(args: string[], fixedPort?: number) {
     await exited;
   };
   return { port, kill };
+}
+
+/**
+ * A loopback proxy that adds the API key to every request: the conformance CLI cannot send
+ * headers of its own. Everything else (Host included) passes unchanged.
+ */
+export async function credentialProxy(
+  target: string,
+  key: string,
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const upstream = new URL(target);
+  const proxy = createHttpServer((req, res) => {
+    const forwarded = httpRequest(
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, authorization: `Bearer ${key}` },
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    forwarded.on('error', () => res.destroy());
+    res.on('close', () => forwarded.destroy());
+    req.pipe(forwarded);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise((resolve) => {
+        proxy.closeAllConnections();
+        proxy.close(() => resolve());
+      }),
+  };
+}
+
+export const CONFORMANCE_CLI = fileURLToPath(
+  new URL('../../../node_modules/@modelcontextprotocol/conformance/dist/index.js', import.meta.url),
+);
+export const EXPECTED_FAILURES = fileURLToPath(
+  new URL('../../../conformance/mcp-expected-failures.yml', import.meta.url),
+);
+
+/**
+ * Runs the MCP conformance suite's server scenarios against `/mcp/{view}` of a server
+ * (through a proxy that adds its API key), with an expected-failures file. Resolves to the
+ * CLI's exit code and its totals line.
+ */
+export async function runConformance(options: {
+  serverUrl: string;
+  apiKey: string;
+  view: string;
+  expectedFailures: string;
+}): Promise<{ code: number | null; output: string; totals: string }> {
+  const proxy = await credentialProxy(options.serverUrl, options.apiKey);
+  const work = tempDir('orchestra-mcp-conformance-');
+  try {
+    const result = await runCommand(
+      process.execPath,
+      [
+        CONFORMANCE_CLI,
+        'server',
+        '--url',
+        `${proxy.url}/mcp/${options.view}`,
+        '--expected-failures',
+        options.expectedFailures,
+        '-o',
+        work.path,
+      ],
+      { cwd: work.path, env: childEnv(), timeoutMs: 180_000 },
+    );
+    return {
+      code: result.code,
+      output: `${result.stdout}\n${result.stderr}`,
+      totals: /Total: .*/.exec(result.stdout)?.[0] ?? 'no summary',
+    };
+  } finally {
+    await proxy.close();
+    if (process.env.KEEP_CONFORMANCE === undefined) work.remove();
+  }
 }

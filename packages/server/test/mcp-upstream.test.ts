@@ -25,7 +25,6 @@ import {
 } from './mcp-servers.ts';
 
 const log = pino({ level: 'silent' });
-const _NODE_MODULES = join(REPO_ROOT, 'node_modules');
 
 const upstreams: McpUpstream[] = [];
 after(async () => {

@@ -346,6 +346,7 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
   // An HTTP MCP server on a closed loopback port: registered, never reachable.
   await ok('POST', '/v1/mcp/servers', fuzzMcpServer());
   await ok('POST', '/v1/mcp/catalog', { id: 'fuzz-entry', ...fuzzCatalogEntry() });
+  await ok('POST', '/v1/mcp/views', { name: 'fuzz-view', tools: [{ tool: 'fuzz__tool' }] });
   const approval = await server.call('GET', `/v1/tool-approvals/${gated.call.approval_id}`);
   return {
     keys,
@@ -407,6 +408,7 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'approval') return f.approvalId;
   if (name === 'server') return 'fuzz-mcp';
   if (name === 'entry') return 'fuzz-entry';
+  if (name === 'view') return 'fuzz-view';
   if (path.startsWith('/v1/api-keys')) return f.spareKeyId;
   if (path.startsWith('/v1/tenants')) return 'default';
   if (path.startsWith('/v1/tasks')) return f.taskId;
@@ -536,6 +538,16 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { id: unique, ...fuzzCatalogEntry() };
     case 'POST /v1/mcp/catalog/{entry}/install':
       return { name: unique, config: { path: 'mcp' } };
+    case 'POST /v1/mcp/views':
+      return {
+        name: unique,
+        description: 'd',
+        tools: [{ tool: 'fuzz__tool', name: 'renamed', hidden_arguments: { a: 1 } }],
+        servers: ['fuzz-mcp'],
+        tool_exposure: 'search',
+      };
+    case 'PUT /v1/mcp/views/{view}':
+      return { tools: [{ tool: 'fuzz__tool' }], instructions: 'i' };
     case 'PUT /v1/tool-policies/{policy}':
       return { effect: 'allow', tools: ['fuzz__*'], description: 'd' };
   }

@@ -507,6 +507,39 @@ describe('tool executor faults', () => {
     );
   });
 
+  test('an open breaker lets a test call through after its half-open time, and closes when it succeeds', async () => {
+    const local = await startTestServer({
+      env: { ORCHESTRA_TOOL_BREAKER_FAILURES: '2', ORCHESTRA_TOOL_BREAKER_HALF_OPEN_MS: '300' },
+    });
+    try {
+      let healthy = false;
+      upstream.handlers.set('/mend', (_req, res) =>
+        healthy ? json(res, 200, { ok: true }) : json(res, 503, { down: true }),
+      );
+      await local.call('POST', '/v1/tools', {
+        body: {
+          name: 'mend__get',
+          annotations: { readOnlyHint: true },
+          source: { type: 'http', method: 'GET', url: `${upstream.url}/mend` },
+        },
+      });
+      const call = () =>
+        local.call('POST', '/v1/tools/mend__get/invoke', { body: { arguments: {} } });
+      assert.equal((await call()).body.call.error.code, 'TOOL_UPSTREAM_UNAVAILABLE');
+      assert.equal((await call()).body.call.error.code, 'TOOL_UPSTREAM_UNAVAILABLE');
+      assert.equal((await call()).body.call.error.code, 'TOOL_CIRCUIT_OPEN');
+      healthy = true;
+      // Only the wait matters, not its exact length: the breaker half-opens after 300 ms.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.equal((await call()).body.call.status, 'succeeded');
+      assert.equal((await call()).body.call.status, 'succeeded');
+      const metrics = await fetch(`${local.url}/metrics`).then((r) => r.text());
+      assert.match(metrics, /orchestra_tool_upstream_circuit_open\{upstream="[^"]+"\} 0/);
+    } finally {
+      await local.stop();
+    }
+  });
+
   test('retries an idempotent tool on 5xx, then succeeds', async () => {
     let n = 0;
     upstream.handlers.set('/flaky', (_req, res) => {

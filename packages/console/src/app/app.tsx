@@ -12,6 +12,10 @@ import { TaskDetailPage } from './pages/task-detail.tsx';
 import { TasksPage } from './pages/tasks.tsx';
 import { TemplateDetailPage, TemplateEditorPage, TemplatesPage } from './pages/templates.tsx';
 import { TenantDetailPage, TenantsPage } from './pages/tenants.tsx';
+import { ToolApprovalsPage } from './pages/tool-approvals.tsx';
+import { ToolCallsPage } from './pages/tool-calls.tsx';
+import { ToolPoliciesPage, ToolPolicyEditorPage } from './pages/tool-policies.tsx';
+import { TOOLS_SECTION_PATHS, ToolDetailPage, ToolsPage } from './pages/tools.tsx';
 import { TopicsPage, TopicTailPage } from './pages/topics.tsx';
 import { Link, match, navigate, useLocation } from './router.tsx';
 import { type Session, SessionContext, signIn, signOut, storedKey } from './session.tsx';
@@ -23,6 +27,8 @@ const NAV = [
   { to: '/agents', label: 'Agents' },
   { to: '/templates', label: 'Templates' },
   { to: '/sessions', label: 'Sessions' },
+  // Tools, policies, approvals, the call log (and MCP servers, later): tabs of one section.
+  { to: '/tools', label: 'Tools', section: TOOLS_SECTION_PATHS },
   { to: '/topics', label: 'Topics' },
   { to: '/config', label: 'Config' },
   { to: '/services', label: 'Services' },
@@ -34,7 +40,15 @@ const NAV = [
   label: string;
   adminOnly?: boolean;
   systemOnly?: boolean;
+  /** The paths of the section's pages, when it has several. */
+  section?: readonly string[];
 }[];
+
+/** Whether `path` is in the navigation entry's section. */
+function within(entry: (typeof NAV)[number], path: string): boolean {
+  const roots = 'section' in entry ? entry.section : [entry.to];
+  return roots.some((root) => path === root || path.startsWith(`${root}/`));
+}
 
 /** The sections the credential may open: keys are for admins, tenants for system admins. */
 function navFor(who: Session['who']) {
@@ -64,6 +78,15 @@ function route(path: string): ReactNode {
   if (path === '/topics') return <TopicsPage />;
   const topic = match('/topics/:name', path);
   if (topic?.name) return <TopicTailPage key={topic.name} name={topic.name} />;
+  if (path === '/tools') return <ToolsPage />;
+  const tool = match('/tools/:name', path);
+  if (tool?.name) return <ToolDetailPage key={tool.name} name={tool.name} />;
+  if (path === '/tool-policies') return <ToolPoliciesPage />;
+  if (path === '/tool-policies/new') return <ToolPolicyEditorPage />;
+  const policy = match('/tool-policies/:name', path);
+  if (policy?.name) return <ToolPolicyEditorPage key={policy.name} name={policy.name} />;
+  if (path === '/tool-approvals') return <ToolApprovalsPage />;
+  if (path === '/tool-calls') return <ToolCallsPage />;
   if (path === '/services') return <ServicesPage />;
   const service = match('/services/:name', path);
   if (service?.name) return <ServiceDetailPage key={service.name} name={service.name} />;
@@ -112,7 +135,7 @@ export function App() {
 
   // Page titles follow the route, for history and assistive technology.
   useEffect(() => {
-    const section = NAV.find((n) => path.startsWith(n.to))?.label;
+    const section = NAV.find((n) => within(n, path))?.label;
     document.title = section ? `${section} · Orchestra` : 'Orchestra';
   }, [path]);
 
@@ -139,7 +162,7 @@ export function App() {
           <ul>
             {navFor(session.who).map((n) => (
               <li key={n.to}>
-                <Link to={n.to} aria-current={path.startsWith(n.to) ? 'page' : undefined}>
+                <Link to={n.to} aria-current={within(n, path) ? 'page' : undefined}>
                   {n.label}
                 </Link>
               </li>

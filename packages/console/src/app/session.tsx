@@ -82,3 +82,17 @@ export function describeError(err: unknown): string {
   }
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * The messages of a 400 about a request's fields, by the top-level field they are about
+ * (`body.input_schema/properties/x` → `input_schema`); undefined for any other error.
+ */
+export function fieldErrorsOf(err: unknown): Record<string, string> | undefined {
+  if (!(err instanceof OrchestraError) || !Array.isArray(err.details?.fields)) return undefined;
+  const byField: Record<string, string> = {};
+  for (const f of err.details.fields as { field: string; message: string }[]) {
+    const control = f.field.replace(/^body\./, '').split(/[./[]/)[0] ?? '';
+    byField[control] = byField[control] ? `${byField[control]} ${f.message}` : f.message;
+  }
+  return byField;
+}

@@ -7,6 +7,7 @@ import {
   useRef,
   useState,
 } from 'react';
+import { setQueryParam } from './router.tsx';
 import { describeError } from './session.tsx';
 
 export interface Async<T> {
@@ -339,8 +340,9 @@ export function SelectField<V extends string | number>(props: {
 }
 
 /**
- * A labelled text input with its error under it, tied to it for assistive technology
- * (`aria-invalid`, `aria-describedby` → `<id>-error`).
+ * A labelled text input (a textarea with `rows`) with its help and its error under it, tied
+ * to it for assistive technology (`aria-invalid`, `aria-describedby` → `<id>-help`,
+ * `<id>-error`).
  */
 export function TextField(props: {
   id: string;
@@ -348,34 +350,82 @@ export function TextField(props: {
   value: string;
   onChange: (value: string) => void;
   error?: string | undefined;
+  help?: string | undefined;
   placeholder?: string;
   maxLength?: number;
   /** `password`: the value is masked, and browsers neither keep nor offer it. */
   type?: 'text' | 'number' | 'password';
+  /** A textarea of this many rows. */
+  rows?: number | undefined;
+  disabled?: boolean | undefined;
   spellCheck?: boolean;
 }) {
   const errorId = `${props.id}-error`;
+  const helpId = `${props.id}-help`;
+  const describedBy =
+    [props.help && helpId, props.error && errorId].filter(Boolean).join(' ') || undefined;
+  const common = {
+    id: props.id,
+    value: props.value,
+    placeholder: props.placeholder,
+    maxLength: props.maxLength,
+    spellCheck: props.spellCheck,
+    disabled: props.disabled,
+    'aria-invalid': props.error ? true : undefined,
+    'aria-describedby': describedBy,
+  } as const;
   return (
     <div className="field">
       <label htmlFor={props.id}>{props.label}</label>
-      <input
-        id={props.id}
-        type={props.type ?? 'text'}
-        {...(props.type === 'number' ? { step: 1 } : {})}
-        {...(props.type === 'password' ? { autoComplete: 'new-password' } : {})}
-        value={props.value}
-        placeholder={props.placeholder}
-        maxLength={props.maxLength}
-        spellCheck={props.spellCheck}
-        aria-invalid={props.error ? true : undefined}
-        aria-describedby={props.error ? errorId : undefined}
-        onChange={(e) => props.onChange(e.target.value)}
-      />
+      {props.rows ? (
+        <textarea {...common} rows={props.rows} onChange={(e) => props.onChange(e.target.value)} />
+      ) : (
+        <input
+          {...common}
+          type={props.type ?? 'text'}
+          {...(props.type === 'number' ? { step: 1 } : {})}
+          {...(props.type === 'password' ? { autoComplete: 'new-password' } : {})}
+          onChange={(e) => props.onChange(e.target.value)}
+        />
+      )}
+      {props.help && (
+        <small id={helpId} className="muted">
+          {props.help}
+        </small>
+      )}
       {props.error && (
         <small id={errorId} className="field-error">
           {props.error}
         </small>
       )}
+    </div>
+  );
+}
+
+/** A select of a list page's filter, kept in the address as the query parameter `name`. */
+export function FilterSelect(props: {
+  id: string;
+  label: string;
+  /** The query parameter. */
+  name: string;
+  value: string;
+  options: readonly string[];
+}) {
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <select
+        id={props.id}
+        value={props.value}
+        onChange={(e) => setQueryParam(props.name, e.target.value)}
+      >
+        <option value="">Any</option>
+        {props.options.map((o) => (
+          <option key={o} value={o}>
+            {o.replace('_', ' ')}
+          </option>
+        ))}
+      </select>
     </div>
   );
 }

@@ -22,7 +22,8 @@ declare module '../module.ts' {
 /** Agents: their records, leases and WebSocket connections (the agent protocol). */
 export const agentsModule = defineModule({
   name: 'agents',
-  needs: ['events', 'tasks', 'gateway'],
+  // Tools and sessions: for agents' tool calls (the caller's task, session and its labels).
+  needs: ['events', 'tasks', 'gateway', 'tools', 'sessions'],
   migrations: agentsMigrations,
   tables: ['agents', 'agent_lease_clock'],
   settings: AGENTS_SETTINGS,
@@ -35,6 +36,7 @@ export const agentsModule = defineModule({
     'AGENT_ALREADY_REGISTERED',
     'TASK_NOT_ASSIGNED',
     'TASK_ALREADY_ACCEPTED',
+    'AGENT_TOOL_CALLS_LIMITED',
   ],
   topics: [
     {
@@ -46,8 +48,10 @@ export const agentsModule = defineModule({
   jobs: ['agent-lease-sweep'],
   async create({ store, bus, log, metrics, jobs, settings, need }) {
     const { events } = need('events');
-    const { runtime, dispatcher, sweepIntervalMs } = need('tasks');
+    const { runtime, dispatcher, sweepIntervalMs, tasks } = need('tasks');
     const { limits } = need('gateway');
+    const { tools, executor, calls, policies } = need('tools');
+    const sessions = need('sessions');
     const agents = new AgentService({ store, events, runtime });
     const pool = new AgentPool({
       agents,
@@ -57,9 +61,21 @@ export const agentsModule = defineModule({
       metrics,
       jobs,
       limits,
+      tools: {
+        list: (tenantId, options) => tools.list(tenantId, options),
+        invoke: (caller, ref, args, options) => executor.invoke(caller, ref, args, options),
+        mayCall: async (caller) => {
+          const decide = await policies.forCaller(caller);
+          return (tool) => decide(tool).allowed;
+        },
+        call: (tenantId, id) => calls.get(tenantId, id),
+        task: (principal, id) => tasks.get(principal, id),
+        sessionLabels: (tenantId, id) => sessions.labels(tenantId, id),
+      },
       settings: {
         heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
         maxFrameBytes: settings.agentMaxFrameBytes,
+        maxToolCalls: settings.agentMaxToolCalls,
         heartbeatTimeoutMs: settings.agentHeartbeatTimeoutMs,
         retentionMs: settings.agentRetentionMs,
         instanceId: settings.instanceId,

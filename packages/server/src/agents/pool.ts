@@ -27,6 +27,7 @@ import {
 } from '../tasks/index.ts';
 import type { AgentService } from './agent-service.ts';
 import { type AgentFrame, type FrameOf, type MessageType, parseAgentFrame } from './protocol.ts';
+import { type AgentToolAccess, AgentToolCalls } from './tool-calls.ts';
 
 /** Inbound frames queued before the socket stops reading (backpressure to the agent)… */
 const MAX_QUEUED_FRAMES = 1_000;
@@ -41,6 +42,8 @@ export interface PoolSettings {
   heartbeatIntervalMs: number;
   /** Largest frame accepted from an agent; told to agents at registration. */
   maxFrameBytes: number;
+  /** Tool calls one connection may have in flight; one more is refused at once. */
+  maxToolCalls: number;
   heartbeatTimeoutMs: number;
   /** How long an offline agent stays listed; 0 forever. */
   retentionMs: number;
@@ -66,6 +69,8 @@ export class AgentPool {
     jobs: Jobs;
     /** Each tenant's largest task result, error and event. */
     limits: TenantLimitSource;
+    /** Tools, for the `tool.list` and `tool.call` frames. */
+    tools: AgentToolAccess;
     settings: PoolSettings;
   };
   /** Set once the dispatcher, which needs the pool, exists. */
@@ -240,6 +245,8 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
   #ready = false;
   #draining = false;
   #unsubscribe: (() => void) | undefined;
+  /** Its tool calls, which run beside the frame loop. */
+  readonly #tools: AgentToolCalls;
 
   /** Task id → attempt, of the tasks this agent holds. */
   readonly inFlight = new Map<string, number>();
@@ -250,6 +257,13 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
     this.#pool = pool;
     this.#connection = connection;
     this.#principal = principal;
+    this.#tools = new AgentToolCalls({
+      access: pool.deps.tools,
+      principal,
+      maxInFlight: pool.deps.settings.maxToolCalls,
+      log: pool.deps.log,
+      send: (type, payload, correlationId) => this.#send(type, payload, correlationId),
+    });
     this.#armWatchdog();
   }
 
@@ -377,10 +391,21 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
           this.#chain([...new Set(batch.map((f) => f.payload.task_id))], () =>
             this.#guard(undefined, () => this.#onEvents(batch)),
           );
+        } else if (frame.payload.kind === 'tool.call') {
+          // Not chained: a tool call can take minutes, and must hold up no frame of its task.
+          this.#queue.shift();
+          this.#connection.inboundHandled();
+          this.#tools.call(frame as FrameOf<'tool.call'>, this.agentId);
         } else {
           this.#queue.shift();
           this.#connection.inboundHandled();
-          const key = 'task_id' in frame.payload ? frame.payload.task_id : '';
+          // A tool list is about no task and orders nothing: it waits for nothing before it.
+          const key =
+            frame.payload.kind === 'tool.list'
+              ? `tool.list:${frame.header.id}`
+              : 'task_id' in frame.payload
+                ? frame.payload.task_id
+                : '';
           this.#chain([key], () => this.#guard(frame.header.id, () => this.#handle(frame)));
         }
       }
@@ -516,6 +541,12 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
       }
       case 'task.event':
         await this.#onEvents([frame as FrameOf<'task.event'>]);
+        return;
+      case 'tool.list':
+        await this.#tools.list(frame as FrameOf<'tool.list'>, ref.agentId);
+        return;
+      case 'tool.call':
+        this.#tools.call(frame as FrameOf<'tool.call'>, ref.agentId);
         return;
     }
   }
@@ -681,6 +712,7 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
     if (this.inFlight.get(taskId) !== attempt) return;
     this.inFlight.delete(taskId);
     this.#assigned.delete(taskId);
+    this.#tools.abortTask(taskId);
   }
 
   #finished(taskId: string, attempt: number, succeeded: boolean): void {
@@ -695,6 +727,7 @@ class AgentConnection implements DispatchTarget, ConnectionHandler<AgentFrame> {
   /** Records the disconnect; the core counts the connection settled once it is stored. */
   async closed(code: CloseCode | undefined): Promise<void> {
     this.#unsubscribe?.();
+    this.#tools.close();
     if (this.#registration === undefined) return;
     this.#pool.unbind(this);
     const { tenantId, agentId } = this.ref();

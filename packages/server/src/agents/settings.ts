@@ -37,6 +37,15 @@ export const AGENTS_SETTINGS = {
     description: 'Largest frame an agent may send; a larger one closes its connection with 1009.',
     default: 1048576,
   },
+  agentMaxToolCalls: {
+    env: 'ORCHESTRA_AGENT_MAX_TOOL_CALLS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1, maximum: 10_000 }),
+    allowed: 'an integer from 1 to 10000',
+    description:
+      'Tool calls (tool.call frames) one agent connection may have in flight at once; one more is answered at once with AGENT_TOOL_CALLS_LIMITED, without being made.',
+    default: 64,
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 declare module '../platform/settings.ts' {

@@ -9,7 +9,7 @@ import {
   parseDuration,
 } from '../platform/duration.ts';
 import { ADMIN_KEY_FILE } from '../version.ts';
-import { type OptionSpecs, print, UsageError } from './spec.ts';
+import { type OptionSpecs, oneOf, print, UsageError } from './spec.ts';
 
 // What the commands that talk to a server share: flags, the client, output and argument
 // checks.
@@ -62,10 +62,17 @@ export function parse<
   }
 }
 
-export function client(values: {
+/** The client flags: where the server is and the credential. */
+interface ClientFlags {
   url?: string | undefined;
   'api-key'?: string | undefined;
-}): Orchestra {
+}
+
+/**
+ * The server's URLs and the credential, from the flags, the environment or (for a server on
+ * this machine) the admin-key file: what every client of the SDK is constructed with.
+ */
+export function connection(values: ClientFlags): { url: string[]; apiKey: string } {
   // Several nodes of a cluster, comma-separated: the client moves on when one is down.
   const urls = (values.url ?? process.env.ORCHESTRA_URL ?? 'http://localhost:8080')
     .split(',')
@@ -78,8 +85,13 @@ export function client(values: {
   if (apiKey === undefined) {
     throw new UsageError('No credential: pass --api-key or set ORCHESTRA_API_KEY');
   }
+  return { url: urls, apiKey };
+}
+
+export function client(values: ClientFlags): Orchestra {
+  const options = connection(values);
   try {
-    return new Orchestra({ url: urls, apiKey });
+    return new Orchestra(options);
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -123,6 +135,71 @@ export function readJson(file: string): unknown {
   } catch (err) {
     throw new UsageError(`${source} is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/**
+ * The JSON object in `file` (`-`: standard input); usage errors name the file, and `example`
+ * shows what it should hold.
+ */
+export function readJsonObject(file: string, example: string): Record<string, unknown> {
+  const parsed = readJson(file);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new UsageError(
+      `${file === '-' ? 'standard input' : file} must hold a JSON object, such as ${example}`,
+    );
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** A copy of `document` without `fields` (what the server sets, in a `get --json` output). */
+export function without(
+  document: Record<string, unknown>,
+  fields: readonly string[],
+): Record<string, unknown> {
+  const copy: Record<string, unknown> = { ...document };
+  for (const field of fields) delete copy[field];
+  return copy;
+}
+
+/** `a=1,b=2`, or `-` for no labels: a table cell. */
+export function labelsText(labels: Record<string, string>): string {
+  const pairs = Object.entries(labels).map(([key, value]) => `${key}=${value}`);
+  return pairs.length > 0 ? pairs.join(',') : '-';
+}
+
+/**
+ * Asks `question` on standard error and reads the answer from standard input (a terminal,
+ * or a pipe: `echo y | orchestra …`). Resolves to true for y or yes; an input that ends
+ * without an answer is a no.
+ */
+export async function confirm(question: string): Promise<boolean> {
+  const { createInterface } = await import('node:readline/promises');
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  const ended = new Promise<string>((resolve) => prompt.once('close', () => resolve('')));
+  // Ctrl-C at the question is a no, not a prompt left paused.
+  prompt.once('SIGINT', () => prompt.close());
+  try {
+    const answer = await Promise.race([prompt.question(`${question} [y/N] `), ended]);
+    return /^\s*y(es)?\s*$/i.test(answer);
+  } finally {
+    prompt.close();
+  }
+}
+
+/** `--file FILE` of the commands that create or replace something from a JSON file. */
+export const JSON_FILE_OPTION = {
+  type: 'string',
+  value: 'FILE',
+  required: '- for stdin',
+  description: 'The JSON file (- reads standard input)',
+} as const satisfies OptionSpecs[string];
+
+/** A flag whose value is one of `allowed`, or a usage error naming them. */
+export function choice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new UsageError(`${flag} must be ${oneOf(allowed)}, got "${value}"`);
+  }
+  return value as T;
 }
 
 /** A positive integer flag, such as `--version 3`. */

@@ -1,6 +1,6 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import type {
   CatalogEntry,
   CreateCatalogEntry,
@@ -13,16 +13,39 @@ import type {
   UpdateMcpServer,
 } from '@orchestra/protocol';
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Bus } from '../bus/bus.ts';
 import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
+import { newId } from '../platform/ids.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { SecretsInterface } from '../secrets/index.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import { ToolFailure, type ToolsInterface } from '../tools/index.ts';
+import { ToolFailure, type ToolFailureKind, type ToolsInterface } from '../tools/index.ts';
 import { UpstreamError } from './errors.ts';
 import type { McpServerRecord, McpServerRecords } from './server-records.ts';
 import { type McpTransportConfig, McpUpstream, type UpstreamStatus } from './upstream.ts';
+
+/** A call forwarded to the node that runs the server (cluster mode), and its answer. */
+interface ForwardedCall {
+  id: string;
+  replyTo: string;
+  tenantId: string;
+  server: string;
+  tool: string;
+  args: Record<string, unknown>;
+  timeoutMs: number;
+}
+interface ForwardedReply {
+  id: string;
+  result?: ToolResult;
+  failure?: { kind: ToolFailureKind; message: string };
+}
+const callSubject = (node: string) => `mcp.call.${node}`;
+const replySubject = (node: string) => `mcp.reply.${node}`;
+/** How long a forwarded call may take at most, whatever the tool says (the caller's signal ends it sooner). */
+const FORWARD_MAX_MS = 10 * 60_000;
 
 const CATALOG_FILE = new URL('../../catalog/mcp-servers.json', import.meta.url);
 const requireHere = createRequire(import.meta.url);
@@ -44,6 +67,8 @@ interface Running {
   /** What the server's settings were when it was started; a change restarts it. */
   updatedAt: string;
   events: { time: string; text: string }[];
+  /** Restarts and reconnects counted in the metrics so far. */
+  restartsSeen: number;
 }
 
 function builtinCatalog(): CatalogEntry[] {
@@ -132,6 +157,11 @@ export class McpHub {
   readonly #running = new Map<string, Running>();
   readonly #builtin = builtinCatalog();
   readonly #job: Job;
+  readonly #bus: Bus;
+  readonly #metrics: { ready: Gauge<'server'>; restarts: Counter<'server'> };
+  /** Forwarded calls waiting for the answer of the node that runs their server. */
+  readonly #forwarded = new Map<string, { resolve: (r: ForwardedReply) => void }>();
+  readonly #unsubscribe: (() => void)[] = [];
   #closed = false;
 
   constructor(deps: {
@@ -141,9 +171,26 @@ export class McpHub {
     secrets: SecretsInterface;
     claim: () => (key: string) => Promise<boolean>;
     jobs: Jobs;
+    bus: Bus;
+    registry: Registry;
     log: Logger;
     settings: McpHubSettings;
   }) {
+    this.#bus = deps.bus;
+    this.#metrics = {
+      ready: new Gauge({
+        name: 'orchestra_mcp_server_ready',
+        help: '1 while an MCP server this node runs or connects to is ready, 0 while it connects, is degraded or failed.',
+        labelNames: ['server'],
+        registers: [deps.registry],
+      }),
+      restarts: new Counter({
+        name: 'orchestra_mcp_server_restarts_total',
+        help: 'Restarts (stdio) and reconnects of the MCP servers this node runs, after the first start.',
+        labelNames: ['server'],
+        registers: [deps.registry],
+      }),
+    };
     this.#store = deps.store;
     this.records = deps.records;
     this.#tools = deps.tools;
@@ -161,11 +208,29 @@ export class McpHub {
   }
 
   start(): void {
+    const node = this.#settings.instanceId;
+    this.#unsubscribe.push(
+      this.#bus.subscribe(
+        callSubject(node),
+        (message) => void this.#serveForwarded(message as ForwardedCall),
+      ),
+      this.#bus.subscribe(replySubject(node), (message) => {
+        const reply = message as ForwardedReply;
+        this.#forwarded.get(reply.id)?.resolve(reply);
+      }),
+    );
     this.#job.start();
   }
 
   async stop(): Promise<void> {
     this.#closed = true;
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+    for (const [id, waiting] of this.#forwarded) {
+      waiting.resolve({
+        id,
+        failure: { kind: 'unavailable', message: 'this node is shutting down' },
+      });
+    }
     await this.#job.stop();
     await Promise.all([...this.#running.keys()].map((id) => this.#letGo(id)));
   }
@@ -297,6 +362,20 @@ export class McpHub {
     return this.view(running.record);
   }
 
+  /**
+   * The servers of a tenant connected on this node, by name: for the gateway to pass their
+   * resources and prompts through.
+   */
+  connected(tenantId: string): Map<string, McpUpstream> {
+    const out = new Map<string, McpUpstream>();
+    for (const running of this.#running.values()) {
+      if (running.record.row.tenant_id === tenantId && running.upstream.status.state === 'ready') {
+        out.set(running.record.row.name, running.upstream);
+      }
+    }
+    return out;
+  }
+
   // Calls, from the tool executor.
 
   /** Calls a tool of a server this node runs; a failure is a `ToolFailure`. */
@@ -310,12 +389,7 @@ export class McpHub {
     const running = [...this.#running.values()].find(
       (r) => r.record.row.tenant_id === call.tenantId && r.record.row.name === call.server,
     );
-    if (running === undefined) {
-      throw new ToolFailure(
-        'unavailable',
-        `MCP server "${call.server}" is not connected on this node`,
-      );
-    }
+    if (running === undefined) return this.#forward(call);
     try {
       // The executor's signal carries the tool's timeout; no second one here.
       const result = await running.upstream.callTool(call.tool, call.args, {
@@ -335,6 +409,82 @@ export class McpHub {
       }
       throw err;
     }
+  }
+
+  /** Sends a call to the node that runs the server, and waits for its answer. */
+  async #forward(call: {
+    tenantId: string;
+    server: string;
+    tool: string;
+    args: Record<string, unknown>;
+    signal: AbortSignal;
+  }): Promise<ToolResult> {
+    const record = await this.records.find(call.tenantId, call.server).catch(() => undefined);
+    const node =
+      record === undefined ? null : (JSON.parse(record.row.status) as McpServerStatus).node;
+    if (node === null || node === this.#settings.instanceId || record?.row.enabled !== 1) {
+      throw new ToolFailure(
+        'unavailable',
+        `MCP server "${call.server}" is not connected to any node yet`,
+      );
+    }
+    const id = newId('fwd');
+    const reply = new Promise<ForwardedReply>((resolve) => {
+      this.#forwarded.set(id, { resolve });
+      const onAbort = () => resolve({ id, failure: { kind: 'unavailable', message: 'cancelled' } });
+      call.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    this.#bus.publish(callSubject(node), {
+      id,
+      replyTo: replySubject(this.#settings.instanceId),
+      tenantId: call.tenantId,
+      server: call.server,
+      tool: call.tool,
+      args: call.args,
+      timeoutMs: FORWARD_MAX_MS,
+    } satisfies ForwardedCall);
+    try {
+      const answer = await reply;
+      if (call.signal.aborted) throw call.signal.reason;
+      if (answer.result !== undefined) return answer.result;
+      throw new ToolFailure(
+        answer.failure?.kind ?? 'protocol',
+        answer.failure?.message ?? 'no answer',
+        {
+          retryable: answer.failure?.kind === 'unavailable',
+        },
+      );
+    } finally {
+      this.#forwarded.delete(id);
+    }
+  }
+
+  /** Runs a call another node forwarded here, and sends the answer back. */
+  async #serveForwarded(message: ForwardedCall): Promise<void> {
+    let reply: ForwardedReply;
+    try {
+      const signal = AbortSignal.timeout(Math.min(message.timeoutMs, FORWARD_MAX_MS));
+      const running = [...this.#running.values()].find(
+        (r) => r.record.row.tenant_id === message.tenantId && r.record.row.name === message.server,
+      );
+      if (running === undefined) {
+        throw new ToolFailure(
+          'unavailable',
+          `MCP server "${message.server}" moved away from ${this.#settings.instanceId}`,
+        );
+      }
+      const result = await this.callTool({ ...message, signal });
+      reply = { id: message.id, result };
+    } catch (err) {
+      reply = {
+        id: message.id,
+        failure:
+          err instanceof ToolFailure
+            ? { kind: err.kind, message: err.message }
+            : { kind: 'protocol', message: (err as Error).message },
+      };
+    }
+    this.#bus.publish(message.replyTo, reply);
   }
 
   // Supervision.
@@ -381,6 +531,7 @@ export class McpHub {
     const running = this.#running.get(id);
     if (running === undefined) return;
     this.#running.delete(id);
+    this.#metrics.ready.remove({ server: running.record.row.name });
     await running.upstream
       .close()
       .catch((err: unknown) =>
@@ -444,7 +595,13 @@ export class McpHub {
       sandbox: this.#settings.sandbox,
       healthIntervalMs: this.#settings.healthIntervalMs,
     });
-    const running: Running = { record, upstream, updatedAt: row.updated_at, events };
+    const running: Running = {
+      record,
+      upstream,
+      updatedAt: row.updated_at,
+      events,
+      restartsSeen: 0,
+    };
     this.#running.set(row.id, running);
     upstream.on('status', (status) => {
       note(`${status.state}${status.reason ? `: ${status.reason}` : ''}`);
@@ -460,6 +617,13 @@ export class McpHub {
 
   async #onStatus(running: Running, status: UpstreamStatus): Promise<void> {
     if (this.#running.get(running.record.row.id) !== running) return;
+    const server = running.record.row.name;
+    this.#metrics.ready.set({ server }, status.state === 'ready' ? 1 : 0);
+    const restarts = status.restarts + status.reconnects;
+    if (restarts > running.restartsSeen) {
+      this.#metrics.restarts.inc({ server }, restarts - running.restartsSeen);
+      running.restartsSeen = restarts;
+    }
     try {
       await this.records.setStatus(running.record.row.id, {
         state: status.state,
@@ -658,13 +822,28 @@ export class McpHub {
   }
 }
 
-/** What a sandboxed stdio server may read besides the system: its program and its packages. */
+/**
+ * What a sandboxed stdio server may read besides the system: the Node binary, and for a
+ * script given by absolute path, the project it belongs to (its nearest folder with a
+ * node_modules, whose packages, workspace links included, it imports). An npm-installed
+ * server's own folder is inside such a project too.
+ */
 function readOnlyPathsFor(config: McpTransportConfig): string[] {
   if (config.transport !== 'stdio') return [];
   const paths = new Set<string>([dirname(process.execPath)]);
   for (const arg of [config.command, ...config.args]) {
+    if (!isAbsolute(arg) || !existsSync(arg)) continue;
     const at = arg.indexOf('/node_modules/');
-    if (arg.startsWith('/') && at > 0) paths.add(arg.slice(0, at + '/node_modules'.length));
+    if (at > 0) {
+      paths.add(arg.slice(0, at));
+      continue;
+    }
+    for (let dir = dirname(arg); dir !== dirname(dir); dir = dirname(dir)) {
+      if (existsSync(join(dir, 'node_modules'))) {
+        paths.add(dir);
+        break;
+      }
+    }
   }
   return [...paths];
 }

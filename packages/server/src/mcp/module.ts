@@ -28,7 +28,7 @@ export const mcpModule = defineModule({
     'MCP_CATALOG_ENTRY_ALREADY_EXISTS',
   ],
   jobs: ['mcp-servers'],
-  create({ store, secrets: box, jobs, log, settings, need, later }) {
+  create({ store, secrets: box, jobs, bus, metrics, log, settings, need, later }) {
     const registry = later('registry');
     return new McpHub({
       store,
@@ -37,6 +37,8 @@ export const mcpModule = defineModule({
       secrets: need('secrets'),
       claim: () => (key) => registry().nodes.claim(key),
       jobs,
+      bus,
+      registry: metrics.registry,
       log: log.child({ module: 'mcp' }),
       settings: {
         dataDir: settings.dataDir,

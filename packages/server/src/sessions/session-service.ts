@@ -111,6 +111,21 @@ export class SessionService {
     return view(row, await this.#tasks.ofSession(principal.tenant.id, id));
   }
 
+  /**
+   * The session's labels, read alone (for tool policies at each agent's tool call);
+   * SESSION_NOT_FOUND when there is no such session.
+   */
+  async labels(tenantId: string, id: string): Promise<Record<string, string>> {
+    const row = await this.#store.db
+      .selectFrom('sessions')
+      .select('labels')
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (row === undefined) throw sessionNotFound(id);
+    return JSON.parse(row.labels) as Record<string, string>;
+  }
+
   /** The session's multitask strategy; VALIDATION_FAILED naming `field` if there is none. */
   async strategyFor(tenantId: string, id: string, field: string): Promise<MultitaskStrategy> {
     const row = await this.#store.db

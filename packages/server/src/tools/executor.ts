@@ -12,9 +12,10 @@ import {
 } from 'cockatiel';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { credentialId } from '../platform/auth.ts';
+import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError, type ErrorCode } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
+import { type AgentTaskRunner, callAgentTool } from './agent-source.ts';
 import type { ApprovalService } from './approval-service.ts';
 import { recordedArguments, type ToolCallLog } from './call-log.ts';
 import { isRetrySafe } from './definition.ts';
@@ -100,7 +101,10 @@ export class ToolExecutor {
   readonly #settings: ExecutorSettings;
   readonly #expand: () => SecretExpander;
   readonly #mcp: () => McpToolCaller;
+  readonly #tasks: () => AgentTaskRunner;
   readonly #upstreams = new Map<string, Upstream>();
+  /** Who each running call is made for: an agent tool submits its task in their name. */
+  readonly #principals = new WeakMap<ToolCall, Principal>();
   /** Calls running per policy and tool on this node, for `max_concurrency`. */
   readonly #running = new Map<string, number>();
   /** Token buckets per policy, tool and caller on this node, for `rate_limit`. */
@@ -122,6 +126,7 @@ export class ToolExecutor {
     settings: ExecutorSettings;
     expandSecrets: () => SecretExpander;
     mcp: () => McpToolCaller;
+    tasks: () => AgentTaskRunner;
   }) {
     this.#tools = deps.tools;
     this.#policies = deps.policies;
@@ -131,6 +136,7 @@ export class ToolExecutor {
     this.#settings = deps.settings;
     this.#expand = deps.expandSecrets;
     this.#mcp = deps.mcp;
+    this.#tasks = deps.tasks;
     this.#metrics = {
       calls: new Counter({
         name: 'orchestra_tool_calls_total',
@@ -239,6 +245,7 @@ export class ToolExecutor {
       return { call, result: null };
     }
     try {
+      this.#principals.set(call, caller.principal);
       const result = await this.#execute(tool, args, call, started, options.signal);
       await this.#log.record(call);
       return { call, result };
@@ -267,6 +274,7 @@ export class ToolExecutor {
       call.tool_version = tool.version;
       call.status = 'running';
       await this.#log.update(call, ['awaiting_approval']);
+      this.#principals.set(call, principal);
       result = await this.#execute(tool, args, call, started, undefined);
     } catch (err) {
       // The tool went away or is held since the call was made: the call fails, recorded.
@@ -474,7 +482,7 @@ export class ToolExecutor {
           const end = this.#metrics.seconds.startTimer(labels);
           this.#metrics.inFlight.inc({ upstream: call.upstream });
           try {
-            return await this.#callSource(tool, args, call.tenant_id, signal, secretValues);
+            return await this.#callSource(tool, args, call, signal, secretValues);
           } catch (err) {
             if (timeout.aborted && !outer?.aborted) {
               throw new ToolFailure(
@@ -517,10 +525,11 @@ export class ToolExecutor {
   #callSource(
     tool: Tool,
     args: Record<string, unknown>,
-    tenantId: string,
+    call: ToolCall,
     signal: AbortSignal,
     secretValues: string[],
   ): Promise<ToolResult> {
+    const tenantId = call.tenant_id;
     const source = tool.source;
     switch (source.type) {
       case 'http':
@@ -535,6 +544,19 @@ export class ToolExecutor {
         });
       case 'mcp':
         return this.#mcp()({ tenantId, server: source.server, tool: source.tool, args, signal });
+      case 'agent': {
+        const principal = this.#principals.get(call);
+        if (principal === undefined) throw new Error('an agent tool call without its principal');
+        return callAgentTool({
+          tasks: this.#tasks(),
+          principal,
+          tool,
+          source,
+          args,
+          call,
+          signal,
+        });
+      }
     }
   }
 }
@@ -551,6 +573,8 @@ function upstreamOf(tool: Tool): string {
       }
     case 'mcp':
       return tool.source.server;
+    case 'agent':
+      return 'agents';
   }
 }
 

@@ -1,5 +1,6 @@
 // The tools module's public surface: other modules and the server import it from here
 // only (npm run lint checks it).
+export * from './agent-source.ts';
 export * from './approval-service.ts';
 export * from './call-log.ts';
 export * from './definition.ts';

@@ -34,7 +34,7 @@ declare module '../module.ts' {
 /** The tool registry, tool policies, the executor and the record of every call. */
 export const toolsModule = defineModule({
   name: 'tools',
-  needs: ['events', 'gateway', 'secrets'],
+  needs: ['events', 'gateway', 'secrets', 'tasks'],
   migrations: toolsMigrations,
   tables: [
     'tools',
@@ -83,6 +83,7 @@ export const toolsModule = defineModule({
   create({ store, log, metrics, settings, jobs, secrets: box, need }) {
     const { events } = need('events');
     const secrets = need('secrets');
+    const { tasks } = need('tasks');
     const tools = new ToolService({ store });
     const policies = new PolicyService({ store });
     const calls = new ToolCallLog({ store, events });
@@ -109,6 +110,7 @@ export const toolsModule = defineModule({
         breakerHalfOpenAfterMs: settings.toolBreakerHalfOpenMs,
       },
       expandSecrets: () => (tenantId, text) => secrets.expand(tenantId, text),
+      tasks: () => tasks,
       mcp: () => {
         if (mcp === undefined) {
           return async () => {

@@ -205,20 +205,40 @@ export class PolicyService {
     tool: { name: string; annotations: Parameters<typeof isDestructive>[0] },
     args: Record<string, unknown>,
   ): Promise<PolicyDecision> {
+    return (await this.forCaller(caller))(tool, args);
+  }
+
+  /**
+   * The policies of the caller's tenant, read once, as a decision function: for deciding
+   * about many tools at once (what a caller may see). Without `args`, the decision leaves
+   * out the argument constraints: whether the caller may call the tool at all.
+   */
+  async forCaller(
+    caller: ToolCallerContext,
+  ): Promise<
+    (
+      tool: { name: string; annotations: Parameters<typeof isDestructive>[0] },
+      args?: Record<string, unknown>,
+    ) => PolicyDecision
+  > {
     const rows = await this.#store.db
       .selectFrom('tool_policies')
       .selectAll()
       .where('tenant_id', '=', caller.principal.tenant.id)
       .orderBy('id')
       .execute();
-    const matching = rows
-      .map(view)
-      .filter(
-        (p) =>
-          p.enabled &&
-          p.tools.some((pattern) => this.#regExp(pattern).test(tool.name)) &&
-          matchesCaller(p.match, caller),
-      );
+    const applying = rows.map(view).filter((p) => p.enabled && matchesCaller(p.match, caller));
+    return (tool, args) => this.#decide(applying, tool, args);
+  }
+
+  #decide(
+    applying: ToolPolicy[],
+    tool: { name: string; annotations: Parameters<typeof isDestructive>[0] },
+    args: Record<string, unknown> | undefined,
+  ): PolicyDecision {
+    const matching = applying.filter((p) =>
+      p.tools.some((pattern) => this.#regExp(pattern).test(tool.name)),
+    );
     const deny = matching.find((p) => p.effect === 'deny');
     if (deny !== undefined) {
       return { allowed: false, reason: `denied by policy "${deny.name}"`, policy: deny.name };
@@ -232,7 +252,7 @@ export class PolicyService {
       };
     }
     for (const policy of allows) {
-      if (policy.arguments_schema === null) continue;
+      if (policy.arguments_schema === null || args === undefined) continue;
       const key = `${policy.id}@${policy.updated_at}`;
       let check = this.#argumentChecks.get(key);
       if (check === undefined) {

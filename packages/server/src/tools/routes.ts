@@ -37,8 +37,8 @@ import type { ToolExecutor } from './executor.ts';
 import type { PolicyService } from './policy-service.ts';
 import type { ToolService } from './tool-service.ts';
 
-/** Who may call tools over the API: people who operate, and agents. */
-const CALL_ROLES: readonly Role[] = ['admin', 'operator', 'agent'];
+/** Who may call tools (over the API and through /mcp): people who operate, and agents. */
+export const TOOL_CALL_ROLES: readonly Role[] = ['admin', 'operator', 'agent'];
 
 /** `/v1/tools`, `/v1/tool-policies` and `/v1/tool-calls`. */
 export const toolRoutes: FastifyPluginAsyncTypebox<{
@@ -148,7 +148,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['tools'],
         operationId: 'createTool',
-        summary: 'Register an HTTP tool (version 1)',
+        summary: 'Register an HTTP or agent tool (version 1)',
         description:
           'Tools of MCP servers are registered by their server (`/v1/mcp/servers`), not here.',
         body: CreateTool,
@@ -179,7 +179,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
                 description: 'Words that must all appear in the name, description or schema.',
               }),
             ),
-            source: Type.Optional(Type.Enum(['http', 'mcp'])),
+            source: Type.Optional(Type.Enum(['http', 'mcp', 'agent'])),
             server: Type.Optional(
               Type.String({ maxLength: 100, description: 'Tools of this MCP server.' }),
             ),
@@ -223,7 +223,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['tools'],
         operationId: 'updateTool',
-        summary: 'Replace an HTTP tool’s definition: creates a new version',
+        summary: 'Replace an HTTP or agent tool’s definition: creates a new version',
         params: ToolRef,
         body: UpdateTool,
         response: { 200: Type.Ref('Tool'), ...errorResponses },
@@ -239,7 +239,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['tools'],
         operationId: 'deleteTool',
-        summary: 'Delete an HTTP tool and its versions (the record of its calls stays)',
+        summary: 'Delete an HTTP or agent tool and its versions (the record of its calls stays)',
         params: ToolRef,
         response: { 204: Type.Null(), ...errorResponses },
       },
@@ -321,7 +321,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
         body: InvokeTool,
         response: { 200: ToolInvocation, 202: ToolInvocation, ...errorResponses },
       },
-      config: { auth: CALL_ROLES },
+      config: { auth: TOOL_CALL_ROLES },
     },
     async (request, reply) => {
       const abort = new AbortController();

@@ -73,7 +73,7 @@ export interface ListToolsOptions {
   name_prefix?: string | undefined;
   /** Words that must all appear in the name or description (case-insensitive). */
   q?: string | undefined;
-  source?: 'http' | 'mcp' | undefined;
+  source?: 'http' | 'mcp' | 'agent' | undefined;
   server?: string | undefined;
   state?: ToolState | undefined;
   labels?: Record<string, string>;
@@ -93,6 +93,18 @@ function fieldError(field: string, message: string): ApiError {
   return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
     details: { fields: [{ field, message }] },
   });
+}
+
+/** What a tool's breaker and bulkhead are keyed by, and its calls recorded under. */
+function upstreamOfSource(source: ToolSource): string {
+  switch (source.type) {
+    case 'http':
+      return hostOf(source.url);
+    case 'mcp':
+      return source.server;
+    case 'agent':
+      return 'agents';
+  }
 }
 
 function hostOf(url: string): string {
@@ -140,6 +152,13 @@ export class ToolService {
       }
     }
     const annotations = input.annotations ?? {};
+    if (
+      input.source.type === 'agent' &&
+      input.source.template === undefined &&
+      input.source.capabilities === undefined
+    ) {
+      throw fieldError('body.source', 'an agent tool names a template, capabilities, or both');
+    }
     if (input.retry && !isRetrySafe(annotations)) {
       throw fieldError(
         'body.retry',
@@ -161,7 +180,7 @@ export class ToolService {
     return spec;
   }
 
-  /** Registers an HTTP tool (version 1). */
+  /** Registers an HTTP or agent tool (version 1). */
   async create(principal: Principal, input: CreateTool): Promise<Tool> {
     const { name, ...definition } = input;
     const spec = this.#spec(definition);
@@ -171,8 +190,8 @@ export class ToolService {
       id: newId('tool'),
       tenant_id: principal.tenant.id,
       name,
-      source_type: 'http',
-      upstream: hostOf(input.source.url),
+      source_type: input.source.type,
+      upstream: upstreamOfSource(input.source),
       latest_version: 1,
       highest_version: 1,
       state: 'active',
@@ -211,7 +230,7 @@ export class ToolService {
   async update(principal: Principal, ref: string, input: UpdateTool): Promise<Tool> {
     const spec = this.#spec(input);
     const current = await this.#find(principal.tenant.id, ref);
-    if (current.source_type !== 'http') {
+    if (current.source_type === 'mcp') {
       throw new ApiError(
         'TOOL_NOT_EDITABLE',
         `Tool "${ref}" comes from MCP server "${current.upstream}": it changes through its server`,
@@ -220,7 +239,8 @@ export class ToolService {
     const hash = definitionHash(definitionOf(current.name, spec));
     return this.#store.db.transaction().execute(async (trx) => {
       const { row, version } = await this.#newVersion(trx, current, spec, hash, principal, {
-        upstream: spec.source.type === 'http' ? hostOf(spec.source.url) : current.upstream,
+        upstream: upstreamOfSource(spec.source),
+        source_type: spec.source.type,
         pinned_hash: hash,
       });
       return view(row, version, spec);
@@ -233,7 +253,9 @@ export class ToolService {
     spec: ToolSpec,
     hash: string,
     principal: Principal | string,
-    set: Partial<Pick<ToolsTable, 'upstream' | 'pinned_hash' | 'pending' | 'state'>>,
+    set: Partial<
+      Pick<ToolsTable, 'upstream' | 'source_type' | 'pinned_hash' | 'pending' | 'state'>
+    >,
   ): Promise<{ row: ToolsTable; version: ToolVersionsTable }> {
     const now = new Date().toISOString();
     const row = await trx
@@ -422,7 +444,7 @@ export class ToolService {
   /** Deletes an HTTP tool and its versions; the record of its calls stays. */
   async delete(principal: Principal, ref: string): Promise<void> {
     const row = await this.#find(principal.tenant.id, ref);
-    if (row.source_type !== 'http') {
+    if (row.source_type === 'mcp') {
       throw new ApiError(
         'TOOL_NOT_EDITABLE',
         `Tool "${ref}" comes from MCP server "${row.upstream}": remove or disable the server instead`,

@@ -5,6 +5,7 @@ import { useSession } from '../session.tsx';
 import {
   Badge,
   FilterField,
+  FilterSelect,
   PagedTable,
   PageHeader,
   Time,
@@ -56,21 +57,13 @@ export function TasksPage() {
         )}
       </PageHeader>
       <form className="filters" aria-label="Filter tasks" onSubmit={(e) => e.preventDefault()}>
-        <div className="field">
-          <label htmlFor="filter-state">State</label>
-          <select
-            id="filter-state"
-            value={state}
-            onChange={(e) => setQueryParam('state', e.target.value)}
-          >
-            <option value="">Any</option>
-            {TASK_STATES.map((s) => (
-              <option key={s} value={s}>
-                {s.replace('_', ' ')}
-              </option>
-            ))}
-          </select>
-        </div>
+        <FilterSelect
+          id="filter-state"
+          label="State"
+          name="state"
+          value={state}
+          options={TASK_STATES}
+        />
         <FilterField
           id="filter-template"
           label="Template"

@@ -7,7 +7,7 @@ import {
 import { type FormEvent, useState } from 'react';
 import { Diff } from '../diff.tsx';
 import { Link, navigate, useLocation } from '../router.tsx';
-import { describeError, useSession } from '../session.tsx';
+import { describeError, fieldErrorsOf, useSession } from '../session.tsx';
 import {
   Alert,
   ConfirmButton,
@@ -17,6 +17,7 @@ import {
   NotLoaded,
   PagedTable,
   PageHeader,
+  TextField,
   Time,
   useAsync,
   usePager,
@@ -251,16 +252,11 @@ function TemplateForm({ template }: { template: Template | undefined }) {
         setProblem(
           'Someone else changed this template since you opened it. Reload the page to edit the newest version (your changes here are not saved).',
         );
-      } else if (err instanceof OrchestraError && Array.isArray(err.details?.fields)) {
-        const byField: Record<string, string> = {};
-        for (const f of err.details.fields as { field: string; message: string }[]) {
-          // `body.input_schema/properties/x` → the input_schema control
-          const control = f.field.replace(/^body\./, '').split(/[./[]/)[0] ?? '';
-          byField[control] = byField[control] ? `${byField[control]} ${f.message}` : f.message;
-        }
-        setErrors(byField);
-        setProblem(err.message);
-      } else setProblem(describeError(err));
+      } else {
+        const byField = fieldErrorsOf(err);
+        if (byField) setErrors(byField);
+        setProblem(byField ? (err as Error).message : describeError(err));
+      }
     } finally {
       setBusy(false);
     }
@@ -269,45 +265,21 @@ function TemplateForm({ template }: { template: Template | undefined }) {
   const text = (
     name: keyof EditorFields,
     label: string,
-    options: { area?: number; help?: string; disabled?: boolean; type?: string } = {},
-  ) => {
-    const id = `template-${name}`;
-    const error = errors[name];
-    const describedBy =
-      [options.help && `${id}-help`, error && `${id}-error`].filter(Boolean).join(' ') || undefined;
-    const common = {
-      id,
-      value: fields[name],
-      disabled: options.disabled,
-      'aria-invalid': error ? true : undefined,
-      'aria-describedby': describedBy,
-      spellCheck: false,
-    } as const;
-    return (
-      <div className="field">
-        <label htmlFor={id}>{label}</label>
-        {options.area ? (
-          <textarea {...common} rows={options.area} onChange={(e) => set(name)(e.target.value)} />
-        ) : (
-          <input
-            {...common}
-            type={options.type ?? 'text'}
-            onChange={(e) => set(name)(e.target.value)}
-          />
-        )}
-        {options.help && (
-          <small id={`${id}-help`} className="muted">
-            {options.help}
-          </small>
-        )}
-        {error && (
-          <small id={`${id}-error`} className="field-error">
-            {error}
-          </small>
-        )}
-      </div>
-    );
-  };
+    options: { area?: number; help?: string; disabled?: boolean; type?: 'number' } = {},
+  ) => (
+    <TextField
+      id={`template-${name}`}
+      label={label}
+      value={fields[name]}
+      onChange={set(name)}
+      error={errors[name]}
+      help={options.help}
+      rows={options.area}
+      disabled={options.disabled}
+      {...(options.type ? { type: options.type } : {})}
+      spellCheck={false}
+    />
+  );
 
   return (
     <>

@@ -7,10 +7,12 @@ import type {
 import {
   CLIENT_OPTIONS,
   client,
+  JSON_FILE_OPTION,
   labelFlags,
+  labelsText,
   positiveInteger,
   print,
-  readJson,
+  readJsonObject as readJsonObjectOf,
   UsageError,
 } from '../common.ts';
 import { command, group as defineGroup } from '../spec.ts';
@@ -32,18 +34,9 @@ const TEMPLATE_READ_ONLY_FIELDS = [
 
 const TEMPLATE_SCHEMA_FIELDS = ['input_schema', 'output_schema', 'config_schema'] as const;
 
-/** The JSON object in `file` (`-`: standard input); usage errors name the file. */
-function readJsonObject(file: string): Record<string, unknown> {
-  const parsed = readJson(file);
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new UsageError(
-      `${sourceName(file)} must hold a JSON object, such as {"name": "my-template"}`,
-    );
-  }
-  return parsed as Record<string, unknown>;
-}
-
 const sourceName = (file: string) => (file === '-' ? 'standard input' : file);
+
+const readJsonObject = (file: string) => readJsonObjectOf(file, '{"name": "my-template"}');
 
 /**
  * The definition in a template file, without what the server sets, so that the output of
@@ -57,11 +50,6 @@ function templateDefinition(document: Record<string, unknown>): TemplateDefiniti
   }
   // Anything else, typos included, goes to the server, which names unknown fields.
   return definition as TemplateDefinition;
-}
-
-function labelsText(labels: Record<string, string>): string {
-  const pairs = Object.entries(labels).map(([key, value]) => `${key}=${value}`);
-  return pairs.length > 0 ? pairs.join(',') : '-';
 }
 
 function describeTemplate(t: Template): string {
@@ -101,18 +89,11 @@ function templateRef({ positionals, path }: { positionals: string[]; path: strin
   return value;
 }
 
-const FILE = {
-  type: 'string',
-  value: 'FILE',
-  required: '- for stdin',
-  description: 'The JSON file (- reads standard input)',
-} as const;
-
 const create = command({
   name: 'create',
   description:
     'Creates a template (version 1) from a JSON file: an object with its "name" and definition (description, labels, capabilities, input_schema, output_schema, config_schema, config, default_timeout_ms, default_max_attempts, default_priority, strategy).',
-  options: { file: FILE },
+  options: { file: JSON_FILE_OPTION },
   common: CLIENT_OPTIONS,
   async run({ values }) {
     const document = readJsonObject(values.file);
@@ -203,7 +184,7 @@ const update = command({
   description:
     'Replaces the whole definition with the one in FILE, as a new version that becomes the latest; fields left out go back to their defaults. FILE may be the output of "templates get --json": its id, name, versions and timestamps are not sent.',
   options: {
-    file: FILE,
+    file: JSON_FILE_OPTION,
     'if-version': {
       type: 'string',
       value: 'N',
