@@ -458,6 +458,8 @@ interface LatencyRun {
 }
 
 const f3 = (n: number | null | undefined) => (n === null || n === undefined ? '?' : n.toFixed(3));
+/** The same, for a number that does not apply to the direct path: "-". */
+const f3n = (n: number | null | undefined) => (n === null || n === undefined ? '-' : n.toFixed(3));
 
 function minus(a: number | null | undefined, b: number | null | undefined): number | null {
   return a === null || a === undefined || b === null || b === undefined ? null : round3(a - b);
@@ -781,7 +783,7 @@ async function main(o: Options): Promise<number> {
     ),
     rowOf('  call latency p50 (ms)', (r) => r.throughput.latencyMs?.p50, f2, 'both'),
     rowOf('  call latency p99 (ms)', (r) => r.throughput.latencyMs?.p99, f2, 'both'),
-    rowOf('  Orchestra CPU per call (ms)', (r) => r.throughput.cpuMsPerCall.orchestra, f3, 'none'),
+    rowOf('  Orchestra CPU per call (ms)', (r) => r.throughput.cpuMsPerCall.orchestra, f3n, 'none'),
     rowOf('  upstream CPU per call (ms)', (r) => r.throughput.cpuMsPerCall.upstream, f3, 'ratio'),
     rowOf('  client CPU per call (ms)', (r) => r.throughput.cpuMsPerCall.client, f3, 'ratio'),
     rowOf(
@@ -796,7 +798,7 @@ async function main(o: Options): Promise<number> {
     rowOf('  initialize p99 (ms)', (r) => r.sessions.initializeMs?.p99, f2, 'both'),
     rowOf('  call latency p50 (ms)', (r) => r.sessions.callMs?.p50, f2, 'both'),
     rowOf('  call latency p99 (ms)', (r) => r.sessions.callMs?.p99, f2, 'both'),
-    rowOf('  Orchestra CPU per call (ms)', (r) => r.sessions.cpuMsPerCall.orchestra, f3, 'none'),
+    rowOf('  Orchestra CPU per call (ms)', (r) => r.sessions.cpuMsPerCall.orchestra, f3n, 'none'),
     rowOf(
       '  sessions completed',
       (r) => r.sessions.completed,
@@ -895,6 +897,7 @@ async function main(o: Options): Promise<number> {
         'from before Client.callTool to its checked result (the echo of its text), ' +
         "performance.now() in the clients' process; 2 %-wide histogram buckets",
       cpuCount: os.cpus().length,
+      dataDirParent: `${os.tmpdir()} (Orchestra's data directory, SQLite file included; TMPDIR moves it)`,
     },
     results,
     comparisons,
