@@ -458,6 +458,8 @@ interface LatencyRun {
 }
 
 const f3 = (n: number | null | undefined) => (n === null || n === undefined ? '?' : n.toFixed(3));
+/** A difference with its sign, three decimals; "?" for none. */
+const signed = (n: number | null) => (n === null ? '?' : `${n >= 0 ? '+' : ''}${n.toFixed(3)}`);
 /** The same, for a number that does not apply to the direct path: "-". */
 const f3n = (n: number | null | undefined) => (n === null || n === undefined ? '-' : n.toFixed(3));
 
@@ -761,9 +763,7 @@ async function main(o: Options): Promise<number> {
     return [
       label,
       ...cells,
-      compare === 'minus' || compare === 'both'
-        ? `${(minus(gv, dv) ?? 0) >= 0 ? '+' : ''}${f3(minus(gv, dv))}`
-        : '',
+      compare === 'minus' || compare === 'both' ? signed(minus(gv, dv)) : '',
       compare === 'ratio' || compare === 'both' ? f2(ratio(gv, dv)) : '',
     ];
   };

@@ -8,7 +8,7 @@
  */
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { serveLoadRequests } from '../common.ts';
+import { redactKeys, serveLoadRequests } from '../common.ts';
 import { newHistogram, record } from '../realtime/shared.ts';
 import {
   ECHO_PREFIX,
@@ -46,7 +46,7 @@ async function close(session: Session): Promise<void> {
 }
 
 const message = (err: unknown) =>
-  (err instanceof Error ? err.message : String(err)).replace(/ork_\w+/g, 'ork_…').slice(0, 500);
+  redactKeys(err instanceof Error ? err.message : String(err)).slice(0, 500);
 
 function fail(failures: Failures, reason: string): void {
   failures.errors += 1;
