@@ -395,6 +395,30 @@ export function machineCpuTicks(): { total: number; idle: number; steal: number 
 // ---------------------------------------------------------------------------------------
 // Reporting
 
+/** A whole number with thousands separators; "?" for none. */
+export const n0 = (n: number | null | undefined) =>
+  n === null || n === undefined ? '?' : Math.round(n).toLocaleString('en-US');
+/** Two decimals; "?" for none. */
+export const f2 = (n: number | null | undefined) =>
+  n === null || n === undefined ? '?' : n.toFixed(2);
+
+/** a / b to three decimals; null when either is unknown or b is 0. */
+export function ratio(a: number | null | undefined, b: number | null | undefined): number | null {
+  return a === null || a === undefined || b === null || b === undefined || b === 0
+    ? null
+    : round3(a / b);
+}
+
+/** The version of an installed package, from node_modules; null if it is not there. */
+export function packageVersion(name: string): string | null {
+  try {
+    const pkg = readFileSync(join(REPO_ROOT, 'node_modules', name, 'package.json'), 'utf8');
+    return (JSON.parse(pkg) as { version?: string }).version ?? null;
+  } catch {
+    return null;
+  }
+}
+
 export function table(header: string[], rows: (string | number)[][]): string {
   const cells = [header, ...rows.map((r) => r.map(String))];
   const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));

@@ -21,16 +21,20 @@ import {
   commonOptions,
   cpuMsOf,
   envFlag,
+  f2,
   HOST,
   intOption,
   machineCpuTicks,
   mean,
+  n0,
   PROFILE_DIR,
   Processes,
+  packageVersion,
   parseOptions,
   profileArgs,
   REPO_ROOT,
   RunRecord,
+  ratio,
   redactKeys,
   round1,
   round3,
@@ -307,15 +311,6 @@ function rssBytes(pid: number): number | null {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
-}
-
-function packageVersion(name: string): string | null {
-  try {
-    const pkg = readFileSync(join(REPO_ROOT, 'node_modules', name, 'package.json'), 'utf8');
-    return (JSON.parse(pkg) as { version?: string }).version ?? null;
   } catch {
     return null;
   }
@@ -651,9 +646,6 @@ function judge(r: PhaseResult, o: Options): string[] {
   return failures;
 }
 
-const n0 = (n: number | null | undefined) =>
-  n === null || n === undefined ? '?' : Math.round(n).toLocaleString('en-US');
-const f2 = (n: number | null | undefined) => (n === null || n === undefined ? '?' : n.toFixed(2));
 const pct = (n: number | null | undefined) => (n === null || n === undefined ? '?' : `${n}%`);
 
 function describe(r: PhaseResult): string {
@@ -782,12 +774,6 @@ async function runSystem(
 }
 
 // ---------------------------------------------------------------------------------------
-
-function ratio(a: number | null | undefined, b: number | null | undefined): number | null {
-  return a === null || a === undefined || b === null || b === undefined || b === 0
-    ? null
-    : round3(a / b);
-}
 
 const meanOf = (values: (number | null | undefined)[]) => {
   const known = values.filter((v): v is number => v !== null && v !== undefined);

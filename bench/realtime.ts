@@ -26,17 +26,21 @@ import {
   commonOptions,
   cpuMsOf,
   envFlag,
+  f2,
   HOST,
   intOption,
   machineCpuTicks,
   mean,
   median,
+  n0,
   PROFILE_DIR,
   Processes,
+  packageVersion,
   parseOptions,
   profileArgs,
   REPO_ROOT,
   RunRecord,
+  ratio,
   redactKeys,
   round1,
   round3,
@@ -1042,9 +1046,6 @@ function judge(r: StepResult, o: Options): string[] {
   return failures;
 }
 
-const n0 = (n: number | null | undefined) =>
-  n === null || n === undefined ? '?' : Math.round(n).toLocaleString('en-US');
-const f2 = (n: number | null | undefined) => (n === null || n === undefined ? '?' : n.toFixed(2));
 const mib = (bytes: number | null | undefined) =>
   bytes === null || bytes === undefined ? '?' : (bytes / 2 ** 20).toFixed(1);
 
@@ -1378,15 +1379,6 @@ async function startServers(o: Options, round: number, layout: Layout) {
   return servers;
 }
 
-function packageVersion(name: string): string | null {
-  try {
-    const pkg = readFileSync(join(REPO_ROOT, 'node_modules', name, 'package.json'), 'utf8');
-    return (JSON.parse(pkg) as { version?: string }).version ?? null;
-  } catch {
-    return null;
-  }
-}
-
 function tcpSettings(): Record<string, string | null> {
   const read = (path: string) => {
     try {
@@ -1402,12 +1394,6 @@ function tcpSettings(): Record<string, string | null> {
     tcp_tw_reuse: read('/proc/sys/net/ipv4/tcp_tw_reuse'),
     somaxconn: read('/proc/sys/net/core/somaxconn'),
   };
-}
-
-function ratio(a: number | null | undefined, b: number | null | undefined): number | null {
-  return a === null || a === undefined || b === null || b === undefined || b === 0
-    ? null
-    : round3(a / b);
 }
 
 const meanOf = (values: (number | null | undefined)[]) => {

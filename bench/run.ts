@@ -10,6 +10,7 @@
  *   npm run bench:cluster                 1 node against 3 nodes on PostgreSQL, NATS, etcd, Redis
  *   npm run bench:noisy-neighbour         another tenant's latency while one reads huge histories
  *   npm run bench:cli-startup             the CLI's start-up against node -e 0
+ *   npm run bench:mcp                     tool calls through /mcp/{view} against the upstream directly
  *   npm run bench -- --duration 5         every benchmark, options passed through
  *
  * See bench/README.md.
@@ -27,6 +28,7 @@ const BENCHMARKS = [
   'cluster',
   'noisy-neighbour',
   'cli-startup',
+  'mcp',
 ] as const;
 
 const HELP = `Usage: node bench/run.ts [benchmark] [options]
