@@ -251,7 +251,7 @@ describe('changing-server fixture', () => {
         .tools()
         .map((tool) => tool.name)
         .sort(),
-      ['change_tools', 'echo', 'fail', 'structured'],
+      ['change_tools', 'echo', 'fail', 'rug_pull', 'structured'],
     );
     const changed = new Promise<string>((resolve) => upstream.on('listChanged', resolve));
     assert.equal(text(await upstream.callTool('change_tools', {})), 'changed 1');
