@@ -150,6 +150,7 @@ export class ToolService {
   readonly #store: RelationalStore;
   readonly #schemas = new UserSchemaCompiler();
   readonly #checks = new Map<string, (args: unknown) => string | undefined>();
+  readonly #specs = new Map<string, ToolSpec>();
 
   constructor(deps: { store: RelationalStore }) {
     this.#store = deps.store;
@@ -811,18 +812,28 @@ export class ToolService {
     return check;
   }
 
+  /** One version's definition; versions never change, so each is read once (a call's hot path). */
   async #versionSpec(
     toolId: string,
     version: number,
     trx?: Transaction<Database>,
   ): Promise<ToolSpec> {
+    const key = `${toolId}@${version}`;
+    const cached = this.#specs.get(key);
+    if (cached !== undefined) return cached;
     const row = await (trx ?? this.#store.db)
       .selectFrom('tool_versions')
       .select('spec')
       .where('tool_id', '=', toolId)
       .where('version', '=', version)
       .executeTakeFirstOrThrow();
-    return JSON.parse(row.spec) as ToolSpec;
+    const spec = JSON.parse(row.spec) as ToolSpec;
+    if (this.#specs.size >= CHECK_CACHE_SIZE) {
+      const oldest = this.#specs.keys().next().value;
+      if (oldest !== undefined) this.#specs.delete(oldest);
+    }
+    this.#specs.set(key, spec);
+    return spec;
   }
 
   /** A tool of the tenant by id (`tool_…`) or name. */
