@@ -358,10 +358,13 @@ export class McpUpstream {
   }
 
   private toUpstreamError(error: unknown, what: string, timeoutMs: number): UpstreamError {
-    if (error instanceof UpstreamError) return error;
+    // Once close() has begun, whatever the dying transport reports (a failed write, a closed
+    // connection) is a consequence of the close: callers get `closed`, never a retryable kind.
     if (this.closed) {
+      if (error instanceof UpstreamError && error.kind === 'closed') return error;
       return new UpstreamError('closed', `${what}: the upstream was closed`, { cause: error });
     }
+    if (error instanceof UpstreamError) return error;
     if (error instanceof ProtocolError) {
       return new UpstreamError(
         'protocol',
