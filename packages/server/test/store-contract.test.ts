@@ -244,6 +244,65 @@ for (const variant of STORE_VARIANTS) {
       assert.deepEqual(row, { id: 'durable' });
     });
 
+    test("a sync: 'later' transaction commits like any other, also in a group with waiting ones", async () => {
+      const tenant = (id: string) => ({
+        id,
+        name: id,
+        kind: 'standard' as const,
+        created_at: new Date().toISOString(),
+      });
+      const settled = await Promise.allSettled([
+        store.transaction((trx) => trx.insertInto('tenants').values(tenant('later-1')).execute(), {
+          sync: 'later',
+        }),
+        store.transaction(
+          async (trx) => {
+            await trx.insertInto('tenants').values(tenant('later-bad')).execute();
+            throw new Error('abort');
+          },
+          { sync: 'later' },
+        ),
+        store.transaction((trx) => trx.insertInto('tenants').values(tenant('now-1')).execute()),
+        store
+          .transaction(
+            async (trx) => {
+              const shown = await sql<{
+                synchronous_commit: string;
+              }>`show synchronous_commit`.execute(trx);
+              return shown.rows[0]?.synchronous_commit;
+            },
+            { sync: 'later' },
+          )
+          .catch(() => 'no such setting'),
+      ]);
+      assert.deepEqual(
+        settled.map((s) => s.status),
+        ['fulfilled', 'rejected', 'fulfilled', 'fulfilled'],
+      );
+      const setting = settled[3]?.status === 'fulfilled' ? settled[3].value : undefined;
+      // PostgreSQL skips the WAL flush at commit for this transaction only; SQLite has no
+      // such setting (its store syncs the WAL itself, without the caller waiting).
+      assert.equal(setting, variant === 'postgres' ? 'off' : 'no such setting');
+      if (variant === 'postgres') {
+        const outside = await sql<{ synchronous_commit: string }>`show synchronous_commit`.execute(
+          store.db,
+        );
+        assert.equal(outside.rows[0]?.synchronous_commit, 'on');
+      }
+      await store.close();
+      store = await open();
+      const ids = await store.db
+        .selectFrom('tenants')
+        .select('id')
+        .where('id', 'in', ['later-1', 'later-bad', 'now-1'])
+        .orderBy('id')
+        .execute();
+      assert.deepEqual(
+        ids.map((r) => r.id),
+        ['later-1', 'now-1'],
+      );
+    });
+
     test('answers ping, and fails ping once closed', async () => {
       await store.ping(2000);
       const closedStore = await open();

@@ -4,7 +4,7 @@ import { type Job, Jobs } from '../platform/jobs.ts';
 import { bytesOf, countWithinBudget } from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import { MultiRowInsert, Statement } from '../store/statement.ts';
-import type { RelationalStore, StoreKind } from '../store/store.ts';
+import type { RelationalStore, StoreKind, TransactionOptions } from '../store/store.ts';
 
 /** One event of a stream, as stored and as sent to clients. */
 export interface StreamEvent {
@@ -136,7 +136,10 @@ export class EventLog {
    * after the commit, followers of those streams are woken. Nothing is published if the
    * transaction fails.
    */
-  async transaction<T>(work: (trx: Transaction<Database>, emit: Emit) => Promise<T>): Promise<T> {
+  async transaction<T>(
+    work: (trx: Transaction<Database>, emit: Emit) => Promise<T>,
+    options?: TransactionOptions,
+  ): Promise<T> {
     const appended: StreamAppend[] = [];
     const result = await this.#store.transaction(async (trx) => {
       appended.length = 0; // a retried transaction starts over
@@ -156,7 +159,7 @@ export class EventLog {
         if (stored.length > 0) appended.push({ stream, tenantId, events: stored });
         return stored;
       });
-    });
+    }, options);
     // The appends themselves travel with the wake-up, so that live readers (realtime
     // subscribers) need no read of their own; one that sees a gap reads the store.
     for (const append of appended) {

@@ -43,12 +43,25 @@ export interface RelationalStore {
    * transactions that arrive together share one commit (group commit): each runs in a
    * savepoint of its own, so one that fails is rolled back alone, and none resolves before
    * the shared commit. `work` must use only `trx`, never `db`, or it waits for itself.
+   *
+   * With `sync: 'later'` it resolves once committed (every later read sees it) without
+   * waiting for the disk: a crash in the next few milliseconds may lose it. Only for a
+   * record that acknowledges nothing to anyone, such as the audit of a tool call that has
+   * already happened (docs/decisions/0017); everything a client is told was stored waits.
    */
-  transaction<T>(work: (trx: Transaction<Database>) => Promise<T>): Promise<T>;
+  transaction<T>(
+    work: (trx: Transaction<Database>) => Promise<T>,
+    options?: TransactionOptions,
+  ): Promise<T>;
   /** Resolves when the store answers a trivial query within `timeoutMs`; rejects otherwise. */
   ping(timeoutMs: number): Promise<void>;
   /** Closes connections; the store is unusable afterwards. Safe to call twice. */
   close(): Promise<void>;
+}
+
+export interface TransactionOptions {
+  /** `now` (the default): resolve once on disk. `later`: once committed; see `transaction`. */
+  sync?: 'now' | 'later';
 }
 
 export interface StoreOptions {
@@ -159,7 +172,7 @@ function openSqlite(path: string): RelationalStore {
     'sqlite',
     db,
     path,
-    (work) => group.run(work),
+    (work, options) => group.run(work, options?.sync === 'later'),
     async () => {
       await wal.close();
       if (file.isOpen) file.close();
@@ -201,7 +214,13 @@ async function openPostgres(
     'postgres',
     db,
     parsed.toString(),
-    (work) => db.transaction().execute(work),
+    (work, options) =>
+      db.transaction().execute(async (trx) => {
+        // The commit returns before its WAL record is flushed; PostgreSQL flushes it within
+        // wal_writer_delay, and a crash meanwhile loses it without corrupting anything.
+        if (options?.sync === 'later') await trx.executeQuery(SYNC_LATER);
+        return work(trx);
+      }),
     async () => {
       if (!pool.ended) await pool.end();
     },
@@ -269,11 +288,14 @@ const MAX_GROUP = 256;
 const SAVEPOINT = CompiledQuery.raw('savepoint group_item');
 const RELEASE = CompiledQuery.raw('release group_item');
 const ROLLBACK_TO = CompiledQuery.raw('rollback to group_item');
+const SYNC_LATER = CompiledQuery.raw('set local synchronous_commit to off');
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 interface Pending {
   work: (trx: Transaction<Database>) => Promise<unknown>;
+  /** Resolves at the commit, not once the commit is on disk. */
+  later: boolean;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -297,9 +319,9 @@ class GroupCommit {
     this.#dialect = dialect;
   }
 
-  run<T>(work: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+  run<T>(work: (trx: Transaction<Database>) => Promise<T>, later = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      this.#queue.push({ work, later, resolve: resolve as (value: unknown) => void, reject });
       if (!this.#scheduled) {
         this.#scheduled = true;
         // After the I/O callbacks of this turn, so that requests arriving together group.
@@ -340,16 +362,22 @@ class GroupCommit {
           for (const item of group) item.reject(error);
           continue;
         }
-        // Nobody hears "done" before the commit is on disk.
+        const settle = (item: Pending, i: number) => {
+          const outcome = outcomes[i];
+          if (outcome?.ok) item.resolve(outcome.value);
+          else item.reject(outcome?.error);
+        };
+        group.forEach((item, i) => {
+          if (item.later) settle(item, i);
+        });
+        // Nobody else hears "done" before the commit is on disk; the sync runs regardless.
         this.#dialect.durable().then(
           () =>
             group.forEach((item, i) => {
-              const outcome = outcomes[i];
-              if (outcome?.ok) item.resolve(outcome.value);
-              else item.reject(outcome?.error);
+              if (!item.later) settle(item, i);
             }),
           (error: unknown) => {
-            for (const item of group) item.reject(error);
+            for (const item of group) if (!item.later) item.reject(error);
           },
         );
       }

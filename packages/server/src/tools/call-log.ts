@@ -69,8 +69,13 @@ export class ToolCallLog {
     this.#events = deps.events;
   }
 
-  /** Stores a finished (or refused) call and appends it to the tenant's `tool-calls` stream. */
-  async record(call: ToolCall): Promise<void> {
+  /**
+   * Stores a call and appends it to the tenant's `tool-calls` stream. `sync: 'later'` for
+   * a call that has finished or was refused: it resolves once committed, without waiting
+   * for the disk (docs/decisions/0017), since the call has happened whatever the record's
+   * fate and its answer need not wait for a sync. A call that waits stays `now`.
+   */
+  async record(call: ToolCall, sync: 'now' | 'later' = 'now'): Promise<void> {
     const row: ToolCallsTable = {
       id: call.id,
       tenant_id: call.tenant_id,
@@ -95,12 +100,15 @@ export class ToolCallLog {
       created_at: call.created_at,
       finished_at: call.finished_at,
     };
-    await this.#events.transaction(async (trx, emit) => {
-      await trx.insertInto('tool_calls').values(row).execute();
-      await emit(toolCallsStream(call.tenant_id), call.tenant_id, [
-        { type: `tool_call.${call.status}`, data: call },
-      ]);
-    });
+    await this.#events.transaction(
+      async (trx, emit) => {
+        await trx.insertInto('tool_calls').values(row).execute();
+        await emit(toolCallsStream(call.tenant_id), call.tenant_id, [
+          { type: `tool_call.${call.status}`, data: call },
+        ]);
+      },
+      { sync },
+    );
   }
 
   /**

@@ -247,7 +247,7 @@ export class ToolExecutor {
     try {
       this.#principals.set(call, caller.principal);
       const result = await this.#execute(tool, args, call, started, options.signal);
-      await this.#log.record(call);
+      await this.#log.record(call, 'later');
       return { call, result };
     } finally {
       release();
@@ -341,7 +341,7 @@ export class ToolExecutor {
     call.error = { code, message };
     call.duration_ms = 0;
     call.finished_at = call.created_at;
-    await this.#log.record(call);
+    await this.#log.record(call, 'later');
     this.#metrics.calls.inc({ tool: call.tool, upstream: call.upstream, status: 'denied' });
     throw new ApiError(code, message, { details: { call_id: call.id, ...details } });
   }
