@@ -19,6 +19,7 @@ function session(id: string, tenantId: string): McpSession {
     transport: closable as never,
     server: { close: async () => {} } as never,
     principal: {} as Principal,
+    described: undefined,
     lastActiveMs: clock,
     openExchanges: 0,
   };

@@ -31,6 +31,11 @@ export interface GatewayView {
   toolExposure?: ToolExposure;
   /** Sent to clients as the server's `instructions` at initialization. */
   instructions?: string;
+  /**
+   * The backend's own reading of the view, handed back with the calls of the same request
+   * (`ToolCallOptions.described`), so that serving a request reads its view once.
+   */
+  state?: unknown;
 }
 
 /** What a tool call may report to the caller while it runs. */
@@ -52,6 +57,8 @@ export interface ToolCallOptions {
   createMessage?: (params: CreateMessageRequest['params']) => Promise<CreateMessageResult>;
   /** The stateful session the call belongs to (2025-11-25 generation); absent when stateless. */
   mcpSessionId?: string;
+  /** What `describeView` answered for the request that carries the call. */
+  described?: GatewayView;
 }
 
 /**

@@ -12,7 +12,7 @@ import { credentialId, type Principal, READ_ROLES } from '../platform/auth.ts';
 import { invalidField } from '../platform/envelope.ts';
 import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
-import type { McpGatewayBackend, ToolExposure } from './backend.ts';
+import type { GatewayView, McpGatewayBackend, ToolExposure } from './backend.ts';
 import { createGatewayServer } from './mcp-server.ts';
 import { type McpSession, McpSessions } from './sessions.ts';
 
@@ -47,6 +47,7 @@ interface Exchange {
   exposure: ToolExposure;
   instructions: string | undefined;
   principal: Principal;
+  described: GatewayView;
   body: { raw: string | undefined; parsed: unknown };
 }
 const VIEW_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -174,6 +175,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
     exposure: ToolExposure,
     instructions: string | undefined,
     principal: () => Principal,
+    described: () => GatewayView | undefined,
   ) =>
     createGatewayServer({
       backend,
@@ -181,6 +183,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
       exposure,
       instructions,
       principal,
+      described,
       version: options.version,
       log,
       generation,
@@ -199,6 +202,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
       return sendJsonRpcError(reply, 404, -32001, 'Session not found; initialize a new one');
     }
     session.principal = principal;
+    session.described = exchange.described;
     const end = sessions.touch(session);
     const aborter = new AbortController();
     reply.raw.once('close', () => {
@@ -214,7 +218,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
 
   /** Opens a stateful session with an `initialize` request of the 2025 generation. */
   async function openSession(exchange: Exchange) {
-    const { request, reply, view, exposure, instructions, principal, body } = exchange;
+    const { request, reply, view, exposure, instructions, principal, body, described } = exchange;
     const refusal = await sessions.makeRoom(principal.tenant.id);
     if (refusal === 'tenant') {
       throw new ApiError(
@@ -238,6 +242,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
       exposure,
       instructions,
       () => session?.principal ?? current,
+      () => session?.described ?? described,
     );
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
@@ -251,6 +256,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
           transport,
           server,
           principal: current,
+          described,
           lastActiveMs: Date.now(),
           openExchanges: 0,
         };
@@ -282,9 +288,17 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
 
   /** Serves one request of the stateless 2026-07-28 generation. */
   async function serveStateless(exchange: Exchange) {
-    const { request, reply, view, exposure, instructions, principal, body } = exchange;
+    const { request, reply, view, exposure, instructions, principal, body, described } = exchange;
     const handler = createMcpHandler(
-      () => serverFor('stateless', view, exposure, instructions, () => principal),
+      () =>
+        serverFor(
+          'stateless',
+          view,
+          exposure,
+          instructions,
+          () => principal,
+          () => described,
+        ),
       {
         legacy: 'reject',
         maxRequestBodySize: maxBodyBytes,
@@ -365,6 +379,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
         exposure,
         instructions: described.instructions,
         principal,
+        described,
         body: { raw, parsed },
       };
       const sessionId = request.headers[SESSION_HEADER];

@@ -11,6 +11,7 @@ import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import {
   type GatewayTool,
+  type GatewayView,
   type McpGatewayBackend,
   type ToolExposure,
   UnknownToolError,
@@ -67,6 +68,8 @@ export interface GatewayServerContext {
   instructions: string | undefined;
   /** The principal of the request being served (a session's is refreshed on each request). */
   principal: () => Principal;
+  /** What the backend said of the view for the request being served. */
+  described: () => GatewayView | undefined;
   version: string;
   log: Logger;
   /** `stateful` (2025-11-25, a session): the server may send requests to the client. */
@@ -132,6 +135,7 @@ export function createGatewayServer(context: GatewayServerContext): Server {
     ctx: ServerContext,
     progressToken: string | number | undefined,
   ): Promise<CallToolResult> => {
+    const described = context.described();
     try {
       return await backend.callTool(context.principal(), view, name, args, {
         signal: ctx.mcpReq.signal,
@@ -149,6 +153,7 @@ export function createGatewayServer(context: GatewayServerContext): Server {
         },
         ...clientRequests(ctx),
         ...(ctx.sessionId !== undefined ? { mcpSessionId: ctx.sessionId } : {}),
+        ...(described !== undefined ? { described } : {}),
       });
     } catch (err) {
       // A refusal (policy, validation) is the call's outcome, which the model should see;

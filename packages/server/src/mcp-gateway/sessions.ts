@@ -3,6 +3,7 @@ import type {
   WebStandardStreamableHTTPServerTransport,
 } from '@modelcontextprotocol/server';
 import type { Principal } from '../platform/auth.ts';
+import type { GatewayView } from './backend.ts';
 
 /** One stateful (2025-11-25) MCP session: connection state of this node only. */
 export interface McpSession {
@@ -15,6 +16,8 @@ export interface McpSession {
   readonly server: Server;
   /** The principal of its latest request (roles and expiry may change between requests). */
   principal: Principal;
+  /** What the backend said of the view for its latest request. */
+  described: GatewayView | undefined;
   lastActiveMs: number;
   /** HTTP exchanges still open (a GET stream, a streaming call): a session with one is not idle. */
   openExchanges: number;

@@ -55,8 +55,16 @@ export class ToolGatewayBackend implements McpGatewayBackend {
     this.#views = deps.views;
   }
 
-  async #view(principal: Principal, name: string | undefined): Promise<McpView | undefined> {
-    return name === undefined ? undefined : this.#views.get(principal.tenant.id, name);
+  async #view(
+    principal: Principal,
+    name: string | undefined,
+    described?: GatewayView,
+  ): Promise<McpView | undefined> {
+    if (name === undefined) return undefined;
+    // Read by describeView for the same request: not read again.
+    const known = described?.state as McpView | undefined;
+    if (known !== undefined && known.tenant_id === principal.tenant.id) return known;
+    return this.#views.serving(principal.tenant.id, name);
   }
 
   /** The tools the view offers the principal, by the name it offers them under. */
@@ -95,6 +103,7 @@ export class ToolGatewayBackend implements McpGatewayBackend {
     const view = await this.#view(principal, viewName);
     if (view === undefined) return { toolExposure: 'all' };
     return {
+      state: view,
       toolExposure: view.tool_exposure,
       ...(view.instructions !== null ? { instructions: view.instructions } : {}),
     };
@@ -123,8 +132,9 @@ export class ToolGatewayBackend implements McpGatewayBackend {
     principal: Principal,
     viewName: string | undefined,
     name: string,
+    described: GatewayView | undefined,
   ): Promise<{ tool: string; hidden: Record<string, unknown> } | undefined> {
-    const view = await this.#view(principal, viewName);
+    const view = await this.#view(principal, viewName, described);
     if (view === undefined) return { tool: name, hidden: {} };
     const entry = view.tools.find((t) => (t.name ?? t.tool) === name);
     if (entry !== undefined) return { tool: entry.tool, hidden: entry.hidden_arguments ?? {} };
@@ -143,7 +153,7 @@ export class ToolGatewayBackend implements McpGatewayBackend {
     args: Record<string, unknown>,
     options: ToolCallOptions,
   ): Promise<CallToolResult> {
-    const entry = await this.#resolve(principal, view, name);
+    const entry = await this.#resolve(principal, view, name, options.described);
     if (entry === undefined) throw new UnknownToolError('tool', name);
     if (!TOOL_CALL_ROLES.includes(principal.role)) {
       throw new ApiError(

@@ -3,12 +3,17 @@ import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import { ParsedRows, Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { McpViewsTable } from './tables.ts';
 
 type ViewSpec = Omit<McpView, 'id' | 'tenant_id' | 'name' | 'created_at' | 'updated_at'>;
 
 const VIEW_ID_PREFIX = 'mcpv_';
+
+// A view by name or id: read on every request to `/mcp/{view}`.
+const VIEW_BY_NAME = new Statement('select * from mcp_views where tenant_id = ? and name = ?');
+const VIEW_BY_ID = new Statement('select * from mcp_views where tenant_id = ? and id = ?');
 
 export function viewNotFound(name: string): ApiError {
   return new ApiError('MCP_VIEW_NOT_FOUND', `MCP view "${name}" does not exist`);
@@ -43,6 +48,10 @@ function specOf(input: UpdateMcpView): ViewSpec {
 /** Named views of a tenant's tools: what `/mcp/{view}` serves. */
 export class ViewService {
   readonly #store: RelationalStore;
+  readonly #parsed = new ParsedRows<McpViewsTable, McpView>(
+    (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
+    view,
+  );
 
   constructor(deps: { store: RelationalStore }) {
     this.#store = deps.store;
@@ -90,6 +99,21 @@ export class ViewService {
 
   async get(tenantId: string, ref: string): Promise<McpView> {
     return view(await this.#find(tenantId, ref));
+  }
+
+  /**
+   * The view `ref` (a name or an id), for serving it: read with a fixed statement, and
+   * shared with other requests while it does not change (read-only). Throws
+   * MCP_VIEW_NOT_FOUND.
+   */
+  async serving(tenantId: string, ref: string): Promise<McpView> {
+    const statement = ref.startsWith(VIEW_ID_PREFIX) ? VIEW_BY_ID : VIEW_BY_NAME;
+    const [row] = await statement.rows<McpViewsTable>(this.#store.db, this.#store.kind, [
+      tenantId,
+      ref,
+    ]);
+    if (row === undefined) throw viewNotFound(ref);
+    return this.#parsed.get(row);
   }
 
   async list(

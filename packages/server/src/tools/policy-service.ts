@@ -9,11 +9,17 @@ import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
+import { ParsedRows, Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import { isDestructive } from './definition.ts';
 import type { ToolPoliciesTable } from './tables.ts';
 
 const POLICY_ID_PREFIX = 'tpol_';
+
+/** Every policy of a tenant: read on every call. */
+const TENANT_POLICIES = new Statement(
+  'select * from tool_policies where tenant_id = ? order by id',
+);
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 3_600_000;
 
 /** The policy's fields as stored. */
@@ -92,6 +98,11 @@ function matchesCaller(match: PolicyMatch, caller: ToolCallerContext): boolean {
  */
 export class PolicyService {
   readonly #store: RelationalStore;
+  readonly #parsed = new ParsedRows<ToolPoliciesTable, ToolPolicy>(
+    (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
+    view,
+    10_000,
+  );
   readonly #schemas = new UserSchemaCompiler();
   readonly #patterns = new Map<string, RegExp>();
   /** Compiled argument schemas by policy id and update time (a policy's schema is fixed then). */
@@ -221,13 +232,12 @@ export class PolicyService {
       args?: Record<string, unknown>,
     ) => PolicyDecision
   > {
-    const rows = await this.#store.db
-      .selectFrom('tool_policies')
-      .selectAll()
-      .where('tenant_id', '=', caller.principal.tenant.id)
-      .orderBy('id')
-      .execute();
-    const applying = rows.map(view).filter((p) => p.enabled && matchesCaller(p.match, caller));
+    const rows = await TENANT_POLICIES.rows<ToolPoliciesTable>(this.#store.db, this.#store.kind, [
+      caller.principal.tenant.id,
+    ]);
+    const applying = rows
+      .map((row) => this.#parsed.get(row))
+      .filter((p) => p.enabled && matchesCaller(p.match, caller));
     return (tool, args) => this.#decide(applying, tool, args);
   }
 

@@ -23,6 +23,7 @@ import {
 } from '../platform/pagination.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { Database } from '../store/database.ts';
+import { Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import {
   definitionDiff,
@@ -37,6 +38,11 @@ import type { ToolsTable, ToolVersionsTable } from './tables.ts';
 export const TOOL_DEFAULT_TIMEOUT_MS = 30_000;
 const TOOL_ID_PREFIX = 'tool_';
 const CHECK_CACHE_SIZE = 1000;
+
+// A tool by name or id, and whether a name exists: read on every call.
+const TOOL_BY_NAME = new Statement('select * from tools where tenant_id = ? and name = ?');
+const TOOL_BY_ID = new Statement('select * from tools where tenant_id = ? and id = ?');
+const TOOL_NAMED = new Statement('select id from tools where tenant_id = ? and name = ?');
 
 /** The stored definition of one version, with defaults filled in. */
 export interface ToolSpec {
@@ -728,13 +734,8 @@ export class ToolService {
 
   /** Whether the tenant has a tool named `name` (in any state). */
   async exists(tenantId: string, name: string): Promise<boolean> {
-    const row = await this.#store.db
-      .selectFrom('tools')
-      .select('id')
-      .where('tenant_id', '=', tenantId)
-      .where('name', '=', name)
-      .executeTakeFirst();
-    return row !== undefined;
+    const rows = await TOOL_NAMED.rows(this.#store.db, this.#store.kind, [tenantId, name]);
+    return rows.length > 0;
   }
 
   /** How many tools each of the tenant's MCP servers `servers` has in the registry. */
@@ -838,12 +839,11 @@ export class ToolService {
 
   /** A tool of the tenant by id (`tool_…`) or name. */
   async #find(tenantId: string, ref: string): Promise<ToolsTable> {
-    const row = await this.#store.db
-      .selectFrom('tools')
-      .selectAll()
-      .where('tenant_id', '=', tenantId)
-      .where(ref.startsWith(TOOL_ID_PREFIX) ? 'id' : 'name', '=', ref)
-      .executeTakeFirst();
+    const statement = ref.startsWith(TOOL_ID_PREFIX) ? TOOL_BY_ID : TOOL_BY_NAME;
+    const [row] = await statement.rows<ToolsTable>(this.#store.db, this.#store.kind, [
+      tenantId,
+      ref,
+    ]);
     if (row === undefined) throw toolNotFound(ref);
     return row;
   }
