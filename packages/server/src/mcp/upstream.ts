@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import { VERSION } from '../version.ts';
 import { type BackoffPolicy, backoffDelayMs } from './backoff.ts';
 import { UpstreamError } from './errors.ts';
+import { type UpstreamFetch, upstreamFetch } from './http-fetch.ts';
 import { RingLog } from './ring-log.ts';
 import { detectSandbox, sandboxCommand } from './sandbox.ts';
 import { type ProcessExit, StdioProcessTransport } from './stdio-supervisor.ts';
@@ -148,6 +149,8 @@ export class McpUpstream {
   private refreshAgain = new Set<UpstreamListKind>();
   private started = false;
   private closed = false;
+  /** The connections of a Streamable HTTP upstream, kept alive across its requests. */
+  private httpFetch: UpstreamFetch | undefined;
   private closing: Promise<void> | undefined;
   private attempts = 0;
   private consecutiveFailures = 0;
@@ -326,6 +329,7 @@ export class McpUpstream {
     this.client = undefined;
     this.transport = undefined;
     await closeQuietly(client, transport);
+    this.httpFetch?.close();
     this.setStatus('failed', 'closed', { nextAttemptAt: null });
     if (this.ownsWorkDir && this.workDir !== undefined) {
       await rm(this.workDir, { recursive: true, force: true });
@@ -465,8 +469,10 @@ export class McpUpstream {
         );
       }
       case 'streamable_http':
+        this.httpFetch ??= upstreamFetch();
         return new StreamableHTTPClientTransport(new URL(config.url), {
           requestInit: { headers: config.headers },
+          fetch: this.httpFetch.fetch,
         });
       case 'sse':
         return new SSEClientTransport(new URL(config.url), {

@@ -2,6 +2,7 @@ import type { ToolCall, ToolCallStatus } from '@orchestra/protocol';
 import type { EventLog } from '../events/index.ts';
 import { ApiError } from '../platform/errors.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import { Statement } from '../store/statement.ts';
 import type { RelationalStore } from '../store/store.ts';
 import type { ToolCallsTable } from './tables.ts';
 
@@ -9,6 +10,35 @@ import type { ToolCallsTable } from './tables.ts';
 export function toolCallsStream(tenantId: string): string {
   return `tool-calls:${tenantId}`;
 }
+
+/** Every call's record: written once per call, so its text is fixed once. */
+const RECORD_COLUMNS = [
+  'id',
+  'tenant_id',
+  'tool',
+  'tool_id',
+  'tool_version',
+  'source',
+  'upstream',
+  'credential',
+  'role',
+  'agent_id',
+  'task_id',
+  'session_id',
+  'arguments',
+  'status',
+  'is_error',
+  'error',
+  'attempts',
+  'duration_ms',
+  'result_bytes',
+  'approval_id',
+  'created_at',
+  'finished_at',
+] as const satisfies readonly (keyof ToolCallsTable)[];
+const INSERT_CALL = new Statement(
+  `insert into tool_calls (${RECORD_COLUMNS.join(', ')}) values (${RECORD_COLUMNS.map(() => '?').join(', ')})`,
+);
 
 const MAX_STRING_CHARS = 1024;
 const MAX_ARGUMENT_BYTES = 16 * 1024;
@@ -102,7 +132,11 @@ export class ToolCallLog {
     };
     await this.#events.transaction(
       async (trx, emit) => {
-        await trx.insertInto('tool_calls').values(row).execute();
+        await INSERT_CALL.run(
+          trx,
+          this.#store.kind,
+          RECORD_COLUMNS.map((column) => row[column]),
+        );
         await emit(toolCallsStream(call.tenant_id), call.tenant_id, [
           { type: `tool_call.${call.status}`, data: call },
         ]);
