@@ -73,6 +73,9 @@ import {
 const SELF = import.meta.filename;
 const LOAD_SCRIPT = join(REPO_ROOT, 'bench/mcp/load.ts');
 const UPSTREAM_SCRIPT = join(REPO_ROOT, 'bench/mcp/upstream.ts');
+const RELAY_SCRIPT = join(REPO_ROOT, 'bench/mcp/sdk-relay.ts');
+const MIDDLES = ['orchestra', 'sdk-relay'] as const;
+type Middle = (typeof MIDDLES)[number];
 const STOP_TIMEOUT_MS = 10_000;
 /** The upstream must be `ready` with its tool in Orchestra's registry within this. */
 const REGISTER_TIMEOUT_MS = 60_000;
@@ -113,6 +116,11 @@ Options:
                           default 10)
   --rounds N              Rounds; the order of the paths is reversed every other round
                           (env BENCH_ROUNDS; default 3)
+  --middle NAME           What the second path goes through (env BENCH_MIDDLE): orchestra
+                          (default), or sdk-relay, the floor: bench/mcp/sdk-relay.ts, a
+                          relay on the same MCP SDKs and HTTP plumbing as Orchestra's gateway
+                          with none of Orchestra (no auth, registry, policy, record);
+                          the result is then mcp-<store>-sdk-relay-<date>.json
   --postgres              Orchestra on PostgreSQL instead of SQLite (env BENCH_POSTGRES=1)
   --postgres-url URL      Admin URL used to create and drop a throwaway database
                           (env BENCH_POSTGRES_URL; default postgres://postgres@127.0.0.1:5432/postgres)
@@ -140,6 +148,7 @@ interface Options extends CommonOptions {
   sessions: number;
   sessionCalls: number;
   smoke: boolean;
+  middle: Middle;
 }
 
 function readOptions(argv: string[]): Options | undefined {
@@ -152,6 +161,7 @@ function readOptions(argv: string[]): Options | undefined {
     sessions: { type: 'string' },
     'session-calls': { type: 'string' },
     smoke: { type: 'boolean' },
+    middle: { type: 'string' },
   });
   if (values === undefined) return undefined;
   const env = process.env;
@@ -177,6 +187,10 @@ function readOptions(argv: string[]): Options | undefined {
   }
   const paths = PATHS.filter((p) => named.includes(p));
   if (paths.length === 0) throw new Error('--paths: name at least one path');
+  const middle = values.middle ?? env.BENCH_MIDDLE ?? 'orchestra';
+  if (!MIDDLES.includes(middle as Middle)) {
+    throw new Error(`--middle: unknown "${middle}" (use ${MIDDLES.join(', ')})`);
+  }
   return {
     ...common,
     durationSeconds: intOption('duration', values.duration ?? env.BENCH_DURATION, d.duration, 1),
@@ -194,6 +208,7 @@ function readOptions(argv: string[]): Options | undefined {
       1,
     ),
     smoke,
+    middle: middle as Middle,
   };
 }
 
@@ -313,6 +328,34 @@ async function startOrchestra(
       view: { name: NAME, servers: [NAME] },
       policy: { name: NAME, effect: 'allow', tools: [`${NAME}__*`] },
       tool: `${TOOL_NAME} (registry: ${NAME}__${TOOL_NAME})`,
+    },
+  };
+}
+
+/** The floor: a bare relay on the same SDKs in place of Orchestra (`--middle sdk-relay`). */
+async function startRelay(
+  o: Options,
+  upstreamUrl: string,
+): Promise<{ pid: number; target: Target; setup: Record<string, unknown> }> {
+  const port = await freePort();
+  const relay = new SharedLoadProcess<UpstreamRequest>({
+    processes,
+    script: RELAY_SCRIPT,
+    name: 'sdk-relay',
+    nodeArgs: o.profile ? profileArgs('sdk-relay') : [],
+    args: [String(port), upstreamUrl],
+    stopTimeoutMs: STOP_TIMEOUT_MS,
+  });
+  await relay.ready;
+  return {
+    pid: relay.pid,
+    target: { path: 'orchestra', url: `http://${HOST}:${port}/mcp` },
+    setup: {
+      command: `node bench/mcp/sdk-relay.ts <port> ${upstreamUrl}`,
+      versions: {
+        '@modelcontextprotocol/server': packageVersion('@modelcontextprotocol/server'),
+        '@modelcontextprotocol/client': packageVersion('@modelcontextprotocol/client'),
+      },
     },
   };
 }
@@ -482,7 +525,14 @@ async function main(o: Options): Promise<number> {
   const pathTargets = new Map<Path, Target>();
   pathTargets.set('direct', { path: 'direct', url: upstream.url });
   let orchestra: Awaited<ReturnType<typeof startOrchestra>> | null = null;
-  if (o.paths.includes('orchestra')) {
+  let relay: Awaited<ReturnType<typeof startRelay>> | null = null;
+  if (o.paths.includes('orchestra') && o.middle === 'sdk-relay') {
+    // The second path's rows and CPU column then describe the relay.
+    PATH_NAMES.orchestra = 'SDK relay (floor)';
+    relay = await startRelay(o, upstream.url);
+    pathTargets.set('orchestra', relay.target);
+    console.log(`SDK relay: ${relay.target.url} (pid ${relay.pid})`);
+  } else if (o.paths.includes('orchestra')) {
     orchestra = await startOrchestra(o, upstream.url);
     pathTargets.set('orchestra', orchestra.target);
     console.log(`Orchestra: ${orchestra.target.url} (pid ${orchestra.node.pid}, ${o.store})`);
@@ -498,7 +548,7 @@ async function main(o: Options): Promise<number> {
   processes.onCleanup(() => load.stop());
   await load.ready;
   const pids: Pids = {
-    orchestra: orchestra?.node.pid ?? null,
+    orchestra: orchestra?.node.pid ?? relay?.pid ?? null,
     upstream: upstream.process.pid,
     load: load.pid,
   };
@@ -748,6 +798,7 @@ async function main(o: Options): Promise<number> {
 
   const col = (v: (r: (typeof results)[Path]) => number | null | undefined) =>
     o.paths.map((p) => v(results[p]));
+  const middleLabel = o.middle === 'sdk-relay' ? 'relay' : 'Orchestra';
   const rowOf = (
     label: string,
     v: (r: (typeof results)[Path]) => number | null | undefined,
@@ -783,7 +834,12 @@ async function main(o: Options): Promise<number> {
     ),
     rowOf('  call latency p50 (ms)', (r) => r.throughput.latencyMs?.p50, f2, 'both'),
     rowOf('  call latency p99 (ms)', (r) => r.throughput.latencyMs?.p99, f2, 'both'),
-    rowOf('  Orchestra CPU per call (ms)', (r) => r.throughput.cpuMsPerCall.orchestra, f3n, 'none'),
+    rowOf(
+      `  ${middleLabel} CPU per call (ms)`,
+      (r) => r.throughput.cpuMsPerCall.orchestra,
+      f3n,
+      'none',
+    ),
     rowOf('  upstream CPU per call (ms)', (r) => r.throughput.cpuMsPerCall.upstream, f3, 'ratio'),
     rowOf('  client CPU per call (ms)', (r) => r.throughput.cpuMsPerCall.client, f3, 'ratio'),
     rowOf(
@@ -798,7 +854,12 @@ async function main(o: Options): Promise<number> {
     rowOf('  initialize p99 (ms)', (r) => r.sessions.initializeMs?.p99, f2, 'both'),
     rowOf('  call latency p50 (ms)', (r) => r.sessions.callMs?.p50, f2, 'both'),
     rowOf('  call latency p99 (ms)', (r) => r.sessions.callMs?.p99, f2, 'both'),
-    rowOf('  Orchestra CPU per call (ms)', (r) => r.sessions.cpuMsPerCall.orchestra, f3n, 'none'),
+    rowOf(
+      `  ${middleLabel} CPU per call (ms)`,
+      (r) => r.sessions.cpuMsPerCall.orchestra,
+      f3n,
+      'none',
+    ),
     rowOf(
       '  sessions completed',
       (r) => r.sessions.completed,
@@ -819,7 +880,11 @@ async function main(o: Options): Promise<number> {
   );
   console.log(
     table(
-      ['', ...o.paths.map((p) => PATH_NAMES[p]), ...(both ? ['added', 'Orchestra / direct'] : [])],
+      [
+        '',
+        ...o.paths.map((p) => PATH_NAMES[p]),
+        ...(both ? ['added', `${middleLabel} / direct`] : []),
+      ],
       rows,
     ),
   );
@@ -856,56 +921,62 @@ async function main(o: Options): Promise<number> {
     throughputRuns.some((r) => r.errors > 0) ||
     sessionsRuns.some((r) => r.errors > 0);
 
-  const file = run.write(o, {
-    parameters: {
-      host: HOST,
-      paths: o.paths,
-      tool: TOOL_NAME,
-      latencyCallsPerRound: o.calls,
-      warmupCalls: o.warmup,
-      throughputSeconds: o.durationSeconds,
-      throughputClients: o.clients,
-      throughputInFlightPerClient: o.inFlight,
-      sessions: o.sessions,
-      callsPerSession: o.sessionCalls,
-      rounds: o.rounds,
-      roundOrder:
-        'latency: the paths alternate call by call (which goes first alternates too); ' +
-        'throughput and sessions: the paths in the order above in odd rounds, reversed in even rounds',
-      smoke: o.smoke,
-      profiled: o.profile,
-      orchestraExtraEnv: o.orchestraEnv,
-      versions: {
-        '@modelcontextprotocol/sdk': packageVersion('@modelcontextprotocol/sdk'),
+  const file = run.write(
+    o,
+    {
+      parameters: {
+        host: HOST,
+        paths: o.paths,
+        tool: TOOL_NAME,
+        latencyCallsPerRound: o.calls,
+        warmupCalls: o.warmup,
+        throughputSeconds: o.durationSeconds,
+        throughputClients: o.clients,
+        throughputInFlightPerClient: o.inFlight,
+        sessions: o.sessions,
+        callsPerSession: o.sessionCalls,
+        rounds: o.rounds,
+        roundOrder:
+          'latency: the paths alternate call by call (which goes first alternates too); ' +
+          'throughput and sessions: the paths in the order above in odd rounds, reversed in even rounds',
+        smoke: o.smoke,
+        profiled: o.profile,
+        orchestraExtraEnv: o.orchestraEnv,
+        versions: {
+          '@modelcontextprotocol/sdk': packageVersion('@modelcontextprotocol/sdk'),
+        },
+        client:
+          'MCP TypeScript SDK 1.x Client + StreamableHTTPClientTransport (one process for all ' +
+          'clients); Orchestra: Authorization: Bearer <admin key> through requestInit.headers',
+        upstream:
+          'bench/mcp/upstream.ts: 1.x SDK McpServer + StreamableHTTPServerTransport on node:http, ' +
+          'stateful (a session per initialize), one tool echo {text} with readOnlyHint true',
+        orchestra: orchestra
+          ? {
+              command:
+                'node packages/server/src/cli/main.ts start (fresh data dir), ' +
+                'ORCHESTRA_LOG_LEVEL=warn, ORCHESTRA_RATE_LIMIT_PER_SECOND=0, ' +
+                'ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS=0',
+              ...orchestra.setup,
+            }
+          : null,
+        middle: o.middle,
+        sdkRelay: relay?.setup ?? null,
+        latency:
+          'from before Client.callTool to its checked result (the echo of its text), ' +
+          "performance.now() in the clients' process; 2 %-wide histogram buckets",
+        cpuCount: os.cpus().length,
+        dataDirParent: `${os.tmpdir()} (Orchestra's data directory, SQLite file included; TMPDIR moves it)`,
       },
-      client:
-        'MCP TypeScript SDK 1.x Client + StreamableHTTPClientTransport (one process for all ' +
-        'clients); Orchestra: Authorization: Bearer <admin key> through requestInit.headers',
-      upstream:
-        'bench/mcp/upstream.ts: 1.x SDK McpServer + StreamableHTTPServerTransport on node:http, ' +
-        'stateful (a session per initialize), one tool echo {text} with readOnlyHint true',
-      orchestra: orchestra
-        ? {
-            command:
-              'node packages/server/src/cli/main.ts start (fresh data dir), ' +
-              'ORCHESTRA_LOG_LEVEL=warn, ORCHESTRA_RATE_LIMIT_PER_SECOND=0, ' +
-              'ORCHESTRA_MAX_EVENT_LOOP_DELAY_MS=0',
-            ...orchestra.setup,
-          }
-        : null,
-      latency:
-        'from before Client.callTool to its checked result (the echo of its text), ' +
-        "performance.now() in the clients' process; 2 %-wide histogram buckets",
-      cpuCount: os.cpus().length,
-      dataDirParent: `${os.tmpdir()} (Orchestra's data directory, SQLite file included; TMPDIR moves it)`,
+      results,
+      comparisons,
+      targets,
+      runs: { latency: latencyRuns, throughput: throughputRuns, sessions: sessionsRuns },
+      upstreamStats,
+      warnings,
     },
-    results,
-    comparisons,
-    targets,
-    runs: { latency: latencyRuns, throughput: throughputRuns, sessions: sessionsRuns },
-    upstreamStats,
-    warnings,
-  });
+    o.middle === 'sdk-relay' ? 'sdk-relay' : undefined,
+  );
   console.log(`\nresult: ${file}`);
   if (o.profile) console.log(`CPU profiles: ${PROFILE_DIR}`);
   if (failed) {
