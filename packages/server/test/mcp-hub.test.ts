@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { expectError, startTestServer, type TestServer, tempDir } from './helpers.ts';
 import { FIXTURES, spawnEverythingHttp, WAIT_MS } from './mcp-servers.ts';
 
@@ -114,6 +116,33 @@ describe('MCP hub', () => {
       const sum = await invoke('everything-http__get-sum', { a: 2, b: 3 });
       assert.equal(sum.status, 200, JSON.stringify(sum.body));
       assert.match(sum.body.result.content[0].text, /5/);
+
+      // Through the gateway, the upstream's progress on a call reaches the MCP client.
+      const client = new Client({ name: 'hub-test', version: '1.0.0' });
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${server.url}/mcp`), {
+          requestInit: { headers: { authorization: `Bearer ${server.adminKey}` } },
+        }),
+      );
+      try {
+        const progress: { progress: number; total?: number }[] = [];
+        const long = await client.callTool(
+          {
+            name: 'everything-http__trigger-long-running-operation',
+            arguments: { duration: 0.3, steps: 3 },
+          },
+          undefined,
+          { onprogress: (p) => progress.push({ progress: p.progress, total: p.total }) },
+        );
+        assert.equal(long.isError ?? false, false, JSON.stringify(long));
+        assert.deepEqual(progress, [
+          { progress: 1, total: 3 },
+          { progress: 2, total: 3 },
+          { progress: 3, total: 3 },
+        ]);
+      } finally {
+        await client.close();
+      }
     } finally {
       await http.kill();
     }

@@ -167,7 +167,11 @@ export class ToolGatewayBackend implements McpGatewayBackend {
         { principal },
         entry.tool,
         { ...args, ...entry.hidden },
-        { signal: options.signal, waitMs: APPROVAL_WAIT_MS },
+        {
+          signal: options.signal,
+          waitMs: APPROVAL_WAIT_MS,
+          ...(options.progress !== undefined ? { onProgress: options.progress } : {}),
+        },
       );
     } catch (err) {
       // A tool that does not exist is an unknown name to MCP, not a failed call.

@@ -23,7 +23,12 @@ import type { Job, Jobs } from '../platform/jobs.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { SecretsInterface } from '../secrets/index.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import { ToolFailure, type ToolFailureKind, type ToolsInterface } from '../tools/index.ts';
+import {
+  ToolFailure,
+  type ToolFailureKind,
+  type ToolProgress,
+  type ToolsInterface,
+} from '../tools/index.ts';
 import { UpstreamError } from './errors.ts';
 import type { McpServerRecord, McpServerRecords } from './server-records.ts';
 import { type McpTransportConfig, McpUpstream, type UpstreamStatus } from './upstream.ts';
@@ -396,6 +401,8 @@ export class McpHub {
     tool: string;
     args: Record<string, unknown>;
     signal: AbortSignal;
+    /** The upstream's progress on this call; only a server this node runs reports it. */
+    onProgress?: ((progress: ToolProgress) => void) | undefined;
   }): Promise<ToolResult> {
     const running = [...this.#running.values()].find(
       (r) => r.record.row.tenant_id === call.tenantId && r.record.row.name === call.server,
@@ -406,6 +413,7 @@ export class McpHub {
       const result = await running.upstream.callTool(call.tool, call.args, {
         signal: call.signal,
         timeoutMs: 3_600_000,
+        ...(call.onProgress !== undefined ? { onProgress: call.onProgress } : {}),
       });
       return toolResult(result);
     } catch (err) {

@@ -263,10 +263,31 @@ export class McpUpstream {
   async callTool(
     name: string,
     args: Record<string, unknown>,
-    options?: { signal?: AbortSignal; timeoutMs?: number },
+    options?: {
+      signal?: AbortSignal;
+      timeoutMs?: number;
+      /** Asks the server for progress notifications on this call, and receives them. */
+      onProgress?: (progress: { progress: number; total?: number; message?: string }) => void;
+    },
   ): Promise<CallToolResult> {
+    const onProgress = options?.onProgress;
     return this.request(`tools/call ${JSON.stringify(name)}`, options, (client, requestOptions) =>
-      client.callTool({ name, arguments: args }, requestOptions),
+      client.callTool(
+        { name, arguments: args },
+        {
+          ...requestOptions,
+          ...(onProgress !== undefined
+            ? {
+                onprogress: (p: { progress: number; total?: number; message?: string }) =>
+                  onProgress({
+                    progress: p.progress,
+                    ...(p.total !== undefined ? { total: p.total } : {}),
+                    ...(p.message !== undefined ? { message: p.message } : {}),
+                  }),
+              }
+            : {}),
+        },
+      ),
     ) as Promise<CallToolResult>;
   }
 

@@ -25,12 +25,21 @@ import { errorResult, ToolFailure } from './tool-error.ts';
 import type { ToolService } from './tool-service.ts';
 
 /** Calls an MCP server's tool; the MCP hub provides it. */
+/** What a source says of a call under way: MCP's `notifications/progress`, without the token. */
+export interface ToolProgress {
+  progress: number;
+  total?: number;
+  message?: string;
+}
+
 export type McpToolCaller = (options: {
   tenantId: string;
   server: string;
   tool: string;
   args: Record<string, unknown>;
   signal: AbortSignal;
+  /** Called for each progress notification of the upstream, when the caller wants them. */
+  onProgress?: ((progress: ToolProgress) => void) | undefined;
 }) => Promise<ToolResult>;
 
 export interface ExecutorSettings {
@@ -105,6 +114,8 @@ export class ToolExecutor {
   readonly #upstreams = new Map<string, Upstream>();
   /** Who each running call is made for: an agent tool submits its task in their name. */
   readonly #principals = new WeakMap<ToolCall, Principal>();
+  /** Where a call's progress goes, for the sources that report it. */
+  readonly #progress = new WeakMap<ToolCall, (progress: ToolProgress) => void>();
   /** Calls running per policy and tool on this node, for `max_concurrency`. */
   readonly #running = new Map<string, number>();
   /** Token buckets per policy, tool and caller on this node, for `rate_limit`. */
@@ -176,7 +187,12 @@ export class ToolExecutor {
     caller: ToolCallerContext,
     ref: string,
     args: Record<string, unknown>,
-    options: { signal?: AbortSignal | undefined; waitMs?: number | undefined } = {},
+    options: {
+      signal?: AbortSignal | undefined;
+      waitMs?: number | undefined;
+      /** Progress the source reports while the call runs (MCP sources on this node). */
+      onProgress?: ((progress: ToolProgress) => void) | undefined;
+    } = {},
   ): Promise<ToolInvocation> {
     const tenantId = caller.principal.tenant.id;
     const { tool, checkArguments } = await this.#tools.callable(tenantId, ref);
@@ -246,6 +262,7 @@ export class ToolExecutor {
     }
     try {
       this.#principals.set(call, caller.principal);
+      if (options.onProgress !== undefined) this.#progress.set(call, options.onProgress);
       const result = await this.#execute(tool, args, call, started, options.signal);
       await this.#log.record(call, 'later');
       return { call, result };
@@ -543,7 +560,14 @@ export class ToolExecutor {
           secretValues,
         });
       case 'mcp':
-        return this.#mcp()({ tenantId, server: source.server, tool: source.tool, args, signal });
+        return this.#mcp()({
+          tenantId,
+          server: source.server,
+          tool: source.tool,
+          args,
+          signal,
+          onProgress: this.#progress.get(call),
+        });
       case 'agent': {
         const principal = this.#principals.get(call);
         if (principal === undefined) throw new Error('an agent tool call without its principal');
