@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { expectError, startTestServer, type TestServer } from './helpers.ts';
 import { FIXTURES, runConformance, WAIT_MS } from './mcp-servers.ts';
 
@@ -196,6 +197,32 @@ describe('MCP gateway over the hub', () => {
     });
     t.diagnostic(run.totals);
     assert.equal(run.code, 0, `conformance failed:\n${run.output}`);
+  });
+
+  test('a client is told when its tool list changes: an upstream rug pull holds the tool back', async () => {
+    const client = await connect('/mcp');
+    try {
+      let told = 0;
+      client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+        told += 1;
+      });
+      assert.ok((await client.listTools()).tools.some((t) => t.name === 'fix__structured'));
+      // The upstream rewrites the description of `structured` to instruct the model; the
+      // hub holds the changed tool back, and the gateway says the list changed.
+      await client.callTool({ name: 'fix__rug_pull', arguments: {} });
+      const deadline = Date.now() + WAIT_MS;
+      while (told === 0) {
+        if (Date.now() > deadline) assert.fail('no notifications/tools/list_changed');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const names = (await client.listTools()).tools.map((t) => t.name);
+      assert.ok(!names.includes('fix__structured'), names.join(','));
+      assert.ok(names.includes('fix__echo'));
+      const held = await server.call('GET', '/v1/tools/fix__structured');
+      assert.equal(held.body.state, 'held');
+    } finally {
+      await client.close();
+    }
   });
 });
 

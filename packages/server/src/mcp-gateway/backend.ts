@@ -91,6 +91,12 @@ export interface McpGatewayBackend {
   /** Every tool the principal may call through the view. */
   listTools(principal: Principal, view: string | undefined): Promise<GatewayTool[]>;
   /**
+   * Calls `listener` when what `listTools` answers the principal's tenant may have changed
+   * (a stateful session then tells its client `notifications/tools/list_changed`), until
+   * the returned function is called.
+   */
+  onToolsChanged?(principal: Principal, listener: () => void): () => void;
+  /**
    * Calls a tool. Resolves to the MCP result (`isError: true` for a failure the model
    * should see); throws `UnknownToolError` for a tool that does not exist or is hidden.
    */

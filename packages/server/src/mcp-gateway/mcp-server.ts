@@ -92,11 +92,12 @@ export function createGatewayServer(context: GatewayServerContext): Server {
   const { backend, view } = context;
   // Updates reach a client on its session's event stream: the stateless generation has none.
   const subscribable = context.generation === 'stateful' && backend.subscribeResource !== undefined;
+  const listChanged = context.generation === 'stateful' && backend.onToolsChanged !== undefined;
   const server = new Server(
     { name: view === undefined ? 'orchestra' : `orchestra/${view}`, version: context.version },
     {
       capabilities: {
-        tools: {},
+        tools: { listChanged },
         resources: { subscribe: subscribable },
         prompts: {},
         logging: {},
@@ -245,6 +246,7 @@ export function createGatewayServer(context: GatewayServerContext): Server {
       context.log,
     ),
   );
+  const closers: (() => void)[] = [];
   if (subscribable) {
     const subscriptions = new Map<string, () => void>();
     server.setRequestHandler('resources/subscribe', async (request) => {
@@ -265,11 +267,22 @@ export function createGatewayServer(context: GatewayServerContext): Server {
       subscriptions.delete(request.params.uri);
       return {};
     });
-    server.onclose = () => {
+    closers.push(() => {
       for (const unsubscribe of subscriptions.values()) unsubscribe();
       subscriptions.clear();
-    };
+    });
   }
+  if (listChanged) {
+    closers.push(
+      backend.onToolsChanged?.(context.principal(), () => {
+        // Before `initialize` completes, or after the client left, there is nobody to tell.
+        server.sendToolListChanged().catch(() => {});
+      }) ?? (() => {}),
+    );
+  }
+  server.onclose = () => {
+    for (const close of closers.splice(0)) close();
+  };
   server.setRequestHandler('prompts/list', async () => ({
     prompts: await withErrors(() => backend.listPrompts(context.principal(), view), context.log),
   }));

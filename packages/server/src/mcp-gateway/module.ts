@@ -26,10 +26,11 @@ export const mcpGatewayModule = defineModule({
   settings: MCP_GATEWAY_SETTINGS,
   errors: ['MCP_VIEW_NOT_FOUND', 'MCP_VIEW_ALREADY_EXISTS'],
   create({ store, need }) {
-    const views = new ViewService({ store });
+    const tools = need('tools');
+    const views = new ViewService({ store, changes: tools.changes });
     return {
       views,
-      backend: new ToolGatewayBackend({ tools: need('tools'), hub: need('mcp'), views }),
+      backend: new ToolGatewayBackend({ tools, hub: need('mcp'), views }),
     };
   },
   routes:

@@ -99,6 +99,10 @@ export class ToolGatewayBackend implements McpGatewayBackend {
     return exposed;
   }
 
+  onToolsChanged(principal: Principal, listener: () => void): () => void {
+    return this.#tools.changes.listen(principal.tenant.id, listener);
+  }
+
   async describeView(principal: Principal, viewName: string | undefined): Promise<GatewayView> {
     const view = await this.#view(principal, viewName);
     if (view === undefined) return { toolExposure: 'all' };

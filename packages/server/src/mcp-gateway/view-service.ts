@@ -5,6 +5,7 @@ import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { ParsedRows, Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import type { ToolChanges } from '../tools/index.ts';
 import type { McpViewsTable } from './tables.ts';
 
 type ViewSpec = Omit<McpView, 'id' | 'tenant_id' | 'name' | 'created_at' | 'updated_at'>;
@@ -48,13 +49,15 @@ function specOf(input: UpdateMcpView): ViewSpec {
 /** Named views of a tenant's tools: what `/mcp/{view}` serves. */
 export class ViewService {
   readonly #store: RelationalStore;
+  readonly #changes: ToolChanges;
   readonly #parsed = new ParsedRows<McpViewsTable, McpView>(
     (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
     view,
   );
 
-  constructor(deps: { store: RelationalStore }) {
+  constructor(deps: { store: RelationalStore; changes: ToolChanges }) {
     this.#store = deps.store;
+    this.#changes = deps.changes;
   }
 
   async create(principal: Principal, input: CreateMcpView): Promise<McpView> {
@@ -82,6 +85,7 @@ export class ViewService {
       }
       throw err;
     }
+    this.#changes.changed(principal.tenant.id);
     return view(row);
   }
 
@@ -94,6 +98,7 @@ export class ViewService {
       .returningAll()
       .executeTakeFirst();
     if (row === undefined) throw viewNotFound(ref);
+    this.#changes.changed(principal.tenant.id);
     return view(row);
   }
 
@@ -135,6 +140,7 @@ export class ViewService {
   async delete(principal: Principal, ref: string): Promise<void> {
     const row = await this.#find(principal.tenant.id, ref);
     await this.#store.db.deleteFrom('mcp_views').where('id', '=', row.id).execute();
+    this.#changes.changed(principal.tenant.id);
   }
 
   async #find(tenantId: string, ref: string): Promise<McpViewsTable> {

@@ -3,6 +3,7 @@
 export * from './agent-source.ts';
 export * from './approval-service.ts';
 export * from './call-log.ts';
+export * from './changes.ts';
 export * from './definition.ts';
 export * from './executor.ts';
 export * from './migrations.ts';

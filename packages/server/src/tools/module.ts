@@ -3,6 +3,7 @@ import { ApiError } from '../platform/errors.ts';
 import type { Job } from '../platform/jobs.ts';
 import { ApprovalService } from './approval-service.ts';
 import { ToolCallLog } from './call-log.ts';
+import { ToolChanges } from './changes.ts';
 import { type McpToolCaller, ToolExecutor } from './executor.ts';
 import { toolsMigrations } from './migrations.ts';
 import { PolicyService } from './policy-service.ts';
@@ -16,6 +17,8 @@ const APPROVAL_SWEEP_MS = 2000;
 export interface ToolsInterface {
   tools: ToolService;
   policies: PolicyService;
+  /** Tells every node when what a tenant's callers may list changed. */
+  changes: ToolChanges;
   calls: ToolCallLog;
   approvals: ApprovalService;
   executor: ToolExecutor;
@@ -80,12 +83,13 @@ export const toolsModule = defineModule({
     },
   ],
   jobs: ['tool-approval-expiry'],
-  create({ store, log, metrics, settings, jobs, secrets: box, need }) {
+  create({ store, bus, log, metrics, settings, jobs, secrets: box, need }) {
     const { events } = need('events');
     const secrets = need('secrets');
     const { tasks } = need('tasks');
-    const tools = new ToolService({ store });
-    const policies = new PolicyService({ store });
+    const changes = new ToolChanges(bus);
+    const tools = new ToolService({ store, changes });
+    const policies = new PolicyService({ store, changes });
     const calls = new ToolCallLog({ store, events });
     const approvals = new ApprovalService({ store, box, calls });
     // Every node sweeps: an expiry is one guarded update, so two nodes never expire one twice.
@@ -126,6 +130,7 @@ export const toolsModule = defineModule({
     return {
       tools,
       policies,
+      changes,
       calls,
       approvals,
       executor,
@@ -136,7 +141,10 @@ export const toolsModule = defineModule({
     };
   },
   start: ({ expiry }) => expiry.start(),
-  stop: ({ expiry }) => expiry.stop(),
+  stop: async ({ expiry, changes }) => {
+    changes.close();
+    await expiry.stop();
+  },
   routes: (self) => async (app) => {
     await app.register(toolRoutes, self);
   },

@@ -11,6 +11,7 @@ import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import { ParsedRows, Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import type { ToolChanges } from './changes.ts';
 import { isDestructive } from './definition.ts';
 import type { ToolPoliciesTable } from './tables.ts';
 
@@ -98,6 +99,7 @@ function matchesCaller(match: PolicyMatch, caller: ToolCallerContext): boolean {
  */
 export class PolicyService {
   readonly #store: RelationalStore;
+  readonly #changes: ToolChanges;
   readonly #parsed = new ParsedRows<ToolPoliciesTable, ToolPolicy>(
     (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
     view,
@@ -108,8 +110,9 @@ export class PolicyService {
   /** Compiled argument schemas by policy id and update time (a policy's schema is fixed then). */
   readonly #argumentChecks = new Map<string, ReturnType<UserSchemaCompiler['check']>>();
 
-  constructor(deps: { store: RelationalStore }) {
+  constructor(deps: { store: RelationalStore; changes: ToolChanges }) {
     this.#store = deps.store;
+    this.#changes = deps.changes;
   }
 
   #spec(input: UpdateToolPolicy): PolicySpec {
@@ -169,6 +172,7 @@ export class PolicyService {
       }
       throw err;
     }
+    this.#changes.changed(principal.tenant.id);
     return view(row);
   }
 
@@ -182,6 +186,7 @@ export class PolicyService {
       .returningAll()
       .executeTakeFirst();
     if (row === undefined) throw policyNotFound(ref);
+    this.#changes.changed(principal.tenant.id);
     return view(row);
   }
 
@@ -208,6 +213,7 @@ export class PolicyService {
   async delete(principal: Principal, ref: string): Promise<void> {
     const row = await this.#find(principal.tenant.id, ref);
     await this.#store.db.deleteFrom('tool_policies').where('id', '=', row.id).execute();
+    this.#changes.changed(principal.tenant.id);
   }
 
   /** What the tenant's policies say about `caller` calling `tool` with `args`. */

@@ -25,6 +25,7 @@ import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { Database } from '../store/database.ts';
 import { Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import type { ToolChanges } from './changes.ts';
 import {
   definitionDiff,
   definitionHash,
@@ -157,9 +158,11 @@ export class ToolService {
   readonly #schemas = new UserSchemaCompiler();
   readonly #checks = new Map<string, (args: unknown) => string | undefined>();
   readonly #specs = new Map<string, ToolSpec>();
+  readonly #changes: ToolChanges;
 
-  constructor(deps: { store: RelationalStore }) {
+  constructor(deps: { store: RelationalStore; changes: ToolChanges }) {
     this.#store = deps.store;
+    this.#changes = deps.changes;
   }
 
   /** Checks a user's definition and fills in defaults; throws VALIDATION_FAILED naming the field. */
@@ -245,6 +248,7 @@ export class ToolService {
       }
       throw err;
     }
+    this.#changes.changed(principal.tenant.id);
     return view(row, version, spec);
   }
 
@@ -259,7 +263,7 @@ export class ToolService {
       );
     }
     const hash = definitionHash(definitionOf(current.name, spec));
-    return this.#store.db.transaction().execute(async (trx) => {
+    const updated = await this.#store.db.transaction().execute(async (trx) => {
       const { row, version } = await this.#newVersion(trx, current, spec, hash, principal, {
         upstream: upstreamOfSource(spec.source),
         source_type: spec.source.type,
@@ -267,6 +271,8 @@ export class ToolService {
       });
       return view(row, version, spec);
     });
+    this.#changes.changed(principal.tenant.id);
+    return updated;
   }
 
   async #newVersion(
@@ -473,6 +479,7 @@ export class ToolService {
       );
     }
     await this.#store.db.deleteFrom('tools').where('id', '=', row.id).execute();
+    this.#changes.changed(principal.tenant.id);
   }
 
   /**
@@ -502,7 +509,7 @@ export class ToolService {
       annotations: pending.annotations,
       flags: pending.flags,
     };
-    return this.#store.db.transaction().execute(async (trx) => {
+    const approved = await this.#store.db.transaction().execute(async (trx) => {
       const { row, version } = await this.#newVersion(trx, current, spec, hash, principal, {
         pinned_hash: hash,
         pending: null,
@@ -510,6 +517,8 @@ export class ToolService {
       });
       return view(row, version, spec);
     });
+    this.#changes.changed(principal.tenant.id);
+    return approved;
   }
 
   /**
@@ -526,6 +535,7 @@ export class ToolService {
     options: { trustNew: boolean; timeoutMs: number; createdBy: string },
   ): Promise<{ added: string[]; held: string[]; removed: string[] }> {
     const outcome = { added: [] as string[], held: [] as string[], removed: [] as string[] };
+    let restored = false;
     await this.#store.db.transaction().execute(async (trx) => {
       const existing = await trx
         .selectFrom('tools')
@@ -558,6 +568,7 @@ export class ToolService {
         });
         if (change === 'added') outcome.added.push(name);
         if (change === 'held') outcome.held.push(name);
+        if (change === 'restored') restored = true;
       }
       for (const row of existing) {
         if (seen.has(row.name) || row.state === 'unavailable') continue;
@@ -569,6 +580,9 @@ export class ToolService {
         outcome.removed.push(row.name);
       }
     });
+    if (restored || outcome.added.length + outcome.held.length + outcome.removed.length > 0) {
+      this.#changes.changed(tenantId);
+    }
     return outcome;
   }
 
@@ -585,7 +599,7 @@ export class ToolService {
     spec: ToolSpec,
     row: ToolsTable | undefined,
     options: { trustNew: boolean; createdBy: string; now: string },
-  ): Promise<'added' | 'held' | 'unchanged'> {
+  ): Promise<'added' | 'held' | 'restored' | 'unchanged'> {
     const { now } = options;
     spec.flags = injectionFlags(spec);
     const hash = definitionHash(definitionOf(name, spec));
@@ -627,6 +641,7 @@ export class ToolService {
           .set({ state: 'active', pending: null, updated_at: now })
           .where('id', '=', row.id)
           .execute();
+        return 'restored';
       }
       return 'unchanged';
     }
@@ -663,6 +678,7 @@ export class ToolService {
   ): Promise<{ added: string[]; held: string[]; skipped: string[] }> {
     const outcome = { added: [] as string[], held: [] as string[], skipped: [] as string[] };
     if (declared.length === 0) return outcome;
+    let restored = false;
     await this.#store.db.transaction().execute(async (trx) => {
       const existing = await trx
         .selectFrom('tools')
@@ -700,8 +716,10 @@ export class ToolService {
         });
         if (change === 'added') outcome.added.push(tool.name);
         if (change === 'held') outcome.held.push(tool.name);
+        if (change === 'restored') restored = true;
       }
     });
+    if (restored || outcome.added.length + outcome.held.length > 0) this.#changes.changed(tenantId);
     return outcome;
   }
 
@@ -721,15 +739,16 @@ export class ToolService {
         .where('upstream', '=', server)
         .where('state', '=', 'disabled')
         .execute();
-      return;
+    } else {
+      await this.#store.db
+        .updateTable('tools')
+        .set({ state: 'disabled', updated_at: now })
+        .where('tenant_id', '=', tenantId)
+        .where('source_type', '=', 'mcp')
+        .where('upstream', '=', server)
+        .execute();
     }
-    await this.#store.db
-      .updateTable('tools')
-      .set({ state: 'disabled', updated_at: now })
-      .where('tenant_id', '=', tenantId)
-      .where('source_type', '=', 'mcp')
-      .where('upstream', '=', server)
-      .execute();
+    this.#changes.changed(tenantId);
   }
 
   /** Whether the tenant has a tool named `name` (in any state). */
@@ -760,6 +779,7 @@ export class ToolService {
       .where('source_type', '=', 'mcp')
       .where('upstream', '=', server)
       .execute();
+    this.#changes.changed(tenantId);
   }
 
   /**
