@@ -490,8 +490,20 @@ export class ToolExecutor {
     secretValues: string[],
     outer: AbortSignal | undefined,
   ): Promise<ToolResult> {
-    const timeout = AbortSignal.timeout(tool.timeout_ms);
-    const signal = outer === undefined ? timeout : AbortSignal.any([outer, timeout]);
+    // One controller and one timer per attempt: AbortSignal.timeout and AbortSignal.any
+    // allocate more per call (weak references, a DOMException up front) on the hot path.
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort(
+        new DOMException(`The tool did not answer within ${tool.timeout_ms} ms`, 'TimeoutError'),
+      );
+    }, tool.timeout_ms);
+    const onOuterAbort = () => controller.abort(outer?.reason);
+    if (outer?.aborted) onOuterAbort();
+    else outer?.addEventListener('abort', onOuterAbort, { once: true });
+    const signal = controller.signal;
     const labels = { source: call.source, upstream: call.upstream };
     try {
       return await upstream.breaker.execute(() =>
@@ -501,7 +513,7 @@ export class ToolExecutor {
           try {
             return await this.#callSource(tool, args, call, signal, secretValues);
           } catch (err) {
-            if (timeout.aborted && !outer?.aborted) {
+            if (timedOut && !outer?.aborted) {
               throw new ToolFailure(
                 'timeout',
                 `"${tool.name}" did not answer within ${tool.timeout_ms} ms`,
@@ -536,6 +548,9 @@ export class ToolExecutor {
         );
       }
       throw err;
+    } finally {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', onOuterAbort);
     }
   }
 
