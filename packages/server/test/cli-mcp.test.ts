@@ -149,6 +149,61 @@ describe('orchestra mcp-servers', () => {
     expectExit(gone, 1);
     assert.match(gone.stderr, /MCP_SERVER_NOT_FOUND|does not exist/);
   });
+
+  test('add --wait waits for ready (exit 0) or reports a server that cannot start (exit 1)', async () => {
+    const ok = await cli([
+      'mcp-servers',
+      'add',
+      'cli-waited',
+      '--transport',
+      'stdio',
+      '--command',
+      process.execPath,
+      '--arg',
+      CHANGING,
+      '--wait',
+      '2m',
+      '--json',
+    ]);
+    expectExit(ok, 0);
+    const server = jsonOf(ok) as McpServer;
+    assert.equal(server.status.state, 'ready');
+    assert.ok(server.tools > 0);
+
+    // A command that does not exist never gets ready: exit 1 with the state and the reason,
+    // whether the hub is still retrying or has given up when the wait ends.
+    const broken = await cli([
+      'mcp-servers',
+      'add',
+      'cli-broken',
+      '--transport',
+      'stdio',
+      '--command',
+      '/nonexistent/mcp-server',
+      '--wait',
+      '1s',
+    ]);
+    expectExit(broken, 1);
+    assert.match(
+      broken.stdout,
+      /^Added MCP server cli-broken \(mcp_\w+\)\.\nMCP server cli-broken (failed|is still connecting)/,
+    );
+    const badWait = await cli([
+      'mcp-servers',
+      'add',
+      'cli-x',
+      '--transport',
+      'stdio',
+      '--command',
+      'x',
+      '--wait',
+      '5x',
+    ]);
+    expectExit(badWait, 2);
+    assert.match(badWait.stderr, /--wait must be a number followed by/);
+    await api.mcpServers.delete('cli-waited');
+    await api.mcpServers.delete('cli-broken');
+  });
 });
 
 describe('orchestra mcp-catalog', () => {
@@ -182,11 +237,12 @@ describe('orchestra mcp-catalog', () => {
       'cli-installed',
       '--config',
       '{"greeting": "hi"}',
+      '--wait',
     ]);
     expectExit(installed, 0);
     assert.match(
       installed.stdout,
-      /^Installed cli-fixture as MCP server cli-installed \(mcp_\w+\)/,
+      /^Installed cli-fixture as MCP server cli-installed \(mcp_\w+\)\.\nMCP server cli-installed is ready with \d+ tools\.\n$/,
     );
     const server = await ready('cli-installed');
     assert.equal(server.catalog_entry, 'cli-fixture');

@@ -10,6 +10,7 @@ import {
   UsageError,
 } from '../common.ts';
 import { CATALOG_HEADER, catalogRow } from '../mcp-format.ts';
+import { reportStarted, WAIT_OPTION, waitLimit } from '../mcp-wait.ts';
 import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
 
@@ -56,7 +57,7 @@ const install = command({
   args: 'ENTRY',
   description: [
     'Registers an MCP server from a catalog entry, named after the entry unless --name is given. The config is checked against the entry’s config schema (see "mcp-catalog ls --json"). Example:',
-    `  orchestra mcp-catalog install filesystem --name fs --config '{"root": "/srv/shared"}'`,
+    `  orchestra mcp-catalog install filesystem --name fs --config '{"root": "/srv/shared"}' --wait`,
   ].join('\n'),
   options: {
     name: { type: 'string', value: 'NAME', description: 'The server’s name' },
@@ -66,24 +67,27 @@ const install = command({
       value: 'FILE',
       description: 'Read the config from a JSON file (- reads standard input)',
     },
+    ...WAIT_OPTION,
   },
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
     const entry = oneArgument(invocation, 'catalog entry');
     const config = installConfig(values);
+    const limit = waitLimit(values.wait);
     const input: InstallCatalogEntryInput = {
       ...(values.name !== undefined ? { name: values.name } : {}),
       ...(config !== undefined ? { config } : {}),
     };
-    const server = await client(values).mcpCatalog.install(entry, input);
-    print(
+    const api = client(values);
+    const server = await api.mcpCatalog.install(entry, input);
+    return reportStarted(
+      api,
       values.json,
       server,
-      () =>
-        `Installed ${entry} as MCP server ${server.name} (${server.id}); it is ${server.status.state}. Follow it with "orchestra mcp-servers get ${server.name}".`,
+      `Installed ${entry} as MCP server ${server.name} (${server.id})`,
+      limit,
     );
-    return 0;
   },
 });
 

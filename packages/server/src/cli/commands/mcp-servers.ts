@@ -15,6 +15,7 @@ import {
   without,
 } from '../common.ts';
 import { describeServer, logText, SERVER_HEADER, serverRow } from '../mcp-format.ts';
+import { reportStarted, WAIT_OPTION, waitLimit } from '../mcp-wait.ts';
 import { command, group as defineGroup, type OptionSpecs } from '../spec.ts';
 import { formatTable } from '../table.ts';
 
@@ -256,23 +257,25 @@ const add = command({
     '    --endpoint https://mcp.example.com/mcp \\',
     // biome-ignore lint/suspicious/noTemplateCurlyInString: the secret reference syntax
     "    --header 'authorization=Bearer ${secret:GITHUB_TOKEN}'",
-    '  orchestra mcp-servers add --file server.json',
+    '  orchestra mcp-servers add --file server.json --wait',
   ].join('\n'),
-  options: SERVER_OPTIONS,
+  options: { ...SERVER_OPTIONS, ...WAIT_OPTION },
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
     const { name: fromFile, definition } = settings(values, invocation.path);
     const name = nameFromArgumentOrFile(invocation, fromFile, 'server');
+    const limit = waitLimit(values.wait);
     const input: CreateMcpServerInput = { ...definition, name };
-    const server = await client(values).mcpServers.create(input);
-    print(
+    const api = client(values);
+    const server = await api.mcpServers.create(input);
+    return reportStarted(
+      api,
       values.json,
       server,
-      () =>
-        `Added MCP server ${server.name} (${server.id}); it is ${server.status.state}. Follow it with "orchestra mcp-servers get ${server.name}".`,
+      `Added MCP server ${server.name} (${server.id})`,
+      limit,
     );
-    return 0;
   },
 });
 
