@@ -5,7 +5,7 @@ import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { ParsedRows, Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import type { ToolChanges } from '../tools/index.ts';
+import { TenantMemo, type ToolChanges } from '../tools/index.ts';
 import type { McpViewsTable } from './tables.ts';
 
 type ViewSpec = Omit<McpView, 'id' | 'tenant_id' | 'name' | 'created_at' | 'updated_at'>;
@@ -50,6 +50,8 @@ function specOf(input: UpdateMcpView): ViewSpec {
 export class ViewService {
   readonly #store: RelationalStore;
   readonly #changes: ToolChanges;
+  /** Views as requests read them, kept until the tenant's views (or tools) change. */
+  readonly #serving: TenantMemo<McpView | null>;
   readonly #parsed = new ParsedRows<McpViewsTable, McpView>(
     (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
     view,
@@ -58,6 +60,7 @@ export class ViewService {
   constructor(deps: { store: RelationalStore; changes: ToolChanges }) {
     this.#store = deps.store;
     this.#changes = deps.changes;
+    this.#serving = new TenantMemo(deps.changes);
   }
 
   async create(principal: Principal, input: CreateMcpView): Promise<McpView> {
@@ -112,13 +115,16 @@ export class ViewService {
    * MCP_VIEW_NOT_FOUND.
    */
   async serving(tenantId: string, ref: string): Promise<McpView> {
-    const statement = ref.startsWith(VIEW_ID_PREFIX) ? VIEW_BY_ID : VIEW_BY_NAME;
-    const [row] = await statement.rows<McpViewsTable>(this.#store.db, this.#store.kind, [
-      tenantId,
-      ref,
-    ]);
-    if (row === undefined) throw viewNotFound(ref);
-    return this.#parsed.get(row);
+    const found = await this.#serving.get(tenantId, ref, async () => {
+      const statement = ref.startsWith(VIEW_ID_PREFIX) ? VIEW_BY_ID : VIEW_BY_NAME;
+      const [row] = await statement.rows<McpViewsTable>(this.#store.db, this.#store.kind, [
+        tenantId,
+        ref,
+      ]);
+      return row === undefined ? null : this.#parsed.get(row);
+    });
+    if (found === null) throw viewNotFound(ref);
+    return found;
   }
 
   async list(

@@ -11,7 +11,7 @@ import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import { ParsedRows, Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import type { ToolChanges } from './changes.ts';
+import { TenantMemo, type ToolChanges } from './changes.ts';
 import { isDestructive } from './definition.ts';
 import type { ToolPoliciesTable } from './tables.ts';
 
@@ -100,6 +100,8 @@ function matchesCaller(match: PolicyMatch, caller: ToolCallerContext): boolean {
 export class PolicyService {
   readonly #store: RelationalStore;
   readonly #changes: ToolChanges;
+  /** The tenant's policies as calls read them, kept until they change. */
+  readonly #serving: TenantMemo<ToolPolicy[]>;
   readonly #parsed = new ParsedRows<ToolPoliciesTable, ToolPolicy>(
     (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
     view,
@@ -113,6 +115,7 @@ export class PolicyService {
   constructor(deps: { store: RelationalStore; changes: ToolChanges }) {
     this.#store = deps.store;
     this.#changes = deps.changes;
+    this.#serving = new TenantMemo(deps.changes);
   }
 
   #spec(input: UpdateToolPolicy): PolicySpec {
@@ -238,12 +241,14 @@ export class PolicyService {
       args?: Record<string, unknown>,
     ) => PolicyDecision
   > {
-    const rows = await TENANT_POLICIES.rows<ToolPoliciesTable>(this.#store.db, this.#store.kind, [
-      caller.principal.tenant.id,
-    ]);
-    const applying = rows
-      .map((row) => this.#parsed.get(row))
-      .filter((p) => p.enabled && matchesCaller(p.match, caller));
+    const tenantId = caller.principal.tenant.id;
+    const policies = await this.#serving.get(tenantId, 'policies', async () => {
+      const rows = await TENANT_POLICIES.rows<ToolPoliciesTable>(this.#store.db, this.#store.kind, [
+        tenantId,
+      ]);
+      return rows.map((row) => this.#parsed.get(row));
+    });
+    const applying = policies.filter((p) => p.enabled && matchesCaller(p.match, caller));
     return (tool, args) => this.#decide(applying, tool, args);
   }
 

@@ -404,7 +404,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
         operationId: 'createToolPolicy',
         summary: 'Create a tool policy',
         description:
-          'Deny wins over allow. A tool no policy names may be called unless it is destructive (not read-only and not `destructiveHint: false`), which takes an allow.',
+          'Deny wins over allow. A tool no policy names may be called unless it is destructive (not read-only and not `destructiveHint: false`), which takes an allow. A change applies at once on the node that made it, and on other nodes as soon as the bus brings them the notice (within 5 s if it is lost).',
         body: CreateToolPolicy,
         response: { 201: Type.Ref('ToolPolicy'), ...errorResponses },
       },

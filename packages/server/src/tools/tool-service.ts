@@ -25,7 +25,7 @@ import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
 import type { Database } from '../store/database.ts';
 import { Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
-import type { ToolChanges } from './changes.ts';
+import { TenantMemo, type ToolChanges } from './changes.ts';
 import {
   definitionDiff,
   definitionHash,
@@ -40,10 +40,9 @@ export const TOOL_DEFAULT_TIMEOUT_MS = 30_000;
 const TOOL_ID_PREFIX = 'tool_';
 const CHECK_CACHE_SIZE = 1000;
 
-// A tool by name or id, and whether a name exists: read on every call.
+// A tool by name or id: read on every call (kept until the tenant's tools change).
 const TOOL_BY_NAME = new Statement('select * from tools where tenant_id = ? and name = ?');
 const TOOL_BY_ID = new Statement('select * from tools where tenant_id = ? and id = ?');
-const TOOL_NAMED = new Statement('select id from tools where tenant_id = ? and name = ?');
 
 /** The stored definition of one version, with defaults filled in. */
 export interface ToolSpec {
@@ -159,10 +158,13 @@ export class ToolService {
   readonly #checks = new Map<string, (args: unknown) => string | undefined>();
   readonly #specs = new Map<string, ToolSpec>();
   readonly #changes: ToolChanges;
+  /** The rows calls look up by name, kept until the tenant's tools change. */
+  readonly #serving: TenantMemo<ToolsTable | null>;
 
   constructor(deps: { store: RelationalStore; changes: ToolChanges }) {
     this.#store = deps.store;
     this.#changes = deps.changes;
+    this.#serving = new TenantMemo(deps.changes);
   }
 
   /** Checks a user's definition and fills in defaults; throws VALIDATION_FAILED naming the field. */
@@ -753,8 +755,7 @@ export class ToolService {
 
   /** Whether the tenant has a tool named `name` (in any state). */
   async exists(tenantId: string, name: string): Promise<boolean> {
-    const rows = await TOOL_NAMED.rows(this.#store.db, this.#store.kind, [tenantId, name]);
-    return rows.length > 0;
+    return (await this.#servingRow(tenantId, name)) !== null;
   }
 
   /** How many tools each of the tenant's MCP servers `servers` has in the registry. */
@@ -787,7 +788,8 @@ export class ToolService {
    * when it exists but is not served (held, unavailable, disabled).
    */
   async callable(tenantId: string, ref: string): Promise<CallableTool> {
-    const row = await this.#find(tenantId, ref);
+    const row = await this.#servingRow(tenantId, ref);
+    if (row === null) throw toolNotFound(ref);
     if (row.state !== 'active') {
       throw new ApiError(
         'TOOL_NOT_AVAILABLE',
@@ -855,6 +857,18 @@ export class ToolService {
     }
     this.#specs.set(key, spec);
     return spec;
+  }
+
+  /** A tool by id or name as calls see it: kept between calls until the tenant's tools change. */
+  #servingRow(tenantId: string, ref: string): Promise<ToolsTable | null> {
+    return this.#serving.get(tenantId, ref, async () => {
+      const statement = ref.startsWith(TOOL_ID_PREFIX) ? TOOL_BY_ID : TOOL_BY_NAME;
+      const [row] = await statement.rows<ToolsTable>(this.#store.db, this.#store.kind, [
+        tenantId,
+        ref,
+      ]);
+      return row ?? null;
+    });
   }
 
   /** A tool of the tenant by id (`tool_…`) or name. */
