@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { expectError, startTestServer, type TestServer } from './helpers.ts';
 import { RealtimeTestClient } from './realtime-client.ts';
@@ -112,6 +114,75 @@ describe('rate limits charge the bytes served (ORCHESTRA_RATE_LIMIT_BYTES_PER_TO
     // The debt is the reader's own, not its tenant's.
     const other = await viewerOf(server, noisy);
     assert.equal((await server.call('GET', TASKS, { key: other })).status, 200);
+  });
+
+  test('what the MCP gateway streams is charged to the caller like any answer', async () => {
+    // An HTTP tool whose answer is about 200 KB: 3 tokens' worth.
+    const big = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ data: 'y'.repeat(200_000) }));
+    });
+    await new Promise<void>((resolve) => big.listen(0, '127.0.0.1', resolve));
+    try {
+      const admin = (await server.call('POST', '/v1/tenants', { body: { id: 'mcp-bytes' } })).body
+        .admin_key.secret;
+      const created = await server.call('POST', '/v1/tools', {
+        key: admin,
+        body: {
+          name: 'big',
+          description: 'A large answer',
+          annotations: { readOnlyHint: true },
+          source: {
+            type: 'http',
+            method: 'GET',
+            url: `http://127.0.0.1:${(big.address() as AddressInfo).port}/`,
+          },
+        },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const caller = await keyOf(server, admin, 'operator');
+      const mcp = (body: unknown, session?: string) =>
+        fetch(`${server.url}/mcp`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${caller}`,
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            ...(session ? { 'mcp-session-id': session, 'mcp-protocol-version': '2025-11-25' } : {}),
+          },
+          body: JSON.stringify(body),
+        });
+      const init = await mcp({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-11-25',
+          capabilities: {},
+          clientInfo: { name: 'bytes', version: '1' },
+        },
+      });
+      const session = init.headers.get('mcp-session-id') ?? '';
+      await init.text();
+      assert.equal(init.status, 200);
+      await (await mcp({ jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+      const call = await mcp(
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'big', arguments: {} } },
+        session,
+      );
+      const streamed = await call.text();
+      assert.equal(call.status, 200);
+      assert.ok(streamed.length > 200_000, `streamed ${streamed.length} B`);
+      // Four requests so far, one token each, plus the call's answer by its bytes.
+      const next = await server.call('GET', '/v1/whoami', { key: caller });
+      assert.equal(next.status, 200);
+      const byBytes = Math.floor(streamed.length / BYTES_PER_TOKEN);
+      assert.ok(byBytes >= 3);
+      assert.equal(next.headers.get('ratelimit-remaining'), String(BURST - 4 - byBytes));
+    } finally {
+      big.closeAllConnections();
+      await new Promise((resolve) => big.close(resolve));
+    }
   });
 
   test('small answers cost one token each, as before byte charging', async () => {

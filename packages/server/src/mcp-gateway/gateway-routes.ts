@@ -1,6 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
   createMcpHandler,
   isLegacyRequest,
@@ -116,13 +114,8 @@ async function sendWebResponse(request: FastifyRequest, reply: FastifyReply, res
     raw.end();
     return;
   }
-  const body = Readable.fromWeb(response.body as never);
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
   const charge = request.byteCharge;
-  if (charge !== undefined) {
-    body.on('data', (chunk: Buffer) => {
-      void charge.add(chunk.length);
-    });
-  }
   let credentialCheck: NodeJS.Timeout | undefined;
   const recheck = request.recheckCredential;
   if (
@@ -145,10 +138,35 @@ async function sendWebResponse(request: FastifyRequest, reply: FastifyReply, res
     }, request.server.streamCredentialCheckMs ?? DEFAULT_CREDENTIAL_CHECK_MS);
     credentialCheck.unref();
   }
+  // The client going away ends the exchange: the body is cancelled, nothing to report.
+  // (A read loop rather than pipeline(): that allocates an abort controller per response.)
+  const cancel = () => {
+    reader.cancel().catch(() => {});
+  };
+  raw.once('close', cancel);
   try {
-    // Fails when the client goes away mid-stream: that ends the exchange, nothing to report.
-    await pipeline(body, raw).catch(() => {});
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || raw.destroyed) break;
+      if (charge !== undefined) void charge.add(value.byteLength);
+      if (!raw.write(value)) {
+        await new Promise<void>((resolve) => {
+          const go = () => {
+            raw.off('drain', go);
+            raw.off('close', go);
+            resolve();
+          };
+          raw.once('drain', go);
+          raw.once('close', go);
+        });
+      }
+    }
+    if (!raw.destroyed) raw.end();
+  } catch {
+    // The body failed mid-stream (its server side closed): the client sees the stream end.
+    raw.destroy();
   } finally {
+    raw.off('close', cancel);
     clearInterval(credentialCheck);
   }
 }
@@ -207,7 +225,9 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
     const aborter = new AbortController();
     reply.raw.once('close', () => {
       end();
-      aborter.abort();
+      // Only a client that left before its answer cancels: aborting after every answer
+      // would cost an error object per request for nothing.
+      if (!reply.raw.writableFinished) aborter.abort();
     });
     const response = await session.transport.handleRequest(
       webRequestOf(request, body.raw, aborter.signal),
@@ -269,7 +289,9 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
     };
     await server.connect(transport);
     const aborter = new AbortController();
-    reply.raw.once('close', () => aborter.abort());
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) aborter.abort();
+    });
     const response = await transport.handleRequest(
       webRequestOf(request, body.raw, aborter.signal),
       {
@@ -307,7 +329,7 @@ export function mcpGatewayRoutes(options: McpGatewayOptions): FastifyPluginAsync
     );
     const aborter = new AbortController();
     reply.raw.once('close', () => {
-      aborter.abort();
+      if (!reply.raw.writableFinished) aborter.abort();
       handler.close().catch(() => {});
     });
     const response = await handler.fetch(
