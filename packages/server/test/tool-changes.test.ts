@@ -75,6 +75,26 @@ describe('tool change notices and the tenant memo', () => {
     changes.close();
   });
 
+  test('a tenant keeps 1,000 values at most: unknown names cannot grow it without end', async () => {
+    const changes = new ToolChanges(new InProcessBus());
+    const memo = new TenantMemo<null>(changes);
+    for (let i = 0; i < 1_500; i += 1) await memo.get('t', `missing-${i}`, async () => null);
+    assert.equal(memo.size('t'), 1_000);
+    let loads = 0;
+    // The newest are the ones kept.
+    await memo.get('t', 'missing-1499', async () => {
+      loads += 1;
+      return null;
+    });
+    await memo.get('t', 'missing-0', async () => {
+      loads += 1;
+      return null;
+    });
+    assert.equal(loads, 1);
+    memo.close();
+    changes.close();
+  });
+
   test('listeners hear one notice for changes close together', async () => {
     const changes = new ToolChanges(new InProcessBus());
     let heard = 0;

@@ -94,6 +94,11 @@ export class ToolChanges {
 const MEMO_TTL_MS = 5_000;
 /** Tenants a memo keeps at most; the least recently loaded go first. */
 const MEMO_MAX_TENANTS = 10_000;
+/**
+ * Values a memo keeps per tenant (the oldest go first): a caller naming tool after unknown
+ * tool must not grow it without end.
+ */
+const MEMO_MAX_KEYS = 1_000;
 
 interface TenantEntries<V> {
   /** Bumped by each change notice: a load that started before one does not stay. */
@@ -135,9 +140,19 @@ export class TenantMemo<V> {
     const value = await load();
     // A change notice during the load may mean the value is already old: not kept.
     if (this.#tenants.get(tenantId) === entries && entries.generation === generation) {
+      entries.values.delete(key);
+      if (entries.values.size >= MEMO_MAX_KEYS) {
+        const oldest = entries.values.keys().next().value;
+        if (oldest !== undefined) entries.values.delete(oldest);
+      }
       entries.values.set(key, { value, loadedAt });
     }
     return value;
+  }
+
+  /** Values kept for the tenant now. */
+  size(tenantId: string): number {
+    return this.#tenants.get(tenantId)?.values.size ?? 0;
   }
 
   /** Drops what is kept for the tenant. */
