@@ -11,7 +11,7 @@
  *   node bench/mcp/sdk-relay.ts <port> <upstream url>
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
@@ -21,10 +21,8 @@ import {
   WebStandardStreamableHTTPServerTransport,
 } from '@modelcontextprotocol/server';
 import { upstreamFetch } from '../../packages/server/src/mcp/http-fetch.ts';
-import { HOST, serveLoadRequests } from '../common.ts';
-import type { UpstreamRequest, UpstreamStats } from './shared.ts';
-
-const MAX_BODY_BYTES = 1024 * 1024;
+import { readBody, replyError, serveMcp } from './serve.ts';
+import type { UpstreamStats } from './shared.ts';
 
 const port = Number(process.argv[2]);
 const upstreamUrl = process.argv[3];
@@ -57,17 +55,6 @@ function newServer(): Server {
   return server;
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new Error('request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 /** The node:http request as a web one, as the gateway makes it. */
 function webRequest(req: IncomingMessage, body: string | undefined): Request {
   const headers = new Headers();
@@ -94,12 +81,6 @@ async function send(res: ServerResponse, response: Response): Promise<void> {
   await pipeline(Readable.fromWeb(response.body as never), res).catch(() => {});
 }
 
-function reply(res: ServerResponse, status: number, message: string): void {
-  res
-    .writeHead(status, { 'content-type': 'application/json' })
-    .end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
-}
-
 async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (!req.url?.startsWith('/mcp')) {
     res.writeHead(404).end();
@@ -114,8 +95,8 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     await send(res, await known.handleRequest(webRequest(req, raw), { parsedBody: parsed }));
     return;
   }
-  if (sessionId !== undefined) return reply(res, 404, 'unknown session');
-  if (!isInitializeRequest(parsed)) return reply(res, 400, 'no session: initialize first');
+  if (sessionId !== undefined) return replyError(res, 404, 'unknown session');
+  if (!isInitializeRequest(parsed)) return replyError(res, 400, 'no session: initialize first');
   const transport = new WebStandardStreamableHTTPServerTransport({
     sessionIdGenerator: () => randomUUID(),
     onsessioninitialized: (id) => {
@@ -130,26 +111,4 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   await send(res, await transport.handleRequest(webRequest(req, raw), { parsedBody: parsed }));
 }
 
-const http = createServer((req, res) => {
-  handle(req, res).catch((err: unknown) => {
-    process.stderr.write(`sdk-relay: ${(err as Error).stack ?? String(err)}\n`);
-    if (!res.headersSent) reply(res, 500, 'internal error');
-    else res.end();
-  });
-});
-http.keepAliveTimeout = 60_000;
-
-http.listen(port, HOST, () => {
-  serveLoadRequests<UpstreamRequest>(async (request) => {
-    switch (request.type) {
-      case 'stats':
-        return { ...stats, sessionsOpen: sessions.size };
-      case 'stop':
-        setImmediate(() => {
-          http.closeAllConnections();
-          http.close(() => process.exit(0));
-        });
-        return 'stopping';
-    }
-  });
-});
+serveMcp('sdk-relay', port, handle, () => ({ ...stats, sessionsOpen: sessions.size }));

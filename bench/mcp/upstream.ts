@@ -12,16 +12,13 @@
  *   node bench/mcp/upstream.ts <port>
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { HOST, serveLoadRequests } from '../common.ts';
-import { ECHO_PREFIX, TOOL_NAME, type UpstreamRequest, type UpstreamStats } from './shared.ts';
-
-/** Requests larger than this are refused: the benchmark's are tiny. */
-const MAX_BODY_BYTES = 1024 * 1024;
+import { readBody, replyError, serveMcp } from './serve.ts';
+import { ECHO_PREFIX, TOOL_NAME, type UpstreamStats } from './shared.ts';
 
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port <= 0) {
@@ -49,21 +46,8 @@ function newServer(): McpServer {
   return server;
 }
 
-function reply(res: ServerResponse, status: number, message: string): void {
-  res
-    .writeHead(status, { 'content-type': 'application/json' })
-    .end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
-}
-
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new Error('request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  return JSON.parse(await readBody(req));
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -76,18 +60,18 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   const known = sessionId === undefined ? undefined : sessions.get(sessionId);
   if (req.method !== 'POST') {
     // GET (the event stream) and DELETE (end of the session) need a session.
-    if (known === undefined) return reply(res, sessionId ? 404 : 400, 'unknown session');
+    if (known === undefined) return replyError(res, sessionId ? 404 : 400, 'unknown session');
     return known.handleRequest(req, res);
   }
   let body: unknown;
   try {
     body = await readJson(req);
   } catch (err) {
-    return reply(res, 400, `bad request: ${(err as Error).message}`);
+    return replyError(res, 400, `bad request: ${(err as Error).message}`);
   }
   if (known !== undefined) return known.handleRequest(req, res, body);
-  if (sessionId !== undefined) return reply(res, 404, 'unknown session');
-  if (!isInitializeRequest(body)) return reply(res, 400, 'no session: initialize first');
+  if (sessionId !== undefined) return replyError(res, 404, 'unknown session');
+  if (!isInitializeRequest(body)) return replyError(res, 400, 'no session: initialize first');
   const transport = new StreamableHTTPServerTransport({
     sessionIdGenerator: () => randomUUID(),
     onsessioninitialized: (id) => {
@@ -108,27 +92,4 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   await transport.handleRequest(req, res, body);
 }
 
-const http = createServer((req, res) => {
-  handle(req, res).catch((err: unknown) => {
-    process.stderr.write(`upstream: ${(err as Error).stack ?? String(err)}\n`);
-    if (!res.headersSent) reply(res, 500, 'internal error');
-    else res.end();
-  });
-});
-// Keep-alive sockets of the clients stay open between calls, as they would in production.
-http.keepAliveTimeout = 60_000;
-
-http.listen(port, HOST, () => {
-  serveLoadRequests<UpstreamRequest>(async (request) => {
-    switch (request.type) {
-      case 'stats':
-        return { ...stats, sessionsOpen: sessions.size };
-      case 'stop':
-        setImmediate(() => {
-          http.closeAllConnections();
-          http.close(() => process.exit(0));
-        });
-        return 'stopping';
-    }
-  });
-});
+serveMcp('upstream', port, handle, () => ({ ...stats, sessionsOpen: sessions.size }));

@@ -18,7 +18,7 @@ import {
 } from './fixtures/mcp/conformance-backend.ts';
 import { mcpGatewayTestModule } from './fixtures/mcp/gateway-module.ts';
 import { childEnv, eventually, expectError, startTestServer, type TestServer } from './helpers.ts';
-import { EXPECTED_FAILURES, runConformance } from './mcp-servers.ts';
+import { EXPECTED_FAILURES, INITIALIZE, runConformance } from './mcp-servers.ts';
 
 // Issue 20: the MCP gateway. `/mcp` speaks MCP over Streamable HTTP in both protocol
 // generations to callers with an API key or a JWT, and serves what its backend allows.
@@ -91,18 +91,6 @@ async function modernClient(path = '/mcp'): Promise<ModernClient> {
   await client.connect(transport);
   return client;
 }
-
-/** A 2025-11-25 initialize request. */
-const INITIALIZE = JSON.stringify({
-  jsonrpc: '2.0',
-  id: 1,
-  method: 'initialize',
-  params: {
-    protocolVersion: '2025-11-25',
-    capabilities: {},
-    clientInfo: { name: 'raw', version: '1' },
-  },
-});
 
 /** A raw POST of `body` (text) to the gateway. */
 async function post(path: string, body: string, headers: Record<string, string> = auth()) {

@@ -21,6 +21,18 @@ export const FILESYSTEM = join(
 /** How long a server may take to start or answer on a busy machine. */
 export const WAIT_MS = 60_000;
 
+/** A 2025-11-25 `initialize` request, as the body of a raw POST to /mcp. */
+export const INITIALIZE = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: {
+    protocolVersion: '2025-11-25',
+    capabilities: {},
+    clientInfo: { name: 'raw', version: '1' },
+  },
+});
+
 export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

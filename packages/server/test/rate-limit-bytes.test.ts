@@ -3,6 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { expectError, startTestServer, type TestServer } from './helpers.ts';
+import { INITIALIZE } from './mcp-servers.ts';
 import { RealtimeTestClient } from './realtime-client.ts';
 import { SseReader } from './sse.ts';
 
@@ -152,16 +153,7 @@ describe('rate limits charge the bytes served (ORCHESTRA_RATE_LIMIT_BYTES_PER_TO
           },
           body: JSON.stringify(body),
         });
-      const init = await mcp({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: {
-          protocolVersion: '2025-11-25',
-          capabilities: {},
-          clientInfo: { name: 'bytes', version: '1' },
-        },
-      });
+      const init = await mcp(JSON.parse(INITIALIZE));
       const session = init.headers.get('mcp-session-id') ?? '';
       await init.text();
       assert.equal(init.status, 200);

@@ -3,7 +3,7 @@ import type { Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
-import { ParsedRows, Statement } from '../store/statement.ts';
+import { Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import { TenantMemo, type ToolChanges } from '../tools/index.ts';
 import type { McpViewsTable } from './tables.ts';
@@ -52,10 +52,6 @@ export class ViewService {
   readonly #changes: ToolChanges;
   /** Views as requests read them, kept until the tenant's views (or tools) change. */
   readonly #serving: TenantMemo<McpView | null>;
-  readonly #parsed = new ParsedRows<McpViewsTable, McpView>(
-    (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
-    view,
-  );
 
   constructor(deps: { store: RelationalStore; changes: ToolChanges }) {
     this.#store = deps.store;
@@ -121,7 +117,7 @@ export class ViewService {
         tenantId,
         ref,
       ]);
-      return row === undefined ? null : this.#parsed.get(row);
+      return row === undefined ? null : view(row);
     });
     if (found === null) throw viewNotFound(ref);
     return found;

@@ -94,36 +94,3 @@ export class MultiRowInsert {
 export function filterOnly(condition: Expression<SqlBool>): RawBuilder<SqlBool> {
   return sql<SqlBool>`(${condition}) is true`;
 }
-
-/**
- * The parsed form of rows that carry a JSON column, kept by that column's text: a row
- * read again unchanged (a view, a policy, on every call) is not parsed again. Keyed by
- * the text itself, not a timestamp, so two changes within one clock tick cannot collide.
- * Callers must treat what they get as read-only: it is shared.
- */
-export class ParsedRows<R, V> {
-  readonly #parse: (row: R) => V;
-  readonly #keyOf: (row: R) => string;
-  readonly #max: number;
-  readonly #byKey = new Map<string, V>();
-
-  constructor(keyOf: (row: R) => string, parse: (row: R) => V, max = 1000) {
-    this.#keyOf = keyOf;
-    this.#parse = parse;
-    this.#max = max;
-  }
-
-  get(row: R): V {
-    const key = this.#keyOf(row);
-    let value = this.#byKey.get(key);
-    if (value === undefined) {
-      value = this.#parse(row);
-      if (this.#byKey.size >= this.#max) {
-        const oldest = this.#byKey.keys().next().value;
-        if (oldest !== undefined) this.#byKey.delete(oldest);
-      }
-      this.#byKey.set(key, value);
-    }
-    return value;
-  }
-}

@@ -9,7 +9,7 @@ import { ApiError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
-import { ParsedRows, Statement } from '../store/statement.ts';
+import { Statement } from '../store/statement.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import { TenantMemo, type ToolChanges } from './changes.ts';
 import { isDestructive } from './definition.ts';
@@ -102,11 +102,6 @@ export class PolicyService {
   readonly #changes: ToolChanges;
   /** The tenant's policies as calls read them, kept until they change. */
   readonly #serving: TenantMemo<ToolPolicy[]>;
-  readonly #parsed = new ParsedRows<ToolPoliciesTable, ToolPolicy>(
-    (row) => `${row.id}\n${row.updated_at}\n${row.spec}`,
-    view,
-    10_000,
-  );
   readonly #schemas = new UserSchemaCompiler();
   readonly #patterns = new Map<string, RegExp>();
   /** Compiled argument schemas by policy id and update time (a policy's schema is fixed then). */
@@ -246,7 +241,7 @@ export class PolicyService {
       const rows = await TENANT_POLICIES.rows<ToolPoliciesTable>(this.#store.db, this.#store.kind, [
         tenantId,
       ]);
-      return rows.map((row) => this.#parsed.get(row));
+      return rows.map(view);
     });
     const applying = policies.filter((p) => p.enabled && matchesCaller(p.match, caller));
     return (tool, args) => this.#decide(applying, tool, args);
