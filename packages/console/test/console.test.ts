@@ -652,6 +652,11 @@ describe('sessions, topics and services', () => {
     await first.getByLabel('Message (JSON)').fill('{"text": "from the console"}');
     await first.getByLabel('Event name (optional)').fill('said');
     await first.getByRole('button', { name: 'Publish' }).click();
+    // The click only starts the console's request: publishing from the SDK before it is
+    // stored would take offset 2 from it.
+    await first
+      .locator('li[data-offset="2"]', { hasText: 'from the console' })
+      .waitFor({ timeout: WAIT_MS });
     await client.topics.publish('chat.room-1', { text: 'from the SDK' });
     for (const page of pages) {
       await page.locator('li[data-offset="3"]', { hasText: 'from the SDK' }).waitFor({
