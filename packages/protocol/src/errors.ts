@@ -155,6 +155,15 @@ export const ERROR_CATALOGUE = {
   },
   MCP_VIEW_ALREADY_EXISTS: { status: 409, message: 'An MCP view with this name already exists' },
   MCP_SERVER_NOT_RUNNING: { status: 409, message: 'The MCP server is not running on this node' },
+  MODEL_PROVIDER_NOT_FOUND: { status: 404, message: 'The model provider does not exist' },
+  MODEL_PROVIDER_ALREADY_EXISTS: {
+    status: 409,
+    message: 'A model provider with this name already exists',
+  },
+  MODEL_PROVIDER_IN_USE: {
+    status: 409,
+    message: 'Other providers fall back to this model provider',
+  },
   AGENT_TOOL_CALLS_LIMITED: {
     status: 429,
     message: 'The agent connection has as many tool calls in flight as it may',

@@ -98,6 +98,22 @@ export {
 } from './mcp.ts';
 export { ClusterNode, type DependencyCheck, Readiness } from './ops.ts';
 export {
+  CreateModelProvider,
+  ListModelProvidersQuery,
+  MODEL_PROVIDER_KINDS,
+  ModelName,
+  ModelPrice,
+  ModelProvider,
+  ModelProviderKind,
+  ModelProviderName,
+  ModelProviderRef,
+  ModelProviderTest,
+  ModelRef,
+  ProviderModel,
+  TestModelProvider,
+  UpdateModelProvider,
+} from './providers.ts';
+export {
   CreateRealtimeToken,
   PresenceInfo,
   PresenceMember,

@@ -9,6 +9,7 @@ import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
 import { labelQuery, paginate } from './listing.ts';
 import { McpCatalogApi, McpServersApi, McpViewsApi } from './mcp-api.ts';
+import { ModelProvidersApi } from './model-providers-api.ts';
 import type { PresenceMember, TopicMessage } from './realtime-client.ts';
 import { LeasesApi, ServicesApi } from './registry-api.ts';
 import { SecretsApi } from './secrets-api.ts';
@@ -162,6 +163,8 @@ export class Orchestra {
   readonly services: ServicesApi;
   /** Named secrets of the tenant: write-only, so only names, versions and timestamps. */
   readonly secrets: SecretsApi;
+  /** The model APIs hosted agents call (OpenAI-compatible and Anthropic). */
+  readonly modelProviders: ModelProvidersApi;
   /** Tools: register HTTP tools, list, read versions, approve MCP definitions, invoke. */
   readonly tools: ToolsApi;
   /** Tool policies: who may call which tools, with what arguments, how often. */
@@ -446,6 +449,7 @@ export class Orchestra {
     this.leases = new LeasesApi(this);
     this.services = new ServicesApi(this);
     this.secrets = new SecretsApi(this);
+    this.modelProviders = new ModelProvidersApi(this);
     this.tools = new ToolsApi(this);
     this.toolPolicies = new ToolPoliciesApi(this);
     this.toolCalls = new ToolCallsApi(this);

@@ -67,6 +67,18 @@ export {
   type McpViewTool,
 } from './mcp-api.ts';
 export {
+  type CreateModelProvider,
+  type ListModelProvidersOptions,
+  type ModelPrice,
+  type ModelProvider,
+  type ModelProviderKind,
+  ModelProvidersApi,
+  type ModelProviderTest,
+  type ModelRef,
+  type ProviderModel,
+  type UpdateModelProvider,
+} from './model-providers-api.ts';
+export {
   type PresenceMember,
   RealtimeClient,
   type RealtimeClientOptions,

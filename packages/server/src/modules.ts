@@ -15,6 +15,7 @@ import {
   type SettingSpec,
   type Settings,
 } from './platform/settings.ts';
+import { providersModule } from './providers/index.ts';
 import { realtimeModule } from './realtime/index.ts';
 import { registryModule } from './registry/index.ts';
 import { secretsModule } from './secrets/index.ts';
@@ -45,6 +46,7 @@ export const MODULES: readonly AnyModule[] = [
   toolsModule,
   mcpModule,
   mcpGatewayModule,
+  providersModule,
   realtimeModule,
   statsModule,
   opsModule,

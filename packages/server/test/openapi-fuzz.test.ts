@@ -347,6 +347,7 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
   await ok('POST', '/v1/mcp/servers', fuzzMcpServer());
   await ok('POST', '/v1/mcp/catalog', { id: 'fuzz-entry', ...fuzzCatalogEntry() });
   await ok('POST', '/v1/mcp/views', { name: 'fuzz-view', tools: [{ tool: 'fuzz__tool' }] });
+  await ok('POST', '/v1/model-providers', fuzzProvider());
   const approval = await server.call('GET', `/v1/tool-approvals/${gated.call.approval_id}`);
   return {
     keys,
@@ -374,6 +375,16 @@ const fuzzCatalogEntry = () => ({
   title: 'Fuzz',
   server: { transport: 'streamable_http', url: 'http://127.0.0.1:9/{{config.path}}' },
   config_schema: { type: 'object', properties: { path: { type: 'string', maxLength: 10 } } },
+});
+
+/** A model provider on a closed loopback port: its tests fail fast, harmlessly. */
+const fuzzProvider = () => ({
+  name: 'fuzz-provider',
+  kind: 'openai',
+  base_url: 'http://127.0.0.1:9/v1',
+  models: [{ name: 'm', price: { input: 1, output: 2 } }],
+  headers: { 'x-extra': 'x' },
+  timeout_ms: 1000,
 });
 
 /** An HTTP tool whose upstream is a closed loopback port: its calls fail fast, harmlessly. */
@@ -409,6 +420,7 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'server') return 'fuzz-mcp';
   if (name === 'entry') return 'fuzz-entry';
   if (name === 'view') return 'fuzz-view';
+  if (name === 'provider') return 'fuzz-provider';
   if (path.startsWith('/v1/api-keys')) return f.spareKeyId;
   if (path.startsWith('/v1/tenants')) return 'default';
   if (path.startsWith('/v1/tasks')) return f.taskId;
@@ -548,6 +560,14 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       };
     case 'PUT /v1/mcp/views/{view}':
       return { tools: [{ tool: 'fuzz__tool' }], instructions: 'i' };
+    case 'POST /v1/model-providers':
+      return { ...fuzzProvider(), name: unique, description: 'd', max_retries: 0 };
+    case 'PUT /v1/model-providers/{provider}': {
+      const { name: _name, ...settings } = fuzzProvider();
+      return { ...settings, description: 'd', max_retries: 0 };
+    }
+    case 'POST /v1/model-providers/{provider}/test':
+      return { model: 'm' };
     case 'PUT /v1/tool-policies/{policy}':
       return { effect: 'allow', tools: ['fuzz__*'], description: 'd' };
   }

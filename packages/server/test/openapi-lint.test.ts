@@ -244,6 +244,16 @@ describe('the OpenAPI document', () => {
     assert.equal(created.response.status, 201);
     assert.equal(created.data.version, 1);
     assert.equal((await call('GET', '/v1/secrets/{name}', secret)).data.name, 'GENERATED_SECRET');
+    const provider = await call('POST', '/v1/model-providers', {
+      body: {
+        name: 'generated',
+        kind: 'anthropic',
+        base_url: 'http://127.0.0.1:9',
+        models: [{ name: 'm', price: { input: 3, output: 15 } }],
+      },
+    });
+    assert.equal(provider.response.status, 201);
+    assert.equal(provider.data.models[0].price.output, 15);
     await call('PUT', '/v1/config-schemas/{prefix}', {
       params: { path: { prefix: 'generated/' } },
       body: { schema: { type: 'object' } },

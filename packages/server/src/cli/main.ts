@@ -21,6 +21,8 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   'mcp-servers': () => import('./commands/mcp-servers.ts'),
   'mcp-catalog': () => import('./commands/mcp-catalog.ts'),
   'mcp-views': () => import('./commands/mcp-views.ts'),
+  providers: () => import('./commands/providers.ts'),
+  'demo-provider': () => import('./commands/demo-provider.ts'),
   topics: () => import('./commands/topics.ts'),
   config: () => import('./commands/config.ts'),
   secrets: () => import('./commands/secrets.ts'),
