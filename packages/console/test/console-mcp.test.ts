@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Orchestra } from '@orchestra/sdk';
 import type { Browser, Page } from 'playwright-core';
+import { ScriptedModelServer } from '../../server/src/providers/index.ts';
 import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import { launchBrowser, sidewaysOverflow, signIn, watchProblems } from './support.ts';
 
@@ -228,11 +229,105 @@ describe('MCP servers', () => {
     const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
     const page = await signIn(context, server.url, server.adminKey);
     const problems = watchProblems(page);
-    for (const path of ['/mcp-servers', '/mcp-servers/viewed', '/mcp-catalog', '/mcp-new']) {
+    for (const path of [
+      '/mcp-servers',
+      '/mcp-servers/viewed',
+      '/mcp-catalog',
+      '/mcp-new',
+      '/providers',
+    ]) {
       await page.goto(server.url + path);
       assert.equal(await sidewaysOverflow(page), 0, `${path} scrolls sideways`);
     }
     assert.deepEqual(problems, []);
     await context.close();
+  });
+});
+
+describe('model providers', () => {
+  test('add a provider whose key is a secret, test it against a scripted model, see a dead one fail, delete it; a viewer only reads', async () => {
+    const model = await new ScriptedModelServer({
+      apiKey: 'sk-console',
+      models: ['demo'],
+    }).listen();
+    try {
+      await client.secrets.put('CONSOLE_MODEL_KEY', 'sk-console');
+      const context = await browser.newContext();
+      const page = await signIn(context, server.url, server.adminKey);
+      const problems = watchProblems(page, { expectedStatuses: [400] });
+      await page.getByRole('link', { name: 'Providers', exact: true }).click();
+      await page
+        .getByRole('heading', { name: 'Model providers', level: 1 })
+        .waitFor({ timeout: WAIT_MS });
+      await page.getByText('No providers yet.').waitFor({ timeout: WAIT_MS });
+
+      const form = page.getByRole('region', { name: 'Add a provider' });
+      await form.getByLabel('Name').fill('scripted');
+      await form.getByLabel('Base URL').fill('not a url');
+      await form.getByLabel('Models').fill('demo 0.5/1.5');
+      await form.getByRole('button', { name: 'Add provider' }).click();
+      await form.getByText('An http:// or https:// URL.').waitFor({ timeout: WAIT_MS });
+      await form.getByLabel('Base URL').fill(`${model.url}/v1`);
+      // A secret that does not exist: the server's answer lands on the field.
+      await form.getByLabel('API key secret (optional)').fill('NO_SUCH_SECRET');
+      await form.getByRole('button', { name: 'Add provider' }).click();
+      await form.getByText(/no secret named NO_SUCH_SECRET/).waitFor({ timeout: WAIT_MS });
+      await form.getByLabel('API key secret (optional)').fill('CONSOLE_MODEL_KEY');
+      await form.getByRole('button', { name: 'Add provider' }).click();
+      const row = page.getByRole('row').filter({ hasText: 'scripted' });
+      await row.waitFor({ timeout: WAIT_MS });
+      assert.match((await row.textContent()) ?? '', /demo\s*\$0\.5\/\$1\.5 per Mtok/);
+      assert.deepEqual((await client.modelProviders.get('scripted')).models, [
+        { name: 'demo', price: { input: 0.5, output: 1.5 } },
+      ]);
+
+      model.script('demo', { text: 'ready' });
+      await page.getByRole('button', { name: 'Test scripted' }).click();
+      await row
+        .getByRole('status')
+        .filter({ hasText: /^Answers \([\d.]+ ms\); lists 1 models; answered "ready"$/ })
+        .waitFor({ timeout: WAIT_MS });
+      assert.equal(model.requests.at(-1)?.api_key, 'sk-console');
+
+      await form.getByLabel('Name').fill('dead');
+      await form.getByLabel('Kind').selectOption('anthropic');
+      await form.getByLabel('Base URL').fill('http://127.0.0.1:9');
+      await form.getByLabel('API key secret (optional)').fill('');
+      await form.getByLabel('Models').fill('claude');
+      await form.getByRole('button', { name: 'Add provider' }).click();
+      const dead = page.getByRole('row').filter({ hasText: 'dead' });
+      await dead.waitFor({ timeout: WAIT_MS });
+      await page.getByRole('button', { name: 'Test dead' }).click();
+      await dead
+        .getByRole('status')
+        .filter({ hasText: /^Fails .*: unavailable: dead could not be reached/ })
+        .waitFor({ timeout: WAIT_MS });
+
+      await page.getByRole('button', { name: 'Delete dead' }).click();
+      await page.getByRole('button', { name: 'Delete dead' }).last().click();
+      await dead.waitFor({ state: 'detached', timeout: WAIT_MS });
+      assert.deepEqual(
+        (await client.modelProviders.list()).items.map((p) => p.name),
+        ['scripted'],
+      );
+      // With a provider listed, the page fits a narrow screen.
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.goto(`${server.url}/providers`);
+      await page.getByRole('row').filter({ hasText: 'scripted' }).waitFor({ timeout: WAIT_MS });
+      assert.equal(await sidewaysOverflow(page), 0, '/providers scrolls sideways');
+      assert.deepEqual(problems, []);
+      await context.close();
+
+      const viewer = await client.apiKeys.create({ name: 'providers viewer', role: 'viewer' });
+      const viewing = await browser.newContext();
+      const read = await signIn(viewing, server.url, viewer.secret);
+      await read.goto(`${server.url}/providers`);
+      await read.getByRole('row').filter({ hasText: 'scripted' }).waitFor({ timeout: WAIT_MS });
+      assert.equal(await read.getByRole('region', { name: 'Add a provider' }).count(), 0);
+      assert.equal(await read.getByRole('button', { name: 'Test scripted' }).count(), 0);
+      await viewing.close();
+    } finally {
+      await model.close();
+    }
   });
 });

@@ -5,6 +5,7 @@ import { KeysPage } from './pages/keys.tsx';
 import { McpCatalogPage, McpNewServerPage } from './pages/mcp-add.tsx';
 import { McpServerPage, McpServersPage } from './pages/mcp-servers.tsx';
 import { OverviewPage } from './pages/overview.tsx';
+import { ProvidersPage } from './pages/providers.tsx';
 import { SecretsPage } from './pages/secrets.tsx';
 import { ServiceDetailPage, ServicesPage } from './pages/services.tsx';
 import { SessionDetailPage, SessionsPage } from './pages/sessions.tsx';
@@ -34,6 +35,7 @@ const NAV = [
   { to: '/topics', label: 'Topics' },
   { to: '/config', label: 'Config' },
   { to: '/services', label: 'Services' },
+  { to: '/providers', label: 'Providers' },
   { to: '/secrets', label: 'Secrets' },
   { to: '/keys', label: 'API keys', adminOnly: true },
   { to: '/tenants', label: 'Tenants', adminOnly: true, systemOnly: true },
@@ -83,6 +85,7 @@ function route(path: string): ReactNode {
   if (path === '/tools') return <ToolsPage />;
   const tool = match('/tools/:name', path);
   if (tool?.name) return <ToolDetailPage key={tool.name} name={tool.name} />;
+  if (path === '/providers') return <ProvidersPage />;
   if (path === '/mcp-servers') return <McpServersPage />;
   const mcpServer = match('/mcp-servers/:name', path);
   if (mcpServer?.name) return <McpServerPage key={mcpServer.name} name={mcpServer.name} />;
