@@ -23,6 +23,15 @@ export {
   TOOL_STATES,
 } from './states.ts';
 
+/**
+ * The capability of Orchestra's hosted runners: tasks of `llm` templates need it, and only
+ * hosted runners offer it.
+ */
+export const HOSTED_CAPABILITY = 'orchestra:llm';
+
+/** Template kinds: `agent` (your agents run its tasks) or `llm` (Orchestra runs them). */
+export const TEMPLATE_KINDS = ['agent', 'llm'] as const;
+
 /** The version of the envelope every WebSocket frame carries in `header.version`. */
 export const PROTOCOL_VERSION = 1;
 

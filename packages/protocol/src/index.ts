@@ -176,9 +176,12 @@ export {
 } from './tasks.ts';
 export {
   CreateTemplate,
+  LlmLimits,
+  LlmSpec,
   Rollback,
   Strategy,
   Template,
+  TemplateKind,
   TemplateName,
   TemplateRef,
   type TemplateSpec,

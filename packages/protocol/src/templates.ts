@@ -1,6 +1,7 @@
 import Type, { type Static } from 'typebox';
 import { Capability, Labels, Timestamp } from './common.ts';
-import { MAX_VERSION, STRATEGY_NAMES } from './constants.ts';
+import { HOSTED_CAPABILITY, MAX_VERSION, STRATEGY_NAMES, TEMPLATE_KINDS } from './constants.ts';
+import { ModelRef } from './providers.ts';
 
 // Templates (`/v1/templates`): reusable task definitions with versions.
 
@@ -23,8 +24,114 @@ const PATTERNS_NOTE =
 const UserSchema = (description: string) =>
   Type.Record(Type.String(), Type.Unknown(), { description: description + PATTERNS_NOTE });
 
+export const TemplateKind = Type.Enum([...TEMPLATE_KINDS], {
+  description: `\`agent\` (default): your agents run its tasks. \`llm\`: a hosted agent, run by Orchestra's runners from \`llm\` (its tasks need the \`${HOSTED_CAPABILITY}\` capability, which only hosted runners offer).`,
+});
+export type TemplateKind = Static<typeof TemplateKind>;
+
+/** Limits of one run of a hosted agent; a run that reaches one fails with BUDGET_EXCEEDED. */
+export const LlmLimits = Type.Object(
+  {
+    max_turns: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1000, description: 'Most model calls. Default 10.' }),
+    ),
+    max_tool_calls: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 10_000, description: 'Most tool calls. Default 50.' }),
+    ),
+    max_input_tokens: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1_000_000_000,
+        description: 'Most input tokens over all model calls.',
+      }),
+    ),
+    max_output_tokens: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1_000_000_000,
+        description: 'Most output tokens over all model calls.',
+      }),
+    ),
+    max_cost_usd: Type.Optional(
+      Type.Number({
+        exclusiveMinimum: 0,
+        maximum: 1_000_000,
+        description: 'Most cost in US dollars, from the providers’ price tables.',
+      }),
+    ),
+    max_wall_time_ms: Type.Optional(
+      Type.Integer({
+        minimum: 1000,
+        maximum: 604_800_000,
+        description: 'Longest a run may take, from its first step (across restarts).',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type LlmLimits = Static<typeof LlmLimits>;
+
+const PromptText = (description: string) =>
+  Type.String({ maxLength: 100_000, pattern: '^[^\\u0000]*$', description });
+
+/** What a hosted agent is: its model, prompt, tools and limits. */
+export const LlmSpec = Type.Object(
+  {
+    model: ModelRef,
+    fallbacks: Type.Optional(
+      Type.Array(ModelRef, {
+        maxItems: 5,
+        description:
+          'Tried in order when the model fails after its provider’s retries. Default: the provider’s own fallbacks.',
+      }),
+    ),
+    system_prompt: Type.Optional(
+      PromptText(
+        'The system prompt. `{{input}}` is the task input as JSON, `{{input.a.b}}` a field of it (JSON unless it is a string); an unknown field is empty.',
+      ),
+    ),
+    prompt: Type.Optional(
+      PromptText(
+        'The user message, with the same placeholders. Default: the input’s `prompt` field when it is a string, else the input as JSON.',
+      ),
+    ),
+    tools: Type.Optional(
+      Type.Array(
+        Type.String({
+          pattern: '^[A-Za-z0-9_.*-]{1,128}$',
+          description: 'A tool name; `*` matches any run of characters (`github__*`).',
+        }),
+        {
+          maxItems: 100,
+          uniqueItems: true,
+          description:
+            'The tools the model may call, by name or pattern, from the registry. Policies and approvals apply to every call.',
+        },
+      ),
+    ),
+    temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
+    top_p: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+    max_tokens: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1_000_000,
+        description: 'Most output tokens of one model call.',
+      }),
+    ),
+    limits: Type.Optional(LlmLimits),
+  },
+  { additionalProperties: false },
+);
+export type LlmSpec = Static<typeof LlmSpec>;
+
 /** Everything a version of a template defines. */
 export const TemplateSpecFields = {
+  kind: Type.Optional(TemplateKind),
+  llm: Type.Optional(
+    Type.Union([LlmSpec, Type.Null()], {
+      description: 'For `kind: llm`: the hosted agent. Not allowed for other kinds.',
+    }),
+  ),
   /** Up to 2000 characters; default empty. */
   description: Type.Optional(Type.String({ maxLength: 2000 })),
   /** Up to 50 `key: value` pairs to find templates by; keys are lowercase `[a-z0-9._/-]`. */
@@ -84,6 +191,10 @@ export type UpdateTemplate = Static<typeof UpdateTemplate>;
 
 /** The stored definition, with defaults filled in. */
 export interface TemplateSpec {
+  /** Versions stored before the field existed lack it: `agent`. */
+  kind?: TemplateKind;
+  /** For `llm` templates; null (or absent, in older versions) otherwise. */
+  llm?: LlmSpec | null;
   description: string;
   labels: Record<string, string>;
   capabilities: string[];
@@ -113,6 +224,8 @@ export const Template = Type.Object(
     latest_version: Type.Integer({ description: 'The version `latest` points to.' }),
     /** The newest version ever created; the next update creates this + 1. */
     highest_version: Type.Integer({ description: 'The newest version ever created.' }),
+    kind: TemplateKind,
+    llm: Type.Union([LlmSpec, Type.Null()]),
     description: Type.String(),
     labels: Type.Record(Type.String(), Type.String()),
     capabilities: Type.Array(Type.String()),

@@ -18,6 +18,7 @@ import {
 import { providersModule } from './providers/index.ts';
 import { realtimeModule } from './realtime/index.ts';
 import { registryModule } from './registry/index.ts';
+import { runnersModule } from './runners/index.ts';
 import { secretsModule } from './secrets/index.ts';
 import { sessionsModule } from './sessions/index.ts';
 import { statsModule } from './stats/index.ts';
@@ -47,6 +48,7 @@ export const MODULES: readonly AnyModule[] = [
   mcpModule,
   mcpGatewayModule,
   providersModule,
+  runnersModule,
   realtimeModule,
   statsModule,
   opsModule,

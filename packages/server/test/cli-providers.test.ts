@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { Orchestra } from '@orchestra/sdk';
 import {
   type CliServer,
@@ -52,21 +54,19 @@ async function startDemoProvider() {
   return { port, child, output: () => out };
 }
 
+/** `providers add demo` for the demo provider on `port`, as the README writes it. */
+const addDemo = (port: number) => [
+  ...['providers', 'add', 'demo', '--kind', 'openai'],
+  ...['--base-url', `http://127.0.0.1:${port}/v1`, '--model', 'demo'],
+];
+
 describe('orchestra providers', () => {
   test('the demo provider answers through a provider added with flags; get, list, test, update and remove it', async () => {
     const demo = await startDemoProvider();
     try {
       assert.match(demo.output(), /Demo model provider \(scripted, not a language model\)/);
       const added = await fixture.cli([
-        'providers',
-        'add',
-        'demo',
-        '--kind',
-        'openai',
-        '--base-url',
-        `http://127.0.0.1:${demo.port}/v1`,
-        '--model',
-        'demo',
+        ...addDemo(demo.port),
         '--model',
         'llama3.2:3b',
         '--price',
@@ -142,6 +142,45 @@ describe('orchestra providers', () => {
       demo.child.kill('SIGTERM');
       const [code] = await once(demo.child, 'exit');
       assert.equal(code, 0, 'demo-provider exits 0 on SIGTERM');
+    }
+  });
+
+  test('the README’s hosted agent quick start works as written: the demo model calls the tool and reports it', async () => {
+    const demo = await startDemoProvider();
+    try {
+      const example = (file: string) =>
+        fileURLToPath(new URL(`../../../examples/hosted-agent/${file}`, import.meta.url));
+      // The tool file as it ships, pointed at this test's server instead of port 8080.
+      const tool = JSON.parse(readFileSync(example('tool.json'), 'utf8'));
+      assert.equal(tool.source.url, 'http://127.0.0.1:8080/healthz');
+      const toolFile = fixture.writeJson('tool.json', {
+        ...tool,
+        source: { ...tool.source, url: `${fixture.server.url}/healthz` },
+      });
+      for (const args of [
+        addDemo(demo.port),
+        ['tools', 'create', '--file', toolFile],
+        ['templates', 'create', '--file', example('template.json')],
+      ]) {
+        expectExit(await fixture.cli(args), 0);
+      }
+      const run = await fixture.cli([
+        'task',
+        'submit',
+        'assistant',
+        '--input',
+        '{"prompt":"Is the node up? Ask node_health."}',
+        '--follow',
+      ]);
+      expectExit(run, 0);
+      assert.match(run.stdout, /node_health returned: \{"status":"ok"/);
+      assert.match(run.stdout, /demo provider: scripted answers, not a language model/);
+      assert.match(run.stdout, /succeeded/);
+      expectExit(await fixture.cli(['templates', 'rm', 'assistant']), 0);
+      expectExit(await fixture.cli(['providers', 'rm', 'demo']), 0);
+    } finally {
+      demo.child.kill('SIGTERM');
+      await once(demo.child, 'exit');
     }
   });
 

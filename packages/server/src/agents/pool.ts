@@ -53,12 +53,22 @@ export interface PoolSettings {
 }
 
 /**
+ * An agent the pool holds on this node: a WebSocket connection, or an in-process agent such
+ * as a hosted runner (which registers, heartbeats and reports through the same services).
+ */
+export interface LocalAgent extends DispatchTarget {
+  ref(): AgentRef;
+  /** Stops it; a WebSocket connection is closed with `code`. */
+  close(code: CloseCode): void;
+}
+
+/**
  * The agents connected to this node: their WebSocket connections, what each holds, and
  * the protocol state machine. In-memory state here is a connection registry; the store
  * says who holds which task.
  */
 export class AgentPool {
-  readonly #connections = new Map<string, Map<string, AgentConnection>>();
+  readonly #connections = new Map<string, Map<string, LocalAgent>>();
   /** Every socket, registered or not; agents' liveness is their heartbeats, not pings. */
   readonly #sockets = new WsConnections<AgentFrame>({});
   readonly deps: {
@@ -180,7 +190,7 @@ export class AgentPool {
   }
 
   /** Makes `connection` the local holder of its agent id; closes an older local one. */
-  bind(connection: AgentConnection): void {
+  bind(connection: LocalAgent): void {
     const { tenantId, agentId } = connection.ref();
     let byId = this.#connections.get(tenantId);
     if (byId === undefined) {
@@ -193,7 +203,7 @@ export class AgentPool {
     if (older !== undefined && older !== connection) older.close(CLOSE_CODES.REPLACED);
   }
 
-  unbind(connection: AgentConnection): void {
+  unbind(connection: LocalAgent): void {
     const { tenantId, agentId } = connection.ref();
     const byId = this.#connections.get(tenantId);
     if (byId?.get(agentId) !== connection) return;

@@ -420,7 +420,8 @@ export const PLATFORM_SETTINGS = {
     kind: 'string',
     schema: Type.String({ minLength: 1, maxLength: 128 }),
     allowed: 'a string of 1 to 128 characters',
-    description: 'Name of this node in logs and error responses. Default: host name and pid.',
+    description:
+      'Name of this node in logs and error responses, and of its hosted runner (`hosted-runner.<id>`): a node restarted with the same id hands its hosted runs back at once instead of after the heartbeat timeout. Default: host name and pid.',
   },
 } as const satisfies Record<string, SettingSpec>;
 

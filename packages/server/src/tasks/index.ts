@@ -6,5 +6,6 @@ export * from './module.ts';
 export * from './routes.ts';
 export * from './runtime.ts';
 export * from './settings.ts';
+export { taskStream } from './stream.ts';
 export * from './task-service.ts';
 export * from './task-stats.ts';

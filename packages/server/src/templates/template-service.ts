@@ -1,4 +1,10 @@
-import type { CreateTemplate, Template, TemplateSpec, UpdateTemplate } from '@orchestra/protocol';
+import {
+  type CreateTemplate,
+  HOSTED_CAPABILITY,
+  type Template,
+  type TemplateSpec,
+  type UpdateTemplate,
+} from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError } from '../platform/errors.ts';
@@ -110,10 +116,24 @@ export class TemplateService {
         );
       }
     }
+    const kind = input.kind ?? 'agent';
+    if (kind === 'llm') {
+      if (input.llm == null) throw fieldError('body.llm', 'is required for kind llm');
+      if (input.capabilities !== undefined && input.capabilities.length > 0) {
+        throw fieldError(
+          'body.capabilities',
+          `is set by Orchestra for kind llm (${HOSTED_CAPABILITY}: only hosted runners take its tasks)`,
+        );
+      }
+    } else if (input.llm != null) {
+      throw fieldError('body.llm', 'is only for kind llm');
+    }
     return {
+      kind,
+      llm: kind === 'llm' ? (input.llm ?? null) : null,
       description: input.description ?? '',
       labels: input.labels ?? {},
-      capabilities: input.capabilities ?? [],
+      capabilities: kind === 'llm' ? [HOSTED_CAPABILITY] : (input.capabilities ?? []),
       input_schema: input.input_schema ?? null,
       output_schema: input.output_schema ?? null,
       config_schema: input.config_schema ?? null,
@@ -437,6 +457,24 @@ export class TemplateService {
     return checker;
   }
 
+  /**
+   * The tenants with a template version of kind `llm` (`of`: only among these tenants):
+   * those whose tasks hosted runners may take.
+   */
+  async hostedTenants(of?: readonly string[]): Promise<string[]> {
+    if (of !== undefined && of.length === 0) return [];
+    let query = this.#store.db
+      .selectFrom('template_versions')
+      .innerJoin('templates', 'templates.id', 'template_versions.template_id')
+      .select('templates.tenant_id')
+      .distinct()
+      // Specs are stored as JSON.stringify writes them: `kind` is their first field.
+      .where('template_versions.spec', 'like', '{"kind":"llm"%');
+    if (of !== undefined) query = query.where('templates.tenant_id', 'in', of);
+    const rows = await query.execute();
+    return rows.map((r) => r.tenant_id);
+  }
+
   /** Deletes the template and all its versions. */
   async delete(principal: Principal, ref: string): Promise<void> {
     const row = await this.#find(principal, ref);
@@ -488,6 +526,8 @@ function view(
     latest_version: row.latest_version,
     highest_version: row.highest_version,
     ...spec,
+    kind: spec.kind ?? 'agent',
+    llm: spec.llm ?? null,
     concurrency_key_limit: spec.concurrency_key_limit ?? null,
     created_at: row.created_at,
     updated_at: row.updated_at,

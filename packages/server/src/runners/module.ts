@@ -1,0 +1,149 @@
+import type { Tool } from '@orchestra/protocol';
+import { defineModule } from '../module.ts';
+import type { Principal } from '../platform/auth.ts';
+import { taskStream } from '../tasks/index.ts';
+import type { ToolCallerContext } from '../tools/index.ts';
+import { type AgentLoopDeps, type JournalEntry, runHostedAgent } from './agent-loop.ts';
+import { HostedRunner } from './hosted-runner.ts';
+import { RUNNERS_SETTINGS } from './settings.ts';
+
+/** Most events of a task's stream read to rebuild a run (a run is bounded by its limits). */
+const JOURNAL_READ_LIMIT = 1000;
+
+export interface RunnersInterface {
+  /** This node's hosted runner; undefined when ORCHESTRA_HOSTED_RUNNER is false. */
+  runner: HostedRunner | undefined;
+}
+
+declare module '../module.ts' {
+  interface ModuleInterfaces {
+    runners: RunnersInterface;
+  }
+}
+
+/** Whether a tool name matches a pattern of an `llm` template (`*`: any run of characters). */
+export function matchesToolPattern(pattern: string, name: string): boolean {
+  if (!pattern.includes('*')) return pattern === name;
+  const parts = pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'));
+  return new RegExp(`^${parts.join('.*')}$`).test(name);
+}
+
+/**
+ * Hosted runners: the agents Orchestra runs itself for `llm` templates, on every node (unless
+ * ORCHESTRA_HOSTED_RUNNER is false), taking tasks through the agent pool's dispatch.
+ */
+export const runnersModule = defineModule({
+  name: 'runners',
+  needs: ['agents', 'tasks', 'templates', 'providers', 'tools', 'events', 'gateway', 'sessions'],
+  settings: RUNNERS_SETTINGS,
+  jobs: ['hosted-runners'],
+  create({ settings, bus, jobs, log, need }) {
+    if (!settings.hostedRunner) return { runner: undefined };
+    const { pool, agents } = need('agents');
+    const { runtime } = need('tasks');
+    const templates = need('templates');
+    const { models } = need('providers');
+    const { tools, policies, executor } = need('tools');
+    const { events } = need('events');
+    const { systemTenantId } = need('gateway');
+    const sessions = need('sessions');
+
+    const principal = (tenantId: string): Principal => ({
+      type: 'jwt',
+      tenant: {
+        id: tenantId,
+        name: tenantId,
+        kind: tenantId === systemTenantId ? 'system' : 'standard',
+      },
+      role: 'agent',
+      subject: 'hosted-runner',
+      issuer: null,
+      expiresAt: null,
+    });
+    const callerOf = async (
+      tenantId: string,
+      agentId: string,
+      task: Parameters<AgentLoopDeps['tools']>[2],
+    ): Promise<ToolCallerContext> => {
+      const caller: ToolCallerContext = {
+        principal: principal(tenantId),
+        agentId,
+        taskId: task.id,
+        template: task.template?.name,
+      };
+      if (task.session_id !== null) {
+        caller.sessionId = task.session_id;
+        caller.sessionLabels = await sessions.labels(tenantId, task.session_id);
+      }
+      return caller;
+    };
+
+    const deps: AgentLoopDeps = {
+      models,
+      async template(tenantId, task) {
+        if (task.template === null) return undefined;
+        const spec = await templates.versionSpec(tenantId, task.template.id, task.template.version);
+        if (spec === undefined || spec.kind !== 'llm' || spec.llm == null) return undefined;
+        const check = await templates.outputCheck(
+          tenantId,
+          task.template.id,
+          task.template.version,
+        );
+        return { llm: spec.llm, outputSchema: spec.output_schema, checkOutput: check };
+      },
+      async tools(tenantId, agentId, task, patterns) {
+        const caller = await callerOf(tenantId, agentId, task);
+        const decide = await policies.forCaller(caller);
+        const active = await tools.active(tenantId);
+        return active.filter(
+          (tool: Tool) =>
+            patterns.some((p) => matchesToolPattern(p, tool.name)) && decide(tool).allowed,
+        );
+      },
+      async invoke(tenantId, agentId, task, name, args, options) {
+        return executor.invoke(await callerOf(tenantId, agentId, task), name, args, options);
+      },
+      async journal(tenantId, taskId) {
+        const entries: JournalEntry[] = [];
+        let after = 0;
+        for (;;) {
+          const page = await events.read(tenantId, taskStream(taskId), after, JOURNAL_READ_LIMIT);
+          if (page === undefined || page.events.length === 0) break;
+          for (const e of page.events) {
+            after = e.offset;
+            if (e.type !== 'task.custom') continue;
+            const data = e.data as { name?: unknown; data?: unknown };
+            if (typeof data.name !== 'string' || !data.name.startsWith('llm.')) continue;
+            entries.push({
+              name: data.name,
+              data: (data.data ?? {}) as Record<string, unknown>,
+              time: e.time,
+            });
+          }
+          if (after >= page.lastOffset) break;
+        }
+        return entries;
+      },
+    };
+
+    const runner = new HostedRunner({
+      pool,
+      agents,
+      runtime,
+      bus,
+      jobs,
+      log: log.child({ module: 'runners' }),
+      hostedTenants: (of) => templates.hostedTenants(of),
+      run: (task, handle) => runHostedAgent(deps, task, handle),
+      settings: {
+        instanceId: settings.instanceId,
+        heartbeatIntervalMs: settings.agentHeartbeatIntervalMs,
+        heartbeatTimeoutMs: settings.agentHeartbeatTimeoutMs,
+        maxRuns: settings.hostedRunsPerTenant,
+      },
+    });
+    return { runner };
+  },
+  start: ({ runner }) => runner?.start(),
+  stop: ({ runner }) => runner?.stop(),
+});

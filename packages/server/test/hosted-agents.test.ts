@@ -1,0 +1,339 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type CreateTemplateInput, Orchestra, type Task, type TaskEvent } from '@orchestra/sdk';
+import { ScriptedModelServer } from '../src/providers/index.ts';
+import {
+  echoUpstream,
+  expectError,
+  STORE_VARIANTS,
+  startTestServer,
+  type TestServer,
+} from './helpers.ts';
+
+// Hosted agents as a user runs them: an `llm` template, tasks submitted through the SDK, the
+// real provider clients against the scripted model server, HTTP tools through the executor.
+
+const WAIT_MS = 60_000;
+
+/** The task's events, oldest first, once it has ended. */
+async function eventsOf(client: Orchestra, id: string): Promise<TaskEvent[]> {
+  const events: TaskEvent[] = [];
+  for await (const item of client.tasks.events(id)) {
+    if ('offset' in item) events.push(item as TaskEvent);
+  }
+  return events;
+}
+
+/** The custom events named `name` (the run's journal), their data. */
+function journal(events: TaskEvent[], name: string): Record<string, any>[] {
+  return events
+    .filter((e) => e.type === 'task.custom' && (e.data as { name: string }).name === name)
+    .map((e) => (e.data as { data: Record<string, any> }).data);
+}
+
+function hosted(name: string, llm: Record<string, unknown>, extra: Partial<CreateTemplateInput> = {}) {
+  return {
+    name,
+    kind: 'llm',
+    llm: { model: { provider: 'scripted', model: 'small' }, ...llm },
+    default_max_attempts: 1,
+    ...extra,
+  } as CreateTemplateInput;
+}
+
+for (const store of STORE_VARIANTS) {
+  describe(`hosted agents on ${store}`, () => {
+    let server: TestServer;
+    let client: Orchestra;
+    let model: ScriptedModelServer;
+    let upstream: { url: string; close: () => Promise<void> };
+
+    before(async () => {
+      server = await startTestServer({ store });
+      client = new Orchestra({ url: server.url, apiKey: server.adminKey });
+      model = await new ScriptedModelServer({ apiKey: 'sk-hosted' }).listen();
+      upstream = await echoUpstream();
+      await client.secrets.put('MODEL_KEY', 'sk-hosted');
+      await client.modelProviders.create({
+        name: 'scripted',
+        kind: 'openai',
+        base_url: `${model.url}/v1`,
+        api_key_secret: 'MODEL_KEY',
+        models: [{ name: 'small', price: { input: 1, output: 2 } }],
+        max_retries: 0,
+      });
+      const tool = await server.call('POST', '/v1/tools', {
+        body: {
+          name: 'weather',
+          description: 'The weather in a city',
+          annotations: { readOnlyHint: true },
+          input_schema: {
+            type: 'object',
+            properties: { city: { type: 'string' } },
+            required: ['city'],
+          },
+          source: { type: 'http', method: 'POST', url: `${upstream.url}/echo` },
+        },
+      });
+      assert.equal(tool.status, 201, JSON.stringify(tool.body));
+    });
+    after(async () => {
+      await model.close();
+      await upstream.close();
+      await server.stop();
+    });
+
+    test('a hosted agent answers: the prompt comes from the input, tokens stream as output, the model call is journaled with its usage', async () => {
+      await client.templates.create(
+        hosted('greeter', {
+          system_prompt: 'You are {{input.persona}}.',
+          prompt: 'Question: {{input.question}}',
+        }),
+      );
+      model.script('small', {
+        text: 'Hello from a hosted agent.',
+        chunk_chars: 4,
+        usage: { input_tokens: 100, output_tokens: 20 },
+      });
+      const task = await client.tasks.create({
+        template: 'greeter',
+        input: { persona: 'terse', question: 'Who are you?' },
+      });
+      const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+      assert.equal(done.result, 'Hello from a hosted agent.');
+      assert.match(done.agent_id ?? '', /^hosted-runner\./);
+
+      const sent = model.requests.at(-1);
+      assert.deepEqual((sent?.body.messages as unknown[]).slice(0, 2), [
+        { role: 'system', content: 'You are terse.' },
+        { role: 'user', content: 'Question: Who are you?' },
+      ]);
+      const events = await eventsOf(client, task.id);
+      const output = events
+        .filter((e) => e.type === 'task.output')
+        .map((e) => (e.data as { data: string }).data)
+        .join('');
+      assert.equal(output, 'Hello from a hosted agent.');
+      const [call] = journal(events, 'llm.model_call');
+      assert.equal(call?.turn, 1);
+      assert.equal(call?.provider, 'scripted');
+      assert.deepEqual(call?.usage, {
+        input_tokens: 100,
+        output_tokens: 20,
+        cached_input_tokens: 0,
+      });
+      assert.equal(call?.cost_usd, (100 * 1 + 20 * 2) / 1_000_000);
+
+      // The runner is an agent of the tenant like any other.
+      const agents = await client.agents.list({ capability: 'orchestra:llm' });
+      assert.equal(agents.items.length, 1);
+      assert.equal(agents.items[0]?.status, 'online');
+    });
+
+    test('tools: parallel calls go through the executor and their results back to the model', async () => {
+      await client.templates.create(hosted('forecaster', { tools: ['weath*'] }));
+      model.script(
+        'small',
+        {
+          text: '',
+          tool_calls: [
+            { id: 'call_oslo', name: 'weather', arguments: { city: 'Oslo' } },
+            { id: 'call_lima', name: 'weather', arguments: { city: 'Lima' } },
+          ],
+        },
+        { text: 'Cold in Oslo, warm in Lima.' },
+      );
+      const before = model.requests.length;
+      const task = await client.tasks.create({
+        template: 'forecaster',
+        input: { prompt: 'Weather in Oslo and Lima?' },
+      });
+      const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+      assert.equal(done.result, 'Cold in Oslo, warm in Lima.');
+
+      const [first, second] = model.requests.slice(before);
+      assert.deepEqual(
+        (first?.body.tools as { function: { name: string } }[]).map((t) => t.function.name),
+        ['weather'],
+      );
+      const toolMessages = (
+        second?.body.messages as { role: string; tool_call_id?: string; content?: string }[]
+      ).filter((m) => m.role === 'tool');
+      assert.deepEqual(
+        toolMessages.map((m) => [m.tool_call_id, JSON.parse(m.content ?? '')]),
+        [
+          ['call_oslo', { got: { city: 'Oslo' } }],
+          ['call_lima', { got: { city: 'Lima' } }],
+        ],
+      );
+      const events = await eventsOf(client, task.id);
+      assert.deepEqual(
+        journal(events, 'llm.tool_result')
+          .map((r) => [r.id, r.status, r.is_error])
+          .sort(),
+        [
+          ['call_lima', 'succeeded', false],
+          ['call_oslo', 'succeeded', false],
+        ],
+      );
+      const calls = await server.call('GET', `/v1/tool-calls?tool=weather`);
+      const ours = calls.body.items.filter(
+        (c: { caller: { task_id: string } }) => c.caller.task_id === task.id,
+      );
+      assert.equal(ours.length, 2);
+      assert.match(ours[0].caller.agent_id, /^hosted-runner\./);
+    });
+
+    test('budgets: a run ends failed with BUDGET_EXCEEDED naming the limit, its partial output kept', async () => {
+      await client.templates.create(
+        hosted('one-turn', { tools: ['weather'], limits: { max_turns: 1 } }),
+      );
+      model.script('small', {
+        text: 'Let me look.',
+        tool_calls: [{ name: 'weather', arguments: { city: 'Rome' } }],
+      });
+      const turns = await client.tasks.create({ template: 'one-turn', input: { prompt: 'Rome?' } });
+      const ended = await client.tasks.wait(turns.id, { timeoutMs: WAIT_MS });
+      assert.equal(ended.state, 'failed');
+      assert.equal(ended.error?.code, 'BUDGET_EXCEEDED');
+      assert.match(ended.error?.message ?? '', /max_turns \(1; used 1\)/);
+      assert.equal((ended.error?.details as { limit: string }).limit, 'max_turns');
+      assert.equal(
+        (ended.error?.details as { partial_output: string }).partial_output,
+        'Let me look.',
+      );
+
+      await client.templates.create(hosted('thrifty', { limits: { max_cost_usd: 0.0001 } }));
+      model.script('small', {
+        text: 'An expensive answer',
+        usage: { input_tokens: 1000, output_tokens: 1000 },
+      });
+      const costly = await client.tasks.create({ template: 'thrifty', input: { prompt: 'Hi' } });
+      const broke = await client.tasks.wait(costly.id, { timeoutMs: WAIT_MS });
+      assert.equal(broke.error?.code, 'BUDGET_EXCEEDED');
+      assert.equal((broke.error?.details as { limit: string }).limit, 'max_cost_usd');
+      assert.equal(
+        (broke.error?.details as { partial_output: string }).partial_output,
+        'An expensive answer',
+      );
+
+      await client.templates.create(hosted('short', { limits: { max_input_tokens: 10 } }));
+      const before = model.requests.length;
+      const long = await client.tasks.create({
+        template: 'short',
+        input: { prompt: 'x'.repeat(400) },
+      });
+      const refused = await client.tasks.wait(long.id, { timeoutMs: WAIT_MS });
+      assert.equal((refused.error?.details as { limit: string }).limit, 'max_input_tokens');
+      assert.equal(model.requests.length, before, 'the estimate stopped it before the call');
+    });
+
+    test('structured output: a mismatch is sent back once with the error, then the answer is the parsed JSON', async () => {
+      await client.templates.create(
+        hosted(
+          'rater',
+          {},
+          {
+            output_schema: {
+              type: 'object',
+              properties: { stars: { type: 'integer', minimum: 1, maximum: 5 } },
+              required: ['stars'],
+            },
+          },
+        ),
+      );
+      model.script('small', { text: 'Four stars!' }, { text: '{"stars": 4}' });
+      const task = await client.tasks.create({ template: 'rater', input: { prompt: 'Rate it' } });
+      const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+      assert.deepEqual(done.result, { stars: 4 });
+      const retry = model.requests.at(-1);
+      const last = (retry?.body.messages as { role: string; content: string }[]).at(-1);
+      assert.equal(last?.role, 'user');
+      assert.match(last?.content ?? '', /does not match the required JSON schema/);
+      assert.ok(retry?.body.response_format, 'the schema is asked for');
+
+      model.script('small', { text: 'nope' }, { text: '{"stars": 9}' });
+      const bad = await client.tasks.create({ template: 'rater', input: { prompt: 'Rate it' } });
+      const failed = await client.tasks.wait(bad.id, { timeoutMs: WAIT_MS });
+      assert.equal(failed.error?.code, 'OUTPUT_INVALID');
+    });
+
+    test('cancellation aborts the model request at once; a refused model call fails the task without retries', async () => {
+      model.script('small', { text: 'this will never finish', stall_after_chunks: 1 });
+      const task = await client.tasks.create({ template: 'greeter', input: { question: 'slow?' } });
+      // Cancel once the answer has begun streaming.
+      for await (const item of client.tasks.events(task.id)) {
+        if ('type' in item && item.type === 'task.output') break;
+      }
+      await client.tasks.cancel(task.id);
+      const cancelled: Task = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      assert.equal(cancelled.state, 'cancelled');
+
+      await client.secrets.put('MODEL_KEY', 'sk-wrong');
+      try {
+        const refused = await client.tasks.create({
+          template: 'greeter',
+          input: { question: 'key?' },
+        });
+        const failed = await client.tasks.wait(refused.id, { timeoutMs: WAIT_MS });
+        assert.equal(failed.state, 'failed');
+        assert.equal(failed.error?.code, 'MODEL_CALL_FAILED');
+        assert.equal(failed.error?.retryable, false);
+        assert.equal((failed.error?.details as { status: number }).status, 401);
+      } finally {
+        await client.secrets.put('MODEL_KEY', 'sk-hosted');
+      }
+    });
+
+    test('bad input: llm templates are checked field by field', async () => {
+      const cases: [Record<string, unknown>, string][] = [
+        [{ name: 'a', kind: 'llm' }, 'body.llm'],
+        [{ name: 'b', llm: { model: { provider: 'scripted', model: 'small' } } }, 'body.llm'],
+        [
+          {
+            name: 'c',
+            kind: 'llm',
+            capabilities: ['gpu'],
+            llm: { model: { provider: 'scripted', model: 'small' } },
+          },
+          'body.capabilities',
+        ],
+        [
+          { name: 'd', kind: 'llm', llm: { model: { provider: 'Bad Name', model: 'x' } } },
+          'provider',
+        ],
+        [
+          {
+            name: 'e',
+            kind: 'llm',
+            llm: { model: { provider: 'scripted', model: 'small' }, temperature: 3 },
+          },
+          'temperature',
+        ],
+        [
+          {
+            name: 'f',
+            kind: 'llm',
+            llm: { model: { provider: 'scripted', model: 'small' }, limits: { max_turns: 0 } },
+          },
+          'max_turns',
+        ],
+        [{ name: 'g', kind: 'robot' }, 'kind'],
+      ];
+      for (const [body, field] of cases) {
+        const error = expectError(
+          await server.call('POST', '/v1/templates', { body }),
+          400,
+          'VALIDATION_FAILED',
+        );
+        assert.match(JSON.stringify(error.details), new RegExp(field.replace('.', '\\.')), field);
+      }
+      const agentTemplate = await client.templates.get('greeter');
+      assert.equal(agentTemplate.kind, 'llm');
+      assert.deepEqual(agentTemplate.capabilities, ['orchestra:llm']);
+    });
+  });
+}
