@@ -155,6 +155,7 @@ export const ERROR_CATALOGUE = {
   },
   MCP_VIEW_ALREADY_EXISTS: { status: 409, message: 'An MCP view with this name already exists' },
   MCP_SERVER_NOT_RUNNING: { status: 409, message: 'The MCP server is not running on this node' },
+  AGENT_RUN_FAILED: { status: 502, message: 'The hosted agent’s run did not succeed' },
   MODEL_PROVIDER_NOT_FOUND: { status: 404, message: 'The model provider does not exist' },
   MODEL_PROVIDER_ALREADY_EXISTS: {
     status: 409,

@@ -18,6 +18,12 @@ export {
   ToolCallError,
 } from './agents.ts';
 export {
+  ChatCompletion,
+  ChatCompletionMessage,
+  ChatMessageContent,
+  CreateChatCompletion,
+} from './chat.ts';
+export {
   Capability,
   DEFAULT_PAGE_LIMIT,
   ErrorResponse,

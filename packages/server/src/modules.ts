@@ -1,5 +1,6 @@
 import type { Migration } from 'kysely/migration';
 import { agentsModule } from './agents/index.ts';
+import { chatModule } from './chat/index.ts';
 import { configModule } from './config/index.ts';
 import { eventsModule } from './events/index.ts';
 import { gatewayModule } from './gateway/index.ts';
@@ -49,6 +50,7 @@ export const MODULES: readonly AnyModule[] = [
   mcpGatewayModule,
   providersModule,
   runnersModule,
+  chatModule,
   realtimeModule,
   statsModule,
   opsModule,

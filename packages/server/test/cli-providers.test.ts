@@ -176,6 +176,17 @@ describe('orchestra providers', () => {
       assert.match(run.stdout, /node_health returned: \{"status":"ok"/);
       assert.match(run.stdout, /demo provider: scripted answers, not a language model/);
       assert.match(run.stdout, /succeeded/);
+      // The same agent through `orchestra chat`: the answer on stdout, the tool call on stderr.
+      const chat = await fixture.cli(['chat', 'assistant', '--message', 'Ask node_health please']);
+      expectExit(chat, 0);
+      assert.match(chat.stdout, /^node_health returned: \{"status":"ok"/);
+      assert.match(chat.stderr, /\[tool node_health \{\}\]\n\[tool node_health: succeeded\]/);
+      const piped = await fixture.cli(['chat', 'assistant'], { input: 'Hello there\n' });
+      expectExit(piped, 0);
+      assert.match(piped.stdout, /^You said: Hello there\n/);
+      const unknown = await fixture.cli(['chat', 'nobody', '--message', 'hi']);
+      expectExit(unknown, 1);
+      assert.match(unknown.stderr, /no template "nobody"/);
       expectExit(await fixture.cli(['templates', 'rm', 'assistant']), 0);
       expectExit(await fixture.cli(['providers', 'rm', 'demo']), 0);
     } finally {

@@ -157,7 +157,7 @@ describe('hosted agents survive kill -9 of their node', () => {
     assert.equal(model.requestsFor('crash').length - modelBefore, 2, 'turn 1 once, turn 2 once');
     assert.deepEqual(upstream.hits.slice(hitsBefore), ['/lookup', '/lookup']);
     const second = model.requestsFor('crash').at(-1);
-    const results = (second?.body.messages as { role: string; content: unknown }[]).filter(
+    const results = ((second?.body.messages ?? []) as { role: string; content: unknown }[]).filter(
       (m) => m.role === 'user' && Array.isArray(m.content),
     );
     assert.match(JSON.stringify(results), /tool_result.*toolu_1.*\\"got\\":\{\\"q\\":\\"x\\"\}/);

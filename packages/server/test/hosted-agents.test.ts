@@ -15,6 +15,9 @@ import {
 
 const WAIT_MS = 60_000;
 
+/** A failed task's error details. */
+const detailsOf = (task: Task) => (task.error?.details ?? {}) as Record<string, unknown>;
+
 /** The task's events, oldest first, once it has ended. */
 async function eventsOf(client: Orchestra, id: string): Promise<TaskEvent[]> {
   const events: TaskEvent[] = [];
@@ -31,7 +34,11 @@ function journal(events: TaskEvent[], name: string): Record<string, any>[] {
     .map((e) => (e.data as { data: Record<string, any> }).data);
 }
 
-function hosted(name: string, llm: Record<string, unknown>, extra: Partial<CreateTemplateInput> = {}) {
+function hosted(
+  name: string,
+  llm: Record<string, unknown>,
+  extra: Partial<CreateTemplateInput> = {},
+) {
   return {
     name,
     kind: 'llm',
@@ -105,7 +112,7 @@ for (const store of STORE_VARIANTS) {
       assert.match(done.agent_id ?? '', /^hosted-runner\./);
 
       const sent = model.requests.at(-1);
-      assert.deepEqual((sent?.body.messages as unknown[]).slice(0, 2), [
+      assert.deepEqual(((sent?.body.messages ?? []) as unknown[]).slice(0, 2), [
         { role: 'system', content: 'You are terse.' },
         { role: 'user', content: 'Question: Who are you?' },
       ]);
@@ -155,11 +162,11 @@ for (const store of STORE_VARIANTS) {
 
       const [first, second] = model.requests.slice(before);
       assert.deepEqual(
-        (first?.body.tools as { function: { name: string } }[]).map((t) => t.function.name),
+        ((first?.body.tools ?? []) as { function: { name: string } }[]).map((t) => t.function.name),
         ['weather'],
       );
       const toolMessages = (
-        second?.body.messages as { role: string; tool_call_id?: string; content?: string }[]
+        (second?.body.messages ?? []) as { role: string; tool_call_id?: string; content?: string }[]
       ).filter((m) => m.role === 'tool');
       assert.deepEqual(
         toolMessages.map((m) => [m.tool_call_id, JSON.parse(m.content ?? '')]),
@@ -199,11 +206,8 @@ for (const store of STORE_VARIANTS) {
       assert.equal(ended.state, 'failed');
       assert.equal(ended.error?.code, 'BUDGET_EXCEEDED');
       assert.match(ended.error?.message ?? '', /max_turns \(1; used 1\)/);
-      assert.equal((ended.error?.details as { limit: string }).limit, 'max_turns');
-      assert.equal(
-        (ended.error?.details as { partial_output: string }).partial_output,
-        'Let me look.',
-      );
+      assert.equal((detailsOf(ended) as { limit: string }).limit, 'max_turns');
+      assert.equal((detailsOf(ended) as { partial_output: string }).partial_output, 'Let me look.');
 
       await client.templates.create(hosted('thrifty', { limits: { max_cost_usd: 0.0001 } }));
       model.script('small', {
@@ -213,9 +217,9 @@ for (const store of STORE_VARIANTS) {
       const costly = await client.tasks.create({ template: 'thrifty', input: { prompt: 'Hi' } });
       const broke = await client.tasks.wait(costly.id, { timeoutMs: WAIT_MS });
       assert.equal(broke.error?.code, 'BUDGET_EXCEEDED');
-      assert.equal((broke.error?.details as { limit: string }).limit, 'max_cost_usd');
+      assert.equal((detailsOf(broke) as { limit: string }).limit, 'max_cost_usd');
       assert.equal(
-        (broke.error?.details as { partial_output: string }).partial_output,
+        (detailsOf(broke) as { partial_output: string }).partial_output,
         'An expensive answer',
       );
 
@@ -226,7 +230,7 @@ for (const store of STORE_VARIANTS) {
         input: { prompt: 'x'.repeat(400) },
       });
       const refused = await client.tasks.wait(long.id, { timeoutMs: WAIT_MS });
-      assert.equal((refused.error?.details as { limit: string }).limit, 'max_input_tokens');
+      assert.equal((detailsOf(refused) as { limit: string }).limit, 'max_input_tokens');
       assert.equal(model.requests.length, before, 'the estimate stopped it before the call');
     });
 
@@ -250,7 +254,7 @@ for (const store of STORE_VARIANTS) {
       assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
       assert.deepEqual(done.result, { stars: 4 });
       const retry = model.requests.at(-1);
-      const last = (retry?.body.messages as { role: string; content: string }[]).at(-1);
+      const last = ((retry?.body.messages ?? []) as { role: string; content: string }[]).at(-1);
       assert.equal(last?.role, 'user');
       assert.match(last?.content ?? '', /does not match the required JSON schema/);
       assert.ok(retry?.body.response_format, 'the schema is asked for');
@@ -282,7 +286,7 @@ for (const store of STORE_VARIANTS) {
         assert.equal(failed.state, 'failed');
         assert.equal(failed.error?.code, 'MODEL_CALL_FAILED');
         assert.equal(failed.error?.retryable, false);
-        assert.equal((failed.error?.details as { status: number }).status, 401);
+        assert.equal((detailsOf(failed) as { status: number }).status, 401);
       } finally {
         await client.secrets.put('MODEL_KEY', 'sk-hosted');
       }

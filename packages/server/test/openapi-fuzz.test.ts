@@ -560,6 +560,9 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       };
     case 'PUT /v1/mcp/views/{view}':
       return { tools: [{ tool: 'fuzz__tool' }], instructions: 'i' };
+    case 'POST /v1/chat/completions':
+      // An agent template: refused with 400 before any task, whatever the fuzzer changes.
+      return { model: f.templateName, messages: [{ role: 'user', content: 'hi' }] };
     case 'POST /v1/model-providers':
       return { ...fuzzProvider(), name: unique, description: 'd', max_retries: 0 };
     case 'PUT /v1/model-providers/{provider}': {

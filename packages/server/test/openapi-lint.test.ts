@@ -254,6 +254,21 @@ describe('the OpenAPI document', () => {
     });
     assert.equal(provider.response.status, 201);
     assert.equal(provider.data.models[0].price.output, 15);
+    // A hosted agent whose provider does not answer: the completion is a 502 in the unified format.
+    await call('POST', '/v1/templates', {
+      body: {
+        name: 'generated-llm',
+        kind: 'llm',
+        llm: { model: { provider: 'generated', model: 'm' } },
+        default_max_attempts: 1,
+      },
+    });
+    const completion = await client.POST('/v1/chat/completions', {
+      body: { model: 'generated-llm', messages: [{ role: 'user', content: 'hi' }] },
+    });
+    called.add('POST /v1/chat/completions');
+    assert.equal(completion.response.status, 502);
+    assert.equal((completion.error as { error: { code: string } }).error.code, 'AGENT_RUN_FAILED');
     await call('PUT', '/v1/config-schemas/{prefix}', {
       params: { path: { prefix: 'generated/' } },
       body: { schema: { type: 'object' } },

@@ -661,6 +661,12 @@ export class McpHub {
       running.restartsSeen = restarts;
     }
     try {
+      // Tools first: whoever sees the server ready (`mcp-servers add --wait`) sees its tools.
+      if (status.state === 'ready') {
+        await this.#sync(running).catch((err: unknown) =>
+          this.#log.warn({ err, server }, 'taking an MCP server’s tools failed'),
+        );
+      }
       await this.records.setStatus(running.record.row.id, {
         state: status.state,
         reason: status.reason,
@@ -672,7 +678,6 @@ export class McpHub {
         sandboxed: running.record.settings.transport === 'stdio' ? status.sandboxed : null,
         last_health_check: status.state === 'ready' ? new Date().toISOString() : null,
       });
-      if (status.state === 'ready') await this.#sync(running);
     } catch (err) {
       this.#log.warn(
         { err, server: running.record.row.name },

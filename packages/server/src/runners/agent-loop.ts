@@ -147,6 +147,44 @@ export function renderPrompt(text: string, input: unknown): string {
   });
 }
 
+/**
+ * A conversation given as the task input (`{"messages": […]}`, what the OpenAI-compatible
+ * endpoint submits), in the run's form; undefined when the input is not one. Text only: a
+ * `tool` message (the client's own tools) becomes text of a user message.
+ */
+export function inputConversation(input: unknown): ChatMessage[] | undefined {
+  const messages = (input as { messages?: unknown } | null)?.messages;
+  if (!Array.isArray(messages) || messages.length === 0) return undefined;
+  const out: ChatMessage[] = [];
+  for (const m of messages as { role?: unknown; content?: unknown; name?: unknown }[]) {
+    const content = Array.isArray(m.content)
+      ? (m.content as { text?: unknown }[])
+          .map((p) => (typeof p.text === 'string' ? p.text : ''))
+          .join('')
+      : typeof m.content === 'string'
+        ? m.content
+        : '';
+    switch (m.role) {
+      case 'system':
+      case 'developer':
+        out.push({ role: 'system', content });
+        break;
+      case 'assistant':
+        out.push({ role: 'assistant', content });
+        break;
+      case 'tool':
+        out.push({
+          role: 'user',
+          content: `Tool result${typeof m.name === 'string' ? ` (${m.name})` : ''}: ${content}`,
+        });
+        break;
+      default:
+        out.push({ role: 'user', content });
+    }
+  }
+  return out;
+}
+
 /** The user message of the run. */
 function userMessage(llm: LlmSpec, input: unknown): string {
   if (llm.prompt !== undefined) return renderPrompt(llm.prompt, input);
@@ -306,7 +344,9 @@ class HostedRun {
         content: renderPrompt(this.#llm.system_prompt, this.#task.input),
       });
     }
-    this.#messages.push({ role: 'user', content: userMessage(this.#llm, this.#task.input) });
+    const conversation = inputConversation(this.#task.input);
+    if (conversation !== undefined) this.#messages.push(...conversation);
+    else this.#messages.push({ role: 'user', content: userMessage(this.#llm, this.#task.input) });
     for (const [i, turn] of state.turns.entries()) {
       this.#addTurn(turn.call);
       for (const c of turn.call.tool_calls) {
