@@ -183,4 +183,59 @@ describe('hosted agents survive kill -9 of their node', () => {
       'no model call after the crash',
     );
   });
+
+  test('while a tool call waits for an approval: after the restart the approval decides; the call runs once, on approval', async () => {
+    await client.templates.create({
+      name: 'crashy-approved',
+      kind: 'llm',
+      llm: { model: { provider: 'scripted', model: 'crash' }, tools: ['send_email'] },
+      default_max_attempts: 3,
+    });
+    await client.request('POST', '/v1/tool-policies', {
+      body: {
+        name: 'mail-needs-approval',
+        effect: 'allow',
+        tools: ['send_email'],
+        approval: 'required',
+        match: { templates: ['crashy-approved'] },
+      },
+    });
+    upstream.hold = false;
+    model.script(
+      'crash',
+      {
+        text: '',
+        tool_calls: [{ id: 'toolu_3', name: 'send_email', arguments: { to: 'b@example.com' } }],
+      },
+      { text: 'mail sent after approval' },
+    );
+    const modelBefore = model.requestsFor('crash').length;
+    const hitsBefore = upstream.hits.length;
+    const task = await client.tasks.create({
+      template: 'crashy-approved',
+      input: { prompt: 'mail' },
+    });
+    let approvalId: string | undefined;
+    for await (const item of client.tasks.events(task.id)) {
+      const data = (item as TaskEvent).data as { name?: string; data?: { approval_id?: string } };
+      if ((item as TaskEvent).type === 'task.custom' && data.name === 'llm.approval_wait') {
+        approvalId = data.data?.approval_id;
+        break;
+      }
+    }
+    assert.ok(approvalId);
+    await server.crash();
+    await server.restart();
+    const approval = (await client.request('GET', `/v1/tool-approvals/${approvalId}`)) as {
+      arguments_hash: string;
+    };
+    await client.request('POST', `/v1/tool-approvals/${approvalId}/approve`, {
+      body: { arguments_hash: approval.arguments_hash },
+    });
+    const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+    assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+    assert.equal(done.result, 'mail sent after approval');
+    assert.deepEqual(upstream.hits.slice(hitsBefore), ['/send_email'], 'sent once, on approval');
+    assert.equal(model.requestsFor('crash').length - modelBefore, 2, 'turn 1 once, turn 2 once');
+  });
 });

@@ -292,6 +292,74 @@ for (const store of STORE_VARIANTS) {
       }
     });
 
+    test('approvals: the run waits for the decision, shows it in its stream, and goes on with the result once approved', async () => {
+      await client.templates.create(hosted('careful', { tools: ['weather'] }));
+      const policy = await server.call('POST', '/v1/tool-policies', {
+        body: {
+          name: 'careful-weather',
+          effect: 'allow',
+          tools: ['weather'],
+          approval: 'required',
+          match: { templates: ['careful'] },
+        },
+      });
+      assert.equal(policy.status, 201, JSON.stringify(policy.body));
+      model.script(
+        'small',
+        {
+          text: '',
+          tool_calls: [{ id: 'call_ok', name: 'weather', arguments: { city: 'Bergen' } }],
+        },
+        { text: 'Rainy, as approved.' },
+        {
+          text: '',
+          tool_calls: [{ id: 'call_no', name: 'weather', arguments: { city: 'Nowhere' } }],
+        },
+        { text: 'It was refused.' },
+      );
+      const waitFor = async (taskId: string) => {
+        for await (const item of client.tasks.events(taskId)) {
+          if (
+            'type' in item &&
+            item.type === 'task.custom' &&
+            (item.data as { name: string }).name === 'llm.approval_wait'
+          ) {
+            return (item.data as { data: { approval_id: string } }).data.approval_id;
+          }
+        }
+        throw new Error('no approval wait');
+      };
+      const task = await client.tasks.create({ template: 'careful', input: { prompt: 'Bergen?' } });
+      const approvalId = await waitFor(task.id);
+      assert.equal((await client.tasks.get(task.id)).state, 'running');
+      const approval = await server.call('GET', `/v1/tool-approvals/${approvalId}`);
+      const approved = await server.call('POST', `/v1/tool-approvals/${approvalId}/approve`, {
+        body: { arguments_hash: approval.body.arguments_hash },
+      });
+      assert.equal(approved.status, 200, JSON.stringify(approved.body));
+      const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+      assert.equal(done.result, 'Rainy, as approved.');
+      const [result] = journal(await eventsOf(client, task.id), 'llm.tool_result');
+      assert.equal(result?.status, 'succeeded');
+      assert.match(result?.content ?? '', /Bergen/);
+
+      const refused = await client.tasks.create({
+        template: 'careful',
+        input: { prompt: 'Nowhere?' },
+      });
+      const refusedId = await waitFor(refused.id);
+      await server.call('POST', `/v1/tool-approvals/${refusedId}/reject`, {
+        body: { reason: 'no' },
+      });
+      const after = await client.tasks.wait(refused.id, { timeoutMs: WAIT_MS });
+      assert.equal(after.result, 'It was refused.');
+      const [rejected] = journal(await eventsOf(client, refused.id), 'llm.tool_result');
+      assert.equal(rejected?.status, 'rejected');
+      assert.equal(rejected?.is_error, true);
+      await server.call('DELETE', '/v1/tool-policies/careful-weather');
+    });
+
     test('bad input: llm templates are checked field by field', async () => {
       const cases: [Record<string, unknown>, string][] = [
         [{ name: 'a', kind: 'llm' }, 'body.llm'],

@@ -31,8 +31,6 @@ type RunLimits = LlmLimits & { max_turns: number; max_tool_calls: number };
 const OUTPUT_FLUSH_MS = 100;
 /** Most characters of one tool result the model is given. */
 const TOOL_RESULT_MAX_CHARS = 100_000;
-/** How long a tool call that needs an approval may wait for it. */
-const APPROVAL_WAIT_MS = 7 * 24 * 3_600_000;
 
 /** Names of the journal's events. */
 export const JOURNAL = {
@@ -41,6 +39,8 @@ export const JOURNAL = {
   toolResult: 'llm.tool_result',
   /** The run asked the model again because its answer did not match the output schema. */
   outputRetry: 'llm.output_retry',
+  /** A tool call waits for an operator's approval; the run waits with it. */
+  approvalWait: 'llm.approval_wait',
 } as const;
 
 /** A journal entry as stored: a custom event of the task's stream. */
@@ -115,6 +115,15 @@ export interface AgentLoopDeps {
     name: string,
     args: Record<string, unknown>,
     options: { signal: AbortSignal; waitMs: number },
+  ): Promise<ToolInvocation>;
+  /**
+   * Waits for the outcome of a call that awaits approval `approvalId` (approved and run,
+   * rejected, expired); rejects when `signal` aborts.
+   */
+  waitForApproval(
+    tenantId: string,
+    approvalId: string,
+    signal: AbortSignal,
   ): Promise<ToolInvocation>;
   /** The journal entries of the task so far, every attempt, in order. */
   journal(tenantId: string, taskId: string): Promise<JournalEntry[]>;
@@ -246,13 +255,21 @@ interface Replayed {
   turns: { call: ModelCallRecord; results: Map<string, ToolResultRecord> }[];
   /** Ids of tool calls journaled as started. */
   started: Set<string>;
+  /** Tool calls (by id) journaled as waiting for an approval: its id. */
+  approvals: Map<string, string>;
   /** Messages the run added for the model besides its turns (a retry of a bad output). */
   retries: { afterTurn: number; message: string }[];
   startedAt: number | undefined;
 }
 
 function replay(entries: readonly JournalEntry[]): Replayed {
-  const state: Replayed = { turns: [], started: new Set(), retries: [], startedAt: undefined };
+  const state: Replayed = {
+    turns: [],
+    started: new Set(),
+    approvals: new Map(),
+    retries: [],
+    startedAt: undefined,
+  };
   for (const e of entries) {
     state.startedAt ??= Date.parse(e.time);
     if (e.name === JOURNAL.modelCall) {
@@ -265,6 +282,8 @@ function replay(entries: readonly JournalEntry[]): Replayed {
     } else if (e.name === JOURNAL.toolResult) {
       const result = e.data as unknown as ToolResultRecord;
       state.turns[result.turn - 1]?.results.set(result.id, result);
+    } else if (e.name === JOURNAL.approvalWait) {
+      state.approvals.set(String(e.data.id), String(e.data.approval_id));
     } else if (e.name === JOURNAL.outputRetry) {
       state.retries.push({ afterTurn: state.turns.length, message: String(e.data.message ?? '') });
     }
@@ -401,8 +420,12 @@ class HostedRun {
         const done = await this.#finish(last.call.text);
         if (done !== undefined) return done;
       } else if (missing.length > 0) {
+        // A call waiting for an approval did not run: the approval decides, on any node.
         const risky = missing.filter(
-          (c) => state.started.has(c.id) && !isRetrySafe(this.#toolNamed(c.name)),
+          (c) =>
+            state.started.has(c.id) &&
+            !state.approvals.has(c.id) &&
+            !isRetrySafe(this.#toolNamed(c.name)),
         );
         if (risky.length > 0) {
           return {
@@ -417,7 +440,10 @@ class HostedRun {
             },
           };
         }
-        await this.#callTools(missing.map((c) => ({ ...c, turn: last.call.turn })));
+        await this.#callTools(
+          missing.map((c) => ({ ...c, turn: last.call.turn })),
+          state.approvals,
+        );
       }
     }
     for (;;) {
@@ -556,24 +582,31 @@ class HostedRun {
     return record;
   }
 
-  /** Runs tool calls in parallel, each journaled when it starts and when it ends. */
-  async #callTools(calls: PlannedCall[]): Promise<void> {
+  /**
+   * Runs tool calls in parallel, each journaled when it starts and when it ends. `approvals`:
+   * calls of an earlier attempt that wait for an approval (their approval's id): the run
+   * waits for its outcome instead of calling again.
+   */
+  async #callTools(calls: PlannedCall[], approvals = new Map<string, string>()): Promise<void> {
     if (this.#toolCalls > this.#limits.max_tool_calls) {
       throw new BudgetExceeded('max_tool_calls', this.#limits.max_tool_calls, this.#toolCalls);
     }
-    await this.#run.journal(
-      calls.map((c) => ({
-        type: 'custom',
-        name: JOURNAL.toolCall,
-        data: { turn: c.turn, id: c.id, name: c.name, arguments: c.arguments },
-      })),
-    );
-    const results = await Promise.all(calls.map((c) => this.#callTool(c)));
+    const fresh = calls.filter((c) => !approvals.has(c.id));
+    if (fresh.length > 0) {
+      await this.#run.journal(
+        fresh.map((c) => ({
+          type: 'custom',
+          name: JOURNAL.toolCall,
+          data: { turn: c.turn, id: c.id, name: c.name, arguments: c.arguments },
+        })),
+      );
+    }
+    const results = await Promise.all(calls.map((c) => this.#callTool(c, approvals.get(c.id))));
     // The assistant message of these calls is the last one: the results follow it, in order.
     for (const r of results) this.#addResult(r);
   }
 
-  async #callTool(c: PlannedCall): Promise<ToolResultRecord> {
+  async #callTool(c: PlannedCall, pendingApproval: string | undefined): Promise<ToolResultRecord> {
     const started = Date.now();
     const record = (callId: string | null, status: string, isError: boolean, content: string) => ({
       turn: c.turn,
@@ -598,14 +631,36 @@ class HostedRun {
       );
     } else {
       try {
-        const invocation = await this.#deps.invoke(
-          this.#run.tenantId,
-          this.#run.agentId,
-          this.#task,
-          c.name,
-          args,
-          { signal: this.#signal, waitMs: APPROVAL_WAIT_MS },
-        );
+        const { tenantId } = this.#run;
+        let invocation =
+          pendingApproval === undefined
+            ? await this.#deps.invoke(tenantId, this.#run.agentId, this.#task, c.name, args, {
+                signal: this.#signal,
+                waitMs: 0,
+              })
+            : await this.#deps.waitForApproval(tenantId, pendingApproval, this.#signal);
+        const approvalId = invocation.call.approval_id;
+        if (
+          invocation.result === null &&
+          invocation.call.status === 'awaiting_approval' &&
+          approvalId !== null
+        ) {
+          // Journaled before waiting: after a restart, the approval decides, not a new call.
+          await this.#run.journal([
+            {
+              type: 'custom',
+              name: JOURNAL.approvalWait,
+              data: {
+                turn: c.turn,
+                id: c.id,
+                name: c.name,
+                call_id: invocation.call.id,
+                approval_id: approvalId,
+              },
+            },
+          ]);
+          invocation = await this.#deps.waitForApproval(tenantId, approvalId, this.#signal);
+        }
         result = record(
           invocation.call.id,
           invocation.call.status,

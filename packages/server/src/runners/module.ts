@@ -7,6 +7,11 @@ import { type AgentLoopDeps, type JournalEntry, runHostedAgent } from './agent-l
 import { HostedRunner } from './hosted-runner.ts';
 import { RUNNERS_SETTINGS } from './settings.ts';
 
+/**
+ * How long one wait for an approval's outcome lasts before the next; an approval ends by
+ * itself (its policy's timeout), so the run's waits end too.
+ */
+const APPROVAL_POLL_SPAN_MS = 60_000;
 /** Most events of a task's stream read to rebuild a run (a run is bounded by its limits). */
 const JOURNAL_READ_LIMIT = 1000;
 
@@ -43,7 +48,7 @@ export const runnersModule = defineModule({
     const { runtime } = need('tasks');
     const templates = need('templates');
     const { models } = need('providers');
-    const { tools, policies, executor } = need('tools');
+    const { tools, policies, executor, approvals } = need('tools');
     const { events } = need('events');
     const { systemTenantId } = need('gateway');
     const sessions = need('sessions');
@@ -102,6 +107,18 @@ export const runnersModule = defineModule({
       },
       async invoke(tenantId, agentId, task, name, args, options) {
         return executor.invoke(await callerOf(tenantId, agentId, task), name, args, options);
+      },
+      async waitForApproval(tenantId, approvalId, signal) {
+        for (;;) {
+          const outcome = await approvals.waitForOutcome(
+            tenantId,
+            approvalId,
+            APPROVAL_POLL_SPAN_MS,
+            signal,
+          );
+          if (outcome !== undefined) return outcome;
+          signal.throwIfAborted();
+        }
       },
       async journal(tenantId, taskId) {
         const entries: JournalEntry[] = [];
