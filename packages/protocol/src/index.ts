@@ -239,3 +239,11 @@ export {
   UpdateTool,
   UpdateToolPolicy,
 } from './tools.ts';
+export {
+  USAGE_GROUPS,
+  UsageGroup,
+  UsageQuery,
+  UsageReport,
+  UsageRow,
+  UsageTotals,
+} from './usage.ts';

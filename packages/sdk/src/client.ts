@@ -59,6 +59,7 @@ import type {
   UpdateTenantInput,
   WhoAmI,
 } from './types.ts';
+import { UsageApi } from './usage-api.ts';
 
 export interface OrchestraOptions extends ConnectionOptions {
   /**
@@ -165,6 +166,8 @@ export class Orchestra {
   readonly secrets: SecretsApi;
   /** The model APIs hosted agents call (OpenAI-compatible and Anthropic). */
   readonly modelProviders: ModelProvidersApi;
+  /** What hosted agents used: tokens, cost, model and tool calls, grouped over time. */
+  readonly usage: UsageApi;
   /** Tools: register HTTP tools, list, read versions, approve MCP definitions, invoke. */
   readonly tools: ToolsApi;
   /** Tool policies: who may call which tools, with what arguments, how often. */
@@ -450,6 +453,7 @@ export class Orchestra {
     this.services = new ServicesApi(this);
     this.secrets = new SecretsApi(this);
     this.modelProviders = new ModelProvidersApi(this);
+    this.usage = new UsageApi(this);
     this.tools = new ToolsApi(this);
     this.toolPolicies = new ToolPoliciesApi(this);
     this.toolCalls = new ToolCallsApi(this);

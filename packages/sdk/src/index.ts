@@ -200,3 +200,11 @@ export type {
   UpdateTenantInput,
   WhoAmI,
 } from './types.ts';
+export {
+  UsageApi,
+  type UsageGroup,
+  type UsageOptions,
+  type UsageReport,
+  type UsageRow,
+  type UsageTotals,
+} from './usage-api.ts';

@@ -90,6 +90,8 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   timeoutMs?: number;
   signal?: AbortSignal | undefined;
+  /** `text`: a successful answer's body as it came (CSV), not parsed as JSON. */
+  as?: 'json' | 'text';
 }
 
 /** One resumable stream, as `Transport.resume` follows it. */
@@ -287,6 +289,9 @@ export class Transport {
         text = await response.text();
       } catch (err) {
         throw this.#noAnswer(err, method, url, options.signal, timeoutMs);
+      }
+      if (options.as === 'text' && response.ok) {
+        return { status: response.status, headers: response.headers, body: text as T };
       }
       let body: unknown;
       try {

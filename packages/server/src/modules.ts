@@ -26,6 +26,7 @@ import { statsModule } from './stats/index.ts';
 import { tasksModule } from './tasks/index.ts';
 import { templatesModule } from './templates/index.ts';
 import { toolsModule } from './tools/index.ts';
+import { usageModule } from './usage/index.ts';
 
 /**
  * Every service module of the server. Adding a module is a folder with its declaration
@@ -49,6 +50,7 @@ export const MODULES: readonly AnyModule[] = [
   mcpModule,
   mcpGatewayModule,
   providersModule,
+  usageModule,
   runnersModule,
   chatModule,
   realtimeModule,

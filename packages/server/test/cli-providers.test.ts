@@ -187,6 +187,23 @@ describe('orchestra providers', () => {
       const unknown = await fixture.cli(['chat', 'nobody', '--message', 'hi']);
       expectExit(unknown, 1);
       assert.match(unknown.stderr, /no template "nobody"/);
+      const usage = await fixture.cli(['usage', '--by', 'template']);
+      expectExit(usage, 0);
+      assert.match(
+        usage.stdout,
+        /^Usage from \S+ to \S+\nTEMPLATE\s+INPUT\s+OUTPUT\s+CACHED\s+COST\s+CALLS\s+TOOL CALLS\n/,
+      );
+      assert.match(
+        tableRow(usage.stdout, 'assistant'),
+        // Five model calls: the submit's two, the chat's two, the piped message's one.
+        /^assistant\s+\d+\s+\d+\s+0\s+\$0\.000000\s+5\s+2$/,
+      );
+      const csv = await fixture.cli(['usage', '--by', 'template', '--csv']);
+      expectExit(csv, 0);
+      assert.match(csv.stdout, /^template,input_tokens,/);
+      const badTime = await fixture.cli(['usage', '--from', 'last week']);
+      expectExit(badTime, 2);
+      assert.match(badTime.stderr, /--from must be a date/);
       expectExit(await fixture.cli(['templates', 'rm', 'assistant']), 0);
       expectExit(await fixture.cli(['providers', 'rm', 'demo']), 0);
     } finally {

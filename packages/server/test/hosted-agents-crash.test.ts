@@ -161,6 +161,9 @@ describe('hosted agents survive kill -9 of their node', () => {
       (m) => m.role === 'user' && Array.isArray(m.content),
     );
     assert.match(JSON.stringify(results), /tool_result.*toolu_1.*\\"got\\":\{\\"q\\":\\"x\\"\}/);
+    // Usage counts each completed model call once, across the attempts.
+    const usage = await client.usage.report({ group_by: 'task' });
+    assert.equal(usage.rows.find((r) => r.key === task.id)?.model_calls, 2);
   });
 
   test('during a tool call that is not idempotent: it is not made again, and the run stops with TOOL_CALL_INTERRUPTED', async () => {

@@ -360,6 +360,65 @@ for (const store of STORE_VARIANTS) {
       await server.call('DELETE', '/v1/tool-policies/careful-weather');
     });
 
+    test('usage: each completed model call counts once, by template, model, key and day; CSV; bad queries get a 400', async () => {
+      const byTemplate = await client.usage.report({ group_by: 'template' });
+      const greeter = byTemplate.rows.find((r) => r.key === 'greeter');
+      // One completed call (the cancelled and the refused ones never completed).
+      assert.deepEqual(greeter && { ...greeter }, {
+        key: 'greeter',
+        input_tokens: 100,
+        output_tokens: 20,
+        cached_input_tokens: 0,
+        cost_usd: 0.00014,
+        model_calls: 1,
+        tool_calls: 0,
+        duration_ms: greeter?.duration_ms,
+      });
+      const forecaster = byTemplate.rows.find((r) => r.key === 'forecaster');
+      assert.equal(forecaster?.model_calls, 2);
+      assert.equal(forecaster?.tool_calls, 2);
+      const calls = byTemplate.rows.reduce((n, r) => n + r.model_calls, 0);
+      assert.equal(byTemplate.total.model_calls, calls);
+      const byModel = await client.usage.report({ group_by: 'model' });
+      assert.deepEqual(
+        byModel.rows.map((r) => r.key),
+        ['scripted/small'],
+      );
+      const byKey = await client.usage.report({ group_by: 'key' });
+      assert.equal(byKey.rows.length, 1);
+      assert.match(byKey.rows[0]?.key ?? '', /^key_/);
+      const byDay = await client.usage.report();
+      assert.equal(byDay.group_by, 'day');
+      assert.equal(byDay.rows[0]?.key, new Date().toISOString().slice(0, 10));
+      const csv = await client.usage.csv({ group_by: 'template' });
+      const lines = csv.trimEnd().split('\r\n');
+      assert.equal(
+        lines[0],
+        'template,input_tokens,output_tokens,cached_input_tokens,cost_usd,model_calls,tool_calls,duration_ms',
+      );
+      assert.ok(lines.some((l) => l.startsWith('greeter,100,20,0,0.00014,1,0,')));
+      const empty = await client.usage.report({
+        from: '2020-01-01T00:00:00Z',
+        to: '2020-02-01T00:00:00Z',
+      });
+      assert.deepEqual([empty.rows, empty.total.model_calls], [[], 0]);
+      for (const query of [
+        'group_by=color',
+        'from=yesterday',
+        'from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z',
+        'limit=0',
+        'format=xml',
+      ]) {
+        expectError(await server.call('GET', `/v1/usage?${query}`), 400, 'VALIDATION_FAILED');
+      }
+      // Another tenant sees none of it.
+      const other = await server.call('POST', '/v1/tenants', { body: { id: `usage-${store}` } });
+      const theirs = await server.call('GET', '/v1/usage?group_by=template', {
+        key: other.body.admin_key.secret,
+      });
+      assert.deepEqual(theirs.body.rows, []);
+    });
+
     test('bad input: llm templates are checked field by field', async () => {
       const cases: [Record<string, unknown>, string][] = [
         [{ name: 'a', kind: 'llm' }, 'body.llm'],

@@ -269,6 +269,8 @@ describe('the OpenAPI document', () => {
     called.add('POST /v1/chat/completions');
     assert.equal(completion.response.status, 502);
     assert.equal((completion.error as { error: { code: string } }).error.code, 'AGENT_RUN_FAILED');
+    const usage = await call('GET', '/v1/usage', { params: { query: { group_by: 'template' } } });
+    assert.deepEqual(usage.data.rows, []);
     await call('PUT', '/v1/config-schemas/{prefix}', {
       params: { path: { prefix: 'generated/' } },
       body: { schema: { type: 'object' } },

@@ -23,6 +23,7 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   'mcp-views': () => import('./commands/mcp-views.ts'),
   providers: () => import('./commands/providers.ts'),
   chat: () => import('./commands/chat.ts'),
+  usage: () => import('./commands/usage.ts'),
   'demo-provider': () => import('./commands/demo-provider.ts'),
   topics: () => import('./commands/topics.ts'),
   config: () => import('./commands/config.ts'),

@@ -99,6 +99,7 @@ export class ModelService {
     calls: Counter<'kind' | 'outcome'>;
     seconds: Histogram<'kind'>;
     tokens: Counter<'kind' | 'type'>;
+    cost: Counter<'kind'>;
     open: Gauge<'provider_id'>;
   };
 
@@ -129,6 +130,12 @@ export class ModelService {
         name: 'orchestra_model_tokens_total',
         help: 'Tokens providers reported, by provider kind and type (input, output, cached_input).',
         labelNames: ['kind', 'type'],
+        registers: [deps.registry],
+      }),
+      cost: new Counter({
+        name: 'orchestra_model_cost_dollars_total',
+        help: 'Cost of model calls in US dollars, from the providers’ price tables (unpriced models count 0), by provider kind.',
+        labelNames: ['kind'],
         registers: [deps.registry],
       }),
       open: new Gauge({
@@ -332,6 +339,8 @@ export class ModelService {
       this.#metrics.tokens.inc({ kind, type: 'input' }, answer.usage.input_tokens);
       this.#metrics.tokens.inc({ kind, type: 'output' }, answer.usage.output_tokens);
       this.#metrics.tokens.inc({ kind, type: 'cached_input' }, answer.usage.cached_input_tokens);
+      const cost = costOf(model?.price, answer.usage);
+      if (cost !== null && cost > 0) this.#metrics.cost.inc({ kind }, cost);
       return { response: { ...answer, provider: ref.provider }, price: model?.price };
     } catch (err) {
       if (err instanceof ModelCallError) return fail(err);

@@ -125,6 +125,11 @@ export interface AgentLoopDeps {
     approvalId: string,
     signal: AbortSignal,
   ): Promise<ToolInvocation>;
+  /**
+   * Records a completed model call in the usage accounting, once: recording the same turn
+   * of the task again changes nothing (a resumed run records its replayed turns again).
+   */
+  recordUsage(tenantId: string, task: AssignedTask, call: ModelCallRecord): Promise<void>;
   /** The journal entries of the task so far, every attempt, in order. */
   journal(tenantId: string, taskId: string): Promise<JournalEntry[]>;
 }
@@ -367,6 +372,8 @@ class HostedRun {
     if (conversation !== undefined) this.#messages.push(...conversation);
     else this.#messages.push({ role: 'user', content: userMessage(this.#llm, this.#task.input) });
     for (const [i, turn] of state.turns.entries()) {
+      // Recorded again in case the last attempt ended between its journal and its usage.
+      await this.#deps.recordUsage(tenantId, this.#task, turn.call);
       this.#addTurn(turn.call);
       for (const c of turn.call.tool_calls) {
         const result = turn.results.get(c.id);
@@ -578,6 +585,7 @@ class HostedRun {
     };
     // Journaled before anything acts on it: a crash from here on replays this answer.
     await this.#run.journal([{ type: 'custom', name: JOURNAL.modelCall, data: record }]);
+    await this.#deps.recordUsage(this.#run.tenantId, this.#task, record);
     this.#addTurn(record);
     return record;
   }

@@ -3,6 +3,7 @@ import { defineModule } from '../module.ts';
 import type { Principal } from '../platform/auth.ts';
 import { taskStream } from '../tasks/index.ts';
 import type { ToolCallerContext } from '../tools/index.ts';
+import { nanoUsd } from '../usage/index.ts';
 import { type AgentLoopDeps, type JournalEntry, runHostedAgent } from './agent-loop.ts';
 import { HostedRunner } from './hosted-runner.ts';
 import { RUNNERS_SETTINGS } from './settings.ts';
@@ -39,13 +40,26 @@ export function matchesToolPattern(pattern: string, name: string): boolean {
  */
 export const runnersModule = defineModule({
   name: 'runners',
-  needs: ['agents', 'tasks', 'templates', 'providers', 'tools', 'events', 'gateway', 'sessions'],
+  needs: [
+    'agents',
+    'tasks',
+    'templates',
+    'providers',
+    'tools',
+    'events',
+    'gateway',
+    'sessions',
+    'usage',
+  ],
   settings: RUNNERS_SETTINGS,
   jobs: ['hosted-runners'],
   create({ settings, bus, jobs, log, need }) {
     if (!settings.hostedRunner) return { runner: undefined };
     const { pool, agents } = need('agents');
-    const { runtime } = need('tasks');
+    const { runtime, tasks } = need('tasks');
+    const usage = need('usage');
+    /** Who submitted each running task: usage is counted per key. */
+    const submitters = new Map<string, string>();
     const templates = need('templates');
     const { models } = need('providers');
     const { tools, policies, executor, approvals } = need('tools');
@@ -119,6 +133,31 @@ export const runnersModule = defineModule({
           if (outcome !== undefined) return outcome;
           signal.throwIfAborted();
         }
+      },
+      async recordUsage(tenantId, task, call) {
+        let submitter = submitters.get(task.id);
+        if (submitter === undefined) {
+          submitter = (await tasks.get(principal(tenantId), task.id)).created_by;
+          if (submitters.size >= 10_000) submitters.clear();
+          submitters.set(task.id, submitter);
+        }
+        await usage.record({
+          id: `${task.id}:${call.turn}`,
+          tenant_id: tenantId,
+          task_id: task.id,
+          session_id: task.session_id,
+          template: task.template?.name ?? null,
+          api_key: submitter,
+          provider: call.provider,
+          model: call.model,
+          input_tokens: call.usage.input_tokens,
+          output_tokens: call.usage.output_tokens,
+          cached_input_tokens: call.usage.cached_input_tokens,
+          cost_nano_usd: nanoUsd(call.cost_usd),
+          tool_calls: call.tool_calls.length,
+          duration_ms: Math.round(call.duration_ms),
+          created_at: new Date().toISOString(),
+        });
       },
       async journal(tenantId, taskId) {
         const entries: JournalEntry[] = [];

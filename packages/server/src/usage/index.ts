@@ -1,0 +1,6 @@
+// The usage module's public surface: other modules and the server import it from here only
+// (npm run lint checks it).
+export * from './migrations.ts';
+export * from './module.ts';
+export * from './routes.ts';
+export * from './usage-service.ts';
