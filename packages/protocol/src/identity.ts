@@ -110,6 +110,22 @@ export const TENANT_LIMITS = {
     description:
       'Most sessions one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
   },
+  monthly_tokens: {
+    env: 'ORCHESTRA_TENANT_MONTHLY_TOKENS',
+    minimum: 0,
+    maximum: 1_000_000_000_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most model tokens (input and output) the tenant’s hosted agents may use in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
+  },
+  monthly_cost_cents: {
+    env: 'ORCHESTRA_TENANT_MONTHLY_COST_CENTS',
+    minimum: 0,
+    maximum: 100_000_000_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most cost, in US cents from the providers’ price tables, of the tenant’s hosted agents’ model calls in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
+  },
 } as const satisfies Record<
   string,
   { env: string; minimum: number; maximum: number; allowed: string; description: string }

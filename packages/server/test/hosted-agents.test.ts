@@ -419,6 +419,66 @@ for (const store of STORE_VARIANTS) {
       assert.deepEqual(theirs.body.rows, []);
     });
 
+    test('tenant monthly quotas: checked with an estimate before a call and with the usage after it', async () => {
+      const tenantId = `quota-${store}`;
+      const created = await server.call('POST', '/v1/tenants', { body: { id: tenantId } });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const limited = await server.call('PATCH', `/v1/tenants/${tenantId}`, {
+        body: { limits: { monthly_tokens: 150 } },
+      });
+      assert.equal(limited.status, 200, JSON.stringify(limited.body));
+      const tenant = new Orchestra({ url: server.url, apiKey: created.body.admin_key.secret });
+      await tenant.secrets.put('MODEL_KEY', 'sk-hosted');
+      await tenant.modelProviders.create({
+        name: 'scripted',
+        kind: 'openai',
+        base_url: `${model.url}/v1`,
+        api_key_secret: 'MODEL_KEY',
+        models: [{ name: 'small', price: { input: 1, output: 2 } }],
+        max_retries: 0,
+      });
+      await tenant.templates.create(hosted('metered', {}));
+      const ask = async (usage?: { input_tokens: number; output_tokens: number }) => {
+        if (usage !== undefined) model.script('small', { text: 'metered answer', usage });
+        const task = await tenant.tasks.create({ template: 'metered', input: { prompt: 'Hi' } });
+        return tenant.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      };
+      assert.equal((await ask({ input_tokens: 100, output_tokens: 20 })).state, 'succeeded');
+      // 120 used: the next call fits the estimate, and its usage passes the quota.
+      const over = await ask({ input_tokens: 100, output_tokens: 20 });
+      assert.equal(over.error?.code, 'BUDGET_EXCEEDED');
+      assert.deepEqual(
+        [
+          detailsOf(over).limit,
+          detailsOf(over).value,
+          detailsOf(over).used,
+          detailsOf(over).partial_output,
+        ],
+        ['monthly_tokens', 150, 240, 'metered answer'],
+      );
+      assert.match(
+        over.error?.message ?? '',
+        /monthly quota monthly_tokens \(150; used 240\) is used up/,
+      );
+      // Used up: refused before the call.
+      const before = model.requests.length;
+      const refused = await ask();
+      assert.equal(detailsOf(refused).limit, 'monthly_tokens');
+      assert.equal(model.requests.length, before, 'no call once the quota is used up');
+
+      // The cost quota, in cents: 3 cents used by one call passes 1 cent.
+      await server.call('PATCH', `/v1/tenants/${tenantId}`, {
+        body: { limits: { monthly_tokens: null, monthly_cost_cents: 1 } },
+      });
+      const costly = await ask({ input_tokens: 10_000, output_tokens: 10_000 });
+      assert.equal(detailsOf(costly).limit, 'monthly_cost_cents');
+      assert.equal(detailsOf(costly).value, 1);
+      // Other tenants are not limited by it.
+      model.script('small', { text: 'unmetered' });
+      const free = await client.tasks.create({ template: 'greeter', input: { question: 'q' } });
+      assert.equal((await client.tasks.wait(free.id, { timeoutMs: WAIT_MS })).state, 'succeeded');
+    });
+
     test('bad input: llm templates are checked field by field', async () => {
       const cases: [Record<string, unknown>, string][] = [
         [{ name: 'a', kind: 'llm' }, 'body.llm'],

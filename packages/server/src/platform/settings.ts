@@ -362,6 +362,24 @@ export const PLATFORM_SETTINGS = {
       'Most sessions one tenant may hold; creating one more is refused with `TENANT_LIMIT_REACHED`.',
     default: 10000,
   },
+  tenantMonthlyTokens: {
+    env: 'ORCHESTRA_TENANT_MONTHLY_TOKENS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 1_000_000_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most model tokens (input and output) one tenant’s hosted agents may use in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
+    default: 0,
+  },
+  tenantMonthlyCostCents: {
+    env: 'ORCHESTRA_TENANT_MONTHLY_COST_CENTS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most cost, in US cents from the providers’ price tables, of one tenant’s hosted agents’ model calls in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
+    default: 0,
+  },
   tenantMaxQueuedTasks: {
     env: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
     kind: 'int',

@@ -18,6 +18,8 @@ export const TENANT_LIMIT_SETTINGS = {
   max_templates: 'tenantMaxTemplates',
   max_secrets: 'tenantMaxSecrets',
   max_sessions: 'tenantMaxSessions',
+  monthly_tokens: 'tenantMonthlyTokens',
+  monthly_cost_cents: 'tenantMonthlyCostCents',
 } as const satisfies Record<TenantLimitName, keyof Settings>;
 
 export { TENANT_LIMIT_NAMES, type TenantLimitName } from '@orchestra/protocol';

@@ -130,16 +130,32 @@ export interface AgentLoopDeps {
    * of the task again changes nothing (a resumed run records its replayed turns again).
    */
   recordUsage(tenantId: string, task: AssignedTask, call: ModelCallRecord): Promise<void>;
+  /**
+   * The tenant's monthly quota that `tokens` more would pass (given its usage so far this
+   * month), or undefined when none would.
+   */
+  quota(tenantId: string, tokens: number): Promise<QuotaReached | undefined>;
   /** The journal entries of the task so far, every attempt, in order. */
   journal(tenantId: string, taskId: string): Promise<JournalEntry[]>;
 }
 
+/** A tenant's monthly quota that a run stopped at. */
+export interface QuotaReached {
+  limit: 'monthly_tokens' | 'monthly_cost_cents';
+  value: number;
+  used: number;
+}
+
 class BudgetExceeded extends Error {
-  readonly limit: keyof LlmLimits;
+  readonly limit: keyof LlmLimits | QuotaReached['limit'];
   readonly value: number;
   readonly used: number;
-  constructor(limit: keyof LlmLimits, value: number, used: number) {
-    super(`the run reached its limit ${limit} (${value}; used ${used})`);
+  constructor(limit: BudgetExceeded['limit'], value: number, used: number) {
+    super(
+      limit.startsWith('monthly_')
+        ? `the tenant's monthly quota ${limit} (${value}; used ${used}) is used up`
+        : `the run reached its limit ${limit} (${value}; used ${used})`,
+    );
     this.limit = limit;
     this.value = value;
     this.used = used;
@@ -455,8 +471,10 @@ class HostedRun {
     }
     for (;;) {
       this.#checkBefore();
+      await this.#checkQuota(estimateTokens(this.#messages));
       const answer = await this.#modelCall();
       this.#checkAfter();
+      await this.#checkQuota(0);
       if (answer.tool_calls.length === 0) {
         const done = await this.#finish(answer.text);
         if (done !== undefined) return done;
@@ -496,6 +514,12 @@ class HostedRun {
     if (limits.max_cost_usd !== undefined && this.#used.cost > limits.max_cost_usd) {
       throw new BudgetExceeded('max_cost_usd', limits.max_cost_usd, this.#used.cost);
     }
+  }
+
+  /** Checked with an estimate before a call, and with what was used after it. */
+  async #checkQuota(tokens: number): Promise<void> {
+    const reached = await this.#deps.quota(this.#run.tenantId, tokens);
+    if (reached !== undefined) throw new BudgetExceeded(reached.limit, reached.value, reached.used);
   }
 
   /** The answer as the task's output; undefined after asking the model once to fix it. */

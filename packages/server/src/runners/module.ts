@@ -64,7 +64,7 @@ export const runnersModule = defineModule({
     const { models } = need('providers');
     const { tools, policies, executor, approvals } = need('tools');
     const { events } = need('events');
-    const { systemTenantId } = need('gateway');
+    const { systemTenantId, limits } = need('gateway');
     const sessions = need('sessions');
 
     const principal = (tenantId: string): Principal => ({
@@ -158,6 +158,28 @@ export const runnersModule = defineModule({
           duration_ms: Math.round(call.duration_ms),
           created_at: new Date().toISOString(),
         });
+      },
+      async quota(tenantId, tokens) {
+        const [monthlyTokens, monthlyCents] = await Promise.all([
+          limits.get(tenantId, 'monthly_tokens'),
+          limits.get(tenantId, 'monthly_cost_cents'),
+        ]);
+        if (monthlyTokens.value === 0 && monthlyCents.value === 0) return undefined;
+        const now = new Date();
+        const month = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+        const used = await usage.since(tenantId, month.toISOString());
+        if (monthlyTokens.value > 0 && used.tokens + tokens > monthlyTokens.value) {
+          return {
+            limit: 'monthly_tokens',
+            value: monthlyTokens.value,
+            used: used.tokens + tokens,
+          };
+        }
+        const cents = Math.round(used.costUsd * 100 * 1e6) / 1e6;
+        if (monthlyCents.value > 0 && cents >= monthlyCents.value) {
+          return { limit: 'monthly_cost_cents', value: monthlyCents.value, used: cents };
+        }
+        return undefined;
       },
       async journal(tenantId, taskId) {
         const entries: JournalEntry[] = [];
