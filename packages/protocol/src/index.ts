@@ -183,6 +183,7 @@ export {
 export {
   CreateTemplate,
   LlmLimits,
+  LlmMemory,
   LlmSpec,
   Rollback,
   Strategy,

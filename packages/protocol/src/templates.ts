@@ -71,6 +71,35 @@ export const LlmLimits = Type.Object(
 );
 export type LlmLimits = Static<typeof LlmLimits>;
 
+/**
+ * What a hosted agent in a session remembers of the session's earlier tasks: each one's
+ * user message, tool calls with their results, and answer (one turn each).
+ */
+export const LlmMemory = Type.Object(
+  {
+    strategy: Type.Enum(['last_turns', 'token_window', 'none'], {
+      description:
+        '`last_turns` (default): the last `turns` turns. `token_window`: the most recent turns that fit in `max_tokens` (estimated at 4 characters a token), never a tool call without its result. `none`: nothing.',
+    }),
+    turns: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1000, description: 'last_turns: default 20.' }),
+    ),
+    max_tokens: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 10_000_000,
+        description: 'token_window: default 8000.',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'In a session, what the agent sees of the session’s earlier tasks. A task whose input is a conversation (`{"messages": …}`) brings its own and gets none.',
+  },
+);
+export type LlmMemory = Static<typeof LlmMemory>;
+
 const PromptText = (description: string) =>
   Type.String({ maxLength: 100_000, pattern: '^[^\\u0000]*$', description });
 
@@ -119,6 +148,7 @@ export const LlmSpec = Type.Object(
       }),
     ),
     limits: Type.Optional(LlmLimits),
+    memory: Type.Optional(LlmMemory),
   },
   { additionalProperties: false },
 );

@@ -184,6 +184,19 @@ describe('orchestra providers', () => {
       const piped = await fixture.cli(['chat', 'assistant'], { input: 'Hello there\n' });
       expectExit(piped, 0);
       assert.match(piped.stdout, /^You said: Hello there\n/);
+      // In a session, each turn sends only its message: the session remembers.
+      const session = await api.sessions.create({ name: 'cli chat' });
+      const inSession = await fixture.cli([
+        'chat',
+        'assistant',
+        '--session',
+        session.id,
+        '--message',
+        'First',
+      ]);
+      expectExit(inSession, 0);
+      const [turn] = (await api.tasks.list({ session_id: session.id })).items;
+      assert.deepEqual(turn?.input, { prompt: 'First' });
       const unknown = await fixture.cli(['chat', 'nobody', '--message', 'hi']);
       expectExit(unknown, 1);
       assert.match(unknown.stderr, /no template "nobody"/);
@@ -195,8 +208,8 @@ describe('orchestra providers', () => {
       );
       assert.match(
         tableRow(usage.stdout, 'assistant'),
-        // Five model calls: the submit's two, the chat's two, the piped message's one.
-        /^assistant\s+\d+\s+\d+\s+0\s+\$0\.000000\s+5\s+2$/,
+        // Six model calls: the submit's two, the chat's two, the piped and the session's one each.
+        /^assistant\s+\d+\s+\d+\s+0\s+\$0\.000000\s+6\s+2$/,
       );
       const csv = await fixture.cli(['usage', '--by', 'template', '--csv']);
       expectExit(csv, 0);

@@ -419,6 +419,70 @@ for (const store of STORE_VARIANTS) {
       assert.deepEqual(theirs.body.rows, []);
     });
 
+    test('sessions as memory: earlier turns with their tool calls, as the memory policy keeps them', async () => {
+      await client.templates.create(
+        hosted('rememberer', { tools: ['weather'], memory: { strategy: 'last_turns', turns: 2 } }),
+      );
+      const session = await client.sessions.create({ name: 'memory' });
+      const say = async (prompt: string, template = 'rememberer') => {
+        const task = await client.tasks.create({
+          template,
+          input: { prompt },
+          session_id: session.id,
+        });
+        const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+        assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+        return model.requests.at(-1)?.body.messages as { role: string; content: string | null }[];
+      };
+      model.script('small', { text: 'Hello Ada.' });
+      const first = await say('My name is Ada.');
+      assert.deepEqual(first, [{ role: 'user', content: 'My name is Ada.' }]);
+      model.script(
+        'small',
+        {
+          text: '',
+          tool_calls: [{ id: 'call_mem', name: 'weather', arguments: { city: 'Oslo' } }],
+        },
+        { text: 'Cold in Oslo.' },
+      );
+      await say('Weather in Oslo?');
+      model.script('small', { text: 'You are Ada.' });
+      const third = await say('What is my name?');
+      assert.deepEqual(
+        third.map((m) => [m.role, m.content]),
+        [
+          ['user', 'My name is Ada.'],
+          ['assistant', 'Hello Ada.'],
+          ['user', 'Weather in Oslo?'],
+          ['assistant', null],
+          ['tool', JSON.stringify({ got: { city: 'Oslo' } })],
+          ['assistant', 'Cold in Oslo.'],
+          ['user', 'What is my name?'],
+        ],
+      );
+      // Two turns at most: the first one is forgotten now.
+      model.script('small', { text: 'I do not know.' });
+      const fourth = await say('And now?');
+      assert.deepEqual(
+        fourth.map((m) => m.content).filter((c) => c !== null && c.startsWith('My name')),
+        [],
+      );
+      // A token window keeps whole turns only: a small one keeps the last answer alone.
+      await client.templates.create(
+        hosted('forgetful', { memory: { strategy: 'token_window', max_tokens: 12 } }),
+      );
+      model.script('small', { text: 'ok' });
+      const windowed = await say('Last one?', 'forgetful');
+      assert.deepEqual(
+        windowed.map((m) => [m.role, m.content]),
+        [
+          ['user', 'And now?'],
+          ['assistant', 'I do not know.'],
+          ['user', 'Last one?'],
+        ],
+      );
+    });
+
     test('tenant monthly quotas: checked with an estimate before a call and with the usage after it', async () => {
       const tenantId = `quota-${store}`;
       const created = await server.call('POST', '/v1/tenants', { body: { id: tenantId } });

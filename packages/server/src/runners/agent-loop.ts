@@ -27,6 +27,9 @@ export const DEFAULT_LIMITS = { max_turns: 10, max_tool_calls: 50 };
 
 /** A run's limits, with the defaults filled in. */
 type RunLimits = LlmLimits & { max_turns: number; max_tool_calls: number };
+/** Earlier turns a `token_window` memory looks at, at most. */
+const MEMORY_MAX_TURNS = 200;
+const DEFAULT_MEMORY_TOKENS = 8000;
 /** Streamed text is journaled in pieces at most this far apart. */
 const OUTPUT_FLUSH_MS = 100;
 /** Most characters of one tool result the model is given. */
@@ -41,6 +44,8 @@ export const JOURNAL = {
   outputRetry: 'llm.output_retry',
   /** A tool call waits for an operator's approval; the run waits with it. */
   approvalWait: 'llm.approval_wait',
+  /** The run's user message, as the model got it: what later tasks of a session remember. */
+  user: 'llm.user',
 } as const;
 
 /** A journal entry as stored: a custom event of the task's stream. */
@@ -135,6 +140,16 @@ export interface AgentLoopDeps {
    * month), or undefined when none would.
    */
   quota(tenantId: string, tokens: number): Promise<QuotaReached | undefined>;
+  /**
+   * The tasks of session `sessionId` that succeeded before task `beforeId`, newest first, at
+   * most `limit`.
+   */
+  sessionHistory(
+    tenantId: string,
+    sessionId: string,
+    beforeId: string,
+    limit: number,
+  ): Promise<{ id: string; input: unknown; result: unknown }[]>;
   /** The journal entries of the task so far, every attempt, in order. */
   journal(tenantId: string, taskId: string): Promise<JournalEntry[]>;
 }
@@ -278,6 +293,8 @@ interface Replayed {
   started: Set<string>;
   /** Tool calls (by id) journaled as waiting for an approval: its id. */
   approvals: Map<string, string>;
+  /** The user message journaled at the run's first step. */
+  user: string | undefined;
   /** Messages the run added for the model besides its turns (a retry of a bad output). */
   retries: { afterTurn: number; message: string }[];
   startedAt: number | undefined;
@@ -288,6 +305,7 @@ function replay(entries: readonly JournalEntry[]): Replayed {
     turns: [],
     started: new Set(),
     approvals: new Map(),
+    user: undefined,
     retries: [],
     startedAt: undefined,
   };
@@ -303,6 +321,8 @@ function replay(entries: readonly JournalEntry[]): Replayed {
     } else if (e.name === JOURNAL.toolResult) {
       const result = e.data as unknown as ToolResultRecord;
       state.turns[result.turn - 1]?.results.set(result.id, result);
+    } else if (e.name === JOURNAL.user) {
+      state.user ??= String(e.data.content ?? '');
     } else if (e.name === JOURNAL.approvalWait) {
       state.approvals.set(String(e.data.id), String(e.data.approval_id));
     } else if (e.name === JOURNAL.outputRetry) {
@@ -385,8 +405,16 @@ class HostedRun {
       });
     }
     const conversation = inputConversation(this.#task.input);
-    if (conversation !== undefined) this.#messages.push(...conversation);
-    else this.#messages.push({ role: 'user', content: userMessage(this.#llm, this.#task.input) });
+    if (conversation !== undefined) {
+      this.#messages.push(...conversation);
+    } else {
+      this.#messages.push(...(await this.#memory()));
+      const content = userMessage(this.#llm, this.#task.input);
+      if (state.user === undefined) {
+        await this.#run.journal([{ type: 'custom', name: JOURNAL.user, data: { content } }]);
+      }
+      this.#messages.push({ role: 'user', content });
+    }
     for (const [i, turn] of state.turns.entries()) {
       // Recorded again in case the last attempt ended between its journal and its usage.
       await this.#deps.recordUsage(tenantId, this.#task, turn.call);
@@ -400,6 +428,75 @@ class HostedRun {
         this.#messages.push({ role: 'user', content: retry.message });
       }
     }
+  }
+
+  /**
+   * What the run remembers of its session: earlier tasks' turns (user message, tool calls
+   * with their results, answer) that the memory policy keeps, oldest first.
+   */
+  async #memory(): Promise<ChatMessage[]> {
+    const memory = this.#llm.memory ?? { strategy: 'last_turns' as const };
+    const sessionId = this.#task.session_id;
+    if (memory.strategy === 'none' || sessionId === null) return [];
+    const { tenantId } = this.#run;
+    const limit = memory.strategy === 'last_turns' ? (memory.turns ?? 20) : MEMORY_MAX_TURNS;
+    let budget =
+      memory.strategy === 'token_window'
+        ? (memory.max_tokens ?? DEFAULT_MEMORY_TOKENS)
+        : Number.POSITIVE_INFINITY;
+    const history = await this.#deps.sessionHistory(tenantId, sessionId, this.#task.id, limit);
+    const turns: ChatMessage[][] = [];
+    for (const prior of history) {
+      const messages = this.#priorTurn(prior, replay(await this.#deps.journal(tenantId, prior.id)));
+      const cost = estimateTokens(messages);
+      // A turn is kept whole or not at all: a tool call never without its result.
+      if (cost > budget) break;
+      budget -= cost;
+      turns.push(messages);
+    }
+    return turns.reverse().flat();
+  }
+
+  /** One earlier task of the session as messages. */
+  #priorTurn(prior: { input: unknown; result: unknown }, journal: Replayed): ChatMessage[] {
+    const given = inputConversation(prior.input);
+    const user =
+      journal.user ??
+      (given !== undefined
+        ? ([...given].reverse().find((m) => m.role === 'user')?.content ?? '')
+        : userMessage(this.#llm, prior.input));
+    const messages: ChatMessage[] = [{ role: 'user', content: user }];
+    for (const turn of journal.turns) {
+      const calls = turn.call.tool_calls;
+      const complete = calls.every((c) => turn.results.has(c.id));
+      if (calls.length > 0 && complete) {
+        messages.push({
+          role: 'assistant',
+          content: turn.call.text,
+          tool_calls: calls.map((c) => ({ ...c, name: this.#forModel(c.name) })),
+        });
+        for (const c of calls) {
+          const r = turn.results.get(c.id) as ToolResultRecord;
+          messages.push({
+            role: 'tool',
+            tool_call_id: c.id,
+            name: this.#forModel(c.name),
+            content: r.content,
+            ...(r.is_error ? { is_error: true } : {}),
+          });
+        }
+      } else if (calls.length === 0) {
+        messages.push({ role: 'assistant', content: turn.call.text });
+      }
+    }
+    const last = messages[messages.length - 1];
+    if (last?.role !== 'assistant' || (last.tool_calls?.length ?? 0) > 0) {
+      messages.push({
+        role: 'assistant',
+        content: typeof prior.result === 'string' ? prior.result : JSON.stringify(prior.result),
+      });
+    }
+    return messages;
   }
 
   /** The tool names of a journaled call as the model knows them. */

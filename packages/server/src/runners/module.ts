@@ -181,6 +181,8 @@ export const runnersModule = defineModule({
         }
         return undefined;
       },
+      sessionHistory: (tenantId, sessionId, beforeId, limit) =>
+        tasks.sessionHistory(tenantId, sessionId, beforeId, limit),
       async journal(tenantId, taskId) {
         const entries: JournalEntry[] = [];
         let after = 0;

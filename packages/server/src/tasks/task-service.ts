@@ -515,6 +515,34 @@ export class TaskService {
     };
   }
 
+  /**
+   * The tasks of a session that succeeded before task `beforeId` (created earlier), newest
+   * first, at most `limit`: what a hosted agent remembers of the session.
+   */
+  async sessionHistory(
+    tenantId: string,
+    sessionId: string,
+    beforeId: string,
+    limit: number,
+  ): Promise<{ id: string; input: unknown; result: unknown; template: string | null }[]> {
+    const rows = await this.#store.db
+      .selectFrom('tasks')
+      .select(['id', 'input', 'result', 'template_name'])
+      .where('tenant_id', '=', tenantId)
+      .where('session_id', '=', sessionId)
+      .where('id', '<', beforeId)
+      .where('state', '=', 'succeeded')
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => ({
+      id: r.id,
+      input: JSON.parse(r.input) as unknown,
+      result: r.result === null ? null : (JSON.parse(r.result) as unknown),
+      template: r.template_name,
+    }));
+  }
+
   async get(principal: Principal, id: string): Promise<Task> {
     const task = view(await this.#find(this.#store.db, principal.tenant.id, id));
     return (await this.#withWaiting(principal.tenant.id, [task]))[0] ?? task;

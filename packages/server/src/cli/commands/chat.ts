@@ -26,9 +26,12 @@ async function turn(
   sessionId: string | undefined,
   quiet: boolean,
 ): Promise<Task> {
+  // In a session the session remembers (the template's memory policy): send only the new
+  // message. Without one, the conversation so far is the input.
+  const last = messages[messages.length - 1] as Message;
   const task = (await api.tasks.create({
     template,
-    input: { messages },
+    input: sessionId !== undefined ? { prompt: last.content } : { messages },
     ...(sessionId !== undefined ? { session_id: sessionId } : {}),
   })) as Task;
   let streamed = false;
@@ -75,7 +78,7 @@ export const group = single({
     name: 'chat',
     args: 'TEMPLATE',
     description: [
-      'Sends a message to a hosted agent (a template of kind llm) and streams its answer to standard output; its tool calls and their outcome go to standard error as they run. Each turn is a task, with the conversation so far as its input ({"messages": …}). With --message (or a pipe), one turn, then exit: 0 when the run succeeded, 1 when not. At a terminal without either, a conversation: type a message, Enter sends it, Ctrl-D ends. Examples:',
+      'Sends a message to a hosted agent (a template of kind llm) and streams its answer to standard output; its tool calls and their outcome go to standard error as they run. Each turn is a task: with --session, in that session, whose memory (the template\'s memory policy) brings the conversation so far, and the message as its input ({"prompt": …}); without, the conversation so far as its input ({"messages": …}). With --message (or a pipe), one turn, then exit: 0 when the run succeeded, 1 when not. At a terminal without either, a conversation: type a message, Enter sends it, Ctrl-D ends. Examples:',
       '  orchestra chat assistant --message "Is the node up? Ask node_health."',
       '  echo "Summarise the open issues" | orchestra chat triage --session ses_0195…',
       '  orchestra chat assistant',
