@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type CreateTemplateInput, Orchestra, type Task, type TaskEvent } from '@orchestra/sdk';
 import { ScriptedModelServer } from '../src/providers/index.ts';
@@ -9,6 +10,7 @@ import {
   startTestServer,
   type TestServer,
 } from './helpers.ts';
+import { FIXTURES } from './mcp-servers.ts';
 
 // Hosted agents as a user runs them: an `llm` template, tasks submitted through the SDK, the
 // real provider clients against the scripted model server, HTTP tools through the executor.
@@ -191,6 +193,54 @@ for (const store of STORE_VARIANTS) {
       );
       assert.equal(ours.length, 2);
       assert.match(ours[0].caller.agent_id, /^hosted-runner\./);
+    });
+
+    test('MCP and HTTP tools together: one turn calls both, in parallel, through the hub and the executor', async () => {
+      const created = await server.call('POST', '/v1/mcp/servers', {
+        body: {
+          name: 'notes',
+          transport: 'stdio',
+          command: process.execPath,
+          args: [join(FIXTURES, 'changing-server.ts')],
+        },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const deadline = Date.now() + WAIT_MS;
+      for (;;) {
+        const status = (await server.call('GET', '/v1/mcp/servers/notes')).body.status;
+        if (status.state === 'ready') break;
+        if (Date.now() > deadline)
+          throw new Error(`notes never got ready: ${JSON.stringify(status)}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      await server.call('POST', '/v1/tool-policies', {
+        body: { name: 'notes-allowed', effect: 'allow', tools: ['notes__*'] },
+      });
+      await client.templates.create(hosted('both-kinds', { tools: ['notes__echo', 'weather'] }));
+      model.script(
+        'small',
+        {
+          text: '',
+          tool_calls: [
+            { id: 'call_mcp', name: 'notes__echo', arguments: { text: 'hi from MCP' } },
+            { id: 'call_http', name: 'weather', arguments: { city: 'Oslo' } },
+          ],
+        },
+        { text: 'Both answered.' },
+      );
+      const task = await client.tasks.create({
+        template: 'both-kinds',
+        input: { prompt: 'Use both' },
+      });
+      const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+      const results = Object.fromEntries(
+        journal(await eventsOf(client, task.id), 'llm.tool_result').map((r) => [r.name, r]),
+      );
+      assert.equal(results.notes__echo?.content, 'hi from MCP');
+      assert.equal(results.notes__echo?.status, 'succeeded');
+      assert.match(results.weather?.content ?? '', /Oslo/);
+      await server.call('DELETE', '/v1/mcp/servers/notes');
     });
 
     test('budgets: a run ends failed with BUDGET_EXCEEDED naming the limit, its partial output kept', async () => {
