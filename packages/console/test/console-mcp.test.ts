@@ -331,3 +331,118 @@ describe('model providers', () => {
     }
   });
 });
+
+describe('hosted agents', () => {
+  test('chat: the answer streams in, a tool call waits for its approval inline and runs once approved; usage shows what it took', async () => {
+    const model = await new ScriptedModelServer({ models: ['agent'] }).listen();
+    try {
+      await client.modelProviders.create({
+        name: 'console-model',
+        kind: 'anthropic',
+        base_url: model.url,
+        models: [{ name: 'agent', price: { input: 2, output: 4 } }],
+        max_retries: 0,
+      });
+      await client.request('POST', '/v1/tools', {
+        body: {
+          name: 'node_health',
+          description: 'The node’s health',
+          annotations: { readOnlyHint: true },
+          input_schema: { type: 'object' },
+          source: { type: 'http', method: 'GET', url: `${server.url}/healthz` },
+        },
+      });
+      await client.request('POST', '/v1/tool-policies', {
+        body: {
+          name: 'health-needs-approval',
+          effect: 'allow',
+          tools: ['node_health'],
+          approval: 'required',
+          match: { templates: ['console-agent'] },
+        },
+      });
+      await client.templates.create({
+        name: 'console-agent',
+        kind: 'llm',
+        llm: { model: { provider: 'console-model', model: 'agent' }, tools: ['node_health'] },
+      });
+      const context = await browser.newContext();
+      const page = await signIn(context, server.url, server.adminKey);
+      const problems = watchProblems(page);
+      await page.getByRole('link', { name: 'Chat', exact: true }).click();
+      await page.getByRole('heading', { name: 'Chat', level: 1 }).waitFor({ timeout: WAIT_MS });
+      await page.getByLabel('Hosted agent').selectOption('console-agent');
+
+      model.script('agent', {
+        text: 'Hello from the console agent.',
+        chunk_chars: 4,
+        usage: { input_tokens: 1000, output_tokens: 500 },
+      });
+      await page.getByRole('textbox', { name: 'Message' }).fill('Hi there');
+      await page.getByRole('button', { name: 'Send' }).click();
+      const messages = page.getByRole('list', { name: 'Messages' });
+      await messages
+        .locator('.chat-answer', { hasText: 'Hello from the console agent.' })
+        .waitFor({ timeout: WAIT_MS });
+      const sessionId = new URL(page.url()).searchParams.get('session');
+      assert.match(sessionId ?? '', /^ses_/);
+
+      model.script(
+        'agent',
+        {
+          text: 'Checking.',
+          tool_calls: [{ id: 'toolu_console', name: 'node_health', arguments: {} }],
+        },
+        { text: 'The node is up.' },
+      );
+      await page.getByRole('textbox', { name: 'Message' }).fill('Is the node up?');
+      await page.getByRole('button', { name: 'Send' }).click();
+      const tools = messages.getByRole('list', { name: 'Tool calls' });
+      await tools.locator('li[data-status="awaiting approval"]').waitFor({ timeout: WAIT_MS });
+      await tools.getByRole('button', { name: 'Approve' }).click();
+      await tools.locator('li[data-status="succeeded"]').waitFor({ timeout: WAIT_MS });
+      await messages
+        .locator('.chat-answer', { hasText: 'The node is up.' })
+        .waitFor({ timeout: WAIT_MS });
+      // The session remembers: the second turn's first request carried the first one.
+      const remembered = model.requestsFor('agent').at(-2)?.body.messages as { role: string }[];
+      assert.deepEqual(
+        remembered.map((m) => m.role),
+        ['user', 'assistant', 'user'],
+      );
+
+      // A reload shows the conversation so far.
+      await page.reload();
+      await messages
+        .locator('.chat-answer', { hasText: 'The node is up.' })
+        .waitFor({ timeout: WAIT_MS });
+
+      await page.getByRole('link', { name: 'Usage', exact: true }).click();
+      await page.getByRole('heading', { name: 'Usage', level: 1 }).waitFor({ timeout: WAIT_MS });
+      await page
+        .getByRole('figure')
+        .filter({ hasText: 'Tokens per day' })
+        .first()
+        .waitFor({ timeout: WAIT_MS });
+      await page.getByLabel('Group by').selectOption('template');
+      const row = page.locator('tr[data-key="console-agent"]');
+      await row.waitFor({ timeout: WAIT_MS });
+      assert.match((await row.textContent()) ?? '', /^console-agent/);
+      assert.equal((await client.usage.report({ group_by: 'template' })).rows[0]?.model_calls, 3);
+      const download = page.waitForEvent('download');
+      await page.getByRole('button', { name: 'Download CSV' }).click();
+      assert.match((await download).suggestedFilename(), /^usage-template-\d{4}-\d{2}-\d{2}\.csv$/);
+
+      await page.setViewportSize({ width: 390, height: 844 });
+      for (const path of [`/chat?template=console-agent&session=${sessionId}`, '/usage']) {
+        await page.goto(server.url + path);
+        await page.getByRole('heading', { level: 1 }).waitFor({ timeout: WAIT_MS });
+        assert.equal(await sidewaysOverflow(page), 0, `${path} scrolls sideways`);
+      }
+      assert.deepEqual(problems, []);
+      await context.close();
+    } finally {
+      await model.close();
+    }
+  });
+});

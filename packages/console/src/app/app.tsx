@@ -1,5 +1,6 @@
 import { type ReactNode, useEffect, useState } from 'react';
 import { AgentDetailPage, AgentsPage } from './pages/agents.tsx';
+import { ChatPage } from './pages/chat.tsx';
 import { ConfigKeyPage, ConfigPage } from './pages/config.tsx';
 import { KeysPage } from './pages/keys.tsx';
 import { McpCatalogPage, McpNewServerPage } from './pages/mcp-add.tsx';
@@ -20,6 +21,7 @@ import { ToolCallsPage } from './pages/tool-calls.tsx';
 import { ToolPoliciesPage, ToolPolicyEditorPage } from './pages/tool-policies.tsx';
 import { TOOLS_SECTION_PATHS, ToolDetailPage, ToolsPage } from './pages/tools.tsx';
 import { TopicsPage, TopicTailPage } from './pages/topics.tsx';
+import { UsagePage } from './pages/usage.tsx';
 import { Link, match, navigate, useLocation } from './router.tsx';
 import { type Session, SessionContext, signIn, signOut, storedKey } from './session.tsx';
 import { Loading } from './ui.tsx';
@@ -35,7 +37,9 @@ const NAV = [
   { to: '/topics', label: 'Topics' },
   { to: '/config', label: 'Config' },
   { to: '/services', label: 'Services' },
+  { to: '/chat', label: 'Chat' },
   { to: '/providers', label: 'Providers' },
+  { to: '/usage', label: 'Usage' },
   { to: '/secrets', label: 'Secrets' },
   { to: '/keys', label: 'API keys', adminOnly: true },
   { to: '/tenants', label: 'Tenants', adminOnly: true, systemOnly: true },
@@ -86,6 +90,8 @@ function route(path: string): ReactNode {
   const tool = match('/tools/:name', path);
   if (tool?.name) return <ToolDetailPage key={tool.name} name={tool.name} />;
   if (path === '/providers') return <ProvidersPage />;
+  if (path === '/usage') return <UsagePage />;
+  if (path === '/chat') return <ChatPage />;
   if (path === '/mcp-servers') return <McpServersPage />;
   const mcpServer = match('/mcp-servers/:name', path);
   if (mcpServer?.name) return <McpServerPage key={mcpServer.name} name={mcpServer.name} />;

@@ -87,12 +87,14 @@ function Legend({ series }: { series: Series[] }) {
 function DataTable({
   caption,
   labels,
+  labelHeader,
   series,
   values,
   format,
 }: {
   caption: string;
   labels: string[];
+  labelHeader: string;
   series: Series[];
   values: (number | null)[][];
   format: (value: number) => string;
@@ -105,7 +107,7 @@ function DataTable({
           <caption className="sr-only">{caption}</caption>
           <thead>
             <tr>
-              <th scope="col">Minute</th>
+              <th scope="col">{labelHeader}</th>
               {series.map((s) => (
                 <th scope="col" key={s.name}>
                   {s.name}
@@ -142,6 +144,8 @@ function Figure(props: {
   /** Axes of the plot: `max` is the top of the value axis. */
   max: number;
   format: (value: number) => string;
+  /** What a label is, for the table's first column. Default `Minute`. */
+  labelHeader?: string | undefined;
   children: ReactNode;
 }) {
   const id = useId();
@@ -158,6 +162,7 @@ function Figure(props: {
       <DataTable
         caption={props.title}
         labels={props.labels}
+        labelHeader={props.labelHeader ?? 'Minute'}
         series={props.table.series}
         values={props.table.values}
         format={props.format}
@@ -176,6 +181,8 @@ export function StackedBars(props: {
   /** Columns for the table only, such as arrivals next to completions. */
   extraColumns?: { name: string; values: number[] }[];
   format?: (value: number) => string;
+  /** What a label is (the table's first column). Default `Minute`. */
+  labelHeader?: string;
 }) {
   const format = props.format ?? ((v: number) => String(Math.round(v)));
   const { labels, series, values } = props;
@@ -198,6 +205,7 @@ export function StackedBars(props: {
       }}
       max={max}
       format={format}
+      labelHeader={props.labelHeader}
     >
       {labels.map((label, i) => {
         let base = PAD.top + plotHeight;
