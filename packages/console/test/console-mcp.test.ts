@@ -445,4 +445,52 @@ describe('hosted agents', () => {
       await model.close();
     }
   });
+
+  test('a hosted agent template made with the form: model, prompt, tools, limits and memory; edited, it stays a hosted agent', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, server.url, server.adminKey);
+    const problems = watchProblems(page, { expectedStatuses: [400] });
+    await page.goto(`${server.url}/templates/new`);
+    const form = page.getByRole('form', { name: 'Template' });
+    await form.getByLabel('Name').fill('form-agent');
+    await form.getByLabel('Kind').selectOption('llm');
+    assert.equal(await form.getByLabel('Capabilities').count(), 0, 'no capabilities for llm');
+    // Missing model: refused at its field before anything is sent.
+    await form.getByRole('button', { name: 'Create template' }).click();
+    await form.getByText('Required: one of the provider’s models.').waitFor({ timeout: WAIT_MS });
+    await form.getByLabel('Model provider').fill('console-model');
+    await form.getByLabel('Model', { exact: true }).fill('agent');
+    await form.getByLabel('Fallbacks').fill('console-model/agent-b');
+    await form.getByLabel('System prompt').fill('You help with {{input.topic}}.');
+    await form.getByLabel('Tools').fill('node_health, notes__*');
+    await form.getByLabel('Temperature').fill('0.3');
+    await form.getByLabel('Max turns').fill('4');
+    await form.getByLabel('Max cost (USD)').fill('0.5');
+    await form.getByLabel('Session memory').selectOption('token_window');
+    await form.getByLabel('Turns or tokens').fill('2000');
+    await form.getByRole('button', { name: 'Create template' }).click();
+    await page.getByRole('heading', { name: /form-agent/, level: 1 }).waitFor({ timeout: WAIT_MS });
+    const created = await client.templates.get('form-agent');
+    assert.equal(created.kind, 'llm');
+    assert.deepEqual(created.llm, {
+      model: { provider: 'console-model', model: 'agent' },
+      fallbacks: [{ provider: 'console-model', model: 'agent-b' }],
+      system_prompt: 'You help with {{input.topic}}.',
+      tools: ['node_health', 'notes__*'],
+      temperature: 0.3,
+      limits: { max_turns: 4, max_cost_usd: 0.5 },
+      memory: { strategy: 'token_window', max_tokens: 2000 },
+    });
+    await page.goto(`${server.url}/templates/form-agent/edit`);
+    await form.getByLabel('Max turns').fill('6');
+    await form.getByRole('button', { name: 'Save as a new version' }).click();
+    await page.getByRole('heading', { name: /form-agent/, level: 1 }).waitFor({ timeout: WAIT_MS });
+    const edited = await client.templates.get('form-agent');
+    assert.equal(edited.version, 2);
+    assert.equal(edited.kind, 'llm');
+    assert.equal(edited.llm?.limits?.max_turns, 6);
+    assert.deepEqual(edited.capabilities, ['orchestra:llm']);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
 });

@@ -107,9 +107,10 @@ export function TemplatesPage() {
 /** What an update sends: the definition fields of a template at one version. */
 function definitionOf(t: Template): TemplateDefinition {
   return {
+    ...(t.kind === 'llm' ? { kind: 'llm' as const, llm: t.llm } : {}),
     description: t.description,
     labels: t.labels,
-    capabilities: t.capabilities,
+    ...(t.kind === 'llm' ? {} : { capabilities: t.capabilities }),
     ...(t.input_schema ? { input_schema: t.input_schema } : {}),
     ...(t.output_schema ? { output_schema: t.output_schema } : {}),
     ...(t.config_schema ? { config_schema: t.config_schema } : {}),
@@ -122,7 +123,28 @@ function definitionOf(t: Template): TemplateDefinition {
   };
 }
 
-type EditorFields = {
+/** The fields of a hosted agent (`kind: llm`), as the form edits them. */
+const LLM_FIELDS = [
+  'llm_provider',
+  'llm_model',
+  'llm_fallbacks',
+  'llm_system_prompt',
+  'llm_prompt',
+  'llm_tools',
+  'llm_temperature',
+  'llm_max_tokens',
+  'llm_max_turns',
+  'llm_max_tool_calls',
+  'llm_max_input_tokens',
+  'llm_max_output_tokens',
+  'llm_max_cost_usd',
+  'llm_max_wall_time_ms',
+  'llm_memory',
+  'llm_memory_size',
+] as const;
+
+type EditorFields = Record<(typeof LLM_FIELDS)[number], string> & {
+  kind: string;
   name: string;
   description: string;
   capabilities: string;
@@ -140,7 +162,26 @@ type EditorFields = {
 
 function fieldsOf(t: Template | undefined): EditorFields {
   const json = (v: unknown) => (v == null ? '' : JSON.stringify(v, null, 2));
+  const llm = t?.llm ?? null;
+  const limit = (v: number | undefined) => (v === undefined ? '' : String(v));
   return {
+    kind: t?.kind ?? 'agent',
+    llm_provider: llm?.model.provider ?? '',
+    llm_model: llm?.model.model ?? '',
+    llm_fallbacks: (llm?.fallbacks ?? []).map((f) => `${f.provider}/${f.model}`).join('\n'),
+    llm_system_prompt: llm?.system_prompt ?? '',
+    llm_prompt: llm?.prompt ?? '',
+    llm_tools: (llm?.tools ?? []).join(', '),
+    llm_temperature: limit(llm?.temperature),
+    llm_max_tokens: limit(llm?.max_tokens),
+    llm_max_turns: limit(llm?.limits?.max_turns),
+    llm_max_tool_calls: limit(llm?.limits?.max_tool_calls),
+    llm_max_input_tokens: limit(llm?.limits?.max_input_tokens),
+    llm_max_output_tokens: limit(llm?.limits?.max_output_tokens),
+    llm_max_cost_usd: limit(llm?.limits?.max_cost_usd),
+    llm_max_wall_time_ms: limit(llm?.limits?.max_wall_time_ms),
+    llm_memory: llm?.memory?.strategy ?? '',
+    llm_memory_size: limit(llm?.memory?.turns ?? llm?.memory?.max_tokens),
     name: t?.name ?? '',
     description: t?.description ?? '',
     capabilities: t?.capabilities.join(', ') ?? '',
@@ -161,16 +202,89 @@ function fieldsOf(t: Template | undefined): EditorFields {
   };
 }
 
+type LlmDefinition = NonNullable<TemplateDefinition['llm']>;
+
+/** The hosted agent's fields as its `llm`; errors by field for what is not well-formed. */
+function parseLlm(f: EditorFields, errors: Record<string, string>): LlmDefinition | undefined {
+  if (f.llm_provider.trim() === '') errors.llm_provider = 'Required: a model provider’s name.';
+  if (f.llm_model.trim() === '') errors.llm_model = 'Required: one of the provider’s models.';
+  const number = (name: (typeof LLM_FIELDS)[number], whole: boolean): number | undefined => {
+    const text = f[name].trim();
+    if (text === '') return undefined;
+    const n = Number(text);
+    if (!Number.isFinite(n) || (whole && !Number.isInteger(n))) {
+      errors[name] = whole ? 'Enter a whole number.' : 'Enter a number.';
+      return undefined;
+    }
+    return n;
+  };
+  const fallbacks: { provider: string; model: string }[] = [];
+  for (const line of f.llm_fallbacks.split('\n')) {
+    const text = line.trim();
+    if (text === '') continue;
+    const slash = text.indexOf('/');
+    if (slash < 1 || slash === text.length - 1)
+      errors.llm_fallbacks = `"${text}" is not provider/model.`;
+    else fallbacks.push({ provider: text.slice(0, slash), model: text.slice(slash + 1) });
+  }
+  const tools = f.llm_tools
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
+  const limits = {
+    max_turns: number('llm_max_turns', true),
+    max_tool_calls: number('llm_max_tool_calls', true),
+    max_input_tokens: number('llm_max_input_tokens', true),
+    max_output_tokens: number('llm_max_output_tokens', true),
+    max_cost_usd: number('llm_max_cost_usd', false),
+    max_wall_time_ms: number('llm_max_wall_time_ms', true),
+  };
+  const temperature = number('llm_temperature', false);
+  const maxTokens = number('llm_max_tokens', true);
+  const memorySize = number('llm_memory_size', true);
+  const memory = f.llm_memory as '' | 'last_turns' | 'token_window' | 'none';
+  const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
+  return {
+    model: { provider: f.llm_provider.trim(), model: f.llm_model.trim() },
+    ...(fallbacks.length > 0 ? { fallbacks } : {}),
+    ...(f.llm_system_prompt.trim() !== '' ? { system_prompt: f.llm_system_prompt } : {}),
+    ...(f.llm_prompt.trim() !== '' ? { prompt: f.llm_prompt } : {}),
+    ...(tools.length > 0 ? { tools } : {}),
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(maxTokens !== undefined ? { max_tokens: maxTokens } : {}),
+    ...(Object.keys(defined).length > 0 ? { limits: defined } : {}),
+    ...(memory !== ''
+      ? {
+          memory: {
+            strategy: memory,
+            ...(memorySize !== undefined && memory === 'last_turns' ? { turns: memorySize } : {}),
+            ...(memorySize !== undefined && memory === 'token_window'
+              ? { max_tokens: memorySize }
+              : {}),
+          },
+        }
+      : {}),
+  };
+}
+
 /** The form's text as a definition; or the fields that are not even well-formed. */
 function parseFields(
   f: EditorFields,
 ): { definition: TemplateDefinition } | { errors: Record<string, string> } {
   const errors: Record<string, string> = {};
   const definition: TemplateDefinition = { description: f.description };
-  definition.capabilities = f.capabilities
-    .split(',')
-    .map((c) => c.trim())
-    .filter(Boolean);
+  if (f.kind === 'llm') {
+    const llm = parseLlm(f, errors);
+    if (llm !== undefined) {
+      definition.kind = 'llm';
+      definition.llm = llm;
+    }
+  } else {
+    definition.capabilities = f.capabilities
+      .split(',')
+      .map((c) => c.trim())
+      .filter(Boolean);
+  }
   const labels: Record<string, string> = {};
   for (const line of f.labels.split('\n')) {
     if (line.trim() === '') continue;
@@ -292,9 +406,78 @@ function TemplateForm({ template }: { template: Template | undefined }) {
             : 'Lowercase letters, digits, ".", "_" and "-".',
         })}
         {text('description', 'Description')}
-        {text('capabilities', 'Capabilities', {
-          help: 'Comma-separated; an agent must offer all of them.',
-        })}
+        <div className="field">
+          <label htmlFor="template-kind">Kind</label>
+          <select
+            id="template-kind"
+            value={fields.kind}
+            onChange={(e) => set('kind')(e.target.value)}
+          >
+            <option value="agent">Agent: your agents run its tasks</option>
+            <option value="llm">
+              Hosted agent (llm): Orchestra runs it with a model and tools
+            </option>
+          </select>
+        </div>
+        {fields.kind === 'llm' ? (
+          <fieldset className="panel" aria-label="Hosted agent">
+            <legend>Hosted agent</legend>
+            {errors.llm && <small className="field-error">{errors.llm}</small>}
+            <div className="columns">
+              {text('llm_provider', 'Model provider', {
+                help: 'A provider’s name (Providers page).',
+              })}
+              {text('llm_model', 'Model', { help: 'One of its models.' })}
+            </div>
+            {text('llm_fallbacks', 'Fallbacks', {
+              area: 2,
+              help: 'One provider/model a line, tried in order.',
+            })}
+            {text('llm_system_prompt', 'System prompt', {
+              area: 4,
+              help: '{{input}} is the input as JSON, {{input.field}} one of its fields.',
+            })}
+            {text('llm_prompt', 'Prompt', {
+              area: 2,
+              help: 'The user message. Default: the input’s prompt field, else the input as JSON.',
+            })}
+            {text('llm_tools', 'Tools', {
+              help: 'Names or patterns (github__*), comma-separated.',
+            })}
+            <div className="columns">
+              {text('llm_temperature', 'Temperature')}
+              {text('llm_max_tokens', 'Max tokens per call', { type: 'number' })}
+            </div>
+            <div className="columns">
+              {text('llm_max_turns', 'Max turns', { type: 'number' })}
+              {text('llm_max_tool_calls', 'Max tool calls', { type: 'number' })}
+              {text('llm_max_input_tokens', 'Max input tokens', { type: 'number' })}
+              {text('llm_max_output_tokens', 'Max output tokens', { type: 'number' })}
+              {text('llm_max_cost_usd', 'Max cost (USD)')}
+              {text('llm_max_wall_time_ms', 'Max wall time (ms)', { type: 'number' })}
+            </div>
+            <div className="columns">
+              <div className="field">
+                <label htmlFor="template-llm_memory">Session memory</label>
+                <select
+                  id="template-llm_memory"
+                  value={fields.llm_memory}
+                  onChange={(e) => set('llm_memory')(e.target.value)}
+                >
+                  <option value="">Default (the last 20 turns)</option>
+                  <option value="last_turns">The last turns</option>
+                  <option value="token_window">The turns that fit in a token window</option>
+                  <option value="none">None</option>
+                </select>
+              </div>
+              {text('llm_memory_size', 'Turns or tokens', { type: 'number' })}
+            </div>
+          </fieldset>
+        ) : (
+          text('capabilities', 'Capabilities', {
+            help: 'Comma-separated; an agent must offer all of them.',
+          })
+        )}
         {text('labels', 'Labels', { area: 2, help: 'One key=value a line.' })}
         {text('input_schema', 'Input schema (JSON Schema)', {
           area: 8,
