@@ -11,6 +11,7 @@
  *   npm run bench:noisy-neighbour         another tenant's latency while one reads huge histories
  *   npm run bench:cli-startup             the CLI's start-up against node -e 0
  *   npm run bench:mcp                     tool calls through /mcp/{view} against the upstream directly
+ *   npm run bench:agents                  hosted agents: model calls against the client directly; 1,000 runs at once
  *   npm run bench -- --duration 5         every benchmark, options passed through
  *
  * See bench/README.md.
@@ -29,6 +30,7 @@ const BENCHMARKS = [
   'noisy-neighbour',
   'cli-startup',
   'mcp',
+  'agents',
 ] as const;
 
 const HELP = `Usage: node bench/run.ts [benchmark] [options]
