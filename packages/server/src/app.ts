@@ -29,6 +29,7 @@ const CREDENTIALS: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHea
 export async function buildApp(
   platform: Platform,
   modules: BuiltModules,
+  options: { serve?: readonly string[] | undefined } = {},
 ): Promise<FastifyInstance> {
   const { settings, metrics, version } = platform;
   const { identity } = modules.get('gateway');
@@ -220,10 +221,13 @@ export async function buildApp(
     // The pool closes agent connections itself, with 1001, before the server closes.
     preClose: (done) => done(),
   });
+  const serve = options.serve === undefined ? undefined : new Set(options.serve);
   for (const { declaration, self, ctx } of modules.ordered) {
     const typed = declaration as ModuleDeclaration<ModuleName>;
+    if (serve !== undefined && !serve.has(typed.name)) continue;
     if (typed.routes) await app.register(typed.routes(self as never, ctx));
   }
-  await app.register(site.routes);
+  // The console, on nodes that serve the API.
+  if (serve === undefined) await app.register(site.routes);
   return app;
 }

@@ -58,6 +58,17 @@ export const MODULES: readonly AnyModule[] = [
   opsModule,
 ];
 
+/** Modules a runner process (`orchestra runner`) leaves to the API nodes: they face clients. */
+const API_ONLY_MODULES: ReadonlySet<string> = new Set(['chat', 'mcp-gateway', 'stats', 'config']);
+
+/**
+ * What `orchestra runner` runs: the hosted runners and what they need, in a node of a
+ * cluster that serves no client-facing API beyond its own health, readiness and metrics.
+ */
+export const RUNNER_MODULES: readonly AnyModule[] = MODULES.filter(
+  (m) => !API_ONLY_MODULES.has(m.name),
+);
+
 /** The migrations of the modules in `list`. Names sort in the order they must run. */
 export function migrationsOf(list: readonly AnyModule[]): Record<string, Migration> {
   return Object.assign({}, ...list.map((m) => m.migrations ?? {}));

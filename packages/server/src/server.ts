@@ -42,6 +42,11 @@ export interface StartOptions {
   onAdminKey?: (key: ApiKeyView & { secret: string; file: string | undefined }) => void;
   /** The modules to run; default `MODULES`, every module of Orchestra. */
   modules?: readonly AnyModule[];
+  /**
+   * The modules whose routes the node serves (by name); default all of them, and the
+   * console. `orchestra runner` serves only `ops` (health, readiness, metrics).
+   */
+  serve?: readonly string[];
 }
 
 /** JSON lines to stdout, or to `destination` (tests collect them). */
@@ -121,7 +126,10 @@ export async function startServer(
   lifecycle.add('store', () => store.close());
   try {
     const list = options.modules ?? MODULES;
-    const applied = await store.migrate(migrationsOf(list));
+    // Every module's migrations, whichever run here: a node that runs some of the modules
+    // (`orchestra runner`) shares its database with nodes that run them all, and migrations
+    // apply in one order.
+    const applied = await store.migrate(migrationsOf([...MODULES, ...list]));
     log.info({ store: store.kind, location: store.location, applied }, 'store ready');
     const rateLimiter = await rateLimiterOf(settings, log);
     if (rateLimiter) lifecycle.add('rate limiter', () => rateLimiter.close());
@@ -153,7 +161,7 @@ export async function startServer(
     };
     // In dependency order; each one registers on `lifecycle` what it takes.
     const modules = await buildModules(list, platform, lifecycle);
-    const built = await buildApp(platform, modules);
+    const built = await buildApp(platform, modules, { serve: options.serve });
     const connections = trackRequests(built);
     // In-flight requests get until the deadline once the node's own work has stopped; then
     // their connections are closed. Registered before the listeners so that it runs after

@@ -247,10 +247,13 @@ export async function spawnOrchestra(options: {
   env?: Record<string, string>;
   /** Starts the process under `ulimit -n` of this many open files. */
   maxOpenFiles?: number;
+  /** `runner` starts `orchestra runner` instead of `orchestra start`. */
+  command?: 'start' | 'runner';
 }): Promise<SpawnedOrchestra> {
+  const verb = options.command ?? 'start';
   const command: [string, string[]] =
     options.maxOpenFiles === undefined
-      ? [process.execPath, [ORCHESTRA_BIN, 'start']]
+      ? [process.execPath, [ORCHESTRA_BIN, verb]]
       : [
           '/bin/sh',
           [
@@ -258,7 +261,7 @@ export async function spawnOrchestra(options: {
             `ulimit -n ${options.maxOpenFiles} && exec "$0" "$@"`,
             process.execPath,
             ORCHESTRA_BIN,
-            'start',
+            verb,
           ],
         ];
   const child = spawn(command[0], command[1], {

@@ -7,6 +7,7 @@ import { type Group, optionTable, UsageError } from './spec.ts';
 /** Every group, in the order `orchestra --help` lists them. */
 export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> = {
   start: () => import('./commands/start.ts'),
+  runner: () => import('./commands/runner.ts'),
   whoami: () => import('./commands/whoami.ts'),
   keys: () => import('./commands/keys.ts'),
   tenants: () => import('./commands/tenants.ts'),

@@ -1,4 +1,4 @@
-import type { RunningServer } from '../../server.ts';
+import type { RunningServer, StartOptions } from '../../server.ts';
 import { loadSettingsWithFlags, STORE_FLAGS } from '../settings-flags.ts';
 import { command, single } from '../spec.ts';
 
@@ -36,8 +36,13 @@ export const group = single({
   }),
 });
 
-async function startServer(
+/**
+ * Runs a node in the foreground until SIGTERM or SIGINT: `orchestra start`, and with
+ * `options` (its modules, the routes it serves) `orchestra runner`.
+ */
+export async function startServer(
   settings: Awaited<ReturnType<typeof loadSettingsWithFlags>>,
+  options: Pick<StartOptions, 'modules' | 'serve'> = {},
 ): Promise<void> {
   const { startServer } = await import('../../server.ts');
   let adminKey: { secret: string; file: string | undefined } | undefined;
@@ -68,6 +73,7 @@ async function startServer(
   process.on('SIGINT', onSignal);
   try {
     server = await startServer(settings, {
+      ...options,
       onAdminKey: (key) => {
         adminKey = key;
       },
