@@ -1,5 +1,6 @@
-import { loadSettingsWithFlags, STORE_FLAGS } from '../settings-flags.ts';
+import { loadSettingsWithFlags } from '../settings-flags.ts';
 import { command, single, UsageError } from '../spec.ts';
+import { NODE_OPTIONS } from './start.ts';
 
 export const group = single({
   name: 'runner',
@@ -10,26 +11,7 @@ export const group = single({
       'Runs a node of a cluster that takes and runs hosted agents’ tasks (templates of kind llm) and serves only /healthz, /readyz, /metrics and /openapi.json: the runtime that scales on its own. It joins the cluster’s PostgreSQL (ORCHESTRA_DATABASE_URL, required) and should share its NATS (ORCHESTRA_NATS_URL), so that it hears of new tasks at once, and the secrets key (ORCHESTRA_SECRETS_KEY) of the other nodes, so that it can read the providers’ keys. Nodes that serve the API can leave hosted agents to runners with ORCHESTRA_HOSTED_RUNNER=false. Example:',
       '  ORCHESTRA_DATABASE_URL=postgres://… ORCHESTRA_NATS_URL=nats://… orchestra runner --port 8081',
     ].join('\n'),
-    options: {
-      config: STORE_FLAGS.config,
-      port: {
-        type: 'string',
-        value: 'N',
-        description: 'TCP port of its health and metrics (env ORCHESTRA_PORT; default 8080)',
-      },
-      host: {
-        type: 'string',
-        value: 'HOST',
-        description: 'Listen address (env ORCHESTRA_HOST; default localhost)',
-      },
-      'data-dir': STORE_FLAGS['data-dir'],
-      'database-url': STORE_FLAGS['database-url'],
-      'log-level': {
-        type: 'string',
-        value: 'LEVEL',
-        description: 'fatal|error|warn|info|debug|trace|silent (env ORCHESTRA_LOG_LEVEL)',
-      },
-    },
+    options: NODE_OPTIONS,
     async run({ values, positionals, path }) {
       if (positionals.length > 0) throw new UsageError(`${path} takes no arguments`);
       const settings = await loadSettingsWithFlags(values);
@@ -42,6 +24,7 @@ export const group = single({
         import('../../modules.ts'),
         import('./start.ts'),
       ]);
+
       await startServer(
         { ...settings, hostedRunner: true },
         { modules: RUNNER_MODULES, serve: ['ops'] },

@@ -1,6 +1,28 @@
 import type { RunningServer, StartOptions } from '../../server.ts';
 import { loadSettingsWithFlags, STORE_FLAGS } from '../settings-flags.ts';
-import { command, single } from '../spec.ts';
+import { command, type OptionSpecs, single } from '../spec.ts';
+
+/** The flags of the commands that run a node: `start` and `runner`. */
+export const NODE_OPTIONS = {
+  config: STORE_FLAGS.config,
+  port: {
+    type: 'string',
+    value: 'N',
+    description: 'TCP port (env ORCHESTRA_PORT; default 8080)',
+  },
+  host: {
+    type: 'string',
+    value: 'HOST',
+    description: 'Listen address (env ORCHESTRA_HOST; default localhost)',
+  },
+  'data-dir': STORE_FLAGS['data-dir'],
+  'database-url': STORE_FLAGS['database-url'],
+  'log-level': {
+    type: 'string',
+    value: 'LEVEL',
+    description: 'fatal|error|warn|info|debug|trace|silent (env ORCHESTRA_LOG_LEVEL)',
+  },
+} as const satisfies OptionSpecs;
 
 export const group = single({
   name: 'start',
@@ -9,26 +31,7 @@ export const group = single({
     name: 'start',
     description:
       'Runs the Orchestra server in the foreground until SIGTERM or SIGINT. Settings come from ORCHESTRA_* environment variables and an optional JSON config file; the flags below win. On first start it creates the system tenant and prints its admin key once.',
-    options: {
-      config: STORE_FLAGS.config,
-      port: {
-        type: 'string',
-        value: 'N',
-        description: 'TCP port (env ORCHESTRA_PORT; default 8080)',
-      },
-      host: {
-        type: 'string',
-        value: 'HOST',
-        description: 'Listen address (env ORCHESTRA_HOST; default localhost)',
-      },
-      'data-dir': STORE_FLAGS['data-dir'],
-      'database-url': STORE_FLAGS['database-url'],
-      'log-level': {
-        type: 'string',
-        value: 'LEVEL',
-        description: 'fatal|error|warn|info|debug|trace|silent (env ORCHESTRA_LOG_LEVEL)',
-      },
-    },
+    options: NODE_OPTIONS,
     async run({ values }) {
       await startServer(await loadSettingsWithFlags(values));
       return 0;
