@@ -77,12 +77,24 @@ export type LlmLimits = Static<typeof LlmLimits>;
  */
 export const LlmMemory = Type.Object(
   {
-    strategy: Type.Enum(['last_turns', 'token_window', 'none'], {
+    strategy: Type.Enum(['last_turns', 'token_window', 'summary', 'none'], {
       description:
-        '`last_turns` (default): the last `turns` turns. `token_window`: the most recent turns that fit in `max_tokens` (estimated at 4 characters a token), never a tool call without its result. `none`: nothing.',
+        '`last_turns` (default): the last `turns` turns. `token_window`: the most recent turns that fit in `max_tokens` (estimated at 4 characters a token), never a tool call without its result. `summary`: the last `turns` turns as they were, and everything before them as a summary a model wrote (journaled as `llm.summary` in the task that made it, and kept up to date turn by turn). `none`: nothing.',
     }),
     turns: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 1000, description: 'last_turns: default 20.' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: 1000,
+        description: 'last_turns: default 20. summary: the turns kept as they were, default 6.',
+      }),
+    ),
+    summary_model: Type.Optional(ModelRef),
+    max_summary_tokens: Type.Optional(
+      Type.Integer({
+        minimum: 16,
+        maximum: 100_000,
+        description: 'summary: the longest summary, in tokens. Default 1000.',
+      }),
     ),
     max_tokens: Type.Optional(
       Type.Integer({

@@ -533,6 +533,58 @@ for (const store of STORE_VARIANTS) {
       );
     });
 
+    test('summary memory: older turns become a summary a model writes, journaled, and brought up to date turn by turn', async () => {
+      await client.templates.create(
+        hosted('summariser', {
+          memory: { strategy: 'summary', turns: 1, max_summary_tokens: 200 },
+        }),
+      );
+      const session = await client.sessions.create({ name: 'summary' });
+      const say = async (prompt: string, ...turns: string[]) => {
+        model.script('small', ...turns.map((text) => ({ text })));
+        const before = model.requests.length;
+        const task = await client.tasks.create({
+          template: 'summariser',
+          input: { prompt },
+          session_id: session.id,
+        });
+        const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
+        assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+        const sent = model.requests
+          .slice(before)
+          .map((r) => r.body.messages as { role: string; content: string }[]);
+        return { task: done, sent };
+      };
+      await say('My name is Ada.', 'Hello Ada.');
+      await say('I live in Oslo.', 'Nice.');
+      const third = await say('Who am I?', 'The user is Ada.', 'You are Ada, from Oslo.');
+      assert.equal(third.sent.length, 2, 'a summary call, then the answer');
+      const [summaryCall, answerCall] = third.sent;
+      assert.match(JSON.stringify(summaryCall), /My name is Ada\./);
+      assert.doesNotMatch(JSON.stringify(summaryCall), /I live in Oslo/);
+      assert.deepEqual(
+        answerCall?.map((m) => [m.role, m.content]),
+        [
+          ['system', 'A summary of the conversation before the last turns:\nThe user is Ada.'],
+          ['user', 'I live in Oslo.'],
+          ['assistant', 'Nice.'],
+          ['user', 'Who am I?'],
+        ],
+      );
+      const [summary] = journal(await eventsOf(client, third.task.id), 'llm.summary');
+      assert.equal(summary?.content, 'The user is Ada.');
+      // The next turn summarises only what fell out of the window since, after the summary.
+      const fourth = await say('And now?', 'Ada lives in Oslo.', 'Still Ada.');
+      const update = JSON.stringify(fourth.sent[0]);
+      assert.match(update, /The summary so far:\\nThe user is Ada\./);
+      assert.match(update, /I live in Oslo\./);
+      assert.doesNotMatch(update, /My name is Ada/);
+      assert.equal(
+        fourth.sent[1]?.[0]?.content,
+        'A summary of the conversation before the last turns:\nAda lives in Oslo.',
+      );
+    });
+
     test('tenant monthly quotas: checked with an estimate before a call and with the usage after it', async () => {
       const tenantId = `quota-${store}`;
       const created = await server.call('POST', '/v1/tenants', { body: { id: tenantId } });

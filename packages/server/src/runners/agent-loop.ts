@@ -30,6 +30,9 @@ type RunLimits = LlmLimits & { max_turns: number; max_tool_calls: number };
 /** Earlier turns a `token_window` memory looks at, at most. */
 const MEMORY_MAX_TURNS = 200;
 const DEFAULT_MEMORY_TOKENS = 8000;
+/** The `summary` memory: turns kept as they were, and the summary's length. */
+const DEFAULT_SUMMARY_TURNS = 6;
+const DEFAULT_SUMMARY_TOKENS = 1000;
 /** Streamed text is journaled in pieces at most this far apart. */
 const OUTPUT_FLUSH_MS = 100;
 /** Most characters of one tool result the model is given. */
@@ -46,6 +49,8 @@ export const JOURNAL = {
   approvalWait: 'llm.approval_wait',
   /** The run's user message, as the model got it: what later tasks of a session remember. */
   user: 'llm.user',
+  /** A summary of the session's turns up to task `through`, which the run got instead of them. */
+  summary: 'llm.summary',
 } as const;
 
 /** A journal entry as stored: a custom event of the task's stream. */
@@ -295,6 +300,8 @@ interface Replayed {
   approvals: Map<string, string>;
   /** The user message journaled at the run's first step. */
   user: string | undefined;
+  /** The session summary journaled at the run's first step. */
+  summary: { content: string; through: string } | undefined;
   /** Messages the run added for the model besides its turns (a retry of a bad output). */
   retries: { afterTurn: number; message: string }[];
   startedAt: number | undefined;
@@ -306,6 +313,7 @@ function replay(entries: readonly JournalEntry[]): Replayed {
     started: new Set(),
     approvals: new Map(),
     user: undefined,
+    summary: undefined,
     retries: [],
     startedAt: undefined,
   };
@@ -323,6 +331,11 @@ function replay(entries: readonly JournalEntry[]): Replayed {
       state.turns[result.turn - 1]?.results.set(result.id, result);
     } else if (e.name === JOURNAL.user) {
       state.user ??= String(e.data.content ?? '');
+    } else if (e.name === JOURNAL.summary) {
+      state.summary ??= {
+        content: String(e.data.content ?? ''),
+        through: String(e.data.through ?? ''),
+      };
     } else if (e.name === JOURNAL.approvalWait) {
       state.approvals.set(String(e.data.id), String(e.data.approval_id));
     } else if (e.name === JOURNAL.outputRetry) {
@@ -408,7 +421,7 @@ class HostedRun {
     if (conversation !== undefined) {
       this.#messages.push(...conversation);
     } else {
-      this.#messages.push(...(await this.#memory()));
+      this.#messages.push(...(await this.#memory(state)));
       const content = userMessage(this.#llm, this.#task.input);
       if (state.user === undefined) {
         await this.#run.journal([{ type: 'custom', name: JOURNAL.user, data: { content } }]);
@@ -434,11 +447,12 @@ class HostedRun {
    * What the run remembers of its session: earlier tasks' turns (user message, tool calls
    * with their results, answer) that the memory policy keeps, oldest first.
    */
-  async #memory(): Promise<ChatMessage[]> {
+  async #memory(state: Replayed): Promise<ChatMessage[]> {
     const memory = this.#llm.memory ?? { strategy: 'last_turns' as const };
     const sessionId = this.#task.session_id;
     if (memory.strategy === 'none' || sessionId === null) return [];
     const { tenantId } = this.#run;
+    if (memory.strategy === 'summary') return this.#summarised(state, sessionId, memory);
     const limit = memory.strategy === 'last_turns' ? (memory.turns ?? 20) : MEMORY_MAX_TURNS;
     let budget =
       memory.strategy === 'token_window'
@@ -455,6 +469,132 @@ class HostedRun {
       turns.push(messages);
     }
     return turns.reverse().flat();
+  }
+
+  /**
+   * The `summary` memory: the last `turns` turns as they were, after a summary of everything
+   * before them. The summary is journaled (`llm.summary`, with the last task it covers): a
+   * resumed run reuses its own, and the next task of the session brings it up to date with
+   * the turns that fell out of the window since, instead of summarising from the start.
+   */
+  async #summarised(
+    state: Replayed,
+    sessionId: string,
+    memory: NonNullable<LlmSpec['memory']>,
+  ): Promise<ChatMessage[]> {
+    const { tenantId } = this.#run;
+    const keep = memory.turns ?? DEFAULT_SUMMARY_TURNS;
+    const history = await this.#deps.sessionHistory(
+      tenantId,
+      sessionId,
+      this.#task.id,
+      MEMORY_MAX_TURNS,
+    );
+    const journals = new Map<string, Replayed>();
+    const journalOf = async (id: string) => {
+      let journal = journals.get(id);
+      if (journal === undefined) {
+        journal = replay(await this.#deps.journal(tenantId, id));
+        journals.set(id, journal);
+      }
+      return journal;
+    };
+    const recent: ChatMessage[][] = [];
+    for (const prior of history.slice(0, keep)) {
+      recent.push(this.#priorTurn(prior, await journalOf(prior.id)));
+    }
+    const older = history.slice(keep);
+    let summary = state.summary;
+    if (summary === undefined && older.length > 0) {
+      // The newest summary an earlier task made, and the turns after what it covers.
+      let previous: { content: string; through: string } | undefined;
+      const uncovered: typeof older = [];
+      for (const prior of history) {
+        const made = (await journalOf(prior.id)).summary;
+        if (made !== undefined) {
+          previous = made;
+          break;
+        }
+      }
+      for (const prior of older) {
+        if (previous !== undefined && prior.id <= previous.through) break;
+        uncovered.push(prior);
+      }
+      const through = older[0]?.id ?? '';
+      if (uncovered.length === 0 && previous !== undefined) {
+        summary = { content: previous.content, through: previous.through };
+      } else {
+        const transcript: string[] = [];
+        for (const prior of uncovered.reverse()) {
+          for (const m of this.#priorTurn(prior, await journalOf(prior.id))) {
+            const who = m.role === 'tool' ? `tool ${m.name}` : m.role;
+            const calls =
+              m.role === 'assistant' && m.tool_calls
+                ? m.tool_calls.map((c) => ` [calls ${c.name} ${c.arguments}]`).join('')
+                : '';
+            transcript.push(`${who}: ${m.content}${calls}`);
+          }
+        }
+        summary = {
+          content: await this.#summarise(previous?.content, transcript.join('\n'), memory),
+          through,
+        };
+      }
+      await this.#run.journal([{ type: 'custom', name: JOURNAL.summary, data: summary }]);
+    }
+    const messages: ChatMessage[] = [];
+    if (summary !== undefined && summary.content !== '') {
+      messages.push({
+        role: 'system',
+        content: `A summary of the conversation before the last turns:\n${summary.content}`,
+      });
+    }
+    return [...messages, ...recent.reverse().flat()];
+  }
+
+  /** Has a model summarise `transcript` (after `previous`, the summary so far). */
+  async #summarise(
+    previous: string | undefined,
+    transcript: string,
+    memory: NonNullable<LlmSpec['memory']>,
+  ): Promise<string> {
+    const { tenantId } = this.#run;
+    const chain = memory.summary_model
+      ? await this.#deps.models.chainFor(tenantId, memory.summary_model, [])
+      : this.#chain;
+    const answer = await this.#deps.models.call(
+      tenantId,
+      chain,
+      {
+        messages: [
+          {
+            role: 'system',
+            content:
+              'Summarise the conversation for whoever continues it: the facts, names, numbers, decisions, tool results that matter and open questions, concisely. Answer with the summary only.',
+          },
+          {
+            role: 'user',
+            content: `${previous ? `The summary so far:\n${previous}\n\n` : ''}The conversation since:\n${transcript}`,
+          },
+        ],
+        max_tokens: memory.max_summary_tokens ?? DEFAULT_SUMMARY_TOKENS,
+      },
+      { signal: this.#signal },
+    );
+    // Counted like any model call of the run (turn 0: the summary).
+    await this.#deps.recordUsage(tenantId, this.#task, {
+      turn: 0,
+      provider: answer.provider,
+      model: answer.model,
+      text: answer.text,
+      tool_calls: [],
+      finish: answer.finish,
+      usage: answer.usage,
+      cost_usd: answer.cost_usd,
+      duration_ms: answer.duration_ms,
+      attempts: answer.attempts,
+    });
+    return answer.text;
   }
 
   /** One earlier task of the session as messages. */

@@ -242,7 +242,7 @@ function parseLlm(f: EditorFields, errors: Record<string, string>): LlmDefinitio
   const temperature = number('llm_temperature', false);
   const maxTokens = number('llm_max_tokens', true);
   const memorySize = number('llm_memory_size', true);
-  const memory = f.llm_memory as '' | 'last_turns' | 'token_window' | 'none';
+  const memory = f.llm_memory as '' | 'last_turns' | 'token_window' | 'summary' | 'none';
   const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
   return {
     model: { provider: f.llm_provider.trim(), model: f.llm_model.trim() },
@@ -257,7 +257,9 @@ function parseLlm(f: EditorFields, errors: Record<string, string>): LlmDefinitio
       ? {
           memory: {
             strategy: memory,
-            ...(memorySize !== undefined && memory === 'last_turns' ? { turns: memorySize } : {}),
+            ...(memorySize !== undefined && (memory === 'last_turns' || memory === 'summary')
+              ? { turns: memorySize }
+              : {}),
             ...(memorySize !== undefined && memory === 'token_window'
               ? { max_tokens: memorySize }
               : {}),
@@ -467,6 +469,7 @@ function TemplateForm({ template }: { template: Template | undefined }) {
                   <option value="">Default (the last 20 turns)</option>
                   <option value="last_turns">The last turns</option>
                   <option value="token_window">The turns that fit in a token window</option>
+                  <option value="summary">A summary, then the last turns</option>
                   <option value="none">None</option>
                 </select>
               </div>
