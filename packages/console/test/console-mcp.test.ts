@@ -433,8 +433,22 @@ describe('hosted agents', () => {
       await page.getByRole('button', { name: 'Download CSV' }).click();
       assert.match((await download).suggestedFilename(), /^usage-template-\d{4}-\d{2}-\d{2}\.csv$/);
 
+      // The overview shows this month's tokens and cost per day.
+      await page.goto(`${server.url}/overview`);
+      const hosted = page.getByRole('region', { name: /Hosted agents this month/ });
+      await hosted.waitFor({ timeout: WAIT_MS });
+      assert.match((await hosted.textContent()) ?? '', /3 model calls/);
+      await hosted
+        .getByRole('figure')
+        .filter({ hasText: 'Cost per day' })
+        .waitFor({ timeout: WAIT_MS });
+
       await page.setViewportSize({ width: 390, height: 844 });
-      for (const path of [`/chat?template=console-agent&session=${sessionId}`, '/usage']) {
+      for (const path of [
+        `/chat?template=console-agent&session=${sessionId}`,
+        '/usage',
+        '/overview',
+      ]) {
         await page.goto(server.url + path);
         await page.getByRole('heading', { level: 1 }).waitFor({ timeout: WAIT_MS });
         assert.equal(await sidewaysOverflow(page), 0, `${path} scrolls sideways`);

@@ -5,6 +5,7 @@ import { useTopic } from '../live.ts';
 import { Link, navigate, useLocation } from '../router.tsx';
 import { useSession } from '../session.tsx';
 import { Badge, ErrorBox, Loading, PageHeader, Time, useAsync, useThrottled } from '../ui.tsx';
+import { DailyCharts } from './usage.tsx';
 
 const WINDOWS = [5, 15, 30, 60] as const;
 /** Minutes roll over and nodes renew their leases: refresh even when no event arrives. */
@@ -352,6 +353,29 @@ function Health() {
   );
 }
 
+/** What hosted agents used this month, per day; nothing when they used nothing. */
+function HostedUsage() {
+  const { client } = useSession();
+  const usage = useAsync(() => client.usage.report({ group_by: 'day' }), [client]);
+  useInterval(usage.reload, REFRESH_MS);
+  if (usage.data === undefined || usage.data.total.model_calls === 0) return null;
+  const { total } = usage.data;
+  return (
+    <section className="panel" aria-labelledby="hosted-usage">
+      <h2 id="hosted-usage">
+        Hosted agents this month <Link to="/usage">(usage)</Link>
+      </h2>
+      <p className="muted">
+        ${total.cost_usd.toFixed(total.cost_usd < 1 ? 4 : 2)} ·{' '}
+        {total.input_tokens.toLocaleString('en-US')} input and{' '}
+        {total.output_tokens.toLocaleString('en-US')} output tokens · {total.model_calls} model
+        calls
+      </p>
+      <DailyCharts report={usage.data} />
+    </section>
+  );
+}
+
 export function OverviewPage() {
   const { client, topics } = useSession();
   const { query } = useLocation();
@@ -391,6 +415,7 @@ export function OverviewPage() {
           <Charts stats={stats.data} />
         </>
       )}
+      <HostedUsage />
       <RecentFailures />
       <Health />
     </>

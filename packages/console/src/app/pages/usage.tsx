@@ -37,7 +37,8 @@ function days(from: string, to: string): string[] {
   return out;
 }
 
-function DailyCharts({ report }: { report: UsageReport }) {
+/** Tokens and cost per UTC day of a report grouped by day (the overview shows them too). */
+export function DailyCharts({ report }: { report: UsageReport }) {
   const labels = days(report.from, report.to);
   const byDay = new Map(report.rows.map((r) => [r.key ?? '', r]));
   const at = (day: string) => byDay.get(day);
