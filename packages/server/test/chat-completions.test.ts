@@ -97,6 +97,35 @@ describe('the OpenAI-compatible endpoint', () => {
     assert.ok((usage?.total_tokens ?? 0) > 0);
   });
 
+  test('a hosted agent with a tool: the run calls it, and the OpenAI client gets the answer that used it', async () => {
+    await client.request('POST', '/v1/tools', {
+      body: {
+        name: 'node_health',
+        description: 'The node’s health',
+        annotations: { readOnlyHint: true },
+        input_schema: { type: 'object' },
+        source: { type: 'http', method: 'GET', url: `${server.url}/healthz` },
+      },
+    });
+    await client.templates.create({
+      name: 'tooled',
+      kind: 'llm',
+      llm: { model: { provider: 'scripted', model: 'chat' }, tools: ['node_health'] },
+      default_max_attempts: 1,
+    });
+    model.script('chat', {
+      text: '',
+      tool_calls: [{ id: 'toolu_h', name: 'node_health', arguments: {} }],
+    });
+    const answer = await openai.chat.completions.create({
+      model: 'tooled',
+      messages: [{ role: 'user', content: 'Is the node up?' }],
+    });
+    // The demo answer (no scripted turn left) reports what the tool returned.
+    assert.match(answer.choices[0]?.message.content ?? '', /node_health returned: \{"status":"ok"/);
+    assert.equal(answer.usage?.total_tokens !== undefined, true);
+  });
+
   test('a conversation in a session: the task runs in it, like any other', async () => {
     const session = await client.sessions.create({ name: 'chat' });
     model.script('chat', { text: 'Noted.' });
