@@ -116,7 +116,7 @@ export const TENANT_LIMITS = {
     maximum: 1_000_000_000_000,
     allowed: 'an integer >= 0 (0: no limit)',
     description:
-      'Most model tokens (input and output) the tenant’s hosted agents may use in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
+      'Most model tokens (input and output) one tenant’s hosted agents may use in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
   },
   monthly_cost_cents: {
     env: 'ORCHESTRA_TENANT_MONTHLY_COST_CENTS',
@@ -124,7 +124,7 @@ export const TENANT_LIMITS = {
     maximum: 100_000_000_000,
     allowed: 'an integer >= 0 (0: no limit)',
     description:
-      'Most cost, in US cents from the providers’ price tables, of the tenant’s hosted agents’ model calls in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
+      'Most cost, in US cents from the providers’ price tables, of one tenant’s hosted agents’ model calls in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
   },
 } as const satisfies Record<
   string,
