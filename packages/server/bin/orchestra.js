@@ -8,6 +8,10 @@ if (major < 24) {
   );
   process.exit(1);
 }
+// Node keeps the code it compiled (stripped TypeScript, bytecode) and checks it by content:
+// every later start of the CLI or the server compiles only what changed.
+const { default: module } = await import('node:module');
+module.enableCompileCache?.();
 const { main } = await import('../src/cli/main.ts');
 const command = process.argv[2];
 const code = await main(process.argv.slice(2));
