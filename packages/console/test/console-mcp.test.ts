@@ -411,11 +411,25 @@ describe('hosted agents', () => {
         ['user', 'assistant', 'user'],
       );
 
-      // A reload shows the conversation so far.
+      // A reload shows the conversation so far, and follows an answer still streaming.
+      model.script('agent', {
+        text: 'A slow and steady answer.',
+        chunk_chars: 3,
+        chunk_delay_ms: 150,
+      });
+      await page.getByRole('textbox', { name: 'Message' }).fill('Slowly, please.');
+      await page.getByRole('button', { name: 'Send' }).click();
+      await messages.locator('.chat-answer', { hasText: /^A s/ }).waitFor({ timeout: WAIT_MS });
       await page.reload();
       await messages
         .locator('.chat-answer', { hasText: 'The node is up.' })
         .waitFor({ timeout: WAIT_MS });
+      await messages
+        .locator('.chat-answer', { hasText: 'A slow and steady answer.' })
+        .waitFor({ timeout: WAIT_MS });
+      // The text is whole before its task ends: wait for the end, which records the usage.
+      const turnsOfSession = await client.tasks.list({ session_id: sessionId ?? '' });
+      for (const t of turnsOfSession.items) await client.tasks.wait(t.id, { timeoutMs: WAIT_MS });
 
       await page.getByRole('link', { name: 'Usage', exact: true }).click();
       await page.getByRole('heading', { name: 'Usage', level: 1 }).waitFor({ timeout: WAIT_MS });
@@ -428,7 +442,7 @@ describe('hosted agents', () => {
       const row = page.locator('tr[data-key="console-agent"]');
       await row.waitFor({ timeout: WAIT_MS });
       assert.match((await row.textContent()) ?? '', /^console-agent/);
-      assert.equal((await client.usage.report({ group_by: 'template' })).rows[0]?.model_calls, 3);
+      assert.equal((await client.usage.report({ group_by: 'template' })).rows[0]?.model_calls, 4);
       const download = page.waitForEvent('download');
       await page.getByRole('button', { name: 'Download CSV' }).click();
       assert.match((await download).suggestedFilename(), /^usage-template-\d{4}-\d{2}-\d{2}\.csv$/);
@@ -437,7 +451,7 @@ describe('hosted agents', () => {
       await page.goto(`${server.url}/overview`);
       const hosted = page.getByRole('region', { name: /Hosted agents this month/ });
       await hosted.waitFor({ timeout: WAIT_MS });
-      assert.match((await hosted.textContent()) ?? '', /3 model calls/);
+      assert.match((await hosted.textContent()) ?? '', /4 model calls/);
       await hosted
         .getByRole('figure')
         .filter({ hasText: 'Cost per day' })

@@ -1,4 +1,4 @@
-import type { Task, TaskEvent, Template } from '@orchestra/sdk';
+import { isTerminalState, type Task, type TaskEvent, type Template } from '@orchestra/sdk';
 import { type FormEvent, useEffect, useRef, useState } from 'react';
 import { Link, setQueryParam, useLocation } from '../router.tsx';
 import { describeError, useSession } from '../session.tsx';
@@ -180,13 +180,40 @@ export function ChatPage() {
   const [busy, setBusy] = useState(false);
   const stop = useRef(new AbortController());
 
-  // A session's earlier turns, when the page opens on one.
+  /** Streams a turn's task into the page until it ends; then shows how it ended. */
+  const follow = async (start: Turn, signal: AbortSignal) => {
+    let turn = start;
+    const update = (next: Turn) => {
+      turn = next;
+      setTurns((all) => {
+        const at = all.findIndex((t) => t.taskId === next.taskId);
+        return at === -1 ? [...all, next] : all.map((t, i) => (i === at ? next : t));
+      });
+    };
+    update(turn);
+    for await (const item of client.tasks.events(turn.taskId, { signal })) {
+      if ('offset' in item) update(apply(turn, item as TaskEvent));
+    }
+    const ended = await client.tasks.get(turn.taskId);
+    update({
+      ...turn,
+      state: ended.state,
+      // A structured answer does not stream: it comes whole at the end.
+      answer:
+        turn.answer === '' && ended.state === 'succeeded' ? answerOf(ended.result) : turn.answer,
+      ...(ended.error ? { error: `${ended.error.code}: ${ended.error.message}` } : {}),
+    });
+  };
+
+  // A session's earlier turns, when the page opens on one; a turn still running (a reload in
+  // the middle of an answer) is followed to its end.
+  // biome-ignore lint/correctness/useExhaustiveDependencies: follow only writes state
   useEffect(() => {
     stop.current.abort();
-    stop.current = new AbortController();
+    const controller = new AbortController();
+    stop.current = controller;
     setTurns([]);
     if (sessionId === '') return;
-    let cancelled = false;
     (async () => {
       const page = await client.tasks.list({ session_id: sessionId, limit: 100 });
       const earlier = [...page.items].reverse().map(
@@ -199,11 +226,14 @@ export function ChatPage() {
           ...(t.error ? { error: `${t.error.code}: ${t.error.message}` } : {}),
         }),
       );
-      if (!cancelled) setTurns(earlier);
-    })().catch((err: unknown) => setProblem(describeError(err)));
-    return () => {
-      cancelled = true;
-    };
+      if (controller.signal.aborted) return;
+      setTurns(earlier);
+      for (const turn of earlier) {
+        if (!isTerminalState(turn.state)) void follow(turn, controller.signal).catch(() => {});
+      }
+    })().catch((err: unknown) => {
+      if (!controller.signal.aborted) setProblem(describeError(err));
+    });
   }, [client, sessionId]);
 
   const send = async (event: FormEvent) => {
@@ -224,24 +254,10 @@ export function ChatPage() {
         session_id: session,
       });
       setMessage('');
-      let turn: Turn = { taskId: task.id, prompt: text, answer: '', tools: [], state: task.state };
-      const update = (next: Turn) => {
-        turn = next;
-        setTurns((all) => [...all.filter((t) => t.taskId !== next.taskId), next]);
-      };
-      update(turn);
-      for await (const item of client.tasks.events(task.id, { signal: stop.current.signal })) {
-        if ('offset' in item) update(apply(turn, item as TaskEvent));
-      }
-      const ended = await client.tasks.get(task.id);
-      update({
-        ...turn,
-        state: ended.state,
-        // A structured answer does not stream: it comes whole at the end.
-        answer:
-          turn.answer === '' && ended.state === 'succeeded' ? answerOf(ended.result) : turn.answer,
-        ...(ended.error ? { error: `${ended.error.code}: ${ended.error.message}` } : {}),
-      });
+      await follow(
+        { taskId: task.id, prompt: text, answer: '', tools: [], state: task.state },
+        stop.current.signal,
+      );
     } catch (err) {
       if (!stop.current.signal.aborted) setProblem(describeError(err));
     } finally {
