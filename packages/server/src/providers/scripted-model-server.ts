@@ -82,6 +82,9 @@ export interface ScriptedModelServerOptions {
 }
 
 const DEFAULT_CHUNK_CHARS = 8;
+/** The demo's search for tool arguments in a message: how far it looks, and how hard. */
+const MAX_JSON_CHARS = 10_000;
+const MAX_JSON_TRIES = 200;
 const DEMO_NOTE = '(Orchestra demo provider: scripted answers, not a language model.)';
 
 /** A normalised view of the conversation, the same for both APIs, for the demo behaviour. */
@@ -185,10 +188,15 @@ function anthropicConversation(body: Record<string, unknown>): Conversation {
 
 /** The first `{...}` in `text` that parses as a JSON object. */
 function jsonObjectIn(text: string): Record<string, unknown> | undefined {
-  for (let start = text.indexOf('{'); start !== -1; start = text.indexOf('{', start + 1)) {
-    for (let end = text.lastIndexOf('}'); end > start; end = text.lastIndexOf('}', end - 1)) {
+  // Bounded: each try parses a span, and a long message full of braces must not stall the
+  // server (at most MAX_JSON_TRIES parses of at most MAX_JSON_CHARS).
+  const head = text.slice(0, MAX_JSON_CHARS);
+  let tries = 0;
+  for (let start = head.indexOf('{'); start !== -1; start = head.indexOf('{', start + 1)) {
+    for (let end = head.lastIndexOf('}'); end > start; end = head.lastIndexOf('}', end - 1)) {
+      if (++tries > MAX_JSON_TRIES) return undefined;
       try {
-        const value: unknown = JSON.parse(text.slice(start, end + 1));
+        const value: unknown = JSON.parse(head.slice(start, end + 1));
         if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
           return value as Record<string, unknown>;
         }

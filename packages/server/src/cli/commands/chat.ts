@@ -104,16 +104,16 @@ export const group = single({
       const template = positionals[0] as string;
       const api = client(values);
       const sessionId = values.session;
-      let single: string | undefined = values.message;
-      if (single === undefined && !process.stdin.isTTY) {
-        single = readText('-').text.replace(/\r?\n$/, '');
+      let message: string | undefined = values.message;
+      if (message === undefined && !process.stdin.isTTY) {
+        message = readText('-').text.replace(/\r?\n$/, '');
       }
-      if (single !== undefined) {
-        if (single.trim() === '') throw new UsageError('the message is empty');
+      if (message !== undefined) {
+        if (message.trim() === '') throw new UsageError('the message is empty');
         const task = await turn(
           api,
           template,
-          [{ role: 'user', content: single }],
+          [{ role: 'user', content: message }],
           sessionId,
           values.json,
         );
