@@ -64,11 +64,13 @@ for (const store of STORE_VARIANTS) {
         const task = await client.tasks.create({ capabilities: ['retention'], input: { n: 1 } });
         assert.equal((await client.tasks.wait(task.id, { timeoutMs: WAIT_MS })).state, 'succeeded');
 
+        // Taken before the stop: the server marks it offline later still, so the retention
+        // runs from after this, however late a busy machine lets the test see it offline.
+        const stoppedAt = Date.now();
         await leaving.stop();
         await waitUntil('the stopped agent to be offline', async () => {
           return (await agentStatus(client, 'leaving')) === 'offline';
         });
-        const stoppedAt = Date.now();
         await waitUntil('the offline agent to be forgotten', async () => {
           return (await agentStatus(client, 'leaving')) === 'gone';
         });
