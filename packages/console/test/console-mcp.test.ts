@@ -399,6 +399,29 @@ describe('hosted agents', () => {
       await page.getByRole('button', { name: 'Send' }).click();
       const tools = messages.getByRole('list', { name: 'Tool calls' });
       await tools.locator('li[data-status="awaiting approval"]').waitFor({ timeout: WAIT_MS });
+      // The task's own page says what it waits for, and where to decide.
+      let waitingId: string | undefined;
+      for (let i = 0; i < 600 && waitingId === undefined; i++) {
+        const listed = await client.tasks.list({
+          session_id: sessionId ?? '',
+          state: ['awaiting_approval'],
+        });
+        waitingId = listed.items[0]?.id;
+        if (waitingId === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.ok(waitingId, 'the task awaits approval');
+      const taskPage = await signIn(context, server.url, server.adminKey);
+      await taskPage.goto(`${server.url}/tasks/${waitingId}`);
+      await taskPage
+        .getByRole('status')
+        .filter({
+          hasText: /Awaiting approval: the run waits for approval apr_\S+ of tool node_health/,
+        })
+        .waitFor({ timeout: WAIT_MS });
+      await taskPage
+        .getByText('state awaiting_approval')
+        .waitFor({ state: 'attached', timeout: WAIT_MS });
+      await taskPage.close();
       await tools.getByRole('button', { name: 'Approve' }).click();
       await tools.locator('li[data-status="succeeded"]').waitFor({ timeout: WAIT_MS });
       await messages

@@ -179,6 +179,8 @@ export {
   TaskEvent,
   TaskState,
   TaskWaiting,
+  TaskWaitingForAgent,
+  TaskWaitingForApproval,
 } from './tasks.ts';
 export {
   CreateTemplate,

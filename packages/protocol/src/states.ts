@@ -7,6 +7,7 @@ export const TASK_STATES = [
   'queued',
   'assigned',
   'running',
+  'awaiting_approval',
   'succeeded',
   'failed',
   'cancelled',
@@ -16,8 +17,10 @@ export const TASK_STATES = [
 
 /**
  * Where a task is in its life: queued → assigned → running → succeeded | failed |
- * cancelled | timed_out; dead after the last failed attempt. The last five are terminal:
- * nothing more happens to the task unless someone retries it (see `isTerminalState`).
+ * cancelled | timed_out; dead after the last failed attempt. A hosted agent's run that
+ * waits for an operator's approval leaves its agent for `awaiting_approval`, and goes back
+ * to `queued` once the approval is decided. The last five are terminal: nothing more
+ * happens to the task unless someone retries it (see `isTerminalState`).
  */
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -30,6 +33,7 @@ export function isTerminalState(state: TaskState): boolean {
     case 'queued':
     case 'assigned':
     case 'running':
+    case 'awaiting_approval':
       return false;
     case 'succeeded':
     case 'failed':

@@ -60,7 +60,7 @@ export const Stats = Type.Object(
       }),
     }),
     tasks: Type.Object({
-      active: counts(['queued', 'assigned', 'running']),
+      active: counts(['queued', 'assigned', 'running', 'awaiting_approval']),
       oldest_queued_at: NullableTimestamp,
       submitted: Type.Integer(),
       finished: FinishedCounts,

@@ -8,7 +8,7 @@ import { Strategy } from './templates.ts';
 
 export const TaskState = Type.Enum([...TASK_STATES], {
   description:
-    'queued → assigned → running → succeeded | failed | cancelled | timed_out; dead after the last failed attempt.',
+    'queued → assigned → running → succeeded | failed | cancelled | timed_out; dead after the last failed attempt. `awaiting_approval`: a hosted agent’s run waits for an operator to decide on a tool call; it holds no agent and no attempt deadline, and goes back to `queued` once every approval it waits for is decided or expired.',
 });
 export type TaskState = Static<typeof TaskState>;
 
@@ -109,10 +109,10 @@ export const TaskError = Type.Object(
 /** Why a task failed, as its agent or the server reported it. */
 export type TaskError = Static<typeof TaskError>;
 
-/** Why a queued task cannot be placed now (`Task.waiting`). */
-export const TaskWaiting = Type.Object({
+/** Why a queued task cannot be placed now. */
+export const TaskWaitingForAgent = Type.Object({
   reason: Type.Literal('no_agent', {
-    description: 'No connected agent offers what the task needs.',
+    description: 'No connected agent offers what the task needs (the task is `queued`).',
   }),
   /** Such as "no connected agent offers capability gpu". */
   message: Type.String({
@@ -124,6 +124,30 @@ export const TaskWaiting = Type.Object({
       'The capabilities no connected agent offers; all of the task’s when each is offered but no agent offers them together.',
   }),
 });
+export type TaskWaitingForAgent = Static<typeof TaskWaitingForAgent>;
+
+/** The tool calls a task in `awaiting_approval` waits for. */
+export const TaskWaitingForApproval = Type.Object({
+  reason: Type.Literal('approval', {
+    description:
+      'Tool calls of the run wait for an operator’s approval (the task is `awaiting_approval`).',
+  }),
+  /** Such as "waits for approval apr_… of tool deploy". */
+  message: Type.String({ description: 'Such as "waits for approval apr_… of tool deploy".' }),
+  approvals: Type.Array(
+    Type.Object({
+      /** The approval to decide: `POST /v1/tool-approvals/{id}/approve` or `…/reject`. */
+      id: Type.String({ description: 'The approval to decide (`/v1/tool-approvals/{id}`).' }),
+      tool: Type.String(),
+      call_id: Type.String({ description: 'The tool call’s record (`/v1/tool-calls/{id}`).' }),
+    }),
+    { description: 'The run resumes once every one of them is decided or expired.' },
+  ),
+});
+export type TaskWaitingForApproval = Static<typeof TaskWaitingForApproval>;
+
+/** What a task waits for besides its turn (`Task.waiting`). */
+export const TaskWaiting = Type.Union([TaskWaitingForAgent, TaskWaitingForApproval]);
 export type TaskWaiting = Static<typeof TaskWaiting>;
 
 export const Task = Type.Object(
@@ -178,13 +202,13 @@ export const Task = Type.Object(
     /** When it reached a terminal state; null while it runs or after a retry. */
     finished_at: NullableTimestamp,
     /**
-     * Why a queued task cannot be placed now, beyond waiting for its turn or a free slot:
-     * no connected agent offers what it needs. Null when an agent could take it, and for
-     * tasks not queued. The task stays queued and runs once such an agent connects.
+     * What the task waits for besides its turn or a free slot. A queued task: `no_agent` when
+     * no connected agent offers what it needs (it stays queued and runs once one connects).
+     * A task `awaiting_approval`: `approval`, with the approvals to decide. Null otherwise.
      */
     waiting: Type.Union([TaskWaiting, Type.Null()], {
       description:
-        'Why a queued task cannot be placed now, beyond waiting for its turn or a free slot; null when an agent could take it (and for tasks not queued). Read when the task is read: the task stays queued and runs once such an agent connects.',
+        'What the task waits for besides its turn or a free slot. `no_agent` (a queued task, read when the task is read): no connected agent offers what it needs; the task stays queued and runs once one connects. `approval` (a task `awaiting_approval`): the approvals to decide. Null otherwise.',
     }),
   },
   { $id: 'Task' },

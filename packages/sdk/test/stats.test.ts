@@ -56,7 +56,12 @@ for (const store of STORE_VARIANTS) {
       const last = starts.at(-1) ?? 0;
       assert.ok(last <= Date.parse(stats.at) && Date.parse(stats.at) < last + 60_000);
       assert.ok(Date.parse(stats.at) >= before - 1000);
-      assert.deepEqual(stats.tasks.active, { queued: 0, assigned: 0, running: 0 });
+      assert.deepEqual(stats.tasks.active, {
+        queued: 0,
+        assigned: 0,
+        running: 0,
+        awaiting_approval: 0,
+      });
       assert.equal(stats.tasks.submitted, 0);
       assert.deepEqual(stats.tasks.finished, {
         succeeded: 0,
@@ -124,7 +129,12 @@ for (const store of STORE_VARIANTS) {
         const s = await viewer.stats({ minutes: 3 });
         return s.tasks.active.running === 1 ? s : undefined;
       });
-      assert.deepEqual(stats.tasks.active, { queued: 1, assigned: 0, running: 1 });
+      assert.deepEqual(stats.tasks.active, {
+        queued: 1,
+        assigned: 0,
+        running: 1,
+        awaiting_approval: 0,
+      });
       assert.equal(stats.tasks.oldest_queued_at, queued.created_at);
       assert.equal(stats.tasks.submitted, 11);
       assert.deepEqual(stats.tasks.finished, {
@@ -169,7 +179,12 @@ for (const store of STORE_VARIANTS) {
       const onlyHeld = await admin.stats({ minutes: 3, template: 'held' });
       assert.equal(onlyHeld.template, 'held');
       assert.equal(onlyHeld.tasks.submitted, 3);
-      assert.deepEqual(onlyHeld.tasks.active, { queued: 1, assigned: 0, running: 1 });
+      assert.deepEqual(onlyHeld.tasks.active, {
+        queued: 1,
+        assigned: 0,
+        running: 1,
+        awaiting_approval: 0,
+      });
       assert.equal(onlyHeld.tasks.finished.succeeded, 0);
       assert.equal(onlyHeld.tasks.finished.cancelled, 1);
       assert.equal(onlyHeld.tasks.latency_ms, null);
@@ -202,7 +217,12 @@ for (const store of STORE_VARIANTS) {
       assert.equal(after.agents.slots, 0);
       assert.equal(after.agents.slots_used, 0);
       assert.equal(after.agents.in_flight, 0);
-      assert.deepEqual(after.tasks.active, { queued: 0, assigned: 0, running: 0 });
+      assert.deepEqual(after.tasks.active, {
+        queued: 0,
+        assigned: 0,
+        running: 0,
+        awaiting_approval: 0,
+      });
       assert.equal(after.tasks.finished.succeeded, 8);
     });
 

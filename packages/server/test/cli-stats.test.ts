@@ -53,7 +53,7 @@ test('stats prints agents, tasks now, the window and a row per minute; --json is
     lines[0] ?? '',
     /^Agents: +1 \(1 online, 0 busy, 0 draining, 0 offline, 0 error\); 0 of 2 slots in use, 0 tasks held$/,
   );
-  assert.match(lines[1] ?? '', /^Tasks now: 0 queued, 0 assigned, 0 running$/);
+  assert.match(lines[1] ?? '', /^Tasks now: 0 queued, 0 assigned, 0 running, 0 awaiting approval$/);
   assert.match(
     lines[2] ?? '',
     /^Last 3 min: 3 submitted; 3 succeeded, 0 failed, 0 cancelled, 0 timed out, 0 dead$/,

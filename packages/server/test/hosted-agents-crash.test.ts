@@ -187,7 +187,7 @@ describe('hosted agents survive kill -9 of their node', () => {
     );
   });
 
-  test('while a tool call waits for an approval: after the restart the approval decides; the call runs once, on approval', async () => {
+  test('while a task awaits an approval: it still awaits after the restart; approving resumes it, and the call runs once, on approval', async () => {
     await client.templates.create({
       name: 'crashy-approved',
       kind: 'llm',
@@ -218,17 +218,16 @@ describe('hosted agents survive kill -9 of their node', () => {
       template: 'crashy-approved',
       input: { prompt: 'mail' },
     });
-    let approvalId: string | undefined;
     for await (const item of client.tasks.events(task.id)) {
-      const data = (item as TaskEvent).data as { name?: string; data?: { approval_id?: string } };
-      if ((item as TaskEvent).type === 'task.custom' && data.name === 'llm.approval_wait') {
-        approvalId = data.data?.approval_id;
-        break;
-      }
+      if ((item as TaskEvent).type === 'task.awaiting_approval') break;
     }
-    assert.ok(approvalId);
     await server.crash();
     await server.restart();
+    const waiting = await client.tasks.get(task.id);
+    assert.equal(waiting.state, 'awaiting_approval', 'the wait is durable');
+    const approvalId =
+      waiting.waiting?.reason === 'approval' ? waiting.waiting.approvals[0]?.id : undefined;
+    assert.ok(approvalId);
     const approval = (await client.request('GET', `/v1/tool-approvals/${approvalId}`)) as {
       arguments_hash: string;
     };

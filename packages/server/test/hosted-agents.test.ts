@@ -6,6 +6,8 @@ import { ScriptedModelServer } from '../src/providers/index.ts';
 import {
   echoUpstream,
   expectError,
+  expectExit,
+  runCli,
   STORE_VARIANTS,
   startTestServer,
   type TestServer,
@@ -16,6 +18,15 @@ import { FIXTURES } from './mcp-servers.ts';
 // real provider clients against the scripted model server, HTTP tools through the executor.
 
 const WAIT_MS = 60_000;
+
+/** Resolves once `promise` rejects with an API error of `status` and `code`. */
+async function rejectsWith(promise: Promise<unknown>, status: number, code: string) {
+  await assert.rejects(promise, (err: unknown) => {
+    const e = err as { status?: number; code?: string };
+    assert.deepEqual([e.status, e.code], [status, code]);
+    return true;
+  });
+}
 
 /** A failed task's error details. */
 const detailsOf = (task: Task) => (task.error?.details ?? {}) as Record<string, unknown>;
@@ -34,6 +45,19 @@ function journal(events: TaskEvent[], name: string): Record<string, any>[] {
   return events
     .filter((e) => e.type === 'task.custom' && (e.data as { name: string }).name === name)
     .map((e) => (e.data as { data: Record<string, any> }).data);
+}
+
+/** The tenant's provider `scripted` (model `small`, priced), its key a secret. */
+async function addScriptedProvider(client: Orchestra, model: ScriptedModelServer) {
+  await client.secrets.put('MODEL_KEY', 'sk-hosted');
+  await client.modelProviders.create({
+    name: 'scripted',
+    kind: 'openai',
+    base_url: `${model.url}/v1`,
+    api_key_secret: 'MODEL_KEY',
+    models: [{ name: 'small', price: { input: 1, output: 2 } }],
+    max_retries: 0,
+  });
 }
 
 function hosted(
@@ -62,15 +86,7 @@ for (const store of STORE_VARIANTS) {
       client = new Orchestra({ url: server.url, apiKey: server.adminKey });
       model = await new ScriptedModelServer({ apiKey: 'sk-hosted' }).listen();
       upstream = await echoUpstream();
-      await client.secrets.put('MODEL_KEY', 'sk-hosted');
-      await client.modelProviders.create({
-        name: 'scripted',
-        kind: 'openai',
-        base_url: `${model.url}/v1`,
-        api_key_secret: 'MODEL_KEY',
-        models: [{ name: 'small', price: { input: 1, output: 2 } }],
-        max_retries: 0,
-      });
+      await addScriptedProvider(client, model);
       const tool = await server.call('POST', '/v1/tools', {
         body: {
           name: 'weather',
@@ -342,8 +358,11 @@ for (const store of STORE_VARIANTS) {
       }
     });
 
-    test('approvals: the run waits for the decision, shows it in its stream, and goes on with the result once approved', async () => {
-      await client.templates.create(hosted('careful', { tools: ['weather'] }));
+    test('approvals: the task waits in awaiting_approval holding no runner and no deadline, then goes on with the outcome once decided', async () => {
+      // A 1 s attempt timeout: a wait that held the attempt would time out.
+      await client.templates.create(
+        hosted('careful', { tools: ['weather'] }, { default_timeout_ms: 1000 }),
+      );
       const policy = await server.call('POST', '/v1/tool-policies', {
         body: {
           name: 'careful-weather',
@@ -366,48 +385,185 @@ for (const store of STORE_VARIANTS) {
           tool_calls: [{ id: 'call_no', name: 'weather', arguments: { city: 'Nowhere' } }],
         },
         { text: 'It was refused.' },
+        {
+          text: '',
+          tool_calls: [
+            { id: 'call_a', name: 'weather', arguments: { city: 'Oslo' } },
+            { id: 'call_b', name: 'weather', arguments: { city: 'Tromsø' } },
+          ],
+        },
+        { text: 'Both answered.' },
       );
-      const waitFor = async (taskId: string) => {
+      /** Waits until the task is awaiting approval; resolves to it. */
+      const awaiting = async (taskId: string): Promise<Task> => {
         for await (const item of client.tasks.events(taskId)) {
-          if (
-            'type' in item &&
-            item.type === 'task.custom' &&
-            (item.data as { name: string }).name === 'llm.approval_wait'
-          ) {
-            return (item.data as { data: { approval_id: string } }).data.approval_id;
-          }
+          if ('type' in item && item.type === 'task.awaiting_approval') break;
         }
-        throw new Error('no approval wait');
+        return client.tasks.get(taskId);
+      };
+      const approve = async (approvalId: string) => {
+        const approval = await server.call('GET', `/v1/tool-approvals/${approvalId}`);
+        const approved = await server.call('POST', `/v1/tool-approvals/${approvalId}/approve`, {
+          body: { arguments_hash: approval.body.arguments_hash },
+        });
+        assert.equal(approved.status, 200, JSON.stringify(approved.body));
       };
       const task = await client.tasks.create({ template: 'careful', input: { prompt: 'Bergen?' } });
-      const approvalId = await waitFor(task.id);
-      assert.equal((await client.tasks.get(task.id)).state, 'running');
-      const approval = await server.call('GET', `/v1/tool-approvals/${approvalId}`);
-      const approved = await server.call('POST', `/v1/tool-approvals/${approvalId}/approve`, {
-        body: { arguments_hash: approval.body.arguments_hash },
-      });
-      assert.equal(approved.status, 200, JSON.stringify(approved.body));
+      const waiting = await awaiting(task.id);
+      assert.equal(waiting.state, 'awaiting_approval');
+      assert.equal(waiting.agent_id, null, 'no runner holds it');
+      assert.equal(waiting.deadline_at, null, 'no attempt deadline runs');
+      assert.equal(waiting.waiting?.reason, 'approval');
+      const [pending] = waiting.waiting?.reason === 'approval' ? waiting.waiting.approvals : [];
+      assert.equal(pending?.tool, 'weather');
+      assert.match(waiting.waiting?.message ?? '', /waits for approval apr_\S+ of tool weather/);
+      const listed = await client.tasks.list({ state: ['awaiting_approval'] });
+      assert.deepEqual(
+        listed.items.map((t) => t.id),
+        [task.id],
+      );
+      const shown = await runCli(
+        ['task', 'get', task.id, '--url', server.url, '--api-key', server.adminKey],
+        { cwd: process.cwd() },
+      );
+      expectExit(shown, 0);
+      assert.match(shown.stdout, /State:\s+awaiting_approval/);
+      assert.match(shown.stdout, /Waiting:\s+waits for approval apr_\S+ of tool weather/);
+      const runners = await server.call('GET', '/v1/agents');
+      for (const agent of runners.body.items as { in_flight: string[] }[]) {
+        assert.ok(!agent.in_flight.includes(task.id), 'no agent holds it');
+      }
+      // Well past the attempt's 1 s timeout (and several sweeps): still waiting, not timed out.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      assert.equal((await client.tasks.get(task.id)).state, 'awaiting_approval');
+      assert.ok(pending);
+      await approve(pending.id);
       const done = await client.tasks.wait(task.id, { timeoutMs: WAIT_MS });
       assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
       assert.equal(done.result, 'Rainy, as approved.');
-      const [result] = journal(await eventsOf(client, task.id), 'llm.tool_result');
+      assert.equal(done.attempt, 1, 'the wait used up no attempt');
+      const events = await eventsOf(client, task.id);
+      const [result] = journal(events, 'llm.tool_result');
       assert.equal(result?.status, 'succeeded');
       assert.match(result?.content ?? '', /Bergen/);
+      const [resumed] = journal(events, 'llm.resumed');
+      assert.deepEqual(resumed?.approvals, [pending.id]);
+      assert.ok((resumed?.waited_ms ?? 0) >= 2500, 'the wait is measured, not counted as work');
+      assert.deepEqual(
+        events
+          .filter(
+            (e) =>
+              e.type.startsWith('task.') && e.type !== 'task.custom' && e.type !== 'task.output',
+          )
+          .map((e) => e.type),
+        [
+          'task.queued',
+          'task.assigned',
+          'task.running',
+          'task.awaiting_approval',
+          'task.queued',
+          'task.assigned',
+          'task.running',
+          'task.succeeded',
+        ],
+      );
 
+      // Rejected: the model is told, and answers.
       const refused = await client.tasks.create({
         template: 'careful',
         input: { prompt: 'Nowhere?' },
       });
-      const refusedId = await waitFor(refused.id);
-      await server.call('POST', `/v1/tool-approvals/${refusedId}/reject`, {
+      const refusedWait = await awaiting(refused.id);
+      const refusedId =
+        refusedWait.waiting?.reason === 'approval' ? refusedWait.waiting.approvals[0]?.id : '';
+      const rejected = await server.call('POST', `/v1/tool-approvals/${refusedId}/reject`, {
         body: { reason: 'no' },
       });
+      assert.equal(rejected.status, 200, JSON.stringify(rejected.body));
       const after = await client.tasks.wait(refused.id, { timeoutMs: WAIT_MS });
       assert.equal(after.result, 'It was refused.');
-      const [rejected] = journal(await eventsOf(client, refused.id), 'llm.tool_result');
-      assert.equal(rejected?.status, 'rejected');
-      assert.equal(rejected?.is_error, true);
+      const [rejectedResult] = journal(await eventsOf(client, refused.id), 'llm.tool_result');
+      assert.equal(rejectedResult?.status, 'rejected');
+      assert.equal(rejectedResult?.is_error, true);
+
+      // Two calls at once: the task waits for both, and goes on only once both are decided.
+      const both = await client.tasks.create({ template: 'careful', input: { prompt: 'Two?' } });
+      const bothWait = await awaiting(both.id);
+      const ids = bothWait.waiting?.reason === 'approval' ? bothWait.waiting.approvals : [];
+      assert.deepEqual(ids.map((a) => a.tool).sort(), ['weather', 'weather']);
+      assert.match(bothWait.waiting?.message ?? '', /waits for 2 approvals/);
+      await approve(ids[0]?.id ?? '');
+      // The other is pending: the run does not go on (it would need both results).
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const half = await client.tasks.get(both.id);
+      assert.equal(half.state, 'awaiting_approval');
+      await approve(ids[1]?.id ?? '');
+      const bothDone = await client.tasks.wait(both.id, { timeoutMs: WAIT_MS });
+      assert.equal(bothDone.result, 'Both answered.', JSON.stringify(bothDone.error));
+      const results = journal(await eventsOf(client, both.id), 'llm.tool_result');
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['succeeded', 'succeeded'],
+      );
       await server.call('DELETE', '/v1/tool-policies/careful-weather');
+    });
+
+    test('approvals: a task awaiting approval holds its session; cancelled, it ends at once, the next runs, and a later approval runs nothing', async () => {
+      await client.templates.create(hosted('cancel-careful', { tools: ['weather'] }));
+      await server.call('POST', '/v1/tool-policies', {
+        body: {
+          name: 'cancel-careful-weather',
+          effect: 'allow',
+          tools: ['weather'],
+          approval: 'required',
+          match: { templates: ['cancel-careful'] },
+        },
+      });
+      model.script(
+        'small',
+        {
+          text: '',
+          tool_calls: [{ id: 'call_c', name: 'weather', arguments: { city: 'Narvik' } }],
+        },
+        { text: 'The next turn.' },
+      );
+      const session = await client.sessions.create({ name: 'held' });
+      const task = await client.tasks.create({
+        template: 'cancel-careful',
+        input: { prompt: 'Narvik?' },
+        session_id: session.id,
+      });
+      for await (const item of client.tasks.events(task.id)) {
+        if ('type' in item && item.type === 'task.awaiting_approval') break;
+      }
+      // The session's next task waits for this one, as behind a running one.
+      const next = await client.tasks.create({
+        template: 'cancel-careful',
+        input: { prompt: 'Next?' },
+        session_id: session.id,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.equal((await client.tasks.get(next.id)).state, 'queued');
+      const waiting = await client.tasks.get(task.id);
+      const approvalId =
+        waiting.waiting?.reason === 'approval' ? waiting.waiting.approvals[0]?.id : '';
+      const cancelled = await client.tasks.cancel(task.id);
+      assert.equal(cancelled.state, 'cancelled');
+      assert.equal(cancelled.waiting, null);
+      const approval = await server.call('GET', `/v1/tool-approvals/${approvalId}`);
+      const late = await server.call('POST', `/v1/tool-approvals/${approvalId}/approve`, {
+        body: { arguments_hash: approval.body.arguments_hash },
+      });
+      const nextDone = await client.tasks.wait(next.id, { timeoutMs: WAIT_MS });
+      assert.equal(nextDone.result, 'The next turn.', JSON.stringify(nextDone.error));
+      expectError(late, 409, 'TOOL_APPROVAL_NOT_PENDING');
+      assert.match(late.body.error.message, /task .* has ended \(cancelled\)/);
+      assert.equal(
+        (await server.call('GET', `/v1/tool-approvals/${approvalId}`)).body.status,
+        'rejected',
+      );
+      assert.equal((await client.tasks.get(task.id)).state, 'cancelled');
+      await server.call('DELETE', '/v1/tool-policies/cancel-careful-weather');
     });
 
     test('usage: each completed model call counts once, by template, model, key and day; CSV; bad queries get a 400', async () => {
@@ -594,15 +750,7 @@ for (const store of STORE_VARIANTS) {
       });
       assert.equal(limited.status, 200, JSON.stringify(limited.body));
       const tenant = new Orchestra({ url: server.url, apiKey: created.body.admin_key.secret });
-      await tenant.secrets.put('MODEL_KEY', 'sk-hosted');
-      await tenant.modelProviders.create({
-        name: 'scripted',
-        kind: 'openai',
-        base_url: `${model.url}/v1`,
-        api_key_secret: 'MODEL_KEY',
-        models: [{ name: 'small', price: { input: 1, output: 2 } }],
-        max_retries: 0,
-      });
+      await addScriptedProvider(tenant, model);
       await tenant.templates.create(hosted('metered', {}));
       const ask = async (usage?: { input_tokens: number; output_tokens: number }) => {
         if (usage !== undefined) model.script('small', { text: 'metered answer', usage });
@@ -643,6 +791,61 @@ for (const store of STORE_VARIANTS) {
       model.script('small', { text: 'unmetered' });
       const free = await client.tasks.create({ template: 'greeter', input: { question: 'q' } });
       assert.equal((await client.tasks.wait(free.id, { timeoutMs: WAIT_MS })).state, 'succeeded');
+    });
+
+    test('tenant isolation: another tenant runs its own hosted agents, with none of this tenant’s providers, tools, templates, approvals or usage', async () => {
+      const created = await server.call('POST', '/v1/tenants', { body: { id: `iso-${store}` } });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const other = new Orchestra({ url: server.url, apiKey: created.body.admin_key.secret });
+      // This tenant's template by name: no such template there (a bad field of the submit).
+      await rejectsWith(
+        other.tasks.create({ template: 'greeter', input: { question: 'q' } }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      // Its own template naming this tenant's provider and tool: neither is reachable.
+      await other.templates.create(hosted('borrower', { tools: ['weather'] }));
+      const borrowed = await other.tasks.create({ template: 'borrower', input: { prompt: 'q' } });
+      const failed = await other.tasks.wait(borrowed.id, { timeoutMs: WAIT_MS });
+      assert.equal(failed.state, 'failed');
+      assert.equal(failed.error?.code, 'MODEL_CALL_FAILED');
+      assert.match(failed.error?.message ?? '', /No model provider is named "scripted"/);
+      // With a provider of its own, the run is offered none of this tenant's tools.
+      await addScriptedProvider(other, model);
+      model.script('small', { text: 'isolated answer' });
+      const seen = model.requests.length;
+      const own = await other.tasks.create({ template: 'borrower', input: { prompt: 'q' } });
+      const done = await other.tasks.wait(own.id, { timeoutMs: WAIT_MS });
+      assert.equal(done.result, 'isolated answer', JSON.stringify(done.error));
+      const request = model.requests.slice(seen).find((r) => r.model === 'small');
+      assert.equal(request?.body.tools, undefined, 'no tool of another tenant is offered');
+      // Its hosted runner is its own agent; this tenant's tasks, approvals and usage are not there.
+      const agents = await other.agents.list();
+      assert.ok(agents.items.some((a) => a.id.startsWith('hosted-runner.')));
+      assert.ok(agents.items.every((a) => a.in_flight.length === 0));
+      const mine = await client.tasks.create({ capabilities: ['nobody-offers-this'] });
+      await rejectsWith(other.tasks.get(mine.id), 404, 'TASK_NOT_FOUND');
+      await rejectsWith(other.tasks.cancel(mine.id), 404, 'TASK_NOT_FOUND');
+      await client.tasks.cancel(mine.id);
+      const otherApprovals = (await other.request('GET', '/v1/tool-approvals')) as {
+        items: unknown[];
+      };
+      assert.deepEqual(otherApprovals.items, []);
+      const approvals = await server.call('GET', '/v1/tool-approvals?limit=1');
+      for (const { id } of approvals.body.items as { id: string }[]) {
+        await rejectsWith(
+          other.request('GET', `/v1/tool-approvals/${id}`),
+          404,
+          'TOOL_APPROVAL_NOT_FOUND',
+        );
+      }
+      const otherUsage = await other.usage.report({ group_by: 'template' });
+      assert.deepEqual(
+        otherUsage.rows.map((r) => r.key),
+        ['borrower'],
+      );
+      const ownUsage = await client.usage.report({ group_by: 'template' });
+      assert.ok(!ownUsage.rows.some((r) => r.key === 'borrower'));
     });
 
     test('bad input: llm templates are checked field by field', async () => {

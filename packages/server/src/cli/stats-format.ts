@@ -28,7 +28,7 @@ export function describeStats(stats: Stats): string {
   const scope = stats.template === null ? '' : ` of template ${stats.template}`;
   const lines = [
     `Agents:      ${a.total} (${statuses}); ${a.slots_used} of ${a.slots} slot${a.slots === 1 ? '' : 's'} in use, ${a.in_flight} task${a.in_flight === 1 ? '' : 's'} held`,
-    `Tasks now${scope}: ${t.active.queued} queued, ${t.active.assigned} assigned, ${t.active.running} running${oldest}`,
+    `Tasks now${scope}: ${t.active.queued} queued, ${t.active.assigned} assigned, ${t.active.running} running, ${t.active.awaiting_approval} awaiting approval${oldest}`,
     `Last ${stats.window.minutes} min: ${t.submitted} submitted; ${f.succeeded} succeeded, ${f.failed} failed, ${f.cancelled} cancelled, ${f.timed_out} timed out, ${f.dead} dead`,
     `Latency:     ${percentilesText(t.latency_ms)}`,
     `Queue wait:  ${percentilesText(t.queue_wait_ms)}`,

@@ -79,9 +79,13 @@ export function describeTask(task: Task): string {
   ].join('\n');
 }
 
-/** Why a queued task is not placed, as a line; undefined when nothing stands in its way. */
+/** What a task waits for, as a line; undefined when nothing stands in its way. */
 export function waitingText(task: Task): string | undefined {
   if (task.waiting === null) return undefined;
+  if (task.waiting.reason === 'approval') {
+    const ids = task.waiting.approvals.map((a) => a.id);
+    return `Waiting: the task ${task.waiting.message}; it goes on once decided (orchestra approvals approve ${ids[0] ?? 'ID'}, or reject).`;
+  }
   return `Waiting: ${task.waiting.message}; the task stays queued until one connects.`;
 }
 
@@ -100,6 +104,8 @@ export function outcomeText(task: Task): string {
     case 'assigned':
     case 'running':
       return `Task ${task.id} is ${task.state}.`;
+    case 'awaiting_approval':
+      return `Task ${task.id} is awaiting approval${task.waiting?.reason === 'approval' ? ` (${task.waiting.message})` : ''}.`;
   }
 }
 

@@ -2,6 +2,7 @@ import type {
   LlmLimits,
   LlmSpec,
   ModelRef,
+  TaskWaitingForApproval,
   Tool,
   ToolInvocation,
   ToolResult,
@@ -21,7 +22,9 @@ import type { RunHandle, RunOutcome } from './hosted-runner.ts';
 // answer, a limit, a cancellation or a failure. Every completed model call and tool call is
 // journaled in the task's stream (custom events `llm.model_call`, `llm.tool_call` when a call
 // starts, `llm.tool_result`) before the next step starts; a run that resumes after a crash
-// replays them instead of repeating them.
+// replays them instead of repeating them. A tool call that waits for an approval ends the
+// attempt: the task waits in `awaiting_approval`, holding no runner, and a later attempt
+// (on any node) takes the call's outcome from the approval.
 
 export const DEFAULT_LIMITS = { max_turns: 10, max_tool_calls: 50 };
 
@@ -45,8 +48,10 @@ export const JOURNAL = {
   toolResult: 'llm.tool_result',
   /** The run asked the model again because its answer did not match the output schema. */
   outputRetry: 'llm.output_retry',
-  /** A tool call waits for an operator's approval; the run waits with it. */
+  /** A tool call waits for an operator's approval; the task waits with it (awaiting_approval). */
   approvalWait: 'llm.approval_wait',
+  /** The run goes on after waiting for approvals; the wait does not count as wall time. */
+  resumed: 'llm.resumed',
   /** The run's user message, as the model got it: what later tasks of a session remember. */
   user: 'llm.user',
   /** A summary of the session's turns up to task `through`, which the run got instead of them. */
@@ -127,14 +132,15 @@ export interface AgentLoopDeps {
     options: { signal: AbortSignal; waitMs: number },
   ): Promise<ToolInvocation>;
   /**
-   * Waits for the outcome of a call that awaits approval `approvalId` (approved and run,
-   * rejected, expired); rejects when `signal` aborts.
+   * The outcome of a call that awaited approval `approvalId` (approved and run, rejected,
+   * expired); undefined while nobody decided. Waits while an approved call runs; rejects
+   * when `signal` aborts.
    */
-  waitForApproval(
+  approvalOutcome(
     tenantId: string,
     approvalId: string,
     signal: AbortSignal,
-  ): Promise<ToolInvocation>;
+  ): Promise<ToolInvocation | undefined>;
   /**
    * Records a completed model call in the usage accounting, once: recording the same turn
    * of the task again changes nothing (a resumed run records its replayed turns again).
@@ -164,6 +170,28 @@ export interface QuotaReached {
   limit: 'monthly_tokens' | 'monthly_cost_cents';
   value: number;
   used: number;
+}
+
+/** Tool calls of the run wait for approvals: the attempt ends, the task waits for them. */
+class AwaitingApproval extends Error {
+  readonly approvals: TaskWaitingForApproval['approvals'];
+  constructor(approvals: TaskWaitingForApproval['approvals']) {
+    super('the run waits for approvals');
+    this.approvals = approvals;
+  }
+}
+
+/** What a task that waits for `approvals` says it waits for. */
+function waitingFor(approvals: TaskWaitingForApproval['approvals']): TaskWaitingForApproval {
+  const one = approvals[0];
+  return {
+    reason: 'approval',
+    message:
+      approvals.length === 1 && one !== undefined
+        ? `waits for approval ${one.id} of tool ${one.tool}`
+        : `waits for ${approvals.length} approvals: ${approvals.map((a) => `${a.id} (${a.tool})`).join(', ')}`,
+    approvals,
+  };
 }
 
 class BudgetExceeded extends Error {
@@ -296,8 +324,8 @@ interface Replayed {
   turns: { call: ModelCallRecord; results: Map<string, ToolResultRecord> }[];
   /** Ids of tool calls journaled as started. */
   started: Set<string>;
-  /** Tool calls (by id) journaled as waiting for an approval: its id. */
-  approvals: Map<string, string>;
+  /** Tool calls (by id) journaled as waiting for an approval: the approval and call record. */
+  approvals: Map<string, PendingApproval>;
   /** The user message journaled at the run's first step. */
   user: string | undefined;
   /** The session summary journaled at the run's first step. */
@@ -305,6 +333,19 @@ interface Replayed {
   /** Messages the run added for the model besides its turns (a retry of a bad output). */
   retries: { afterTurn: number; message: string }[];
   startedAt: number | undefined;
+  /** When the newest entry was journaled. */
+  lastAt: number | undefined;
+  /** Time spent waiting for approvals so far, which wall time does not count. */
+  pausedMs: number;
+}
+
+/** A tool call waiting for an approval. */
+interface PendingApproval {
+  /** The approval's id. */
+  id: string;
+  tool: string;
+  /** The call's record. */
+  call_id: string;
 }
 
 function replay(entries: readonly JournalEntry[]): Replayed {
@@ -316,9 +357,12 @@ function replay(entries: readonly JournalEntry[]): Replayed {
     summary: undefined,
     retries: [],
     startedAt: undefined,
+    lastAt: undefined,
+    pausedMs: 0,
   };
   for (const e of entries) {
     state.startedAt ??= Date.parse(e.time);
+    state.lastAt = Date.parse(e.time);
     if (e.name === JOURNAL.modelCall) {
       const call = e.data as unknown as ModelCallRecord;
       // A turn journaled twice (its write was retried) counts once.
@@ -337,7 +381,13 @@ function replay(entries: readonly JournalEntry[]): Replayed {
         through: String(e.data.through ?? ''),
       };
     } else if (e.name === JOURNAL.approvalWait) {
-      state.approvals.set(String(e.data.id), String(e.data.approval_id));
+      state.approvals.set(String(e.data.id), {
+        id: String(e.data.approval_id),
+        tool: String(e.data.name),
+        call_id: String(e.data.call_id),
+      });
+    } else if (e.name === JOURNAL.resumed) {
+      state.pausedMs += Number(e.data.waited_ms) || 0;
     } else if (e.name === JOURNAL.outputRetry) {
       state.retries.push({ afterTurn: state.turns.length, message: String(e.data.message ?? '') });
     }
@@ -856,7 +906,10 @@ class HostedRun {
    * calls of an earlier attempt that wait for an approval (their approval's id): the run
    * waits for its outcome instead of calling again.
    */
-  async #callTools(calls: PlannedCall[], approvals = new Map<string, string>()): Promise<void> {
+  async #callTools(
+    calls: PlannedCall[],
+    approvals = new Map<string, PendingApproval>(),
+  ): Promise<void> {
     if (this.#toolCalls > this.#limits.max_tool_calls) {
       throw new BudgetExceeded('max_tool_calls', this.#limits.max_tool_calls, this.#toolCalls);
     }
@@ -871,11 +924,18 @@ class HostedRun {
       );
     }
     const results = await Promise.all(calls.map((c) => this.#callTool(c, approvals.get(c.id))));
+    // The others' results are journaled; the run goes on once the approvals are decided.
+    const pending = results.filter((r): r is PendingApproval => !('content' in r));
+    if (pending.length > 0) throw new AwaitingApproval(pending);
     // The assistant message of these calls is the last one: the results follow it, in order.
-    for (const r of results) this.#addResult(r);
+    for (const r of results) if ('content' in r) this.#addResult(r);
   }
 
-  async #callTool(c: PlannedCall, pendingApproval: string | undefined): Promise<ToolResultRecord> {
+  /** Makes one call and journals its result; or, while it waits for approval, says so. */
+  async #callTool(
+    c: PlannedCall,
+    pendingApproval: PendingApproval | undefined,
+  ): Promise<ToolResultRecord | PendingApproval> {
     const started = Date.now();
     const record = (callId: string | null, status: string, isError: boolean, content: string) => ({
       turn: c.turn,
@@ -887,9 +947,39 @@ class HostedRun {
       content,
       duration_ms: Date.now() - started,
     });
-    let result: ToolResultRecord;
+    let result: ToolResultRecord | undefined;
     const args = parseArguments(c.arguments);
-    if (this.#toolNamed(c.name) === undefined) {
+    if (pendingApproval !== undefined) {
+      // The approval decides, whether or not the tool is still offered.
+      let invocation: ToolInvocation | undefined;
+      try {
+        invocation = await this.#deps.approvalOutcome(
+          this.#run.tenantId,
+          pendingApproval.id,
+          this.#signal,
+        );
+      } catch (err) {
+        if (this.#signal.aborted) throw err;
+        const message = err instanceof Error ? err.message : String(err);
+        invocation = undefined;
+        result = record(
+          pendingApproval.call_id,
+          'refused',
+          true,
+          `The call was not made: ${message}`,
+        );
+      }
+      if (invocation !== undefined) {
+        result = record(
+          invocation.call.id,
+          invocation.call.status,
+          invocation.result === null || invocation.result.is_error,
+          resultText(invocation.result, invocation),
+        );
+      } else if (result === undefined) {
+        return pendingApproval;
+      }
+    } else if (this.#toolNamed(c.name) === undefined) {
       result = record(null, 'refused', true, `There is no tool named "${c.name}" in this run.`);
     } else if (args === undefined) {
       result = record(
@@ -901,20 +991,21 @@ class HostedRun {
     } else {
       try {
         const { tenantId } = this.#run;
-        let invocation =
-          pendingApproval === undefined
-            ? await this.#deps.invoke(tenantId, this.#run.agentId, this.#task, c.name, args, {
-                signal: this.#signal,
-                waitMs: 0,
-              })
-            : await this.#deps.waitForApproval(tenantId, pendingApproval, this.#signal);
+        const invocation = await this.#deps.invoke(
+          tenantId,
+          this.#run.agentId,
+          this.#task,
+          c.name,
+          args,
+          { signal: this.#signal, waitMs: 0 },
+        );
         const approvalId = invocation.call.approval_id;
         if (
           invocation.result === null &&
           invocation.call.status === 'awaiting_approval' &&
           approvalId !== null
         ) {
-          // Journaled before waiting: after a restart, the approval decides, not a new call.
+          // Journaled before the task waits: from here on, the approval decides, not a new call.
           await this.#run.journal([
             {
               type: 'custom',
@@ -928,7 +1019,7 @@ class HostedRun {
               },
             },
           ]);
-          invocation = await this.#deps.waitForApproval(tenantId, approvalId, this.#signal);
+          return { id: approvalId, tool: c.name, call_id: invocation.call.id };
         }
         result = record(
           invocation.call.id,
@@ -948,6 +1039,16 @@ class HostedRun {
     await this.#run.journal([{ type: 'custom', name: JOURNAL.toolResult, data: result }]);
     return result;
   }
+}
+
+/** The approvals the journal's last turn still waits for (calls without a result). */
+function waitingApprovals(state: Replayed): PendingApproval[] {
+  const last = state.turns[state.turns.length - 1];
+  if (last === undefined) return [];
+  return last.call.tool_calls.flatMap((c) => {
+    const pending = last.results.has(c.id) ? undefined : state.approvals.get(c.id);
+    return pending === undefined ? [] : [pending];
+  });
 }
 
 function parseArguments(text: string): Record<string, unknown> | undefined {
@@ -984,12 +1085,27 @@ export async function runHostedAgent(
   }
   const state = replay(await deps.journal(run.tenantId, task.id));
   const limits = { ...DEFAULT_LIMITS, ...template.llm.limits };
-  // The wall-time limit counts from the run's first journaled step, across restarts.
+  const waits = waitingApprovals(state);
+  if (waits.length > 0 && state.lastAt !== undefined) {
+    // Back after waiting for approvals: the time since the last step was a wait.
+    const waited = Math.max(0, Date.now() - state.lastAt);
+    await run.journal([
+      {
+        type: 'custom',
+        name: JOURNAL.resumed,
+        data: { approvals: waits.map((a) => a.id), waited_ms: waited },
+      },
+    ]);
+    state.pausedMs += waited;
+  }
+  // The wall-time limit counts from the run's first journaled step, across restarts, less
+  // the waits for approvals.
   const startedAt = state.startedAt ?? Date.now();
+  const elapsed = () => Date.now() - startedAt - state.pausedMs;
   const wall = new AbortController();
   let wallTimer: NodeJS.Timeout | undefined;
   if (limits.max_wall_time_ms !== undefined) {
-    const left = limits.max_wall_time_ms - (Date.now() - startedAt);
+    const left = limits.max_wall_time_ms - elapsed();
     wallTimer = setTimeout(() => wall.abort(), Math.max(0, left));
   }
   const hosted = new HostedRun(
@@ -1018,13 +1134,10 @@ export async function runHostedAgent(
   } catch (err) {
     if (wall.signal.aborted && !run.signal.aborted) {
       return budget(
-        new BudgetExceeded(
-          'max_wall_time_ms',
-          limits.max_wall_time_ms ?? 0,
-          Date.now() - startedAt,
-        ),
+        new BudgetExceeded('max_wall_time_ms', limits.max_wall_time_ms ?? 0, elapsed()),
       );
     }
+    if (err instanceof AwaitingApproval) return { suspend: waitingFor(err.approvals) };
     if (err instanceof BudgetExceeded) return budget(err);
     if (err instanceof ModelCallError && err.kind !== 'cancelled') {
       const transient = !['refused', 'not_configured'].includes(err.kind);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { HOSTED_CAPABILITY } from '@orchestra/protocol';
+import { HOSTED_CAPABILITY, type TaskWaitingForApproval } from '@orchestra/protocol';
 import type { Logger } from 'pino';
 import type { AgentService, LocalAgent } from '../agents/index.ts';
 import type { Bus } from '../bus/bus.ts';
@@ -36,8 +36,11 @@ export interface RunHandle {
   journal(events: ({ type: string } & Record<string, unknown>)[]): Promise<void>;
 }
 
-/** How a run ended: the task's output, or why it failed. */
-export type RunOutcome = { output: unknown } | { failure: TaskFailure };
+/** How a run ended: the task's output, why it failed, or the approvals it waits for. */
+export type RunOutcome =
+  | { output: unknown }
+  | { failure: TaskFailure }
+  | { suspend: TaskWaitingForApproval };
 
 /** The task went to another runner, or ended, while this one worked on it. */
 export class TaskLostError extends Error {}
@@ -55,7 +58,7 @@ export interface HostedRunnerDeps {
   agents: Pick<AgentService, 'register' | 'heartbeat' | 'setStatus'>;
   runtime: Pick<
     TaskRuntime,
-    'accept' | 'appendEvents' | 'complete' | 'fail' | 'confirmCancelled' | 'reconcile'
+    'accept' | 'appendEvents' | 'complete' | 'fail' | 'suspend' | 'confirmCancelled' | 'reconcile'
   >;
   bus: Bus;
   jobs: Jobs;
@@ -299,6 +302,8 @@ class TenantRunner implements LocalAgent {
         });
       } else if ('output' in outcome) {
         await runtime.complete(ref, task.id, task.attempt, outcome.output);
+      } else if ('suspend' in outcome) {
+        await runtime.suspend(ref, task.id, task.attempt, outcome.suspend);
       } else {
         await runtime.fail(ref, task.id, task.attempt, outcome.failure);
       }

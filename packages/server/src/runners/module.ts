@@ -1,24 +1,31 @@
 import type { Tool } from '@orchestra/protocol';
 import { defineModule } from '../module.ts';
 import type { Principal } from '../platform/auth.ts';
+import type { Job } from '../platform/jobs.ts';
 import { taskStream } from '../tasks/index.ts';
 import type { ToolCallerContext } from '../tools/index.ts';
 import { nanoUsd } from '../usage/index.ts';
 import { type AgentLoopDeps, type JournalEntry, runHostedAgent } from './agent-loop.ts';
+import { ApprovalWaits } from './approval-waits.ts';
 import { HostedRunner } from './hosted-runner.ts';
 import { RUNNERS_SETTINGS } from './settings.ts';
 
+/** How often an approved call that still runs is looked at by the run that waits for it. */
+const APPROVED_CALL_POLL_MS = 250;
 /**
- * How long one wait for an approval's outcome lasts before the next; an approval ends by
- * itself (its policy's timeout), so the run's waits end too.
+ * How often each node looks for tasks whose approvals were all decided but that were not
+ * resumed (the deciding node stopped first): the decision itself resumes them at once.
  */
-const APPROVAL_POLL_SPAN_MS = 60_000;
+const APPROVAL_SWEEP_MS = 5_000;
 /** Most events of a task's stream read to rebuild a run (a run is bounded by its limits). */
 const JOURNAL_READ_LIMIT = 1000;
 
 export interface RunnersInterface {
   /** This node's hosted runner; undefined when ORCHESTRA_HOSTED_RUNNER is false. */
   runner: HostedRunner | undefined;
+  /** Resumes tasks awaiting approval once decided (on every node, runner or not). */
+  approvalWaits: ApprovalWaits;
+  approvalSweep: Job;
 }
 
 declare module '../module.ts' {
@@ -52,17 +59,38 @@ export const runnersModule = defineModule({
     'usage',
   ],
   settings: RUNNERS_SETTINGS,
-  jobs: ['hosted-runners'],
+  jobs: ['hosted-runners', 'hosted-approval-waits'],
   create({ settings, bus, jobs, log, need }) {
-    if (!settings.hostedRunner) return { runner: undefined };
-    const { pool, agents } = need('agents');
     const { runtime, tasks } = need('tasks');
+    const { tools, policies, executor, approvals } = need('tools');
+    const approvalWaits = new ApprovalWaits({
+      runtime,
+      outcome: (tenantId, approvalId) => approvals.outcome(tenantId, approvalId),
+      log: log.child({ module: 'runners' }),
+    });
+    // Decisions are taken on any node (the approvals API, the expiry sweep): the node that
+    // took one resumes the tasks it held, and the sweep catches any it did not.
+    approvals.onSettled((tenantId, approvalId) => {
+      approvalWaits.settled(tenantId, approvalId).catch((err: unknown) => {
+        log.warn(
+          { err, tenant_id: tenantId, approval_id: approvalId },
+          'resume after approval failed',
+        );
+      });
+    });
+    const approvalSweep = jobs.job({
+      name: 'hosted-approval-waits',
+      intervalMs: APPROVAL_SWEEP_MS,
+      runAtStart: true,
+      run: () => approvalWaits.sweep(),
+    });
+    if (!settings.hostedRunner) return { runner: undefined, approvalWaits, approvalSweep };
+    const { pool, agents } = need('agents');
     const usage = need('usage');
     /** Who submitted each running task: usage is counted per key. */
     const submitters = new Map<string, string>();
     const templates = need('templates');
     const { models } = need('providers');
-    const { tools, policies, executor, approvals } = need('tools');
     const { events } = need('events');
     const { systemTenantId, limits } = need('gateway');
     const sessions = need('sessions');
@@ -122,15 +150,13 @@ export const runnersModule = defineModule({
       async invoke(tenantId, agentId, task, name, args, options) {
         return executor.invoke(await callerOf(tenantId, agentId, task), name, args, options);
       },
-      async waitForApproval(tenantId, approvalId, signal) {
+      async approvalOutcome(tenantId, approvalId, signal) {
         for (;;) {
-          const outcome = await approvals.waitForOutcome(
-            tenantId,
-            approvalId,
-            APPROVAL_POLL_SPAN_MS,
-            signal,
-          );
-          if (outcome !== undefined) return outcome;
+          const outcome = await approvals.outcome(tenantId, approvalId);
+          if (outcome === 'pending') return undefined;
+          if (outcome !== 'running') return outcome;
+          // Approved and running on the node that approved it: its result comes soon.
+          await new Promise((resolve) => setTimeout(resolve, APPROVED_CALL_POLL_MS));
           signal.throwIfAborted();
         }
       },
@@ -222,8 +248,14 @@ export const runnersModule = defineModule({
         maxRuns: settings.hostedRunsPerTenant,
       },
     });
-    return { runner };
+    return { runner, approvalWaits, approvalSweep };
   },
-  start: ({ runner }) => runner?.start(),
-  stop: ({ runner }) => runner?.stop(),
+  start: ({ runner, approvalSweep }) => {
+    approvalSweep.start();
+    runner?.start();
+  },
+  stop: async ({ runner, approvalSweep }) => {
+    await approvalSweep.stop();
+    await runner?.stop();
+  },
 });

@@ -86,11 +86,12 @@ const ACTIVE = new Statement(
     "where tenant_id = ? and state in ('assigned', 'running') group by concurrency_key",
 );
 /**
- * A task of a session waits while another of its session is assigned or running, or an
- * older one is still queued: tasks of a session run one at a time, in submission order.
- * Two lookups rather than one with `or`, which SQLite would serve from a tenant-wide index.
+ * A task of a session waits while another of its session is assigned, running or awaiting
+ * an approval, or an older one is still queued: tasks of a session run one at a time, in
+ * submission order. Two lookups rather than one with `or`, which SQLite would serve from a
+ * tenant-wide index.
  */
-const SESSION_FREE = sql<SqlBool>`(tasks.session_id is null or (not exists (select 1 from tasks s where s.session_id = tasks.session_id and s.state in ('assigned', 'running') and s.tenant_id = tasks.tenant_id) and not exists (select 1 from tasks s where s.session_id = tasks.session_id and s.state = 'queued' and s.id < tasks.id and s.tenant_id = tasks.tenant_id)))`;
+const SESSION_FREE = sql<SqlBool>`(tasks.session_id is null or (not exists (select 1 from tasks s where s.session_id = tasks.session_id and s.state in ('assigned', 'running', 'awaiting_approval') and s.tenant_id = tasks.tenant_id) and not exists (select 1 from tasks s where s.session_id = tasks.session_id and s.state = 'queued' and s.id < tasks.id and s.tenant_id = tasks.tenant_id)))`;
 /** Everything is looked at this often even without a wake-up (another node, a lost message). */
 const TICK_MS = 1_000;
 /** An agent that rejected a task is not offered it again for this long, if another can take it. */

@@ -201,4 +201,13 @@ export const tasksMigrations: Record<string, Migration> = {
       await db.schema.dropIndex('tasks_lane_idx').execute();
     },
   },
+  '0024_task_waiting': {
+    async up(db: Kysely<unknown>) {
+      // What a task in awaiting_approval waits for (JSON, Task.waiting); null otherwise.
+      await db.schema.alterTable('tasks').addColumn('waiting', 'text').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').dropColumn('waiting').execute();
+    },
+  },
 };

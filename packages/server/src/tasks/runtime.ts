@@ -1,4 +1,4 @@
-import type { TaskState } from '@orchestra/protocol';
+import type { TaskState, TaskWaitingForApproval } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
 import type { Emit, EventLog, NewEvent } from '../events/index.ts';
@@ -344,6 +344,122 @@ export class TaskRuntime {
     });
     for (const action of later) action();
     return result;
+  }
+
+  /**
+   * The agent's run waits for operators to decide on tool calls (a hosted agent's run): the
+   * task leaves the agent for `awaiting_approval`, giving back its slot and the attempt's
+   * deadline, until `resume` queues it again to go on as the same attempt. A cancellation
+   * asked for meanwhile ends it cancelled instead.
+   */
+  async suspend(
+    ref: AgentRef,
+    taskId: string,
+    attempt: number,
+    waiting: TaskWaitingForApproval,
+  ): Promise<Ack> {
+    return this.#events.transaction(async (trx, emit) => {
+      const owned = await this.#owned(trx, ref, taskId, attempt);
+      if (owned === undefined) {
+        return this.#notOwnedAck(trx, ref, taskId, attempt, 'awaiting_approval');
+      }
+      const now = new Date().toISOString();
+      if (owned.cancel_requested_at !== null) {
+        const cancelled = await this.#update(trx, owned, ACTIVE, {
+          state: 'cancelled',
+          finished_at: now,
+          cancel_deadline_at: null,
+        });
+        if (cancelled === undefined) return { accepted: false, reason: 'the task changed' };
+        await emitTaskEvents(emit, cancelled, [
+          stateEvent(cancelled, { forced: false, by: 'request' }),
+        ]);
+        return { accepted: true, state: cancelled.state };
+      }
+      const updated = await this.#update(trx, owned, ACTIVE, {
+        state: 'awaiting_approval',
+        agent_id: null,
+        assigned_at: null,
+        deadline_at: null,
+        cancel_deadline_at: null,
+        waiting: JSON.stringify(waiting),
+      });
+      if (updated === undefined) return { accepted: false, reason: 'the task changed' };
+      await emitTaskEvents(emit, updated, [
+        {
+          type: 'task.awaiting_approval',
+          data: {
+            state: updated.state,
+            attempt: updated.attempt,
+            agent_id: owned.agent_id,
+            approvals: waiting.approvals,
+          },
+        },
+      ]);
+      return { accepted: true, state: updated.state };
+    });
+  }
+
+  /**
+   * Queues a task `awaiting_approval` again, for any agent to go on with it. False when it
+   * no longer waits (resumed by another node, or cancelled).
+   */
+  async resume(tenantId: string, taskId: string): Promise<boolean> {
+    const resumed = await this.#events.transaction(async (trx, emit) => {
+      const now = new Date().toISOString();
+      const updated = await trx
+        .updateTable('tasks')
+        // The attempt is given back: the dispatch that resumes it counts the same one again.
+        .set((eb) => ({
+          state: 'queued',
+          attempt: eb('attempt', '-', 1),
+          waiting: null,
+          queued_at: now,
+          updated_at: now,
+        }))
+        .where('id', '=', taskId)
+        .where((eb) =>
+          filterOnly(
+            eb.and([eb('tenant_id', '=', tenantId), eb('state', '=', 'awaiting_approval')]),
+          ),
+        )
+        .returningAll()
+        .executeTakeFirst();
+      if (updated === undefined) return false;
+      await emitTaskEvents(emit, updated, [stateEvent(updated, { resumed: 'approval' })]);
+      return true;
+    });
+    if (resumed) this.#wakeDispatch(tenantId);
+    return resumed;
+  }
+
+  /**
+   * Tasks in `awaiting_approval` (of one tenant, or of all), oldest first, after id `after`,
+   * at most `limit`, with what each waits for.
+   */
+  async awaitingApproval(
+    options: { tenantId?: string; after?: string; limit?: number } = {},
+  ): Promise<{ tenant_id: string; id: string; waiting: TaskWaitingForApproval }[]> {
+    let query = this.#store.db
+      .selectFrom('tasks')
+      .select(['tenant_id', 'id', 'waiting'])
+      .where('state', '=', 'awaiting_approval')
+      .orderBy('id')
+      .limit(options.limit ?? SWEEP_BATCH);
+    if (options.tenantId !== undefined) query = query.where('tenant_id', '=', options.tenantId);
+    if (options.after !== undefined) query = query.where('id', '>', options.after);
+    const rows = await query.execute();
+    return rows.flatMap((r) =>
+      r.waiting === null
+        ? []
+        : [
+            {
+              tenant_id: r.tenant_id,
+              id: r.id,
+              waiting: JSON.parse(r.waiting) as TaskWaitingForApproval,
+            },
+          ],
+    );
   }
 
   /** The agent stopped a task it was told to cancel (or gave it up on its own). */

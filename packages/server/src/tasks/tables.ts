@@ -51,6 +51,8 @@ export interface TasksTable {
    * `created_at` stands in. `GET /v1/stats` measures latency and queue wait from it.
    */
   queued_at: string | null;
+  /** JSON: the approvals a task in `awaiting_approval` waits for (`Task.waiting`); else null. */
+  waiting: string | null;
   updated_at: string;
   finished_at: string | null;
 }

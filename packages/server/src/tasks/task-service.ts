@@ -100,6 +100,7 @@ const NOT_STARTED = {
   deadline_at: null,
   event_seq: 0,
   finished_at: null,
+  waiting: null,
 } as const satisfies Partial<TasksTable>;
 
 /** Every column of a task row (a record, so that the compiler finds one left out). */
@@ -135,6 +136,7 @@ const TASK_COLUMNS = Object.keys({
   created_by: true,
   created_at: true,
   queued_at: true,
+  waiting: true,
   updated_at: true,
   finished_at: true,
 } satisfies Record<keyof TasksTable, true>) as (keyof TasksTable)[];
@@ -206,7 +208,10 @@ function view(row: TasksTable): Task {
     created_at: row.created_at,
     updated_at: row.updated_at,
     finished_at: row.finished_at,
-    waiting: null,
+    waiting:
+      row.state === 'awaiting_approval' && row.waiting !== null
+        ? (JSON.parse(row.waiting) as Task['waiting'])
+        : null,
   };
 }
 
@@ -480,7 +485,7 @@ export class TaskService {
     await this.#events.deleteStreams(trx, tenantId, taskIds.map(taskStream));
   }
 
-  /** Ids of a session's unfinished tasks (queued, assigned, running) within `trx`, oldest first. */
+  /** Ids of a session's unfinished tasks within `trx`, oldest first. */
   async unfinishedInSession(
     trx: Transaction<Database>,
     tenantId: string,
@@ -491,7 +496,7 @@ export class TaskService {
       .select('id')
       .where('tenant_id', '=', tenantId)
       .where('session_id', '=', sessionId)
-      .where('state', 'in', ['queued', 'assigned', 'running'])
+      .where('state', 'in', ['queued', 'assigned', 'running', 'awaiting_approval'])
       .orderBy('id')
       .execute();
     return rows.map((r) => r.id);
@@ -541,6 +546,17 @@ export class TaskService {
       result: r.result === null ? null : (JSON.parse(r.result) as unknown),
       template: r.template_name,
     }));
+  }
+
+  /** The state of the tenant's task `id`; undefined when there is no such task. */
+  async stateOf(tenantId: string, id: string): Promise<Task['state'] | undefined> {
+    const row = await this.#store.db
+      .selectFrom('tasks')
+      .select('state')
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return row?.state;
   }
 
   async get(principal: Principal, id: string): Promise<Task> {
@@ -620,7 +636,8 @@ export class TaskService {
   }
 
   /**
-   * Cancels a task. A queued task ends `cancelled` at once. An assigned or running task
+   * Cancels a task. A queued task, or one awaiting an approval (no agent holds it), ends
+   * `cancelled` at once. An assigned or running task
    * gets a cancellation request that the agent pool delivers to its agent. A finished
    * task cannot be cancelled (409). Cancelling twice is harmless.
    */
@@ -633,14 +650,21 @@ export class TaskService {
       const row = await this.#find(trx, tenantId, id, { lock: true });
       const now = new Date().toISOString();
       switch (row.state) {
-        case 'queued': {
-          const updated = await this.#transition(trx, row, ['queued'], {
+        case 'queued':
+        case 'awaiting_approval': {
+          const updated = await this.#transition(trx, row, [row.state], {
             state: 'cancelled',
             cancel_requested_at: now,
             finished_at: now,
+            waiting: null,
           });
           await emitTaskEvents(emit, updated, [
-            stateEvent(updated, { reason: 'cancelled while queued' }),
+            stateEvent(updated, {
+              reason:
+                row.state === 'queued'
+                  ? 'cancelled while queued'
+                  : 'cancelled while awaiting approval',
+            }),
           ]);
           return view(updated);
         }
@@ -779,13 +803,8 @@ export class TaskService {
       signal,
       isLast: (event: StreamEvent) => isTerminalEvent(event),
       endWhenCaughtUp: async () => {
-        const row = await this.#store.db
-          .selectFrom('tasks')
-          .select('state')
-          .where('tenant_id', '=', tenantId)
-          .where('id', '=', id)
-          .executeTakeFirst();
-        return row === undefined || isTerminalState(row.state);
+        const state = await this.stateOf(tenantId, id);
+        return state === undefined || isTerminalState(state);
       },
     });
   }

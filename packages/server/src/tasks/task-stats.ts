@@ -5,7 +5,7 @@ import type { Database } from '../store/database.ts';
 // query on the tasks table, which only this module reads. `db` is the caller's executor,
 // so that a summary can run all of them on one connection.
 
-export const ACTIVE_STATES = ['queued', 'assigned', 'running'] as const;
+export const ACTIVE_STATES = ['queued', 'assigned', 'running', 'awaiting_approval'] as const;
 export const FINISHED_STATES = ['succeeded', 'failed', 'cancelled', 'timed_out', 'dead'] as const;
 export type ActiveState = (typeof ACTIVE_STATES)[number];
 export type FinishedState = (typeof FINISHED_STATES)[number];
@@ -51,7 +51,7 @@ export async function activeByState(
   // of queued tasks made SQLite walk every task in creation order instead.
   const rows = await sql<{ state: ActiveState; n: number | string; oldest: string | null }>`
     select state, count(*) as n, min(coalesce(queued_at, created_at)) as oldest from tasks
-    where tenant_id = ${tenantId} and state in ('queued', 'assigned', 'running') ${templateFilter(filter)}
+    where tenant_id = ${tenantId} and state in ('queued', 'assigned', 'running', 'awaiting_approval') ${templateFilter(filter)}
     group by state`.execute(db);
   return rows.rows.map((r) => ({ state: r.state, n: Number(r.n), oldest: r.oldest }));
 }

@@ -4,8 +4,11 @@ import type { Principal } from '../platform/auth.ts';
 import type { TaskService } from '../tasks/index.ts';
 import { ToolFailure } from './tool-error.ts';
 
-/** What an agent tool needs of the tasks module: submit, wait, cancel. */
-export type AgentTaskRunner = Pick<TaskService, 'create' | 'waitForEnd' | 'cancel'>;
+/**
+ * What the executor needs of the tasks module: submit, wait and cancel (agent tools), and
+ * whether the task a call was made for has ended (approvals).
+ */
+export type AgentTaskRunner = Pick<TaskService, 'create' | 'waitForEnd' | 'cancel' | 'stateOf'>;
 
 /** A task's output as a tool result: an MCP-shaped `{ content }` passes through as it is. */
 function resultOf(task: Task): ToolResult {

@@ -28,6 +28,13 @@ function approvalNotFound(id: string): ApiError {
   return new ApiError('TOOL_APPROVAL_NOT_FOUND', `Tool approval "${id}" does not exist`);
 }
 
+/**
+ * Where a call awaiting approval is: `pending` (nobody decided yet), `running` (approved,
+ * running; or decided a moment ago and not yet recorded), or ended, with its record and, if
+ * it ran, its result.
+ */
+export type ApprovalOutcome = 'pending' | 'running' | { call: ToolCall; result: ToolResult | null };
+
 /** An approved call, ready to run with the exact arguments that were approved. */
 export interface ApprovedCall {
   approval: ToolApproval;
@@ -44,11 +51,26 @@ export class ApprovalService {
   readonly #store: RelationalStore;
   readonly #box: SecretBox;
   readonly #calls: ToolCallLog;
+  readonly #settledListeners = new Set<(tenantId: string, approvalId: string) => void>();
 
   constructor(deps: { store: RelationalStore; box: SecretBox; calls: ToolCallLog }) {
     this.#store = deps.store;
     this.#box = deps.box;
     this.#calls = deps.calls;
+  }
+
+  /**
+   * Calls `listener` when, on this node, a call that awaited approval ended: it ran after
+   * an approval, was rejected, or expired. Resolves to a function that stops it.
+   */
+  onSettled(listener: (tenantId: string, approvalId: string) => void): () => void {
+    this.#settledListeners.add(listener);
+    return () => this.#settledListeners.delete(listener);
+  }
+
+  /** Tells the listeners that the call awaiting approval `approvalId` ended. */
+  settled(tenantId: string, approvalId: string): void {
+    for (const listener of this.#settledListeners) listener(tenantId, approvalId);
   }
 
   /** Records `call` as awaiting approval under `policy`, with its deadline. */
@@ -142,6 +164,34 @@ export class ApprovalService {
     };
   }
 
+  /**
+   * Withdraws a pending call whose task ended before anyone decided: it becomes `rejected`
+   * (by `orchestra`), so that approving it later runs nothing. Resolves to whether it was
+   * still pending.
+   */
+  async withdraw(tenantId: string, id: string, why: string): Promise<boolean> {
+    const now = new Date().toISOString();
+    const withdrawn = await this.#store.db
+      .updateTable('tool_approvals')
+      .set({ status: 'rejected', decided_by: 'orchestra', decided_at: now, reason: why })
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .where('status', '=', 'pending')
+      .returningAll()
+      .executeTakeFirst();
+    if (withdrawn === undefined) return false;
+    const call = await this.#calls.get(tenantId, withdrawn.call_id);
+    Object.assign(call, {
+      status: 'rejected',
+      is_error: true,
+      error: { code: 'TOOL_CALL_REJECTED', message: `Withdrawn: ${why}` },
+      finished_at: now,
+    } satisfies Partial<ToolCall>);
+    await this.#calls.update(call, ['awaiting_approval']);
+    this.settled(tenantId, id);
+    return true;
+  }
+
   /** Rejects a pending call; its record becomes `rejected`. */
   async reject(
     principal: Principal,
@@ -159,6 +209,7 @@ export class ApprovalService {
       finished_at: decided.decided_at,
     } satisfies Partial<ToolCall>);
     await this.#calls.update(call, ['awaiting_approval']);
+    this.settled(row.tenant_id, row.id);
     return { approval: this.#view(decided), call };
   }
 
@@ -197,6 +248,15 @@ export class ApprovalService {
       .execute();
   }
 
+  /** Where the call awaiting approval `approvalId` is now (see `ApprovalOutcome`). */
+  async outcome(tenantId: string, approvalId: string): Promise<ApprovalOutcome> {
+    const row = await this.#row(tenantId, approvalId);
+    if (row.status === 'pending') return 'pending';
+    const call = await this.#calls.get(tenantId, row.call_id);
+    if (call.status === 'awaiting_approval' || call.status === 'running') return 'running';
+    return { call, result: row.result === null ? null : (JSON.parse(row.result) as ToolResult) };
+  }
+
   /**
    * Waits up to `waitMs` for the call awaiting approval `approvalId` to end (run, rejected,
    * expired). Resolves to its record and, if it ran, its result; undefined on time out or
@@ -210,14 +270,8 @@ export class ApprovalService {
   ): Promise<{ call: ToolCall; result: ToolResult | null } | undefined> {
     const until = Date.now() + waitMs;
     while (Date.now() < until && !signal?.aborted) {
-      const row = await this.#row(tenantId, approvalId);
-      const call = await this.#calls.get(tenantId, row.call_id);
-      if (call.status !== 'awaiting_approval' && call.status !== 'running') {
-        return {
-          call,
-          result: row.result === null ? null : (JSON.parse(row.result) as ToolResult),
-        };
-      }
+      const outcome = await this.outcome(tenantId, approvalId);
+      if (typeof outcome === 'object') return outcome;
       await new Promise((resolve) =>
         setTimeout(resolve, Math.min(POLL_MS, Math.max(1, until - Date.now()))),
       );
@@ -233,7 +287,7 @@ export class ApprovalService {
       .set({ status: 'expired', decided_at: now })
       .where('status', '=', 'pending')
       .where('deadline', '<=', now)
-      .returning(['tenant_id', 'call_id'])
+      .returning(['id', 'tenant_id', 'call_id'])
       .execute();
     for (const row of expired) {
       const call = await this.#calls.get(row.tenant_id, row.call_id);
@@ -247,6 +301,7 @@ export class ApprovalService {
         finished_at: now,
       } satisfies Partial<ToolCall>);
       await this.#calls.update(call, ['awaiting_approval']);
+      this.settled(row.tenant_id, row.id);
     }
     return expired.length;
   }

@@ -1,4 +1,5 @@
 import type { Tool, ToolApproval, ToolCall, ToolInvocation, ToolResult } from '@orchestra/protocol';
+import { isTerminalState } from '@orchestra/protocol';
 import {
   BrokenCircuitError,
   type BulkheadPolicy,
@@ -282,6 +283,7 @@ export class ToolExecutor {
     hash: string,
     reason: string | undefined,
   ): Promise<{ approval: ToolApproval; call: ToolCall; result: ToolResult | null }> {
+    await this.#withdrawIfTaskEnded(principal.tenant.id, approvalId);
     const { approval, args } = await this.#approvals.approve(principal, approvalId, hash, reason);
     const call = await this.#log.get(approval.tenant_id, approval.call_id);
     let result: ToolResult;
@@ -305,9 +307,34 @@ export class ToolExecutor {
       } satisfies Partial<ToolCall>);
       result = errorResult(err.message);
     }
-    await this.#log.update(call, ['awaiting_approval', 'running']);
+    // The result first: whoever sees the call ended finds its result.
     await this.#approvals.storeResult(approval.id, result);
+    await this.#log.update(call, ['awaiting_approval', 'running']);
+    this.#approvals.settled(approval.tenant_id, approval.id);
     return { approval, call, result };
+  }
+
+  /**
+   * A call made for a task that has ended since (cancelled, timed out…) is for nobody: it is
+   * withdrawn rather than run, and approving it fails with TOOL_APPROVAL_NOT_PENDING.
+   */
+  async #withdrawIfTaskEnded(tenantId: string, approvalId: string): Promise<void> {
+    const pending = await this.#approvals.get(tenantId, approvalId);
+    if (pending.status !== 'pending') return; // approve says why it cannot
+    const call = await this.#log.get(tenantId, pending.call_id);
+    if (call.caller.task_id === null) return;
+    const state = await this.#tasks().stateOf(tenantId, call.caller.task_id);
+    if (state === undefined || !isTerminalState(state)) return;
+    const why = `the task ${call.caller.task_id} that made the call has ended (${state})`;
+    if (await this.#approvals.withdraw(tenantId, approvalId, why)) {
+      throw new ApiError(
+        'TOOL_APPROVAL_NOT_PENDING',
+        `Tool approval "${approvalId}" is withdrawn: ${why}`,
+        {
+          details: { status: 'rejected' },
+        },
+      );
+    }
   }
 
   /** Runs a call that may run, filling in its record's outcome; never rejects for the source. */

@@ -94,6 +94,11 @@ function Summary({ stats }: { stats: Stats }) {
           <Figure value={tasks.active.queued} label="queued" to="/tasks?state=queued" />
           <Figure value={tasks.active.assigned} label="assigned" to="/tasks?state=assigned" />
           <Figure value={tasks.active.running} label="running" to="/tasks?state=running" />
+          <Figure
+            value={tasks.active.awaiting_approval}
+            label="awaiting approval"
+            to="/tasks?state=awaiting_approval"
+          />
         </div>
         <p className="muted">
           {tasks.oldest_queued_at === null ? (

@@ -174,9 +174,16 @@ export function TaskDetailPage({ id }: { id: string }) {
         )}
       </PageHeader>
       <Alert message={actionError} />
-      {t.waiting && (
+      {t.waiting?.reason === 'no_agent' && (
         <p className="notice" role="status">
           Waiting: {t.waiting.message}. The task stays queued until such an agent connects.
+        </p>
+      )}
+      {t.waiting?.reason === 'approval' && (
+        <p className="notice" role="status">
+          Awaiting approval: the run {t.waiting.message}. It goes on once{' '}
+          {t.waiting.approvals.length === 1 ? 'it is' : 'they are'} decided on the{' '}
+          <Link to="/tool-approvals">Approvals</Link> page.
         </p>
       )}
       <section className="panel" aria-label="Summary">
