@@ -165,6 +165,24 @@ export const ERROR_CATALOGUE = {
     status: 409,
     message: 'Other providers fall back to this model provider',
   },
+  WORKSPACE_TEMPLATE_NOT_FOUND: { status: 404, message: 'The workspace template does not exist' },
+  WORKSPACE_TEMPLATE_ALREADY_EXISTS: {
+    status: 409,
+    message: 'A workspace template with this name already exists',
+  },
+  WORKSPACE_TEMPLATE_IN_USE: {
+    status: 409,
+    message: 'Instances were created from this workspace template',
+  },
+  WORKSPACE_INSTANCE_NOT_FOUND: { status: 404, message: 'The instance does not exist' },
+  WORKSPACE_INSTANCE_STATE: {
+    status: 409,
+    message: 'The instance is not in a state that allows this',
+  },
+  SANDBOX_UNAVAILABLE: {
+    status: 503,
+    message: 'Sandboxed processes cannot run on this node',
+  },
   AGENT_TOOL_CALLS_LIMITED: {
     status: 429,
     message: 'The agent connection has as many tool calls in flight as it may',

@@ -78,6 +78,25 @@ export {
   WhoAmI,
 } from './identity.ts';
 export {
+  CreateInstance,
+  CreateInstanceBatch,
+  CreateWorkspaceTemplate,
+  INSTANCE_DRIVERS,
+  INSTANCE_STATES,
+  Instance,
+  InstanceDriver,
+  InstanceRef,
+  InstanceState,
+  ListInstancesQuery,
+  MAX_BATCH_INSTANCES,
+  UpdateInstance,
+  WorkspaceBase,
+  WorkspaceTemplate,
+  WorkspaceTemplateName,
+  WorkspaceTemplateRef,
+  WorkspaceTemplateSpec,
+} from './instances.ts';
+export {
   CatalogEntry,
   CatalogEntryId,
   CatalogEntryRef,

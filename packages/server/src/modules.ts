@@ -4,6 +4,7 @@ import { chatModule } from './chat/index.ts';
 import { configModule } from './config/index.ts';
 import { eventsModule } from './events/index.ts';
 import { gatewayModule } from './gateway/index.ts';
+import { instancesModule } from './instances/index.ts';
 import { kvModule } from './kv/index.ts';
 import { mcpModule } from './mcp/index.ts';
 import { mcpGatewayModule } from './mcp-gateway/index.ts';
@@ -53,6 +54,7 @@ export const MODULES: readonly AnyModule[] = [
   usageModule,
   runnersModule,
   chatModule,
+  instancesModule,
   realtimeModule,
   statsModule,
   opsModule,

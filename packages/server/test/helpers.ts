@@ -51,6 +51,8 @@ export function tempDir(prefix = 'orchestra-test-'): { path: string; remove: () 
 export interface TestServer extends RunningServer {
   /** The system tenant's first admin key. */
   adminKey: string;
+  /** The node's data directory (removed by `stop`). */
+  dataDir: string;
   /** Sends a request with the admin key unless `key` says otherwise (`null`: no credential). */
   call(
     method: string,
@@ -127,6 +129,7 @@ export async function startTestServer(
   return {
     ...server,
     adminKey: key,
+    dataDir: settings.dataDir,
     async call(method, path, callOptions = {}) {
       const headers: Record<string, string> = { ...callOptions.headers };
       const credential = callOptions.key === undefined ? key : callOptions.key;

@@ -670,7 +670,7 @@ for (const store of STORE_VARIANTS) {
       model.script('small', { text: 'I do not know.' });
       const fourth = await say('And now?');
       assert.deepEqual(
-        fourth.map((m) => m.content).filter((c) => c !== null && c.startsWith('My name')),
+        fourth.map((m) => m.content).filter((c) => c?.startsWith('My name') === true),
         [],
       );
       // A token window keeps whole turns only: a small one keeps the last answer alone.

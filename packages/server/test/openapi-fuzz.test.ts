@@ -300,6 +300,7 @@ interface Fixtures {
   toolCallId: string;
   approvalId: string;
   approvalHash: string;
+  instanceId: string;
 }
 
 /** Creates real resources so that requests reach past "not found" into deeper code. */
@@ -348,6 +349,9 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
   await ok('POST', '/v1/mcp/catalog', { id: 'fuzz-entry', ...fuzzCatalogEntry() });
   await ok('POST', '/v1/mcp/views', { name: 'fuzz-view', tools: [{ tool: 'fuzz__tool' }] });
   await ok('POST', '/v1/model-providers', fuzzProvider());
+  // No service: its instances start and stop without processes.
+  await ok('POST', '/v1/workspace-templates', { name: 'fuzz-ws', env: { A: '1' } });
+  const instance = await ok('POST', '/v1/instances', { template: 'fuzz-ws', start: false });
   const approval = await server.call('GET', `/v1/tool-approvals/${gated.call.approval_id}`);
   return {
     keys,
@@ -362,6 +366,7 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
     toolCallId: invoked.call.id,
     approvalId: approval.body.id,
     approvalHash: approval.body.arguments_hash,
+    instanceId: instance.id,
   };
 }
 
@@ -408,7 +413,9 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   const { path } = op;
   if (name === 'key') return 'fuzz/app/key';
   if (name === 'prefix') return 'fuzz/app';
+  if (name === 'template' && path.startsWith('/v1/workspace-templates')) return 'fuzz-ws';
   if (name === 'template') return f.templateName;
+  if (name === 'instance') return f.instanceId;
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
   if (name === 'name' && path.startsWith('/v1/secrets')) return 'FUZZ_SECRET';
@@ -571,6 +578,16 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
     }
     case 'POST /v1/model-providers/{provider}/test':
       return { model: 'm' };
+    case 'POST /v1/workspace-templates':
+      return { name: `ws-${random.int(1_000_000)}`, description: 'd', env: { A: '1' } };
+    case 'PUT /v1/workspace-templates/{template}':
+      return { description: 'd', env: { B: '2' }, network: 'none' };
+    case 'POST /v1/instances':
+      return { template: 'fuzz-ws', name: 'n', labels: { a: 'b' }, start: false };
+    case 'POST /v1/instances/batch':
+      return { instances: [{ template: 'fuzz-ws', start: false }] };
+    case 'PATCH /v1/instances/{instance}':
+      return { name: 'n', labels: { a: 'b' } };
     case 'PUT /v1/tool-policies/{policy}':
       return { effect: 'allow', tools: ['fuzz__*'], description: 'd' };
   }

@@ -244,6 +244,18 @@ describe('the OpenAPI document', () => {
     assert.equal(created.response.status, 201);
     assert.equal(created.data.version, 1);
     assert.equal((await call('GET', '/v1/secrets/{name}', secret)).data.name, 'GENERATED_SECRET');
+    await call('POST', '/v1/workspace-templates', { body: { name: 'generated-ws' } });
+    const instance = await call('POST', '/v1/instances', {
+      body: { template: 'generated-ws', labels: { from: 'generated' } },
+    });
+    assert.equal(instance.data.state, 'running');
+    const found = await call('GET', '/v1/instances', {
+      params: { query: { label: ['from=generated'] } },
+    });
+    assert.deepEqual(
+      found.data.items.map((i: { id: string }) => i.id),
+      [instance.data.id],
+    );
     const provider = await call('POST', '/v1/model-providers', {
       body: {
         name: 'generated',

@@ -1,6 +1,6 @@
 import type { ChatCompletion, CreateChatCompletion, Task } from '@orchestra/protocol';
 import type { Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import type { TaskService } from '../tasks/index.ts';
 import type { TemplateService } from '../templates/index.ts';
 
@@ -11,12 +11,6 @@ const REFUSED_FIELDS = ['tools', 'tool_choice', 'functions', 'function_call', 'r
 export type ChatItem =
   | { kind: 'delta'; text: string }
   | { kind: 'end'; task: Task; usage: ChatCompletion['usage'] };
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
-}
 
 /** The answer of a succeeded task as the assistant message's text. */
 export function answerText(result: unknown): string {

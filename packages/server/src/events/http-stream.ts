@@ -1,7 +1,22 @@
 import { once } from 'node:events';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import Type from 'typebox';
 import { ApiError } from '../platform/errors.ts';
 import type { StreamItem } from './event-log.ts';
+
+/** The query of a stream that is followed live unless `follow=false`, from after `after`. */
+export const FollowStreamQuery = Type.Object(
+  {
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'Resume after this offset.' })),
+    follow: Type.Optional(Type.Boolean({ default: true })),
+  },
+  { additionalProperties: false },
+);
+
+/** The header a reconnecting EventSource resumes with (it wins over `after`). */
+export const ResumeHeaders = Type.Object({
+  'last-event-id': Type.Optional(Type.String({ maxLength: 20 })),
+});
 
 export type StreamFormat = 'sse' | 'ndjson';
 
@@ -173,4 +188,31 @@ export async function sendStream<T = StreamItem>(
       if (options.stop.aborted) res.once('finish', () => res.socket?.destroy());
     }
   }
+}
+
+/**
+ * Serves a stream with `FollowStreamQuery` and `ResumeHeaders`: `check` refuses a bad
+ * request (404, `after` beyond the head) before anything is sent, then `read` gives the
+ * items after the resume point, live unless `follow=false`.
+ */
+export async function serveFollowedStream(
+  request: FastifyRequest<{
+    Querystring: { after?: number | undefined; follow?: boolean | undefined };
+    Headers: { 'last-event-id'?: string | undefined };
+  }>,
+  reply: FastifyReply,
+  options: {
+    check: (after: number) => Promise<unknown>;
+    read: (after: number, signal: AbortSignal, follow: boolean) => AsyncIterable<StreamItem>;
+    stop: AbortSignal;
+  },
+): Promise<FastifyReply> {
+  const after = resumeAfter(request.headers['last-event-id'], request.query.after);
+  await options.check(after);
+  const follow = request.query.follow ?? true;
+  await sendStream(request, reply, (signal) => options.read(after, signal, follow), {
+    format: streamFormat(request.headers.accept),
+    stop: options.stop,
+  });
+  return reply;
 }

@@ -1,6 +1,6 @@
 import type { CreateMcpView, McpView, UpdateMcpView } from '@orchestra/protocol';
 import type { Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { Statement } from '../store/statement.ts';
@@ -18,12 +18,6 @@ const VIEW_BY_ID = new Statement('select * from mcp_views where tenant_id = ? an
 
 export function viewNotFound(name: string): ApiError {
   return new ApiError('MCP_VIEW_NOT_FOUND', `MCP view "${name}" does not exist`);
-}
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
 }
 
 /** Checks a view's definition: exposed names unique, nothing named twice. */

@@ -6,7 +6,7 @@ import type {
   UpdateMcpServer,
 } from '@orchestra/protocol';
 import type { Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { SecretBox } from '../platform/secret-box.ts';
@@ -58,12 +58,6 @@ export function initialStatus(enabled: boolean): McpServerStatus {
 
 function serverNotFound(ref: string): ApiError {
   return new ApiError('MCP_SERVER_NOT_FOUND', `MCP server "${ref}" does not exist`);
-}
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
 }
 
 const credentialsContext = (id: string) => `mcp_servers:${id}:credentials`;

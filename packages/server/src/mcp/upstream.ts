@@ -19,12 +19,12 @@ import {
   type Transport,
 } from '@modelcontextprotocol/client';
 import type { Logger } from 'pino';
+import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
 import { VERSION } from '../version.ts';
 import { type BackoffPolicy, backoffDelayMs } from './backoff.ts';
 import { UpstreamError } from './errors.ts';
 import { type UpstreamFetch, upstreamFetch } from './http-fetch.ts';
 import { RingLog } from './ring-log.ts';
-import { detectSandbox, sandboxCommand } from './sandbox.ts';
 import { type ProcessExit, StdioProcessTransport } from './stdio-supervisor.ts';
 
 /** How Orchestra reaches one upstream MCP server. Env values arrive resolved (secrets included). */

@@ -65,3 +65,10 @@ export function errorBody(
   if (context.traceId !== undefined) body.trace_id = context.traceId;
   return body;
 }
+
+/** A 400 VALIDATION_FAILED about one field (`body.x`, `querystring.y`), in the schema's form. */
+export function fieldError(field: string, message: string): ApiError {
+  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
+    details: { fields: [{ field, message }] },
+  });
+}

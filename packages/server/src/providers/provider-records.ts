@@ -8,7 +8,7 @@ import type {
 } from '@orchestra/protocol';
 import { sql } from 'kysely';
 import type { Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { SecretBox } from '../platform/secret-box.ts';
@@ -47,12 +47,6 @@ export interface ModelProviderRecord {
 export function providerNotFound(ref: string): ApiError {
   return new ApiError('MODEL_PROVIDER_NOT_FOUND', `Model provider "${ref}" does not exist`, {
     details: { provider: ref },
-  });
-}
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
   });
 }
 

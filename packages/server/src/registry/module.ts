@@ -36,7 +36,6 @@ export const registryModule = defineModule({
       relay: serviceRelayRoute,
     },
     { name: 'registry', description: 'reserved' },
-    { name: 'instances', description: 'reserved' },
   ],
   jobs: ['node-lease', 'health-checks'],
   create({ store, log, jobs, settings, need, later }) {

@@ -9,7 +9,7 @@ import {
   SessionEvent,
 } from '@orchestra/protocol';
 import Type from 'typebox';
-import { resumeAfter, sendStream, streamFormat } from '../events/index.ts';
+import { FollowStreamQuery, ResumeHeaders, serveFollowedStream } from '../events/index.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
@@ -116,16 +116,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
         description:
           'Every event of every task of the session (each with its `task_id`), in order, as Server-Sent Events with `Accept: text/event-stream` or NDJSON otherwise, with the resume rules of task events (`Last-Event-ID` or `after`; `stream.gap` when retention trimmed events). Follows live until the client disconnects; with `follow=false`, ends after the events there are.',
         params: SessionParams,
-        querystring: Type.Object(
-          {
-            after: Type.Optional(
-              Type.Integer({ minimum: 0, description: 'Resume after this offset.' }),
-            ),
-            follow: Type.Optional(Type.Boolean({ default: true })),
-          },
-          { additionalProperties: false },
-        ),
-        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 20 })) }),
+        querystring: FollowStreamQuery,
+        headers: ResumeHeaders,
         response: {
           200: eventStreamResponse(
             Type.Union([Type.Ref('SessionEvent'), Type.Ref('StreamGap')]),
@@ -138,16 +130,12 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const principal = principalOf(request);
-      const after = resumeAfter(request.headers['last-event-id'], request.query.after);
-      await sessions.openEvents(principal, request.params.id, after);
-      const follow = request.query.follow ?? true;
-      await sendStream(
-        request,
-        reply,
-        (signal) => sessions.events(principal, request.params.id, after, { signal, follow }),
-        { format: streamFormat(request.headers.accept), stop: shutdown },
-      );
-      return reply;
+      const id = request.params.id;
+      return serveFollowedStream(request, reply, {
+        check: (after) => sessions.openEvents(principal, id, after),
+        read: (after, signal, follow) => sessions.events(principal, id, after, { signal, follow }),
+        stop: shutdown,
+      });
     },
   );
 };

@@ -10,7 +10,7 @@ import type { Transaction } from 'kysely';
 import type { Bus } from '../bus/bus.ts';
 import type { EventLog, StreamEvent, StreamItem } from '../events/index.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import {
   bytesOf,
@@ -168,12 +168,6 @@ export type BatchOutcome =
 
 function taskNotFound(id: string): ApiError {
   return new ApiError('TASK_NOT_FOUND', `Task "${id}" does not exist`);
-}
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
 }
 
 function view(row: TasksTable): Task {

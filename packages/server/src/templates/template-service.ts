@@ -7,7 +7,7 @@ import {
 } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import { credentialId, type Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import {
   bytesOf,
@@ -65,12 +65,6 @@ export interface ListTemplatesOptions {
 
 function templateNotFound(ref: string): ApiError {
   return new ApiError('TEMPLATE_NOT_FOUND', `Template "${ref}" does not exist`);
-}
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
 }
 
 /**

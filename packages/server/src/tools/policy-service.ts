@@ -5,7 +5,7 @@ import type {
   UpdateToolPolicy,
 } from '@orchestra/protocol';
 import type { Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import { describeErrors, UserSchemaCompiler } from '../platform/user-schema.ts';
@@ -50,12 +50,6 @@ export type PolicyDecision =
 
 function policyNotFound(ref: string): ApiError {
   return new ApiError('TOOL_POLICY_NOT_FOUND', `Tool policy "${ref}" does not exist`);
-}
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
 }
 
 /** A tool pattern as a regular expression: `*` is any run of characters. */

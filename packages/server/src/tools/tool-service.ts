@@ -11,7 +11,7 @@ import type {
 } from '@orchestra/protocol';
 import { sql, type Transaction } from 'kysely';
 import { credentialId, type Principal } from '../platform/auth.ts';
-import { ApiError } from '../platform/errors.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import {
   bytesOf,
@@ -108,12 +108,6 @@ export function mcpToolName(server: string, tool: string): string {
 
 function toolNotFound(ref: string): ApiError {
   return new ApiError('TOOL_NOT_FOUND', `Tool "${ref}" does not exist`);
-}
-
-function fieldError(field: string, message: string): ApiError {
-  return new ApiError('VALIDATION_FAILED', `${field}: ${message}`, {
-    details: { fields: [{ field, message }] },
-  });
 }
 
 /** What a tool's breaker and bulkhead are keyed by, and its calls recorded under. */

@@ -9,8 +9,10 @@ export interface SandboxRequest {
   /** The command as configured (a bare name is looked up on PATH). */
   command: string;
   args: string[];
-  /** The only writable directory; also the working directory and HOME inside. */
+  /** The only writable directory; also the working directory unless `cwd` says otherwise. */
   workDir: string;
+  /** The working directory inside, when not `workDir` (a directory under it). */
+  cwd?: string | undefined;
   /** Allow the process to use the host's network (otherwise it gets an empty namespace). */
   network: boolean;
   /** Extra paths mounted read-only at the same place (the server's code and node_modules). */
@@ -159,7 +161,7 @@ export function sandboxCommand(request: SandboxRequest, bwrapPath = 'bwrap'): Sa
     if (existsSync(path)) args.push('--ro-bind', path, path);
   }
   // Last, so the work directory stays writable even when it lies under a read-only path.
-  args.push('--bind', request.workDir, request.workDir, '--chdir', request.workDir);
+  args.push('--bind', request.workDir, request.workDir, '--chdir', request.cwd ?? request.workDir);
   args.push('--', request.command, ...request.args);
   return { command: bwrapPath, args };
 }

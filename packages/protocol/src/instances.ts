@@ -1,0 +1,229 @@
+import Type, { type Static } from 'typebox';
+import { LabelSelectors, Labels, NullableTimestamp, Timestamp } from './common.ts';
+
+// Workspaces (issue 22): workspace templates (`/v1/workspace-templates`) say what an
+// instance starts from and how it runs; instances (`/v1/instances`) are sandboxed
+// directories with their processes, for coding agents and their users.
+
+export const WorkspaceTemplateName = Type.String({
+  pattern: '^[a-z0-9](?:[a-z0-9-]|_(?!_)){0,62}$',
+  description:
+    'Lowercase letters, digits, "-" and single "_"; 1 to 63 characters; unique in the tenant.',
+});
+
+export const WorkspaceTemplateRef = Type.Object({
+  template: Type.String({
+    maxLength: 64,
+    description: 'The workspace template’s name or id (`wst_…`).',
+  }),
+});
+
+export const INSTANCE_DRIVERS = ['process'] as const;
+export const InstanceDriver = Type.Enum([...INSTANCE_DRIVERS], {
+  description:
+    '`process` (the default): a directory on the node, its processes in a bubblewrap sandbox.',
+});
+export type InstanceDriver = Static<typeof InstanceDriver>;
+
+const ServerPath = Type.String({
+  minLength: 1,
+  maxLength: 4096,
+  pattern: '^/',
+  description:
+    'An absolute path on the server’s machine, under one of ORCHESTRA_INSTANCE_SOURCE_ROOTS.',
+});
+
+/** What a new instance's workspace holds at first. */
+export const WorkspaceBase = Type.Union(
+  [
+    Type.Object(
+      { type: Type.Literal('empty') },
+      { additionalProperties: false, description: 'An empty directory.' },
+    ),
+    Type.Object(
+      { type: Type.Literal('directory'), path: ServerPath },
+      {
+        additionalProperties: false,
+        description: 'A copy of a directory on the server’s machine.',
+      },
+    ),
+    Type.Object(
+      {
+        type: Type.Literal('git'),
+        path: ServerPath,
+        ref: Type.Optional(
+          Type.String({
+            minLength: 1,
+            maxLength: 255,
+            pattern: '^[A-Za-z0-9._/-]+$',
+            description: 'A branch or tag to check out; the repository’s HEAD without one.',
+          }),
+        ),
+      },
+      {
+        additionalProperties: false,
+        description: 'A clone of a git repository on the server’s machine.',
+      },
+    ),
+  ],
+  { description: 'What a new instance’s workspace holds at first.' },
+);
+export type WorkspaceBase = Static<typeof WorkspaceBase>;
+
+const EnvName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' });
+
+export const WorkspaceTemplateSpec = Type.Object(
+  {
+    description: Type.Optional(Type.String({ maxLength: 1000 })),
+    driver: Type.Optional(InstanceDriver),
+    base: Type.Optional(WorkspaceBase),
+    env: Type.Optional(
+      Type.Record(EnvName, Type.String({ maxLength: 8192 }), {
+        maxProperties: 100,
+        // Without this, names that miss the pattern are simply not checked.
+        additionalProperties: false,
+        description: 'Environment variables of every process in the sandbox.',
+      }),
+    ),
+    /** The service the instance runs while it is `running` (a code server…), as argv. */
+    startup: Type.Optional(
+      Type.Union([
+        Type.Object(
+          {
+            command: Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), {
+              minItems: 1,
+              maxItems: 100,
+              description:
+                'Program and arguments, run in the workspace directory (no shell: give `["sh", "-c", "…"]` for one).',
+            }),
+          },
+          { additionalProperties: false },
+        ),
+        Type.Null(),
+      ]),
+    ),
+    network: Type.Optional(
+      Type.Enum(['none', 'host'], {
+        description:
+          '`none` (the default): a network namespace of its own with only loopback. `host`: the node’s network.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type WorkspaceTemplateSpec = Static<typeof WorkspaceTemplateSpec>;
+
+export const CreateWorkspaceTemplate = Type.Object(
+  { name: WorkspaceTemplateName, ...WorkspaceTemplateSpec.properties },
+  { additionalProperties: false },
+);
+export type CreateWorkspaceTemplate = Static<typeof CreateWorkspaceTemplate>;
+
+export const WorkspaceTemplate = Type.Object(
+  {
+    /** `wst_…` */
+    id: Type.String(),
+    tenant_id: Type.String(),
+    name: Type.String(),
+    /** 1 on create; each replacement adds one. Instances keep the version they started from. */
+    version: Type.Integer(),
+    description: Type.String(),
+    driver: InstanceDriver,
+    base: WorkspaceBase,
+    env: Type.Record(Type.String(), Type.String()),
+    startup: Type.Union([Type.Object({ command: Type.Array(Type.String()) }), Type.Null()]),
+    network: Type.Enum(['none', 'host']),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { $id: 'WorkspaceTemplate' },
+);
+export type WorkspaceTemplate = Static<typeof WorkspaceTemplate>;
+
+/** Every instance state, in the order an instance passes through them. */
+export const INSTANCE_STATES = [
+  'creating',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'failed',
+  'lost',
+] as const;
+export const InstanceState = Type.Enum([...INSTANCE_STATES], {
+  description:
+    'creating → starting → running → stopping → stopped; `failed` when a step could not be done or its service ended with an error, `lost` when its node went away. `state_reason` says why.',
+});
+export type InstanceState = Static<typeof InstanceState>;
+
+export const CreateInstance = Type.Object(
+  {
+    template: Type.String({ maxLength: 64, description: 'A workspace template’s name or id.' }),
+    name: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 100, description: 'Shown in lists; not unique.' }),
+    ),
+    labels: Type.Optional(Labels),
+    start: Type.Optional(
+      Type.Boolean({
+        description: 'Start it once created (the default); false leaves it stopped.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type CreateInstance = Static<typeof CreateInstance>;
+
+export const MAX_BATCH_INSTANCES = 100;
+export const CreateInstanceBatch = Type.Object(
+  {
+    instances: Type.Array(CreateInstance, { minItems: 1, maxItems: MAX_BATCH_INSTANCES }),
+  },
+  { additionalProperties: false },
+);
+
+export const UpdateInstance = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    labels: Type.Optional(Labels),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
+export type UpdateInstance = Static<typeof UpdateInstance>;
+
+export const Instance = Type.Object(
+  {
+    /** `ins_…`; ids are time-ordered. */
+    id: Type.String(),
+    tenant_id: Type.String(),
+    name: Type.String(),
+    template: Type.Object({ id: Type.String(), name: Type.String(), version: Type.Integer() }),
+    driver: InstanceDriver,
+    state: InstanceState,
+    /** Why it is in its state, such as "stopped by key_…" or "the startup command exited with code 1". */
+    state_reason: Type.String({ description: 'Why it is in its state.' }),
+    labels: Type.Record(Type.String(), Type.String()),
+    /** The node that runs it (ORCHESTRA_INSTANCE_ID). */
+    node_id: Type.String(),
+    /** The startup command's exit code once it ended; null otherwise. */
+    exit_code: Type.Union([Type.Integer(), Type.Null()]),
+    created_by: Type.String(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    started_at: NullableTimestamp,
+    stopped_at: NullableTimestamp,
+  },
+  { $id: 'Instance' },
+);
+export type Instance = Static<typeof Instance>;
+
+export const ListInstancesQuery = {
+  state: Type.Optional(
+    Type.Array(InstanceState, { maxItems: 7, description: 'Only instances in these states.' }),
+  ),
+  template: Type.Optional(Type.String({ maxLength: 64, description: 'A template’s name or id.' })),
+  label: Type.Optional(LabelSelectors),
+};
+
+export const InstanceRef = Type.Object({
+  instance: Type.String({ maxLength: 64, description: 'The instance’s id (`ins_…`).' }),
+});

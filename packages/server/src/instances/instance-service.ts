@@ -1,0 +1,754 @@
+import type {
+  CreateInstance,
+  CreateWorkspaceTemplate,
+  Instance,
+  InstanceState,
+  UpdateInstance,
+  WorkspaceTemplate,
+} from '@orchestra/protocol';
+import type { Transaction } from 'kysely';
+import type { Logger } from 'pino';
+import type { Emit, EventLog, StreamItem } from '../events/index.ts';
+import { credentialId, type Principal } from '../platform/auth.ts';
+import { ApiError, fieldError } from '../platform/errors.ts';
+import { newId } from '../platform/ids.ts';
+import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import type { Database } from '../store/database.ts';
+import type { RelationalStore } from '../store/store.ts';
+import type { FilledSpec, InstanceDriverPort, ServiceExit } from './process-driver.ts';
+import type { InstancesTable, WorkspaceTemplatesTable } from './tables.ts';
+
+/** The event-log stream of one instance. */
+export function instanceStream(instanceId: string): string {
+  return `instance:${instanceId}`;
+}
+
+/** The event-log stream of a tenant's instances (the `instances` topic). */
+export function instancesStream(tenantId: string): string {
+  return `instances:${tenantId}`;
+}
+
+function templateNotFound(ref: string): ApiError {
+  return new ApiError('WORKSPACE_TEMPLATE_NOT_FOUND', `Workspace template "${ref}" does not exist`);
+}
+
+function instanceNotFound(id: string): ApiError {
+  return new ApiError('WORKSPACE_INSTANCE_NOT_FOUND', `Instance "${id}" does not exist`);
+}
+
+/** A template's spec with every default filled in. */
+export function fillSpec(input: Omit<CreateWorkspaceTemplate, 'name'>): FilledSpec {
+  return {
+    description: input.description ?? '',
+    driver: input.driver ?? 'process',
+    base: input.base ?? { type: 'empty' },
+    env: input.env ?? {},
+    startup: input.startup ?? null,
+    network: input.network ?? 'none',
+  };
+}
+
+function templateView(row: WorkspaceTemplatesTable): WorkspaceTemplate {
+  const spec = JSON.parse(row.spec) as FilledSpec;
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    name: row.name,
+    version: row.version,
+    ...spec,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+function instanceView(row: InstancesTable): Instance {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    name: row.name,
+    template: { id: row.template_id, name: row.template_name, version: row.template_version },
+    driver: row.driver as Instance['driver'],
+    state: row.state as InstanceState,
+    state_reason: row.state_reason,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    node_id: row.node_id,
+    exit_code: row.exit_code,
+    created_by: row.created_by,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    started_at: row.started_at,
+    stopped_at: row.stopped_at,
+  };
+}
+
+/** How long services get at the node's shutdown before they are killed. */
+const CLOSE_GRACE_MS = 2_000;
+
+/** States from which `start` may run, and from which `stop` may. */
+const STARTABLE: InstanceState[] = ['stopped', 'failed', 'lost'];
+const STOPPABLE: InstanceState[] = ['starting', 'running'];
+
+export interface ListInstancesOptions {
+  states?: InstanceState[] | undefined;
+  template?: string | undefined;
+  labels?: Record<string, string> | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  maxBytes: number;
+}
+
+export type InstanceBatchItem =
+  | { status: 201; instance: Instance }
+  | { status: number; error: { code: string; message: string; details?: unknown } };
+
+/**
+ * Workspace templates and instances: the instance service of the design. It owns the
+ * states (each change a conditional update plus an event on the instance's stream and the
+ * tenant's `instances` topic, in one transaction) and asks the driver to do the work.
+ * Operations on one instance run one after another on its node.
+ */
+export class InstanceService {
+  readonly #store: RelationalStore;
+  readonly #events: EventLog;
+  readonly #driver: InstanceDriverPort;
+  readonly #nodeId: string;
+  readonly #log: Logger;
+  readonly #stopGraceMs: number;
+  /** The operation in progress per instance: the next waits for it. */
+  readonly #queues = new Map<string, Promise<unknown>>();
+  /** Instances being stopped on request: their service's exit is expected. */
+  readonly #stopping = new Set<string>();
+  /** The node is closing: services end without their instances changing state. */
+  #closing = false;
+
+  constructor(deps: {
+    store: RelationalStore;
+    events: EventLog;
+    driver: InstanceDriverPort;
+    nodeId: string;
+    log: Logger;
+    stopGraceMs: number;
+  }) {
+    this.#store = deps.store;
+    this.#events = deps.events;
+    this.#driver = deps.driver;
+    this.#nodeId = deps.nodeId;
+    this.#log = deps.log;
+    this.#stopGraceMs = deps.stopGraceMs;
+  }
+
+  get driver(): InstanceDriverPort {
+    return this.#driver;
+  }
+
+  // --- Workspace templates -------------------------------------------------------------
+
+  async createTemplate(
+    principal: Principal,
+    input: CreateWorkspaceTemplate,
+  ): Promise<WorkspaceTemplate> {
+    const { name, ...spec } = input;
+    const filled = fillSpec(spec);
+    await this.#driver.checkBase(filled.base);
+    const now = new Date().toISOString();
+    const row: WorkspaceTemplatesTable = {
+      id: newId('wst'),
+      tenant_id: principal.tenant.id,
+      name,
+      version: 1,
+      spec: JSON.stringify(filled),
+      created_at: now,
+      updated_at: now,
+    };
+    const existing = await this.#templateRow(principal.tenant.id, name).catch(() => undefined);
+    if (existing !== undefined) {
+      throw new ApiError(
+        'WORKSPACE_TEMPLATE_ALREADY_EXISTS',
+        `A workspace template named "${name}" already exists`,
+      );
+    }
+    try {
+      await this.#store.db.insertInto('workspace_templates').values(row).execute();
+    } catch (err) {
+      // Two creates at once: the unique constraint decides.
+      if (await this.#templateRow(principal.tenant.id, name).catch(() => undefined)) {
+        throw new ApiError(
+          'WORKSPACE_TEMPLATE_ALREADY_EXISTS',
+          `A workspace template named "${name}" already exists`,
+        );
+      }
+      throw err;
+    }
+    return templateView(row);
+  }
+
+  /** Replaces a template's spec; its version goes up. Instances keep the spec they had. */
+  async replaceTemplate(
+    principal: Principal,
+    ref: string,
+    input: Omit<CreateWorkspaceTemplate, 'name'>,
+  ): Promise<WorkspaceTemplate> {
+    const row = await this.#templateRow(principal.tenant.id, ref);
+    const filled = fillSpec(input);
+    await this.#driver.checkBase(filled.base);
+    const updated = await this.#store.db
+      .updateTable('workspace_templates')
+      .set({
+        spec: JSON.stringify(filled),
+        version: row.version + 1,
+        updated_at: new Date().toISOString(),
+      })
+      .where('id', '=', row.id)
+      .where('version', '=', row.version)
+      .returningAll()
+      .executeTakeFirst();
+    if (updated === undefined) {
+      throw new ApiError('PRECONDITION_FAILED', 'The template changed meanwhile; try again');
+    }
+    return templateView(updated);
+  }
+
+  async getTemplate(principal: Principal, ref: string): Promise<WorkspaceTemplate> {
+    return templateView(await this.#templateRow(principal.tenant.id, ref));
+  }
+
+  async listTemplates(
+    principal: Principal,
+    options: { limit?: number | undefined; cursor?: string | undefined; maxBytes: number },
+  ): Promise<{ items: WorkspaceTemplate[]; next_cursor: string | null }> {
+    const before = decodeCursor(options.cursor, (id) => id.startsWith('wst_'));
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('workspace_templates')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      .orderBy('id', 'desc')
+      .limit(limit + 1);
+    if (before !== undefined) query = query.where('id', '<', before);
+    return toPage(await query.execute(), limit, templateView, options.maxBytes);
+  }
+
+  /** Deletes a template no instance was created from (409 WORKSPACE_TEMPLATE_IN_USE). */
+  async deleteTemplate(principal: Principal, ref: string): Promise<void> {
+    const row = await this.#templateRow(principal.tenant.id, ref);
+    const used = await this.#store.db
+      .selectFrom('instances')
+      .select(['id'])
+      .where('tenant_id', '=', row.tenant_id)
+      .where('template_id', '=', row.id)
+      .limit(1)
+      .executeTakeFirst();
+    if (used !== undefined) {
+      throw new ApiError(
+        'WORKSPACE_TEMPLATE_IN_USE',
+        `Instances were created from workspace template "${row.name}" (such as ${used.id}); delete them first`,
+        { details: { instance_id: used.id } },
+      );
+    }
+    await this.#store.db.deleteFrom('workspace_templates').where('id', '=', row.id).execute();
+  }
+
+  async #templateRow(tenantId: string, ref: string): Promise<WorkspaceTemplatesTable> {
+    const row = await this.#store.db
+      .selectFrom('workspace_templates')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where(ref.startsWith('wst_') ? 'id' : 'name', '=', ref)
+      .executeTakeFirst();
+    if (row === undefined) throw templateNotFound(ref);
+    return row;
+  }
+
+  // --- Instances -----------------------------------------------------------------------
+
+  /**
+   * Creates an instance from a template: `creating` while its directory is laid out, then
+   * (unless `start` is false) `starting` and `running`. Resolves once it got there, or to
+   * `failed` with the reason.
+   */
+  async create(
+    principal: Principal,
+    input: CreateInstance,
+    /** Taken in advance by `createMany`, so that a batch's ids follow its order. */
+    id: string = newId('ins'),
+  ): Promise<Instance> {
+    const tenantId = principal.tenant.id;
+    let template: WorkspaceTemplatesTable;
+    try {
+      template = await this.#templateRow(tenantId, input.template);
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'WORKSPACE_TEMPLATE_NOT_FOUND') {
+        throw fieldError('body.template', `no workspace template "${input.template}"`);
+      }
+      throw err;
+    }
+    const now = new Date().toISOString();
+    const labels = input.labels ?? {};
+    const row: InstancesTable = {
+      id,
+      tenant_id: tenantId,
+      name: input.name ?? id,
+      template_id: template.id,
+      template_name: template.name,
+      template_version: template.version,
+      driver: (JSON.parse(template.spec) as FilledSpec).driver,
+      spec: template.spec,
+      state: 'creating',
+      state_reason: `created by ${credentialId(principal)}`,
+      labels: JSON.stringify(labels),
+      node_id: this.#nodeId,
+      exit_code: null,
+      pid: null,
+      created_by: credentialId(principal),
+      created_at: now,
+      updated_at: now,
+      started_at: null,
+      stopped_at: null,
+    };
+    await this.#events.transaction(async (trx, emit) => {
+      await trx.insertInto('instances').values(row).execute();
+      await this.#writeLabels(trx, row, labels);
+      await this.#emit(emit, row, true);
+    });
+    return this.#serially(id, async () => {
+      try {
+        await this.#driver.create({ id, spec: JSON.parse(row.spec) as FilledSpec });
+      } catch (err) {
+        return this.#fail(row, `its workspace could not be made: ${messageOf(err)}`);
+      }
+      if (input.start === false) {
+        return instanceView(
+          await this.#transition(row, ['creating'], 'stopped', 'created; not started', {
+            stopped_at: new Date().toISOString(),
+          }),
+        );
+      }
+      return this.#start(await this.#current(tenantId, id), ['creating'], 'started on creation');
+    });
+  }
+
+  /** Creates each instance of a batch, a result per item, in order. */
+  async createMany(principal: Principal, inputs: CreateInstance[]): Promise<InstanceBatchItem[]> {
+    const ids = inputs.map(() => newId('ins'));
+    return Promise.all(
+      inputs.map(async (input, i): Promise<InstanceBatchItem> => {
+        try {
+          return { status: 201, instance: await this.create(principal, input, ids[i]) };
+        } catch (err) {
+          if (!(err instanceof ApiError)) throw err;
+          const rename = (text: string) => text.replace(/^body\./, `body.instances.${i}.`);
+          const fields = err.details?.fields as { field: string; message: string }[] | undefined;
+          const details = fields
+            ? { ...err.details, fields: fields.map((f) => ({ ...f, field: rename(f.field) })) }
+            : err.details;
+          return {
+            status: err.status,
+            error: {
+              code: err.code,
+              message: rename(err.message),
+              ...(details ? { details } : {}),
+            },
+          };
+        }
+      }),
+    );
+  }
+
+  async get(principal: Principal, id: string): Promise<Instance> {
+    return instanceView(await this.#current(principal.tenant.id, id));
+  }
+
+  async list(
+    principal: Principal,
+    options: ListInstancesOptions,
+  ): Promise<{ items: Instance[]; next_cursor: string | null }> {
+    const tenantId = principal.tenant.id;
+    const before = decodeCursor(options.cursor, (id) => id.startsWith('ins_'));
+    const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    let query = this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .orderBy('id', 'desc')
+      .limit(limit + 1);
+    if (before !== undefined) query = query.where('id', '<', before);
+    if (options.states && options.states.length > 0) {
+      query = query.where('state', 'in', options.states);
+    }
+    if (options.template !== undefined) {
+      query = query.where(
+        options.template.startsWith('wst_') ? 'template_id' : 'template_name',
+        '=',
+        options.template,
+      );
+    }
+    for (const [key, value] of Object.entries(options.labels ?? {})) {
+      query = query.where(({ exists, selectFrom }) =>
+        exists(
+          selectFrom('instance_labels')
+            .select('instance_labels.instance_id')
+            .whereRef('instance_labels.instance_id', '=', 'instances.id')
+            .where('instance_labels.tenant_id', '=', tenantId)
+            .where('instance_labels.key', '=', key)
+            .where('instance_labels.value', '=', value),
+        ),
+      );
+    }
+    return toPage(await query.execute(), limit, instanceView, options.maxBytes);
+  }
+
+  /** Renames or relabels an instance (labels are replaced whole). */
+  async update(principal: Principal, id: string, input: UpdateInstance): Promise<Instance> {
+    const row = await this.#current(principal.tenant.id, id);
+    const changes: Partial<InstancesTable> = { updated_at: new Date().toISOString() };
+    if (input.name !== undefined) changes.name = input.name;
+    if (input.labels !== undefined) changes.labels = JSON.stringify(input.labels);
+    const updated = await this.#store.transaction(async (trx) => {
+      const done = await trx
+        .updateTable('instances')
+        .set(changes)
+        .where('id', '=', row.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      if (input.labels !== undefined) {
+        await trx.deleteFrom('instance_labels').where('instance_id', '=', row.id).execute();
+        await this.#writeLabels(trx, done, input.labels);
+      }
+      return done;
+    });
+    return instanceView(updated);
+  }
+
+  /** Starts a stopped, failed or lost instance. Starting a running one changes nothing. */
+  async start(principal: Principal, id: string): Promise<Instance> {
+    const row = await this.#local(principal.tenant.id, id);
+    return this.#serially(id, async () => {
+      const current = await this.#current(row.tenant_id, id);
+      if (current.state === 'running') return instanceView(current);
+      if (!STARTABLE.includes(current.state as InstanceState)) {
+        throw stateError(current, 'start');
+      }
+      return this.#start(current, STARTABLE, `started by ${credentialId(principal)}`);
+    });
+  }
+
+  /** Stops a running instance: its service ends (SIGTERM, then SIGKILL after the grace). */
+  async stop(principal: Principal, id: string): Promise<Instance> {
+    const row = await this.#local(principal.tenant.id, id);
+    return this.#serially(id, async () => {
+      const current = await this.#current(row.tenant_id, id);
+      if (current.state === 'stopped') return instanceView(current);
+      if (!STOPPABLE.includes(current.state as InstanceState)) {
+        throw stateError(current, 'stop');
+      }
+      return this.#stop(current, `stopped by ${credentialId(principal)}`);
+    });
+  }
+
+  async restart(principal: Principal, id: string): Promise<Instance> {
+    const row = await this.#local(principal.tenant.id, id);
+    return this.#serially(id, async () => {
+      let current = await this.#current(row.tenant_id, id);
+      const by = credentialId(principal);
+      if (STOPPABLE.includes(current.state as InstanceState)) {
+        await this.#stop(current, `restarted by ${by}`);
+        current = await this.#current(row.tenant_id, id);
+      }
+      if (!STARTABLE.includes(current.state as InstanceState)) {
+        throw stateError(current, 'restart');
+      }
+      return this.#start(current, STARTABLE, `restarted by ${by}`);
+    });
+  }
+
+  /** Stops the instance if it runs, deletes its files, its record and its event stream. */
+  async delete(principal: Principal, id: string): Promise<void> {
+    const row = await this.#local(principal.tenant.id, id);
+    await this.#serially(id, async () => {
+      const current = await this.#current(row.tenant_id, id);
+      this.#stopping.add(id);
+      try {
+        await this.#driver.destroy(id);
+      } finally {
+        this.#stopping.delete(id);
+      }
+      await this.#events.transaction(async (trx, emit) => {
+        await trx.deleteFrom('instances').where('id', '=', id).execute();
+        await this.#events.deleteStreams(trx, current.tenant_id, [instanceStream(id)]);
+        await emit(instancesStream(current.tenant_id), current.tenant_id, [
+          {
+            type: 'instance.deleted',
+            data: { instance_id: id, reason: `deleted by ${credentialId(principal)}` },
+          },
+        ]);
+      });
+    });
+  }
+
+  /** Checks a request for the instance's events (404, or `after` beyond the newest). */
+  async openEvents(principal: Principal, id: string, after: number): Promise<void> {
+    await this.#current(principal.tenant.id, id);
+    const head = (await this.#events.head(principal.tenant.id, instanceStream(id))) ?? 0;
+    if (after > head) {
+      throw fieldError(
+        'querystring.after',
+        `is beyond the newest event of this instance (${head})`,
+      );
+    }
+  }
+
+  events(
+    principal: Principal,
+    id: string,
+    after: number,
+    options: { signal: AbortSignal; follow: boolean },
+  ): AsyncIterable<StreamItem> {
+    return this.#events.follow(principal.tenant.id, instanceStream(id), after, {
+      signal: options.signal,
+      ...(options.follow ? {} : { endWhenCaughtUp: async () => true }),
+    });
+  }
+
+  /**
+   * At a node's start: its instances that were starting or running (their processes ended
+   * with the node's previous run, `--die-with-parent`) start again from their files; those
+   * that were being created or stopped are marked failed or stopped. On SQLite every
+   * instance is this node's; in a cluster, those recorded with this node's id
+   * (ORCHESTRA_INSTANCE_ID).
+   */
+  async reconcile(): Promise<void> {
+    if (this.#store.kind === 'sqlite') {
+      // Embedded storage is one node's: its instances are this node's, whatever id the
+      // node had before (the default id changes with the process).
+      await this.#store.db
+        .updateTable('instances')
+        .set({ node_id: this.#nodeId })
+        .where('node_id', '!=', this.#nodeId)
+        .execute();
+    }
+    const rows = await this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('node_id', '=', this.#nodeId)
+      .where('state', 'in', ['creating', 'starting', 'running', 'stopping'])
+      .execute();
+    for (const row of rows) {
+      await this.#serially(row.id, async () => {
+        try {
+          if (row.state === 'creating') {
+            await this.#fail(row, 'the node restarted while the instance was being created');
+          } else if (row.state === 'stopping') {
+            await this.#transition(row, ['stopping'], 'stopped', 'the node restarted', {
+              pid: null,
+              stopped_at: new Date().toISOString(),
+            });
+          } else {
+            await this.#start(
+              row,
+              ['starting', 'running'],
+              'started again after the node restarted',
+            );
+          }
+        } catch (err) {
+          this.#log.warn({ err, instance_id: row.id }, 'instance not reconciled at start');
+        }
+      });
+    }
+  }
+
+  /**
+   * At the node's shutdown: waits for the operations in progress, then ends the services
+   * this node runs without recording it, so that the next start of the node (`reconcile`)
+   * starts again what was running.
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    await Promise.allSettled([...this.#queues.values()]);
+    await this.#driver.stopAll(Math.min(this.#stopGraceMs, CLOSE_GRACE_MS));
+  }
+
+  async #start(row: InstancesTable, from: InstanceState[], reason: string): Promise<Instance> {
+    const starting = await this.#transition(row, from, 'starting', reason, { exit_code: null });
+    const spec = JSON.parse(starting.spec) as FilledSpec;
+    let pid: number | null;
+    try {
+      ({ pid } = await this.#driver.start({ id: starting.id, spec }, (exit) =>
+        this.#exited(starting, exit),
+      ));
+    } catch (err) {
+      return this.#fail(starting, `its service could not start: ${messageOf(err)}`);
+    }
+    const running = await this.#transition(
+      starting,
+      ['starting'],
+      'running',
+      spec.startup === null ? reason : `${reason}; its service runs`,
+      { pid, started_at: new Date().toISOString(), stopped_at: null },
+    ).catch(async (err: unknown) => {
+      // Deleted or changed meanwhile: what was started must not run on.
+      await this.#driver.stop(starting.id, 0);
+      throw err;
+    });
+    return instanceView(running);
+  }
+
+  async #stop(row: InstancesTable, reason: string): Promise<Instance> {
+    const stopping = await this.#transition(row, STOPPABLE, 'stopping', reason);
+    this.#stopping.add(row.id);
+    try {
+      await this.#driver.stop(row.id, this.#stopGraceMs);
+    } finally {
+      this.#stopping.delete(row.id);
+    }
+    return instanceView(
+      await this.#transition(stopping, ['stopping'], 'stopped', reason, {
+        pid: null,
+        stopped_at: new Date().toISOString(),
+      }),
+    );
+  }
+
+  /** The service ended by itself: the instance is stopped (exit 0) or failed. */
+  #exited(row: InstancesTable, exit: ServiceExit): void {
+    if (this.#stopping.has(row.id) || this.#closing) return;
+    const how =
+      exit.code !== null ? `exited with code ${exit.code}` : `was killed by ${exit.signal}`;
+    void this.#serially(row.id, async () => {
+      const current = await this.#store.db
+        .selectFrom('instances')
+        .selectAll()
+        .where('id', '=', row.id)
+        .executeTakeFirst();
+      if (current === undefined || !STOPPABLE.includes(current.state as InstanceState)) return;
+      await this.#transition(
+        current,
+        STOPPABLE,
+        exit.code === 0 ? 'stopped' : 'failed',
+        `its service ${how}`,
+        { pid: null, exit_code: exit.code, stopped_at: new Date().toISOString() },
+      );
+    }).catch((err: unknown) => {
+      this.#log.warn({ err, instance_id: row.id }, 'instance exit not recorded');
+    });
+  }
+
+  async #fail(row: InstancesTable, reason: string): Promise<Instance> {
+    this.#log.warn({ instance_id: row.id, reason }, 'instance failed');
+    const current = await this.#current(row.tenant_id, row.id);
+    return instanceView(
+      await this.#transition(current, [current.state as InstanceState], 'failed', reason, {
+        pid: null,
+        stopped_at: new Date().toISOString(),
+      }),
+    );
+  }
+
+  /** Applies a state change if the instance is still in one of `from`, with its events. */
+  async #transition(
+    row: InstancesTable,
+    from: InstanceState[],
+    to: InstanceState,
+    reason: string,
+    changes: Partial<InstancesTable> = {},
+  ): Promise<InstancesTable> {
+    return this.#events.transaction(async (trx, emit) => {
+      const updated = await trx
+        .updateTable('instances')
+        .set({ ...changes, state: to, state_reason: reason, updated_at: new Date().toISOString() })
+        .where('id', '=', row.id)
+        .where('state', 'in', from)
+        .returningAll()
+        .executeTakeFirst();
+      if (updated === undefined) {
+        throw new ApiError(
+          'WORKSPACE_INSTANCE_STATE',
+          `Instance "${row.id}" changed state meanwhile`,
+        );
+      }
+      await this.#emit(emit, updated, false);
+      return updated;
+    });
+  }
+
+  async #emit(emit: Emit, row: InstancesTable, isNew: boolean): Promise<void> {
+    const event = {
+      type: `instance.${row.state}`,
+      data: {
+        instance_id: row.id,
+        state: row.state,
+        reason: row.state_reason,
+        node_id: row.node_id,
+      },
+    };
+    await emit(instanceStream(row.id), row.tenant_id, [event], { isNew });
+    await emit(instancesStream(row.tenant_id), row.tenant_id, [event]);
+  }
+
+  async #writeLabels(
+    trx: Transaction<Database>,
+    row: Pick<InstancesTable, 'id' | 'tenant_id'>,
+    labels: Record<string, string>,
+  ): Promise<void> {
+    const entries = Object.entries(labels);
+    if (entries.length === 0) return;
+    await trx
+      .insertInto('instance_labels')
+      .values(
+        entries.map(([key, value]) => ({
+          instance_id: row.id,
+          tenant_id: row.tenant_id,
+          key,
+          value,
+        })),
+      )
+      .execute();
+  }
+
+  async #current(tenantId: string, id: string): Promise<InstancesTable> {
+    const row = await this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (row === undefined) throw instanceNotFound(id);
+    return row;
+  }
+
+  /** The instance, which must live on this node to be started, stopped or deleted here. */
+  async #local(tenantId: string, id: string): Promise<InstancesTable> {
+    const row = await this.#current(tenantId, id);
+    if (row.node_id !== this.#nodeId) {
+      throw new ApiError(
+        'WORKSPACE_INSTANCE_STATE',
+        `Instance "${id}" lives on node ${row.node_id}; send this request to that node`,
+        { details: { node_id: row.node_id } },
+      );
+    }
+    return row;
+  }
+
+  /** Runs `work` after the instance's operation in progress, if any. */
+  #serially<T>(id: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.#queues.get(id) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    const settled = next.catch(() => {});
+    this.#queues.set(id, settled);
+    void settled.then(() => {
+      if (this.#queues.get(id) === settled) this.#queues.delete(id);
+    });
+    return next;
+  }
+}
+
+function stateError(row: InstancesTable, what: string): ApiError {
+  return new ApiError(
+    'WORKSPACE_INSTANCE_STATE',
+    `Instance "${row.id}" is ${row.state}; it cannot ${what} now`,
+    { details: { state: row.state } },
+  );
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

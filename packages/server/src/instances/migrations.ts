@@ -1,0 +1,82 @@
+import type { Kysely } from 'kysely';
+import type { Migration } from 'kysely/migration';
+
+/** Migrations of the instances module, in order. Names are global; never rename one. */
+export const instancesMigrations: Record<string, Migration> = {
+  '0025_instances': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('workspace_templates')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'text', (c) =>
+          c.notNull().references('tenants.id').onDelete('cascade'),
+        )
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .addColumn('spec', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addUniqueConstraint('workspace_templates_tenant_name_unique', ['tenant_id', 'name'])
+        .execute();
+      await db.schema
+        .createTable('instances')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'text', (c) =>
+          c.notNull().references('tenants.id').onDelete('cascade'),
+        )
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('template_id', 'text', (c) => c.notNull())
+        .addColumn('template_name', 'text', (c) => c.notNull())
+        .addColumn('template_version', 'integer', (c) => c.notNull())
+        .addColumn('driver', 'text', (c) => c.notNull())
+        .addColumn('spec', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('state_reason', 'text', (c) => c.notNull())
+        .addColumn('labels', 'text', (c) => c.notNull())
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('exit_code', 'integer')
+        .addColumn('pid', 'integer')
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addColumn('started_at', 'text')
+        .addColumn('stopped_at', 'text')
+        .execute();
+      await db.schema
+        .createIndex('instances_tenant_state_idx')
+        .on('instances')
+        .columns(['tenant_id', 'state', 'id'])
+        .execute();
+      await db.schema
+        .createIndex('instances_tenant_template_idx')
+        .on('instances')
+        .columns(['tenant_id', 'template_id', 'id'])
+        .execute();
+      await db.schema
+        .createIndex('instances_node_idx')
+        .on('instances')
+        .columns(['node_id', 'state'])
+        .execute();
+      await db.schema
+        .createTable('instance_labels')
+        .addColumn('instance_id', 'text', (c) =>
+          c.notNull().references('instances.id').onDelete('cascade'),
+        )
+        .addColumn('tenant_id', 'text', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('instance_labels_pk', ['instance_id', 'key'])
+        .execute();
+      await db.schema
+        .createIndex('instance_labels_key_value_idx')
+        .on('instance_labels')
+        .columns(['tenant_id', 'key', 'value', 'instance_id'])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('instance_labels').execute();
+      await db.schema.dropTable('instances').execute();
+      await db.schema.dropTable('workspace_templates').execute();
+    },
+  },
+};

@@ -1,0 +1,57 @@
+import { defineModule } from '../module.ts';
+import { InstanceService } from './instance-service.ts';
+import { instancesMigrations } from './migrations.ts';
+import { ProcessDriver } from './process-driver.ts';
+import { instanceRoutes } from './routes.ts';
+import { INSTANCES_SETTINGS } from './settings.ts';
+
+declare module '../module.ts' {
+  interface ModuleInterfaces {
+    instances: InstanceService;
+  }
+}
+
+/** Workspaces: workspace templates and sandboxed instances (issue 22). */
+export const instancesModule = defineModule({
+  name: 'instances',
+  needs: ['events'],
+  migrations: instancesMigrations,
+  tables: ['workspace_templates', 'instances', 'instance_labels'],
+  settings: INSTANCES_SETTINGS,
+  errors: [
+    'WORKSPACE_TEMPLATE_NOT_FOUND',
+    'WORKSPACE_TEMPLATE_ALREADY_EXISTS',
+    'WORKSPACE_TEMPLATE_IN_USE',
+    'WORKSPACE_INSTANCE_NOT_FOUND',
+    'WORKSPACE_INSTANCE_STATE',
+    'SANDBOX_UNAVAILABLE',
+  ],
+  topics: [
+    {
+      name: 'instances',
+      description: 'instances: state changes of the tenant’s instances',
+      tenantWide: true,
+    },
+  ],
+  create({ store, log, settings, need }) {
+    const driver = new ProcessDriver({
+      dataDir: settings.dataDir,
+      sourceRoots: settings.instanceSourceRoots.split(':').filter((p) => p !== ''),
+    });
+    return new InstanceService({
+      store,
+      events: need('events').events,
+      driver,
+      nodeId: settings.instanceId,
+      log: log.child({ module: 'instances' }),
+      stopGraceMs: settings.instanceStopGraceMs,
+    });
+  },
+  routes:
+    (instances, { shutdown }) =>
+    async (app) => {
+      await app.register(instanceRoutes, { instances, shutdown });
+    },
+  start: (instances) => instances.reconcile(),
+  stop: (instances) => instances.close(),
+});

@@ -1,0 +1,296 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { cp, mkdir, realpath, rm, stat } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+import type { WorkspaceTemplateSpec } from '@orchestra/protocol';
+import { ApiError, fieldError } from '../platform/errors.ts';
+import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
+
+/** An instance as a driver sees it: its id and the spec it was created from. */
+export interface DriverInstance {
+  id: string;
+  spec: FilledSpec;
+}
+
+/** A template spec with every default filled in. */
+export type FilledSpec = Required<Omit<WorkspaceTemplateSpec, 'startup'>> & {
+  startup: { command: string[] } | null;
+};
+
+/** How an instance's service ended. */
+export interface ServiceExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * The port every driver sits behind (the process driver now; docker and Kubernetes later).
+ * The instance service owns states and events; a driver only does the work.
+ */
+export interface InstanceDriverPort {
+  readonly name: string;
+  /** Refuses (400 naming `body.base.path`) a base this driver cannot make a workspace from. */
+  checkBase(base: FilledSpec['base']): Promise<void>;
+  /** Lays out the instance's directories and its base content. */
+  create(instance: DriverInstance): Promise<void>;
+  /**
+   * Starts the instance's service, if it has one, and resolves once it runs; `onExit` is
+   * called once when it ends by itself or is stopped.
+   */
+  start(
+    instance: DriverInstance,
+    onExit: (exit: ServiceExit) => void,
+  ): Promise<{ pid: number | null }>;
+  /** Stops its service (SIGTERM, then SIGKILL after `graceMs`); resolves once it ended. */
+  stop(instanceId: string, graceMs: number): Promise<void>;
+  /** Stops what runs and deletes the instance's files. */
+  destroy(instanceId: string): Promise<void>;
+  /** Stops every service this node runs (the node is closing). */
+  stopAll(graceMs: number): Promise<void>;
+  /** The instance's directory layout (the design's path service). */
+  paths(instanceId: string): InstancePaths;
+}
+
+/** The design's directory layout of an instance. */
+export interface InstancePaths {
+  project_root: string;
+  workspace: string;
+  user_data: string;
+  extensions: string;
+  logs: string;
+  temp: string;
+}
+
+const GIT_TIMEOUT_MS = 120_000;
+/** After the SIGKILL, how long the service's output pipes may stay open. */
+const PIPE_GRACE_MS = 5_000;
+/** Most bytes of the service's output kept in `logs/service.log` per start. */
+const SERVICE_LOG_MAX_BYTES = 10 * 1024 * 1024;
+
+/**
+ * The `process` driver: an instance is a directory on this node (`<data>/instances/<id>`,
+ * laid out as the design's path service says), and its service runs in a bubblewrap
+ * sandbox where that directory is the only writable place, with its own PID, IPC and
+ * (unless the template allows the host's) network namespaces, and the server's
+ * environment left out. `--die-with-parent` ends the sandbox with the server, so a
+ * `kill -9` of the server leaves no process behind.
+ */
+export class ProcessDriver implements InstanceDriverPort {
+  readonly name = 'process';
+  readonly #root: string;
+  readonly #sourceRoots: readonly string[];
+  readonly #services = new Map<string, { child: ChildProcess; ended: Promise<void> }>();
+
+  constructor(options: { dataDir: string; sourceRoots: readonly string[] }) {
+    this.#root = join(options.dataDir, 'instances');
+    this.#sourceRoots = options.sourceRoots;
+  }
+
+  paths(instanceId: string): InstancePaths {
+    const root = join(this.#root, instanceId);
+    return {
+      project_root: root,
+      workspace: join(root, 'workspace'),
+      user_data: join(root, 'user-data'),
+      extensions: join(root, 'extensions'),
+      logs: join(root, 'logs'),
+      temp: join(root, 'temp'),
+    };
+  }
+
+  async checkBase(base: FilledSpec['base']): Promise<void> {
+    if (base.type !== 'empty') await this.#source(base.path, base.type);
+  }
+
+  async create(instance: DriverInstance): Promise<void> {
+    const paths = this.paths(instance.id);
+    await mkdir(paths.project_root, { recursive: true, mode: 0o700 });
+    for (const dir of [paths.user_data, paths.extensions, paths.logs, paths.temp]) {
+      await mkdir(dir, { recursive: true });
+    }
+    const base = instance.spec.base;
+    switch (base.type) {
+      case 'empty':
+        await mkdir(paths.workspace, { recursive: true });
+        return;
+      case 'directory': {
+        const source = await this.#source(base.path, 'directory');
+        // Symbolic links are copied as links, never followed out of the source.
+        await cp(source, paths.workspace, { recursive: true, verbatimSymlinks: true });
+        return;
+      }
+      case 'git': {
+        const source = await this.#source(base.path, 'git');
+        const args = ['clone', '--quiet', '--no-hardlinks'];
+        if (base.ref !== undefined) args.push('--branch', base.ref);
+        args.push('--', source, paths.workspace);
+        await run('git', args, GIT_TIMEOUT_MS);
+        return;
+      }
+    }
+  }
+
+  async start(
+    instance: DriverInstance,
+    onExit: (exit: ServiceExit) => void,
+  ): Promise<{ pid: number | null }> {
+    const startup = instance.spec.startup;
+    if (startup === null) return { pid: null };
+    const sandbox = await detectSandbox();
+    if (!sandbox.available) {
+      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot start the instance: ${sandbox.reason}`);
+    }
+    const paths = this.paths(instance.id);
+    const [command = '', ...args] = startup.command;
+    const wrapped = sandboxCommand({
+      command,
+      args,
+      workDir: paths.project_root,
+      cwd: paths.workspace,
+      network: instance.spec.network === 'host',
+      readOnlyPaths: [],
+      path: SANDBOX_PATH,
+    });
+    const log = createWriteStream(join(paths.logs, 'service.log'), { flags: 'a' });
+    let logged = 0;
+    const child = spawn(wrapped.command, wrapped.args, {
+      cwd: paths.workspace,
+      // The server's environment (keys, URLs) stays out of the sandbox.
+      env: sandboxEnv(paths, instance.spec.env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const keep = (chunk: Buffer) => {
+      if (logged >= SERVICE_LOG_MAX_BYTES) return;
+      logged += chunk.length;
+      log.write(chunk);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const ended = new Promise<void>((resolve) => {
+      child.once('close', (code, signal) => {
+        log.end();
+        if (this.#services.get(instance.id)?.child === child) this.#services.delete(instance.id);
+        onExit({ code, signal });
+        resolve();
+      });
+    });
+    // Known before it may end: a service that ends at once is not left behind as running.
+    this.#services.set(instance.id, { child, ended });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', () => resolve());
+      child.once('error', (err) =>
+        reject(new ApiError('SANDBOX_UNAVAILABLE', `Cannot start the sandbox: ${err.message}`)),
+      );
+    });
+    return { pid: child.pid ?? null };
+  }
+
+  async stop(instanceId: string, graceMs: number): Promise<void> {
+    const service = this.#services.get(instanceId);
+    if (service === undefined) return;
+    signal(service.child, 'SIGTERM');
+    const killer = setTimeout(() => signal(service.child, 'SIGKILL'), graceMs);
+    killer.unref();
+    // 'close' waits for the output pipes too: should a process inside still hold them after
+    // the kill, stop reading them rather than wait forever.
+    const unpipe = setTimeout(() => {
+      service.child.stdout?.destroy();
+      service.child.stderr?.destroy();
+    }, graceMs + PIPE_GRACE_MS);
+    unpipe.unref();
+    await service.ended;
+    clearTimeout(killer);
+    clearTimeout(unpipe);
+  }
+
+  async destroy(instanceId: string): Promise<void> {
+    await this.stop(instanceId, 0);
+    await rm(this.paths(instanceId).project_root, { recursive: true, force: true });
+  }
+
+  /** Stops every service this process runs (the node is closing), without waiting long. */
+  async stopAll(graceMs: number): Promise<void> {
+    await Promise.all([...this.#services.keys()].map((id) => this.stop(id, graceMs)));
+  }
+
+  /** Whether a service of the instance runs in this process. */
+  running(instanceId: string): boolean {
+    return this.#services.has(instanceId);
+  }
+
+  /** A base path, resolved, that lies under one of the allowed roots; else a 400. */
+  async #source(path: string, kind: 'directory' | 'git'): Promise<string> {
+    const refuse = (why: string) => fieldError('body.base.path', why);
+    let resolved: string;
+    try {
+      resolved = await realpath(path);
+      if (!(await stat(resolved)).isDirectory()) throw new Error('not a directory');
+    } catch {
+      throw refuse(
+        `"${path}" is not a ${kind === 'git' ? 'git repository' : 'directory'} on the server`,
+      );
+    }
+    const allowed = await Promise.all(
+      this.#sourceRoots.map((root) => realpath(root).catch(() => undefined)),
+    );
+    const inside = allowed.some((root) => {
+      if (root === undefined) return false;
+      const rel = relative(root, resolved);
+      return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !rel.startsWith(sep));
+    });
+    if (!inside) {
+      throw refuse(
+        this.#sourceRoots.length === 0
+          ? 'this server takes no base from its own disk (ORCHESTRA_INSTANCE_SOURCE_ROOTS is empty)'
+          : `"${path}" is not under ORCHESTRA_INSTANCE_SOURCE_ROOTS`,
+      );
+    }
+    return resolved;
+  }
+}
+
+/** Where programs are looked up inside the sandbox. */
+const SANDBOX_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
+
+/** The whole environment of a sandboxed process: the layout's, then the template's. */
+export function sandboxEnv(paths: InstancePaths, env: Record<string, string>): NodeJS.ProcessEnv {
+  return {
+    PATH: SANDBOX_PATH,
+    HOME: paths.user_data,
+    TMPDIR: paths.temp,
+    LANG: 'C.UTF-8',
+    ORCHESTRA_WORKSPACE: paths.workspace,
+    ...env,
+  };
+}
+
+function signal(child: ChildProcess, name: NodeJS.Signals): void {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  try {
+    // The whole group: bwrap and whatever it has not handed to its namespace yet.
+    process.kill(-child.pid, name);
+  } catch {
+    child.kill(name);
+  }
+}
+
+/** Runs a program to its end; rejects with its stderr on failure or after `timeoutMs`. */
+function run(command: string, args: string[], timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      timeout: timeoutMs,
+      env: { PATH: SANDBOX_PATH, GIT_TERMINAL_PROMPT: '0', LANG: 'C.UTF-8' },
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      if (stderr.length < 2000) stderr += chunk;
+    });
+    child.once('error', (err) => reject(new Error(`${command}: ${err.message}`)));
+    child.once('close', (code, sig) => {
+      if (code === 0) resolve();
+      else reject(new Error(`${command} ${args[0]} failed (${code ?? sig}): ${stderr.trim()}`));
+    });
+  });
+}

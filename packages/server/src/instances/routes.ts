@@ -1,0 +1,343 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import {
+  CreateInstance,
+  CreateInstanceBatch,
+  CreateWorkspaceTemplate,
+  errorResponses,
+  eventStreamResponse,
+  Instance,
+  InstanceRef,
+  ListInstancesQuery,
+  MAX_BATCH_INSTANCES,
+  parseLabelSelectors,
+  UpdateInstance,
+  WorkspaceTemplate,
+  WorkspaceTemplateRef,
+  WorkspaceTemplateSpec,
+} from '@orchestra/protocol';
+import Type from 'typebox';
+import { FollowStreamQuery, ResumeHeaders, serveFollowedStream } from '../events/index.ts';
+import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { principalOf } from '../platform/http.ts';
+import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
+import type { InstanceService } from './instance-service.ts';
+
+const InstanceEvent = Type.Object(
+  {
+    offset: Type.Integer(),
+    type: Type.String({ description: '`instance.<state>`, such as `instance.running`.' }),
+    time: Type.String({ format: 'date-time' }),
+    data: Type.Object({
+      instance_id: Type.String(),
+      state: Type.String(),
+      reason: Type.String(),
+      node_id: Type.String(),
+    }),
+  },
+  { $id: 'InstanceEvent' },
+);
+
+const SYNC_NOTE =
+  'The answer comes once the instance got where it was asked to go (or `failed`, with `state_reason`); every state it passed is an event on its stream and on the `instances` topic.';
+
+/** `/v1/workspace-templates` and `/v1/instances`: sandboxed workspaces. */
+export const instanceRoutes: FastifyPluginAsyncTypebox<{
+  instances: InstanceService;
+  shutdown: AbortSignal;
+}> = async (app, { instances, shutdown }) => {
+  app.addSchema(WorkspaceTemplate);
+  app.addSchema(Instance);
+  app.addSchema(InstanceEvent);
+  const template = { params: WorkspaceTemplateRef };
+  const instance = { params: InstanceRef };
+
+  app.post(
+    '/v1/workspace-templates',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'createWorkspaceTemplate',
+        summary: 'Create a workspace template',
+        description:
+          'What instances start from (`base`), their environment, their service (`startup`) and their network.',
+        body: CreateWorkspaceTemplate,
+        response: { 201: Type.Ref('WorkspaceTemplate'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      reply.status(201);
+      return instances.createTemplate(principalOf(request), request.body);
+    },
+  );
+
+  app.get(
+    '/v1/workspace-templates',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'listWorkspaceTemplates',
+        summary: 'List workspace templates, newest first',
+        querystring: Type.Object(PageQuery, { additionalProperties: false }),
+        response: { 200: Page(Type.Ref('WorkspaceTemplate')), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) =>
+      instances.listTemplates(principalOf(request), {
+        ...request.query,
+        maxBytes: responseBudget(request),
+      }),
+  );
+
+  app.get(
+    '/v1/workspace-templates/:template',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'getWorkspaceTemplate',
+        summary: 'Read a workspace template',
+        ...template,
+        response: { 200: Type.Ref('WorkspaceTemplate'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => instances.getTemplate(principalOf(request), request.params.template),
+  );
+
+  app.put(
+    '/v1/workspace-templates/:template',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'replaceWorkspaceTemplate',
+        summary: 'Replace a workspace template’s spec',
+        description:
+          'Its `version` goes up; instances created before keep the spec they were created from.',
+        ...template,
+        body: WorkspaceTemplateSpec,
+        response: { 200: Type.Ref('WorkspaceTemplate'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) =>
+      instances.replaceTemplate(principalOf(request), request.params.template, request.body),
+  );
+
+  app.delete(
+    '/v1/workspace-templates/:template',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'deleteWorkspaceTemplate',
+        summary: 'Delete a workspace template',
+        description: '409 WORKSPACE_TEMPLATE_IN_USE while instances created from it exist.',
+        ...template,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      await instances.deleteTemplate(principalOf(request), request.params.template);
+      reply.status(204);
+      return null;
+    },
+  );
+
+  app.post(
+    '/v1/instances',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'createInstance',
+        summary: 'Create an instance from a workspace template',
+        description: `creating → starting → running (or stopped with \`start: false\`). ${SYNC_NOTE}`,
+        body: CreateInstance,
+        response: { 201: Type.Ref('Instance'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      reply.status(201);
+      return instances.create(principalOf(request), request.body);
+    },
+  );
+
+  app.post(
+    '/v1/instances/batch',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'createInstances',
+        summary: 'Create several instances at once',
+        description: `Up to ${MAX_BATCH_INSTANCES}, created in parallel. 200 with one item per instance, in order: \`status\` is what \`POST /v1/instances\` would have answered (201 with \`instance\`, or 4xx with \`error\`, its fields named \`body.instances.<i>.…\`). One failing does not stop the others; an instance that could not start is there, \`failed\`.`,
+        body: CreateInstanceBatch,
+        response: {
+          200: Type.Object({
+            items: Type.Array(
+              Type.Object({
+                status: Type.Integer(),
+                instance: Type.Optional(Type.Ref('Instance')),
+                error: Type.Optional(
+                  Type.Object({
+                    code: Type.String(),
+                    message: Type.String(),
+                    details: Type.Optional(Type.Unknown()),
+                  }),
+                ),
+              }),
+            ),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) => ({
+      items: await instances.createMany(principalOf(request), request.body.instances),
+    }),
+  );
+
+  app.get(
+    '/v1/instances',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'listInstances',
+        summary: 'List instances, newest first',
+        querystring: Type.Object(
+          { ...PageQuery, ...ListInstancesQuery },
+          { additionalProperties: false },
+        ),
+        response: { 200: Page(Type.Ref('Instance')), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => {
+      const { state, label, template: byTemplate, ...page } = request.query;
+      return instances.list(principalOf(request), {
+        ...page,
+        states: state,
+        template: byTemplate,
+        labels: parseLabelSelectors(label),
+        maxBytes: responseBudget(request),
+      });
+    },
+  );
+
+  app.get(
+    '/v1/instances/:instance',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'getInstance',
+        summary: 'Read an instance and its state',
+        ...instance,
+        response: { 200: Type.Ref('Instance'), ...errorResponses },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => instances.get(principalOf(request), request.params.instance),
+  );
+
+  app.patch(
+    '/v1/instances/:instance',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'updateInstance',
+        summary: 'Rename an instance or replace its labels',
+        ...instance,
+        body: UpdateInstance,
+        response: { 200: Type.Ref('Instance'), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request) =>
+      instances.update(principalOf(request), request.params.instance, request.body),
+  );
+
+  for (const [action, summary, description] of [
+    [
+      'start',
+      'Start an instance',
+      `A stopped, failed or lost instance: starting → running. Starting a running one changes nothing. ${SYNC_NOTE}`,
+    ],
+    [
+      'stop',
+      'Stop an instance',
+      `stopping → stopped: its service gets SIGTERM, then SIGKILL after ORCHESTRA_INSTANCE_STOP_GRACE_MS. Its files stay. Stopping a stopped one changes nothing. ${SYNC_NOTE}`,
+    ],
+    ['restart', 'Restart an instance', `Stops it if it runs, then starts it. ${SYNC_NOTE}`],
+  ] as const) {
+    app.post(
+      `/v1/instances/:instance/${action}`,
+      {
+        schema: {
+          tags: ['instances'],
+          operationId: `${action}Instance`,
+          summary,
+          description: `${description} 409 WORKSPACE_INSTANCE_STATE from a state that does not allow it.`,
+          ...instance,
+          response: { 200: Type.Ref('Instance'), ...errorResponses },
+        },
+        config: { auth: WRITE_ROLES },
+      },
+      async (request) => instances[action](principalOf(request), request.params.instance),
+    );
+  }
+
+  app.delete(
+    '/v1/instances/:instance',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'deleteInstance',
+        summary: 'Delete an instance, its files and its events',
+        description:
+          'Stops it if it runs. There is no undo. An `instance.deleted` event goes to the `instances` topic.',
+        ...instance,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      await instances.delete(principalOf(request), request.params.instance);
+      reply.status(204);
+      return null;
+    },
+  );
+
+  app.get(
+    '/v1/instances/:instance/events',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'streamInstanceEvents',
+        summary: 'Stream the instance’s state changes',
+        description:
+          'Every state change (`instance.<state>` with its `reason`), as Server-Sent Events with `Accept: text/event-stream` or NDJSON otherwise; resume with `Last-Event-ID` or `after`. Follows live until the client disconnects; with `follow=false`, ends after the events there are.',
+        ...instance,
+        querystring: FollowStreamQuery,
+        headers: ResumeHeaders,
+        response: {
+          200: eventStreamResponse(
+            Type.Union([Type.Ref('InstanceEvent'), Type.Ref('StreamGap')]),
+            'The instance’s events; with `follow=false`, those there are.',
+          ),
+          ...errorResponses,
+        },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const id = request.params.instance;
+      return serveFollowedStream(request, reply, {
+        check: (after) => instances.openEvents(principal, id, after),
+        read: (after, signal, follow) => instances.events(principal, id, after, { signal, follow }),
+        stop: shutdown,
+      });
+    },
+  );
+};

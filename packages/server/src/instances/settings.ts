@@ -1,0 +1,28 @@
+import Type from 'typebox';
+import type { SettingSpec, SettingsOf } from '../platform/settings.ts';
+
+/** The instances module's settings (its slice of the node's settings). */
+export const INSTANCES_SETTINGS = {
+  instanceSourceRoots: {
+    env: 'ORCHESTRA_INSTANCE_SOURCE_ROOTS',
+    kind: 'string',
+    schema: Type.String({ pattern: '^(/[^:]*)?(:/[^:]*)*$' }),
+    allowed: 'absolute directory paths separated by ":", or empty',
+    description:
+      'Directories of this machine that workspace templates may copy or clone a base from (`base.type` `directory` or `git`); nothing else on the disk can be read that way. Empty: none.',
+    default: '',
+  },
+  instanceStopGraceMs: {
+    env: 'ORCHESTRA_INSTANCE_STOP_GRACE_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 600_000 }),
+    allowed: 'an integer from 0 to 600000',
+    description:
+      'How long a stopped instance’s service has after SIGTERM before it is killed (SIGKILL).',
+    default: 10_000,
+  },
+} as const satisfies Record<string, SettingSpec>;
+
+declare module '../platform/settings.ts' {
+  interface ModuleSettings extends SettingsOf<typeof INSTANCES_SETTINGS> {}
+}

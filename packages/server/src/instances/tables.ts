@@ -1,0 +1,56 @@
+/** Tables owned by the instances module. */
+export interface WorkspaceTemplatesTable {
+  id: string;
+  tenant_id: string;
+  /** Unique per tenant. */
+  name: string;
+  /** 1 on create; each replacement adds one. */
+  version: number;
+  /** JSON: the template's spec with its defaults filled in (`WorkspaceTemplateSpec`). */
+  spec: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface InstancesTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  template_id: string;
+  template_name: string;
+  template_version: number;
+  driver: string;
+  /** JSON: the template's spec as it was when the instance was created. */
+  spec: string;
+  state: string;
+  state_reason: string;
+  /** JSON object of labels; `instance_labels` indexes them. */
+  labels: string;
+  /** The node that runs it. */
+  node_id: string;
+  exit_code: number | null;
+  /** The process driver's sandbox process while one runs (reconciled at a restart). */
+  pid: number | null;
+  created_by: string;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+  stopped_at: string | null;
+}
+
+export interface InstanceLabelsTable {
+  instance_id: string;
+  tenant_id: string;
+  key: string;
+  value: string;
+}
+
+export interface InstancesTables {
+  workspace_templates: WorkspaceTemplatesTable;
+  instances: InstancesTable;
+  instance_labels: InstanceLabelsTable;
+}
+
+declare module '../store/database.ts' {
+  interface Database extends InstancesTables {}
+}

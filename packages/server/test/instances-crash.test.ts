@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { type RestartableServer, startRestartableServer } from '../../sdk/test/support.ts';
+import { eventually } from './helpers.ts';
+
+// `kill -9` of the server that runs instances: their sandboxed processes end with it (no
+// orphan), and the restarted server starts again the instances that were running.
+
+let server: RestartableServer;
+
+before(async () => {
+  server = await startRestartableServer('sqlite', {});
+});
+
+after(async () => {
+  await server.remove();
+});
+
+const call = async (method: string, path: string, body?: unknown) => {
+  const response = await fetch(server.url + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${server.adminKey}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, any> };
+};
+
+/** The pids of processes whose command line holds `marker`. */
+function processesWith(marker: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-f', marker], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+}
+
+test('kill -9 of the server leaves no sandboxed process; at the restart, running instances run again and stopped ones stay stopped', async () => {
+  const marker = `orchestra-crash-${randomUUID()}`;
+  const created = await call('POST', '/v1/workspace-templates', {
+    name: 'looping',
+    startup: { command: ['bash', '-c', 'while :; do sleep 1; done', marker] },
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const running = await call('POST', '/v1/instances', { template: 'looping' });
+  assert.equal(running.body.state, 'running', JSON.stringify(running.body));
+  const stopped = await call('POST', '/v1/instances', { template: 'looping', start: false });
+  assert.equal(stopped.body.state, 'stopped');
+  await eventually('the service runs', () => processesWith(marker).length > 0);
+
+  await server.crash();
+  await eventually('no orphan process', () => processesWith(marker).length === 0);
+
+  await server.restart();
+  const again = await call('GET', `/v1/instances/${running.body.id}`);
+  assert.equal(again.body.state, 'running');
+  assert.equal(again.body.state_reason, 'started again after the node restarted; its service runs');
+  assert.equal((await call('GET', `/v1/instances/${stopped.body.id}`)).body.state, 'stopped');
+  await eventually('the service runs', () => processesWith(marker).length > 0);
+  // The restarted node operates on it (it is this node's now).
+  const halted = await call('POST', `/v1/instances/${running.body.id}/stop`);
+  assert.equal(halted.body.state, 'stopped', JSON.stringify(halted.body));
+  await eventually('the service ends', () => processesWith(marker).length === 0);
+});

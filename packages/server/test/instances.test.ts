@@ -1,0 +1,510 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { detectSandbox } from '../src/platform/sandbox.ts';
+import {
+  expectError,
+  STORE_VARIANTS,
+  startTestServer,
+  type TestServer,
+  tempDir,
+} from './helpers.ts';
+
+// Workspace templates and instances through the API: the lifecycle with its reasons and
+// events, bases copied or cloned from the server's disk, and the sandbox the process driver
+// runs services in.
+
+/** A service that runs until it is stopped. */
+const FOREVER = ['sleep', '600'];
+
+interface InstanceBody {
+  id: string;
+  state: string;
+  state_reason: string;
+  exit_code: number | null;
+  labels: Record<string, string>;
+  template: { name: string; version: number };
+}
+
+/** The types of an instance's events so far, with their reasons. */
+async function eventsOf(
+  server: TestServer,
+  id: string,
+): Promise<{ type: string; reason: string }[]> {
+  const response = await fetch(`${server.url}/v1/instances/${id}/events?follow=false`, {
+    headers: { authorization: `Bearer ${server.adminKey}` },
+  });
+  assert.equal(response.status, 200);
+  return (await response.text())
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as { type: string; data: { reason: string } })
+    .map((e) => ({ type: e.type, reason: e.data.reason }));
+}
+
+/** Polls the instance until `done` holds (the service ends by itself). */
+async function until(
+  server: TestServer,
+  id: string,
+  done: (i: InstanceBody) => boolean,
+): Promise<InstanceBody> {
+  for (let i = 0; i < 600; i++) {
+    const got = await server.call('GET', `/v1/instances/${id}`);
+    if (done(got.body)) return got.body;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`instance ${id} never got there`);
+}
+
+for (const store of STORE_VARIANTS) {
+  describe(`instances on ${store}`, () => {
+    let server: TestServer;
+    const sources = tempDir('orchestra-instance-sources-');
+
+    before(async () => {
+      server = await startTestServer({
+        store,
+        env: {
+          ORCHESTRA_INSTANCE_SOURCE_ROOTS: sources.path,
+          ORCHESTRA_INSTANCE_STOP_GRACE_MS: '2000',
+        },
+      });
+    });
+
+    after(async () => {
+      await server.stop();
+      sources.remove();
+    });
+
+    test('workspace templates: create, read by name or id, list, replace (the version goes up), delete; bad input is a 400 naming the field', async () => {
+      const created = await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'plain', description: 'an empty workspace' },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.deepEqual(
+        {
+          version: created.body.version,
+          driver: created.body.driver,
+          base: created.body.base,
+          env: created.body.env,
+          startup: created.body.startup,
+          network: created.body.network,
+        },
+        {
+          version: 1,
+          driver: 'process',
+          base: { type: 'empty' },
+          env: {},
+          startup: null,
+          network: 'none',
+        },
+      );
+      assert.match(created.body.id, /^wst_/);
+      const byId = await server.call('GET', `/v1/workspace-templates/${created.body.id}`);
+      assert.equal(byId.body.name, 'plain');
+      expectError(
+        await server.call('POST', '/v1/workspace-templates', { body: { name: 'plain' } }),
+        409,
+        'WORKSPACE_TEMPLATE_ALREADY_EXISTS',
+      );
+      const replaced = await server.call('PUT', '/v1/workspace-templates/plain', {
+        body: { env: { A: '1' }, startup: { command: FOREVER } },
+      });
+      assert.equal(replaced.status, 200, JSON.stringify(replaced.body));
+      assert.equal(replaced.body.version, 2);
+      assert.deepEqual(replaced.body.env, { A: '1' });
+      const listed = await server.call('GET', '/v1/workspace-templates');
+      assert.ok(listed.body.items.some((t: { name: string }) => t.name === 'plain'));
+      assert.equal((await server.call('DELETE', '/v1/workspace-templates/plain')).status, 204);
+      expectError(
+        await server.call('GET', '/v1/workspace-templates/plain'),
+        404,
+        'WORKSPACE_TEMPLATE_NOT_FOUND',
+      );
+
+      for (const [body, field] of [
+        [{ name: 'Bad Name' }, 'name'],
+        [{ name: 'rel', base: { type: 'directory', path: 'relative/path' } }, 'base'],
+        [{ name: 'drv', driver: 'vm' }, 'driver'],
+        [{ name: 'cmd', startup: { command: [] } }, 'startup'],
+        [{ name: 'env', env: { 'NOT-A-NAME': 'x' } }, 'env'],
+        [{ name: 'net', network: 'internet' }, 'network'],
+        [{ name: 'extra', surprise: true }, ''],
+      ] as const) {
+        const refused = await server.call('POST', '/v1/workspace-templates', { body });
+        const error = expectError(refused, 400, 'VALIDATION_FAILED');
+        assert.match(JSON.stringify(error), new RegExp(field), JSON.stringify(error));
+      }
+      // A base outside ORCHESTRA_INSTANCE_SOURCE_ROOTS, or missing, is refused at once.
+      for (const path of ['/etc', join(sources.path, 'missing')]) {
+        const refused = await server.call('POST', '/v1/workspace-templates', {
+          body: { name: 'outside', base: { type: 'directory', path } },
+        });
+        const error = expectError(refused, 400, 'VALIDATION_FAILED');
+        assert.equal(error.details.fields[0].field, 'body.base.path');
+      }
+    });
+
+    test('lifecycle: every transition is an event with its reason; the service ending by itself stops or fails the instance', async () => {
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'service', startup: { command: FOREVER } },
+      });
+      const created = await server.call('POST', '/v1/instances', {
+        body: { template: 'service', name: 'first', labels: { team: 'a' } },
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const id = created.body.id as string;
+      assert.match(id, /^ins_/);
+      assert.equal(created.body.state, 'running');
+      assert.match(created.body.state_reason, /started on creation; its service runs/);
+      assert.deepEqual(created.body.template, {
+        id: created.body.template.id,
+        name: 'service',
+        version: 1,
+      });
+
+      const stopped = await server.call('POST', `/v1/instances/${id}/stop`);
+      assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+      assert.equal(stopped.body.state, 'stopped');
+      assert.match(stopped.body.state_reason, /^stopped by key_/);
+      // Stopping a stopped instance changes nothing.
+      assert.equal((await server.call('POST', `/v1/instances/${id}/stop`)).body.state, 'stopped');
+      const started = await server.call('POST', `/v1/instances/${id}/start`);
+      assert.equal(started.body.state, 'running');
+      const restarted = await server.call('POST', `/v1/instances/${id}/restart`);
+      assert.equal(restarted.body.state, 'running');
+      assert.match(restarted.body.state_reason, /^restarted by key_/);
+      assert.deepEqual(
+        (await eventsOf(server, id)).map((e) => e.type),
+        [
+          'instance.creating',
+          'instance.starting',
+          'instance.running',
+          'instance.stopping',
+          'instance.stopped',
+          'instance.starting',
+          'instance.running',
+          'instance.stopping',
+          'instance.stopped',
+          'instance.starting',
+          'instance.running',
+        ],
+      );
+
+      // A service that ends by itself: code 0 stops the instance, another code fails it.
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'short', startup: { command: ['sh', '-c', 'exit 0'] } },
+      });
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'crashing', startup: { command: ['sh', '-c', 'exit 3'] } },
+      });
+      const short = await server.call('POST', '/v1/instances', { body: { template: 'short' } });
+      const ended = await until(server, short.body.id, (i) => i.state === 'stopped');
+      assert.equal(ended.exit_code, 0);
+      assert.equal(ended.state_reason, 'its service exited with code 0');
+      const crashing = await server.call('POST', '/v1/instances', {
+        body: { template: 'crashing' },
+      });
+      const failed = await until(server, crashing.body.id, (i) => i.state === 'failed');
+      assert.equal(failed.exit_code, 3);
+      assert.equal(failed.state_reason, 'its service exited with code 3');
+      expectError(
+        await server.call('POST', `/v1/instances/${crashing.body.id}/stop`),
+        409,
+        'WORKSPACE_INSTANCE_STATE',
+      );
+      // A failed instance starts again.
+      const again = await server.call('POST', `/v1/instances/${crashing.body.id}/start`);
+      assert.equal(again.status, 200);
+
+      // Created without starting; a program that does not exist fails the start, with why.
+      const idle = await server.call('POST', '/v1/instances', {
+        body: { template: 'service', start: false },
+      });
+      assert.equal(idle.body.state, 'stopped');
+      assert.equal(idle.body.state_reason, 'created; not started');
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'missing-program', startup: { command: ['no-such-program-here'] } },
+      });
+      const missing = await server.call('POST', '/v1/instances', {
+        body: { template: 'missing-program' },
+      });
+      const missingEnd = await until(server, missing.body.id, (i) => i.state === 'failed');
+      assert.match(missingEnd.state_reason, /its service exited with code \d+/);
+
+      // The template cannot go while instances use it; deleting an instance ends its service.
+      expectError(
+        await server.call('DELETE', '/v1/workspace-templates/service'),
+        409,
+        'WORKSPACE_TEMPLATE_IN_USE',
+      );
+      for (const gone of [id, idle.body.id]) {
+        assert.equal((await server.call('DELETE', `/v1/instances/${gone}`)).status, 204);
+        expectError(
+          await server.call('GET', `/v1/instances/${gone}`),
+          404,
+          'WORKSPACE_INSTANCE_NOT_FOUND',
+        );
+      }
+      assert.equal((await server.call('DELETE', '/v1/workspace-templates/service')).status, 204);
+    });
+
+    test('batch create, and lists by state, template and label, page by page', async () => {
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'batchy', startup: { command: FOREVER } },
+      });
+      const batch = await server.call('POST', '/v1/instances/batch', {
+        body: {
+          instances: [
+            { template: 'batchy', labels: { run: `b-${store}` } },
+            { template: 'nope', labels: { run: `b-${store}` } },
+            { template: 'batchy', labels: { run: `b-${store}`, role: 'x' }, start: false },
+          ],
+        },
+      });
+      assert.equal(batch.status, 200, JSON.stringify(batch.body));
+      const [one, two, three] = batch.body.items;
+      assert.equal(one.status, 201);
+      assert.equal(one.instance.state, 'running');
+      assert.equal(two.status, 400);
+      assert.equal(two.error.code, 'VALIDATION_FAILED');
+      assert.equal(two.error.details.fields[0].field, 'body.instances.1.template');
+      assert.equal(three.instance.state, 'stopped');
+
+      const byLabel = await server.call('GET', `/v1/instances?label=run%3Db-${store}`);
+      assert.deepEqual(
+        byLabel.body.items.map((i: InstanceBody) => i.id),
+        [three.instance.id, one.instance.id],
+      );
+      const both = await server.call(
+        'GET',
+        `/v1/instances?label=run%3Db-${store}&label=role%3Dx&state=stopped`,
+      );
+      assert.deepEqual(
+        both.body.items.map((i: InstanceBody) => i.id),
+        [three.instance.id],
+      );
+      const running = await server.call('GET', '/v1/instances?template=batchy&state=running');
+      assert.deepEqual(
+        running.body.items.map((i: InstanceBody) => i.id),
+        [one.instance.id],
+      );
+      const page = await server.call('GET', `/v1/instances?label=run%3Db-${store}&limit=1`);
+      assert.equal(page.body.items.length, 1);
+      const next = await server.call(
+        'GET',
+        `/v1/instances?label=run%3Db-${store}&limit=1&cursor=${page.body.next_cursor}`,
+      );
+      assert.deepEqual(
+        next.body.items.map((i: InstanceBody) => i.id),
+        [one.instance.id],
+      );
+      const relabelled = await server.call('PATCH', `/v1/instances/${one.instance.id}`, {
+        body: { name: 'renamed', labels: { run: 'other' } },
+      });
+      assert.equal(relabelled.body.name, 'renamed');
+      const after = await server.call('GET', `/v1/instances?label=run%3Db-${store}`);
+      assert.deepEqual(
+        after.body.items.map((i: InstanceBody) => i.id),
+        [three.instance.id],
+      );
+      for (const [query, field] of [
+        ['state=bogus', 'state'],
+        ['label=NoEquals', 'label'],
+        ['limit=0', 'limit'],
+      ] as const) {
+        const refused = expectError(
+          await server.call('GET', `/v1/instances?${query}`),
+          400,
+          'VALIDATION_FAILED',
+        );
+        assert.match(JSON.stringify(refused), new RegExp(field));
+      }
+      expectError(
+        await server.call('PATCH', `/v1/instances/${one.instance.id}`, { body: {} }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      for (const item of [one, three]) {
+        await server.call('DELETE', `/v1/instances/${item.instance.id}`);
+      }
+    });
+
+    test('bases: a directory copied, a git repository cloned at a branch; the user’s files only', async () => {
+      const dir = join(sources.path, 'project');
+      mkdirSync(join(dir, 'src'), { recursive: true });
+      writeFileSync(join(dir, 'src', 'main.txt'), 'hello from the base');
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'from-dir', base: { type: 'directory', path: dir } },
+      });
+      const copied = await server.call('POST', '/v1/instances', { body: { template: 'from-dir' } });
+      assert.equal(copied.body.state, 'running', JSON.stringify(copied.body));
+      const workspace = (id: string) => join(server.dataDir, 'instances', id, 'workspace');
+      assert.equal(
+        readFileSync(join(workspace(copied.body.id), 'src', 'main.txt'), 'utf8'),
+        'hello from the base',
+      );
+
+      const repo = join(sources.path, 'repo');
+      mkdirSync(repo);
+      const git = (...args: string[]) =>
+        execFileSync('git', [
+          '-C',
+          repo,
+          '-c',
+          'user.name=t',
+          '-c',
+          'user.email=t@example.com',
+          ...args,
+        ]);
+      git('init', '--quiet', '--initial-branch=main');
+      writeFileSync(join(repo, 'README'), 'on main');
+      git('add', 'README');
+      git('commit', '--quiet', '-m', 'main');
+      git('checkout', '--quiet', '-b', 'feature');
+      writeFileSync(join(repo, 'README'), 'on feature');
+      git('commit', '--quiet', '-am', 'feature');
+      git('checkout', '--quiet', 'main');
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'from-git', base: { type: 'git', path: repo, ref: 'feature' } },
+      });
+      const cloned = await server.call('POST', '/v1/instances', { body: { template: 'from-git' } });
+      assert.equal(cloned.body.state, 'running', JSON.stringify(cloned.body));
+      assert.equal(readFileSync(join(workspace(cloned.body.id), 'README'), 'utf8'), 'on feature');
+      for (const dirName of ['user-data', 'extensions', 'logs', 'temp']) {
+        assert.ok(existsSync(join(server.dataDir, 'instances', cloned.body.id, dirName)));
+      }
+
+      // A ref that does not exist: the instance fails, saying why.
+      await server.call('PUT', '/v1/workspace-templates/from-git', {
+        body: { base: { type: 'git', path: repo, ref: 'no-such-branch' } },
+      });
+      const broken = await server.call('POST', '/v1/instances', { body: { template: 'from-git' } });
+      assert.equal(broken.status, 201);
+      assert.equal(broken.body.state, 'failed');
+      assert.match(broken.body.state_reason, /its workspace could not be made: git clone failed/);
+      assert.equal(broken.body.template.version, 2);
+      for (const id of [copied.body.id, cloned.body.id, broken.body.id]) {
+        await server.call('DELETE', `/v1/instances/${id}`);
+      }
+      assert.ok(!existsSync(join(server.dataDir, 'instances', copied.body.id)), 'files deleted');
+    });
+
+    test('tenant isolation: another tenant sees none of the templates or instances', async () => {
+      await server.call('POST', '/v1/workspace-templates', { body: { name: 'mine' } });
+      const mine = await server.call('POST', '/v1/instances', { body: { template: 'mine' } });
+      const tenant = await server.call('POST', '/v1/tenants', { body: { id: `ws-${store}` } });
+      const key = tenant.body.admin_key.secret as string;
+      expectError(
+        await server.call('GET', '/v1/workspace-templates/mine', { key }),
+        404,
+        'WORKSPACE_TEMPLATE_NOT_FOUND',
+      );
+      expectError(
+        await server.call('GET', `/v1/instances/${mine.body.id}`, { key }),
+        404,
+        'WORKSPACE_INSTANCE_NOT_FOUND',
+      );
+      for (const action of ['stop', 'start', 'restart']) {
+        expectError(
+          await server.call('POST', `/v1/instances/${mine.body.id}/${action}`, { key }),
+          404,
+          'WORKSPACE_INSTANCE_NOT_FOUND',
+        );
+      }
+      expectError(
+        await server.call('DELETE', `/v1/instances/${mine.body.id}`, { key }),
+        404,
+        'WORKSPACE_INSTANCE_NOT_FOUND',
+      );
+      assert.deepEqual((await server.call('GET', '/v1/instances', { key })).body.items, []);
+      const theirs = await server.call('POST', '/v1/instances', {
+        key,
+        body: { template: 'mine' },
+      });
+      expectError(theirs, 400, 'VALIDATION_FAILED');
+      await server.call('DELETE', `/v1/instances/${mine.body.id}`);
+    });
+  });
+}
+
+describe('the process driver’s sandbox', () => {
+  let server: TestServer;
+  let listener: Server;
+  let port = 0;
+  const outside = tempDir('orchestra-outside-');
+
+  before(async () => {
+    const sandbox = await detectSandbox();
+    assert.ok(sandbox.available, `bubblewrap must work here: ${JSON.stringify(sandbox)}`);
+    writeFileSync(join(outside.path, 'secret.txt'), 'not for the sandbox');
+    // The server's own environment must not reach the sandbox.
+    process.env.ORCHESTRA_TEST_SANDBOX_PROBE = 'leaked';
+    server = await startTestServer();
+    listener = createServer((socket) => socket.end('hi\n'));
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    port = (listener.address() as { port: number }).port;
+  });
+
+  after(async () => {
+    delete process.env.ORCHESTRA_TEST_SANDBOX_PROBE;
+    await server.stop();
+    await new Promise((resolve) => listener.close(resolve));
+    outside.remove();
+  });
+
+  /** Runs `script` as an instance's service; resolves to what it wrote to report.txt. */
+  async function probe(name: string, script: string, network?: 'host'): Promise<string> {
+    await server.call('POST', '/v1/workspace-templates', {
+      body: {
+        name,
+        startup: { command: ['bash', '-c', `( ${script} ) > report.txt 2>&1`] },
+        ...(network ? { network } : {}),
+      },
+    });
+    const created = await server.call('POST', '/v1/instances', { body: { template: name } });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const done = await until(server, created.body.id, (i) => i.state === 'stopped');
+    assert.equal(done.exit_code, 0, done.state_reason);
+    return readFileSync(
+      join(server.dataDir, 'instances', created.body.id, 'workspace', 'report.txt'),
+      'utf8',
+    );
+  }
+
+  test('it cannot read or write outside its directory, nor see the server’s files or environment', async () => {
+    const report = await probe(
+      'confined',
+      [
+        `cat ${join(outside.path, 'secret.txt')} && echo READ-OUTSIDE || echo no-read-outside`,
+        `echo x > ${join(outside.path, 'new.txt')} && echo WROTE-OUTSIDE || echo no-write-outside`,
+        `ls ${server.dataDir} >/dev/null 2>&1 && ls ${server.dataDir} | grep -q orchestra.db && echo SAW-DATABASE || echo no-database`,
+        '(printenv ORCHESTRA_TEST_SANDBOX_PROBE && echo PROBE-LEAKED) || echo probe-unset',
+        'echo x > /usr/new.txt && echo WROTE-USR || echo no-write-usr',
+        'echo mine > ../user-data/file && echo wrote-own-dir',
+        'test -d /root && ls /root >/dev/null 2>&1 && echo SAW-ROOT || echo no-root',
+      ].join('; '),
+    );
+    assert.match(report, /no-read-outside/);
+    assert.match(report, /no-write-outside/);
+    assert.match(report, /no-database/);
+    assert.match(report, /probe-unset/);
+    assert.doesNotMatch(report, /leaked/i);
+    assert.match(report, /no-write-usr/);
+    assert.match(report, /wrote-own-dir/);
+    assert.match(report, /no-root/);
+    assert.ok(!existsSync(join(outside.path, 'new.txt')));
+  });
+
+  test('no network unless the template allows the host’s; its own PID namespace', async () => {
+    const connect = `(exec 3<>/dev/tcp/127.0.0.1/${port} && read -r line <&3 && echo "CONNECTED $line") || echo no-connect`;
+    assert.match(await probe('offline', connect), /no-connect/);
+    assert.match(await probe('online', connect, 'host'), /CONNECTED hi/);
+    // Only its own processes: bwrap's init, bash and the subshells it runs.
+    const pids = await probe('alone', 'ls /proc | grep -E "^[0-9]+$" | wc -l');
+    assert.ok(Number(pids.trim()) < 10, `sees ${pids.trim()} processes`);
+  });
+});
