@@ -227,3 +227,80 @@ export const ListInstancesQuery = {
 export const InstanceRef = Type.Object({
   instance: Type.String({ maxLength: 64, description: 'The instance’s id (`ins_…`).' }),
 });
+
+export const MAX_EXEC_TIMEOUT_MS = 3_600_000;
+export const MAX_EXEC_STDIN_BYTES = 1024 * 1024;
+
+/** A command to run in a running instance (`POST /v1/instances/{id}/exec`). */
+export const ExecCommand = Type.Object(
+  {
+    command: Type.Array(Type.String({ minLength: 1, maxLength: 65_536 }), {
+      minItems: 1,
+      maxItems: 1000,
+      description: 'Program and arguments (no shell: give `["sh", "-c", "…"]` for one).',
+    }),
+    cwd: Type.Optional(
+      Type.String({
+        maxLength: 4096,
+        description:
+          'The working directory, relative to the workspace (the default); it must stay inside it.',
+      }),
+    ),
+    env: Type.Optional(
+      Type.Record(
+        Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }),
+        Type.String({ maxLength: 8192 }),
+        {
+          maxProperties: 100,
+          additionalProperties: false,
+          description: 'Added to the template’s environment for this command.',
+        },
+      ),
+    ),
+    stdin: Type.Optional(
+      Type.String({
+        maxLength: MAX_EXEC_STDIN_BYTES,
+        description: 'Written to its standard input.',
+      }),
+    ),
+    timeout_ms: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_EXEC_TIMEOUT_MS,
+        description: 'Killed (SIGKILL) after this long; 60000 by default.',
+      }),
+    ),
+    stream: Type.Optional(
+      Type.Boolean({
+        description:
+          'Stream the output as it comes (SSE with `Accept: text/event-stream`, else NDJSON) instead of answering once it ended.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ExecCommand = Static<typeof ExecCommand>;
+
+/** How a command ended, with its output (`POST /v1/instances/{id}/exec`). */
+export const ExecResult = Type.Object(
+  {
+    /** `exe_…`: its events stay readable at `/v1/instances/{id}/execs/{exec}/events`. */
+    exec_id: Type.String(),
+    exit_code: Type.Union([Type.Integer(), Type.Null()]),
+    signal: Type.Union([Type.String(), Type.Null()]),
+    timed_out: Type.Boolean(),
+    cancelled: Type.Boolean(),
+    duration_ms: Type.Integer(),
+    stdout: Type.String(),
+    stderr: Type.String(),
+    /** The output was longer than the answer holds (1 MiB each); its events hold more. */
+    truncated: Type.Boolean(),
+  },
+  { $id: 'ExecResult' },
+);
+export type ExecResult = Static<typeof ExecResult>;
+
+export const ExecRef = Type.Object({
+  instance: Type.String({ maxLength: 64 }),
+  exec: Type.String({ maxLength: 64, description: 'The command’s id (`exe_…`).' }),
+});

@@ -393,6 +393,134 @@ for (const store of STORE_VARIANTS) {
       assert.ok(!existsSync(join(server.dataDir, 'instances', copied.body.id)), 'files deleted');
     });
 
+    test('exec: exit code and output, cwd kept inside the workspace, env and stdin, timeouts; streamed, resumed and cancelled', async () => {
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'shell', env: { FROM_TEMPLATE: 'yes' } },
+      });
+      const created = await server.call('POST', '/v1/instances', { body: { template: 'shell' } });
+      const id = created.body.id as string;
+      const exec = (body: Record<string, unknown>) =>
+        server.call('POST', `/v1/instances/${id}/exec`, { body });
+      const ran = await exec({ command: ['sh', '-c', 'echo out; echo err >&2; exit 4'] });
+      assert.equal(ran.status, 200, JSON.stringify(ran.body));
+      assert.deepEqual(
+        [
+          ran.body.exit_code,
+          ran.body.stdout,
+          ran.body.stderr,
+          ran.body.timed_out,
+          ran.body.truncated,
+        ],
+        [4, 'out\n', 'err\n', false, false],
+      );
+      assert.match(ran.body.exec_id, /^exe_/);
+
+      await exec({ command: ['sh', '-c', 'mkdir -p sub/dir && ln -s /etc escape'] });
+      const where = await exec({ command: ['pwd'], cwd: 'sub/dir' });
+      assert.match(where.body.stdout, /\/workspace\/sub\/dir\n$/);
+      for (const [cwd, why] of [
+        ['..', /inside the workspace/],
+        ['sub/../../logs', /inside the workspace/],
+        ['/etc', /relative/],
+        ['escape', /symbolic link/],
+        ['missing', /does not exist/],
+      ] as const) {
+        const refused = expectError(
+          await exec({ command: ['pwd'], cwd }),
+          400,
+          'VALIDATION_FAILED',
+        );
+        assert.equal(refused.details.fields[0].field, 'body.cwd');
+        assert.match(refused.message, why);
+      }
+      const fed = await exec({
+        command: ['sh', '-c', 'cat; echo "$X $FROM_TEMPLATE"'],
+        stdin: 'in\n',
+        env: { X: '1' },
+      });
+      assert.equal(fed.body.stdout, 'in\n1 yes\n');
+      const slow = await exec({ command: ['sleep', '30'], timeout_ms: 300 });
+      assert.deepEqual([slow.body.timed_out, slow.body.signal], [true, 'SIGKILL']);
+      expectError(await exec({ command: [] }), 400, 'VALIDATION_FAILED');
+
+      // Streamed: the events as they come, the exit last; readable again afterwards.
+      const streamed = await fetch(`${server.url}/v1/instances/${id}/exec`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          command: ['sh', '-c', 'echo one; sleep 0.2; echo two'],
+          stream: true,
+        }),
+      });
+      assert.equal(streamed.headers.get('content-type'), 'application/x-ndjson; charset=utf-8');
+      const lines = (await streamed.text())
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as { offset: number; type: string; data: Record<string, any> });
+      assert.equal(lines[0]?.type, 'exec.started');
+      assert.equal(lines.at(-1)?.type, 'exec.exited');
+      assert.equal(lines.at(-1)?.data.exit_code, 0);
+      const output = lines
+        .filter((l) => l.type === 'exec.output')
+        .map((l) => l.data.data)
+        .join('');
+      assert.equal(output, 'one\ntwo\n');
+      const execId = lines[0]?.data.exec_id as string;
+      const again = await fetch(
+        `${server.url}/v1/instances/${id}/execs/${execId}/events?after=1&follow=false`,
+        { headers: { authorization: `Bearer ${server.adminKey}` } },
+      );
+      const rest = (await again.text()).split('\n').filter((l) => l !== '');
+      assert.equal(rest.length, lines.length - 1, 'the events after the first, resumed');
+
+      // Cancelled while it runs: the stream ends with the exit, cancelled.
+      const long = await fetch(`${server.url}/v1/instances/${id}/exec`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ command: ['sleep', '60'], stream: true }),
+      });
+      const reader = long.body?.getReader();
+      assert.ok(reader);
+      let text = '';
+      while (!text.includes('\n')) {
+        const { value } = await reader.read();
+        text += new TextDecoder().decode(value);
+      }
+      const longId = JSON.parse(text.split('\n')[0] ?? '{}').data.exec_id as string;
+      const cancelled = await server.call('POST', `/v1/instances/${id}/execs/${longId}/cancel`);
+      assert.equal(cancelled.status, 204);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      const last = JSON.parse(text.trim().split('\n').at(-1) ?? '{}');
+      assert.deepEqual([last.type, last.data.cancelled], ['exec.exited', true]);
+
+      // Another instance's command, or none: 404; a stopped instance runs nothing.
+      const other = await server.call('POST', '/v1/instances', {
+        body: { template: 'shell', start: false },
+      });
+      expectError(
+        await server.call('GET', `/v1/instances/${other.body.id}/execs/${execId}/events`),
+        404,
+        'WORKSPACE_INSTANCE_NOT_FOUND',
+      );
+      expectError(
+        await server.call('POST', `/v1/instances/${id}/execs/exe_missing/cancel`),
+        404,
+        'WORKSPACE_INSTANCE_NOT_FOUND',
+      );
+      expectError(
+        await server.call('POST', `/v1/instances/${other.body.id}/exec`, {
+          body: { command: ['true'] },
+        }),
+        409,
+        'WORKSPACE_INSTANCE_STATE',
+      );
+      for (const gone of [id, other.body.id]) await server.call('DELETE', `/v1/instances/${gone}`);
+    });
+
     test('tenant isolation: another tenant sees none of the templates or instances', async () => {
       await server.call('POST', '/v1/workspace-templates', { body: { name: 'mine' } });
       const mine = await server.call('POST', '/v1/instances', { body: { template: 'mine' } });

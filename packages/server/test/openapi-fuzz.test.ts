@@ -416,6 +416,8 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'template' && path.startsWith('/v1/workspace-templates')) return 'fuzz-ws';
   if (name === 'template') return f.templateName;
   if (name === 'instance') return f.instanceId;
+  // The fixture instance is stopped and runs no command: the valid shape of an id.
+  if (name === 'exec') return 'exe_01a2500000000000000000000000';
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
   if (name === 'name' && path.startsWith('/v1/secrets')) return 'FUZZ_SECRET';
@@ -586,6 +588,8 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { template: 'fuzz-ws', name: 'n', labels: { a: 'b' }, start: false };
     case 'POST /v1/instances/batch':
       return { instances: [{ template: 'fuzz-ws', start: false }] };
+    case 'POST /v1/instances/{instance}/exec':
+      return { command: ['true'], env: { A: '1' }, timeout_ms: 1000 };
     case 'PATCH /v1/instances/{instance}':
       return { name: 'n', labels: { a: 'b' } };
     case 'PUT /v1/tool-policies/{policy}':

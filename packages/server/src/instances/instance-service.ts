@@ -1,6 +1,8 @@
 import type {
   CreateInstance,
   CreateWorkspaceTemplate,
+  ExecCommand,
+  ExecResult,
   Instance,
   InstanceState,
   UpdateInstance,
@@ -15,12 +17,18 @@ import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
+import { resolveInside } from './paths.ts';
 import type { FilledSpec, InstanceDriverPort, ServiceExit } from './process-driver.ts';
 import type { InstancesTable, WorkspaceTemplatesTable } from './tables.ts';
 
 /** The event-log stream of one instance. */
 export function instanceStream(instanceId: string): string {
   return `instance:${instanceId}`;
+}
+
+/** The event-log stream of one command run in an instance. */
+export function execStream(execId: string): string {
+  return `exec:${execId}`;
 }
 
 /** The event-log stream of a tenant's instances (the `instances` topic). */
@@ -81,6 +89,17 @@ function instanceView(row: InstancesTable): Instance {
   };
 }
 
+/** A command's output is journaled in pieces at most this far apart, and this large. */
+const EXEC_FLUSH_MS = 100;
+const EXEC_CHUNK_BYTES = 64 * 1024;
+/** Most output of one command kept in its events; the rest is counted, not kept. */
+const EXEC_KEPT_BYTES = 16 * 1024 * 1024;
+/** Most output of each stream in the answer of a command that is not streamed. */
+const EXEC_ANSWER_BYTES = 1024 * 1024;
+const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
+/** Most commands running at once in one instance. */
+const MAX_EXECS_PER_INSTANCE = 64;
+
 /** How long services get at the node's shutdown before they are killed. */
 const CLOSE_GRACE_MS = 2_000;
 
@@ -120,6 +139,8 @@ export class InstanceService {
   readonly #stopping = new Set<string>();
   /** The node is closing: services end without their instances changing state. */
   #closing = false;
+  /** Commands running on this node, by id: their instance, and how to cancel them. */
+  readonly #execs = new Map<string, { instanceId: string; cancel: AbortController }>();
 
   constructor(deps: {
     store: RelationalStore;
@@ -467,6 +488,7 @@ export class InstanceService {
     await this.#serially(id, async () => {
       const current = await this.#current(row.tenant_id, id);
       this.#stopping.add(id);
+      this.#cancelExecs(id);
       try {
         await this.#driver.destroy(id);
       } finally {
@@ -482,6 +504,173 @@ export class InstanceService {
           },
         ]);
       });
+    });
+  }
+
+  /**
+   * Runs a command in a running instance. Its output and end are journaled as events of
+   * its own stream (`exec.started`, `exec.output`, `exec.exited`), which a caller may
+   * follow and resume; resolves once it started, with its id and a promise of its end.
+   */
+  async exec(
+    principal: Principal,
+    id: string,
+    input: ExecCommand,
+  ): Promise<{ execId: string; done: Promise<ExecResult> }> {
+    const row = await this.#local(principal.tenant.id, id);
+    if (row.state !== 'running') throw stateError(row, 'run commands');
+    const running = [...this.#execs.values()].filter((e) => e.instanceId === id).length;
+    if (running >= MAX_EXECS_PER_INSTANCE) {
+      throw new ApiError(
+        'RATE_LIMITED',
+        `Instance "${id}" runs ${running} commands already, the most it may at once`,
+      );
+    }
+    const paths = this.#driver.paths(id);
+    const cwd =
+      input.cwd === undefined || input.cwd === ''
+        ? paths.workspace
+        : await resolveInside(paths.workspace, input.cwd, 'body.cwd');
+    const execId = newId('exe');
+    const tenantId = row.tenant_id;
+    const stream = execStream(execId);
+    await this.#events.transaction(async (_trx, emit) => {
+      await emit(
+        stream,
+        tenantId,
+        [
+          {
+            type: 'exec.started',
+            data: { exec_id: execId, instance_id: id, command: input.command },
+          },
+        ],
+        { isNew: true },
+      );
+    });
+    const cancel = new AbortController();
+    this.#execs.set(execId, { instanceId: id, cancel });
+    const answer = { stdout: '', stderr: '', truncated: false };
+    let pending: { stream: 'stdout' | 'stderr'; data: string }[] = [];
+    let pendingBytes = 0;
+    let kept = 0;
+    let dropped = 0;
+    let writes = Promise.resolve();
+    const flush = () => {
+      if (pending.length === 0) return;
+      const batch = pending;
+      pending = [];
+      pendingBytes = 0;
+      writes = writes
+        .then(() =>
+          this.#events.transaction(async (_trx, emit) => {
+            await emit(
+              stream,
+              tenantId,
+              batch.map((o) => ({ type: 'exec.output', data: o })),
+            );
+          }),
+        )
+        .catch((err: unknown) => this.#log.warn({ err, exec_id: execId }, 'exec output lost'));
+    };
+    const flusher = setInterval(flush, EXEC_FLUSH_MS);
+    const spec = JSON.parse(row.spec) as FilledSpec;
+    const done = this.#driver
+      .exec(
+        { id, spec },
+        {
+          command: input.command,
+          cwd,
+          env: input.env ?? {},
+          stdin: input.stdin,
+          timeoutMs: input.timeout_ms ?? DEFAULT_EXEC_TIMEOUT_MS,
+          signal: cancel.signal,
+          onOutput: (which, chunk) => {
+            const text = chunk.toString('utf8');
+            const inAnswer = answer[which].length;
+            if (inAnswer < EXEC_ANSWER_BYTES) {
+              answer[which] += text.slice(0, EXEC_ANSWER_BYTES - inAnswer);
+            }
+            if (inAnswer + text.length > EXEC_ANSWER_BYTES) answer.truncated = true;
+            if (kept + chunk.length > EXEC_KEPT_BYTES) {
+              dropped += chunk.length;
+              return;
+            }
+            kept += chunk.length;
+            const last = pending[pending.length - 1];
+            if (last !== undefined && last.stream === which) last.data += text;
+            else pending.push({ stream: which, data: text });
+            pendingBytes += chunk.length;
+            if (pendingBytes >= EXEC_CHUNK_BYTES) flush();
+          },
+        },
+      )
+      .then(async (exit) => {
+        clearInterval(flusher);
+        flush();
+        await writes;
+        const result: ExecResult = { exec_id: execId, ...exit, ...answer };
+        await this.#events.transaction(async (_trx, emit) => {
+          await emit(stream, tenantId, [
+            {
+              type: 'exec.exited',
+              data: { ...exit, output_bytes: kept + dropped, dropped_bytes: dropped },
+            },
+          ]);
+        });
+        return result;
+      })
+      .finally(() => {
+        clearInterval(flusher);
+        this.#execs.delete(execId);
+      });
+    // Whoever waits for it sees a failure; nobody waiting must not crash the node.
+    done.catch((err: unknown) => this.#log.warn({ err, exec_id: execId }, 'exec failed'));
+    return { execId, done };
+  }
+
+  /** Cancels a running command (SIGKILL); one that ended already is left as it ended. */
+  async cancelExec(principal: Principal, id: string, execId: string): Promise<void> {
+    await this.#execOf(principal, id, execId);
+    this.#execs.get(execId)?.cancel.abort();
+  }
+
+  /** Checks a request for a command's events: 404 unless it is the instance's. */
+  async #execOf(principal: Principal, id: string, execId: string): Promise<void> {
+    await this.#current(principal.tenant.id, id);
+    const first = await this.#events.read(principal.tenant.id, execStream(execId), 0, 1);
+    const data = first?.events[0]?.data as { instance_id?: string } | undefined;
+    if (data?.instance_id !== id) {
+      throw new ApiError(
+        'WORKSPACE_INSTANCE_NOT_FOUND',
+        `Command "${execId}" of instance "${id}" does not exist`,
+      );
+    }
+  }
+
+  async openExecEvents(
+    principal: Principal,
+    id: string,
+    execId: string,
+    after: number,
+  ): Promise<void> {
+    await this.#execOf(principal, id, execId);
+    const head = (await this.#events.head(principal.tenant.id, execStream(execId))) ?? 0;
+    if (after > head) {
+      throw fieldError('querystring.after', `is beyond the newest event of this command (${head})`);
+    }
+  }
+
+  /** A command's events after `after`, live until it exited (unless `follow` is false). */
+  execEvents(
+    principal: Principal,
+    execId: string,
+    after: number,
+    options: { signal: AbortSignal; follow: boolean },
+  ): AsyncIterable<StreamItem> {
+    return this.#events.follow(principal.tenant.id, execStream(execId), after, {
+      signal: options.signal,
+      isLast: (event) => event.type === 'exec.exited',
+      ...(options.follow ? {} : { endWhenCaughtUp: async () => true }),
     });
   }
 
@@ -563,6 +752,7 @@ export class InstanceService {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    for (const { cancel } of this.#execs.values()) cancel.abort();
     await Promise.allSettled([...this.#queues.values()]);
     await this.#driver.stopAll(Math.min(this.#stopGraceMs, CLOSE_GRACE_MS));
   }
@@ -592,8 +782,16 @@ export class InstanceService {
     return instanceView(running);
   }
 
+  /** Kills the commands running in an instance (it stops, or goes). */
+  #cancelExecs(instanceId: string): void {
+    for (const exec of this.#execs.values()) {
+      if (exec.instanceId === instanceId) exec.cancel.abort();
+    }
+  }
+
   async #stop(row: InstancesTable, reason: string): Promise<Instance> {
     const stopping = await this.#transition(row, STOPPABLE, 'stopping', reason);
+    this.#cancelExecs(row.id);
     this.#stopping.add(row.id);
     try {
       await this.#driver.stop(row.id, this.#stopGraceMs);

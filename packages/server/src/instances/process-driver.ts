@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { cp, mkdir, realpath, rm, stat } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { join } from 'node:path';
 import type { WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
+import { isInside } from './paths.ts';
 
 /** An instance as a driver sees it: its id and the spec it was created from. */
 export interface DriverInstance {
@@ -47,8 +48,30 @@ export interface InstanceDriverPort {
   destroy(instanceId: string): Promise<void>;
   /** Stops every service this node runs (the node is closing). */
   stopAll(graceMs: number): Promise<void>;
+  /** Runs a command in the instance's sandbox, its output to `onOutput`, until it ends. */
+  exec(instance: DriverInstance, request: ExecRequest): Promise<ExecExit>;
   /** The instance's directory layout (the design's path service). */
   paths(instanceId: string): InstancePaths;
+}
+
+/** A command to run in an instance (`POST /v1/instances/{id}/exec`). */
+export interface ExecRequest {
+  command: string[];
+  /** Inside the workspace, already checked. */
+  cwd: string;
+  env: Record<string, string>;
+  stdin: string | undefined;
+  timeoutMs: number;
+  signal: AbortSignal;
+  onOutput: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+}
+
+export interface ExecExit {
+  exit_code: number | null;
+  signal: string | null;
+  timed_out: boolean;
+  cancelled: boolean;
+  duration_ms: number;
 }
 
 /** The design's directory layout of an instance. */
@@ -209,6 +232,75 @@ export class ProcessDriver implements InstanceDriverPort {
     await rm(this.paths(instanceId).project_root, { recursive: true, force: true });
   }
 
+  async exec(instance: DriverInstance, request: ExecRequest): Promise<ExecExit> {
+    const sandbox = await detectSandbox();
+    if (!sandbox.available) {
+      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot run the command: ${sandbox.reason}`);
+    }
+    const paths = this.paths(instance.id);
+    const [command = '', ...args] = request.command;
+    const wrapped = sandboxCommand({
+      command,
+      args,
+      workDir: paths.project_root,
+      cwd: request.cwd,
+      network: instance.spec.network === 'host',
+      readOnlyPaths: [],
+      path: SANDBOX_PATH,
+    });
+    const started = performance.now();
+    const child = spawn(wrapped.command, wrapped.args, {
+      cwd: paths.workspace,
+      env: sandboxEnv(paths, { ...instance.spec.env, ...request.env }),
+      stdio: [request.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let timedOut = false;
+    let cancelled = false;
+    const kill = () => {
+      signal(child, 'SIGKILL');
+      // Output pipes a process inside may still hold: stop reading them.
+      setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+      }, PIPE_GRACE_MS).unref();
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, request.timeoutMs);
+    const onAbort = () => {
+      cancelled = true;
+      kill();
+    };
+    request.signal.addEventListener('abort', onAbort, { once: true });
+    child.stdout?.on('data', (chunk: Buffer) => request.onOutput('stdout', chunk));
+    child.stderr?.on('data', (chunk: Buffer) => request.onOutput('stderr', chunk));
+    if (request.stdin !== undefined && child.stdin) {
+      child.stdin.on('error', () => {}); // a command that does not read its input
+      child.stdin.end(request.stdin);
+    }
+    try {
+      return await new Promise<ExecExit>((resolve, reject) => {
+        child.once('error', (err) =>
+          reject(new ApiError('SANDBOX_UNAVAILABLE', `Cannot start the sandbox: ${err.message}`)),
+        );
+        child.once('close', (code, sig) =>
+          resolve({
+            exit_code: code,
+            signal: sig,
+            timed_out: timedOut,
+            cancelled,
+            duration_ms: Math.round(performance.now() - started),
+          }),
+        );
+      });
+    } finally {
+      clearTimeout(timer);
+      request.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
   /** Stops every service this process runs (the node is closing), without waiting long. */
   async stopAll(graceMs: number): Promise<void> {
     await Promise.all([...this.#services.keys()].map((id) => this.stop(id, graceMs)));
@@ -234,11 +326,7 @@ export class ProcessDriver implements InstanceDriverPort {
     const allowed = await Promise.all(
       this.#sourceRoots.map((root) => realpath(root).catch(() => undefined)),
     );
-    const inside = allowed.some((root) => {
-      if (root === undefined) return false;
-      const rel = relative(root, resolved);
-      return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !rel.startsWith(sep));
-    });
+    const inside = allowed.some((root) => root !== undefined && isInside(root, resolved));
     if (!inside) {
       throw refuse(
         this.#sourceRoots.length === 0

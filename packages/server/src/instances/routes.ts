@@ -3,6 +3,9 @@ import {
   CreateInstance,
   CreateInstanceBatch,
   CreateWorkspaceTemplate,
+  ExecCommand,
+  ExecRef,
+  ExecResult,
   errorResponses,
   eventStreamResponse,
   Instance,
@@ -16,7 +19,13 @@ import {
   WorkspaceTemplateSpec,
 } from '@orchestra/protocol';
 import Type from 'typebox';
-import { FollowStreamQuery, ResumeHeaders, serveFollowedStream } from '../events/index.ts';
+import {
+  FollowStreamQuery,
+  ResumeHeaders,
+  sendStream,
+  serveFollowedStream,
+  streamFormat,
+} from '../events/index.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
@@ -37,6 +46,19 @@ const InstanceEvent = Type.Object(
   { $id: 'InstanceEvent' },
 );
 
+const ExecEvent = Type.Object(
+  {
+    offset: Type.Integer(),
+    type: Type.String({
+      description:
+        '`exec.started` (`exec_id`, `instance_id`, `command`), `exec.output` (`stream`: stdout or stderr, `data`), `exec.exited` (`exit_code`, `signal`, `timed_out`, `cancelled`, `duration_ms`, `output_bytes`, `dropped_bytes`).',
+    }),
+    time: Type.String({ format: 'date-time' }),
+    data: Type.Record(Type.String(), Type.Unknown()),
+  },
+  { $id: 'ExecEvent' },
+);
+
 const SYNC_NOTE =
   'The answer comes once the instance got where it was asked to go (or `failed`, with `state_reason`); every state it passed is an event on its stream and on the `instances` topic.';
 
@@ -48,6 +70,8 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
   app.addSchema(WorkspaceTemplate);
   app.addSchema(Instance);
   app.addSchema(InstanceEvent);
+  app.addSchema(ExecResult);
+  app.addSchema(ExecEvent);
   const template = { params: WorkspaceTemplateRef };
   const instance = { params: InstanceRef };
 
@@ -303,6 +327,109 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       await instances.delete(principalOf(request), request.params.instance);
+      reply.status(204);
+      return null;
+    },
+  );
+
+  app.post(
+    '/v1/instances/:instance/exec',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'execInInstance',
+        summary: 'Run a command in a running instance',
+        description:
+          'In the instance’s sandbox, in its workspace (or `cwd` inside it), with the template’s environment plus `env`, killed after `timeout_ms`. Answers once it ended with its exit code and output (1 MiB of each stream at most; `truncated` says when there was more), or with `stream: true` streams its events as they come (SSE with `Accept: text/event-stream`, else NDJSON), `exec.exited` last. Either way its events stay readable, and resumable, at `/v1/instances/{id}/execs/{exec}/events` (16 MiB of output at most); a client that goes away does not stop it: cancel it with `…/cancel`. 409 WORKSPACE_INSTANCE_STATE unless the instance is running; 429 RATE_LIMITED with 64 commands running in it.',
+        ...instance,
+        body: ExecCommand,
+        response: {
+          200: {
+            description:
+              'How the command ended, or with `stream: true` its events (`exec.started`, `exec.output`, `exec.exited`).',
+            content: {
+              'application/json': { schema: Type.Ref('ExecResult') },
+              'application/x-ndjson': { schema: Type.Ref('ExecEvent') },
+              'text/event-stream': { schema: Type.Ref('ExecEvent') },
+            },
+          },
+          ...errorResponses,
+        },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const { execId, done } = await instances.exec(
+        principal,
+        request.params.instance,
+        request.body,
+      );
+      if (request.body.stream !== true) return done;
+      await sendStream(
+        request,
+        reply,
+        (signal) => instances.execEvents(principal, execId, 0, { signal, follow: true }),
+        { format: streamFormat(request.headers.accept), stop: shutdown },
+      );
+      return reply;
+    },
+  );
+
+  app.get(
+    '/v1/instances/:instance/execs/:exec/events',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'streamExecEvents',
+        summary: 'Stream, or read again, a command’s output and end',
+        description:
+          'Its events (`exec.started`, `exec.output`, `exec.exited`), live until it exited, as SSE or NDJSON; resume with `Last-Event-ID` or `after`; with `follow=false`, those there are.',
+        params: ExecRef,
+        querystring: FollowStreamQuery,
+        headers: ResumeHeaders,
+        response: {
+          200: eventStreamResponse(
+            Type.Union([Type.Ref('ExecEvent'), Type.Ref('StreamGap')]),
+            'The command’s events.',
+          ),
+          ...errorResponses,
+        },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const { instance: id, exec } = request.params;
+      return serveFollowedStream(request, reply, {
+        check: (after) => instances.openExecEvents(principal, id, exec, after),
+        read: (after, signal, follow) =>
+          instances.execEvents(principal, exec, after, { signal, follow }),
+        stop: shutdown,
+      });
+    },
+  );
+
+  app.post(
+    '/v1/instances/:instance/execs/:exec/cancel',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'cancelExec',
+        summary: 'Cancel a running command',
+        description:
+          'Kills it (SIGKILL); its `exec.exited` says `cancelled: true`. A command that ended already is left as it ended.',
+        params: ExecRef,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+      config: { auth: WRITE_ROLES },
+    },
+    async (request, reply) => {
+      await instances.cancelExec(
+        principalOf(request),
+        request.params.instance,
+        request.params.exec,
+      );
       reply.status(204);
       return null;
     },
