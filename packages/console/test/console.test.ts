@@ -1236,10 +1236,15 @@ describe('layout', () => {
       handler: async () => null,
     });
     await late.start();
-    const lateRow = page.locator('tr', { hasText: 'late-joiner' });
-    await lateRow.locator('.badge', { hasText: 'online' }).waitFor({ timeout: WAIT_MS });
-    await late.stop();
-    await lateRow.locator('.badge', { hasText: 'offline' }).waitFor({ timeout: WAIT_MS });
+    // Stopped whatever happens: a running worker would keep the test process alive.
+    try {
+      const lateRow = page.locator('tr', { hasText: 'late-joiner' });
+      await lateRow.locator('.badge', { hasText: 'online' }).waitFor({ timeout: WAIT_MS });
+      await late.stop();
+      await lateRow.locator('.badge', { hasText: 'offline' }).waitFor({ timeout: WAIT_MS });
+    } finally {
+      await late.stop();
+    }
     assert.deepEqual(problems, []);
     await context.close();
   });

@@ -12,6 +12,7 @@ export {
 export {
   AGENT_STATUSES,
   type AgentStatus,
+  INSTANCE_STATES,
   isRetryableState,
   isTerminalState,
   stateEventType,

@@ -85,7 +85,6 @@ export {
   ExecRef,
   ExecResult,
   INSTANCE_DRIVERS,
-  INSTANCE_STATES,
   Instance,
   InstanceDriver,
   InstanceRef,

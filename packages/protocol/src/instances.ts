@@ -1,5 +1,6 @@
 import Type, { type Static } from 'typebox';
 import { LabelSelectors, Labels, NullableTimestamp, Timestamp } from './common.ts';
+import { INSTANCE_STATES } from './states.ts';
 
 // Workspaces (issue 22): workspace templates (`/v1/workspace-templates`) say what an
 // instance starts from and how it runs; instances (`/v1/instances`) are sandboxed
@@ -140,16 +141,6 @@ export const WorkspaceTemplate = Type.Object(
 );
 export type WorkspaceTemplate = Static<typeof WorkspaceTemplate>;
 
-/** Every instance state, in the order an instance passes through them. */
-export const INSTANCE_STATES = [
-  'creating',
-  'starting',
-  'running',
-  'stopping',
-  'stopped',
-  'failed',
-  'lost',
-] as const;
 export const InstanceState = Type.Enum([...INSTANCE_STATES], {
   description:
     'creating → starting → running → stopping → stopped; `failed` when a step could not be done or its service ended with an error, `lost` when its node went away. `state_reason` says why.',

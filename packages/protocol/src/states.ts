@@ -85,3 +85,14 @@ export const TOOL_CALL_STATUSES = [
 
 /** The statuses of an approval a tool call waits for. */
 export const TOOL_APPROVAL_STATUSES = ['pending', 'approved', 'rejected', 'expired'] as const;
+
+/** Every workspace instance state, in the order an instance passes through them. */
+export const INSTANCE_STATES = [
+  'creating',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'failed',
+  'lost',
+] as const;

@@ -7,6 +7,7 @@ import type {
 import { isTerminalState, TERMINAL_EVENT_TYPES } from '@orchestra/protocol/constants';
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
+import { InstancesApi, WorkspaceTemplatesApi } from './instances-api.ts';
 import { labelQuery, paginate } from './listing.ts';
 import { McpCatalogApi, McpServersApi, McpViewsApi } from './mcp-api.ts';
 import { ModelProvidersApi } from './model-providers-api.ts';
@@ -182,6 +183,10 @@ export class Orchestra {
   readonly mcpCatalog: McpCatalogApi;
   /** Views: virtual MCP servers at `/mcp/{view}` with a chosen set of tools. */
   readonly mcpViews: McpViewsApi;
+  /** Workspace templates: what instances start from and how they run. */
+  readonly workspaceTemplates: WorkspaceTemplatesApi;
+  /** Instances: sandboxed workspaces, their lifecycle and commands run in them. */
+  readonly instances: InstancesApi;
 
   /** API keys of the caller's tenant (admin role). */
   readonly apiKeys: {
@@ -454,6 +459,8 @@ export class Orchestra {
     this.secrets = new SecretsApi(this);
     this.modelProviders = new ModelProvidersApi(this);
     this.usage = new UsageApi(this);
+    this.workspaceTemplates = new WorkspaceTemplatesApi(this);
+    this.instances = new InstancesApi(this);
     this.tools = new ToolsApi(this);
     this.toolPolicies = new ToolPoliciesApi(this);
     this.toolCalls = new ToolCallsApi(this);
@@ -845,7 +852,11 @@ export class Orchestra {
   streamJson(
     path: string,
     query: Query,
-    options: { signal?: AbortSignal | undefined; onOpen?: (status: number) => void } = {},
+    options: {
+      signal?: AbortSignal | undefined;
+      onOpen?: (status: number) => void;
+      body?: unknown;
+    } = {},
   ): AsyncIterable<unknown> {
     return this.#transport.streamJson(path, query, options);
   }

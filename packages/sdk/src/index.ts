@@ -1,4 +1,4 @@
-export { isTerminalState, TASK_STATES } from '@orchestra/protocol/constants';
+export { INSTANCE_STATES, isTerminalState, TASK_STATES } from '@orchestra/protocol/constants';
 export {
   AgentWorker,
   type AgentWorkerOptions,
@@ -45,6 +45,25 @@ export {
   OrchestraError,
   type OrchestraErrorCode,
 } from './errors.ts';
+export {
+  type CreateInstance,
+  type CreateWorkspaceTemplate,
+  type ExecCommand,
+  type ExecEvent,
+  type ExecResult,
+  type FollowOptions,
+  type Instance,
+  type InstanceBatchItem,
+  type InstanceEvent,
+  type InstanceState,
+  InstancesApi,
+  type ListInstancesOptions,
+  type UpdateInstance,
+  type WorkspaceBase,
+  type WorkspaceTemplate,
+  type WorkspaceTemplateSpec,
+  WorkspaceTemplatesApi,
+} from './instances-api.ts';
 export {
   type CatalogEntry,
   type CreateCatalogEntryInput,

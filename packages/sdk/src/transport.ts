@@ -321,8 +321,14 @@ export class Transport {
   async *streamJson(
     path: string,
     query: Query,
-    options: { signal?: AbortSignal | undefined; onOpen?: (status: number) => void } = {},
+    options: {
+      signal?: AbortSignal | undefined;
+      onOpen?: (status: number) => void;
+      /** A POST whose answer is a stream (`exec` with `stream: true`); GET by default. */
+      body?: unknown;
+    } = {},
   ): AsyncIterable<unknown> {
+    const method = options.body === undefined ? 'GET' : 'POST';
     const release = new AbortController();
     const linked = options.signal
       ? AbortSignal.any([options.signal, release.signal])
@@ -333,9 +339,14 @@ export class Transport {
       let url: URL;
       try {
         ({ response, url } = await this.#send(
-          'GET',
+          method,
           path,
-          { query, headers: { accept: 'application/x-ndjson' }, signal: linked },
+          {
+            query,
+            headers: { accept: 'application/x-ndjson' },
+            signal: linked,
+            ...(options.body === undefined ? {} : { body: options.body }),
+          },
           timeout.signal,
           this.timeoutMs,
         ));
@@ -344,7 +355,7 @@ export class Transport {
       }
       if (!response.ok) {
         const text = await response.text().catch(() => '');
-        throw errorOf('GET', url, response, parseOrUndefined(text));
+        throw errorOf(method, url, response, parseOrUndefined(text));
       }
       options.onOpen?.(response.status);
       if (response.status === 204 || response.body === null) return;
@@ -353,7 +364,7 @@ export class Transport {
         if (item === undefined) {
           throw new OrchestraError(
             'INVALID_RESPONSE',
-            `GET ${path} streamed a line that is not JSON`,
+            `${method} ${path} streamed a line that is not JSON`,
             { status: 200 },
           );
         }

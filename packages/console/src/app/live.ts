@@ -2,6 +2,7 @@ import type { RealtimeClient, Subscription, TopicMessage } from '@orchestra/sdk'
 import { useEffect, useRef } from 'react';
 
 type Listener = { message: (m: TopicMessage) => void; lost: () => void };
+type Entry = { listeners: Set<Listener>; subscription: Promise<Subscription | undefined> };
 
 /**
  * One realtime subscription per topic for the whole console, shared by every view that
@@ -10,10 +11,7 @@ type Listener = { message: (m: TopicMessage) => void; lost: () => void };
  */
 export class TopicHub {
   readonly #realtime: RealtimeClient;
-  readonly #topics = new Map<
-    string,
-    { listeners: Set<Listener>; subscription: Promise<Subscription | undefined> }
-  >();
+  readonly #topics = new Map<string, Entry>();
 
   constructor(realtime: RealtimeClient) {
     this.#realtime = realtime;
@@ -33,7 +31,13 @@ export class TopicHub {
           },
         })
         .catch(() => undefined); // live views are a convenience over what REST shows
-      entry = { listeners, subscription };
+      const created: Entry = { listeners, subscription };
+      // Messages published between a view's first read and the subscription taking hold
+      // never arrive: once it holds, the views read again.
+      void subscription.then((s) => {
+        if (s !== undefined) for (const l of listeners) l.lost();
+      });
+      entry = created;
       this.#topics.set(topic, entry);
     }
     entry.listeners.add(listener);
@@ -47,7 +51,11 @@ export class TopicHub {
   }
 }
 
-/** Calls `onMessage` for every live message of `topic` while mounted (none when undefined). */
+/**
+ * Calls `onMessage` for every live message of `topic` while mounted (none when undefined),
+ * and `onLost` when the view may have missed messages: once the subscription takes hold
+ * (after the view's first read), and when the stream could not be recovered.
+ */
 export function useTopic(
   hub: TopicHub,
   topic: string | undefined,

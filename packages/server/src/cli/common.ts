@@ -9,7 +9,7 @@ import {
   parseDuration,
 } from '../platform/duration.ts';
 import { ADMIN_KEY_FILE } from '../version.ts';
-import { type OptionSpecs, oneOf, print, UsageError } from './spec.ts';
+import { type OptionSpec, type OptionSpecs, oneOf, print, UsageError } from './spec.ts';
 
 // What the commands that talk to a server share: flags, the client, output and argument
 // checks.
@@ -217,6 +217,14 @@ export function countFlag(flag: string, text: string, max: number): number {
   }
   return Number(text);
 }
+
+/** A repeatable `--label KEY=VALUE` flag; `description` says what it does. */
+export const LABEL = {
+  type: 'string',
+  value: 'KEY=VALUE',
+  multiple: true,
+  description: 'A label',
+} as const satisfies OptionSpec;
 
 /** The `--label KEY=VALUE` flags as an object. */
 export function labelFlags(flags: string[] | undefined): Record<string, string> {

@@ -23,6 +23,7 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   'mcp-catalog': () => import('./commands/mcp-catalog.ts'),
   'mcp-views': () => import('./commands/mcp-views.ts'),
   providers: () => import('./commands/providers.ts'),
+  instances: () => import('./commands/instances.ts'),
   chat: () => import('./commands/chat.ts'),
   usage: () => import('./commands/usage.ts'),
   'demo-provider': () => import('./commands/demo-provider.ts'),

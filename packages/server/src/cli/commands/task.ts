@@ -12,6 +12,7 @@ import {
   client,
   countFlag,
   durationFlag,
+  LABEL,
   labelFlags,
   oneArgument,
   print,
@@ -19,7 +20,7 @@ import {
   readText,
   UsageError,
 } from '../common.ts';
-import { command, group as defineGroup, type OptionSpec } from '../spec.ts';
+import { command, group as defineGroup } from '../spec.ts';
 import { formatTable } from '../table.ts';
 import {
   describeTask,
@@ -116,13 +117,6 @@ async function printEvents(
 const taskExitCode = (task: Task) => (task.state === 'succeeded' ? 0 : 1);
 
 const DURATIONS = 'DURATION is a number with ms, s, m or h: 500ms, 30s, 2m, 1h.';
-
-const LABEL = {
-  type: 'string',
-  value: 'KEY=VALUE',
-  multiple: true,
-  description: 'A label',
-} as const satisfies OptionSpec;
 
 const submit = command({
   name: 'submit',

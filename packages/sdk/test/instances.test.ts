@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
+import { type ExecEvent, Orchestra } from '../src/index.ts';
+import { rejection } from './support.ts';
+
+// Workspaces through the SDK: templates, the lifecycle, commands and their resumable
+// output, and the errors a caller sees.
+
+let server: TestServer;
+let client: Orchestra;
+
+before(async () => {
+  server = await startTestServer();
+  client = new Orchestra({ url: server.url, apiKey: server.adminKey });
+});
+
+after(async () => {
+  await server.stop();
+});
+
+test('workspace templates and instances: create, list by label and state, stop, start, rename, delete; errors name their code', async () => {
+  const template = await client.workspaceTemplates.create({
+    name: 'sdk-ws',
+    startup: { command: ['sleep', '600'] },
+  });
+  assert.equal(template.version, 1);
+  const updated = await client.workspaceTemplates.update('sdk-ws', {
+    startup: { command: ['sleep', '600'] },
+    env: { LEVEL: '2' },
+  });
+  assert.equal(updated.version, 2);
+  assert.equal((await client.workspaceTemplates.get(template.id)).name, 'sdk-ws');
+  assert.ok((await client.workspaceTemplates.list()).items.some((t) => t.name === 'sdk-ws'));
+
+  const one = await client.instances.create({ template: 'sdk-ws', labels: { sdk: 'yes' } });
+  assert.equal(one.state, 'running');
+  const [two, bad] = await client.instances.createMany([
+    { template: 'sdk-ws', labels: { sdk: 'yes' }, start: false },
+    { template: 'missing' },
+  ]);
+  assert.equal(two?.status, 201);
+  assert.equal(bad?.status, 400);
+  const labelled = await client.instances.list({ labels: { sdk: 'yes' } });
+  assert.equal(labelled.items.length, 2);
+  const stoppedOnes: string[] = [];
+  for await (const i of client.instances.listAll({ state: ['stopped'], template: 'sdk-ws' })) {
+    stoppedOnes.push(i.id);
+  }
+  assert.equal(stoppedOnes.length, 1);
+
+  assert.equal((await client.instances.stop(one.id)).state, 'stopped');
+  assert.equal((await client.instances.start(one.id)).state, 'running');
+  assert.equal((await client.instances.restart(one.id)).state, 'running');
+  assert.equal((await client.instances.update(one.id, { name: 'renamed' })).name, 'renamed');
+  const events = [];
+  for await (const e of client.instances.events(one.id, { follow: false })) events.push(e);
+  assert.deepEqual(events.map((e) => e.type).slice(0, 3), [
+    'instance.creating',
+    'instance.starting',
+    'instance.running',
+  ]);
+
+  const inUse = await rejection(() => client.workspaceTemplates.delete('sdk-ws'));
+  assert.deepEqual([inUse.status, inUse.code], [409, 'WORKSPACE_TEMPLATE_IN_USE']);
+  const notRunning = await rejection(() =>
+    client.instances.exec(two && 'instance' in two ? two.instance.id : '', { command: ['true'] }),
+  );
+  assert.deepEqual([notRunning.status, notRunning.code], [409, 'WORKSPACE_INSTANCE_STATE']);
+  for (const i of labelled.items) await client.instances.delete(i.id);
+  const gone = await rejection(() => client.instances.get(one.id));
+  assert.deepEqual([gone.status, gone.code], [404, 'WORKSPACE_INSTANCE_NOT_FOUND']);
+  await client.workspaceTemplates.delete('sdk-ws');
+});
+
+test('exec: the result of a command, and the output of another read again from any point, or cancelled', async () => {
+  await client.workspaceTemplates.create({ name: 'sdk-shell' });
+  const instance = await client.instances.create({ template: 'sdk-shell' });
+  const ran = await client.instances.exec(instance.id, {
+    command: ['sh', '-c', 'printf "a\\nb\\n"; echo oops >&2; exit 2'],
+  });
+  assert.deepEqual([ran.exit_code, ran.stdout, ran.stderr], [2, 'a\nb\n', 'oops\n']);
+
+  // The output again, whole, then from after the first event.
+  const all: ExecEvent[] = [];
+  for await (const e of client.instances.execEvents(instance.id, ran.exec_id)) {
+    if ('offset' in e) all.push(e as ExecEvent);
+  }
+  assert.equal(all[0]?.type, 'exec.started');
+  assert.equal(all.at(-1)?.type, 'exec.exited');
+  assert.equal(all.at(-1)?.data.exit_code, 2);
+  const later: ExecEvent[] = [];
+  for await (const e of client.instances.execEvents(instance.id, ran.exec_id, { after: 1 })) {
+    if ('offset' in e) later.push(e as ExecEvent);
+  }
+  assert.deepEqual(
+    later.map((e) => e.offset),
+    all.slice(1).map((e) => e.offset),
+  );
+
+  // Streamed through the SDK: the output as it comes, the exit last.
+  const streamed: ExecEvent[] = [];
+  for await (const e of client.instances.execStream(instance.id, {
+    command: ['sh', '-c', 'echo one; sleep 0.2; echo two'],
+  })) {
+    if ('offset' in e) streamed.push(e as ExecEvent);
+  }
+  assert.equal(streamed[0]?.type, 'exec.started');
+  assert.equal(
+    streamed
+      .filter((e) => e.type === 'exec.output')
+      .map((e) => e.data.data)
+      .join(''),
+    'one\ntwo\n',
+  );
+  assert.equal(streamed.at(-1)?.type, 'exec.exited');
+
+  // A long command: the reader leaves after its first event, the command goes on until it
+  // is cancelled; its output read again ends with the exit, cancelled.
+  let execId = '';
+  for await (const e of client.instances.execStream(instance.id, { command: ['sleep', '60'] })) {
+    if ('offset' in e) execId = String((e as ExecEvent).data.exec_id);
+    break;
+  }
+  await client.instances.cancelExec(instance.id, execId);
+  let exit: ExecEvent | undefined;
+  for await (const e of client.instances.execEvents(instance.id, execId)) {
+    if ('offset' in e && e.type === 'exec.exited') exit = e as ExecEvent;
+  }
+  assert.deepEqual([exit?.data.cancelled, exit?.data.signal], [true, 'SIGKILL']);
+  await client.instances.delete(instance.id);
+});

@@ -1,0 +1,237 @@
+import type { ExecEvent, Instance, InstanceState } from '@orchestra/sdk';
+import { INSTANCE_STATES } from '@orchestra/sdk';
+import type { DurationFormat } from '../../platform/duration.ts';
+import {
+  CLIENT_OPTIONS,
+  choice,
+  client,
+  durationFlag,
+  LABEL,
+  labelFlags,
+  labelsText,
+  noArguments,
+  oneArgument,
+  print,
+  UsageError,
+} from '../common.ts';
+import { command, group as defineGroup } from '../spec.ts';
+import { formatTable } from '../table.ts';
+
+const EXEC_TIMEOUT: DurationFormat = {
+  units: ['ms', 's', 'm', 'h'],
+  maxDigits: 9,
+  maxMs: 3_600_000,
+};
+
+function describeInstance(i: Instance): string {
+  return [
+    `ID:        ${i.id}`,
+    `Name:      ${i.name}`,
+    `State:     ${i.state} (${i.state_reason})`,
+    `Template:  ${i.template.name} v${i.template.version}`,
+    `Driver:    ${i.driver} on node ${i.node_id}`,
+    `Labels:    ${labelsText(i.labels)}`,
+    `Exit code: ${i.exit_code ?? '-'}`,
+    `Started:   ${i.started_at ?? '-'}`,
+    `Stopped:   ${i.stopped_at ?? '-'}`,
+    `Created:   ${i.created_at} by ${i.created_by}`,
+  ].join('\n');
+}
+
+/** One line per instance for ls. */
+const row = (i: Instance) => [
+  i.id,
+  i.name,
+  i.state,
+  `${i.template.name} v${i.template.version}`,
+  labelsText(i.labels),
+  i.created_at,
+];
+
+const list = command({
+  name: 'ls',
+  aliases: ['list'],
+  description: 'Lists the tenant’s instances, newest first.',
+  options: {
+    state: {
+      type: 'string',
+      value: 'STATE',
+      multiple: true,
+      description: `Only instances in this state (${INSTANCE_STATES.join(', ')}); repeat for several`,
+    },
+    template: { type: 'string', value: 'TEMPLATE', description: 'Only instances of this template' },
+    label: {
+      ...LABEL,
+      description: 'Only instances with this label; with several, all must match',
+    },
+  },
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    noArguments(invocation);
+    const states = (values.state ?? []).map(
+      (s) => choice('--state', s, INSTANCE_STATES) as InstanceState,
+    );
+    const items: Instance[] = [];
+    for await (const i of client(values).instances.listAll({
+      limit: 200,
+      ...(states.length > 0 ? { state: states } : {}),
+      ...(values.template !== undefined ? { template: values.template } : {}),
+      labels: labelFlags(values.label),
+    })) {
+      items.push(i);
+    }
+    print(values.json, items, () =>
+      formatTable(['ID', 'NAME', 'STATE', 'TEMPLATE', 'LABELS', 'CREATED'], items.map(row)),
+    );
+    return 0;
+  },
+});
+
+const get = command({
+  name: 'get',
+  args: 'ID',
+  description: 'Shows an instance: its state and why, its template, node and labels.',
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    const id = oneArgument(invocation, 'instance id');
+    const i = await client(values).instances.get(id);
+    print(values.json, i, () => describeInstance(i));
+    return 0;
+  },
+});
+
+const create = command({
+  name: 'create',
+  args: 'TEMPLATE',
+  description:
+    'Creates an instance from a workspace template and starts it; prints it once it runs (or why it failed: exit 1).',
+  options: {
+    name: { type: 'string', value: 'NAME', description: 'Its name in lists' },
+    label: LABEL,
+    stopped: { type: 'boolean', description: 'Leave it stopped' },
+  },
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    const template = oneArgument(invocation, 'workspace template');
+    const labels = labelFlags(values.label);
+    const i = await client(values).instances.create({
+      template,
+      ...(values.name !== undefined ? { name: values.name } : {}),
+      ...(Object.keys(labels).length > 0 ? { labels } : {}),
+      ...(values.stopped ? { start: false } : {}),
+    });
+    print(values.json, i, () => `Instance ${i.id} is ${i.state}: ${i.state_reason}.`);
+    return i.state === 'failed' ? 1 : 0;
+  },
+});
+
+function lifecycle(action: 'start' | 'stop' | 'restart', description: string) {
+  return command({
+    name: action,
+    args: 'ID',
+    description,
+    common: CLIENT_OPTIONS,
+    async run(invocation) {
+      const { values } = invocation;
+      const id = oneArgument(invocation, 'instance id');
+      const i = await client(values).instances[action](id);
+      print(values.json, i, () => `Instance ${i.id} is ${i.state}: ${i.state_reason}.`);
+      return i.state === 'failed' ? 1 : 0;
+    },
+  });
+}
+
+const remove = command({
+  name: 'rm',
+  aliases: ['delete'],
+  args: 'ID',
+  description: 'Stops an instance and deletes it with its files and events; there is no undo.',
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    const id = oneArgument(invocation, 'instance id');
+    await client(values).instances.delete(id);
+    print(values.json, { deleted: id }, () => `Deleted instance ${id}.`);
+    return 0;
+  },
+});
+
+const exec = command({
+  name: 'exec',
+  args: 'ID -- COMMAND [ARG…]',
+  description:
+    'Runs a command in a running instance, its output streamed as it comes, and exits with its exit code (124 when it timed out, 137 when it was killed). With --json, prints its events as NDJSON.',
+  options: {
+    cwd: { type: 'string', value: 'DIR', description: 'Working directory, inside the workspace' },
+    env: {
+      type: 'string',
+      value: 'NAME=VALUE',
+      multiple: true,
+      description: 'An environment variable',
+    },
+    timeout: {
+      type: 'string',
+      value: 'DURATION',
+      description: 'Kill it after this long (default 1m; at most 1h): 30s, 10m',
+    },
+  },
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values, positionals, path } = invocation;
+    const [id, ...command] = positionals;
+    if (id === undefined || command.length === 0) {
+      throw new UsageError(`${path} needs an instance id and a command after --`);
+    }
+    const env: Record<string, string> = {};
+    for (const pair of values.env ?? []) {
+      const at = pair.indexOf('=');
+      if (at < 1) throw new UsageError(`--env must be NAME=VALUE, got "${pair}"`);
+      env[pair.slice(0, at)] = pair.slice(at + 1);
+    }
+    let exit: ExecEvent | undefined;
+    for await (const event of client(values).instances.execStream(id, {
+      command,
+      ...(values.cwd !== undefined ? { cwd: values.cwd } : {}),
+      ...(Object.keys(env).length > 0 ? { env } : {}),
+      ...(values.timeout !== undefined
+        ? { timeout_ms: durationFlag('--timeout', values.timeout, EXEC_TIMEOUT, '30s') }
+        : {}),
+    })) {
+      if (!('offset' in event)) continue;
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(event)}\n`);
+      } else if (event.type === 'exec.output') {
+        const target = event.data.stream === 'stderr' ? process.stderr : process.stdout;
+        target.write(String(event.data.data));
+      }
+      if (event.type === 'exec.exited') exit = event;
+    }
+    const data = exit?.data ?? {};
+    if (data.timed_out === true) {
+      if (!values.json) process.stderr.write('orchestra: the command timed out\n');
+      return 124;
+    }
+    if (typeof data.exit_code === 'number') return data.exit_code;
+    return 137; // killed by a signal
+  },
+});
+
+export const group = defineGroup({
+  name: 'instances',
+  summary: 'Manage workspace instances: create, list, start, stop, exec, remove',
+  notes:
+    'Instances are sandboxed workspaces made from workspace templates (POST /v1/workspace-templates). Creating, starting, stopping and removing need an admin or operator credential.',
+  subcommands: [
+    list,
+    get,
+    create,
+    lifecycle('start', 'Starts a stopped or failed instance; prints it once it runs.'),
+    lifecycle('stop', 'Stops an instance’s service; its files stay.'),
+    lifecycle('restart', 'Stops an instance if it runs, then starts it.'),
+    remove,
+    exec,
+  ],
+});
