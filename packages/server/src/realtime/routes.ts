@@ -131,7 +131,9 @@ export const realtimeRoutes: FastifyPluginAsyncTypebox<{
           details: { fields: [{ field: 'body.info', message }] },
         });
       }
-      const expiresAt = Math.floor(Date.now() / 1000) + (body.ttl_seconds ?? 3600);
+      // Rounded up to the second: a token lives at least its ttl (rounded down, one issued
+      // late in a second with a 1 s ttl expired before its client could use it).
+      const expiresAt = Math.ceil(Date.now() / 1000) + (body.ttl_seconds ?? 3600);
       const { token, id } = tokens.issue({
         tenantId: principal.tenant.id,
         topics: body.topics,
