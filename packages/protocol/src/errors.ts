@@ -179,6 +179,26 @@ export const ERROR_CATALOGUE = {
     status: 409,
     message: 'The instance is not in a state that allows this',
   },
+  WORKSPACE_FILE_NOT_FOUND: {
+    status: 404,
+    message: 'No file or directory is at this path in the workspace',
+  },
+  WORKSPACE_FILE_EXISTS: {
+    status: 409,
+    message: 'A file or directory is at this path already',
+  },
+  WORKSPACE_DIRECTORY_NOT_EMPTY: {
+    status: 409,
+    message: 'The directory is not empty',
+  },
+  RANGE_NOT_SATISFIABLE: {
+    status: 416,
+    message: 'The requested byte range lies outside the file',
+  },
+  SEARCH_UNAVAILABLE: {
+    status: 503,
+    message: 'Search needs ripgrep (rg), which this node lacks',
+  },
   SANDBOX_UNAVAILABLE: {
     status: 503,
     message: 'Sandboxed processes cannot run on this node',

@@ -660,7 +660,7 @@ export class Orchestra {
   };
 
   async #createOne(input: CreateTaskInput, wait: number | undefined): Promise<CreateTaskResult> {
-    const answer = await this.#exchange<Task>('POST', '/v1/tasks', {
+    const answer = await this.exchange<Task>('POST', '/v1/tasks', {
       body: input,
       query: { wait: waitQuery(wait) },
       timeoutMs: this.#timeoutMs + (wait ?? 0),
@@ -671,7 +671,7 @@ export class Orchestra {
   /** One `POST /v1/tasks/batch` (at most `MAX_BATCH_TASKS` inputs; none sends nothing). */
   async #createBatch(inputs: CreateTaskInput[]): Promise<CreateTaskOutcome[]> {
     if (inputs.length === 0) return [];
-    const answer = await this.#exchange<{ items: BatchItem[] }>('POST', '/v1/tasks/batch', {
+    const answer = await this.exchange<{ items: BatchItem[] }>('POST', '/v1/tasks/batch', {
       body: { tasks: inputs },
     });
     const requestId = answer.headers.get('x-request-id') ?? undefined;
@@ -710,8 +710,8 @@ export class Orchestra {
     return this.#transport.request<T>(method, path, options);
   }
 
-  /** `request`, also resolving to the status and headers of the answer. */
-  #exchange<T>(
+  /** `request`, also resolving to the status and headers of the answer (an ETag, a range). */
+  exchange<T>(
     method: string,
     path: string,
     options: RequestOptions,

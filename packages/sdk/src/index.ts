@@ -46,6 +46,21 @@ export {
   type OrchestraErrorCode,
 } from './errors.ts';
 export {
+  type FileEntry,
+  type FileEvent,
+  type FileType,
+  InstanceFilesApi,
+  type PathInfo,
+  type PathTestResult,
+  type PathValidation,
+  type ProjectStructure,
+  type ReadFile,
+  type SearchOptions,
+  type SearchResult,
+  type StructureNode,
+  type WriteFileOptions,
+} from './instance-files-api.ts';
+export {
   type CreateInstance,
   type CreateWorkspaceTemplate,
   type ExecCommand,

@@ -11,6 +11,8 @@ import type {
   WorkspaceTemplateSpec,
 } from '@orchestra/protocol';
 import type { Orchestra } from './client.ts';
+import { InstanceFilesApi } from './instance-files-api.ts';
+import { labelQuery, paginate } from './listing.ts';
 import type { Page, PageOptions } from './types.ts';
 
 // Workspaces: templates and instances. The wire types are @orchestra/protocol's
@@ -116,8 +118,11 @@ export class WorkspaceTemplatesApi {
  */
 export class InstancesApi {
   readonly #client: Orchestra;
+  /** An instance's files: read, write, list, move, delete, search, archives, changes. */
+  readonly files: InstanceFilesApi;
   constructor(client: Orchestra) {
     this.#client = client;
+    this.files = new InstanceFilesApi(client);
   }
 
   create(input: CreateInstance): Promise<Instance> {
@@ -140,22 +145,14 @@ export class InstancesApi {
     return this.#client.request('GET', '/v1/instances', {
       query: {
         ...rest,
-        ...(labels ? { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } : {}),
+        ...(labels ? { label: labelQuery(labels) } : {}),
       },
     });
   }
 
   /** Every instance that matches, page after page. */
-  async *listAll(options: Omit<ListInstancesOptions, 'cursor'> = {}): AsyncIterable<Instance> {
-    let cursor: string | null = null;
-    do {
-      const page: Page<Instance> = await this.list({
-        ...options,
-        ...(cursor === null ? {} : { cursor }),
-      });
-      yield* page.items;
-      cursor = page.next_cursor;
-    } while (cursor !== null);
+  listAll(options: Omit<ListInstancesOptions, 'cursor'> = {}): AsyncIterable<Instance> {
+    return paginate((cursor) => this.list({ ...options, ...cursor }));
   }
 
   get(id: string): Promise<Instance> {
@@ -186,7 +183,12 @@ export class InstancesApi {
 
   /** Its state changes, oldest first, resumed across dropped connections. */
   events(id: string, options: FollowOptions = {}): AsyncIterable<InstanceEvent | StreamGap> {
-    return this.#follow(`${instancePath(id)}/events`, `the events of instance "${id}"`, options);
+    return followEvents(
+      this.#client,
+      `${instancePath(id)}/events`,
+      `the events of instance "${id}"`,
+      options,
+    );
   }
 
   /**
@@ -238,7 +240,8 @@ export class InstancesApi {
     execId: string,
     options: FollowOptions = {},
   ): AsyncIterable<ExecEvent | StreamGap> {
-    return this.#follow(
+    return followEvents(
+      this.#client,
       `${instancePath(id)}/execs/${encodeURIComponent(execId)}/events`,
       `the output of command "${execId}"`,
       options,
@@ -253,41 +256,46 @@ export class InstancesApi {
       `${instancePath(id)}/execs/${encodeURIComponent(execId)}/cancel`,
     );
   }
+}
 
-  #follow<T extends { offset: number; type: string }>(
-    path: string,
-    what: string,
-    options: FollowOptions,
-    isLast: (item: T) => boolean = () => false,
-  ): AsyncIterable<T | StreamGap> {
-    const follow = options.follow ?? true;
-    let cursor = options.after ?? 0;
-    let last = false;
-    const client = this.#client;
-    return client.resume<T | StreamGap>({
-      what,
-      signal: options.signal,
-      maxReconnects: options.maxReconnects ?? DEFAULT_MAX_RECONNECTS,
-      position: () => `offset ${cursor}`,
-      async *connect(onOpen) {
-        for await (const raw of client.streamJson(
-          path,
-          { after: cursor, follow: String(follow) },
-          { signal: options.signal, onOpen },
-        )) {
-          const item = raw as T | StreamGap;
-          if ('offset' in item) {
-            if (item.offset <= cursor) continue;
-            cursor = item.offset;
-            if (isLast(item)) last = true;
-          } else {
-            cursor = Math.max(cursor, item.first_offset - 1);
-          }
-          yield item;
+/**
+ * Follows an event stream of an instance (its states, a command's output, its files):
+ * resumes after the last offset received across dropped connections; ends when `isLast`
+ * says so, or once caught up when not following.
+ */
+export function followEvents<T extends { offset: number; type: string }>(
+  client: Orchestra,
+  path: string,
+  what: string,
+  options: FollowOptions,
+  isLast: (item: T) => boolean = () => false,
+): AsyncIterable<T | StreamGap> {
+  const follow = options.follow ?? true;
+  let cursor = options.after ?? 0;
+  let last = false;
+  return client.resume<T | StreamGap>({
+    what,
+    signal: options.signal,
+    maxReconnects: options.maxReconnects ?? DEFAULT_MAX_RECONNECTS,
+    position: () => `offset ${cursor}`,
+    async *connect(onOpen) {
+      for await (const raw of client.streamJson(
+        path,
+        { after: cursor, follow: String(follow) },
+        { signal: options.signal, onOpen },
+      )) {
+        const item = raw as T | StreamGap;
+        if ('offset' in item) {
+          if (item.offset <= cursor) continue;
+          cursor = item.offset;
+          if (isLast(item)) last = true;
+        } else {
+          cursor = Math.max(cursor, item.first_offset - 1);
         }
-      },
-      // Unfollowed, or past its last event, it is complete; followed, a drop resumes.
-      ended: async () => (last || !follow ? { done: true } : { problem: undefined }),
-    });
-  }
+        yield item;
+      }
+    },
+    // Unfollowed, or past its last event, it is complete; followed, a drop resumes.
+    ended: async () => (last || !follow ? { done: true } : { problem: undefined }),
+  });
 }

@@ -90,8 +90,13 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   timeoutMs?: number;
   signal?: AbortSignal | undefined;
-  /** `text`: a successful answer's body as it came (CSV), not parsed as JSON. */
-  as?: 'json' | 'text';
+  /**
+   * `text`: a successful answer's body as it came (CSV), not parsed as JSON; `bytes`: as a
+   * Uint8Array (a file, an archive).
+   */
+  as?: 'json' | 'text' | 'bytes';
+  /** Sent as it is (a file, an archive) instead of `body` as JSON. */
+  rawBody?: Uint8Array | string;
 }
 
 /** One resumable stream, as `Transport.resume` follows it. */
@@ -284,6 +289,15 @@ export class Transport {
     const timeout = deadline(timeoutMs);
     try {
       const { response, url } = await this.#send(method, path, options, timeout.signal, timeoutMs);
+      if (options.as === 'bytes' && response.ok) {
+        let bytes: Uint8Array;
+        try {
+          bytes = new Uint8Array(await response.arrayBuffer());
+        } catch (err) {
+          throw this.#noAnswer(err, method, url, options.signal, timeoutMs);
+        }
+        return { status: response.status, headers: response.headers, body: bytes as T };
+      }
       let text: string;
       try {
         text = await response.text();
@@ -506,11 +520,18 @@ export class Transport {
     };
     if (credential !== undefined) headers.authorization = `Bearer ${credential}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
+    if (options.rawBody !== undefined) headers['content-type'] ??= 'application/octet-stream';
+    const body =
+      options.rawBody !== undefined
+        ? options.rawBody
+        : options.body !== undefined
+          ? JSON.stringify(options.body)
+          : undefined;
     try {
       const response = await this.#fetch(url, {
         method,
         headers,
-        ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        ...(body !== undefined ? { body: body as BodyInit } : {}),
         signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout,
       });
       return { response, url };

@@ -130,3 +130,70 @@ test('exec: the result of a command, and the output of another read again from a
   assert.deepEqual([exit?.data.cancelled, exit?.data.signal], [true, 'SIGKILL']);
   await client.instances.delete(instance.id);
 });
+
+test('files through the SDK: write and read (with ranges and a hash guard), list, move, delete, search, archives, paths, the change feed', async () => {
+  await client.workspaceTemplates.create({ name: 'sdk-files' });
+  const { id } = await client.instances.create({ template: 'sdk-files', start: false });
+  const files = client.instances.files;
+
+  const written = await files.write(id, 'src/app.ts', 'export const answer = 42;\n');
+  assert.equal(written.type, 'file');
+  const read = await files.read(id, 'src/app.ts');
+  assert.equal(new TextDecoder().decode(read.content), 'export const answer = 42;\n');
+  assert.equal(read.sha256, written.sha256);
+  const part = await files.read(id, 'src/app.ts', { range: { start: 7, end: 11 } });
+  assert.equal(new TextDecoder().decode(part.content), 'const');
+  assert.equal(part.size, 26);
+  const stale = await rejection(() =>
+    files.write(id, 'src/app.ts', 'lost', { ifMatch: '0'.repeat(64) }),
+  );
+  assert.equal(stale.code, 'PRECONDITION_FAILED');
+  await files.write(id, 'src/app.ts', 'export const answer = 43;\n', { ifMatch: read.sha256 });
+  assert.equal(await files.readText(id, 'src/app.ts'), 'export const answer = 43;\n');
+  assert.equal(
+    (await rejection(() => files.write(id, 'src/app.ts', 'x', { create: true }))).code,
+    'WORKSPACE_FILE_EXISTS',
+  );
+  const binary = new Uint8Array([0, 1, 2, 255]);
+  await files.write(id, 'bin', binary);
+  assert.deepEqual((await files.read(id, 'bin')).content, binary);
+
+  await files.mkdir(id, 'docs/guides', { parents: true });
+  await files.move(id, 'bin', 'docs/bin');
+  assert.deepEqual(
+    (await files.list(id, 'docs')).items.map((e) => e.name),
+    ['bin', 'guides'],
+  );
+  assert.equal((await files.stat(id, 'docs/bin', { hash: true })).size, 4);
+  await files.delete(id, 'docs', { recursive: true });
+  assert.equal((await rejection(() => files.stat(id, 'docs'))).code, 'WORKSPACE_FILE_NOT_FOUND');
+  assert.equal((await rejection(() => files.read(id, '../outside'))).code, 'VALIDATION_FAILED');
+
+  const found = await files.search(id, 'answer', { glob: ['*.ts'] });
+  assert.deepEqual(
+    found.matches.map((m) => `${m.path}:${m.line}`),
+    ['src/app.ts:1'],
+  );
+  const archive = await files.download(id, 'src');
+  assert.deepEqual(await files.upload(id, archive, 'copy'), {
+    path: 'copy',
+    bytes: archive.length,
+  });
+  assert.equal(await files.readText(id, 'copy/src/app.ts'), 'export const answer = 43;\n');
+  const tree = await files.structure(id);
+  assert.equal(tree.files, 2);
+  assert.equal((await files.paths(id)).instance_id, id);
+  assert.equal((await files.validatePaths(id, ['a', '../b'])).overall_status, 'invalid');
+  assert.equal((await files.testPaths(id, ['src'])).results[0]?.type, 'directory');
+
+  const changes: string[] = [];
+  for await (const e of files.events(id, { follow: false })) {
+    if ('data' in e) changes.push(`${e.type} ${e.data.path}`);
+  }
+  assert.deepEqual(changes.slice(0, 3), [
+    'file.created src',
+    'file.created src/app.ts',
+    'file.changed src/app.ts',
+  ]);
+  await client.instances.delete(id);
+});

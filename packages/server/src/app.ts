@@ -190,7 +190,15 @@ export async function buildApp(
     },
     // Every operation states its security: what `config.auth` requires, none for public
     // routes, or what a route that authenticates by itself declares in `schema.security`.
-    transform: ({ schema, url, route }) => {
+    transform: ({ schema: declared, url, route }) => {
+      const raw = route.config?.rawBody;
+      const schema = raw
+        ? {
+            ...declared,
+            consumes: [...raw.contentTypes],
+            body: { type: 'string', format: 'binary', description: raw.description },
+          }
+        : declared;
       const roles = route.config?.auth;
       if (!Array.isArray(roles))
         return { url, schema: { ...schema, security: schema?.security ?? [] } };

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Orchestra } from '@orchestra/sdk';
 import { type CliServer, expectExit, jsonOf, runCli, startCliServer } from './helpers.ts';
@@ -78,4 +80,74 @@ test('create, list, exec with the exit code passed on, stop, get and rm; usage e
   const gone = await cli(['instances', 'get', instance.id]);
   expectExit(gone, 1);
   assert.match(gone.stderr, /WORKSPACE_INSTANCE_NOT_FOUND/);
+});
+
+test('files: put from standard input or a file, cat, ls, stat, mkdir, mv, search, tree, download and upload, rm; `orchestra exec` runs a command', async () => {
+  const { cli } = fixture;
+  const created = await cli(['instances', 'create', 'shell', '--json']);
+  const id = jsonOf(created).id as string;
+
+  const piped = await cli(['files', 'put', id, 'notes/todo.txt'], { input: 'write the docs\n' });
+  expectExit(piped, 0);
+  assert.match(piped.stdout, /Wrote notes\/todo\.txt \(15 bytes, sha256 [0-9a-f]{64}\)/);
+  writeFileSync(join(fixture.workDir, 'local.txt'), 'from a local file\n');
+  expectExit(await cli(['files', 'put', id, 'src/main.txt', 'local.txt']), 0);
+  const cat = await cli(['files', 'cat', id, 'notes/todo.txt']);
+  expectExit(cat, 0);
+  assert.equal(cat.stdout, 'write the docs\n');
+  const listed = await cli(['files', 'ls', id]);
+  assert.match(listed.stdout, /notes\/\s+directory/);
+  assert.match(listed.stdout, /src\/\s+directory/);
+  const stat = await cli(['files', 'stat', id, 'src/main.txt', '--hash', '--json']);
+  const hash = jsonOf(stat).sha256 as string;
+  assert.match(hash, /^[0-9a-f]{64}$/);
+  const stale = await cli(['files', 'put', id, 'src/main.txt', '--if-match', '0'.repeat(64)], {
+    input: 'lost',
+  });
+  expectExit(stale, 1);
+  assert.match(stale.stderr, /PRECONDITION_FAILED/);
+  expectExit(
+    await cli(['files', 'put', id, 'src/main.txt', '--if-match', hash], { input: 'kept\n' }),
+    0,
+  );
+
+  expectExit(await cli(['files', 'mkdir', id, 'a/b', '-p']), 0);
+  expectExit(await cli(['files', 'mv', id, 'notes/todo.txt', 'a/b/todo.txt']), 0);
+  const found = await cli(['files', 'search', id, 'docs']);
+  expectExit(found, 0);
+  assert.equal(found.stdout, 'a/b/todo.txt:1:write the docs\n');
+  expectExit(await cli(['files', 'search', id, 'nowhere-to-be-found']), 1);
+  const tree = await cli(['files', 'tree', id]);
+  assert.match(tree.stdout, /└── todo\.txt \(15\)/);
+  assert.match(tree.stdout, /2 files, 3 directories/);
+
+  expectExit(await cli(['files', 'download', id, 'a', '-o', 'a.tar']), 0);
+  assert.ok(existsSync(join(fixture.workDir, 'a.tar')));
+  const uploaded = await cli(['files', 'upload', id, 'a.tar', '--path', 'copy']);
+  expectExit(uploaded, 0);
+  assert.equal((await cli(['files', 'cat', id, 'copy/a/b/todo.txt'])).stdout, 'write the docs\n');
+  expectExit(await cli(['files', 'rm', id, 'copy']), 1);
+  expectExit(await cli(['files', 'rm', id, 'copy', '-r']), 0);
+  const escaped = await cli(['files', 'cat', id, '../../admin-key']);
+  expectExit(escaped, 1);
+  assert.match(escaped.stderr, /VALIDATION_FAILED/);
+  expectExit(await cli(['files', 'cat', id]), 2);
+
+  const ran = await runCli(
+    [
+      'exec',
+      id,
+      '--url',
+      fixture.server.url,
+      '--api-key',
+      fixture.adminKey,
+      '--',
+      'cat',
+      'src/main.txt',
+    ],
+    { cwd: fixture.workDir },
+  );
+  expectExit(ran, 0);
+  assert.equal(ran.stdout, 'kept\n');
+  expectExit(await cli(['instances', 'rm', id]), 0);
 });

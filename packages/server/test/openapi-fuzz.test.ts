@@ -592,6 +592,14 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { command: ['true'], env: { A: '1' }, timeout_ms: 1000 };
     case 'PATCH /v1/instances/{instance}':
       return { name: 'n', labels: { a: 'b' } };
+    case 'POST /v1/instances/{instance}/files/move':
+      return { from: 'a.txt', to: 'b.txt', overwrite: false };
+    case 'POST /v1/instances/{instance}/files/directories':
+      return { path: 'dir', parents: true };
+    case 'POST /v1/instances/{instance}/paths/validate':
+      return { paths: ['a.txt'] };
+    case 'POST /v1/instances/{instance}/paths/test':
+      return { paths: ['a.txt'] };
     case 'PUT /v1/tool-policies/{policy}':
       return { effect: 'allow', tools: ['fuzz__*'], description: 'd' };
   }

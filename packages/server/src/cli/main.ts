@@ -24,6 +24,8 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   'mcp-views': () => import('./commands/mcp-views.ts'),
   providers: () => import('./commands/providers.ts'),
   instances: () => import('./commands/instances.ts'),
+  exec: () => import('./commands/exec.ts'),
+  files: () => import('./commands/files.ts'),
   chat: () => import('./commands/chat.ts'),
   usage: () => import('./commands/usage.ts'),
   'demo-provider': () => import('./commands/demo-provider.ts'),

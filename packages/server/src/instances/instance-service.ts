@@ -17,6 +17,7 @@ import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
+import { FileService, type WorkspaceRef } from './files.ts';
 import { resolveInside } from './paths.ts';
 import type { FilledSpec, InstanceDriverPort, ServiceExit } from './process-driver.ts';
 import type { InstancesTable, WorkspaceTemplatesTable } from './tables.ts';
@@ -141,6 +142,8 @@ export class InstanceService {
   #closing = false;
   /** Commands running on this node, by id: their instance, and how to cancel them. */
   readonly #execs = new Map<string, { instanceId: string; cancel: AbortController }>();
+  /** Files and paths of the instances' workspaces, and their change feeds. */
+  readonly files: FileService;
 
   constructor(deps: {
     store: RelationalStore;
@@ -149,7 +152,13 @@ export class InstanceService {
     nodeId: string;
     log: Logger;
     stopGraceMs: number;
+    uploadMaxBytes: number;
   }) {
+    this.files = new FileService({
+      events: deps.events,
+      log: deps.log,
+      maxUploadBytes: deps.uploadMaxBytes,
+    });
     this.#store = deps.store;
     this.#events = deps.events;
     this.#driver = deps.driver;
@@ -489,6 +498,7 @@ export class InstanceService {
       const current = await this.#current(row.tenant_id, id);
       this.#stopping.add(id);
       this.#cancelExecs(id);
+      this.files.unwatch(id);
       try {
         await this.#driver.destroy(id);
       } finally {
@@ -496,7 +506,10 @@ export class InstanceService {
       }
       await this.#events.transaction(async (trx, emit) => {
         await trx.deleteFrom('instances').where('id', '=', id).execute();
-        await this.#events.deleteStreams(trx, current.tenant_id, [instanceStream(id)]);
+        await this.#events.deleteStreams(trx, current.tenant_id, [
+          instanceStream(id),
+          ...this.files.streams(id),
+        ]);
         await emit(instancesStream(current.tenant_id), current.tenant_id, [
           {
             type: 'instance.deleted',
@@ -674,6 +687,24 @@ export class InstanceService {
     });
   }
 
+  /**
+   * An instance's files, for the files API and the path service: 404 for another
+   * tenant's, 409 for one on another node (its files are there).
+   */
+  async workspace(principal: Principal, id: string): Promise<WorkspaceRef> {
+    const row = await this.#local(principal.tenant.id, id);
+    return this.#ref(row);
+  }
+
+  #ref(row: InstancesTable): WorkspaceRef {
+    return {
+      id: row.id,
+      tenantId: row.tenant_id,
+      driver: row.driver,
+      paths: this.#driver.paths(row.id),
+    };
+  }
+
   /** Checks a request for the instance's events (404, or `after` beyond the newest). */
   async openEvents(principal: Principal, id: string, after: number): Promise<void> {
     await this.#current(principal.tenant.id, id);
@@ -752,6 +783,7 @@ export class InstanceService {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    this.files.close();
     for (const { cancel } of this.#execs.values()) cancel.abort();
     await Promise.allSettled([...this.#queues.values()]);
     await this.#driver.stopAll(Math.min(this.#stopGraceMs, CLOSE_GRACE_MS));
@@ -779,6 +811,7 @@ export class InstanceService {
       await this.#driver.stop(starting.id, 0);
       throw err;
     });
+    this.files.watch(this.#ref(running));
     return instanceView(running);
   }
 
@@ -792,6 +825,7 @@ export class InstanceService {
   async #stop(row: InstancesTable, reason: string): Promise<Instance> {
     const stopping = await this.#transition(row, STOPPABLE, 'stopping', reason);
     this.#cancelExecs(row.id);
+    this.files.unwatch(row.id);
     this.#stopping.add(row.id);
     try {
       await this.#driver.stop(row.id, this.#stopGraceMs);
@@ -818,6 +852,7 @@ export class InstanceService {
         .where('id', '=', row.id)
         .executeTakeFirst();
       if (current === undefined || !STOPPABLE.includes(current.state as InstanceState)) return;
+      this.files.unwatch(row.id);
       await this.#transition(
         current,
         STOPPABLE,

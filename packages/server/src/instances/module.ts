@@ -1,4 +1,5 @@
 import { defineModule } from '../module.ts';
+import { fileRoutes } from './file-routes.ts';
 import { InstanceService } from './instance-service.ts';
 import { instancesMigrations } from './migrations.ts';
 import { ProcessDriver } from './process-driver.ts';
@@ -24,6 +25,11 @@ export const instancesModule = defineModule({
     'WORKSPACE_TEMPLATE_IN_USE',
     'WORKSPACE_INSTANCE_NOT_FOUND',
     'WORKSPACE_INSTANCE_STATE',
+    'WORKSPACE_FILE_NOT_FOUND',
+    'WORKSPACE_FILE_EXISTS',
+    'WORKSPACE_DIRECTORY_NOT_EMPTY',
+    'RANGE_NOT_SATISFIABLE',
+    'SEARCH_UNAVAILABLE',
     'SANDBOX_UNAVAILABLE',
   ],
   topics: [
@@ -45,12 +51,14 @@ export const instancesModule = defineModule({
       nodeId: settings.instanceId,
       log: log.child({ module: 'instances' }),
       stopGraceMs: settings.instanceStopGraceMs,
+      uploadMaxBytes: settings.instanceUploadMaxBytes,
     });
   },
   routes:
     (instances, { shutdown }) =>
     async (app) => {
       await app.register(instanceRoutes, { instances, shutdown });
+      await app.register(fileRoutes, { instances, shutdown });
     },
   start: (instances) => instances.reconcile(),
   stop: (instances) => instances.close(),

@@ -159,30 +159,15 @@ export class ProcessDriver implements InstanceDriverPort {
   ): Promise<{ pid: number | null }> {
     const startup = instance.spec.startup;
     if (startup === null) return { pid: null };
-    const sandbox = await detectSandbox();
-    if (!sandbox.available) {
-      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot start the instance: ${sandbox.reason}`);
-    }
     const paths = this.paths(instance.id);
-    const [command = '', ...args] = startup.command;
-    const wrapped = sandboxCommand({
-      command,
-      args,
-      workDir: paths.project_root,
+    const child = await this.#spawn(instance, startup.command, {
       cwd: paths.workspace,
-      network: instance.spec.network === 'host',
-      readOnlyPaths: [],
-      path: SANDBOX_PATH,
+      env: instance.spec.env,
+      stdin: false,
+      what: 'start the instance',
     });
     const log = createWriteStream(join(paths.logs, 'service.log'), { flags: 'a' });
     let logged = 0;
-    const child = spawn(wrapped.command, wrapped.args, {
-      cwd: paths.workspace,
-      // The server's environment (keys, URLs) stays out of the sandbox.
-      env: sandboxEnv(paths, instance.spec.env),
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
     const keep = (chunk: Buffer) => {
       if (logged >= SERVICE_LOG_MAX_BYTES) return;
       logged += chunk.length;
@@ -233,27 +218,12 @@ export class ProcessDriver implements InstanceDriverPort {
   }
 
   async exec(instance: DriverInstance, request: ExecRequest): Promise<ExecExit> {
-    const sandbox = await detectSandbox();
-    if (!sandbox.available) {
-      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot run the command: ${sandbox.reason}`);
-    }
-    const paths = this.paths(instance.id);
-    const [command = '', ...args] = request.command;
-    const wrapped = sandboxCommand({
-      command,
-      args,
-      workDir: paths.project_root,
-      cwd: request.cwd,
-      network: instance.spec.network === 'host',
-      readOnlyPaths: [],
-      path: SANDBOX_PATH,
-    });
     const started = performance.now();
-    const child = spawn(wrapped.command, wrapped.args, {
-      cwd: paths.workspace,
-      env: sandboxEnv(paths, { ...instance.spec.env, ...request.env }),
-      stdio: [request.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-      detached: true,
+    const child = await this.#spawn(instance, request.command, {
+      cwd: request.cwd,
+      env: { ...instance.spec.env, ...request.env },
+      stdin: request.stdin !== undefined,
+      what: 'run the command',
     });
     let timedOut = false;
     let cancelled = false;
@@ -299,6 +269,39 @@ export class ProcessDriver implements InstanceDriverPort {
       clearTimeout(timer);
       request.signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Spawns a command in the instance's sandbox, in its own process group (so that a kill
+   * reaches bwrap and what it has not yet moved into its namespace).
+   */
+  async #spawn(
+    instance: DriverInstance,
+    argv: string[],
+    options: { cwd: string; env: Record<string, string>; stdin: boolean; what: string },
+  ): Promise<ChildProcess> {
+    const sandbox = await detectSandbox();
+    if (!sandbox.available) {
+      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot ${options.what}: ${sandbox.reason}`);
+    }
+    const paths = this.paths(instance.id);
+    const [command = '', ...args] = argv;
+    const wrapped = sandboxCommand({
+      command,
+      args,
+      workDir: paths.project_root,
+      cwd: options.cwd,
+      network: instance.spec.network === 'host',
+      readOnlyPaths: [],
+      path: SANDBOX_PATH,
+    });
+    return spawn(wrapped.command, wrapped.args, {
+      cwd: paths.workspace,
+      // The server's environment (keys, URLs) stays out of the sandbox.
+      env: sandboxEnv(paths, options.env),
+      stdio: [options.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
   }
 
   /** Stops every service this process runs (the node is closing), without waiting long. */

@@ -21,6 +21,15 @@ export const INSTANCES_SETTINGS = {
       'How long a stopped instance’s service has after SIGTERM before it is killed (SIGKILL).',
     default: 10_000,
   },
+  instanceUploadMaxBytes: {
+    env: 'ORCHESTRA_INSTANCE_UPLOAD_MAX_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 1024, maximum: 68_719_476_736 }),
+    allowed: 'an integer from 1024 to 68719476736 (64 GiB)',
+    description:
+      'Largest file written, or tar archive uploaded, in one request to an instance’s files API; larger ones get 413.',
+    default: 268_435_456,
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 declare module '../platform/settings.ts' {

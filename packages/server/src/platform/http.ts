@@ -45,6 +45,11 @@ declare module 'fastify' {
      */
     credentialLater?: true;
     /**
+     * The body is read as a stream by the handler (a file, a tar archive), not parsed: the
+     * OpenAPI document shows it as binary in these content types.
+     */
+    rawBody?: { contentTypes: readonly string[]; description: string };
+    /**
      * A probe or scrape (`/healthz`, `/readyz`, `/metrics`): never rate limited, and its
      * access line is logged at debug so that polling does not flood the log.
      */

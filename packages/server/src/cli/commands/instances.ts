@@ -159,7 +159,7 @@ const remove = command({
   },
 });
 
-const exec = command({
+export const exec = command({
   name: 'exec',
   args: 'ID -- COMMAND [ARG…]',
   description:
