@@ -93,6 +93,7 @@ export {
   MAX_BATCH_INSTANCES,
   MAX_EXEC_STDIN_BYTES,
   MAX_EXEC_TIMEOUT_MS,
+  MAX_INSTANCE_LIFETIME_MS,
   UpdateInstance,
   WorkspaceBase,
   WorkspaceTemplate,

@@ -73,6 +73,24 @@ export type WorkspaceBase = Static<typeof WorkspaceBase>;
 
 const EnvName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' });
 
+/** A year: the longest idle timeout or TTL. */
+export const MAX_INSTANCE_LIFETIME_MS = 366 * 24 * 3_600_000;
+
+const IdleTimeout = Type.Union(
+  [Type.Integer({ minimum: 1000, maximum: MAX_INSTANCE_LIFETIME_MS }), Type.Null()],
+  {
+    description:
+      'A running instance with no activity for this long (no exec, terminal, file or port use) is stopped; null (the default): never.',
+  },
+);
+const Ttl = Type.Union(
+  [Type.Integer({ minimum: 1000, maximum: MAX_INSTANCE_LIFETIME_MS }), Type.Null()],
+  {
+    description:
+      'An instance is deleted this long after it was created, whatever its state (stops and starts do not reset it); null (the default): never.',
+  },
+);
+
 export const WorkspaceTemplateSpec = Type.Object(
   {
     description: Type.Optional(Type.String({ maxLength: 1000 })),
@@ -109,6 +127,8 @@ export const WorkspaceTemplateSpec = Type.Object(
           '`none` (the default): a network namespace of its own with only loopback. `host`: the node’s network.',
       }),
     ),
+    idle_timeout_ms: Type.Optional(IdleTimeout),
+    ttl_ms: Type.Optional(Ttl),
   },
   { additionalProperties: false },
 );
@@ -134,6 +154,8 @@ export const WorkspaceTemplate = Type.Object(
     env: Type.Record(Type.String(), Type.String()),
     startup: Type.Union([Type.Object({ command: Type.Array(Type.String()) }), Type.Null()]),
     network: Type.Enum(['none', 'host']),
+    idle_timeout_ms: Type.Union([Type.Integer(), Type.Null()]),
+    ttl_ms: Type.Union([Type.Integer(), Type.Null()]),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
@@ -159,6 +181,8 @@ export const CreateInstance = Type.Object(
         description: 'Start it once created (the default); false leaves it stopped.',
       }),
     ),
+    idle_timeout_ms: Type.Optional(IdleTimeout),
+    ttl_ms: Type.Optional(Ttl),
   },
   { additionalProperties: false },
 );
@@ -176,6 +200,13 @@ export const UpdateInstance = Type.Object(
   {
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
     labels: Type.Optional(Labels),
+    idle_timeout_ms: Type.Optional(IdleTimeout),
+    expires_at: Type.Optional(
+      Type.Union([Type.String({ format: 'date-time', maxLength: 40 }), Type.Null()], {
+        description:
+          'When it is deleted: a later time to keep it longer, null to keep it until deleted.',
+      }),
+    ),
   },
   { additionalProperties: false, minProperties: 1 },
 );
@@ -202,6 +233,12 @@ export const Instance = Type.Object(
     updated_at: Timestamp,
     started_at: NullableTimestamp,
     stopped_at: NullableTimestamp,
+    /** Stopped after this long without activity while running; null: never. */
+    idle_timeout_ms: Type.Union([Type.Integer(), Type.Null()]),
+    /** The last exec, terminal, file or port activity (or start). */
+    last_active_at: NullableTimestamp,
+    /** When it is deleted (its TTL); null: never. */
+    expires_at: NullableTimestamp,
   },
   { $id: 'Instance' },
 );

@@ -76,6 +76,27 @@ test('create, list, exec with the exit code passed on, stop, get and rm; usage e
   assert.match(stopped.stdout, /is stopped: stopped by key_/);
   const shown = await cli(['instances', 'get', instance.id]);
   assert.match(shown.stdout, /State:\s+stopped/);
+  assert.match(shown.stdout, /Idle stop: never/);
+  const timed = await cli([
+    'instances',
+    'create',
+    'shell',
+    '--stopped',
+    '--idle-timeout',
+    '30m',
+    '--ttl',
+    '2d',
+    '--json',
+  ]);
+  expectExit(timed, 0);
+  const lifetimes = jsonOf(timed);
+  assert.equal(lifetimes.idle_timeout_ms, 1_800_000);
+  assert.equal(Date.parse(lifetimes.expires_at) - Date.parse(lifetimes.created_at), 172_800_000);
+  const shownTimed = await cli(['instances', 'get', lifetimes.id]);
+  assert.match(shownTimed.stdout, /Idle stop: after 1800s without activity/);
+  assert.match(shownTimed.stdout, new RegExp(`Expires:\\s+${lifetimes.expires_at}`));
+  expectExit(await cli(['instances', 'create', 'shell', '--ttl', 'forever']), 2);
+  expectExit(await cli(['instances', 'rm', lifetimes.id]), 0);
   expectExit(await cli(['instances', 'rm', instance.id]), 0);
   const gone = await cli(['instances', 'get', instance.id]);
   expectExit(gone, 1);

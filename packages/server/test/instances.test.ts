@@ -70,6 +70,7 @@ for (const store of STORE_VARIANTS) {
         env: {
           ORCHESTRA_INSTANCE_SOURCE_ROOTS: sources.path,
           ORCHESTRA_INSTANCE_STOP_GRACE_MS: '2000',
+          ORCHESTRA_INSTANCE_SWEEP_MS: '200',
         },
       });
     });
@@ -519,6 +520,92 @@ for (const store of STORE_VARIANTS) {
         'WORKSPACE_INSTANCE_STATE',
       );
       for (const gone of [id, other.body.id]) await server.call('DELETE', `/v1/instances/${gone}`);
+    });
+
+    test('idle stop: an instance without activity stops, with the reason; a running command, files and exec keep it alive', async () => {
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'idle', startup: { command: FOREVER }, idle_timeout_ms: 1000 },
+      });
+      const created = await server.call('POST', '/v1/instances', { body: { template: 'idle' } });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.equal(created.body.idle_timeout_ms, 1000);
+      assert.equal(created.body.expires_at, null);
+      const id = created.body.id as string;
+      // A command that runs for longer than the idle timeout is activity throughout: had the
+      // instance been stopped meanwhile, the command would have been killed.
+      const long = await server.call('POST', `/v1/instances/${id}/exec`, {
+        body: { command: ['sleep', '3'] },
+      });
+      assert.equal(long.body.exit_code, 0, JSON.stringify(long.body));
+      assert.equal(long.body.cancelled, false);
+      const stopped = await until(server, id, (i) => i.state === 'stopped');
+      assert.match(stopped.state_reason, /^stopped after 1s without activity$/);
+      const types = (await eventsOf(server, id)).map((e) => e.type);
+      assert.deepEqual(types.slice(-2), ['instance.stopping', 'instance.stopped']);
+      // Started again, the idle clock starts again; PATCH turns it off.
+      assert.equal((await server.call('POST', `/v1/instances/${id}/start`)).body.state, 'running');
+      const patched = await server.call('PATCH', `/v1/instances/${id}`, {
+        body: { idle_timeout_ms: null },
+      });
+      assert.equal(patched.body.idle_timeout_ms, null);
+      assert.ok(patched.body.last_active_at !== null);
+      expectError(
+        await server.call('PATCH', `/v1/instances/${id}`, { body: { idle_timeout_ms: 5 } }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      await server.call('DELETE', `/v1/instances/${id}`);
+    });
+
+    test('TTL: an instance is deleted once its time is up, stopped or not; stop and start do not reset it; PATCH expires_at moves it', async () => {
+      await server.call('POST', '/v1/workspace-templates', {
+        body: { name: 'short-lived', ttl_ms: 3_600_000 },
+      });
+      const kept = await server.call('POST', '/v1/instances', {
+        body: { template: 'short-lived' },
+      });
+      const expiresAt = kept.body.expires_at as string;
+      assert.equal(Date.parse(expiresAt) - Date.parse(kept.body.created_at), 3_600_000);
+      await server.call('POST', `/v1/instances/${kept.body.id}/stop`);
+      const restarted = await server.call('POST', `/v1/instances/${kept.body.id}/start`);
+      assert.equal(restarted.body.expires_at, expiresAt);
+      expectError(
+        await server.call('PATCH', `/v1/instances/${kept.body.id}`, {
+          body: { expires_at: '2001-01-01T00:00:00Z' },
+        }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      const forever = await server.call('PATCH', `/v1/instances/${kept.body.id}`, {
+        body: { expires_at: null },
+      });
+      assert.equal(forever.body.expires_at, null);
+
+      // A TTL given at creation overrides the template's; stopped, it goes all the same.
+      const brief = await server.call('POST', '/v1/instances', {
+        body: { template: 'short-lived', ttl_ms: 1500, start: false },
+      });
+      assert.equal(brief.status, 201, JSON.stringify(brief.body));
+      for (let i = 0; ; i++) {
+        const got = await server.call('GET', `/v1/instances/${brief.body.id}`);
+        if (got.status === 404) break;
+        assert.ok(i < 600, 'the instance outlived its TTL');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(existsSync(join(server.dataDir, 'instances', brief.body.id)), false);
+      const history = await server.call(
+        'GET',
+        '/v1/topics/instances/messages?last=1000&limit=1000',
+      );
+      assert.equal(history.status, 200, JSON.stringify(history.body));
+      const deleted = (
+        history.body.messages as {
+          event: string;
+          data: { instance_id?: string; reason?: string };
+        }[]
+      ).find((m) => m.event === 'instance.deleted' && m.data.instance_id === brief.body.id);
+      assert.equal(deleted?.data.reason, 'its time to live (1.5s) ran out');
+      await server.call('DELETE', `/v1/instances/${kept.body.id}`);
     });
 
     test('tenant isolation: another tenant sees none of the templates or instances', async () => {

@@ -97,11 +97,19 @@ export class FileService {
   readonly #events: EventLog;
   readonly #log: Logger;
   readonly #maxUploadBytes: number;
+  readonly #onActivity: (instanceId: string) => void;
   readonly #watchers = new Map<string, WorkspaceWatcher>();
   /** Changes through the API, one at a time per instance (a hash check and its write). */
   readonly #locks = new Map<string, Promise<unknown>>();
 
-  constructor(deps: { events: EventLog; log: Logger; maxUploadBytes: number }) {
+  constructor(deps: {
+    events: EventLog;
+    log: Logger;
+    maxUploadBytes: number;
+    /** Reading or changing files is activity: an idle instance is one without. */
+    onActivity: (instanceId: string) => void;
+  }) {
+    this.#onActivity = deps.onActivity;
     this.#events = deps.events;
     this.#log = deps.log;
     this.#maxUploadBytes = deps.maxUploadBytes;
@@ -147,6 +155,7 @@ export class FileService {
   }
 
   #record(ref: WorkspaceRef, changes: FileChange[]): void {
+    this.#onActivity(ref.id);
     void this.#emit(
       ref,
       changes.map((c) => ({ type: c.type, data: { path: c.path, kind: c.kind } })),
@@ -830,6 +839,7 @@ export class FileService {
 
   /** The workspace's real path; 404 when its files are gone (a failed creation). */
   async #root(ref: WorkspaceRef): Promise<string> {
+    this.#onActivity(ref.id);
     return realpath(ref.paths.workspace).catch(() => {
       throw new ApiError(
         'WORKSPACE_INSTANCE_STATE',

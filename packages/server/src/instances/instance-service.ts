@@ -14,6 +14,7 @@ import type { Emit, EventLog, StreamItem } from '../events/index.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
+import type { Job, Jobs } from '../platform/jobs.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
@@ -54,11 +55,18 @@ export function fillSpec(input: Omit<CreateWorkspaceTemplate, 'name'>): FilledSp
     env: input.env ?? {},
     startup: input.startup ?? null,
     network: input.network ?? 'none',
+    idle_timeout_ms: input.idle_timeout_ms ?? null,
+    ttl_ms: input.ttl_ms ?? null,
   };
 }
 
+/** A stored spec, with defaults for what older specs lack. */
+export function parseSpec(text: string): FilledSpec {
+  return fillSpec(JSON.parse(text) as Omit<CreateWorkspaceTemplate, 'name'>);
+}
+
 function templateView(row: WorkspaceTemplatesTable): WorkspaceTemplate {
-  const spec = JSON.parse(row.spec) as FilledSpec;
+  const spec = parseSpec(row.spec);
   return {
     id: row.id,
     tenant_id: row.tenant_id,
@@ -70,7 +78,9 @@ function templateView(row: WorkspaceTemplatesTable): WorkspaceTemplate {
   };
 }
 
-function instanceView(row: InstancesTable): Instance {
+function instanceView(row: InstancesTable, activeAt?: number): Instance {
+  const recorded = row.last_active_at === null ? 0 : Date.parse(row.last_active_at);
+  const last = Math.max(recorded, activeAt ?? 0);
   return {
     id: row.id,
     tenant_id: row.tenant_id,
@@ -87,6 +97,9 @@ function instanceView(row: InstancesTable): Instance {
     updated_at: row.updated_at,
     started_at: row.started_at,
     stopped_at: row.stopped_at,
+    idle_timeout_ms: row.idle_timeout_ms === null ? null : Number(row.idle_timeout_ms),
+    last_active_at: last === 0 ? null : new Date(last).toISOString(),
+    expires_at: row.expires_at,
   };
 }
 
@@ -144,6 +157,11 @@ export class InstanceService {
   readonly #execs = new Map<string, { instanceId: string; cancel: AbortController }>();
   /** Files and paths of the instances' workspaces, and their change feeds. */
   readonly files: FileService;
+  /** The last activity seen on this node per instance (ms), written to the store by the sweep. */
+  readonly #activity = new Map<string, number>();
+  /** What the sweep wrote last per instance, so that it writes only what is newer. */
+  readonly #recordedActivity = new Map<string, number>();
+  readonly #sweep: Job;
 
   constructor(deps: {
     store: RelationalStore;
@@ -153,11 +171,19 @@ export class InstanceService {
     log: Logger;
     stopGraceMs: number;
     uploadMaxBytes: number;
+    jobs: Jobs;
+    sweepMs: number;
   }) {
     this.files = new FileService({
       events: deps.events,
       log: deps.log,
       maxUploadBytes: deps.uploadMaxBytes,
+      onActivity: (id) => this.touch(id),
+    });
+    this.#sweep = deps.jobs.job({
+      name: 'instance-lifetimes',
+      intervalMs: deps.sweepMs,
+      run: () => this.sweep(),
     });
     this.#store = deps.store;
     this.#events = deps.events;
@@ -169,6 +195,15 @@ export class InstanceService {
 
   get driver(): InstanceDriverPort {
     return this.#driver;
+  }
+
+  #view(row: InstancesTable): Instance {
+    return instanceView(row, this.#activity.get(row.id));
+  }
+
+  /** Notes activity on an instance (exec, files, terminals, ports): its idle clock restarts. */
+  touch(instanceId: string): void {
+    this.#activity.set(instanceId, Date.now());
   }
 
   // --- Workspace templates -------------------------------------------------------------
@@ -312,8 +347,11 @@ export class InstanceService {
       }
       throw err;
     }
-    const now = new Date().toISOString();
+    const created = Date.now();
+    const now = new Date(created).toISOString();
     const labels = input.labels ?? {};
+    const spec = parseSpec(template.spec);
+    const ttl = input.ttl_ms !== undefined ? input.ttl_ms : spec.ttl_ms;
     const row: InstancesTable = {
       id,
       tenant_id: tenantId,
@@ -321,7 +359,7 @@ export class InstanceService {
       template_id: template.id,
       template_name: template.name,
       template_version: template.version,
-      driver: (JSON.parse(template.spec) as FilledSpec).driver,
+      driver: spec.driver,
       spec: template.spec,
       state: 'creating',
       state_reason: `created by ${credentialId(principal)}`,
@@ -334,6 +372,11 @@ export class InstanceService {
       updated_at: now,
       started_at: null,
       stopped_at: null,
+      idle_timeout_ms:
+        input.idle_timeout_ms !== undefined ? input.idle_timeout_ms : spec.idle_timeout_ms,
+      last_active_at: now,
+      // Fixed at creation: a stop and a start do not reset it (PATCH expires_at moves it).
+      expires_at: ttl === null ? null : new Date(created + ttl).toISOString(),
     };
     await this.#events.transaction(async (trx, emit) => {
       await trx.insertInto('instances').values(row).execute();
@@ -342,12 +385,12 @@ export class InstanceService {
     });
     return this.#serially(id, async () => {
       try {
-        await this.#driver.create({ id, spec: JSON.parse(row.spec) as FilledSpec });
+        await this.#driver.create({ id, spec: parseSpec(row.spec) });
       } catch (err) {
         return this.#fail(row, `its workspace could not be made: ${messageOf(err)}`);
       }
       if (input.start === false) {
-        return instanceView(
+        return this.#view(
           await this.#transition(row, ['creating'], 'stopped', 'created; not started', {
             stopped_at: new Date().toISOString(),
           }),
@@ -385,7 +428,7 @@ export class InstanceService {
   }
 
   async get(principal: Principal, id: string): Promise<Instance> {
-    return instanceView(await this.#current(principal.tenant.id, id));
+    return this.#view(await this.#current(principal.tenant.id, id));
   }
 
   async list(
@@ -424,7 +467,7 @@ export class InstanceService {
         ),
       );
     }
-    return toPage(await query.execute(), limit, instanceView, options.maxBytes);
+    return toPage(await query.execute(), limit, (row) => this.#view(row), options.maxBytes);
   }
 
   /** Renames or relabels an instance (labels are replaced whole). */
@@ -433,6 +476,14 @@ export class InstanceService {
     const changes: Partial<InstancesTable> = { updated_at: new Date().toISOString() };
     if (input.name !== undefined) changes.name = input.name;
     if (input.labels !== undefined) changes.labels = JSON.stringify(input.labels);
+    if (input.idle_timeout_ms !== undefined) changes.idle_timeout_ms = input.idle_timeout_ms;
+    if (input.expires_at !== undefined) {
+      if (input.expires_at !== null && !(Date.parse(input.expires_at) > Date.now())) {
+        throw fieldError('body.expires_at', 'must be a time in the future');
+      }
+      changes.expires_at =
+        input.expires_at === null ? null : new Date(input.expires_at).toISOString();
+    }
     const updated = await this.#store.transaction(async (trx) => {
       const done = await trx
         .updateTable('instances')
@@ -446,7 +497,7 @@ export class InstanceService {
       }
       return done;
     });
-    return instanceView(updated);
+    return this.#view(updated);
   }
 
   /** Starts a stopped, failed or lost instance. Starting a running one changes nothing. */
@@ -454,7 +505,7 @@ export class InstanceService {
     const row = await this.#local(principal.tenant.id, id);
     return this.#serially(id, async () => {
       const current = await this.#current(row.tenant_id, id);
-      if (current.state === 'running') return instanceView(current);
+      if (current.state === 'running') return this.#view(current);
       if (!STARTABLE.includes(current.state as InstanceState)) {
         throw stateError(current, 'start');
       }
@@ -467,7 +518,7 @@ export class InstanceService {
     const row = await this.#local(principal.tenant.id, id);
     return this.#serially(id, async () => {
       const current = await this.#current(row.tenant_id, id);
-      if (current.state === 'stopped') return instanceView(current);
+      if (current.state === 'stopped') return this.#view(current);
       if (!STOPPABLE.includes(current.state as InstanceState)) {
         throw stateError(current, 'stop');
       }
@@ -494,6 +545,12 @@ export class InstanceService {
   /** Stops the instance if it runs, deletes its files, its record and its event stream. */
   async delete(principal: Principal, id: string): Promise<void> {
     const row = await this.#local(principal.tenant.id, id);
+    await this.#delete(row, `deleted by ${credentialId(principal)}`);
+  }
+
+  /** Deletes an instance of this node: what runs, its files, its record and its streams. */
+  async #delete(row: InstancesTable, reason: string): Promise<void> {
+    const id = row.id;
     await this.#serially(id, async () => {
       const current = await this.#current(row.tenant_id, id);
       this.#stopping.add(id);
@@ -511,13 +568,66 @@ export class InstanceService {
           ...this.files.streams(id),
         ]);
         await emit(instancesStream(current.tenant_id), current.tenant_id, [
-          {
-            type: 'instance.deleted',
-            data: { instance_id: id, reason: `deleted by ${credentialId(principal)}` },
-          },
+          { type: 'instance.deleted', data: { instance_id: id, reason } },
         ]);
       });
+      this.#activity.delete(id);
+      this.#recordedActivity.delete(id);
     });
+  }
+
+  /**
+   * The `instance-lifetimes` job, on every node for its own instances: records the
+   * activity seen since the last run, deletes instances past their `expires_at` (TTL) and
+   * stops running ones idle for longer than their `idle_timeout_ms`. A command still
+   * running counts as activity.
+   */
+  async sweep(): Promise<void> {
+    const now = Date.now();
+    for (const exec of this.#execs.values()) this.#activity.set(exec.instanceId, now);
+    for (const [id, at] of this.#activity) {
+      if ((this.#recordedActivity.get(id) ?? 0) >= at) continue;
+      await this.#store.db
+        .updateTable('instances')
+        .set({ last_active_at: new Date(at).toISOString() })
+        .where('id', '=', id)
+        .execute();
+      this.#recordedActivity.set(id, at);
+    }
+    const expired = await this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('node_id', '=', this.#nodeId)
+      .where('expires_at', 'is not', null)
+      .where('expires_at', '<=', new Date(now).toISOString())
+      .execute();
+    for (const row of expired) {
+      const ttl = Date.parse(row.expires_at as string) - Date.parse(row.created_at);
+      await this.#delete(row, `its time to live (${describeMs(ttl)}) ran out`).catch(
+        (err: unknown) =>
+          this.#log.warn({ err, instance_id: row.id }, 'expired instance not deleted'),
+      );
+    }
+    const candidates = await this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('node_id', '=', this.#nodeId)
+      .where('state', '=', 'running')
+      .where('idle_timeout_ms', 'is not', null)
+      .execute();
+    for (const row of candidates) {
+      const idle = Number(row.idle_timeout_ms);
+      const last = Date.parse(this.#view(row).last_active_at ?? row.started_at ?? row.created_at);
+      if (now - last < idle) continue;
+      await this.#serially(row.id, async () => {
+        const current = await this.#current(row.tenant_id, row.id);
+        const seen = Date.parse(this.#view(current).last_active_at ?? current.created_at);
+        if (current.state !== 'running' || Date.now() - seen < idle) return;
+        await this.#stop(current, `stopped after ${describeMs(idle)} without activity`);
+      }).catch((err: unknown) =>
+        this.#log.warn({ err, instance_id: row.id }, 'idle instance not stopped'),
+      );
+    }
   }
 
   /**
@@ -562,6 +672,7 @@ export class InstanceService {
     });
     const cancel = new AbortController();
     this.#execs.set(execId, { instanceId: id, cancel });
+    this.touch(id);
     const answer = { stdout: '', stderr: '', truncated: false };
     let pending: { stream: 'stdout' | 'stderr'; data: string }[] = [];
     let pendingBytes = 0;
@@ -586,7 +697,7 @@ export class InstanceService {
         .catch((err: unknown) => this.#log.warn({ err, exec_id: execId }, 'exec output lost'));
     };
     const flusher = setInterval(flush, EXEC_FLUSH_MS);
-    const spec = JSON.parse(row.spec) as FilledSpec;
+    const spec = parseSpec(row.spec);
     const done = this.#driver
       .exec(
         { id, spec },
@@ -635,6 +746,7 @@ export class InstanceService {
       .finally(() => {
         clearInterval(flusher);
         this.#execs.delete(execId);
+        this.touch(id);
       });
     // Whoever waits for it sees a failure; nobody waiting must not crash the node.
     done.catch((err: unknown) => this.#log.warn({ err, exec_id: execId }, 'exec failed'));
@@ -774,6 +886,7 @@ export class InstanceService {
         }
       });
     }
+    this.#sweep.start();
   }
 
   /**
@@ -783,6 +896,7 @@ export class InstanceService {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    await this.#sweep.stop();
     this.files.close();
     for (const { cancel } of this.#execs.values()) cancel.abort();
     await Promise.allSettled([...this.#queues.values()]);
@@ -791,7 +905,7 @@ export class InstanceService {
 
   async #start(row: InstancesTable, from: InstanceState[], reason: string): Promise<Instance> {
     const starting = await this.#transition(row, from, 'starting', reason, { exit_code: null });
-    const spec = JSON.parse(starting.spec) as FilledSpec;
+    const spec = parseSpec(starting.spec);
     let pid: number | null;
     try {
       ({ pid } = await this.#driver.start({ id: starting.id, spec }, (exit) =>
@@ -812,7 +926,8 @@ export class InstanceService {
       throw err;
     });
     this.files.watch(this.#ref(running));
-    return instanceView(running);
+    this.touch(running.id);
+    return this.#view(running);
   }
 
   /** Kills the commands running in an instance (it stops, or goes). */
@@ -832,7 +947,7 @@ export class InstanceService {
     } finally {
       this.#stopping.delete(row.id);
     }
-    return instanceView(
+    return this.#view(
       await this.#transition(stopping, ['stopping'], 'stopped', reason, {
         pid: null,
         stopped_at: new Date().toISOString(),
@@ -868,7 +983,7 @@ export class InstanceService {
   async #fail(row: InstancesTable, reason: string): Promise<Instance> {
     this.#log.warn({ instance_id: row.id, reason }, 'instance failed');
     const current = await this.#current(row.tenant_id, row.id);
-    return instanceView(
+    return this.#view(
       await this.#transition(current, [current.state as InstanceState], 'failed', reason, {
         pid: null,
         stopped_at: new Date().toISOString(),
@@ -980,6 +1095,25 @@ function stateError(row: InstancesTable, what: string): ApiError {
     `Instance "${row.id}" is ${row.state}; it cannot ${what} now`,
     { details: { state: row.state } },
   );
+}
+
+/** 1500 → "1.5s", 90000 → "1m30s", 3600000 → "1h". */
+export function describeMs(ms: number): string {
+  if (ms < 60_000 && ms % 1000 !== 0) return `${ms / 1000}s`;
+  const parts: string[] = [];
+  let rest = Math.round(ms / 1000);
+  for (const [unit, size] of [
+    ['d', 86_400],
+    ['h', 3600],
+    ['m', 60],
+    ['s', 1],
+  ] as const) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  return parts.length === 0 ? `${ms}ms` : parts.join('');
 }
 
 function messageOf(err: unknown): string {

@@ -79,4 +79,27 @@ export const instancesMigrations: Record<string, Migration> = {
       await db.schema.dropTable('workspace_templates').execute();
     },
   },
+  '0026_instance_lifetimes': {
+    async up(db: Kysely<unknown>) {
+      for (const [column, type] of [
+        ['idle_timeout_ms', 'bigint'],
+        ['last_active_at', 'text'],
+        ['expires_at', 'text'],
+      ] as const) {
+        await db.schema.alterTable('instances').addColumn(column, type).execute();
+      }
+      // The sweep looks for what has expired, and what may be idle, on its node.
+      await db.schema
+        .createIndex('instances_expiry_idx')
+        .on('instances')
+        .columns(['node_id', 'expires_at'])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('instances_expiry_idx').execute();
+      for (const column of ['expires_at', 'last_active_at', 'idle_timeout_ms']) {
+        await db.schema.alterTable('instances').dropColumn(column).execute();
+      }
+    },
+  },
 };

@@ -16,6 +16,7 @@ declare module '../module.ts' {
 export const instancesModule = defineModule({
   name: 'instances',
   needs: ['events'],
+  jobs: ['instance-lifetimes'],
   migrations: instancesMigrations,
   tables: ['workspace_templates', 'instances', 'instance_labels'],
   settings: INSTANCES_SETTINGS,
@@ -39,7 +40,7 @@ export const instancesModule = defineModule({
       tenantWide: true,
     },
   ],
-  create({ store, log, settings, need }) {
+  create({ store, log, settings, need, jobs }) {
     const driver = new ProcessDriver({
       dataDir: settings.dataDir,
       sourceRoots: settings.instanceSourceRoots.split(':').filter((p) => p !== ''),
@@ -52,6 +53,8 @@ export const instancesModule = defineModule({
       log: log.child({ module: 'instances' }),
       stopGraceMs: settings.instanceStopGraceMs,
       uploadMaxBytes: settings.instanceUploadMaxBytes,
+      jobs,
+      sweepMs: settings.instanceSweepMs,
     });
   },
   routes:

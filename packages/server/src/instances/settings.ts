@@ -30,6 +30,15 @@ export const INSTANCES_SETTINGS = {
       'Largest file written, or tar archive uploaded, in one request to an instance’s files API; larger ones get 413.',
     default: 268_435_456,
   },
+  instanceSweepMs: {
+    env: 'ORCHESTRA_INSTANCE_SWEEP_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    allowed: 'an integer from 100 to 600000',
+    description:
+      'How often each node stops its idle instances, deletes those past their TTL and records their last activity.',
+    default: 5000,
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 declare module '../platform/settings.ts' {

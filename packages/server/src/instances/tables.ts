@@ -36,6 +36,12 @@ export interface InstancesTable {
   updated_at: string;
   started_at: string | null;
   stopped_at: string | null;
+  /** Stopped after this long without activity while running; null: never (bigint: a string from PostgreSQL). */
+  idle_timeout_ms: number | string | null;
+  /** The last activity recorded (written by the sweep, at most every few seconds). */
+  last_active_at: string | null;
+  /** Deleted at this time (created_at + TTL, or as changed); null: never. */
+  expires_at: string | null;
 }
 
 export interface InstanceLabelsTable {

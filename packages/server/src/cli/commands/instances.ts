@@ -1,3 +1,4 @@
+import { MAX_INSTANCE_LIFETIME_MS } from '@orchestra/protocol';
 import type { ExecEvent, Instance, InstanceState } from '@orchestra/sdk';
 import { INSTANCE_STATES } from '@orchestra/sdk';
 import type { DurationFormat } from '../../platform/duration.ts';
@@ -23,6 +24,13 @@ const EXEC_TIMEOUT: DurationFormat = {
   maxMs: 3_600_000,
 };
 
+/** Idle timeouts and TTLs: a second to a year. */
+const LIFETIME: DurationFormat = {
+  units: ['s', 'm', 'h', 'd'],
+  maxDigits: 8,
+  maxMs: MAX_INSTANCE_LIFETIME_MS,
+};
+
 function describeInstance(i: Instance): string {
   return [
     `ID:        ${i.id}`,
@@ -32,6 +40,8 @@ function describeInstance(i: Instance): string {
     `Driver:    ${i.driver} on node ${i.node_id}`,
     `Labels:    ${labelsText(i.labels)}`,
     `Exit code: ${i.exit_code ?? '-'}`,
+    `Idle stop: ${i.idle_timeout_ms === null ? 'never' : `after ${i.idle_timeout_ms / 1000}s without activity`} (last active ${i.last_active_at ?? '-'})`,
+    `Expires:   ${i.expires_at ?? 'never'}`,
     `Started:   ${i.started_at ?? '-'}`,
     `Stopped:   ${i.stopped_at ?? '-'}`,
     `Created:   ${i.created_at} by ${i.created_by}`,
@@ -111,6 +121,16 @@ const create = command({
     name: { type: 'string', value: 'NAME', description: 'Its name in lists' },
     label: LABEL,
     stopped: { type: 'boolean', description: 'Leave it stopped' },
+    'idle-timeout': {
+      type: 'string',
+      value: 'DURATION',
+      description: 'Stop it after this long without activity (30m, 2h); overrides the template',
+    },
+    ttl: {
+      type: 'string',
+      value: 'DURATION',
+      description: 'Delete it this long after now (8h, 7d); overrides the template',
+    },
   },
   common: CLIENT_OPTIONS,
   async run(invocation) {
@@ -122,6 +142,19 @@ const create = command({
       ...(values.name !== undefined ? { name: values.name } : {}),
       ...(Object.keys(labels).length > 0 ? { labels } : {}),
       ...(values.stopped ? { start: false } : {}),
+      ...(values['idle-timeout'] !== undefined
+        ? {
+            idle_timeout_ms: durationFlag(
+              '--idle-timeout',
+              values['idle-timeout'],
+              LIFETIME,
+              '30m',
+            ),
+          }
+        : {}),
+      ...(values.ttl !== undefined
+        ? { ttl_ms: durationFlag('--ttl', values.ttl, LIFETIME, '8h') }
+        : {}),
     });
     print(values.json, i, () => `Instance ${i.id} is ${i.state}: ${i.state_reason}.`);
     return i.state === 'failed' ? 1 : 0;
