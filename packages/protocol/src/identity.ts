@@ -126,6 +126,46 @@ export const TENANT_LIMITS = {
     description:
       'Most cost, in US cents from the providers’ price tables, of one tenant’s hosted agents’ model calls in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
   },
+  max_instances: {
+    env: 'ORCHESTRA_TENANT_MAX_INSTANCES',
+    minimum: 0,
+    maximum: 100_000_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most workspace instances one tenant may hold, in any state; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+  },
+  max_running_instances: {
+    env: 'ORCHESTRA_TENANT_MAX_RUNNING_INSTANCES',
+    minimum: 0,
+    maximum: 100_000_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most workspace instances of one tenant running (or being created or started) at once; creating or starting one more is refused with `TENANT_LIMIT_REACHED`.',
+  },
+  max_running_cpus: {
+    env: 'ORCHESTRA_TENANT_MAX_RUNNING_CPUS',
+    minimum: 0,
+    maximum: 1_000_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most CPUs (the sum of their templates’ `resources.cpus`) of one tenant’s running workspace instances; a create or start that would pass it is refused with `TENANT_LIMIT_REACHED`.',
+  },
+  max_running_memory_bytes: {
+    env: 'ORCHESTRA_TENANT_MAX_RUNNING_MEMORY_BYTES',
+    minimum: 0,
+    maximum: 1_099_511_627_776_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most memory (the sum of their `resources.memory_bytes`) of one tenant’s running workspace instances; a create or start that would pass it is refused with `TENANT_LIMIT_REACHED`.',
+  },
+  max_storage_bytes: {
+    env: 'ORCHESTRA_TENANT_MAX_STORAGE_BYTES',
+    minimum: 0,
+    maximum: 1_099_511_627_776_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most storage (the sum of their `resources.storage_bytes`) of all one tenant’s workspace instances; a create that would pass it is refused with `TENANT_LIMIT_REACHED`.',
+  },
 } as const satisfies Record<
   string,
   { env: string; minimum: number; maximum: number; allowed: string; description: string }

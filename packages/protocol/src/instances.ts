@@ -73,6 +73,47 @@ export type WorkspaceBase = Static<typeof WorkspaceBase>;
 
 const EnvName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' });
 
+export const DEFAULT_INSTANCE_RESOURCES = {
+  cpus: 1,
+  memory_bytes: 2 * 1024 ** 3,
+  storage_bytes: 10 * 1024 ** 3,
+} as const;
+
+/** What an instance may use: counted against the tenant's quotas, limited where it can be. */
+export const InstanceResources = Type.Object(
+  {
+    cpus: Type.Optional(
+      Type.Number({
+        minimum: 0.01,
+        maximum: 256,
+        description: 'CPUs (fractions allowed); 1 by default.',
+      }),
+    ),
+    memory_bytes: Type.Optional(
+      Type.Integer({
+        minimum: 16 * 1024 ** 2,
+        maximum: 1024 ** 4,
+        description: 'Memory; 2 GiB by default.',
+      }),
+    ),
+    storage_bytes: Type.Optional(
+      Type.Integer({
+        minimum: 1024 ** 2,
+        maximum: 100 * 1024 ** 4,
+        description: 'Disk for its files; 10 GiB by default.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type InstanceResources = Static<typeof InstanceResources>;
+
+const FilledResources = Type.Object({
+  cpus: Type.Number(),
+  memory_bytes: Type.Integer(),
+  storage_bytes: Type.Integer(),
+});
+
 /** A year: the longest idle timeout or TTL. */
 export const MAX_INSTANCE_LIFETIME_MS = 366 * 24 * 3_600_000;
 
@@ -129,6 +170,7 @@ export const WorkspaceTemplateSpec = Type.Object(
     ),
     idle_timeout_ms: Type.Optional(IdleTimeout),
     ttl_ms: Type.Optional(Ttl),
+    resources: Type.Optional(InstanceResources),
   },
   { additionalProperties: false },
 );
@@ -156,6 +198,7 @@ export const WorkspaceTemplate = Type.Object(
     network: Type.Enum(['none', 'host']),
     idle_timeout_ms: Type.Union([Type.Integer(), Type.Null()]),
     ttl_ms: Type.Union([Type.Integer(), Type.Null()]),
+    resources: FilledResources,
     created_at: Timestamp,
     updated_at: Timestamp,
   },
@@ -239,6 +282,8 @@ export const Instance = Type.Object(
     last_active_at: NullableTimestamp,
     /** When it is deleted (its TTL); null: never. */
     expires_at: NullableTimestamp,
+    /** What it may use, from its template (counted against the tenant's quotas). */
+    resources: FilledResources,
   },
   { $id: 'Instance' },
 );

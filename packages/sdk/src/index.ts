@@ -73,6 +73,7 @@ export {
   type InstanceState,
   InstancesApi,
   type ListInstancesOptions,
+  type Quota,
   type UpdateInstance,
   type WorkspaceBase,
   type WorkspaceTemplate,

@@ -40,6 +40,17 @@ export interface ListInstancesOptions extends PageOptions {
   labels?: Record<string, string>;
 }
 
+/** One of the tenant's workspace quotas (`instances.quotas`). */
+export interface Quota {
+  name: string;
+  /** 0: no limit. */
+  limit: number;
+  used: number;
+  /** `tenant`: the tenant's own limit; `setting`: the server's setting. */
+  source: 'tenant' | 'setting';
+  setting: string;
+}
+
 /** One item of `instances.createMany`, in the order given. */
 export type InstanceBatchItem =
   | { status: 201; instance: Instance }
@@ -247,6 +258,14 @@ export class InstancesApi {
       options,
       (item) => item.type === 'exec.exited',
     );
+  }
+
+  /**
+   * The tenant's workspace quotas (instances, running instances, their CPUs and memory,
+   * storage) with what it uses of each; `limit` 0 is none.
+   */
+  quotas(): Promise<{ tenant_id: string; quotas: Quota[] }> {
+    return this.#client.request('GET', '/v1/quotas');
   }
 
   /** Kills a running command; one that ended already is left as it ended. */

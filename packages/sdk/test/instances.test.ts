@@ -195,5 +195,16 @@ test('files through the SDK: write and read (with ranges and a hash guard), list
     'file.created src/app.ts',
     'file.changed src/app.ts',
   ]);
+  const quotas = await client.instances.quotas();
+  assert.deepEqual(
+    quotas.quotas.map((q) => q.name),
+    [
+      'max_instances',
+      'max_running_instances',
+      'max_running_cpus',
+      'max_running_memory_bytes',
+      'max_storage_bytes',
+    ],
+  );
   await client.instances.delete(id);
 });

@@ -96,6 +96,12 @@ test('create, list, exec with the exit code passed on, stop, get and rm; usage e
   assert.match(shownTimed.stdout, /Idle stop: after 1800s without activity/);
   assert.match(shownTimed.stdout, new RegExp(`Expires:\\s+${lifetimes.expires_at}`));
   expectExit(await cli(['instances', 'create', 'shell', '--ttl', 'forever']), 2);
+  const quotas = await cli(['instances', 'quotas']);
+  expectExit(quotas, 0);
+  assert.match(
+    quotas.stdout,
+    /max_running_instances\s+0\s+100\s+setting \(ORCHESTRA_TENANT_MAX_RUNNING_INSTANCES\)/,
+  );
   expectExit(await cli(['instances', 'rm', lifetimes.id]), 0);
   expectExit(await cli(['instances', 'rm', instance.id]), 0);
   const gone = await cli(['instances', 'get', instance.id]);

@@ -608,6 +608,117 @@ for (const store of STORE_VARIANTS) {
       await server.call('DELETE', `/v1/instances/${kept.body.id}`);
     });
 
+    test('quotas: instances, running instances, CPUs, memory and storage are enforced at create and start with a 409 naming the quota; GET /v1/quotas', async () => {
+      const tenantId = `quota-${store}`;
+      const created = await server.call('POST', '/v1/tenants', { body: { id: tenantId } });
+      const key = created.body.admin_key.secret as string;
+      const limited = await server.call('PATCH', `/v1/tenants/${tenantId}`, {
+        body: {
+          limits: {
+            max_instances: 3,
+            max_running_instances: 2,
+            max_running_cpus: 3,
+            max_storage_bytes: 3 * 1024 ** 3,
+          },
+        },
+      });
+      assert.equal(limited.status, 200, JSON.stringify(limited.body));
+      const as = (method: string, path: string, body?: unknown) =>
+        server.call(method, path, { key, ...(body !== undefined ? { body } : {}) });
+      await as('POST', '/v1/workspace-templates', {
+        name: 'sized',
+        startup: { command: FOREVER },
+        resources: { cpus: 2, memory_bytes: 64 * 1024 ** 2, storage_bytes: 1024 ** 3 },
+      });
+      await as('POST', '/v1/workspace-templates', {
+        name: 'small',
+        resources: { cpus: 0.5, storage_bytes: 512 * 1024 ** 2 },
+      });
+      await as('POST', '/v1/workspace-templates', { name: 'huge' });
+      const first = await as('POST', '/v1/instances', { template: 'sized' });
+      assert.equal(first.status, 201, JSON.stringify(first.body));
+      assert.deepEqual(first.body.resources, {
+        cpus: 2,
+        memory_bytes: 64 * 1024 ** 2,
+        storage_bytes: 1024 ** 3,
+      });
+      // A second running one would need 4 CPUs of 3.
+      const cpus = expectError(
+        await as('POST', '/v1/instances', { template: 'sized' }),
+        409,
+        'TENANT_LIMIT_REACHED',
+      );
+      assert.equal(cpus.details.quota, 'max_running_cpus');
+      assert.equal(cpus.details.source, 'tenant');
+      assert.match(cpus.message, /max_running_cpus is 3 CPUs/);
+      const stopped = await as('POST', '/v1/instances', { template: 'sized', start: false });
+      assert.equal(stopped.status, 201);
+      expectError(
+        await as('POST', `/v1/instances/${stopped.body.id}/start`),
+        409,
+        'TENANT_LIMIT_REACHED',
+      );
+      const refusedState = await as('GET', `/v1/instances/${stopped.body.id}`);
+      assert.equal(refusedState.body.state, 'stopped');
+      // Storage: 1 GiB + 1 GiB + 10 GiB (the default) would pass 3 GiB.
+      const storage = expectError(
+        await as('POST', '/v1/instances', { template: 'huge', start: false }),
+        409,
+        'TENANT_LIMIT_REACHED',
+      );
+      assert.equal(storage.details.quota, 'max_storage_bytes');
+      const small = await as('POST', '/v1/instances', { template: 'small', start: false });
+      assert.equal(small.status, 201, JSON.stringify(small.body));
+      const count = expectError(
+        await as('POST', '/v1/instances', { template: 'small', start: false }),
+        409,
+        'TENANT_LIMIT_REACHED',
+      );
+      assert.equal(count.details.quota, 'max_instances');
+
+      const quotas = await as('GET', '/v1/quotas');
+      assert.equal(quotas.status, 200, JSON.stringify(quotas.body));
+      const byName = Object.fromEntries(
+        (quotas.body.quotas as { name: string; limit: number; used: number; source: string }[]).map(
+          (q) => [q.name, q],
+        ),
+      );
+      assert.deepEqual(
+        [byName.max_instances?.used, byName.max_instances?.limit, byName.max_instances?.source],
+        [3, 3, 'tenant'],
+      );
+      assert.equal(byName.max_running_instances?.used, 1);
+      assert.equal(byName.max_running_cpus?.used, 2);
+      assert.equal(byName.max_running_memory_bytes?.used, 64 * 1024 ** 2);
+      assert.equal(byName.max_running_memory_bytes?.source, 'setting');
+      assert.equal(byName.max_storage_bytes?.used, 2.5 * 1024 ** 3);
+
+      // Stopping the first frees its share: the other starts.
+      await as('POST', `/v1/instances/${first.body.id}/stop`);
+      const started = await as('POST', `/v1/instances/${stopped.body.id}/start`);
+      assert.equal(started.body.state, 'running', JSON.stringify(started.body));
+      expectError(
+        await as('POST', `/v1/instances/${first.body.id}/restart`),
+        409,
+        'TENANT_LIMIT_REACHED',
+      );
+      // Running instances, by count: with a limit of 1, the small one may not start.
+      await server.call('PATCH', `/v1/tenants/${tenantId}`, {
+        body: { limits: { max_running_cpus: null, max_running_instances: 1 } },
+      });
+      const running = expectError(
+        await as('POST', `/v1/instances/${small.body.id}/start`),
+        409,
+        'TENANT_LIMIT_REACHED',
+      );
+      assert.equal(running.details.quota, 'max_running_instances');
+      const instances = await as('GET', '/v1/instances');
+      for (const i of instances.body.items as { id: string }[]) {
+        await as('DELETE', `/v1/instances/${i.id}`);
+      }
+      assert.equal((await as('GET', '/v1/quotas')).body.quotas[0].used, 0);
+    });
+
     test('tenant isolation: another tenant sees none of the templates or instances', async () => {
       await server.call('POST', '/v1/workspace-templates', { body: { name: 'mine' } });
       const mine = await server.call('POST', '/v1/instances', { body: { template: 'mine' } });

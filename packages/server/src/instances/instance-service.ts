@@ -1,12 +1,13 @@
-import type {
-  CreateInstance,
-  CreateWorkspaceTemplate,
-  ExecCommand,
-  ExecResult,
-  Instance,
-  InstanceState,
-  UpdateInstance,
-  WorkspaceTemplate,
+import {
+  type CreateInstance,
+  type CreateWorkspaceTemplate,
+  DEFAULT_INSTANCE_RESOURCES,
+  type ExecCommand,
+  type ExecResult,
+  type Instance,
+  type InstanceState,
+  type UpdateInstance,
+  type WorkspaceTemplate,
 } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
@@ -16,11 +17,13 @@ import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
+import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
 import { FileService, type WorkspaceRef } from './files.ts';
 import { resolveInside } from './paths.ts';
 import type { FilledSpec, InstanceDriverPort, ServiceExit } from './process-driver.ts';
+import { InstanceQuotas } from './quotas.ts';
 import type { InstancesTable, WorkspaceTemplatesTable } from './tables.ts';
 
 /** The event-log stream of one instance. */
@@ -57,6 +60,7 @@ export function fillSpec(input: Omit<CreateWorkspaceTemplate, 'name'>): FilledSp
     network: input.network ?? 'none',
     idle_timeout_ms: input.idle_timeout_ms ?? null,
     ttl_ms: input.ttl_ms ?? null,
+    resources: { ...DEFAULT_INSTANCE_RESOURCES, ...input.resources },
   };
 }
 
@@ -100,6 +104,7 @@ function instanceView(row: InstancesTable, activeAt?: number): Instance {
     idle_timeout_ms: row.idle_timeout_ms === null ? null : Number(row.idle_timeout_ms),
     last_active_at: last === 0 ? null : new Date(last).toISOString(),
     expires_at: row.expires_at,
+    resources: parseSpec(row.spec).resources,
   };
 }
 
@@ -157,6 +162,8 @@ export class InstanceService {
   readonly #execs = new Map<string, { instanceId: string; cancel: AbortController }>();
   /** Files and paths of the instances' workspaces, and their change feeds. */
   readonly files: FileService;
+  /** The tenant's workspace quotas, checked at create and start. */
+  readonly quotas: InstanceQuotas;
   /** The last activity seen on this node per instance (ms), written to the store by the sweep. */
   readonly #activity = new Map<string, number>();
   /** What the sweep wrote last per instance, so that it writes only what is newer. */
@@ -173,7 +180,9 @@ export class InstanceService {
     uploadMaxBytes: number;
     jobs: Jobs;
     sweepMs: number;
+    limits: TenantLimitSource;
   }) {
+    this.quotas = new InstanceQuotas({ store: deps.store, limits: deps.limits });
     this.files = new FileService({
       events: deps.events,
       log: deps.log,
@@ -378,11 +387,16 @@ export class InstanceService {
       // Fixed at creation: a stop and a start do not reset it (PATCH expires_at moves it).
       expires_at: ttl === null ? null : new Date(created + ttl).toISOString(),
     };
-    await this.#events.transaction(async (trx, emit) => {
-      await trx.insertInto('instances').values(row).execute();
-      await this.#writeLabels(trx, row, labels);
-      await this.#emit(emit, row, true);
-    });
+    await this.quotas.admit(
+      tenantId,
+      { creating: true, starting: input.start !== false, resources: spec.resources },
+      () =>
+        this.#events.transaction(async (trx, emit) => {
+          await trx.insertInto('instances').values(row).execute();
+          await this.#writeLabels(trx, row, labels);
+          await this.#emit(emit, row, true);
+        }),
+    );
     return this.#serially(id, async () => {
       try {
         await this.#driver.create({ id, spec: parseSpec(row.spec) });
@@ -509,7 +523,7 @@ export class InstanceService {
       if (!STARTABLE.includes(current.state as InstanceState)) {
         throw stateError(current, 'start');
       }
-      return this.#start(current, STARTABLE, `started by ${credentialId(principal)}`);
+      return this.#admitStart(current, `started by ${credentialId(principal)}`);
     });
   }
 
@@ -538,7 +552,7 @@ export class InstanceService {
       if (!STARTABLE.includes(current.state as InstanceState)) {
         throw stateError(current, 'restart');
       }
-      return this.#start(current, STARTABLE, `restarted by ${by}`);
+      return this.#admitStart(current, `restarted by ${by}`);
     });
   }
 
@@ -903,8 +917,26 @@ export class InstanceService {
     await this.#driver.stopAll(Math.min(this.#stopGraceMs, CLOSE_GRACE_MS));
   }
 
-  async #start(row: InstancesTable, from: InstanceState[], reason: string): Promise<Instance> {
-    const starting = await this.#transition(row, from, 'starting', reason, { exit_code: null });
+  /** Starts a stopped, failed or lost instance if the tenant's running quotas allow it. */
+  async #admitStart(row: InstancesTable, reason: string): Promise<Instance> {
+    const starting = await this.quotas.admit(
+      row.tenant_id,
+      { creating: false, starting: true, resources: parseSpec(row.spec).resources },
+      () => this.#transition(row, STARTABLE, 'starting', reason, { exit_code: null }),
+    );
+    return this.#start(starting, ['starting'], reason, true);
+  }
+
+  async #start(
+    row: InstancesTable,
+    from: InstanceState[],
+    reason: string,
+    /** The row is `starting` already (`#admitStart`). */
+    claimed = false,
+  ): Promise<Instance> {
+    const starting = claimed
+      ? row
+      : await this.#transition(row, from, 'starting', reason, { exit_code: null });
     const spec = parseSpec(starting.spec);
     let pid: number | null;
     try {

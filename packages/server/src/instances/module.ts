@@ -15,7 +15,7 @@ declare module '../module.ts' {
 /** Workspaces: workspace templates and sandboxed instances (issue 22). */
 export const instancesModule = defineModule({
   name: 'instances',
-  needs: ['events'],
+  needs: ['events', 'gateway'],
   jobs: ['instance-lifetimes'],
   migrations: instancesMigrations,
   tables: ['workspace_templates', 'instances', 'instance_labels'],
@@ -55,6 +55,7 @@ export const instancesModule = defineModule({
       uploadMaxBytes: settings.instanceUploadMaxBytes,
       jobs,
       sweepMs: settings.instanceSweepMs,
+      limits: need('gateway').limits,
     });
   },
   routes:

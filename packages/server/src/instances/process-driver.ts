@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { cp, mkdir, realpath, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { WorkspaceTemplateSpec } from '@orchestra/protocol';
+import type { InstanceResources, WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
 import { isInside } from './paths.ts';
@@ -14,8 +14,9 @@ export interface DriverInstance {
 }
 
 /** A template spec with every default filled in. */
-export type FilledSpec = Required<Omit<WorkspaceTemplateSpec, 'startup'>> & {
+export type FilledSpec = Required<Omit<WorkspaceTemplateSpec, 'startup' | 'resources'>> & {
   startup: { command: string[] } | null;
+  resources: Required<InstanceResources>;
 };
 
 /** How an instance's service ended. */

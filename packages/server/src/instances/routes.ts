@@ -75,6 +75,39 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
   const template = { params: WorkspaceTemplateRef };
   const instance = { params: InstanceRef };
 
+  app.get(
+    '/v1/quotas',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'getQuotas',
+        summary: 'The tenant’s workspace quotas and what it uses of them',
+        description:
+          'Instances (any state), running instances, their CPUs and memory (running, or being created or started), and storage (all instances), each from the templates’ `resources`. `limit` 0 is no limit; `source` says whether the tenant has its own (`PATCH /v1/tenants/{id}` `limits`) or the node’s setting applies. A create or start that would pass one is refused with 409 TENANT_LIMIT_REACHED naming it (`details.quota`).',
+        response: {
+          200: Type.Object({
+            tenant_id: Type.String(),
+            quotas: Type.Array(
+              Type.Object({
+                name: Type.String(),
+                limit: Type.Number(),
+                used: Type.Number(),
+                source: Type.Enum(['tenant', 'setting']),
+                setting: Type.String(),
+              }),
+            ),
+          }),
+          ...errorResponses,
+        },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => {
+      const tenantId = principalOf(request).tenant.id;
+      return { tenant_id: tenantId, quotas: await instances.quotas.list(tenantId) };
+    },
+  );
+
   app.post(
     '/v1/workspace-templates',
     {

@@ -380,6 +380,51 @@ export const PLATFORM_SETTINGS = {
       'Most cost, in US cents from the providers’ price tables, of one tenant’s hosted agents’ model calls in a UTC calendar month; a run that would pass it ends with `BUDGET_EXCEEDED`.',
     default: 0,
   },
+  tenantMaxInstances: {
+    env: 'ORCHESTRA_TENANT_MAX_INSTANCES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most workspace instances one tenant may hold, in any state; creating one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 1_000,
+  },
+  tenantMaxRunningInstances: {
+    env: 'ORCHESTRA_TENANT_MAX_RUNNING_INSTANCES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most workspace instances of one tenant running (or being created or started) at once; creating or starting one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 100,
+  },
+  tenantMaxRunningCpus: {
+    env: 'ORCHESTRA_TENANT_MAX_RUNNING_CPUS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 1_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most CPUs (the sum of their templates’ `resources.cpus`) of one tenant’s running workspace instances; a create or start that would pass it is refused with `TENANT_LIMIT_REACHED`.',
+    default: 0,
+  },
+  tenantMaxRunningMemoryBytes: {
+    env: 'ORCHESTRA_TENANT_MAX_RUNNING_MEMORY_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most memory (the sum of their `resources.memory_bytes`) of one tenant’s running workspace instances; a create or start that would pass it is refused with `TENANT_LIMIT_REACHED`.',
+    default: 0,
+  },
+  tenantMaxStorageBytes: {
+    env: 'ORCHESTRA_TENANT_MAX_STORAGE_BYTES',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 1_099_511_627_776_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most storage (the sum of their `resources.storage_bytes`) of all one tenant’s workspace instances; a create that would pass it is refused with `TENANT_LIMIT_REACHED`.',
+    default: 0,
+  },
   tenantMaxQueuedTasks: {
     env: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
     kind: 'int',

@@ -20,6 +20,11 @@ export const TENANT_LIMIT_SETTINGS = {
   max_sessions: 'tenantMaxSessions',
   monthly_tokens: 'tenantMonthlyTokens',
   monthly_cost_cents: 'tenantMonthlyCostCents',
+  max_instances: 'tenantMaxInstances',
+  max_running_instances: 'tenantMaxRunningInstances',
+  max_running_cpus: 'tenantMaxRunningCpus',
+  max_running_memory_bytes: 'tenantMaxRunningMemoryBytes',
+  max_storage_bytes: 'tenantMaxStorageBytes',
 } as const satisfies Record<TenantLimitName, keyof Settings>;
 
 export { TENANT_LIMIT_NAMES, type TenantLimitName } from '@orchestra/protocol';

@@ -252,6 +252,30 @@ export const exec = command({
   },
 });
 
+const quotas = command({
+  name: 'quotas',
+  description:
+    'Shows the tenant’s workspace quotas and what it uses of them (0: no limit; "tenant": its own limit, "setting": the server’s).',
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    noArguments(invocation);
+    const answer = await client(values).instances.quotas();
+    print(values.json, answer, () =>
+      formatTable(
+        ['QUOTA', 'USED', 'LIMIT', 'SOURCE'],
+        answer.quotas.map((q) => [
+          q.name,
+          String(q.used),
+          q.limit === 0 ? 'none' : String(q.limit),
+          q.source === 'tenant' ? 'tenant' : `setting (${q.setting})`,
+        ]),
+      ),
+    );
+    return 0;
+  },
+});
+
 export const group = defineGroup({
   name: 'instances',
   summary: 'Manage workspace instances: create, list, start, stop, exec, remove',
@@ -266,5 +290,6 @@ export const group = defineGroup({
     lifecycle('restart', 'Stops an instance if it runs, then starts it.'),
     remove,
     exec,
+    quotas,
   ],
 });

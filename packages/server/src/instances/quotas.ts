@@ -1,0 +1,179 @@
+import { ApiError } from '../platform/errors.ts';
+import {
+  type LimitValue,
+  limitDetails,
+  limitOrigin,
+  limitSetting,
+  type TenantLimitName,
+  type TenantLimitSource,
+} from '../platform/tenant-limits.ts';
+import type { RelationalStore } from '../store/store.ts';
+import type { FilledSpec } from './process-driver.ts';
+
+/** The workspace quotas of a tenant (tenant limits: the node's settings or its own). */
+export const QUOTA_NAMES = [
+  'max_instances',
+  'max_running_instances',
+  'max_running_cpus',
+  'max_running_memory_bytes',
+  'max_storage_bytes',
+] as const satisfies readonly TenantLimitName[];
+export type QuotaName = (typeof QUOTA_NAMES)[number];
+
+/** States that hold a share of the running quotas: running, or on the way there. */
+const ACTIVE_STATES = ['creating', 'starting', 'running'];
+
+export interface QuotaUsage {
+  instances: number;
+  running: number;
+  cpus: number;
+  memory_bytes: number;
+  storage_bytes: number;
+}
+
+export interface QuotaView {
+  name: QuotaName;
+  /** 0: no limit. */
+  limit: number;
+  used: number;
+  /** `tenant`: the tenant's own limit; `setting`: the node's setting. */
+  source: 'tenant' | 'setting';
+  setting: string;
+}
+
+const WHAT: Record<QuotaName, { unit: (n: number) => string; usage: keyof QuotaUsage }> = {
+  max_instances: { unit: (n) => `${n} instances`, usage: 'instances' },
+  max_running_instances: { unit: (n) => `${n} running instances`, usage: 'running' },
+  max_running_cpus: { unit: (n) => `${round(n)} CPUs in running instances`, usage: 'cpus' },
+  max_running_memory_bytes: {
+    unit: (n) => `${n} bytes of memory in running instances`,
+    usage: 'memory_bytes',
+  },
+  max_storage_bytes: { unit: (n) => `${n} bytes of storage`, usage: 'storage_bytes' },
+};
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+/**
+ * The design's quota service: what a tenant's instances hold against its quotas, counted
+ * from the store (a tenant has hundreds of instances, not millions), checked at create and
+ * at start. Checks and the state changes they admit run one at a time per tenant on a node;
+ * creates on several nodes at the same instant may pass a quota by a few.
+ */
+export class InstanceQuotas {
+  readonly #store: RelationalStore;
+  readonly #limits: TenantLimitSource;
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(deps: { store: RelationalStore; limits: TenantLimitSource }) {
+    this.#store = deps.store;
+    this.#limits = deps.limits;
+  }
+
+  async usage(tenantId: string): Promise<QuotaUsage> {
+    const rows = await this.#store.db
+      .selectFrom('instances')
+      .select(['state', 'spec'])
+      .where('tenant_id', '=', tenantId)
+      .execute();
+    const usage: QuotaUsage = {
+      instances: 0,
+      running: 0,
+      cpus: 0,
+      memory_bytes: 0,
+      storage_bytes: 0,
+    };
+    for (const row of rows) {
+      const { resources } = JSON.parse(row.spec) as Partial<FilledSpec>;
+      usage.instances += 1;
+      usage.storage_bytes += resources?.storage_bytes ?? 0;
+      if (ACTIVE_STATES.includes(row.state)) {
+        usage.running += 1;
+        usage.cpus += resources?.cpus ?? 0;
+        usage.memory_bytes += resources?.memory_bytes ?? 0;
+      }
+    }
+    return usage;
+  }
+
+  async list(tenantId: string): Promise<QuotaView[]> {
+    const usage = await this.usage(tenantId);
+    return Promise.all(
+      QUOTA_NAMES.map(async (name) => {
+        const limit = await this.#limits.get(tenantId, name);
+        return {
+          name,
+          limit: limit.value,
+          used: round(usage[WHAT[name].usage]),
+          source: limit.overridden ? ('tenant' as const) : ('setting' as const),
+          setting: limitSetting(name),
+        };
+      }),
+    );
+  }
+
+  /**
+   * Runs `admit` (the state change that takes the share: the new row, or `starting`) if
+   * the tenant's quotas leave room for an instance with `resources`, one check at a time
+   * per tenant; throws TENANT_LIMIT_REACHED naming the quota otherwise.
+   */
+  async admit<T>(
+    tenantId: string,
+    what: { creating: boolean; starting: boolean; resources: FilledSpec['resources'] },
+    admit: () => Promise<T>,
+  ): Promise<T> {
+    const previous = this.#locks.get(tenantId) ?? Promise.resolve();
+    const next = previous.then(
+      () => this.#check(tenantId, what).then(admit),
+      () => this.#check(tenantId, what).then(admit),
+    );
+    const settled = next.catch(() => {});
+    this.#locks.set(tenantId, settled);
+    void settled.then(() => {
+      if (this.#locks.get(tenantId) === settled) this.#locks.delete(tenantId);
+    });
+    return next;
+  }
+
+  async #check(
+    tenantId: string,
+    what: { creating: boolean; starting: boolean; resources: FilledSpec['resources'] },
+  ): Promise<void> {
+    const usage = await this.usage(tenantId);
+    const wanted: Partial<Record<QuotaName, number>> = {};
+    if (what.creating) {
+      wanted.max_instances = 1;
+      wanted.max_storage_bytes = what.resources.storage_bytes;
+    }
+    if (what.starting) {
+      wanted.max_running_instances = 1;
+      wanted.max_running_cpus = what.resources.cpus;
+      wanted.max_running_memory_bytes = what.resources.memory_bytes;
+    }
+    for (const [name, amount] of Object.entries(wanted) as [QuotaName, number][]) {
+      const limit = await this.#limits.get(tenantId, name);
+      if (limit.value <= 0) continue;
+      const used = usage[WHAT[name].usage];
+      if (used + amount > limit.value) throw refusal(name, limit, used, amount);
+    }
+  }
+}
+
+function refusal(name: QuotaName, limit: LimitValue, used: number, amount: number): ApiError {
+  const unit = WHAT[name].unit;
+  return new ApiError(
+    'TENANT_LIMIT_REACHED',
+    `The tenant's quota ${name} is ${unit(limit.value)} (${limitOrigin(limit)}); it holds ${unit(used)}, and this needs ${round(amount)} more`,
+    {
+      details: {
+        ...limitDetails(limit),
+        quota: name,
+        limit_value: limit.value,
+        used: round(used),
+        requested: round(amount),
+      },
+    },
+  );
+}
