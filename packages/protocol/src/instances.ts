@@ -77,6 +77,7 @@ export const DEFAULT_INSTANCE_RESOURCES = {
   cpus: 1,
   memory_bytes: 2 * 1024 ** 3,
   storage_bytes: 10 * 1024 ** 3,
+  processes: 1024,
 } as const;
 
 /** What an instance may use: counted against the tenant's quotas, limited where it can be. */
@@ -103,6 +104,13 @@ export const InstanceResources = Type.Object(
         description: 'Disk for its files; 10 GiB by default.',
       }),
     ),
+    processes: Type.Optional(
+      Type.Integer({
+        minimum: 8,
+        maximum: 1_000_000,
+        description: 'Most processes and threads at once; 1024 by default.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -112,6 +120,19 @@ const FilledResources = Type.Object({
   cpus: Type.Number(),
   memory_bytes: Type.Integer(),
   storage_bytes: Type.Integer(),
+  processes: Type.Integer(),
+});
+
+/** How an instance's processes are limited on its node. */
+export const AppliedLimits = Type.Object({
+  mechanism: Type.Enum(['cgroup-v2', 'cgroup-v1', 'prlimit', 'none'], {
+    description:
+      'cgroups where the node allows the server to make them, else prlimit (memory only), else none.',
+  }),
+  enforced: Type.Array(Type.Enum(['cpu', 'memory', 'processes'])),
+  note: Type.Union([Type.String(), Type.Null()], {
+    description: 'Why nothing stronger applies, when it does not.',
+  }),
 });
 
 /** A year: the longest idle timeout or TTL. */
@@ -284,6 +305,8 @@ export const Instance = Type.Object(
     expires_at: NullableTimestamp,
     /** What it may use, from its template (counted against the tenant's quotas). */
     resources: FilledResources,
+    /** How its node limits those resources; null when asked of another node. */
+    resource_limits: Type.Union([AppliedLimits, Type.Null()]),
   },
   { $id: 'Instance' },
 );
@@ -377,3 +400,71 @@ export const ExecRef = Type.Object({
   instance: Type.String({ maxLength: 64 }),
   exec: Type.String({ maxLength: 64, description: 'The command’s id (`exe_…`).' }),
 });
+
+/** What an instance uses now (`GET /v1/resources/usage`). */
+export const InstanceUsage = Type.Object({
+  cpu_seconds: Type.Number(),
+  cpu_utilization: Type.Number({
+    description: 'CPU time over wall time since it started, per CPU it was given.',
+  }),
+  memory_bytes: Type.Integer(),
+  memory_utilization: Type.Number(),
+  processes: Type.Integer(),
+  disk_bytes: Type.Integer(),
+  storage_utilization: Type.Number(),
+});
+export type InstanceUsage = Static<typeof InstanceUsage>;
+
+export const NodeUsage = Type.Object({
+  node_id: Type.String(),
+  cpus: Type.Integer(),
+  memory_total_bytes: Type.Integer(),
+  memory_free_bytes: Type.Integer(),
+  load_average: Type.Array(Type.Number()),
+  instances_running: Type.Integer(),
+  limits: Type.Union([AppliedLimits, Type.Null()]),
+});
+export type NodeUsage = Static<typeof NodeUsage>;
+
+export const ResourceUsage = Type.Object(
+  {
+    node: NodeUsage,
+    instances: Type.Array(
+      Type.Object({
+        instance_id: Type.String(),
+        name: Type.String(),
+        state: Type.String(),
+        node_id: Type.String(),
+        resources: FilledResources,
+        /** Null for an instance of another node (ask that node). */
+        usage: Type.Union([InstanceUsage, Type.Null()]),
+      }),
+    ),
+    /** More instances than one answer holds (500). */
+    truncated: Type.Boolean(),
+  },
+  { $id: 'ResourceUsage' },
+);
+export type ResourceUsage = Static<typeof ResourceUsage>;
+export type UsageItem = ResourceUsage['instances'][number];
+
+export const ResourceRecommendation = Type.Object({
+  instance_id: Type.String(),
+  kind: Type.Enum(['over_used', 'under_used', 'idle']),
+  resource: Type.Enum(['cpu', 'memory', 'storage', 'instance']),
+  used: Type.Number(),
+  allocated: Type.Number(),
+  utilization: Type.Number(),
+  message: Type.String(),
+});
+export type ResourceRecommendation = Static<typeof ResourceRecommendation>;
+
+export const Recommendations = Type.Object(
+  {
+    recommendations: Type.Array(ResourceRecommendation),
+    instances_checked: Type.Integer(),
+    generated_at: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'Recommendations' },
+);
+export type Recommendations = Static<typeof Recommendations>;

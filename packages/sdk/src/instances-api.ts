@@ -5,6 +5,8 @@ import type {
   ExecResult,
   Instance,
   InstanceState,
+  Recommendations,
+  ResourceUsage,
   StreamGap,
   UpdateInstance,
   WorkspaceTemplate,
@@ -25,6 +27,9 @@ export type {
   ExecResult,
   Instance,
   InstanceState,
+  Recommendations,
+  ResourceRecommendation,
+  ResourceUsage,
   UpdateInstance,
   WorkspaceBase,
   WorkspaceTemplate,
@@ -266,6 +271,24 @@ export class InstancesApi {
    */
   quotas(): Promise<{ tenant_id: string; quotas: Quota[] }> {
     return this.#client.request('GET', '/v1/quotas');
+  }
+
+  /**
+   * What the tenant's instances use (CPU, memory, processes, disk) against their
+   * resources, and what the node answering has; `usage` is null for another node's.
+   */
+  usage(options: { instance?: string } = {}): Promise<ResourceUsage> {
+    return this.#client.request('GET', '/v1/resources/usage', { query: { ...options } });
+  }
+
+  /** Recommendations for over-used, under-used and idle instances; changes nothing. */
+  optimize(options: { instance?: string; minRunningMs?: number } = {}): Promise<Recommendations> {
+    return this.#client.request('POST', '/v1/resources/optimize', {
+      body: {
+        ...(options.instance !== undefined ? { instance: options.instance } : {}),
+        ...(options.minRunningMs !== undefined ? { min_running_ms: options.minRunningMs } : {}),
+      },
+    });
   }
 
   /** Kills a running command; one that ended already is left as it ended. */

@@ -96,6 +96,12 @@ test('create, list, exec with the exit code passed on, stop, get and rm; usage e
   assert.match(shownTimed.stdout, /Idle stop: after 1800s without activity/);
   assert.match(shownTimed.stdout, new RegExp(`Expires:\\s+${lifetimes.expires_at}`));
   expectExit(await cli(['instances', 'create', 'shell', '--ttl', 'forever']), 2);
+  const usage = await cli(['instances', 'usage', instance.id]);
+  expectExit(usage, 0);
+  assert.match(usage.stdout, /^Node .*CPUs.*limits by (cgroup-v1|cgroup-v2)/);
+  assert.match(usage.stdout, new RegExp(`${instance.id}\\s+stopped`));
+  const advice = await cli(['instances', 'usage', '--recommend']);
+  expectExit(advice, 0);
   const quotas = await cli(['instances', 'quotas']);
   expectExit(quotas, 0);
   assert.match(

@@ -641,6 +641,7 @@ for (const store of STORE_VARIANTS) {
         cpus: 2,
         memory_bytes: 64 * 1024 ** 2,
         storage_bytes: 1024 ** 3,
+        processes: 1024,
       });
       // A second running one would need 4 CPUs of 3.
       const cpus = expectError(

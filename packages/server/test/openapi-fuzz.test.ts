@@ -592,6 +592,8 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { command: ['true'], env: { A: '1' }, timeout_ms: 1000 };
     case 'PATCH /v1/instances/{instance}':
       return { name: 'n', labels: { a: 'b' } };
+    case 'POST /v1/resources/optimize':
+      return { min_running_ms: 0 };
     case 'POST /v1/instances/{instance}/files/move':
       return { from: 'a.txt', to: 'b.txt', overwrite: false };
     case 'POST /v1/instances/{instance}/files/directories':

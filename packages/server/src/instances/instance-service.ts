@@ -7,6 +7,7 @@ import {
   type Instance,
   type InstanceState,
   type UpdateInstance,
+  type UsageItem,
   type WorkspaceTemplate,
 } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
@@ -21,9 +22,19 @@ import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import type { RelationalStore } from '../store/store.ts';
 import { FileService, type WorkspaceRef } from './files.ts';
+import type { AppliedLimits } from './limits.ts';
 import { resolveInside } from './paths.ts';
 import type { FilledSpec, InstanceDriverPort, ServiceExit } from './process-driver.ts';
 import { InstanceQuotas } from './quotas.ts';
+import {
+  DiskUsage,
+  type InstanceUsage,
+  type NodeUsage,
+  nodeUsage,
+  type Recommendation,
+  recommend,
+  usageOf,
+} from './resource-usage.ts';
 import type { InstancesTable, WorkspaceTemplatesTable } from './tables.ts';
 
 /** The event-log stream of one instance. */
@@ -82,7 +93,11 @@ function templateView(row: WorkspaceTemplatesTable): WorkspaceTemplate {
   };
 }
 
-function instanceView(row: InstancesTable, activeAt?: number): Instance {
+function instanceView(
+  row: InstancesTable,
+  activeAt: number | undefined,
+  limits: AppliedLimits | null,
+): Instance {
   const recorded = row.last_active_at === null ? 0 : Date.parse(row.last_active_at);
   const last = Math.max(recorded, activeAt ?? 0);
   return {
@@ -105,6 +120,7 @@ function instanceView(row: InstancesTable, activeAt?: number): Instance {
     last_active_at: last === 0 ? null : new Date(last).toISOString(),
     expires_at: row.expires_at,
     resources: parseSpec(row.spec).resources,
+    resource_limits: limits,
   };
 }
 
@@ -118,6 +134,9 @@ const EXEC_ANSWER_BYTES = 1024 * 1024;
 const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
 /** Most commands running at once in one instance. */
 const MAX_EXECS_PER_INSTANCE = 64;
+
+/** Most instances in one answer of the resource service. */
+const USAGE_MAX_INSTANCES = 500;
 
 /** How long services get at the node's shutdown before they are killed. */
 const CLOSE_GRACE_MS = 2_000;
@@ -169,6 +188,9 @@ export class InstanceService {
   /** What the sweep wrote last per instance, so that it writes only what is newer. */
   readonly #recordedActivity = new Map<string, number>();
   readonly #sweep: Job;
+  readonly #disk = new DiskUsage();
+  /** How this node limits its instances' resources (known once the node started). */
+  #limits: AppliedLimits | null = null;
 
   constructor(deps: {
     store: RelationalStore;
@@ -207,7 +229,11 @@ export class InstanceService {
   }
 
   #view(row: InstancesTable): Instance {
-    return instanceView(row, this.#activity.get(row.id));
+    return instanceView(
+      row,
+      this.#activity.get(row.id),
+      row.node_id === this.#nodeId ? this.#limits : null,
+    );
   }
 
   /** Notes activity on an instance (exec, files, terminals, ports): its idle clock restarts. */
@@ -831,6 +857,97 @@ export class InstanceService {
     };
   }
 
+  /**
+   * The design's resource service: this node's figures, and what the tenant's instances use
+   * (measured on this node for its own; null for another node's), newest first.
+   */
+  async resourceUsage(
+    principal: Principal,
+    options: { instance?: string | undefined },
+  ): Promise<{ node: NodeUsage; instances: UsageItem[]; truncated: boolean }> {
+    const { rows, truncated } = await this.#usageRows(principal.tenant.id, options.instance);
+    const running = await this.#store.db
+      .selectFrom('instances')
+      .select(({ fn }) => fn.countAll<number>().as('n'))
+      .where('node_id', '=', this.#nodeId)
+      .where('state', '=', 'running')
+      .executeTakeFirst();
+    const instances: UsageItem[] = [];
+    for (const row of rows) {
+      const view = this.#view(row);
+      instances.push({
+        instance_id: row.id,
+        name: row.name,
+        state: row.state,
+        node_id: row.node_id,
+        resources: view.resources,
+        usage: row.node_id === this.#nodeId ? await this.#measure(view) : null,
+      });
+    }
+    return {
+      node: nodeUsage(this.#nodeId, Number(running?.n ?? 0), this.#limits),
+      instances,
+      truncated,
+    };
+  }
+
+  /** Recommendations for the tenant's instances on this node (over-used, under-used, idle). */
+  async optimize(
+    principal: Principal,
+    options: { instance?: string | undefined; min_running_ms?: number | undefined },
+  ): Promise<{
+    recommendations: Recommendation[];
+    instances_checked: number;
+    generated_at: string;
+  }> {
+    const { rows } = await this.#usageRows(principal.tenant.id, options.instance);
+    const recommendations: Recommendation[] = [];
+    let checked = 0;
+    for (const row of rows) {
+      if (row.node_id !== this.#nodeId) continue;
+      const view = this.#view(row);
+      checked += 1;
+      recommendations.push(
+        ...recommend(view, await this.#measure(view), {
+          minRunningMs: options.min_running_ms ?? 600_000,
+        }),
+      );
+    }
+    return {
+      recommendations,
+      instances_checked: checked,
+      generated_at: new Date().toISOString(),
+    };
+  }
+
+  async #usageRows(
+    tenantId: string,
+    only: string | undefined,
+  ): Promise<{ rows: InstancesTable[]; truncated: boolean }> {
+    if (only !== undefined)
+      return { rows: [await this.#current(tenantId, only)], truncated: false };
+    const rows = await this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .orderBy('id', 'desc')
+      .limit(USAGE_MAX_INSTANCES + 1)
+      .execute();
+    return {
+      rows: rows.slice(0, USAGE_MAX_INSTANCES),
+      truncated: rows.length > USAGE_MAX_INSTANCES,
+    };
+  }
+
+  async #measure(instance: Instance): Promise<InstanceUsage> {
+    const live = instance.state === 'running' || instance.state === 'starting';
+    const processes = live
+      ? await this.#driver.usage(instance.id)
+      : { cpu_seconds: 0, memory_bytes: 0, processes: 0 };
+    const disk = await this.#disk.of(this.#driver.paths(instance.id).project_root);
+    return usageOf(instance, processes, disk);
+  }
+
   /** Checks a request for the instance's events (404, or `after` beyond the newest). */
   async openEvents(principal: Principal, id: string, after: number): Promise<void> {
     await this.#current(principal.tenant.id, id);
@@ -863,6 +980,10 @@ export class InstanceService {
    * (ORCHESTRA_INSTANCE_ID).
    */
   async reconcile(): Promise<void> {
+    this.#limits = await this.#driver.limits();
+    if (this.#limits.note !== null) {
+      this.#log.info({ limits: this.#limits }, 'instance resource limits');
+    }
     if (this.#store.kind === 'sqlite') {
       // Embedded storage is one node's: its instances are this node's, whatever id the
       // node had before (the default id changes with the process).

@@ -1,6 +1,7 @@
 import { defineModule } from '../module.ts';
 import { fileRoutes } from './file-routes.ts';
 import { InstanceService } from './instance-service.ts';
+import { type LimitMode, ResourceLimiter } from './limits.ts';
 import { instancesMigrations } from './migrations.ts';
 import { ProcessDriver } from './process-driver.ts';
 import { instanceRoutes } from './routes.ts';
@@ -44,6 +45,7 @@ export const instancesModule = defineModule({
     const driver = new ProcessDriver({
       dataDir: settings.dataDir,
       sourceRoots: settings.instanceSourceRoots.split(':').filter((p) => p !== ''),
+      limiter: ResourceLimiter.detect(settings.instanceLimits as LimitMode, settings.instanceId),
     });
     return new InstanceService({
       store,

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { InstanceResources, WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
+import type { AppliedLimits, ProcessUsage, ResourceLimiter } from './limits.ts';
 import { isInside } from './paths.ts';
 
 /** An instance as a driver sees it: its id and the spec it was created from. */
@@ -53,6 +54,10 @@ export interface InstanceDriverPort {
   exec(instance: DriverInstance, request: ExecRequest): Promise<ExecExit>;
   /** The instance's directory layout (the design's path service). */
   paths(instanceId: string): InstancePaths;
+  /** How this node limits instances' resources. */
+  limits(): Promise<AppliedLimits>;
+  /** What the instance's processes use now. */
+  usage(instanceId: string): Promise<ProcessUsage>;
 }
 
 /** A command to run in an instance (`POST /v1/instances/{id}/exec`). */
@@ -104,10 +109,34 @@ export class ProcessDriver implements InstanceDriverPort {
   readonly #root: string;
   readonly #sourceRoots: readonly string[];
   readonly #services = new Map<string, { child: ChildProcess; ended: Promise<void> }>();
+  /** The commands running per instance (their process groups count in its usage). */
+  readonly #commands = new Map<string, Set<ChildProcess>>();
+  readonly #limiter: Promise<ResourceLimiter>;
+  /** Instances whose limits are in place on this node. */
+  readonly #prepared = new Set<string>();
 
-  constructor(options: { dataDir: string; sourceRoots: readonly string[] }) {
+  constructor(options: {
+    dataDir: string;
+    sourceRoots: readonly string[];
+    limiter: Promise<ResourceLimiter>;
+  }) {
     this.#root = join(options.dataDir, 'instances');
     this.#sourceRoots = options.sourceRoots;
+    this.#limiter = options.limiter;
+  }
+
+  async limits(): Promise<AppliedLimits> {
+    return (await this.#limiter).applied;
+  }
+
+  async usage(instanceId: string): Promise<ProcessUsage> {
+    const leaders: number[] = [];
+    const service = this.#services.get(instanceId)?.child.pid;
+    if (service !== undefined) leaders.push(service);
+    for (const child of this.#commands.get(instanceId) ?? []) {
+      if (child.pid !== undefined) leaders.push(child.pid);
+    }
+    return (await this.#limiter).usage(instanceId, leaders);
   }
 
   paths(instanceId: string): InstancePaths {
@@ -197,7 +226,10 @@ export class ProcessDriver implements InstanceDriverPort {
 
   async stop(instanceId: string, graceMs: number): Promise<void> {
     const service = this.#services.get(instanceId);
-    if (service === undefined) return;
+    if (service === undefined) {
+      await this.#release(instanceId);
+      return;
+    }
     signal(service.child, 'SIGTERM');
     const killer = setTimeout(() => signal(service.child, 'SIGKILL'), graceMs);
     killer.unref();
@@ -211,10 +243,19 @@ export class ProcessDriver implements InstanceDriverPort {
     await service.ended;
     clearTimeout(killer);
     clearTimeout(unpipe);
+    await this.#release(instanceId);
+  }
+
+  /** Removes the instance's limits once nothing of it runs any more. */
+  async #release(instanceId: string): Promise<void> {
+    if (this.#services.has(instanceId) || (this.#commands.get(instanceId)?.size ?? 0) > 0) return;
+    if (!this.#prepared.delete(instanceId)) return;
+    await (await this.#limiter).release(instanceId);
   }
 
   async destroy(instanceId: string): Promise<void> {
     await this.stop(instanceId, 0);
+    await this.#release(instanceId);
     await rm(this.paths(instanceId).project_root, { recursive: true, force: true });
   }
 
@@ -226,6 +267,9 @@ export class ProcessDriver implements InstanceDriverPort {
       stdin: request.stdin !== undefined,
       what: 'run the command',
     });
+    const running = this.#commands.get(instance.id) ?? new Set<ChildProcess>();
+    this.#commands.set(instance.id, running);
+    running.add(child);
     let timedOut = false;
     let cancelled = false;
     const kill = () => {
@@ -269,6 +313,8 @@ export class ProcessDriver implements InstanceDriverPort {
     } finally {
       clearTimeout(timer);
       request.signal.removeEventListener('abort', onAbort);
+      running.delete(child);
+      if (running.size === 0) this.#commands.delete(instance.id);
     }
   }
 
@@ -287,15 +333,31 @@ export class ProcessDriver implements InstanceDriverPort {
     }
     const paths = this.paths(instance.id);
     const [command = '', ...args] = argv;
-    const wrapped = sandboxCommand({
-      command,
-      args,
-      workDir: paths.project_root,
-      cwd: options.cwd,
-      network: instance.spec.network === 'host',
-      readOnlyPaths: [],
-      path: SANDBOX_PATH,
-    });
+    const limiter = await this.#limiter;
+    if (!this.#prepared.has(instance.id)) {
+      try {
+        await limiter.prepare(instance.id, instance.spec.resources);
+      } catch (err) {
+        throw new ApiError(
+          'SANDBOX_UNAVAILABLE',
+          `Cannot ${options.what}: its resource limits could not be set (${(err as Error).message})`,
+        );
+      }
+      this.#prepared.add(instance.id);
+    }
+    const wrapped = limiter.wrap(
+      instance.id,
+      instance.spec.resources,
+      sandboxCommand({
+        command,
+        args,
+        workDir: paths.project_root,
+        cwd: options.cwd,
+        network: instance.spec.network === 'host',
+        readOnlyPaths: [],
+        path: SANDBOX_PATH,
+      }),
+    );
     return spawn(wrapped.command, wrapped.args, {
       cwd: paths.workspace,
       // The server's environment (keys, URLs) stays out of the sandbox.
@@ -308,6 +370,9 @@ export class ProcessDriver implements InstanceDriverPort {
   /** Stops every service this process runs (the node is closing), without waiting long. */
   async stopAll(graceMs: number): Promise<void> {
     await Promise.all([...this.#services.keys()].map((id) => this.stop(id, graceMs)));
+    // Commands were cancelled before: their groups go once they ended.
+    for (const id of [...this.#prepared]) await this.#release(id);
+    if (this.#prepared.size === 0) await (await this.#limiter).close();
   }
 
   /** Whether a service of the instance runs in this process. */

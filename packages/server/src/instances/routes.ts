@@ -13,6 +13,8 @@ import {
   ListInstancesQuery,
   MAX_BATCH_INSTANCES,
   parseLabelSelectors,
+  Recommendations,
+  ResourceUsage,
   UpdateInstance,
   WorkspaceTemplate,
   WorkspaceTemplateRef,
@@ -72,6 +74,8 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
   app.addSchema(InstanceEvent);
   app.addSchema(ExecResult);
   app.addSchema(ExecEvent);
+  app.addSchema(ResourceUsage);
+  app.addSchema(Recommendations);
   const template = { params: WorkspaceTemplateRef };
   const instance = { params: InstanceRef };
 
@@ -106,6 +110,62 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
       const tenantId = principalOf(request).tenant.id;
       return { tenant_id: tenantId, quotas: await instances.quotas.list(tenantId) };
     },
+  );
+
+  const UsageQuery = Type.Object(
+    {
+      instance: Type.Optional(
+        Type.String({ maxLength: 64, description: 'Only this instance (`ins_…`).' }),
+      ),
+    },
+    { additionalProperties: false },
+  );
+  app.get(
+    '/v1/resources/usage',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'getResourceUsage',
+        summary: 'What the tenant’s instances use, and what this node has',
+        description:
+          'Per instance (newest first, 500 at most: `truncated` says there were more): CPU time and utilization since it started, memory, processes (from its cgroups, or its process groups under prlimit), and disk (its directory, measured at most every 30 s), against its `resources`. Instances of another node have `usage` null: ask that node. `node`: its CPUs, memory, load and running instances, and how it limits them.',
+        querystring: UsageQuery,
+        response: {
+          200: Type.Ref('ResourceUsage'),
+          ...errorResponses,
+        },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => instances.resourceUsage(principalOf(request), request.query),
+  );
+
+  app.post(
+    '/v1/resources/optimize',
+    {
+      schema: {
+        tags: ['instances'],
+        operationId: 'optimizeResources',
+        summary: 'Recommendations for over-used, under-used and idle instances',
+        description:
+          'For the tenant’s instances on this node: over-used when they use 90% or more of their CPU (since they started), memory or storage; under-used when, running for at least `min_running_ms` (10 minutes by default), they use under 10% of their memory or 5% of their CPU; idle when running without activity for an hour and without an idle timeout. Changes nothing.',
+        body: Type.Optional(
+          Type.Object(
+            {
+              instance: Type.Optional(Type.String({ maxLength: 64 })),
+              min_running_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000_000 })),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+        response: {
+          200: Type.Ref('Recommendations'),
+          ...errorResponses,
+        },
+      },
+      config: { auth: READ_ROLES },
+    },
+    async (request) => instances.optimize(principalOf(request), request.body ?? {}),
   );
 
   app.post(

@@ -39,6 +39,15 @@ export const INSTANCES_SETTINGS = {
       'How often each node stops its idle instances, deletes those past their TTL and records their last activity.',
     default: 5000,
   },
+  instanceLimits: {
+    env: 'ORCHESTRA_INSTANCE_LIMITS',
+    kind: 'string',
+    schema: Type.Enum(['auto', 'cgroup', 'prlimit', 'off']),
+    allowed: '`auto`, `cgroup`, `prlimit` or `off`',
+    description:
+      'How instances’ CPU, memory and processes are limited to their template’s `resources`: `auto` uses cgroups (v2, else v1) where the server may make them, else prlimit (memory only); `cgroup` or `prlimit` asks for one (falling back as `auto` does when it cannot); `off` limits nothing. Each instance reports what it got (`resource_limits`).',
+    default: 'auto',
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 declare module '../platform/settings.ts' {

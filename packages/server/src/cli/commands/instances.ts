@@ -276,6 +276,60 @@ const quotas = command({
   },
 });
 
+const usage = command({
+  name: 'usage',
+  args: '[ID]',
+  description:
+    'Shows what the tenant’s instances use (CPU since start, memory, processes, disk) against their resources, and what the node has; with --recommend, what to raise or lower.',
+  options: {
+    recommend: { type: 'boolean', description: 'Print recommendations (over-, under-used, idle)' },
+  },
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values, positionals } = invocation;
+    if (positionals.length > 1)
+      throw new UsageError('instances usage takes at most one instance id');
+    const api = client(values).instances;
+    const only = positionals[0] !== undefined ? { instance: positionals[0] } : {};
+    if (values.recommend) {
+      const advice = await api.optimize(only);
+      print(values.json, advice, () =>
+        advice.recommendations.length === 0
+          ? `Nothing to change (${advice.instances_checked} instances checked).`
+          : formatTable(
+              ['INSTANCE', 'KIND', 'RESOURCE', 'ADVICE'],
+              advice.recommendations.map((r) => [r.instance_id, r.kind, r.resource, r.message]),
+            ),
+      );
+      return 0;
+    }
+    const answer = await api.usage(only);
+    const pct = (n: number) => `${Math.round(n * 1000) / 10}%`;
+    print(values.json, answer, () =>
+      [
+        `Node ${answer.node.node_id}: ${answer.node.cpus} CPUs, ${answer.node.memory_free_bytes} of ${answer.node.memory_total_bytes} bytes free, load ${answer.node.load_average.join(' ')}, ${answer.node.instances_running} running; limits by ${answer.node.limits?.mechanism ?? '-'}`,
+        '',
+        formatTable(
+          ['ID', 'STATE', 'CPU', 'MEMORY', 'PROCESSES', 'DISK'],
+          answer.instances.map((i) =>
+            i.usage === null
+              ? [i.instance_id, i.state, `on ${i.node_id}`, '-', '-', '-']
+              : [
+                  i.instance_id,
+                  i.state,
+                  pct(i.usage.cpu_utilization),
+                  `${i.usage.memory_bytes} (${pct(i.usage.memory_utilization)})`,
+                  String(i.usage.processes),
+                  `${i.usage.disk_bytes} (${pct(i.usage.storage_utilization)})`,
+                ],
+          ),
+        ),
+      ].join('\n'),
+    );
+    return 0;
+  },
+});
+
 export const group = defineGroup({
   name: 'instances',
   summary: 'Manage workspace instances: create, list, start, stop, exec, remove',
@@ -291,5 +345,6 @@ export const group = defineGroup({
     remove,
     exec,
     quotas,
+    usage,
   ],
 });
