@@ -195,6 +195,7 @@ export const ERROR_CATALOGUE = {
     status: 416,
     message: 'The requested byte range lies outside the file',
   },
+  CHECKPOINT_NOT_FOUND: { status: 404, message: 'The checkpoint does not exist' },
   SEARCH_UNAVAILABLE: {
     status: 503,
     message: 'Search needs ripgrep (rg), which this node lacks',

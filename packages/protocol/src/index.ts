@@ -24,6 +24,16 @@ export {
   CreateChatCompletion,
 } from './chat.ts';
 export {
+  Checkpoint,
+  CheckpointDiff,
+  CheckpointRef,
+  CreateCheckpoint,
+  DIFF_STATUSES,
+  DiffQuery,
+  RestoreCheckpoint,
+  RestoreResult,
+} from './checkpoints.ts';
+export {
   Capability,
   DEFAULT_PAGE_LIMIT,
   ErrorResponse,

@@ -14,6 +14,7 @@ export {
   type WorkerStatus,
 } from './agent-worker.ts';
 export type { ReconnectOptions } from './backoff.ts';
+export { type Checkpoint, type CheckpointDiff, CheckpointsApi } from './checkpoints-api.ts';
 export {
   Orchestra,
   type OrchestraOptions,

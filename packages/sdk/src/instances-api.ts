@@ -12,6 +12,7 @@ import type {
   WorkspaceTemplate,
   WorkspaceTemplateSpec,
 } from '@orchestra/protocol';
+import { CheckpointsApi } from './checkpoints-api.ts';
 import type { Orchestra } from './client.ts';
 import { InstanceFilesApi } from './instance-files-api.ts';
 import { labelQuery, paginate } from './listing.ts';
@@ -136,9 +137,12 @@ export class InstancesApi {
   readonly #client: Orchestra;
   /** An instance's files: read, write, list, move, delete, search, archives, changes. */
   readonly files: InstanceFilesApi;
+  /** Checkpoints of an instance's workspace: save, list, diff, restore. */
+  readonly checkpoints: CheckpointsApi;
   constructor(client: Orchestra) {
     this.#client = client;
     this.files = new InstanceFilesApi(client);
+    this.checkpoints = new CheckpointsApi(client);
   }
 
   create(input: CreateInstance): Promise<Instance> {

@@ -195,6 +195,26 @@ test('files through the SDK: write and read (with ranges and a hash guard), list
     'file.created src/app.ts',
     'file.changed src/app.ts',
   ]);
+  const checkpoints = client.instances.checkpoints;
+  const saved = await checkpoints.create(id, { message: 'sdk', taskId: 'tsk_sdk' });
+  await files.write(id, 'src/app.ts', 'changed\n');
+  const diff = await checkpoints.diff(id, saved.id);
+  assert.deepEqual(
+    diff.files.map((f) => `${f.status} ${f.path}`),
+    ['modified src/app.ts'],
+  );
+  const { before } = await checkpoints.restore(id, saved.id);
+  assert.equal(await files.readText(id, 'src/app.ts'), 'export const answer = 43;\n');
+  assert.equal((await checkpoints.create(id)).tree, saved.tree);
+  assert.equal((await checkpoints.get(id, before.id)).message, `before restoring ${saved.id}`);
+  const all: string[] = [];
+  for await (const c of checkpoints.listAll(id)) all.push(c.id);
+  assert.equal(all.length, 3);
+  assert.equal(
+    (await rejection(() => checkpoints.get(id, 'chk_none'))).code,
+    'CHECKPOINT_NOT_FOUND',
+  );
+
   const quotas = await client.instances.quotas();
   assert.deepEqual(
     quotas.quotas.map((q) => q.name),

@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely/migration';
 import { agentsModule } from './agents/index.ts';
 import { chatModule } from './chat/index.ts';
+import { checkpointsModule } from './checkpoints/index.ts';
 import { configModule } from './config/index.ts';
 import { eventsModule } from './events/index.ts';
 import { gatewayModule } from './gateway/index.ts';
@@ -55,6 +56,7 @@ export const MODULES: readonly AnyModule[] = [
   runnersModule,
   chatModule,
   instancesModule,
+  checkpointsModule,
   realtimeModule,
   statsModule,
   opsModule,

@@ -166,6 +166,32 @@ test('files: put from standard input or a file, cat, ls, stat, mkdir, mv, search
   assert.match(escaped.stderr, /VALIDATION_FAILED/);
   expectExit(await cli(['files', 'cat', id]), 2);
 
+  // Checkpoints: save, change, diff, restore, undo.
+  const saved = await cli(['checkpoints', 'create', id, '-m', 'before edits', '--json']);
+  expectExit(saved, 0);
+  const cp = jsonOf(saved).id as string;
+  await cli(['files', 'put', id, 'src/main.txt'], { input: 'edited\n' });
+  const changes = await cli(['checkpoints', 'diff', id, cp, '--stat']);
+  expectExit(changes, 0);
+  assert.match(changes.stdout, /modified\s+src\/main\.txt\s+1\s+1/);
+  const patch = await cli(['checkpoints', 'diff', id, cp]);
+  assert.match(patch.stdout, /^\+edited$/m);
+  const restored = await cli(['checkpoints', 'restore', id, cp, '--path', 'src']);
+  expectExit(restored, 0);
+  const undo = /To undo: orchestra checkpoints restore \S+ (chk_\w+)/.exec(restored.stdout)?.[1];
+  assert.ok(undo, restored.stdout);
+  assert.equal((await cli(['files', 'cat', id, 'src/main.txt'])).stdout, 'kept\n');
+  expectExit(await cli(['checkpoints', 'restore', id, undo]), 0);
+  assert.equal((await cli(['files', 'cat', id, 'src/main.txt'])).stdout, 'edited\n');
+  const listedCps = await cli(['checkpoints', 'ls', id]);
+  assert.match(listedCps.stdout, /before edits/);
+  assert.match((await cli(['checkpoints', 'get', id, cp])).stdout, /Message:\s+before edits/);
+  expectExit(await cli(['checkpoints', 'get', id]), 2);
+  const missing = await cli(['checkpoints', 'get', id, 'chk_none']);
+  expectExit(missing, 1);
+  assert.match(missing.stderr, /CHECKPOINT_NOT_FOUND/);
+  await cli(['files', 'put', id, 'src/main.txt'], { input: 'kept\n' });
+
   const ran = await runCli(
     [
       'exec',

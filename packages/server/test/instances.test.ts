@@ -826,6 +826,25 @@ describe('the process driver’s sandbox', () => {
     assert.ok(!existsSync(join(outside.path, 'new.txt')));
   });
 
+  test('a command naming a path outside does not get it mounted', async () => {
+    await server.call('POST', '/v1/workspace-templates', { body: { name: 'argv' } });
+    const created = await server.call('POST', '/v1/instances', { body: { template: 'argv' } });
+    const secret = join(outside.path, 'secret.txt');
+    for (const command of [
+      ['cat', secret],
+      ['ls', outside.path],
+      ['cat', '/etc/shadow'],
+      [join(outside.path, 'secret.txt')],
+    ]) {
+      const ran = await server.call('POST', `/v1/instances/${created.body.id}/exec`, {
+        body: { command },
+      });
+      assert.notEqual(ran.body.exit_code, 0, `${command.join(' ')}: ${JSON.stringify(ran.body)}`);
+      assert.ok(!ran.body.stdout.includes('not for the sandbox'));
+    }
+    await server.call('DELETE', `/v1/instances/${created.body.id}`);
+  });
+
   test('no network unless the template allows the host’s; its own PID namespace', async () => {
     const connect = `(exec 3<>/dev/tcp/127.0.0.1/${port} && read -r line <&3 && echo "CONNECTED $line") || echo no-connect`;
     assert.match(await probe('offline', connect), /no-connect/);

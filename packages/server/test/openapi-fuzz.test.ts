@@ -301,6 +301,7 @@ interface Fixtures {
   approvalId: string;
   approvalHash: string;
   instanceId: string;
+  checkpointId: string;
 }
 
 /** Creates real resources so that requests reach past "not found" into deeper code. */
@@ -352,6 +353,7 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
   // No service: its instances start and stop without processes.
   await ok('POST', '/v1/workspace-templates', { name: 'fuzz-ws', env: { A: '1' } });
   const instance = await ok('POST', '/v1/instances', { template: 'fuzz-ws', start: false });
+  const checkpoint = await ok('POST', `/v1/instances/${instance.id}/checkpoints`, {});
   const approval = await server.call('GET', `/v1/tool-approvals/${gated.call.approval_id}`);
   return {
     keys,
@@ -367,6 +369,7 @@ async function createFixtures(server: TestServer): Promise<Fixtures> {
     approvalId: approval.body.id,
     approvalHash: approval.body.arguments_hash,
     instanceId: instance.id,
+    checkpointId: checkpoint.id,
   };
 }
 
@@ -418,6 +421,7 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'instance') return f.instanceId;
   // The fixture instance is stopped and runs no command: the valid shape of an id.
   if (name === 'exec') return 'exe_01a2500000000000000000000000';
+  if (name === 'checkpoint') return f.checkpointId;
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
   if (name === 'name' && path.startsWith('/v1/secrets')) return 'FUZZ_SECRET';
@@ -592,6 +596,10 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { command: ['true'], env: { A: '1' }, timeout_ms: 1000 };
     case 'PATCH /v1/instances/{instance}':
       return { name: 'n', labels: { a: 'b' } };
+    case 'POST /v1/instances/{instance}/checkpoints':
+      return { message: 'm' };
+    case 'POST /v1/instances/{instance}/checkpoints/{checkpoint}/restore':
+      return { paths: ['a.txt'] };
     case 'POST /v1/resources/optimize':
       return { min_running_ms: 0 };
     case 'POST /v1/instances/{instance}/files/move':

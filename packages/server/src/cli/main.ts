@@ -26,6 +26,7 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   instances: () => import('./commands/instances.ts'),
   exec: () => import('./commands/exec.ts'),
   files: () => import('./commands/files.ts'),
+  checkpoints: () => import('./commands/checkpoints.ts'),
   chat: () => import('./commands/chat.ts'),
   usage: () => import('./commands/usage.ts'),
   'demo-provider': () => import('./commands/demo-provider.ts'),

@@ -32,6 +32,7 @@ import type {
 import type { Logger } from 'pino';
 import type { EventLog, StreamItem } from '../events/index.ts';
 import { ApiError, fieldError } from '../platform/errors.ts';
+import { KeyedQueue } from '../platform/keyed-queue.ts';
 import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
 import { type FileChange, kindOf, TEMP_NAME, WorkspaceWatcher } from './file-watch.ts';
 import {
@@ -100,7 +101,7 @@ export class FileService {
   readonly #onActivity: (instanceId: string) => void;
   readonly #watchers = new Map<string, WorkspaceWatcher>();
   /** Changes through the API, one at a time per instance (a hash check and its write). */
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedQueue();
 
   constructor(deps: {
     events: EventLog;
@@ -686,6 +687,7 @@ export class FileService {
         network: false,
         readOnlyPaths: [],
         path: '/usr/bin:/bin',
+        mountCommandPaths: false,
       });
       const child = spawn(wrapped.command, wrapped.args, {
         stdio: ['pipe', 'ignore', 'pipe'],
@@ -849,14 +851,7 @@ export class FileService {
   }
 
   #locked<T>(id: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.#locks.get(id) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    const settled = next.catch(() => {});
-    this.#locks.set(id, settled);
-    void settled.then(() => {
-      if (this.#locks.get(id) === settled) this.#locks.delete(id);
-    });
-    return next;
+    return this.#locks.run(id, work);
   }
 }
 

@@ -17,6 +17,7 @@ import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import type { Job, Jobs } from '../platform/jobs.ts';
+import { KeyedQueue } from '../platform/keyed-queue.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
@@ -171,8 +172,8 @@ export class InstanceService {
   readonly #nodeId: string;
   readonly #log: Logger;
   readonly #stopGraceMs: number;
-  /** The operation in progress per instance: the next waits for it. */
-  readonly #queues = new Map<string, Promise<unknown>>();
+  /** Operations on one instance run one after another. */
+  readonly #queues = new KeyedQueue();
   /** Instances being stopped on request: their service's exit is expected. */
   readonly #stopping = new Set<string>();
   /** The node is closing: services end without their instances changing state. */
@@ -189,6 +190,7 @@ export class InstanceService {
   readonly #recordedActivity = new Map<string, number>();
   readonly #sweep: Job;
   readonly #disk = new DiskUsage();
+  readonly #deletedListeners: ((instanceId: string) => Promise<void>)[] = [];
   /** How this node limits its instances' resources (known once the node started). */
   #limits: AppliedLimits | null = null;
 
@@ -234,6 +236,14 @@ export class InstanceService {
       this.#activity.get(row.id),
       row.node_id === this.#nodeId ? this.#limits : null,
     );
+  }
+
+  /**
+   * Calls `listener` with the id of every instance deleted on this node, so that what other
+   * modules keep of it goes too; the delete answers once they are done.
+   */
+  onDeleted(listener: (instanceId: string) => Promise<void>): void {
+    this.#deletedListeners.push(listener);
   }
 
   /** Notes activity on an instance (exec, files, terminals, ports): its idle clock restarts. */
@@ -613,6 +623,14 @@ export class InstanceService {
       });
       this.#activity.delete(id);
       this.#recordedActivity.delete(id);
+      for (const result of await Promise.allSettled(this.#deletedListeners.map((l) => l(id)))) {
+        if (result.status === 'rejected') {
+          this.#log.warn(
+            { err: result.reason, instance_id: id },
+            'data of a deleted instance left',
+          );
+        }
+      }
     });
   }
 
@@ -1034,7 +1052,7 @@ export class InstanceService {
     await this.#sweep.stop();
     this.files.close();
     for (const { cancel } of this.#execs.values()) cancel.abort();
-    await Promise.allSettled([...this.#queues.values()]);
+    await this.#queues.drain();
     await this.#driver.stopAll(Math.min(this.#stopGraceMs, CLOSE_GRACE_MS));
   }
 
@@ -1231,14 +1249,7 @@ export class InstanceService {
 
   /** Runs `work` after the instance's operation in progress, if any. */
   #serially<T>(id: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.#queues.get(id) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    const settled = next.catch(() => {});
-    this.#queues.set(id, settled);
-    void settled.then(() => {
-      if (this.#queues.get(id) === settled) this.#queues.delete(id);
-    });
-    return next;
+    return this.#queues.run(id, work);
   }
 }
 

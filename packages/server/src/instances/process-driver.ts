@@ -356,6 +356,7 @@ export class ProcessDriver implements InstanceDriverPort {
         network: instance.spec.network === 'host',
         readOnlyPaths: [],
         path: SANDBOX_PATH,
+        mountCommandPaths: false,
       }),
     );
     return spawn(wrapped.command, wrapped.args, {

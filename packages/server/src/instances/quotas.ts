@@ -1,4 +1,5 @@
 import { ApiError } from '../platform/errors.ts';
+import { KeyedQueue } from '../platform/keyed-queue.ts';
 import {
   type LimitValue,
   limitDetails,
@@ -65,7 +66,7 @@ function round(n: number): number {
 export class InstanceQuotas {
   readonly #store: RelationalStore;
   readonly #limits: TenantLimitSource;
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedQueue();
 
   constructor(deps: { store: RelationalStore; limits: TenantLimitSource }) {
     this.#store = deps.store;
@@ -124,17 +125,10 @@ export class InstanceQuotas {
     what: { creating: boolean; starting: boolean; resources: FilledSpec['resources'] },
     admit: () => Promise<T>,
   ): Promise<T> {
-    const previous = this.#locks.get(tenantId) ?? Promise.resolve();
-    const next = previous.then(
-      () => this.#check(tenantId, what).then(admit),
-      () => this.#check(tenantId, what).then(admit),
-    );
-    const settled = next.catch(() => {});
-    this.#locks.set(tenantId, settled);
-    void settled.then(() => {
-      if (this.#locks.get(tenantId) === settled) this.#locks.delete(tenantId);
+    return this.#locks.run(tenantId, async () => {
+      await this.#check(tenantId, what);
+      return admit();
     });
-    return next;
   }
 
   async #check(

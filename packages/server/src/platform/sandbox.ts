@@ -19,6 +19,13 @@ export interface SandboxRequest {
   readOnlyPaths: string[];
   /** Searched for a bare `command`. */
   path: string | undefined;
+  /**
+   * Mount the command's directory, and the directory of each absolute path among the
+   * arguments, read-only (true by default: an MCP server configured as `node /srv/x.js`).
+   * Workspace commands come from users and agents: for them it is false, or `cat
+   * /etc/shadow` would mount /etc.
+   */
+  mountCommandPaths?: boolean;
 }
 
 export interface SandboxedCommand {
@@ -147,14 +154,16 @@ export function sandboxCommand(request: SandboxRequest, bwrapPath = 'bwrap'): Sa
   }
   for (const path of ETC_PATHS) args.push('--ro-bind-try', path, path);
   const readOnly = new Set<string>(request.readOnlyPaths.map((p) => resolve(p)));
-  const resolved = resolveCommand(request.command, request.path);
-  if (resolved !== undefined) {
-    readOnly.add(dirname(resolved));
-    readOnly.add(dirname(realpathSync(resolved)));
-  }
-  for (const arg of request.args) {
-    // A script given by absolute path must be readable inside.
-    if (isAbsolute(arg) && existsSync(arg)) readOnly.add(dirname(realpathSync(arg)));
+  if (request.mountCommandPaths !== false) {
+    const resolved = resolveCommand(request.command, request.path);
+    if (resolved !== undefined) {
+      readOnly.add(dirname(resolved));
+      readOnly.add(dirname(realpathSync(resolved)));
+    }
+    for (const arg of request.args) {
+      // A script given by absolute path must be readable inside.
+      if (isAbsolute(arg) && existsSync(arg)) readOnly.add(dirname(realpathSync(arg)));
+    }
   }
   args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
   for (const path of readOnly) {

@@ -1,0 +1,8 @@
+// The checkpoints module's public surface: other modules and the server import it from
+// here only (npm run lint checks it).
+export * from './checkpoint-service.ts';
+export * from './migrations.ts';
+export * from './module.ts';
+export * from './routes.ts';
+export * from './settings.ts';
+export * from './tables.ts';
