@@ -12,6 +12,7 @@
  *   npm run bench:cli-startup             the CLI's start-up against node -e 0
  *   npm run bench:mcp                     tool calls through /mcp/{view} against the upstream directly
  *   npm run bench:agents                  hosted agents: model calls against the client directly; 1,000 runs at once
+ *   npm run bench:instances               workspace instances: create→running, exec, files, checkpoints against bare bwrap
  *   npm run bench -- --duration 5         every benchmark, options passed through
  *
  * See bench/README.md.
@@ -31,6 +32,7 @@ const BENCHMARKS = [
   'cli-startup',
   'mcp',
   'agents',
+  'instances',
 ] as const;
 
 const HELP = `Usage: node bench/run.ts [benchmark] [options]
