@@ -32,6 +32,7 @@ import {
   Processes,
   packageVersion,
   parseOptions,
+  percentile,
   RunRecord,
   ratio,
   round1,
@@ -67,12 +68,6 @@ interface Options extends CommonOptions {
 const TOKEN_CHARS = 4;
 const TOKENS_PER_SECOND = 20;
 const WAIT = '60s';
-
-function percentile(sorted: number[], p: number): number | null {
-  if (sorted.length === 0) return null;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] ?? null;
-}
 
 function summary(values: number[]) {
   const sorted = [...values].sort((a, b) => a - b);

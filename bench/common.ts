@@ -25,6 +25,13 @@ export const round3 = (n: number) => Math.round(n * 1000) / 1000;
 export const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 /** The middle value (the mean of the two middle ones for an even count); 0 for none. */
+/** The nearest-rank percentile `p` of ascending `sorted` values; null for none. */
+export function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i] ?? null;
+}
+
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);

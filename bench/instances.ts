@@ -34,6 +34,7 @@ import {
   type OrchestraNode,
   Processes,
   parseOptions,
+  percentile,
   RunRecord,
   ratio,
   round1,
@@ -70,9 +71,8 @@ interface Summary {
 function summary(values: number[]): Summary {
   const sorted = [...values].sort((a, b) => a - b);
   const at = (p: number) => {
-    if (sorted.length === 0) return null;
-    const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-    return round1(sorted[i] as number);
+    const value = percentile(sorted, p);
+    return value === null ? null : round1(value);
   };
   return { samples: sorted.length, p50: at(50), p95: at(95), p99: at(99), max: at(100) };
 }

@@ -155,17 +155,18 @@ export class FileService {
     for (const id of [...this.#watchers.keys()]) this.unwatch(id);
   }
 
+  /** Changes the watcher saw. */
   #record(ref: WorkspaceRef, changes: FileChange[]): void {
     this.#onActivity(ref.id);
-    void this.#emit(
-      ref,
-      changes.map((c) => ({ type: c.type, data: { path: c.path, kind: c.kind } })),
-    );
+    void this.#emitChanges(ref, changes);
   }
 
   /** Changes made by the API: the watcher reports them when it runs, else they are. */
   #made(ref: WorkspaceRef, changes: FileChange[]): Promise<void> {
-    if (this.#watchers.has(ref.id)) return Promise.resolve();
+    return this.#watchers.has(ref.id) ? Promise.resolve() : this.#emitChanges(ref, changes);
+  }
+
+  #emitChanges(ref: WorkspaceRef, changes: FileChange[]): Promise<void> {
     return this.#emit(
       ref,
       changes.map((c) => ({ type: c.type, data: { path: c.path, kind: c.kind } })),
