@@ -201,9 +201,37 @@ export class ResourceLimiter {
     return procUsage(leaders);
   }
 
-  /** Removes the instance's groups (once its processes are gone; a busy one is left). */
+  /**
+   * Kills whatever is left in the instance's groups, then removes them. A sandbox killed
+   * while bwrap was still setting it up can miss `--die-with-parent` and outlive its
+   * parent; its group still holds it.
+   */
   async release(instanceId: string): Promise<void> {
     const { mechanism } = this.applied;
+    const procs =
+      mechanism === 'cgroup-v2'
+        ? join(this.#base, instanceId, 'cgroup.procs')
+        : mechanism === 'cgroup-v1'
+          ? join(this.#v1('pids', instanceId), 'cgroup.procs')
+          : undefined;
+    if (procs !== undefined) {
+      for (let round = 0; round < 50; round++) {
+        const text = await readFile(procs, 'utf8').catch(() => '');
+        const pids = text
+          .split('\n')
+          .filter((p) => /^\d+$/.test(p))
+          .map(Number);
+        if (pids.length === 0) break;
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
     if (mechanism === 'cgroup-v2') await rmdir(join(this.#base, instanceId)).catch(() => {});
     if (mechanism === 'cgroup-v1') {
       for (const controller of Object.values(V1_CONTROLLERS)) {
