@@ -7,6 +7,7 @@ import {
   childEnv,
   closedPort,
   createTestDatabase,
+  processGone,
   type SpawnedOrchestra,
   spawnOrchestra,
   tempDir,
@@ -114,12 +115,10 @@ export function spawnScript(
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
   });
-  const exit = new Promise<number | null>((resolve) => {
-    child.on('close', (code) => {
-      scripts.delete(child);
-      resolve(code);
-      wake();
-    });
+  const exit = processGone(child).then((code) => {
+    scripts.delete(child);
+    wake();
+    return code;
   });
   const ended = () => child.exitCode !== null || child.signalCode !== null;
   const output = () => `\nstdout: ${stdout}\nstderr: ${stderr}`;
@@ -178,7 +177,7 @@ export async function killScripts(): Promise<void> {
       (child) =>
         new Promise<void>((resolve) => {
           if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('close', () => resolve());
+          processGone(child).then(() => resolve());
           child.kill('SIGKILL');
         }),
     ),

@@ -194,6 +194,32 @@ export const ORCHESTRA_BIN = fileURLToPath(new URL('../bin/orchestra.js', import
 /** Bounds every wait on a spawned process, so that a hang fails the test instead of CI. */
 export const SPAWN_DEADLINE_MS = 60_000;
 
+/**
+ * Resolves with the exit code once `child` has exited and its output pipes closed. A
+ * grandchild that inherited the pipes can keep them open after the child is gone, which
+ * would hang a teardown that waits for 'close': the pipes get 5 s after the exit, then are
+ * destroyed.
+ */
+export function processGone(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    const closed = () => resolve(child.exitCode);
+    child.once('close', closed);
+    const exited = () => {
+      const timer = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        child.stdin?.destroy();
+        child.off('close', closed);
+        resolve(child.exitCode);
+      }, 5000);
+      timer.unref();
+      child.once('close', () => clearTimeout(timer));
+    };
+    if (child.exitCode !== null || child.signalCode !== null) exited();
+    else child.once('exit', exited);
+  });
+}
+
 const spawned = new Set<ChildProcess>();
 // A test that fails half-way must not leave servers running after the test process.
 process.on('exit', () => {
@@ -296,11 +322,9 @@ export async function spawnOrchestra(options: {
     stderr += chunk;
     wake();
   });
-  const exit = new Promise<number | null>((resolve) => {
-    child.on('close', (code) => {
-      resolve(code);
-      wake();
-    });
+  const exit = processGone(child).then((code) => {
+    wake();
+    return code;
   });
   const ended = () => child.exitCode !== null || child.signalCode !== null;
 
@@ -481,7 +505,7 @@ export function followCli(fixture: CliServer, args: string[]): FollowingCli {
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
   });
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const closed = processGone(child);
   const output = () => `\nstdout: ${stdout}\nstderr: ${stderr}`;
   return {
     stdout: () => stdout,
