@@ -196,6 +196,8 @@ export const ERROR_CATALOGUE = {
     message: 'The requested byte range lies outside the file',
   },
   CHECKPOINT_NOT_FOUND: { status: 404, message: 'The checkpoint does not exist' },
+  TERMINAL_NOT_FOUND: { status: 404, message: 'The terminal does not exist' },
+  TERMINAL_EXITED: { status: 409, message: 'The terminal has exited' },
   SEARCH_UNAVAILABLE: {
     status: 503,
     message: 'Search needs ripgrep (rg), which this node lacks',
@@ -247,6 +249,15 @@ export const CLOSE_CODES = {
     reason: 'An expected frame (register, heartbeat, auth) did not arrive in time',
   },
   REPLACED: { code: 4409, reason: 'Another connection registered with the same agent id' },
+  NOT_FOUND: {
+    code: 4404,
+    reason: 'What the connection is for does not exist (a terminal closed or never opened)',
+  },
+  LIMIT_REACHED: {
+    code: 4429,
+    reason: 'A limit was reached (the error frame before names it): too many viewers',
+  },
+  ENDED: { code: 1000, reason: 'Nothing more will come: the terminal exited or was closed' },
   SLOW_CONSUMER: {
     code: 4507,
     reason: 'The client read too slowly: its send queue passed the limit',

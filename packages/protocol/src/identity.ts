@@ -166,6 +166,14 @@ export const TENANT_LIMITS = {
     description:
       'Most storage (the sum of their `resources.storage_bytes`) of all one tenant’s workspace instances; a create that would pass it is refused with `TENANT_LIMIT_REACHED`.',
   },
+  max_terminals: {
+    env: 'ORCHESTRA_TENANT_MAX_TERMINALS',
+    minimum: 0,
+    maximum: 100_000_000,
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most terminals of one tenant running at once, all instances together; opening one more is refused with `TENANT_LIMIT_REACHED`.',
+  },
 } as const satisfies Record<
   string,
   { env: string; minimum: number; maximum: number; allowed: string; description: string }

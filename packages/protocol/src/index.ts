@@ -242,6 +242,27 @@ export {
   UpdateTemplate,
 } from './templates.ts';
 export {
+  CreateTerminal,
+  MAX_SCREEN_SCROLLBACK,
+  MAX_TERMINAL_COLS,
+  MAX_TERMINAL_INPUT_BYTES,
+  MAX_TERMINAL_ROWS,
+  ResizeTerminal,
+  ScreenQuery,
+  TERMINAL_FRAMES,
+  TERMINAL_SERVER_FRAMES,
+  TERMINAL_STATES,
+  Terminal,
+  type TerminalFrameKind,
+  type TerminalFramePayload,
+  TerminalInput,
+  TerminalRef,
+  TerminalScreen,
+  type TerminalServerFrameKind,
+  type TerminalServerFramePayload,
+  type TerminalState,
+} from './terminals.ts';
+export {
   AgentToolSource,
   ApproveToolCall,
   ApproveToolDefinition,

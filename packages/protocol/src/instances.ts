@@ -327,6 +327,21 @@ export const InstanceRef = Type.Object({
 export const MAX_EXEC_TIMEOUT_MS = 3_600_000;
 export const MAX_EXEC_STDIN_BYTES = 1024 * 1024;
 
+/** Where a command or terminal starts, relative to the workspace. */
+export const WorkingDirectory = Type.String({
+  maxLength: 4096,
+  description:
+    'The working directory, relative to the workspace (the default); it must stay inside it.',
+});
+
+/** Variables a command or terminal gets besides the template's. */
+export const commandEnv = (description: string) =>
+  Type.Record(
+    Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }),
+    Type.String({ maxLength: 8192 }),
+    { maxProperties: 100, additionalProperties: false, description },
+  );
+
 /** A command to run in a running instance (`POST /v1/instances/{id}/exec`). */
 export const ExecCommand = Type.Object(
   {
@@ -335,24 +350,8 @@ export const ExecCommand = Type.Object(
       maxItems: 1000,
       description: 'Program and arguments (no shell: give `["sh", "-c", "…"]` for one).',
     }),
-    cwd: Type.Optional(
-      Type.String({
-        maxLength: 4096,
-        description:
-          'The working directory, relative to the workspace (the default); it must stay inside it.',
-      }),
-    ),
-    env: Type.Optional(
-      Type.Record(
-        Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }),
-        Type.String({ maxLength: 8192 }),
-        {
-          maxProperties: 100,
-          additionalProperties: false,
-          description: 'Added to the template’s environment for this command.',
-        },
-      ),
-    ),
+    cwd: Type.Optional(WorkingDirectory),
+    env: Type.Optional(commandEnv('Added to the template’s environment for this command.')),
     stdin: Type.Optional(
       Type.String({
         maxLength: MAX_EXEC_STDIN_BYTES,

@@ -27,6 +27,7 @@ import { sessionsModule } from './sessions/index.ts';
 import { statsModule } from './stats/index.ts';
 import { tasksModule } from './tasks/index.ts';
 import { templatesModule } from './templates/index.ts';
+import { terminalsModule } from './terminals/index.ts';
 import { toolsModule } from './tools/index.ts';
 import { usageModule } from './usage/index.ts';
 
@@ -57,6 +58,7 @@ export const MODULES: readonly AnyModule[] = [
   chatModule,
   instancesModule,
   checkpointsModule,
+  terminalsModule,
   realtimeModule,
   statsModule,
   opsModule,

@@ -5,8 +5,9 @@ import { after, before, test } from 'node:test';
 import { type RestartableServer, startRestartableServer } from '../../sdk/test/support.ts';
 import { eventually } from './helpers.ts';
 
-// `kill -9` of the server that runs instances: their sandboxed processes end with it (no
-// orphan), and the restarted server starts again the instances that were running.
+// `kill -9` of the server that runs instances: their sandboxed processes and terminals end
+// with it (no orphan), and the restarted server starts again the instances that were
+// running (terminals are not: their records say they ended with the node).
 
 let server: RestartableServer;
 
@@ -51,15 +52,26 @@ test('kill -9 of the server leaves no sandboxed process; at the restart, running
   const stopped = await call('POST', '/v1/instances', { template: 'looping', start: false });
   assert.equal(stopped.body.state, 'stopped');
   await eventually('the service runs', () => processesWith(marker).length > 0);
+  // A terminal's program too: it dies with the server, and its record says so.
+  const terminalMarker = `${marker}-terminal`;
+  const terminal = await call('POST', `/v1/instances/${running.body.id}/terminals`, {
+    command: ['bash', '-c', 'while :; do sleep 1; done', terminalMarker],
+  });
+  assert.equal(terminal.status, 201, JSON.stringify(terminal.body));
+  await eventually('the terminal runs', () => processesWith(terminalMarker).length > 0);
 
   await server.crash();
   await eventually('no orphan process', () => processesWith(marker).length === 0);
+  assert.deepEqual(processesWith(terminalMarker), []);
 
   await server.restart();
   const again = await call('GET', `/v1/instances/${running.body.id}`);
   assert.equal(again.body.state, 'running');
   assert.equal(again.body.state_reason, 'started again after the node restarted; its service runs');
   assert.equal((await call('GET', `/v1/instances/${stopped.body.id}`)).body.state, 'stopped');
+  const ended = await call('GET', `/v1/instances/${running.body.id}/terminals/${terminal.body.id}`);
+  assert.equal(ended.body.state, 'exited');
+  assert.equal(ended.body.state_reason, 'its node restarted');
   await eventually('the service runs', () => processesWith(marker).length > 0);
   // The restarted node operates on it (it is this node's now).
   const halted = await call('POST', `/v1/instances/${running.body.id}/stop`);

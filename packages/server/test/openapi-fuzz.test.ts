@@ -421,6 +421,7 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'instance') return f.instanceId;
   // The fixture instance is stopped and runs no command: the valid shape of an id.
   if (name === 'exec') return 'exe_01a2500000000000000000000000';
+  if (name === 'terminal') return 'trm_01a2500000000000000000000000';
   if (name === 'checkpoint') return f.checkpointId;
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
@@ -602,6 +603,12 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { paths: ['a.txt'] };
     case 'POST /v1/resources/optimize':
       return { min_running_ms: 0 };
+    case 'POST /v1/instances/{instance}/terminals':
+      return { command: ['sh'], cwd: '', env: { A: '1' }, cols: 80, rows: 24 };
+    case 'POST /v1/instances/{instance}/terminals/{terminal}/input':
+      return { data: 'ls\r' };
+    case 'POST /v1/instances/{instance}/terminals/{terminal}/resize':
+      return { cols: 100, rows: 30 };
     case 'POST /v1/instances/{instance}/files/move':
       return { from: 'a.txt', to: 'b.txt', overwrite: false };
     case 'POST /v1/instances/{instance}/files/directories':

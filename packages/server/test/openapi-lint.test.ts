@@ -48,6 +48,7 @@ function run(
  */
 const ACCEPTED_WARNINGS = [
   'operation-2xx-response #/paths/~1v1~1agents~1connect/get/responses',
+  'operation-2xx-response #/paths/~1v1~1instances~1{instance}~1terminals~1{terminal}~1attach/get/responses',
   'operation-2xx-response #/paths/~1v1~1realtime/get/responses',
   'operation-4xx-response #/paths/~1healthz/get/responses',
   'operation-4xx-response #/paths/~1metrics/get/responses',

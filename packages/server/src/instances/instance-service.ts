@@ -1,3 +1,5 @@
+import { realpath, stat } from 'node:fs/promises';
+import { relative } from 'node:path';
 import {
   type CreateInstance,
   type CreateWorkspaceTemplate,
@@ -25,7 +27,12 @@ import type { RelationalStore } from '../store/store.ts';
 import { FileService, type WorkspaceRef } from './files.ts';
 import type { AppliedLimits } from './limits.ts';
 import { resolveInside } from './paths.ts';
-import type { FilledSpec, InstanceDriverPort, ServiceExit } from './process-driver.ts';
+import type {
+  FilledSpec,
+  InstanceDriverPort,
+  ServiceExit,
+  TerminalProcess,
+} from './process-driver.ts';
 import { InstanceQuotas } from './quotas.ts';
 import {
   DiskUsage,
@@ -191,6 +198,8 @@ export class InstanceService {
   readonly #sweep: Job;
   readonly #disk = new DiskUsage();
   readonly #deletedListeners: ((instanceId: string) => Promise<void>)[] = [];
+  readonly #stoppingListeners: ((instanceId: string, reason: string) => void)[] = [];
+  readonly #activitySources: (() => Iterable<string>)[] = [];
   /** How this node limits its instances' resources (known once the node started). */
   #limits: AppliedLimits | null = null;
 
@@ -244,6 +253,19 @@ export class InstanceService {
    */
   onDeleted(listener: (instanceId: string) => Promise<void>): void {
     this.#deletedListeners.push(listener);
+  }
+
+  /**
+   * Calls `listener` when an instance of this node stops, fails or goes (before its service
+   * is stopped), so that what another module runs in it (terminals) ends first.
+   */
+  onStopping(listener: (instanceId: string, reason: string) => void): void {
+    this.#stoppingListeners.push(listener);
+  }
+
+  /** Instances `source` names at each idle check count as active (attached terminals). */
+  addActivitySource(source: () => Iterable<string>): void {
+    this.#activitySources.push(source);
   }
 
   /** Notes activity on an instance (exec, files, terminals, ports): its idle clock restarts. */
@@ -604,7 +626,7 @@ export class InstanceService {
     await this.#serially(id, async () => {
       const current = await this.#current(row.tenant_id, id);
       this.#stopping.add(id);
-      this.#cancelExecs(id);
+      this.#cancelExecs(id, 'the instance was deleted');
       this.files.unwatch(id);
       try {
         await this.#driver.destroy(id);
@@ -643,6 +665,9 @@ export class InstanceService {
   async sweep(): Promise<void> {
     const now = Date.now();
     for (const exec of this.#execs.values()) this.#activity.set(exec.instanceId, now);
+    for (const source of this.#activitySources) {
+      for (const id of source()) this.#activity.set(id, now);
+    }
     for (const [id, at] of this.#activity) {
       if ((this.#recordedActivity.get(id) ?? 0) >= at) continue;
       await this.#store.db
@@ -809,6 +834,48 @@ export class InstanceService {
     // Whoever waits for it sees a failure; nobody waiting must not crash the node.
     done.catch((err: unknown) => this.#log.warn({ err, exec_id: execId }, 'exec failed'));
     return { execId, done };
+  }
+
+  /**
+   * Starts a program on a terminal of its own in a running instance of this node (the
+   * terminals module keeps it), once `admit` (given `cwd` relative to the workspace) let
+   * it: it counts the terminal against its quotas and records it.
+   */
+  async openTerminal(
+    principal: Principal,
+    id: string,
+    request: {
+      command: string[];
+      cwd: string | undefined;
+      env: Record<string, string>;
+      cols: number;
+      rows: number;
+    },
+    admit: (instance: { id: string; tenantId: string; cwd: string }) => Promise<void>,
+  ): Promise<TerminalProcess> {
+    return this.#serially(id, async () => {
+      const row = await this.#local(principal.tenant.id, id);
+      if (row.state !== 'running') throw stateError(row, 'open a terminal');
+      const paths = this.#driver.paths(id);
+      const cwd =
+        request.cwd === undefined || request.cwd === ''
+          ? paths.workspace
+          : await resolveInside(paths.workspace, request.cwd, 'body.cwd');
+      if (!(await stat(cwd)).isDirectory()) {
+        throw fieldError('body.cwd', `"${request.cwd}" is not a directory`);
+      }
+      await admit({
+        id,
+        tenantId: row.tenant_id,
+        cwd: relative(await realpath(paths.workspace), cwd),
+      });
+      const terminal = await this.#driver.openTerminal(
+        { id, spec: parseSpec(row.spec) },
+        { command: request.command, cwd, env: request.env, cols: request.cols, rows: request.rows },
+      );
+      this.touch(id);
+      return terminal;
+    });
   }
 
   /** Cancels a running command (SIGKILL); one that ended already is left as it ended. */
@@ -1101,16 +1168,23 @@ export class InstanceService {
     return this.#view(running);
   }
 
-  /** Kills the commands running in an instance (it stops, or goes). */
-  #cancelExecs(instanceId: string): void {
+  /** Kills the commands running in an instance, and tells other modules (it stops, or goes). */
+  #cancelExecs(instanceId: string, reason: string): void {
     for (const exec of this.#execs.values()) {
       if (exec.instanceId === instanceId) exec.cancel.abort();
+    }
+    for (const listener of this.#stoppingListeners) {
+      try {
+        listener(instanceId, reason);
+      } catch (err) {
+        this.#log.warn({ err, instance_id: instanceId }, 'stopping listener failed');
+      }
     }
   }
 
   async #stop(row: InstancesTable, reason: string): Promise<Instance> {
     const stopping = await this.#transition(row, STOPPABLE, 'stopping', reason);
-    this.#cancelExecs(row.id);
+    this.#cancelExecs(row.id, `the instance stopped: ${reason}`);
     this.files.unwatch(row.id);
     this.#stopping.add(row.id);
     try {
@@ -1139,6 +1213,7 @@ export class InstanceService {
         .executeTakeFirst();
       if (current === undefined || !STOPPABLE.includes(current.state as InstanceState)) return;
       this.files.unwatch(row.id);
+      this.#cancelExecs(row.id, `the instance's service ${how}`);
       await this.#transition(
         current,
         STOPPABLE,

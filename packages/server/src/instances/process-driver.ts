@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { cp, mkdir, realpath, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:os';
 import { join } from 'node:path';
+import pty from '@lydell/node-pty';
 import type { InstanceResources, WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
@@ -52,6 +54,8 @@ export interface InstanceDriverPort {
   stopAll(graceMs: number): Promise<void>;
   /** Runs a command in the instance's sandbox, its output to `onOutput`, until it ends. */
   exec(instance: DriverInstance, request: ExecRequest): Promise<ExecExit>;
+  /** Starts a program on a terminal of its own (a PTY) in the instance's sandbox. */
+  openTerminal(instance: DriverInstance, request: TerminalRequest): Promise<TerminalProcess>;
   /** The instance's directory layout (the design's path service). */
   paths(instanceId: string): InstancePaths;
   /** How this node limits instances' resources. */
@@ -80,6 +84,32 @@ export interface ExecExit {
   duration_ms: number;
 }
 
+/** A program to run on a terminal of its own. */
+export interface TerminalRequest {
+  command: string[];
+  /** Inside the workspace, already checked. */
+  cwd: string;
+  env: Record<string, string>;
+  cols: number;
+  rows: number;
+}
+
+/** A program running on a PTY in an instance's sandbox. */
+export interface TerminalProcess {
+  readonly pid: number;
+  /** What it prints, as bytes. */
+  onData(listener: (data: Buffer) => void): void;
+  /** Called once, when it ended. */
+  onExit(listener: (exit: ServiceExit) => void): void;
+  write(data: string | Buffer): void;
+  resize(cols: number, rows: number): void;
+  /** Stops reading its output (it blocks once the PTY's buffer is full), and reads again. */
+  pause(): void;
+  resume(): void;
+  /** Hangs it up (SIGHUP), and kills what is left of it after `graceMs`. */
+  close(graceMs: number): void;
+}
+
 /** The design's directory layout of an instance. */
 export interface InstancePaths {
   project_root: string;
@@ -93,6 +123,11 @@ export interface InstancePaths {
 const GIT_TIMEOUT_MS = 120_000;
 /** After the SIGKILL, how long the service's output pipes may stay open. */
 const PIPE_GRACE_MS = 5_000;
+/**
+ * How long a stop waits for the instance's commands and terminals, already told to end, to
+ * be gone before its limits are released (which kills what is left in its cgroups).
+ */
+const DRAIN_MS = 2_000;
 /** Most bytes of the service's output kept in `logs/service.log` per start. */
 const SERVICE_LOG_MAX_BYTES = 10 * 1024 * 1024;
 
@@ -109,9 +144,10 @@ export class ProcessDriver implements InstanceDriverPort {
   readonly #root: string;
   readonly #sourceRoots: readonly string[];
   readonly #services = new Map<string, { child: ChildProcess; ended: Promise<void> }>();
-  /** The commands running per instance (their process groups count in its usage). */
-  readonly #commands = new Map<string, Set<ChildProcess>>();
+  /** The commands and terminals running per instance (their process groups count in its usage). */
+  readonly #commands = new Map<string, Set<{ readonly pid?: number | undefined }>>();
   readonly #limiter: Promise<ResourceLimiter>;
+  readonly #drainWaiters = new Map<string, (() => void)[]>();
   /** Instances whose limits are in place on this node. */
   readonly #prepared = new Set<string>();
 
@@ -227,7 +263,8 @@ export class ProcessDriver implements InstanceDriverPort {
   async stop(instanceId: string, graceMs: number): Promise<void> {
     const service = this.#services.get(instanceId);
     if (service === undefined) {
-      await this.#release(instanceId);
+      await this.#drained(instanceId, DRAIN_MS);
+      await this.#release(instanceId, true);
       return;
     }
     signal(service.child, 'SIGTERM');
@@ -243,12 +280,15 @@ export class ProcessDriver implements InstanceDriverPort {
     await service.ended;
     clearTimeout(killer);
     clearTimeout(unpipe);
-    await this.#release(instanceId);
+    await this.#drained(instanceId, DRAIN_MS);
+    await this.#release(instanceId, true);
   }
 
   /** Removes the instance's limits once nothing of it runs any more. */
-  async #release(instanceId: string): Promise<void> {
-    if (this.#services.has(instanceId) || (this.#commands.get(instanceId)?.size ?? 0) > 0) return;
+  async #release(instanceId: string, force = false): Promise<void> {
+    if (this.#services.has(instanceId)) return;
+    // Stopping (`force`): what still runs of its commands is killed with the cgroups.
+    if (!force && (this.#commands.get(instanceId)?.size ?? 0) > 0) return;
     if (!this.#prepared.delete(instanceId)) return;
     await (await this.#limiter).release(instanceId);
   }
@@ -267,9 +307,7 @@ export class ProcessDriver implements InstanceDriverPort {
       stdin: request.stdin !== undefined,
       what: 'run the command',
     });
-    const running = this.#commands.get(instance.id) ?? new Set<ChildProcess>();
-    this.#commands.set(instance.id, running);
-    running.add(child);
+    this.#track(instance.id, child);
     let timedOut = false;
     let cancelled = false;
     const kill = () => {
@@ -313,9 +351,112 @@ export class ProcessDriver implements InstanceDriverPort {
     } finally {
       clearTimeout(timer);
       request.signal.removeEventListener('abort', onAbort);
-      running.delete(child);
-      if (running.size === 0) this.#commands.delete(instance.id);
+      this.#untrack(instance.id, child);
     }
+  }
+
+  async openTerminal(instance: DriverInstance, request: TerminalRequest): Promise<TerminalProcess> {
+    const sandboxed = await this.#sandboxed(instance, request.command, {
+      cwd: request.cwd,
+      env: { TERM: 'xterm-256color', ...instance.spec.env, ...request.env },
+      what: 'open the terminal',
+      ownTerminal: true,
+    });
+    let term: pty.IPty;
+    try {
+      term = pty.spawn(sandboxed.command, sandboxed.args, {
+        name: 'xterm-256color',
+        cols: request.cols,
+        rows: request.rows,
+        cwd: sandboxed.cwd,
+        env: sandboxed.env as Record<string, string>,
+        // Bytes, not strings: a UTF-8 sequence split between two reads stays intact.
+        encoding: null,
+      });
+    } catch (err) {
+      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot open the terminal: ${messageOf(err)}`);
+    }
+    const handle = { pid: term.pid };
+    this.#track(instance.id, handle);
+    let ended = false;
+    let killer: NodeJS.Timeout | undefined;
+    const exitListeners: ((exit: ServiceExit) => void)[] = [];
+    term.onExit(({ exitCode, signal: signalNumber }) => {
+      ended = true;
+      clearTimeout(killer);
+      this.#untrack(instance.id, handle);
+      const name = signalNumber ? signalName(signalNumber) : null;
+      for (const listener of exitListeners)
+        listener({ code: name ? null : exitCode, signal: name });
+    });
+    const group = (name: NodeJS.Signals) => {
+      if (ended) return;
+      try {
+        // node-pty makes the program a session (and group) leader: the group is bwrap and
+        // what it has not yet moved into its namespace; --die-with-parent ends the rest.
+        process.kill(-term.pid, name);
+      } catch {
+        // gone already
+      }
+    };
+    return {
+      pid: term.pid,
+      onData: (listener) => {
+        term.onData((data) => listener(data as unknown as Buffer));
+      },
+      onExit: (listener) => {
+        exitListeners.push(listener);
+      },
+      write: (data) => {
+        if (!ended) term.write(data as string);
+      },
+      resize: (cols, rows) => {
+        if (!ended) term.resize(cols, rows);
+      },
+      pause: () => term.pause(),
+      resume: () => term.resume(),
+      close: (graceMs) => {
+        if (ended || killer !== undefined) return;
+        group('SIGHUP');
+        killer = setTimeout(() => group('SIGKILL'), graceMs);
+        killer.unref();
+      },
+    };
+  }
+
+  /** Counts a command or terminal among what runs in the instance. */
+  #track(instanceId: string, handle: { readonly pid?: number | undefined }): void {
+    const running = this.#commands.get(instanceId) ?? new Set();
+    this.#commands.set(instanceId, running);
+    running.add(handle);
+  }
+
+  /** It ended. */
+  #untrack(instanceId: string, handle: { readonly pid?: number | undefined }): void {
+    const running = this.#commands.get(instanceId);
+    running?.delete(handle);
+    if (running?.size !== 0) return;
+    this.#commands.delete(instanceId);
+    for (const wake of this.#drainWaiters.get(instanceId) ?? []) wake();
+    this.#drainWaiters.delete(instanceId);
+  }
+
+  /**
+   * Resolves once no command or terminal of the instance runs, or after `ms`: they were
+   * told to end before its service was stopped, and its limits go once they did.
+   */
+  async #drained(instanceId: string, ms: number): Promise<void> {
+    if ((this.#commands.get(instanceId)?.size ?? 0) === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      timer.unref();
+      const waiters = this.#drainWaiters.get(instanceId) ?? [];
+      waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.#drainWaiters.set(instanceId, waiters);
+    });
   }
 
   /**
@@ -327,6 +468,21 @@ export class ProcessDriver implements InstanceDriverPort {
     argv: string[],
     options: { cwd: string; env: Record<string, string>; stdin: boolean; what: string },
   ): Promise<ChildProcess> {
+    const sandboxed = await this.#sandboxed(instance, argv, options);
+    return spawn(sandboxed.command, sandboxed.args, {
+      cwd: sandboxed.cwd,
+      env: sandboxed.env,
+      stdio: [options.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+  }
+
+  /** The command line, environment and directory that run `argv` in the instance's sandbox. */
+  async #sandboxed(
+    instance: DriverInstance,
+    argv: string[],
+    options: { cwd: string; env: Record<string, string>; what: string; ownTerminal?: boolean },
+  ): Promise<{ command: string; args: string[]; cwd: string; env: NodeJS.ProcessEnv }> {
     const sandbox = await detectSandbox();
     if (!sandbox.available) {
       throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot ${options.what}: ${sandbox.reason}`);
@@ -357,15 +513,15 @@ export class ProcessDriver implements InstanceDriverPort {
         readOnlyPaths: [],
         path: SANDBOX_PATH,
         mountCommandPaths: false,
+        ownTerminal: options.ownTerminal === true,
       }),
     );
-    return spawn(wrapped.command, wrapped.args, {
+    return {
+      ...wrapped,
       cwd: paths.workspace,
       // The server's environment (keys, URLs) stays out of the sandbox.
       env: sandboxEnv(paths, options.env),
-      stdio: [options.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
+    };
   }
 
   /** Stops every service this process runs (the node is closing), without waiting long. */
@@ -421,6 +577,16 @@ export function sandboxEnv(paths: InstancePaths, env: Record<string, string>): N
     ORCHESTRA_WORKSPACE: paths.workspace,
     ...env,
   };
+}
+
+/** 15 → "SIGTERM". */
+function signalName(signalNumber: number): NodeJS.Signals | null {
+  const found = Object.entries(constants.signals).find(([, n]) => n === signalNumber);
+  return found ? (found[0] as NodeJS.Signals) : null;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 function signal(child: ChildProcess, name: NodeJS.Signals): void {

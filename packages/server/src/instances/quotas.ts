@@ -32,8 +32,19 @@ export interface QuotaUsage {
   storage_bytes: number;
 }
 
+/**
+ * A quota another module counts (the terminals module: `max_terminals`): `list` shows it
+ * with the others, and its module checks it with `admitOther`.
+ */
+export interface OtherQuota {
+  name: TenantLimitName;
+  /** `3` → "3 running terminals", for the refusal's message. */
+  unit: (n: number) => string;
+  used: (tenantId: string) => Promise<number>;
+}
+
 export interface QuotaView {
-  name: QuotaName;
+  name: TenantLimitName;
   /** 0: no limit. */
   limit: number;
   used: number;
@@ -67,6 +78,7 @@ export class InstanceQuotas {
   readonly #store: RelationalStore;
   readonly #limits: TenantLimitSource;
   readonly #locks = new KeyedQueue();
+  readonly #others = new Map<TenantLimitName, OtherQuota>();
 
   constructor(deps: { store: RelationalStore; limits: TenantLimitSource }) {
     this.#store = deps.store;
@@ -99,20 +111,48 @@ export class InstanceQuotas {
     return usage;
   }
 
+  /** Adds a quota another module counts (once, while modules are built). */
+  addOther(quota: OtherQuota): void {
+    this.#others.set(quota.name, quota);
+  }
+
   async list(tenantId: string): Promise<QuotaView[]> {
     const usage = await this.usage(tenantId);
-    return Promise.all(
-      QUOTA_NAMES.map(async (name) => {
-        const limit = await this.#limits.get(tenantId, name);
-        return {
-          name,
-          limit: limit.value,
-          used: round(usage[WHAT[name].usage]),
-          source: limit.overridden ? ('tenant' as const) : ('setting' as const),
-          setting: limitSetting(name),
-        };
-      }),
-    );
+    const view = async (name: TenantLimitName, used: number): Promise<QuotaView> => {
+      const limit = await this.#limits.get(tenantId, name);
+      return {
+        name,
+        limit: limit.value,
+        used: round(used),
+        source: limit.overridden ? 'tenant' : 'setting',
+        setting: limitSetting(name),
+      };
+    };
+    return Promise.all([
+      ...QUOTA_NAMES.map((name) => view(name, usage[WHAT[name].usage])),
+      ...[...this.#others.values()].map(async (q) => view(q.name, await q.used(tenantId))),
+    ]);
+  }
+
+  /**
+   * Runs `admit` if the tenant's quota `name` (one added with `addOther`) leaves room for
+   * one more, one check at a time per tenant; throws TENANT_LIMIT_REACHED otherwise.
+   */
+  async admitOther<T>(
+    tenantId: string,
+    name: TenantLimitName,
+    admit: () => Promise<T>,
+  ): Promise<T> {
+    const quota = this.#others.get(name);
+    if (quota === undefined) throw new Error(`no quota ${name} was added`);
+    return this.#locks.run(`${name}:${tenantId}`, async () => {
+      const limit = await this.#limits.get(tenantId, name);
+      if (limit.value > 0) {
+        const used = await quota.used(tenantId);
+        if (used + 1 > limit.value) throw refusal(name, quota.unit, limit, used, 1);
+      }
+      return admit();
+    });
   }
 
   /**
@@ -150,13 +190,18 @@ export class InstanceQuotas {
       const limit = await this.#limits.get(tenantId, name);
       if (limit.value <= 0) continue;
       const used = usage[WHAT[name].usage];
-      if (used + amount > limit.value) throw refusal(name, limit, used, amount);
+      if (used + amount > limit.value) throw refusal(name, WHAT[name].unit, limit, used, amount);
     }
   }
 }
 
-function refusal(name: QuotaName, limit: LimitValue, used: number, amount: number): ApiError {
-  const unit = WHAT[name].unit;
+function refusal(
+  name: TenantLimitName,
+  unit: (n: number) => string,
+  limit: LimitValue,
+  used: number,
+  amount: number,
+): ApiError {
   return new ApiError(
     'TENANT_LIMIT_REACHED',
     `The tenant's quota ${name} is ${unit(limit.value)} (${limitOrigin(limit)}); it holds ${unit(used)}, and this needs ${round(amount)} more`,

@@ -87,7 +87,7 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
         operationId: 'getQuotas',
         summary: 'The tenant’s workspace quotas and what it uses of them',
         description:
-          'Instances (any state), running instances, their CPUs and memory (running, or being created or started), and storage (all instances), each from the templates’ `resources`. `limit` 0 is no limit; `source` says whether the tenant has its own (`PATCH /v1/tenants/{id}` `limits`) or the node’s setting applies. A create or start that would pass one is refused with 409 TENANT_LIMIT_REACHED naming it (`details.quota`).',
+          'Instances (any state), running instances, their CPUs and memory (running, or being created or started), and storage (all instances), each from the templates’ `resources`; and running terminals. `limit` 0 is no limit; `source` says whether the tenant has its own (`PATCH /v1/tenants/{id}` `limits`) or the node’s setting applies. A create or start (or a terminal opened) that would pass one is refused with 409 TENANT_LIMIT_REACHED naming it (`details.quota`).',
         response: {
           200: Type.Object({
             tenant_id: Type.String(),

@@ -26,6 +26,13 @@ export interface SandboxRequest {
    * /etc/shadow` would mount /etc.
    */
   mountCommandPaths?: boolean;
+  /**
+   * The process runs on a terminal of its own (a PTY the server opened for it): the sandbox
+   * keeps that terminal as its controlling terminal, for job control. Without it, bwrap
+   * starts a new session (`--new-session`), so that a process cannot push input into a
+   * terminal it shares with the host (TIOCSTI); a PTY of its own carries nothing else.
+   */
+  ownTerminal?: boolean;
 }
 
 export interface SandboxedCommand {
@@ -140,7 +147,7 @@ export function sandboxCommand(request: SandboxRequest, bwrapPath = 'bwrap'): Sa
     '--unshare-ipc',
     '--unshare-uts',
     '--unshare-cgroup-try',
-    '--new-session',
+    ...(request.ownTerminal === true ? [] : ['--new-session']),
     '--cap-drop',
     'ALL',
   ];

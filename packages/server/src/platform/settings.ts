@@ -425,6 +425,15 @@ export const PLATFORM_SETTINGS = {
       'Most storage (the sum of their `resources.storage_bytes`) of all one tenant’s workspace instances; a create that would pass it is refused with `TENANT_LIMIT_REACHED`.',
     default: 0,
   },
+  tenantMaxTerminals: {
+    env: 'ORCHESTRA_TENANT_MAX_TERMINALS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 100_000_000 }),
+    allowed: 'an integer >= 0 (0: no limit)',
+    description:
+      'Most terminals of one tenant running at once, all instances together; opening one more is refused with `TENANT_LIMIT_REACHED`.',
+    default: 100,
+  },
   tenantMaxQueuedTasks: {
     env: 'ORCHESTRA_TENANT_MAX_QUEUED_TASKS',
     kind: 'int',

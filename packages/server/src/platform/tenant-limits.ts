@@ -25,6 +25,7 @@ export const TENANT_LIMIT_SETTINGS = {
   max_running_cpus: 'tenantMaxRunningCpus',
   max_running_memory_bytes: 'tenantMaxRunningMemoryBytes',
   max_storage_bytes: 'tenantMaxStorageBytes',
+  max_terminals: 'tenantMaxTerminals',
 } as const satisfies Record<TenantLimitName, keyof Settings>;
 
 export { TENANT_LIMIT_NAMES, type TenantLimitName } from '@orchestra/protocol';

@@ -50,6 +50,16 @@ export type ConnectionAuth =
       timeoutMs: number;
     };
 
+/** How a connection authenticates: in its request, or with a frame that brings a credential. */
+export function connectionAuth(
+  auth: Authenticated | ((credential: string) => Promise<Authenticated>),
+  timeoutMs: number,
+): ConnectionAuth {
+  return typeof auth === 'function'
+    ? { kind: 'later', authenticate: auth, timeoutMs }
+    : { kind: 'request', ...auth };
+}
+
 export interface ConnectionOptions {
   auth: ConnectionAuth;
   /** A larger inbound message closes the connection with 1009. */

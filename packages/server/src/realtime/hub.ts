@@ -11,7 +11,7 @@ import { CLOSE_CODES } from '../platform/errors.ts';
 import type { Authenticated } from '../platform/http.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import { InMemoryRateLimiter, type RateLimiter } from '../platform/rate-limit.ts';
-import { WsConnections } from '../platform/ws-connection.ts';
+import { connectionAuth, WsConnections } from '../platform/ws-connection.ts';
 import type { SharedFrame, WireSocket } from '../platform/ws-socket.ts';
 import { REALTIME_INBOUND, RealtimeConnection } from './connection.ts';
 import type { RealtimeFrame } from './protocol.ts';
@@ -282,10 +282,7 @@ export class RealtimeHub {
     this.#sockets.open(
       socket,
       {
-        auth:
-          typeof auth === 'function'
-            ? { kind: 'later', authenticate: auth, timeoutMs: AUTH_TIMEOUT_MS }
-            : { kind: 'request', ...auth },
+        auth: connectionAuth(auth, AUTH_TIMEOUT_MS),
         maxFrameBytes: this.settings.maxFrameBytes,
         maxQueueBytes: this.settings.maxQueueBytes,
         inbound: REALTIME_INBOUND,

@@ -103,7 +103,7 @@ const update = command({
   name: 'update',
   args: 'ID',
   description: [
-    "Renames a tenant or sets its own limits (admins of the system tenant only). A limit set here overrides the server's setting for this tenant; --unset-limit removes it. Limits: task_input_max_bytes, task_output_max_bytes, task_event_max_bytes, topic_message_max_bytes, config_value_max_bytes, max_concurrency, max_queued_tasks, max_topics, max_config_keys, max_templates, max_secrets, max_sessions, monthly_tokens, monthly_cost_cents, max_instances, max_running_instances, max_running_cpus, max_running_memory_bytes, max_storage_bytes (for max_* and monthly_*, 0 means no limit). Example:",
+    "Renames a tenant or sets its own limits (admins of the system tenant only). A limit set here overrides the server's setting for this tenant; --unset-limit removes it. Limits: task_input_max_bytes, task_output_max_bytes, task_event_max_bytes, topic_message_max_bytes, config_value_max_bytes, max_concurrency, max_queued_tasks, max_topics, max_config_keys, max_templates, max_secrets, max_sessions, monthly_tokens, monthly_cost_cents, max_instances, max_running_instances, max_running_cpus, max_running_memory_bytes, max_storage_bytes, max_terminals (for max_* and monthly_*, 0 means no limit). Example:",
     '  orchestra tenants update acme --limit task_input_max_bytes=4194304 --limit max_topics=500',
   ].join('\n'),
   options: {
