@@ -719,6 +719,14 @@ export class Orchestra {
     return this.#transport.exchange<T>(method, path, options);
   }
 
+  /**
+   * The credential requests carry now (the API key, or the token provider's current token):
+   * for a protocol that sends it in a frame (terminal attach).
+   */
+  currentCredential(): Promise<string | undefined> {
+    return this.#transport.credential();
+  }
+
   /** The per-request timeout, in ms. */
   get timeoutMs(): number {
     return this.#timeoutMs;

@@ -148,6 +148,16 @@ export {
   type ServiceClientOptions,
 } from './service-client.ts';
 export {
+  type AttachOptions,
+  type CreateTerminal,
+  type Terminal,
+  TerminalConnection,
+  type TerminalExit,
+  type TerminalScreen,
+  type TerminalState,
+  TerminalsApi,
+} from './terminals-api.ts';
+export {
   type ContentItem,
   type CreateToolInput,
   type CreateToolPolicyInput,

@@ -16,6 +16,7 @@ import { CheckpointsApi } from './checkpoints-api.ts';
 import type { Orchestra } from './client.ts';
 import { InstanceFilesApi } from './instance-files-api.ts';
 import { labelQuery, paginate } from './listing.ts';
+import { TerminalsApi } from './terminals-api.ts';
 import type { Page, PageOptions } from './types.ts';
 
 // Workspaces: templates and instances. The wire types are @orchestra/protocol's
@@ -139,10 +140,13 @@ export class InstancesApi {
   readonly files: InstanceFilesApi;
   /** Checkpoints of an instance's workspace: save, list, diff, restore. */
   readonly checkpoints: CheckpointsApi;
+  /** Its terminals: open, attach, type, read the screen, close. */
+  readonly terminals: TerminalsApi;
   constructor(client: Orchestra) {
     this.#client = client;
     this.files = new InstanceFilesApi(client);
     this.checkpoints = new CheckpointsApi(client);
+    this.terminals = new TerminalsApi(client);
   }
 
   create(input: CreateInstance): Promise<Instance> {

@@ -2,8 +2,18 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import pty from '@lydell/node-pty';
 import { Orchestra } from '@orchestra/sdk';
-import { type CliServer, expectExit, jsonOf, runCli, startCliServer } from './helpers.ts';
+import {
+  type CliServer,
+  childEnv,
+  eventually,
+  expectExit,
+  jsonOf,
+  ORCHESTRA_BIN,
+  runCli,
+  startCliServer,
+} from './helpers.ts';
 
 // `orchestra instances` as a user runs it: a spawned CLI against a spawned server, the
 // command's output streamed to the terminal and its exit code passed on.
@@ -209,4 +219,104 @@ test('files: put from standard input or a file, cat, ls, stat, mkdir, mv, search
   expectExit(ran, 0);
   assert.equal(ran.stdout, 'kept\n');
   expectExit(await cli(['instances', 'rm', id]), 0);
+});
+
+test('terminals: open, send, screen, ls, close; `term` typed into from a pipe passes the exit code on', async () => {
+  const { cli } = fixture;
+  const instance = jsonOf(await cli(['instances', 'create', 'shell', '--json'])).id as string;
+  const opened = await cli(['terminals', 'open', instance, '--cols', '100', '--json']);
+  expectExit(opened, 0);
+  const terminal = jsonOf(opened);
+  assert.deepEqual([terminal.state, terminal.cols, terminal.rows], ['running', 100, 24]);
+  expectExit(
+    await cli(['terminals', 'send', instance, terminal.id, 'echo "sent-$((4 * 4))"', '--enter']),
+    0,
+  );
+  // The screen shows the output once the shell ran it.
+  let screen = '';
+  for (
+    const deadline = Date.now() + 60_000;
+    !/^sent-16$/m.test(screen) && Date.now() < deadline;
+  ) {
+    const read = await cli(['terminals', 'screen', instance, terminal.id]);
+    expectExit(read, 0);
+    screen = read.stdout;
+  }
+  assert.match(screen, /^sent-16$/m);
+  const listed = await cli(['terminals', 'ls', instance]);
+  expectExit(listed, 0);
+  assert.match(listed.stdout, new RegExp(`${terminal.id}\\s+running\\s+bash\\s+100x24\\s+0`));
+
+  /** `term INSTANCE ARGS… --url … [-- COMMAND]`: the connection flags go before the `--`. */
+  const term = (args: string[], input: string, command: string[] = []) =>
+    runCli(
+      [
+        ...['term', instance, ...args],
+        ...['--url', fixture.server.url, '--api-key', fixture.adminKey],
+        ...(command.length > 0 ? ['--', ...command] : []),
+      ],
+      { cwd: fixture.workDir, input },
+    );
+  // Attached to the one that runs: the screen first, then what the piped input does.
+  const attached = await term([terminal.id], 'echo "piped-$((6 * 6))"\nexit 4\n');
+  expectExit(attached, 4);
+  assert.match(attached.stdout, /sent-16/);
+  assert.match(attached.stdout, /piped-36/);
+  assert.equal(
+    jsonOf(await cli(['terminals', 'get', instance, terminal.id, '--json'])).state,
+    'exited',
+  );
+  // A new one, with its command after --.
+  const fresh = await term([], 'abc\n', ['sh', '-c', 'read line; echo "got-$line"; exit 5']);
+  expectExit(fresh, 5);
+  assert.match(fresh.stdout, /got-abc/);
+
+  expectExit(await cli(['terminals', 'close', instance, terminal.id]), 0);
+  const gone = await cli(['terminals', 'get', instance, terminal.id]);
+  expectExit(gone, 1);
+  assert.match(gone.stderr, /TERMINAL_NOT_FOUND/);
+  expectExit(await cli(['terminals', 'ls', instance, '--state', 'dead']), 2);
+  expectExit(await cli(['terminals', 'screen', instance, terminal.id, '--scrollback', '-1']), 2);
+  expectExit(await term(['trm_a', 'trm_b'], ''), 2);
+  const help = await cli(['term', '--help']);
+  expectExit(help, 0);
+  assert.match(help.stdout, /Ctrl-\]/);
+  expectExit(await cli(['instances', 'rm', instance]), 0);
+});
+
+test('`term` from a terminal: raw mode, the local size, Ctrl-] detaches and leaves it running', async () => {
+  const { cli } = fixture;
+  const instance = jsonOf(await cli(['instances', 'create', 'shell', '--json'])).id as string;
+  // The CLI on a PTY of the test's own, as a user's terminal emulator would run it.
+  const user = pty.spawn(
+    process.execPath,
+    [ORCHESTRA_BIN, 'term', instance, '--url', fixture.server.url, '--api-key', fixture.adminKey],
+    { cols: 91, rows: 27, cwd: fixture.workDir, env: childEnv() },
+  );
+  let seen = '';
+  let exitCode: number | undefined;
+  user.onData((data) => {
+    seen += data;
+  });
+  user.onExit(({ exitCode: code }) => {
+    exitCode = code;
+  });
+  try {
+    await eventually('a prompt', () => /[#$] $/.test(seen));
+    user.write('stty size; echo "tty-$((9 * 9))"\r');
+    await eventually(`the output (got ${JSON.stringify(seen.slice(-200))})`, () =>
+      seen.includes('tty-81'),
+    );
+    assert.match(seen, /27 91/);
+    user.write('\x1d');
+    await eventually('the CLI exits', () => exitCode !== undefined);
+    assert.equal(exitCode, 0);
+    assert.match(seen, /detached; the terminal goes on \(orchestra term ins_\S+ (trm_\S+)\)/);
+  } finally {
+    if (exitCode === undefined) user.kill('SIGKILL');
+  }
+  const terminal = /orchestra term ins_\S+ (trm_[^\s)]+)/.exec(seen)?.[1] as string;
+  const after = jsonOf(await cli(['terminals', 'get', instance, terminal, '--json']));
+  assert.deepEqual([after.state, after.cols, after.rows], ['running', 91, 27]);
+  expectExit(await cli(['instances', 'rm', instance]), 0);
 });

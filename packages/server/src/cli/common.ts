@@ -237,6 +237,25 @@ export function labelFlags(flags: string[] | undefined): Record<string, string> 
   return labels;
 }
 
+/** A repeatable `--env NAME=VALUE` flag: a variable for a command or terminal. */
+export const ENV = {
+  type: 'string',
+  value: 'NAME=VALUE',
+  multiple: true,
+  description: 'An environment variable',
+} as const satisfies OptionSpec;
+
+/** The `--env NAME=VALUE` flags as an object. */
+export function envFlags(flags: string[] | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of flags ?? []) {
+    const at = pair.indexOf('=');
+    if (at < 1) throw new UsageError(`--env must be NAME=VALUE, got "${pair}"`);
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return env;
+}
+
 /** A duration flag such as `--wait 30s`, in ms; `example` shows a valid one in messages. */
 export function durationFlag(
   flag: string,

@@ -27,6 +27,8 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   exec: () => import('./commands/exec.ts'),
   files: () => import('./commands/files.ts'),
   checkpoints: () => import('./commands/checkpoints.ts'),
+  terminals: () => import('./commands/terminals.ts'),
+  term: () => import('./commands/term.ts'),
   chat: () => import('./commands/chat.ts'),
   usage: () => import('./commands/usage.ts'),
   'demo-provider': () => import('./commands/demo-provider.ts'),

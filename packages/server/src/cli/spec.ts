@@ -67,6 +67,8 @@ export type Values<O extends OptionSpecs> = {
 export interface Invocation<O extends OptionSpecs> {
   values: Values<O>;
   positionals: string[];
+  /** The arguments after `--` (also the last of `positionals`); undefined without `--`. */
+  rest?: string[] | undefined;
   /** The command as typed, for messages: `keys create`, `task ls`. */
   path: string;
 }
@@ -132,7 +134,9 @@ export function command<const O extends OptionSpecs = None, const C extends Opti
         const why = option.required === true ? '' : ` (${option.required})`;
         throw new UsageError(`${path} needs ${flagText(flag, option)}${why}`);
       }
-      return (await spec.run({ values: values as Values<O & C>, positionals, path })) ?? 0;
+      const dash = args.indexOf('--');
+      const rest = dash === -1 ? undefined : args.slice(dash + 1);
+      return (await spec.run({ values: values as Values<O & C>, positionals, rest, path })) ?? 0;
     },
   };
 }

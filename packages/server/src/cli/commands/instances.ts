@@ -7,6 +7,8 @@ import {
   choice,
   client,
   durationFlag,
+  ENV,
+  envFlags,
   LABEL,
   labelFlags,
   labelsText,
@@ -199,12 +201,7 @@ export const exec = command({
     'Runs a command in a running instance, its output streamed as it comes, and exits with its exit code (124 when it timed out, 137 when it was killed). With --json, prints its events as NDJSON.',
   options: {
     cwd: { type: 'string', value: 'DIR', description: 'Working directory, inside the workspace' },
-    env: {
-      type: 'string',
-      value: 'NAME=VALUE',
-      multiple: true,
-      description: 'An environment variable',
-    },
+    env: ENV,
     timeout: {
       type: 'string',
       value: 'DURATION',
@@ -218,12 +215,7 @@ export const exec = command({
     if (id === undefined || command.length === 0) {
       throw new UsageError(`${path} needs an instance id and a command after --`);
     }
-    const env: Record<string, string> = {};
-    for (const pair of values.env ?? []) {
-      const at = pair.indexOf('=');
-      if (at < 1) throw new UsageError(`--env must be NAME=VALUE, got "${pair}"`);
-      env[pair.slice(0, at)] = pair.slice(at + 1);
-    }
+    const env = envFlags(values.env);
     let exit: ExecEvent | undefined;
     for await (const event of client(values).instances.execStream(id, {
       command,
