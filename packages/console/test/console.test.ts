@@ -1170,6 +1170,7 @@ describe('layout', () => {
       '/templates/new',
       '/config',
       '/sessions',
+      '/instances',
       '/topics',
       '/services',
       '/secrets',
@@ -1331,6 +1332,20 @@ describe('layout', () => {
     assert.match(html.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
     assert.equal(html.headers.get('cache-control'), 'no-cache');
     const page = await html.text();
+    // Style elements need the page's nonce, a new one each time; scripts come from the origin.
+    const nonceOf = (policy: string | null, body: string) => {
+      const header = /style-src 'self' 'nonce-([^']+)'/.exec(policy ?? '')?.[1];
+      assert.ok(header, `a style nonce in ${policy}`);
+      assert.equal(/<meta name="csp-nonce" content="([^"]+)"/.exec(body)?.[1], header);
+      assert.match(policy ?? '', /script-src 'self';/);
+      return header;
+    };
+    const first = nonceOf(html.headers.get('content-security-policy'), page);
+    const again = await fetch(`${fixture.server.url}/`, { headers: { accept: 'text/html' } });
+    assert.notEqual(
+      nonceOf(again.headers.get('content-security-policy'), await again.text()),
+      first,
+    );
     const asset = /src="(\/assets\/[^"]+\.js)"/.exec(page)?.[1];
     assert.ok(asset, 'the page loads its script from /assets');
     const script = await fetch(fixture.server.url + asset);

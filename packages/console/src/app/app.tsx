@@ -2,6 +2,7 @@ import { type ReactNode, useEffect, useState } from 'react';
 import { AgentDetailPage, AgentsPage } from './pages/agents.tsx';
 import { ChatPage } from './pages/chat.tsx';
 import { ConfigKeyPage, ConfigPage } from './pages/config.tsx';
+import { InstancePage, InstancesPage } from './pages/instances.tsx';
 import { KeysPage } from './pages/keys.tsx';
 import { McpCatalogPage, McpNewServerPage } from './pages/mcp-add.tsx';
 import { McpServerPage, McpServersPage } from './pages/mcp-servers.tsx';
@@ -32,6 +33,7 @@ const NAV = [
   { to: '/agents', label: 'Agents' },
   { to: '/templates', label: 'Templates' },
   { to: '/sessions', label: 'Sessions' },
+  { to: '/instances', label: 'Instances' },
   // Tools, MCP servers, policies, approvals, the call log: tabs of one section.
   { to: '/tools', label: 'Tools', section: TOOLS_SECTION_PATHS },
   { to: '/topics', label: 'Topics' },
@@ -83,6 +85,9 @@ function route(path: string): ReactNode {
   if (path === '/sessions') return <SessionsPage />;
   const session = match('/sessions/:id', path);
   if (session?.id) return <SessionDetailPage key={session.id} id={session.id} />;
+  if (path === '/instances') return <InstancesPage />;
+  const instance = match('/instances/:id', path);
+  if (instance?.id) return <InstancePage key={instance.id} id={instance.id} />;
   if (path === '/topics') return <TopicsPage />;
   const topic = match('/topics/:name', path);
   if (topic?.name) return <TopicTailPage key={topic.name} name={topic.name} />;

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fastifyStatic from '@fastify/static';
@@ -9,11 +10,14 @@ const NOT_CONSOLE = /^\/(v1|docs|openapi\.json|metrics|healthz|readyz|assets)(\/
 
 /**
  * The console uses only the public API; the page may talk to this origin and nothing else,
- * and may not be framed (clickjacking).
+ * and may not be framed (clickjacking). Style elements need the page's nonce: the
+ * terminal (xterm.js) makes `<style>` elements, which the console's own script stamps
+ * with it (main.tsx), while a `<style>` smuggled into the page as markup has none.
  */
+const policy = (nonce: string) =>
+  `default-src 'self'; script-src 'self'; style-src 'self' 'nonce-${nonce}'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`;
+
 const PAGE_HEADERS = {
-  'content-security-policy':
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'x-frame-options': 'DENY',
@@ -39,9 +43,14 @@ export function webConsole(): {
   // Read once: the page is small, and a rebuild needs a restart anyway (new asset names).
   const html = built ? readFileSync(join(consoleAssetsDir, 'index.html'), 'utf8') : NOT_BUILT_PAGE;
   const send = (reply: FastifyReply) => {
-    reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8');
+    // A new nonce for every page: one an attacker saw in an old page is of no use.
+    const nonce = randomBytes(16).toString('base64');
+    reply
+      .headers({ ...PAGE_HEADERS, 'content-security-policy': policy(nonce) })
+      .type('text/html; charset=utf-8');
     if (!built) return reply.status(503).send(html);
-    return reply.header('cache-control', 'no-cache').send(html);
+    const page = html.replace('<head>', `<head>\n    <meta name="csp-nonce" content="${nonce}" />`);
+    return reply.header('cache-control', 'no-cache').send(page);
   };
   return {
     async routes(app) {
