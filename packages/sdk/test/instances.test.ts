@@ -224,6 +224,7 @@ test('files through the SDK: write and read (with ranges and a hash guard), list
       'max_running_cpus',
       'max_running_memory_bytes',
       'max_storage_bytes',
+      'max_terminals',
     ],
   );
   await client.instances.delete(id);
