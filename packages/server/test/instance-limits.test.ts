@@ -57,7 +57,7 @@ describe('resource limits with cgroups', () => {
       note: null,
     });
     const small = await exec(server, id, 'head -c 8000000 /dev/zero | wc -c');
-    assert.equal(small.body.stdout.trim(), '8000000');
+    assert.equal(small.body.stdout.trim(), '8000000', JSON.stringify(small.body));
     const eaten = await exec(server, id, EAT_MEMORY);
     assert.equal(eaten.body.timed_out, false);
     assert.notEqual(eaten.body.exit_code, 0, JSON.stringify(eaten.body));

@@ -63,6 +63,8 @@ test('kill -9 of the server leaves no sandboxed process; at the restart, running
   await server.crash();
   await eventually('no orphan process', () => processesWith(marker).length === 0);
   assert.deepEqual(processesWith(terminalMarker), []);
+  // Nor what holds the instance's network: every sandbox names the instance's directory.
+  await eventually('no network holder', () => processesWith(running.body.id).length === 0);
 
   await server.restart();
   const again = await call('GET', `/v1/instances/${running.body.id}`);

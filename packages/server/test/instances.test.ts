@@ -51,12 +51,23 @@ async function until(
   id: string,
   done: (i: InstanceBody) => boolean,
 ): Promise<InstanceBody> {
+  let last: unknown;
   for (let i = 0; i < 600; i++) {
     const got = await server.call('GET', `/v1/instances/${id}`);
     if (done(got.body)) return got.body;
+    last = got.body;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  throw new Error(`instance ${id} never got there`);
+  throw new Error(`instance ${id} never got there: ${JSON.stringify(last)}`);
+}
+
+/** The pids of processes whose command line holds `text` (bwrap's holds the instance's path). */
+function processesWith(text: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-f', text], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
 }
 
 for (const store of STORE_VARIANTS) {
@@ -843,6 +854,43 @@ describe('the process driver’s sandbox', () => {
       assert.ok(!ran.body.stdout.includes('not for the sandbox'));
     }
     await server.call('DELETE', `/v1/instances/${created.body.id}`);
+  });
+
+  test('its service and its commands share one loopback, and no other instance’s', async () => {
+    const serve =
+      "require('http').createServer((q, s) => s.end('from-the-service')).listen(18123, '127.0.0.1')";
+    await server.call('POST', '/v1/workspace-templates', {
+      body: { name: 'serving', startup: { command: ['node', '-e', serve] } },
+    });
+    const one = (await server.call('POST', '/v1/instances', { body: { template: 'serving' } }))
+      .body;
+    const other = (await server.call('POST', '/v1/instances', { body: { template: 'argv' } })).body;
+    const fetchIt = [
+      'node',
+      '-e',
+      "fetch('http://127.0.0.1:18123').then((r) => r.text()).then(console.log, () => console.log('no-answer'))",
+    ];
+    let answer = '';
+    for (
+      const deadline = Date.now() + 60_000;
+      !answer.includes('from-the-service') && Date.now() < deadline;
+    ) {
+      const ran = await server.call('POST', `/v1/instances/${one.id}/exec`, {
+        body: { command: fetchIt },
+      });
+      answer = String(ran.body.stdout);
+    }
+    assert.match(answer, /from-the-service/);
+    // Commands starting at once share the one network of their instance.
+    const [elsewhere] = await Promise.all(
+      [fetchIt, ['true'], ['true']].map((command) =>
+        server.call('POST', `/v1/instances/${other.id}/exec`, { body: { command } }),
+      ),
+    );
+    assert.match(elsewhere?.body.stdout, /no-answer/);
+    for (const id of [one.id, other.id]) await server.call('DELETE', `/v1/instances/${id}`);
+    // Nothing of theirs is left: no service, command or network holder.
+    for (const id of [one.id, other.id]) assert.deepEqual(processesWith(id), [], id);
   });
 
   test('no network unless the template allows the host’s; its own PID namespace', async () => {

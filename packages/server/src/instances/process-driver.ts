@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { cp, mkdir, realpath, rm, stat } from 'node:fs/promises';
+import { cp, mkdir, readFile, readlink, realpath, rm, stat } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import pty from '@lydell/node-pty';
 import type { InstanceResources, WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
@@ -110,6 +111,15 @@ export interface TerminalProcess {
   close(graceMs: number): void;
 }
 
+/** The process that holds an instance's network namespace. */
+interface NetworkHolder {
+  child: ChildProcess;
+  /** Its pid inside bwrap (in the host's PID namespace): where its namespaces are. */
+  pid: number;
+  /** nsenter's options that enter its network namespace. */
+  enter: string[];
+}
+
 /** The design's directory layout of an instance. */
 export interface InstancePaths {
   project_root: string;
@@ -148,6 +158,8 @@ export class ProcessDriver implements InstanceDriverPort {
   readonly #commands = new Map<string, Set<{ readonly pid?: number | undefined }>>();
   readonly #limiter: Promise<ResourceLimiter>;
   readonly #drainWaiters = new Map<string, (() => void)[]>();
+  /** Per instance without the host's network: the process holding its network namespace. */
+  readonly #holders = new Map<string, Promise<NetworkHolder>>();
   /** Instances whose limits are in place on this node. */
   readonly #prepared = new Set<string>();
 
@@ -172,6 +184,8 @@ export class ProcessDriver implements InstanceDriverPort {
     for (const child of this.#commands.get(instanceId) ?? []) {
       if (child.pid !== undefined) leaders.push(child.pid);
     }
+    const holder = await this.#holders.get(instanceId)?.catch(() => undefined);
+    if (holder?.child.pid !== undefined) leaders.push(holder.child.pid);
     return (await this.#limiter).usage(instanceId, leaders);
   }
 
@@ -264,6 +278,7 @@ export class ProcessDriver implements InstanceDriverPort {
     const service = this.#services.get(instanceId);
     if (service === undefined) {
       await this.#drained(instanceId, DRAIN_MS);
+      await this.#dropNetwork(instanceId);
       await this.#release(instanceId, true);
       return;
     }
@@ -281,6 +296,7 @@ export class ProcessDriver implements InstanceDriverPort {
     clearTimeout(killer);
     clearTimeout(unpipe);
     await this.#drained(instanceId, DRAIN_MS);
+    await this.#dropNetwork(instanceId);
     await this.#release(instanceId, true);
   }
 
@@ -501,6 +517,9 @@ export class ProcessDriver implements InstanceDriverPort {
       }
       this.#prepared.add(instance.id);
     }
+    // Every process of the instance shares one network namespace (its service, commands
+    // and terminals see each other's ports on loopback): the holder's, entered with nsenter.
+    const holder = await this.#network(instance, limiter);
     const wrapped = limiter.wrap(
       instance.id,
       instance.spec.resources,
@@ -509,24 +528,150 @@ export class ProcessDriver implements InstanceDriverPort {
         args,
         workDir: paths.project_root,
         cwd: options.cwd,
-        network: instance.spec.network === 'host',
+        // In the holder's namespace already (or the host's, by the template's choice).
+        network: true,
         readOnlyPaths: [],
         path: SANDBOX_PATH,
         mountCommandPaths: false,
         ownTerminal: options.ownTerminal === true,
       }),
     );
+    const entered =
+      holder === undefined
+        ? wrapped
+        : { command: 'nsenter', args: [...holder.enter, '--', wrapped.command, ...wrapped.args] };
     return {
-      ...wrapped,
+      ...entered,
       cwd: paths.workspace,
       // The server's environment (keys, URLs) stays out of the sandbox.
       env: sandboxEnv(paths, options.env),
     };
   }
 
+  /**
+   * The network namespace of an instance without the host's network: made by a holder (bwrap
+   * with `--unshare-net` around `sleep infinity`, in the instance's limits) the first time
+   * one of its processes starts, and kept until it stops. Undefined with the host's network.
+   */
+  async #network(
+    instance: DriverInstance,
+    limiter: ResourceLimiter,
+  ): Promise<NetworkHolder | undefined> {
+    if (instance.spec.network === 'host') return undefined;
+    for (;;) {
+      // Checked and set in one turn: processes starting at once share one holder.
+      const made = this.#holders.get(instance.id);
+      if (made === undefined) {
+        const making = this.#makeHolder(instance, limiter);
+        this.#holders.set(instance.id, making);
+        making.catch(() => {
+          if (this.#holders.get(instance.id) === making) this.#holders.delete(instance.id);
+        });
+        return making;
+      }
+      const holder = await made.catch(() => undefined);
+      if (holder === undefined) return made; // it could not be made: its error
+      if (holder.child.exitCode === null && holder.child.signalCode === null) return holder;
+      // It died (with its network): forget it, and make another.
+      if (this.#holders.get(instance.id) === made) this.#holders.delete(instance.id);
+    }
+  }
+
+  async #makeHolder(instance: DriverInstance, limiter: ResourceLimiter): Promise<NetworkHolder> {
+    const paths = this.paths(instance.id);
+    const wrapped = limiter.wrap(
+      instance.id,
+      instance.spec.resources,
+      sandboxCommand({
+        command: 'sleep',
+        args: ['infinity'],
+        workDir: paths.project_root,
+        network: false,
+        readOnlyPaths: [],
+        path: SANDBOX_PATH,
+        mountCommandPaths: false,
+        infoFd: 3,
+      }),
+    );
+    const child = spawn(wrapped.command, wrapped.args, {
+      cwd: paths.workspace,
+      env: sandboxEnv(paths, {}),
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const fail = (why: string) => {
+      if (child.pid !== undefined) killGroup(child.pid);
+      return new ApiError('SANDBOX_UNAVAILABLE', `Cannot make the instance's network: ${why}`);
+    };
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      if (stderr.length < 2000) stderr += chunk;
+    });
+    // bwrap writes `{"child-pid": …}` to fd 3 once the namespaces exist, and closes it. It
+    // is read to its end: a reader that left early would kill bwrap with SIGPIPE.
+    const info = child.stdio[3] as Readable;
+    let text = '';
+    const pid = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(fail('bwrap said nothing in 30 s')), 30_000);
+      info.setEncoding('utf8').on('data', (chunk: string) => {
+        text += chunk;
+      });
+      info.once('end', () => {
+        clearTimeout(timer);
+        const found = /"child-pid"\s*:\s*(\d+)/.exec(text)?.[1];
+        if (found !== undefined) resolve(Number(found));
+        else reject(fail(`bwrap did not say where its sandbox is: ${stderr.trim()}`));
+      });
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(fail(err.message));
+      });
+    });
+    // Its error output is of no more use; left open, it would keep the server's loop alive.
+    child.stderr?.destroy();
+    const enter = [`--net=/proc/${pid}/ns/net`];
+    // Unprivileged, bwrap made a user namespace too: the network belongs to it.
+    const [ours, theirs] = await Promise.all([
+      readlink('/proc/self/ns/user'),
+      readlink(`/proc/${pid}/ns/user`).catch(() => ''),
+    ]);
+    if (theirs !== '' && theirs !== ours) {
+      enter.unshift(`--user=/proc/${pid}/ns/user`, '--preserve-credentials');
+    }
+    return { child, pid, enter };
+  }
+
+  /** Ends the holder of the instance's network namespace, if it has one. */
+  async #dropNetwork(instanceId: string): Promise<void> {
+    const made = this.#holders.get(instanceId);
+    if (made === undefined) return;
+    this.#holders.delete(instanceId);
+    const holder = await made.catch(() => undefined);
+    if (holder === undefined) return;
+    const { child, pid } = holder;
+    const gone =
+      child.exitCode !== null || child.signalCode !== null
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    // The whole group, even once bwrap itself is gone: a sandbox killed while bwrap was
+    // still setting it up waits for bwrap for ever, before --die-with-parent applies.
+    if (child.pid !== undefined) killGroup(child.pid);
+    // And the sandbox's own first process, if it is still that one.
+    const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (/^(bwrap|sleep)\0/.test(command)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await gone;
+  }
+
   /** Stops every service this process runs (the node is closing), without waiting long. */
   async stopAll(graceMs: number): Promise<void> {
     await Promise.all([...this.#services.keys()].map((id) => this.stop(id, graceMs)));
+    await Promise.all([...this.#holders.keys()].map((id) => this.#dropNetwork(id)));
     // Commands were cancelled before: their groups go once they ended.
     for (const id of [...this.#prepared]) await this.#release(id);
     if (this.#prepared.size === 0) await (await this.#limiter).close();
@@ -587,6 +732,15 @@ function signalName(signalNumber: number): NodeJS.Signals | null {
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** SIGKILL to a process group, whether or not its leader still runs. */
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // no process left in it
+  }
 }
 
 function signal(child: ChildProcess, name: NodeJS.Signals): void {

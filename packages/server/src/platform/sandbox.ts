@@ -33,6 +33,11 @@ export interface SandboxRequest {
    * terminal it shares with the host (TIOCSTI); a PTY of its own carries nothing else.
    */
   ownTerminal?: boolean;
+  /**
+   * bwrap writes what it made (`child-pid`, namespace ids) as JSON to this inherited file
+   * descriptor once the sandbox runs (`--info-fd`).
+   */
+  infoFd?: number;
 }
 
 export interface SandboxedCommand {
@@ -152,6 +157,7 @@ export function sandboxCommand(request: SandboxRequest, bwrapPath = 'bwrap'): Sa
     'ALL',
   ];
   if (!request.network) args.push('--unshare-net');
+  if (request.infoFd !== undefined) args.push('--info-fd', String(request.infoFd));
   for (const path of SYSTEM_PATHS) {
     const stat = lstatOrUndefined(path);
     if (stat === undefined) continue;
