@@ -196,6 +196,9 @@ export const ERROR_CATALOGUE = {
     message: 'The requested byte range lies outside the file',
   },
   CHECKPOINT_NOT_FOUND: { status: 404, message: 'The checkpoint does not exist' },
+  PORTS_EXHAUSTED: { status: 503, message: 'No port is free in the instances’ port range' },
+  PORT_NOT_LISTENING: { status: 502, message: 'Nothing in the instance listens on the port' },
+  PORT_SHARE_NOT_FOUND: { status: 404, message: 'The share link does not exist or has expired' },
   TERMINAL_NOT_FOUND: { status: 404, message: 'The terminal does not exist' },
   TERMINAL_EXITED: { status: 409, message: 'The terminal has exited' },
   SEARCH_UNAVAILABLE: {

@@ -153,6 +153,14 @@ const Ttl = Type.Union(
   },
 );
 
+/** The most ports a template may declare. */
+export const MAX_INSTANCE_PORTS = 20;
+
+export const PortName = Type.String({
+  pattern: '^[a-z][a-z0-9-]{0,31}$',
+  description: 'Its name: the environment gets `PORT_<NAME>` (upper case, `-` as `_`).',
+});
+
 export const WorkspaceTemplateSpec = Type.Object(
   {
     description: Type.Optional(Type.String({ maxLength: 1000 })),
@@ -192,6 +200,13 @@ export const WorkspaceTemplateSpec = Type.Object(
     idle_timeout_ms: Type.Optional(IdleTimeout),
     ttl_ms: Type.Optional(Ttl),
     resources: Type.Optional(InstanceResources),
+    ports: Type.Optional(
+      Type.Array(Type.Object({ name: PortName }, { additionalProperties: false }), {
+        maxItems: MAX_INSTANCE_PORTS,
+        description:
+          'Ports its processes listen on: each instance gets a number for each from ORCHESTRA_INSTANCE_PORT_RANGE, unique in the cluster, as `PORT_<NAME>` (and the first as `PORT`), reachable at `/v1/instances/{id}/ports/{port}/…`.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -220,6 +235,7 @@ export const WorkspaceTemplate = Type.Object(
     idle_timeout_ms: Type.Union([Type.Integer(), Type.Null()]),
     ttl_ms: Type.Union([Type.Integer(), Type.Null()]),
     resources: FilledResources,
+    ports: Type.Array(Type.Object({ name: Type.String() })),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
@@ -307,6 +323,8 @@ export const Instance = Type.Object(
     resources: FilledResources,
     /** How its node limits those resources; null when asked of another node. */
     resource_limits: Type.Union([AppliedLimits, Type.Null()]),
+    /** The numbers its template's ports got, unique in the cluster. */
+    ports: Type.Array(Type.Object({ name: Type.String(), port: Type.Integer() })),
   },
   { $id: 'Instance' },
 );
@@ -467,3 +485,45 @@ export const Recommendations = Type.Object(
   { $id: 'Recommendations' },
 );
 export type Recommendations = Static<typeof Recommendations>;
+
+/** A share link of an instance's port: anyone with its URL reaches the port until it expires. */
+export const PortShare = Type.Object(
+  {
+    /** `shr_…` */
+    id: Type.String(),
+    instance_id: Type.String(),
+    port: Type.Integer(),
+    /** `/share/<token>/`: the token is shown once, at creation; later reads give null. */
+    url: Type.Union([Type.String(), Type.Null()]),
+    created_by: Type.String(),
+    created_at: Timestamp,
+    expires_at: Timestamp,
+  },
+  { $id: 'PortShare' },
+);
+export type PortShare = Static<typeof PortShare>;
+
+export const MAX_SHARE_SECONDS = 7 * 24 * 3600;
+
+export const CreatePortShare = Type.Object(
+  {
+    expires_in_seconds: Type.Optional(
+      Type.Integer({
+        minimum: 60,
+        maximum: MAX_SHARE_SECONDS,
+        description: 'How long the link works: 1 hour by default, at most 7 days.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type CreatePortShare = Static<typeof CreatePortShare>;
+
+export const PortRef = Type.Object({
+  instance: Type.String({ maxLength: 64 }),
+  port: Type.Integer({
+    minimum: 1,
+    maximum: 65_535,
+    description: 'The port, inside the instance.',
+  }),
+});

@@ -117,6 +117,7 @@ export {
   type ProviderModel,
   type UpdateModelProvider,
 } from './model-providers-api.ts';
+export { type PortShare, PortsApi } from './ports-api.ts';
 export {
   type PresenceMember,
   RealtimeClient,

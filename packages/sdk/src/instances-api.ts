@@ -16,6 +16,7 @@ import { CheckpointsApi } from './checkpoints-api.ts';
 import type { Orchestra } from './client.ts';
 import { InstanceFilesApi } from './instance-files-api.ts';
 import { labelQuery, paginate } from './listing.ts';
+import { PortsApi } from './ports-api.ts';
 import { TerminalsApi } from './terminals-api.ts';
 import type { Page, PageOptions } from './types.ts';
 
@@ -142,11 +143,14 @@ export class InstancesApi {
   readonly checkpoints: CheckpointsApi;
   /** Its terminals: open, attach, type, read the screen, close. */
   readonly terminals: TerminalsApi;
+  /** Its ports through Orchestra, and share links. */
+  readonly ports: PortsApi;
   constructor(client: Orchestra) {
     this.#client = client;
     this.files = new InstanceFilesApi(client);
     this.checkpoints = new CheckpointsApi(client);
     this.terminals = new TerminalsApi(client);
+    this.ports = new PortsApi(client);
   }
 
   create(input: CreateInstance): Promise<Instance> {

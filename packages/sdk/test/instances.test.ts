@@ -229,3 +229,41 @@ test('files through the SDK: write and read (with ranges and a hash guard), list
   );
   await client.instances.delete(id);
 });
+
+test('ports: the address of a port through Orchestra, share links that work without a credential until revoked', async () => {
+  await client.workspaceTemplates.create({
+    name: 'sdk-web',
+    ports: [{ name: 'web' }],
+    startup: {
+      command: [
+        'node',
+        '-e',
+        "require('http').createServer((q, s) => s.end('sdk-app ' + q.url)).listen(Number(process.env.PORT_WEB), '127.0.0.1')",
+      ],
+    },
+  });
+  const instance = await client.instances.create({ template: 'sdk-web' });
+  const [declared] = instance.ports;
+  assert.equal(declared?.name, 'web');
+  const port = declared?.port ?? 0;
+  const address = client.instances.ports.url(instance.id, port, '/hello');
+  let text = '';
+  for (const deadline = Date.now() + 60_000; text !== 'sdk-app /hello' && Date.now() < deadline; ) {
+    const res = await fetch(address, { headers: { authorization: `Bearer ${server.adminKey}` } });
+    text = await res.text();
+  }
+  assert.equal(text, 'sdk-app /hello');
+  const link = await client.instances.ports.share(instance.id, port, { expiresInSeconds: 300 });
+  assert.match(link.url, /^http:\/\/127\.0\.0\.1:\d+\/share\/ors_/);
+  assert.equal(await (await fetch(`${link.url}page`)).text(), 'sdk-app /page');
+  const listed = await client.instances.ports.listShares(instance.id);
+  assert.deepEqual(
+    listed.items.map((s) => [s.id, s.url]),
+    [[link.id, null]],
+  );
+  await client.instances.ports.revokeShare(instance.id, link.id);
+  assert.equal((await fetch(`${link.url}page`)).status, 404);
+  const missing = await rejection(() => client.instances.ports.revokeShare(instance.id, link.id));
+  assert.equal(missing.code, 'PORT_SHARE_NOT_FOUND');
+  await client.instances.delete(instance.id);
+});

@@ -190,15 +190,18 @@ export async function buildApp(
     },
     // Every operation states its security: what `config.auth` requires, none for public
     // routes, or what a route that authenticates by itself declares in `schema.security`.
-    transform: ({ schema: declared, url, route }) => {
+    transform: ({ schema: declared, url: routeUrl, route }) => {
+      // A wildcard (`…/*`, the ports proxy) is documented as a `{path}` parameter.
+      const wildcard = wildcardAsPath(routeUrl, declared);
+      const url = wildcard.url;
       const raw = route.config?.rawBody;
       const schema = raw
         ? {
-            ...declared,
+            ...wildcard.schema,
             consumes: [...raw.contentTypes],
             body: { type: 'string', format: 'binary', description: raw.description },
           }
-        : declared;
+        : wildcard.schema;
       const roles = route.config?.auth;
       if (!Array.isArray(roles))
         return { url, schema: { ...schema, security: schema?.security ?? [] } };
@@ -238,4 +241,27 @@ export async function buildApp(
   // The console, on nodes that serve the API.
   if (serve === undefined) await app.register(site.routes);
   return app;
+}
+
+/** A route ending in `/*` as OpenAPI can say it: `/{path}`, with the `*` parameter renamed. */
+function wildcardAsPath<S extends { params?: unknown } | undefined>(
+  url: string,
+  schema: S,
+): { url: string; schema: S } {
+  const params = schema?.params as
+    | { properties?: Record<string, unknown>; required?: string[] }
+    | undefined;
+  if (!url.endsWith('/*') || params?.properties?.['*'] === undefined) return { url, schema };
+  const { '*': star, ...others } = params.properties;
+  return {
+    url: `${url.slice(0, -1)}{path}`,
+    schema: {
+      ...schema,
+      params: {
+        ...params,
+        properties: { ...others, path: star },
+        required: (params.required ?? []).map((name) => (name === '*' ? 'path' : name)),
+      },
+    },
+  };
 }

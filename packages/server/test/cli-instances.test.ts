@@ -302,7 +302,8 @@ test('`term` from a terminal: raw mode, the local size, Ctrl-] detaches and leav
     exitCode = code;
   });
   try {
-    await eventually('a prompt', () => /[#$] $/.test(seen));
+    // (The prompt may be followed by escape sequences: a screen drawn on attach ends with one.)
+    await eventually('a prompt', () => /[#$] /.test(seen));
     user.write('stty size; echo "tty-$((9 * 9))"\r');
     await eventually(`the output (got ${JSON.stringify(seen.slice(-200))})`, () =>
       seen.includes('tty-81'),
@@ -319,4 +320,41 @@ test('`term` from a terminal: raw mode, the local size, Ctrl-] detaches and leav
   const after = jsonOf(await cli(['terminals', 'get', instance, terminal, '--json']));
   assert.deepEqual([after.state, after.cols, after.rows], ['running', 91, 27]);
   expectExit(await cli(['instances', 'rm', instance]), 0);
+});
+
+test('ports: share prints a link that works without a credential, ls lists it, unshare revokes it', async () => {
+  const { cli } = fixture;
+  const api = new Orchestra({ url: fixture.server.url, apiKey: fixture.adminKey });
+  await api.workspaceTemplates.create({
+    name: 'cli-web',
+    ports: [{ name: 'web' }],
+    startup: {
+      command: [
+        'node',
+        '-e',
+        "require('http').createServer((q, s) => s.end('cli-app ' + q.url)).listen(Number(process.env.PORT_WEB), '127.0.0.1')",
+      ],
+    },
+  });
+  const instance = await api.instances.create({ template: 'cli-web' });
+  const port = String(instance.ports[0]?.port);
+  const shared = await cli(['ports', 'share', instance.id, port, '--expires', '30m']);
+  expectExit(shared, 0);
+  const link = shared.stdout.split('\n')[0] ?? '';
+  assert.match(link, /\/share\/ors_[\w-]+\/$/);
+  let text = '';
+  for (const deadline = Date.now() + 60_000; text !== 'cli-app /x' && Date.now() < deadline; ) {
+    text = await (await fetch(`${link}x`)).text();
+  }
+  assert.equal(text, 'cli-app /x');
+  const listed = await cli(['ports', 'ls', instance.id]);
+  expectExit(listed, 0);
+  assert.match(listed.stdout, new RegExp(`web\\s+${port}\\s+http`));
+  const shareId = /unshare \S+ (shr_\S+)\)/.exec(shared.stdout)?.[1] as string;
+  assert.match(listed.stdout, new RegExp(shareId));
+  expectExit(await cli(['ports', 'unshare', instance.id, shareId]), 0);
+  assert.equal((await fetch(`${link}x`)).status, 404);
+  expectExit(await cli(['ports', 'share', instance.id, '70000']), 2);
+  expectExit(await cli(['ports', 'share', instance.id, port, '--expires', '8d']), 2);
+  expectExit(await cli(['instances', 'rm', instance.id]), 0);
 });

@@ -409,7 +409,7 @@ function lookalike(id: string, random: Random): string {
 }
 
 /** Path parameters whose values hold slashes. */
-const SLASHED = new Set(['key', 'prefix']);
+const SLASHED = new Set(['key', 'prefix', 'path']);
 
 /** Valid path values, by path and parameter name; the fuzzer starts from these. */
 function validPathValue(op: Operation, name: string, f: Fixtures): string {
@@ -422,6 +422,10 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   // The fixture instance is stopped and runs no command: the valid shape of an id.
   if (name === 'exec') return 'exe_01a2500000000000000000000000';
   if (name === 'terminal') return 'trm_01a2500000000000000000000000';
+  if (name === 'share') return 'shr_01a2500000000000000000000000';
+  if (name === 'port') return '8080';
+  if (name === 'token') return 'ors_lookalike';
+  if (name === 'path') return 'some/page';
   if (name === 'checkpoint') return f.checkpointId;
   if (name === 'version') return '1';
   if (name === 'topic') return f.topic;
@@ -603,6 +607,8 @@ function validBody(op: Operation, f: Fixtures, random: Random): Record<string, u
       return { paths: ['a.txt'] };
     case 'POST /v1/resources/optimize':
       return { min_running_ms: 0 };
+    case 'POST /v1/instances/{instance}/shares':
+      return { port: 8080, expires_in_seconds: 600 };
     case 'POST /v1/instances/{instance}/terminals':
       return { command: ['sh'], cwd: '', env: { A: '1' }, cols: 80, rows: 24 };
     case 'POST /v1/instances/{instance}/terminals/{terminal}/input':

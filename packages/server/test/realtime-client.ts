@@ -105,7 +105,8 @@ export class RealtimeTestClient {
     return (await answer).payload;
   }
 
-  next(match: (f: Frame) => boolean, timeoutMs = 10_000): Promise<Frame> {
+  /** The first frame that matches; fails after `timeoutMs` (a minute: machines are busy). */
+  next(match: (f: Frame) => boolean, timeoutMs = 60_000): Promise<Frame> {
     const seen = this.frames.find(match);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {

@@ -29,6 +29,7 @@ export const GROUPS: Readonly<Record<string, () => Promise<{ group: Group }>>> =
   checkpoints: () => import('./commands/checkpoints.ts'),
   terminals: () => import('./commands/terminals.ts'),
   term: () => import('./commands/term.ts'),
+  ports: () => import('./commands/ports.ts'),
   chat: () => import('./commands/chat.ts'),
   usage: () => import('./commands/usage.ts'),
   'demo-provider': () => import('./commands/demo-provider.ts'),

@@ -6,7 +6,7 @@ import { consoleAssetsDir, consoleBuilt } from '@orchestra/console';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 /** Paths that belong to the API and tools: never answered with the console's page. */
-const NOT_CONSOLE = /^\/(v1|docs|openapi\.json|metrics|healthz|readyz|assets)(\/|$)/;
+const NOT_CONSOLE = /^\/(v1|docs|openapi\.json|metrics|healthz|readyz|assets|share)(\/|$)/;
 
 /**
  * The console uses only the public API; the page may talk to this origin and nothing else,

@@ -5,6 +5,8 @@ export * from './instance-service.ts';
 export * from './migrations.ts';
 export * from './module.ts';
 export { isInside, lexicalInside, resolveInside } from './paths.ts';
+export * from './port-routes.ts';
+export * from './port-shares.ts';
 export * from './process-driver.ts';
 export * from './routes.ts';
 export * from './settings.ts';

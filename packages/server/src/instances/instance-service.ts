@@ -1,4 +1,5 @@
 import { realpath, stat } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { relative } from 'node:path';
 import {
   type CreateInstance,
@@ -23,13 +24,15 @@ import { KeyedQueue } from '../platform/keyed-queue.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
-import type { RelationalStore } from '../store/store.ts';
+import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import { FileService, type WorkspaceRef } from './files.ts';
 import type { AppliedLimits } from './limits.ts';
 import { resolveInside } from './paths.ts';
+import { PortShares } from './port-shares.ts';
 import type {
   FilledSpec,
   InstanceDriverPort,
+  InstancePort,
   ServiceExit,
   TerminalProcess,
 } from './process-driver.ts';
@@ -80,7 +83,22 @@ export function fillSpec(input: Omit<CreateWorkspaceTemplate, 'name'>): FilledSp
     idle_timeout_ms: input.idle_timeout_ms ?? null,
     ttl_ms: input.ttl_ms ?? null,
     resources: { ...DEFAULT_INSTANCE_RESOURCES, ...input.resources },
+    ports: input.ports ?? [],
   };
+}
+
+/** The numbers an instance's ports got. */
+export function portsOf(row: Pick<InstancesTable, 'ports'>): InstancePort[] {
+  return row.ports === null ? [] : (JSON.parse(row.ports) as InstancePort[]);
+}
+
+/** Refuses a spec whose port names repeat. */
+function checkPorts(spec: FilledSpec): void {
+  const names = new Set<string>();
+  for (const { name } of spec.ports) {
+    if (names.has(name)) throw fieldError('body.ports', `the name "${name}" is given twice`);
+    names.add(name);
+  }
 }
 
 /** A stored spec, with defaults for what older specs lack. */
@@ -129,6 +147,7 @@ function instanceView(
     expires_at: row.expires_at,
     resources: parseSpec(row.spec).resources,
     resource_limits: limits,
+    ports: portsOf(row),
   };
 }
 
@@ -189,6 +208,8 @@ export class InstanceService {
   readonly #execs = new Map<string, { instanceId: string; cancel: AbortController }>();
   /** Files and paths of the instances' workspaces, and their change feeds. */
   readonly files: FileService;
+  /** Share links of instances' ports. */
+  readonly shares: PortShares;
   /** The tenant's workspace quotas, checked at create and start. */
   readonly quotas: InstanceQuotas;
   /** The last activity seen on this node per instance (ms), written to the store by the sweep. */
@@ -199,6 +220,7 @@ export class InstanceService {
   readonly #disk = new DiskUsage();
   readonly #deletedListeners: ((instanceId: string) => Promise<void>)[] = [];
   readonly #stoppingListeners: ((instanceId: string, reason: string) => void)[] = [];
+  readonly #portRange: readonly [number, number];
   readonly #activitySources: (() => Iterable<string>)[] = [];
   /** How this node limits its instances' resources (known once the node started). */
   #limits: AppliedLimits | null = null;
@@ -214,7 +236,11 @@ export class InstanceService {
     jobs: Jobs;
     sweepMs: number;
     limits: TenantLimitSource;
+    /** ORCHESTRA_INSTANCE_PORT_RANGE: first and last. */
+    portRange: readonly [number, number];
   }) {
+    this.#portRange = deps.portRange;
+    this.shares = new PortShares({ store: deps.store, instances: this });
     this.quotas = new InstanceQuotas({ store: deps.store, limits: deps.limits });
     this.files = new FileService({
       events: deps.events,
@@ -245,6 +271,49 @@ export class InstanceService {
       this.#activity.get(row.id),
       row.node_id === this.#nodeId ? this.#limits : null,
     );
+  }
+
+  /**
+   * Runs `insert` with the ports taken in the cluster; another node taking one of those it
+   * picked at the same moment fails it on the primary key, and it runs again (5 times).
+   */
+  async #allocating(insert: (taken: Set<number>) => Promise<void>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const rows = await this.#store.db
+        .selectFrom('instance_ports')
+        .select('port')
+        .where('port', '>=', this.#portRange[0])
+        .where('port', '<=', this.#portRange[1])
+        .execute();
+      try {
+        await insert(new Set(rows.map((r) => r.port)));
+        return;
+      } catch (err) {
+        if (attempt < 5 && isUniqueViolation(err)) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** A free number of the range for each declared port, chosen at random among the free. */
+  #pickPorts(declared: FilledSpec['ports'], taken: Set<number>): InstancePort[] {
+    const [first, last] = this.#portRange;
+    const picked: InstancePort[] = [];
+    for (const { name } of declared) {
+      const free = last - first + 1 - taken.size;
+      if (free <= 0) {
+        throw new ApiError(
+          'PORTS_EXHAUSTED',
+          `All ${last - first + 1} ports of ORCHESTRA_INSTANCE_PORT_RANGE (${first}-${last}) are taken; delete instances, or widen the range`,
+        );
+      }
+      // Random probes: a busy range is not walked from its start by every create at once.
+      let port = first + Math.floor(Math.random() * (last - first + 1));
+      while (taken.has(port)) port = port === last ? first : port + 1;
+      taken.add(port);
+      picked.push({ name, port });
+    }
+    return picked;
   }
 
   /**
@@ -281,6 +350,7 @@ export class InstanceService {
   ): Promise<WorkspaceTemplate> {
     const { name, ...spec } = input;
     const filled = fillSpec(spec);
+    checkPorts(filled);
     await this.#driver.checkBase(filled.base);
     const now = new Date().toISOString();
     const row: WorkspaceTemplatesTable = {
@@ -322,6 +392,7 @@ export class InstanceService {
   ): Promise<WorkspaceTemplate> {
     const row = await this.#templateRow(principal.tenant.id, ref);
     const filled = fillSpec(input);
+    checkPorts(filled);
     await this.#driver.checkBase(filled.base);
     const updated = await this.#store.db
       .updateTable('workspace_templates')
@@ -444,20 +515,31 @@ export class InstanceService {
       last_active_at: now,
       // Fixed at creation: a stop and a start do not reset it (PATCH expires_at moves it).
       expires_at: ttl === null ? null : new Date(created + ttl).toISOString(),
+      ports: '[]',
     };
     await this.quotas.admit(
       tenantId,
       { creating: true, starting: input.start !== false, resources: spec.resources },
       () =>
-        this.#events.transaction(async (trx, emit) => {
-          await trx.insertInto('instances').values(row).execute();
-          await this.#writeLabels(trx, row, labels);
-          await this.#emit(emit, row, true);
+        this.#allocating(async (taken) => {
+          const ports = this.#pickPorts(spec.ports, taken);
+          row.ports = JSON.stringify(ports);
+          await this.#events.transaction(async (trx, emit) => {
+            await trx.insertInto('instances').values(row).execute();
+            if (ports.length > 0) {
+              await trx
+                .insertInto('instance_ports')
+                .values(ports.map((p) => ({ ...p, instance_id: id, tenant_id: tenantId })))
+                .execute();
+            }
+            await this.#writeLabels(trx, row, labels);
+            await this.#emit(emit, row, true);
+          });
         }),
     );
     return this.#serially(id, async () => {
       try {
-        await this.#driver.create({ id, spec: parseSpec(row.spec) });
+        await this.#driver.create({ id, spec: parseSpec(row.spec), ports: portsOf(row) });
       } catch (err) {
         return this.#fail(row, `its workspace could not be made: ${messageOf(err)}`);
       }
@@ -783,7 +865,7 @@ export class InstanceService {
     const spec = parseSpec(row.spec);
     const done = this.#driver
       .exec(
-        { id, spec },
+        { id, spec, ports: portsOf(row) },
         {
           command: input.command,
           cwd,
@@ -870,12 +952,32 @@ export class InstanceService {
         cwd: relative(await realpath(paths.workspace), cwd),
       });
       const terminal = await this.#driver.openTerminal(
-        { id, spec: parseSpec(row.spec) },
+        { id, spec: parseSpec(row.spec), ports: portsOf(row) },
         { command: request.command, cwd, env: request.env, cols: request.cols, rows: request.rows },
       );
       this.touch(id);
       return terminal;
     });
+  }
+
+  /**
+   * A connection to `port` on a running instance's loopback (the ports proxy and share
+   * links). An instance on the host's network is reachable only on its own ports: any other
+   * would be the node's (its database, its metrics).
+   */
+  async connectPort(tenantId: string, id: string, port: number): Promise<Socket> {
+    const row = await this.#local(tenantId, id);
+    if (row.state !== 'running') throw stateError(row, 'be reached on a port');
+    const spec = parseSpec(row.spec);
+    const ports = portsOf(row);
+    if (spec.network === 'host' && !ports.some((p) => p.port === port)) {
+      throw fieldError(
+        'params.port',
+        `instance "${id}" uses the node's network: only its own ports are reachable (${ports.map((p) => p.port).join(', ') || 'it has none'})`,
+      );
+    }
+    this.touch(id);
+    return this.#driver.connectPort({ id, spec, ports }, port);
   }
 
   /** Cancels a running command (SIGKILL); one that ended already is left as it ended. */
@@ -1146,8 +1248,9 @@ export class InstanceService {
     const spec = parseSpec(starting.spec);
     let pid: number | null;
     try {
-      ({ pid } = await this.#driver.start({ id: starting.id, spec }, (exit) =>
-        this.#exited(starting, exit),
+      ({ pid } = await this.#driver.start(
+        { id: starting.id, spec, ports: portsOf(starting) },
+        (exit) => this.#exited(starting, exit),
       ));
     } catch (err) {
       return this.#fail(starting, `its service could not start: ${messageOf(err)}`);

@@ -102,4 +102,46 @@ export const instancesMigrations: Record<string, Migration> = {
       }
     },
   },
+  '0029_instance_ports': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('instances').addColumn('ports', 'text').execute();
+      await db.schema
+        .createTable('instance_ports')
+        .addColumn('port', 'integer', (c) => c.primaryKey())
+        .addColumn('instance_id', 'text', (c) =>
+          c.notNull().references('instances.id').onDelete('cascade'),
+        )
+        .addColumn('tenant_id', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('instance_ports_instance_idx')
+        .on('instance_ports')
+        .column('instance_id')
+        .execute();
+      await db.schema
+        .createTable('port_shares')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'text', (c) => c.notNull())
+        .addColumn('instance_id', 'text', (c) =>
+          c.notNull().references('instances.id').onDelete('cascade'),
+        )
+        .addColumn('port', 'integer', (c) => c.notNull())
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('port_shares_instance_idx')
+        .on('port_shares')
+        .columns(['instance_id', 'id'])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('port_shares').execute();
+      await db.schema.dropTable('instance_ports').execute();
+      await db.schema.alterTable('instances').dropColumn('ports').execute();
+    },
+  },
 };

@@ -3,9 +3,10 @@ import { fileRoutes } from './file-routes.ts';
 import { InstanceService } from './instance-service.ts';
 import { type LimitMode, ResourceLimiter } from './limits.ts';
 import { instancesMigrations } from './migrations.ts';
+import { portRoutes } from './port-routes.ts';
 import { ProcessDriver } from './process-driver.ts';
 import { instanceRoutes } from './routes.ts';
-import { INSTANCES_SETTINGS } from './settings.ts';
+import { checkInstancesSettings, INSTANCES_SETTINGS, parsePortRange } from './settings.ts';
 
 declare module '../module.ts' {
   interface ModuleInterfaces {
@@ -19,8 +20,9 @@ export const instancesModule = defineModule({
   needs: ['events', 'gateway'],
   jobs: ['instance-lifetimes'],
   migrations: instancesMigrations,
-  tables: ['workspace_templates', 'instances', 'instance_labels'],
+  tables: ['workspace_templates', 'instances', 'instance_labels', 'instance_ports', 'port_shares'],
   settings: INSTANCES_SETTINGS,
+  checkSettings: checkInstancesSettings,
   errors: [
     'WORKSPACE_TEMPLATE_NOT_FOUND',
     'WORKSPACE_TEMPLATE_ALREADY_EXISTS',
@@ -33,6 +35,9 @@ export const instancesModule = defineModule({
     'RANGE_NOT_SATISFIABLE',
     'SEARCH_UNAVAILABLE',
     'SANDBOX_UNAVAILABLE',
+    'PORTS_EXHAUSTED',
+    'PORT_NOT_LISTENING',
+    'PORT_SHARE_NOT_FOUND',
   ],
   topics: [
     {
@@ -58,6 +63,7 @@ export const instancesModule = defineModule({
       jobs,
       sweepMs: settings.instanceSweepMs,
       limits: need('gateway').limits,
+      portRange: parsePortRange(settings.instancePortRange),
     });
   },
   routes:
@@ -65,6 +71,7 @@ export const instancesModule = defineModule({
     async (app) => {
       await app.register(instanceRoutes, { instances, shutdown });
       await app.register(fileRoutes, { instances, shutdown });
+      await app.register(portRoutes, { instances, shares: instances.shares });
     },
   start: (instances) => instances.reconcile(),
   stop: (instances) => instances.close(),

@@ -1,9 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { cp, mkdir, readFile, readlink, realpath, rm, stat } from 'node:fs/promises';
-import { constants } from 'node:os';
+import { connect, type Socket } from 'node:net';
+import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import pty from '@lydell/node-pty';
 import type { InstanceResources, WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
@@ -15,6 +18,23 @@ import { isInside } from './paths.ts';
 export interface DriverInstance {
   id: string;
   spec: FilledSpec;
+  /** The numbers its declared ports got: its processes get them as `PORT_<NAME>`. */
+  ports?: readonly InstancePort[];
+}
+
+export interface InstancePort {
+  name: string;
+  port: number;
+}
+
+/** `PORT_<NAME>` for each port, and `PORT` for the first. */
+export function portEnv(ports: readonly InstancePort[] = []): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const { name, port } of ports) {
+    env[`PORT_${name.toUpperCase().replaceAll('-', '_')}`] = String(port);
+  }
+  if (ports[0] !== undefined) env.PORT = String(ports[0].port);
+  return env;
 }
 
 /** A template spec with every default filled in. */
@@ -57,6 +77,11 @@ export interface InstanceDriverPort {
   exec(instance: DriverInstance, request: ExecRequest): Promise<ExecExit>;
   /** Starts a program on a terminal of its own (a PTY) in the instance's sandbox. */
   openTerminal(instance: DriverInstance, request: TerminalRequest): Promise<TerminalProcess>;
+  /**
+   * A connection to `port` on the instance's loopback (PORT_NOT_LISTENING when nothing
+   * listens there).
+   */
+  connectPort(instance: DriverInstance, port: number): Promise<Socket>;
   /** The instance's directory layout (the design's path service). */
   paths(instanceId: string): InstancePaths;
   /** How this node limits instances' resources. */
@@ -160,6 +185,9 @@ export class ProcessDriver implements InstanceDriverPort {
   readonly #drainWaiters = new Map<string, (() => void)[]>();
   /** Per instance without the host's network: the process holding its network namespace. */
   readonly #holders = new Map<string, Promise<NetworkHolder>>();
+  /** Port relays in instances' network namespaces, started on demand (`connectPort`). */
+  readonly #relays = new Map<string, Promise<{ child: ChildProcess; path: string }>>();
+  readonly #relayDir: string;
   /** Instances whose limits are in place on this node. */
   readonly #prepared = new Set<string>();
 
@@ -169,6 +197,9 @@ export class ProcessDriver implements InstanceDriverPort {
     limiter: Promise<ResourceLimiter>;
   }) {
     this.#root = join(options.dataDir, 'instances');
+    // Unix socket paths are short (108 bytes): a directory of this server's under /tmp.
+    const tag = createHash('sha256').update(options.dataDir).digest('hex').slice(0, 12);
+    this.#relayDir = join(tmpdir(), `orchestra-relays-${tag}`);
     this.#sourceRoots = options.sourceRoots;
     this.#limiter = options.limiter;
   }
@@ -440,6 +471,111 @@ export class ProcessDriver implements InstanceDriverPort {
     };
   }
 
+  async connectPort(instance: DriverInstance, port: number): Promise<Socket> {
+    const notListening = (why: string) =>
+      new ApiError(
+        'PORT_NOT_LISTENING',
+        `Nothing in instance "${instance.id}" answers on port ${port} (${why})`,
+        { details: { port } },
+      );
+    if (instance.spec.network === 'host') {
+      return new Promise((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1');
+        socket.once('connect', () => resolve(socket));
+        socket.once('error', (err: NodeJS.ErrnoException) =>
+          reject(notListening(err.code ?? err.message)),
+        );
+      });
+    }
+    const relay = await this.#relay(instance);
+    const socket = connect(relay.path);
+    socket.write(`${port}\n`);
+    return new Promise((resolve, reject) => {
+      let head = Buffer.alloc(0);
+      const onData = (chunk: Buffer) => {
+        head = Buffer.concat([head, chunk]);
+        const newline = head.indexOf(10);
+        if (newline === -1) return;
+        socket.off('data', onData);
+        socket.pause();
+        const answer = head.subarray(0, newline).toString('utf8');
+        const rest = head.subarray(newline + 1);
+        if (answer !== 'OK') {
+          socket.destroy();
+          reject(notListening(answer.replace(/^ERR /, '')));
+          return;
+        }
+        if (rest.length > 0) socket.unshift(rest);
+        // Flowing again for whoever takes it (an HTTP client attaches its parser at once;
+        // the app speaks only once asked, so nothing is lost meanwhile).
+        socket.resume();
+        resolve(socket);
+      };
+      socket.on('data', onData);
+      socket.once('error', (err) => reject(notListening(err.message)));
+      socket.once('close', () => reject(notListening('the relay closed')));
+    });
+  }
+
+  /** The instance's port relay (see port-relay.ts), started in its network namespace if needed. */
+  async #relay(instance: DriverInstance): Promise<{ child: ChildProcess; path: string }> {
+    const running = this.#relays.get(instance.id);
+    if (running !== undefined) {
+      const relay = await running.catch(() => undefined);
+      if (relay !== undefined && relay.child.exitCode === null && relay.child.signalCode === null) {
+        return relay;
+      }
+      if (this.#relays.get(instance.id) === running) this.#relays.delete(instance.id);
+    }
+    const starting = (async () => {
+      const holder = await this.#network(instance, await this.#limiter);
+      if (holder === undefined) throw new Error('an instance on the host network has no relay');
+      await mkdir(this.#relayDir, { recursive: true, mode: 0o700 });
+      const path = join(this.#relayDir, `${instance.id}.sock`);
+      await rm(path, { force: true });
+      const child = spawn(
+        'nsenter',
+        [...holder.enter, '--', process.execPath, RELAY_SCRIPT, path],
+        { stdio: ['pipe', 'pipe', 'pipe'] },
+      );
+      let output = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the port relay did not start')), 30_000);
+        const onOutput = (chunk: Buffer) => {
+          output += chunk.toString('utf8');
+          if (output.includes('ready\n')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        child.stdout?.on('data', onOutput);
+        child.stderr?.on('data', onOutput);
+        child.once('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+        child.once('exit', (code) => {
+          clearTimeout(timer);
+          reject(new Error(`the port relay exited (${code}): ${output.trim()}`));
+        });
+      });
+      child.once('exit', () => {
+        if (this.#relays.get(instance.id) === starting) this.#relays.delete(instance.id);
+      });
+      return { child, path };
+    })();
+    this.#relays.set(instance.id, starting);
+    starting.catch(() => {
+      if (this.#relays.get(instance.id) === starting) this.#relays.delete(instance.id);
+    });
+    return starting.catch((err: unknown) => {
+      throw new ApiError(
+        'SANDBOX_UNAVAILABLE',
+        `Cannot reach the instance's network: ${messageOf(err)}`,
+      );
+    });
+  }
+
   /** Counts a command or terminal among what runs in the instance. */
   #track(instanceId: string, handle: { readonly pid?: number | undefined }): void {
     const running = this.#commands.get(instanceId) ?? new Set();
@@ -544,7 +680,7 @@ export class ProcessDriver implements InstanceDriverPort {
       ...entered,
       cwd: paths.workspace,
       // The server's environment (keys, URLs) stays out of the sandbox.
-      env: sandboxEnv(paths, options.env),
+      env: sandboxEnv(paths, { ...portEnv(instance.ports), ...options.env }),
     };
   }
 
@@ -643,6 +779,9 @@ export class ProcessDriver implements InstanceDriverPort {
 
   /** Ends the holder of the instance's network namespace, if it has one. */
   async #dropNetwork(instanceId: string): Promise<void> {
+    const relay = await this.#relays.get(instanceId)?.catch(() => undefined);
+    this.#relays.delete(instanceId);
+    relay?.child.kill('SIGKILL');
     const made = this.#holders.get(instanceId);
     if (made === undefined) return;
     this.#holders.delete(instanceId);
@@ -675,6 +814,7 @@ export class ProcessDriver implements InstanceDriverPort {
     // Commands were cancelled before: their groups go once they ended.
     for (const id of [...this.#prepared]) await this.#release(id);
     if (this.#prepared.size === 0) await (await this.#limiter).close();
+    await rm(this.#relayDir, { recursive: true, force: true });
   }
 
   /** Whether a service of the instance runs in this process. */
@@ -708,6 +848,9 @@ export class ProcessDriver implements InstanceDriverPort {
     return resolved;
   }
 }
+
+/** The relay script, run by the server's own Node in an instance's network namespace. */
+const RELAY_SCRIPT = fileURLToPath(new URL('./port-relay.ts', import.meta.url));
 
 /** Where programs are looked up inside the sandbox. */
 const SANDBOX_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';

@@ -3,6 +3,15 @@ import type { SettingSpec, SettingsOf } from '../platform/settings.ts';
 
 /** The instances module's settings (its slice of the node's settings). */
 export const INSTANCES_SETTINGS = {
+  instancePortRange: {
+    env: 'ORCHESTRA_INSTANCE_PORT_RANGE',
+    kind: 'string',
+    schema: Type.String({ pattern: '^[0-9]{1,5}-[0-9]{1,5}$' }),
+    allowed: 'FIRST-LAST, two port numbers from 1024 to 65535',
+    description:
+      'The numbers instances’ declared ports get (each unique in the cluster, recorded in the store).',
+    default: '20000-29999',
+  },
   instanceSourceRoots: {
     env: 'ORCHESTRA_INSTANCE_SOURCE_ROOTS',
     kind: 'string',
@@ -52,4 +61,21 @@ export const INSTANCES_SETTINGS = {
 
 declare module '../platform/settings.ts' {
   interface ModuleSettings extends SettingsOf<typeof INSTANCES_SETTINGS> {}
+}
+
+/** `20000-29999` → [20000, 29999]. */
+export function parsePortRange(text: string): [number, number] {
+  const [first = 0, last = 0] = text.split('-').map(Number);
+  return [first, last];
+}
+
+/** The port range must be FIRST-LAST within 1024-65535. */
+export function checkInstancesSettings(values: { instancePortRange: string }): string[] {
+  const [first, last] = parsePortRange(values.instancePortRange);
+  if (first < 1024 || last > 65_535 || first > last) {
+    return [
+      `ORCHESTRA_INSTANCE_PORT_RANGE must be FIRST-LAST with 1024 <= FIRST <= LAST <= 65535, got "${values.instancePortRange}"`,
+    ];
+  }
+  return [];
 }

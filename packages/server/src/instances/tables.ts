@@ -42,6 +42,28 @@ export interface InstancesTable {
   last_active_at: string | null;
   /** Deleted at this time (created_at + TTL, or as changed); null: never. */
   expires_at: string | null;
+  /** JSON array of `{name, port}`: the numbers its template's ports got (`instance_ports`). */
+  ports: string | null;
+}
+
+/** A port number taken by an instance: the primary key keeps it unique in the cluster. */
+export interface InstancePortsTable {
+  port: number;
+  instance_id: string;
+  tenant_id: string;
+  name: string;
+}
+
+/** A share link of an instance's port; only the token's SHA-256 is kept. */
+export interface PortSharesTable {
+  id: string;
+  tenant_id: string;
+  instance_id: string;
+  port: number;
+  token_hash: string;
+  created_by: string;
+  created_at: string;
+  expires_at: string;
 }
 
 export interface InstanceLabelsTable {
@@ -55,6 +77,8 @@ export interface InstancesTables {
   workspace_templates: WorkspaceTemplatesTable;
   instances: InstancesTable;
   instance_labels: InstanceLabelsTable;
+  instance_ports: InstancePortsTable;
+  port_shares: PortSharesTable;
 }
 
 declare module '../store/database.ts' {
