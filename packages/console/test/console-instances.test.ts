@@ -226,4 +226,66 @@ describe('instances', () => {
     assert.deepEqual(problems, []);
     await context.close();
   });
+
+  test('ports: the declared ones, a share link that opens the app in a browser without signing in, revoked', async () => {
+    await client.workspaceTemplates.create({
+      name: 'web-app',
+      ports: [{ name: 'web' }],
+      startup: {
+        command: [
+          'node',
+          '-e',
+          "require('http').createServer((q, s) => { s.setHeader('content-type', 'text/html'); s.end('<h1>hello from the app</h1>'); }).listen(Number(process.env.PORT_WEB), '127.0.0.1')",
+        ],
+      },
+    });
+    const instance = await client.instances.create({ template: 'web-app', name: 'web-box' });
+    const port = instance.ports[0]?.port as number;
+    const context = await browser.newContext();
+    const page = await signIn(context, server.url, server.adminKey);
+    const problems = watchProblems(page);
+    await page.goto(`${server.url}/instances/${instance.id}?tab=ports`);
+    await page
+      .getByRole('table', { name: 'Ports' })
+      .getByRole('cell', { name: `PORT_WEB` })
+      .waitFor({ timeout: WAIT_MS });
+    await page.getByText('No share link works now.').waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.getByLabel('Port', { exact: true }).inputValue(), String(port));
+    await page.getByRole('button', { name: 'Share' }).click();
+    const link = page.getByRole('status').getByRole('link');
+    await link.waitFor({ timeout: WAIT_MS });
+    const url = (await link.getAttribute('href')) as string;
+    assert.match(url, /\/share\/ors_/);
+
+    // Someone without a key opens it.
+    const stranger = await browser.newContext();
+    const visit = await stranger.newPage();
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      const response = await visit.goto(url);
+      if (response?.status() === 200) break;
+      if (Date.now() > deadline) assert.fail(`the app never answered at ${url}`);
+      await visit.waitForTimeout(200);
+    }
+    await visit.getByRole('heading', { name: 'hello from the app' }).waitFor({ timeout: WAIT_MS });
+    // On Orchestra's origin, but sandboxed: the app's page cannot reach the console's storage.
+    const storage = await visit.evaluate(() => {
+      try {
+        return String(window.sessionStorage.length);
+      } catch (err) {
+        return (err as Error).name;
+      }
+    });
+    assert.equal(storage, 'SecurityError');
+
+    const [share] = (await client.instances.ports.listShares(instance.id)).items;
+    const row = page.locator(`tr[data-share="${share?.id}"]`);
+    await row.getByRole('button', { name: `Revoke ${share?.id}` }).click();
+    await row.getByRole('button', { name: `Revoke ${share?.id}` }).click();
+    await page.getByText('No share link works now.').waitFor({ timeout: WAIT_MS });
+    assert.equal((await visit.goto(url))?.status(), 404);
+    await stranger.close();
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
 });

@@ -168,6 +168,8 @@ for (const store of STORE_VARIANTS) {
       });
       assert.equal(posted.status, 200);
       assert.equal(posted.headers.get('x-app'), 'yes');
+      // The app's pages are sandboxed out of Orchestra's origin.
+      assert.match(posted.headers.get('content-security-policy') ?? '', /^sandbox allow-scripts/);
       const echoed = (await posted.json()) as { method: string; body: string; apiKey: null };
       assert.deepEqual([echoed.method, echoed.body, echoed.apiKey], ['POST', 'some bytes', null]);
       // The bare prefix is the app's root.

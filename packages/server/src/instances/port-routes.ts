@@ -128,6 +128,13 @@ async function proxyHttp(request: FastifyRequest, reply: FastifyReply, target: T
   for (const [name, value] of Object.entries(answer.headers)) {
     if (value !== undefined && !NOT_FORWARDED.has(name)) headers[name] = value;
   }
+  // The app is served from Orchestra's own origin: in a sandbox of an origin of its own, its
+  // scripts cannot read what the console keeps there (the API key) nor call the API as it.
+  const own = headers['content-security-policy'];
+  headers['content-security-policy'] = [
+    ...(own === undefined ? [] : Array.isArray(own) ? own : [own]),
+    APP_SANDBOX,
+  ];
   reply.raw.writeHead(answer.statusCode ?? 502, headers);
   answer.pipe(reply.raw);
   reply.raw.once('close', () => socket.destroy());
@@ -196,6 +203,10 @@ async function proxyWebSocket(client: WebSocket, request: FastifyRequest, found:
     if (client.readyState === WebSocket.OPEN) client.close(1011, 'the app closed');
   });
 }
+
+/** What a proxied page may do: run and submit, not act as Orchestra's origin. */
+const APP_SANDBOX =
+  'sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sandbox allow-modals allow-downloads';
 
 /** A proxied answer is the app's, whatever it is. */
 const APP_ANSWER = {

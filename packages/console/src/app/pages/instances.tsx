@@ -22,6 +22,7 @@ import {
 } from '../ui.tsx';
 import { CheckpointsTab } from './instance-checkpoints.tsx';
 import { FilesTab } from './instance-files.tsx';
+import { PortsTab } from './instance-ports.tsx';
 import { TerminalsTab } from './instance-terminals.tsx';
 
 // Workspaces: the instances of the tenant, live, and one instance's page with its
@@ -324,6 +325,7 @@ const TABS = [
   { id: 'terminals', label: 'Terminals' },
   { id: 'files', label: 'Files' },
   { id: 'checkpoints', label: 'Checkpoints' },
+  { id: 'ports', label: 'Ports' },
 ] as const;
 type Tab = (typeof TABS)[number]['id'];
 
@@ -444,6 +446,7 @@ export function InstancePage({ id }: { id: string }) {
       {tab === 'terminals' && <TerminalsTab instance={i} />}
       {tab === 'files' && <FilesTab instance={i} />}
       {tab === 'checkpoints' && <CheckpointsTab instance={i} />}
+      {tab === 'ports' && <PortsTab instance={i} />}
     </>
   );
 }
