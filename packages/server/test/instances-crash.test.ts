@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type RestartableServer, startRestartableServer } from '../../sdk/test/support.ts';
 import { eventually } from './helpers.ts';
@@ -44,21 +46,24 @@ test('kill -9 of the server leaves no sandboxed process; at the restart, running
   const marker = `orchestra-crash-${randomUUID()}`;
   const created = await call('POST', '/v1/workspace-templates', {
     name: 'looping',
-    startup: { command: ['bash', '-c', 'while :; do sleep 1; done', marker] },
+    startup: { command: ['bash', '-c', 'echo up > service-up; while :; do sleep 1; done', marker] },
   });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   const running = await call('POST', '/v1/instances', { template: 'looping' });
   assert.equal(running.body.state, 'running', JSON.stringify(running.body));
   const stopped = await call('POST', '/v1/instances', { template: 'looping', start: false });
   assert.equal(stopped.body.state, 'stopped');
-  await eventually('the service runs', () => processesWith(marker).length > 0);
+  // Running, not still being set up: a sandbox killed half-way through bwrap's setup is
+  // another matter (see decision 0019).
+  const workspace = join(server.dataDir, 'instances', running.body.id, 'workspace');
+  await eventually('the service runs', () => existsSync(join(workspace, 'service-up')));
   // A terminal's program too: it dies with the server, and its record says so.
   const terminalMarker = `${marker}-terminal`;
   const terminal = await call('POST', `/v1/instances/${running.body.id}/terminals`, {
-    command: ['bash', '-c', 'while :; do sleep 1; done', terminalMarker],
+    command: ['bash', '-c', 'echo up > terminal-up; while :; do sleep 1; done', terminalMarker],
   });
   assert.equal(terminal.status, 201, JSON.stringify(terminal.body));
-  await eventually('the terminal runs', () => processesWith(terminalMarker).length > 0);
+  await eventually('the terminal runs', () => existsSync(join(workspace, 'terminal-up')));
 
   await server.crash();
   await eventually('no orphan process', () => processesWith(marker).length === 0);
