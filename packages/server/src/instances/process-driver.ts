@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { cp, mkdir, readFile, readlink, realpath, rm, stat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
@@ -677,7 +677,7 @@ export class ProcessDriver implements InstanceDriverPort {
         ? wrapped
         : { command: 'nsenter', args: [...holder.enter, '--', wrapped.command, ...wrapped.args] };
     return {
-      ...entered,
+      ...dieWithServer(entered),
       cwd: paths.workspace,
       // The server's environment (keys, URLs) stays out of the sandbox.
       env: sandboxEnv(paths, { ...portEnv(instance.ports), ...options.env }),
@@ -729,7 +729,8 @@ export class ProcessDriver implements InstanceDriverPort {
         infoFd: 3,
       }),
     );
-    const child = spawn(wrapped.command, wrapped.args, {
+    const guarded = dieWithServer(wrapped);
+    const child = spawn(guarded.command, guarded.args, {
       cwd: paths.workspace,
       env: sandboxEnv(paths, {}),
       stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
@@ -848,6 +849,24 @@ export class ProcessDriver implements InstanceDriverPort {
     return resolved;
   }
 }
+
+/**
+ * Runs `command` so that it is killed when the server dies, from its first instruction:
+ * bwrap's own --die-with-parent is armed only once its setup is done, and a server killed
+ * before that left the sandbox running (util-linux's setpriv; without it, bwrap's alone).
+ */
+function dieWithServer(command: { command: string; args: string[] }): {
+  command: string;
+  args: string[];
+} {
+  if (!HAS_SETPRIV) return command;
+  return {
+    command: 'setpriv',
+    args: ['--pdeathsig', 'KILL', '--', command.command, ...command.args],
+  };
+}
+
+const HAS_SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].some((path) => existsSync(path));
 
 /** The relay script, run by the server's own Node in an instance's network namespace. */
 const RELAY_SCRIPT = fileURLToPath(new URL('./port-relay.ts', import.meta.url));
