@@ -179,6 +179,15 @@ function view(row: TerminalsTable, live: LiveTerminal | undefined): Terminal {
   };
 }
 
+/** A terminal whose program runs on another node: the request belongs there. */
+function elsewhere(id: string, nodeId: string): ApiError {
+  return new ApiError(
+    'WORKSPACE_INSTANCE_STATE',
+    `Terminal "${id}" runs on node ${nodeId}; send this request to that node`,
+    { details: { node_id: nodeId } },
+  );
+}
+
 function notFound(id: string): ApiError {
   return new ApiError('TERMINAL_NOT_FOUND', `Terminal "${id}" does not exist in this instance`);
 }
@@ -453,11 +462,7 @@ export class TerminalService {
         details: { exit_code: row.exit_code, signal: row.signal },
       });
     }
-    throw new ApiError(
-      'WORKSPACE_INSTANCE_STATE',
-      `Terminal "${id}" runs on node ${row.node_id}; send this request to that node`,
-      { details: { node_id: row.node_id } },
-    );
+    throw elsewhere(id, row.node_id);
   }
 
   /** Hangs up a terminal (if it runs) and forgets it; resolves once its program ended. */
@@ -465,11 +470,7 @@ export class TerminalService {
     const row = await this.#row(principal, instanceId, id);
     const live = this.#live.get(id);
     if (live === undefined && row.state === 'running' && row.node_id !== this.#nodeId) {
-      throw new ApiError(
-        'WORKSPACE_INSTANCE_STATE',
-        `Terminal "${id}" runs on node ${row.node_id}; send this request to that node`,
-        { details: { node_id: row.node_id } },
-      );
+      throw elsewhere(id, row.node_id);
     }
     if (live !== undefined) {
       this.#hangUp(live, `closed by ${credentialId(principal)}`);
