@@ -520,7 +520,9 @@ describe('hosted agents', () => {
     await form.getByLabel('Session memory').selectOption('token_window');
     await form.getByLabel('Turns or tokens').fill('2000');
     await form.getByRole('button', { name: 'Create template' }).click();
-    await page.getByRole('heading', { name: /form-agent/, level: 1 }).waitFor({ timeout: WAIT_MS });
+    await page
+      .getByRole('heading', { name: 'Template form-agent', level: 1 })
+      .waitFor({ timeout: WAIT_MS });
     const created = await client.templates.get('form-agent');
     assert.equal(created.kind, 'llm');
     assert.deepEqual(created.llm, {
@@ -535,7 +537,10 @@ describe('hosted agents', () => {
     await page.goto(`${server.url}/templates/form-agent/edit`);
     await form.getByLabel('Max turns').fill('6');
     await form.getByRole('button', { name: 'Save as a new version' }).click();
-    await page.getByRole('heading', { name: /form-agent/, level: 1 }).waitFor({ timeout: WAIT_MS });
+    // By its full name: the edit page's own heading ("Edit form-agent") would match a pattern at once.
+    await page
+      .getByRole('heading', { name: 'Template form-agent', level: 1 })
+      .waitFor({ timeout: WAIT_MS });
     const edited = await client.templates.get('form-agent');
     assert.equal(edited.version, 2);
     assert.equal(edited.kind, 'llm');
