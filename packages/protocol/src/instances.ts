@@ -19,10 +19,19 @@ export const WorkspaceTemplateRef = Type.Object({
   }),
 });
 
-export const INSTANCE_DRIVERS = ['process'] as const;
+export const INSTANCE_DRIVERS = ['process', 'docker'] as const;
 export const InstanceDriver = Type.Enum([...INSTANCE_DRIVERS], {
   description:
-    '`process` (the default): a directory on the node, its processes in a bubblewrap sandbox.',
+    '`process` (the default): a directory on the node, its processes in a bubblewrap sandbox. `docker`: the same directory, bind-mounted into a container of the template’s `image` on the node’s Docker engine (ORCHESTRA_DOCKER_HOST).',
+});
+
+/** An image reference as Docker takes it: `name[:tag]` or `name@sha256:…`. */
+export const ContainerImage = Type.String({
+  minLength: 1,
+  maxLength: 255,
+  pattern: '^[a-z0-9][a-z0-9._/:@-]*$',
+  description:
+    'The container image of the `docker` driver (required there, refused elsewhere). It must already be on the node’s Docker engine (`docker pull`, `docker load` or `docker import`): Orchestra never pulls.',
 });
 export type InstanceDriver = Static<typeof InstanceDriver>;
 
@@ -125,9 +134,9 @@ const FilledResources = Type.Object({
 
 /** How an instance's processes are limited on its node. */
 export const AppliedLimits = Type.Object({
-  mechanism: Type.Enum(['cgroup-v2', 'cgroup-v1', 'prlimit', 'none'], {
+  mechanism: Type.Enum(['cgroup-v2', 'cgroup-v1', 'prlimit', 'none', 'docker'], {
     description:
-      'cgroups where the node allows the server to make them, else prlimit (memory only), else none.',
+      'Process driver: cgroups where the node allows the server to make them, else prlimit (memory only), else none. Docker driver: `docker`, the container’s own limits.',
   }),
   enforced: Type.Array(Type.Enum(['cpu', 'memory', 'processes'])),
   note: Type.Union([Type.String(), Type.Null()], {
@@ -165,6 +174,7 @@ export const WorkspaceTemplateSpec = Type.Object(
   {
     description: Type.Optional(Type.String({ maxLength: 1000 })),
     driver: Type.Optional(InstanceDriver),
+    image: Type.Optional(ContainerImage),
     base: Type.Optional(WorkspaceBase),
     env: Type.Optional(
       Type.Record(EnvName, Type.String({ maxLength: 8192 }), {
@@ -228,6 +238,7 @@ export const WorkspaceTemplate = Type.Object(
     version: Type.Integer(),
     description: Type.String(),
     driver: InstanceDriver,
+    image: Type.Union([Type.String(), Type.Null()]),
     base: WorkspaceBase,
     env: Type.Record(Type.String(), Type.String()),
     startup: Type.Union([Type.Object({ command: Type.Array(Type.String()) }), Type.Null()]),

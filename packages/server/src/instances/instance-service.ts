@@ -25,6 +25,7 @@ import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination
 import type { TenantLimitSource } from '../platform/tenant-limits.ts';
 import type { Database } from '../store/database.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
+import type { DockerDriver } from './docker-driver.ts';
 import { FileService, type WorkspaceRef } from './files.ts';
 import type { AppliedLimits } from './limits.ts';
 import { resolveInside } from './paths.ts';
@@ -32,6 +33,7 @@ import { PortShares } from './port-shares.ts';
 import type {
   FilledSpec,
   InstanceDriverPort,
+  InstancePaths,
   InstancePort,
   ServiceExit,
   TerminalProcess,
@@ -76,6 +78,7 @@ export function fillSpec(input: Omit<CreateWorkspaceTemplate, 'name'>): FilledSp
   return {
     description: input.description ?? '',
     driver: input.driver ?? 'process',
+    image: input.image ?? null,
     base: input.base ?? { type: 'empty' },
     env: input.env ?? {},
     startup: input.startup ?? null,
@@ -185,6 +188,12 @@ export type InstanceBatchItem =
   | { status: 201; instance: Instance }
   | { status: number; error: { code: string; message: string; details?: unknown } };
 
+/** The drivers of a node: the process driver always, Docker where an engine is configured. */
+export interface Drivers {
+  process: InstanceDriverPort;
+  docker?: DockerDriver;
+}
+
 /**
  * Workspace templates and instances: the instance service of the design. It owns the
  * states (each change a conditional update plus an event on the instance's stream and the
@@ -194,7 +203,8 @@ export type InstanceBatchItem =
 export class InstanceService {
   readonly #store: RelationalStore;
   readonly #events: EventLog;
-  readonly #driver: InstanceDriverPort;
+  /** The drivers this node has, by name (`process` always; `docker` when configured). */
+  readonly #drivers: Drivers;
   readonly #nodeId: string;
   readonly #log: Logger;
   readonly #stopGraceMs: number;
@@ -222,13 +232,13 @@ export class InstanceService {
   readonly #stoppingListeners: ((instanceId: string, reason: string) => void)[] = [];
   readonly #portRange: readonly [number, number];
   readonly #activitySources: (() => Iterable<string>)[] = [];
-  /** How this node limits its instances' resources (known once the node started). */
-  #limits: AppliedLimits | null = null;
+  /** How this node limits its instances' resources, per driver (known once the node started). */
+  readonly #limits = new Map<string, AppliedLimits>();
 
   constructor(deps: {
     store: RelationalStore;
     events: EventLog;
-    driver: InstanceDriverPort;
+    drivers: Drivers;
     nodeId: string;
     log: Logger;
     stopGraceMs: number;
@@ -255,21 +265,52 @@ export class InstanceService {
     });
     this.#store = deps.store;
     this.#events = deps.events;
-    this.#driver = deps.driver;
+    this.#drivers = deps.drivers;
     this.#nodeId = deps.nodeId;
     this.#log = deps.log;
     this.#stopGraceMs = deps.stopGraceMs;
   }
 
-  get driver(): InstanceDriverPort {
-    return this.#driver;
+  /** The driver of an instance (or template): 503 when this node does not have it. */
+  #driver(name: string): InstanceDriverPort {
+    const driver = this.#drivers[name as keyof Drivers];
+    if (driver === undefined) {
+      throw new ApiError(
+        'SANDBOX_UNAVAILABLE',
+        `This node has no ${name} driver (for docker: set ORCHESTRA_DOCKER_HOST)`,
+      );
+    }
+    return driver;
+  }
+
+  /** The directory layout, the same for every driver. */
+  #paths(instanceId: string): InstancePaths {
+    return this.#drivers.process.paths(instanceId);
+  }
+
+  /** Refuses a spec this node cannot run: a driver it lacks, a missing image, a bad base. */
+  async #checkSpec(spec: FilledSpec): Promise<void> {
+    checkPorts(spec);
+    if (spec.driver === 'docker') {
+      const docker = this.#drivers.docker;
+      if (docker === undefined) {
+        throw fieldError(
+          'body.driver',
+          'this server has no Docker engine configured (ORCHESTRA_DOCKER_HOST)',
+        );
+      }
+      await docker.checkImage(spec.image);
+    } else if (spec.image !== null) {
+      throw fieldError('body.image', `the ${spec.driver} driver takes no image`);
+    }
+    await this.#driver(spec.driver).checkBase(spec.base);
   }
 
   #view(row: InstancesTable): Instance {
     return instanceView(
       row,
       this.#activity.get(row.id),
-      row.node_id === this.#nodeId ? this.#limits : null,
+      row.node_id === this.#nodeId ? (this.#limits.get(row.driver) ?? null) : null,
     );
   }
 
@@ -350,8 +391,7 @@ export class InstanceService {
   ): Promise<WorkspaceTemplate> {
     const { name, ...spec } = input;
     const filled = fillSpec(spec);
-    checkPorts(filled);
-    await this.#driver.checkBase(filled.base);
+    await this.#checkSpec(filled);
     const now = new Date().toISOString();
     const row: WorkspaceTemplatesTable = {
       id: newId('wst'),
@@ -392,8 +432,7 @@ export class InstanceService {
   ): Promise<WorkspaceTemplate> {
     const row = await this.#templateRow(principal.tenant.id, ref);
     const filled = fillSpec(input);
-    checkPorts(filled);
-    await this.#driver.checkBase(filled.base);
+    await this.#checkSpec(filled);
     const updated = await this.#store.db
       .updateTable('workspace_templates')
       .set({
@@ -539,7 +578,11 @@ export class InstanceService {
     );
     return this.#serially(id, async () => {
       try {
-        await this.#driver.create({ id, spec: parseSpec(row.spec), ports: portsOf(row) });
+        await this.#driver(row.driver).create({
+          id,
+          spec: parseSpec(row.spec),
+          ports: portsOf(row),
+        });
       } catch (err) {
         return this.#fail(row, `its workspace could not be made: ${messageOf(err)}`);
       }
@@ -711,7 +754,7 @@ export class InstanceService {
       this.#cancelExecs(id, 'the instance was deleted');
       this.files.unwatch(id);
       try {
-        await this.#driver.destroy(id);
+        await this.#driver(current.driver).destroy(id);
       } finally {
         this.#stopping.delete(id);
       }
@@ -814,7 +857,7 @@ export class InstanceService {
         `Instance "${id}" runs ${running} commands already, the most it may at once`,
       );
     }
-    const paths = this.#driver.paths(id);
+    const paths = this.#paths(id);
     const cwd =
       input.cwd === undefined || input.cwd === ''
         ? paths.workspace
@@ -863,7 +906,7 @@ export class InstanceService {
     };
     const flusher = setInterval(flush, EXEC_FLUSH_MS);
     const spec = parseSpec(row.spec);
-    const done = this.#driver
+    const done = this.#driver(row.driver)
       .exec(
         { id, spec, ports: portsOf(row) },
         {
@@ -938,7 +981,7 @@ export class InstanceService {
     return this.#serially(id, async () => {
       const row = await this.#local(principal.tenant.id, id);
       if (row.state !== 'running') throw stateError(row, 'open a terminal');
-      const paths = this.#driver.paths(id);
+      const paths = this.#paths(id);
       const cwd =
         request.cwd === undefined || request.cwd === ''
           ? paths.workspace
@@ -951,7 +994,7 @@ export class InstanceService {
         tenantId: row.tenant_id,
         cwd: relative(await realpath(paths.workspace), cwd),
       });
-      const terminal = await this.#driver.openTerminal(
+      const terminal = await this.#driver(row.driver).openTerminal(
         { id, spec: parseSpec(row.spec), ports: portsOf(row) },
         { command: request.command, cwd, env: request.env, cols: request.cols, rows: request.rows },
       );
@@ -977,7 +1020,7 @@ export class InstanceService {
       );
     }
     this.touch(id);
-    return this.#driver.connectPort({ id, spec, ports }, port);
+    return this.#driver(row.driver).connectPort({ id, spec, ports }, port);
   }
 
   /** Cancels a running command (SIGKILL); one that ended already is left as it ended. */
@@ -1040,7 +1083,7 @@ export class InstanceService {
       id: row.id,
       tenantId: row.tenant_id,
       driver: row.driver,
-      paths: this.#driver.paths(row.id),
+      paths: this.#paths(row.id),
     };
   }
 
@@ -1072,7 +1115,7 @@ export class InstanceService {
       });
     }
     return {
-      node: nodeUsage(this.#nodeId, Number(running?.n ?? 0), this.#limits),
+      node: nodeUsage(this.#nodeId, Number(running?.n ?? 0), this.#limits.get('process') ?? null),
       instances,
       truncated,
     };
@@ -1129,9 +1172,9 @@ export class InstanceService {
   async #measure(instance: Instance): Promise<InstanceUsage> {
     const live = instance.state === 'running' || instance.state === 'starting';
     const processes = live
-      ? await this.#driver.usage(instance.id)
+      ? await this.#driver(instance.driver).usage(instance.id)
       : { cpu_seconds: 0, memory_bytes: 0, processes: 0 };
-    const disk = await this.#disk.of(this.#driver.paths(instance.id).project_root);
+    const disk = await this.#disk.of(this.#paths(instance.id).project_root);
     return usageOf(instance, processes, disk);
   }
 
@@ -1167,9 +1210,18 @@ export class InstanceService {
    * (ORCHESTRA_INSTANCE_ID).
    */
   async reconcile(): Promise<void> {
-    this.#limits = await this.#driver.limits();
-    if (this.#limits.note !== null) {
-      this.#log.info({ limits: this.#limits }, 'instance resource limits');
+    for (const driver of Object.values(this.#drivers)) {
+      const limits = await driver.limits();
+      this.#limits.set(driver.name, limits);
+      if (limits.note !== null) {
+        this.#log.info({ driver: driver.name, limits }, 'instance resource limits');
+      }
+      // What a killed run of this node left (containers outlive the server).
+      await driver
+        .recover?.()
+        .catch((err: unknown) =>
+          this.#log.warn({ err, driver: driver.name }, 'could not clear what the last run left'),
+        );
     }
     if (this.#store.kind === 'sqlite') {
       // Embedded storage is one node's: its instances are this node's, whatever id the
@@ -1222,7 +1274,11 @@ export class InstanceService {
     this.files.close();
     for (const { cancel } of this.#execs.values()) cancel.abort();
     await this.#queues.drain();
-    await this.#driver.stopAll(Math.min(this.#stopGraceMs, CLOSE_GRACE_MS));
+    await Promise.all(
+      Object.values(this.#drivers).map((driver) =>
+        driver.stopAll(Math.min(this.#stopGraceMs, CLOSE_GRACE_MS)),
+      ),
+    );
   }
 
   /** Starts a stopped, failed or lost instance if the tenant's running quotas allow it. */
@@ -1248,7 +1304,7 @@ export class InstanceService {
     const spec = parseSpec(starting.spec);
     let pid: number | null;
     try {
-      ({ pid } = await this.#driver.start(
+      ({ pid } = await this.#driver(starting.driver).start(
         { id: starting.id, spec, ports: portsOf(starting) },
         (exit) => this.#exited(starting, exit),
       ));
@@ -1263,7 +1319,7 @@ export class InstanceService {
       { pid, started_at: new Date().toISOString(), stopped_at: null },
     ).catch(async (err: unknown) => {
       // Deleted or changed meanwhile: what was started must not run on.
-      await this.#driver.stop(starting.id, 0);
+      await this.#driver(starting.driver).stop(starting.id, 0);
       throw err;
     });
     this.files.watch(this.#ref(running));
@@ -1291,7 +1347,7 @@ export class InstanceService {
     this.files.unwatch(row.id);
     this.#stopping.add(row.id);
     try {
-      await this.#driver.stop(row.id, this.#stopGraceMs);
+      await this.#driver(row.driver).stop(row.id, this.#stopGraceMs);
     } finally {
       this.#stopping.delete(row.id);
     }

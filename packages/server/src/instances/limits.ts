@@ -7,7 +7,7 @@ import type { FilledSpec } from './process-driver.ts';
 // them (v2 at /sys/fs/cgroup, or v1 hierarchies at /sys/fs/cgroup/<controller>), else
 // prlimit (memory only, as an address-space limit), else none; and their usage.
 
-export type LimitMechanism = 'cgroup-v2' | 'cgroup-v1' | 'prlimit' | 'none';
+export type LimitMechanism = 'cgroup-v2' | 'cgroup-v1' | 'prlimit' | 'none' | 'docker';
 export type LimitedResource = 'cpu' | 'memory' | 'processes';
 
 /** What an instance's processes are limited by on its node. */

@@ -1,4 +1,5 @@
 import { defineModule } from '../module.ts';
+import { DockerDriver } from './docker-driver.ts';
 import { fileRoutes } from './file-routes.ts';
 import { InstanceService } from './instance-service.ts';
 import { type LimitMode, ResourceLimiter } from './limits.ts';
@@ -52,10 +53,18 @@ export const instancesModule = defineModule({
       sourceRoots: settings.instanceSourceRoots.split(':').filter((p) => p !== ''),
       limiter: ResourceLimiter.detect(settings.instanceLimits as LimitMode, settings.instanceId),
     });
+    const docker =
+      settings.dockerHost === ''
+        ? undefined
+        : new DockerDriver({
+            socketPath: settings.dockerHost.replace(/^unix:\/\//, ''),
+            dataDir: settings.dataDir,
+            layout: driver,
+          });
     return new InstanceService({
       store,
       events: need('events').events,
-      driver,
+      drivers: docker === undefined ? { process: driver } : { process: driver, docker },
       nodeId: settings.instanceId,
       log: log.child({ module: 'instances' }),
       stopGraceMs: settings.instanceStopGraceMs,

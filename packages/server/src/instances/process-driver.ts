@@ -1,18 +1,17 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { cp, mkdir, readFile, readlink, realpath, rm, stat } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
-import { constants, tmpdir } from 'node:os';
+import type { Socket } from 'node:net';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import pty from '@lydell/node-pty';
 import type { InstanceResources, WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
 import type { AppliedLimits, ProcessUsage, ResourceLimiter } from './limits.ts';
 import { isInside } from './paths.ts';
+import { connectLoopback, PortRelays } from './relays.ts';
 
 /** An instance as a driver sees it: its id and the spec it was created from. */
 export interface DriverInstance {
@@ -38,7 +37,10 @@ export function portEnv(ports: readonly InstancePort[] = []): Record<string, str
 }
 
 /** A template spec with every default filled in. */
-export type FilledSpec = Required<Omit<WorkspaceTemplateSpec, 'startup' | 'resources'>> & {
+export type FilledSpec = Required<
+  Omit<WorkspaceTemplateSpec, 'startup' | 'resources' | 'image'>
+> & {
+  image: string | null;
   startup: { command: string[] } | null;
   resources: Required<InstanceResources>;
 };
@@ -50,7 +52,7 @@ export interface ServiceExit {
 }
 
 /**
- * The port every driver sits behind (the process driver now; docker and Kubernetes later).
+ * The port every driver sits behind (process and docker; Kubernetes later).
  * The instance service owns states and events; a driver only does the work.
  */
 export interface InstanceDriverPort {
@@ -88,6 +90,8 @@ export interface InstanceDriverPort {
   limits(): Promise<AppliedLimits>;
   /** What the instance's processes use now. */
   usage(instanceId: string): Promise<ProcessUsage>;
+  /** At the node's start: removes what a killed run of it left behind (not all drivers need it). */
+  recover?(): Promise<void>;
 }
 
 /** A command to run in an instance (`POST /v1/instances/{id}/exec`). */
@@ -108,6 +112,38 @@ export interface ExecExit {
   timed_out: boolean;
   cancelled: boolean;
   duration_ms: number;
+}
+
+/**
+ * Kills a command (`kill`) when its timeout passes or its request is cancelled, and says
+ * which happened; `clear` once it ended.
+ */
+export function endOnTimeoutOrCancel(
+  request: Pick<ExecRequest, 'timeoutMs' | 'signal'>,
+  kill: () => void,
+): { readonly timedOut: boolean; readonly cancelled: boolean; clear(): void } {
+  const state = { timedOut: false, cancelled: false };
+  const timer = setTimeout(() => {
+    state.timedOut = true;
+    kill();
+  }, request.timeoutMs);
+  const onAbort = () => {
+    state.cancelled = true;
+    kill();
+  };
+  request.signal.addEventListener('abort', onAbort, { once: true });
+  return {
+    get timedOut() {
+      return state.timedOut;
+    },
+    get cancelled() {
+      return state.cancelled;
+    },
+    clear() {
+      clearTimeout(timer);
+      request.signal.removeEventListener('abort', onAbort);
+    },
+  };
 }
 
 /** A program to run on a terminal of its own. */
@@ -186,8 +222,7 @@ export class ProcessDriver implements InstanceDriverPort {
   /** Per instance without the host's network: the process holding its network namespace. */
   readonly #holders = new Map<string, Promise<NetworkHolder>>();
   /** Port relays in instances' network namespaces, started on demand (`connectPort`). */
-  readonly #relays = new Map<string, Promise<{ child: ChildProcess; path: string }>>();
-  readonly #relayDir: string;
+  readonly #relays: PortRelays;
   /** Instances whose limits are in place on this node. */
   readonly #prepared = new Set<string>();
 
@@ -197,9 +232,7 @@ export class ProcessDriver implements InstanceDriverPort {
     limiter: Promise<ResourceLimiter>;
   }) {
     this.#root = join(options.dataDir, 'instances');
-    // Unix socket paths are short (108 bytes): a directory of this server's under /tmp.
-    const tag = createHash('sha256').update(options.dataDir).digest('hex').slice(0, 12);
-    this.#relayDir = join(tmpdir(), `orchestra-relays-${tag}`);
+    this.#relays = new PortRelays(options.dataDir, 'process');
     this.#sourceRoots = options.sourceRoots;
     this.#limiter = options.limiter;
   }
@@ -355,8 +388,6 @@ export class ProcessDriver implements InstanceDriverPort {
       what: 'run the command',
     });
     this.#track(instance.id, child);
-    let timedOut = false;
-    let cancelled = false;
     const kill = () => {
       signal(child, 'SIGKILL');
       // Output pipes a process inside may still hold: stop reading them.
@@ -365,15 +396,7 @@ export class ProcessDriver implements InstanceDriverPort {
         child.stderr?.destroy();
       }, PIPE_GRACE_MS).unref();
     };
-    const timer = setTimeout(() => {
-      timedOut = true;
-      kill();
-    }, request.timeoutMs);
-    const onAbort = () => {
-      cancelled = true;
-      kill();
-    };
-    request.signal.addEventListener('abort', onAbort, { once: true });
+    const ending = endOnTimeoutOrCancel(request, kill);
     child.stdout?.on('data', (chunk: Buffer) => request.onOutput('stdout', chunk));
     child.stderr?.on('data', (chunk: Buffer) => request.onOutput('stderr', chunk));
     if (request.stdin !== undefined && child.stdin) {
@@ -389,15 +412,14 @@ export class ProcessDriver implements InstanceDriverPort {
           resolve({
             exit_code: code,
             signal: sig,
-            timed_out: timedOut,
-            cancelled,
+            timed_out: ending.timedOut,
+            cancelled: ending.cancelled,
             duration_ms: Math.round(performance.now() - started),
           }),
         );
       });
     } finally {
-      clearTimeout(timer);
-      request.signal.removeEventListener('abort', onAbort);
+      ending.clear();
       this.#untrack(instance.id, child);
     }
   }
@@ -472,107 +494,11 @@ export class ProcessDriver implements InstanceDriverPort {
   }
 
   async connectPort(instance: DriverInstance, port: number): Promise<Socket> {
-    const notListening = (why: string) =>
-      new ApiError(
-        'PORT_NOT_LISTENING',
-        `Nothing in instance "${instance.id}" answers on port ${port} (${why})`,
-        { details: { port } },
-      );
-    if (instance.spec.network === 'host') {
-      return new Promise((resolve, reject) => {
-        const socket = connect(port, '127.0.0.1');
-        socket.once('connect', () => resolve(socket));
-        socket.once('error', (err: NodeJS.ErrnoException) =>
-          reject(notListening(err.code ?? err.message)),
-        );
-      });
-    }
-    const relay = await this.#relay(instance);
-    const socket = connect(relay.path);
-    socket.write(`${port}\n`);
-    return new Promise((resolve, reject) => {
-      let head = Buffer.alloc(0);
-      const onData = (chunk: Buffer) => {
-        head = Buffer.concat([head, chunk]);
-        const newline = head.indexOf(10);
-        if (newline === -1) return;
-        socket.off('data', onData);
-        socket.pause();
-        const answer = head.subarray(0, newline).toString('utf8');
-        const rest = head.subarray(newline + 1);
-        if (answer !== 'OK') {
-          socket.destroy();
-          reject(notListening(answer.replace(/^ERR /, '')));
-          return;
-        }
-        if (rest.length > 0) socket.unshift(rest);
-        // Flowing again for whoever takes it (an HTTP client attaches its parser at once;
-        // the app speaks only once asked, so nothing is lost meanwhile).
-        socket.resume();
-        resolve(socket);
-      };
-      socket.on('data', onData);
-      socket.once('error', (err) => reject(notListening(err.message)));
-      socket.once('close', () => reject(notListening('the relay closed')));
-    });
-  }
-
-  /** The instance's port relay (see port-relay.ts), started in its network namespace if needed. */
-  async #relay(instance: DriverInstance): Promise<{ child: ChildProcess; path: string }> {
-    const running = this.#relays.get(instance.id);
-    if (running !== undefined) {
-      const relay = await running.catch(() => undefined);
-      if (relay !== undefined && relay.child.exitCode === null && relay.child.signalCode === null) {
-        return relay;
-      }
-      if (this.#relays.get(instance.id) === running) this.#relays.delete(instance.id);
-    }
-    const starting = (async () => {
+    if (instance.spec.network === 'host') return connectLoopback(instance.id, port);
+    return this.#relays.connect(instance.id, port, async () => {
       const holder = await this.#network(instance, await this.#limiter);
       if (holder === undefined) throw new Error('an instance on the host network has no relay');
-      await mkdir(this.#relayDir, { recursive: true, mode: 0o700 });
-      const path = join(this.#relayDir, `${instance.id}.sock`);
-      await rm(path, { force: true });
-      const child = spawn(
-        'nsenter',
-        [...holder.enter, '--', process.execPath, RELAY_SCRIPT, path],
-        { stdio: ['pipe', 'pipe', 'pipe'] },
-      );
-      let output = '';
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('the port relay did not start')), 30_000);
-        const onOutput = (chunk: Buffer) => {
-          output += chunk.toString('utf8');
-          if (output.includes('ready\n')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        };
-        child.stdout?.on('data', onOutput);
-        child.stderr?.on('data', onOutput);
-        child.once('error', (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-        child.once('exit', (code) => {
-          clearTimeout(timer);
-          reject(new Error(`the port relay exited (${code}): ${output.trim()}`));
-        });
-      });
-      child.once('exit', () => {
-        if (this.#relays.get(instance.id) === starting) this.#relays.delete(instance.id);
-      });
-      return { child, path };
-    })();
-    this.#relays.set(instance.id, starting);
-    starting.catch(() => {
-      if (this.#relays.get(instance.id) === starting) this.#relays.delete(instance.id);
-    });
-    return starting.catch((err: unknown) => {
-      throw new ApiError(
-        'SANDBOX_UNAVAILABLE',
-        `Cannot reach the instance's network: ${messageOf(err)}`,
-      );
+      return holder.enter;
     });
   }
 
@@ -780,9 +706,7 @@ export class ProcessDriver implements InstanceDriverPort {
 
   /** Ends the holder of the instance's network namespace, if it has one. */
   async #dropNetwork(instanceId: string): Promise<void> {
-    const relay = await this.#relays.get(instanceId)?.catch(() => undefined);
-    this.#relays.delete(instanceId);
-    relay?.child.kill('SIGKILL');
+    await this.#relays.drop(instanceId);
     const made = this.#holders.get(instanceId);
     if (made === undefined) return;
     this.#holders.delete(instanceId);
@@ -815,7 +739,7 @@ export class ProcessDriver implements InstanceDriverPort {
     // Commands were cancelled before: their groups go once they ended.
     for (const id of [...this.#prepared]) await this.#release(id);
     if (this.#prepared.size === 0) await (await this.#limiter).close();
-    await rm(this.#relayDir, { recursive: true, force: true });
+    await this.#relays.close();
   }
 
   /** Whether a service of the instance runs in this process. */
@@ -867,9 +791,6 @@ function dieWithServer(command: { command: string; args: string[] }): {
 }
 
 const HAS_SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].some((path) => existsSync(path));
-
-/** The relay script, run by the server's own Node in an instance's network namespace. */
-const RELAY_SCRIPT = fileURLToPath(new URL('./port-relay.ts', import.meta.url));
 
 /** Where programs are looked up inside the sandbox. */
 const SANDBOX_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';

@@ -48,6 +48,15 @@ export const INSTANCES_SETTINGS = {
       'How often each node stops its idle instances, deletes those past their TTL and records their last activity.',
     default: 5000,
   },
+  dockerHost: {
+    env: 'ORCHESTRA_DOCKER_HOST',
+    kind: 'string',
+    schema: Type.String({ pattern: '^((unix://)?/.*)?$', maxLength: 107 }),
+    allowed: 'the path of a Unix socket (`/var/run/docker.sock` or `unix:///…`), or empty',
+    description:
+      'The Docker engine of this machine that runs instances of `driver: docker` templates. It must be local: instances’ directories are bind-mounted into their containers. Empty: no docker driver on this node (such templates are refused).',
+    default: '',
+  },
   instanceLimits: {
     env: 'ORCHESTRA_INSTANCE_LIMITS',
     kind: 'string',
