@@ -32,6 +32,24 @@ export function percentile(sorted: number[], p: number): number | null {
   return sorted[i] ?? null;
 }
 
+/** Latencies as the instance benchmarks report them: count, p50/p95/p99 and max (ms, 0.1). */
+export interface LatencySummary {
+  samples: number;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+  max: number | null;
+}
+
+export function latencySummary(values: number[]): LatencySummary {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) => {
+    const value = percentile(sorted, p);
+    return value === null ? null : round1(value);
+  };
+  return { samples: sorted.length, p50: at(50), p95: at(95), p99: at(99), max: at(100) };
+}
+
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);

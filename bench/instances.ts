@@ -17,7 +17,7 @@
  *   node bench/instances.ts [--samples 100] [--files 10000]
  *   node bench/instances.ts --smoke     a small run that checks the setup, not a measurement
  *
- * The docker driver is not built yet (issue 22); neither is its `docker run` anchor.
+ * The docker driver has its own: bench/instances-docker.ts (`docker run` and `docker exec`).
  * Writes bench/results/instances-<store>-<date>.json. See bench/README.md.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -31,10 +31,11 @@ import {
   commonOptions,
   f2,
   intOption,
+  type LatencySummary,
+  latencySummary,
   type OrchestraNode,
   Processes,
   parseOptions,
-  percentile,
   RunRecord,
   ratio,
   round1,
@@ -60,22 +61,8 @@ interface Options extends CommonOptions {
   smoke: boolean;
 }
 
-interface Summary {
-  samples: number;
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
-  max: number | null;
-}
-
-function summary(values: number[]): Summary {
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (p: number) => {
-    const value = percentile(sorted, p);
-    return value === null ? null : round1(value);
-  };
-  return { samples: sorted.length, p50: at(50), p95: at(95), p99: at(99), max: at(100) };
-}
+type Summary = LatencySummary;
+const summary = latencySummary;
 
 async function timed<T>(work: () => Promise<T>): Promise<{ ms: number; value: T }> {
   const started = performance.now();

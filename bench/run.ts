@@ -13,6 +13,7 @@
  *   npm run bench:mcp                     tool calls through /mcp/{view} against the upstream directly
  *   npm run bench:agents                  hosted agents: model calls against the client directly; 1,000 runs at once
  *   npm run bench:instances               workspace instances: create→running, exec, files, checkpoints against bare bwrap
+ *   npm run bench:instances-docker        docker-driver instances: create→running and exec against docker run and docker exec
  *   npm run bench -- --duration 5         every benchmark, options passed through
  *
  * See bench/README.md.
@@ -33,6 +34,7 @@ const BENCHMARKS = [
   'mcp',
   'agents',
   'instances',
+  'instances-docker',
 ] as const;
 
 const HELP = `Usage: node bench/run.ts [benchmark] [options]

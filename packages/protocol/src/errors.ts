@@ -201,6 +201,10 @@ export const ERROR_CATALOGUE = {
   PORT_SHARE_NOT_FOUND: { status: 404, message: 'The share link does not exist or has expired' },
   TERMINAL_NOT_FOUND: { status: 404, message: 'The terminal does not exist' },
   TERMINAL_EXITED: { status: 409, message: 'The terminal has exited' },
+  NODE_UNREACHABLE: {
+    status: 502,
+    message: 'The node that runs the instance did not answer',
+  },
   SEARCH_UNAVAILABLE: {
     status: 503,
     message: 'Search needs ripgrep (rg), which this node lacks',

@@ -162,6 +162,11 @@ const Ttl = Type.Union(
   },
 );
 
+export const OnNodeLoss = Type.Enum(['keep', 'restart_elsewhere'], {
+  description:
+    'When the node that runs an instance is lost (its lease ends), the instance becomes `lost`. `keep` (the default): it stays there, and starts again from its files if that node comes back. `restart_elsewhere`: it starts on another live node from the template’s base; what the process and docker drivers kept in its files stayed on the lost node.',
+});
+
 /** The most ports a template may declare. */
 export const MAX_INSTANCE_PORTS = 20;
 
@@ -209,6 +214,7 @@ export const WorkspaceTemplateSpec = Type.Object(
     ),
     idle_timeout_ms: Type.Optional(IdleTimeout),
     ttl_ms: Type.Optional(Ttl),
+    on_node_loss: Type.Optional(OnNodeLoss),
     resources: Type.Optional(InstanceResources),
     ports: Type.Optional(
       Type.Array(Type.Object({ name: PortName }, { additionalProperties: false }), {
@@ -245,6 +251,7 @@ export const WorkspaceTemplate = Type.Object(
     network: Type.Enum(['none', 'host']),
     idle_timeout_ms: Type.Union([Type.Integer(), Type.Null()]),
     ttl_ms: Type.Union([Type.Integer(), Type.Null()]),
+    on_node_loss: OnNodeLoss,
     resources: FilledResources,
     ports: Type.Array(Type.Object({ name: Type.String() })),
     created_at: Timestamp,

@@ -53,6 +53,14 @@ export const ClusterNode = Type.Object({
     event_loop_delay_ms: Type.Number(),
     agents: Type.Integer(),
     realtime_connections: Type.Integer(),
+    /** The machine's 1-minute load average per CPU (1: every CPU busy). */
+    cpu: Type.Optional(Type.Number()),
+    /** The share of the machine's memory in use, 0 to 1. */
+    memory: Type.Optional(Type.Number()),
+    /** Workspace instances running on the node. */
+    instances: Type.Optional(Type.Integer()),
   }),
+  /** The workspace drivers the node has (`process`; `docker` where an engine is set). */
+  instance_drivers: Type.Optional(Type.Array(Type.String())),
 });
 export type ClusterNode = Static<typeof ClusterNode>;

@@ -134,8 +134,11 @@ test('cluster nodes lists this node for a system admin and refuses other tenants
     'LOOP DELAY',
     'AGENTS',
     'CONNECTIONS',
+    'INSTANCES',
+    'DRIVERS',
   ]);
   assert.equal(rows.length, 1, result.stdout);
+  assert.equal(rows[0]?.[11], 'process', 'this node runs instances with the process driver');
   assert.match(rows[0]?.[0] ?? '', new RegExp(`^${ready.instance_id}( \\*)?$`));
   assert.equal(rows[0]?.[2], ready.version);
   assert.match(rows[0]?.[6] ?? '', /^\d+ MiB$/);

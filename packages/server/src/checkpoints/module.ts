@@ -27,7 +27,12 @@ export const checkpointsModule = defineModule({
       log: log.child({ module: 'checkpoints' }),
     });
   },
-  routes: (checkpoints) => async (app) => {
-    await app.register(checkpointRoutes, { checkpoints });
-  },
+  routes:
+    (checkpoints, { need }) =>
+    async (app) => {
+      // Requests about another node's instance go to that node.
+      const forwarding = need('instances').forwarding;
+      if (forwarding !== undefined) app.addHook('onRequest', forwarding.hook);
+      await app.register(checkpointRoutes, { checkpoints });
+    },
 });

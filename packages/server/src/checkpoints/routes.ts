@@ -19,7 +19,7 @@ import { responseBudget } from '../platform/pagination.ts';
 import type { CheckpointService } from './checkpoint-service.ts';
 
 const NODE_NOTE =
-  'On the node that holds the instance (409 WORKSPACE_INSTANCE_STATE elsewhere, with `details.node_id`), in any state once its workspace exists.';
+  'Any node takes it: in a cluster it goes on to the node that runs the instance (502 NODE_UNREACHABLE when that node does not answer; 409 WORKSPACE_INSTANCE_STATE, with `details.node_id`, when that node is gone), in any state once its workspace exists.';
 
 /** `/v1/instances/{id}/checkpoints`: save, list, diff and restore the workspace. */
 export const checkpointRoutes: FastifyPluginAsyncTypebox<{

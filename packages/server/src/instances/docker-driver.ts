@@ -397,6 +397,10 @@ export class DockerDriver implements InstanceDriverPort {
     }
   }
 
+  localIds(): string[] {
+    return [...this.#containers.keys()];
+  }
+
   /** Whether this node runs the instance's container. */
   running(instanceId: string): boolean {
     return this.#containers.has(instanceId);

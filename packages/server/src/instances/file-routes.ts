@@ -88,7 +88,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{
   const workspace = (request: FastifyRequest<{ Params: { instance: string } }>) =>
     instances.workspace(principalOf(request), request.params.instance);
   const NOTE =
-    'On the node that holds the instance (409 WORKSPACE_INSTANCE_STATE elsewhere, with `details.node_id`), in any state once its workspace exists.';
+    'Any node takes it: in a cluster it goes on to the node that runs the instance (502 NODE_UNREACHABLE when that node does not answer; 409 WORKSPACE_INSTANCE_STATE, with `details.node_id`, when that node is gone), in any state once its workspace exists.';
 
   app.get(
     '/v1/instances/:instance/files',

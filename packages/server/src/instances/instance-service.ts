@@ -15,6 +15,7 @@ import {
 } from '@orchestra/protocol';
 import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
+import { type Balancer, createBalancer } from '../balancing/strategies.ts';
 import type { Emit, EventLog, StreamItem } from '../events/index.ts';
 import { credentialId, type Principal } from '../platform/auth.ts';
 import { ApiError, fieldError } from '../platform/errors.ts';
@@ -27,6 +28,7 @@ import type { Database } from '../store/database.ts';
 import { isUniqueViolation, type RelationalStore } from '../store/store.ts';
 import type { DockerDriver } from './docker-driver.ts';
 import { FileService, type WorkspaceRef } from './files.ts';
+import type { InstanceForwarding } from './forwarding.ts';
 import type { AppliedLimits } from './limits.ts';
 import { resolveInside } from './paths.ts';
 import { PortShares } from './port-shares.ts';
@@ -85,6 +87,7 @@ export function fillSpec(input: Omit<CreateWorkspaceTemplate, 'name'>): FilledSp
     network: input.network ?? 'none',
     idle_timeout_ms: input.idle_timeout_ms ?? null,
     ttl_ms: input.ttl_ms ?? null,
+    on_node_loss: input.on_node_loss ?? 'keep',
     resources: { ...DEFAULT_INSTANCE_RESOURCES, ...input.resources },
     ports: input.ports ?? [],
   };
@@ -170,6 +173,8 @@ const USAGE_MAX_INSTANCES = 500;
 
 /** How long services get at the node's shutdown before they are killed. */
 const CLOSE_GRACE_MS = 2_000;
+/** Instances a failover run marks lost at most (the next run takes the rest). */
+const FAILOVER_BATCH = 200;
 
 /** States from which `start` may run, and from which `stop` may. */
 const STARTABLE: InstanceState[] = ['stopped', 'failed', 'lost'];
@@ -187,6 +192,16 @@ export interface ListInstancesOptions {
 export type InstanceBatchItem =
   | { status: 201; instance: Instance }
   | { status: number; error: { code: string; message: string; details?: unknown } };
+
+/** A live node of the cluster, as placement sees it (the registry's entry). */
+export interface PlacementNode {
+  id: string;
+  url: string;
+  load: { cpu?: number | undefined; memory?: number | undefined };
+  instance_drivers?: string[] | undefined;
+}
+
+export type PlacementStrategy = 'least_connections' | 'resource' | 'round_robin' | 'local';
 
 /** The drivers of a node: the process driver always, Docker where an engine is configured. */
 export interface Drivers {
@@ -227,11 +242,28 @@ export class InstanceService {
   /** What the sweep wrote last per instance, so that it writes only what is newer. */
   readonly #recordedActivity = new Map<string, number>();
   readonly #sweep: Job;
+  /** The cluster's leader marks the instances of lost nodes `lost` (and moves those it may). */
+  readonly #failover: Job;
+  /** When each node was first seen missing from the registry (failover waits a grace). */
+  readonly #missingSince = new Map<string, number>();
+  readonly #lostAfterMs: number;
+  readonly #lostListeners: ((
+    instanceId: string,
+    nodeId: string,
+    reason: string,
+  ) => Promise<void>)[] = [];
   readonly #disk = new DiskUsage();
   readonly #deletedListeners: ((instanceId: string) => Promise<void>)[] = [];
   readonly #stoppingListeners: ((instanceId: string, reason: string) => void)[] = [];
   readonly #portRange: readonly [number, number];
   readonly #activitySources: (() => Iterable<string>)[] = [];
+  /** The cluster's live nodes (the registry's), for placement. */
+  readonly #clusterNodes: () => Promise<PlacementNode[]>;
+  readonly #placement: Balancer | undefined;
+  /** This node's running instances, counted by the sweep (reported in its registry entry). */
+  #runningHere = 0;
+  /** Set by the module: sends requests about another node's instance to that node. */
+  forwarding: InstanceForwarding | undefined;
   /** How this node limits its instances' resources, per driver (known once the node started). */
   readonly #limits = new Map<string, AppliedLimits>();
 
@@ -248,7 +280,31 @@ export class InstanceService {
     limits: TenantLimitSource;
     /** ORCHESTRA_INSTANCE_PORT_RANGE: first and last. */
     portRange: readonly [number, number];
+    /** ORCHESTRA_INSTANCE_PLACEMENT. */
+    placement: PlacementStrategy;
+    clusterNodes: () => Promise<PlacementNode[]>;
+    /** Claims a leader key for this node (the registry's node claims). */
+    claim: (key: string) => Promise<boolean>;
+    /** ORCHESTRA_INSTANCE_LOST_AFTER_MS. */
+    lostAfterMs: number;
   }) {
+    this.#clusterNodes = deps.clusterNodes;
+    this.#lostAfterMs = deps.lostAfterMs;
+    this.#failover = deps.jobs.job({
+      name: 'instance-failover',
+      intervalMs: deps.sweepMs,
+      run: () => this.failover(),
+      leader: {
+        key: 'cluster/instance-failover',
+        claim: deps.claim,
+        role: 'marks the instances of lost nodes lost',
+        onLost: () => this.#missingSince.clear(),
+      },
+    });
+    this.#placement =
+      deps.placement === 'local' || deps.store.kind === 'sqlite'
+        ? undefined
+        : createBalancer(deps.placement);
     this.#portRange = deps.portRange;
     this.shares = new PortShares({ store: deps.store, instances: this });
     this.quotas = new InstanceQuotas({ store: deps.store, limits: deps.limits });
@@ -281,6 +337,175 @@ export class InstanceService {
       );
     }
     return driver;
+  }
+
+  /** The drivers this node has, by name. */
+  get driverNames(): string[] {
+    return Object.keys(this.#drivers);
+  }
+
+  /** Whether other nodes may run instances (a shared store): SQLite is one node's. */
+  get clustered(): boolean {
+    return this.#store.kind !== 'sqlite';
+  }
+
+  /** This node's running instances, as of the last sweep. */
+  get runningHere(): number {
+    return this.#runningHere;
+  }
+
+  /**
+   * The node an instance lives on, for forwarding; undefined when it does not exist or
+   * when the store is one node's (SQLite: every instance is this node's).
+   */
+  async nodeOf(instanceId: string): Promise<string | undefined> {
+    if (!this.clustered) return undefined;
+    const row = await this.#store.db
+      .selectFrom('instances')
+      .select('node_id')
+      .where('id', '=', instanceId)
+      .executeTakeFirst();
+    return row?.node_id;
+  }
+
+  /**
+   * Where new instances of these templates go (ORCHESTRA_INSTANCE_PLACEMENT): a live node
+   * with their drivers, picked by the strategy; undefined for this node (also when a
+   * template is missing: this node answers that).
+   */
+  async place(tenantId: string, templateRefs: string[]): Promise<string | undefined> {
+    if (this.#placement === undefined) return undefined;
+    const drivers = new Set<string>();
+    for (const ref of new Set(templateRefs)) {
+      const row = await this.#templateRow(tenantId, ref).catch(() => undefined);
+      if (row === undefined) return undefined;
+      drivers.add(parseSpec(row.spec).driver);
+    }
+    const picked = await this.#pickNode(this.#placement, drivers, await this.#clusterNodes());
+    return picked === this.#nodeId ? undefined : picked;
+  }
+
+  /** A live node with these drivers, picked by `balancer` among the cluster's. */
+  async #pickNode(
+    balancer: Balancer,
+    drivers: Set<string>,
+    nodes: PlacementNode[],
+  ): Promise<string | undefined> {
+    const fit = nodes.filter(
+      (node) =>
+        node.url !== '' &&
+        [...drivers].every((d) => (node.instance_drivers ?? ['process']).includes(d)),
+    );
+    if (fit.length === 0) return undefined;
+    const counts = await this.#store.db
+      .selectFrom('instances')
+      .select(['node_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('state', 'in', ['creating', 'starting', 'running'])
+      .groupBy('node_id')
+      .execute();
+    const running = new Map(counts.map((c) => [c.node_id, Number(c.n)]));
+    return balancer.pick(
+      fit.map((node) => ({
+        id: node.id,
+        inFlight: running.get(node.id) ?? 0,
+        maxConcurrency: Number.POSITIVE_INFINITY,
+        load: { cpu: node.load.cpu ?? 0, memory: node.load.memory ?? 0 },
+      })),
+    )?.id;
+  }
+
+  /** Called (on the leader) when an instance is marked lost: its terminals end, say. */
+  onLost(listener: (instanceId: string, nodeId: string, reason: string) => Promise<void>): void {
+    this.#lostListeners.push(listener);
+  }
+
+  /**
+   * As the cluster's leader: the instances of nodes missing from the registry for
+   * ORCHESTRA_INSTANCE_LOST_AFTER_MS become `lost`, with the reason; those whose template
+   * says `restart_elsewhere` get a live node with their driver, whose sweep starts them
+   * from their base (`#relocate`).
+   */
+  async failover(): Promise<void> {
+    const nodes = await this.#clusterNodes();
+    const live = new Set(nodes.map((n) => n.id));
+    // Without its own entry, this node cannot tell a lost node from its own trouble.
+    if (!live.has(this.#nodeId)) return;
+    const now = Date.now();
+    const rows = await this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('state', 'in', ['creating', 'starting', 'running', 'stopping'])
+      .where('node_id', 'not in', [...live])
+      .orderBy('id')
+      .limit(FAILOVER_BATCH)
+      .execute();
+    const missing = new Set(rows.map((r) => r.node_id));
+    for (const id of this.#missingSince.keys()) if (!missing.has(id)) this.#missingSince.delete(id);
+    for (const id of missing) if (!this.#missingSince.has(id)) this.#missingSince.set(id, now);
+    const fallback = createBalancer('least_connections');
+    for (const row of rows) {
+      const since = this.#missingSince.get(row.node_id) ?? now;
+      if (now - since < this.#lostAfterMs) continue;
+      const spec = parseSpec(row.spec);
+      let reason = `its node ${row.node_id} was lost (gone from the cluster's registry for ${describeMs(now - since)})`;
+      const changes: Partial<InstancesTable> = { pid: null };
+      if (spec.on_node_loss === 'restart_elsewhere') {
+        const target = await this.#pickNode(
+          this.#placement ?? fallback,
+          new Set([spec.driver]),
+          nodes,
+        );
+        if (target === undefined) {
+          reason += `; no live node has the ${spec.driver} driver to start it again`;
+        } else {
+          reason += `; it starts again on node ${target} from its template's base (its files stayed on the lost node)`;
+          changes.node_id = target;
+          changes.moved_from = row.node_id;
+        }
+      }
+      try {
+        await this.#transition(row, [row.state as InstanceState], 'lost', reason, changes);
+      } catch {
+        continue; // it changed meanwhile: the next run looks again
+      }
+      this.#log.warn({ instance_id: row.id, node_id: row.node_id }, `instance lost: ${reason}`);
+      for (const listener of this.#lostListeners) {
+        await listener(row.id, row.node_id, reason).catch((err: unknown) =>
+          this.#log.warn({ err, instance_id: row.id }, 'lost listener failed'),
+        );
+      }
+    }
+  }
+
+  /**
+   * On the node a lost instance was moved to: a fresh workspace from its template's base,
+   * then a start (quotas apply).
+   */
+  async #relocate(row: InstancesTable): Promise<void> {
+    await this.#serially(row.id, async () => {
+      const current = await this.#current(row.tenant_id, row.id);
+      const from = current.moved_from;
+      if (current.state !== 'lost' || current.node_id !== this.#nodeId || !from) return;
+      const driver = this.#driver(current.driver);
+      const spec = parseSpec(current.spec);
+      // A workspace left here by an earlier stay is not this one's any more.
+      await driver.destroy(current.id).catch(() => {});
+      try {
+        await driver.create({ id: current.id, spec, ports: portsOf(current) });
+      } catch (err) {
+        await this.#fail(current, `its workspace could not be made again here: ${messageOf(err)}`);
+        return;
+      }
+      await this.#store.db
+        .updateTable('instances')
+        .set({ moved_from: null })
+        .where('id', '=', current.id)
+        .execute();
+      await this.#admitStart(
+        { ...current, moved_from: null },
+        `started again on node ${this.#nodeId} from its template's base, after node ${from} was lost`,
+      );
+    });
   }
 
   /** The directory layout, the same for every driver. */
@@ -836,6 +1061,61 @@ export class InstanceService {
         this.#log.warn({ err, instance_id: row.id }, 'idle instance not stopped'),
       );
     }
+    if (this.#store.kind !== 'sqlite') await this.#sweepCluster();
+    const here = await this.#store.db
+      .selectFrom('instances')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('node_id', '=', this.#nodeId)
+      .where('state', '=', 'running')
+      .executeTakeFirst();
+    this.#runningHere = Number(here?.n ?? 0);
+  }
+
+  /**
+   * In a cluster: starts the lost instances moved to this node, and deals with this node's
+   * instances that were marked lost while it was away (it came back).
+   */
+  async #sweepCluster(): Promise<void> {
+    // What runs here for an instance another node took over (this node was lost and came
+    // back) stops, and its stale files go: the instance started from its base there.
+    for (const driver of Object.values(this.#drivers)) {
+      for (const id of driver.localIds()) {
+        const row = await this.#store.db
+          .selectFrom('instances')
+          .select(['node_id'])
+          .where('id', '=', id)
+          .executeTakeFirst();
+        if (row === undefined || row.node_id === this.#nodeId) continue;
+        this.#log.warn(
+          { instance_id: id, node_id: row.node_id },
+          'an instance that moved to another node still ran here: stopped',
+        );
+        await this.#serially(id, () => driver.destroy(id)).catch(() => {});
+      }
+    }
+    const rows = await this.#store.db
+      .selectFrom('instances')
+      .selectAll()
+      .where('node_id', '=', this.#nodeId)
+      .where('state', '=', 'lost')
+      .execute();
+    for (const row of rows) {
+      if (row.moved_from) {
+        await this.#relocate(row).catch((err: unknown) =>
+          this.#log.warn({ err, instance_id: row.id }, 'lost instance not started here'),
+        );
+        continue;
+      }
+      // Marked lost while this node was cut off: it starts again from its files.
+      await this.#serially(row.id, async () => {
+        const current = await this.#current(row.tenant_id, row.id);
+        if (current.state !== 'lost' || current.node_id !== this.#nodeId) return;
+        await this.#driver(current.driver).stop(current.id, 0);
+        await this.#admitStart(current, 'its node is back: started again from its files');
+      }).catch((err: unknown) =>
+        this.#log.warn({ err, instance_id: row.id }, 'lost instance not started again'),
+      );
+    }
   }
 
   /**
@@ -1261,6 +1541,7 @@ export class InstanceService {
       });
     }
     this.#sweep.start();
+    if (this.#store.kind !== 'sqlite') this.#failover.start();
   }
 
   /**
@@ -1271,6 +1552,7 @@ export class InstanceService {
   async close(): Promise<void> {
     this.#closing = true;
     await this.#sweep.stop();
+    await this.#failover.stop();
     this.files.close();
     for (const { cancel } of this.#execs.values()) cancel.abort();
     await this.#queues.drain();

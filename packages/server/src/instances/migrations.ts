@@ -144,4 +144,13 @@ export const instancesMigrations: Record<string, Migration> = {
       await db.schema.alterTable('instances').dropColumn('ports').execute();
     },
   },
+  '0030_instance_relocation': {
+    async up(db: Kysely<unknown>) {
+      // The node a lost instance was on, while another node is to start it from its base.
+      await db.schema.alterTable('instances').addColumn('moved_from', 'text').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('instances').dropColumn('moved_from').execute();
+    },
+  },
 };

@@ -1,7 +1,8 @@
 import { defineModule } from '../module.ts';
 import { DockerDriver } from './docker-driver.ts';
 import { fileRoutes } from './file-routes.ts';
-import { InstanceService } from './instance-service.ts';
+import { InstanceForwarding } from './forwarding.ts';
+import { InstanceService, type PlacementStrategy } from './instance-service.ts';
 import { type LimitMode, ResourceLimiter } from './limits.ts';
 import { instancesMigrations } from './migrations.ts';
 import { portRoutes } from './port-routes.ts';
@@ -19,7 +20,7 @@ declare module '../module.ts' {
 export const instancesModule = defineModule({
   name: 'instances',
   needs: ['events', 'gateway'],
-  jobs: ['instance-lifetimes'],
+  jobs: ['instance-lifetimes', 'instance-failover'],
   migrations: instancesMigrations,
   tables: ['workspace_templates', 'instances', 'instance_labels', 'instance_ports', 'port_shares'],
   settings: INSTANCES_SETTINGS,
@@ -39,6 +40,7 @@ export const instancesModule = defineModule({
     'PORTS_EXHAUSTED',
     'PORT_NOT_LISTENING',
     'PORT_SHARE_NOT_FOUND',
+    'NODE_UNREACHABLE',
   ],
   topics: [
     {
@@ -47,7 +49,8 @@ export const instancesModule = defineModule({
       tenantWide: true,
     },
   ],
-  create({ store, log, settings, need, jobs }) {
+  later: ['registry'],
+  create({ store, log, settings, need, jobs, later }) {
     const driver = new ProcessDriver({
       dataDir: settings.dataDir,
       sourceRoots: settings.instanceSourceRoots.split(':').filter((p) => p !== ''),
@@ -61,7 +64,9 @@ export const instancesModule = defineModule({
             dataDir: settings.dataDir,
             layout: driver,
           });
-    return new InstanceService({
+    const registry = later('registry');
+    const clusterNodes = () => registry().nodes.nodes();
+    const service = new InstanceService({
       store,
       events: need('events').events,
       drivers: docker === undefined ? { process: driver } : { process: driver, docker },
@@ -73,11 +78,33 @@ export const instancesModule = defineModule({
       sweepMs: settings.instanceSweepMs,
       limits: need('gateway').limits,
       portRange: parsePortRange(settings.instancePortRange),
+      placement: settings.instancePlacement as PlacementStrategy,
+      clusterNodes,
+      claim: (key) => registry().nodes.claim(key),
+      lostAfterMs: settings.instanceLostAfterMs,
     });
+    service.forwarding = new InstanceForwarding({
+      selfId: settings.instanceId,
+      ownerOf: async (request) => {
+        if (!service.clustered) return undefined;
+        const params = (request.params ?? {}) as { instance?: string; token?: string };
+        if (params.instance !== undefined) return service.nodeOf(params.instance);
+        if (params.token !== undefined && request.url.startsWith('/share/')) {
+          const shared = await service.shares.resolve(params.token).catch(() => undefined);
+          return shared === undefined ? undefined : service.nodeOf(shared.instanceId);
+        }
+        return undefined;
+      },
+      liveNodes: async () => (await clusterNodes()).map((n) => ({ id: n.id, url: n.url })),
+    });
+    return service;
   },
   routes:
     (instances, { shutdown }) =>
     async (app) => {
+      // Requests about another node's instance go to that node (these routes and their children).
+      const forwarding = instances.forwarding;
+      if (forwarding !== undefined) app.addHook('onRequest', forwarding.hook);
       await app.register(instanceRoutes, { instances, shutdown });
       await app.register(fileRoutes, { instances, shutdown });
       await app.register(portRoutes, { instances, shares: instances.shares });

@@ -29,7 +29,7 @@ import type { InstanceService } from './instance-service.ts';
 import type { PortShares } from './port-shares.ts';
 
 const NODE_NOTE =
-  'On the node that runs the instance (409 WORKSPACE_INSTANCE_STATE elsewhere, with `details.node_id`).';
+  'Any node takes it: in a cluster it goes on to the node that runs the instance (502 NODE_UNREACHABLE when that node does not answer; 409 WORKSPACE_INSTANCE_STATE, with `details.node_id`, when that node is gone).';
 
 /** Headers of one hop only, and Orchestra's own credentials: never passed on. */
 const NOT_FORWARDED = new Set([

@@ -92,6 +92,8 @@ export interface InstanceDriverPort {
   usage(instanceId: string): Promise<ProcessUsage>;
   /** At the node's start: removes what a killed run of it left behind (not all drivers need it). */
   recover?(): Promise<void>;
+  /** The instances something runs for on this node (a service, a command, a sandbox). */
+  localIds(): string[];
 }
 
 /** A command to run in an instance (`POST /v1/instances/{id}/exec`). */
@@ -740,6 +742,12 @@ export class ProcessDriver implements InstanceDriverPort {
     for (const id of [...this.#prepared]) await this.#release(id);
     if (this.#prepared.size === 0) await (await this.#limiter).close();
     await this.#relays.close();
+  }
+
+  localIds(): string[] {
+    return [
+      ...new Set([...this.#services.keys(), ...this.#commands.keys(), ...this.#holders.keys()]),
+    ];
   }
 
   /** Whether a service of the instance runs in this process. */

@@ -20,6 +20,7 @@ import {
   WorkspaceTemplateRef,
   WorkspaceTemplateSpec,
 } from '@orchestra/protocol';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import {
   FollowStreamQuery,
@@ -31,6 +32,7 @@ import {
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
 import { principalOf } from '../platform/http.ts';
 import { Page, PageQuery, responseBudget } from '../platform/pagination.ts';
+import { FORWARDED_HEADER } from './forwarding.ts';
 import type { InstanceService } from './instance-service.ts';
 
 const InstanceEvent = Type.Object(
@@ -78,6 +80,15 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
   app.addSchema(Recommendations);
   const template = { params: WorkspaceTemplateRef };
   const instance = { params: InstanceRef };
+  /** In a cluster, a create goes to the node placement picks (unless it came from a node). */
+  const placed =
+    (templates: (body: unknown) => string[]) =>
+    async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      const forwarding = instances.forwarding;
+      if (forwarding === undefined || request.headers[FORWARDED_HEADER] !== undefined) return;
+      const node = await instances.place(principalOf(request).tenant.id, templates(request.body));
+      if (node !== undefined) await forwarding.forwardTo(request, reply, node, request.body);
+    };
 
   app.get(
     '/v1/quotas',
@@ -273,6 +284,7 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
         response: { 201: Type.Ref('Instance'), ...errorResponses },
       },
       config: { auth: WRITE_ROLES },
+      preHandler: placed((body) => [(body as { template: string }).template]),
     },
     async (request, reply) => {
       reply.status(201);
@@ -309,6 +321,9 @@ export const instanceRoutes: FastifyPluginAsyncTypebox<{
         },
       },
       config: { auth: WRITE_ROLES },
+      preHandler: placed((body) =>
+        (body as { instances: { template: string }[] }).instances.map((i) => i.template),
+      ),
     },
     async (request) => ({
       items: await instances.createMany(principalOf(request), request.body.instances),

@@ -48,6 +48,24 @@ export const INSTANCES_SETTINGS = {
       'How often each node stops its idle instances, deletes those past their TTL and records their last activity.',
     default: 5000,
   },
+  instancePlacement: {
+    env: 'ORCHESTRA_INSTANCE_PLACEMENT',
+    kind: 'string',
+    schema: Type.Enum(['least_connections', 'resource', 'round_robin', 'local']),
+    allowed: '`least_connections`, `resource`, `round_robin` or `local`',
+    description:
+      'Which node of a cluster a new instance goes to, among the live nodes that have its driver: `least_connections`, the one running the fewest instances; `resource`, the one whose CPU or memory is least used; `round_robin`, each in turn; `local`, the node that took the request. A batch goes to one node. On SQLite (one node) every instance is local.',
+    default: 'least_connections',
+  },
+  instanceLostAfterMs: {
+    env: 'ORCHESTRA_INSTANCE_LOST_AFTER_MS',
+    kind: 'int',
+    schema: Type.Integer({ minimum: 0, maximum: 3_600_000 }),
+    allowed: 'an integer from 0 to 3600000',
+    description:
+      'In a cluster, how long a node must be gone from the registry (its lease ended: about 10 s without renewing) before its instances become `lost` and, if their template says `restart_elsewhere`, start on another node. Longer rides out a node’s short trouble.',
+    default: 20_000,
+  },
   dockerHost: {
     env: 'ORCHESTRA_DOCKER_HOST',
     kind: 'string',

@@ -28,6 +28,11 @@ export interface InstancesTable {
   labels: string;
   /** The node that runs it. */
   node_id: string;
+  /**
+   * Set when its node was lost and its template says `restart_elsewhere`: the lost node.
+   * `node_id` is then the node that is to start it from its base (its sweep does).
+   */
+  moved_from?: string | null;
   exit_code: number | null;
   /** The process driver's sandbox process while one runs (reconciled at a restart). */
   pid: number | null;

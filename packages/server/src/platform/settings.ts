@@ -43,6 +43,15 @@ export const PLATFORM_SETTINGS = {
       'Address to listen on. `localhost` listens on loopback only; use `0.0.0.0` in containers.',
     default: 'localhost',
   },
+  nodeUrl: {
+    env: 'ORCHESTRA_NODE_URL',
+    kind: 'string',
+    schema: Type.String({ pattern: '^(https?://[^/\\s]+)?$' }),
+    allowed: 'an http:// or https:// URL without a path, or empty',
+    description:
+      'Where the other nodes of a cluster reach this one (requests for an instance that lives here are forwarded to it). Empty: the address it listens on, which is right only when that is reachable from the other nodes (not `0.0.0.0`).',
+    default: '',
+  },
   dataDir: {
     env: 'ORCHESTRA_DATA_DIR',
     kind: 'string',

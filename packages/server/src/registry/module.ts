@@ -1,3 +1,4 @@
+import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { defineModule } from '../module.ts';
 import { VERSION } from '../version.ts';
@@ -27,7 +28,7 @@ export const registryModule = defineModule({
   name: 'registry',
   needs: ['kv', 'gateway'],
   // A node's registration reports its load: the agents and realtime connections it holds.
-  later: ['agents', 'realtime'],
+  later: ['agents', 'realtime', 'instances'],
   errors: ['LEASE_NOT_FOUND', 'SERVICE_NOT_FOUND', 'INSTANCE_NOT_FOUND', 'NO_HEALTHY_INSTANCE'],
   topics: [
     {
@@ -43,10 +44,12 @@ export const registryModule = defineModule({
     const gateway = need('gateway');
     const agents = later('agents');
     const realtime = later('realtime');
+    const instances = later('instances');
     const loopDelay = monitorEventLoopDelay({ resolution: 20 });
     loopDelay.enable();
     const startedAt = new Date().toISOString();
-    const node = { url: '' };
+    // ORCHESTRA_NODE_URL, or (empty) the address it listens on, known at start.
+    const node = { url: settings.nodeUrl };
     const nodes = new NodeRegistry({
       kv,
       jobs,
@@ -67,7 +70,11 @@ export const registryModule = defineModule({
             event_loop_delay_ms: Number.isFinite(delay) ? Math.round(delay * 100) / 100 : 0,
             agents: agents().pool.connectionCount,
             realtime_connections: realtime().hub.connectionCount,
+            cpu: Math.round(((loadavg()[0] ?? 0) / cpus().length) * 100) / 100,
+            memory: Math.round((1 - freemem() / totalmem()) * 100) / 100,
+            instances: instances().runningHere,
           },
+          instance_drivers: instances().driverNames,
         };
       },
     });
@@ -81,7 +88,7 @@ export const registryModule = defineModule({
     };
   },
   async start(self, { url }) {
-    self.node.url = url;
+    if (self.node.url === '') self.node.url = url;
     await self.nodes.start();
     self.checker.start();
   },

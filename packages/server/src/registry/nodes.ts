@@ -15,7 +15,11 @@ export interface NodeInfo {
     event_loop_delay_ms: number;
     agents: number;
     realtime_connections: number;
+    cpu?: number;
+    memory?: number;
+    instances?: number;
   };
+  instance_drivers?: string[];
 }
 
 export interface ClusterNode extends NodeInfo {

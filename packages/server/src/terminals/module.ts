@@ -42,11 +42,16 @@ export const terminalsModule = defineModule({
     lifecycle.add('terminal viewers', () => attachments.close());
     return terminals;
   },
-  routes: (terminals) => async (app) => {
-    const attachments = viewers.get(terminals);
-    if (attachments === undefined) throw new Error('terminals built without their viewers');
-    await app.register(terminalRoutes, { terminals, attachments });
-  },
+  routes:
+    (terminals, { need }) =>
+    async (app) => {
+      // Requests about another node's instance go to that node.
+      const forwarding = need('instances').forwarding;
+      if (forwarding !== undefined) app.addHook('onRequest', forwarding.hook);
+      const attachments = viewers.get(terminals);
+      if (attachments === undefined) throw new Error('terminals built without their viewers');
+      await app.register(terminalRoutes, { terminals, attachments });
+    },
   start: (terminals) => terminals.reconcile(),
   stop: async (terminals) => {
     await viewers.get(terminals)?.close();

@@ -23,7 +23,7 @@ import type { TerminalAttachments } from './attach.ts';
 import type { TerminalService } from './terminal-service.ts';
 
 const NODE_NOTE =
-  'On the node that runs the terminal (409 WORKSPACE_INSTANCE_STATE elsewhere, with `details.node_id`).';
+  'Any node takes it: in a cluster it goes on to the node that runs the instance (502 NODE_UNREACHABLE when that node does not answer; 409 WORKSPACE_INSTANCE_STATE, with `details.node_id`, when that node is gone).';
 
 /** `/v1/instances/{id}/terminals`: PTYs in the instance's sandbox, and attaching to them. */
 export const terminalRoutes: FastifyPluginAsyncTypebox<{

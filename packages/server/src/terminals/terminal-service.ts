@@ -235,6 +235,20 @@ export class TerminalService {
         if (live.instanceId === instanceId) this.#hangUp(live, reason);
       }
     });
+    // Terminals of an instance whose node was lost ended with that node.
+    deps.instances.onLost(async (instanceId, nodeId, reason) => {
+      await this.#store.db
+        .updateTable('terminals')
+        .set({
+          state: 'exited',
+          state_reason: `the instance was lost: ${reason}`,
+          exited_at: new Date().toISOString(),
+        })
+        .where('instance_id', '=', instanceId)
+        .where('node_id', '=', nodeId)
+        .where('state', '=', 'running')
+        .execute();
+    });
     // A terminal someone watches keeps its instance from idling.
     deps.instances.addActivitySource(() =>
       [...this.#live.values()].filter((t) => t.viewers.size > 0).map((t) => t.instanceId),

@@ -24,6 +24,8 @@ const nodes = command({
           'LOOP DELAY',
           'AGENTS',
           'CONNECTIONS',
+          'INSTANCES',
+          'DRIVERS',
         ],
         nodes.map((n) => [
           n.health_checker ? `${n.id} *` : n.id,
@@ -36,6 +38,8 @@ const nodes = command({
           `${n.load.event_loop_delay_ms.toFixed(1)} ms`,
           String(n.load.agents),
           String(n.load.realtime_connections),
+          String(n.load.instances ?? 0),
+          (n.instance_drivers ?? []).join(',') || '-',
         ]),
       ),
     );
