@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -186,6 +187,70 @@ describe('instances in a cluster', () => {
     const started = await call(0, 'POST', `/v1/instances/${id}/start`);
     assert.equal(started.body.state, 'running', JSON.stringify(started.body));
     assert.equal(started.body.node_id, 'node-b');
+  });
+
+  test('a node frozen past its lease: its instances become lost and one moves; back, it stops what moved and starts what stayed from its files', async () => {
+    const onB = { 'x-orchestra-forwarded-by': 'test' };
+    const kept = await call(1, 'POST', '/v1/instances', { template: 'web' }, onB);
+    const moved = await call(1, 'POST', '/v1/instances', { template: 'movable' }, onB);
+    assert.equal(kept.body.node_id, 'node-b', JSON.stringify(kept.body));
+    assert.equal(moved.body.node_id, 'node-b', JSON.stringify(moved.body));
+    await call(1, 'POST', `/v1/instances/${kept.body.id}/exec`, {
+      command: ['sh', '-c', 'echo still here > mine.txt'],
+    });
+    const pid = nodes[1]?.child.pid as number;
+    /** Node b's own processes of an instance: its sandboxes carry the instance's directory. */
+    const running = (id: string) => {
+      try {
+        return execFileSync('pgrep', ['-f', `${dirs[1]?.path}/instances/${id}`], {
+          encoding: 'utf8',
+        })
+          .split('\n')
+          .filter(Boolean).length;
+      } catch {
+        return 0;
+      }
+    };
+    assert.ok(running(moved.body.id) > 0, 'node b runs the movable instance');
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await until(kept.body.id, (i) => i.state === 'lost', 'kept instance lost');
+      await until(
+        moved.body.id,
+        (i) => i.state === 'running' && i.node_id === 'node-a',
+        'movable instance running on node a',
+      );
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    // Back: node b stops its copy of the instance that moved, and deletes its files there...
+    const deadline = Date.now() + 120_000;
+    while (running(moved.body.id) > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    assert.equal(running(moved.body.id), 0, 'no copy left on node b');
+    // ...and starts the one that stayed, from its files.
+    const back = await until(
+      kept.body.id,
+      (i) => i.state === 'running' && i.node_id === 'node-b',
+      'kept instance running again on node b',
+    );
+    assert.match(back.state_reason, /its node is back/);
+    // Through node a, once it sees node b live again (it caches the node list for 2 s).
+    let mine = await call(0, 'POST', `/v1/instances/${kept.body.id}/exec`, {
+      command: ['cat', 'mine.txt'],
+    });
+    const until2 = Date.now() + 60_000;
+    while (mine.status === 409 && Date.now() < until2) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      mine = await call(0, 'POST', `/v1/instances/${kept.body.id}/exec`, {
+        command: ['cat', 'mine.txt'],
+      });
+    }
+    assert.equal(mine.status, 200, JSON.stringify(mine.body));
+    assert.equal(mine.body.stdout, 'still here\n');
+    await call(0, 'DELETE', `/v1/instances/${kept.body.id}`);
+    await call(0, 'DELETE', `/v1/instances/${moved.body.id}`);
   });
 
   test('kill -9 of a node: its instances become lost with the reason; restart_elsewhere starts one on the other node from its base, its terminals end', async () => {

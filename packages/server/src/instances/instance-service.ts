@@ -1079,18 +1079,22 @@ export class InstanceService {
     // What runs here for an instance another node took over (this node was lost and came
     // back) stops, and its stale files go: the instance started from its base there.
     for (const driver of Object.values(this.#drivers)) {
-      for (const id of driver.localIds()) {
-        const row = await this.#store.db
-          .selectFrom('instances')
-          .select(['node_id'])
-          .where('id', '=', id)
-          .executeTakeFirst();
-        if (row === undefined || row.node_id === this.#nodeId) continue;
+      const ids = driver.localIds();
+      if (ids.length === 0) continue;
+      const moved = await this.#store.db
+        .selectFrom('instances')
+        .select(['id', 'node_id'])
+        .where('id', 'in', ids)
+        .where('node_id', '!=', this.#nodeId)
+        .execute();
+      for (const row of moved) {
         this.#log.warn(
-          { instance_id: id, node_id: row.node_id },
+          { instance_id: row.id, node_id: row.node_id },
           'an instance that moved to another node still ran here: stopped',
         );
-        await this.#serially(id, () => driver.destroy(id)).catch(() => {});
+        await this.#serially(row.id, () =>
+          this.#expectedStop(row.id, () => driver.destroy(row.id)),
+        ).catch(() => {});
       }
     }
     const rows = await this.#store.db
@@ -1099,6 +1103,11 @@ export class InstanceService {
       .where('node_id', '=', this.#nodeId)
       .where('state', '=', 'lost')
       .execute();
+    // Back in the registry first: until then the other nodes cannot send it requests, and
+    // the leader may still be deciding about its instances.
+    if (rows.length > 0 && !(await this.#clusterNodes()).some((n) => n.id === this.#nodeId)) {
+      return;
+    }
     for (const row of rows) {
       if (row.moved_from) {
         await this.#relocate(row).catch((err: unknown) =>
@@ -1110,11 +1119,22 @@ export class InstanceService {
       await this.#serially(row.id, async () => {
         const current = await this.#current(row.tenant_id, row.id);
         if (current.state !== 'lost' || current.node_id !== this.#nodeId) return;
-        await this.#driver(current.driver).stop(current.id, 0);
+        const driver = this.#driver(current.driver);
+        await this.#expectedStop(current.id, () => driver.stop(current.id, 0));
         await this.#admitStart(current, 'its node is back: started again from its files');
       }).catch((err: unknown) =>
         this.#log.warn({ err, instance_id: row.id }, 'lost instance not started again'),
       );
+    }
+  }
+
+  /** Runs `work`, which ends the instance's service, without that exit changing its state. */
+  async #expectedStop(instanceId: string, work: () => Promise<void>): Promise<void> {
+    this.#stopping.add(instanceId);
+    try {
+      await work();
+    } finally {
+      this.#stopping.delete(instanceId);
     }
   }
 
@@ -1653,6 +1673,8 @@ export class InstanceService {
         .where('id', '=', row.id)
         .executeTakeFirst();
       if (current === undefined || !STOPPABLE.includes(current.state as InstanceState)) return;
+      // Another node runs it now (this one was lost, and it moved): not this service's to end.
+      if (current.node_id !== this.#nodeId) return;
       this.files.unwatch(row.id);
       this.#cancelExecs(row.id, `the instance's service ${how}`);
       await this.#transition(
