@@ -126,8 +126,9 @@ export class DockerDriver implements InstanceDriverPort {
     return this.#limits;
   }
 
-  /** Removes the containers a previous run of this server left (it was killed). */
+  /** Removes the containers and relay sockets a previous run of this server left (it was killed). */
   async recover(): Promise<void> {
+    await this.#relays.close();
     const left = await this.#docker.listContainers({
       all: true,
       filters: { label: [`${LABEL_OWNER}=${this.#owner}`] },

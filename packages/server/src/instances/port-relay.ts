@@ -4,6 +4,7 @@
 // (`8080\n`), gets `OK\n` once joined to 127.0.0.1:<port> there (or `ERR <why>\n`), and is
 // then a byte pipe. It ends when the server does (its standard input closes), or after a
 // minute without connections. Node built-ins only, and only erasable TypeScript.
+import { unlinkSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 
 const socketPath = process.argv[2];
@@ -12,11 +13,24 @@ if (socketPath === undefined) {
   process.exit(2);
 }
 const IDLE_MS = 60_000;
+
+/**
+ * Exits, taking its socket file along (the directory stays: the server may be starting
+ * another relay in it).
+ */
+function leave(code: number): never {
+  try {
+    unlinkSync(socketPath as string);
+  } catch {
+    // gone already
+  }
+  process.exit(code);
+}
 let open = 0;
 let idle: NodeJS.Timeout | undefined;
 const armIdle = () => {
   clearTimeout(idle);
-  idle = setTimeout(() => process.exit(0), IDLE_MS);
+  idle = setTimeout(() => leave(0), IDLE_MS);
 };
 
 function relay(client: Socket): void {
@@ -71,6 +85,6 @@ server.on('error', (err) => {
   process.exit(1);
 });
 // The server holds the other end of standard input: when it is gone, so is the relay.
-process.stdin.on('end', () => process.exit(0));
-process.stdin.on('close', () => process.exit(0));
+process.stdin.on('end', () => leave(0));
+process.stdin.on('close', () => leave(0));
 process.stdin.resume();

@@ -744,6 +744,11 @@ export class ProcessDriver implements InstanceDriverPort {
     await this.#relays.close();
   }
 
+  /** The port relays' sockets a killed run of this server left. */
+  async recover(): Promise<void> {
+    await this.#relays.close();
+  }
+
   localIds(): string[] {
     return [
       ...new Set([...this.#services.keys(), ...this.#commands.keys(), ...this.#holders.keys()]),
