@@ -18,6 +18,7 @@ import {
   portEnv,
   type ServiceExit,
   sandboxEnv,
+  signalName,
   type TerminalProcess,
   type TerminalRequest,
 } from './process-driver.ts';
@@ -461,13 +462,11 @@ function envList(env: NodeJS.ProcessEnv): string[] {
 /** docker-init (and a shell) report a death by signal N as 128 + N. */
 function exitOf(code: number | null): ServiceExit {
   if (code !== null && code > 128 && code < 128 + 32) {
-    const name = Object.entries(signalNumbers).find(([, n]) => n === code - 128)?.[0];
-    if (name !== undefined) return { code: null, signal: name as NodeJS.Signals };
+    const name = signalName(code - 128);
+    if (name !== null) return { code: null, signal: name };
   }
   return { code, signal: null };
 }
-
-const signalNumbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
 
 /**
  * Sends a signal to a process of this machine and all its descendants: Docker has no way

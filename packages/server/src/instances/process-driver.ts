@@ -821,7 +821,7 @@ export function sandboxEnv(paths: InstancePaths, env: Record<string, string>): N
 }
 
 /** 15 → "SIGTERM". */
-function signalName(signalNumber: number): NodeJS.Signals | null {
+export function signalName(signalNumber: number): NodeJS.Signals | null {
   const found = Object.entries(constants.signals).find(([, n]) => n === signalNumber);
   return found ? (found[0] as NodeJS.Signals) : null;
 }
