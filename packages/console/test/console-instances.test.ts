@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Orchestra } from '@orchestra/sdk';
+import { AgentWorker, Orchestra } from '@orchestra/sdk';
 import type { Browser, Page } from 'playwright-core';
 import { startTestServer, type TestServer } from '../../server/test/helpers.ts';
 import { launchBrowser, sidewaysOverflow, signIn, watchProblems } from './support.ts';
@@ -225,6 +225,52 @@ describe('instances', () => {
     );
     assert.deepEqual(problems, []);
     await context.close();
+  });
+
+  test('an agent’s task in an instance: submitted from its page, linked both ways, its checkpoints name it', async () => {
+    const instance = await client.instances.create({ template: 'shell', name: 'agent-home' });
+    const key = await client.apiKeys.create({ name: 'console-agent', role: 'agent' });
+    const worker = new AgentWorker({
+      url: server.url,
+      apiKey: key.secret,
+      agentId: 'console-agent',
+      capabilities: ['console-agent'],
+      handleSignals: false,
+      handler: async (_input, ctx) => ({ checkpoint: await ctx.checkpoint('by the agent') }),
+    });
+    await worker.start();
+    const context = await browser.newContext();
+    const page = await signIn(context, server.url, server.adminKey);
+    const problems = watchProblems(page);
+    try {
+      await page.goto(`${server.url}/instances/${instance.id}`);
+      await page.getByRole('link', { name: 'Submit a task here' }).click();
+      assert.equal(await page.getByLabel('Instance').inputValue(), instance.id);
+      await page.getByLabel('Capabilities').fill('console-agent');
+      await page.getByRole('button', { name: 'Submit', exact: true }).click();
+      await page
+        .getByRole('heading', { name: /^Task tsk_/, level: 1 })
+        .waitFor({ timeout: WAIT_MS });
+      const facts = page.getByRole('region', { name: 'Summary' });
+      await facts.getByText('succeeded').first().waitFor({ timeout: WAIT_MS });
+      const taskId = ((await page.getByRole('heading', { level: 1 }).textContent()) ?? '').replace(
+        'Task ',
+        '',
+      );
+      await facts.getByRole('link', { name: instance.id }).click();
+      await page
+        .getByRole('heading', { name: 'Instance agent-home', level: 1 })
+        .waitFor({ timeout: WAIT_MS });
+      await page.getByRole('link', { name: 'Checkpoints' }).click();
+      const table = page.locator('table[aria-label="Checkpoints"]');
+      await table.getByText('by the agent').waitFor({ timeout: WAIT_MS });
+      await table.getByText(`before attempt 1 of task ${taskId}`).waitFor({ timeout: WAIT_MS });
+      assert.equal(await table.getByRole('link', { name: taskId }).count(), 2);
+      assert.deepEqual(problems, []);
+    } finally {
+      await context.close();
+      await worker.stop();
+    }
   });
 
   test('ports: the declared ones, a share link that opens the app in a browser without signing in, revoked', async () => {

@@ -97,7 +97,24 @@ describe('tools', () => {
       .click();
     await page.getByRole('heading', { name: 'Tools', level: 1 }).waitFor({ timeout: WAIT_MS });
     await page.getByRole('link', { name: 'weather' }).waitFor({ timeout: WAIT_MS });
-    assert.equal(await page.locator('table[aria-label="Tools"] tbody tr').count(), 4);
+    // Its four, and the seven built-in workspace tools every tenant has.
+    assert.equal(await page.locator('table[aria-label="Tools"] tbody tr').count(), 11);
+    await page.getByLabel('Source').selectOption('workspace');
+    await page
+      .getByRole('link', { name: 'weather' })
+      .waitFor({ state: 'detached', timeout: WAIT_MS });
+    assert.equal(await page.locator('table[aria-label="Tools"] tbody tr').count(), 7);
+    await page.getByRole('link', { name: 'workspace.exec' }).click();
+    await page
+      .getByRole('heading', { name: 'Tool workspace.exec', level: 1 })
+      .waitFor({ timeout: WAIT_MS });
+    assert.match(
+      (await page.getByRole('region', { name: 'Tool' }).textContent()) ?? '',
+      /Built in: exec in the instance of the calling task/,
+    );
+    await page.goBack();
+    await page.getByLabel('Source').selectOption('');
+    await page.getByRole('link', { name: 'weather' }).waitFor({ timeout: WAIT_MS });
 
     // Search: words of the description.
     await page.getByLabel('Search').fill('city forecast');

@@ -238,6 +238,8 @@ export const AssignedTask = Type.Object({
   concurrency_key: Type.Union([Type.String(), Type.Null()]),
   /** The session the task belongs to: its tasks run one at a time, in order. */
   session_id: Type.Union([Type.String(), Type.Null()]),
+  /** The instance the task works in: the `workspace.*` tools act on it. */
+  instance_id: Type.Union([Type.String(), Type.Null()]),
   created_at: Type.String({ format: 'date-time' }),
 });
 export type AssignedTask = Static<typeof AssignedTask>;

@@ -311,6 +311,8 @@ export {
   ToolVersionSummary,
   UpdateTool,
   UpdateToolPolicy,
+  WORKSPACE_TOOL_OPERATIONS,
+  WorkspaceToolSource,
 } from './tools.ts';
 export {
   USAGE_GROUPS,

@@ -71,6 +71,15 @@ export const CreateTask = Type.Object(
     /** Default: the template's, else `least_connections`. */
     strategy: Type.Optional(Strategy),
     labels: Type.Optional(Labels),
+    /** An instance (`ins_…`) the task works in: its agent gets the workspace tools. */
+    instance: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 64,
+        description:
+          'An instance (`ins_…`) of the tenant that the task works in: its agent gets the `workspace.*` tools for it, and a checkpoint is taken before each attempt (and after each turn of a hosted agent).',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -174,6 +183,10 @@ export const Task = Type.Object(
     concurrency_key: Type.Union([Type.String(), Type.Null()]),
     /** The session the task runs in, if any. */
     session_id: Type.Union([Type.String(), Type.Null()]),
+    /** The instance the task works in, if any (`instance` at submit). */
+    instance_id: Type.Union([Type.String(), Type.Null()], {
+      description: 'The instance the task works in (`instance` at submit), or null.',
+    }),
     idempotency_key: Type.Union([Type.String(), Type.Null()]),
     labels: Type.Record(Type.String(), Type.String()),
     /** The agent holding the task, while one does. */

@@ -175,8 +175,40 @@ export const DeclaredTool = Type.Object(
 );
 export type DeclaredTool = Static<typeof DeclaredTool>;
 
-/** Where a tool's calls go. MCP tools are registered by their server, never by hand. */
-export const ToolSource = Type.Union([HttpToolSource, McpToolSource, AgentToolSource]);
+/** What a built-in workspace tool does in the instance of the task it is called for. */
+export const WORKSPACE_TOOL_OPERATIONS = [
+  'read_file',
+  'write_file',
+  'list_files',
+  'search',
+  'exec',
+  'terminal',
+  'checkpoint',
+] as const;
+
+export const WorkspaceToolSource = Type.Object(
+  {
+    type: Type.Literal('workspace'),
+    operation: Type.Enum([...WORKSPACE_TOOL_OPERATIONS]),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'A built-in tool (`workspace.<operation>`) that works in the instance of the task it is called for: only for tasks submitted with an `instance`. Not created, changed or deleted by users.',
+  },
+);
+export type WorkspaceToolSource = Static<typeof WorkspaceToolSource>;
+
+/**
+ * Where a tool's calls go. MCP tools are registered by their server, never by hand; the
+ * workspace tools are built in.
+ */
+export const ToolSource = Type.Union([
+  HttpToolSource,
+  McpToolSource,
+  AgentToolSource,
+  WorkspaceToolSource,
+]);
 export type ToolSource = Static<typeof ToolSource>;
 
 /** Everything a version of a tool defines. */

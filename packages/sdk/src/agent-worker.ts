@@ -40,6 +40,14 @@ export interface TaskContext {
   emit(name: string, data?: unknown): void;
   /** The tenant's tools, called through Orchestra for this task. */
   tools: TaskTools;
+  /**
+   * For a task that works in an instance (`task.instance_id`): saves its workspace as a
+   * checkpoint of the task, through the built-in tool `workspace.checkpoint` (so tool
+   * policies apply and the call is recorded). Resolves to the checkpoint's id; rejects with
+   * an `OrchestraError` when the call is refused, or an `Error` with the tool's message when
+   * it failed (no instance, the instance is gone).
+   */
+  checkpoint(message?: string): Promise<string>;
 }
 
 /** What `ctx.tools.list` filters on; every filter given must match. */
@@ -701,6 +709,23 @@ export class AgentWorker {
       tools: {
         list: (options) => this.#listTools(running, options ?? {}),
         call: (name, args, options) => this.#callTool(running, name, args ?? {}, options ?? {}),
+      },
+      checkpoint: async (message) => {
+        const { result } = await this.#callTool(
+          running,
+          'workspace.checkpoint',
+          message !== undefined ? { message } : {},
+          {},
+        );
+        const checkpoint = (result?.structured_content as { checkpoint?: { id?: unknown } })
+          ?.checkpoint;
+        if (result === null || result.is_error || typeof checkpoint?.id !== 'string') {
+          const said = result?.content.find((c) => c.type === 'text');
+          throw new Error(
+            `No checkpoint: ${said?.type === 'text' ? said.text : 'the call awaits an approval'}`,
+          );
+        }
+        return checkpoint.id;
       },
     };
     let final: Final;

@@ -7,6 +7,11 @@ import type { Page, PageOptions } from './types.ts';
 
 export type { Checkpoint, CheckpointDiff } from '@orchestra/protocol';
 
+export interface ListCheckpointsOptions extends PageOptions {
+  /** Only the checkpoints of this task. */
+  task_id?: string;
+}
+
 const checkpointsPath = (id: string) => `/v1/instances/${encodeURIComponent(id)}/checkpoints`;
 
 /**
@@ -29,12 +34,15 @@ export class CheckpointsApi {
     });
   }
 
-  /** One page, newest first. */
-  list(id: string, options: PageOptions = {}): Promise<Page<Checkpoint>> {
+  /** One page, newest first; `task_id`: only that task's (before each attempt, after turns). */
+  list(id: string, options: ListCheckpointsOptions = {}): Promise<Page<Checkpoint>> {
     return this.#client.request('GET', checkpointsPath(id), { query: { ...options } });
   }
 
-  listAll(id: string, options: Omit<PageOptions, 'cursor'> = {}): AsyncIterable<Checkpoint> {
+  listAll(
+    id: string,
+    options: Omit<ListCheckpointsOptions, 'cursor'> = {},
+  ): AsyncIterable<Checkpoint> {
     return paginate((cursor) => this.list(id, { ...options, ...cursor }));
   }
 

@@ -14,7 +14,12 @@ export {
   type WorkerStatus,
 } from './agent-worker.ts';
 export type { ReconnectOptions } from './backoff.ts';
-export { type Checkpoint, type CheckpointDiff, CheckpointsApi } from './checkpoints-api.ts';
+export {
+  type Checkpoint,
+  type CheckpointDiff,
+  CheckpointsApi,
+  type ListCheckpointsOptions,
+} from './checkpoints-api.ts';
 export {
   Orchestra,
   type OrchestraOptions,

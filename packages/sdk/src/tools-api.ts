@@ -59,8 +59,8 @@ export type ToolPolicyDefinition = UpdateToolPolicy;
 export interface ListToolsOptions extends PageOptions {
   /** Words that must all appear in the name, description or schema. */
   q?: string;
-  /** Only HTTP tools, or only tools of MCP servers. */
-  source?: 'http' | 'mcp';
+  /** Only HTTP tools, tools of MCP servers, agent tools or the built-in workspace tools. */
+  source?: 'http' | 'mcp' | 'agent' | 'workspace';
   /** Only the tools of this MCP server. */
   server?: string;
   state?: ToolState;

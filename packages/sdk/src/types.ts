@@ -131,6 +131,8 @@ export interface ListTasksOptions extends PageOptions {
   agent_id?: string;
   /** Only tasks of this session. */
   session_id?: string;
+  /** Only tasks that work in this instance. */
+  instance_id?: string;
   /** Only tasks carrying every one of these labels. */
   labels?: Record<string, string>;
   /** Only tasks created at or after this time (ISO-8601 date-time or a Date). */

@@ -30,6 +30,7 @@ import { templatesModule } from './templates/index.ts';
 import { terminalsModule } from './terminals/index.ts';
 import { toolsModule } from './tools/index.ts';
 import { usageModule } from './usage/index.ts';
+import { workspaceToolsModule } from './workspace-tools/index.ts';
 
 /**
  * Every service module of the server. Adding a module is a folder with its declaration
@@ -59,6 +60,7 @@ export const MODULES: readonly AnyModule[] = [
   instancesModule,
   checkpointsModule,
   terminalsModule,
+  workspaceToolsModule,
   realtimeModule,
   statsModule,
   opsModule,

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { AgentWorker, Orchestra } from '@orchestra/sdk';
 import WebSocket from 'ws';
 import { createTestDatabase, type SpawnedOrchestra, spawnOrchestra, tempDir } from './helpers.ts';
 import { NatsServer } from './nats-server.ts';
@@ -187,6 +188,69 @@ describe('instances in a cluster', () => {
     const started = await call(0, 'POST', `/v1/instances/${id}/start`);
     assert.equal(started.body.state, 'running', JSON.stringify(started.body));
     assert.equal(started.body.node_id, 'node-b');
+  });
+
+  test('an agent connected to one node works in an instance on the other: its workspace tools and its task’s checkpoint run there', async () => {
+    const onB = { 'x-orchestra-forwarded-by': 'test' };
+    const made = await call(1, 'POST', '/v1/instances', { template: 'web' }, onB);
+    assert.equal(made.body.node_id, 'node-b', JSON.stringify(made.body));
+    const id = made.body.id as string;
+    const policy = await call(0, 'POST', '/v1/tool-policies', {
+      name: 'cluster-coder',
+      effect: 'allow',
+      tools: ['workspace.*'],
+    });
+    assert.equal(policy.status, 201, JSON.stringify(policy.body));
+    const agentKey = await call(0, 'POST', '/v1/api-keys', { name: 'coder', role: 'agent' });
+    const worker = new AgentWorker({
+      url: nodes[0]?.url ?? '',
+      apiKey: agentKey.body.secret,
+      agentId: 'cluster-coder',
+      capabilities: ['cluster-code'],
+      handleSignals: false,
+      handler: async (_input, ctx) => {
+        const wrote = await ctx.tools.call('workspace.write_file', {
+          path: 'from-agent.txt',
+          content: 'written by an agent on node a\n',
+        });
+        const ran = await ctx.tools.call('workspace.exec', {
+          command: 'cat from-agent.txt; echo "tag=$NODE_TAG"',
+        });
+        return {
+          wrote: wrote.result?.is_error,
+          ran: (ran.result?.structured_content as { stdout: string } | undefined)?.stdout,
+          checkpoint: await ctx.checkpoint('agent on node a'),
+        };
+      },
+    });
+    await worker.start();
+    try {
+      const client = new Orchestra({ url: nodes[0]?.url ?? '', apiKey: key });
+      const task = await client.tasks.create({ capabilities: ['cluster-code'], instance: id });
+      const done = await client.tasks.wait(task.id, { timeoutMs: 120_000 });
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
+      const result = done.result as { wrote: boolean; ran: string; checkpoint: string };
+      assert.equal(result.wrote, false);
+      assert.equal(result.ran, 'written by an agent on node a\ntag=web\n');
+      // The files are node b's, and so are the checkpoints (listed through node a).
+      assert.equal(
+        readFileSync(
+          join(dirs[1]?.path ?? '', 'instances', id, 'workspace', 'from-agent.txt'),
+          'utf8',
+        ),
+        'written by an agent on node a\n',
+      );
+      const checkpoints = await client.instances.checkpoints.list(id, { task_id: task.id });
+      assert.deepEqual(
+        checkpoints.items.map((c) => c.message),
+        ['agent on node a', `before attempt 1 of task ${task.id}`],
+      );
+      assert.equal(checkpoints.items[0]?.id, result.checkpoint);
+    } finally {
+      await worker.stop();
+      await call(0, 'DELETE', '/v1/tool-policies/cluster-coder');
+      await call(0, 'DELETE', `/v1/instances/${id}`);
+    }
   });
 
   test('a node frozen past its lease: its instances become lost and one moves; back, it stops what moved and starts what stayed from its files', async () => {

@@ -126,6 +126,8 @@ export class AgentToolCalls {
         limit,
         cursor,
         state: 'active',
+        // The workspace tools, for a task that works in an instance.
+        workspace: caller.instanceId !== undefined,
         ...(labels === undefined ? {} : { labels }),
         maxBytes: LIST_MAX_BYTES,
       }),
@@ -241,6 +243,7 @@ export class AgentToolCalls {
     }
     caller.taskId = task.id;
     caller.template = task.template?.name;
+    if (task.instance_id !== null) caller.instanceId = task.instance_id;
     if (task.session_id !== null) {
       caller.sessionId = task.session_id;
       try {

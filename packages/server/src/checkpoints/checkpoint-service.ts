@@ -95,7 +95,12 @@ export class CheckpointService {
   async list(
     principal: Principal,
     instanceId: string,
-    options: { limit?: number | undefined; cursor?: string | undefined; maxBytes: number },
+    options: {
+      limit?: number | undefined;
+      cursor?: string | undefined;
+      task_id?: string | undefined;
+      maxBytes: number;
+    },
   ): Promise<{ items: Checkpoint[]; next_cursor: string | null }> {
     await this.#instances.get(principal, instanceId);
     const before = decodeCursor(options.cursor, (id) => id.startsWith('chk_'));
@@ -108,6 +113,7 @@ export class CheckpointService {
       .orderBy('id', 'desc')
       .limit(limit + 1);
     if (before !== undefined) query = query.where('id', '<', before);
+    if (options.task_id !== undefined) query = query.where('task_id', '=', options.task_id);
     return toPage(await query.execute(), limit, view, options.maxBytes);
   }
 

@@ -57,7 +57,15 @@ export const checkpointRoutes: FastifyPluginAsyncTypebox<{
         operationId: 'listCheckpoints',
         summary: 'List an instance’s checkpoints, newest first',
         params: InstanceRef,
-        querystring: Type.Object(PageQuery, { additionalProperties: false }),
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            task_id: Type.Optional(
+              Type.String({ maxLength: 64, description: 'Only the checkpoints of this task.' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
         response: { 200: Page(Type.Ref('Checkpoint')), ...errorResponses },
       },
       config: { auth: READ_ROLES },

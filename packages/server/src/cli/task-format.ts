@@ -52,6 +52,7 @@ export function describeTask(task: Task): string {
     ['Timeout', `${task.timeout_ms} ms`],
     ['Strategy', task.strategy],
     ['Agent', task.agent_id ?? '-'],
+    ['Instance', task.instance_id ?? '-'],
     ['Labels', labelsText(task.labels)],
     ['Idempotency key', task.idempotency_key ?? '-'],
     ['Concurrency key', task.concurrency_key ?? '-'],

@@ -36,6 +36,8 @@ export function sourceText(tool: Tool): string {
       return `mcp ${source.server}/${source.tool}`;
     case 'agent':
       return `agent task${source.template ? ` of template ${source.template}` : ''}${source.capabilities ? ` with ${source.capabilities.join(', ')}` : ''}`;
+    case 'workspace':
+      return `built in: ${source.operation} in the calling task's instance`;
   }
 }
 

@@ -76,6 +76,12 @@ export class InstanceForwarding {
     return true;
   }
 
+  /** The address of node `nodeId` while it is live; undefined when it is not (or has none). */
+  async nodeUrl(nodeId: string): Promise<string | undefined> {
+    const node = (await this.#nodes()).find((n) => n.id === nodeId);
+    return node === undefined || node.url === '' ? undefined : node.url;
+  }
+
   async #nodes(): Promise<LiveNode[]> {
     const now = Date.now();
     if (this.#cached === undefined || now - this.#cached.at > NODES_CACHE_MS) {

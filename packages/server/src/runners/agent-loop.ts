@@ -56,6 +56,8 @@ export const JOURNAL = {
   user: 'llm.user',
   /** A summary of the session's turns up to task `through`, which the run got instead of them. */
   summary: 'llm.summary',
+  /** The workspace of the task's instance was checkpointed after a turn's tool calls. */
+  checkpoint: 'llm.checkpoint',
 } as const;
 
 /** A journal entry as stored: a custom event of the task's stream. */
@@ -163,6 +165,11 @@ export interface AgentLoopDeps {
   ): Promise<{ id: string; input: unknown; result: unknown }[]>;
   /** The journal entries of the task so far, every attempt, in order. */
   journal(tenantId: string, taskId: string): Promise<JournalEntry[]>;
+  /**
+   * Checkpoints the instance a task works in after turn `turn` (its tool calls done); does
+   * nothing for a task without one, and never rejects (a checkpoint not taken is logged).
+   */
+  checkpoint(tenantId: string, task: AssignedTask, turn: number): Promise<string | undefined>;
 }
 
 /** A tenant's monthly quota that a run stopped at. */
@@ -754,6 +761,7 @@ class HostedRun {
           missing.map((c) => ({ ...c, turn: last.call.turn })),
           state.approvals,
         );
+        await this.#checkpoint(last.call.turn);
       }
     }
     for (;;) {
@@ -768,7 +776,21 @@ class HostedRun {
         continue;
       }
       await this.#callTools(answer.tool_calls.map((c) => ({ ...c, turn: this.#turns })));
+      await this.#checkpoint(this.#turns);
     }
+  }
+
+  /**
+   * After a turn's tool calls, for a task that works in an instance: a checkpoint a user can
+   * go back to, named in the journal. (A turn without tool calls changes no file.)
+   */
+  async #checkpoint(turn: number): Promise<void> {
+    if (this.#task.instance_id === null) return;
+    const id = await this.#deps.checkpoint(this.#run.tenantId, this.#task, turn);
+    if (id === undefined) return;
+    await this.#run.journal([
+      { type: 'custom', name: JOURNAL.checkpoint, data: { checkpoint_id: id, turn } },
+    ]);
   }
 
   #toolNamed(name: string): Tool | undefined {

@@ -4,6 +4,7 @@ import type { Principal } from '../platform/auth.ts';
 import type { Job } from '../platform/jobs.ts';
 import { taskStream } from '../tasks/index.ts';
 import type { ToolCallerContext } from '../tools/index.ts';
+import { workspaceTools } from '../tools/index.ts';
 import { nanoUsd } from '../usage/index.ts';
 import { type AgentLoopDeps, type JournalEntry, runHostedAgent } from './agent-loop.ts';
 import { ApprovalWaits } from './approval-waits.ts';
@@ -57,6 +58,7 @@ export const runnersModule = defineModule({
     'gateway',
     'sessions',
     'usage',
+    'workspace-tools',
   ],
   settings: RUNNERS_SETTINGS,
   jobs: ['hosted-runners', 'hosted-approval-waits'],
@@ -94,6 +96,7 @@ export const runnersModule = defineModule({
     const { events } = need('events');
     const { systemTenantId, limits } = need('gateway');
     const sessions = need('sessions');
+    const workspaces = need('workspace-tools');
 
     const principal = (tenantId: string): Principal => ({
       type: 'jwt',
@@ -118,6 +121,7 @@ export const runnersModule = defineModule({
         taskId: task.id,
         template: task.template?.name,
       };
+      if (task.instance_id !== null) caller.instanceId = task.instance_id;
       if (task.session_id !== null) {
         caller.sessionId = task.session_id;
         caller.sessionLabels = await sessions.labels(tenantId, task.session_id);
@@ -142,6 +146,8 @@ export const runnersModule = defineModule({
         const caller = await callerOf(tenantId, agentId, task);
         const decide = await policies.forCaller(caller);
         const active = await tools.active(tenantId);
+        // The workspace tools, for a task that works in an instance.
+        if (task.instance_id !== null) active.push(...workspaceTools(tenantId));
         return active.filter(
           (tool: Tool) =>
             patterns.some((p) => matchesToolPattern(p, tool.name)) && decide(tool).allowed,
@@ -206,6 +212,16 @@ export const runnersModule = defineModule({
           return { limit: 'monthly_cost_cents', value: monthlyCents.value, used: cents };
         }
         return undefined;
+      },
+      async checkpoint(tenantId, task, turn) {
+        if (task.instance_id === null) return undefined;
+        const checkpoint = await workspaces.checkpoint(
+          tenantId,
+          task.instance_id,
+          task.id,
+          `after turn ${turn} of task ${task.id}`,
+        );
+        return checkpoint?.id;
       },
       sessionHistory: (tenantId, sessionId, beforeId, limit) =>
         tasks.sessionHistory(tenantId, sessionId, beforeId, limit),

@@ -119,6 +119,7 @@ export class Dispatcher {
   readonly #limits: TenantLimitSource;
   readonly #concurrencyKeyLimit: number;
   readonly #sweepIntervalMs: number;
+  readonly #beforeAttempt: ((task: AssignedTask, tenantId: string) => Promise<void>) | undefined;
   readonly #balancers = new Map<string, Balancer>();
   readonly #passes = new Map<string, { again: boolean; submitted: boolean; done: Promise<void> }>();
   readonly #rejected = new Map<string, { agents: Set<string>; until: number }>();
@@ -141,7 +142,13 @@ export class Dispatcher {
     jobs: Jobs;
     concurrencyKeyLimit: number;
     sweepIntervalMs: number;
+    /**
+     * Runs before an attempt of a task that works in an instance reaches its agent (the
+     * checkpoint the user can go back to); it logs its own failures and never rejects.
+     */
+    beforeAttempt?: (task: AssignedTask, tenantId: string) => Promise<void>;
   }) {
+    this.#beforeAttempt = deps.beforeAttempt;
     this.#store = deps.store;
     this.#events = deps.events;
     this.#bus = deps.bus;
@@ -375,7 +382,23 @@ export class Dispatcher {
     }
     for (const { target, row } of claims) {
       this.#rejected.delete(row.id);
-      target.assign(await this.#assignment(row));
+      const task = await this.#assignment(row);
+      const before = row.instance_id !== null ? this.#beforeAttempt : undefined;
+      if (before === undefined) {
+        target.assign(task);
+        continue;
+      }
+      // Not awaited here: a checkpoint of a large workspace must not hold up the tasks
+      // assigned after it. The task is the agent's already; it hears of it once it is taken.
+      void before(task, row.tenant_id)
+        .catch((err: unknown) => {
+          this.#log.warn({ err, task_id: row.id }, 'checkpoint before the attempt failed');
+        })
+        .then(() => target.assign(task))
+        .catch((err: unknown) => {
+          // Gone meanwhile: its lease ends and the task is offered again.
+          this.#log.warn({ err, task_id: row.id }, 'assignment after the checkpoint failed');
+        });
     }
     return claims.length;
   }
@@ -520,6 +543,7 @@ export class Dispatcher {
       labels: JSON.parse(row.labels) as Record<string, string>,
       concurrency_key: row.concurrency_key,
       session_id: row.session_id,
+      instance_id: row.instance_id,
       created_at: row.created_at,
     };
   }

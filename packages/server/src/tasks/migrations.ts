@@ -201,6 +201,25 @@ export const tasksMigrations: Record<string, Migration> = {
       await db.schema.dropIndex('tasks_lane_idx').execute();
     },
   },
+  '0031_task_instance': {
+    async up(db: Kysely<unknown>) {
+      // The instance a task works in (its agent's workspace tools act on it); null for the
+      // tasks already there.
+      await db.schema.alterTable('tasks').addColumn('instance_id', 'text').execute();
+      // The tasks of an instance, newest first; only the tasks that name one are in it.
+      await db.schema
+        .createIndex('tasks_instance_idx')
+        .ifNotExists()
+        .on('tasks')
+        .columns(['tenant_id', 'instance_id', 'id'])
+        .where(sql.ref('instance_id'), 'is not', null)
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('tasks_instance_idx').ifExists().execute();
+      await db.schema.alterTable('tasks').dropColumn('instance_id').execute();
+    },
+  },
   '0024_task_waiting': {
     async up(db: Kysely<unknown>) {
       // What a task in awaiting_approval waits for (JSON, Task.waiting); null otherwise.

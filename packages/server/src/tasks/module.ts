@@ -27,7 +27,8 @@ export const tasksModule = defineModule({
   needs: ['events', 'templates', 'gateway'],
   // The agents module is built on the runtime; the dispatcher and the task service ask it
   // about connected agents only once everything is built. Sessions likewise.
-  later: ['agents', 'sessions'],
+  // Workspace tools check the instance a task names, and checkpoint it before each attempt.
+  later: ['agents', 'sessions', 'workspace-tools'],
   migrations: tasksMigrations,
   tables: ['tasks', 'task_labels'],
   settings: TASKS_SETTINGS,
@@ -41,6 +42,7 @@ export const tasksModule = defineModule({
     const { limits } = need('gateway');
     const agents = later('agents');
     const sessions = later('sessions');
+    const workspaces = later('workspace-tools');
     const runtime = new TaskRuntime({
       store,
       events,
@@ -69,6 +71,7 @@ export const tasksModule = defineModule({
       jobs,
       concurrencyKeyLimit: settings.concurrencyKeyLimit,
       sweepIntervalMs,
+      beforeAttempt: (task, tenantId) => workspaces().beforeAttempt(tenantId, task),
     });
     const tasks = new TaskService({
       store,
@@ -83,6 +86,9 @@ export const tasksModule = defineModule({
         lock: (trx, tenantId, sessionId) => sessions().lock(trx, tenantId, sessionId),
       },
       agents: { offeredCapabilities: (tenantId) => agents().agents.offeredCapabilities(tenantId) },
+      workspaces: {
+        checkInstance: (principal, id, field) => workspaces().checkInstance(principal, id, field),
+      },
     });
     return { runtime, dispatcher, tasks, sweepIntervalMs };
   },

@@ -185,6 +185,9 @@ export const taskRoutes: FastifyPluginAsyncTypebox<{
             ),
             agent_id: Type.Optional(Type.String({ maxLength: 200 })),
             session_id: Type.Optional(Type.String({ maxLength: 100 })),
+            instance_id: Type.Optional(
+              Type.String({ maxLength: 64, description: 'Only the tasks that work in it.' }),
+            ),
             label: Type.Optional(LabelSelectors),
             created_after: Type.Optional(Type.String({ format: 'date-time' })),
             created_before: Type.Optional(Type.String({ format: 'date-time' })),

@@ -22,6 +22,8 @@ export interface TasksTable {
   concurrency_key: string | null;
   /** The session (thread) the task belongs to, if any. */
   session_id: string | null;
+  /** The instance the task works in, if any. */
+  instance_id: string | null;
   idempotency_key: string | null;
   /** JSON object. */
   labels: string;

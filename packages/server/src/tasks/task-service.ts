@@ -44,7 +44,6 @@ const CAPABILITY_TASK_DEFAULTS = {
   strategy: 'least_connections',
 } as const;
 
-/** What tasks need from the sessions module. */
 /** What the tasks module asks of the agents module: what connected agents offer now. */
 export interface TaskAgents {
   /** The capabilities of each of the tenant's agents that take new tasks now. */
@@ -79,11 +78,18 @@ export function waitingFor(needs: string[], offered: string[][]): Task['waiting'
   };
 }
 
+/** What tasks need from the sessions module. */
 export interface TaskSessions {
   /** The session's multitask strategy; VALIDATION_FAILED naming `field` if it does not exist. */
   strategyFor(tenantId: string, sessionId: string, field: string): Promise<MultitaskStrategy>;
   /** Locks the session's row in `trx` (on stores that lock rows), for a submit to it. */
   lock(trx: Transaction<Database>, tenantId: string, sessionId: string): Promise<void>;
+}
+
+/** What tasks need of workspaces: whether an instance a task names is there. */
+export interface TaskWorkspaces {
+  /** Resolves when the caller's tenant has instance `id`; VALIDATION_FAILED naming `field` if not. */
+  checkInstance(principal: Principal, id: string, field: string): Promise<void>;
 }
 
 /** The run-time fields of a task that has not started: new, or queued again by a retry. */
@@ -120,6 +126,7 @@ const TASK_COLUMNS = Object.keys({
   strategy: true,
   concurrency_key: true,
   session_id: true,
+  instance_id: true,
   idempotency_key: true,
   labels: true,
   agent_id: true,
@@ -154,6 +161,7 @@ export interface ListTasksOptions {
   template?: string | undefined;
   agent_id?: string | undefined;
   session_id?: string | undefined;
+  instance_id?: string | undefined;
   labels?: Record<string, string>;
   created_after?: string | undefined;
   created_before?: string | undefined;
@@ -188,6 +196,7 @@ function view(row: TasksTable): Task {
     strategy: row.strategy as Task['strategy'],
     concurrency_key: row.concurrency_key,
     session_id: row.session_id,
+    instance_id: row.instance_id,
     idempotency_key: row.idempotency_key,
     labels: JSON.parse(row.labels) as Record<string, string>,
     agent_id: row.agent_id,
@@ -224,6 +233,7 @@ export class TaskService {
   readonly #sessions: TaskSessions;
   readonly #queuedLimit: TenantLimit;
   readonly #agents: TaskAgents;
+  readonly #workspaces: TaskWorkspaces;
 
   constructor(deps: {
     store: RelationalStore;
@@ -236,8 +246,10 @@ export class TaskService {
     limits: TenantLimitSource;
     /** What connected agents offer, to tell why a queued task waits. */
     agents: TaskAgents;
+    workspaces: TaskWorkspaces;
   }) {
     this.#agents = deps.agents;
+    this.#workspaces = deps.workspaces;
     this.#limits = deps.limits;
     this.#queuedLimit = new TenantLimit({
       name: 'max_queued_tasks',
@@ -324,6 +336,9 @@ export class TaskService {
         );
       }
     }
+    if (input.instance !== undefined) {
+      await this.#workspaces.checkInstance(principal, input.instance, 'body.instance');
+    }
     const strategy =
       input.session_id === undefined
         ? undefined
@@ -356,6 +371,7 @@ export class TaskService {
       ...NOT_STARTED,
       concurrency_limit: template?.concurrency_key_limit ?? null,
       session_id: input.session_id ?? null,
+      instance_id: input.instance ?? null,
       created_by: credentialId(principal),
       created_at: now,
       queued_at: now,
@@ -553,6 +569,17 @@ export class TaskService {
     return row?.state;
   }
 
+  /** The instance task `id` works in: null for none, undefined when there is no such task. */
+  async instanceOf(tenantId: string, id: string): Promise<string | null | undefined> {
+    const row = await this.#store.db
+      .selectFrom('tasks')
+      .select('instance_id')
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return row === undefined ? undefined : row.instance_id;
+  }
+
   async get(principal: Principal, id: string): Promise<Task> {
     const task = view(await this.#find(this.#store.db, principal.tenant.id, id));
     return (await this.#withWaiting(principal.tenant.id, [task]))[0] ?? task;
@@ -592,6 +619,9 @@ export class TaskService {
     if (options.agent_id !== undefined) query = query.where('agent_id', '=', options.agent_id);
     if (options.session_id !== undefined) {
       query = query.where('session_id', '=', options.session_id);
+    }
+    if (options.instance_id !== undefined) {
+      query = query.where('instance_id', '=', options.instance_id);
     }
     if (options.created_after !== undefined) {
       query = query.where('created_at', '>=', new Date(options.created_after).toISOString());

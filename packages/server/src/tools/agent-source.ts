@@ -8,7 +8,10 @@ import { ToolFailure } from './tool-error.ts';
  * What the executor needs of the tasks module: submit, wait and cancel (agent tools), and
  * whether the task a call was made for has ended (approvals).
  */
-export type AgentTaskRunner = Pick<TaskService, 'create' | 'waitForEnd' | 'cancel' | 'stateOf'>;
+export type AgentTaskRunner = Pick<
+  TaskService,
+  'create' | 'waitForEnd' | 'cancel' | 'stateOf' | 'instanceOf'
+>;
 
 /** A task's output as a tool result: an MCP-shaped `{ content }` passes through as it is. */
 function resultOf(task: Task): ToolResult {

@@ -24,6 +24,7 @@ import { callHttpTool, type SecretExpander } from './http-source.ts';
 import type { PolicyDecision, PolicyService, ToolCallerContext } from './policy-service.ts';
 import { errorResult, ToolFailure } from './tool-error.ts';
 import type { ToolService } from './tool-service.ts';
+import type { WorkspaceToolCaller } from './workspace-tools.ts';
 
 /** Calls an MCP server's tool; the MCP hub provides it. */
 /** What a source says of a call under way: MCP's `notifications/progress`, without the token. */
@@ -112,9 +113,14 @@ export class ToolExecutor {
   readonly #expand: () => SecretExpander;
   readonly #mcp: () => McpToolCaller;
   readonly #tasks: () => AgentTaskRunner;
+  readonly #workspace: () => WorkspaceToolCaller;
   readonly #upstreams = new Map<string, Upstream>();
-  /** Who each running call is made for: an agent tool submits its task in their name. */
+  /**
+   * Who each running call is made for: an agent tool submits its task in their name, a
+   * workspace tool acts in their task's instance.
+   */
   readonly #principals = new WeakMap<ToolCall, Principal>();
+  readonly #instances = new WeakMap<ToolCall, string>();
   /** Where a call's progress goes, for the sources that report it. */
   readonly #progress = new WeakMap<ToolCall, (progress: ToolProgress) => void>();
   /** Calls running per policy and tool on this node, for `max_concurrency`. */
@@ -139,7 +145,9 @@ export class ToolExecutor {
     expandSecrets: () => SecretExpander;
     mcp: () => McpToolCaller;
     tasks: () => AgentTaskRunner;
+    workspace: () => WorkspaceToolCaller;
   }) {
+    this.#workspace = deps.workspace;
     this.#tools = deps.tools;
     this.#policies = deps.policies;
     this.#log = deps.log;
@@ -224,6 +232,13 @@ export class ToolExecutor {
       created_at: new Date(started).toISOString(),
       finished_at: null,
     };
+    if (tool.source.type === 'workspace' && caller.instanceId === undefined) {
+      await this.#refuse(
+        call,
+        'TOOL_NOT_AVAILABLE',
+        `"${tool.name}" works only for a task that names an instance (submit the task with "instance"), called by the agent that holds it`,
+      );
+    }
     const problem = checkArguments(args);
     if (problem !== undefined) {
       await this.#refuse(
@@ -263,6 +278,7 @@ export class ToolExecutor {
     }
     try {
       this.#principals.set(call, caller.principal);
+      if (caller.instanceId !== undefined) this.#instances.set(call, caller.instanceId);
       if (options.onProgress !== undefined) this.#progress.set(call, options.onProgress);
       const result = await this.#execute(tool, args, call, started, options.signal);
       await this.#log.record(call, 'later');
@@ -294,6 +310,12 @@ export class ToolExecutor {
       call.status = 'running';
       await this.#log.update(call, ['awaiting_approval']);
       this.#principals.set(call, principal);
+      // A workspace tool acts in the instance of the task that made the call.
+      const instanceId =
+        call.caller.task_id === null
+          ? null
+          : await this.#tasks().instanceOf(approval.tenant_id, call.caller.task_id);
+      if (typeof instanceId === 'string') this.#instances.set(call, instanceId);
       result = await this.#execute(tool, args, call, started, undefined);
     } catch (err) {
       // The tool went away or is held since the call was made: the call fails, recorded.
@@ -610,6 +632,25 @@ export class ToolExecutor {
           signal,
           onProgress: this.#progress.get(call),
         });
+      case 'workspace': {
+        const principal = this.#principals.get(call);
+        const instanceId = this.#instances.get(call);
+        if (principal === undefined || instanceId === undefined) {
+          throw new ToolFailure(
+            'unavailable',
+            `"${tool.name}" works only for a task that names an instance`,
+            { retryable: false },
+          );
+        }
+        return this.#workspace()({
+          principal,
+          instanceId,
+          taskId: call.caller.task_id ?? undefined,
+          operation: source.operation,
+          args,
+          signal,
+        });
+      }
       case 'agent': {
         const principal = this.#principals.get(call);
         if (principal === undefined) throw new Error('an agent tool call without its principal');
@@ -641,6 +682,8 @@ function upstreamOf(tool: Tool): string {
       return tool.source.server;
     case 'agent':
       return 'agents';
+    case 'workspace':
+      return 'workspace';
   }
 }
 

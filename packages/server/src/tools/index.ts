@@ -13,3 +13,4 @@ export * from './routes.ts';
 export * from './settings.ts';
 export * from './tool-error.ts';
 export * from './tool-service.ts';
+export * from './workspace-tools.ts';

@@ -38,6 +38,8 @@ declare module '../module.ts' {
 export const toolsModule = defineModule({
   name: 'tools',
   needs: ['events', 'gateway', 'secrets', 'tasks'],
+  // The workspace tools' calls run in instances, which the workspace-tools module reaches.
+  later: ['workspace-tools'],
   migrations: toolsMigrations,
   tables: [
     'tools',
@@ -83,7 +85,8 @@ export const toolsModule = defineModule({
     },
   ],
   jobs: ['tool-approval-expiry'],
-  create({ store, bus, log, metrics, settings, jobs, secrets: box, need }) {
+  create({ store, bus, log, metrics, settings, jobs, secrets: box, need, later }) {
+    const workspaces = later('workspace-tools');
     const { events } = need('events');
     const secrets = need('secrets');
     const { tasks } = need('tasks');
@@ -115,6 +118,7 @@ export const toolsModule = defineModule({
       },
       expandSecrets: () => (tenantId, text) => secrets.expand(tenantId, text),
       tasks: () => tasks,
+      workspace: () => workspaces().call,
       mcp: () => {
         if (mcp === undefined) {
           return async () => {

@@ -34,6 +34,8 @@ export interface ToolCallerContext {
   sessionId?: string | undefined;
   /** The name of the template of the task the agent calls for. */
   template?: string | undefined;
+  /** The instance that task works in: the workspace tools act on it. */
+  instanceId?: string | undefined;
   sessionLabels?: Record<string, string> | undefined;
 }
 

@@ -179,7 +179,7 @@ export const toolRoutes: FastifyPluginAsyncTypebox<{
                 description: 'Words that must all appear in the name, description or schema.',
               }),
             ),
-            source: Type.Optional(Type.Enum(['http', 'mcp', 'agent'])),
+            source: Type.Optional(Type.Enum(['http', 'mcp', 'agent', 'workspace'])),
             server: Type.Optional(
               Type.String({ maxLength: 100, description: 'Tools of this MCP server.' }),
             ),

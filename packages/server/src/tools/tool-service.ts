@@ -17,6 +17,7 @@ import {
   bytesOf,
   DEFAULT_PAGE_LIMIT,
   decodeCursor,
+  encodeCursor,
   fetchPage,
   ROW_OVERHEAD_BYTES,
   toPage,
@@ -35,6 +36,12 @@ import {
   type ToolDefinition,
 } from './definition.ts';
 import type { ToolsTable, ToolVersionsTable } from './tables.ts';
+import {
+  WORKSPACE_TOOL_PREFIX,
+  workspaceTool,
+  workspaceTools,
+  workspaceToolVersion,
+} from './workspace-tools.ts';
 
 export const TOOL_DEFAULT_TIMEOUT_MS = 30_000;
 const TOOL_ID_PREFIX = 'tool_';
@@ -79,7 +86,9 @@ export interface ListToolsOptions {
   name_prefix?: string | undefined;
   /** Words that must all appear in the name or description (case-insensitive). */
   q?: string | undefined;
-  source?: 'http' | 'mcp' | 'agent' | undefined;
+  source?: 'http' | 'mcp' | 'agent' | 'workspace' | undefined;
+  /** Whether the built-in workspace tools are listed too (default true). */
+  workspace?: boolean | undefined;
   server?: string | undefined;
   state?: ToolState | undefined;
   labels?: Record<string, string>;
@@ -119,7 +128,17 @@ function upstreamOfSource(source: ToolSource): string {
       return source.server;
     case 'agent':
       return 'agents';
+    case 'workspace':
+      return 'workspace';
   }
+}
+
+/** Refuses to change a built-in tool. */
+function builtInNotEditable(tool: Tool): ApiError {
+  return new ApiError(
+    'TOOL_NOT_EDITABLE',
+    `Tool "${tool.name}" is built in: it cannot be changed or deleted (tool policies decide who may call it)`,
+  );
 }
 
 function hostOf(url: string): string {
@@ -204,6 +223,12 @@ export class ToolService {
   /** Registers an HTTP or agent tool (version 1). */
   async create(principal: Principal, input: CreateTool): Promise<Tool> {
     const { name, ...definition } = input;
+    if (name.startsWith(WORKSPACE_TOOL_PREFIX)) {
+      throw fieldError(
+        'body.name',
+        `names starting with "${WORKSPACE_TOOL_PREFIX}" are kept for the built-in workspace tools`,
+      );
+    }
     const spec = this.#spec(definition);
     const now = new Date().toISOString();
     const hash = definitionHash(definitionOf(name, spec));
@@ -250,6 +275,8 @@ export class ToolService {
 
   /** Replaces an HTTP tool's definition with a new version. */
   async update(principal: Principal, ref: string, input: UpdateTool): Promise<Tool> {
+    const builtIn = workspaceTool(principal.tenant.id, ref);
+    if (builtIn !== undefined) throw builtInNotEditable(builtIn);
     const spec = this.#spec(input);
     const current = await this.#find(principal.tenant.id, ref);
     if (current.source_type === 'mcp') {
@@ -309,6 +336,13 @@ export class ToolService {
 
   /** The tool at `version`, or at its latest version. */
   async get(principal: Principal, ref: string, version?: number): Promise<Tool> {
+    const builtIn = workspaceTool(principal.tenant.id, ref);
+    if (builtIn !== undefined) {
+      if (version !== undefined && version !== 1) {
+        throw new ApiError('TOOL_VERSION_NOT_FOUND', `Tool "${ref}" has no version ${version}`);
+      }
+      return builtIn;
+    }
     const row = await this.#find(principal.tenant.id, ref);
     const wanted = version ?? row.latest_version;
     const versionRow = await this.#store.db
@@ -329,6 +363,28 @@ export class ToolService {
   ): Promise<{ items: Tool[]; next_cursor: string | null }> {
     const after = decodeCursor(options.cursor, (id) => id.startsWith(TOOL_ID_PREFIX));
     const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+    // The built-in tools come first (their ids sort before any stored tool's).
+    const builtIns =
+      options.workspace === false
+        ? []
+        : workspaceTools(tenantId)
+            .filter((t) => after === undefined || t.id > after)
+            .filter((t) => listed(t, options))
+            .slice(0, limit);
+    if (builtIns.length === limit) {
+      const last = builtIns.at(-1);
+      return { items: builtIns, next_cursor: last === undefined ? null : encodeCursor(last.id) };
+    }
+    const stored = await this.#listStored(tenantId, options, after, limit - builtIns.length);
+    return { items: [...builtIns, ...stored.items], next_cursor: stored.next_cursor };
+  }
+
+  async #listStored(
+    tenantId: string,
+    options: ListToolsOptions,
+    after: string | undefined,
+    limit: number,
+  ): Promise<{ items: Tool[]; next_cursor: string | null }> {
     let query = this.#store.db
       .selectFrom('tools')
       .innerJoin('tool_versions', (join) =>
@@ -440,6 +496,13 @@ export class ToolService {
     ref: string,
     page: { limit?: number | undefined; cursor?: string | undefined; maxBytes: number },
   ): Promise<{ items: ToolVersionSummary[]; next_cursor: string | null }> {
+    const builtIn = workspaceTool(principal.tenant.id, ref);
+    if (builtIn !== undefined) {
+      return {
+        items: page.cursor === undefined ? [workspaceToolVersion(builtIn)] : [],
+        next_cursor: null,
+      };
+    }
     const row = await this.#find(principal.tenant.id, ref);
     const after = decodeCursor(page.cursor, (version) => /^[1-9]\d{0,9}$/.test(version));
     const limit = page.limit ?? DEFAULT_PAGE_LIMIT;
@@ -467,6 +530,8 @@ export class ToolService {
 
   /** Deletes an HTTP tool and its versions; the record of its calls stays. */
   async delete(principal: Principal, ref: string): Promise<void> {
+    const builtIn = workspaceTool(principal.tenant.id, ref);
+    if (builtIn !== undefined) throw builtInNotEditable(builtIn);
     const row = await this.#find(principal.tenant.id, ref);
     if (row.source_type === 'mcp') {
       throw new ApiError(
@@ -483,6 +548,13 @@ export class ToolService {
    * and is served. `hash` must be the pending one the admin reviewed.
    */
   async approve(principal: Principal, ref: string, hash: string): Promise<Tool> {
+    const builtIn = workspaceTool(principal.tenant.id, ref);
+    if (builtIn !== undefined) {
+      throw new ApiError(
+        'TOOL_NOT_HELD',
+        `Tool "${builtIn.name}" is built in: it has no definition waiting for approval`,
+      );
+    }
     const current = await this.#find(principal.tenant.id, ref);
     const pending =
       current.pending === null ? null : (JSON.parse(current.pending) as PendingDefinition);
@@ -690,7 +762,10 @@ export class ToolService {
       const now = new Date().toISOString();
       for (const tool of declared) {
         const row = byName.get(tool.name);
-        if (row !== undefined && row.source_type !== 'agent') {
+        if (
+          (row !== undefined && row.source_type !== 'agent') ||
+          tool.name.startsWith(WORKSPACE_TOOL_PREFIX)
+        ) {
           outcome.skipped.push(tool.name);
           continue;
         }
@@ -782,6 +857,11 @@ export class ToolService {
    * when it exists but is not served (held, unavailable, disabled).
    */
   async callable(tenantId: string, ref: string): Promise<CallableTool> {
+    const builtIn = workspaceTool(tenantId, ref);
+    if (builtIn !== undefined) {
+      const spec: ToolSpec = { ...builtIn, flags: [] };
+      return { tool: builtIn, checkArguments: this.#argumentCheck(builtIn.id, 1, spec) };
+    }
     const row = await this.#servingRow(tenantId, ref);
     if (row === null) throw toolNotFound(ref);
     if (row.state !== 'active') {
@@ -927,4 +1007,21 @@ function view(
     created_at: row.created_at,
     updated_at: row.updated_at,
   };
+}
+
+/** Whether a built-in tool passes a listing's filters (it has no labels and no server). */
+function listed(tool: Tool, options: ListToolsOptions): boolean {
+  if (options.source !== undefined && options.source !== 'workspace') return false;
+  if (options.server !== undefined) return false;
+  if (options.state !== undefined && options.state !== 'active') return false;
+  if (Object.keys(options.labels ?? {}).length > 0) return false;
+  if (options.name_prefix && !tool.name.startsWith(options.name_prefix)) return false;
+  const text = `${tool.name} ${JSON.stringify({ d: tool.description, s: tool.input_schema })}`;
+  const lower = text.toLowerCase();
+  return (options.q ?? '')
+    .toLowerCase()
+    .split(/\s+/)
+    .filter(Boolean)
+    .slice(0, 10)
+    .every((word) => lower.includes(word));
 }

@@ -1,6 +1,6 @@
 import type { Checkpoint, Instance } from '@orchestra/sdk';
 import { type FormEvent, useState } from 'react';
-import { setQueryParam, useLocation } from '../router.tsx';
+import { Link, setQueryParam, useLocation } from '../router.tsx';
 import { useSession } from '../session.tsx';
 import {
   Alert,
@@ -147,7 +147,15 @@ export function CheckpointsTab({ instance }: { instance: Instance }) {
           <tr key={c.id} data-checkpoint={c.id}>
             <td>
               {c.message}
-              <div className="muted">{c.id}</div>
+              <div className="muted">
+                {c.id}
+                {c.task_id !== null && (
+                  <>
+                    {' · task '}
+                    <Link to={`/tasks/${encodeURIComponent(c.task_id)}`}>{c.task_id}</Link>
+                  </>
+                )}
+              </div>
             </td>
             <td>{c.files}</td>
             <td>

@@ -363,6 +363,9 @@ export function InstancePage({ id }: { id: string }) {
         {canWrite && (
           <>
             <StartStop instance={i} onDone={instance.reload} />
+            <Link to={`/tasks/new?instance=${encodeURIComponent(i.id)}`} className="button">
+              Submit a task here
+            </Link>
             <button
               type="button"
               disabled={i.state !== 'running'}

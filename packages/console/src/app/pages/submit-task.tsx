@@ -32,6 +32,7 @@ export function SubmitTaskPage() {
   const [priority, setPriority] = useState('');
   const [idempotencyKey, setIdempotencyKey] = useState('');
   const [sessionId, setSessionId] = useState(query.get('session') ?? '');
+  const [instanceId, setInstanceId] = useState(query.get('instance') ?? '');
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [problem, setProblem] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
@@ -88,6 +89,7 @@ export function SubmitTaskPage() {
     if (priority.trim() !== '') request.priority = Number(priority);
     if (idempotencyKey.trim() !== '') request.idempotency_key = idempotencyKey.trim();
     if (sessionId.trim() !== '') request.session_id = sessionId.trim();
+    if (instanceId.trim() !== '') request.instance = instanceId.trim();
     setBusy(true);
     try {
       const task = await client.tasks.create(request);
@@ -183,7 +185,7 @@ export function SubmitTaskPage() {
             )}
           </fieldset>
         )}
-        <details open={query.has('session') || undefined}>
+        <details open={query.has('session') || query.has('instance') || undefined}>
           <summary>Options</summary>
           <TextField
             id="task-session"
@@ -192,6 +194,14 @@ export function SubmitTaskPage() {
             onChange={setSessionId}
             placeholder="ses_…: run it in this session, after its earlier tasks"
             error={errors.session_id}
+          />
+          <TextField
+            id="task-instance"
+            label="Instance"
+            value={instanceId}
+            onChange={setInstanceId}
+            placeholder="ins_…: work in this instance, with the workspace tools"
+            error={errors.instance}
           />
           <TextField
             id="task-priority"

@@ -214,6 +214,14 @@ export function TaskDetailPage({ id }: { id: string }) {
               '–'
             )}
           </dd>
+          <dt>Instance</dt>
+          <dd>
+            {t.instance_id ? (
+              <Link to={`/instances/${encodeURIComponent(t.instance_id)}`}>{t.instance_id}</Link>
+            ) : (
+              '–'
+            )}
+          </dd>
           <dt>Priority</dt>
           <dd>{t.priority}</dd>
           <dt>Created</dt>

@@ -99,12 +99,20 @@ function upstreamOf(tool: Tool): string {
       return `MCP server ${s.server}, tool ${s.tool}`;
     case 'agent':
       return `A task for an agent${s.template ? ` (template ${s.template})` : ''}${s.capabilities ? ` with ${s.capabilities.join(', ')}` : ''}`;
+    case 'workspace':
+      return `Built in: ${s.operation} in the instance of the calling task`;
   }
 }
 
 function sourceLabel(tool: Tool): string {
   const s = tool.source;
-  return s.type === 'http' ? 'HTTP' : s.type === 'mcp' ? `MCP: ${s.server}` : 'Agent';
+  return s.type === 'http'
+    ? 'HTTP'
+    : s.type === 'mcp'
+      ? `MCP: ${s.server}`
+      : s.type === 'workspace'
+        ? 'Workspace'
+        : 'Agent';
 }
 
 export function ToolsPage() {
@@ -143,7 +151,7 @@ export function ToolsPage() {
           label="Source"
           name="source"
           value={source}
-          options={['http', 'mcp']}
+          options={['http', 'mcp', 'agent', 'workspace']}
         />
         <FilterSelect
           id="filter-tool-state"

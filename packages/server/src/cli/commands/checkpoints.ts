@@ -34,13 +34,18 @@ const list = command({
   name: 'ls',
   aliases: ['list'],
   args: 'INSTANCE',
-  description: 'Lists an instance’s checkpoints, newest first.',
+  description:
+    'Lists an instance’s checkpoints, newest first. A task that works in the instance has one before each attempt (and after each turn of a hosted agent): --task lists those.',
+  options: {
+    task: { type: 'string', value: 'ID', description: 'Only the checkpoints of task ID' },
+  },
   common: CLIENT_OPTIONS,
   async run(invocation) {
     const { values } = invocation;
     const [id] = args(invocation, false);
     const items: Checkpoint[] = [];
-    for await (const c of client(values).instances.checkpoints.listAll(id, { limit: 200 })) {
+    const query = { limit: 200, ...(values.task !== undefined ? { task_id: values.task } : {}) };
+    for await (const c of client(values).instances.checkpoints.listAll(id, query)) {
       items.push(c);
     }
     print(values.json, items, () =>

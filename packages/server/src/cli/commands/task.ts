@@ -150,6 +150,12 @@ const submit = command({
       value: 'ID',
       description: 'Submits it in session ID (see "orchestra sessions --help")',
     },
+    instance: {
+      type: 'string',
+      value: 'ID',
+      description:
+        'Works in instance ID: the agent gets the workspace.* tools for it, and a checkpoint is taken before each attempt (see "orchestra checkpoints --help")',
+    },
     wait: {
       type: 'string',
       value: 'DURATION',
@@ -212,6 +218,7 @@ const submit = command({
         : {}),
       ...(Object.keys(labels).length > 0 ? { labels } : {}),
       ...(values.session !== undefined ? { session_id: values.session } : {}),
+      ...(values.instance !== undefined ? { instance: values.instance } : {}),
     });
     const submitted = [
       replayed
@@ -340,6 +347,11 @@ const list = command({
     },
     template: { type: 'string', value: 'NAME|ID', description: 'Only tasks of this template' },
     session: { type: 'string', value: 'ID', description: 'Only the tasks of session ID' },
+    instance: {
+      type: 'string',
+      value: 'ID',
+      description: 'Only the tasks that work in instance ID',
+    },
     label: { ...LABEL, description: 'Only tasks with this label; with several, all must match' },
     limit: {
       type: 'string',
@@ -367,6 +379,7 @@ const list = command({
       labels,
       ...(values.template !== undefined ? { template: values.template } : {}),
       ...(values.session !== undefined ? { session_id: values.session } : {}),
+      ...(values.instance !== undefined ? { instance_id: values.instance } : {}),
     })) {
       tasks.push(task);
       if (tasks.length === limit) break;

@@ -37,7 +37,7 @@ const TOOL_READ_ONLY_FIELDS = [
   'updated_at',
 ] as const;
 
-const SOURCES = ['http', 'mcp'] as const;
+const SOURCES = ['http', 'mcp', 'agent', 'workspace'] as const;
 
 /** --wait of invoke: how long the server waits for an approval (at most 5 minutes). */
 const WAIT: DurationFormat = { units: ['ms', 's', 'm'], maxDigits: 9, maxMs: 300_000 };
@@ -72,7 +72,11 @@ const list = command({
       value: 'WORDS',
       description: 'Only tools whose name, description or schema hold every one of WORDS',
     },
-    source: { type: 'string', value: 'SOURCE', description: 'Only http or only mcp tools' },
+    source: {
+      type: 'string',
+      value: 'SOURCE',
+      description: `Only the tools of this source: ${oneOf(SOURCES)}`,
+    },
     server: { type: 'string', value: 'NAME', description: 'Only the tools of this MCP server' },
     state: {
       type: 'string',
