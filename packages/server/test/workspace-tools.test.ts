@@ -368,6 +368,12 @@ describe('workspace tools', () => {
           (ran.result?.content[0] as { text: string } | undefined)?.text ?? '',
           /exit code 0\nstdout:\n13/,
         );
+        // A long output: its end, where a failing build says why, and what was left out.
+        const long = await ctx.tools.call('workspace.exec', { command: 'seq 1 50000' });
+        const longText = (long.result?.content[0] as { text: string } | undefined)?.text ?? '';
+        assert.match(longText, /^exit code 0\nstdout:\n\(\d+ characters before this left out\)\n/);
+        assert.match(longText, /\n49999\n50000\n$/);
+        assert.ok(longText.length < 70_000, String(longText.length));
         const opened = await ctx.tools.call('workspace.terminal', {
           input: 'echo typed-$((6*7))\n',
           wait_ms: 1500,

@@ -137,7 +137,7 @@ const DEFINITIONS: Record<WorkspaceOperation, Definition> = {
   },
   exec: {
     description:
-      'Runs a shell command (sh -c) in the instance’s sandbox, in the workspace or cwd, and returns its exit code, stdout and stderr (each cut at 1 MiB). The instance must be running.',
+      'Runs a shell command (sh -c) in the instance’s sandbox, in the workspace or cwd, and returns its exit code and the end of its stdout and stderr (the last 65536 characters of each). The instance must be running.',
     input_schema: object(
       {
         command: { type: 'string', minLength: 1, maxLength: 65_536 },

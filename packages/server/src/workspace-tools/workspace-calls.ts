@@ -24,6 +24,12 @@ const READ_MAX_BYTES = 262_144;
 const LIST_MAX_ENTRIES = 1000;
 const DEFAULT_EXEC_TIMEOUT_MS = 120_000;
 const DEFAULT_TERMINAL_WAIT_MS = 1000;
+/**
+ * Most characters of a command's stdout (and of its stderr) a result carries: the end,
+ * where a build or a test run says what went wrong. The whole output stays readable at
+ * `GET /v1/instances/{id}/execs/{exec}/events`.
+ */
+const EXEC_OUTPUT_CHARS = 65_536;
 /** A task's checkpoint of a large workspace takes seconds; one that takes this long is dropped. */
 const CHECKPOINT_TIMEOUT_MS = 300_000;
 
@@ -488,12 +494,14 @@ export class WorkspaceCalls {
               ? `killed by ${result.signal}`
               : `exit code ${result.exit_code}`,
       ];
-      if (result.stdout !== '') parts.push(`stdout:\n${result.stdout}`);
-      if (result.stderr !== '') parts.push(`stderr:\n${result.stderr}`);
-      if (result.truncated) parts.push('(output cut at 1 MiB)');
+      const stdout = lastPart(result.stdout);
+      const stderr = lastPart(result.stderr);
+      if (stdout !== '') parts.push(`stdout:\n${stdout}`);
+      if (stderr !== '') parts.push(`stderr:\n${stderr}`);
+      if (result.truncated) parts.push('(the output was cut at 1 MiB)');
       return {
         content: [text(parts.join('\n'))],
-        structured_content: result,
+        structured_content: { ...result, stdout, stderr },
         // A command that failed is the model's to read, not a failure of the tool.
         is_error: false,
       };
@@ -536,6 +544,13 @@ export class WorkspaceCalls {
       is_error: false,
     };
   }
+}
+
+/** The end of a command's output, saying what was left out before it. */
+function lastPart(output: string): string {
+  if (output.length <= EXEC_OUTPUT_CHARS) return output;
+  const left = output.length - EXEC_OUTPUT_CHARS;
+  return `(${left} characters before this left out)\n${output.slice(left)}`;
 }
 
 function refused(why: string): ApiError {
