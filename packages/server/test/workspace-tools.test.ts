@@ -54,6 +54,13 @@ describe('workspace tools', () => {
       models: [{ name: 'small' }],
       max_retries: 0,
     });
+    // Made first: the node's hosted runner joins the tenant when a task is first submitted.
+    await client.templates.create({
+      name: 'coder',
+      kind: 'llm',
+      llm: { model: { provider: 'scripted', model: 'small' }, tools: ['workspace.*'] },
+      default_max_attempts: 1,
+    } as CreateTemplateInput);
     await server.call('POST', '/v1/workspace-templates', { body: { name: 'scratch' } });
     const created = await server.call('POST', '/v1/instances', { body: { template: 'scratch' } });
     assert.equal(created.status, 201, JSON.stringify(created.body));
@@ -213,12 +220,6 @@ describe('workspace tools', () => {
   });
 
   test('a hosted agent works in the instance under tool policies; checkpoints before the attempt and after each turn undo it', async () => {
-    await client.templates.create({
-      name: 'coder',
-      kind: 'llm',
-      llm: { model: { provider: 'scripted', model: 'small' }, tools: ['workspace.*'] },
-      default_max_attempts: 1,
-    } as CreateTemplateInput);
     // Without an allow, only the tools that change nothing (and checkpoint) are offered.
     model.script('small', { text: 'Nothing to do.' });
     const before = model.requests.length;
