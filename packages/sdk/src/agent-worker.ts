@@ -970,6 +970,11 @@ export class AgentWorker {
         ? running.controller.signal
         : AbortSignal.any([running.controller.signal, options.signal]);
     const requestId = crypto.randomUUID();
+    const bytes = this.#oversize(args);
+    if (bytes !== undefined) {
+      // The server would close the connection on such a frame, taking every task with it.
+      throw new RangeError(`the arguments of ${name} ${this.#tooLarge(bytes)}`);
+    }
     const answer = await this.#answerOf(
       {
         kind: 'tool.call',

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { AgentTool } from '@orchestra/protocol';
 import { AgentWorker, type CreateTemplateInput, Orchestra, type TaskEvent } from '@orchestra/sdk';
+import { SecretBox } from '../src/platform/secret-box.ts';
 import { ScriptedModelServer } from '../src/providers/index.ts';
 import { expectError, runCli, startTestServer, type TestServer, tempDir } from './helpers.ts';
 
@@ -40,9 +42,10 @@ describe('workspace tools', () => {
   let model: ScriptedModelServer;
   let instance: string;
   let agentKey: string;
+  const secretsKey = randomBytes(32);
 
   before(async () => {
-    server = await startTestServer();
+    server = await startTestServer({ env: { ORCHESTRA_SECRETS_KEY: secretsKey.toString('hex') } });
     client = new Orchestra({ url: server.url, apiKey: server.adminKey });
     model = await new ScriptedModelServer({ apiKey: 'sk-ws' }).listen();
     await client.secrets.put('MODEL_KEY', 'sk-ws');
@@ -342,6 +345,13 @@ describe('workspace tools', () => {
       body: { name: 'remote-coder', effect: 'allow', tools: ['workspace.*'] },
     });
     const seen: { listed: string[]; screen: string; checkpoint: string }[] = [];
+    // The user's own terminal in the instance, and a link out of the workspace.
+    const opened = await server.call('POST', `/v1/instances/${instance}/terminals`, {
+      body: { command: ['sh'] },
+    });
+    assert.equal(opened.status, 201, JSON.stringify(opened.body));
+    const userTerminal = opened.body.id as string;
+    symlinkSync('/etc', join(server.dataDir, 'instances', instance, 'workspace', 'link-out'));
     const worker = new AgentWorker({
       url: server.url,
       apiKey: agentKey,
@@ -399,6 +409,21 @@ describe('workspace tools', () => {
           close: true,
           wait_ms: 0,
         });
+        // A person's terminal is not the task's to type into.
+        const theirs = await ctx.tools.call('workspace.terminal', {
+          terminal_id: userTerminal,
+          input: 'echo hijacked\n',
+        });
+        assert.equal(theirs.result?.is_error, true);
+        assert.match(
+          (theirs.result?.content[0] as { text: string } | undefined)?.text ?? '',
+          /No terminal "trm_\w+" opened by this task/,
+        );
+        // Paths stay in the workspace, as through the API.
+        for (const path of ['../../../etc/passwd', '/etc/passwd', 'link-out/passwd']) {
+          const read = await ctx.tools.call('workspace.read_file', { path });
+          assert.equal(read.result?.is_error, true, `${path}: ${JSON.stringify(read.result)}`);
+        }
         const found = await ctx.tools.call('workspace.search', { query: 'SDK' });
         assert.match(
           (found.result?.content[0] as { text: string } | undefined)?.text ?? '',
@@ -426,11 +451,20 @@ describe('workspace tools', () => {
           [false, `before attempt 1 of task ${task.id}`],
         ],
       );
+      // The task's terminal is closed; the user's runs on, untouched.
       const terminals = await server.call('GET', `/v1/instances/${instance}/terminals`);
-      assert.equal(
-        terminals.body.items.filter((t: { state: string }) => t.state === 'running').length,
-        0,
+      assert.deepEqual(
+        terminals.body.items
+          .filter((t: { state: string }) => t.state === 'running')
+          .map((t: { id: string }) => t.id),
+        [userTerminal],
       );
+      const screen = await server.call(
+        'GET',
+        `/v1/instances/${instance}/terminals/${userTerminal}/screen`,
+      );
+      assert.doesNotMatch(JSON.stringify(screen.body.lines), /hijacked/);
+      await server.call('DELETE', `/v1/instances/${instance}/terminals/${userTerminal}`);
 
       // A task without an instance: no workspace tools listed, and a call is refused.
       const plain = await client.tasks.create({ capabilities: ['code'], input: 'plain' });
@@ -456,20 +490,63 @@ describe('workspace tools', () => {
       operation: 'exec',
       args: { command: 'id' },
     });
-    const forged = `owc_${Buffer.from('v2:forged:AAAA').toString('base64url')}`;
-    // No credential, a forged seal, and an admin's own key: none is a node of the cluster.
-    for (const credential of [undefined, forged, server.adminKey]) {
+    const send = async (credential: string | undefined, payload = body) => {
       const res = await fetch(`${server.url}/v1/internal/workspace-calls`, {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
           ...(credential !== undefined ? { authorization: `Bearer ${credential}` } : {}),
         },
-        body,
+        body: payload,
       });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+    const forged = `owc_${Buffer.from('v2:forged:AAAA').toString('base64url')}`;
+    // No credential, a forged seal: not a node of the cluster.
+    for (const credential of [undefined, forged]) {
+      const res = await send(credential);
       assert.equal(res.status, 401, credential);
-      const answer = (await res.json()) as { error: { code: string; message: string } };
-      assert.equal(answer.error.code, 'UNAUTHENTICATED');
+      assert.equal(res.body.error.code, 'UNAUTHENTICATED');
+    }
+    // An admin's own key may not either (turned away before its body is read).
+    expectError(await send(server.adminKey), 403, 'PERMISSION_DENIED');
+
+    // What another node sends: claims sealed with the cluster's key, for these bytes.
+    const box = new SecretBox(secretsKey);
+    const sealFor = (payload: string, exp = Date.now() + 30_000, ten = 'default') =>
+      `owc_${Buffer.from(
+        box.seal(
+          JSON.stringify({
+            jti: randomUUID(),
+            ten,
+            body: createHash('sha256').update(payload).digest('hex'),
+            exp,
+          }),
+          'orchestra.workspace-call.v1',
+        ),
+      ).toString('base64url')}`;
+    const call = JSON.stringify({
+      tenant_id: 'default',
+      instance_id: instance,
+      task_id: null,
+      caller: { type: 'api_key', key_id: 'key_node_test', role: 'agent' },
+      operation: 'exec',
+      args: { command: 'echo sealed-$((20 + 1))' },
+    });
+    const token = sealFor(call);
+    const ran = await send(token, call);
+    assert.equal(ran.status, 200, JSON.stringify(ran.body));
+    assert.match(ran.body.content[0].text, /^exit code 0\nstdout:\nsealed-21/);
+    const refusals: [string, string, RegExp][] = [
+      [token, call, /used already/],
+      [sealFor(call), call.replace('sealed-', 'changed-'), /sealed for another request/],
+      [sealFor(call, Date.now() - 1), call, /expired/],
+      [sealFor(call, Date.now() + 30_000, 'ws-other'), call, /another tenant/],
+    ];
+    for (const [credential, payload, why] of refusals) {
+      const res = await send(credential, payload);
+      assert.equal(res.status, 401, JSON.stringify(res.body));
+      assert.match(res.body.error.message, why);
     }
     // The instance ran nothing.
     const execs = await server.call('GET', '/v1/tool-calls?tool=workspace.exec');

@@ -394,7 +394,11 @@ export class Dispatcher {
         .catch((err: unknown) => {
           this.#log.warn({ err, task_id: row.id }, 'checkpoint before the attempt failed');
         })
-        .then(() => target.assign(task))
+        .then(async () => {
+          // Meanwhile the attempt may have been cancelled, timed out or taken back: the
+          // agent never hears of it then (a cancelled one ends when its grace is over).
+          if (await this.#stillAssigned(row.id, task.attempt, target.agentId)) target.assign(task);
+        })
         .catch((err: unknown) => {
           // Gone meanwhile: its lease ends and the task is offered again.
           this.#log.warn({ err, task_id: row.id }, 'assignment after the checkpoint failed');
@@ -516,6 +520,22 @@ export class Dispatcher {
       { key: row.session_id ?? row.concurrency_key ?? undefined },
     );
     return picked === undefined ? undefined : byId.get(picked.id);
+  }
+
+  /** Whether attempt `attempt` of a task is still assigned to `agentId`, and not cancelled. */
+  async #stillAssigned(taskId: string, attempt: number, agentId: string): Promise<boolean> {
+    const row = await this.#store.db
+      .selectFrom('tasks')
+      .select(['state', 'attempt', 'agent_id', 'cancel_requested_at'])
+      .where('id', '=', taskId)
+      .executeTakeFirst();
+    return (
+      row !== undefined &&
+      row.state === 'assigned' &&
+      row.attempt === attempt &&
+      row.agent_id === agentId &&
+      row.cancel_requested_at === null
+    );
   }
 
   async #assignment(row: TasksTable): Promise<AssignedTask> {

@@ -508,8 +508,11 @@ export class ToolExecutor {
     secretValues: string[],
     signal: AbortSignal | undefined,
   ): Promise<ToolResult> {
+    // A workspace call's upstream is its instance: one unreachable node or broken instance
+    // must not open the breaker for every other instance of the tenant.
+    const instanceId = this.#instances.get(call);
     const upstream = this.#upstream(
-      `${call.tenant_id}|${call.source}|${call.upstream}`,
+      `${call.tenant_id}|${call.source}|${instanceId ?? call.upstream}`,
       call.upstream,
     );
     const retry = tool.retry !== null && isRetrySafe(tool.annotations) ? tool.retry : null;

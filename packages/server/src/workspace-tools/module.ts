@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { defineModule } from '../module.ts';
-import { WORKSPACE_CALL_PATH, WorkspaceCalls, workspaceCallPrincipal } from './workspace-calls.ts';
+import { callerPrincipal, WORKSPACE_CALL_PATH, WorkspaceCalls } from './workspace-calls.ts';
 
 declare module '../module.ts' {
   interface ModuleInterfaces {
@@ -47,8 +47,9 @@ export const workspaceToolsModule = defineModule({
           bodyLimit: CALL_BODY_LIMIT,
           // Between the nodes of a cluster, sealed with their secrets key: not for clients.
           schema: { hide: true },
-          // The roles matter only to keys and JWTs, which the handler turns away.
-          config: { auth: ['admin'], token: calls.tokenKind },
+          // No role may: every key and JWT gets 403 before the body is read; the token has
+          // no role, and the handler checks it is this kind.
+          config: { auth: [], token: calls.tokenKind },
         },
         async (request) => {
           const call = calls.verify(
@@ -63,7 +64,7 @@ export const workspaceToolsModule = defineModule({
           request.raw.socket?.once('close', onClose);
           try {
             return await calls.run(
-              workspaceCallPrincipal(call.tenant_id, call.caller.subject, call.caller.role),
+              callerPrincipal(call.tenant_id, call.caller),
               call,
               abort.signal,
             );

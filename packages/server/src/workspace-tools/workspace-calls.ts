@@ -1,4 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import { setTimeout as wait } from 'node:timers/promises';
 import type { AssignedTask, Checkpoint, ToolResult } from '@orchestra/protocol';
@@ -30,6 +32,8 @@ const DEFAULT_TERMINAL_WAIT_MS = 1000;
  * `GET /v1/instances/{id}/execs/{exec}/events`.
  */
 const EXEC_OUTPUT_CHARS = 65_536;
+/** Tokens a node remembers at once; past that, calls are refused until some expire. */
+const MAX_SEEN_TOKENS = 100_000;
 /** A task's checkpoint of a large workspace takes seconds; one that takes this long is dropped. */
 const CHECKPOINT_TIMEOUT_MS = 300_000;
 
@@ -39,7 +43,7 @@ export interface WorkspaceCallRequest {
   instance_id: string;
   task_id: string | null;
   /** Who the call is made for, as the first node authenticated them. */
-  caller: { subject: string; role: Principal['role'] };
+  caller: CallerCredential;
   operation: WorkspaceOperation;
   args: Record<string, unknown>;
 }
@@ -55,20 +59,41 @@ interface CallClaims {
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
-/** The principal a call runs as on the node that runs it, or that Orchestra acts as itself. */
-function principalOf(
-  tenantId: string,
-  subject: string,
-  role: Principal['role'] = 'agent',
-): Principal {
-  return {
-    type: 'jwt',
-    tenant: { id: tenantId, name: tenantId, kind: 'standard' },
-    role,
-    subject,
-    issuer: null,
-    expiresAt: null,
-  };
+/** A caller's credential as another node needs it to act, and record, in their name. */
+export type CallerCredential =
+  | { type: 'api_key'; key_id: string; role: Principal['role'] }
+  | { type: 'jwt'; subject: string; role: Principal['role'] };
+
+function credentialOf(principal: Principal): CallerCredential {
+  return principal.type === 'api_key'
+    ? { type: 'api_key', key_id: principal.keyId, role: principal.role }
+    : { type: 'jwt', subject: principal.subject, role: principal.role };
+}
+
+/**
+ * The principal a call runs as on the node that runs it: the caller's own credential (so
+ * that what it makes is recorded under the same name on every node), never a system one.
+ */
+export function callerPrincipal(tenantId: string, caller: CallerCredential): Principal {
+  const tenant = { id: tenantId, name: tenantId, kind: 'standard' } as const;
+  return caller.type === 'api_key'
+    ? {
+        type: 'api_key',
+        tenant,
+        role: caller.role,
+        keyId: caller.key_id,
+        keyName: caller.key_id,
+        prefix: '',
+        expiresAt: null,
+      }
+    : {
+        type: 'jwt',
+        tenant,
+        role: caller.role,
+        subject: caller.subject,
+        issuer: null,
+        expiresAt: null,
+      };
 }
 
 function text(value: string): ToolResult['content'][number] {
@@ -109,6 +134,10 @@ export class WorkspaceCalls {
   readonly #box: SecretBox;
   readonly #nodeId: string;
   readonly #log: Logger;
+  /** Tokens taken and not expired yet, oldest first (their ids, to their expiry). */
+  readonly #seen = new Map<string, number>();
+  /** Terminals opened through the tool, on this node, by the task that opened each. */
+  readonly #terminalTasks = new Map<string, string | null>();
 
   constructor(deps: {
     instances: InstanceService;
@@ -144,7 +173,7 @@ export class WorkspaceCalls {
       tenant_id: options.principal.tenant.id,
       instance_id: options.instanceId,
       task_id: options.taskId ?? null,
-      caller: { subject: callerSubject(options.principal), role: options.principal.role },
+      caller: credentialOf(options.principal),
       operation: options.operation,
       args: options.args,
     };
@@ -172,7 +201,7 @@ export class WorkspaceCalls {
     taskId: string,
     message: string,
   ): Promise<Checkpoint | undefined> {
-    const subject = `task:${taskId}`;
+    const caller: CallerCredential = { type: 'jwt', subject: `task:${taskId}`, role: 'agent' };
     let result: ToolResult;
     try {
       result = await this.#route(
@@ -180,11 +209,11 @@ export class WorkspaceCalls {
           tenant_id: tenantId,
           instance_id: instanceId,
           task_id: taskId,
-          caller: { subject, role: 'agent' },
+          caller,
           operation: 'checkpoint',
           args: { message },
         },
-        principalOf(tenantId, subject),
+        callerPrincipal(tenantId, caller),
         AbortSignal.timeout(CHECKPOINT_TIMEOUT_MS),
       );
     } catch (err) {
@@ -231,15 +260,10 @@ export class WorkspaceCalls {
       exp: Date.now() + CALL_TOKEN_TTL_MS,
     };
     const sealed = this.#box.seal(JSON.stringify(claims), SEAL_CONTEXT);
-    let response: Response;
+    let response: { status: number; text: string };
     try {
-      response = await fetch(new URL(WORKSPACE_CALL_PATH, url), {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          authorization: `Bearer ${WORKSPACE_CALL_TOKEN_PREFIX}${Buffer.from(sealed).toString('base64url')}`,
-        },
-        body,
+      response = await post(new URL(WORKSPACE_CALL_PATH, url), body, {
+        authorization: `Bearer ${WORKSPACE_CALL_TOKEN_PREFIX}${Buffer.from(sealed).toString('base64url')}`,
         signal,
       });
     } catch (err) {
@@ -253,8 +277,13 @@ export class WorkspaceCalls {
         },
       );
     }
-    const answer = (await response.json().catch(() => undefined)) as ToolResult | undefined;
-    if (!response.ok || answer === undefined || !Array.isArray(answer.content)) {
+    let answer: ToolResult | undefined;
+    try {
+      answer = JSON.parse(response.text) as ToolResult;
+    } catch {
+      answer = undefined;
+    }
+    if (response.status !== 200 || answer === undefined || !Array.isArray(answer.content)) {
       throw new ToolFailure(
         'unavailable',
         `Node ${owner}, which runs the instance, answered ${response.status}`,
@@ -283,7 +312,19 @@ export class WorkspaceCalls {
       } catch {
         throw refused('its seal does not open with this node’s secrets key');
       }
-      if (!(claims.exp > Date.now())) throw refused('it has expired');
+      const now = Date.now();
+      if (!(claims.exp > now) || claims.exp > now + 2 * CALL_TOKEN_TTL_MS) {
+        throw refused('it has expired');
+      }
+      // Good once: a recorded request sent again is refused (each node remembers the
+      // tokens it took until they expire).
+      for (const [jti, exp] of this.#seen) {
+        if (exp > now) break;
+        this.#seen.delete(jti);
+      }
+      if (this.#seen.has(claims.jti)) throw refused('it was used already');
+      if (this.#seen.size >= MAX_SEEN_TOKENS) throw refused('too many calls in the last minute');
+      this.#seen.set(claims.jti, claims.exp);
       return {
         id: `node-call:${claims.jti}`,
         tenantId: claims.ten,
@@ -391,7 +432,7 @@ export class WorkspaceCalls {
       case 'exec':
         return this.#exec(principal, id, args, signal);
       case 'terminal':
-        return this.#terminal(principal, id, args, signal);
+        return this.#terminal(principal, id, request.task_id, args, signal);
       case 'checkpoint': {
         const checkpoint = await this.#checkpoints.create(principal, id, {
           message: str(args, 'message') ?? `checkpoint of task ${request.task_id ?? ''}`.trim(),
@@ -483,6 +524,7 @@ export class WorkspaceCalls {
       this.#instances.cancelExec(principal, id, execId).catch(() => {});
     };
     signal.addEventListener('abort', cancel, { once: true });
+    if (signal.aborted) cancel();
     try {
       const result = await done;
       const parts = [
@@ -513,12 +555,24 @@ export class WorkspaceCalls {
   async #terminal(
     principal: Principal,
     id: string,
+    taskId: string | null,
     args: Record<string, unknown>,
     signal: AbortSignal,
   ): Promise<ToolResult> {
     let terminalId = str(args, 'terminal_id');
     if (terminalId === undefined) {
       terminalId = (await this.#terminals.open(principal, id, {})).id;
+      if (this.#terminalTasks.size >= 10_000) this.#terminalTasks.clear();
+      this.#terminalTasks.set(terminalId, taskId);
+    } else if (
+      !this.#terminalTasks.has(terminalId) ||
+      this.#terminalTasks.get(terminalId) !== taskId
+    ) {
+      // A person's terminal, or another task's, is not for this one to type into or read.
+      throw new ApiError(
+        'TERMINAL_NOT_FOUND',
+        `No terminal "${terminalId}" opened by this task (open one by leaving terminal_id out)`,
+      );
     }
     const input = str(args, 'input');
     if (input !== undefined && input !== '') {
@@ -527,7 +581,10 @@ export class WorkspaceCalls {
     await wait(int(args, 'wait_ms') ?? DEFAULT_TERMINAL_WAIT_MS, undefined, { signal });
     const screen = await this.#terminals.screen(principal, id, terminalId, 0);
     const closed = args.close === true;
-    if (closed) await this.#terminals.close(principal, id, terminalId);
+    if (closed) {
+      await this.#terminals.close(principal, id, terminalId);
+      this.#terminalTasks.delete(terminalId);
+    }
     return {
       content: [
         text(
@@ -560,9 +617,32 @@ function refused(why: string): ApiError {
   );
 }
 
-/** The subject a principal is known by on another node (an API key: its id). */
-function callerSubject(principal: Principal): string {
-  return principal.type === 'api_key' ? `key:${principal.keyId}` : principal.subject;
+/** POSTs JSON to another node and reads its answer: no deadline but the caller's signal. */
+function post(
+  url: URL,
+  body: string,
+  options: { authorization: string; signal: AbortSignal },
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const req = send(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        authorization: options.authorization,
+      },
+      signal: options.signal,
+    });
+    req.once('error', reject);
+    req.once('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.once('error', reject);
+      res.once('end', () =>
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+      );
+    });
+    req.end(body);
+  });
 }
-
-export { principalOf as workspaceCallPrincipal };
