@@ -174,6 +174,11 @@ export const ERROR_CATALOGUE = {
     status: 409,
     message: 'Instances were created from this workspace template',
   },
+  WORKSPACE_UPLOAD_NOT_FOUND: { status: 404, message: 'The workspace upload does not exist' },
+  WORKSPACE_UPLOAD_IN_USE: {
+    status: 409,
+    message: 'A workspace template or an instance starts from this upload',
+  },
   WORKSPACE_INSTANCE_NOT_FOUND: { status: 404, message: 'The instance does not exist' },
   WORKSPACE_INSTANCE_STATE: {
     status: 409,

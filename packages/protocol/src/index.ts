@@ -120,11 +120,14 @@ export {
   ResourceUsage,
   UpdateInstance,
   type UsageItem,
+  WORKSPACE_UPLOAD_FORMATS,
   WorkspaceBase,
   WorkspaceTemplate,
   WorkspaceTemplateName,
   WorkspaceTemplateRef,
   WorkspaceTemplateSpec,
+  WorkspaceUpload,
+  WorkspaceUploadRef,
 } from './instances.ts';
 export {
   CatalogEntry,

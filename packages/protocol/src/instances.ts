@@ -75,10 +75,55 @@ export const WorkspaceBase = Type.Union(
         description: 'A clone of a git repository on the server’s machine.',
       },
     ),
+    Type.Object(
+      {
+        type: Type.Literal('upload'),
+        upload: Type.String({
+          pattern: '^wup_[0-9a-f]{1,60}$',
+          description: 'An upload of the tenant (`POST /v1/workspace-uploads`).',
+        }),
+        ref: Type.Optional(
+          Type.String({
+            minLength: 1,
+            maxLength: 255,
+            pattern: '^[A-Za-z0-9._/-]+$',
+            description: 'For a git bundle: a branch or tag to check out; its HEAD without one.',
+          }),
+        ),
+      },
+      {
+        additionalProperties: false,
+        description:
+          'An uploaded tar archive (extracted in the instance’s sandbox) or git bundle (cloned).',
+      },
+    ),
   ],
   { description: 'What a new instance’s workspace holds at first.' },
 );
 export type WorkspaceBase = Static<typeof WorkspaceBase>;
+
+export const WORKSPACE_UPLOAD_FORMATS = ['tar', 'git_bundle'] as const;
+
+/** A tar archive or git bundle stored for workspace templates to start instances from. */
+export const WorkspaceUpload = Type.Object(
+  {
+    /** `wup_…` */
+    id: Type.String(),
+    name: Type.String(),
+    /** What its first bytes say it is: a tar archive (plain or compressed) or a git bundle. */
+    format: Type.Enum([...WORKSPACE_UPLOAD_FORMATS]),
+    size: Type.Integer({ description: 'Bytes, as uploaded.' }),
+    sha256: Type.String(),
+    created_by: Type.String(),
+    created_at: Timestamp,
+  },
+  { $id: 'WorkspaceUpload' },
+);
+export type WorkspaceUpload = Static<typeof WorkspaceUpload>;
+
+export const WorkspaceUploadRef = Type.Object({
+  upload: Type.String({ maxLength: 64, description: 'The upload’s id (`wup_…`).' }),
+});
 
 const EnvName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' });
 

@@ -7,7 +7,7 @@ import type {
 import { isTerminalState, TERMINAL_EVENT_TYPES } from '@orchestra/protocol/constants';
 import { ConfigApi } from './config-api.ts';
 import { type ErrorPayload, OrchestraError } from './errors.ts';
-import { InstancesApi, WorkspaceTemplatesApi } from './instances-api.ts';
+import { InstancesApi, WorkspaceTemplatesApi, WorkspaceUploadsApi } from './instances-api.ts';
 import { labelQuery, paginate } from './listing.ts';
 import { McpCatalogApi, McpServersApi, McpViewsApi } from './mcp-api.ts';
 import { ModelProvidersApi } from './model-providers-api.ts';
@@ -185,6 +185,8 @@ export class Orchestra {
   readonly mcpViews: McpViewsApi;
   /** Workspace templates: what instances start from and how they run. */
   readonly workspaceTemplates: WorkspaceTemplatesApi;
+  /** Uploaded bases (tar archives, git bundles) that workspace templates start from. */
+  readonly workspaceUploads: WorkspaceUploadsApi;
   /** Instances: sandboxed workspaces, their lifecycle and commands run in them. */
   readonly instances: InstancesApi;
 
@@ -460,6 +462,7 @@ export class Orchestra {
     this.modelProviders = new ModelProvidersApi(this);
     this.usage = new UsageApi(this);
     this.workspaceTemplates = new WorkspaceTemplatesApi(this);
+    this.workspaceUploads = new WorkspaceUploadsApi(this);
     this.instances = new InstancesApi(this);
     this.tools = new ToolsApi(this);
     this.toolPolicies = new ToolPoliciesApi(this);

@@ -88,6 +88,8 @@ export {
   type WorkspaceTemplate,
   type WorkspaceTemplateSpec,
   WorkspaceTemplatesApi,
+  type WorkspaceUpload,
+  WorkspaceUploadsApi,
 } from './instances-api.ts';
 export {
   type CatalogEntry,

@@ -11,6 +11,7 @@ import type {
   UpdateInstance,
   WorkspaceTemplate,
   WorkspaceTemplateSpec,
+  WorkspaceUpload,
 } from '@orchestra/protocol';
 import { CheckpointsApi } from './checkpoints-api.ts';
 import type { Orchestra } from './client.ts';
@@ -37,6 +38,7 @@ export type {
   WorkspaceBase,
   WorkspaceTemplate,
   WorkspaceTemplateSpec,
+  WorkspaceUpload,
 } from '@orchestra/protocol';
 
 export interface ListInstancesOptions extends PageOptions {
@@ -126,6 +128,48 @@ export class WorkspaceTemplatesApi {
   /** `WORKSPACE_TEMPLATE_IN_USE` (409) while instances created from it exist. */
   async delete(ref: string): Promise<void> {
     await this.#client.request('DELETE', templatePath(ref));
+  }
+}
+
+const uploadPath = (id: string) => `/v1/workspace-uploads/${encodeURIComponent(id)}`;
+
+/**
+ * `Orchestra.workspaceUploads`: tar archives and git bundles that workspace templates start
+ * instances from (`base: { type: 'upload', upload: id }`).
+ */
+export class WorkspaceUploadsApi {
+  readonly #client: Orchestra;
+  constructor(client: Orchestra) {
+    this.#client = client;
+  }
+
+  /**
+   * Uploads a tar archive (plain or compressed) or a git bundle; `BAD_REQUEST` (400) for
+   * anything else, `PAYLOAD_TOO_LARGE` (413) past the server's limit.
+   */
+  create(data: Uint8Array, options: { name?: string } = {}): Promise<WorkspaceUpload> {
+    return this.#client.request('POST', '/v1/workspace-uploads', {
+      query: options.name !== undefined ? { name: options.name } : {},
+      rawBody: data,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+  }
+
+  list(options: PageOptions = {}): Promise<Page<WorkspaceUpload>> {
+    return this.#client.request('GET', '/v1/workspace-uploads', { query: { ...options } });
+  }
+
+  listAll(options: Omit<PageOptions, 'cursor'> = {}): AsyncIterable<WorkspaceUpload> {
+    return paginate((cursor) => this.list({ ...options, ...cursor }));
+  }
+
+  get(id: string): Promise<WorkspaceUpload> {
+    return this.#client.request('GET', uploadPath(id));
+  }
+
+  /** `WORKSPACE_UPLOAD_IN_USE` (409) while a template or an instance starts from it. */
+  async delete(id: string): Promise<void> {
+    await this.#client.request('DELETE', uploadPath(id));
   }
 }
 

@@ -423,6 +423,7 @@ function validPathValue(op: Operation, name: string, f: Fixtures): string {
   if (name === 'exec') return 'exe_01a2500000000000000000000000';
   if (name === 'terminal') return 'trm_01a2500000000000000000000000';
   if (name === 'share') return 'shr_01a2500000000000000000000000';
+  if (name === 'upload') return 'wup_01a2500000000000000000000000';
   if (name === 'port') return '8080';
   if (name === 'token') return 'ors_lookalike';
   if (name === 'path') return 'some/page';

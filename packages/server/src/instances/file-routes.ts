@@ -30,6 +30,7 @@ import type { FastifyRequest } from 'fastify';
 import Type from 'typebox';
 import { FollowStreamQuery, ResumeHeaders, serveFollowedStream } from '../events/index.ts';
 import { READ_ROLES, WRITE_ROLES } from '../platform/auth.ts';
+import { ApiError } from '../platform/errors.ts';
 import { principalOf } from '../platform/http.ts';
 import type { InstanceService } from './instance-service.ts';
 
@@ -403,6 +404,9 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{
     const raw = plain.withTypeProvider<TypeBoxTypeProvider>();
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    raw.addHook('preHandler', async (request) =>
+      refuseDeclaredTooLarge(request, files.maxUploadBytes),
+    );
 
     raw.put(
       '/v1/instances/:instance/files/content',
@@ -480,8 +484,23 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{
   });
 };
 
+/**
+ * Refuses a body whose declared length is past `max` before a byte of it is read: Node then
+ * reads and drops what the client still sends, and the client gets the 413 rather than a
+ * reset connection.
+ */
+export function refuseDeclaredTooLarge(request: FastifyRequest, max: number): void {
+  const declared = Number(request.headers['content-length'] ?? Number.NaN);
+  if (declared > max) {
+    throw new ApiError(
+      'PAYLOAD_TOO_LARGE',
+      `The body declares ${declared} bytes; at most ${max} are taken (ORCHESTRA_INSTANCE_UPLOAD_MAX_BYTES)`,
+    );
+  }
+}
+
 /** The request's body as the stream the raw parser handed on (empty when none came). */
-function bodyStream(request: FastifyRequest): Readable {
+export function bodyStream(request: FastifyRequest): Readable {
   const body = request.body as Readable | undefined;
   if (body !== undefined && typeof (body as Readable).pipe === 'function') return body;
   return request.raw;

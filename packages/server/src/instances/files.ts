@@ -660,82 +660,13 @@ export class FileService {
     }
     return this.#locked(ref.id, async () => {
       const { real: dir, made } = await makeDirectoryInside(root, path, 'querystring.path');
-      // tar cannot tell a compressed archive on a pipe by itself: its first bytes can.
-      const chunks = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-      const first = await chunks.next();
-      const head: Buffer = first.done ? Buffer.alloc(0) : first.value;
-      const source = (async function* () {
-        if (!first.done) yield first.value;
-        for (;;) {
-          const next = await chunks.next();
-          if (next.done) return;
-          yield next.value;
-        }
-      })();
-      const compression = compressionOf(head);
-      const wrapped = sandboxCommand({
-        command: 'tar',
-        args: [
-          '--extract',
-          '--file=-',
-          ...(compression ? [compression] : []),
-          '--no-same-owner',
-          '--no-overwrite-dir',
-          `--directory=${dir}`,
-        ],
-        workDir: ref.paths.project_root,
-        cwd: dir,
-        network: false,
-        readOnlyPaths: [],
-        path: '/usr/bin:/bin',
-        mountCommandPaths: false,
+      const bytes = await extractArchive({
+        body,
+        dir,
+        projectRoot: ref.paths.project_root,
+        maxBytes: this.#maxUploadBytes,
       });
-      const child = spawn(wrapped.command, wrapped.args, {
-        stdio: ['pipe', 'ignore', 'pipe'],
-        env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
-        timeout: ARCHIVE_TIMEOUT_MS,
-      });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-        if (stderr.length < 2000) stderr += chunk;
-      });
-      const ended = new Promise<number | null>((resolve, reject) => {
-        child.once('error', reject);
-        child.once('close', (code) => resolve(code));
-      });
-      let bytes = 0;
-      const limit = this.#maxUploadBytes;
-      try {
-        await pipeline(
-          source,
-          async function* (input: AsyncIterable<Buffer>) {
-            for await (const chunk of input) {
-              bytes += chunk.length;
-              if (bytes > limit) {
-                throw new ApiError(
-                  'PAYLOAD_TOO_LARGE',
-                  `An archive may hold ${limit} bytes at most (ORCHESTRA_INSTANCE_UPLOAD_MAX_BYTES)`,
-                );
-              }
-              yield chunk;
-            }
-          },
-          child.stdin,
-        );
-      } catch (err) {
-        child.kill('SIGKILL');
-        await ended.catch(() => {});
-        if (err instanceof ApiError) throw err;
-        // tar stopped reading (a broken archive): its own words say why, below.
-      }
-      const code = await ended;
       const rel = relativePath(root, dir);
-      if (code !== 0) {
-        throw new ApiError(
-          'BAD_REQUEST',
-          `The archive could not be extracted: ${firstLine(stderr) || `tar exited with ${code}`}`,
-        );
-      }
       await this.#made(ref, [
         ...dirsMade(made),
         { type: 'file.changed', path: rel, kind: 'directory' },
@@ -857,7 +788,99 @@ export class FileService {
 }
 
 /** tar's flag for a compressed archive, from its first bytes (gzip, bzip2, xz, zstd). */
-function compressionOf(head: Buffer): string | undefined {
+/**
+ * Extracts a tar archive (plain, gzip, bzip2, xz or zstd) into `dir` with tar run in a
+ * sandbox where only `projectRoot` (an instance's directory) is writable, so that nothing in
+ * the archive (`../`, absolute names, links) lands outside it. Resolves to the bytes read;
+ * 413 past `maxBytes`, 400 with tar's words for a broken archive.
+ */
+export async function extractArchive(options: {
+  body: AsyncIterable<Buffer>;
+  dir: string;
+  projectRoot: string;
+  maxBytes: number;
+}): Promise<number> {
+  const { dir } = options;
+  // tar cannot tell a compressed archive on a pipe by itself: its first bytes can.
+  const chunks = options.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const first = await chunks.next();
+  const head: Buffer = first.done ? Buffer.alloc(0) : first.value;
+  const source = (async function* () {
+    if (!first.done) yield first.value;
+    for (;;) {
+      const next = await chunks.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  })();
+  const compression = compressionOf(head);
+  const wrapped = sandboxCommand({
+    command: 'tar',
+    args: [
+      '--extract',
+      '--file=-',
+      ...(compression ? [compression] : []),
+      '--no-same-owner',
+      '--no-overwrite-dir',
+      `--directory=${dir}`,
+    ],
+    workDir: options.projectRoot,
+    cwd: dir,
+    network: false,
+    readOnlyPaths: [],
+    path: '/usr/bin:/bin',
+    mountCommandPaths: false,
+  });
+  const child = spawn(wrapped.command, wrapped.args, {
+    stdio: ['pipe', 'ignore', 'pipe'],
+    env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
+    timeout: ARCHIVE_TIMEOUT_MS,
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    if (stderr.length < 2000) stderr += chunk;
+  });
+  const ended = new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve(code));
+  });
+  let bytes = 0;
+  const limit = options.maxBytes;
+  try {
+    await pipeline(
+      source,
+      async function* (input: AsyncIterable<Buffer>) {
+        for await (const chunk of input) {
+          bytes += chunk.length;
+          if (bytes > limit) {
+            throw new ApiError(
+              'PAYLOAD_TOO_LARGE',
+              `An archive may hold ${limit} bytes at most (ORCHESTRA_INSTANCE_UPLOAD_MAX_BYTES)`,
+            );
+          }
+          yield chunk;
+        }
+      },
+      child.stdin,
+    );
+  } catch (err) {
+    child.kill('SIGKILL');
+    await ended.catch(() => {});
+    if (err instanceof ApiError) throw err;
+    // tar stopped reading (a broken archive): its own words say why, below.
+  }
+  const code = await ended;
+  if (code !== 0) {
+    throw new ApiError(
+      'BAD_REQUEST',
+      `The archive could not be extracted: ${firstLine(stderr) || `tar exited with ${code}`}`,
+    );
+  }
+  return bytes;
+}
+
+/** The option that tells tar how an archive is compressed, from its first bytes. */
+export function compressionOf(head: Buffer): string | undefined {
   if (head[0] === 0x1f && head[1] === 0x8b) return '--gzip';
   if (head.subarray(0, 3).toString('latin1') === 'BZh') return '--bzip2';
   if (head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return '--xz';

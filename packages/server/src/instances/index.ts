@@ -11,3 +11,4 @@ export * from './process-driver.ts';
 export * from './routes.ts';
 export * from './settings.ts';
 export * from './tables.ts';
+export * from './uploads.ts';

@@ -37,6 +37,7 @@ import type {
   InstanceDriverPort,
   InstancePaths,
   InstancePort,
+  ProcessDriver,
   ServiceExit,
   TerminalProcess,
 } from './process-driver.ts';
@@ -51,6 +52,7 @@ import {
   usageOf,
 } from './resource-usage.ts';
 import type { InstancesTable, WorkspaceTemplatesTable } from './tables.ts';
+import { WorkspaceUploads } from './uploads.ts';
 
 /** The event-log stream of one instance. */
 export function instanceStream(instanceId: string): string {
@@ -205,7 +207,7 @@ export type PlacementStrategy = 'least_connections' | 'resource' | 'round_robin'
 
 /** The drivers of a node: the process driver always, Docker where an engine is configured. */
 export interface Drivers {
-  process: InstanceDriverPort;
+  process: ProcessDriver;
   docker?: DockerDriver;
 }
 
@@ -235,6 +237,8 @@ export class InstanceService {
   readonly files: FileService;
   /** Share links of instances' ports. */
   readonly shares: PortShares;
+  readonly uploads: WorkspaceUploads;
+  #uploadsSweptAt = 0;
   /** The tenant's workspace quotas, checked at create and start. */
   readonly quotas: InstanceQuotas;
   /** The last activity seen on this node per instance (ms), written to the store by the sweep. */
@@ -307,6 +311,9 @@ export class InstanceService {
         : createBalancer(deps.placement);
     this.#portRange = deps.portRange;
     this.shares = new PortShares({ store: deps.store, instances: this });
+    this.uploads = new WorkspaceUploads({ store: deps.store, maxBytes: deps.uploadMaxBytes });
+    // Every driver lays out a workspace with the process driver's layout.
+    deps.drivers.process.uploads = this.uploads;
     this.quotas = new InstanceQuotas({ store: deps.store, limits: deps.limits });
     this.files = new FileService({
       events: deps.events,
@@ -491,7 +498,12 @@ export class InstanceService {
       // A workspace left here by an earlier stay is not this one's any more.
       await driver.destroy(current.id).catch(() => {});
       try {
-        await driver.create({ id: current.id, spec, ports: portsOf(current) });
+        await driver.create({
+          id: current.id,
+          tenantId: current.tenant_id,
+          spec,
+          ports: portsOf(current),
+        });
       } catch (err) {
         await this.#fail(current, `its workspace could not be made again here: ${messageOf(err)}`);
         return;
@@ -508,14 +520,40 @@ export class InstanceService {
     });
   }
 
+  /**
+   * What starts from upload `id`, in words ("template web", "instance ins_…"), or undefined:
+   * a template's spec, or an instance's (which a restart elsewhere lays out again).
+   */
+  async uploadUser(tenantId: string, id: string): Promise<string | undefined> {
+    // Ids are `wup_` and hex: nothing in them is special to LIKE.
+    const quoted = `%"${id}"%`;
+    const template = await this.#store.db
+      .selectFrom('workspace_templates')
+      .select('name')
+      .where('tenant_id', '=', tenantId)
+      .where('spec', 'like', quoted)
+      .executeTakeFirst();
+    if (template !== undefined) return `template ${template.name}`;
+    const instance = await this.#store.db
+      .selectFrom('instances')
+      .select('id')
+      .where('tenant_id', '=', tenantId)
+      .where('spec', 'like', quoted)
+      .executeTakeFirst();
+    return instance === undefined ? undefined : `instance ${instance.id}`;
+  }
+
   /** The directory layout, the same for every driver. */
   #paths(instanceId: string): InstancePaths {
     return this.#drivers.process.paths(instanceId);
   }
 
   /** Refuses a spec this node cannot run: a driver it lacks, a missing image, a bad base. */
-  async #checkSpec(spec: FilledSpec): Promise<void> {
+  async #checkSpec(spec: FilledSpec, tenantId: string): Promise<void> {
     checkPorts(spec);
+    if (spec.base.type === 'upload') {
+      await this.uploads.check(tenantId, spec.base.upload, 'body.base.upload');
+    }
     if (spec.driver === 'docker') {
       const docker = this.#drivers.docker;
       if (docker === undefined) {
@@ -616,7 +654,7 @@ export class InstanceService {
   ): Promise<WorkspaceTemplate> {
     const { name, ...spec } = input;
     const filled = fillSpec(spec);
-    await this.#checkSpec(filled);
+    await this.#checkSpec(filled, principal.tenant.id);
     const now = new Date().toISOString();
     const row: WorkspaceTemplatesTable = {
       id: newId('wst'),
@@ -657,7 +695,7 @@ export class InstanceService {
   ): Promise<WorkspaceTemplate> {
     const row = await this.#templateRow(principal.tenant.id, ref);
     const filled = fillSpec(input);
-    await this.#checkSpec(filled);
+    await this.#checkSpec(filled, principal.tenant.id);
     const updated = await this.#store.db
       .updateTable('workspace_templates')
       .set({
@@ -805,6 +843,7 @@ export class InstanceService {
       try {
         await this.#driver(row.driver).create({
           id,
+          tenantId: row.tenant_id,
           spec: parseSpec(row.spec),
           ports: portsOf(row),
         });
@@ -1014,6 +1053,11 @@ export class InstanceService {
    */
   async sweep(): Promise<void> {
     const now = Date.now();
+    // Uploads cut off by a node's death, once a minute (any node may; a delete is idempotent).
+    if (now - this.#uploadsSweptAt >= 60_000) {
+      this.#uploadsSweptAt = now;
+      await this.uploads.sweep();
+    }
     for (const exec of this.#execs.values()) this.#activity.set(exec.instanceId, now);
     for (const source of this.#activitySources) {
       for (const id of source()) this.#activity.set(id, now);
@@ -1208,7 +1252,7 @@ export class InstanceService {
     const spec = parseSpec(row.spec);
     const done = this.#driver(row.driver)
       .exec(
-        { id, spec, ports: portsOf(row) },
+        { id, tenantId: row.tenant_id, spec, ports: portsOf(row) },
         {
           command: input.command,
           cwd,
@@ -1295,7 +1339,7 @@ export class InstanceService {
         cwd: relative(await realpath(paths.workspace), cwd),
       });
       const terminal = await this.#driver(row.driver).openTerminal(
-        { id, spec: parseSpec(row.spec), ports: portsOf(row) },
+        { id, tenantId: row.tenant_id, spec: parseSpec(row.spec), ports: portsOf(row) },
         { command: request.command, cwd, env: request.env, cols: request.cols, rows: request.rows },
       );
       this.touch(id);
@@ -1320,7 +1364,7 @@ export class InstanceService {
       );
     }
     this.touch(id);
-    return this.#driver(row.driver).connectPort({ id, spec, ports }, port);
+    return this.#driver(row.driver).connectPort({ id, tenantId: row.tenant_id, spec, ports }, port);
   }
 
   /** Cancels a running command (SIGKILL); one that ended already is left as it ended. */
@@ -1607,7 +1651,7 @@ export class InstanceService {
     let pid: number | null;
     try {
       ({ pid } = await this.#driver(starting.driver).start(
-        { id: starting.id, spec, ports: portsOf(starting) },
+        { id: starting.id, tenantId: starting.tenant_id, spec, ports: portsOf(starting) },
         (exit) => this.#exited(starting, exit),
       ));
     } catch (err) {

@@ -144,6 +144,40 @@ export const instancesMigrations: Record<string, Migration> = {
       await db.schema.alterTable('instances').dropColumn('ports').execute();
     },
   },
+  '0032_workspace_uploads': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('workspace_uploads')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('format', 'text', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('sha256', 'text', (c) => c.notNull())
+        .addColumn('complete', 'integer', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('workspace_uploads_tenant_idx')
+        .on('workspace_uploads')
+        .columns(['tenant_id', 'id'])
+        .execute();
+      await db.schema
+        .createTable('workspace_upload_chunks')
+        .addColumn('upload_id', 'text', (c) =>
+          c.notNull().references('workspace_uploads.id').onDelete('cascade'),
+        )
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('data', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('workspace_upload_chunks_pk', ['upload_id', 'seq'])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('workspace_upload_chunks').execute();
+      await db.schema.dropTable('workspace_uploads').execute();
+    },
+  },
   '0030_instance_relocation': {
     async up(db: Kysely<unknown>) {
       // The node a lost instance was on, while another node is to start it from its base.

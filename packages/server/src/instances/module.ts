@@ -9,6 +9,7 @@ import { portRoutes } from './port-routes.ts';
 import { ProcessDriver } from './process-driver.ts';
 import { instanceRoutes } from './routes.ts';
 import { checkInstancesSettings, INSTANCES_SETTINGS, parsePortRange } from './settings.ts';
+import { uploadRoutes } from './upload-routes.ts';
 
 declare module '../module.ts' {
   interface ModuleInterfaces {
@@ -22,7 +23,15 @@ export const instancesModule = defineModule({
   needs: ['events', 'gateway'],
   jobs: ['instance-lifetimes', 'instance-failover'],
   migrations: instancesMigrations,
-  tables: ['workspace_templates', 'instances', 'instance_labels', 'instance_ports', 'port_shares'],
+  tables: [
+    'workspace_templates',
+    'workspace_uploads',
+    'workspace_upload_chunks',
+    'instances',
+    'instance_labels',
+    'instance_ports',
+    'port_shares',
+  ],
   settings: INSTANCES_SETTINGS,
   checkSettings: checkInstancesSettings,
   errors: [
@@ -40,6 +49,8 @@ export const instancesModule = defineModule({
     'PORTS_EXHAUSTED',
     'PORT_NOT_LISTENING',
     'PORT_SHARE_NOT_FOUND',
+    'WORKSPACE_UPLOAD_NOT_FOUND',
+    'WORKSPACE_UPLOAD_IN_USE',
     'NODE_UNREACHABLE',
   ],
   topics: [
@@ -108,6 +119,7 @@ export const instancesModule = defineModule({
       await app.register(instanceRoutes, { instances, shutdown });
       await app.register(fileRoutes, { instances, shutdown });
       await app.register(portRoutes, { instances, shares: instances.shares });
+      await app.register(uploadRoutes, { instances });
     },
   start: (instances) => instances.reconcile(),
   stop: (instances) => instances.close(),

@@ -5,17 +5,26 @@ import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import pty from '@lydell/node-pty';
 import type { InstanceResources, WorkspaceTemplateSpec } from '@orchestra/protocol';
 import { ApiError, fieldError } from '../platform/errors.ts';
 import { detectSandbox, sandboxCommand } from '../platform/sandbox.ts';
+import { extractArchive } from './files.ts';
 import type { AppliedLimits, ProcessUsage, ResourceLimiter } from './limits.ts';
 import { isInside } from './paths.ts';
 import { connectLoopback, PortRelays } from './relays.ts';
 
 /** An instance as a driver sees it: its id and the spec it was created from. */
+/** Uploaded bases, as the driver reads them to lay out a workspace. */
+export interface BaseUploads {
+  open(tenantId: string, id: string): Promise<{ format: 'tar' | 'git_bundle'; body: Readable }>;
+}
+
 export interface DriverInstance {
   id: string;
+  /** Its tenant: an uploaded base is the tenant's. */
+  tenantId: string;
   spec: FilledSpec;
   /** The numbers its declared ports got: its processes get them as `PORT_<NAME>`. */
   ports?: readonly InstancePort[];
@@ -227,6 +236,8 @@ export class ProcessDriver implements InstanceDriverPort {
   readonly #relays: PortRelays;
   /** Instances whose limits are in place on this node. */
   readonly #prepared = new Set<string>();
+  /** Where uploaded bases are read from (the store, so that any node can lay one out). */
+  #uploads: BaseUploads | undefined;
 
   constructor(options: {
     dataDir: string;
@@ -241,6 +252,11 @@ export class ProcessDriver implements InstanceDriverPort {
 
   async limits(): Promise<AppliedLimits> {
     return (await this.#limiter).applied;
+  }
+
+  /** Set once the store is there: where `base.type: upload` is read from. */
+  set uploads(uploads: BaseUploads) {
+    this.#uploads = uploads;
   }
 
   async usage(instanceId: string): Promise<ProcessUsage> {
@@ -268,7 +284,8 @@ export class ProcessDriver implements InstanceDriverPort {
   }
 
   async checkBase(base: FilledSpec['base']): Promise<void> {
-    if (base.type !== 'empty') await this.#source(base.path, base.type);
+    // An upload is checked against the tenant's uploads by the service.
+    if (base.type === 'directory' || base.type === 'git') await this.#source(base.path, base.type);
   }
 
   async create(instance: DriverInstance): Promise<void> {
@@ -294,6 +311,32 @@ export class ProcessDriver implements InstanceDriverPort {
         if (base.ref !== undefined) args.push('--branch', base.ref);
         args.push('--', source, paths.workspace);
         await run('git', args, GIT_TIMEOUT_MS);
+        return;
+      }
+      case 'upload': {
+        if (this.#uploads === undefined) throw new Error('no store of uploads on this node');
+        const upload = await this.#uploads.open(instance.tenantId, base.upload);
+        if (upload.format === 'tar') {
+          await mkdir(paths.workspace, { recursive: true });
+          await extractArchive({
+            body: upload.body,
+            dir: paths.workspace,
+            projectRoot: paths.project_root,
+            maxBytes: Number.MAX_SAFE_INTEGER,
+          });
+          return;
+        }
+        // A bundle is a file git clones from; it goes once the clone is made.
+        const bundle = join(paths.temp, 'base.bundle');
+        await pipeline(upload.body, createWriteStream(bundle, { mode: 0o600 }));
+        try {
+          const args = ['clone', '--quiet'];
+          if (base.ref !== undefined) args.push('--branch', base.ref);
+          args.push('--', bundle, paths.workspace);
+          await run('git', args, GIT_TIMEOUT_MS);
+        } finally {
+          await rm(bundle, { force: true });
+        }
         return;
       }
     }

@@ -36,7 +36,7 @@ export const INSTANCES_SETTINGS = {
     schema: Type.Integer({ minimum: 1024, maximum: 68_719_476_736 }),
     allowed: 'an integer from 1024 to 68719476736 (64 GiB)',
     description:
-      'Largest file written, or tar archive uploaded, in one request to an instance’s files API; larger ones get 413.',
+      'Largest file written, or tar archive uploaded, in one request to an instance’s files API, and largest base uploaded to /v1/workspace-uploads; larger ones get 413.',
     default: 268_435_456,
   },
   instanceSweepMs: {

@@ -78,8 +78,32 @@ export interface InstanceLabelsTable {
   value: string;
 }
 
+/** An uploaded base: its bytes are in `workspace_upload_chunks`, once `complete`. */
+export interface WorkspaceUploadsTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  /** `tar` or `git_bundle`; empty until complete. */
+  format: string;
+  size: number | string;
+  sha256: string;
+  /** 0 while its bytes arrive; an upload left incomplete (its node died) is swept. */
+  complete: number;
+  created_by: string;
+  created_at: string;
+}
+
+/** A piece of an upload, in order (base64: one text type on every store). */
+export interface WorkspaceUploadChunksTable {
+  upload_id: string;
+  seq: number;
+  data: string;
+}
+
 export interface InstancesTables {
   workspace_templates: WorkspaceTemplatesTable;
+  workspace_uploads: WorkspaceUploadsTable;
+  workspace_upload_chunks: WorkspaceUploadChunksTable;
   instances: InstancesTable;
   instance_labels: InstanceLabelsTable;
   instance_ports: InstancePortsTable;

@@ -1,5 +1,6 @@
+import { readFile } from 'node:fs/promises';
 import { MAX_INSTANCE_LIFETIME_MS } from '@orchestra/protocol';
-import type { ExecEvent, Instance, InstanceState } from '@orchestra/sdk';
+import type { ExecEvent, Instance, InstanceState, WorkspaceUpload } from '@orchestra/sdk';
 import { INSTANCE_STATES } from '@orchestra/sdk';
 import type { DurationFormat } from '../../platform/duration.ts';
 import {
@@ -194,6 +195,71 @@ const remove = command({
   },
 });
 
+const uploadBase = command({
+  name: 'upload-base',
+  args: 'FILE',
+  description:
+    'Uploads a tar archive (plain or compressed) or a git bundle (git bundle create FILE --all) that workspace templates can start instances from: "base": {"type": "upload", "upload": "<id>"}.',
+  options: {
+    name: { type: 'string', value: 'NAME', description: 'What to call it (its id by default)' },
+  },
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    const file = oneArgument(invocation, 'file');
+    let data: Buffer;
+    try {
+      data = await readFile(file);
+    } catch (err) {
+      throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+    }
+    const upload = await client(values).workspaceUploads.create(data, {
+      ...(values.name !== undefined ? { name: values.name } : {}),
+    });
+    print(
+      values.json,
+      upload,
+      () =>
+        `Uploaded ${upload.id} (${upload.format}, ${upload.size} bytes, sha256 ${upload.sha256}).\nIn a workspace template: "base": {"type": "upload", "upload": "${upload.id}"}`,
+    );
+    return 0;
+  },
+});
+
+const bases = command({
+  name: 'bases',
+  description: 'Lists the uploaded bases, newest first.',
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    noArguments(invocation);
+    const items: WorkspaceUpload[] = [];
+    for await (const u of client(values).workspaceUploads.listAll({ limit: 200 })) items.push(u);
+    print(values.json, items, () =>
+      formatTable(
+        ['ID', 'NAME', 'FORMAT', 'SIZE', 'CREATED'],
+        items.map((u) => [u.id, u.name, u.format, String(u.size), u.created_at]),
+      ),
+    );
+    return 0;
+  },
+});
+
+const removeBase = command({
+  name: 'rm-base',
+  args: 'ID',
+  description:
+    'Deletes an uploaded base; refused while a workspace template or an instance starts from it.',
+  common: CLIENT_OPTIONS,
+  async run(invocation) {
+    const { values } = invocation;
+    const id = oneArgument(invocation, 'upload id');
+    await client(values).workspaceUploads.delete(id);
+    print(values.json, { deleted: id }, () => `Deleted upload ${id}.`);
+    return 0;
+  },
+});
+
 export const exec = command({
   name: 'exec',
   args: 'ID -- COMMAND [ARG…]',
@@ -338,5 +404,8 @@ export const group = defineGroup({
     exec,
     quotas,
     usage,
+    uploadBase,
+    bases,
+    removeBase,
   ],
 });
