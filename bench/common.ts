@@ -775,3 +775,105 @@ export function serveLoadRequests<Request>(handle: (request: Request) => Promise
   });
   process.send?.({ id: 0, ok: true, value: 'ready' } satisfies LoadReply);
 }
+
+// ---------------------------------------------------------------------------------------
+// Workspace instances (bench/instances.ts, bench/instances-docker.ts)
+
+/** VmRSS of a process in bytes, from /proc; null if it is gone. */
+export function vmRssBytes(pid: number): number | null {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+    return kb === undefined ? null : Number(kb) * 1024;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The instance benchmarks' repository base: `files` small TypeScript files, 100 to a folder,
+ * committed once on `main` in a new git repository at `dir`. Settled when it returns: the
+ * automatic `git gc` that so many loose objects set off runs before, not behind, the caller.
+ */
+export function makeGitRepository(dir: string, files: number): void {
+  for (let i = 0; i < files; i++) {
+    const sub = join(dir, `pkg${Math.floor(i / 100)}`);
+    if (i % 100 === 0) mkdirSync(sub, { recursive: true });
+    writeFileSync(
+      join(sub, `file${i}.ts`),
+      `export const value${i} = ${i};\n// ${'x'.repeat(i % 200)}\n`,
+    );
+  }
+  const settings = ['user.name=b', 'user.email=b@b', 'gc.autoDetach=false'];
+  const git = (...args: string[]) =>
+    execFileSync('git', ['-C', dir, ...settings.flatMap((s) => ['-c', s]), ...args], {
+      stdio: 'ignore',
+    });
+  git('init', '-q', '-b', 'main');
+  git('add', '-A');
+  git('commit', '-q', '-m', 'base');
+}
+
+/** JSON calls to a node's API with its admin key; any non-2xx throws with the body's start. */
+export class AdminApi {
+  readonly #url: string;
+  readonly #key: string;
+
+  constructor(node: OrchestraNode) {
+    this.#url = node.url;
+    this.#key = adminKeyOf(node);
+  }
+
+  /** Resolves to the parsed JSON body (the text if it is not JSON, undefined if empty). */
+  async call<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+    const response = await fetch(`${this.#url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.#key}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    if (!response.ok) {
+      throw new Error(`${method} ${path}: ${response.status} ${text.slice(0, 300)}`);
+    }
+    if (text === '') return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      return text as T;
+    }
+  }
+}
+
+/**
+ * create→running of `count` instances of `template` at once, each timed from its own
+ * `POST /v1/instances` to its answer; throws if one is not `running`.
+ */
+export async function createInstancesAtOnce(
+  api: AdminApi,
+  template: string,
+  count: number,
+): Promise<{ ms: number[]; ids: string[] }> {
+  const results = await Promise.all(
+    Array.from({ length: count }, async () => {
+      const started = performance.now();
+      const made = await api.call<{ id: string; state: string }>('POST', '/v1/instances', {
+        template,
+      });
+      return { ms: performance.now() - started, made };
+    }),
+  );
+  for (const { made } of results) {
+    if (made.state !== 'running') throw new Error(`an instance is ${made.state}`);
+  }
+  return { ms: results.map((r) => r.ms), ids: results.map((r) => r.made.id) };
+}
+
+/** Deletes instances, 10 at a time. */
+export async function deleteInstances(api: AdminApi, ids: string[]): Promise<void> {
+  for (let i = 0; i < ids.length; i += 10) {
+    await Promise.all(ids.slice(i, i + 10).map((id) => api.call('DELETE', `/v1/instances/${id}`)));
+  }
+}
