@@ -824,15 +824,25 @@ export class AdminApi {
     this.#key = adminKeyOf(node);
   }
 
-  /** Resolves to the parsed JSON body (the text if it is not JSON, undefined if empty). */
-  async call<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+  /**
+   * Resolves to the parsed JSON body (the text if it is not JSON, undefined if empty).
+   * `raw` is sent as the body instead of JSON (`application/octet-stream`).
+   */
+  async call<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    raw?: Uint8Array,
+  ): Promise<T> {
     const response = await fetch(`${this.#url}${path}`, {
       method,
       headers: {
         authorization: `Bearer ${this.#key}`,
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(raw === undefined ? {} : { 'content-type': 'application/octet-stream' }),
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      ...(raw === undefined ? {} : { body: new Uint8Array(raw) as unknown as BodyInit }),
     });
     const text = await response.text();
     if (!response.ok) {

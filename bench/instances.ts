@@ -21,19 +21,21 @@
  * Writes bench/results/instances-<store>-<date>.json. See bench/README.md.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sandboxCommand } from '../packages/server/src/platform/sandbox.ts';
 import {
-  adminKeyOf,
+  AdminApi,
   type CommonOptions,
   commonOptions,
+  createInstancesAtOnce,
+  deleteInstances,
   f2,
   intOption,
   type LatencySummary,
   latencySummary,
-  type OrchestraNode,
+  makeGitRepository,
   Processes,
   parseOptions,
   RunRecord,
@@ -43,6 +45,7 @@ import {
   startOrchestraNode,
   startWatchdog,
   table,
+  vmRssBytes,
 } from './common.ts';
 
 const SELF = import.meta.filename;
@@ -68,41 +71,6 @@ async function timed<T>(work: () => Promise<T>): Promise<{ ms: number; value: T 
   const started = performance.now();
   const value = await work();
   return { ms: performance.now() - started, value };
-}
-
-class Api {
-  readonly #node: OrchestraNode;
-  readonly #key: string;
-  constructor(node: OrchestraNode) {
-    this.#node = node;
-    this.#key = adminKeyOf(node);
-  }
-
-  async call<T = unknown>(
-    method: string,
-    path: string,
-    body?: unknown,
-    raw?: Uint8Array,
-  ): Promise<T> {
-    const response = await fetch(`${this.#node.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.#key}`,
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(raw !== undefined ? { 'content-type': 'application/octet-stream' } : {}),
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      ...(raw !== undefined ? { body: new Uint8Array(raw) as unknown as BodyInit } : {}),
-    });
-    const text = await response.text();
-    if (!response.ok)
-      throw new Error(`${method} ${path}: ${response.status} ${text.slice(0, 300)}`);
-    try {
-      return JSON.parse(text) as T;
-    } catch {
-      return text as T;
-    }
-  }
 }
 
 /** Runs a command to its end; resolves to its wall time. */
@@ -133,59 +101,13 @@ async function bareBwrap(dir: string, samples: number): Promise<number[]> {
   return out;
 }
 
-function makeRepository(dir: string, files: number): void {
-  for (let i = 0; i < files; i++) {
-    const sub = join(dir, `pkg${Math.floor(i / 100)}`);
-    if (i % 100 === 0) mkdirSync(sub, { recursive: true });
-    writeFileSync(
-      join(sub, `file${i}.ts`),
-      `export const value${i} = ${i};\n// ${'x'.repeat(i % 200)}\n`,
-    );
-  }
-  const git = (...args: string[]) =>
-    execFileSync('git', ['-C', dir, '-c', 'user.name=b', '-c', 'user.email=b@b', ...args], {
-      stdio: 'ignore',
-    });
-  git('init', '-q', '-b', 'main');
-  git('add', '-A');
-  git('commit', '-q', '-m', 'base');
-}
-
-/** create→running of `count` instances at once, each timed from its own request. */
-async function createAtOnce(
-  api: Api,
-  template: string,
-  count: number,
-): Promise<{ ms: number[]; ids: string[] }> {
-  const results = await Promise.all(
-    Array.from({ length: count }, () =>
-      timed(() => api.call<{ id: string; state: string }>('POST', '/v1/instances', { template })),
-    ),
-  );
-  for (const r of results) {
-    if (r.value.state !== 'running') throw new Error(`an instance is ${r.value.state}`);
-  }
-  return { ms: results.map((r) => r.ms), ids: results.map((r) => r.value.id) };
-}
-
-async function deleteAll(api: Api, ids: string[]): Promise<void> {
-  for (let i = 0; i < ids.length; i += 10) {
-    await Promise.all(ids.slice(i, i + 10).map((id) => api.call('DELETE', `/v1/instances/${id}`)));
-  }
-}
-
-function rssBytes(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-}
-
 async function main(o: Options): Promise<number> {
   const record = new RunRecord('instances', SELF);
   process.stdout.write(record.machineLine());
   const sources = mkdtempSync(join(tmpdir(), 'orchestra-bench-sources-'));
   processes.onCleanup(() => rmSync(sources, { recursive: true, force: true }));
   const repo = join(sources, 'repo');
-  makeRepository(repo, o.files);
+  makeGitRepository(repo, o.files);
   const node = await startOrchestraNode(processes, {
     name: 'instances',
     settings: {
@@ -196,7 +118,7 @@ async function main(o: Options): Promise<number> {
     },
     orchestraEnv: o.orchestraEnv,
   });
-  const api = new Api(node);
+  const api = new AdminApi(node);
   const service = { command: ['sleep', '100000'] };
   await api.call('POST', '/v1/workspace-templates', { name: 'empty', startup: service });
   await api.call('POST', '/v1/workspace-templates', {
@@ -209,7 +131,7 @@ async function main(o: Options): Promise<number> {
 
   // Warm both up: the first sandbox and the first request pay for loading.
   await bareBwrap(anchorDir, 5);
-  await deleteAll(api, (await createAtOnce(api, 'empty', 3)).ids);
+  await deleteInstances(api, (await createInstancesAtOnce(api, 'empty', 3)).ids);
 
   const anchor = summary(await bareBwrap(anchorDir, o.samples));
   process.stdout.write(`bare bwrap: p50 ${anchor.p50} ms, p95 ${anchor.p95} ms\n`);
@@ -220,28 +142,28 @@ async function main(o: Options): Promise<number> {
     const one: number[] = [];
     const n = template === 'empty' ? o.samples : repoSamples;
     for (let i = 0; i < n; i++) {
-      const { ms, ids } = await createAtOnce(api, template, 1);
+      const { ms, ids } = await createInstancesAtOnce(api, template, 1);
       one.push(...ms);
-      await deleteAll(api, ids);
+      await deleteInstances(api, ids);
     }
     creates[template].one = summary(one);
     const ten: number[] = [];
     for (let round = 0; round < (template === 'empty' ? 5 : 2); round++) {
-      const { ms, ids } = await createAtOnce(api, template, 10);
+      const { ms, ids } = await createInstancesAtOnce(api, template, 10);
       ten.push(...ms);
-      await deleteAll(api, ids);
+      await deleteInstances(api, ids);
     }
     creates[template].ten = summary(ten);
-    const hundred = await createAtOnce(api, template, o.smoke ? 20 : 100);
+    const hundred = await createInstancesAtOnce(api, template, o.smoke ? 20 : 100);
     creates[template].hundred = summary(hundred.ms);
-    await deleteAll(api, hundred.ids);
+    await deleteInstances(api, hundred.ids);
     process.stdout.write(
       `create→running (${template}): 1 p95 ${creates[template].one?.p95} ms, 10 p95 ${creates[template].ten?.p95} ms, 100 p95 ${creates[template].hundred?.p95} ms\n`,
     );
   }
 
   // Exec, files and checkpoints in one instance of the repository.
-  const box = (await createAtOnce(api, 'repo', 1)).ids[0] as string;
+  const box = (await createInstancesAtOnce(api, 'repo', 1)).ids[0] as string;
   const execs: number[] = [];
   for (let i = 0; i < o.samples; i++) {
     execs.push(
@@ -310,11 +232,11 @@ async function main(o: Options): Promise<number> {
       'x',
     ]);
   });
-  await deleteAll(api, [box]);
+  await deleteInstances(api, [box]);
 
   // 100 idle instances at once, and what each costs.
-  const before = rssBytes(node.pid);
-  const idle = await createAtOnce(api, 'empty', o.smoke ? 20 : 100);
+  const before = vmRssBytes(node.pid) ?? 0;
+  const idle = await createInstancesAtOnce(api, 'empty', o.smoke ? 20 : 100);
   const listed = await api.call<{ items: { state: string }[] }>(
     'GET',
     '/v1/instances?state=running&limit=200',
@@ -324,9 +246,9 @@ async function main(o: Options): Promise<number> {
     node: { limits: { mechanism: string } };
   }>('GET', '/v1/resources/usage');
   const sandboxBytes = usage.instances.reduce((sum, i) => sum + (i.usage?.memory_bytes ?? 0), 0);
-  const after = rssBytes(node.pid);
+  const after = vmRssBytes(node.pid) ?? 0;
   const perInstance = (after - before + sandboxBytes) / idle.ids.length;
-  await deleteAll(api, idle.ids);
+  await deleteInstances(api, idle.ids);
 
   const result = {
     options: { samples: o.samples, files: o.files, smoke: o.smoke },
