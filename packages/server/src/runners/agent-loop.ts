@@ -169,7 +169,12 @@ export interface AgentLoopDeps {
    * Checkpoints the instance a task works in after turn `turn` (its tool calls done); does
    * nothing for a task without one, and never rejects (a checkpoint not taken is logged).
    */
-  checkpoint(tenantId: string, task: AssignedTask, turn: number): Promise<string | undefined>;
+  checkpoint(
+    tenantId: string,
+    task: AssignedTask,
+    turn: number,
+    signal: AbortSignal,
+  ): Promise<string | undefined>;
 }
 
 /** A tenant's monthly quota that a run stopped at. */
@@ -786,7 +791,9 @@ class HostedRun {
    */
   async #checkpoint(turn: number): Promise<void> {
     if (this.#task.instance_id === null) return;
-    const id = await this.#deps.checkpoint(this.#run.tenantId, this.#task, turn);
+    const id = await this.#deps.checkpoint(this.#run.tenantId, this.#task, turn, this.#signal);
+    // A run cancelled while its checkpoint was taken ends here, as after any step.
+    this.#signal.throwIfAborted();
     if (id === undefined) return;
     await this.#run.journal([
       { type: 'custom', name: JOURNAL.checkpoint, data: { checkpoint_id: id, turn } },

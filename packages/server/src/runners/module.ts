@@ -213,13 +213,14 @@ export const runnersModule = defineModule({
         }
         return undefined;
       },
-      async checkpoint(tenantId, task, turn) {
+      async checkpoint(tenantId, task, turn, signal) {
         if (task.instance_id === null) return undefined;
         const checkpoint = await workspaces.checkpoint(
           tenantId,
           task.instance_id,
           task.id,
           `after turn ${turn} of task ${task.id}`,
+          signal,
         );
         return checkpoint?.id;
       },

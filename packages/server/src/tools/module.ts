@@ -92,6 +92,19 @@ export const toolsModule = defineModule({
     const { tasks } = need('tasks');
     const changes = new ToolChanges(bus);
     const tools = new ToolService({ store, changes });
+    tools
+      .shadowedByBuiltIns()
+      .then((shadowed) => {
+        for (const tool of shadowed) {
+          log.warn(
+            { tenant_id: tool.tenant_id, tool: tool.name, tool_id: tool.id },
+            'a stored tool has the name of a built-in workspace tool, which is served instead: delete it by its id and create it again under another name',
+          );
+        }
+      })
+      .catch((err: unknown) =>
+        log.warn({ err }, 'could not look for tools named like built-in ones'),
+      );
     const policies = new PolicyService({ store, changes });
     const calls = new ToolCallLog({ store, events });
     const approvals = new ApprovalService({ store, box, calls });

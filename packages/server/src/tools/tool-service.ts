@@ -462,6 +462,18 @@ export class ToolService {
     });
   }
 
+  /**
+   * Stored tools named like a built-in one (made before the workspace tools came): the
+   * built-in is served under the name, so these cannot be called or changed by it.
+   */
+  async shadowedByBuiltIns(): Promise<{ tenant_id: string; name: string; id: string }[]> {
+    return this.#store.db
+      .selectFrom('tools')
+      .select(['tenant_id', 'name', 'id'])
+      .where('name', 'like', `${WORKSPACE_TOOL_PREFIX}%`)
+      .execute();
+  }
+
   /** Every active tool of the tenant at its latest version (for the MCP gateway). */
   async active(tenantId: string): Promise<Tool[]> {
     const rows = await this.#store.db

@@ -200,6 +200,7 @@ export class WorkspaceCalls {
     instanceId: string,
     taskId: string,
     message: string,
+    signal?: AbortSignal,
   ): Promise<Checkpoint | undefined> {
     const caller: CallerCredential = { type: 'jwt', subject: `task:${taskId}`, role: 'agent' };
     let result: ToolResult;
@@ -214,7 +215,9 @@ export class WorkspaceCalls {
           args: { message },
         },
         callerPrincipal(tenantId, caller),
-        AbortSignal.timeout(CHECKPOINT_TIMEOUT_MS),
+        signal === undefined
+          ? AbortSignal.timeout(CHECKPOINT_TIMEOUT_MS)
+          : AbortSignal.any([signal, AbortSignal.timeout(CHECKPOINT_TIMEOUT_MS)]),
       );
     } catch (err) {
       this.#log.warn(
