@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { join, relative, resolve } from 'node:path';
@@ -834,19 +835,35 @@ export class AdminApi {
     body?: unknown,
     raw?: Uint8Array,
   ): Promise<T> {
-    const response = await fetch(`${this.#url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.#key}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(raw === undefined ? {} : { 'content-type': 'application/octet-stream' }),
+    const payload =
+      raw !== undefined ? Buffer.from(raw) : body !== undefined ? JSON.stringify(body) : undefined;
+    // node:http, not fetch: a create that waits minutes (100 clones at once) must not hit
+    // fetch's 300 s header deadline, which is the client's limit, not Orchestra's.
+    const { status, text } = await new Promise<{ status: number; text: string }>(
+      (resolve, reject) => {
+        const req = httpRequest(`${this.#url}${path}`, {
+          method,
+          headers: {
+            authorization: `Bearer ${this.#key}`,
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+            ...(raw === undefined ? {} : { 'content-type': 'application/octet-stream' }),
+            ...(payload === undefined ? {} : { 'content-length': Buffer.byteLength(payload) }),
+          },
+        });
+        req.once('error', reject);
+        req.once('response', (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.once('error', reject);
+          res.once('end', () =>
+            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+          );
+        });
+        req.end(payload);
       },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      ...(raw === undefined ? {} : { body: new Uint8Array(raw) as unknown as BodyInit }),
-    });
-    const text = await response.text();
-    if (!response.ok) {
-      throw new Error(`${method} ${path}: ${response.status} ${text.slice(0, 300)}`);
+    );
+    if (status < 200 || status >= 300) {
+      throw new Error(`${method} ${path}: ${status} ${text.slice(0, 300)}`);
     }
     if (text === '') return undefined as T;
     try {

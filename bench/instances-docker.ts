@@ -11,7 +11,7 @@
  * Measures, through Orchestra's API as a client sees it:
  * - create→running of a docker instance (`POST /v1/instances` answers once its container
  *   runs) at p50/p95/p99, one at a time, 10 at once and 100 at once, from an empty base;
- *   one at a time and 10 at once from a 10,000-file git repository;
+ *   one at a time, 10 at once and 100 at once from a 10,000-file git repository;
  * - exec round trip (`POST …/exec` of `true`) against the `docker exec` anchor;
  * - 100 instances running at once and the memory each costs: the containers' cgroups, the
  *   engine's (a containerd-shim per container, dockerd's and containerd's growth) and
@@ -360,13 +360,13 @@ async function main(o: Options): Promise<number> {
     `${hundred} at once: docker run p95 ${summary(anchorRun.hundred).p95} ms, create p95 ${summary(creates.hundred).p95} ms; ${listed.items.length} instances running at once\n`,
   );
 
-  // The 10,000-file repository: one at a time, then 10 at once, in turns.
-  const repoAnchor: Record<'one' | 'ten', number[]> = { one: [], ten: [] };
-  const repoByHand: Record<'one' | 'ten', number[]> = { one: [], ten: [] };
-  const repoClone: Record<'one' | 'ten', number[]> = { one: [], ten: [] };
-  const repoCreates: Record<'one' | 'ten', number[]> = { one: [], ten: [] };
+  // The 10,000-file repository: one at a time, then 10 and 100 at once, in turns.
+  const repoAnchor: Record<Concurrency, number[]> = { one: [], ten: [], hundred: [] };
+  const repoByHand: Record<Concurrency, number[]> = { one: [], ten: [], hundred: [] };
+  const repoClone: Record<Concurrency, number[]> = { one: [], ten: [], hundred: [] };
+  const repoCreates: Record<Concurrency, number[]> = { one: [], ten: [], hundred: [] };
   const repoSamples = o.smoke ? 2 : Math.max(5, Math.floor(o.samples / 5));
-  const measureRepo = async (key: 'one' | 'ten', count: number) => {
+  const measureRepo = async (key: Concurrency, count: number) => {
     const anchor = await runAtOnce(count, () => copy);
     repoAnchor[key].push(...anchor.ms);
     await removeContainers(anchor.containers);
@@ -385,6 +385,10 @@ async function main(o: Options): Promise<number> {
   process.stdout.write(
     `repository, 10 at once: clone + docker run p95 ${summary(repoByHand.ten).p95} ms, create p95 ${summary(repoCreates.ten).p95} ms\n`,
   );
+  await measureRepo('hundred', hundred);
+  process.stdout.write(
+    `repository, ${hundred} at once: clone + docker run p95 ${summary(repoByHand.hundred).p95} ms, create p95 ${summary(repoCreates.hundred).p95} ms\n`,
+  );
 
   const anchorSummary = {
     one: summary(anchorRun.one),
@@ -397,12 +401,21 @@ async function main(o: Options): Promise<number> {
       ten: summary(creates.ten),
       hundred: summary(creates.hundred),
     },
-    repo: { one: summary(repoCreates.one), ten: summary(repoCreates.ten) },
+    repo: {
+      one: summary(repoCreates.one),
+      ten: summary(repoCreates.ten),
+      hundred: summary(repoCreates.hundred),
+    },
   };
+  const byConcurrency = (samples: Record<Concurrency, number[]>) => ({
+    one: summary(samples.one),
+    ten: summary(samples.ten),
+    hundred: summary(samples.hundred),
+  });
   const repoAnchorSummary = {
-    docker_run_bind_mount: { one: summary(repoAnchor.one), ten: summary(repoAnchor.ten) },
-    git_clone_then_docker_run: { one: summary(repoByHand.one), ten: summary(repoByHand.ten) },
-    git_clone_alone: { one: summary(repoClone.one), ten: summary(repoClone.ten) },
+    docker_run_bind_mount: byConcurrency(repoAnchor),
+    git_clone_then_docker_run: byConcurrency(repoByHand),
+    git_clone_alone: byConcurrency(repoClone),
   };
   const anchorExec = summary(execAnchor);
   const exec = summary(execs);
@@ -429,10 +442,18 @@ async function main(o: Options): Promise<number> {
     ratio_p95_create_repo_to_docker_run_bind_mount: {
       one: ratio(createSummary.repo.one.p95, repoAnchorSummary.docker_run_bind_mount.one.p95),
       ten: ratio(createSummary.repo.ten.p95, repoAnchorSummary.docker_run_bind_mount.ten.p95),
+      hundred: ratio(
+        createSummary.repo.hundred.p95,
+        repoAnchorSummary.docker_run_bind_mount.hundred.p95,
+      ),
     },
     ratio_p95_create_repo_to_git_clone_then_docker_run: {
       one: ratio(createSummary.repo.one.p95, repoAnchorSummary.git_clone_then_docker_run.one.p95),
       ten: ratio(createSummary.repo.ten.p95, repoAnchorSummary.git_clone_then_docker_run.ten.p95),
+      hundred: ratio(
+        createSummary.repo.hundred.p95,
+        repoAnchorSummary.git_clone_then_docker_run.hundred.p95,
+      ),
     },
     anchor_docker_exec_ms: anchorExec,
     exec_round_trip_ms: exec,
@@ -463,7 +484,7 @@ async function main(o: Options): Promise<number> {
     ...ratios.map((r) => (typeof r === 'string' ? r : f2(r))),
   ];
   const r = result;
-  const repoRatio = (key: 'one' | 'ten') => [
+  const repoRatio = (key: Concurrency) => [
     r.ratio_p95_create_repo_to_docker_run_bind_mount[key],
     r.ratio_p95_create_repo_to_git_clone_then_docker_run[key],
   ];
@@ -520,6 +541,20 @@ async function main(o: Options): Promise<number> {
           '1.00',
         ),
         row('create→running repo ×10', createSummary.repo.ten, ...repoRatio('ten')),
+        row(
+          `docker run -d -v copy ×${hundred} (anchor)`,
+          repoAnchorSummary.docker_run_bind_mount.hundred,
+          '1.00',
+          '-',
+        ),
+        row(`git clone alone ×${hundred}`, repoAnchorSummary.git_clone_alone.hundred, '-', '-'),
+        row(
+          `git clone + docker run ×${hundred}`,
+          repoAnchorSummary.git_clone_then_docker_run.hundred,
+          '-',
+          '1.00',
+        ),
+        row(`create→running repo ×${hundred}`, createSummary.repo.hundred, ...repoRatio('hundred')),
         row('docker exec true (anchor)', anchorExec, '1.00', '-'),
         row('exec round trip', exec, r.ratio_p95_exec_to_docker_exec, '-'),
       ],
