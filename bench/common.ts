@@ -6,12 +6,12 @@
  */
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
 import type { Client } from 'pg';
+import { requestText } from '../packages/server/src/platform/http-request.ts';
 
 export const HOST = '127.0.0.1';
 export const REPO_ROOT = resolve(import.meta.dirname, '..');
@@ -837,31 +837,17 @@ export class AdminApi {
   ): Promise<T> {
     const payload =
       raw !== undefined ? Buffer.from(raw) : body !== undefined ? JSON.stringify(body) : undefined;
-    // node:http, not fetch: a create that waits minutes (100 clones at once) must not hit
-    // fetch's 300 s header deadline, which is the client's limit, not Orchestra's.
-    const { status, text } = await new Promise<{ status: number; text: string }>(
-      (resolve, reject) => {
-        const req = httpRequest(`${this.#url}${path}`, {
-          method,
-          headers: {
-            authorization: `Bearer ${this.#key}`,
-            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-            ...(raw === undefined ? {} : { 'content-type': 'application/octet-stream' }),
-            ...(payload === undefined ? {} : { 'content-length': Buffer.byteLength(payload) }),
-          },
-        });
-        req.once('error', reject);
-        req.once('response', (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (chunk: Buffer) => chunks.push(chunk));
-          res.once('error', reject);
-          res.once('end', () =>
-            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
-          );
-        });
-        req.end(payload);
+    // Not fetch: a create that waits minutes (100 clones at once) must not hit fetch's
+    // 300 s header deadline, which is the client's limit, not Orchestra's.
+    const { status, text } = await requestText(`${this.#url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.#key}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(raw === undefined ? {} : { 'content-type': 'application/octet-stream' }),
       },
-    );
+      body: payload,
+    });
     if (status < 200 || status >= 300) {
       throw new Error(`${method} ${path}: ${status} ${text.slice(0, 300)}`);
     }

@@ -1,6 +1,4 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import { setTimeout as wait } from 'node:timers/promises';
 import type { AssignedTask, Checkpoint, ToolResult } from '@orchestra/protocol';
@@ -9,6 +7,7 @@ import type { CheckpointService } from '../checkpoints/index.ts';
 import type { InstanceService } from '../instances/index.ts';
 import type { Principal, TokenKind, VerifiedToken } from '../platform/auth.ts';
 import { ApiError, fieldError } from '../platform/errors.ts';
+import { requestText } from '../platform/http-request.ts';
 import type { SecretBox } from '../platform/secret-box.ts';
 import type { TerminalService } from '../terminals/index.ts';
 import type { WorkspaceOperation, WorkspaceToolCaller } from '../tools/index.ts';
@@ -265,8 +264,13 @@ export class WorkspaceCalls {
     const sealed = this.#box.seal(JSON.stringify(claims), SEAL_CONTEXT);
     let response: { status: number; text: string };
     try {
-      response = await post(new URL(WORKSPACE_CALL_PATH, url), body, {
-        authorization: `Bearer ${WORKSPACE_CALL_TOKEN_PREFIX}${Buffer.from(sealed).toString('base64url')}`,
+      response = await requestText(new URL(WORKSPACE_CALL_PATH, url), {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${WORKSPACE_CALL_TOKEN_PREFIX}${Buffer.from(sealed).toString('base64url')}`,
+        },
+        body,
         signal,
       });
     } catch (err) {
@@ -618,34 +622,4 @@ function refused(why: string): ApiError {
     'UNAUTHENTICATED',
     `Not a workspace call from a node of this cluster: ${why}`,
   );
-}
-
-/** POSTs JSON to another node and reads its answer: no deadline but the caller's signal. */
-function post(
-  url: URL,
-  body: string,
-  options: { authorization: string; signal: AbortSignal },
-): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    const req = send(url, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
-        authorization: options.authorization,
-      },
-      signal: options.signal,
-    });
-    req.once('error', reject);
-    req.once('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.once('error', reject);
-      res.once('end', () =>
-        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
-      );
-    });
-    req.end(body);
-  });
 }
