@@ -154,6 +154,37 @@ for (const store of STORE_VARIANTS) {
         'hello.txt',
       );
 
+      // Sent in chunks, without a length to refuse it by: read up to the limit, the rest
+      // dropped, and the client still gets the 413 (not a reset connection).
+      const parts = Array.from({ length: 6 }, () => Buffer.alloc(UPLOAD_MAX / 2, 98));
+      for (const target of [
+        `${files}/content?path=src/hello.txt`,
+        `${files}/archive?path=chunked`,
+      ]) {
+        const chunked = await fetch(server.url + target, {
+          method: 'PUT',
+          headers: {
+            authorization: `Bearer ${server.adminKey}`,
+            'content-type': 'application/octet-stream',
+          },
+          body: new ReadableStream({
+            pull(controller) {
+              const next = parts.shift();
+              if (next === undefined) controller.close();
+              else controller.enqueue(new Uint8Array(next));
+            },
+          }),
+          duplex: 'half',
+        } as RequestInit);
+        expectError(
+          { status: chunked.status, body: await chunked.json() },
+          413,
+          'PAYLOAD_TOO_LARGE',
+        );
+        parts.push(...Array.from({ length: 6 }, () => Buffer.alloc(UPLOAD_MAX / 2, 98)));
+      }
+      assert.equal(readFileSync(join(workspace, 'src/hello.txt'), 'utf8'), 'hello again\n');
+
       // Reading a directory, or writing over one, is refused.
       const dir = await raw(server, 'GET', `${files}/content?path=src`);
       expectError({ status: dir.status, body: dir.json }, 400, 'VALIDATION_FAILED');

@@ -366,13 +366,14 @@ export class FileService {
       );
       const hash = createHash('sha256');
       let written = 0;
+      const input = refusableBody(body);
       try {
         await checkOpened(root, handle.fd, 'querystring.path');
         // The stream closes the file once written, after an fsync (`flush`).
         const out = handle.createWriteStream({ flush: true });
         const limit = this.#maxUploadBytes;
         await pipeline(
-          body,
+          input.chunks,
           async function* (source: AsyncIterable<Buffer>) {
             for await (const chunk of source) {
               written += chunk.length;
@@ -393,6 +394,7 @@ export class FileService {
       } catch (err) {
         await handle.close().catch(() => {});
         await unlink(temp).catch(() => {});
+        await input.drain();
         throw err;
       }
       const created = current === undefined;
@@ -866,7 +868,10 @@ export async function extractArchive(options: {
   } catch (err) {
     child.kill('SIGKILL');
     await ended.catch(() => {});
-    if (err instanceof ApiError) throw err;
+    if (err instanceof ApiError) {
+      await refusableBody({ [Symbol.asyncIterator]: () => chunks }).drain();
+      throw err;
+    }
     // tar stopped reading (a broken archive): its own words say why, below.
   }
   const code = await ended;
@@ -877,6 +882,33 @@ export async function extractArchive(options: {
     );
   }
   return bytes;
+}
+
+/** How long a refused body is read and dropped before its connection is cut. */
+const DRAIN_MS = 30_000;
+
+/**
+ * A request body read so that a refusal halfway (too large, not an archive) does not reset
+ * the connection: stopping `chunks` leaves the request alone (its iterator has no
+ * `return`), and `drain` reads and drops what is left, so that the client, still sending,
+ * reads the 4xx. A client that goes on sending for more than 30 s has its connection cut.
+ */
+export function refusableBody(body: AsyncIterable<Buffer>): {
+  chunks: AsyncIterable<Buffer>;
+  drain(): Promise<void>;
+} {
+  const iterator = body[Symbol.asyncIterator]();
+  return {
+    chunks: { [Symbol.asyncIterator]: () => ({ next: () => iterator.next() }) },
+    async drain() {
+      const deadline = Date.now() + DRAIN_MS;
+      while (Date.now() < deadline) {
+        const next = await iterator.next().catch(() => ({ done: true as const, value: undefined }));
+        if (next.done) return;
+      }
+      (body as { destroy?: () => void }).destroy?.();
+    },
+  };
 }
 
 /** The option that tells tar how an archive is compressed, from its first bytes. */

@@ -6,7 +6,7 @@ import { ApiError, fieldError } from '../platform/errors.ts';
 import { newId } from '../platform/ids.ts';
 import { DEFAULT_PAGE_LIMIT, decodeCursor, toPage } from '../platform/pagination.ts';
 import type { RelationalStore } from '../store/store.ts';
-import { compressionOf } from './files.ts';
+import { compressionOf, refusableBody } from './files.ts';
 import type { WorkspaceUploadsTable } from './tables.ts';
 
 /** Bytes per stored piece: small enough for any store's row, few enough rows per upload. */
@@ -76,9 +76,8 @@ export class WorkspaceUploads {
       created_by: credentialId(principal),
       created_at: new Date().toISOString(),
     };
-    // Read by hand: `for await` would destroy the request on a refusal, and the client
-    // would see its connection reset instead of the answer.
-    const chunks = body[Symbol.asyncIterator]();
+    const input = refusableBody(body);
+    const chunks = input.chunks[Symbol.asyncIterator]();
     await this.#store.db.insertInto('workspace_uploads').values(row).execute();
     try {
       const hash = createHash('sha256');
@@ -128,14 +127,7 @@ export class WorkspaceUploads {
       return view({ ...row, ...done });
     } catch (err) {
       await this.#store.db.deleteFrom('workspace_uploads').where('id', '=', id).execute();
-      // The rest of the body is read and dropped (up to the limit again), so that the client,
-      // still sending, reads the refusal rather than a reset connection.
-      let dropped = 0;
-      while (dropped <= this.#maxBytes) {
-        const next = await chunks.next().catch(() => ({ done: true as const, value: undefined }));
-        if (next.done) break;
-        dropped += next.value.length;
-      }
+      await input.drain();
       throw err;
     }
   }
