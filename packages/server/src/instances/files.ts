@@ -374,19 +374,10 @@ export class FileService {
         const limit = this.#maxUploadBytes;
         await pipeline(
           input.chunks,
-          async function* (source: AsyncIterable<Buffer>) {
-            for await (const chunk of source) {
-              written += chunk.length;
-              if (written > limit) {
-                throw new ApiError(
-                  'PAYLOAD_TOO_LARGE',
-                  `A file may hold ${limit} bytes at most (ORCHESTRA_INSTANCE_UPLOAD_MAX_BYTES)`,
-                );
-              }
-              hash.update(chunk);
-              yield chunk;
-            }
-          },
+          atMost(limit, 'A file', (chunk) => {
+            written += chunk.length;
+            hash.update(chunk);
+          }),
           out,
         );
         if (current?.isFile()) await chmod(temp, current.mode & 0o7777);
@@ -804,7 +795,8 @@ export async function extractArchive(options: {
 }): Promise<number> {
   const { dir } = options;
   // tar cannot tell a compressed archive on a pipe by itself: its first bytes can.
-  const chunks = options.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const input = refusableBody(options.body);
+  const chunks = input.chunks[Symbol.asyncIterator]();
   const first = await chunks.next();
   const head: Buffer = first.done ? Buffer.alloc(0) : first.value;
   const source = (async function* () {
@@ -847,29 +839,19 @@ export async function extractArchive(options: {
     child.once('close', (code) => resolve(code));
   });
   let bytes = 0;
-  const limit = options.maxBytes;
   try {
     await pipeline(
       source,
-      async function* (input: AsyncIterable<Buffer>) {
-        for await (const chunk of input) {
-          bytes += chunk.length;
-          if (bytes > limit) {
-            throw new ApiError(
-              'PAYLOAD_TOO_LARGE',
-              `An archive may hold ${limit} bytes at most (ORCHESTRA_INSTANCE_UPLOAD_MAX_BYTES)`,
-            );
-          }
-          yield chunk;
-        }
-      },
+      atMost(options.maxBytes, 'An archive', (chunk) => {
+        bytes += chunk.length;
+      }),
       child.stdin,
     );
   } catch (err) {
     child.kill('SIGKILL');
     await ended.catch(() => {});
     if (err instanceof ApiError) {
-      await refusableBody({ [Symbol.asyncIterator]: () => chunks }).drain();
+      await input.drain();
       throw err;
     }
     // tar stopped reading (a broken archive): its own words say why, below.
@@ -882,6 +864,31 @@ export async function extractArchive(options: {
     );
   }
   return bytes;
+}
+
+/**
+ * A pipeline stage that passes chunks on (each seen by `seen`) and fails with 413 once more
+ * than `max` bytes went through.
+ */
+function atMost(
+  max: number,
+  what: string,
+  seen: (chunk: Buffer) => void,
+): (source: AsyncIterable<Buffer>) => AsyncGenerator<Buffer> {
+  return async function* (source) {
+    let bytes = 0;
+    for await (const chunk of source) {
+      bytes += chunk.length;
+      if (bytes > max) {
+        throw new ApiError(
+          'PAYLOAD_TOO_LARGE',
+          `${what} may hold ${max} bytes at most (ORCHESTRA_INSTANCE_UPLOAD_MAX_BYTES)`,
+        );
+      }
+      seen(chunk);
+      yield chunk;
+    }
+  };
 }
 
 /** How long a refused body is read and dropped before its connection is cut. */
